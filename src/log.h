@@ -1,0 +1,33 @@
+/*
+ * khost logger: one line per event on stderr,
+ *   2026-11-25T10:00:00.123Z INFO  [who] message
+ * where `who` names the pipeline/member (and plugin) the line is about.
+ * Thread-safe: every line is written with a single write().
+ */
+#ifndef KHOST_LOG_H
+#define KHOST_LOG_H
+
+#include <stdarg.h>
+
+#include "khost/plugin.h" /* KHOST_LOG_* levels */
+
+/* Only lines at or below this level (syslog numbering) are written. */
+void log_set_level(int level);
+int log_get_level(void);
+
+/* "err", "warning", "notice", "info", "debug" -> level; -1 when unknown. */
+int log_level_parse(const char *name);
+const char *log_level_name(int level);
+
+/* Redirect output to fd (default 2). For tests. */
+void log_set_fd(int fd);
+
+void log_msg(int level, const char *who, const char *fmt, ...)
+    KHOST_PRINTF(3, 4);
+void log_vmsg(int level, const char *who, const char *fmt, va_list ap);
+
+/* 1 when a librdkafka property name holds a secret that must never be
+ * printed (sasl.password, ssl.key.password, ...). */
+int log_is_secret_property(const char *name);
+
+#endif

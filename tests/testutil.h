@@ -1,0 +1,94 @@
+/* Small helpers shared by the test programs (header-only). */
+#ifndef KHOST_TESTUTIL_H
+#define KHOST_TESTUTIL_H
+
+#include <check.h>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline int64_t tu_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A fresh directory under $TMPDIR (or /tmp); caller frees the string. */
+static inline char *tu_tempdir(void) {
+  const char *base = getenv("TMPDIR");
+  char *path = NULL;
+  if (asprintf(&path, "%s/khost-test-XXXXXX", base ? base : "/tmp") < 0)
+    return NULL;
+  if (!mkdtemp(path)) {
+    free(path);
+    return NULL;
+  }
+  return path;
+}
+
+/* Write content to dir/name; returns the malloc'd full path. */
+static inline char *tu_write_file(const char *dir, const char *name,
+                                  const char *content) {
+  char *path = NULL;
+  ck_assert_int_ge(asprintf(&path, "%s/%s", dir, name), 0);
+  FILE *f = fopen(path, "w");
+  ck_assert_msg(f != NULL, "cannot write %s", path);
+  fputs(content, f);
+  fclose(f);
+  return path;
+}
+
+/* Whole file as a NUL-terminated string, or NULL. */
+static inline char *tu_read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  size_t n;
+  while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+    len += n;
+    if (cap - len < 2)
+      buf = realloc(buf, cap *= 2);
+  }
+  buf[len] = '\0';
+  fclose(f);
+  return buf;
+}
+
+static inline int tu_rm_one(const char *p, const struct stat *sb, int flag,
+                            struct FTW *ftw) {
+  (void)sb, (void)flag, (void)ftw;
+  return remove(p);
+}
+
+static inline void tu_rm_rf(const char *dir) {
+  if (dir)
+    nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Path of a built fixture plugin: tests/fixtures/.libs/<name>.so */
+static inline char *tu_fixture(const char *name) {
+  char *path = NULL;
+  ck_assert_int_ge(
+      asprintf(&path, "%s/tests/fixtures/.libs/%s.so", TOP_BUILDDIR, name), 0);
+  return path;
+}
+
+/* Wait until cond holds, polling every 10 ms, failing the test after
+ * timeout_ms with msg. */
+#define TU_WAIT_UNTIL(cond, timeout_ms, msg)                                   \
+  do {                                                                         \
+    int64_t tu_deadline_ = tu_mono_ms() + (timeout_ms);                        \
+    while (!(cond)) {                                                          \
+      ck_assert_msg(tu_mono_ms() < tu_deadline_, "timed out waiting: %s",      \
+                    (msg));                                                    \
+      usleep(10 * 1000);                                                       \
+    }                                                                          \
+  } while (0)
+
+#endif
