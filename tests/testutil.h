@@ -11,6 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The suite of this test program (tests/runner.c runs it). */
+Suite *KH_SUITE(void);
+
 static inline int64_t tu_mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

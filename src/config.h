@@ -1,0 +1,96 @@
+/*
+ * khost configuration: the libconfig file users write (see DESIGN.md and
+ * examples/). cfg_load() validates everything it can without touching Kafka
+ * or plugins: unknown keys, types and ranges are errors that name the file,
+ * line and full key path, e.g.
+ *   khost.cfg:12: pipelines[0].members: must be between 1 and 256 (got 0)
+ */
+#ifndef KHOST_CONFIG_H
+#define KHOST_CONFIG_H
+
+#include <libconfig.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One librdkafka property, name already translated ('_' -> '.'). */
+typedef struct cfg_prop {
+  char *name;
+  char *value;
+  int line; /* line in the config file */
+} cfg_prop_t;
+
+typedef enum { CFG_EID_HEADER = 0, CFG_EID_KEY = 1 } cfg_eid_source_t;
+typedef enum { CFG_MISSING_PROCESS = 0, CFG_MISSING_FAIL = 1 } cfg_missing_t;
+typedef enum { CFG_DURABILITY_NORMAL = 0, CFG_DURABILITY_FULL = 1 } cfg_durab_t;
+
+typedef struct cfg_pipeline {
+  char *name;
+  char *group_id;
+  char **topics;
+  size_t n_topics;
+  int members;                 /* 1..256, default 1 */
+  char *plugin;                /* as written in the file */
+  char *plugin_path;           /* resolved: plugin_dir/<name>.so, or the path */
+  cfg_eid_source_t eid_source; /* default header */
+  char *eid_header; /* header name when eid_source is header ("eventId") */
+  cfg_missing_t on_missing_id; /* default process */
+  int max_batch;               /* 1..100000, default 500 */
+  int dedup;                   /* bool, default 1 */
+  int retry_max;            /* attempts after the first, 0..1000, default 5 */
+  int retry_backoff_ms;     /* first backoff, default 100 */
+  int retry_backoff_max_ms; /* backoff cap, default 10000 */
+  /* Topic FAIL records (and records whose retries ran out) are produced to,
+   * or NULL: they are then only logged. */
+  char *dead_letter_topic;
+  cfg_prop_t *kafka; /* per-pipeline overrides */
+  size_t n_kafka;
+  /* The plugin's own group (`config = {...}`), or NULL when absent. Owned by
+   * cfg_t's libconfig tree; valid until cfg_free(). */
+  config_setting_t *plugin_config;
+  int line;
+} cfg_pipeline_t;
+
+typedef struct cfg {
+  config_t lc; /* the parsed tree; kept for plugin config groups */
+  char *path;  /* the file as given */
+  char *plugin_dir;
+  int log_level;           /* syslog number, default info */
+  int shutdown_timeout_ms; /* default 30000 */
+  cfg_prop_t *kafka;       /* global librdkafka properties */
+  size_t n_kafka;
+  /* dedup store */
+  char *dedup_path;       /* default "khost-dedup.db" */
+  int64_t retention_ms;   /* default 7 days */
+  cfg_durab_t durability; /* default normal */
+  /* embedded mock cluster: mock_brokers > 0 starts one in-process */
+  int mock_brokers;
+  int mock_partitions;     /* partitions of every pipeline topic, default 3 */
+  int mock_sample_records; /* sample records produced to each topic, default 0
+                            */
+  int mock_sample_duplicates; /* of those, how many re-use an earlier eventId */
+  cfg_pipeline_t *pipelines;
+  size_t n_pipelines;
+} cfg_t;
+
+/*
+ * Parse and validate path. On failure returns -1 and writes every problem
+ * found, one per line, into err (truncated to errlen). cfg must be freed
+ * with cfg_free() in both cases.
+ */
+int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen);
+void cfg_free(cfg_t *cfg);
+
+/* "250ms", "30s", "15m", "12h", "7d", or a plain number of seconds.
+ * Returns 0 and sets *ms, or -1. */
+int cfg_parse_duration(const char *s, int64_t *ms);
+
+/* Find a property by librdkafka name in a list; NULL when absent. */
+const cfg_prop_t *cfg_prop_find(const cfg_prop_t *props, size_t n,
+                                const char *name);
+
+/* The file a setting was read from (an @include'd file, or cfg->path), for
+ * "file:line" in error messages; pair it with config_setting_source_line().
+ * s may be NULL. */
+const char *cfg_setting_file(const config_setting_t *s, const cfg_t *cfg);
+
+#endif

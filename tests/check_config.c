@@ -1,0 +1,578 @@
+/* Tests of the config module: parsing, defaults, and error reports. */
+#include <stdlib.h>
+#include <string.h>
+
+/* By path: "config.h" alone would find autoconf's header in the build dir. */
+#include "../src/config.h"
+#include "log.h"
+#include "testutil.h"
+
+static char *tmpdir;
+
+static void setup(void) {
+  tmpdir = tu_tempdir();
+  ck_assert_ptr_nonnull(tmpdir);
+  unsetenv("KHOST_PLUGIN_DIR");
+}
+
+static void teardown(void) {
+  tu_rm_rf(tmpdir);
+  free(tmpdir);
+  tmpdir = NULL;
+}
+
+/* Writes text as <tmpdir>/khost.cfg and loads it; *path is freed by the
+ * caller. */
+static int load_text(cfg_t *cfg, const char *text, char *err, size_t errlen,
+                     char **path) {
+  *path = tu_write_file(tmpdir, "khost.cfg", text);
+  return cfg_load(cfg, *path, err, errlen);
+}
+
+static int count_lines(const char *s) {
+  int n = s[0] != '\0';
+
+  for (; *s; s++)
+    n += *s == '\n';
+  return n;
+}
+
+static void assert_prop(const cfg_prop_t *props, size_t n, const char *name,
+                        const char *value) {
+  const cfg_prop_t *p = cfg_prop_find(props, n, name);
+
+  ck_assert_msg(p != NULL, "property %s missing", name);
+  ck_assert_str_eq(p->value, value);
+}
+
+/* ------------------------------------------------------------ good files */
+
+static const char full_text[] =
+    "plugin_dir = \"/opt/khost/plugins\";\n"                     /* 1 */
+    "log_level = \"debug\";\n"                                   /* 2 */
+    "shutdown_timeout = 15;\n"                                   /* 3 */
+    "kafka = {\n"                                                /* 4 */
+    "  bootstrap_servers = \"b1:9092,b2:9092\";\n"               /* 5 */
+    "  fetch_max_bytes = 1048576;\n"                             /* 6 */
+    "  socket_keepalive_enable = true;\n"                        /* 7 */
+    "  linger_ms = 0.5;\n"                                       /* 8 */
+    "};\n"                                                       /* 9 */
+    "dedup = { path = \"/var/tmp/d.db\"; retention = \"12h\";\n" /* 10 */
+    "  durability = \"full\"; };\n"                              /* 11 */
+    "mock = { brokers = 1; partitions = 4; sample_records = 100;\n"
+    "  sample_duplicates = 10; };\n"
+    "pipelines = (\n"
+    "  { name = \"orders\"; group_id = \"g-orders\";\n" /* 15 */
+    "    topics = [ \"order-completed\" ]; members = 3;\n"
+    "    plugin = \"jsonl_sink\"; event_id = \"key\";\n"
+    "    on_missing_id = \"fail\"; max_batch = 1000; dedup = false;\n"
+    "    dead_letter_topic = \"orders.dlt\";\n"
+    "    retry = { max = 7; backoff = \"250ms\"; backoff_max = \"1m\"; };\n"
+    "    kafka = { auto_offset_reset = \"latest\"; };\n"
+    "    config = { path = \"/tmp/orders.jsonl\"; };\n"
+    "  },\n"
+    "  { name = \"audit.v2\"; group_id = \"g-audit\";\n"
+    "    topics = [ \"a\", \"b\" ]; plugin = \"./build/audit.so\";\n"
+    "    event_id = \"header:id\"; }\n"
+    ");\n";
+
+START_TEST(test_full_file) {
+  cfg_t cfg;
+  char err[4096], *path;
+  const char *s = NULL;
+
+  ck_assert_int_eq(load_text(&cfg, full_text, err, sizeof(err), &path), 0);
+  ck_assert_str_eq(err, "");
+  ck_assert_str_eq(cfg.path, path);
+  ck_assert_str_eq(cfg.plugin_dir, "/opt/khost/plugins");
+  ck_assert_int_eq(cfg.log_level, KHOST_LOG_DEBUG);
+  ck_assert_int_eq(cfg.shutdown_timeout_ms, 15000);
+  ck_assert_uint_eq(cfg.n_kafka, 4);
+  assert_prop(cfg.kafka, cfg.n_kafka, "bootstrap.servers", "b1:9092,b2:9092");
+  assert_prop(cfg.kafka, cfg.n_kafka, "fetch.max.bytes", "1048576");
+  assert_prop(cfg.kafka, cfg.n_kafka, "socket.keepalive.enable", "true");
+  assert_prop(cfg.kafka, cfg.n_kafka, "linger.ms", "0.5");
+  ck_assert_int_eq(
+      cfg_prop_find(cfg.kafka, cfg.n_kafka, "fetch.max.bytes")->line, 6);
+  ck_assert_ptr_null(cfg_prop_find(cfg.kafka, cfg.n_kafka, "fetch_max_bytes"));
+  ck_assert_str_eq(cfg.dedup_path, "/var/tmp/d.db");
+  ck_assert_int_eq(cfg.retention_ms, 12LL * 3600 * 1000);
+  ck_assert_int_eq(cfg.durability, CFG_DURABILITY_FULL);
+  ck_assert_int_eq(cfg.mock_brokers, 1);
+  ck_assert_int_eq(cfg.mock_partitions, 4);
+  ck_assert_int_eq(cfg.mock_sample_records, 100);
+  ck_assert_int_eq(cfg.mock_sample_duplicates, 10);
+  ck_assert_uint_eq(cfg.n_pipelines, 2);
+
+  const cfg_pipeline_t *p = &cfg.pipelines[0];
+  ck_assert_str_eq(p->name, "orders");
+  ck_assert_str_eq(p->group_id, "g-orders");
+  ck_assert_uint_eq(p->n_topics, 1);
+  ck_assert_str_eq(p->topics[0], "order-completed");
+  ck_assert_int_eq(p->members, 3);
+  ck_assert_str_eq(p->plugin, "jsonl_sink");
+  ck_assert_str_eq(p->plugin_path, "/opt/khost/plugins/jsonl_sink.so");
+  ck_assert_int_eq(p->eid_source, CFG_EID_KEY);
+  ck_assert_int_eq(p->on_missing_id, CFG_MISSING_FAIL);
+  ck_assert_int_eq(p->max_batch, 1000);
+  ck_assert_int_eq(p->dedup, 0);
+  ck_assert_str_eq(p->dead_letter_topic, "orders.dlt");
+  ck_assert_int_eq(p->retry_max, 7);
+  ck_assert_int_eq(p->retry_backoff_ms, 250);
+  ck_assert_int_eq(p->retry_backoff_max_ms, 60000);
+  ck_assert_uint_eq(p->n_kafka, 1);
+  assert_prop(p->kafka, p->n_kafka, "auto.offset.reset", "latest");
+  ck_assert_int_eq(p->line, 15);
+  ck_assert_ptr_nonnull(p->plugin_config);
+  ck_assert_int_eq(config_setting_lookup_string(p->plugin_config, "path", &s),
+                   CONFIG_TRUE);
+  ck_assert_str_eq(s, "/tmp/orders.jsonl");
+  ck_assert_str_eq(cfg_setting_file(p->plugin_config, &cfg), path);
+
+  p = &cfg.pipelines[1];
+  ck_assert_str_eq(p->name, "audit.v2");
+  ck_assert_uint_eq(p->n_topics, 2);
+  ck_assert_str_eq(p->topics[0], "a");
+  ck_assert_str_eq(p->topics[1], "b");
+  ck_assert_str_eq(p->plugin_path, "./build/audit.so");
+  ck_assert_int_eq(p->eid_source, CFG_EID_HEADER);
+  ck_assert_str_eq(p->eid_header, "id");
+  ck_assert_uint_eq(p->n_kafka, 0);
+  ck_assert_ptr_null(p->plugin_config);
+  ck_assert_ptr_null(p->dead_letter_topic);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+static const char minimal_text[] =
+    "kafka = { bootstrap_servers = \"127.0.0.1:9092\"; };\n"
+    "pipelines = ( { name = \"p\"; group_id = \"g\"; topics = [ \"t\" ];\n"
+    "                plugin = \"jsonl_sink\"; } );\n";
+
+START_TEST(test_defaults) {
+  cfg_t cfg;
+  char err[1024], *path;
+
+  ck_assert_int_eq(load_text(&cfg, minimal_text, err, sizeof(err), &path), 0);
+  ck_assert_str_eq(cfg.plugin_dir, KHOST_PLUGIN_DIR);
+  ck_assert_int_eq(cfg.log_level, KHOST_LOG_INFO);
+  ck_assert_int_eq(cfg.shutdown_timeout_ms, 30000);
+  ck_assert_str_eq(cfg.dedup_path, "khost-dedup.db");
+  ck_assert_int_eq(cfg.retention_ms, 7LL * 86400 * 1000);
+  ck_assert_int_eq(cfg.durability, CFG_DURABILITY_NORMAL);
+  ck_assert_int_eq(cfg.mock_brokers, 0);
+  ck_assert_uint_eq(cfg.n_pipelines, 1);
+
+  const cfg_pipeline_t *p = &cfg.pipelines[0];
+  ck_assert_int_eq(p->members, 1);
+  ck_assert_int_eq(p->max_batch, 500);
+  ck_assert_int_eq(p->dedup, 1);
+  ck_assert_int_eq(p->eid_source, CFG_EID_HEADER);
+  ck_assert_str_eq(p->eid_header, "eventId");
+  ck_assert_int_eq(p->on_missing_id, CFG_MISSING_PROCESS);
+  ck_assert_int_eq(p->retry_max, 5);
+  ck_assert_int_eq(p->retry_backoff_ms, 100);
+  ck_assert_int_eq(p->retry_backoff_max_ms, 10000);
+  ck_assert_str_eq(p->plugin_path, KHOST_PLUGIN_DIR "/jsonl_sink.so");
+  ck_assert_ptr_null(p->dead_letter_topic);
+  ck_assert_ptr_null(p->plugin_config);
+  ck_assert_uint_eq(p->n_kafka, 0);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_plugin_dir_from_env) {
+  cfg_t cfg;
+  char err[1024], *path;
+
+  setenv("KHOST_PLUGIN_DIR", "/env/plugins", 1);
+  ck_assert_int_eq(load_text(&cfg, minimal_text, err, sizeof(err), &path), 0);
+  unsetenv("KHOST_PLUGIN_DIR");
+  ck_assert_str_eq(cfg.plugin_dir, "/env/plugins");
+  ck_assert_str_eq(cfg.pipelines[0].plugin_path, "/env/plugins/jsonl_sink.so");
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_mock_defaults_without_bootstrap) {
+  static const char text[] =
+      "mock = { };\n"
+      "pipelines = ( { name = \"p\"; group_id = \"g\"; topics = [ \"t\" ];\n"
+      "                plugin = \"x.so\"; retry = { backoff = \"30s\"; }; } "
+      ");\n";
+  cfg_t cfg;
+  char err[1024], *path;
+
+  ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), 0);
+  ck_assert_int_eq(cfg.mock_brokers, 3);
+  ck_assert_int_eq(cfg.mock_partitions, 3);
+  ck_assert_int_eq(cfg.mock_sample_records, 0);
+  ck_assert_int_eq(cfg.mock_sample_duplicates, 0);
+  ck_assert_uint_eq(cfg.n_kafka, 0);
+  ck_assert_str_eq(cfg.pipelines[0].plugin_path, KHOST_PLUGIN_DIR "/x.so");
+  /* A backoff above the default cap raises the cap. */
+  ck_assert_int_eq(cfg.pipelines[0].retry_backoff_ms, 30000);
+  ck_assert_int_eq(cfg.pipelines[0].retry_backoff_max_ms, 30000);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_example_loads) {
+  cfg_t cfg;
+  char err[4096];
+  const char *s = NULL;
+
+  ck_assert_msg(
+      cfg_load(&cfg, TOP_SRCDIR "/examples/khost.cfg", err, sizeof(err)) == 0,
+      "examples/khost.cfg: %s", err);
+  ck_assert_uint_eq(cfg.n_pipelines, 1);
+  ck_assert_str_eq(cfg.pipelines[0].name, "order-analytics");
+  ck_assert_str_eq(cfg.pipelines[0].group_id, "data-platform-consumer-group");
+  ck_assert_str_eq(cfg.pipelines[0].topics[0], "order-completed");
+  ck_assert_str_eq(cfg.pipelines[0].plugin, "jsonl_sink");
+  ck_assert_int_eq(
+      config_setting_lookup_string(cfg.pipelines[0].plugin_config, "path", &s),
+      CONFIG_TRUE);
+  ck_assert_str_eq(s, "/tmp/orders.jsonl");
+  assert_prop(cfg.kafka, cfg.n_kafka, "bootstrap.servers", "127.0.0.1:9092");
+  cfg_free(&cfg);
+}
+END_TEST
+
+START_TEST(test_include_relative_to_file) {
+  cfg_t cfg;
+  char err[1024], *path;
+  char *sub = tu_write_file(tmpdir, "pipes.cfg",
+                            "pipelines = ( { name = \"p\"; group_id = \"g\";\n"
+                            "  topics = [ \"t\" ]; plugin = \"x\";\n"
+                            "  members = 0; } );\n");
+
+  char *cwd = getcwd(NULL, 0);
+
+  /* Loaded from another directory: the include is found next to the file. */
+  ck_assert_int_eq(chdir("/"), 0);
+  ck_assert_int_eq(load_text(&cfg,
+                             "kafka = { bootstrap_servers = \"h:1\"; };\n"
+                             "@include \"pipes.cfg\"\n",
+                             err, sizeof(err), &path),
+                   -1);
+  ck_assert_msg(strstr(err, "pipes.cfg:3: pipelines[0].members: must be "
+                            "between 1 and 256 (got 0)") != NULL,
+                "got: %s", err);
+  ck_assert_int_eq(count_lines(err), 1);
+  ck_assert_int_eq(chdir(cwd), 0);
+  cfg_free(&cfg);
+  free(cwd);
+  free(path);
+  free(sub);
+}
+END_TEST
+
+/* ------------------------------------------------------------ durations */
+
+START_TEST(test_duration_good) {
+  static const struct {
+    const char *text;
+    int64_t ms;
+  } cases[] = {{"250ms", 250},    {"30s", 30000},
+               {"15m", 900000},   {"12h", 43200000},
+               {"7d", 604800000}, {"0s", 0},
+               {"45", 45000},     {"0", 0},
+               {"1000ms", 1000},  {"106751991167d", 106751991167LL * 86400000}};
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+    int64_t ms = -1;
+    ck_assert_msg(cfg_parse_duration(cases[i].text, &ms) == 0, "%s",
+                  cases[i].text);
+    ck_assert_int_eq(ms, cases[i].ms);
+  }
+}
+END_TEST
+
+START_TEST(test_duration_bad) {
+  static const char *const cases[] = {
+      "",    "s",    "-1s",  "+1s",           " 1s",
+      "1 s", "1.5s", "1S",   "10x",           "5sec",
+      "ms",  "1s ",  "1d2h", "106751991168d", "99999999999999999999"};
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+    int64_t ms = 42;
+    ck_assert_msg(cfg_parse_duration(cases[i], &ms) == -1, "\"%s\" accepted",
+                  cases[i]);
+    ck_assert_int_eq(ms, 42);
+  }
+  ck_assert_int_eq(cfg_parse_duration(NULL, &(int64_t){0}), -1);
+}
+END_TEST
+
+/* ------------------------------------------------------------ bad files */
+
+/* Pieces of the bad files below: KAFKA is one line, PIPE_OPEN three (the
+ * pipeline's '{' on its second), so line numbers can be counted. */
+#define KAFKA "kafka = { bootstrap_servers = \"127.0.0.1:9092\"; };\n"
+#define PIPE_OPEN                                                              \
+  "pipelines = (\n"                                                            \
+  "  {\n"                                                                      \
+  "    name = \"p\"; group_id = \"g\"; topics = [ \"t\" ]; plugin = \"x\";\n"
+#define PIPE_CLOSE "  }\n);\n"
+
+static const struct bad_case {
+  const char *what;
+  const char *text;
+  const char *expect; /* after "<path>"; the only problem reported */
+} bad_cases[] = {
+    {"unknown top-level key", KAFKA "colour = \"blue\";\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: colour: unknown setting (known: plugin_dir, log_level,"},
+    {"unknown pipeline key", KAFKA PIPE_OPEN "    member = 3;\n" PIPE_CLOSE,
+     ":5: pipelines[0].member: unknown setting"},
+    {"unknown retry key",
+     KAFKA PIPE_OPEN "    retry = {\n max = 1; delay = 2; };\n" PIPE_CLOSE,
+     ":6: pipelines[0].retry.delay: unknown setting"},
+    {"members out of range", KAFKA PIPE_OPEN "    members = 0;\n" PIPE_CLOSE,
+     ":5: pipelines[0].members: must be between 1 and 256 (got 0)"},
+    {"members wrong type", KAFKA PIPE_OPEN "    members = \"3\";\n" PIPE_CLOSE,
+     ":5: pipelines[0].members: must be an integer (got a string)"},
+    {"max_batch out of range",
+     KAFKA PIPE_OPEN "    max_batch = 100001;\n" PIPE_CLOSE,
+     ":5: pipelines[0].max_batch: must be between 1 and 100000 (got 100001)"},
+    {"bad duration",
+     "shutdown_timeout = \"30 s\";\n" KAFKA PIPE_OPEN PIPE_CLOSE,
+     ":1: shutdown_timeout: must be a duration"},
+    {"negative duration", KAFKA "shutdown_timeout = -5;\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: shutdown_timeout: must be between 1ms and 24d (got -5)"},
+    {"retention too short",
+     KAFKA "dedup = {\n  retention = \"0s\";\n};\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: dedup.retention: must be at least 1s (got \"0s\")"},
+    {"bad durability word",
+     KAFKA "dedup = { durability = \"fsync\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: dedup.durability: must be normal or full (got \"fsync\")"},
+    {"bad log level", "log_level = \"loud\";\n" KAFKA PIPE_OPEN PIPE_CLOSE,
+     ":1: log_level: must be err, warning, notice, info or debug (got "
+     "\"loud\")"},
+    {"bad event_id form",
+     KAFKA PIPE_OPEN "    event_id = \"header:\";\n" PIPE_CLOSE,
+     ":5: pipelines[0].event_id: must be \"key\" or \"header:<name>\" (got "
+     "\"header:\")"},
+    {"bad on_missing_id",
+     KAFKA PIPE_OPEN "    on_missing_id = \"skip\";\n" PIPE_CLOSE,
+     ":5: pipelines[0].on_missing_id: must be process or fail (got \"skip\")"},
+    {"missing group_id",
+     KAFKA "pipelines = (\n  {\n    name = \"p\"; topics = [ \"t\" ];\n"
+           "    plugin = \"x\"; }\n);\n",
+     ":3: pipelines[0].group_id: required"},
+    {"empty topics",
+     KAFKA "pipelines = ( { name = \"p\"; group_id = \"g\";\n"
+           "  plugin = \"x\";\n  topics = [ ]; } );\n",
+     ":4: pipelines[0].topics: must list at least one topic"},
+    {"duplicate topic",
+     KAFKA "pipelines = ( { name = \"p\"; group_id = \"g\"; plugin = \"x\";\n"
+           "  topics = [ \"a\", \"b\",\n  \"a\" ]; } );\n",
+     ":4: pipelines[0].topics[2]: duplicate topic \"a\""},
+    {"bad pipeline name",
+     KAFKA "pipelines = ( { group_id = \"g\"; plugin = \"x\"; topics = "
+           "[\"t\"];\n  name = \"order analytics\"; } );\n",
+     ":3: pipelines[0].name: must be at most 64 characters of "
+     "[A-Za-z0-9._-] (got \"order analytics\")"},
+    {"duplicate pipeline names",
+     KAFKA PIPE_OPEN "  },\n  { name = \"p\"; group_id = \"g2\";\n"
+                     "    topics = [ \"t\" ]; plugin = \"x\";\n" PIPE_CLOSE,
+     ":6: pipelines[1].name: \"p\" is already the name of pipelines[0] "
+     "(line 3)"},
+    {"shared group_id",
+     KAFKA PIPE_OPEN "  },\n  { name = \"q\";\n    group_id = \"g\";\n"
+                     "    topics = [ \"t\" ]; plugin = \"x\";\n" PIPE_CLOSE,
+     ":7: pipelines[1].group_id: \"g\" is already the group of "
+     "pipelines[0] (line 3)"},
+    {"no pipelines", KAFKA, ":1: pipelines: required: at least one pipeline"},
+    {"unknown librdkafka property",
+     "kafka = {\n  bootstrap_servers = \"h:1\";\n  no_such_thing = "
+     "1;\n};\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: kafka.no_such_thing: No such configuration property: "
+     "\"no.such.thing\""},
+    {"bad librdkafka value",
+     KAFKA PIPE_OPEN
+     "    kafka = {\n  fetch_wait_max_ms = \"soon\"; };\n" PIPE_CLOSE,
+     ":6: pipelines[0].kafka.fetch_wait_max_ms: Invalid value for "
+     "configuration property \"fetch.wait.max.ms\" (got \"soon\")"},
+    {"librdkafka property not a scalar",
+     KAFKA PIPE_OPEN "    kafka = { debug = [ \"all\" ]; };\n" PIPE_CLOSE,
+     ":5: pipelines[0].kafka.debug: must be a string, number or boolean (got "
+     "an array)"},
+    {"enable_auto_commit refused",
+     "kafka = { bootstrap_servers = \"h:1\";\n  enable_auto_commit = true; "
+     "};\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: kafka.enable_auto_commit: set by khost: khost commits offsets "
+     "itself"},
+    {"group.id refused",
+     KAFKA PIPE_OPEN "    kafka = { group_id = \"other\"; };\n" PIPE_CLOSE,
+     ":5: pipelines[0].kafka.group_id: set by khost: use the pipeline's "
+     "group_id"},
+    {"no bootstrap servers",
+     "plugin_dir = \"/p\";\nkafka = {\n  client_id = \"k\";\n};\n" PIPE_OPEN
+         PIPE_CLOSE,
+     ":2: kafka.bootstrap_servers: required (or a mock group"},
+    {"bootstrap servers missing in one pipeline",
+     PIPE_OPEN "    kafka = { bootstrap_servers = \"h:1\"; };\n  },\n"
+               "  { name = \"q\"; group_id = \"g2\";\n"
+               "    topics = [ \"t\" ]; plugin = \"x\";\n" PIPE_CLOSE,
+     ":6: pipelines[1].kafka.bootstrap_servers: required: there is no "
+     "global kafka.bootstrap_servers"},
+    {"mock duplicates above records",
+     KAFKA
+     "mock = { sample_records = 5;\n  sample_duplicates = 6; };\n" PIPE_OPEN
+         PIPE_CLOSE,
+     ":3: mock.sample_duplicates: must be between 0 and 5 (got 6)"},
+    {"backoff_max below backoff",
+     KAFKA PIPE_OPEN "    retry = { backoff = \"1s\";\n"
+                     "      backoff_max = \"500ms\"; };\n" PIPE_CLOSE,
+     ":6: pipelines[0].retry.backoff_max: must be between 1s and 24d (got "
+     "\"500ms\")"},
+    {"dead-letter topic read by the pipeline",
+     KAFKA PIPE_OPEN "    dead_letter_topic = \"t\";\n" PIPE_CLOSE,
+     ":5: pipelines[0].dead_letter_topic: \"t\" is also one of the "
+     "pipeline's topics"},
+    {"config not a group",
+     KAFKA PIPE_OPEN "    config = \"/tmp/x\";\n" PIPE_CLOSE,
+     ":5: pipelines[0].config: must be a group { ... } (got a string)"},
+    {"syntax error with line",
+     KAFKA "dedup = {\n  path = \"x\"\n  retention = ;\n};\n",
+     ":4: syntax error"},
+};
+
+START_TEST(test_bad_file) {
+  const struct bad_case *c = &bad_cases[_i];
+  cfg_t cfg;
+  char err[4096], *path, *expect = NULL;
+
+  ck_assert_int_eq(load_text(&cfg, c->text, err, sizeof(err), &path), -1);
+  ck_assert_int_ge(asprintf(&expect, "%s%s", path, c->expect), 0);
+  ck_assert_msg(strstr(err, expect) != NULL, "%s: want \"%s\", got \"%s\"",
+                c->what, c->expect, err);
+  ck_assert_msg(count_lines(err) == 1, "%s: %d problems: %s", c->what,
+                count_lines(err), err);
+  cfg_free(&cfg);
+  free(expect);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_missing_file) {
+  cfg_t cfg;
+  char err[1024], *path = NULL;
+
+  ck_assert_int_ge(asprintf(&path, "%s/nope.cfg", tmpdir), 0);
+  ck_assert_int_eq(cfg_load(&cfg, path, err, sizeof(err)), -1);
+  ck_assert_str_eq(err + strlen(path),
+                   ": cannot read: No such file or directory");
+  ck_assert_int_eq(strncmp(err, path, strlen(path)), 0);
+  cfg_free(&cfg);
+  ck_assert_int_eq(cfg_load(&cfg, tmpdir, err, sizeof(err)), -1);
+  ck_assert_msg(strstr(err, ": cannot read: Is a directory") != NULL, "%s",
+                err);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_all_problems_reported) {
+  static const char text[] =
+      "log_level = \"chatty\";\n"                               /* 1 */
+      "kafka = { bootstrap_servers = \"h:1\"; };\n"             /* 2 */
+      "dedup = { retention = \"forever\"; };\n"                 /* 3 */
+      "pipelines = (\n"                                         /* 4 */
+      "  { name = \"p\"; topics = [ \"t\" ]; plugin = \"x\";\n" /* 5 */
+      "    members = 300;\n"                                    /* 6 */
+      "    retry = { max = -1; };\n"                            /* 7 */
+      "    kafka = { enable_auto_offset_store = false; }; }\n"  /* 8 */
+      ");\n";
+  static const char *const want[] = {
+      ":1: log_level: must be",
+      ":3: dedup.retention: must be a duration",
+      ":5: pipelines[0].group_id: required",
+      ":6: pipelines[0].members: must be between 1 and 256 (got 300)",
+      ":7: pipelines[0].retry.max: must be between 0 and 1000 (got -1)",
+      ":8: pipelines[0].kafka.enable_auto_offset_store: set by khost"};
+  cfg_t cfg;
+  char err[4096], *path;
+
+  ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), -1);
+  for (size_t i = 0; i < sizeof(want) / sizeof(*want); i++) {
+    char *line = NULL;
+    ck_assert_int_ge(asprintf(&line, "%s%s", path, want[i]), 0);
+    ck_assert_msg(strstr(err, line) != NULL, "want \"%s\" in: %s", want[i],
+                  err);
+    free(line);
+  }
+  ck_assert_int_eq(count_lines(err), 6);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_error_truncated) {
+  cfg_t cfg;
+  char err[12], *path;
+
+  ck_assert_int_eq(load_text(&cfg, "bogus = 1;\n", err, sizeof(err), &path),
+                   -1);
+  ck_assert_uint_eq(strlen(err), sizeof(err) - 1);
+  ck_assert_int_eq(strncmp(err, path, sizeof(err) - 1), 0);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_secret_value_not_shown) {
+  static const char text[] =
+      "kafka = { bootstrap_servers = \"h:1\";\n"
+      "  sasl_passwords = \"hunter2\"; };\n" PIPE_OPEN PIPE_CLOSE;
+  cfg_t cfg;
+  char err[4096], *path, *expect = NULL;
+
+  ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), -1);
+  ck_assert_int_ge(asprintf(&expect,
+                            "%s:2: kafka.sasl_passwords: No such "
+                            "configuration property",
+                            path),
+                   0);
+  ck_assert_msg(strstr(err, expect) != NULL, "got: %s", err);
+  ck_assert_msg(strstr(err, "hunter2") == NULL, "secret shown: %s", err);
+  cfg_free(&cfg);
+  free(expect);
+  free(path);
+}
+END_TEST
+
+Suite *config_suite(void) {
+  Suite *s = suite_create("config");
+  TCase *tc = tcase_create("good");
+
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_full_file);
+  tcase_add_test(tc, test_defaults);
+  tcase_add_test(tc, test_plugin_dir_from_env);
+  tcase_add_test(tc, test_mock_defaults_without_bootstrap);
+  tcase_add_test(tc, test_example_loads);
+  tcase_add_test(tc, test_include_relative_to_file);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("duration");
+  tcase_add_test(tc, test_duration_good);
+  tcase_add_test(tc, test_duration_bad);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("bad");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_loop_test(tc, test_bad_file, 0,
+                      (int)(sizeof(bad_cases) / sizeof(*bad_cases)));
+  tcase_add_test(tc, test_missing_file);
+  tcase_add_test(tc, test_all_problems_reported);
+  tcase_add_test(tc, test_error_truncated);
+  tcase_add_test(tc, test_secret_value_not_shown);
+  suite_add_tcase(s, tc);
+  return s;
+}
