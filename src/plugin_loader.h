@@ -20,19 +20,33 @@ typedef struct plugin_instance plugin_instance_t;
  * (dlopen's message, missing khost_plugin_entry, ABI mismatch naming both
  * versions, missing handle/create). */
 int plugin_load(plugin_t **out, const char *path, char *err, size_t errlen);
+/* Wrap a descriptor compiled into the process (built-in plugins, tests):
+ * the same validation as plugin_load(), with label standing for the path in
+ * messages. plugin_unload() then only frees the wrapper. */
+int plugin_load_builtin(plugin_t **out, const char *label,
+                        const khost_plugin_t *desc, char *err, size_t errlen);
+/* dlclose() and free. Only at the end of the process, after every instance
+ * was destroyed and every member thread joined, or for a plugin that never
+ * had an instance. */
 void plugin_unload(plugin_t *p);
 const khost_plugin_t *plugin_descriptor(const plugin_t *p);
 const char *plugin_path(const plugin_t *p);
 
 typedef struct plugin_instance_opts {
-  const char *pipeline;      /* pipeline name */
-  int member;                /* member index */
-  config_setting_t *config;  /* the plugin's config group, or NULL */
-  const char *config_file;   /* for error messages */
+  const char *pipeline;     /* pipeline name */
+  int member;               /* member index */
+  config_setting_t *config; /* the plugin's config group, or NULL */
+  const char *config_file;  /* for error messages */
 } plugin_instance_opts_t;
 
-/* Create an instance; fails with the plugin's own message, a config type
- * error, or an unknown key in its config group (file:line: key). */
+/* Create an instance. Fails (-1, *out NULL) with one problem per line:
+ *   "pipeline/member/plugin: <the plugin's own message>" when create() fails,
+ *   "FILE:LINE: pipelines[N].config.KEY: expected a string" (an integer, ...)
+ *     for a lookup of the wrong type,
+ *   "FILE:LINE: pipelines[N].config.KEY: unknown setting for plugin NAME"
+ *     for a setting create() never looked up.
+ * FILE is the setting's source file, else opts->config_file. When create()
+ * had succeeded, destroy() is called before returning the failure. */
 int plugin_instance_create(plugin_instance_t **out, plugin_t *p,
                            const plugin_instance_opts_t *opts, char *err,
                            size_t errlen);
