@@ -1,0 +1,758 @@
+/* Tests for the dedup store: claims, durability across reopen, retention
+ * pruning (foreground and background), concurrent writers, ID encodings,
+ * commit failures and open errors. */
+#include <check.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dedup.h"
+#include "testutil.h"
+
+#define HOUR_MS (INT64_C(3600) * 1000)
+
+typedef struct fx {
+  char *dir;
+  char *path;
+  dedup_store_t *s;
+  uint32_t scope;
+} fx_t;
+
+static dedup_store_t *store_open(const char *path, int64_t retention_ms,
+                                 int64_t prune_interval_ms, int busy_ms) {
+  dedup_opts_t o = {.path = path,
+                    .retention_ms = retention_ms,
+                    .prune_interval_ms = prune_interval_ms,
+                    .busy_timeout_ms = busy_ms};
+  dedup_store_t *s = NULL;
+  char err[512] = "";
+  int rc = dedup_open(&s, &o, err, sizeof err);
+  ck_assert_msg(rc == 0 && s != NULL, "dedup_open: %s", err);
+  return s;
+}
+
+static uint32_t scope_of(dedup_store_t *s, const char *name) {
+  uint32_t id = 0;
+  char err[512] = "";
+  ck_assert_msg(dedup_scope(s, name, &id, err, sizeof err) == 0,
+                "dedup_scope: %s", err);
+  return id;
+}
+
+static void fx_open(fx_t *f, int64_t retention_ms, int64_t interval_ms) {
+  f->s = store_open(f->path, retention_ms, interval_ms, 0);
+  f->scope = scope_of(f->s, "orders");
+}
+
+static void fx_init(fx_t *f, int64_t retention_ms, int64_t interval_ms) {
+  f->dir = tu_tempdir();
+  ck_assert_ptr_nonnull(f->dir);
+  ck_assert_int_ge(asprintf(&f->path, "%s/dedup.db", f->dir), 0);
+  fx_open(f, retention_ms, interval_ms);
+}
+
+static void fx_reopen(fx_t *f, int64_t retention_ms, int64_t interval_ms) {
+  dedup_close(f->s);
+  fx_open(f, retention_ms, interval_ms);
+}
+
+static void fx_done(fx_t *f) {
+  dedup_close(f->s);
+  tu_rm_rf(f->dir);
+  free(f->path);
+  free(f->dir);
+}
+
+static dedup_writer_t *writer_open(dedup_store_t *s) {
+  dedup_writer_t *w = NULL;
+  char err[512] = "";
+  ck_assert_msg(dedup_writer_open(s, &w, err, sizeof err) == 0,
+                "dedup_writer_open: %s", err);
+  return w;
+}
+
+static void add_mark(dedup_writer_t *w, uint32_t scope, const void *id,
+                     size_t len, int64_t at_ms) {
+  dedup_mark_t m = {.scope = scope,
+                    .event_id = id,
+                    .event_id_len = len,
+                    .topic = "order-completed",
+                    .partition = 3,
+                    .offset = 42,
+                    .handled_at_ms = at_ms,
+                    .outcome = DEDUP_OUTCOME_OK};
+  ck_assert_int_eq(dedup_writer_add(w, &m), 0);
+}
+
+static void commit_ok(dedup_writer_t *w) {
+  char err[512] = "";
+  int transient = -1;
+  ck_assert_msg(dedup_writer_commit(w, &transient, err, sizeof err) == 0,
+                "commit: %s", err);
+  ck_assert_int_eq(transient, 0);
+  ck_assert_uint_eq(dedup_writer_pending(w), 0);
+}
+
+/* A canonical lowercase UUID text that differs for every n. */
+static void uuid_of(char out[37], uint64_t n) {
+  snprintf(out, 37, "%08x-%04x-4%03x-8%03x-%012llx",
+           (unsigned)(n * 2654435761u), (unsigned)(n >> 7) & 0xffff,
+           (unsigned)n & 0xfff, (unsigned)(n >> 12) & 0xfff,
+           (unsigned long long)(n * 0x9e3779b97f4a7c15ull) & 0xffffffffffffull);
+}
+
+static int claim_str(dedup_store_t *s, uint32_t scope, const char *id) {
+  return dedup_claim(s, scope, id, strlen(id));
+}
+
+static int64_t sql_int(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK,
+                "%s: %s", sql, sqlite3_errmsg(db));
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+static int64_t disk_rows(const char *path) {
+  return sql_int(path, "SELECT count(*) FROM marks");
+}
+
+/* -------------------------------------------------------------- claims */
+
+START_TEST(test_claim_new_then_seen) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_NEW);
+  ck_assert_uint_eq(dedup_size(f.s), 2);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_release_makes_new_again) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  dedup_release(f.s, f.scope, "evt-1", 5);
+  ck_assert_uint_eq(dedup_size(f.s), 0);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_release_after_commit_keeps_seen) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  add_mark(w, f.scope, "evt-1", 5, dedup_now_ms());
+  commit_ok(w);
+  dedup_release(f.s, f.scope, "evt-1", 5);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_unclaimed_mark_seen_after_commit) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  add_mark(w, f.scope, "evt-9", 5, dedup_now_ms());
+  commit_ok(w);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-9"), DEDUP_SEEN);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_mark_without_topic_or_id_bytes) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  dedup_mark_t m = {.scope = f.scope, .handled_at_ms = dedup_now_ms()};
+  ck_assert_int_eq(dedup_writer_add(w, &m), 0); /* empty ID, no topic */
+  commit_ok(w);
+  ck_assert_int_eq(dedup_claim(f.s, f.scope, NULL, 0), DEDUP_SEEN);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM marks"
+                                   " WHERE topic = '' AND event_id = x''"),
+                   1);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_scopes_are_separate) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  uint32_t other = scope_of(f.s, "payments");
+  ck_assert_uint_ne(other, f.scope);
+  ck_assert_uint_eq(scope_of(f.s, "orders"), f.scope);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, other, "evt-1"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, other, "evt-1"), DEDUP_SEEN);
+  uint32_t orders = f.scope;
+  fx_reopen(&f, HOUR_MS, 0);
+  ck_assert_uint_eq(f.scope, orders);
+  ck_assert_uint_eq(scope_of(f.s, "payments"), other);
+  fx_done(&f);
+}
+END_TEST
+
+typedef struct claimer {
+  dedup_store_t *s;
+  uint32_t scope;
+  int n;
+  int news;
+} claimer_t;
+
+static void *claim_all(void *arg) {
+  claimer_t *c = arg;
+  char id[37];
+  for (int i = 0; i < c->n; i++) {
+    uuid_of(id, (uint64_t)i);
+    c->news += claim_str(c->s, c->scope, id) == DEDUP_NEW;
+  }
+  return NULL;
+}
+
+START_TEST(test_concurrent_claims_exactly_one_wins) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  claimer_t a = {f.s, f.scope, 20000, 0}, b = a;
+  pthread_t ta, tb;
+  pthread_create(&ta, NULL, claim_all, &a);
+  pthread_create(&tb, NULL, claim_all, &b);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  ck_assert_int_eq(a.news + b.news, 20000);
+  ck_assert_uint_eq(dedup_size(f.s), 20000);
+  fx_done(&f);
+}
+END_TEST
+
+/* --------------------------------------------------------- durability */
+
+START_TEST(test_commit_survives_reopen) {
+  fx_t f = {0};
+  char id[37];
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  for (int i = 0; i < 1000; i++) {
+    uuid_of(id, (uint64_t)i);
+    ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_NEW);
+    add_mark(w, f.scope, id, 36, dedup_now_ms());
+  }
+  ck_assert_uint_eq(dedup_writer_pending(w), 1000);
+  commit_ok(w);
+  dedup_writer_close(w);
+  fx_reopen(&f, HOUR_MS, 0);
+  ck_assert_uint_eq(dedup_size(f.s), 1000);
+  for (int i = 0; i < 1000; i++) {
+    uuid_of(id, (uint64_t)i);
+    ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_SEEN);
+  }
+  uuid_of(id, 1000);
+  ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_NEW);
+  ck_assert_int_eq(disk_rows(f.path), 1000);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_uncommitted_marks_not_seen_after_reopen) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "discarded"), DEDUP_NEW);
+  add_mark(w, f.scope, "discarded", 9, dedup_now_ms());
+  dedup_writer_discard(w);
+  ck_assert_uint_eq(dedup_writer_pending(w), 0);
+  dedup_release(f.s, f.scope, "discarded", 9);
+  commit_ok(w); /* nothing left to write */
+  ck_assert_int_eq(claim_str(f.s, f.scope, "left-pending"), DEDUP_NEW);
+  add_mark(w, f.scope, "left-pending", 12, dedup_now_ms());
+  dedup_writer_close(w); /* closing drops what was never committed */
+  fx_reopen(&f, HOUR_MS, 0);
+  ck_assert_int_eq(disk_rows(f.path), 0);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "discarded"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "left-pending"), DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_reopen_loads_only_marks_inside_retention) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  add_mark(w, f.scope, "old", 3, now - 2 * HOUR_MS);
+  add_mark(w, f.scope, "recent", 6, now - HOUR_MS / 2);
+  commit_ok(w);
+  dedup_writer_close(w);
+  fx_reopen(&f, HOUR_MS, 0);
+  ck_assert_uint_eq(dedup_size(f.s), 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "recent"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "old"), DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+/* ------------------------------------------------------------ pruning */
+
+START_TEST(test_prune_removes_old_keeps_new) {
+  fx_t f = {0};
+  char id[37];
+  const int64_t t0 = 1700000000000, retention = 1000;
+  fx_init(&f, retention, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  for (int i = 0; i < 12000; i++) { /* more than one prune transaction */
+    uuid_of(id, (uint64_t)i);
+    ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_NEW);
+    add_mark(w, f.scope, id, 36, i < 11000 ? t0 : t0 + 900);
+  }
+  commit_ok(w);
+  int64_t removed = -1;
+  char err[512] = "";
+  ck_assert_msg(dedup_prune(f.s, t0 + 1500, &removed, err, sizeof err) == 0,
+                "prune: %s", err);
+  ck_assert_int_eq(removed, 11000);
+  ck_assert_uint_eq(dedup_size(f.s), 1000);
+  ck_assert_int_eq(disk_rows(f.path), 1000);
+  ck_assert_int_eq(sql_int(f.path, "SELECT min(handled_at) FROM marks"),
+                   t0 + 900);
+  uuid_of(id, 0);
+  ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_NEW);
+  uuid_of(id, 11000);
+  ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_SEEN);
+  dedup_stats_t st;
+  dedup_stats(f.s, &st);
+  ck_assert_int_eq(st.pruned, 11000);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_prune_keeps_id_marked_again) {
+  fx_t f = {0};
+  const int64_t t0 = 1700000000000, retention = 1000;
+  fx_init(&f, retention, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  add_mark(w, f.scope, "again", 5, t0);
+  commit_ok(w);
+  add_mark(w, f.scope, "again", 5, t0 + 900); /* handled a second time */
+  commit_ok(w);
+  int64_t removed = -1;
+  char err[512] = "";
+  ck_assert_int_eq(dedup_prune(f.s, t0 + 1500, &removed, err, sizeof err), 0);
+  ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "again"), DEDUP_SEEN);
+  ck_assert_int_eq(dedup_prune(f.s, t0 + 2000, &removed, err, sizeof err), 0);
+  ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "again"), DEDUP_NEW);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_prune_keeps_live_claim) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  add_mark(w, f.scope, "x", 1, now - 2 * HOUR_MS);
+  commit_ok(w);
+  dedup_writer_close(w);
+  fx_reopen(&f, HOUR_MS, 0); /* the old mark is on disk, not in memory */
+  ck_assert_int_eq(claim_str(f.s, f.scope, "x"), DEDUP_NEW);
+  int64_t removed = -1;
+  char err[512] = "";
+  ck_assert_int_eq(dedup_prune(f.s, now, &removed, err, sizeof err), 0);
+  ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "x"), DEDUP_SEEN);
+  dedup_release(f.s, f.scope, "x", 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "x"), DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_prune_frees_memory) {
+  fx_t f = {0};
+  const int64_t t0 = 1700000000000, retention = 1000;
+  const size_t len = 4096, n = 8192; /* 32 MiB of IDs */
+  char *id = malloc(len);
+  dedup_stats_t before, after;
+  fx_init(&f, retention, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  for (size_t i = 0; i < n; i++) {
+    memset(id, 'a' + (int)(i % 26), len);
+    memcpy(id, &i, sizeof i);
+    ck_assert_int_eq(dedup_claim(f.s, f.scope, id, len), DEDUP_NEW);
+    add_mark(w, f.scope, id, len, t0);
+    if (i % 500 == 499)
+      commit_ok(w);
+  }
+  commit_ok(w);
+  dedup_stats(f.s, &before);
+  ck_assert_uint_ge(before.arena_bytes, n * len);
+  char err[512] = "";
+  ck_assert_int_eq(dedup_prune(f.s, t0 + 2000, NULL, err, sizeof err), 0);
+  dedup_stats(f.s, &after);
+  ck_assert_uint_eq(after.ids, 0);
+  ck_assert_msg(after.arena_bytes <= before.arena_bytes / 4,
+                "arena kept %zu of %zu bytes", after.arena_bytes,
+                before.arena_bytes);
+  dedup_writer_close(w);
+  free(id);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_huge_id_memory_returned_on_release) {
+  fx_t f = {0};
+  const size_t len = 512 * 1024;
+  char *id = calloc(1, len);
+  dedup_stats_t base, held, back;
+  fx_init(&f, HOUR_MS, 0);
+  dedup_stats(f.s, &base);
+  ck_assert_int_eq(dedup_claim(f.s, f.scope, id, len), DEDUP_NEW);
+  dedup_stats(f.s, &held);
+  ck_assert_uint_ge(held.arena_bytes, base.arena_bytes + len);
+  dedup_release(f.s, f.scope, id, len);
+  dedup_stats(f.s, &back);
+  ck_assert_uint_eq(back.arena_bytes, base.arena_bytes);
+  ck_assert_uint_eq(back.arena_chunks, base.arena_chunks);
+  free(id);
+  fx_done(&f);
+}
+END_TEST
+
+typedef struct loop_writer {
+  dedup_store_t *s;
+  uint32_t scope;
+  int64_t at_offset_ms; /* handled_at relative to now */
+  int batches, batch;
+  int stop; /* atomic */
+  int commits, failures;
+  char err[512];
+} loop_writer_t;
+
+static void *write_loop(void *arg) {
+  loop_writer_t *lw = arg;
+  dedup_writer_t *w = NULL;
+  char id[37];
+  uint64_t next = (uint64_t)lw->scope << 40;
+  if (dedup_writer_open(lw->s, &w, lw->err, sizeof lw->err) < 0) {
+    __atomic_add_fetch(&lw->failures, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+  }
+  for (int b = 0; !__atomic_load_n(&lw->stop, __ATOMIC_SEQ_CST) &&
+                  (lw->batches == 0 || b < lw->batches);
+       b++) {
+    for (int i = 0; i < lw->batch; i++) {
+      uuid_of(id, next++);
+      if (dedup_claim(lw->s, lw->scope, id, 36) != DEDUP_NEW)
+        __atomic_add_fetch(&lw->failures, 1, __ATOMIC_SEQ_CST);
+      dedup_mark_t m = {.scope = lw->scope,
+                        .event_id = id,
+                        .event_id_len = 36,
+                        .topic = "t",
+                        .handled_at_ms = dedup_now_ms() + lw->at_offset_ms};
+      dedup_writer_add(w, &m);
+    }
+    if (dedup_writer_commit(w, NULL, lw->err, sizeof lw->err) < 0)
+      __atomic_add_fetch(&lw->failures, 1, __ATOMIC_SEQ_CST);
+    else
+      __atomic_add_fetch(&lw->commits, 1, __ATOMIC_SEQ_CST);
+  }
+  dedup_writer_close(w);
+  return NULL;
+}
+
+static int commits_of(loop_writer_t *lw) {
+  return __atomic_load_n(&lw->commits, __ATOMIC_SEQ_CST);
+}
+
+static int64_t pruned_of(dedup_store_t *s) {
+  dedup_stats_t st;
+  dedup_stats(s, &st);
+  return st.pruned;
+}
+
+START_TEST(test_pruner_thread_runs_beside_writer) {
+  fx_t f = {0};
+  pthread_t t;
+  fx_init(&f, 1000, 10);
+  /* Every mark is already past retention, so the pruner always has work
+   * while the writer keeps committing. */
+  loop_writer_t lw = {
+      .s = f.s, .scope = f.scope, .at_offset_ms = -5000, .batch = 100};
+  pthread_create(&t, NULL, write_loop, &lw);
+  TU_WAIT_UNTIL(pruned_of(f.s) >= 1000, 30000, "the pruner to start");
+  int64_t pruned = pruned_of(f.s);
+  int commits = commits_of(&lw);
+  TU_WAIT_UNTIL(pruned_of(f.s) >= pruned + 2000 &&
+                    commits_of(&lw) >= commits + 20,
+                30000, "pruner and writer both to progress");
+  __atomic_store_n(&lw.stop, 1, __ATOMIC_SEQ_CST);
+  pthread_join(t, NULL);
+  ck_assert_msg(lw.failures == 0, "writer failed: %s", lw.err);
+  TU_WAIT_UNTIL(dedup_size(f.s) == 0, 30000, "the pruner to catch up");
+  ck_assert_int_eq(disk_rows(f.path), 0);
+  ck_assert_int_eq(pruned_of(f.s), (int64_t)lw.commits * lw.batch);
+  fx_done(&f);
+}
+END_TEST
+
+static int64_t prune_runs_of(dedup_store_t *s) {
+  dedup_stats_t st;
+  dedup_stats(s, &st);
+  return st.prune_runs;
+}
+
+START_TEST(test_close_stops_idle_pruner_promptly) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, HOUR_MS);
+  /* The pruner runs once at start, then waits an hour for its next run. */
+  TU_WAIT_UNTIL(prune_runs_of(f.s) == 1, 10000, "the first prune");
+  int64_t t0 = tu_mono_ms();
+  dedup_close(f.s);
+  f.s = NULL;
+  ck_assert_int_lt(tu_mono_ms() - t0, 1000);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_two_writers_never_busy) {
+  fx_t f = {0};
+  pthread_t ta, tb;
+  fx_init(&f, HOUR_MS, 0);
+  loop_writer_t a = {.s = f.s, .scope = f.scope, .batches = 60, .batch = 200};
+  loop_writer_t b = a;
+  b.scope = scope_of(f.s, "payments");
+  pthread_create(&ta, NULL, write_loop, &a);
+  pthread_create(&tb, NULL, write_loop, &b);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  ck_assert_msg(a.failures == 0, "writer a: %s", a.err);
+  ck_assert_msg(b.failures == 0, "writer b: %s", b.err);
+  ck_assert_int_eq(a.commits + b.commits, 120);
+  ck_assert_int_eq(disk_rows(f.path), 120 * 200);
+  ck_assert_uint_eq(dedup_size(f.s), 120 * 200);
+  fx_done(&f);
+}
+END_TEST
+
+/* --------------------------------------------------------- ID encodings */
+
+START_TEST(test_id_forms_are_exact) {
+  fx_t f = {0};
+  static const char lower[] = "00112233-4455-6677-8899-aabbccddeeff";
+  static const char upper[] = "00112233-4455-6677-8899-AABBCCDDEEFF";
+  static const char mixed[] = "00112233-4455-6677-8899-AABBccddeeff";
+  static const char notuuid[] = "00112233-4455-6677-8899+aabbccddeeff";
+  static const unsigned char packed[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55,
+                                           0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb,
+                                           0xcc, 0xdd, 0xee, 0xff};
+  static const char bin[] = {'a', 0, 'b', 0, (char)0xff};
+  const size_t big = 64 * 1024;
+  char *huge = malloc(big);
+  for (size_t i = 0; i < big; i++)
+    huge[i] = (char)(i * 31);
+  struct {
+    const void *id;
+    size_t len;
+  } ids[] = {{lower, 36},  {upper, 36}, {mixed, 36}, {notuuid, 36},
+             {packed, 16}, {bin, 5},    {bin, 4},    {"abc", 3},
+             {"abc", 4},   {"", 0},     {huge, big}, {huge, big - 1}};
+  const size_t n = sizeof ids / sizeof ids[0];
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  for (size_t i = 0; i < n; i++) {
+    ck_assert_msg(dedup_claim(f.s, f.scope, ids[i].id, ids[i].len) == DEDUP_NEW,
+                  "id %zu collided", i);
+    add_mark(w, f.scope, ids[i].id, ids[i].len, dedup_now_ms());
+  }
+  commit_ok(w);
+  dedup_writer_close(w);
+  fx_reopen(&f, HOUR_MS, 0);
+  ck_assert_uint_eq(dedup_size(f.s), n);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_msg(dedup_claim(f.s, f.scope, ids[i].id, ids[i].len) ==
+                      DEDUP_SEEN,
+                  "id %zu lost", i);
+  huge[big - 1] ^= 1;
+  ck_assert_int_eq(dedup_claim(f.s, f.scope, huge, big), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, f.scope,
+                             "00112233-4455-6677-8899-"
+                             "aabbccddeefe"),
+                   DEDUP_NEW);
+  free(huge);
+  fx_done(&f);
+}
+END_TEST
+
+/* ------------------------------------------------------------- failures */
+
+static sqlite3 *hold_write_lock(const char *path) {
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                   SQLITE_OK);
+  return db;
+}
+
+START_TEST(test_busy_commit_keeps_marks) {
+  fx_t f = {0};
+  char err[512] = "";
+  int transient = -1;
+  fx_init(&f, HOUR_MS, 0);
+  dedup_close(f.s);
+  f.s = store_open(f.path, HOUR_MS, 0, 50);
+  dedup_writer_t *w = writer_open(f.s);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  add_mark(w, f.scope, "evt-1", 5, dedup_now_ms());
+  add_mark(w, f.scope, "evt-2", 5, dedup_now_ms());
+  sqlite3 *locker = hold_write_lock(f.path);
+  ck_assert_int_eq(dedup_writer_commit(w, &transient, err, sizeof err), -1);
+  ck_assert_int_eq(transient, 1);
+  ck_assert_msg(strstr(err, f.path) && strstr(err, "locked"), "err: %s", err);
+  ck_assert_uint_eq(dedup_writer_pending(w), 2);
+  /* Not committed, so not published: evt-2 was never claimed. */
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_NEW);
+  dedup_release(f.s, f.scope, "evt-2", 5);
+  ck_assert_int_eq(sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(locker);
+  commit_ok(w);
+  ck_assert_int_eq(disk_rows(f.path), 2);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_SEEN);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_permanent_commit_failure) {
+  fx_t f = {0};
+  char err[512] = "";
+  int transient = -1;
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  add_mark(w, f.scope, "evt-1", 5, dedup_now_ms());
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "DROP TABLE marks", NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  ck_assert_int_eq(dedup_writer_commit(w, &transient, err, sizeof err), -1);
+  ck_assert_int_eq(transient, 0);
+  ck_assert_msg(strstr(err, f.path) && strstr(err, "marks"), "err: %s", err);
+  ck_assert_uint_eq(dedup_writer_pending(w), 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+static void assert_open_fails(const char *path, const char *what) {
+  dedup_opts_t o = {.path = path, .retention_ms = HOUR_MS};
+  dedup_store_t *s = (dedup_store_t *)&o; /* must be reset to NULL */
+  char err[512] = "";
+  ck_assert_int_eq(dedup_open(&s, &o, err, sizeof err), -1);
+  ck_assert_ptr_null(s);
+  ck_assert_msg(strncmp(err, path, strlen(path)) == 0 && strstr(err, what),
+                "err: %s", err);
+}
+
+START_TEST(test_open_corrupt_file) {
+  char *dir = tu_tempdir();
+  char junk[8192];
+  ck_assert_ptr_nonnull(dir);
+  memset(junk, 'x', sizeof junk - 1);
+  junk[sizeof junk - 1] = '\0';
+  char *path = tu_write_file(dir, "dedup.db", junk);
+  assert_open_fails(path, "not a database");
+  free(path);
+  tu_rm_rf(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(test_open_missing_directory) {
+  char *dir = tu_tempdir();
+  char *path = NULL;
+  ck_assert_ptr_nonnull(dir);
+  ck_assert_int_ge(asprintf(&path, "%s/absent/dedup.db", dir), 0);
+  assert_open_fails(path, "unable to open");
+  free(path);
+  tu_rm_rf(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(test_open_newer_schema) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_close(f.s);
+  f.s = NULL;
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  assert_open_fails(f.path, "version 99");
+  fx_done(&f);
+}
+END_TEST
+
+Suite *dedup_suite(void) {
+  Suite *s = suite_create("dedup");
+  TCase *tc = tcase_create("claims");
+  tcase_add_test(tc, test_claim_new_then_seen);
+  tcase_add_test(tc, test_release_makes_new_again);
+  tcase_add_test(tc, test_release_after_commit_keeps_seen);
+  tcase_add_test(tc, test_unclaimed_mark_seen_after_commit);
+  tcase_add_test(tc, test_mark_without_topic_or_id_bytes);
+  tcase_add_test(tc, test_scopes_are_separate);
+  tcase_add_test(tc, test_concurrent_claims_exactly_one_wins);
+  tcase_add_test(tc, test_id_forms_are_exact);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("durability");
+  tcase_add_test(tc, test_commit_survives_reopen);
+  tcase_add_test(tc, test_uncommitted_marks_not_seen_after_reopen);
+  tcase_add_test(tc, test_reopen_loads_only_marks_inside_retention);
+  tcase_add_test(tc, test_two_writers_never_busy);
+  tcase_set_timeout(tc, 120);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("retention");
+  tcase_add_test(tc, test_prune_removes_old_keeps_new);
+  tcase_add_test(tc, test_prune_keeps_id_marked_again);
+  tcase_add_test(tc, test_prune_keeps_live_claim);
+  tcase_add_test(tc, test_prune_frees_memory);
+  tcase_add_test(tc, test_huge_id_memory_returned_on_release);
+  tcase_add_test(tc, test_pruner_thread_runs_beside_writer);
+  tcase_add_test(tc, test_close_stops_idle_pruner_promptly);
+  tcase_set_timeout(tc, 120);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("failures");
+  tcase_add_test(tc, test_busy_commit_keeps_marks);
+  tcase_add_test(tc, test_permanent_commit_failure);
+  tcase_add_test(tc, test_open_corrupt_file);
+  tcase_add_test(tc, test_open_missing_directory);
+  tcase_add_test(tc, test_open_newer_schema);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+  return s;
+}
