@@ -1,0 +1,259 @@
+/*
+ * The host (see host.h).
+ */
+#include "host.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dedup.h"
+#include "log.h"
+
+struct host {
+  const cfg_t *cfg;
+  host_opts_t opts;
+  mock_t *mock;
+  dedup_store_t *dedup;
+  plugin_t **plugins; /* per pipeline; shared when the path is the same */
+  pipeline_t **pipelines;
+  pipeline_stats_t *stats; /* filled by host_finish() */
+  size_t n;
+  int finished;
+};
+
+/* The pruner runs often enough to keep memory near the retention window,
+ * and at most once a minute. */
+static int64_t prune_interval(int64_t retention_ms) {
+  int64_t every = retention_ms / 10;
+  if (every > 60000)
+    every = 60000;
+  return every < 1000 ? 1000 : every;
+}
+
+static int open_mock(host_t *h, char *err, size_t errlen) {
+  const cfg_t *cfg = h->cfg;
+  if (mock_start(&h->mock, cfg->mock_brokers, err, errlen) != 0)
+    return -1;
+  log_msg(KHOST_LOG_NOTICE, "mock", "embedded mock cluster: %d broker(s) at %s",
+          cfg->mock_brokers, mock_bootstraps(h->mock));
+  for (size_t i = 0; i < cfg->n_pipelines; i++) {
+    const cfg_pipeline_t *pc = &cfg->pipelines[i];
+    for (size_t t = 0; t < pc->n_topics; t++) {
+      /* A topic shared by two pipelines is created (and filled) once. */
+      if (mock_create_topic(h->mock, pc->topics[t], cfg->mock_partitions, err,
+                            errlen) != 0)
+        continue;
+      if (cfg->mock_sample_records > 0) {
+        if (mock_produce_samples(h->mock, pc->topics[t],
+                                 cfg->mock_sample_records,
+                                 cfg->mock_sample_duplicates, err, errlen) != 0)
+          return -1;
+        log_msg(KHOST_LOG_NOTICE, "mock",
+                "produced %d sample events to %s (%d re-published with an "
+                "earlier eventId)",
+                cfg->mock_sample_records, pc->topics[t],
+                cfg->mock_sample_duplicates);
+      }
+    }
+  }
+  err[0] = '\0';
+  return 0;
+}
+
+static int load_plugins(host_t *h, char *err, size_t errlen) {
+  for (size_t i = 0; i < h->n; i++) {
+    const char *path = h->cfg->pipelines[i].plugin_path;
+    for (size_t j = 0; j < i && !h->plugins[i]; j++)
+      if (strcmp(h->cfg->pipelines[j].plugin_path, path) == 0)
+        h->plugins[i] = h->plugins[j];
+    if (!h->plugins[i] && plugin_load(&h->plugins[i], path, err, errlen) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+static int open_dedup(host_t *h, char *err, size_t errlen) {
+  const cfg_t *cfg = h->cfg;
+  int wanted = 0;
+  for (size_t i = 0; i < h->n; i++)
+    wanted |= cfg->pipelines[i].dedup;
+  if (!wanted)
+    return 0;
+  dedup_opts_t o = {
+      .path = cfg->dedup_path,
+      .retention_ms = cfg->retention_ms,
+      .durability_full = cfg->durability == CFG_DURABILITY_FULL,
+      .prune_interval_ms = prune_interval(cfg->retention_ms),
+  };
+  if (dedup_open(&h->dedup, &o, err, errlen) != 0)
+    return -1;
+  log_msg(KHOST_LOG_INFO, "dedup", "%s: %zu event IDs remembered",
+          cfg->dedup_path, dedup_size(h->dedup));
+  return 0;
+}
+
+int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
+              char *err, size_t errlen) {
+  host_t *h = calloc(1, sizeof(*h));
+  int rc = HOST_EXIT_CONFIG;
+  h->cfg = cfg;
+  h->opts = *opts;
+  h->n = cfg->n_pipelines;
+  h->plugins = calloc(h->n, sizeof(*h->plugins));
+  h->pipelines = calloc(h->n, sizeof(*h->pipelines));
+  h->stats = calloc(h->n, sizeof(*h->stats));
+  if (load_plugins(h, err, errlen) != 0)
+    goto fail;
+  rc = HOST_EXIT_RUNTIME;
+  if (open_dedup(h, err, errlen) != 0)
+    goto fail;
+  if (cfg->mock_brokers > 0 && open_mock(h, err, errlen) != 0)
+    goto fail;
+  *out = h;
+  return 0;
+fail:
+  host_close(h);
+  return rc;
+}
+
+int host_start(host_t *h, char *err, size_t errlen) {
+  for (size_t i = 0; i < h->n; i++) {
+    const cfg_pipeline_t *pc = &h->cfg->pipelines[i];
+    pipeline_env_t env = {
+        .cfg = h->cfg,
+        .pc = pc,
+        .plugin = h->plugins[i],
+        .dedup = pc->dedup ? h->dedup : NULL,
+        .bootstrap_servers = h->mock ? mock_bootstraps(h->mock) : NULL,
+        .exit_at_end = h->opts.exit_at_end,
+    };
+    if (pipeline_start(&h->pipelines[i], &env, err, errlen) != 0) {
+      host_request_stop(h);
+      host_wait(h, -1);
+      host_finish(h);
+      return HOST_EXIT_CONFIG;
+    }
+  }
+  return 0;
+}
+
+void host_request_stop(host_t *h) {
+  for (size_t i = 0; i < h->n; i++)
+    if (h->pipelines[i])
+      pipeline_request_stop(h->pipelines[i]);
+}
+
+int host_done(host_t *h) {
+  for (size_t i = 0; i < h->n; i++)
+    if (h->pipelines[i] && !pipeline_done(h->pipelines[i]))
+      return 0;
+  return 1;
+}
+
+int host_wait(host_t *h, int64_t timeout_ms) {
+  for (size_t i = 0; i < h->n; i++) {
+    if (!h->pipelines[i])
+      continue;
+    /* One overall deadline is close enough: pipelines stop together. */
+    if (!pipeline_wait_done(h->pipelines[i], timeout_ms))
+      return 0;
+  }
+  return 1;
+}
+
+static void log_summary(host_t *h, size_t i) {
+  const pipeline_stats_t *s = &h->stats[i];
+  log_msg(KHOST_LOG_NOTICE, h->cfg->pipelines[i].name,
+          "handled %" PRIu64 ", duplicates skipped %" PRIu64 ", failed %" PRIu64
+          ", retries %" PRIu64 ", without event ID %" PRIu64
+          ", offset commits %" PRIu64,
+          s->handled, s->duplicates, s->failed, s->retries, s->no_id,
+          s->commits);
+}
+
+int host_finish(host_t *h) {
+  int rc = HOST_EXIT_OK;
+  for (size_t i = 0; i < h->n; i++) {
+    if (!h->pipelines[i])
+      continue;
+    pipeline_get_stats(h->pipelines[i], &h->stats[i]);
+    if (pipeline_finish(h->pipelines[i]) != 0)
+      rc = HOST_EXIT_RUNTIME;
+    h->pipelines[i] = NULL;
+    log_summary(h, i);
+  }
+  h->finished = 1;
+  return rc;
+}
+
+void host_close(host_t *h) {
+  if (!h)
+    return;
+  if (h->dedup)
+    dedup_close(h->dedup);
+  mock_stop(h->mock);
+  /* Every member thread is joined: unloading is safe now. */
+  for (size_t i = 0; h->plugins && i < h->n; i++) {
+    for (size_t j = i + 1; j < h->n; j++)
+      if (h->plugins[j] == h->plugins[i])
+        h->plugins[j] = NULL;
+    if (h->plugins[i])
+      plugin_unload(h->plugins[i]);
+  }
+  free(h->plugins);
+  free(h->pipelines);
+  free(h->stats);
+  free(h);
+}
+
+size_t host_pipeline_count(const host_t *h) {
+  return h->n;
+}
+
+void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out) {
+  if (h->pipelines[i])
+    pipeline_get_stats(h->pipelines[i], out);
+  else
+    *out = h->stats[i];
+}
+
+mock_t *host_mock(host_t *h) {
+  return h->mock;
+}
+
+static int check_pipeline(const cfg_t *cfg, size_t i, char *err,
+                          size_t errlen) {
+  const cfg_pipeline_t *pc = &cfg->pipelines[i];
+  plugin_t *plugin = NULL;
+  plugin_instance_t *inst = NULL;
+  plugin_instance_opts_t opts = {
+      .pipeline = pc->name,
+      .member = 0,
+      .config = pc->plugin_config,
+      .config_file = cfg->path,
+  };
+  if (plugin_load(&plugin, pc->plugin_path, err, errlen) != 0)
+    return -1;
+  int rc = plugin_instance_create(&inst, plugin, &opts, err, errlen);
+  if (rc == 0)
+    plugin_instance_destroy(inst);
+  plugin_unload(plugin);
+  return rc;
+}
+
+int host_check(const cfg_t *cfg, char *err, size_t errlen) {
+  int rc = 0;
+  size_t off = 0;
+  err[0] = '\0';
+  for (size_t i = 0; i < cfg->n_pipelines && off < errlen; i++) {
+    char one[1024];
+    if (check_pipeline(cfg, i, one, sizeof(one)) == 0)
+      continue;
+    rc = HOST_EXIT_CONFIG;
+    off +=
+        (size_t)snprintf(err + off, errlen - off, "%s%s", off ? "\n" : "", one);
+  }
+  return rc;
+}

@@ -1,0 +1,335 @@
+/*
+ * Pipeline lifecycle: start members, stop them, and know when the log end
+ * that existed at start has been reached (--exit-at-end).
+ */
+#include "pipeline.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+/* How long the start-up metadata and watermark queries may take. */
+#define PIPELINE_QUERY_TIMEOUT_MS 15000
+
+static void deadline_after(struct timespec *ts, int64_t ms) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (ms % 1000) * 1000000;
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}
+
+static char *target_key(const char *topic, int32_t partition) {
+  return g_strdup_printf("%s\x1f%" PRId32, topic, partition);
+}
+
+static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
+                         const char *buf) {
+  const char *who = rd_kafka_opaque(rk);
+  log_msg(level, who ? who : "kafka", "librdkafka %s: %s", fac, buf);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
+                    char *err, size_t errlen) {
+  char errstr[512];
+  if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) ==
+      RD_KAFKA_CONF_OK)
+    return 0;
+  snprintf(err, errlen, "kafka property %s: %s", name, errstr);
+  return -1;
+}
+
+static int conf_set_props(rd_kafka_conf_t *conf, const cfg_prop_t *props,
+                          size_t n, char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++)
+    if (conf_set(conf, props[i].name, props[i].value, err, errlen) != 0)
+      return -1;
+  return 0;
+}
+
+/* A property the user set, globally or for this pipeline. */
+static int user_set(const pipeline_t *p, const char *name) {
+  const cfg_t *cfg = p->env.cfg;
+  const cfg_pipeline_t *pc = p->env.pc;
+  return cfg_prop_find(cfg->kafka, cfg->n_kafka, name) ||
+         cfg_prop_find(pc->kafka, pc->n_kafka, name);
+}
+
+rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int group, char *err,
+                                     size_t errlen) {
+  const cfg_t *cfg = p->env.cfg;
+  const cfg_pipeline_t *pc = p->env.pc;
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set_log_cb(conf, on_kafka_log);
+  if (conf_set_props(conf, cfg->kafka, cfg->n_kafka, err, errlen) ||
+      conf_set_props(conf, pc->kafka, pc->n_kafka, err, errlen))
+    goto fail;
+  if (p->env.bootstrap_servers &&
+      conf_set(conf, "bootstrap.servers", p->env.bootstrap_servers, err,
+               errlen))
+    goto fail;
+  if (!user_set(p, "auto.offset.reset") &&
+      conf_set(conf, "auto.offset.reset", "earliest", err, errlen))
+    goto fail;
+  if (!group)
+    return conf;
+  /* khost owns offset management: nothing is committed behind its back. */
+  if (conf_set(conf, "group.id", pc->group_id, err, errlen) ||
+      conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
+      conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
+      conf_set(conf, "enable.partition.eof",
+               p->env.exit_at_end ? "true" : "false", err, errlen))
+    goto fail;
+  return conf;
+fail:
+  rd_kafka_conf_destroy(conf);
+  return NULL;
+}
+
+/* Record the end offset of every partition of the pipeline's topics, as it
+ * is now: --exit-at-end stops once all of them are consumed. */
+static int load_targets(pipeline_t *p, char *err, size_t errlen) {
+  char errstr[512];
+  int rc = -1;
+  rd_kafka_conf_t *conf = pipeline_kafka_conf(p, 0, err, errlen);
+  if (!conf)
+    return -1;
+  rd_kafka_conf_set_opaque(conf, p->name);
+  rd_kafka_t *rk =
+      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    snprintf(err, errlen, "%s: %s", p->name, errstr);
+    return -1;
+  }
+  for (size_t t = 0; t < p->env.pc->n_topics; t++) {
+    const char *topic = p->env.pc->topics[t];
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e =
+        rd_kafka_metadata(rk, 0, rkt, &md, PIPELINE_QUERY_TIMEOUT_MS);
+    rd_kafka_topic_destroy(rkt);
+    if (!e && md->topic_cnt == 1 && md->topics[0].err)
+      e = md->topics[0].err;
+    if (e) {
+      snprintf(err, errlen, "%s: topic %s: cannot read metadata: %s", p->name,
+               topic, rd_kafka_err2str(e));
+      if (md)
+        rd_kafka_metadata_destroy(md);
+      goto out;
+    }
+    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
+      int32_t part = md->topics[0].partitions[i].id;
+      int64_t lo, hi;
+      e = rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi,
+                                           PIPELINE_QUERY_TIMEOUT_MS);
+      if (e) {
+        snprintf(err, errlen,
+                 "%s: %s [%" PRId32 "]: cannot read end offset: %s", p->name,
+                 topic, part, rd_kafka_err2str(e));
+        rd_kafka_metadata_destroy(md);
+        goto out;
+      }
+      int64_t *target = g_new(int64_t, 1);
+      *target = hi;
+      g_hash_table_insert(p->targets, target_key(topic, part), target);
+      log_msg(KHOST_LOG_DEBUG, p->name, "%s [%" PRId32 "]: end offset %" PRId64,
+              topic, part, hi);
+    }
+    rd_kafka_metadata_destroy(md);
+  }
+  p->targets_total = (int)g_hash_table_size(p->targets);
+  rc = 0;
+out:
+  rd_kafka_destroy(rk);
+  return rc;
+}
+
+void pipeline_progress(pipeline_t *p, const char *topic, int32_t partition,
+                       int64_t next_offset) {
+  if (!p->targets)
+    return;
+  char *key = target_key(topic, partition);
+  pthread_mutex_lock(&p->mu);
+  int64_t *target = g_hash_table_lookup(p->targets, key);
+  if (target && next_offset >= *target) {
+    log_msg(KHOST_LOG_INFO, p->name,
+            "%s [%" PRId32 "]: reached the end offset %" PRId64
+            " it had at start",
+            topic, partition, *target);
+    g_hash_table_remove(p->targets, key);
+    if (g_hash_table_size(p->targets) == 0 && !p->stop) {
+      log_msg(KHOST_LOG_NOTICE, p->name,
+              "all %d partitions consumed to their end: stopping",
+              p->targets_total);
+      p->stop = 1;
+      pthread_cond_broadcast(&p->cond);
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  g_free(key);
+}
+
+void pipeline_request_stop(pipeline_t *p) {
+  pthread_mutex_lock(&p->mu);
+  p->stop = 1;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mu);
+}
+
+void pipeline_fail(pipeline_t *p, const char *fmt, ...) {
+  pthread_mutex_lock(&p->mu);
+  if (!p->failed) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->failure, sizeof(p->failure), fmt, ap);
+    va_end(ap);
+    p->failed = 1;
+    log_msg(KHOST_LOG_ERR, p->name, "pipeline stops: %s", p->failure);
+  }
+  p->stop = 1;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mu);
+}
+
+int pipeline_stopping(pipeline_t *p) {
+  pthread_mutex_lock(&p->mu);
+  int stop = p->stop;
+  pthread_mutex_unlock(&p->mu);
+  return stop;
+}
+
+int pipeline_sleep(pipeline_t *p, int64_t ms) {
+  struct timespec deadline;
+  deadline_after(&deadline, ms);
+  pthread_mutex_lock(&p->mu);
+  while (!p->stop &&
+         pthread_cond_timedwait(&p->cond, &p->mu, &deadline) != ETIMEDOUT)
+    ;
+  int stop = p->stop;
+  pthread_mutex_unlock(&p->mu);
+  return stop;
+}
+
+static pipeline_t *pipeline_new(const pipeline_env_t *env) {
+  pipeline_t *p = calloc(1, sizeof(*p));
+  pthread_condattr_t ca;
+  p->env = *env;
+  snprintf(p->name, sizeof(p->name), "%s", env->pc->name);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->cond, &ca);
+  pthread_condattr_destroy(&ca);
+  p->members = calloc((size_t)env->pc->members, sizeof(*p->members));
+  if (env->exit_at_end)
+    p->targets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  return p;
+}
+
+static void pipeline_free(pipeline_t *p) {
+  if (p->targets)
+    g_hash_table_destroy(p->targets);
+  pthread_cond_destroy(&p->cond);
+  pthread_mutex_destroy(&p->mu);
+  free(p->members);
+  free(p);
+}
+
+/* Wait until every spawned member has either subscribed or failed. */
+static int wait_members_ready(pipeline_t *p, char *err, size_t errlen) {
+  pthread_mutex_lock(&p->mu);
+  while (p->ready + p->setup_failed < p->n_members)
+    pthread_cond_wait(&p->cond, &p->mu);
+  int failed = p->setup_failed > 0;
+  if (failed)
+    snprintf(err, errlen, "%s", p->failure);
+  pthread_mutex_unlock(&p->mu);
+  return failed ? -1 : 0;
+}
+
+int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
+                   size_t errlen) {
+  pipeline_t *p = pipeline_new(env);
+  if (env->dedup &&
+      dedup_scope(env->dedup, env->pc->name, &p->scope, err, errlen) != 0)
+    goto fail;
+  if (env->exit_at_end && load_targets(p, err, errlen) != 0)
+    goto fail;
+  if (env->exit_at_end && p->targets_total == 0) {
+    log_msg(KHOST_LOG_NOTICE, p->name, "no partitions to consume: stopping");
+    p->stop = 1;
+  }
+  for (int i = 0; i < env->pc->members; i++) {
+    if (member_spawn(&p->members[i], p, i) != 0) {
+      pipeline_fail(p, "cannot start member thread %d", i);
+      break;
+    }
+    p->n_members++;
+  }
+  if (wait_members_ready(p, err, errlen) != 0 ||
+      p->n_members < env->pc->members) {
+    if (!err[0])
+      snprintf(err, errlen, "%s", p->failure);
+    pipeline_request_stop(p);
+    pipeline_wait_done(p, -1);
+    pipeline_finish(p);
+    return -1;
+  }
+  log_msg(KHOST_LOG_NOTICE, p->name,
+          "started: group %s, %d member(s), plugin %s", env->pc->group_id,
+          p->n_members, plugin_descriptor(env->plugin)->name);
+  *out = p;
+  return 0;
+fail:
+  pipeline_free(p);
+  return -1;
+}
+
+int pipeline_done(pipeline_t *p) {
+  pthread_mutex_lock(&p->mu);
+  int done = p->running == 0 && p->ready + p->setup_failed == p->n_members;
+  pthread_mutex_unlock(&p->mu);
+  return done;
+}
+
+int pipeline_wait_done(pipeline_t *p, int64_t timeout_ms) {
+  struct timespec deadline;
+  if (timeout_ms >= 0)
+    deadline_after(&deadline, timeout_ms);
+  pthread_mutex_lock(&p->mu);
+  while (p->running > 0 || p->ready + p->setup_failed < p->n_members) {
+    if (timeout_ms < 0)
+      pthread_cond_wait(&p->cond, &p->mu);
+    else if (pthread_cond_timedwait(&p->cond, &p->mu, &deadline) == ETIMEDOUT)
+      break;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return pipeline_done(p);
+}
+
+int pipeline_finish(pipeline_t *p) {
+  for (int i = 0; i < p->n_members; i++)
+    member_join(p->members[i]);
+  int failed = p->failed;
+  pipeline_free(p);
+  return failed ? 1 : 0;
+}
+
+void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out) {
+  out->handled = atomic_load(&p->handled);
+  out->duplicates = atomic_load(&p->duplicates);
+  out->failed = atomic_load(&p->failed_records);
+  out->retries = atomic_load(&p->retries);
+  out->no_id = atomic_load(&p->no_id);
+  out->commits = atomic_load(&p->commits);
+  out->assigned = atomic_load(&p->assigned);
+}

@@ -1,0 +1,103 @@
+/*
+ * A pipeline: one consumer group (cfg_pipeline_t) run by `members` member
+ * threads, each with its own librdkafka consumer and plugin instance.
+ *
+ * The struct is shared by pipeline.c (lifecycle, end-of-log progress) and
+ * member.c (the consume/handle/commit loop); nothing outside those two
+ * files looks inside it.
+ */
+#ifndef KHOST_PIPELINE_H
+#define KHOST_PIPELINE_H
+
+#include <glib.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "dedup.h"
+#include "plugin_loader.h"
+
+typedef struct member member_t;
+
+/* What the host hands a pipeline. */
+typedef struct pipeline_env {
+  const cfg_t *cfg;
+  const cfg_pipeline_t *pc;
+  plugin_t *plugin;
+  dedup_store_t *dedup;          /* NULL when the pipeline has dedup off */
+  const char *bootstrap_servers; /* overrides the config (mock), or NULL */
+  int exit_at_end;               /* stop once the start-time end is reached */
+} pipeline_env_t;
+
+typedef struct pipeline_stats {
+  uint64_t handled;    /* records the plugin returned OK for */
+  uint64_t duplicates; /* records skipped as already seen */
+  uint64_t failed;     /* FAIL, retries exhausted, or no event ID (fail) */
+  uint64_t retries;    /* RETRY answers */
+  uint64_t no_id;      /* records without an event ID */
+  uint64_t commits;    /* offset commits sent */
+  uint64_t assigned;   /* partitions the members own right now */
+} pipeline_stats_t;
+
+typedef struct pipeline {
+  pipeline_env_t env;
+  char name[128];
+  uint32_t scope; /* dedup scope */
+
+  pthread_mutex_t mu;
+  pthread_cond_t cond; /* signalled on stop, member start/exit, progress */
+  int stop;            /* members finish their batch and leave */
+  int failed;          /* a member hit a fatal condition */
+  char failure[512];
+  int ready, setup_failed, running; /* member start-up and exit counts */
+
+  member_t **members;
+  int n_members;
+
+  /* exit-at-end: "topic\x1fpartition" -> target end offset; removed once
+   * the partition is consumed and committed up to it. */
+  GHashTable *targets;
+  int targets_total;
+
+  _Atomic uint64_t handled, duplicates, failed_records, retries, no_id, commits,
+      assigned;
+} pipeline_t;
+
+/* Start the pipeline: query end offsets (exit-at-end), spawn members and
+ * wait until every member has created its plugin instance and subscribed.
+ * On failure everything started is stopped and err says why. */
+int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
+                   size_t errlen);
+void pipeline_request_stop(pipeline_t *p);
+/* 1 once every member thread has left its loop. */
+int pipeline_done(pipeline_t *p);
+/* Wait up to timeout_ms for pipeline_done(); returns pipeline_done(). */
+int pipeline_wait_done(pipeline_t *p, int64_t timeout_ms);
+/* Join the member threads (only after pipeline_done()) and free. Returns 0,
+ * or 1 when the pipeline failed. */
+int pipeline_finish(pipeline_t *p);
+void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out);
+
+/* --- for member.c --- */
+/* Stop everything and remember why (first failure wins). */
+void pipeline_fail(pipeline_t *p, const char *fmt, ...) KHOST_PRINTF(2, 3);
+int pipeline_stopping(pipeline_t *p);
+/* Sleep up to ms unless a stop is requested; returns 1 when stopping. */
+int pipeline_sleep(pipeline_t *p, int64_t ms);
+/* A librdkafka configuration for this pipeline: global properties,
+ * pipeline overrides, then what khost owns. group: set group.id and the
+ * consumer-group settings. */
+rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int group, char *err,
+                                     size_t errlen);
+/* exit-at-end bookkeeping: the partition has been consumed and committed
+ * up to next_offset. */
+void pipeline_progress(pipeline_t *p, const char *topic, int32_t partition,
+                       int64_t next_offset);
+
+/* member.c */
+int member_spawn(member_t **out, pipeline_t *p, int index);
+void member_join(member_t *m);
+
+#endif

@@ -1,0 +1,420 @@
+/*
+ * End-to-end tests of the host against librdkafka's mock cluster, reached
+ * over TCP: dedup, commits, restarts, rebalances, missing event IDs,
+ * retries and failures. The `scripted` fixture plugin logs every call.
+ */
+#include <check.h>
+#include <glib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mockutil.h"
+#include "testutil.h"
+
+#define TOPIC "order-completed"
+#define GROUP "data-platform-consumer-group"
+
+/* A config for one pipeline using the scripted fixture plugin. */
+static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
+                       int members, const char *log, const char *db,
+                       const char *pipeline_extra, const char *plugin_extra) {
+  char *text = NULL, *plugin = tu_fixture("scripted");
+  ck_assert_int_ge(
+      asprintf(&text,
+               "shutdown_timeout = \"20s\";\n"
+               "kafka = { bootstrap_servers = \"%s\";\n"
+               "          session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
+               "          heartbeat_interval_ms = " MU_HEARTBEAT ";\n"
+               "          topic_metadata_refresh_interval_ms = 500; };\n"
+               "dedup = { path = \"%s/%s\"; };\n"
+               "pipelines = ( {\n"
+               "  name = \"orders\"; group_id = \"%s\";\n"
+               "  topics = [ \"" TOPIC "\" ]; members = %d;\n"
+               "  plugin = \"%s\";\n"
+               "  %s\n"
+               "  %s\n"
+               "  config = { log_path = \"%s/%s\"; %s };\n"
+               "} );\n",
+               c->bootstraps, c->dir, db, group, members, plugin,
+               pipeline_extra && strstr(pipeline_extra, "retry")
+                   ? ""
+                   : "retry = { max = 5; backoff = \"40ms\"; backoff_max = "
+                     "\"1s\"; };",
+               pipeline_extra ? pipeline_extra : "", c->dir, log,
+               plugin_extra ? plugin_extra : ""),
+      0);
+  char *path = tu_write_file(c->dir, file, text);
+  free(text);
+  free(plugin);
+  return path;
+}
+
+static char *dir_file(mu_cluster_t *c, const char *name) {
+  char *p = NULL;
+  ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
+  return p;
+}
+
+/* Run a host on cfg until it reaches the end offsets; returns its stats. */
+static pipeline_stats_t run_to_end(const char *cfg) {
+  mu_host_t h;
+  pipeline_stats_t s;
+  mu_host_start(&h, cfg, 1);
+  mu_host_wait(&h, 60000);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  return s;
+}
+
+/* Committed offsets of GROUP equal the end offsets of every partition. */
+static void assert_committed_at_end(mu_cluster_t *c, const char *group,
+                                    int partitions) {
+  for (int p = 0; p < partitions; p++) {
+    int64_t end = mu_end_offset(c, TOPIC, p);
+    ck_assert_int_gt(end, 0);
+    ck_assert_int_eq(mu_committed(c, group, TOPIC, p), end);
+  }
+}
+
+/* Every OK line has a distinct event ID; returns how many there are. */
+static size_t assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
+  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+  size_t ok = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (l[i].result != KHOST_OK)
+      continue;
+    ck_assert_msg(!g_hash_table_contains(seen, l[i].event_id),
+                  "event %s handled twice", l[i].event_id);
+    g_hash_table_add(seen, (gpointer)l[i].event_id);
+    ok++;
+  }
+  g_hash_table_destroy(seen);
+  return ok;
+}
+
+/* N records over 3 partitions, of which M re-use an earlier event ID (some
+ * on another partition). */
+enum { N_RECORDS = 300, N_DUPS = 30 };
+
+static void produce_with_duplicates(mu_cluster_t *c) {
+  char id[32], value[64];
+  for (int i = 0; i < N_RECORDS; i++) {
+    int original = i < N_RECORDS - N_DUPS;
+    int n = original ? i : (i * 7) % (N_RECORDS - N_DUPS);
+    snprintf(id, sizeof(id), "evt-%04d", n);
+    snprintf(value, sizeof(value), "order %d", i);
+    mu_produce(c, TOPIC, i % 3, id, NULL, value);
+  }
+  mu_flush(c);
+}
+
+START_TEST(test_dedup_and_commit) {
+  mu_cluster_t c;
+  mu_start(&c, 3);
+  mu_topic(&c, TOPIC, 3);
+  produce_with_duplicates(&c);
+  char *cfg =
+      write_cfg(&c, "a.cfg", GROUP, 2, "calls.log", "dedup.db", NULL, NULL);
+  pipeline_stats_t s = run_to_end(cfg);
+
+  char *log = dir_file(&c, "calls.log");
+  size_t n;
+  mu_line_t *lines = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, N_RECORDS - N_DUPS);
+  ck_assert_uint_eq(assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
+  ck_assert_uint_eq(s.handled, N_RECORDS - N_DUPS);
+  /* At least the re-published ones; more when a rebalance redelivered
+   * records whose commit the mock refused (it rejects commits during a
+   * rebalance): those are absorbed by dedup, as the handled count shows. */
+  ck_assert_uint_ge(s.duplicates, N_DUPS);
+  assert_committed_at_end(&c, GROUP, 3);
+  free(lines);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+START_TEST(test_restart_handles_nothing_again) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 3);
+  produce_with_duplicates(&c);
+  char *cfg =
+      write_cfg(&c, "a.cfg", GROUP, 1, "calls.log", "dedup.db", NULL, NULL);
+  char *log = dir_file(&c, "calls.log");
+  size_t n;
+  run_to_end(cfg);
+  free(mu_read_lines(log, &n));
+  ck_assert_uint_eq(n, N_RECORDS - N_DUPS);
+
+  /* Same group: the committed offsets are at the end; nothing comes. */
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled + s.duplicates, 0);
+
+  /* As after a crash between the SQLite commit and the Kafka commit: the
+   * offsets go back to 0, every record is delivered again, and the dedup
+   * marks make the plugin skip all of them. */
+  for (int p = 0; p < 3; p++)
+    mu_commit(&c, GROUP, TOPIC, p, 0);
+  s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, 0);
+  ck_assert_uint_eq(s.duplicates, N_RECORDS);
+  free(mu_read_lines(log, &n));
+  ck_assert_uint_eq(n, N_RECORDS - N_DUPS);
+  assert_committed_at_end(&c, GROUP, 3);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* Two hosts (one member each) in one group, each with its own dedup store;
+ * one leaves mid-stream. Every record is handled exactly once overall. */
+static void member_leaves(const char *assignor) {
+  enum { PARTS = 4, RECORDS = 400 };
+  mu_cluster_t c;
+  char extra[256], id[32];
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  snprintf(
+      extra, sizeof(extra),
+      "max_batch = 10; kafka = { partition_assignment_strategy = \"%s\"; };",
+      assignor);
+  char *cfg_a =
+      write_cfg(&c, "a.cfg", GROUP, 1, "a.log", "a.db", extra, "slow_ms = 5;");
+  char *cfg_b =
+      write_cfg(&c, "b.cfg", GROUP, 1, "b.log", "b.db", extra, "slow_ms = 5;");
+  char *log_a = dir_file(&c, "a.log"), *log_b = dir_file(&c, "b.log");
+  mu_host_t a, b;
+  pipeline_stats_t sa, sb;
+  size_t na = 0, nb = 0;
+  mu_host_start(&a, cfg_a, 0);
+  mu_host_start(&b, cfg_b, 0);
+  /* Both members own partitions before the stream starts. */
+  TU_WAIT_UNTIL((mu_host_stats(&a, &sa), mu_host_stats(&b, &sb),
+                 sa.assigned > 0 && sb.assigned > 0 &&
+                     sa.assigned + sb.assigned == PARTS),
+                30000, "both members assigned");
+  for (int i = 0; i < RECORDS; i++) {
+    snprintf(id, sizeof(id), "evt-%04d", i);
+    mu_produce(&c, TOPIC, i % PARTS, id, NULL, "order");
+  }
+  mu_flush(&c);
+  /* Both are handling records: B leaves mid-stream. */
+  TU_WAIT_UNTIL((free(mu_read_lines(log_a, &na)),
+                 free(mu_read_lines(log_b, &nb)), na >= 20 && nb >= 20),
+                30000, "both members handling records");
+  mu_host_stop(&b);
+  ck_assert_int_eq(b.status, 0);
+  ck_assert_uint_lt(nb, RECORDS / 2); /* B left mid-stream */
+  /* A takes over B's partitions from B's committed offsets. */
+  TU_WAIT_UNTIL((free(mu_read_lines(log_a, &na)),
+                 free(mu_read_lines(log_b, &nb)), na + nb >= RECORDS),
+                60000, "every record handled");
+  mu_host_stop(&a);
+  ck_assert_int_eq(a.status, 0);
+
+  mu_line_t *la = mu_read_lines(log_a, &na), *lb = mu_read_lines(log_b, &nb);
+  mu_line_t *all = calloc(na + nb, sizeof(*all));
+  memcpy(all, la, na * sizeof(*la));
+  memcpy(all + na, lb, nb * sizeof(*lb));
+  ck_assert_uint_eq(assert_ok_ids_distinct(all, na + nb), RECORDS);
+  for (int p = 0; p < PARTS; p++)
+    ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, p), RECORDS / PARTS);
+  mu_host_close(&a);
+  mu_host_close(&b);
+  free(all);
+  free(la);
+  free(lb);
+  free(log_a);
+  free(log_b);
+  free(cfg_a);
+  free(cfg_b);
+  mu_stop(&c);
+}
+
+START_TEST(test_member_leaves_eager) {
+  member_leaves("range");
+}
+END_TEST
+
+START_TEST(test_member_leaves_cooperative) {
+  member_leaves("cooperative-sticky");
+}
+END_TEST
+
+/* 10 records with an eventId and 10 without, on one partition. */
+static void produce_some_without_id(mu_cluster_t *c) {
+  char id[32];
+  for (int i = 0; i < 20; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(c, TOPIC, 0, i % 2 ? NULL : id, NULL, "order");
+  }
+  mu_flush(c);
+}
+
+START_TEST(test_missing_id_process) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  produce_some_without_id(&c);
+  char *cfg = write_cfg(&c, "a.cfg", GROUP, 1, "calls.log", "d.db",
+                        "on_missing_id = \"process\";", NULL);
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, 20);
+  ck_assert_uint_eq(s.no_id, 10);
+  ck_assert_uint_eq(s.failed, 0);
+  /* Without an ID there is no dedup: a replay handles them again. */
+  mu_commit(&c, GROUP, TOPIC, 0, 0);
+  s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, 10);
+  ck_assert_uint_eq(s.duplicates, 10);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+START_TEST(test_missing_id_fail) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  produce_some_without_id(&c);
+  char *cfg = write_cfg(&c, "a.cfg", GROUP, 1, "calls.log", "d.db",
+                        "on_missing_id = \"fail\";", NULL);
+  char *log = dir_file(&c, "calls.log");
+  pipeline_stats_t s = run_to_end(cfg);
+  size_t n;
+  mu_line_t *lines = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, 10);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_str_ne(lines[i].event_id, "-");
+  ck_assert_uint_eq(s.failed, 10);
+  ck_assert_uint_eq(s.no_id, 10);
+  assert_committed_at_end(&c, GROUP, 1);
+  free(lines);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+static const mu_line_t *find_line(const mu_line_t *l, size_t n, int64_t off,
+                                  unsigned attempt) {
+  for (size_t i = 0; i < n; i++)
+    if (l[i].offset == off && l[i].attempt == attempt)
+      return &l[i];
+  return NULL;
+}
+
+START_TEST(test_retry_then_ok_and_fail_does_not_block) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "order");
+  mu_produce(&c, TOPIC, 0, "evt-1", NULL, "retry twice");
+  mu_produce(&c, TOPIC, 0, "evt-2", NULL, "fail: bad amount");
+  mu_produce(&c, TOPIC, 0, "evt-3", NULL, "order");
+  mu_flush(&c);
+  char *cfg = write_cfg(&c, "a.cfg", GROUP, 1, "calls.log", "d.db", NULL,
+                        "retry_times = 2;");
+  char *log = dir_file(&c, "calls.log");
+  pipeline_stats_t s = run_to_end(cfg);
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, 6); /* 1 + 3 attempts + 1 + 1 */
+  const mu_line_t *a1 = find_line(l, n, 1, 1), *a2 = find_line(l, n, 1, 2),
+                  *a3 = find_line(l, n, 1, 3);
+  ck_assert_ptr_nonnull(a1);
+  ck_assert_ptr_nonnull(a2);
+  ck_assert_ptr_nonnull(a3);
+  ck_assert_int_eq(a1->result, KHOST_RETRY);
+  ck_assert_int_eq(a2->result, KHOST_RETRY);
+  ck_assert_int_eq(a3->result, KHOST_OK);
+  /* Backoff 40 ms then 80 ms, each with jitter down to half. */
+  ck_assert_int_ge(a2->ms - a1->ms, 20);
+  ck_assert_int_ge(a3->ms - a2->ms, 40);
+  ck_assert_int_eq(find_line(l, n, 2, 1)->result, KHOST_FAIL);
+  ck_assert_int_eq(find_line(l, n, 3, 1)->result, KHOST_OK);
+  ck_assert_uint_eq(s.retries, 2);
+  ck_assert_uint_eq(s.failed, 1);
+  ck_assert_uint_eq(s.handled, 3);
+  assert_committed_at_end(&c, GROUP, 1);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+START_TEST(test_retries_exhausted_become_fail) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "retry forever");
+  mu_produce(&c, TOPIC, 0, "evt-1", NULL, "order");
+  mu_flush(&c);
+  char *cfg = write_cfg(&c, "a.cfg", GROUP, 1, "calls.log", "d.db",
+                        "retry = { max = 2; backoff = \"10ms\"; };",
+                        "retry_times = 100;");
+  char *log = dir_file(&c, "calls.log");
+  pipeline_stats_t s = run_to_end(cfg);
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, 4); /* 3 attempts, then the next record */
+  ck_assert_uint_eq(s.failed, 1);
+  ck_assert_uint_eq(s.handled, 1);
+  ck_assert_int_eq(find_line(l, n, 1, 1)->result, KHOST_OK);
+  /* The failed record is marked: redelivered, it is skipped. */
+  mu_commit(&c, GROUP, TOPIC, 0, 0);
+  s = run_to_end(cfg);
+  ck_assert_uint_eq(s.duplicates, 2);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+START_TEST(test_fatal_stops_without_committing_past_it) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "order");
+  mu_produce(&c, TOPIC, 0, "evt-1", NULL, "order");
+  mu_produce(&c, TOPIC, 0, "evt-2", NULL, "fatal: database gone");
+  mu_produce(&c, TOPIC, 0, "evt-3", NULL, "order");
+  mu_flush(&c);
+  char *cfg = write_cfg(&c, "a.cfg", GROUP, 1, "calls.log", "d.db", NULL, NULL);
+  mu_host_t h;
+  pipeline_stats_t s;
+  mu_host_start(&h, cfg, 1);
+  mu_host_wait(&h, 30000);
+  ck_assert_int_eq(h.status, 1);
+  mu_host_stats(&h, &s);
+  ck_assert_uint_eq(s.handled, 2);
+  mu_host_close(&h);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 2);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+Suite *host_suite(void) {
+  Suite *s = suite_create("host");
+  TCase *tc = tcase_create("mock-cluster");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_dedup_and_commit);
+  tcase_add_test(tc, test_restart_handles_nothing_again);
+  tcase_add_test(tc, test_member_leaves_eager);
+  tcase_add_test(tc, test_member_leaves_cooperative);
+  tcase_add_test(tc, test_missing_id_process);
+  tcase_add_test(tc, test_missing_id_fail);
+  tcase_add_test(tc, test_retry_then_ok_and_fail_does_not_block);
+  tcase_add_test(tc, test_retries_exhausted_become_fail);
+  tcase_add_test(tc, test_fatal_stops_without_committing_past_it);
+  suite_add_tcase(s, tc);
+  return s;
+}

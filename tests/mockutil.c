@@ -1,0 +1,198 @@
+#include "mockutil.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "testutil.h"
+
+#define MU_TIMEOUT_MS 10000
+
+void mu_start(mu_cluster_t *c, int brokers) {
+  char err[512], errstr[512];
+  memset(c, 0, sizeof(*c));
+  ck_assert_msg(mock_start(&c->mock, brokers, err, sizeof(err)) == 0, "%s",
+                err);
+  c->bootstraps = mock_bootstraps(c->mock);
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstraps, NULL, 0);
+  rd_kafka_conf_set(conf, "linger.ms", "1", NULL, 0);
+  c->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+  ck_assert_msg(c->producer != NULL, "%s", errstr);
+  c->dir = tu_tempdir();
+  ck_assert_ptr_nonnull(c->dir);
+}
+
+void mu_stop(mu_cluster_t *c) {
+  rd_kafka_destroy(c->producer);
+  mock_stop(c->mock);
+  tu_rm_rf(c->dir);
+  free(c->dir);
+}
+
+void mu_topic(mu_cluster_t *c, const char *topic, int partitions) {
+  char err[512];
+  ck_assert_msg(
+      mock_create_topic(c->mock, topic, partitions, err, sizeof(err)) == 0,
+      "%s", err);
+}
+
+void mu_produce(mu_cluster_t *c, const char *topic, int32_t partition,
+                const char *event_id, const char *key, const char *value) {
+  rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
+  if (event_id)
+    rd_kafka_header_add(hdrs, "eventId", -1, event_id, -1);
+  rd_kafka_header_add(hdrs, "eventType", -1, "ORDER_COMPLETED", -1);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      c->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+      RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+      RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+      RD_KAFKA_V_END);
+  ck_assert_msg(e == 0, "produce: %s", rd_kafka_err2str(e));
+  rd_kafka_poll(c->producer, 0);
+}
+
+void mu_flush(mu_cluster_t *c) {
+  ck_assert_int_eq(rd_kafka_flush(c->producer, MU_TIMEOUT_MS), 0);
+}
+
+static rd_kafka_t *consumer(mu_cluster_t *c, const char *group) {
+  char errstr[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstraps, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", group ? group : "khost-test-probe", NULL,
+                    0);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+  rd_kafka_conf_set(conf, "session.timeout.ms", MU_SESSION_TIMEOUT, NULL, 0);
+  rd_kafka_conf_set(conf, "heartbeat.interval.ms", MU_HEARTBEAT, NULL, 0);
+  if (getenv("KHOST_TEST_KDEBUG"))
+    rd_kafka_conf_set(conf, "debug", getenv("KHOST_TEST_KDEBUG"), NULL, 0);
+  rd_kafka_t *rk =
+      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  ck_assert_msg(rk != NULL, "%s", errstr);
+  return rk;
+}
+
+int64_t mu_end_offset(mu_cluster_t *c, const char *topic, int32_t partition) {
+  int64_t lo, hi;
+  rd_kafka_t *rk = consumer(c, NULL);
+  rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+      rk, topic, partition, &lo, &hi, MU_TIMEOUT_MS);
+  ck_assert_msg(e == 0, "watermarks: %s", rd_kafka_err2str(e));
+  rd_kafka_destroy(rk);
+  return hi;
+}
+
+int64_t mu_committed(mu_cluster_t *c, const char *group, const char *topic,
+                     int32_t partition) {
+  rd_kafka_t *rk = consumer(c, group);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, partition);
+  rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, MU_TIMEOUT_MS);
+  ck_assert_msg(e == 0, "committed: %s", rd_kafka_err2str(e));
+  int64_t off = l->elems[0].offset;
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_destroy(rk);
+  return off;
+}
+
+/* The mock cluster refuses commits from outside the group, so this joins
+ * the group (the host must be stopped), waits for the partition, commits
+ * synchronously and leaves. */
+void mu_commit(mu_cluster_t *c, const char *group, const char *topic,
+               int32_t partition, int64_t offset) {
+  rd_kafka_t *rk = consumer(c, group);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+  rd_kafka_poll_set_consumer(rk);
+  ck_assert_int_eq(rd_kafka_subscribe(rk, l), 0);
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_topic_partition_list_t *owned = NULL;
+  int64_t deadline = tu_mono_ms() + 30000;
+  for (;;) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+    if (m)
+      rd_kafka_message_destroy(m);
+    ck_assert_int_eq(rd_kafka_assignment(rk, &owned), 0);
+    int have =
+        rd_kafka_topic_partition_list_find(owned, topic, partition) != NULL;
+    rd_kafka_topic_partition_list_destroy(owned);
+    if (have)
+      break;
+    ck_assert_msg(tu_mono_ms() < deadline, "no assignment of %s [%d]", topic,
+                  (int)partition);
+  }
+  l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
+  rd_kafka_resp_err_t e = rd_kafka_commit(rk, l, 0);
+  ck_assert_msg(e == 0, "commit: %s", rd_kafka_err2str(e));
+  rd_kafka_topic_partition_list_destroy(l);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end) {
+  char err[4096];
+  host_opts_t opts = {.exit_at_end = exit_at_end};
+  memset(h, 0, sizeof(*h));
+  ck_assert_msg(cfg_load(&h->cfg, cfg_path, err, sizeof(err)) == 0, "%s", err);
+  log_set_level(getenv("KHOST_TEST_DEBUG") ? KHOST_LOG_DEBUG
+                                           : KHOST_LOG_WARNING);
+  ck_assert_msg(host_open(&h->host, &h->cfg, &opts, err, sizeof(err)) == 0,
+                "%s", err);
+  int rc = host_start(h->host, err, sizeof(err));
+  ck_assert_msg(rc == 0, "host_start: %s", err);
+}
+
+void mu_host_wait(mu_host_t *h, int64_t timeout_ms) {
+  ck_assert_msg(host_wait(h->host, timeout_ms),
+                "host did not stop by itself within %lld ms",
+                (long long)timeout_ms);
+  h->status = host_finish(h->host);
+}
+
+void mu_host_stop(mu_host_t *h) {
+  host_request_stop(h->host);
+  mu_host_wait(h, 30000);
+}
+
+void mu_host_stats(mu_host_t *h, pipeline_stats_t *s) {
+  host_pipeline_stats(h->host, 0, s);
+}
+
+void mu_host_close(mu_host_t *h) {
+  host_close(h->host);
+  cfg_free(&h->cfg);
+}
+
+mu_line_t *mu_read_lines(const char *path, size_t *n) {
+  char *text = tu_read_file(path);
+  size_t cap = 64;
+  mu_line_t *lines = calloc(cap, sizeof(*lines));
+  *n = 0;
+  for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL;
+       line; line = strtok_r(NULL, "\n", &save)) {
+    if (*n == cap)
+      lines = realloc(lines, (cap *= 2) * sizeof(*lines));
+    mu_line_t *l = &lines[(*n)++];
+    long long off, ms;
+    int got =
+        sscanf(line, "%63s %d %lld %u %63s %d %lld", l->topic, &l->partition,
+               &off, &l->attempt, l->event_id, &l->result, &ms);
+    ck_assert_msg(got == 7, "bad plugin log line: %s", line);
+    l->offset = off;
+    l->ms = ms;
+  }
+  free(text);
+  return lines;
+}
+
+size_t mu_count_result(const mu_line_t *l, size_t n, int result) {
+  size_t c = 0;
+  for (size_t i = 0; i < n; i++)
+    c += l[i].result == result;
+  return c;
+}

@@ -1,0 +1,73 @@
+/* Test helpers around librdkafka's mock cluster: produce records, read
+ * committed and end offsets independently of khost, run a host in-process,
+ * and parse what the `scripted` fixture plugin wrote. */
+#ifndef KHOST_MOCKUTIL_H
+#define KHOST_MOCKUTIL_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+
+#include "host.h"
+#include "mock.h"
+
+/* The mock coordinator waits session.timeout.ms - 1 s for members to rejoin
+ * before it completes a rebalance (and 3 s on the first join): tests use a
+ * short session timeout so that rebalances take seconds, not a minute. */
+#define MU_SESSION_TIMEOUT "3000"
+#define MU_HEARTBEAT "300"
+
+typedef struct mu_cluster {
+  mock_t *mock;
+  const char *bootstraps;
+  rd_kafka_t *producer;
+  char *dir; /* temp dir for configs, logs and the dedup db */
+} mu_cluster_t;
+
+void mu_start(mu_cluster_t *c, int brokers);
+void mu_stop(mu_cluster_t *c);
+void mu_topic(mu_cluster_t *c, const char *topic, int partitions);
+/* Produce one record; event_id NULL: no eventId header. key may be NULL. */
+void mu_produce(mu_cluster_t *c, const char *topic, int32_t partition,
+                const char *event_id, const char *key, const char *value);
+void mu_flush(mu_cluster_t *c);
+
+int64_t mu_end_offset(mu_cluster_t *c, const char *topic, int32_t partition);
+/* Committed offset of group, or -1001 (RD_KAFKA_OFFSET_INVALID) if none. */
+int64_t mu_committed(mu_cluster_t *c, const char *group, const char *topic,
+                     int32_t partition);
+void mu_commit(mu_cluster_t *c, const char *group, const char *topic,
+               int32_t partition, int64_t offset);
+
+/* A host running in this process. */
+typedef struct mu_host {
+  cfg_t cfg;
+  host_t *host;
+  int status; /* host_finish() */
+} mu_host_t;
+
+/* Load cfg_path and start a host; fails the test on error. */
+void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end);
+/* Wait (deadline) for it to stop by itself, finish it. */
+void mu_host_wait(mu_host_t *h, int64_t timeout_ms);
+/* Ask it to stop, wait, finish. */
+void mu_host_stop(mu_host_t *h);
+void mu_host_stats(mu_host_t *h, pipeline_stats_t *s);
+void mu_host_close(mu_host_t *h);
+
+/* One line of the scripted plugin's log. */
+typedef struct mu_line {
+  char topic[64];
+  int32_t partition;
+  int64_t offset;
+  unsigned attempt;
+  char event_id[64];
+  int result;
+  int64_t ms;
+} mu_line_t;
+
+/* All lines of path; *n gets the count (0 when the file is absent). */
+mu_line_t *mu_read_lines(const char *path, size_t *n);
+/* Count of lines with that result. */
+size_t mu_count_result(const mu_line_t *l, size_t n, int result);
+
+#endif
