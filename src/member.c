@@ -282,34 +282,33 @@ static void commit_positions(member_t *m, int sync) {
           ->offset = tp->offset;
   }
   if (list->cnt > 0) {
-    rd_kafka_resp_err_t e = rd_kafka_commit(m->rk, list, !sync);
+    /* Failures are reported by on_commit(), for sync commits too. */
+    rd_kafka_commit(m->rk, list, !sync);
     atomic_fetch_add(&m->p->commits, 1);
-    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-      log_msg(KHOST_LOG_WARNING, m->who, "offset commit failed: %s",
-              rd_kafka_err2str(e));
   }
   rd_kafka_topic_partition_list_destroy(list);
   rd_kafka_topic_partition_list_destroy(owned);
 }
 
 /* After the batch prefix msgs[0..done) is durable: advance positions and
- * the end-of-log bookkeeping. */
+ * the end-of-log bookkeeping (once per partition, not per record). */
 static void advance(member_t *m) {
   for (size_t i = 0; i < m->done; i++) {
     rd_kafka_message_t *msg = m->msgs[i];
-    const char *topic = rd_kafka_topic_name(msg->rkt);
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
-      set_position(m->positions, topic, msg->partition, msg->offset + 1);
+      set_position(m->positions, rd_kafka_topic_name(msg->rkt), msg->partition,
+                   msg->offset + 1);
+    else if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+      /* At a partition EOF the message offset is the end offset. */
+      pipeline_progress(m->p, rd_kafka_topic_name(msg->rkt), msg->partition,
+                        msg->offset);
   }
-  for (size_t i = 0; i < m->done; i++) {
-    rd_kafka_message_t *msg = m->msgs[i];
-    const char *topic = rd_kafka_topic_name(msg->rkt);
-    /* At a partition EOF the message offset is the end offset. */
-    int64_t next = msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF
-                       ? msg->offset
-                       : msg->offset + 1;
-    pipeline_progress(m->p, topic, msg->partition, next);
-  }
+  if (!m->p->targets)
+    return;
+  for (int i = 0; i < m->positions->cnt; i++)
+    pipeline_progress(m->p, m->positions->elems[i].topic,
+                      m->positions->elems[i].partition,
+                      m->positions->elems[i].offset);
 }
 
 static void clear_batch(member_t *m) {
@@ -433,21 +432,25 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   member_t *m = opaque;
-  if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "offset commit failed: %s (the next commit carries the offsets "
-            "again)",
-            rd_kafka_err2str(err));
-  for (int i = 0; offsets && i < offsets->cnt; i++) {
+  char buf[512];
+  size_t off = 0;
+  buf[0] = '\0';
+  for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
     const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-    if (tp->err)
-      log_msg(KHOST_LOG_WARNING, m->who,
-              "%s [%" PRId32 "]: commit of offset %" PRId64 " failed: %s",
-              tp->topic, tp->partition, tp->offset, rd_kafka_err2str(tp->err));
-    else
-      log_msg(KHOST_LOG_DEBUG, m->who, "%s [%" PRId32 "]: committed %" PRId64,
-              tp->topic, tp->partition, tp->offset);
+    off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+                            "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
+                            tp->topic, tp->partition, tp->offset,
+                            tp->err ? "(failed)" : "");
   }
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return;
+  if (err)
+    /* Nothing is lost: the next commit of these partitions carries the
+     * offsets again, and uncommitted records are skipped by dedup. */
+    log_msg(KHOST_LOG_WARNING, m->who, "offset commit failed: %s: %s",
+            rd_kafka_err2str(err), buf);
+  else
+    log_msg(KHOST_LOG_DEBUG, m->who, "committed %s", buf);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason,

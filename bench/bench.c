@@ -1,0 +1,402 @@
+/*
+ * khost benchmark: records/s of consuming from librdkafka's in-process mock
+ * cluster while a producer thread keeps writing to it, for
+ *   (a) a minimal raw librdkafka consumer loop,
+ *   (b) khost with a no-op plugin, dedup off,
+ *   (c) the same with dedup on (random-UUID event IDs), empty store,
+ *   (d) the same with a store already holding 10 million IDs,
+ * and the ratios to (a), all measured in one run (this machine is noisy:
+ * only ratios within a run mean something).
+ *
+ * The mock cluster keeps only a bounded window of each partition (~29k
+ * records of this size), so the producer runs concurrently, at most
+ * `window` records ahead of the consumer, with a head start of a full
+ * window: the consumer, not the producer, should be the bottleneck. Each
+ * mode reports the share of its run the producer spent waiting for the
+ * consumer: near 0 % means that mode was producer-bound and its rate is a
+ * lower bound.
+ *
+ * Usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d DIR]
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "dedup.h"
+#include "host.h"
+#include "log.h"
+#include "mock.h"
+
+#define PARTITIONS 6
+#define WINDOW_PER_PARTITION 20000
+#define VALUE_SIZE 100
+
+typedef struct bench {
+  mock_t *mock;
+  const char *bootstraps;
+  const char *dir;
+  const char *noop;
+  long n;
+  long window;
+  long store_ids;
+  int topics; /* topics created so far: each run gets a fresh one */
+} bench_t;
+
+typedef struct run {
+  bench_t *b;
+  char topic[64];
+  _Atomic long consumed;
+  _Atomic int stop;
+  double waited; /* seconds the producer waited for the consumer */
+  pthread_t producer;
+} run_t;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, const char *why) {
+  fprintf(stderr, "khost-bench: %s: %s\n", what, why);
+  exit(1);
+}
+
+/* A random version-4 UUID in text, from a fast PRNG (xorshift128+). */
+static void random_uuid(uint64_t s[2], char out[37]) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char b[16];
+  for (int k = 0; k < 2; k++) {
+    uint64_t x = s[0], y = s[1];
+    s[0] = y;
+    x ^= x << 23;
+    s[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    uint64_t r = s[1] + y;
+    memcpy(b + 8 * k, &r, 8);
+  }
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+  for (int i = 0, o = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      out[o++] = '-';
+    out[o++] = hex[b[i] >> 4];
+    out[o++] = hex[b[i] & 15];
+  }
+  out[36] = '\0';
+}
+
+static rd_kafka_t *new_producer(const bench_t *b) {
+  char errstr[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", b->bootstraps, NULL, 0);
+  rd_kafka_conf_set(conf, "linger.ms", "5", NULL, 0);
+  rd_kafka_conf_set(conf, "batch.num.messages", "10000", NULL, 0);
+  rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", NULL, 0);
+  rd_kafka_t *rk =
+      rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+  if (!rk)
+    die("producer", errstr);
+  return rk;
+}
+
+static void *produce_main(void *arg) {
+  run_t *r = arg;
+  rd_kafka_t *rk = new_producer(r->b);
+  char value[VALUE_SIZE], id[37];
+  uint64_t seed[2] = {0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)r,
+                      0xbf58476d1ce4e5b9ull};
+  memset(value, 'v', sizeof(value));
+  for (long i = 0; i < r->b->n && !atomic_load(&r->stop); i++) {
+    if (i - atomic_load(&r->consumed) >= r->b->window) {
+      double t = now_s();
+      while (i - atomic_load(&r->consumed) >= r->b->window &&
+             !atomic_load(&r->stop)) {
+        rd_kafka_poll(rk, 0);
+        usleep(200);
+      }
+      r->waited += now_s() - t;
+    }
+    random_uuid(seed, id);
+    while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(r->topic),
+                             RD_KAFKA_V_PARTITION((int32_t)(i % PARTITIONS)),
+                             RD_KAFKA_V_VALUE(value, sizeof(value)),
+                             RD_KAFKA_V_HEADER("eventId", id, 36),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+      rd_kafka_poll(rk, 1);
+    rd_kafka_poll(rk, 0);
+  }
+  rd_kafka_flush(rk, 60000);
+  rd_kafka_destroy(rk);
+  return NULL;
+}
+
+/* A fresh topic with a full window already in it, and the producer
+ * running. */
+static void run_begin(run_t *r, bench_t *b) {
+  char err[512];
+  memset(r, 0, sizeof(*r));
+  r->b = b;
+  snprintf(r->topic, sizeof(r->topic), "order-completed-%d", b->topics++);
+  if (mock_create_topic(b->mock, r->topic, PARTITIONS, err, sizeof(err)))
+    die("topic", err);
+  pthread_create(&r->producer, NULL, produce_main, r);
+  /* Head start: wait until a window's worth is in the cluster. */
+  rd_kafka_t *rk = new_producer(b);
+  int64_t total;
+  do {
+    usleep(10000);
+    total = 0;
+    for (int p = 0; p < PARTITIONS; p++) {
+      int64_t lo, hi;
+      if (!rd_kafka_query_watermark_offsets(rk, r->topic, p, &lo, &hi, 5000))
+        total += hi;
+    }
+  } while (total < (b->n < b->window ? b->n : b->window) - PARTITIONS);
+  rd_kafka_destroy(rk);
+}
+
+static void run_end(run_t *r) {
+  atomic_store(&r->stop, 1);
+  pthread_join(r->producer, NULL);
+}
+
+static double report(const run_t *r, long got, double secs) {
+  double rate = (double)got / secs;
+  printf("  %-22s %10.0f records/s   producer waited %3.0f %% of the run\n",
+         r->topic, rate, 100.0 * r->waited / secs);
+  fflush(stdout);
+  return rate;
+}
+
+/* Mode (a): subscribe, poll, count. */
+static double run_raw(bench_t *b) {
+  run_t r;
+  char errstr[512], group[80];
+  run_begin(&r, b);
+  snprintf(group, sizeof(group), "raw-%s", r.topic);
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", b->bootstraps, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
+  rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", NULL, 0);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+  rd_kafka_t *rk =
+      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  if (!rk)
+    die("consumer", errstr);
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(t, r.topic, RD_KAFKA_PARTITION_UA);
+  rd_kafka_subscribe(rk, t);
+  rd_kafka_topic_partition_list_destroy(t);
+  double start = 0;
+  long got = 0;
+  while (got < b->n) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (!m)
+      continue;
+    if (!m->err && got++ == 0)
+      start = now_s();
+    atomic_store_explicit(&r.consumed, got, memory_order_relaxed);
+    rd_kafka_message_destroy(m);
+  }
+  double secs = now_s() - start;
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  run_end(&r);
+  return report(&r, got, secs);
+}
+
+static char *write_config(bench_t *b, const run_t *r, int dedup,
+                          const char *db) {
+  char *path = NULL;
+  if (asprintf(&path, "%s/bench.cfg", b->dir) < 0)
+    die("config", "out of memory");
+  FILE *f = fopen(path, "w");
+  if (!f)
+    die(path, "cannot write");
+  fprintf(f,
+          "log_level = \"warning\";\n"
+          "kafka = { bootstrap_servers = \"%s\"; };\n"
+          "dedup = { path = \"%s\"; retention = \"30d\"; };\n"
+          "pipelines = ({ name = \"bench\"; group_id = \"khost-%s\";\n"
+          "  topics = [\"%s\"]; members = 1; plugin = \"%s\";\n"
+          "  dedup = %s; max_batch = 500; });\n",
+          b->bootstraps, db, r->topic, r->topic, b->noop,
+          dedup ? "true" : "false");
+  fclose(f);
+  return path;
+}
+
+/* Modes (b)-(d): a whole khost in this process, timed from its first
+ * handled record to the last. */
+static double run_khost(bench_t *b, int dedup, const char *db) {
+  run_t r;
+  cfg_t cfg;
+  host_t *h = NULL;
+  host_opts_t opts = {0};
+  pipeline_stats_t s;
+  char err[4096];
+  run_begin(&r, b);
+  char *path = write_config(b, &r, dedup, db);
+  if (cfg_load(&cfg, path, err, sizeof(err)) != 0)
+    die(path, err);
+  if (host_open(&h, &cfg, &opts, err, sizeof(err)) ||
+      host_start(h, err, sizeof(err)))
+    die("khost", err);
+  double start = 0;
+  long got = 0;
+  while (got < b->n) {
+    usleep(500);
+    host_pipeline_stats(h, 0, &s);
+    got = (long)(s.handled + s.duplicates);
+    if (got > 0 && start == 0)
+      start = now_s();
+    atomic_store(&r.consumed, got);
+  }
+  double secs = now_s() - start;
+  host_request_stop(h);
+  host_wait(h, -1);
+  host_finish(h);
+  host_close(h);
+  cfg_free(&cfg);
+  free(path);
+  run_end(&r);
+  return report(&r, got, secs);
+}
+
+/* A store holding `ids` random-UUID marks of pipeline "bench", built once
+ * and reused by later runs (building 10M takes a while). */
+static void prepare_store(const bench_t *b, const char *path, long ids) {
+  char err[1024];
+  dedup_store_t *s;
+  dedup_writer_t *w;
+  uint32_t scope;
+  dedup_opts_t o = {.path = path, .retention_ms = 30LL * 86400 * 1000};
+  if (dedup_open(&s, &o, err, sizeof(err)) != 0)
+    die(path, err);
+  long have = (long)dedup_size(s);
+  if (have >= ids) {
+    printf("store %s: %ld IDs (reused)\n", path, have);
+    dedup_close(s);
+    return;
+  }
+  if (dedup_scope(s, "bench", &scope, err, sizeof(err)) ||
+      dedup_writer_open(s, &w, err, sizeof(err)))
+    die(path, err);
+  printf("store %s: adding %ld IDs ...\n", path, ids - have);
+  fflush(stdout);
+  double t = now_s();
+  uint64_t seed[2] = {0x243f6a8885a308d3ull, (uint64_t)have + 1};
+  char id[37];
+  for (long i = have; i < ids; i++) {
+    random_uuid(seed, id);
+    dedup_mark_t m = {.scope = scope,
+                      .event_id = id,
+                      .event_id_len = 36,
+                      .topic = "order-completed",
+                      .partition = (int32_t)(i % 6),
+                      .offset = i,
+                      .handled_at_ms = dedup_now_ms()};
+    dedup_claim(s, scope, id, 36);
+    dedup_writer_add(w, &m);
+    if ((i + 1) % 10000 == 0 || i + 1 == ids) {
+      if (dedup_writer_commit(w, NULL, err, sizeof(err)) != 0)
+        die(path, err);
+    }
+  }
+  printf("store %s: %ld IDs in %.1f s\n", path, ids, now_s() - t);
+  dedup_writer_close(w);
+  dedup_close(s);
+  (void)b;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(*v), cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv) {
+  bench_t b = {.n = 1000000, .store_ids = 10000000, .dir = "/tmp/khost-bench"};
+  int rounds = 3, c;
+  char err[512];
+  while ((c = getopt(argc, argv, "n:r:s:d:")) != -1) {
+    switch (c) {
+    case 'n':
+      b.n = atol(optarg);
+      break;
+    case 'r':
+      rounds = atoi(optarg);
+      break;
+    case 's':
+      b.store_ids = atol(optarg);
+      break;
+    case 'd':
+      b.dir = optarg;
+      break;
+    default:
+      fprintf(stderr, "usage: khost-bench [-n RECORDS] [-r ROUNDS] "
+                      "[-s STORE_IDS] [-d DIR]\n");
+      return 2;
+    }
+  }
+  if (rounds < 1 || rounds > 16 || b.n < 1000)
+    die("usage", "-r takes 1..16, -n at least 1000");
+  mkdir(b.dir, 0755);
+  b.window = (long)PARTITIONS * WINDOW_PER_PARTITION;
+  b.noop = getenv("KHOST_BENCH_PLUGIN") ? getenv("KHOST_BENCH_PLUGIN")
+                                        : "bench/.libs/noop.so";
+  log_set_level(KHOST_LOG_WARNING);
+  char full[512], empty[512];
+  snprintf(full, sizeof(full), "%s/store-%ld.db", b.dir, b.store_ids);
+  prepare_store(&b, full, b.store_ids);
+  if (mock_start(&b.mock, 1, err, sizeof(err)) != 0)
+    die("mock cluster", err);
+  b.bootstraps = mock_bootstraps(b.mock);
+  printf("\n%ld records per run, %d partitions, %d-byte values, random-UUID "
+         "eventId headers;\nproducer at most %ld records ahead; %d round(s), "
+         "medians reported\n\n",
+         b.n, PARTITIONS, VALUE_SIZE, b.window, rounds);
+  double a[16], bb[16], ce[16], cf[16];
+  for (int i = 0; i < rounds; i++) {
+    printf("round %d\n", i + 1);
+    snprintf(empty, sizeof(empty), "%s/empty.db", b.dir);
+    unlink(empty);
+    a[i] = run_raw(&b);
+    bb[i] = run_khost(&b, 0, empty);
+    ce[i] = run_khost(&b, 1, empty);
+    cf[i] = run_khost(&b, 1, full);
+    unlink(empty);
+  }
+  double ma = median(a, rounds), mb = median(bb, rounds),
+         mce = median(ce, rounds), mcf = median(cf, rounds);
+  printf("\n%-52s %12s %8s\n", "mode", "records/s", "ratio");
+  printf("%-52s %12.0f %8.2f\n", "(a) raw librdkafka consumer loop", ma, 1.0);
+  printf("%-52s %12.0f %8.2f\n", "(b) khost, no-op plugin, dedup off", mb,
+         mb / ma);
+  printf("%-52s %12.0f %8.2f\n",
+         "(c) khost, no-op plugin, dedup on, empty store", mce, mce / ma);
+  char label[96];
+  snprintf(label, sizeof(label),
+           "(c) khost, no-op plugin, dedup on, %ld IDs stored", b.store_ids);
+  printf("%-52s %12.0f %8.2f\n", label, mcf, mcf / ma);
+  printf("\nb/a = %.2f (target >= 0.9), c/a with %ld stored IDs = %.2f "
+         "(target >= 0.4)\n",
+         mb / ma, b.store_ids, mcf / ma);
+  mock_stop(b.mock);
+  return 0;
+}
