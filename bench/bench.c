@@ -56,6 +56,7 @@ typedef struct run {
   char topic[64];
   _Atomic long consumed;
   _Atomic int stop;
+  _Atomic int measuring; /* the consumer has seen its first record */
   double waited; /* seconds the producer waited for the consumer */
   pthread_t producer;
 } run_t;
@@ -116,14 +117,13 @@ static void *produce_main(void *arg) {
                       0xbf58476d1ce4e5b9ull};
   memset(value, 'v', sizeof(value));
   for (long i = 0; i < r->b->n && !atomic_load(&r->stop); i++) {
-    if (i - atomic_load(&r->consumed) >= r->b->window) {
+    while (i - atomic_load(&r->consumed) >= r->b->window &&
+           !atomic_load(&r->stop)) {
       double t = now_s();
-      while (i - atomic_load(&r->consumed) >= r->b->window &&
-             !atomic_load(&r->stop)) {
-        rd_kafka_poll(rk, 0);
-        usleep(200);
-      }
-      r->waited += now_s() - t;
+      rd_kafka_poll(rk, 0);
+      usleep(200);
+      if (atomic_load(&r->measuring))
+        r->waited += now_s() - t;
     }
     random_uuid(seed, id);
     while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(r->topic),
@@ -204,8 +204,10 @@ static double run_raw(bench_t *b) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
     if (!m)
       continue;
-    if (!m->err && got++ == 0)
+    if (!m->err && got++ == 0) {
       start = now_s();
+      atomic_store(&r.measuring, 1);
+    }
     atomic_store_explicit(&r.consumed, got, memory_order_relaxed);
     rd_kafka_message_destroy(m);
   }
@@ -259,8 +261,10 @@ static double run_khost(bench_t *b, int dedup, const char *db) {
     usleep(500);
     host_pipeline_stats(h, 0, &s);
     got = (long)(s.handled + s.duplicates);
-    if (got > 0 && start == 0)
+    if (got > 0 && start == 0) {
       start = now_s();
+      atomic_store(&r.measuring, 1);
+    }
     atomic_store(&r.consumed, got);
   }
   double secs = now_s() - start;
