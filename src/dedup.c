@@ -7,15 +7,13 @@
  * event ID: inserting random keys into a large B-tree costs a dirty page
  * per row.
  *
- * In memory: the exact set of (scope, event ID) inside the retention window,
- * split into stripes (each a mutex, a GHashTable and an arena) so that
- * members rarely wait for each other. Keys are compact records in large
- * arena chunks: a canonical UUID is packed to 16 bytes, anything else is
- * kept verbatim behind its length. Each record also holds the newest
- * handled_at among its committed marks, so that pruning an old mark does
- * not forget an ID that was marked again later.
+ * In memory: the exact set of (scope, event ID) inside the retention window
+ * (dedup_set.c). This file keeps it in step with the table: IDs are added
+ * as committed once their marks are durable, loaded at open, and forgotten
+ * once the pruner has deleted their last mark.
  *
- * Lock order: write_lock, then SQLite's write lock, then one stripe.
+ * Lock order: write_lock, then SQLite's write lock, then one stripe of the
+ * set (taken inside the dset_ calls).
  * write_lock queues this process's write transactions (writers, pruner,
  * new scopes) on a mutex: SQLite's own busy wait polls with sleeps of up
  * to 100 ms, which would stall members behind each other. Holding it from
@@ -33,13 +31,9 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
-#include <unistd.h>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
+#include "dedup_set.h"
 #include "log.h"
 
 #define SCHEMA_VERSION 1
@@ -48,13 +42,6 @@
 #define PRUNE_KEEP_BYTES ((size_t)1 << 20)
 #define INSERT_ROWS 50
 #define INSERT_COLS 7
-#define STRIPE_BITS 4
-#define NSTRIPES (1u << STRIPE_BITS)
-#define CHUNK_SIZE ((size_t)256 << 10)
-#define UUID_TEXT_LEN 36
-#define UUID_BYTES 16
-#define PROBE_INLINE 128
-#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
 
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS scopes("
@@ -73,300 +60,6 @@ static const char *const prune_sql =
     " WHERE handled_at < ?1 ORDER BY handled_at LIMIT " G_STRINGIFY(
         PRUNE_BATCH) ") RETURNING scope, event_id";
 
-/* ------------------------------------------------------------ key records */
-
-enum { KEY_RAW = 0, KEY_UUID_LOWER = 1, KEY_UUID_UPPER = 2 };
-
-/* A claim not (yet) backed by a committed mark. */
-#define KEY_CLAIMED INT64_MIN
-
-typedef struct key_rec {
-  int64_t last_ms; /* newest committed handled_at, or KEY_CLAIMED */
-  uint32_t scope;
-  uint8_t form;   /* KEY_* */
-  uint8_t body[]; /* 16 UUID bytes, or a varint length and the bytes */
-} key_rec_t;
-
-/* Hashing and equality cover scope, form and body, which are contiguous. */
-_Static_assert(offsetof(key_rec_t, form) == offsetof(key_rec_t, scope) + 4,
-               "scope and form must be contiguous");
-_Static_assert(offsetof(key_rec_t, body) == offsetof(key_rec_t, form) + 1,
-               "form and body must be contiguous");
-#define KEY_IDENT_HDR (offsetof(key_rec_t, body) - offsetof(key_rec_t, scope))
-
-static size_t varint_len(size_t v) {
-  size_t n = 1;
-  while (v >>= 7)
-    n++;
-  return n;
-}
-
-static size_t varint_put(uint8_t *p, size_t v) {
-  size_t n = 0;
-  do {
-    uint8_t b = v & 0x7f;
-    v >>= 7;
-    p[n++] = b | (v ? 0x80 : 0);
-  } while (v);
-  return n;
-}
-
-static size_t varint_get(const uint8_t *p, size_t *v) {
-  size_t n = 0, shift = 0;
-  *v = 0;
-  do {
-    *v |= (size_t)(p[n] & 0x7f) << shift;
-    shift += 7;
-  } while (p[n++] & 0x80);
-  return n;
-}
-
-#define HEX_LOWER 0x40
-#define HEX_UPPER 0x80
-
-/* 1 + the value of a hex digit, flagged with the case of a letter; 0 for
- * anything else. */
-/* clang-format off */
-static const uint8_t hex_digit[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
-    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
-    ['a'] = 11 | HEX_LOWER, ['b'] = 12 | HEX_LOWER, ['c'] = 13 | HEX_LOWER,
-    ['d'] = 14 | HEX_LOWER, ['e'] = 15 | HEX_LOWER, ['f'] = 16 | HEX_LOWER,
-    ['A'] = 11 | HEX_UPPER, ['B'] = 12 | HEX_UPPER, ['C'] = 13 | HEX_UPPER,
-    ['D'] = 14 | HEX_UPPER, ['E'] = 15 | HEX_UPPER, ['F'] = 16 | HEX_UPPER,
-};
-/* clang-format on */
-
-/* Where each byte's high digit sits in 8-4-4-4-12 text. */
-static const uint8_t uuid_digit_pos[UUID_BYTES] = {
-    0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
-
-/* Pack a canonical UUID text into out and return KEY_UUID_*; KEY_RAW when
- * id is not one. Letters must share one case so that the packed form maps
- * back to exactly these bytes. */
-static int uuid_pack(uint8_t out[UUID_BYTES], const uint8_t *id) {
-  unsigned seen = 0;
-  if (id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-')
-    return KEY_RAW;
-  for (int i = 0; i < UUID_BYTES; i++) {
-    unsigned hi = hex_digit[id[uuid_digit_pos[i]]];
-    unsigned lo = hex_digit[id[uuid_digit_pos[i] + 1]];
-    if (!hi || !lo)
-      return KEY_RAW;
-    seen |= hi | lo;
-    out[i] = (uint8_t)(((hi & 0x1f) - 1) << 4 | ((lo & 0x1f) - 1));
-  }
-  if ((seen & HEX_LOWER) && (seen & HEX_UPPER))
-    return KEY_RAW;
-  return seen & HEX_UPPER ? KEY_UUID_UPPER : KEY_UUID_LOWER;
-}
-
-/* Room key_build() may need for an ID of len bytes. */
-static size_t key_room(size_t len) {
-  return ALIGN8(offsetof(key_rec_t, body) + varint_len(len) + len);
-}
-
-/* Encode (scope, id) into r, which has key_room(len) bytes; returns the
- * record's size. */
-static size_t key_build(key_rec_t *r, uint32_t scope, const uint8_t *id,
-                        size_t len) {
-  r->last_ms = KEY_CLAIMED;
-  r->scope = scope;
-  r->form = KEY_RAW;
-  if (len == UUID_TEXT_LEN)
-    r->form = (uint8_t)uuid_pack(r->body, id);
-  if (r->form != KEY_RAW)
-    return ALIGN8(offsetof(key_rec_t, body) + UUID_BYTES);
-  size_t n = varint_put(r->body, len);
-  if (len)
-    memcpy(r->body + n, id, len);
-  return ALIGN8(offsetof(key_rec_t, body) + n + len);
-}
-
-static size_t key_ident_len(const key_rec_t *r) {
-  size_t len = UUID_BYTES;
-  if (r->form == KEY_RAW)
-    len = varint_get(r->body, &len) + len;
-  return KEY_IDENT_HDR + len;
-}
-
-static uint64_t key_hash64(const key_rec_t *r) {
-  return XXH3_64bits(&r->scope, key_ident_len(r));
-}
-
-static guint key_hash(gconstpointer k) {
-  return (guint)key_hash64(k);
-}
-
-static gboolean key_equal(gconstpointer a, gconstpointer b) {
-  const key_rec_t *x = a, *y = b;
-  size_t n = key_ident_len(x);
-  return n == key_ident_len(y) && memcmp(&x->scope, &y->scope, n) == 0;
-}
-
-/* One key built on the stack (heap for long IDs) for a single lookup. */
-typedef struct probe {
-  key_rec_t *rec;
-  size_t size;
-  uint64_t hash;
-  union {
-    key_rec_t hdr;
-    uint8_t bytes[PROBE_INLINE];
-  } inl;
-} probe_t;
-
-static void probe_init(probe_t *p, uint32_t scope, const void *id, size_t len) {
-  size_t room = key_room(len);
-  p->rec = room <= sizeof p->inl ? &p->inl.hdr : g_malloc(room);
-  p->size = key_build(p->rec, scope, id, len);
-  p->hash = key_hash64(p->rec);
-}
-
-static void probe_done(probe_t *p) {
-  if (p->rec != &p->inl.hdr)
-    g_free(p->rec);
-}
-
-/* A growable byte buffer (size_t lengths: IDs may be long). */
-typedef struct buf {
-  uint8_t *data;
-  size_t len, cap;
-} buf_t;
-
-static size_t buf_grow(buf_t *b, size_t n, size_t align) {
-  size_t off = (b->len + align - 1) & ~(align - 1);
-  if (off + n > b->cap) {
-    b->cap = MAX(off + n, b->cap * 2);
-    b->data = g_realloc(b->data, b->cap);
-  }
-  b->len = off + n;
-  return off;
-}
-
-static size_t buf_put(buf_t *b, const void *data, size_t n) {
-  size_t off = buf_grow(b, n, 1);
-  if (n)
-    memcpy(b->data + off, data, n);
-  return off;
-}
-
-/* A key encoded into a buf_t, 8-aligned. */
-typedef struct key_ref {
-  size_t off, size;
-  uint64_t hash;
-} key_ref_t;
-
-static void key_append(buf_t *b, uint32_t scope, const void *id, size_t len,
-                       key_ref_t *ref) {
-  ref->off = buf_grow(b, key_room(len), 8);
-  key_rec_t *r = (key_rec_t *)(b->data + ref->off);
-  ref->size = key_build(r, scope, id, len);
-  b->len = ref->off + ref->size;
-  ref->hash = key_hash64(r);
-}
-
-/* ------------------------------------------------------------------ arena */
-
-/* Chunks are CHUNK_SIZE-aligned so a key finds its chunk by masking its
- * address; a key too big for a chunk gets its own mapping, which it starts,
- * so the mask still works. Each chunk counts its live keys and is unmapped
- * when the last one goes: under steady retention old chunks empty and are
- * returned while new ones fill. */
-typedef struct chunk {
-  struct chunk *prev, *next;
-  size_t map_size;
-  size_t used; /* bump offset */
-  size_t live; /* keys not yet freed */
-} chunk_t;
-
-#define CHUNK_HDR ALIGN8(sizeof(chunk_t))
-
-typedef struct stripe {
-  pthread_mutex_t lock;
-  GHashTable *set; /* key_rec_t * in the arena below; key == value */
-  chunk_t *chunks; /* every mapped chunk */
-  chunk_t *active; /* where small keys are bump-allocated */
-  size_t nchunks, mapped;
-  char pad[64]; /* keeps neighbouring stripes off each other's lines */
-} stripe_t;
-
-static chunk_t *chunk_map(stripe_t *st, size_t size) {
-  size_t span = size + CHUNK_SIZE;
-  uint8_t *p = mmap(NULL, span, PROT_READ | PROT_WRITE,
-                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    g_error("dedup: cannot map %zu bytes for event IDs: %s", size,
-            g_strerror(errno));
-  uint8_t *start = (uint8_t *)(((uintptr_t)p + CHUNK_SIZE - 1) &
-                               ~(uintptr_t)(CHUNK_SIZE - 1));
-  if (start > p)
-    munmap(p, (size_t)(start - p));
-  if (start + size < p + span)
-    munmap(start + size, (size_t)(p + span - (start + size)));
-  chunk_t *c = (chunk_t *)start;
-  *c = (chunk_t){.next = st->chunks, .map_size = size, .used = CHUNK_HDR};
-  if (st->chunks)
-    st->chunks->prev = c;
-  st->chunks = c;
-  st->nchunks++;
-  st->mapped += size;
-  return c;
-}
-
-static void chunk_unmap(stripe_t *st, chunk_t *c) {
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    st->chunks = c->next;
-  if (c->next)
-    c->next->prev = c->prev;
-  if (st->active == c)
-    st->active = NULL;
-  st->nchunks--;
-  st->mapped -= c->map_size;
-  munmap(c, c->map_size);
-}
-
-static key_rec_t *arena_alloc(stripe_t *st, size_t size) {
-  chunk_t *c = st->active;
-  if (size > CHUNK_SIZE - CHUNK_HDR) {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    c = chunk_map(st, (CHUNK_HDR + size + page - 1) & ~(page - 1));
-  } else if (!c || c->used + size > CHUNK_SIZE) {
-    if (c && c->live == 0)
-      chunk_unmap(st, c);
-    c = st->active = chunk_map(st, CHUNK_SIZE);
-  }
-  key_rec_t *r = (key_rec_t *)((uint8_t *)c + c->used);
-  c->used += size;
-  c->live++;
-  return r;
-}
-
-static void arena_free(stripe_t *st, key_rec_t *r) {
-  chunk_t *c = (chunk_t *)((uintptr_t)r & ~(uintptr_t)(CHUNK_SIZE - 1));
-  if (--c->live > 0)
-    return;
-  if (c == st->active)
-    c->used = CHUNK_HDR; /* reuse: claim/release churn must not remap */
-  else
-    chunk_unmap(st, c);
-}
-
-static void stripe_init(stripe_t *st) {
-  pthread_mutex_init(&st->lock, NULL);
-  st->set = g_hash_table_new(key_hash, key_equal);
-}
-
-static void stripe_free(stripe_t *st) {
-  if (!st->set)
-    return;
-  g_hash_table_destroy(st->set);
-  while (st->chunks)
-    chunk_unmap(st, st->chunks);
-  pthread_mutex_destroy(&st->lock);
-}
-
 /* ------------------------------------------------------------------ store */
 
 struct dedup_store {
@@ -375,7 +68,7 @@ struct dedup_store {
   int64_t prune_interval_ms;
   int durability_full;
   int busy_ms;
-  stripe_t stripes[NSTRIPES];
+  dset_t *set;
   pthread_mutex_t write_lock; /* see the lock order at the top */
 
   pthread_mutex_t db_lock; /* db: scopes */
@@ -384,8 +77,7 @@ struct dedup_store {
   pthread_mutex_t prune_lock; /* the prune_* fields below */
   sqlite3 *prune_db;
   sqlite3_stmt *prune_del;
-  buf_t prune_keys;
-  GArray *prune_refs;         /* key_ref_t into prune_keys */
+  dset_keys_t *prune_keys;    /* the IDs of the batch being deleted */
   int64_t pruned, prune_runs; /* statistics, atomic */
 
   pthread_mutex_t stop_lock; /* stopping, stop_cond */
@@ -395,96 +87,29 @@ struct dedup_store {
   pthread_t thread;
 };
 
-static stripe_t *stripe_of(dedup_store_t *s, uint64_t hash) {
-  return &s->stripes[hash >> (64 - STRIPE_BITS)];
-}
-
-/* Record that k has a committed mark handled at ms. */
-static void set_note(dedup_store_t *s, const key_rec_t *k, size_t size,
-                     uint64_t hash, int64_t ms) {
-  stripe_t *st = stripe_of(s, hash);
-  if (ms == KEY_CLAIMED) /* that value means "claimed"; a mark is older */
-    ms++;
-  pthread_mutex_lock(&st->lock);
-  key_rec_t *r = g_hash_table_lookup(st->set, k);
-  if (!r) {
-    r = arena_alloc(st, size);
-    memcpy(r, k, size);
-    r->last_ms = ms;
-    g_hash_table_add(st->set, r);
-  } else if (r->last_ms < ms) {
-    r->last_ms = ms;
-  }
-  pthread_mutex_unlock(&st->lock);
-}
-
-/* Forget k unless it is claimed or has a mark at or after cutoff. */
-static void set_forget(dedup_store_t *s, const key_rec_t *k, uint64_t hash,
-                       int64_t cutoff) {
-  stripe_t *st = stripe_of(s, hash);
-  pthread_mutex_lock(&st->lock);
-  key_rec_t *r = g_hash_table_lookup(st->set, k);
-  if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff) {
-    g_hash_table_remove(st->set, r);
-    arena_free(st, r);
-  }
-  pthread_mutex_unlock(&st->lock);
-}
-
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len) {
-  probe_t p;
-  int rc = DEDUP_SEEN;
-  probe_init(&p, scope, id, len);
-  stripe_t *st = stripe_of(s, p.hash);
-  pthread_mutex_lock(&st->lock);
-  if (!g_hash_table_contains(st->set, p.rec)) {
-    key_rec_t *r = arena_alloc(st, p.size);
-    memcpy(r, p.rec, p.size);
-    g_hash_table_add(st->set, r);
-    rc = DEDUP_NEW;
-  }
-  pthread_mutex_unlock(&st->lock);
-  probe_done(&p);
-  return rc;
+  return dset_claim(s->set, scope, id, len) ? DEDUP_NEW : DEDUP_SEEN;
 }
 
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
                    size_t len) {
-  probe_t p;
-  probe_init(&p, scope, id, len);
-  stripe_t *st = stripe_of(s, p.hash);
-  pthread_mutex_lock(&st->lock);
-  key_rec_t *r = g_hash_table_lookup(st->set, p.rec);
-  if (r && r->last_ms == KEY_CLAIMED) {
-    g_hash_table_remove(st->set, r);
-    arena_free(st, r);
-  }
-  pthread_mutex_unlock(&st->lock);
-  probe_done(&p);
+  dset_release(s->set, scope, id, len);
 }
 
 void dedup_stats(dedup_store_t *s, dedup_stats_t *out) {
-  *out = (dedup_stats_t){0};
-  for (unsigned i = 0; i < NSTRIPES; i++) {
-    stripe_t *st = &s->stripes[i];
-    pthread_mutex_lock(&st->lock);
-    out->ids += g_hash_table_size(st->set);
-    out->arena_chunks += st->nchunks;
-    out->arena_bytes += st->mapped;
-    pthread_mutex_unlock(&st->lock);
-  }
-  out->pruned = __atomic_load_n(&s->pruned, __ATOMIC_RELAXED);
-  out->prune_runs = __atomic_load_n(&s->prune_runs, __ATOMIC_RELAXED);
+  dset_stats_t st;
+  dset_stats(s->set, &st);
+  *out = (dedup_stats_t){
+      .ids = st.ids,
+      .arena_chunks = st.chunks,
+      .arena_bytes = st.bytes,
+      .pruned = __atomic_load_n(&s->pruned, __ATOMIC_RELAXED),
+      .prune_runs = __atomic_load_n(&s->prune_runs, __ATOMIC_RELAXED),
+  };
 }
 
 size_t dedup_size(dedup_store_t *s) {
-  size_t n = 0;
-  for (unsigned i = 0; i < NSTRIPES; i++) {
-    pthread_mutex_lock(&s->stripes[i].lock);
-    n += g_hash_table_size(s->stripes[i].set);
-    pthread_mutex_unlock(&s->stripes[i].lock);
-  }
-  return n;
+  return dset_size(s->set);
 }
 
 int64_t dedup_now_ms(void) {
@@ -615,12 +240,10 @@ static int load_marks(dedup_store_t *s, char *err, size_t errlen) {
     return -1;
   sqlite3_bind_int64(st, 1, retention_cutoff(s, dedup_now_ms()));
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    probe_t p;
     const void *id = sqlite3_column_blob(st, 1); /* before _bytes() */
-    probe_init(&p, (uint32_t)sqlite3_column_int64(st, 0), id,
-               (size_t)sqlite3_column_bytes(st, 1));
-    set_note(s, p.rec, p.size, p.hash, sqlite3_column_int64(st, 2));
-    probe_done(&p);
+    dset_mark_committed(s->set, (uint32_t)sqlite3_column_int64(st, 0), id,
+                        (size_t)sqlite3_column_bytes(st, 1),
+                        sqlite3_column_int64(st, 2));
   }
   if (rc != SQLITE_DONE)
     db_fail(s, s->db, err, errlen);
@@ -667,18 +290,16 @@ static int64_t prune_batch(dedup_store_t *s, int64_t cutoff, char *err,
   sqlite3_stmt *del = s->prune_del;
   int64_t n = -1;
   int rc;
-  s->prune_keys.len = 0;
-  g_array_set_size(s->prune_refs, 0);
+  dset_keys_clear(s->prune_keys);
   pthread_mutex_lock(&s->write_lock);
   if (db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen) < 0)
     goto out;
   sqlite3_bind_int64(del, 1, cutoff);
   while ((rc = sqlite3_step(del)) == SQLITE_ROW) {
-    key_ref_t ref;
     const void *id = sqlite3_column_blob(del, 1); /* before _bytes() */
-    key_append(&s->prune_keys, (uint32_t)sqlite3_column_int64(del, 0), id,
-               (size_t)sqlite3_column_bytes(del, 1), &ref);
-    g_array_append_val(s->prune_refs, ref);
+    /* handled_at is not needed to forget: the cutoff decides. */
+    dset_keys_add(s->prune_keys, (uint32_t)sqlite3_column_int64(del, 0), id,
+                  (size_t)sqlite3_column_bytes(del, 1), 0);
   }
   sqlite3_reset(del);
   if (rc != SQLITE_DONE) {
@@ -687,12 +308,8 @@ static int64_t prune_batch(dedup_store_t *s, int64_t cutoff, char *err,
   }
   if (db_exec(s, s->prune_db, "COMMIT", err, errlen) < 0)
     goto out;
-  for (guint i = 0; i < s->prune_refs->len; i++) {
-    key_ref_t *ref = &g_array_index(s->prune_refs, key_ref_t, i);
-    set_forget(s, (key_rec_t *)(s->prune_keys.data + ref->off), ref->hash,
-               cutoff);
-  }
-  n = s->prune_refs->len;
+  dset_forget_if_older(s->set, s->prune_keys, cutoff);
+  n = (int64_t)dset_keys_count(s->prune_keys);
   __atomic_add_fetch(&s->pruned, n, __ATOMIC_RELAXED);
 out:
   if (!sqlite3_get_autocommit(s->prune_db))
@@ -723,10 +340,7 @@ int dedup_prune(dedup_store_t *s, int64_t now_ms, int64_t *removed, char *err,
     total += n;
   }
   /* Long IDs can make a batch's keys big: do not keep that around. */
-  if (s->prune_keys.cap > PRUNE_KEEP_BYTES) {
-    g_free(s->prune_keys.data);
-    s->prune_keys = (buf_t){0};
-  }
+  dset_keys_trim(s->prune_keys, PRUNE_KEEP_BYTES);
   pthread_mutex_unlock(&s->prune_lock);
   __atomic_add_fetch(&s->prune_runs, 1, __ATOMIC_RELAXED);
 out:
@@ -790,8 +404,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   s->durability_full = opts->durability_full;
   s->busy_ms =
       opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
-  for (unsigned i = 0; i < NSTRIPES; i++)
-    stripe_init(&s->stripes[i]);
+  s->set = dset_new();
   pthread_mutex_init(&s->write_lock, NULL);
   pthread_mutex_init(&s->db_lock, NULL);
   pthread_mutex_init(&s->prune_lock, NULL);
@@ -801,7 +414,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* deadline_after() */
   pthread_cond_init(&s->stop_cond, &ca);
   pthread_condattr_destroy(&ca);
-  s->prune_refs = g_array_new(FALSE, FALSE, sizeof(key_ref_t));
+  s->prune_keys = dset_keys_new();
   return s;
 }
 
@@ -841,10 +454,8 @@ void dedup_close(dedup_store_t *s) {
   sqlite3_finalize(s->prune_del);
   sqlite3_close(s->prune_db);
   sqlite3_close(s->db);
-  for (unsigned i = 0; i < NSTRIPES; i++)
-    stripe_free(&s->stripes[i]);
-  g_free(s->prune_keys.data);
-  g_array_free(s->prune_refs, TRUE);
+  dset_free(s->set);
+  dset_keys_free(s->prune_keys);
   pthread_cond_destroy(&s->stop_cond);
   pthread_mutex_destroy(&s->stop_lock);
   pthread_mutex_destroy(&s->prune_lock);
@@ -862,7 +473,6 @@ typedef struct pending {
   int64_t offset, handled_at;
   int outcome;
   size_t id_off, id_len, topic_off, topic_len;
-  key_ref_t key; /* into dedup_writer.keys */
 } pending_t;
 
 struct dedup_writer {
@@ -871,8 +481,8 @@ struct dedup_writer {
   sqlite3_stmt *begin, *commit, *rollback;
   sqlite3_stmt *insert1, *insertn; /* one row; INSERT_ROWS rows */
   GArray *marks;                   /* pending_t */
-  buf_t bytes;                     /* event IDs and topics of the marks */
-  buf_t keys; /* their set keys, built before any lock is taken */
+  dset_buf_t bytes;                /* event IDs and topics of the marks */
+  dset_keys_t *keys; /* their set keys, built before any lock is taken */
 };
 
 /* An INSERT of `rows` marks. Several rows per statement spread SQLite's
@@ -909,6 +519,7 @@ int dedup_writer_open(dedup_store_t *s, dedup_writer_t **out, char *err,
   int rc = -1;
   w->s = s;
   w->marks = g_array_new(FALSE, FALSE, sizeof(pending_t));
+  w->keys = dset_keys_new();
   if (db_open(s, &w->db, err, errlen) < 0 || writer_prepare(w, err, errlen) < 0)
     goto out;
   rc = 0;
@@ -931,8 +542,8 @@ void dedup_writer_close(dedup_writer_t *w) {
   sqlite3_finalize(w->rollback);
   sqlite3_close(w->db);
   g_array_free(w->marks, TRUE);
-  g_free(w->bytes.data);
-  g_free(w->keys.data);
+  dset_buf_free(&w->bytes);
+  dset_keys_free(w->keys);
   g_free(w);
 }
 
@@ -945,7 +556,7 @@ int dedup_writer_add(dedup_writer_t *w, const dedup_mark_t *m) {
                  .outcome = m->outcome,
                  .id_len = m->event_id_len,
                  .topic_len = strlen(topic)};
-  p.id_off = buf_put(&w->bytes, m->event_id, p.id_len);
+  p.id_off = dset_buf_put(&w->bytes, m->event_id, p.id_len);
   /* A batch usually holds one or a few topics: share the copy. */
   const pending_t *last =
       w->marks->len ? &g_array_index(w->marks, pending_t, w->marks->len - 1)
@@ -955,8 +566,8 @@ int dedup_writer_add(dedup_writer_t *w, const dedup_mark_t *m) {
        memcmp(w->bytes.data + last->topic_off, topic, p.topic_len) == 0))
     p.topic_off = last->topic_off;
   else
-    p.topic_off = buf_put(&w->bytes, topic, p.topic_len);
-  key_append(&w->keys, p.scope, w->bytes.data + p.id_off, p.id_len, &p.key);
+    p.topic_off = dset_buf_put(&w->bytes, topic, p.topic_len);
+  dset_keys_add(w->keys, p.scope, m->event_id, p.id_len, p.handled_at);
   g_array_append_val(w->marks, p);
   return 0;
 }
@@ -968,7 +579,7 @@ size_t dedup_writer_pending(const dedup_writer_t *w) {
 void dedup_writer_discard(dedup_writer_t *w) {
   g_array_set_size(w->marks, 0);
   w->bytes.len = 0;
-  w->keys.len = 0;
+  dset_keys_clear(w->keys);
 }
 
 /* Bytes of the writer's buffer at off; never NULL, because SQLite binds a
@@ -1008,16 +619,6 @@ static int writer_insert(dedup_writer_t *w) {
   return rc;
 }
 
-/* Make committed marks visible in the set (IDs added without a claim
- * too). */
-static void writer_publish(dedup_writer_t *w) {
-  for (guint i = 0; i < w->marks->len; i++) {
-    const pending_t *p = &g_array_index(w->marks, pending_t, i);
-    set_note(w->s, (key_rec_t *)(w->keys.data + p->key.off), p->key.size,
-             p->key.hash, p->handled_at);
-  }
-}
-
 /* Faults that may clear by themselves (another writer, a full or
  * read-only file system, I/O trouble): the caller waits and retries. */
 static int is_transient(int rc) {
@@ -1047,7 +648,9 @@ int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
   if (rc == SQLITE_OK)
     rc = stmt_run(w->commit);
   if (rc == SQLITE_OK) {
-    writer_publish(w);
+    /* Committed marks become visible in the set (IDs added without a
+     * claim too), still under write_lock: see the top of the file. */
+    dset_mark_committed_batch(w->s->set, w->keys);
   } else {
     db_fail(w->s, w->db, err, errlen);
     if (transient)

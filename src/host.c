@@ -94,6 +94,21 @@ static int open_dedup(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
+/* Settings the config accepts that this host cannot honour yet: refusing
+ * them beats silently ignoring them. */
+static int check_supported(const cfg_t *cfg, char *err, size_t errlen) {
+  for (size_t i = 0; i < cfg->n_pipelines; i++)
+    if (cfg->pipelines[i].dead_letter_topic) {
+      snprintf(err, errlen,
+               "%s:%d: pipelines[%zu].dead_letter_topic: dead-letter topics "
+               "are not supported by this khost yet (failed records are "
+               "logged and marked)",
+               cfg->path, cfg->pipelines[i].line, i);
+      return -1;
+    }
+  return 0;
+}
+
 int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
               char *err, size_t errlen) {
   host_t *h = calloc(1, sizeof(*h));
@@ -104,7 +119,8 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
   h->plugins = calloc(h->n, sizeof(*h->plugins));
   h->pipelines = calloc(h->n, sizeof(*h->pipelines));
   h->stats = calloc(h->n, sizeof(*h->stats));
-  if (load_plugins(h, err, errlen) != 0)
+  if (check_supported(cfg, err, errlen) != 0 ||
+      load_plugins(h, err, errlen) != 0)
     goto fail;
   rc = HOST_EXIT_RUNTIME;
   if (open_dedup(h, err, errlen) != 0)
@@ -247,6 +263,10 @@ int host_check(const cfg_t *cfg, char *err, size_t errlen) {
   int rc = 0;
   size_t off = 0;
   err[0] = '\0';
+  if (check_supported(cfg, err, errlen) != 0) {
+    rc = HOST_EXIT_CONFIG;
+    off = strlen(err);
+  }
   for (size_t i = 0; i < cfg->n_pipelines && off < errlen; i++) {
     char one[1024];
     if (check_pipeline(cfg, i, one, sizeof(one)) == 0)

@@ -1,6 +1,7 @@
 /* Tests for the dedup store: claims, durability across reopen, retention
  * pruning (foreground and background), concurrent writers, ID encodings,
- * commit failures and open errors. */
+ * commit failures and open errors; and the in-memory set (dset_) on its
+ * own, without SQLite. */
 #include <check.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "dedup.h"
+#include "dedup_set.h"
 #include "testutil.h"
 
 #define HOUR_MS (INT64_C(3600) * 1000)
@@ -713,6 +715,104 @@ START_TEST(test_open_newer_schema) {
 }
 END_TEST
 
+/* ------------------------------------------------ in-memory set alone */
+
+START_TEST(test_set_claim_release_commit) {
+  dset_t *set = dset_new();
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 1);
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 0);
+  ck_assert_int_eq(dset_claim(set, 2, "a", 1), 1); /* other scope */
+  dset_release(set, 1, "a", 1);
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 1);
+  dset_mark_committed(set, 1, "a", 1, 1000); /* the claim is now backed */
+  dset_release(set, 1, "a", 1);
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 0);
+  /* The one time value that equals "claimed" must still mean committed. */
+  dset_mark_committed(set, 1, "b", 1, INT64_MIN);
+  dset_release(set, 1, "b", 1);
+  ck_assert_int_eq(dset_claim(set, 1, "b", 1), 0);
+  ck_assert_uint_eq(dset_size(set), 3);
+  dset_free(set);
+}
+END_TEST
+
+START_TEST(test_set_forget_keeps_claims_and_newer_marks) {
+  const int64_t t0 = 1700000000000;
+  dset_t *set = dset_new();
+  dset_keys_t *k = dset_keys_new();
+  dset_mark_committed(set, 1, "old", 3, t0);
+  dset_mark_committed(set, 1, "again", 5, t0);
+  dset_mark_committed(set, 1, "again", 5, t0 + 10);
+  dset_mark_committed(set, 1, "late", 4, t0 + 10);
+  dset_mark_committed(set, 1, "late", 4, t0); /* does not move it back */
+  ck_assert_int_eq(dset_claim(set, 1, "claimed", 7), 1);
+  dset_keys_add(k, 1, "old", 3, 0);
+  dset_keys_add(k, 1, "again", 5, 0);
+  dset_keys_add(k, 1, "late", 4, 0);
+  dset_keys_add(k, 1, "claimed", 7, 0);
+  dset_keys_add(k, 1, "absent", 6, 0);
+  ck_assert_uint_eq(dset_keys_count(k), 5);
+  dset_forget_if_older(set, k, t0 + 5);
+  ck_assert_int_eq(dset_claim(set, 1, "old", 3), 1);
+  ck_assert_int_eq(dset_claim(set, 1, "again", 5), 0);
+  ck_assert_int_eq(dset_claim(set, 1, "late", 4), 0);
+  ck_assert_int_eq(dset_claim(set, 1, "claimed", 7), 0);
+  ck_assert_int_eq(dset_claim(set, 1, "absent", 6), 1);
+  dset_keys_free(k);
+  dset_free(set);
+}
+END_TEST
+
+/* A batch of n distinct IDs of len bytes, the i-th handled at
+ * t0 + i / 100. */
+static void fill_keys(dset_keys_t *k, char *id, size_t len, size_t n,
+                      int64_t t0) {
+  dset_keys_clear(k);
+  for (size_t i = 0; i < n; i++) {
+    memset(id, 'a' + (int)(i % 26), len);
+    memcpy(id, &i, sizeof i);
+    dset_keys_add(k, 7, id, len, t0 + (int64_t)(i / 100));
+  }
+}
+
+START_TEST(test_set_chunks_freed_when_keys_forgotten) {
+  const int64_t t0 = 1700000000000;
+  const size_t len = 1000, n = 20000; /* several chunks per stripe */
+  char *id = malloc(len);
+  dset_t *set = dset_new();
+  dset_keys_t *k = dset_keys_new();
+  dset_stats_t full, kept, churn;
+  fill_keys(k, id, len, n, t0);
+  dset_mark_committed_batch(set, k);
+  dset_stats(set, &full);
+  ck_assert_uint_eq(full.ids, n);
+  ck_assert_uint_ge(full.bytes, n * len);
+  dset_forget_if_older(set, k, t0 + 1); /* the first 100 */
+  ck_assert_uint_eq(dset_size(set), n - 100);
+  dset_forget_if_older(set, k, INT64_MAX);
+  dset_stats(set, &kept);
+  ck_assert_uint_eq(kept.ids, 0);
+  /* Only the chunks being filled stay mapped. */
+  ck_assert_msg(kept.bytes <= full.bytes / 4, "arena kept %zu of %zu bytes",
+                kept.bytes, full.bytes);
+  for (int round = 0; round < 3; round++) { /* claim/release churn */
+    for (size_t i = 0; i < 1000; i++)
+      ck_assert_int_eq(dset_claim(set, 9, &i, sizeof i), 1);
+    for (size_t i = 0; i < 1000; i++)
+      dset_release(set, 9, &i, sizeof i);
+  }
+  dset_stats(set, &churn);
+  ck_assert_uint_eq(churn.ids, 0); /* reused the emptied chunks */
+  ck_assert_uint_eq(churn.chunks, kept.chunks);
+  ck_assert_uint_eq(churn.bytes, kept.bytes);
+  dset_keys_trim(k, 0);
+  ck_assert_uint_eq(dset_keys_count(k), 0);
+  dset_keys_free(k);
+  dset_free(set);
+  free(id);
+}
+END_TEST
+
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
@@ -752,6 +852,13 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_open_corrupt_file);
   tcase_add_test(tc, test_open_missing_directory);
   tcase_add_test(tc, test_open_newer_schema);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("set");
+  tcase_add_test(tc, test_set_claim_release_commit);
+  tcase_add_test(tc, test_set_forget_keeps_claims_and_newer_marks);
+  tcase_add_test(tc, test_set_chunks_freed_when_keys_forgotten);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
   return s;

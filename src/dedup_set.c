@@ -1,0 +1,507 @@
+/*
+ * The dedup store's in-memory set. See dedup_set.h for the contract.
+ *
+ * The exact set of (scope, event ID) inside the retention window, split
+ * into stripes (each a mutex, a GHashTable and an arena) so that members
+ * rarely wait for each other. Keys are compact records in large arena
+ * chunks: a canonical UUID is packed to 16 bytes, anything else is kept
+ * verbatim behind its length. Each record also holds the newest handled_at
+ * among its committed marks, so that pruning an old mark does not forget an
+ * ID that was marked again later.
+ *
+ * Locks: one stripe at a time, never two. The store (dedup.c) takes its
+ * own locks first.
+ *
+ * Running out of memory aborts, as glib's allocators do.
+ */
+#include "dedup_set.h"
+
+#include <errno.h>
+#include <glib.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define STRIPE_BITS 4
+#define NSTRIPES (1u << STRIPE_BITS)
+#define CHUNK_SIZE ((size_t)256 << 10)
+#define UUID_TEXT_LEN 36
+#define UUID_BYTES 16
+#define PROBE_INLINE 128
+#define ALIGN8(n) (((n) + 7) & ~(size_t)7)
+
+/* ------------------------------------------------------------ key records */
+
+enum { KEY_RAW = 0, KEY_UUID_LOWER = 1, KEY_UUID_UPPER = 2 };
+
+/* A claim not (yet) backed by a committed mark. */
+#define KEY_CLAIMED INT64_MIN
+
+typedef struct key_rec {
+  int64_t last_ms; /* newest committed handled_at, or KEY_CLAIMED */
+  uint32_t scope;
+  uint8_t form;   /* KEY_* */
+  uint8_t body[]; /* 16 UUID bytes, or a varint length and the bytes */
+} key_rec_t;
+
+/* Hashing and equality cover scope, form and body, which are contiguous. */
+_Static_assert(offsetof(key_rec_t, form) == offsetof(key_rec_t, scope) + 4,
+               "scope and form must be contiguous");
+_Static_assert(offsetof(key_rec_t, body) == offsetof(key_rec_t, form) + 1,
+               "form and body must be contiguous");
+#define KEY_IDENT_HDR (offsetof(key_rec_t, body) - offsetof(key_rec_t, scope))
+
+static size_t varint_len(size_t v) {
+  size_t n = 1;
+  while (v >>= 7)
+    n++;
+  return n;
+}
+
+static size_t varint_put(uint8_t *p, size_t v) {
+  size_t n = 0;
+  do {
+    uint8_t b = v & 0x7f;
+    v >>= 7;
+    p[n++] = b | (v ? 0x80 : 0);
+  } while (v);
+  return n;
+}
+
+static size_t varint_get(const uint8_t *p, size_t *v) {
+  size_t n = 0, shift = 0;
+  *v = 0;
+  do {
+    *v |= (size_t)(p[n] & 0x7f) << shift;
+    shift += 7;
+  } while (p[n++] & 0x80);
+  return n;
+}
+
+#define HEX_LOWER 0x40
+#define HEX_UPPER 0x80
+
+/* 1 + the value of a hex digit, flagged with the case of a letter; 0 for
+ * anything else. */
+/* clang-format off */
+static const uint8_t hex_digit[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
+    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+    ['a'] = 11 | HEX_LOWER, ['b'] = 12 | HEX_LOWER, ['c'] = 13 | HEX_LOWER,
+    ['d'] = 14 | HEX_LOWER, ['e'] = 15 | HEX_LOWER, ['f'] = 16 | HEX_LOWER,
+    ['A'] = 11 | HEX_UPPER, ['B'] = 12 | HEX_UPPER, ['C'] = 13 | HEX_UPPER,
+    ['D'] = 14 | HEX_UPPER, ['E'] = 15 | HEX_UPPER, ['F'] = 16 | HEX_UPPER,
+};
+/* clang-format on */
+
+/* Where each byte's high digit sits in 8-4-4-4-12 text. */
+static const uint8_t uuid_digit_pos[UUID_BYTES] = {
+    0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+
+/* Pack a canonical UUID text into out and return KEY_UUID_*; KEY_RAW when
+ * id is not one. Letters must share one case so that the packed form maps
+ * back to exactly these bytes. */
+static int uuid_pack(uint8_t out[UUID_BYTES], const uint8_t *id) {
+  unsigned seen = 0;
+  if (id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-')
+    return KEY_RAW;
+  for (int i = 0; i < UUID_BYTES; i++) {
+    unsigned hi = hex_digit[id[uuid_digit_pos[i]]];
+    unsigned lo = hex_digit[id[uuid_digit_pos[i] + 1]];
+    if (!hi || !lo)
+      return KEY_RAW;
+    seen |= hi | lo;
+    out[i] = (uint8_t)(((hi & 0x1f) - 1) << 4 | ((lo & 0x1f) - 1));
+  }
+  if ((seen & HEX_LOWER) && (seen & HEX_UPPER))
+    return KEY_RAW;
+  return seen & HEX_UPPER ? KEY_UUID_UPPER : KEY_UUID_LOWER;
+}
+
+/* Room key_build() may need for an ID of len bytes. */
+static size_t key_room(size_t len) {
+  return ALIGN8(offsetof(key_rec_t, body) + varint_len(len) + len);
+}
+
+/* Encode (scope, id) into r, which has key_room(len) bytes; returns the
+ * record's size. */
+static size_t key_build(key_rec_t *r, uint32_t scope, const uint8_t *id,
+                        size_t len) {
+  r->last_ms = KEY_CLAIMED;
+  r->scope = scope;
+  r->form = KEY_RAW;
+  if (len == UUID_TEXT_LEN)
+    r->form = (uint8_t)uuid_pack(r->body, id);
+  if (r->form != KEY_RAW)
+    return ALIGN8(offsetof(key_rec_t, body) + UUID_BYTES);
+  size_t n = varint_put(r->body, len);
+  if (len)
+    memcpy(r->body + n, id, len);
+  return ALIGN8(offsetof(key_rec_t, body) + n + len);
+}
+
+static size_t key_ident_len(const key_rec_t *r) {
+  size_t len = UUID_BYTES;
+  if (r->form == KEY_RAW)
+    len = varint_get(r->body, &len) + len;
+  return KEY_IDENT_HDR + len;
+}
+
+static uint64_t key_hash64(const key_rec_t *r) {
+  return XXH3_64bits(&r->scope, key_ident_len(r));
+}
+
+static guint key_hash(gconstpointer k) {
+  return (guint)key_hash64(k);
+}
+
+static gboolean key_equal(gconstpointer a, gconstpointer b) {
+  const key_rec_t *x = a, *y = b;
+  size_t n = key_ident_len(x);
+  return n == key_ident_len(y) && memcmp(&x->scope, &y->scope, n) == 0;
+}
+
+/* One key built on the stack (heap for long IDs) for a single lookup. */
+typedef struct probe {
+  key_rec_t *rec;
+  size_t size;
+  uint64_t hash;
+  union {
+    key_rec_t hdr;
+    uint8_t bytes[PROBE_INLINE];
+  } inl;
+} probe_t;
+
+static void probe_init(probe_t *p, uint32_t scope, const void *id, size_t len) {
+  size_t room = key_room(len);
+  p->rec = room <= sizeof p->inl ? &p->inl.hdr : g_malloc(room);
+  p->size = key_build(p->rec, scope, id, len);
+  p->hash = key_hash64(p->rec);
+}
+
+static void probe_done(probe_t *p) {
+  if (p->rec != &p->inl.hdr)
+    g_free(p->rec);
+}
+
+/* ------------------------------------------------------------ byte buffer */
+
+static size_t buf_grow(dset_buf_t *b, size_t n, size_t align) {
+  size_t off = (b->len + align - 1) & ~(align - 1);
+  if (off + n > b->cap) {
+    b->cap = MAX(off + n, b->cap * 2);
+    b->data = g_realloc(b->data, b->cap);
+  }
+  b->len = off + n;
+  return off;
+}
+
+size_t dset_buf_put(dset_buf_t *b, const void *data, size_t n) {
+  size_t off = buf_grow(b, n, 1);
+  if (n)
+    memcpy(b->data + off, data, n);
+  return off;
+}
+
+void dset_buf_free(dset_buf_t *b) {
+  g_free(b->data);
+  *b = (dset_buf_t){0};
+}
+
+/* ------------------------------------------------------------ key batches */
+
+/* A key encoded into dset_keys.bytes, 8-aligned. */
+typedef struct key_ref {
+  size_t off, size;
+  uint64_t hash;
+} key_ref_t;
+
+struct dset_keys {
+  dset_buf_t bytes; /* key_rec_t records; last_ms holds the handled_ms */
+  GArray *refs;     /* key_ref_t into bytes */
+};
+
+dset_keys_t *dset_keys_new(void) {
+  dset_keys_t *k = g_new0(dset_keys_t, 1);
+  k->refs = g_array_new(FALSE, FALSE, sizeof(key_ref_t));
+  return k;
+}
+
+void dset_keys_free(dset_keys_t *k) {
+  if (!k)
+    return;
+  dset_buf_free(&k->bytes);
+  g_array_free(k->refs, TRUE);
+  g_free(k);
+}
+
+void dset_keys_add(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
+                   int64_t handled_ms) {
+  key_ref_t ref;
+  ref.off = buf_grow(&k->bytes, key_room(len), 8);
+  key_rec_t *r = (key_rec_t *)(k->bytes.data + ref.off);
+  ref.size = key_build(r, scope, id, len);
+  r->last_ms = handled_ms; /* set_note() keeps it off KEY_CLAIMED */
+  k->bytes.len = ref.off + ref.size;
+  ref.hash = key_hash64(r);
+  g_array_append_val(k->refs, ref);
+}
+
+size_t dset_keys_count(const dset_keys_t *k) {
+  return k->refs->len;
+}
+
+void dset_keys_clear(dset_keys_t *k) {
+  k->bytes.len = 0;
+  g_array_set_size(k->refs, 0);
+}
+
+void dset_keys_trim(dset_keys_t *k, size_t keep_bytes) {
+  dset_keys_clear(k);
+  if (k->bytes.cap > keep_bytes)
+    dset_buf_free(&k->bytes);
+}
+
+static const key_rec_t *keys_rec(const dset_keys_t *k, const key_ref_t *ref) {
+  return (const key_rec_t *)(k->bytes.data + ref->off);
+}
+
+/* ------------------------------------------------------------------ arena */
+
+/* Chunks are CHUNK_SIZE-aligned so a key finds its chunk by masking its
+ * address; a key too big for a chunk gets its own mapping, which it starts,
+ * so the mask still works. Each chunk counts its live keys and is unmapped
+ * when the last one goes: under steady retention old chunks empty and are
+ * returned while new ones fill. */
+typedef struct chunk {
+  struct chunk *prev, *next;
+  size_t map_size;
+  size_t used; /* bump offset */
+  size_t live; /* keys not yet freed */
+} chunk_t;
+
+#define CHUNK_HDR ALIGN8(sizeof(chunk_t))
+
+typedef struct stripe {
+  pthread_mutex_t lock;
+  GHashTable *set; /* key_rec_t * in the arena below; key == value */
+  chunk_t *chunks; /* every mapped chunk */
+  chunk_t *active; /* where small keys are bump-allocated */
+  size_t nchunks, mapped;
+  char pad[64]; /* keeps neighbouring stripes off each other's lines */
+} stripe_t;
+
+struct dset {
+  stripe_t stripes[NSTRIPES];
+};
+
+static chunk_t *chunk_map(stripe_t *st, size_t size) {
+  size_t span = size + CHUNK_SIZE;
+  uint8_t *p = mmap(NULL, span, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    g_error("dedup: cannot map %zu bytes for event IDs: %s", size,
+            g_strerror(errno));
+  uint8_t *start = (uint8_t *)(((uintptr_t)p + CHUNK_SIZE - 1) &
+                               ~(uintptr_t)(CHUNK_SIZE - 1));
+  if (start > p)
+    munmap(p, (size_t)(start - p));
+  if (start + size < p + span)
+    munmap(start + size, (size_t)(p + span - (start + size)));
+  chunk_t *c = (chunk_t *)start;
+  *c = (chunk_t){.next = st->chunks, .map_size = size, .used = CHUNK_HDR};
+  if (st->chunks)
+    st->chunks->prev = c;
+  st->chunks = c;
+  st->nchunks++;
+  st->mapped += size;
+  return c;
+}
+
+static void chunk_unmap(stripe_t *st, chunk_t *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    st->chunks = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  if (st->active == c)
+    st->active = NULL;
+  st->nchunks--;
+  st->mapped -= c->map_size;
+  munmap(c, c->map_size);
+}
+
+static key_rec_t *arena_alloc(stripe_t *st, size_t size) {
+  chunk_t *c = st->active;
+  if (size > CHUNK_SIZE - CHUNK_HDR) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    c = chunk_map(st, (CHUNK_HDR + size + page - 1) & ~(page - 1));
+  } else if (!c || c->used + size > CHUNK_SIZE) {
+    if (c && c->live == 0)
+      chunk_unmap(st, c);
+    c = st->active = chunk_map(st, CHUNK_SIZE);
+  }
+  key_rec_t *r = (key_rec_t *)((uint8_t *)c + c->used);
+  c->used += size;
+  c->live++;
+  return r;
+}
+
+static void arena_free(stripe_t *st, key_rec_t *r) {
+  chunk_t *c = (chunk_t *)((uintptr_t)r & ~(uintptr_t)(CHUNK_SIZE - 1));
+  if (--c->live > 0)
+    return;
+  if (c == st->active)
+    c->used = CHUNK_HDR; /* reuse: claim/release churn must not remap */
+  else
+    chunk_unmap(st, c);
+}
+
+/* ----------------------------------------------------------------- stripes */
+
+static void stripe_init(stripe_t *st) {
+  pthread_mutex_init(&st->lock, NULL);
+  st->set = g_hash_table_new(key_hash, key_equal);
+}
+
+static void stripe_free(stripe_t *st) {
+  g_hash_table_destroy(st->set);
+  while (st->chunks)
+    chunk_unmap(st, st->chunks);
+  pthread_mutex_destroy(&st->lock);
+}
+
+static stripe_t *stripe_of(dset_t *set, uint64_t hash) {
+  return &set->stripes[hash >> (64 - STRIPE_BITS)];
+}
+
+/* Record that k has a committed mark handled at ms. */
+static void set_note(dset_t *set, const key_rec_t *k, size_t size,
+                     uint64_t hash, int64_t ms) {
+  stripe_t *st = stripe_of(set, hash);
+  if (ms == KEY_CLAIMED) /* that value means "claimed"; a mark is older */
+    ms++;
+  pthread_mutex_lock(&st->lock);
+  key_rec_t *r = g_hash_table_lookup(st->set, k);
+  if (!r) {
+    r = arena_alloc(st, size);
+    memcpy(r, k, size);
+    r->last_ms = ms;
+    g_hash_table_add(st->set, r);
+  } else if (r->last_ms < ms) {
+    r->last_ms = ms;
+  }
+  pthread_mutex_unlock(&st->lock);
+}
+
+/* Forget k unless it is claimed or has a mark at or after cutoff. */
+static void set_forget(dset_t *set, const key_rec_t *k, uint64_t hash,
+                       int64_t cutoff) {
+  stripe_t *st = stripe_of(set, hash);
+  pthread_mutex_lock(&st->lock);
+  key_rec_t *r = g_hash_table_lookup(st->set, k);
+  if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff) {
+    g_hash_table_remove(st->set, r);
+    arena_free(st, r);
+  }
+  pthread_mutex_unlock(&st->lock);
+}
+
+/* --------------------------------------------------------------------- set */
+
+dset_t *dset_new(void) {
+  dset_t *set = g_new0(dset_t, 1);
+  for (unsigned i = 0; i < NSTRIPES; i++)
+    stripe_init(&set->stripes[i]);
+  return set;
+}
+
+void dset_free(dset_t *set) {
+  if (!set)
+    return;
+  for (unsigned i = 0; i < NSTRIPES; i++)
+    stripe_free(&set->stripes[i]);
+  g_free(set);
+}
+
+int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len) {
+  probe_t p;
+  int claimed = 0;
+  probe_init(&p, scope, id, len);
+  stripe_t *st = stripe_of(set, p.hash);
+  pthread_mutex_lock(&st->lock);
+  if (!g_hash_table_contains(st->set, p.rec)) {
+    key_rec_t *r = arena_alloc(st, p.size);
+    memcpy(r, p.rec, p.size);
+    g_hash_table_add(st->set, r);
+    claimed = 1;
+  }
+  pthread_mutex_unlock(&st->lock);
+  probe_done(&p);
+  return claimed;
+}
+
+void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len) {
+  probe_t p;
+  probe_init(&p, scope, id, len);
+  stripe_t *st = stripe_of(set, p.hash);
+  pthread_mutex_lock(&st->lock);
+  key_rec_t *r = g_hash_table_lookup(st->set, p.rec);
+  if (r && r->last_ms == KEY_CLAIMED) {
+    g_hash_table_remove(st->set, r);
+    arena_free(st, r);
+  }
+  pthread_mutex_unlock(&st->lock);
+  probe_done(&p);
+}
+
+void dset_mark_committed(dset_t *set, uint32_t scope, const void *id,
+                         size_t len, int64_t handled_ms) {
+  probe_t p;
+  probe_init(&p, scope, id, len);
+  set_note(set, p.rec, p.size, p.hash, handled_ms);
+  probe_done(&p);
+}
+
+void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
+  for (guint i = 0; i < k->refs->len; i++) {
+    const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, i);
+    const key_rec_t *r = keys_rec(k, ref);
+    set_note(set, r, ref->size, ref->hash, r->last_ms);
+  }
+}
+
+void dset_forget_if_older(dset_t *set, const dset_keys_t *k,
+                          int64_t cutoff_ms) {
+  for (guint i = 0; i < k->refs->len; i++) {
+    const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, i);
+    set_forget(set, keys_rec(k, ref), ref->hash, cutoff_ms);
+  }
+}
+
+void dset_stats(dset_t *set, dset_stats_t *out) {
+  *out = (dset_stats_t){0};
+  for (unsigned i = 0; i < NSTRIPES; i++) {
+    stripe_t *st = &set->stripes[i];
+    pthread_mutex_lock(&st->lock);
+    out->ids += g_hash_table_size(st->set);
+    out->chunks += st->nchunks;
+    out->bytes += st->mapped;
+    pthread_mutex_unlock(&st->lock);
+  }
+}
+
+size_t dset_size(dset_t *set) {
+  size_t n = 0;
+  for (unsigned i = 0; i < NSTRIPES; i++) {
+    pthread_mutex_lock(&set->stripes[i].lock);
+    n += g_hash_table_size(set->stripes[i].set);
+    pthread_mutex_unlock(&set->stripes[i].lock);
+  }
+  return n;
+}
