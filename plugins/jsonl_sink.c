@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <khost/plugin.h>
@@ -147,6 +148,15 @@ out:
 static int write_lines(sink_t *s, char *err, size_t errlen) {
   size_t done = 0;
   int rc = 0;
+  if (s->lines->len == 0)
+    return 0;
+  /* Opened at the first write, so that `khost check` creates no file. */
+  if (s->fd < 0)
+    s->fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (s->fd < 0) {
+    snprintf(err, errlen, "%s: %s", s->path, strerror(errno));
+    return -1;
+  }
   while (done < s->lines->len) {
     ssize_t n = write(s->fd, s->lines->str + done, s->lines->len - done);
     if (n < 0 && errno == EINTR)
@@ -167,7 +177,7 @@ static int sink_flush(void *instance, char *err, size_t errlen) {
   if (write_lines(s, err, errlen) < 0)
     return -1;
   s->write_error = 0;
-  if (s->fsync && fsync(s->fd) < 0) {
+  if (s->fsync && s->fd >= 0 && fsync(s->fd) < 0) {
     snprintf(err, errlen, "%s: fsync: %s", s->path, strerror(errno));
     return -1;
   }
@@ -175,6 +185,26 @@ static int sink_flush(void *instance, char *err, size_t errlen) {
 }
 
 /* ----------------------------------------------------------- lifecycle */
+
+/* Refuse at start what would fail at the first write, without creating the
+ * file. */
+static int check_writable(const char *path, char *err, size_t errlen) {
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (S_ISDIR(st.st_mode))
+      errno = EISDIR;
+    else if (access(path, W_OK) == 0)
+      return 0;
+  } else if (errno == ENOENT) {
+    char *dir = g_path_get_dirname(path);
+    int ok = access(dir, W_OK | X_OK) == 0;
+    g_free(dir);
+    if (ok)
+      return 0;
+  }
+  snprintf(err, errlen, "%s: %s", path, strerror(errno));
+  return -1;
+}
 
 static void sink_free(sink_t *s) {
   if (!s)
@@ -207,11 +237,8 @@ static int sink_create(const khost_api_t *api, khost_host_t *host,
     goto out;
   }
   s->path = g_strdup(path);
-  s->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (s->fd < 0) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+  if (check_writable(path, err, errlen) != 0)
     goto out;
-  }
   s->lines = g_string_sized_new(64 * 1024);
   *instance = s;
   s = NULL;

@@ -62,13 +62,26 @@ static int open_mock(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
+/* Load pipeline i's plugin; errors name the config file, line and key. */
+static int load_plugin(const cfg_t *cfg, size_t i, plugin_t **out, char *err,
+                       size_t errlen) {
+  char why[1024];
+  const cfg_pipeline_t *pc = &cfg->pipelines[i];
+  if (plugin_load(out, pc->plugin_path, why, sizeof(why)) == 0)
+    return 0;
+  snprintf(err, errlen, "%s:%d: pipelines[%zu].plugin: %.700s", cfg->path,
+           pc->line, i, why);
+  return -1;
+}
+
 static int load_plugins(host_t *h, char *err, size_t errlen) {
   for (size_t i = 0; i < h->n; i++) {
     const char *path = h->cfg->pipelines[i].plugin_path;
     for (size_t j = 0; j < i && !h->plugins[i]; j++)
       if (strcmp(h->cfg->pipelines[j].plugin_path, path) == 0)
         h->plugins[i] = h->plugins[j];
-    if (!h->plugins[i] && plugin_load(&h->plugins[i], path, err, errlen) != 0)
+    if (!h->plugins[i] &&
+        load_plugin(h->cfg, i, &h->plugins[i], err, errlen) != 0)
       return -1;
   }
   return 0;
@@ -250,7 +263,7 @@ static int check_pipeline(const cfg_t *cfg, size_t i, char *err,
       .config = pc->plugin_config,
       .config_file = cfg->path,
   };
-  if (plugin_load(&plugin, pc->plugin_path, err, errlen) != 0)
+  if (load_plugin(cfg, i, &plugin, err, errlen) != 0)
     return -1;
   int rc = plugin_instance_create(&inst, plugin, &opts, err, errlen);
   if (rc == 0)

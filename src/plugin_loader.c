@@ -399,6 +399,9 @@ static int pi_call_create(plugin_instance_t *pi) {
   if (pi->plugin->desc->create(&pl_api, h, &pi->state, perr, sizeof(perr)) == 0)
     return 0;
   perr[sizeof(perr) - 1] = '\0';
+  /* A config type error already says what is wrong: no stand-in then. */
+  if (!perr[0] && h->errors->len)
+    return -1;
   if (h->errors->len)
     g_string_append_c(h->errors, '\n');
   g_string_append_printf(h->errors, "%s: %s", h->who,

@@ -1,0 +1,823 @@
+/*
+ * The `khost` program as a user runs it: the real binary, started as a
+ * child process with its stdout and stderr going to files of a temporary
+ * directory; the tests assert exit statuses, messages and what a run
+ * leaves behind (the JSONL file of the jsonl_sink plugin, the dedup
+ * database). Runs use the embedded mock cluster: no broker needed.
+ *
+ * Nothing outlives a test. A failed assertion ends a forked test process
+ * without its checked teardown, and a timeout kills it: so children die
+ * with the test process (PR_SET_PDEATHSIG), and each test's directory lies
+ * in one per test case that the unchecked teardown, run by the runner
+ * process, removes. The checked teardown cleans up after the tests that
+ * end normally, and after failures with CK_FORK=no.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <khost/plugin.h>
+
+#include "testutil.h"
+
+#define KHOST TOP_BUILDDIR "/src/khost"
+#define PLUGIN_DIR TOP_BUILDDIR "/plugins/.libs"
+#define TOPIC "order-completed"
+
+/* A mock run: its first group join alone takes the coordinator's 3 s. */
+enum { RUN_TIMEOUT_MS = 60000, QUICK_TIMEOUT_MS = 20000 };
+
+/* ------------------------------------------------------------ children */
+
+typedef struct proc {
+  pid_t pid;
+  int status; /* waitpid() status, once exited */
+  int exited;
+  char *out, *err; /* files holding its stdout and stderr */
+} proc_t;
+
+static char *g_root;    /* the test case's directory */
+static char *g_dir;     /* the test's directory, inside g_root */
+static pid_t g_live[8]; /* children not reaped yet */
+
+static void forget_child(pid_t pid) {
+  for (size_t i = 0; i < G_N_ELEMENTS(g_live); i++)
+    if (g_live[i] == pid)
+      g_live[i] = 0;
+}
+
+/* Unchecked fixture: runs in the runner process, around a test case. */
+static void case_setup(void) {
+  g_root = tu_tempdir();
+}
+
+static void case_teardown(void) {
+  tu_rm_rf(g_root);
+  free(g_root);
+  g_root = NULL;
+}
+
+static void setup(void) {
+  ck_assert_msg(g_root != NULL, "cannot create a temporary directory");
+  ck_assert_int_ge(asprintf(&g_dir, "%s/test-XXXXXX", g_root), 0);
+  ck_assert_msg(mkdtemp(g_dir) != NULL, "mkdtemp %s: %s", g_dir,
+                strerror(errno));
+}
+
+static void teardown(void) {
+  for (size_t i = 0; i < G_N_ELEMENTS(g_live); i++) {
+    if (g_live[i] > 0) {
+      kill(g_live[i], SIGKILL);
+      waitpid(g_live[i], NULL, 0);
+    }
+    g_live[i] = 0;
+  }
+  tu_rm_rf(g_dir);
+  free(g_dir);
+  g_dir = NULL;
+}
+
+static char *dir_path(const char *name) {
+  char *p = NULL;
+  ck_assert_int_ge(asprintf(&p, "%s/%s", g_dir, name), 0);
+  return p;
+}
+
+/* In the child, between fork and exec: async-signal-safe calls only. */
+static void exec_child(const char *out, const char *err, char *const argv[],
+                       pid_t parent) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  /* Die with the test process, even when Check kills it on a timeout. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+    _exit(127);
+  int in = open("/dev/null", O_RDONLY);
+  int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (in < 0 || o < 0 || e < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 ||
+      dup2(e, 2) < 0)
+    _exit(127);
+  execv(argv[0], argv);
+  _exit(127);
+}
+
+/* Start argv (argv[0] a path); its output goes to <dir>/<tag>.out/.err. */
+static void spawn_argv(proc_t *p, const char *tag, char *const argv[]) {
+  memset(p, 0, sizeof(*p));
+  ck_assert_int_ge(asprintf(&p->out, "%s/%s.out", g_dir, tag), 0);
+  ck_assert_int_ge(asprintf(&p->err, "%s/%s.err", g_dir, tag), 0);
+  size_t slot = 0;
+  while (slot < G_N_ELEMENTS(g_live) && g_live[slot] > 0)
+    slot++;
+  ck_assert_msg(slot < G_N_ELEMENTS(g_live), "too many children");
+  fflush(NULL);
+  pid_t parent = getpid();
+  p->pid = fork();
+  ck_assert_msg(p->pid >= 0, "fork: %s", strerror(errno));
+  if (p->pid == 0)
+    exec_child(p->out, p->err, argv, parent);
+  g_live[slot] = p->pid;
+}
+
+/* khost with the NULL-terminated arguments that follow tag. */
+static void spawn_khost(proc_t *p, const char *tag, ...) {
+  char *argv[16] = {(char *)KHOST};
+  size_t n = 1;
+  va_list ap;
+  va_start(ap, tag);
+  for (char *a; (a = va_arg(ap, char *)) != NULL;) {
+    ck_assert_uint_lt(n, G_N_ELEMENTS(argv) - 1);
+    argv[n++] = a;
+  }
+  va_end(ap);
+  argv[n] = NULL;
+  spawn_argv(p, tag, argv);
+}
+
+/* 1 once p has exited (within timeout_ms), 0 if it is still running. */
+static int reap(proc_t *p, int64_t timeout_ms) {
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (!p->exited) {
+    pid_t r = waitpid(p->pid, &p->status, WNOHANG);
+    ck_assert_msg(r >= 0, "waitpid: %s", strerror(errno));
+    if (r == p->pid) {
+      p->exited = 1;
+      forget_child(p->pid);
+    } else if (tu_mono_ms() >= deadline) {
+      return 0;
+    } else {
+      usleep(10 * 1000);
+    }
+  }
+  return 1;
+}
+
+static void proc_free(proc_t *p) {
+  free(p->out);
+  free(p->err);
+  p->out = p->err = NULL;
+}
+
+static char *slurp(const char *path) {
+  char *s = tu_read_file(path);
+  ck_assert_msg(s != NULL, "cannot read %s", path);
+  return s;
+}
+
+/* The end of a text, to show in a failure message. */
+static const char *tail(const char *s) {
+  size_t n = strlen(s);
+  return n > 1500 ? s + n - 1500 : s;
+}
+
+/* The exit status of a child that has exited; fails if it was killed. */
+static int exit_status(proc_t *p) {
+  ck_assert(p->exited);
+  if (!WIFEXITED(p->status)) {
+    char *err = slurp(p->err);
+    ck_abort_msg("khost was killed by signal %d; stderr:\n%s",
+                 WTERMSIG(p->status), tail(err));
+  }
+  return WEXITSTATUS(p->status);
+}
+
+/* Wait for p to exit within timeout_ms (killing it otherwise); returns
+ * its exit status. */
+static int finish(proc_t *p, int64_t timeout_ms) {
+  if (!reap(p, timeout_ms)) {
+    char *err = slurp(p->err);
+    ck_abort_msg("khost still running after %" PRId64 " ms; stderr:\n%s",
+                 timeout_ms, tail(err));
+  }
+  return exit_status(p);
+}
+
+/* A sanitized build (ASan, UBSan) reports in the child's stderr; UBSan
+ * does not change the exit status, so look for its reports too. */
+static void assert_no_sanitizer_report(const char *err) {
+  ck_assert_msg(strstr(err, "runtime error:") == NULL &&
+                    strstr(err, "Sanitizer") == NULL,
+                "sanitizer report on stderr:\n%s", tail(err));
+}
+
+/* Run khost to its end: the exit status; its stdout and stderr in out and err.
+ */
+static int run_khost(const char *tag, int64_t timeout_ms, char **out,
+                     char **err, char *a1, char *a2, char *a3, char *a4) {
+  proc_t p;
+  spawn_khost(&p, tag, a1, a2, a3, a4, (char *)NULL);
+  int status = finish(&p, timeout_ms);
+  *out = slurp(p.out);
+  *err = slurp(p.err);
+  assert_no_sanitizer_report(*err);
+  proc_free(&p);
+  return status;
+}
+
+static int file_has(const char *path, const char *needle) {
+  char *s = tu_read_file(path);
+  int found = s && strstr(s, needle) != NULL;
+  free(s);
+  return found;
+}
+
+static off_t file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Wait until p's stderr holds needle; fails if p exits first. */
+static void wait_for_stderr(proc_t *p, const char *needle, int64_t timeout_ms) {
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (!file_has(p->err, needle)) {
+    if (reap(p, 0) || tu_mono_ms() >= deadline) {
+      char *err = slurp(p->err);
+      ck_abort_msg("%s waiting for \"%s\" on stderr:\n%s",
+                   p->exited ? "khost exited" : "timed out", needle, tail(err));
+    }
+    usleep(10 * 1000);
+  }
+}
+
+/* p has not exited (yet); else fail showing its stderr. */
+static void assert_running(proc_t *p, const char *when) {
+  if (reap(p, 0)) {
+    char *err = slurp(p->err);
+    ck_abort_msg("khost exited (status 0x%x) %s; stderr:\n%s", p->status, when,
+                 tail(err));
+  }
+}
+
+static void assert_has(const char *text, const char *needle, const char *what) {
+  ck_assert_msg(strstr(text, needle) != NULL, "%s does not contain \"%s\":\n%s",
+                what, needle, tail(text));
+}
+
+/* ------------------------------------------------------------ configs */
+
+/* Write <dir>/<name> from a printf format; returns its path. */
+static char *write_cfg(const char *name, const char *fmt, ...)
+    KHOST_PRINTF(2, 3);
+
+static char *write_cfg(const char *name, const char *fmt, ...) {
+  char *text = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  ck_assert_int_ge(vasprintf(&text, fmt, ap), 0);
+  va_end(ap);
+  char *path = tu_write_file(g_dir, name, text);
+  free(text);
+  return path;
+}
+
+/* A config on the mock cluster (one broker, 3 partitions) with one
+ * pipeline of one member; everything it writes goes to the temp dir. */
+static char *mock_cfg(const char *name, const char *top_extra, int records,
+                      int duplicates, const char *pipeline_extra,
+                      const char *plugin, const char *plugin_config) {
+  return write_cfg(
+      name,
+      "plugin_dir = \"" PLUGIN_DIR "\";\n"
+      "log_level = \"info\";\n"
+      "%s\n"
+      "mock = { brokers = 1; partitions = 3; sample_records = %d;\n"
+      "         sample_duplicates = %d; };\n"
+      "kafka = { session_timeout_ms = 3000; heartbeat_interval_ms = 300; };\n"
+      "dedup = { path = \"%s/dedup.db\"; };\n"
+      "pipelines = ( {\n"
+      "  name = \"orders\"; group_id = \"data-platform-consumer-group\";\n"
+      "  topics = [ \"" TOPIC "\" ]; members = 1;\n"
+      "  %s\n"
+      "  plugin = \"%s\";\n"
+      "  config = { %s };\n"
+      "} );\n",
+      top_extra, records, duplicates, g_dir, pipeline_extra, plugin,
+      plugin_config);
+}
+
+/* jsonl_sink writing <dir>/orders.jsonl */
+static char *sink_config(void) {
+  char *s = NULL;
+  ck_assert_int_ge(asprintf(&s, "path = \"%s/orders.jsonl\";", g_dir), 0);
+  return s;
+}
+
+/* 1-based number of the first line of text holding needle. */
+static int line_of(const char *text, const char *needle) {
+  const char *at = strstr(text, needle);
+  ck_assert_msg(at != NULL, "\"%s\" not in the config", needle);
+  int line = 1;
+  for (const char *c = text; c < at; c++)
+    line += *c == '\n';
+  return line;
+}
+
+/* "PATH:LINE: KEY" as khost prints a config problem. */
+static char *where(const char *path, const char *text, const char *needle,
+                   const char *key) {
+  char *s = NULL;
+  ck_assert_int_ge(asprintf(&s, "%s:%d: %s", path, line_of(text, needle), key),
+                   0);
+  return s;
+}
+
+/* ------------------------------------------------------------ outputs */
+
+/* The one summary line of pipeline "orders" in stderr. */
+static void parse_summary(const char *err, uint64_t *handled,
+                          uint64_t *duplicates) {
+  static const char key[] = "[orders] handled ";
+  const char *at = strstr(err, key);
+  ck_assert_msg(at != NULL, "no summary line in stderr:\n%s", tail(err));
+  ck_assert_msg(strstr(at + 1, key) == NULL, "two summary lines:\n%s",
+                tail(err));
+  ck_assert_msg(sscanf(at + strlen(key),
+                       "%" SCNu64 ", duplicates skipped %" SCNu64, handled,
+                       duplicates) == 2,
+                "unreadable summary line:\n%s", tail(err));
+}
+
+/* Every line of the JSONL file is a JSON object of a record of TOPIC whose
+ * event_id (its eventId header) no other line has; returns the count. */
+static size_t check_jsonl(const char *path) {
+  char *text = slurp(path);
+  GHashTable *ids =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  size_t n = 0;
+  ck_assert_msg(text[0] == '\0' || text[strlen(text) - 1] == '\n',
+                "%s ends with a partial line", path);
+  for (char *line = text, *nl; (nl = strchr(line, '\n')) != NULL;
+       line = nl + 1) {
+    json_error_t jerr;
+    *nl = '\0';
+    json_t *obj = json_loads(line, 0, &jerr);
+    ck_assert_msg(obj != NULL, "line %zu is not JSON (%s): %s", n + 1,
+                  jerr.text, line);
+    const char *topic = json_string_value(json_object_get(obj, "topic"));
+    const char *id = json_string_value(json_object_get(obj, "event_id"));
+    const char *hdr = json_string_value(
+        json_object_get(json_object_get(obj, "headers"), "eventId"));
+    ck_assert_msg(topic && strcmp(topic, TOPIC) == 0, "line %zu: topic", n + 1);
+    ck_assert_msg(id && hdr && strcmp(id, hdr) == 0,
+                  "line %zu: event_id is not the eventId header", n + 1);
+    ck_assert_msg(g_hash_table_add(ids, g_strdup(id)), "event %s written twice",
+                  id);
+    json_decref(obj);
+    n++;
+  }
+  g_hash_table_destroy(ids);
+  free(text);
+  return n;
+}
+
+/* ------------------------------------------------------------ usage */
+
+START_TEST(test_version) {
+  char *out, *err, *want = NULL;
+  int status = run_khost("version", QUICK_TIMEOUT_MS, &out, &err, "--version",
+                         NULL, NULL, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  ck_assert_int_ge(asprintf(&want, "khost %s (plugin ABI %d.%d;",
+                            PACKAGE_VERSION, KHOST_ABI_MAJOR, KHOST_ABI_MINOR),
+                   0);
+  ck_assert_msg(strncmp(out, want, strlen(want)) == 0,
+                "stdout does not start with \"%s\": %s", want, out);
+  assert_has(out, "librdkafka ", "stdout");
+  ck_assert_str_eq(err, "");
+  free(want);
+  free(out);
+  free(err);
+}
+END_TEST
+
+START_TEST(test_help) {
+  static const char *const words[] = {"Usage:",
+                                      "run",
+                                      "check",
+                                      "-c",
+                                      "--exit-at-end",
+                                      "--help",
+                                      "--version",
+                                      "Exit status",
+                                      "0 clean stop",
+                                      "1 runtime failure",
+                                      "2 usage",
+                                      "128+N",
+                                      NULL};
+  char *out, *err;
+  int status = run_khost("help", QUICK_TIMEOUT_MS, &out, &err, "--help", NULL,
+                         NULL, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  for (size_t i = 0; words[i]; i++)
+    assert_has(out, words[i], "--help");
+  ck_assert_str_eq(err, "");
+  free(out);
+  free(err);
+}
+END_TEST
+
+/* Every misuse exits 2, says why on stderr and prints nothing on stdout. */
+START_TEST(test_usage_errors) {
+  static const struct {
+    const char *args[4];
+    const char *says;
+  } cases[] = {
+      {{NULL}, "a command is required"},
+      {{"frob", "-c", "x.cfg", NULL}, "unknown command 'frob'"},
+      {{"run", NULL}, "-c FILE is required"},
+      {{"check", NULL}, "-c FILE is required"},
+      {{"check", "-c", "x.cfg", "--exit-at-end"},
+       "--exit-at-end goes with run"},
+      {{"run", "-c", "x.cfg", "extra"}, "unexpected argument 'extra'"},
+      {{"--no-such-option", NULL}, "no-such-option"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *out, *err, tag[32];
+    snprintf(tag, sizeof(tag), "usage%zu", i);
+    int status = run_khost(tag, QUICK_TIMEOUT_MS, &out, &err,
+                           (char *)cases[i].args[0], (char *)cases[i].args[1],
+                           (char *)cases[i].args[2], (char *)cases[i].args[3]);
+    ck_assert_msg(status == 2, "case %zu: exit %d, not 2; stderr:\n%s", i,
+                  status, err);
+    assert_has(err, cases[i].says, "stderr");
+    assert_has(err, "Try 'khost --help'.", "stderr");
+    ck_assert_msg(out[0] == '\0', "case %zu: stdout: %s", i, out);
+    free(out);
+    free(err);
+  }
+}
+END_TEST
+
+/* ------------------------------------------------------------ check */
+
+START_TEST(test_check_good) {
+  char *sink = sink_config();
+  char *cfg = mock_cfg("good.cfg", "", 300, 30, "", "jsonl_sink", sink);
+  char *db = dir_path("dedup.db"), *jsonl = dir_path("orders.jsonl");
+  char *out, *err, *want = NULL;
+  int status = run_khost("check", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
+                         cfg, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  ck_assert_int_ge(asprintf(&want, "%s: OK", cfg), 0);
+  assert_has(out, want, "stdout");
+  /* Consumed nothing: no dedup store, no record written, no mock cluster. */
+  ck_assert_msg(access(db, F_OK) != 0, "check created %s", db);
+  ck_assert_msg(file_size(jsonl) <= 0, "check wrote records to %s", jsonl);
+  ck_assert_msg(strstr(err, "mock cluster") == NULL, "check started the mock");
+  free(want);
+  free(out);
+  free(err);
+  free(db);
+  free(jsonl);
+  free(cfg);
+  free(sink);
+}
+END_TEST
+
+/* Two mistakes in one file: both reported, each with file, line and key. */
+START_TEST(test_check_reports_every_mistake) {
+  char *cfg = write_cfg("bad.cfg",
+                        "plugin_dir = \"" PLUGIN_DIR "\";\n"
+                        "mock = { brokers = 1; };\n"
+                        "dedup = { path = \"%s/dedup.db\"; };\n"
+                        "pipelines = ( {\n"
+                        "  name = \"orders\"; group_id = \"g\";\n"
+                        "  topics = [ \"" TOPIC "\" ];\n"
+                        "  members = 0;\n"
+                        "  colour = \"blue\";\n"
+                        "  plugin = \"jsonl_sink\";\n"
+                        "  config = { path = \"%s/orders.jsonl\"; };\n"
+                        "} );\n",
+                        g_dir, g_dir);
+  char *text = slurp(cfg), *db = dir_path("dedup.db");
+  char *members = where(cfg, text, "members = 0", "pipelines[0].members");
+  char *colour = where(cfg, text, "colour", "pipelines[0].colour");
+  char *out, *err;
+  int status =
+      run_khost("bad", QUICK_TIMEOUT_MS, &out, &err, "check", "-c", cfg, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, members, "stderr");
+  assert_has(err, "between 1 and 256 (got 0)", "stderr");
+  assert_has(err, colour, "stderr");
+  assert_has(err, "unknown setting", "stderr");
+  ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
+  ck_assert_msg(access(db, F_OK) != 0, "check created %s", db);
+  free(out);
+  free(err);
+  free(members);
+  free(colour);
+  free(db);
+  free(text);
+  free(cfg);
+}
+END_TEST
+
+/* A plugin path that does not exist, and a key the plugin does not know. */
+START_TEST(test_check_plugin_problems) {
+  char *missing = dir_path("no/such/plugin.so");
+  char *cfg = write_cfg("plugins.cfg",
+                        "plugin_dir = \"" PLUGIN_DIR "\";\n"
+                        "mock = { brokers = 1; };\n"
+                        "dedup = { path = \"%s/dedup.db\"; };\n"
+                        "pipelines = (\n"
+                        "  { name = \"orders\"; group_id = \"g1\";\n"
+                        "    topics = [ \"" TOPIC "\" ];\n"
+                        "    plugin = \"jsonl_sink\";\n"
+                        "    config = { path = \"%s/orders.jsonl\";\n"
+                        "               flavour = \"vanilla\"; };\n"
+                        "  },\n"
+                        "  { name = \"audit\"; group_id = \"g2\";\n"
+                        "    topics = [ \"" TOPIC "\" ];\n"
+                        "    plugin = \"%s\";\n"
+                        "    config = { };\n"
+                        "  }\n"
+                        ");\n",
+                        g_dir, g_dir, missing);
+  char *text = slurp(cfg);
+  char *flavour = where(cfg, text, "flavour", "pipelines[0].config.flavour");
+  char *out, *err;
+  int status = run_khost("plugins", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
+                         cfg, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, flavour, "stderr");
+  assert_has(err, missing, "stderr");
+  ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
+  free(out);
+  free(err);
+  free(flavour);
+  free(text);
+  free(cfg);
+  free(missing);
+}
+END_TEST
+
+/* ------------------------------------------------------------ run */
+
+START_TEST(test_run_exit_at_end) {
+  char *sink = sink_config();
+  char *cfg = mock_cfg("run.cfg", "", 300, 30, "", "jsonl_sink", sink);
+  char *jsonl = dir_path("orders.jsonl"), *db = dir_path("dedup.db");
+  char *out, *err;
+  uint64_t handled, dups;
+  int status = run_khost("run", RUN_TIMEOUT_MS, &out, &err, "run", "-c", cfg,
+                         "--exit-at-end");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  parse_summary(err, &handled, &dups);
+  assert_has(err, "handled 270, duplicates skipped 30, failed 0", "stderr");
+  ck_assert_uint_eq(handled, 270);
+  ck_assert_uint_eq(dups, 30);
+  ck_assert_uint_eq(check_jsonl(jsonl), 270);
+  ck_assert_msg(access(db, F_OK) == 0, "no dedup database at %s", db);
+  free(out);
+  free(err);
+  free(db);
+  free(jsonl);
+  free(cfg);
+  free(sink);
+}
+END_TEST
+
+/* SIGTERM while consuming: exit 0, and what the summary counts as handled
+ * is exactly what reached the JSONL file. */
+START_TEST(test_sigterm_is_graceful) {
+  enum { RECORDS = 20000, DUPS = 500, SHUTDOWN_MS = 10000 };
+  char *sink = sink_config();
+  char *cfg = mock_cfg("term.cfg", "shutdown_timeout = \"10s\";", RECORDS, DUPS,
+                       "", "jsonl_sink", sink);
+  char *jsonl = dir_path("orders.jsonl");
+  proc_t p;
+  uint64_t handled, dups;
+  spawn_khost(&p, "term", "run", "-c", cfg, (char *)NULL);
+  wait_for_stderr(&p, "subscribed; consuming", QUICK_TIMEOUT_MS);
+  /* Something handled and flushed: the signal lands in mid-stream. */
+  TU_WAIT_UNTIL(file_size(jsonl) > 0 || reap(&p, 0), RUN_TIMEOUT_MS,
+                "the first records in the JSONL file");
+  assert_running(&p, "before the signal");
+  ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
+  int status = finish(&p, SHUTDOWN_MS + 10000);
+  char *err = slurp(p.err);
+  assert_no_sanitizer_report(err);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  assert_has(err, "finishing the current batches", "stderr");
+  parse_summary(err, &handled, &dups);
+  ck_assert_uint_gt(handled, 0);
+  ck_assert_uint_le(handled + dups, RECORDS);
+  ck_assert_uint_eq(check_jsonl(jsonl), handled);
+  free(err);
+  proc_free(&p);
+  free(jsonl);
+  free(cfg);
+  free(sink);
+}
+END_TEST
+
+static size_t count_lines(const char *path) {
+  char *s = tu_read_file(path);
+  size_t n = 0;
+  for (const char *c = s; c && *c; c++)
+    n += *c == '\n';
+  free(s);
+  return n;
+}
+
+/* While the first SIGINT waits for a slow batch, a second one ends khost
+ * at once with 128 + SIGINT. */
+START_TEST(test_second_signal_exits_at_once) {
+  enum { SLOW_MS = 3000, BATCH = 5 };
+  char *plugin = tu_fixture("scripted"), *calls = dir_path("calls.log");
+  char *plugin_cfg = NULL, *batch = NULL;
+  ck_assert_msg(access(plugin, R_OK) == 0,
+                "%s is not built: `make check` builds the test fixtures",
+                plugin);
+  ck_assert_int_ge(
+      asprintf(&plugin_cfg, "log_path = \"%s\"; slow_ms = %d;", calls, SLOW_MS),
+      0);
+  ck_assert_int_ge(asprintf(&batch, "max_batch = %d;", BATCH), 0);
+  char *cfg = mock_cfg("slow.cfg", "shutdown_timeout = \"60s\";", 300, 0, batch,
+                       plugin, plugin_cfg);
+  proc_t p;
+  spawn_khost(&p, "slow", "run", "-c", cfg, (char *)NULL);
+  /* One call done: the member is now sleeping in the next one, with the
+   * rest of its batch to go. */
+  TU_WAIT_UNTIL(count_lines(calls) > 0 || reap(&p, 0), RUN_TIMEOUT_MS,
+                "the first plugin call");
+  assert_running(&p, "before the first signal");
+  ck_assert_int_eq(kill(p.pid, SIGINT), 0);
+  wait_for_stderr(&p, "finishing the current batches", QUICK_TIMEOUT_MS);
+  assert_running(&p, "after the first signal");
+  int64_t sent = tu_mono_ms();
+  ck_assert_int_eq(kill(p.pid, SIGINT), 0);
+  ck_assert_msg(reap(&p, SLOW_MS / 2),
+                "still running %d ms after the second SIGINT", SLOW_MS / 2);
+  int64_t took = tu_mono_ms() - sent;
+  char *err = slurp(p.err);
+  assert_no_sanitizer_report(err);
+  int status = exit_status(&p);
+  ck_assert_msg(status == 128 + SIGINT, "exit %d, not %d; stderr:\n%s", status,
+                128 + SIGINT, tail(err));
+  assert_has(err, "again: exiting now", "stderr");
+  ck_assert_msg(strstr(err, "[orders] handled ") == NULL,
+                "a summary after the forced exit:\n%s", tail(err));
+  ck_assert_int_lt(took, SLOW_MS / 2);
+  ck_assert_uint_lt(count_lines(calls), BATCH);
+  free(err);
+  proc_free(&p);
+  free(cfg);
+  free(batch);
+  free(plugin_cfg);
+  free(calls);
+  free(plugin);
+}
+END_TEST
+
+/* ------------------------------------------------------------ README */
+
+/* Path of cc on $PATH, or NULL. */
+static char *find_cc(void) {
+  const char *path = getenv("PATH");
+  gchar **dirs = g_strsplit(path ? path : "/usr/bin:/bin", ":", -1);
+  char *found = NULL;
+  for (size_t i = 0; dirs[i] && !found; i++) {
+    char *cc = g_build_filename(dirs[i][0] ? dirs[i] : ".", "cc", NULL);
+    if (access(cc, X_OK) == 0)
+      found = strdup(cc);
+    g_free(cc);
+  }
+  g_strfreev(dirs);
+  return found;
+}
+
+/* The first ```c block of README.md, written to <dir>/count_orders.c. */
+static char *readme_plugin_source(void) {
+  char *readme = slurp(TOP_SRCDIR "/README.md");
+  char *start = strstr(readme, "\n```c\n");
+  ck_assert_msg(start != NULL, "README.md has no ```c block");
+  start += strlen("\n```c\n");
+  char *end = strstr(start, "\n```");
+  ck_assert_msg(end != NULL, "README.md: the ```c block does not end");
+  end[1] = '\0';
+  ck_assert_msg(strstr(start, "khost_plugin_entry") != NULL,
+                "README.md's first C block is not a plugin");
+  char *path = tu_write_file(g_dir, "count_orders.c", start);
+  free(readme);
+  return path;
+}
+
+static char *count_orders_cfg(const char *name, const char *every) {
+  char *so = dir_path("count_orders.so"), *conf = NULL;
+  ck_assert_int_ge(asprintf(&conf, "every = %s;", every), 0);
+  char *cfg = mock_cfg(name, "", 300, 30, "", so, conf);
+  free(conf);
+  free(so);
+  return cfg;
+}
+
+START_TEST(test_readme_plugin) {
+  char *cc = find_cc();
+  if (!cc) {
+    fprintf(stderr, "test_readme_plugin: SKIPPED: no cc on PATH\n");
+    return;
+  }
+  char *src = readme_plugin_source(), *so = dir_path("count_orders.so");
+  char *out, *err;
+  proc_t p;
+  char *const cc_argv[] = {cc,      "-shared",
+                           "-fPIC", "-fvisibility=hidden",
+                           "-I",    TOP_SRCDIR "/include",
+                           "-o",    so,
+                           src,     NULL};
+  spawn_argv(&p, "cc", cc_argv);
+  int status = finish(&p, RUN_TIMEOUT_MS);
+  err = slurp(p.err);
+  ck_assert_msg(status == 0, "cc failed (%d):\n%s", status, tail(err));
+  free(err);
+  proc_free(&p);
+
+  char *good = count_orders_cfg("every100.cfg", "100");
+  status = run_khost("good", QUICK_TIMEOUT_MS, &out, &err, "check", "-c", good,
+                     NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  assert_has(out, ": OK", "stdout");
+  free(out);
+  free(err);
+
+  char *bad = count_orders_cfg("everyx.cfg", "\"x\"");
+  char *text = slurp(bad);
+  char *key = where(bad, text, "every = \"x\"", "pipelines[0].config.every");
+  status =
+      run_khost("bad", QUICK_TIMEOUT_MS, &out, &err, "check", "-c", bad, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, key, "stderr");
+  free(out);
+  free(err);
+
+  status = run_khost("run", RUN_TIMEOUT_MS, &out, &err, "run", "-c", good,
+                     "--exit-at-end");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  assert_has(err, "handled 270, duplicates skipped 30, failed 0", "stderr");
+  /* The plugin itself ran: it logs every 100th order. */
+  assert_has(err, "[orders/0/count_orders] 200 orders, last ", "stderr");
+  free(out);
+  free(err);
+  free(key);
+  free(text);
+  free(bad);
+  free(good);
+  free(so);
+  free(src);
+  free(cc);
+}
+END_TEST
+
+Suite *cli_suite(void) {
+  Suite *s = suite_create("cli");
+  TCase *usage = tcase_create("usage");
+  tcase_add_unchecked_fixture(usage, case_setup, case_teardown);
+  tcase_add_checked_fixture(usage, setup, teardown);
+  tcase_set_timeout(usage, 30);
+  tcase_add_test(usage, test_version);
+  tcase_add_test(usage, test_help);
+  tcase_add_test(usage, test_usage_errors);
+  suite_add_tcase(s, usage);
+
+  TCase *check = tcase_create("check");
+  tcase_add_unchecked_fixture(check, case_setup, case_teardown);
+  tcase_add_checked_fixture(check, setup, teardown);
+  tcase_set_timeout(check, 30);
+  tcase_add_test(check, test_check_good);
+  tcase_add_test(check, test_check_reports_every_mistake);
+  tcase_add_test(check, test_check_plugin_problems);
+  suite_add_tcase(s, check);
+
+  TCase *run = tcase_create("run");
+  tcase_add_unchecked_fixture(run, case_setup, case_teardown);
+  tcase_add_checked_fixture(run, setup, teardown);
+  tcase_set_timeout(run, 90);
+  tcase_add_test(run, test_run_exit_at_end);
+  tcase_add_test(run, test_sigterm_is_graceful);
+  tcase_add_test(run, test_second_signal_exits_at_once);
+  suite_add_tcase(s, run);
+
+  TCase *readme = tcase_create("readme");
+  tcase_add_unchecked_fixture(readme, case_setup, case_teardown);
+  tcase_add_checked_fixture(readme, setup, teardown);
+  tcase_set_timeout(readme, 120);
+  tcase_add_test(readme, test_readme_plugin);
+  suite_add_tcase(s, readme);
+  return s;
+}
