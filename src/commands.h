@@ -1,0 +1,21 @@
+/*
+ * khost subcommands. Each takes argv as the command sees it (argv[0] is
+ * the command name), parses its own options and returns the process exit
+ * status (HOST_EXIT_* in host.h).
+ */
+#ifndef KHOST_COMMANDS_H
+#define KHOST_COMMANDS_H
+
+#include "config.h"
+
+int cmd_run(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+/* Print "khost: <message>" and the --help hint on stderr; returns the usage
+ * exit status (2). */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Load and validate the config at path, printing every problem on stderr.
+ * Returns 0, or the config exit status (2). cfg must be cfg_free()d. */
+int cli_load_config(cfg_t *cfg, const char *path);
+
+#endif
