@@ -9,6 +9,11 @@
  * among its committed marks, so that pruning an old mark does not forget an
  * ID that was marked again later.
  *
+ * Replays (dset_claim_again()) claim a committed key again without
+ * dropping its committed state: such keys are also listed in their
+ * stripe's `reclaimed` table until the re-claim is committed or released.
+ * Replays are rare, so the table is usually empty and costs one size check.
+ *
  * Locks: one stripe at a time, never two. The store (dedup.c) takes its
  * own locks first.
  *
@@ -288,9 +293,10 @@ typedef struct chunk {
 
 typedef struct stripe {
   pthread_mutex_t lock;
-  GHashTable *set; /* key_rec_t * in the arena below; key == value */
-  chunk_t *chunks; /* every mapped chunk */
-  chunk_t *active; /* where small keys are bump-allocated */
+  GHashTable *set;       /* key_rec_t * in the arena below; key == value */
+  GHashTable *reclaimed; /* committed keys of set claimed again (by address) */
+  chunk_t *chunks;       /* every mapped chunk */
+  chunk_t *active;       /* where small keys are bump-allocated */
   size_t nchunks, mapped;
   char pad[64]; /* keeps neighbouring stripes off each other's lines */
 } stripe_t;
@@ -367,10 +373,12 @@ static void arena_free(stripe_t *st, key_rec_t *r) {
 static void stripe_init(stripe_t *st) {
   pthread_mutex_init(&st->lock, NULL);
   st->set = g_hash_table_new(key_hash, key_equal);
+  st->reclaimed = g_hash_table_new(NULL, NULL);
 }
 
 static void stripe_free(stripe_t *st) {
   g_hash_table_destroy(st->set);
+  g_hash_table_destroy(st->reclaimed);
   while (st->chunks)
     chunk_unmap(st, st->chunks);
   pthread_mutex_destroy(&st->lock);
@@ -380,7 +388,14 @@ static stripe_t *stripe_of(dset_t *set, uint64_t hash) {
   return &set->stripes[hash >> (64 - STRIPE_BITS)];
 }
 
-/* Record that k has a committed mark handled at ms. */
+/* r is a committed key of st claimed again. The caller holds st->lock. */
+static int is_reclaimed(const stripe_t *st, const key_rec_t *r) {
+  return g_hash_table_size(st->reclaimed) > 0 &&
+         g_hash_table_contains(st->reclaimed, r);
+}
+
+/* Record that k has a committed mark handled at ms (which also settles a
+ * re-claim of it). */
 static void set_note(dset_t *set, const key_rec_t *k, size_t size,
                      uint64_t hash, int64_t ms) {
   stripe_t *st = stripe_of(set, hash);
@@ -393,19 +408,24 @@ static void set_note(dset_t *set, const key_rec_t *k, size_t size,
     memcpy(r, k, size);
     r->last_ms = ms;
     g_hash_table_add(st->set, r);
-  } else if (r->last_ms < ms) {
-    r->last_ms = ms;
+  } else {
+    if (r->last_ms < ms)
+      r->last_ms = ms;
+    if (g_hash_table_size(st->reclaimed) > 0)
+      g_hash_table_remove(st->reclaimed, r);
   }
   pthread_mutex_unlock(&st->lock);
 }
 
-/* Forget k unless it is claimed or has a mark at or after cutoff. */
+/* Forget k unless it is claimed (or claimed again) or has a mark at or
+ * after cutoff. */
 static void set_forget(dset_t *set, const key_rec_t *k, uint64_t hash,
                        int64_t cutoff) {
   stripe_t *st = stripe_of(set, hash);
   pthread_mutex_lock(&st->lock);
   key_rec_t *r = g_hash_table_lookup(st->set, k);
-  if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff) {
+  if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff &&
+      !is_reclaimed(st, r)) {
     g_hash_table_remove(st->set, r);
     arena_free(st, r);
   }
@@ -429,21 +449,37 @@ void dset_free(dset_t *set) {
   g_free(set);
 }
 
-int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len) {
+/* dset_claim(), or with again set dset_claim_again(). */
+static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
+                 int again, int64_t before_ms) {
   probe_t p;
   int claimed = 0;
   probe_init(&p, scope, id, len);
   stripe_t *st = stripe_of(set, p.hash);
   pthread_mutex_lock(&st->lock);
-  if (!g_hash_table_contains(st->set, p.rec)) {
-    key_rec_t *r = arena_alloc(st, p.size);
+  key_rec_t *r = g_hash_table_lookup(st->set, p.rec);
+  if (!r) {
+    r = arena_alloc(st, p.size);
     memcpy(r, p.rec, p.size);
     g_hash_table_add(st->set, r);
+    claimed = 1;
+  } else if (again && r->last_ms != KEY_CLAIMED && r->last_ms < before_ms &&
+             !is_reclaimed(st, r)) {
+    g_hash_table_add(st->reclaimed, r);
     claimed = 1;
   }
   pthread_mutex_unlock(&st->lock);
   probe_done(&p);
   return claimed;
+}
+
+int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len) {
+  return claim(set, scope, id, len, 0, 0);
+}
+
+int dset_claim_again(dset_t *set, uint32_t scope, const void *id, size_t len,
+                     int64_t before_ms) {
+  return claim(set, scope, id, len, 1, before_ms);
 }
 
 void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len) {
@@ -455,6 +491,8 @@ void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len) {
   if (r && r->last_ms == KEY_CLAIMED) {
     g_hash_table_remove(st->set, r);
     arena_free(st, r);
+  } else if (r && g_hash_table_size(st->reclaimed) > 0) {
+    g_hash_table_remove(st->reclaimed, r); /* stays committed */
   }
   pthread_mutex_unlock(&st->lock);
   probe_done(&p);

@@ -32,8 +32,16 @@ void dset_free(dset_t *set);
 /* 1 when (scope, id) was absent and is now claimed by the caller, 0 when
  * it is already claimed or committed. id (len bytes) is copied. */
 int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len);
+/* Like dset_claim(), but a committed (scope, id) whose newest mark was
+ * handled before before_ms is claimed again: 1 unless a claim or a
+ * re-claim of it is in flight, or it was marked at or after before_ms. The
+ * ID stays committed while re-claimed (dset_claim() still answers 0); the
+ * re-claim ends with a committed mark or dset_release(). Pruning does not
+ * forget a re-claimed ID. id is copied. */
+int dset_claim_again(dset_t *set, uint32_t scope, const void *id, size_t len,
+                     int64_t before_ms);
 /* Forget (scope, id) if it is claimed and not committed; a committed ID
- * stays. */
+ * stays (a re-claim of it ends). */
 void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len);
 /* Record a durable mark of (scope, id) handled at handled_ms: add the ID
  * (claimed or not) as committed, or move its newest handled_at forward.

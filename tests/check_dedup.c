@@ -1,7 +1,8 @@
 /* Tests for the dedup store: claims, durability across reopen, retention
  * pruning (foreground and background), concurrent writers, ID encodings,
- * commit failures and open errors; and the in-memory set (dset_) on its
- * own, without SQLite. */
+ * commit failures and open errors; replays (claims again, replay ranges);
+ * the administration functions (dedup_admin.h); and the in-memory set
+ * (dset_) on its own, without SQLite. */
 #include <check.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "dedup.h"
+#include "dedup_admin.h"
 #include "dedup_set.h"
 #include "testutil.h"
 
@@ -813,6 +815,334 @@ START_TEST(test_set_chunks_freed_when_keys_forgotten) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ replays */
+
+static int claim_again_str(dedup_store_t *s, uint32_t scope, const char *id) {
+  return dedup_claim_again(s, scope, id, strlen(id));
+}
+
+/* An ID handled in an earlier run is claimed again, once: marked again in
+ * this run (the replay handled it), it is seen. */
+START_TEST(test_claim_again_seen_id) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  add_mark(w, f.scope, "evt-1", 5, dedup_now_ms() - 60000);
+  commit_ok(w);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  /* In flight: a second re-claim and a plain claim both see it. */
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  /* Released: still seen, and may be claimed again. */
+  dedup_release(f.s, f.scope, "evt-1", 5);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  /* Marked again and committed: handled again once, now seen. */
+  add_mark(w, f.scope, "evt-1", 5, dedup_now_ms());
+  commit_ok(w);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_uint_eq(dedup_size(f.s), 1);
+  ck_assert_int_eq(disk_rows(f.path), 2);
+  /* With an explicit limit: again when the newest mark predates it. */
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, "evt-1", 5,
+                                            dedup_now_ms() - 30000),
+                   DEDUP_SEEN);
+  ck_assert_int_eq(
+      dedup_claim_again_before(f.s, f.scope, "evt-1", 5, dedup_now_ms() + 1000),
+      DEDUP_NEW);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_claim_again_new_or_claimed_id) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  /* Never seen: an ordinary claim, given back by a release. */
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-2"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-2"), DEDUP_SEEN);
+  dedup_release(f.s, f.scope, "evt-2", 5);
+  ck_assert_uint_eq(dedup_size(f.s), 0);
+  /* Claimed by another member (no mark yet): not claimable again. */
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-3"), DEDUP_NEW);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-3"), DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
+/* An old mark whose ID is being replayed is not forgotten by a prune. */
+START_TEST(test_prune_keeps_reclaimed_id) {
+  fx_t f = {0};
+  const int64_t t0 = 1700000000000, retention = 1000;
+  char err[512];
+  int64_t removed = -1;
+  fx_init(&f, retention, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  add_mark(w, f.scope, "old", 3, t0);
+  commit_ok(w);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "old"), DEDUP_NEW);
+  ck_assert_int_eq(dedup_prune(f.s, t0 + 1500, &removed, err, sizeof err), 0);
+  ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "old"), DEDUP_SEEN);
+  add_mark(w, f.scope, "old", 3, t0 + 1400); /* the replay's mark */
+  commit_ok(w);
+  ck_assert_int_eq(dedup_prune(f.s, t0 + 3000, &removed, err, sizeof err), 0);
+  ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "old"), DEDUP_NEW);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
+static dedup_range_t *ranges(fx_t *f, uint32_t scope, const char *topic,
+                             int32_t part, size_t *n) {
+  dedup_range_t *v = (dedup_range_t *)f; /* must be replaced */
+  char err[512] = "";
+  ck_assert_msg(dedup_replay_ranges(f->s, scope, topic, part, &v, n, err,
+                                    sizeof err) == 0,
+                "ranges: %s", err);
+  ck_assert(*n > 0 || v == NULL);
+  return v;
+}
+
+static void replay_add(fx_t *f, int32_t part, int64_t from, int64_t to,
+                       int mode) {
+  char err[512] = "";
+  ck_assert_msg(dedup_replay_add(f->s, f->scope, "order-completed", part, from,
+                                 to, mode, err, sizeof err) == 0,
+                "replay_add: %s", err);
+}
+
+START_TEST(test_replay_ranges_newest_first) {
+  fx_t f = {0};
+  size_t n;
+  char err[512] = "";
+  fx_init(&f, HOUR_MS, 0);
+  replay_add(&f, 0, 0, 100, DEDUP_REPLAY_SKIP);
+  replay_add(&f, 0, 50, 80, DEDUP_REPLAY_REPROCESS);
+  replay_add(&f, 0, 0, 30, DEDUP_REPLAY_REPROCESS);
+  replay_add(&f, 1, 7, 9, DEDUP_REPLAY_SKIP);
+  dedup_range_t *r = ranges(&f, f.scope, "order-completed", 0, &n);
+  ck_assert_uint_eq(n, 3);
+  ck_assert(r[0].from == 0 && r[0].to == 30 &&
+            r[0].mode == DEDUP_REPLAY_REPROCESS);
+  ck_assert_int_le(r[0].recorded_ms, dedup_now_ms());
+  ck_assert_int_gt(r[0].recorded_ms, dedup_now_ms() - 60000);
+  ck_assert(r[1].from == 50 && r[1].to == 80);
+  ck_assert(r[2].from == 0 && r[2].to == 100 && r[2].mode == DEDUP_REPLAY_SKIP);
+  free(r);
+  /* One that covers them all replaces them. */
+  replay_add(&f, 0, 0, 100, DEDUP_REPLAY_SKIP);
+  r = ranges(&f, f.scope, "order-completed", 0, &n);
+  ck_assert_uint_eq(n, 1);
+  free(r);
+  /* Other partitions, topics and scopes are apart; survives a reopen. */
+  fx_reopen(&f, HOUR_MS, 0);
+  r = ranges(&f, f.scope, "order-completed", 1, &n);
+  ck_assert_uint_eq(n, 1);
+  ck_assert(r[0].from == 7 && r[0].to == 9);
+  free(r);
+  ck_assert_ptr_null(ranges(&f, f.scope, "coupon-issue", 0, &n));
+  ck_assert_uint_eq(n, 0);
+  ck_assert_ptr_null(
+      ranges(&f, scope_of(f.s, "payments"), "order-completed", 0, &n));
+  ck_assert_uint_eq(n, 0);
+  /* Empty or backwards ranges are refused. */
+  ck_assert_int_eq(dedup_replay_add(f.s, f.scope, "order-completed", 0, 5, 5,
+                                    DEDUP_REPLAY_SKIP, err, sizeof err),
+                   -1);
+  ck_assert_msg(strstr(err, "invalid replay range [5, 5)") != NULL, "%s", err);
+  fx_done(&f);
+}
+END_TEST
+
+/* Ranges recorded before the retention window are not returned, and go
+ * with the marks when pruning. */
+START_TEST(test_replay_ranges_pruned_with_marks) {
+  fx_t f = {0};
+  char err[512] = "";
+  int64_t now = dedup_now_ms(), removed;
+  size_t n;
+  sqlite3 *db = NULL;
+  fx_init(&f, HOUR_MS, 0);
+  replay_add(&f, 0, 0, 10, DEDUP_REPLAY_SKIP);
+  ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+  ck_assert_int_eq(dedup_db_replay_add(db, f.path, f.scope, "order-completed",
+                                       0, 20, 30, DEDUP_REPLAY_REPROCESS,
+                                       now - 2 * HOUR_MS, err, sizeof err),
+                   0);
+  sqlite3_close(db);
+  dedup_range_t *r = ranges(&f, f.scope, "order-completed", 0, &n);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_int_eq(r[0].to, 10);
+  free(r);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM replays"), 2);
+  ck_assert_int_eq(dedup_prune(f.s, now, &removed, err, sizeof err), 0);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM replays"), 1);
+  fx_done(&f);
+}
+END_TEST
+
+/* A database of the first schema (no replays table) is upgraded. */
+START_TEST(test_open_upgrades_schema_1) {
+  fx_t f = {0};
+  size_t n;
+  fx_init(&f, HOUR_MS, 0);
+  dedup_close(f.s);
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "DROP TABLE replays; PRAGMA user_version=1",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  fx_open(&f, HOUR_MS, 0);
+  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"),
+                   DEDUP_SCHEMA_VERSION);
+  replay_add(&f, 0, 0, 10, DEDUP_REPLAY_SKIP);
+  free(ranges(&f, f.scope, "order-completed", 0, &n));
+  ck_assert_uint_eq(n, 1);
+  fx_done(&f);
+}
+END_TEST
+
+/* -------------------------------------------------------- administration */
+
+static dadm_t *adm_open(const char *path, int create) {
+  dadm_t *a = NULL;
+  char err[512] = "";
+  ck_assert_msg(dadm_open(&a, path, create, err, sizeof err) == 0,
+                "dadm_open: %s", err);
+  return a;
+}
+
+START_TEST(test_admin_open) {
+  char *dir = tu_tempdir(), *path = NULL, err[512] = "";
+  dadm_t *a = (dadm_t *)dir; /* must be reset to NULL */
+  ck_assert_int_ge(asprintf(&path, "%s/dedup.db", dir), 0);
+  ck_assert_int_eq(dadm_open(&a, path, 0, err, sizeof err), -1);
+  ck_assert_ptr_null(a);
+  ck_assert_msg(strstr(err, "no dedup database") != NULL, "%s", err);
+  a = adm_open(path, 1); /* created, with the current schema */
+  dadm_close(a);
+  ck_assert_int_eq(sql_int(path, "PRAGMA user_version"), DEDUP_SCHEMA_VERSION);
+  ck_assert_int_eq(sql_int(path, "SELECT count(*) FROM replays"), 0);
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=99", NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  ck_assert_int_eq(dadm_open(&a, path, 0, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "version 99") != NULL, "%s", err);
+  free(path);
+  tu_rm_rf(dir);
+  free(dir);
+}
+END_TEST
+
+/* orders: 12000 marks (more than one deletion batch), the oldest at t0;
+ * evt-1 twice; payments: evt-1 once. */
+static void admin_fixture(fx_t *f, int64_t t0, uint32_t *payments) {
+  char id[37];
+  fx_init(f, 0, 0);
+  *payments = scope_of(f->s, "payments");
+  dedup_writer_t *w = writer_open(f->s);
+  for (int i = 0; i < 12000; i++) {
+    uuid_of(id, (uint64_t)i);
+    add_mark(w, f->scope, id, 36, t0 + i);
+  }
+  add_mark(w, f->scope, "evt-1", 5, t0 + 20000);
+  add_mark(w, f->scope, "evt-1", 5, t0 + 30000);
+  add_mark(w, *payments, "evt-1", 5, t0 + 40000);
+  commit_ok(w);
+  dedup_writer_close(w);
+}
+
+START_TEST(test_admin_stats_and_lookup) {
+  fx_t f = {0};
+  const int64_t t0 = 1700000000000;
+  uint32_t payments, scope;
+  int found = -1;
+  char err[512] = "";
+  dadm_stats_t *v = NULL;
+  dadm_mark_t *m = NULL;
+  size_t n;
+  admin_fixture(&f, t0, &payments);
+  replay_add(&f, 0, 0, 10, DEDUP_REPLAY_SKIP);
+  dadm_t *a = adm_open(f.path, 0);
+  ck_assert_int_eq(dadm_stats(a, &v, &n, err, sizeof err), 0);
+  ck_assert_uint_eq(n, 2); /* by name: orders, payments */
+  ck_assert_str_eq(v[0].pipeline, "orders");
+  ck_assert_int_eq(v[0].marks, 12002);
+  ck_assert_int_eq(v[0].oldest_ms, t0);
+  ck_assert_int_eq(v[0].newest_ms, t0 + 30000);
+  ck_assert_int_eq(v[0].replays, 1);
+  ck_assert_str_eq(v[1].pipeline, "payments");
+  ck_assert_int_eq(v[1].marks, 1);
+  dadm_stats_free(v, n);
+  ck_assert_int_eq(dadm_scope(a, "orders", 0, &scope, &found, err, 512), 0);
+  ck_assert_int_eq(found, 1);
+  ck_assert_uint_eq(scope, f.scope);
+  ck_assert_int_eq(dadm_scope(a, "absent", 0, &scope, &found, err, 512), 0);
+  ck_assert_int_eq(found, 0);
+  ck_assert_int_eq(dadm_lookup(a, f.scope, "evt-1", 5, &m, &n, err, 512), 0);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_str_eq(m[0].topic, "order-completed");
+  ck_assert_int_eq(m[0].partition, 3);
+  ck_assert_int_eq(m[0].offset, 42);
+  ck_assert_int_eq(m[0].handled_at_ms, t0 + 20000);
+  ck_assert_int_eq(m[1].handled_at_ms, t0 + 30000);
+  ck_assert_int_eq(m[0].outcome, DEDUP_OUTCOME_OK);
+  dadm_marks_free(m, n);
+  ck_assert_int_eq(dadm_lookup(a, f.scope, "evt-9", 5, &m, &n, err, 512), 0);
+  ck_assert_uint_eq(n, 0);
+  ck_assert_ptr_null(m);
+  dadm_close(a);
+  fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_admin_forget_and_prune) {
+  fx_t f = {0};
+  const int64_t t0 = 1700000000000;
+  uint32_t payments;
+  int64_t removed = -1;
+  char err[512] = "";
+  admin_fixture(&f, t0, &payments);
+  replay_add(&f, 0, 0, 10, DEDUP_REPLAY_SKIP);
+  dadm_t *a = adm_open(f.path, 0);
+  /* A dry run counts, deletes nothing. */
+  ck_assert_int_eq(
+      dadm_forget_id(a, f.scope, "evt-1", 5, 1, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 2);
+  ck_assert_int_eq(disk_rows(f.path), 12003);
+  ck_assert_int_eq(
+      dadm_forget_id(a, f.scope, "evt-1", 5, 0, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 2);
+  ck_assert_int_eq(disk_rows(f.path), 12001);
+  /* Older than t0 + 6000: the first 6000 of orders, in batches. */
+  ck_assert_int_eq(dadm_prune(a, t0 + 6000, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 6000);
+  ck_assert_int_eq(sql_int(f.path, "SELECT min(handled_at) FROM marks"),
+                   t0 + 6000);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM replays"), 1);
+  ck_assert_int_eq(dadm_forget_scope(a, f.scope, 1, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 6000);
+  ck_assert_int_eq(dadm_forget_scope(a, f.scope, 0, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 6000);
+  ck_assert_int_eq(disk_rows(f.path), 1); /* payments' evt-1 */
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM replays"), 0);
+  dadm_close(a);
+  /* The host's in-memory set remembers until it reopens. */
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  fx_reopen(&f, 0, 0);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, payments, "evt-1"), DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
@@ -852,6 +1182,23 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_open_corrupt_file);
   tcase_add_test(tc, test_open_missing_directory);
   tcase_add_test(tc, test_open_newer_schema);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("replays");
+  tcase_add_test(tc, test_claim_again_seen_id);
+  tcase_add_test(tc, test_claim_again_new_or_claimed_id);
+  tcase_add_test(tc, test_prune_keeps_reclaimed_id);
+  tcase_add_test(tc, test_replay_ranges_newest_first);
+  tcase_add_test(tc, test_replay_ranges_pruned_with_marks);
+  tcase_add_test(tc, test_open_upgrades_schema_1);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("admin");
+  tcase_add_test(tc, test_admin_open);
+  tcase_add_test(tc, test_admin_stats_and_lookup);
+  tcase_add_test(tc, test_admin_forget_and_prune);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
 

@@ -180,9 +180,9 @@ mu_line_t *mu_read_lines(const char *path, size_t *n) {
     mu_line_t *l = &lines[(*n)++];
     long long off, ms;
     int got =
-        sscanf(line, "%63s %d %lld %u %63s %d %lld", l->topic, &l->partition,
-               &off, &l->attempt, l->event_id, &l->result, &ms);
-    ck_assert_msg(got == 7, "bad plugin log line: %s", line);
+        sscanf(line, "%63s %d %lld %u %63s %d %lld %u", l->topic, &l->partition,
+               &off, &l->attempt, l->event_id, &l->result, &ms, &l->flags);
+    ck_assert_msg(got == 8, "bad plugin log line: %s", line);
     l->offset = off;
     l->ms = ms;
   }

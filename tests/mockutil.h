@@ -63,6 +63,7 @@ typedef struct mu_line {
   char event_id[64];
   int result;
   int64_t ms;
+  unsigned flags; /* khost_record_t.flags */
 } mu_line_t;
 
 /* All lines of path; *n gets the count (0 when the file is absent). */

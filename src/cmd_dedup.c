@@ -1,0 +1,316 @@
+/*
+ * khost dedup stats|lookup|forget|prune: the command line of
+ * dedup_admin.h. Safe beside a running host; what it deletes, a running
+ * host keeps remembering in memory until it restarts (it says so).
+ *
+ * Exit status: 0 done; 1 lookup found nothing, or SQLite failed; 2 usage,
+ * config, unknown pipeline, or forget without --yes.
+ */
+#include <getopt.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "dedup.h"
+#include "dedup_admin.h"
+#include "host.h"
+
+static const char running_note[] =
+    "a running khost keeps remembering these event IDs in memory until it "
+    "restarts";
+
+typedef struct dedup_cli {
+  const char *action; /* stats, lookup, forget, prune */
+  const char *config;
+  const char *pipeline;
+  const char *event_id;
+  const char *older_than;
+  int all, yes;
+  cfg_t cfg;
+  dadm_t *adm;
+  char err[4096];
+} dedup_cli_t;
+
+/* ------------------------------------------------------------- options */
+
+static int parse(int argc, char **argv, dedup_cli_t *c) {
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"pipeline", required_argument, NULL, 'p'},
+      {"event-id", required_argument, NULL, 'i'},
+      {"all", no_argument, NULL, 'a'},
+      {"yes", no_argument, NULL, 'y'},
+      {"older-than", required_argument, NULL, 'o'},
+      {NULL, 0, NULL, 0}};
+  int opt;
+  optind = 1;
+  opterr = 0;
+  while ((opt = getopt_long(argc, argv, "+:c:p:", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'c':
+      c->config = optarg;
+      break;
+    case 'p':
+      c->pipeline = optarg;
+      break;
+    case 'i':
+      c->event_id = optarg;
+      break;
+    case 'a':
+      c->all = 1;
+      break;
+    case 'y':
+      c->yes = 1;
+      break;
+    case 'o':
+      c->older_than = optarg;
+      break;
+    case ':':
+      return cli_usage_error("dedup %s: %s needs a value", c->action,
+                             argv[optind - 1]);
+    default:
+      return cli_usage_error("dedup %s: unknown option '%s'", c->action,
+                             argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    return cli_usage_error("dedup %s: unexpected argument '%s'", c->action,
+                           argv[optind]);
+  if (!c->config)
+    return cli_usage_error("dedup %s: -c FILE is required", c->action);
+  return -1;
+}
+
+/* What each action takes. Returns -1 to go on, or an exit status. */
+static int check_options(const dedup_cli_t *c) {
+  int is_lookup = strcmp(c->action, "lookup") == 0;
+  int is_forget = strcmp(c->action, "forget") == 0;
+  int is_prune = strcmp(c->action, "prune") == 0;
+  if ((is_lookup || is_forget) && !c->pipeline)
+    return cli_usage_error("dedup %s: -p PIPELINE is required", c->action);
+  if (is_lookup && !c->event_id)
+    return cli_usage_error("dedup lookup: --event-id ID is required");
+  if (is_forget && !c->event_id == !c->all)
+    return cli_usage_error("dedup forget: give --event-id ID or --all");
+  if (!is_lookup && !is_forget && c->event_id)
+    return cli_usage_error("dedup %s: --event-id goes with lookup or forget",
+                           c->action);
+  if (!is_forget && (c->all || c->yes))
+    return cli_usage_error("dedup %s: --all and --yes go with forget",
+                           c->action);
+  if (!is_prune && c->older_than)
+    return cli_usage_error("dedup %s: --older-than goes with prune", c->action);
+  if (is_prune && c->pipeline)
+    return cli_usage_error("dedup prune: prunes every pipeline; no -p");
+  return -1;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+static void format_time(int64_t ms, char *buf, size_t size) {
+  GDateTime *dt = g_date_time_new_from_unix_utc(ms / 1000);
+  char *s = dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%S") : NULL;
+  snprintf(buf, size, "%s.%03dZ", s ? s : "?", (int)(ms % 1000));
+  g_free(s);
+  if (dt)
+    g_date_time_unref(dt);
+}
+
+static const cfg_pipeline_t *find_pipeline(const cfg_t *cfg, const char *name) {
+  for (size_t i = 0; i < cfg->n_pipelines; i++)
+    if (strcmp(cfg->pipelines[i].name, name) == 0)
+      return &cfg->pipelines[i];
+  return NULL;
+}
+
+static int fail(dedup_cli_t *c) {
+  fprintf(stderr, "khost: dedup %s: %s\n", c->action, c->err);
+  return HOST_EXIT_RUNTIME;
+}
+
+/* The scope of -p; *found = 0 when the database has no marks of it. */
+static int scope_of(dedup_cli_t *c, uint32_t *scope, int *found) {
+  if (dadm_scope(c->adm, c->pipeline, 0, scope, found, c->err, sizeof(c->err)) <
+      0)
+    return fail(c);
+  return HOST_EXIT_OK;
+}
+
+/* --------------------------------------------------------------- stats */
+
+static void print_stats_row(const char *name, const dadm_stats_t *e) {
+  char oldest[40] = "-", newest[40] = "-";
+  if (e && e->marks > 0) {
+    format_time(e->oldest_ms, oldest, sizeof(oldest));
+    format_time(e->newest_ms, newest, sizeof(newest));
+  }
+  printf("%-24s  %-10" PRId64 "  %-24s  %-24s  %" PRId64 "\n", name,
+         e ? e->marks : 0, oldest, newest, e ? e->replays : 0);
+}
+
+static int do_stats(dedup_cli_t *c) {
+  dadm_stats_t *v = NULL;
+  size_t n = 0;
+  int64_t db, wal;
+  if (dadm_stats(c->adm, &v, &n, c->err, sizeof(c->err)) < 0)
+    return fail(c);
+  dadm_file_sizes(c->cfg.dedup_path, &db, &wal);
+  printf("database %s: %" PRId64 " bytes (+ %" PRId64 " bytes of WAL)\n",
+         c->cfg.dedup_path, db, wal);
+  printf("%-24s  %-10s  %-24s  %-24s  %s\n", "PIPELINE", "MARKS", "OLDEST",
+         "NEWEST", "REPLAYS");
+  /* The config's pipelines first (also those without marks yet), then
+   * pipelines only the database still knows. */
+  for (size_t i = 0; i < c->cfg.n_pipelines; i++) {
+    const char *name = c->cfg.pipelines[i].name;
+    const dadm_stats_t *e = NULL;
+    for (size_t k = 0; k < n && !e; k++)
+      e = strcmp(v[k].pipeline, name) == 0 ? &v[k] : NULL;
+    if (!c->pipeline || strcmp(c->pipeline, name) == 0)
+      print_stats_row(name, e);
+  }
+  for (size_t k = 0; k < n; k++)
+    if (!find_pipeline(&c->cfg, v[k].pipeline) && !c->pipeline)
+      print_stats_row(v[k].pipeline, &v[k]);
+  dadm_stats_free(v, n);
+  return HOST_EXIT_OK;
+}
+
+/* -------------------------------------------------------------- lookup */
+
+static int do_lookup(dedup_cli_t *c) {
+  uint32_t scope;
+  int found = 0;
+  dadm_mark_t *v = NULL;
+  size_t n = 0;
+  int rc = scope_of(c, &scope, &found);
+  if (rc == HOST_EXIT_OK && found &&
+      dadm_lookup(c->adm, scope, c->event_id, strlen(c->event_id), &v, &n,
+                  c->err, sizeof(c->err)) < 0)
+    rc = fail(c);
+  if (rc != HOST_EXIT_OK)
+    return rc;
+  if (n == 0) {
+    fprintf(stderr,
+            "khost: dedup lookup: event ID %s: not found in pipeline "
+            "%s\n",
+            c->event_id, c->pipeline);
+    return HOST_EXIT_RUNTIME;
+  }
+  printf("%-20s  %-24s  %-9s  %-12s  %-24s  %s\n", "PIPELINE", "TOPIC",
+         "PARTITION", "OFFSET", "HANDLED AT", "OUTCOME");
+  for (size_t i = 0; i < n; i++) {
+    char at[40];
+    format_time(v[i].handled_at_ms, at, sizeof(at));
+    printf("%-20s  %-24s  %-9" PRId32 "  %-12" PRId64 "  %-24s  %s\n",
+           c->pipeline, v[i].topic, v[i].partition, v[i].offset, at,
+           v[i].outcome == DEDUP_OUTCOME_OK ? "ok" : "failed");
+  }
+  dadm_marks_free(v, n);
+  return HOST_EXIT_OK;
+}
+
+/* -------------------------------------------------------------- forget */
+
+static int do_forget(dedup_cli_t *c) {
+  uint32_t scope;
+  int found = 0;
+  int64_t count = 0;
+  int rc = scope_of(c, &scope, &found);
+  char *what = c->all
+                   ? g_strdup_printf("every mark of pipeline %s", c->pipeline)
+                   : g_strdup_printf("the marks of event ID %s in "
+                                     "pipeline %s",
+                                     c->event_id, c->pipeline);
+  if (rc == HOST_EXIT_OK && found &&
+      (c->all ? dadm_forget_scope(c->adm, scope, !c->yes, &count, c->err,
+                                  sizeof(c->err))
+              : dadm_forget_id(c->adm, scope, c->event_id, strlen(c->event_id),
+                               !c->yes, &count, c->err, sizeof(c->err))) < 0)
+    rc = fail(c);
+  if (rc != HOST_EXIT_OK)
+    goto out;
+  if (!c->yes) {
+    fprintf(stderr,
+            "khost: dedup forget: would remove %s from %s: %" PRId64
+            " mark(s)%s; add --yes to remove them\n",
+            what, c->cfg.dedup_path, count,
+            c->all ? " and the replay ranges" : "");
+    rc = HOST_EXIT_CONFIG;
+  } else {
+    printf("removed %s from %s: %" PRId64 " mark(s)\n%s\n", what,
+           c->cfg.dedup_path, count, running_note);
+  }
+out:
+  g_free(what);
+  return rc;
+}
+
+/* --------------------------------------------------------------- prune */
+
+static int do_prune(dedup_cli_t *c) {
+  int64_t age = c->cfg.retention_ms, removed = 0;
+  char cutoff[40];
+  if (c->older_than &&
+      (cfg_parse_duration(c->older_than, &age) != 0 || age <= 0))
+    return cli_usage_error("dedup prune: --older-than %s: not a duration "
+                           "(e.g. 12h, 7d)",
+                           c->older_than);
+  if (age <= 0)
+    return cli_usage_error("dedup prune: %s keeps marks forever (no "
+                           "dedup.retention): give --older-than DURATION",
+                           c->cfg.path);
+  int64_t at = dedup_now_ms() - age;
+  if (dadm_prune(c->adm, at, &removed, c->err, sizeof(c->err)) < 0)
+    return fail(c);
+  format_time(at, cutoff, sizeof(cutoff));
+  printf("removed %" PRId64 " mark(s) handled before %s from %s\n%s\n", removed,
+         cutoff, c->cfg.dedup_path, running_note);
+  return HOST_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static const struct {
+  const char *name;
+  int (*run)(dedup_cli_t *c);
+} actions[] = {
+    {"stats", do_stats},
+    {"lookup", do_lookup},
+    {"forget", do_forget},
+    {"prune", do_prune},
+};
+
+int cmd_dedup(int argc, char **argv) {
+  dedup_cli_t c = {0};
+  int (*run)(dedup_cli_t *) = NULL;
+  if (argc < 2)
+    return cli_usage_error("dedup: an action is required (stats, lookup, "
+                           "forget or prune)");
+  for (size_t i = 0; i < G_N_ELEMENTS(actions); i++)
+    if (strcmp(argv[1], actions[i].name) == 0)
+      run = actions[i].run;
+  if (!run)
+    return cli_usage_error("dedup: unknown action '%s'", argv[1]);
+  c.action = argv[1];
+  int rc = parse(argc - 1, argv + 1, &c);
+  if (rc < 0)
+    rc = check_options(&c);
+  if (rc >= 0)
+    return rc;
+  rc = cli_load_config(&c.cfg, c.config);
+  if (rc == 0 && c.pipeline && !find_pipeline(&c.cfg, c.pipeline))
+    rc = cli_usage_error("dedup %s: %s has no pipeline named \"%s\"", c.action,
+                         c.cfg.path, c.pipeline);
+  if (rc == 0 &&
+      dadm_open(&c.adm, c.cfg.dedup_path, 0, c.err, sizeof(c.err)) < 0)
+    rc = fail(&c);
+  if (rc == 0)
+    rc = run(&c);
+  dadm_close(c.adm);
+  cfg_free(&c.cfg);
+  return rc;
+}

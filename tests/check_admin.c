@@ -1,0 +1,580 @@
+/*
+ * `khost replay`, `khost offsets` and `khost dedup` as a user runs them:
+ * the real binary as a child process (dying with the test process), its
+ * exit status, stdout and stderr; Kafka is librdkafka's mock cluster in
+ * this process, reached over TCP; dedup databases are written here with
+ * the store's own interface.
+ */
+#include <check.h>
+#include <glib.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include "dedup.h"
+#include "mockutil.h"
+#include "testutil.h"
+
+#define KHOST TOP_BUILDDIR "/src/khost"
+#define TOPIC "order-completed"
+#define GROUP "data-platform-consumer-group"
+#define PARTS 3
+#define DAY_MS (INT64_C(86400) * 1000)
+
+/* ------------------------------------------------------------- running */
+
+typedef struct run {
+  int status; /* exit status */
+  char *out, *err;
+} run_t;
+
+static void die_with_parent(gpointer parent) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+      getppid() != GPOINTER_TO_INT(parent))
+    _exit(127);
+}
+
+/* Run khost with the NULL-terminated arguments; fails the test if it
+ * cannot start, is killed, or reports a sanitizer error. */
+static run_t khost(const char *first, ...) {
+  const char *argv[24] = {KHOST, first};
+  size_t n = 2;
+  va_list ap;
+  va_start(ap, first);
+  for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
+    ck_assert_uint_lt(n, G_N_ELEMENTS(argv) - 1);
+    argv[n++] = a;
+  }
+  va_end(ap);
+  argv[n] = NULL;
+  run_t r = {0};
+  int wait = 0;
+  GError *gerr = NULL;
+  gboolean ok =
+      g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, die_with_parent,
+                   GINT_TO_POINTER(getpid()), &r.out, &r.err, &wait, &gerr);
+  ck_assert_msg(ok, "cannot run %s: %s", KHOST, gerr ? gerr->message : "?");
+  ck_assert_msg(WIFEXITED(wait), "khost killed by signal %d; stderr:\n%s",
+                WTERMSIG(wait), r.err);
+  ck_assert_msg(strstr(r.err, "runtime error:") == NULL &&
+                    strstr(r.err, "Sanitizer") == NULL,
+                "sanitizer report:\n%s", r.err);
+  r.status = WEXITSTATUS(wait);
+  return r;
+}
+
+static void run_free(run_t *r) {
+  g_free(r->out);
+  g_free(r->err);
+}
+
+/* r exited with status and said `needle` on stderr (or stdout). */
+static void assert_run(const run_t *r, int status, const char *needle) {
+  ck_assert_msg(r->status == status,
+                "exit %d, not %d; stdout:\n%s\nstderr:\n%s", r->status, status,
+                r->out, r->err);
+  ck_assert_msg(!needle || strstr(r->err, needle) || strstr(r->out, needle),
+                "\"%s\" not in the output; stdout:\n%s\nstderr:\n%s", needle,
+                r->out, r->err);
+}
+
+/* ------------------------------------------------------------- configs */
+
+/* Pipelines "orders" (TOPIC) and "coupons" (a topic the cluster does not
+ * have); the dedup database in dir. */
+static char *write_cfg(const char *dir, const char *bootstraps) {
+  char *text = NULL, *plugin = tu_fixture("scripted");
+  ck_assert_int_ge(
+      asprintf(&text,
+               "log_level = \"warning\";\n"
+               "kafka = { bootstrap_servers = \"%s\";\n"
+               "  session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
+               "  heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
+               "dedup = { path = \"%s/dedup.db\"; retention = \"7d\"; };\n"
+               "pipelines = ( {\n"
+               "  name = \"orders\"; group_id = \"" GROUP "\";\n"
+               "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
+               "  config = { log_path = \"%s/calls.log\"; };\n"
+               "}, {\n"
+               "  name = \"coupons\"; group_id = \"coupon-consumer-group\";\n"
+               "  topics = [ \"coupon-issue\" ]; plugin = \"%s\";\n"
+               "  config = { log_path = \"%s/calls.log\"; };\n"
+               "} );\n",
+               bootstraps, dir, plugin, dir, plugin, dir),
+      0);
+  char *path = tu_write_file(dir, "khost.cfg", text);
+  free(text);
+  free(plugin);
+  return path;
+}
+
+static char *dir_file(const char *dir, const char *name) {
+  char *p = NULL;
+  ck_assert_int_ge(asprintf(&p, "%s/%s", dir, name), 0);
+  return p;
+}
+
+/* 20 records in each of 3 partitions of TOPIC. */
+static char *cluster_with_records(mu_cluster_t *c) {
+  mu_start(c, 1);
+  mu_topic(c, TOPIC, PARTS);
+  for (int i = 0; i < 20 * PARTS; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "evt-%03d", i);
+    mu_produce(c, TOPIC, i % PARTS, id, NULL, "order");
+  }
+  mu_flush(c);
+  return write_cfg(c->dir, c->bootstraps);
+}
+
+static int64_t sql_count(const char *db_path, const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  int64_t n = -1;
+  ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    n = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return n;
+}
+
+/* ------------------------------------------------------------- replay */
+
+/* Every kind of bad input: exit 2, a message naming the problem, and
+ * nothing changed (no committed offsets, no dedup database). */
+START_TEST(test_replay_bad_input) {
+  mu_cluster_t c;
+  char *cfg = cluster_with_records(&c);
+  static const struct {
+    const char *args[6];
+    const char *says;
+  } cases[] = {
+      {{"-p", "nope", "--from", "earliest"}, "no pipeline named \"nope\""},
+      {{"-p", "orders", "--from", "earliest", "--topic", "user-activity"},
+       "is not a topic of pipeline orders"},
+      {{"-p", "coupons", "--from", "earliest"},
+       "coupon-issue does not exist in the cluster"},
+      {{"-p", "orders", "--from", "earliest", "--partition", "7"},
+       "has no partition 7"},
+      {{"-p", "orders", "--from", "2999-01-01T00:00:00Z"},
+       "that time is in the future"},
+      {{"-p", "orders", "--from", "500"}, "that offset is outside the log"},
+      {{"-p", "orders", "--from", "2026-02-30T00:00:00Z"}, "ISO-8601"},
+      {{"-p", "orders", "--from", "last tuesday"}, "ISO-8601"},
+      {{"-p", "orders", "--from", "earliest", "--dedup", "maybe"},
+       "use skip or reprocess"},
+      {{"-p", "orders"}, "--from POSITION"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    const char *const *a = cases[i].args;
+    run_t r =
+        khost("replay", "-c", cfg, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+    assert_run(&r, 2, cases[i].says);
+    run_free(&r);
+  }
+  for (int p = 0; p < PARTS; p++)
+    ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, p),
+                     RD_KAFKA_OFFSET_INVALID);
+  char *db = dir_file(c.dir, "dedup.db");
+  ck_assert_msg(access(db, F_OK) != 0, "a replay that failed created %s", db);
+  free(db);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A config that runs the embedded mock cluster has nothing to inspect
+ * afterwards; a dedup database that does not exist yet is no database. */
+START_TEST(test_nothing_to_inspect) {
+  char *dir = tu_tempdir();
+  char *cfg = tu_write_file(
+      dir, "mock.cfg",
+      "mock = { brokers = 1; };\n"
+      "dedup = { path = \"/nonexistent/khost-dedup.db\"; };\n"
+      "pipelines = ( { name = \"orders\"; group_id = \"g\";\n"
+      "  topics = [ \"" TOPIC "\" ]; plugin = \"./none.so\"; } );\n");
+  run_t r = khost("offsets", "-c", cfg, NULL);
+  assert_run(&r, 2, "embedded mock cluster");
+  run_free(&r);
+  r = khost("replay", "-c", cfg, "-p", "orders", "--from", "earliest", NULL);
+  assert_run(&r, 2, "embedded mock cluster");
+  run_free(&r);
+  r = khost("dedup", "stats", "-c", cfg, NULL);
+  assert_run(&r, 1, "/nonexistent/khost-dedup.db: no dedup database");
+  run_free(&r);
+  free(cfg);
+  tu_rm_rf(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(test_replay_dry_run_changes_nothing) {
+  mu_cluster_t c;
+  char *cfg = cluster_with_records(&c);
+  run_t r = khost("replay", "-c", cfg, "-p", "orders", "--from", "10",
+                  "--dry-run", NULL);
+  assert_run(&r, 0, "dry run: nothing changed");
+  /* Header, then per partition: no committed offset, new 10, end 20,
+   * backlog 10, nothing consumed before. */
+  ck_assert_msg(strstr(r.out, "\nTOPIC ") && strstr(r.out, " COMMITTED ") &&
+                    strstr(r.out, " REPLAYED\n"),
+                "no header in:\n%s", r.out);
+  for (int p = 0; p < PARTS; p++) {
+    char row[128];
+    snprintf(row, sizeof(row), TOPIC "  %-9d  %-10s  %-10d  %-10d  %-10d  0\n",
+             p, "-", 10, 20, 10);
+    ck_assert_msg(strstr(r.out, row) != NULL, "no row \"%s\" in:\n%s", row,
+                  r.out);
+  }
+  run_free(&r);
+  for (int p = 0; p < PARTS; p++)
+    ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, p),
+                     RD_KAFKA_OFFSET_INVALID);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A replay to offset 10 (the group is empty: it joins and commits), then
+ * `offsets` reports exactly what the cluster holds: committed 10, end 20,
+ * lag 10, in JSON and as a table. */
+START_TEST(test_replay_then_offsets) {
+  mu_cluster_t c;
+  char *cfg = cluster_with_records(&c);
+  run_t r = khost("replay", "-c", cfg, "-p", "orders", "--from", "10", NULL);
+  assert_run(&r, 0, "committed the new offsets of group " GROUP);
+  run_free(&r);
+  for (int p = 0; p < PARTS; p++)
+    ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, p), 10);
+
+  r = khost("offsets", "-c", cfg, "-p", "orders", "--json", NULL);
+  assert_run(&r, 0, "members unknown");
+  json_error_t jerr;
+  json_t *rows = json_loads(r.out, 0, &jerr);
+  ck_assert_msg(json_is_array(rows), "not a JSON array (%s):\n%s", jerr.text,
+                r.out);
+  ck_assert_uint_eq(json_array_size(rows), PARTS);
+  for (int p = 0; p < PARTS; p++) {
+    json_t *o = json_array_get(rows, (size_t)p);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "group")), GROUP);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "topic")), TOPIC);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "partition")), p);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "committed")),
+                     mu_committed(&c, GROUP, TOPIC, p));
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "start")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "end")),
+                     mu_end_offset(&c, TOPIC, p));
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "lag")), 10);
+    ck_assert(json_is_null(json_object_get(o, "member")));
+  }
+  json_decref(rows);
+  run_free(&r);
+
+  /* Both pipelines as a table: the missing topic is a note. */
+  r = khost("offsets", "-c", cfg, NULL);
+  assert_run(&r, 0, "coupon-issue does not exist in the cluster");
+  ck_assert_msg(strstr(r.out,
+                       GROUP "  " TOPIC "  0          10          0  "
+                             "         20          10          ?\n") != NULL,
+                "%s", r.out);
+  run_free(&r);
+  r = khost("offsets", "-c", cfg, "-p", "nope", NULL);
+  assert_run(&r, 2, "no pipeline named \"nope\"");
+  run_free(&r);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* ------------------------------------------------------------- dedup */
+
+typedef struct dbfx {
+  char *dir, *cfg, *db;
+} dbfx_t;
+
+static void add(dedup_writer_t *w, uint32_t scope, const char *id, int32_t part,
+                int64_t off, int64_t at) {
+  dedup_mark_t m = {.scope = scope,
+                    .event_id = id,
+                    .event_id_len = strlen(id),
+                    .topic = TOPIC,
+                    .partition = part,
+                    .offset = off,
+                    .handled_at_ms = at,
+                    .outcome =
+                        off == 13 ? DEDUP_OUTCOME_FAIL : DEDUP_OUTCOME_OK};
+  ck_assert_int_eq(dedup_writer_add(w, &m), 0);
+}
+
+/* orders: evt-1 twice (now and an hour ago), evt-2 ten days ago, evt-3
+ * (failed); coupons: evt-1. */
+static void dbfx_init(dbfx_t *f) {
+  char err[512];
+  dedup_store_t *s = NULL;
+  dedup_writer_t *w = NULL;
+  uint32_t orders, coupons;
+  int64_t now = dedup_now_ms();
+  f->dir = tu_tempdir();
+  f->cfg = write_cfg(f->dir, "127.0.0.1:1");
+  f->db = dir_file(f->dir, "dedup.db");
+  dedup_opts_t o = {.path = f->db};
+  ck_assert_msg(dedup_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(dedup_scope(s, "orders", &orders, err, sizeof(err)), 0);
+  ck_assert_int_eq(dedup_scope(s, "coupons", &coupons, err, sizeof(err)), 0);
+  ck_assert_int_eq(dedup_writer_open(s, &w, err, sizeof(err)), 0);
+  add(w, orders, "evt-1", 0, 7, now - 3600 * 1000);
+  add(w, orders, "evt-2", 1, 8, now - 10 * DAY_MS);
+  add(w, orders, "evt-3", 2, 13, now);
+  add(w, orders, "evt-1", 2, 14, now);
+  add(w, coupons, "evt-1", 0, 1, now);
+  ck_assert_int_eq(dedup_writer_commit(w, NULL, err, sizeof(err)), 0);
+  dedup_writer_close(w);
+  dedup_close(s);
+}
+
+static void dbfx_done(dbfx_t *f) {
+  tu_rm_rf(f->dir);
+  free(f->dir);
+  free(f->cfg);
+  free(f->db);
+}
+
+static int64_t marks_of(const dbfx_t *f, const char *pipeline) {
+  char sql[256];
+  snprintf(sql, sizeof(sql),
+           "SELECT count(*) FROM marks JOIN scopes ON scopes.id = marks.scope"
+           " WHERE scopes.name = '%s'",
+           pipeline);
+  return sql_count(f->db, sql);
+}
+
+START_TEST(test_dedup_stats) {
+  dbfx_t f;
+  dbfx_init(&f);
+  run_t r = khost("dedup", "stats", "-c", f.cfg, NULL);
+  assert_run(&r, 0, f.db);
+  char orders[256], coupons[256];
+  /* pipeline, marks, oldest (ten days ago), newest, replay ranges */
+  ck_assert_int_eq(sscanf(strstr(r.out, "\norders ") + 1, "%255[^\n]", orders),
+                   1);
+  ck_assert_int_eq(
+      sscanf(strstr(r.out, "\ncoupons ") + 1, "%255[^\n]", coupons), 1);
+  char name[32], oldest[40], newest[40];
+  long long marks, replays;
+  ck_assert_int_eq(sscanf(orders, "%31s %lld %39s %39s %lld", name, &marks,
+                          oldest, newest, &replays),
+                   5);
+  ck_assert_int_eq(marks, 4);
+  ck_assert_int_lt(strcmp(oldest, newest), 0);
+  ck_assert_int_eq(strlen(oldest), strlen("2026-01-01T00:00:00.000Z"));
+  ck_assert_int_eq(oldest[strlen(oldest) - 1], 'Z');
+  ck_assert_int_eq(sscanf(coupons, "%31s %lld", name, &marks), 2);
+  ck_assert_int_eq(marks, 1);
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
+START_TEST(test_dedup_lookup) {
+  dbfx_t f;
+  dbfx_init(&f);
+  run_t r = khost("dedup", "lookup", "-c", f.cfg, "-p", "orders", "--event-id",
+                  "evt-1", NULL);
+  assert_run(&r, 0, NULL);
+  /* Both marks, oldest first: pipeline, topic, partition, offset, time,
+   * outcome. */
+  const char *first = strstr(r.out, "\norders "), *second = NULL;
+  ck_assert_ptr_nonnull(first);
+  second = strstr(first + 1, "\norders ");
+  ck_assert_ptr_nonnull(second);
+  char topic[64], at[40], outcome[16];
+  int part;
+  long long off;
+  ck_assert_int_eq(sscanf(first, " orders %63s %d %lld %39s %15s", topic, &part,
+                          &off, at, outcome),
+                   5);
+  ck_assert_str_eq(topic, TOPIC);
+  ck_assert_int_eq(part, 0);
+  ck_assert_int_eq(off, 7);
+  ck_assert_str_eq(outcome, "ok");
+  ck_assert_int_eq(sscanf(second, " orders %63s %d %lld", topic, &part, &off),
+                   3);
+  ck_assert_int_eq(part, 2);
+  ck_assert_int_eq(off, 14);
+  run_free(&r);
+  r = khost("dedup", "lookup", "-c", f.cfg, "-p", "orders", "--event-id",
+            "evt-3", NULL);
+  assert_run(&r, 0, " failed\n");
+  run_free(&r);
+  r = khost("dedup", "lookup", "-c", f.cfg, "-p", "orders", "--event-id",
+            "evt-404", NULL);
+  assert_run(&r, 1, "event ID evt-404: not found in pipeline orders");
+  run_free(&r);
+  r = khost("dedup", "lookup", "-c", f.cfg, "-p", "nope", "--event-id", "evt-1",
+            NULL);
+  assert_run(&r, 2, "no pipeline named \"nope\"");
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
+START_TEST(test_dedup_forget) {
+  dbfx_t f;
+  dbfx_init(&f);
+  /* Without --yes: says what would go, removes nothing. */
+  run_t r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--event-id",
+                  "evt-1", NULL);
+  assert_run(&r, 2,
+             "would remove the marks of event ID evt-1 in pipeline "
+             "orders from ");
+  ck_assert_msg(strstr(r.err, ": 2 mark(s); add --yes") != NULL, "%s", r.err);
+  run_free(&r);
+  ck_assert_int_eq(marks_of(&f, "orders"), 4);
+
+  r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--event-id",
+            "evt-1", "--yes", NULL);
+  assert_run(&r, 0, ": 2 mark(s)\n");
+  assert_run(&r, 0, "a running khost keeps remembering these event IDs");
+  run_free(&r);
+  ck_assert_int_eq(marks_of(&f, "orders"), 2);
+  ck_assert_int_eq(marks_of(&f, "coupons"), 1); /* its own evt-1 stays */
+  r = khost("dedup", "lookup", "-c", f.cfg, "-p", "orders", "--event-id",
+            "evt-1", NULL);
+  assert_run(&r, 1, "not found");
+  run_free(&r);
+
+  r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--all", NULL);
+  assert_run(&r, 2, "would remove every mark of pipeline orders");
+  run_free(&r);
+  ck_assert_int_eq(marks_of(&f, "orders"), 2);
+  r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--all", "--yes",
+            NULL);
+  assert_run(&r, 0, ": 2 mark(s)\n");
+  run_free(&r);
+  ck_assert_int_eq(marks_of(&f, "orders"), 0);
+  ck_assert_int_eq(marks_of(&f, "coupons"), 1);
+  r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", NULL);
+  assert_run(&r, 2, "give --event-id ID or --all");
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
+START_TEST(test_dedup_prune) {
+  dbfx_t f;
+  dbfx_init(&f);
+  /* The configured retention (7d): the mark of ten days ago goes. */
+  run_t r = khost("dedup", "prune", "-c", f.cfg, NULL);
+  assert_run(&r, 0, "removed 1 mark(s) handled before ");
+  run_free(&r);
+  ck_assert_int_eq(marks_of(&f, "orders"), 3);
+  /* Older than 30 minutes: the mark of an hour ago. */
+  r = khost("dedup", "prune", "-c", f.cfg, "--older-than", "30m", NULL);
+  assert_run(&r, 0, "removed 1 mark(s)");
+  run_free(&r);
+  ck_assert_int_eq(marks_of(&f, "orders"), 2);
+  ck_assert_int_eq(marks_of(&f, "coupons"), 1);
+  r = khost("dedup", "prune", "-c", f.cfg, "--older-than", "soon", NULL);
+  assert_run(&r, 2, "--older-than soon: not a duration");
+  run_free(&r);
+  r = khost("dedup", "frobnicate", "-c", f.cfg, NULL);
+  assert_run(&r, 2, "unknown action 'frobnicate'");
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
+/* A writer (as a running host's member) commits batches all along while
+ * the admin commands read and delete: none of its commits fails, and
+ * none waits long. */
+typedef struct busy_writer {
+  dedup_store_t *s;
+  uint32_t scope;
+  _Atomic int stop, batches;
+  int failures;
+  int64_t worst_ms;
+} busy_writer_t;
+
+static void *writer_main(void *arg) {
+  busy_writer_t *b = arg;
+  char err[512], id[32];
+  dedup_writer_t *w = NULL;
+  if (dedup_writer_open(b->s, &w, err, sizeof(err)) != 0)
+    return NULL;
+  for (int i = 0; !b->stop; i++) {
+    for (int k = 0; k < 50; k++) {
+      snprintf(id, sizeof(id), "live-%d-%d", i, k);
+      add(w, b->scope, id, 0, i, dedup_now_ms());
+    }
+    int64_t t0 = tu_mono_ms();
+    b->failures += dedup_writer_commit(w, NULL, err, sizeof(err)) != 0;
+    int64_t took = tu_mono_ms() - t0;
+    b->worst_ms = took > b->worst_ms ? took : b->worst_ms;
+    b->batches++;
+  }
+  dedup_writer_close(w);
+  return NULL;
+}
+
+START_TEST(test_dedup_admin_beside_a_writer) {
+  dbfx_t f;
+  char err[512];
+  busy_writer_t b = {0};
+  pthread_t t;
+  dbfx_init(&f);
+  dedup_opts_t o = {.path = f.db, .busy_timeout_ms = 10000};
+  ck_assert_msg(dedup_open(&b.s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(dedup_scope(b.s, "orders", &b.scope, err, sizeof(err)), 0);
+  ck_assert_int_eq(pthread_create(&t, NULL, writer_main, &b), 0);
+  TU_WAIT_UNTIL(b.batches > 0, 10000, "the writer commits");
+  run_t r = khost("dedup", "stats", "-c", f.cfg, NULL);
+  assert_run(&r, 0, "orders");
+  run_free(&r);
+  r = khost("dedup", "prune", "-c", f.cfg, NULL);
+  assert_run(&r, 0, "removed 1 mark(s)");
+  run_free(&r);
+  r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--all", "--yes",
+            NULL);
+  assert_run(&r, 0, "removed every mark of pipeline orders");
+  run_free(&r);
+  int before = b.batches;
+  TU_WAIT_UNTIL(b.batches > before, 10000, "the writer goes on");
+  b.stop = 1;
+  pthread_join(t, NULL);
+  dedup_close(b.s);
+  ck_assert_int_eq(b.failures, 0);
+  ck_assert_msg(b.worst_ms < 2000, "a commit waited %lld ms",
+                (long long)b.worst_ms);
+  dbfx_done(&f);
+}
+END_TEST
+
+Suite *admin_suite(void) {
+  Suite *s = suite_create("admin");
+  TCase *db = tcase_create("dedup");
+  tcase_set_timeout(db, 60);
+  tcase_add_test(db, test_dedup_stats);
+  tcase_add_test(db, test_dedup_lookup);
+  tcase_add_test(db, test_dedup_forget);
+  tcase_add_test(db, test_dedup_prune);
+  tcase_add_test(db, test_dedup_admin_beside_a_writer);
+  tcase_add_test(db, test_nothing_to_inspect);
+  suite_add_tcase(s, db);
+  TCase *tc = tcase_create("mock-cluster");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_replay_bad_input);
+  tcase_add_test(tc, test_replay_dry_run_changes_nothing);
+  tcase_add_test(tc, test_replay_then_offsets);
+  suite_add_tcase(s, tc);
+  return s;
+}
