@@ -1,6 +1,7 @@
 /*
  * Embedded mock cluster (see mock.h). The cluster lives inside a producer
- * handle of its own, which also produces the sample events.
+ * handle of its own, which also produces the sample events; generated
+ * events come from gen.c's idempotent producer.
  */
 #include "mock.h"
 
@@ -86,19 +87,30 @@ int mock_create_topic(mock_t *m, const char *topic, int partitions, char *err,
   return 0;
 }
 
-/* The eventType a producer of the source document gives a topic. */
-static const char *event_type_of(const char *topic) {
-  static const char *const map[][2] = {
-      {"order-completed", "ORDER_COMPLETED"},
-      {"coupon-issue", "COUPON_ISSUED"},
-      {"user-activity", "USER_ACTIVITY"},
-      {"balance-activity", "BALANCE_CHARGED"},
-      {"product-activity", "PRODUCT_STOCK_CHANGED"},
-  };
-  for (size_t i = 0; i < sizeof(map) / sizeof(*map); i++)
-    if (strcmp(topic, map[i][0]) == 0)
-      return map[i][1];
-  return "GENERAL_EVENT";
+int mock_generate(mock_t *m, const gen_opts_t *o, int partitions,
+                  gen_report_t *r, char *err, size_t errlen) {
+  char why[512];
+  unsigned chosen = o->topics ? o->topics : (1u << GEN_N_TOPICS) - 1;
+  memset(r, 0, sizeof(*r));
+  for (int t = 0; t < GEN_N_TOPICS; t++) {
+    if (!(chosen & (1u << t)))
+      continue;
+    rd_kafka_resp_err_t e = rd_kafka_mock_topic_create(
+        m->mcluster, gen_topic_name(t), partitions, 1);
+    /* A pipeline's topic may have been created already. */
+    if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+      snprintf(err, errlen, "mock cluster: cannot create topic %s: %s",
+               gen_topic_name(t), rd_kafka_err2str(e));
+      return -1;
+    }
+  }
+  rd_kafka_conf_t *conf =
+      gen_conf(mock_bootstraps(m), NULL, 0, why, sizeof(why));
+  if (!conf || gen_run(conf, o, r, why, sizeof(why)) != 0) {
+    snprintf(err, errlen, "mock cluster: generating events: %s", why);
+    return -1;
+  }
+  return 0;
 }
 
 static int produce_one(mock_t *m, const char *topic, const char *event_id,
@@ -117,7 +129,7 @@ static int produce_one(mock_t *m, const char *topic, const char *event_id,
       m->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(value, strlen(value)),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
       RD_KAFKA_V_HEADER("eventId", event_id, -1),
-      RD_KAFKA_V_HEADER("eventType", event_type_of(topic), -1),
+      RD_KAFKA_V_HEADER("eventType", gen_event_type_of(topic), -1),
       RD_KAFKA_V_HEADER("aggregateId", aggregate, -1),
       RD_KAFKA_V_HEADER("occurredOn", when, -1), RD_KAFKA_V_END);
   return e ? -1 : 0;

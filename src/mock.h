@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include "gen.h"
+
 typedef struct mock mock_t;
 
 int mock_start(mock_t **out, int brokers, char *err, size_t errlen);
@@ -20,6 +22,12 @@ void *mock_cluster(mock_t *m);
 
 int mock_create_topic(mock_t *m, const char *topic, int partitions, char *err,
                       size_t errlen);
+
+/* Create the generator's topics (those of o->topics that do not exist
+ * yet, with `partitions` partitions) and produce o's events to them with
+ * gen_run(). r says what was produced, also on failure. */
+int mock_generate(mock_t *m, const gen_opts_t *o, int partitions,
+                  gen_report_t *r, char *err, size_t errlen);
 
 /* Produce `records` sample events of the source document to topic (headers
  * eventId, eventType, aggregateId, occurredOn; a JSON value; no key), of
