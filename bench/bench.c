@@ -1,6 +1,8 @@
 /*
- * khost benchmark: records/s of consuming from librdkafka's in-process mock
- * cluster while a producer thread keeps writing to it, for
+ * khost benchmark. Two modes.
+ *
+ * Mock mode (default): records/s of consuming from librdkafka's in-process
+ * mock cluster while a producer thread keeps writing to it, for
  *   (a) a minimal raw librdkafka consumer loop,
  *   (b) khost with a no-op plugin, dedup off,
  *   (c) the same with dedup on (random-UUID event IDs), empty store,
@@ -16,7 +18,15 @@
  * consumer: near 0 % means that mode was producer-bound and its rate is a
  * lower bound.
  *
+ * Real-broker mode (--bootstrap): a topic of a real Kafka cluster is
+ * filled first (--produce), then consumed whole by (a), (b) and (c), each
+ * with a group of its own, printing one "MODE RECORDS/S" line per mode for
+ * bench/real-broker, which adds Kafka's own consumer and kcat.
+ *
  * Usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d DIR]
+ *        khost-bench --bootstrap SERVERS --topic TOPIC --produce
+ *                    [--partitions N] [--value-size BYTES] [-n RECORDS]
+ *        khost-bench --bootstrap SERVERS --topic TOPIC [-n RECORDS] [-d DIR]
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -41,7 +51,7 @@
 #define VALUE_SIZE 100
 
 typedef struct bench {
-  mock_t *mock;
+  mock_t *mock; /* NULL in real-broker mode */
   const char *bootstraps;
   const char *dir;
   const char *noop;
@@ -49,15 +59,23 @@ typedef struct bench {
   long window;
   long store_ids;
   int topics; /* topics created so far: each run gets a fresh one */
+  /* real-broker mode: the pre-filled topic every run consumes */
+  const char *topic;
+  int partitions;
+  int value_size;
+  int runs; /* runs so far: each gets a group of its own */
 } bench_t;
 
 typedef struct run {
   bench_t *b;
   char topic[64];
+  char group[96]; /* suffix of the consumer group: unique per run */
+  long last_got;  /* consumed at the last progress check */
+  double last_progress;
   _Atomic long consumed;
   _Atomic int stop;
   _Atomic int measuring; /* the consumer has seen its first record */
-  double waited; /* seconds the producer waited for the consumer */
+  double waited;         /* seconds the producer waited for the consumer */
   pthread_t producer;
 } run_t;
 
@@ -95,6 +113,14 @@ static void random_uuid(uint64_t s[2], char out[37]) {
   out[36] = '\0';
 }
 
+/* A record the broker refused is a benchmark that measures nothing. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                        void *opaque) {
+  (void)rk, (void)opaque;
+  if (m->err)
+    die("produce", rd_kafka_err2str(m->err));
+}
+
 static rd_kafka_t *new_producer(const bench_t *b) {
   char errstr[512];
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -102,6 +128,7 @@ static rd_kafka_t *new_producer(const bench_t *b) {
   rd_kafka_conf_set(conf, "linger.ms", "5", NULL, 0);
   rd_kafka_conf_set(conf, "batch.num.messages", "10000", NULL, 0);
   rd_kafka_conf_set(conf, "queue.buffering.max.messages", "1000000", NULL, 0);
+  rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
   rd_kafka_t *rk =
       rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
   if (!rk)
@@ -109,17 +136,36 @@ static rd_kafka_t *new_producer(const bench_t *b) {
   return rk;
 }
 
+/* Seeds for random_uuid(): every producer gets IDs no earlier run (nor the
+ * prepared store) has, so that dedup runs always see new IDs. */
+static void new_seed(uint64_t seed[2], uint64_t salt) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  seed[0] = 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_nsec;
+  seed[1] = 0xbf58476d1ce4e5b9ull ^ (uint64_t)ts.tv_sec ^ (salt << 32);
+}
+
+/* One record with a new random-UUID eventId header. */
+static void produce_one(rd_kafka_t *rk, const char *topic, int32_t partition,
+                        const char *value, size_t len, uint64_t seed[2]) {
+  char id[37];
+  random_uuid(seed, id);
+  while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                           RD_KAFKA_V_PARTITION(partition),
+                           RD_KAFKA_V_VALUE((void *)value, len),
+                           RD_KAFKA_V_HEADER("eventId", id, 36),
+                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                           RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    rd_kafka_poll(rk, 1);
+  rd_kafka_poll(rk, 0);
+}
+
 static void *produce_main(void *arg) {
   run_t *r = arg;
   rd_kafka_t *rk = new_producer(r->b);
-  char value[VALUE_SIZE], id[37];
-  /* Every run gets IDs no earlier run (nor the prepared store) has: runs
-   * in (c) add their IDs to the store they use. */
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  uint64_t seed[2] = {0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_nsec,
-                      0xbf58476d1ce4e5b9ull ^ (uint64_t)ts.tv_sec ^
-                          ((uint64_t)r->b->topics << 32)};
+  char value[VALUE_SIZE];
+  uint64_t seed[2];
+  new_seed(seed, (uint64_t)r->b->topics);
   memset(value, 'v', sizeof(value));
   for (long i = 0; i < r->b->n && !atomic_load(&r->stop); i++) {
     while (i - atomic_load(&r->consumed) >= r->b->window &&
@@ -130,15 +176,8 @@ static void *produce_main(void *arg) {
       if (atomic_load(&r->measuring))
         r->waited += now_s() - t;
     }
-    random_uuid(seed, id);
-    while (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(r->topic),
-                             RD_KAFKA_V_PARTITION((int32_t)(i % PARTITIONS)),
-                             RD_KAFKA_V_VALUE(value, sizeof(value)),
-                             RD_KAFKA_V_HEADER("eventId", id, 36),
-                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                             RD_KAFKA_V_END) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-      rd_kafka_poll(rk, 1);
-    rd_kafka_poll(rk, 0);
+    produce_one(rk, r->topic, (int32_t)(i % PARTITIONS), value, sizeof(value),
+                seed);
   }
   rd_kafka_flush(rk, 60000);
   rd_kafka_destroy(rk);
@@ -151,7 +190,17 @@ static void run_begin(run_t *r, bench_t *b) {
   char err[512];
   memset(r, 0, sizeof(*r));
   r->b = b;
+  r->last_progress = now_s();
+  b->runs++;
+  if (!b->mock) { /* real broker: the topic is full already */
+    snprintf(r->topic, sizeof(r->topic), "%s", b->topic);
+    /* Groups of earlier benchmark processes have committed the topic. */
+    snprintf(r->group, sizeof(r->group), "%s-%d-%d", r->topic, (int)getpid(),
+             b->runs);
+    return;
+  }
   snprintf(r->topic, sizeof(r->topic), "order-completed-%d", b->topics++);
+  snprintf(r->group, sizeof(r->group), "%s", r->topic);
   if (mock_create_topic(b->mock, r->topic, PARTITIONS, err, sizeof(err)))
     die("topic", err);
   pthread_create(&r->producer, NULL, produce_main, r);
@@ -171,14 +220,29 @@ static void run_begin(run_t *r, bench_t *b) {
 }
 
 static void run_end(run_t *r) {
+  if (!r->b->mock)
+    return;
   atomic_store(&r->stop, 1);
   pthread_join(r->producer, NULL);
 }
 
+/* A consumer that makes no progress for a minute measures nothing: stop
+ * the benchmark instead of hanging. */
+static void check_progress(run_t *r, long got) {
+  double t = now_s();
+  if (got != r->last_got) {
+    r->last_got = got;
+    r->last_progress = t;
+  } else if (t - r->last_progress > 60) {
+    die(r->topic, "no record consumed for 60 s");
+  }
+}
+
 static double report(const run_t *r, long got, double secs) {
   double rate = (double)got / secs;
-  printf("  %-22s %10.0f records/s   producer waited %3.0f %% of the run\n",
-         r->topic, rate, 100.0 * r->waited / secs);
+  if (r->b->mock)
+    printf("  %-22s %10.0f records/s   producer waited %3.0f %% of the run\n",
+           r->topic, rate, 100.0 * r->waited / secs);
   fflush(stdout);
   return rate;
 }
@@ -186,9 +250,9 @@ static double report(const run_t *r, long got, double secs) {
 /* Mode (a): subscribe, poll, count. */
 static double run_raw(bench_t *b) {
   run_t r;
-  char errstr[512], group[80];
+  char errstr[512], group[128];
   run_begin(&r, b);
-  snprintf(group, sizeof(group), "raw-%s", r.topic);
+  snprintf(group, sizeof(group), "raw-%s", r.group);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", b->bootstraps, NULL, 0);
   rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
@@ -207,6 +271,7 @@ static double run_raw(bench_t *b) {
   long got = 0;
   while (got < b->n) {
     rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    check_progress(&r, got);
     if (!m)
       continue;
     if (!m->err && got++ == 0) {
@@ -238,7 +303,7 @@ static char *write_config(bench_t *b, const run_t *r, int dedup,
           "pipelines = ({ name = \"bench\"; group_id = \"khost-%s\";\n"
           "  topics = [\"%s\"]; members = 1; plugin = \"%s\";\n"
           "  dedup = %s; max_batch = 500; });\n",
-          b->bootstraps, db, r->topic, r->topic, b->noop,
+          b->bootstraps, db, r->group, r->topic, b->noop,
           dedup ? "true" : "false");
   fclose(f);
   return path;
@@ -266,6 +331,7 @@ static double run_khost(bench_t *b, int dedup, const char *db) {
     usleep(500);
     host_pipeline_stats(h, 0, &s);
     got = (long)(s.handled + s.duplicates);
+    check_progress(&r, got);
     if (got > 0 && start == 0) {
       start = now_s();
       atomic_store(&r.measuring, 1);
@@ -340,56 +406,29 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-int main(int argc, char **argv) {
-  bench_t b = {.n = 1000000, .store_ids = 10000000, .dir = "/tmp/khost-bench"};
-  int rounds = 3, c;
-  char err[512];
-  while ((c = getopt(argc, argv, "n:r:s:d:")) != -1) {
-    switch (c) {
-    case 'n':
-      b.n = atol(optarg);
-      break;
-    case 'r':
-      rounds = atoi(optarg);
-      break;
-    case 's':
-      b.store_ids = atol(optarg);
-      break;
-    case 'd':
-      b.dir = optarg;
-      break;
-    default:
-      fprintf(stderr, "usage: khost-bench [-n RECORDS] [-r ROUNDS] "
-                      "[-s STORE_IDS] [-d DIR]\n");
-      return 2;
-    }
-  }
-  if (rounds < 1 || rounds > 16 || b.n < 1000)
-    die("usage", "-r takes 1..16, -n at least 1000");
-  mkdir(b.dir, 0755);
-  b.window = (long)PARTITIONS * WINDOW_PER_PARTITION;
-  b.noop = getenv("KHOST_BENCH_PLUGIN") ? getenv("KHOST_BENCH_PLUGIN")
-                                        : "bench/.libs/noop.so";
-  log_set_level(KHOST_LOG_WARNING);
-  char full[512], empty[512];
-  snprintf(full, sizeof(full), "%s/store-%ld.db", b.dir, b.store_ids);
-  long stored = prepare_store(&b, full, b.store_ids);
-  if (mock_start(&b.mock, 1, err, sizeof(err)) != 0)
+/* ------------------------------------------------------------ mock mode */
+
+static void main_mock(bench_t *b, int rounds) {
+  char err[512], full[512], empty[512];
+  snprintf(full, sizeof(full), "%s/store-%ld.db", b->dir, b->store_ids);
+  long stored = prepare_store(b, full, b->store_ids);
+  if (mock_start(&b->mock, 1, err, sizeof(err)) != 0)
     die("mock cluster", err);
-  b.bootstraps = mock_bootstraps(b.mock);
+  b->bootstraps = mock_bootstraps(b->mock);
+  b->window = (long)PARTITIONS * WINDOW_PER_PARTITION;
   printf("\n%ld records per run, %d partitions, %d-byte values, random-UUID "
          "eventId headers;\nproducer at most %ld records ahead; %d round(s), "
          "medians reported\n\n",
-         b.n, PARTITIONS, VALUE_SIZE, b.window, rounds);
+         b->n, PARTITIONS, VALUE_SIZE, b->window, rounds);
   double a[16], bb[16], ce[16], cf[16];
   for (int i = 0; i < rounds; i++) {
     printf("round %d\n", i + 1);
-    snprintf(empty, sizeof(empty), "%s/empty.db", b.dir);
+    snprintf(empty, sizeof(empty), "%s/empty.db", b->dir);
     unlink(empty);
-    a[i] = run_raw(&b);
-    bb[i] = run_khost(&b, 0, empty);
-    ce[i] = run_khost(&b, 1, empty);
-    cf[i] = run_khost(&b, 1, full);
+    a[i] = run_raw(b);
+    bb[i] = run_khost(b, 0, empty);
+    ce[i] = run_khost(b, 1, empty);
+    cf[i] = run_khost(b, 1, full);
     unlink(empty);
   }
   double ma = median(a, rounds), mb = median(bb, rounds),
@@ -407,6 +446,177 @@ int main(int argc, char **argv) {
   printf("\nb/a = %.2f (target >= 0.9), c/a with %ld stored IDs = %.2f "
          "(target >= 0.4)\n",
          mb / ma, stored, mcf / ma);
-  mock_stop(b.mock);
+  mock_stop(b->mock);
+}
+
+/* ------------------------------------------------------ real-broker mode */
+
+/* The topic with the cluster's default replication. */
+static void create_topic(const bench_t *b, rd_kafka_t *rk) {
+  char errstr[512];
+  rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(b->topic, b->partitions, -1,
+                                                  errstr, sizeof(errstr));
+  if (!nt)
+    die(b->topic, errstr);
+  rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+  rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+  rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+  size_t n = 0;
+  const rd_kafka_topic_result_t **res =
+      ev ? rd_kafka_CreateTopics_result_topics(
+               rd_kafka_event_CreateTopics_result(ev), &n)
+         : NULL;
+  if (!ev || rd_kafka_event_error(ev))
+    die(b->topic, ev ? rd_kafka_event_error_string(ev) : "no answer");
+  if (n != 1 || rd_kafka_topic_result_error(res[0]))
+    die(b->topic,
+        n == 1 ? rd_kafka_topic_result_error_string(res[0]) : "no result");
+  rd_kafka_event_destroy(ev);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_NewTopic_destroy(nt);
+}
+
+/* --produce: create the topic and fill it with b->n records of
+ * b->value_size bytes, round robin over its partitions. */
+static void produce_real(bench_t *b) {
+  rd_kafka_t *rk = new_producer(b);
+  char *value = malloc((size_t)b->value_size);
+  uint64_t seed[2];
+  create_topic(b, rk);
+  new_seed(seed, (uint64_t)getpid());
+  memset(value, 'v', (size_t)b->value_size);
+  double t = now_s();
+  for (long i = 0; i < b->n; i++)
+    produce_one(rk, b->topic, (int32_t)(i % b->partitions), value,
+                (size_t)b->value_size, seed);
+  if (rd_kafka_flush(rk, 300000) != 0)
+    die(b->topic, "records still unacknowledged after 300 s");
+  printf("produced %ld records of %d bytes to %s (%d partitions) in %.1f s\n",
+         b->n, b->value_size, b->topic, b->partitions, now_s() - t);
+  rd_kafka_destroy(rk);
+  free(value);
+}
+
+/* Records in the topic: the sum of its partitions' end offsets. */
+static long topic_records(const bench_t *b) {
+  rd_kafka_t *rk = new_producer(b);
+  const rd_kafka_metadata_t *md = NULL;
+  rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, b->topic, NULL);
+  rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+  if (e || md->topic_cnt != 1 || md->topics[0].err)
+    die(b->topic, rd_kafka_err2str(e ? e : md->topics[0].err));
+  long total = 0;
+  for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+    int64_t lo, hi;
+    e = rd_kafka_query_watermark_offsets(rk, b->topic, p, &lo, &hi, 10000);
+    if (e)
+      die(b->topic, rd_kafka_err2str(e));
+    total += (long)(hi - lo);
+  }
+  rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  rd_kafka_destroy(rk);
+  return total;
+}
+
+/* Consume the whole topic with (a), (b) and (c), each with a group of its
+ * own; one "MODE RECORDS/S" line each (medians of the rounds). */
+static void main_real(bench_t *b, int rounds) {
+  char db[512];
+  double a[16], bb[16], c[16];
+  b->n = topic_records(b);
+  if (b->n < 1)
+    die(b->topic, "the topic is empty (fill it with --produce)");
+  snprintf(db, sizeof(db), "%s/real-%s.db", b->dir, b->topic);
+  for (int i = 0; i < rounds; i++) {
+    unlink(db);
+    a[i] = run_raw(b);
+    bb[i] = run_khost(b, 0, db);
+    c[i] = run_khost(b, 1, db);
+    unlink(db);
+  }
+  printf("records %ld\n", b->n);
+  printf("raw %.0f\n", median(a, rounds));
+  printf("khost-dedup-off %.0f\n", median(bb, rounds));
+  printf("khost-dedup-on %.0f\n", median(c, rounds));
+}
+
+static int usage(void) {
+  fprintf(stderr,
+          "usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d "
+          "DIR]\n"
+          "       khost-bench --bootstrap SERVERS --topic TOPIC --produce\n"
+          "                   [--partitions N] [--value-size BYTES] [-n "
+          "RECORDS]\n"
+          "       khost-bench --bootstrap SERVERS --topic TOPIC [-r ROUNDS] "
+          "[-d DIR]\n");
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"bootstrap", required_argument, NULL, 'B'},
+      {"topic", required_argument, NULL, 'T'},
+      {"produce", no_argument, NULL, 'P'},
+      {"partitions", required_argument, NULL, 'p'},
+      {"value-size", required_argument, NULL, 'v'},
+      {NULL, 0, NULL, 0}};
+  bench_t b = {.n = 1000000,
+               .store_ids = 10000000,
+               .dir = "/tmp/khost-bench",
+               .partitions = 3,
+               .value_size = 200};
+  int rounds = 0, produce = 0, c;
+  while ((c = getopt_long(argc, argv, "n:r:s:d:", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'n':
+      b.n = atol(optarg);
+      break;
+    case 'r':
+      rounds = atoi(optarg);
+      break;
+    case 's':
+      b.store_ids = atol(optarg);
+      break;
+    case 'd':
+      b.dir = optarg;
+      break;
+    case 'B':
+      b.bootstraps = optarg;
+      break;
+    case 'T':
+      b.topic = optarg;
+      break;
+    case 'P':
+      produce = 1;
+      break;
+    case 'p':
+      b.partitions = atoi(optarg);
+      break;
+    case 'v':
+      b.value_size = atoi(optarg);
+      break;
+    default:
+      return usage();
+    }
+  }
+  if (optind < argc || !b.bootstraps != !b.topic || (produce && !b.topic))
+    return usage();
+  if (rounds == 0)
+    rounds = b.bootstraps ? 1 : 3; /* the real topic is big already */
+  if (rounds < 1 || rounds > 16 || b.n < 1000 || b.partitions < 1 ||
+      b.value_size < 1)
+    die("usage", "-r takes 1..16, -n at least 1000, --partitions and "
+                 "--value-size at least 1");
+  mkdir(b.dir, 0755);
+  b.noop = getenv("KHOST_BENCH_PLUGIN") ? getenv("KHOST_BENCH_PLUGIN")
+                                        : "bench/.libs/noop.so";
+  log_set_level(KHOST_LOG_WARNING);
+  if (produce)
+    produce_real(&b);
+  else if (b.bootstraps)
+    main_real(&b, rounds);
+  else
+    main_mock(&b, rounds);
   return 0;
 }
