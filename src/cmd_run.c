@@ -18,6 +18,7 @@
 typedef struct run_opts {
   const char *config;
   int exit_at_end;
+  int from_beginning;
 } run_opts_t;
 
 /* Options of run and check; check refuses what only run takes. Returns -1
@@ -26,11 +27,12 @@ static int parse(int argc, char **argv, int is_run, run_opts_t *o) {
   static const struct option longopts[] = {
       {"config", required_argument, NULL, 'c'},
       {"exit-at-end", no_argument, NULL, 'e'},
+      {"from-beginning", no_argument, NULL, 'b'},
       {NULL, 0, NULL, 0}};
   int c;
   optind = 1;
   opterr = 0; /* our own messages, naming the command */
-  while ((c = getopt_long(argc, argv, "+:c:e", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "+:c:eb", longopts, NULL)) != -1) {
     switch (c) {
     case 'c':
       o->config = optarg;
@@ -39,6 +41,11 @@ static int parse(int argc, char **argv, int is_run, run_opts_t *o) {
       if (!is_run)
         return cli_usage_error("--exit-at-end goes with run");
       o->exit_at_end = 1;
+      break;
+    case 'b':
+      if (!is_run)
+        return cli_usage_error("--from-beginning goes with run");
+      o->from_beginning = 1;
       break;
     case ':':
       return cli_usage_error("%s: %s needs a value", argv[0], argv[optind - 1]);
@@ -79,10 +86,12 @@ static int64_t mono_ms(void) {
   return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* Wait for the first SIGINT/SIGTERM or for the host to stop by itself. */
+/* Wait for the first SIGINT/SIGTERM or for the host to start stopping by
+ * itself (--exit-at-end, a failure): the shutdown deadline applies from
+ * then on either way. */
 static void wait_for_stop(host_t *h, const sigset_t *sigs) {
   struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-  while (!host_done(h)) {
+  while (!host_stopping(h)) {
     int sig = sigtimedwait(sigs, NULL, &tick);
     if (sig > 0) {
       log_msg(KHOST_LOG_NOTICE, "khost",
@@ -122,7 +131,8 @@ static void wait_for_members(host_t *h, const sigset_t *sigs, int64_t ms) {
 static int run_host(const cfg_t *cfg, const run_opts_t *o) {
   char err[4096];
   host_t *h = NULL;
-  host_opts_t hopts = {.exit_at_end = o->exit_at_end};
+  host_opts_t hopts = {.exit_at_end = o->exit_at_end,
+                       .from_beginning = o->from_beginning};
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);

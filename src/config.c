@@ -47,8 +47,11 @@ static const char *const top_keys[] = {
     "dedup",      "mock",      "pipelines",        NULL};
 static const char *const dedup_keys[] = {"path", "retention", "durability",
                                          NULL};
-static const char *const mock_keys[] = {
-    "brokers", "partitions", "sample_records", "sample_duplicates", NULL};
+static const char *const mock_keys[] = {"brokers",        "partitions",
+                                        "sample_records", "sample_duplicates",
+                                        "generate",       NULL};
+static const char *const generate_keys[] = {"count", "duplicates", "seed",
+                                            "users", "coupons",    NULL};
 static const char *const pipeline_keys[] = {"name",
                                             "group_id",
                                             "topics",
@@ -62,8 +65,14 @@ static const char *const pipeline_keys[] = {"name",
                                             "kafka",
                                             "config",
                                             "dead_letter_topic",
+                                            "on_fatal",
+                                            "handler_timeout",
+                                            "circuit_breaker",
                                             NULL};
 static const char *const retry_keys[] = {"max", "backoff", "backoff_max", NULL};
+static const char *const breaker_keys[] = {"window", "failure_ratio",
+                                           "cooldown", NULL};
+static const char *const fatal_words[] = {"stop_host", "stop_pipeline", NULL};
 static const char *const durability_words[] = {"normal", "full", NULL};
 static const char *const missing_words[] = {"process", "fail", NULL};
 
@@ -489,6 +498,36 @@ static void load_dedup(loader_t *ld, const scope_t *top) {
   cfg->durability = (cfg_durab_t)durability;
 }
 
+static void get_ratio(loader_t *ld, const scope_t *sc, const char *name,
+                      double min, double max, double *out);
+
+/* mock.generate: the event generator fills the document's topics. */
+static void load_mock_generate(loader_t *ld, const scope_t *mock) {
+  cfg_t *cfg = ld->cfg;
+  scope_t sc = {get_group(ld, mock, "generate"), "mock.generate"};
+  int seed = 0;
+
+  if (!sc.group)
+    return;
+  cfg->mock_gen.enabled = 1;
+  check_keys(ld, &sc, generate_keys);
+  get_int(ld, &sc, "count", 1, 10000000, &cfg->mock_gen.count);
+  get_ratio(ld, &sc, "duplicates", 0, 1, &cfg->mock_gen.duplicates);
+  if (get_int(ld, &sc, "seed", 0, INT_MAX, &seed) &&
+      config_setting_get_member(sc.group, "seed")) {
+    cfg->mock_gen.seed_set = 1;
+    cfg->mock_gen.seed = (uint32_t)seed;
+  }
+  get_int(ld, &sc, "users", 1, 1000000, &cfg->mock_gen.users);
+  get_int(ld, &sc, "coupons", 1, 1000000, &cfg->mock_gen.coupons);
+  /* Both would fill the same topics: which events a run sees must be
+   * plain from the file. */
+  if (cfg->mock_sample_records > 0)
+    problem(ld, mock, "generate", sc.group,
+            "cannot be combined with sample_records (both fill the "
+            "topics)");
+}
+
 static void load_mock(loader_t *ld, const scope_t *top) {
   cfg_t *cfg = ld->cfg;
   scope_t sc = {get_group(ld, top, "mock"), "mock"};
@@ -505,6 +544,7 @@ static void load_mock(loader_t *ld, const scope_t *top) {
               &cfg->mock_sample_records))
     get_int(ld, &sc, "sample_duplicates", 0, cfg->mock_sample_records,
             &cfg->mock_sample_duplicates);
+  load_mock_generate(ld, &sc);
 }
 
 /* ---------------------------------------------------------- pipelines */
@@ -595,6 +635,38 @@ static void load_retry(loader_t *ld, const scope_t *parent, cfg_pipeline_t *p) {
 
 /* A value with a '/' is a path; else a name in plugin_dir ("x" or
  * "x.so"). Existence is the loader's to report. */
+/* A float (or integer) setting in [min, max]. */
+static void get_ratio(loader_t *ld, const scope_t *sc, const char *name,
+                      double min, double max, double *out) {
+  config_setting_t *s = lookup_typed(
+      ld, sc, name, INT_MASK | (1u << CONFIG_TYPE_FLOAT), "a number");
+  if (!s)
+    return;
+  double v = config_setting_type(s) == CONFIG_TYPE_FLOAT
+                 ? config_setting_get_float(s)
+                 : (double)config_setting_get_int64(s);
+  if (v < min || v > max)
+    problem(ld, sc, name, s, "must be between %g and %g (got %g)", min, max, v);
+  else
+    *out = v;
+}
+
+static void load_breaker(loader_t *ld, const scope_t *parent,
+                         cfg_pipeline_t *p) {
+  char path[48];
+  scope_t sc = {get_group(ld, parent, "circuit_breaker"), path};
+
+  snprintf(path, sizeof(path), "%s.circuit_breaker", parent->path);
+  if (!sc.group)
+    return;
+  /* Present means on: a window of the last 1000 outcomes by default. */
+  p->breaker_window = 1000;
+  check_keys(ld, &sc, breaker_keys);
+  get_int(ld, &sc, "window", 10, 1000000, &p->breaker_window);
+  get_ratio(ld, &sc, "failure_ratio", 0.01, 1.0, &p->breaker_ratio);
+  get_duration_int(ld, &sc, "cooldown", 1, &p->breaker_cooldown_ms);
+}
+
 static void resolve_plugin(cfg_t *cfg, cfg_pipeline_t *p, const char *v) {
   p->plugin = g_strdup(v);
   if (strchr(v, '/'))
@@ -663,6 +735,9 @@ static void load_pipeline(loader_t *ld, config_setting_t *s, size_t i,
   p->retry_max = 5;
   p->retry_backoff_ms = 100;
   p->retry_backoff_max_ms = 10000;
+  p->handler_timeout_ms = 60000;
+  p->breaker_ratio = 0.5;
+  p->breaker_cooldown_ms = 30000;
   check_keys(ld, &sc, pipeline_keys);
   load_pipeline_strings(ld, &sc, p);
   load_topics(ld, &sc, p);
@@ -674,6 +749,11 @@ static void load_pipeline(loader_t *ld, config_setting_t *s, size_t i,
   get_word(ld, &sc, "on_missing_id", missing_words, &missing);
   p->on_missing_id = (cfg_missing_t)missing;
   load_retry(ld, &sc, p);
+  load_breaker(ld, &sc, p);
+  int fatal = (int)p->on_fatal;
+  get_word(ld, &sc, "on_fatal", fatal_words, &fatal);
+  p->on_fatal = (cfg_fatal_t)fatal;
+  get_duration_int(ld, &sc, "handler_timeout", 0, &p->handler_timeout_ms);
   load_kafka(ld, &sc, &p->kafka, &p->n_kafka);
   p->plugin_config = get_group(ld, &sc, "config");
 }
@@ -750,6 +830,9 @@ static void set_defaults(cfg_t *cfg, const char *path) {
   cfg->retention_ms = 7 * MS_PER_DAY;
   cfg->durability = CFG_DURABILITY_NORMAL;
   cfg->mock_partitions = 3;
+  cfg->mock_gen.count = 1000;
+  cfg->mock_gen.users = 100;
+  cfg->mock_gen.coupons = 10;
 }
 
 /* Reads the file into cfg->lc; 0, or -1 with the reason in ld->err. */
@@ -792,6 +875,29 @@ out:
   return rc;
 }
 
+/* The first secret property of a list, or NULL. */
+static const char *first_secret(const cfg_prop_t *props, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (log_is_secret_property(props[i].name))
+      return props[i].name;
+  return NULL;
+}
+
+/* A file holding secrets that anyone on the machine can read: a warning,
+ * as ssh warns about loose key files (the host still starts). */
+static void warn_loose_secrets(const cfg_t *cfg) {
+  struct stat st;
+  const char *secret = first_secret(cfg->kafka, cfg->n_kafka);
+  for (size_t i = 0; !secret && i < cfg->n_pipelines; i++)
+    secret = first_secret(cfg->pipelines[i].kafka, cfg->pipelines[i].n_kafka);
+  if (!secret || stat(cfg->path, &st) != 0 || !(st.st_mode & S_IROTH))
+    return;
+  log_msg(KHOST_LOG_WARNING, "config",
+          "%s holds secrets (%s) and others can read it (mode %04o): run "
+          "chmod o-r on it",
+          cfg->path, secret, (unsigned)(st.st_mode & 07777));
+}
+
 int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   loader_t ld = {cfg, g_string_new(NULL), NULL};
   scope_t top;
@@ -812,6 +918,8 @@ int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   load_pipelines(&ld, &top);
   check_bootstrap(&ld, &top);
   rc = ld.err->len > 0 ? -1 : 0;
+  if (rc == 0)
+    warn_loose_secrets(cfg);
 out:
   if (errlen > 0)
     g_strlcpy(err, ld.err->str, errlen);

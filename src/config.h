@@ -22,6 +22,11 @@ typedef struct cfg_prop {
 typedef enum { CFG_EID_HEADER = 0, CFG_EID_KEY = 1 } cfg_eid_source_t;
 typedef enum { CFG_MISSING_PROCESS = 0, CFG_MISSING_FAIL = 1 } cfg_missing_t;
 typedef enum { CFG_DURABILITY_NORMAL = 0, CFG_DURABILITY_FULL = 1 } cfg_durab_t;
+/* What a plugin's KHOST_FATAL stops. */
+typedef enum {
+  CFG_FATAL_STOP_HOST = 0,
+  CFG_FATAL_STOP_PIPELINE = 1
+} cfg_fatal_t;
 
 typedef struct cfg_pipeline {
   char *name;
@@ -39,6 +44,13 @@ typedef struct cfg_pipeline {
   int retry_max;            /* attempts after the first, 0..1000, default 5 */
   int retry_backoff_ms;     /* first backoff, default 100 */
   int retry_backoff_max_ms; /* backoff cap, default 10000 */
+  cfg_fatal_t on_fatal;     /* default stop_host */
+  int handler_timeout_ms;   /* report a handle() running longer; 0 = off,
+                             * default 60000 */
+  int breaker_window;       /* circuit breaker: outcomes remembered; 0 =
+                             * off (the default: no circuit_breaker group) */
+  double breaker_ratio;     /* failure share that opens it, default 0.5 */
+  int breaker_cooldown_ms;  /* how long it stays open, default 30000 */
   /* Topic FAIL records (and records whose retries ran out) are produced to,
    * or NULL: they are then only logged. */
   char *dead_letter_topic;
@@ -68,6 +80,17 @@ typedef struct cfg {
   int mock_sample_records; /* sample records produced to each topic, default 0
                             */
   int mock_sample_duplicates; /* of those, how many re-use an earlier eventId */
+  /* mock.generate: fill the source document's five topics with the event
+   * generator (gen.h) before consuming. */
+  struct {
+    int enabled;       /* the group is present */
+    int count;         /* records, duplicates included; default 1000 */
+    double duplicates; /* share re-publishing an earlier event, 0..1 */
+    int seed_set;      /* seed given; else a random one */
+    uint32_t seed;
+    int users;   /* default 100 */
+    int coupons; /* default 10 */
+  } mock_gen;
   cfg_pipeline_t *pipelines;
   size_t n_pipelines;
 } cfg_t;

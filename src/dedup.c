@@ -3,9 +3,10 @@
  *
  * On disk: `marks`, an append-only rowid table (plus an index on
  * handled_at, which also grows at its right edge because marks arrive in
- * time order), and `scopes`, the pipeline names. There is no index on the
- * event ID: inserting random keys into a large B-tree costs a dirty page
- * per row.
+ * time order), `scopes`, the pipeline names, and `replays`, the offset
+ * ranges `khost replay` put back in front of a pipeline (a handful of rows
+ * per replay). There is no index on the event ID: inserting random keys
+ * into a large B-tree costs a dirty page per row.
  *
  * In memory: the exact set of (scope, event ID) inside the retention window
  * (dedup_set.c). This file keeps it in step with the table: IDs are added
@@ -27,16 +28,17 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "dedup_set.h"
 #include "log.h"
 
-#define SCHEMA_VERSION 1
 #define DEFAULT_BUSY_MS 10000
 #define PRUNE_BATCH 5000
 #define PRUNE_KEEP_BYTES ((size_t)1 << 20)
@@ -51,7 +53,15 @@ static const char *const schema_sql =
     " event_id BLOB NOT NULL, topic TEXT NOT NULL,"
     " partition INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
     " handled_at INTEGER NOT NULL, outcome INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS marks_handled_at ON marks(handled_at);";
+    "CREATE INDEX IF NOT EXISTS marks_handled_at ON marks(handled_at);"
+    /* version 2 */
+    "CREATE TABLE IF NOT EXISTS replays("
+    " seq INTEGER PRIMARY KEY, scope INTEGER NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, first INTEGER NOT NULL,"
+    " stop INTEGER NOT NULL, mode INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS replays_partition"
+    " ON replays(scope, topic, partition);";
 
 /* The oldest marks, at most PRUNE_BATCH of them, with what the in-memory
  * set needs to forget them. */
@@ -68,6 +78,7 @@ struct dedup_store {
   int64_t prune_interval_ms;
   int durability_full;
   int busy_ms;
+  int64_t opened_ms; /* wall clock at open: marks before it are older runs' */
   dset_t *set;
   pthread_mutex_t write_lock; /* see the lock order at the top */
 
@@ -85,10 +96,24 @@ struct dedup_store {
   int stopping;
   int has_thread;
   pthread_t thread;
+
+  struct attempts *att; /* calls recorded before they were made (the end
+                           of this file) */
 };
 
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len) {
   return dset_claim(s->set, scope, id, len) ? DEDUP_NEW : DEDUP_SEEN;
+}
+
+int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
+                      size_t len) {
+  return dedup_claim_again_before(s, scope, id, len, s->opened_ms);
+}
+
+int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
+                             size_t len, int64_t before_ms) {
+  return dset_claim_again(s->set, scope, id, len, before_ms) ? DEDUP_NEW
+                                                             : DEDUP_SEEN;
 }
 
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
@@ -120,18 +145,27 @@ int64_t dedup_now_ms(void) {
 
 /* ----------------------------------------------------------------- SQLite */
 
-static int db_fail(const dedup_store_t *s, sqlite3 *db, char *err,
-                   size_t errlen) {
-  snprintf(err, errlen, "%s: %s", s->path,
+static int path_fail(const char *path, sqlite3 *db, char *err, size_t errlen) {
+  snprintf(err, errlen, "%s: %s", path,
            db ? sqlite3_errmsg(db) : "out of memory");
   return -1;
 }
 
+static int db_fail(const dedup_store_t *s, sqlite3 *db, char *err,
+                   size_t errlen) {
+  return path_fail(s->path, db, err, errlen);
+}
+
+static int path_exec(const char *path, sqlite3 *db, const char *sql, char *err,
+                     size_t errlen) {
+  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+    return path_fail(path, db, err, errlen);
+  return 0;
+}
+
 static int db_exec(const dedup_store_t *s, sqlite3 *db, const char *sql,
                    char *err, size_t errlen) {
-  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-    return db_fail(s, db, err, errlen);
-  return 0;
+  return path_exec(s->path, db, sql, err, errlen);
 }
 
 /* Step a statement that returns nothing, then make it reusable. */
@@ -187,39 +221,44 @@ out:
   return rc;
 }
 
-static int schema_version(const dedup_store_t *s, int *version, char *err,
-                          size_t errlen) {
+int dedup_db_version(sqlite3 *db, const char *path, int *version, char *err,
+                     size_t errlen) {
   sqlite3_stmt *st = NULL;
-  int rc = db_prepare(s, s->db, "PRAGMA user_version", &st, err, errlen);
-  if (rc == 0 && sqlite3_step(st) != SQLITE_ROW)
-    rc = db_fail(s, s->db, err, errlen);
-  if (rc == 0)
-    *version = sqlite3_column_int(st, 0);
+  int rc = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) !=
+          SQLITE_OK ||
+      sqlite3_step(st) != SQLITE_ROW) {
+    path_fail(path, db, err, errlen);
+    goto out;
+  }
+  *version = sqlite3_column_int(st, 0);
+  if (*version > DEDUP_SCHEMA_VERSION) {
+    snprintf(err, errlen,
+             "%s: dedup schema version %d is newer than this khost's (%d)",
+             path, *version, DEDUP_SCHEMA_VERSION);
+    goto out;
+  }
+  rc = 0;
+out:
   sqlite3_finalize(st);
   return rc;
 }
 
-static int schema_init(const dedup_store_t *s, char *err, size_t errlen) {
+int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
   int version = 0, rc = -1;
   char sql[64];
-  if (db_exec(s, s->db, "BEGIN IMMEDIATE", err, errlen) < 0)
+  if (path_exec(path, db, "BEGIN IMMEDIATE", err, errlen) < 0)
     return -1;
-  if (schema_version(s, &version, err, errlen) < 0)
+  if (dedup_db_version(db, path, &version, err, errlen) < 0)
     goto out;
-  if (version > SCHEMA_VERSION) {
-    snprintf(err, errlen,
-             "%s: dedup schema version %d is newer than this khost's (%d)",
-             s->path, version, SCHEMA_VERSION);
+  snprintf(sql, sizeof sql, "PRAGMA user_version=%d", DEDUP_SCHEMA_VERSION);
+  if (path_exec(path, db, schema_sql, err, errlen) < 0 ||
+      path_exec(path, db, sql, err, errlen) < 0)
     goto out;
-  }
-  snprintf(sql, sizeof sql, "PRAGMA user_version=%d", SCHEMA_VERSION);
-  if (db_exec(s, s->db, schema_sql, err, errlen) < 0 ||
-      db_exec(s, s->db, sql, err, errlen) < 0)
-    goto out;
-  rc = db_exec(s, s->db, "COMMIT", err, errlen);
+  rc = path_exec(path, db, "COMMIT", err, errlen);
 out:
-  if (!sqlite3_get_autocommit(s->db))
-    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  if (!sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
   return rc;
 }
 
@@ -318,6 +357,31 @@ out:
   return n;
 }
 
+/* Replay ranges recorded before the cutoff go with the marks of their
+ * time: one short transaction (there are few of them). */
+static int prune_ranges(dedup_store_t *s, int64_t cutoff, char *err,
+                        size_t errlen) {
+  sqlite3_stmt *del = NULL;
+  int rc = -1;
+  pthread_mutex_lock(&s->write_lock);
+  if (db_prepare(s, s->prune_db, "DELETE FROM replays WHERE created_at < ?1",
+                 &del, err, errlen) < 0 ||
+      db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen) < 0)
+    goto out;
+  sqlite3_bind_int64(del, 1, cutoff);
+  if (stmt_run(del) != SQLITE_OK) {
+    db_fail(s, s->prune_db, err, errlen);
+    goto out;
+  }
+  rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
+out:
+  if (!sqlite3_get_autocommit(s->prune_db))
+    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
+  pthread_mutex_unlock(&s->write_lock);
+  sqlite3_finalize(del);
+  return rc;
+}
+
 static int stopping(dedup_store_t *s) {
   return __atomic_load_n(&s->stopping, __ATOMIC_RELAXED);
 }
@@ -339,6 +403,8 @@ int dedup_prune(dedup_store_t *s, int64_t now_ms, int64_t *removed, char *err,
     }
     total += n;
   }
+  if (rc == 0 && !stopping(s))
+    rc = prune_ranges(s, retention_cutoff(s, now_ms), err, errlen);
   /* Long IDs can make a batch's keys big: do not keep that around. */
   dset_keys_trim(s->prune_keys, PRUNE_KEEP_BYTES);
   pthread_mutex_unlock(&s->prune_lock);
@@ -346,6 +412,132 @@ int dedup_prune(dedup_store_t *s, int64_t now_ms, int64_t *removed, char *err,
 out:
   if (removed)
     *removed = total;
+  return rc;
+}
+
+/* ---------------------------------------------------------- replay ranges */
+
+int dedup_db_replay_add(sqlite3 *db, const char *path, uint32_t scope,
+                        const char *topic, int32_t partition, int64_t from,
+                        int64_t to, int mode, int64_t now_ms, char *err,
+                        size_t errlen) {
+  sqlite3_stmt *del = NULL, *ins = NULL;
+  int rc = -1;
+  if (from < 0 || from >= to ||
+      (mode != DEDUP_REPLAY_SKIP && mode != DEDUP_REPLAY_REPROCESS)) {
+    snprintf(err, errlen,
+             "%s: %s [%" PRId32 "]: invalid replay range [%" PRId64 ", %" PRId64
+             ") with mode %d",
+             path, topic, partition, from, to, mode);
+    return -1;
+  }
+  /* Older ranges inside the new one can never apply again: drop them so
+   * that repeated replays do not pile up rows. */
+  if (sqlite3_prepare_v2(db,
+                         "DELETE FROM replays WHERE scope = ?1 AND topic = ?2"
+                         " AND partition = ?3 AND first >= ?4 AND stop <= ?5",
+                         -1, &del, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2(db,
+                         "INSERT INTO replays(scope, topic, partition, first,"
+                         " stop, mode, created_at)"
+                         " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                         -1, &ins, NULL) != SQLITE_OK)
+    goto fail;
+  sqlite3_stmt *both[] = {del, ins};
+  for (int i = 0; i < 2; i++) {
+    sqlite3_bind_int64(both[i], 1, scope);
+    sqlite3_bind_text(both[i], 2, topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int(both[i], 3, partition);
+    sqlite3_bind_int64(both[i], 4, from);
+    sqlite3_bind_int64(both[i], 5, to);
+  }
+  sqlite3_bind_int(ins, 6, mode);
+  sqlite3_bind_int64(ins, 7, now_ms);
+  if (stmt_run(del) != SQLITE_OK || stmt_run(ins) != SQLITE_OK)
+    goto fail;
+  rc = 0;
+  goto out;
+fail:
+  path_fail(path, db, err, errlen);
+out:
+  sqlite3_finalize(del);
+  sqlite3_finalize(ins);
+  return rc;
+}
+
+int dedup_replay_add(dedup_store_t *s, uint32_t scope, const char *topic,
+                     int32_t partition, int64_t from, int64_t to, int mode,
+                     char *err, size_t errlen) {
+  int rc = -1;
+  pthread_mutex_lock(&s->db_lock);
+  pthread_mutex_lock(&s->write_lock);
+  if (db_exec(s, s->db, "BEGIN IMMEDIATE", err, errlen) < 0 ||
+      dedup_db_replay_add(s->db, s->path, scope, topic, partition, from, to,
+                          mode, dedup_now_ms(), err, errlen) < 0)
+    goto out;
+  rc = db_exec(s, s->db, "COMMIT", err, errlen);
+out:
+  if (!sqlite3_get_autocommit(s->db))
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  pthread_mutex_unlock(&s->write_lock);
+  pthread_mutex_unlock(&s->db_lock);
+  return rc;
+}
+
+/* Append a range to a malloc'd array of *n. */
+static int ranges_push(dedup_range_t **v, size_t *n, const dedup_range_t *r) {
+  dedup_range_t *grown = realloc(*v, (*n + 1) * sizeof(**v));
+  if (!grown)
+    return -1;
+  grown[(*n)++] = *r;
+  *v = grown;
+  return 0;
+}
+
+int dedup_replay_ranges(dedup_store_t *s, uint32_t scope, const char *topic,
+                        int32_t partition, dedup_range_t **out, size_t *n,
+                        char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  dedup_range_t *v = NULL;
+  size_t count = 0;
+  int rc = -1, step;
+  pthread_mutex_lock(&s->db_lock);
+  if (db_prepare(s, s->db,
+                 "SELECT first, stop, mode, created_at FROM replays"
+                 " WHERE scope = ?1"
+                 " AND topic = ?2 AND partition = ?3 AND created_at >= ?4"
+                 " ORDER BY seq DESC",
+                 &st, err, errlen) < 0)
+    goto out;
+  sqlite3_bind_int64(st, 1, scope);
+  sqlite3_bind_text(st, 2, topic, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 3, partition);
+  sqlite3_bind_int64(st, 4, retention_cutoff(s, dedup_now_ms()));
+  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    dedup_range_t r = {.from = sqlite3_column_int64(st, 0),
+                       .to = sqlite3_column_int64(st, 1),
+                       .mode = sqlite3_column_int(st, 2),
+                       .recorded_ms = sqlite3_column_int64(st, 3)};
+    if (ranges_push(&v, &count, &r) < 0) {
+      snprintf(err, errlen, "%s: out of memory", s->path);
+      goto out;
+    }
+  }
+  if (step != SQLITE_DONE) {
+    db_fail(s, s->db, err, errlen);
+    goto out;
+  }
+  rc = 0;
+out:
+  sqlite3_finalize(st);
+  pthread_mutex_unlock(&s->db_lock);
+  if (rc < 0) {
+    free(v);
+    v = NULL;
+    count = 0;
+  }
+  *out = v;
+  *n = count;
   return rc;
 }
 
@@ -396,6 +588,9 @@ static int pruner_start(dedup_store_t *s, char *err, size_t errlen) {
 
 /* ------------------------------------------------------------ open, close */
 
+static int attempts_open(dedup_store_t *s, char *err, size_t errlen);
+static void attempts_close(dedup_store_t *s);
+
 static dedup_store_t *store_new(const dedup_opts_t *opts) {
   dedup_store_t *s = g_new0(dedup_store_t, 1);
   s->path = g_strdup(opts->path);
@@ -405,6 +600,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   s->busy_ms =
       opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
   s->set = dset_new();
+  s->opened_ms = dedup_now_ms();
   pthread_mutex_init(&s->write_lock, NULL);
   pthread_mutex_init(&s->db_lock, NULL);
   pthread_mutex_init(&s->prune_lock, NULL);
@@ -427,10 +623,12 @@ int dedup_open(dedup_store_t **out, const dedup_opts_t *opts, char *err,
     goto out;
   }
   s = store_new(opts);
-  if (db_open(s, &s->db, err, errlen) < 0 || schema_init(s, err, errlen) < 0 ||
+  if (db_open(s, &s->db, err, errlen) < 0 ||
+      dedup_db_schema(s->db, s->path, err, errlen) < 0 ||
       db_open(s, &s->prune_db, err, errlen) < 0 ||
       db_prepare(s, s->prune_db, prune_sql, &s->prune_del, err, errlen) < 0 ||
-      load_marks(s, err, errlen) < 0 || pruner_start(s, err, errlen) < 0)
+      load_marks(s, err, errlen) < 0 || attempts_open(s, err, errlen) < 0 ||
+      pruner_start(s, err, errlen) < 0)
     goto out;
   rc = 0;
 out:
@@ -451,6 +649,7 @@ void dedup_close(dedup_store_t *s) {
   pthread_mutex_unlock(&s->stop_lock);
   if (s->has_thread)
     pthread_join(s->thread, NULL);
+  attempts_close(s);
   sqlite3_finalize(s->prune_del);
   sqlite3_close(s->prune_db);
   sqlite3_close(s->db);
@@ -663,4 +862,276 @@ int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
     return -1;
   dedup_writer_discard(w);
   return 0;
+}
+
+/* --------------------------------------------------------------- attempts */
+
+static const char *const attempts_sql =
+    "CREATE TABLE IF NOT EXISTS attempts("
+    " scope INTEGER NOT NULL, event_id BLOB NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
+    " attempts INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY(scope, event_id));"
+    "CREATE TABLE IF NOT EXISTS opened("
+    " id INTEGER PRIMARY KEY, at INTEGER NOT NULL);";
+
+typedef struct attempts {
+  pthread_mutex_t lock; /* calls, counted */
+  GHashTable *calls;    /* GBytes (scope, ID) -> attempts */
+  int n_calls;          /* g_hash_table_size(calls), read without the lock */
+  GHashTable *counted;  /* "scope\x1ftopic\x1fpartition" -> first calls */
+  int unclean;          /* the previous process left its note in `opened` */
+  int64_t note;         /* this process's row in `opened`; 0 when none */
+} attempts_t;
+
+static GBytes *attempts_key(uint32_t scope, const void *id, size_t len) {
+  uint8_t *k = g_malloc(sizeof(scope) + len);
+  memcpy(k, &scope, sizeof(scope));
+  if (len)
+    memcpy(k + sizeof(scope), id, len);
+  return g_bytes_new_take(k, sizeof(scope) + len);
+}
+
+static void attempts_set(attempts_t *a, GBytes *key, uint32_t n) {
+  pthread_mutex_lock(&a->lock);
+  if (n)
+    g_hash_table_replace(a->calls, key, GUINT_TO_POINTER(n));
+  else
+    g_hash_table_remove(a->calls, key);
+  __atomic_store_n(&a->n_calls, (int)g_hash_table_size(a->calls),
+                   __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&a->lock);
+  if (!n)
+    g_bytes_unref(key);
+}
+
+/* Rows of IDs without a durable mark go to memory; rows of marked IDs
+ * (the record got its outcome) are deleted. */
+static int attempts_load(dedup_store_t *s, char *err, size_t errlen) {
+  sqlite3_stmt *sel = NULL, *del = NULL;
+  GPtrArray *stale = g_ptr_array_new_with_free_func(
+      (GDestroyNotify)g_bytes_unref);
+  int rc = -1, step;
+  if (db_prepare(s, s->db, "SELECT scope, event_id, attempts FROM attempts",
+                 &sel, err, errlen) < 0 ||
+      db_prepare(s, s->db,
+                 "DELETE FROM attempts WHERE scope = ?1 AND event_id = ?2",
+                 &del, err, errlen) < 0)
+    goto out;
+  while ((step = sqlite3_step(sel)) == SQLITE_ROW) {
+    uint32_t scope = (uint32_t)sqlite3_column_int64(sel, 0);
+    const void *id = sqlite3_column_blob(sel, 1); /* before _bytes() */
+    size_t len = (size_t)sqlite3_column_bytes(sel, 1);
+    GBytes *key = attempts_key(scope, id, len);
+    if (dset_claim(s->set, scope, id, len)) {
+      dset_release(s->set, scope, id, len);
+      attempts_set(s->att, key, (uint32_t)sqlite3_column_int(sel, 2));
+    } else {
+      g_ptr_array_add(stale, key);
+    }
+  }
+  if (step != SQLITE_DONE)
+    goto fail;
+  for (guint i = 0; i < stale->len; i++) {
+    gsize n;
+    const uint8_t *k = g_bytes_get_data(stale->pdata[i], &n);
+    uint32_t scope;
+    memcpy(&scope, k, sizeof(scope));
+    sqlite3_bind_int64(del, 1, scope);
+    sqlite3_bind_blob64(del, 2, k + sizeof(scope), n - sizeof(scope),
+                        SQLITE_STATIC);
+    if (stmt_run(del) != SQLITE_OK)
+      goto fail;
+  }
+  rc = 0;
+  goto out;
+fail:
+  db_fail(s, s->db, err, errlen);
+out:
+  sqlite3_finalize(sel);
+  sqlite3_finalize(del);
+  g_ptr_array_free(stale, TRUE);
+  return rc;
+}
+
+/* Whether the previous process left its note, and this process's own. */
+static int attempts_note(dedup_store_t *s, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (db_prepare(s, s->db, "SELECT count(*) FROM opened", &st, err, errlen) <
+      0)
+    return -1;
+  if (sqlite3_step(st) != SQLITE_ROW) {
+    db_fail(s, s->db, err, errlen);
+    goto out;
+  }
+  s->att->unclean = sqlite3_column_int64(st, 0) > 0;
+  char sql[128];
+  snprintf(sql, sizeof(sql),
+           "DELETE FROM opened; INSERT INTO opened(at) VALUES(%" PRId64 ")",
+           dedup_now_ms());
+  if (db_exec(s, s->db, sql, err, errlen) < 0)
+    goto out;
+  s->att->note = sqlite3_last_insert_rowid(s->db);
+  rc = 0;
+out:
+  sqlite3_finalize(st);
+  return rc;
+}
+
+static int attempts_open(dedup_store_t *s, char *err, size_t errlen) {
+  int rc = -1;
+  attempts_t *a = g_new0(attempts_t, 1);
+  pthread_mutex_init(&a->lock, NULL);
+  a->calls = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                   (GDestroyNotify)g_bytes_unref, NULL);
+  a->counted = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  s->att = a;
+  pthread_mutex_lock(&s->db_lock);
+  pthread_mutex_lock(&s->write_lock);
+  if (db_exec(s, s->db, "BEGIN IMMEDIATE", err, errlen) < 0 ||
+      db_exec(s, s->db, attempts_sql, err, errlen) < 0 ||
+      attempts_note(s, err, errlen) < 0 || attempts_load(s, err, errlen) < 0)
+    goto out;
+  rc = db_exec(s, s->db, "COMMIT", err, errlen);
+out:
+  if (!sqlite3_get_autocommit(s->db))
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+  if (rc < 0)
+    a->note = 0;
+  pthread_mutex_unlock(&s->write_lock);
+  pthread_mutex_unlock(&s->db_lock);
+  if (a->unclean && rc == 0)
+    log_msg(KHOST_LOG_NOTICE, "dedup",
+            "%s: the previous process using it did not stop cleanly: the "
+            "first calls of every partition are recorded before they are "
+            "made, so that a record that crashes the host is not tried "
+            "forever",
+            s->path);
+  return rc;
+}
+
+/* A clean stop: remove this process's note. */
+static void attempts_close(dedup_store_t *s) {
+  attempts_t *a = s->att;
+  char sql[64], err[512];
+  if (!a)
+    return;
+  if (a->note && s->db) {
+    snprintf(sql, sizeof(sql), "DELETE FROM opened WHERE id = %" PRId64,
+             a->note);
+    pthread_mutex_lock(&s->write_lock);
+    if (db_exec(s, s->db, sql, err, sizeof(err)) < 0)
+      log_msg(KHOST_LOG_WARNING, "dedup",
+              "cannot note the clean stop (the next start records its "
+              "first calls): %s",
+              err);
+    pthread_mutex_unlock(&s->write_lock);
+  }
+  g_hash_table_destroy(a->calls);
+  g_hash_table_destroy(a->counted);
+  pthread_mutex_destroy(&a->lock);
+  g_free(a);
+  s->att = NULL;
+}
+
+int dedup_unclean_start(dedup_store_t *s) {
+  return s->att->unclean;
+}
+
+int dedup_attempts_recovering(dedup_store_t *s, uint32_t scope,
+                              const char *topic, int32_t partition,
+                              uint32_t budget) {
+  attempts_t *a = s->att;
+  if (!a->unclean)
+    return 0;
+  char *key = g_strdup_printf("%" PRIu32 "\x1f%s\x1f%" PRId32, scope, topic,
+                              partition);
+  pthread_mutex_lock(&a->lock);
+  uint32_t n = GPOINTER_TO_UINT(g_hash_table_lookup(a->counted, key));
+  int recovering = n < budget;
+  if (recovering)
+    g_hash_table_replace(a->counted, key, GUINT_TO_POINTER(n + 1));
+  else
+    g_free(key);
+  pthread_mutex_unlock(&a->lock);
+  return recovering;
+}
+
+uint32_t dedup_attempts_get(dedup_store_t *s, uint32_t scope, const void *id,
+                            size_t len) {
+  attempts_t *a = s->att;
+  if (__atomic_load_n(&a->n_calls, __ATOMIC_RELAXED) == 0)
+    return 0;
+  GBytes *key = attempts_key(scope, id, len);
+  pthread_mutex_lock(&a->lock);
+  uint32_t n = GPOINTER_TO_UINT(g_hash_table_lookup(a->calls, key));
+  pthread_mutex_unlock(&a->lock);
+  g_bytes_unref(key);
+  return n;
+}
+
+void dedup_attempts_forget(dedup_store_t *s, uint32_t scope, const void *id,
+                           size_t len) {
+  if (__atomic_load_n(&s->att->n_calls, __ATOMIC_RELAXED) == 0)
+    return;
+  attempts_set(s->att, attempts_key(scope, id, len), 0);
+}
+
+/* Run one statement of the attempts table on the writer's connection (a
+ * transaction of its own), under write_lock. */
+static int attempts_write(dedup_writer_t *w, const char *sql,
+                          const dedup_attempt_t *a, char *err, size_t errlen) {
+  dedup_store_t *s = w->s;
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  pthread_mutex_lock(&s->write_lock);
+  if (db_prepare(s, w->db, sql, &st, err, errlen) < 0)
+    goto out;
+  sqlite3_bind_int64(st, 1, a->scope);
+  sqlite3_bind_blob64(st, 2, a->event_id_len ? a->event_id : "",
+                      a->event_id_len, SQLITE_STATIC);
+  if (sqlite3_bind_parameter_count(st) > 2) {
+    sqlite3_bind_text(st, 3, a->topic ? a->topic : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, a->partition);
+    sqlite3_bind_int64(st, 5, a->offset);
+    sqlite3_bind_int64(st, 6, a->attempts);
+    sqlite3_bind_int64(st, 7, dedup_now_ms());
+  }
+  if (stmt_run(st) != SQLITE_OK) {
+    db_fail(s, w->db, err, errlen);
+    goto out;
+  }
+  rc = 0;
+out:
+  pthread_mutex_unlock(&s->write_lock);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int dedup_attempts_put(dedup_writer_t *w, const dedup_attempt_t *a, char *err,
+                       size_t errlen) {
+  if (attempts_write(w,
+                     "INSERT INTO attempts(scope, event_id, topic, partition,"
+                     " \"offset\", attempts, updated_at)"
+                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                     " ON CONFLICT(scope, event_id) DO UPDATE SET"
+                     " attempts = excluded.attempts, topic = excluded.topic,"
+                     " partition = excluded.partition,"
+                     " \"offset\" = excluded.\"offset\","
+                     " updated_at = excluded.updated_at",
+                     a, err, errlen) < 0)
+    return -1;
+  attempts_set(w->s->att, attempts_key(a->scope, a->event_id, a->event_id_len),
+               a->attempts);
+  return 0;
+}
+
+int dedup_attempts_clear(dedup_writer_t *w, uint32_t scope, const void *id,
+                         size_t len, char *err, size_t errlen) {
+  dedup_attempt_t a = {.scope = scope, .event_id = id, .event_id_len = len};
+  dedup_attempts_forget(w->s, scope, id, len);
+  return attempts_write(
+      w, "DELETE FROM attempts WHERE scope = ?1 AND event_id = ?2", &a, err,
+      errlen);
 }

@@ -66,6 +66,19 @@ int dedup_scope(dedup_store_t *s, const char *pipeline, uint32_t *scope,
 
 /* DEDUP_NEW (claimed) or DEDUP_SEEN. */
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len);
+/* Like dedup_claim(), but an ID whose mark is committed (seen) is claimed
+ * again: DEDUP_NEW unless another in-flight claim holds it (DEDUP_SEEN). A
+ * later dedup_release() of such a re-claim leaves the ID seen.
+ * An ID marked since the store was opened was handled again in this run
+ * already (a replayed event published twice, a redelivery): DEDUP_SEEN,
+ * so that a replay handles each event again once. */
+int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
+                      size_t len);
+/* dedup_claim_again() with another limit: only an ID whose newest mark was
+ * handled before before_ms is claimed again. With a range's recorded_ms,
+ * an event is handled again once per replay, across restarts too. */
+int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
+                             size_t len, int64_t before_ms);
 /* Give back a claim whose mark will never be committed. An ID whose mark
  * was committed stays seen. */
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
@@ -84,7 +97,8 @@ typedef struct dedup_stats {
 void dedup_stats(dedup_store_t *s, dedup_stats_t *out);
 
 /* Remove marks handled before now_ms - retention from disk and memory, in
- * small transactions. *removed (may be NULL) gets the count. */
+ * small transactions, and the replay ranges recorded before that time.
+ * *removed (may be NULL) gets the count of marks. */
 int dedup_prune(dedup_store_t *s, int64_t now_ms, int64_t *removed, char *err,
                 size_t errlen);
 
@@ -108,5 +122,98 @@ void dedup_writer_discard(dedup_writer_t *w);
 
 /* Wall clock in ms since the epoch. */
 int64_t dedup_now_ms(void);
+
+/* Replay ranges: offsets [from, to) of one partition that `khost replay`
+ * put back in front of a pipeline, and what dedup does with them. */
+enum { DEDUP_REPLAY_SKIP = 0, DEDUP_REPLAY_REPROCESS = 1 };
+typedef struct dedup_range {
+  int64_t from, to;    /* [from, to) */
+  int mode;            /* DEDUP_REPLAY_* */
+  int64_t recorded_ms; /* when the replay was recorded (wall clock) */
+} dedup_range_t;
+/* Record a replayed range (newest wins where ranges overlap). */
+int dedup_replay_add(dedup_store_t *s, uint32_t scope, const char *topic,
+                     int32_t partition, int64_t from, int64_t to, int mode,
+                     char *err, size_t errlen);
+/* The ranges of one partition, newest first; *out is malloc'd (free() it;
+ * NULL when *n is 0). Reads with the store's own connection; thread-safe.
+ * Ranges recorded before the retention window are not returned (and are
+ * pruned with the marks). */
+int dedup_replay_ranges(dedup_store_t *s, uint32_t scope, const char *topic,
+                        int32_t partition, dedup_range_t **out, size_t *n,
+                        char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * The same database seen from a connection of the caller's own (the admin
+ * tools of dedup_admin.h, which run beside a host). */
+
+#define DEDUP_SCHEMA_VERSION 2
+
+struct sqlite3;
+/* Read the schema version into *version; -1 with the path when SQLite
+ * fails or the version is newer than DEDUP_SCHEMA_VERSION. */
+int dedup_db_version(struct sqlite3 *db, const char *path, int *version,
+                     char *err, size_t errlen);
+/* Create or upgrade the schema, in one short write transaction. */
+int dedup_db_schema(struct sqlite3 *db, const char *path, char *err,
+                    size_t errlen);
+/* dedup_replay_add() inside the caller's open write transaction, recorded
+ * as of now_ms. */
+int dedup_db_replay_add(struct sqlite3 *db, const char *path, uint32_t scope,
+                        const char *topic, int32_t partition, int64_t from,
+                        int64_t to, int mode, int64_t now_ms, char *err,
+                        size_t errlen);
+
+/* ------------------------------------------------------------------------
+ * Attempts: plugin calls made for a record that has no outcome yet,
+ * recorded in the table `attempts` *before* the call, so that a record
+ * that kills the process (a plugin crash) is not called again forever:
+ * the next process reads how often it was tried. A call that returns an
+ * outcome (anything but RETRY) deletes the row again; what is left counts
+ * the calls that asked for a retry or never returned. Rows are written
+ * only where a crash may be under way (see dispatch.c): for retries, for
+ * records a row exists for, and after an unclean stop for the first calls
+ * of every partition. The no-fault path writes nothing.
+ *
+ * dedup_open() also notes in the table `opened` that the database is in
+ * use, and dedup_close() removes the note: a note left behind means the
+ * previous process was killed or crashed (an unclean stop).
+ */
+
+typedef struct dedup_attempt {
+  uint32_t scope;
+  const void *event_id;
+  size_t event_id_len;
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+  uint32_t attempts; /* calls made for the record, this one included */
+} dedup_attempt_t;
+
+/* 1 when the process that used the database before did not close it. */
+int dedup_unclean_start(dedup_store_t *s);
+/* After an unclean start: 1 while fewer than budget first calls of this
+ * partition have been counted since open (this one is counted), so that
+ * they are recorded; 0 otherwise, and always after a clean start. */
+int dedup_attempts_recovering(dedup_store_t *s, uint32_t scope,
+                              const char *topic, int32_t partition,
+                              uint32_t budget);
+/* Calls recorded for (scope, id), by this or an earlier process, that
+ * asked for a retry or never returned; 0 when none. */
+uint32_t dedup_attempts_get(dedup_store_t *s, uint32_t scope, const void *id,
+                            size_t len);
+/* Record a->attempts for the record durably, in a transaction of the
+ * writer's connection of its own (marks buffered in w are not written).
+ * Errors name the path and SQLite's message. */
+int dedup_attempts_put(dedup_writer_t *w, const dedup_attempt_t *a, char *err,
+                       size_t errlen);
+/* A recorded call returned an outcome: delete the record's row, durably
+ * and in memory. */
+int dedup_attempts_clear(dedup_writer_t *w, uint32_t scope, const void *id,
+                         size_t len, char *err, size_t errlen);
+/* The record got an outcome: forget its calls in memory (a row left goes
+ * once its mark is durable: dedup_open() deletes rows of marked IDs). */
+void dedup_attempts_forget(dedup_store_t *s, uint32_t scope, const void *id,
+                           size_t len);
 
 #endif

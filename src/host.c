@@ -4,6 +4,7 @@
 #include "host.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "log.h"
 
 struct host {
+  pthread_mutex_t mu; /* guards pipelines[] against a concurrent stop */
   const cfg_t *cfg;
   host_opts_t opts;
   mock_t *mock;
@@ -30,6 +32,27 @@ static int64_t prune_interval(int64_t retention_ms) {
   if (every > 60000)
     every = 60000;
   return every < 1000 ? 1000 : every;
+}
+
+/* mock.generate: the event generator fills the document's topics. */
+static int open_mock_generate(host_t *h, char *err, size_t errlen) {
+  const cfg_t *cfg = h->cfg;
+  gen_opts_t o;
+  gen_report_t r;
+  gen_opts_default(&o);
+  o.count = (uint64_t)cfg->mock_gen.count;
+  o.duplicates = cfg->mock_gen.duplicates;
+  o.users = cfg->mock_gen.users;
+  o.coupons = cfg->mock_gen.coupons;
+  if (cfg->mock_gen.seed_set)
+    o.seed = cfg->mock_gen.seed;
+  log_msg(KHOST_LOG_NOTICE, "mock",
+          "generating %d events (seed %" PRIu32 ", %g%% duplicates, %d users, "
+          "%d coupons)",
+          cfg->mock_gen.count, o.seed, o.duplicates * 100, o.users, o.coupons);
+  int rc = mock_generate(h->mock, &o, cfg->mock_partitions, &r, err, errlen);
+  gen_report_log(&r, "mock");
+  return rc;
 }
 
 static int open_mock(host_t *h, char *err, size_t errlen) {
@@ -58,6 +81,8 @@ static int open_mock(host_t *h, char *err, size_t errlen) {
       }
     }
   }
+  if (cfg->mock_gen.enabled && open_mock_generate(h, err, errlen) != 0)
+    return -1;
   err[0] = '\0';
   return 0;
 }
@@ -107,33 +132,18 @@ static int open_dedup(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
-/* Settings the config accepts that this host cannot honour yet: refusing
- * them beats silently ignoring them. */
-static int check_supported(const cfg_t *cfg, char *err, size_t errlen) {
-  for (size_t i = 0; i < cfg->n_pipelines; i++)
-    if (cfg->pipelines[i].dead_letter_topic) {
-      snprintf(err, errlen,
-               "%s:%d: pipelines[%zu].dead_letter_topic: dead-letter topics "
-               "are not supported by this khost yet (failed records are "
-               "logged and marked)",
-               cfg->path, cfg->pipelines[i].line, i);
-      return -1;
-    }
-  return 0;
-}
-
 int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
               char *err, size_t errlen) {
   host_t *h = calloc(1, sizeof(*h));
   int rc = HOST_EXIT_CONFIG;
+  pthread_mutex_init(&h->mu, NULL);
   h->cfg = cfg;
   h->opts = *opts;
   h->n = cfg->n_pipelines;
   h->plugins = calloc(h->n, sizeof(*h->plugins));
   h->pipelines = calloc(h->n, sizeof(*h->pipelines));
   h->stats = calloc(h->n, sizeof(*h->stats));
-  if (check_supported(cfg, err, errlen) != 0 ||
-      load_plugins(h, err, errlen) != 0)
+  if (load_plugins(h, err, errlen) != 0)
     goto fail;
   rc = HOST_EXIT_RUNTIME;
   if (open_dedup(h, err, errlen) != 0)
@@ -147,6 +157,14 @@ fail:
   return rc;
 }
 
+/* A plugin's FATAL with on_fatal = stop_host: every pipeline stops. */
+static void stop_host(void *ctx) {
+  host_t *h = ctx;
+  log_msg(KHOST_LOG_ERR, "khost",
+          "a pipeline failed (on_fatal = stop_host): stopping every pipeline");
+  host_request_stop(h);
+}
+
 int host_start(host_t *h, char *err, size_t errlen) {
   for (size_t i = 0; i < h->n; i++) {
     const cfg_pipeline_t *pc = &h->cfg->pipelines[i];
@@ -157,8 +175,16 @@ int host_start(host_t *h, char *err, size_t errlen) {
         .dedup = pc->dedup ? h->dedup : NULL,
         .bootstrap_servers = h->mock ? mock_bootstraps(h->mock) : NULL,
         .exit_at_end = h->opts.exit_at_end,
+        .from_beginning = h->opts.from_beginning,
+        .stop_host = stop_host,
+        .stop_host_ctx = h,
     };
-    if (pipeline_start(&h->pipelines[i], &env, err, errlen) != 0) {
+    pipeline_t *pl;
+    int rc = pipeline_start(&pl, &env, err, errlen);
+    pthread_mutex_lock(&h->mu);
+    h->pipelines[i] = rc == 0 ? pl : NULL;
+    pthread_mutex_unlock(&h->mu);
+    if (rc != 0) {
       host_request_stop(h);
       host_wait(h, -1);
       host_finish(h);
@@ -169,9 +195,11 @@ int host_start(host_t *h, char *err, size_t errlen) {
 }
 
 void host_request_stop(host_t *h) {
+  pthread_mutex_lock(&h->mu);
   for (size_t i = 0; i < h->n; i++)
     if (h->pipelines[i])
       pipeline_request_stop(h->pipelines[i]);
+  pthread_mutex_unlock(&h->mu);
 }
 
 int host_done(host_t *h) {
@@ -179,6 +207,16 @@ int host_done(host_t *h) {
     if (h->pipelines[i] && !pipeline_done(h->pipelines[i]))
       return 0;
   return 1;
+}
+
+int host_stopping(host_t *h) {
+  int stopping = 1;
+  pthread_mutex_lock(&h->mu);
+  for (size_t i = 0; i < h->n; i++)
+    if (h->pipelines[i] && !pipeline_stopping(h->pipelines[i]))
+      stopping = 0;
+  pthread_mutex_unlock(&h->mu);
+  return stopping;
 }
 
 int host_wait(host_t *h, int64_t timeout_ms) {
@@ -207,10 +245,13 @@ int host_finish(host_t *h) {
   for (size_t i = 0; i < h->n; i++) {
     if (!h->pipelines[i])
       continue;
-    pipeline_get_stats(h->pipelines[i], &h->stats[i]);
-    if (pipeline_finish(h->pipelines[i]) != 0)
-      rc = HOST_EXIT_RUNTIME;
+    pipeline_t *pl = h->pipelines[i];
+    pipeline_get_stats(pl, &h->stats[i]);
+    pthread_mutex_lock(&h->mu);
     h->pipelines[i] = NULL;
+    pthread_mutex_unlock(&h->mu);
+    if (pipeline_finish(pl) != 0)
+      rc = HOST_EXIT_RUNTIME;
     log_summary(h, i);
   }
   h->finished = 1;
@@ -234,6 +275,7 @@ void host_close(host_t *h) {
   free(h->plugins);
   free(h->pipelines);
   free(h->stats);
+  pthread_mutex_destroy(&h->mu);
   free(h);
 }
 
@@ -276,10 +318,6 @@ int host_check(const cfg_t *cfg, char *err, size_t errlen) {
   int rc = 0;
   size_t off = 0;
   err[0] = '\0';
-  if (check_supported(cfg, err, errlen) != 0) {
-    rc = HOST_EXIT_CONFIG;
-    off = strlen(err);
-  }
   for (size_t i = 0; i < cfg->n_pipelines && off < errlen; i++) {
     char one[1024];
     if (check_pipeline(cfg, i, one, sizeof(one)) == 0)

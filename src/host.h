@@ -15,7 +15,8 @@
 typedef struct host host_t;
 
 typedef struct host_opts {
-  int exit_at_end; /* stop once the end offsets seen at start are reached */
+  int exit_at_end;    /* stop once the end offsets seen at start are reached */
+  int from_beginning; /* start every partition at its earliest offset */
 } host_opts_t;
 
 /* Exit statuses of khost (README "Exit codes"). */
@@ -35,6 +36,8 @@ int host_start(host_t *h, char *err, size_t errlen);
 void host_request_stop(host_t *h);
 /* 1 once every pipeline has stopped (by request, end reached or failure). */
 int host_done(host_t *h);
+/* 1 once every pipeline has been asked to stop, or has stopped. */
+int host_stopping(host_t *h);
 /* Wait up to timeout_ms (-1: forever) for host_done(). */
 int host_wait(host_t *h, int64_t timeout_ms);
 /* Join the pipelines (after host_done()), log a summary, and return the

@@ -17,12 +17,29 @@ static const char usage_text[] =
     "       khost --version | --help\n"
     "\n"
     "Commands:\n"
-    "  run -c FILE [--exit-at-end]\n"
+    "  run -c FILE [--exit-at-end] [--from-beginning]\n"
     "          consume with every pipeline of FILE until SIGINT/SIGTERM;\n"
     "          --exit-at-end: stop cleanly once every partition is consumed\n"
-    "          up to the end offset it had at start\n"
+    "          up to the end offset it had at start;\n"
+    "          --from-beginning: start every partition at its earliest\n"
+    "          offset, whatever the group committed (dedup still skips\n"
+    "          events already handled)\n"
     "  check -c FILE\n"
     "          validate FILE and load its plugins; consume nothing\n"
+    "  replay -c FILE -p PIPELINE --from earliest|latest|TIME|OFFSET\n"
+    "         [--topic T [--partition N]] [--group NEW]\n"
+    "         [--dedup skip|reprocess] [--dry-run]\n"
+    "          move the pipeline's committed offsets so that the next run\n"
+    "          processes from there (TIME: ISO-8601 with a timezone);\n"
+    "          refused while the group has active members\n"
+    "  offsets -c FILE [-p PIPELINE] [--json]\n"
+    "          committed, log start and end offsets, lag and member of\n"
+    "          every partition of the pipelines' groups\n"
+    "  dedup stats  -c FILE [-p PIPELINE]\n"
+    "  dedup lookup -c FILE -p PIPELINE --event-id ID\n"
+    "  dedup forget -c FILE -p PIPELINE (--event-id ID | --all) [--yes]\n"
+    "  dedup prune  -c FILE [--older-than DURATION]\n"
+    "          inspect and edit the dedup database (also while khost runs)\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE  the libconfig file (see examples/khost.cfg)\n"
@@ -36,8 +53,8 @@ static const struct {
   const char *name;
   int (*run)(int argc, char **argv);
 } commands[] = {
-    {"run", cmd_run},
-    {"check", cmd_check},
+    {"run", cmd_run},         {"check", cmd_check}, {"replay", cmd_replay},
+    {"offsets", cmd_offsets}, {"dedup", cmd_dedup},
 };
 
 int cli_usage_error(const char *fmt, ...) {
@@ -68,12 +85,15 @@ static void print_version(void) {
 
 int main(int argc, char **argv) {
   if (argc < 2)
-    return cli_usage_error("a command is required (run or check)");
+    return cli_usage_error(
+        "a command is required (run, check, replay, offsets or dedup)");
   const char *first = argv[1];
-  if (strcmp(first, "-h") == 0 || strcmp(first, "--help") == 0) {
-    fputs(usage_text, stdout);
-    return HOST_EXIT_OK;
-  }
+  /* `khost --help` and `khost COMMAND --help` alike. */
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+      fputs(usage_text, stdout);
+      return HOST_EXIT_OK;
+    }
   if (strcmp(first, "-V") == 0 || strcmp(first, "--version") == 0) {
     print_version();
     return HOST_EXIT_OK;

@@ -1,14 +1,18 @@
 /*
  * One consumer-group member: its own librdkafka consumer and plugin
- * instance, on its own thread.
+ * instance, on its own thread. One cycle:
  *
- *   poll a batch (<= max_batch records, partition order kept)
- *   -> per record: event ID -> seen? skip : plugin handle() (+ retries)
- *   -> plugin flush -> one SQLite transaction with the batch's marks
- *   -> only then commit the next offsets to Kafka
+ *   poll        records go to a queue per partition (offset order kept)
+ *   handle      the ready head records of the partitions, round robin,
+ *               at most max_batch (dispatch.c); a head waiting for a retry
+ *               pauses its partition only
+ *   settle      plugin flush -> one SQLite transaction with the cycle's
+ *               dedup marks -> only then commit the next offsets to Kafka
  *
  * Offsets only ever trail outcomes that are durable in SQLite, so the host
- * may die at any moment without losing a record.
+ * may die at any moment without losing a record. Polling never stops for
+ * long — while records wait for retries, or while SQLite refuses the batch
+ * (all partitions paused) — so the member keeps its place in the group.
  *
  * Threads: everything here runs on the member's thread, including the
  * librdkafka rebalance and commit callbacks (served from
@@ -21,322 +25,364 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "breaker.h"
 #include "log.h"
-#include "pipeline.h"
+#include "member_int.h"
 
-/* How long one poll waits for the first record of a batch. */
+/* Longest single wait for records, so that retries, the breaker and stop
+ * requests are noticed promptly. */
 #define MEMBER_POLL_MS 100
+/* A failed offset commit is sent again after this long, even when idle. */
+#define MEMBER_RECOMMIT_MS 1000
+/* Outcomes are made durable (one SQLite transaction, one offset commit)
+ * once max_batch of them are pending or the oldest has waited this long:
+ * a member that drains librdkafka's queue faster than fetches fill it
+ * would otherwise pay a transaction and a commit every few records. */
+#define MEMBER_LINGER_MS 10
 
-struct member {
-  pipeline_t *p;
-  int index;
-  char who[160];
-  pthread_t thread;
-  rd_kafka_t *rk;
-  plugin_instance_t *inst;
-  dedup_writer_t *writer;
+/* ------------------------------------------------------------ partitions */
 
-  /* The batch: messages polled and not yet committed. */
-  rd_kafka_message_t **msgs;
-  size_t n, cap;
-  size_t done; /* msgs[0..done) have an outcome */
-  /* Indexes of msgs whose event ID was claimed in the dedup store. */
-  size_t *claimed;
-  size_t n_claimed;
-
-  /* Next offset to commit for every partition this member has handled
-   * records of since it was assigned. */
-  rd_kafka_topic_partition_list_t *positions;
-};
-
-/* ------------------------------------------------------------ helpers */
-
-/* A printable copy of an event ID for log lines. */
-static const char *printable(char *buf, size_t size, const void *data,
-                             size_t len) {
-  if (!data)
-    return "-";
-  size_t n = len < size - 4 ? len : size - 4;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = ((const unsigned char *)data)[i];
-    buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+static part_t *part_find(member_t *m, const char *topic, int32_t partition) {
+  /* Records come in runs of one partition: try the last one first. */
+  if (m->last && m->last->partition == partition &&
+      strcmp(m->last->topic, topic) == 0)
+    return m->last;
+  for (guint i = 0; i < m->parts->len; i++) {
+    part_t *pt = m->parts->pdata[i];
+    if (pt->partition == partition && strcmp(pt->topic, topic) == 0)
+      return pt;
   }
-  strcpy(buf + n, len > n ? "..." : "");
-  return buf;
+  return NULL;
 }
 
-/* The record's event ID (header or key); 0 when it has none. */
-static int event_id(const member_t *m, rd_kafka_message_t *msg, const void **id,
-                    size_t *len) {
-  const cfg_pipeline_t *pc = m->p->env.pc;
-  *id = NULL;
-  *len = 0;
-  if (pc->eid_source == CFG_EID_KEY) {
-    *id = msg->key;
-    *len = msg->key_len;
-  } else {
-    rd_kafka_headers_t *hdrs = NULL;
-    if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_header_get_last(hdrs, pc->eid_header, id, len) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR)
-      *id = NULL;
-  }
-  if (!*id || *len == 0) {
-    *id = NULL;
-    *len = 0;
-    return 0;
-  }
-  return 1;
-}
-
-static int64_t backoff_ms(const cfg_pipeline_t *pc, uint32_t attempt) {
-  int64_t d = pc->retry_backoff_ms;
-  for (uint32_t i = 1; i < attempt && d < pc->retry_backoff_max_ms; i++)
-    d *= 2;
-  if (d > pc->retry_backoff_max_ms)
-    d = pc->retry_backoff_max_ms;
-  /* Jitter in [d/2, d]: members retrying against one dependency spread. */
-  return d / 2 + g_random_int_range(0, (gint32)(d / 2 + 1));
-}
-
-static void set_position(rd_kafka_topic_partition_list_t *list,
-                         const char *topic, int32_t partition, int64_t offset) {
-  rd_kafka_topic_partition_t *tp =
-      rd_kafka_topic_partition_list_find(list, topic, partition);
-  if (!tp)
-    tp = rd_kafka_topic_partition_list_add(list, topic, partition);
-  tp->offset = offset;
-}
-
-/* ------------------------------------------------------ handling */
-
-enum { HANDLED, ABANDON }; /* abandon: stop here, commit nothing past it */
-
-static void report_failure(member_t *m, const rd_kafka_message_t *msg,
-                           const void *id, size_t len, const char *why) {
-  char idbuf[132];
-  log_msg(KHOST_LOG_ERR, m->who,
-          "%s [%" PRId32 "] offset %" PRId64 " eventId %s: %s",
-          rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset,
-          printable(idbuf, sizeof(idbuf), id, len), why);
-  atomic_fetch_add(&m->p->failed_records, 1);
-}
-
-/* Call the plugin for one record until it answers other than RETRY or the
- * retries are used up. */
-static int call_plugin(member_t *m, rd_kafka_message_t *msg, const void *id,
-                       size_t len, khost_result_t *res) {
-  const cfg_pipeline_t *pc = m->p->env.pc;
-  rd_kafka_headers_t *hdrs = NULL;
-  rd_kafka_message_headers(msg, &hdrs);
-  rd_kafka_timestamp_type_t tstype;
-  khost_record_t rec = {
-      .struct_size = sizeof(rec),
-      .topic = rd_kafka_topic_name(msg->rkt),
-      .partition = msg->partition,
-      .offset = msg->offset,
-      .timestamp = rd_kafka_message_timestamp(msg, &tstype),
-      .key = msg->key,
-      .key_len = msg->key_len,
-      .value = msg->payload,
-      .value_len = msg->len,
-      .event_id = id,
-      .event_id_len = len,
-      .host_priv = hdrs,
-  };
-  for (rec.attempt = 1;; rec.attempt++) {
-    *res = plugin_instance_handle(m->inst, &rec);
-    if (*res != KHOST_RETRY)
-      return HANDLED;
-    atomic_fetch_add(&m->p->retries, 1);
-    if (rec.attempt > (uint32_t)pc->retry_max) {
-      *res = KHOST_FAIL;
-      return HANDLED;
-    }
-    int64_t wait = backoff_ms(pc, rec.attempt);
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "%s [%" PRId32 "] offset %" PRId64 ": attempt %" PRIu32
-            " asks to retry; next in %" PRId64 " ms",
-            rec.topic, rec.partition, rec.offset, rec.attempt, wait);
-    if (pipeline_sleep(m->p, wait))
-      return ABANDON;
-  }
-}
-
-static void add_mark(member_t *m, rd_kafka_message_t *msg, const void *id,
-                     size_t len, int outcome) {
-  dedup_mark_t mark = {
-      .scope = m->p->scope,
-      .event_id = id,
-      .event_id_len = len,
-      .topic = rd_kafka_topic_name(msg->rkt),
-      .partition = msg->partition,
-      .offset = msg->offset,
-      .handled_at_ms = dedup_now_ms(),
-      .outcome = outcome,
-  };
-  dedup_writer_add(m->writer, &mark);
-}
-
-/* One record: dedup check, plugin, outcome. */
-static int handle_record(member_t *m, size_t idx) {
-  rd_kafka_message_t *msg = m->msgs[idx];
-  const cfg_pipeline_t *pc = m->p->env.pc;
-  const void *id;
-  size_t len;
-  khost_result_t res;
-  int has_id = event_id(m, msg, &id, &len);
-  if (!has_id) {
-    atomic_fetch_add(&m->p->no_id, 1);
-    if (pc->on_missing_id == CFG_MISSING_FAIL) {
-      report_failure(m, msg, NULL, 0,
-                     "record has no event ID (on_missing_id = fail)");
-      return HANDLED;
-    }
-  }
-  int dedup = has_id && m->writer;
-  if (dedup) {
-    if (dedup_claim(m->p->env.dedup, m->p->scope, id, len) == DEDUP_SEEN) {
-      atomic_fetch_add(&m->p->duplicates, 1);
-      return HANDLED;
-    }
-    m->claimed[m->n_claimed++] = idx;
-  }
-  int r = call_plugin(m, msg, id, len, &res);
-  if (r == HANDLED && res == KHOST_FATAL) {
-    pipeline_fail(
-        m->p,
-        "%s: plugin reported a fatal error at %s [%" PRId32 "] offset %" PRId64,
-        m->who, rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset);
-    r = ABANDON;
-  }
-  if (r == ABANDON) {
-    /* No outcome: this record will be delivered again, unclaimed. */
-    if (dedup) {
-      dedup_release(m->p->env.dedup, m->p->scope, id, len);
-      m->n_claimed--;
-    }
-    return ABANDON;
-  }
-  if (res == KHOST_OK)
-    atomic_fetch_add(&m->p->handled, 1);
-  else
-    report_failure(
-        m, msg, id, len,
-        "plugin failed the record (retries included); marked as handled");
-  if (dedup)
-    add_mark(m, msg, id, len,
-             res == KHOST_OK ? DEDUP_OUTCOME_OK : DEDUP_OUTCOME_FAIL);
-  return HANDLED;
-}
-
-/* ------------------------------------------------------ committing */
-
-/* Give back the claims of a batch whose marks will not be written. */
-static void release_claims(member_t *m) {
-  for (size_t i = 0; i < m->n_claimed; i++) {
-    const void *id;
-    size_t len;
-    if (event_id(m, m->msgs[m->claimed[i]], &id, &len))
-      dedup_release(m->p->env.dedup, m->p->scope, id, len);
-  }
-  m->n_claimed = 0;
-  if (m->writer)
-    dedup_writer_discard(m->writer);
-}
-
-/* Make the plugin's effects and the dedup marks durable, retrying transient
- * faults until they clear or the pipeline stops. */
-static int make_durable(member_t *m) {
+/* The replayed ranges of a newly owned partition (khost replay). */
+static void load_ranges(member_t *m, part_t *pt) {
   char err[512];
-  int transient = 1;
-  for (int attempt = 1;; attempt++) {
-    err[0] = '\0';
-    if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
-        (!m->writer || dedup_writer_pending(m->writer) == 0 ||
-         dedup_writer_commit(m->writer, &transient, err, sizeof(err)) == 0))
-      return 0;
-    if (!transient) {
-      pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
-      return -1;
-    }
+  if (!m->writer)
+    return;
+  if (dedup_replay_ranges(m->p->env.dedup, m->p->scope, pt->topic,
+                          pt->partition, &pt->ranges, &pt->n_ranges, err,
+                          sizeof(err)) != 0)
     log_msg(KHOST_LOG_WARNING, m->who,
-            "cannot make the batch durable (attempt %d), not committing: %s",
-            attempt, err);
-    if (pipeline_sleep(m->p, attempt < 8 ? 100LL << attempt : 25600))
-      return -1;
+            "%s [%" PRId32 "]: cannot read replayed ranges: %s", pt->topic,
+            pt->partition, err);
+  else if (pt->n_ranges > 0)
+    log_msg(KHOST_LOG_INFO, m->who,
+            "%s [%" PRId32 "]: %zu replayed range(s), newest [%" PRId64
+            ", %" PRId64 ") %s",
+            pt->topic, pt->partition, pt->n_ranges, pt->ranges[0].from,
+            pt->ranges[0].to,
+            pt->ranges[0].mode == DEDUP_REPLAY_REPROCESS ? "reprocess"
+                                                         : "skip");
+}
+
+static part_t *part_get(member_t *m, const char *topic, int32_t partition) {
+  part_t *pt = part_find(m, topic, partition);
+  if (pt)
+    return pt;
+  pt = calloc(1, sizeof(*pt));
+  pt->topic = strdup(topic);
+  pt->partition = partition;
+  pt->next = pt->committed = -1;
+  g_queue_init(&pt->queue);
+  load_ranges(m, pt);
+  g_ptr_array_add(m->parts, pt);
+  return pt;
+}
+
+/* Forget a partition: its queued records were never handled and go to the
+ * next owner; its head's claim is given back. */
+static void part_drop(member_t *m, part_t *pt) {
+  rd_kafka_message_t *msg;
+  dispatch_release_head(m, pt);
+  while ((msg = g_queue_pop_head(&pt->queue))) {
+    rd_kafka_message_destroy(msg);
+    m->queued--;
+  }
+  g_ptr_array_remove(m->parts, pt);
+  if (m->last == pt)
+    m->last = NULL;
+  free(pt->ranges);
+  free(pt->topic);
+  free(pt);
+}
+
+static void drop_partitions(member_t *m,
+                            const rd_kafka_topic_partition_list_t *parts) {
+  for (int i = 0; i < parts->cnt; i++) {
+    part_t *pt = part_find(m, parts->elems[i].topic, parts->elems[i].partition);
+    if (pt)
+      part_drop(m, pt);
   }
 }
 
-/* Commit the positions of partitions this member still owns. */
-static void commit_positions(member_t *m, int sync) {
+/* Pause the partitions whose head waits (or all, while the batch cannot be
+ * made durable or the breaker is open); resume the others. */
+static void reconcile_pauses(member_t *m) {
+  int64_t now = member_now_ms();
+  rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(4),
+                                  *resume =
+                                      rd_kafka_topic_partition_list_new(4);
+  for (guint i = 0; i < m->parts->len; i++) {
+    part_t *pt = m->parts->pdata[i];
+    int want = m->hold || m->breaker_open ||
+               (pt->queue.length > 0 && pt->wait_until > now);
+    if (want == pt->paused)
+      continue;
+    rd_kafka_topic_partition_list_add(want ? pause : resume, pt->topic,
+                                      pt->partition);
+    pt->paused = want;
+  }
+  if (pause->cnt)
+    rd_kafka_pause_partitions(m->rk, pause);
+  if (resume->cnt)
+    rd_kafka_resume_partitions(m->rk, resume);
+  rd_kafka_topic_partition_list_destroy(pause);
+  rd_kafka_topic_partition_list_destroy(resume);
+}
+
+/* ------------------------------------------------------------ committing */
+
+/* Commit the durable positions of partitions this member still owns. A
+ * sync commit returns its error (0 when there was nothing to commit). */
+static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
   rd_kafka_topic_partition_list_t *owned = NULL, *list;
-  if (m->positions->cnt == 0 ||
-      rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR)
-    return;
-  list = rd_kafka_topic_partition_list_new(m->positions->cnt);
-  for (int i = 0; i < m->positions->cnt; i++) {
-    const rd_kafka_topic_partition_t *tp = &m->positions->elems[i];
-    if (rd_kafka_topic_partition_list_find(owned, tp->topic, tp->partition))
-      rd_kafka_topic_partition_list_add(list, tp->topic, tp->partition)
-          ->offset = tp->offset;
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  list = rd_kafka_topic_partition_list_new(m->parts->len + 1);
+  for (guint i = 0; i < m->parts->len; i++) {
+    part_t *pt = m->parts->pdata[i];
+    if (pt->next >= 0 && (sync || pt->next != pt->committed) &&
+        rd_kafka_topic_partition_list_find(owned, pt->topic, pt->partition))
+      rd_kafka_topic_partition_list_add(list, pt->topic, pt->partition)
+          ->offset = pt->next;
   }
   if (list->cnt > 0) {
     /* Failures are reported by on_commit(), for sync commits too. */
-    rd_kafka_commit(m->rk, list, !sync);
+    e = rd_kafka_commit(m->rk, list, !sync);
     atomic_fetch_add(&m->p->commits, 1);
   }
   rd_kafka_topic_partition_list_destroy(list);
   rd_kafka_topic_partition_list_destroy(owned);
+  return sync ? e : RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-/* After the batch prefix msgs[0..done) is durable: advance positions and
- * the end-of-log bookkeeping (once per partition, not per record). */
-static void advance(member_t *m) {
-  for (size_t i = 0; i < m->done; i++) {
-    rd_kafka_message_t *msg = m->msgs[i];
-    if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR)
-      set_position(m->positions, rd_kafka_topic_name(msg->rkt), msg->partition,
-                   msg->offset + 1);
-    else if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-      /* At a partition EOF the message offset is the end offset. */
-      pipeline_progress(m->p, rd_kafka_topic_name(msg->rkt), msg->partition,
-                        msg->offset);
+static void enqueue(member_t *m, rd_kafka_message_t *msg);
+
+/* Poll for up to ms without handling anything (records are queued). */
+static int wait_polling(member_t *m, int64_t ms) {
+  int64_t deadline = member_now_ms() + ms;
+  while (!pipeline_stopping(m->p)) {
+    int64_t left = deadline - member_now_ms();
+    if (left <= 0)
+      return 0;
+    rd_kafka_message_t *msg = rd_kafka_consumer_poll(
+        m->rk, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
+    if (msg)
+      enqueue(m, msg);
   }
-  if (!m->p->targets)
-    return;
-  for (int i = 0; i < m->positions->cnt; i++)
-    pipeline_progress(m->p, m->positions->elems[i].topic,
-                      m->positions->elems[i].partition,
-                      m->positions->elems[i].offset);
+  return 1;
 }
 
-static void clear_batch(member_t *m) {
-  for (size_t i = 0; i < m->n; i++)
-    rd_kafka_message_destroy(m->msgs[i]);
-  m->n = m->done = m->n_claimed = 0;
-}
-
-/* Handle the whole batch, make it durable, then commit its offsets. */
-static void process_batch(member_t *m, int sync) {
-  for (m->done = 0; m->done < m->n; m->done++) {
-    if (m->msgs[m->done]->err)
-      continue; /* partition EOF marker */
-    if (handle_record(m, m->done) == ABANDON)
+/* Make the plugin's effects and the dedup marks durable. Transient faults
+ * (SQLite busy, full, read-only; a failing flush) are waited out with every
+ * partition paused and polling going on; a permanent one stops the
+ * pipeline. */
+static int make_durable(member_t *m, int wait) {
+  char err[512];
+  for (int attempt = 1;; attempt++) {
+    int transient = 1;
+    err[0] = '\0';
+    if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
+        (!m->writer || dedup_writer_pending(m->writer) == 0 ||
+         dedup_writer_commit(m->writer, &transient, err, sizeof(err)) == 0))
       break;
-  }
-  if (make_durable(m) != 0) {
+    if (!transient) {
+      pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
+      return -1;
+    }
+    if (!wait) {
+      log_msg(KHOST_LOG_WARNING, m->who,
+              "cannot make the batch durable before the partitions go: %s",
+              err);
+      return -1;
+    }
     log_msg(KHOST_LOG_WARNING, m->who,
-            "batch of %zu records abandoned uncommitted: it will be "
-            "delivered again",
-            m->n);
-    release_claims(m);
-  } else {
-    m->n_claimed = 0;
-    advance(m);
-    commit_positions(m, sync);
+            "cannot make the batch durable (attempt %d), holding every "
+            "partition and committing nothing: %s",
+            attempt, err);
+    if (!m->hold) {
+      m->hold = 1;
+      reconcile_pauses(m);
+    }
+    if (wait_polling(m, attempt < 8 ? 100LL << attempt : 25600))
+      return -1;
   }
-  clear_batch(m);
+  if (m->hold) {
+    log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
+    m->hold = 0;
+  }
+  return 0;
+}
+
+/* The records of m->done are durable: advance the positions. */
+static void advance(member_t *m) {
+  for (guint i = 0; i < m->done->len; i++) {
+    rd_kafka_message_t *msg = m->done->pdata[i];
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    part_t *pt = part_find(m, topic, msg->partition);
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+      /* At a partition EOF the message offset is the end offset. */
+      pipeline_progress(m->p, topic, msg->partition, msg->offset);
+    else if (pt) /* NULL: revoked meanwhile; its next owner gets it */
+      pt->next = msg->offset + 1;
+  }
+  if (m->p->targets)
+    for (guint i = 0; i < m->parts->len; i++) {
+      part_t *pt = m->parts->pdata[i];
+      if (pt->next >= 0)
+        pipeline_progress(m->p, pt->topic, pt->partition, pt->next);
+    }
+}
+
+static void clear_done(member_t *m) {
+  for (guint i = 0; i < m->done->len; i++)
+    rd_kafka_message_destroy(m->done->pdata[i]);
+  g_ptr_array_set_size(m->done, 0);
+  g_ptr_array_set_size(m->claims, 0);
+}
+
+/* Make the pending outcomes durable, then commit their offsets. wait:
+ * transient faults are waited out (polling); else one try (inside a
+ * rebalance callback, where polling is not allowed). */
+static void settle(member_t *m, int sync, int wait) {
+  m->first_done_at = 0;
+  if (m->done->len > 0) {
+    if (make_durable(m, wait) != 0) {
+      log_msg(KHOST_LOG_WARNING, m->who,
+              "%u handled records not made durable: they will be delivered "
+              "again",
+              m->done->len);
+      dispatch_release_done(m);
+    } else {
+      advance(m);
+    }
+    clear_done(m);
+  }
+  commit_positions(m, sync);
+}
+
+/* ------------------------------------------------------------ the cycle */
+
+static void enqueue(member_t *m, rd_kafka_message_t *msg) {
+  if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+    log_msg(KHOST_LOG_WARNING, m->who, "consumer: %s%s%s",
+            msg->rkt ? rd_kafka_topic_name(msg->rkt) : "", msg->rkt ? ": " : "",
+            rd_kafka_message_errstr(msg));
+    rd_kafka_message_destroy(msg);
+    return;
+  }
+  part_t *pt = part_get(m, rd_kafka_topic_name(msg->rkt), msg->partition);
+  m->last = pt;
+  g_queue_push_tail(&pt->queue, msg);
+  m->queued++;
+}
+
+static int head_ready(const member_t *m, const part_t *pt, int64_t now) {
+  return pt->queue.length > 0 && pt->wait_until <= now && !m->hold &&
+         !m->breaker_open;
+}
+
+/* How long the next poll may wait: not at all when a head is ready, else
+ * until the earliest retry is due. */
+static int poll_timeout(const member_t *m) {
+  int64_t now = member_now_ms(), t = MEMBER_POLL_MS;
+  if (m->done->len > 0)
+    t = MEMBER_LINGER_MS;
+  for (guint i = 0; i < m->parts->len; i++) {
+    const part_t *pt = m->parts->pdata[i];
+    if (head_ready(m, pt, now))
+      return 0;
+    if (pt->queue.length > 0 && pt->wait_until - now < t)
+      t = pt->wait_until - now;
+  }
+  return t < 0 ? 0 : (int)t;
+}
+
+/* Poll until max_batch records are queued or none is waiting. */
+static void poll_records(member_t *m) {
+  int timeout = poll_timeout(m);
+  size_t max = (size_t)m->p->env.pc->max_batch;
+  do {
+    rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
+    if (!msg)
+      return;
+    enqueue(m, msg);
+    timeout = 0;
+  } while (m->queued < max && !pipeline_stopping(m->p));
+}
+
+/* Notice the pipeline's circuit breaker opening and closing. */
+static void check_breaker(member_t *m) {
+  if (!m->p->breaker)
+    return;
+  int open = breaker_open_for(m->p->breaker, member_now_ms()) > 0;
+  if (open == m->breaker_open)
+    return;
+  m->breaker_open = open;
+  log_msg(open ? KHOST_LOG_WARNING : KHOST_LOG_NOTICE, m->who,
+          open ? "circuit breaker open: partitions paused"
+               : "circuit breaker closed: resuming");
+}
+
+/* Handle the ready heads, round robin over the partitions, at most
+ * max_batch records. */
+static void handle_ready(member_t *m) {
+  size_t max = (size_t)m->p->env.pc->max_batch, n = m->parts->len;
+  /* A batch never grows past max_batch outcomes. */
+  size_t budget = max > m->done->len ? max - m->done->len : 0;
+  int progress = 1;
+  while (budget > 0 && progress && !pipeline_stopping(m->p)) {
+    int64_t now = member_now_ms(); /* once a round, not per record */
+    progress = 0;
+    for (size_t k = 0; k < n && budget > 0; k++) {
+      part_t *pt = m->parts->pdata[(m->rr + k) % n];
+      if (!head_ready(m, pt, now))
+        continue;
+      int r = dispatch_head(m, pt);
+      if (r == DISPATCH_STOP)
+        return;
+      if (r == DISPATCH_DONE) {
+        budget--;
+        progress = 1;
+      }
+    }
+  }
+  m->rr = n ? (m->rr + 1) % n : 0;
+}
+
+static int settle_due(member_t *m) {
+  int64_t now = member_now_ms();
+  if (m->done->len == 0)
+    return 0;
+  if (m->first_done_at == 0)
+    m->first_done_at = now;
+  return m->done->len >= (guint)m->p->env.pc->max_batch ||
+         now - m->first_done_at >= MEMBER_LINGER_MS;
+}
+
+static void cycle(member_t *m) {
+  poll_records(m);
+  check_breaker(m);
+  handle_ready(m);
+  if (settle_due(m))
+    settle(m, 0, 1);
+  if (m->recommit_at && member_now_ms() >= m->recommit_at) {
+    m->recommit_at = 0;
+    commit_positions(m, 0);
+  }
+  reconcile_pauses(m);
 }
 
 /* ------------------------------------------------------ rebalancing */
@@ -354,43 +400,18 @@ static void log_partitions(member_t *m, const char *what,
           buf);
 }
 
-/* Drop polled, unhandled messages of partitions this member lost. */
-static void drop_partitions(member_t *m,
-                            const rd_kafka_topic_partition_list_t *parts) {
-  size_t kept = 0;
-  for (size_t i = 0; i < m->n; i++) {
-    rd_kafka_message_t *msg = m->msgs[i];
-    if (rd_kafka_topic_partition_list_find(parts, rd_kafka_topic_name(msg->rkt),
-                                           msg->partition))
-      rd_kafka_message_destroy(msg);
-    else
-      m->msgs[kept++] = msg;
-  }
-  m->n = kept;
-}
-
-static void forget_positions(member_t *m,
-                             const rd_kafka_topic_partition_list_t *parts) {
-  for (int i = 0; i < parts->cnt; i++)
-    rd_kafka_topic_partition_list_del(m->positions, parts->elems[i].topic,
-                                      parts->elems[i].partition);
-}
-
 static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
   if (rd_kafka_assignment_lost(m->rk)) {
     /* Someone else owns these now: their results must not be committed. */
     log_partitions(m, "lost", parts);
-    drop_partitions(m, parts);
   } else {
     log_partitions(m, "revoked", parts);
-    /* Finish the in-flight batch while every partition is still ours, then
-     * commit synchronously before the partitions go. */
-    if (m->n > 0)
-      process_batch(m, 1);
-    else
-      commit_positions(m, 1);
+    /* Make what was handled durable and commit it synchronously before
+     * the partitions go (what cannot be made durable now is delivered to
+     * the next owner). */
+    settle(m, 1, 0);
   }
-  forget_positions(m, parts);
+  drop_partitions(m, parts);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -398,11 +419,16 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   member_t *m = opaque;
   rd_kafka_error_t *error = NULL;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  /* Known only once the group has been joined: ask every time. */
-  int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+  /* Known only once the group has been joined (NULL when there is no
+   * group any more, while closing): ask every time. */
+  const char *protocol = rd_kafka_rebalance_protocol(rk);
+  int cooperative = protocol && strcmp(protocol, "COOPERATIVE") == 0;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     log_partitions(m, "assigned", parts);
     atomic_fetch_add(&m->p->assigned, (uint64_t)parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+      part_get(m, parts->elems[i].topic, parts->elems[i].partition);
+    pipeline_start_offsets(m->p, parts);
     if (cooperative)
       error = rd_kafka_incremental_assign(rk, parts);
     else
@@ -435,22 +461,29 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   char buf[512];
   size_t off = 0;
   buf[0] = '\0';
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return;
   for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
     const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+    part_t *pt = part_find(m, tp->topic, tp->partition);
+    if (!err && !tp->err && pt)
+      pt->committed = tp->offset;
     off += (size_t)snprintf(buf + off, sizeof(buf) - off,
                             "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
                             tp->topic, tp->partition, tp->offset,
                             tp->err ? "(failed)" : "");
   }
-  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-    return;
-  if (err)
-    /* Nothing is lost: the next commit of these partitions carries the
-     * offsets again, and uncommitted records are skipped by dedup. */
-    log_msg(KHOST_LOG_WARNING, m->who, "offset commit failed: %s: %s",
-            rd_kafka_err2str(err), buf);
-  else
+  if (err) {
+    /* Nothing is lost: the offsets are sent again shortly, and records
+     * delivered again meanwhile are skipped by dedup. */
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "offset commit failed: %s: %s (sent again in %d ms)",
+            rd_kafka_err2str(err), buf, MEMBER_RECOMMIT_MS);
+    m->recommit_at = member_now_ms() + MEMBER_RECOMMIT_MS;
+  } else {
     log_msg(KHOST_LOG_DEBUG, m->who, "committed %s", buf);
+  }
+  (void)rk;
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
@@ -466,26 +499,11 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
           rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-/* ------------------------------------------------------ the loop */
-
-static void fill_batch(member_t *m) {
-  int max = m->p->env.pc->max_batch, timeout = MEMBER_POLL_MS;
-  while ((int)m->n < max && !pipeline_stopping(m->p)) {
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
-    if (!msg)
-      return;
-    timeout = 0;
-    if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      log_msg(KHOST_LOG_WARNING, m->who, "consumer: %s%s%s",
-              msg->rkt ? rd_kafka_topic_name(msg->rkt) : "",
-              msg->rkt ? ": " : "", rd_kafka_message_errstr(msg));
-      rd_kafka_message_destroy(msg);
-      continue;
-    }
-    m->msgs[m->n++] = msg;
-  }
+static void on_log(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf) {
+  const member_t *m = rd_kafka_opaque(rk);
+  log_msg(level, m->who, "librdkafka %s: %s", fac, buf);
 }
-
 static int subscribe(member_t *m, char *err, size_t errlen) {
   const cfg_pipeline_t *pc = m->p->env.pc;
   rd_kafka_topic_partition_list_t *topics =
@@ -501,12 +519,6 @@ static int subscribe(member_t *m, char *err, size_t errlen) {
     return -1;
   }
   return 0;
-}
-
-static void on_log(const rd_kafka_t *rk, int level, const char *fac,
-                   const char *buf) {
-  const member_t *m = rd_kafka_opaque(rk);
-  log_msg(level, m->who, "librdkafka %s: %s", fac, buf);
 }
 
 static int create_consumer(member_t *m, char *err, size_t errlen) {
@@ -535,6 +547,26 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
   return 0;
 }
 
+/* The dead-letter producer: the pipeline's connection settings, its own
+ * client id. */
+static int open_dead_letter(member_t *m, char *err, size_t errlen) {
+  const cfg_pipeline_t *pc = m->p->env.pc;
+  char client_id[256];
+  if (!pc->dead_letter_topic)
+    return 0;
+  rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, 0, err, errlen);
+  if (!conf)
+    return -1;
+  snprintf(client_id, sizeof(client_id), "khost-%s-%d-dlt", m->p->name,
+           m->index);
+  rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
+  rd_kafka_conf_set_opaque(conf, m);
+  rd_kafka_conf_set_log_cb(conf, on_log);
+  return dead_letter_open(&m->dlq, conf, pc->dead_letter_topic, m->p->name,
+                          plugin_descriptor(m->p->env.plugin)->name, 30000, err,
+                          errlen);
+}
+
 static int setup(member_t *m, char *err, size_t errlen) {
   const pipeline_env_t *env = &m->p->env;
   plugin_instance_opts_t opts = {
@@ -547,27 +579,35 @@ static int setup(member_t *m, char *err, size_t errlen) {
     return -1;
   if (env->dedup && dedup_writer_open(env->dedup, &m->writer, err, errlen))
     return -1;
+  if (open_dead_letter(m, err, errlen) != 0)
+    return -1;
   if (create_consumer(m, err, errlen) != 0)
     return -1;
   return subscribe(m, err, errlen);
 }
 
-/* Last batch, last synchronous commit, leave the group. */
+/* Last outcomes made durable, last synchronous commit (tried a few times:
+ * what it does not commit is delivered again and skipped by dedup), leave
+ * the group. */
 static void shut_down(member_t *m) {
   if (m->rk) {
-    if (m->n > 0)
-      process_batch(m, 1);
-    commit_positions(m, 1);
-    /* Leaving the group runs the revoke callback (another sync commit of
-     * anything still pending) before the partitions go. */
+    settle(m, 0, 1);
+    for (int i = 0; i < 5 && commit_positions(m, 1); i++)
+      g_usleep(300 * 1000);
+    /* Leaving the group runs the revoke callback (one more sync commit)
+     * and drops every partition with its unhandled records. */
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(m->rk);
     if (e)
       log_msg(KHOST_LOG_WARNING, m->who, "leaving the group: %s",
               rd_kafka_err2str(e));
+    while (m->parts->len > 0)
+      part_drop(m, m->parts->pdata[0]);
     rd_kafka_destroy(m->rk);
     m->rk = NULL;
   }
-  clear_batch(m);
+  clear_done(m);
+  dead_letter_close(m->dlq);
+  m->dlq = NULL;
   if (m->inst)
     plugin_instance_destroy(m->inst);
   m->inst = NULL;
@@ -597,11 +637,8 @@ static void *member_main(void *arg) {
   pthread_mutex_unlock(&p->mu);
   if (ok) {
     log_msg(KHOST_LOG_INFO, m->who, "subscribed; consuming");
-    while (!pipeline_stopping(p)) {
-      fill_batch(m);
-      if (m->n > 0)
-        process_batch(m, 0);
-    }
+    while (!pipeline_stopping(p))
+      cycle(m);
   }
   shut_down(m);
   if (ok) {
@@ -615,18 +652,16 @@ static void *member_main(void *arg) {
 
 int member_spawn(member_t **out, pipeline_t *p, int index) {
   member_t *m = calloc(1, sizeof(*m));
-  size_t cap = (size_t)p->env.pc->max_batch;
   m->p = p;
   m->index = index;
   snprintf(m->who, sizeof(m->who), "%s/%d", p->name, index);
-  m->msgs = calloc(cap, sizeof(*m->msgs));
-  m->claimed = calloc(cap, sizeof(*m->claimed));
-  m->cap = cap;
-  m->positions = rd_kafka_topic_partition_list_new(8);
+  m->parts = g_ptr_array_new();
+  m->done = g_ptr_array_new();
+  m->claims = g_ptr_array_new();
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
-    rd_kafka_topic_partition_list_destroy(m->positions);
-    free(m->msgs);
-    free(m->claimed);
+    g_ptr_array_free(m->parts, TRUE);
+    g_ptr_array_free(m->done, TRUE);
+    g_ptr_array_free(m->claims, TRUE);
     free(m);
     return -1;
   }
@@ -636,8 +671,23 @@ int member_spawn(member_t **out, pipeline_t *p, int index) {
 
 void member_join(member_t *m) {
   pthread_join(m->thread, NULL);
-  rd_kafka_topic_partition_list_destroy(m->positions);
-  free(m->msgs);
-  free(m->claimed);
+  g_ptr_array_free(m->parts, TRUE);
+  g_ptr_array_free(m->done, TRUE);
+  g_ptr_array_free(m->claims, TRUE);
   free(m);
+}
+
+int member_busy(member_t *m, int64_t *since, const char **topic,
+                int32_t *partition, int64_t *offset) {
+  *since = atomic_load(&m->busy_since);
+  if (*since == 0)
+    return 0;
+  *topic = atomic_load(&m->busy_topic);
+  *partition = atomic_load(&m->busy_partition);
+  *offset = atomic_load(&m->busy_offset);
+  return 1;
+}
+
+const char *member_who(const member_t *m) {
+  return m->who;
 }

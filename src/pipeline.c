@@ -186,25 +186,77 @@ void pipeline_request_stop(pipeline_t *p) {
 }
 
 void pipeline_fail(pipeline_t *p, const char *fmt, ...) {
+  int first = 0;
   pthread_mutex_lock(&p->mu);
   if (!p->failed) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(p->failure, sizeof(p->failure), fmt, ap);
     va_end(ap);
-    p->failed = 1;
+    p->failed = first = 1;
     log_msg(KHOST_LOG_ERR, p->name, "pipeline stops: %s", p->failure);
   }
   p->stop = 1;
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->mu);
+  if (first && p->env.stop_host && p->env.pc->on_fatal == CFG_FATAL_STOP_HOST)
+    p->env.stop_host(p->env.stop_host_ctx);
+}
+
+void pipeline_start_offsets(pipeline_t *p,
+                            rd_kafka_topic_partition_list_t *parts) {
+  if (!p->started)
+    return;
+  pthread_mutex_lock(&p->mu);
+  for (int i = 0; i < parts->cnt; i++) {
+    char *key = target_key(parts->elems[i].topic, parts->elems[i].partition);
+    if (g_hash_table_contains(p->started, key)) {
+      g_free(key);
+      continue;
+    }
+    g_hash_table_add(p->started, key);
+    parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+    log_msg(KHOST_LOG_INFO, p->name,
+            "%s [%" PRId32 "]: --from-beginning: starting at the earliest "
+            "offset",
+            parts->elems[i].topic, parts->elems[i].partition);
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
+/* Report handle() calls running longer than handler_timeout, with the
+ * record they are stuck on; again every further timeout. */
+static void *watchdog_main(void *arg) {
+  pipeline_t *p = arg;
+  int64_t timeout = p->env.pc->handler_timeout_ms;
+  int64_t tick =
+      timeout / 4 < 1000 ? (timeout / 4 > 10 ? timeout / 4 : 10) : 1000;
+  int64_t *reported = calloc((size_t)p->n_members + 1, sizeof(*reported));
+  while (!pipeline_sleep(p, tick)) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    for (int i = 0; i < p->n_members; i++) {
+      int64_t since, offset;
+      const char *topic;
+      int32_t part;
+      if (!member_busy(p->members[i], &since, &topic, &part, &offset) ||
+          now - since < timeout || now - reported[i] < timeout)
+        continue;
+      reported[i] = now;
+      log_msg(KHOST_LOG_WARNING, member_who(p->members[i]),
+              "handle() has been running for %" PRId64 " ms on %s [%" PRId32
+              "] offset %" PRId64 " (handler_timeout %" PRId64 " ms)",
+              now - since, topic, part, offset, timeout);
+    }
+  }
+  free(reported);
+  return NULL;
 }
 
 int pipeline_stopping(pipeline_t *p) {
-  pthread_mutex_lock(&p->mu);
-  int stop = p->stop;
-  pthread_mutex_unlock(&p->mu);
-  return stop;
+  /* Asked once per record: a plain atomic read (writers hold p->mu). */
+  return __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE);
 }
 
 int pipeline_sleep(pipeline_t *p, int64_t ms) {
@@ -232,12 +284,20 @@ static pipeline_t *pipeline_new(const pipeline_env_t *env) {
   p->members = calloc((size_t)env->pc->members, sizeof(*p->members));
   if (env->exit_at_end)
     p->targets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  if (env->from_beginning)
+    p->started = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  if (env->pc->breaker_window > 0)
+    p->breaker = breaker_new(env->pc->breaker_window, env->pc->breaker_ratio,
+                             env->pc->breaker_cooldown_ms);
   return p;
 }
 
 static void pipeline_free(pipeline_t *p) {
   if (p->targets)
     g_hash_table_destroy(p->targets);
+  if (p->started)
+    g_hash_table_destroy(p->started);
+  breaker_free(p->breaker);
   pthread_cond_destroy(&p->cond);
   pthread_mutex_destroy(&p->mu);
   free(p->members);
@@ -256,12 +316,31 @@ static int wait_members_ready(pipeline_t *p, char *err, size_t errlen) {
   return failed ? -1 : 0;
 }
 
+/* librdkafka before 2.10 can fail commits made during a cooperative
+ * rebalance (the partitions are then declared lost and their last records
+ * handled again by the next owner): say so where it applies. */
+static void warn_cooperative(const pipeline_t *p) {
+  const cfg_prop_t *a = cfg_prop_find(p->env.pc->kafka, p->env.pc->n_kafka,
+                                      "partition.assignment.strategy");
+  if (!a)
+    a = cfg_prop_find(p->env.cfg->kafka, p->env.cfg->n_kafka,
+                      "partition.assignment.strategy");
+  if (a && strstr(a->value, "cooperative") && rd_kafka_version() < 0x020a0000)
+    log_msg(KHOST_LOG_WARNING, p->name,
+            "cooperative-sticky with librdkafka %s: commits during a "
+            "rebalance can fail (fixed in 2.10); records whose commit failed "
+            "are handled again by their next owner when it runs in another "
+            "host (with its own dedup store)",
+            rd_kafka_version_str());
+}
+
 int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
                    size_t errlen) {
   pipeline_t *p = pipeline_new(env);
   if (env->dedup &&
       dedup_scope(env->dedup, env->pc->name, &p->scope, err, errlen) != 0)
     goto fail;
+  warn_cooperative(p);
   if (env->exit_at_end && load_targets(p, err, errlen) != 0)
     goto fail;
   if (env->exit_at_end && p->targets_total == 0) {
@@ -284,6 +363,9 @@ int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
     pipeline_finish(p);
     return -1;
   }
+  if (env->pc->handler_timeout_ms > 0 &&
+      pthread_create(&p->watchdog, NULL, watchdog_main, p) == 0)
+    p->has_watchdog = 1;
   log_msg(KHOST_LOG_NOTICE, p->name,
           "started: group %s, %d member(s), plugin %s", env->pc->group_id,
           p->n_members, plugin_descriptor(env->plugin)->name);
@@ -317,6 +399,9 @@ int pipeline_wait_done(pipeline_t *p, int64_t timeout_ms) {
 }
 
 int pipeline_finish(pipeline_t *p) {
+  pipeline_request_stop(p);
+  if (p->has_watchdog)
+    pthread_join(p->watchdog, NULL);
   for (int i = 0; i < p->n_members; i++)
     member_join(p->members[i]);
   int failed = p->failed;
@@ -332,4 +417,5 @@ void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out) {
   out->no_id = atomic_load(&p->no_id);
   out->commits = atomic_load(&p->commits);
   out->assigned = atomic_load(&p->assigned);
+  out->breaker_trips = atomic_load(&p->breaker_trips);
 }

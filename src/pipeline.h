@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "breaker.h"
 #include "config.h"
 #include "dedup.h"
 #include "plugin_loader.h"
@@ -29,16 +30,23 @@ typedef struct pipeline_env {
   dedup_store_t *dedup;          /* NULL when the pipeline has dedup off */
   const char *bootstrap_servers; /* overrides the config (mock), or NULL */
   int exit_at_end;               /* stop once the start-time end is reached */
+  int from_beginning; /* start every partition at its earliest offset the
+                       * first time it is assigned in this run */
+  /* Called (from a member thread, no lock held) when a plugin's FATAL
+   * should stop the whole host (on_fatal = stop_host). */
+  void (*stop_host)(void *ctx);
+  void *stop_host_ctx;
 } pipeline_env_t;
 
 typedef struct pipeline_stats {
-  uint64_t handled;    /* records the plugin returned OK for */
-  uint64_t duplicates; /* records skipped as already seen */
-  uint64_t failed;     /* FAIL, retries exhausted, or no event ID (fail) */
-  uint64_t retries;    /* RETRY answers */
-  uint64_t no_id;      /* records without an event ID */
-  uint64_t commits;    /* offset commits sent */
-  uint64_t assigned;   /* partitions the members own right now */
+  uint64_t handled;       /* records the plugin returned OK for */
+  uint64_t duplicates;    /* records skipped as already seen */
+  uint64_t failed;        /* FAIL, retries exhausted, or no event ID (fail) */
+  uint64_t retries;       /* RETRY answers */
+  uint64_t no_id;         /* records without an event ID */
+  uint64_t commits;       /* offset commits sent */
+  uint64_t assigned;      /* partitions the members own right now */
+  uint64_t breaker_trips; /* times the circuit breaker opened */
 } pipeline_stats_t;
 
 typedef struct pipeline {
@@ -61,8 +69,13 @@ typedef struct pipeline {
   GHashTable *targets;
   int targets_total;
 
+  breaker_t *breaker;  /* NULL unless a circuit_breaker group is set */
+  GHashTable *started; /* --from-beginning: partitions already started */
+  pthread_t watchdog;  /* reports handle() calls over handler_timeout */
+  int has_watchdog;
+
   _Atomic uint64_t handled, duplicates, failed_records, retries, no_id, commits,
-      assigned;
+      assigned, breaker_trips;
 } pipeline_t;
 
 /* Start the pipeline: query end offsets (exit-at-end), spawn members and
@@ -96,8 +109,17 @@ rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int group, char *err,
 void pipeline_progress(pipeline_t *p, const char *topic, int32_t partition,
                        int64_t next_offset);
 
+/* --from-beginning: set the start offset of partitions assigned for the
+ * first time in this run to the beginning of their log. */
+void pipeline_start_offsets(pipeline_t *p,
+                            rd_kafka_topic_partition_list_t *parts);
+
 /* member.c */
 int member_spawn(member_t **out, pipeline_t *p, int index);
 void member_join(member_t *m);
+/* What handle() of member m is busy with; 0 when idle. */
+int member_busy(member_t *m, int64_t *since, const char **topic,
+                int32_t *partition, int64_t *offset);
+const char *member_who(const member_t *m);
 
 #endif

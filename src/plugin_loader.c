@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "log.h"
 
@@ -114,14 +115,32 @@ static int pl_wrap(plugin_t **out, const char *path, const khost_plugin_t *d,
   return 0;
 }
 
+/* Code that someone else can replace is not loaded, as sshd refuses key
+ * files others can write. */
+static int pl_check_mode(const char *path, char *err, size_t errlen) {
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return 0; /* dlopen() reports a missing file with its own words */
+  if (!(st.st_mode & (S_IWGRP | S_IWOTH)))
+    return 0;
+  snprintf(err, errlen,
+           "%s: refusing to load a plugin that group or others can write "
+           "(mode %04o); run chmod go-w on it",
+           path, (unsigned)(st.st_mode & 07777));
+  return -1;
+}
+
 int plugin_load(plugin_t **out, const char *path, char *err, size_t errlen) {
   int rc = -1;
   /* Without a '/', dlopen() would search the library path, not the file. */
   char *file =
       strchr(path, '/') ? g_strdup(path) : g_strconcat("./", path, NULL);
   *out = NULL;
+  void *dl = NULL;
+  if (pl_check_mode(file, err, errlen) != 0)
+    goto out;
   dlerror();
-  void *dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);
   if (!dl) {
     snprintf(err, errlen, "%s: cannot load plugin: %s", path, pl_dlerror(file));
     goto out;

@@ -1,6 +1,8 @@
 /* Tests of the config module: parsing, defaults, and error reports. */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* By path: "config.h" alone would find autoconf's header in the build dir. */
 #include "../src/config.h"
@@ -178,6 +180,31 @@ START_TEST(test_defaults) {
   ck_assert_ptr_null(p->dead_letter_topic);
   ck_assert_ptr_null(p->plugin_config);
   ck_assert_uint_eq(p->n_kafka, 0);
+  ck_assert_int_eq(p->on_fatal, CFG_FATAL_STOP_HOST);
+  ck_assert_int_eq(p->handler_timeout_ms, 60000);
+  ck_assert_int_eq(p->breaker_window, 0); /* off without the group */
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_failure_settings) {
+  cfg_t cfg;
+  char err[1024], *path;
+  const char *text =
+      "kafka = { bootstrap_servers = \"127.0.0.1:9092\"; };\n"
+      "pipelines = ({ name = \"p\"; group_id = \"g\";\n"
+      "  topics = [ \"t\" ]; plugin = \"x\";\n"
+      "  on_fatal = \"stop_pipeline\"; handler_timeout = \"5s\";\n"
+      "  circuit_breaker = { failure_ratio = 0.25; cooldown = \"2s\"; };\n"
+      "});\n";
+  ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), 0);
+  const cfg_pipeline_t *p = &cfg.pipelines[0];
+  ck_assert_int_eq(p->on_fatal, CFG_FATAL_STOP_PIPELINE);
+  ck_assert_int_eq(p->handler_timeout_ms, 5000);
+  ck_assert_int_eq(p->breaker_window, 1000); /* the group turns it on */
+  ck_assert_double_eq_tol(p->breaker_ratio, 0.25, 1e-9);
+  ck_assert_int_eq(p->breaker_cooldown_ms, 2000);
   cfg_free(&cfg);
   free(path);
 }
@@ -216,6 +243,47 @@ START_TEST(test_mock_defaults_without_bootstrap) {
   /* A backoff above the default cap raises the cap. */
   ck_assert_int_eq(cfg.pipelines[0].retry_backoff_ms, 30000);
   ck_assert_int_eq(cfg.pipelines[0].retry_backoff_max_ms, 30000);
+  ck_assert_int_eq(cfg.mock_gen.enabled, 0);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_mock_generate) {
+  static const char given[] =
+      "mock = { generate = { count = 600; duplicates = 0.05; seed = 42;\n"
+      "                      users = 20; coupons = 3; }; };\n"
+      "pipelines = ( { name = \"p\"; group_id = \"g\"; topics = [ \"t\" ];\n"
+      "                plugin = \"x\"; } );\n";
+  static const char defaults[] =
+      "mock = { partitions = 2; generate = { duplicates = 1; }; };\n"
+      "pipelines = ( { name = \"p\"; group_id = \"g\"; topics = [ \"t\" ];\n"
+      "                plugin = \"x\"; } );\n";
+  cfg_t cfg;
+  char err[1024], *path;
+
+  ck_assert_msg(load_text(&cfg, given, err, sizeof(err), &path) == 0, "%s",
+                err);
+  ck_assert_int_eq(cfg.mock_gen.enabled, 1);
+  ck_assert_int_eq(cfg.mock_gen.count, 600);
+  ck_assert_double_eq_tol(cfg.mock_gen.duplicates, 0.05, 1e-12);
+  ck_assert_int_eq(cfg.mock_gen.seed_set, 1);
+  ck_assert_uint_eq(cfg.mock_gen.seed, 42);
+  ck_assert_int_eq(cfg.mock_gen.users, 20);
+  ck_assert_int_eq(cfg.mock_gen.coupons, 3);
+  cfg_free(&cfg);
+  free(path);
+
+  /* An integer share is a share too; the rest takes its defaults. */
+  ck_assert_msg(load_text(&cfg, defaults, err, sizeof(err), &path) == 0, "%s",
+                err);
+  ck_assert_int_eq(cfg.mock_gen.enabled, 1);
+  ck_assert_int_eq(cfg.mock_gen.count, 1000);
+  ck_assert_double_eq_tol(cfg.mock_gen.duplicates, 1.0, 1e-12);
+  ck_assert_int_eq(cfg.mock_gen.seed_set, 0);
+  ck_assert_int_eq(cfg.mock_gen.users, 100);
+  ck_assert_int_eq(cfg.mock_gen.coupons, 10);
+  ck_assert_int_eq(cfg.mock_partitions, 2);
   cfg_free(&cfg);
   free(path);
 }
@@ -426,6 +494,25 @@ static const struct bad_case {
      "mock = { sample_records = 5;\n  sample_duplicates = 6; };\n" PIPE_OPEN
          PIPE_CLOSE,
      ":3: mock.sample_duplicates: must be between 0 and 5 (got 6)"},
+    {"generated duplicates out of range",
+     KAFKA
+     "mock = { generate = {\n  duplicates = 1.5; }; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: mock.generate.duplicates: must be between 0 and 1 (got 1.5)"},
+    {"generated count out of range",
+     KAFKA "mock = {\n  generate = { count = 0; }; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: mock.generate.count: must be between 1 and 10000000 (got 0)"},
+    {"generated seed not an integer",
+     KAFKA "mock = { generate = { seed = \"42\"; }; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: mock.generate.seed: must be an integer (got a string)"},
+    {"unknown generate key",
+     KAFKA "mock = { generate = {\n  rate = 100; }; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: mock.generate.rate: unknown setting (known: count, duplicates, "
+     "seed, users or coupons)"},
+    {"generate with sample records",
+     KAFKA "mock = { sample_records = 10;\n  generate = { }; };\n" PIPE_OPEN
+         PIPE_CLOSE,
+     ":3: mock.generate: cannot be combined with sample_records (both fill "
+     "the topics)"},
     {"backoff_max below backoff",
      KAFKA PIPE_OPEN "    retry = { backoff = \"1s\";\n"
                      "      backoff_max = \"500ms\"; };\n" PIPE_CLOSE,
@@ -435,6 +522,18 @@ static const struct bad_case {
      KAFKA PIPE_OPEN "    dead_letter_topic = \"t\";\n" PIPE_CLOSE,
      ":5: pipelines[0].dead_letter_topic: \"t\" is also one of the "
      "pipeline's topics"},
+    {"bad on_fatal word",
+     KAFKA PIPE_OPEN "    on_fatal = \"ignore\";\n" PIPE_CLOSE,
+     ":5: pipelines[0].on_fatal: must be stop_host or stop_pipeline (got "
+     "\"ignore\")"},
+    {"breaker ratio out of range",
+     KAFKA PIPE_OPEN
+     "    circuit_breaker = {\n failure_ratio = 1.5; };\n" PIPE_CLOSE,
+     ":6: pipelines[0].circuit_breaker.failure_ratio: must be between 0.01 "
+     "and 1 (got 1.5)"},
+    {"unknown breaker key",
+     KAFKA PIPE_OPEN "    circuit_breaker = { size = 5; };\n" PIPE_CLOSE,
+     ":5: pipelines[0].circuit_breaker.size: unknown setting"},
     {"config not a group",
      KAFKA PIPE_OPEN "    config = \"/tmp/x\";\n" PIPE_CLOSE,
      ":5: pipelines[0].config: must be a group { ... } (got a string)"},
@@ -526,6 +625,45 @@ START_TEST(test_error_truncated) {
 }
 END_TEST
 
+/* A config with a password that others can read loads, with a warning
+ * naming the file, the property and the mode; at 0600 it loads silently. */
+START_TEST(test_loose_secrets_warned) {
+  static const char text[] =
+      "kafka = { bootstrap_servers = \"h:1\"; sasl_mechanism = \"PLAIN\";\n"
+      "  sasl_username = \"u\"; sasl_password = \"hunter2\"; };\n" PIPE_OPEN
+          PIPE_CLOSE;
+  cfg_t cfg;
+  char err[4096], *path, *logpath = NULL, *logged;
+
+  ck_assert_int_ge(asprintf(&logpath, "%s/khost.log", tmpdir), 0);
+  int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ck_assert_int_ge(fd, 0);
+  log_set_fd(fd);
+  ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), 0);
+  cfg_free(&cfg);
+  ck_assert_int_eq(chmod(path, 0644), 0);
+  ck_assert_int_eq(cfg_load(&cfg, path, err, sizeof(err)), 0);
+  cfg_free(&cfg);
+  logged = tu_read_file(logpath);
+  ck_assert_msg(strstr(logged, "holds secrets (sasl.password) and others can "
+                               "read it (mode 0644)") != NULL,
+                "log: %s", logged);
+  ck_assert_msg(strstr(logged, "hunter2") == NULL, "secret shown: %s", logged);
+  free(logged);
+  ck_assert_int_eq(ftruncate(fd, 0), 0);
+  ck_assert_int_eq(chmod(path, 0600), 0);
+  ck_assert_int_eq(cfg_load(&cfg, path, err, sizeof(err)), 0);
+  cfg_free(&cfg);
+  logged = tu_read_file(logpath);
+  ck_assert_str_eq(logged, "");
+  log_set_fd(2);
+  close(fd);
+  free(logged);
+  free(logpath);
+  free(path);
+}
+END_TEST
+
 START_TEST(test_secret_value_not_shown) {
   static const char text[] =
       "kafka = { bootstrap_servers = \"h:1\";\n"
@@ -554,8 +692,10 @@ Suite *config_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_full_file);
   tcase_add_test(tc, test_defaults);
+  tcase_add_test(tc, test_failure_settings);
   tcase_add_test(tc, test_plugin_dir_from_env);
   tcase_add_test(tc, test_mock_defaults_without_bootstrap);
+  tcase_add_test(tc, test_mock_generate);
   tcase_add_test(tc, test_example_loads);
   tcase_add_test(tc, test_include_relative_to_file);
   suite_add_tcase(s, tc);
@@ -573,6 +713,7 @@ Suite *config_suite(void) {
   tcase_add_test(tc, test_all_problems_reported);
   tcase_add_test(tc, test_error_truncated);
   tcase_add_test(tc, test_secret_value_not_shown);
+  tcase_add_test(tc, test_loose_secrets_warned);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -5,11 +5,13 @@
  */
 #include <check.h>
 #include <fcntl.h>
+#include <glib.h>
 #include <libconfig.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -157,6 +159,28 @@ START_TEST(test_load_not_elf) {
                              "all, and long enough to hold an ELF header.\n");
   expect_load_error(path, "invalid ELF header");
   free(path);
+}
+END_TEST
+
+/* A plugin file group or others can write is refused; the same file with
+ * tight permissions loads. */
+START_TEST(test_load_loose_permissions) {
+  char *good = tu_fixture("good"), *copy = NULL, *text;
+  gsize len;
+  plugin_t *p = NULL;
+  char err[512];
+  ck_assert(g_file_get_contents(good, &text, &len, NULL));
+  ck_assert_int_ge(asprintf(&copy, "%s/loose.so", tmpdir), 0);
+  ck_assert(g_file_set_contents(copy, text, (gssize)len, NULL));
+  ck_assert_int_eq(chmod(copy, 0666), 0);
+  expect_load_error(copy, "refusing to load a plugin that group or others "
+                          "can write (mode 0666)");
+  ck_assert_int_eq(chmod(copy, 0755), 0);
+  ck_assert_msg(plugin_load(&p, copy, err, sizeof(err)) == 0, "%s", err);
+  plugin_unload(p);
+  g_free(text);
+  free(copy);
+  free(good);
 }
 END_TEST
 
@@ -763,6 +787,7 @@ Suite *plugin_loader_suite(void) {
   tcase_add_test(tc, test_load_no_entry);
   tcase_add_test(tc, test_load_missing_file);
   tcase_add_test(tc, test_load_not_elf);
+  tcase_add_test(tc, test_load_loose_permissions);
   tcase_add_test(tc, test_builtin_validation);
   suite_add_tcase(s, tc);
 

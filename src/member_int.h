@@ -1,0 +1,88 @@
+/*
+ * Inside a member: the state shared by member.c (the loop, polling,
+ * pausing, rebalances, commits) and dispatch.c (what happens to one
+ * record). Nothing else includes this.
+ *
+ * Threads: all of it belongs to the member's thread, except the busy_*
+ * fields, which the pipeline's watchdog reads.
+ */
+#ifndef KHOST_MEMBER_INT_H
+#define KHOST_MEMBER_INT_H
+
+#include <glib.h>
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "dead_letter.h"
+#include "dedup.h"
+#include "pipeline.h"
+#include "plugin_loader.h"
+
+/* One owned partition: the records delivered for it and not yet handled,
+ * in offset order, and what its head record is waiting for. */
+typedef struct part {
+  char *topic;
+  int32_t partition;
+  GQueue queue;       /* rd_kafka_message_t *, oldest first */
+  int started;        /* the head passed the dedup check */
+  int claimed;        /* ... and its event ID is claimed */
+  uint32_t attempts;  /* plugin calls made for the head */
+  int dead_letter;    /* the head failed: only its dead-letter write is left */
+  char reason[192];   /* why it failed */
+  int64_t wait_until; /* monotonic ms: the head is not tried before */
+  int paused;         /* paused by this member */
+  int64_t next;       /* durable next offset to commit; -1 none yet */
+  int64_t committed;  /* last next offset a commit was acknowledged for */
+  dedup_range_t *ranges; /* replayed ranges (khost replay), or NULL */
+  size_t n_ranges;
+} part_t;
+
+struct member {
+  pipeline_t *p;
+  int index;
+  char who[160];
+  pthread_t thread;
+  rd_kafka_t *rk;
+  plugin_instance_t *inst;
+  dedup_writer_t *writer; /* NULL when dedup is off */
+  dead_letter_t *dlq;     /* NULL without a dead-letter topic */
+
+  GPtrArray *parts;      /* part_t *: the partitions owned */
+  part_t *last;          /* the partition of the last record queued */
+  size_t queued;         /* records in all queues */
+  size_t rr;             /* where the next round of handling starts */
+  GPtrArray *done;       /* messages with an outcome, not yet durable */
+  GPtrArray *claims;     /* of those, the ones whose event ID was claimed */
+  int hold;              /* the batch cannot be made durable: all paused */
+  int breaker_open;      /* the pipeline's circuit breaker is open */
+  int64_t recommit_at;   /* a commit failed: when to send it again */
+  int64_t first_done_at; /* when the oldest unsettled outcome was reached */
+
+  /* What handle() is busy with, for the watchdog (0: idle). */
+  _Atomic int64_t busy_since;
+  _Atomic int32_t busy_partition;
+  _Atomic int64_t busy_offset;
+  const char *_Atomic busy_topic;
+};
+
+/* Outcomes of dispatching a partition's head record. */
+enum {
+  DISPATCH_DONE, /* it has an outcome: moved to m->done */
+  DISPATCH_WAIT, /* it waits (retry backoff, dead-letter, breaker) */
+  DISPATCH_STOP  /* the pipeline stops (FATAL) */
+};
+
+/* Monotonic ms, coarse (a few ms): cheap enough to take per record. */
+int64_t member_coarse_ms(void);
+
+/* dispatch.c */
+int dispatch_head(member_t *m, part_t *pt);
+/* Give back the claim of a head that will not get an outcome here. */
+void dispatch_release_head(member_t *m, part_t *pt);
+/* Give back the claims of m->done records whose marks will not be
+ * written. */
+void dispatch_release_done(member_t *m);
+int64_t member_now_ms(void);
+
+#endif

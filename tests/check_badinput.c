@@ -1,0 +1,363 @@
+/*
+ * Bad input, tried as a new user would: odd records (an empty value, a
+ * 1 MB value, a 64 KB header, a 10 KB event ID, bytes that are not UTF-8
+ * in headers), a topic that does not exist, a plugin file that is not a
+ * shared object or that others may write, a config file with secrets that
+ * others may read. Each must get a clear message, and none may crash the
+ * host or hold a partition back.
+ *
+ * khost runs as a child process (the real binary) against a mock cluster
+ * in its own process (tests/mockd), as in check_crash.
+ */
+#include <check.h>
+#include <glib.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "faultutil.h"
+#include "testutil.h"
+
+#define KHOST TOP_BUILDDIR "/src/khost"
+#define PLUGIN_DIR TOP_BUILDDIR "/plugins/.libs"
+
+static fu_world_t w;
+
+/* A config running jsonl_sink into <dir>/out.jsonl on FU_TOPIC (or
+ * topic); extra goes into the kafka group. */
+static char *sink_config(const char *name, const char *topic,
+                         const char *kafka) {
+  char *text = NULL, *db = fu_db_path(&w, 0);
+  ck_assert_int_ge(
+      asprintf(&text,
+               "plugin_dir = \"" PLUGIN_DIR "\";\n"
+               "shutdown_timeout = \"10s\";\n"
+               "kafka = { bootstrap_servers = \"%s\";\n"
+               "  session_timeout_ms = 3000; heartbeat_interval_ms = 300;\n"
+               "  %s };\n"
+               "dedup = { path = \"%s\"; };\n"
+               "pipelines = ( {\n"
+               "  name = \"" FU_PIPELINE "\"; group_id = \"" FU_GROUP "\";\n"
+               "  topics = [ \"%s\" ]; plugin = \"jsonl_sink\";\n"
+               "  config = { path = \"%s/out.jsonl\"; };\n"
+               "} );\n",
+               w.bootstraps, kafka ? kafka : "", db, topic ? topic : FU_TOPIC,
+               w.dir),
+      0);
+  char *path = tu_write_file(w.dir, name, text);
+  chmod(path, 0600);
+  free(text);
+  free(db);
+  return path;
+}
+
+static fu_proc_t *run_to_end(const char *tag, const char *cfg) {
+  fu_proc_t *p = fu_khost(&w, tag, cfg, 0, FU_EXIT_AT_END);
+  int status = fu_wait_exit(p, FU_RUN_MS);
+  ck_assert_msg(status == 0, "%s exited with %d (see %s)", tag, status,
+                p->err);
+  return p;
+}
+
+/* The lines of <dir>/out.jsonl, each parsed (fails on one that is not
+ * JSON); *n gets the count. */
+static json_t **sink_lines(size_t *n) {
+  char *path = fu_path(&w, "out.jsonl"), *text = tu_read_file(path);
+  ck_assert_msg(text != NULL, "no %s", path);
+  json_t **v = NULL;
+  *n = 0;
+  for (char *line = text, *nl; (nl = strchr(line, '\n')); line = nl + 1) {
+    json_error_t jerr;
+    *nl = '\0';
+    v = realloc(v, (*n + 1) * sizeof(*v));
+    v[*n] = json_loads(line, 0, &jerr);
+    ck_assert_msg(v[*n] != NULL, "line %zu is not JSON: %s", *n + 1, jerr.text);
+    (*n)++;
+  }
+  free(text);
+  free(path);
+  return v;
+}
+
+static void lines_free(json_t **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    json_decref(v[i]);
+  free(v);
+}
+
+/* The line whose event_id is id. */
+static json_t *line_of(json_t **v, size_t n, const char *id) {
+  for (size_t i = 0; i < n; i++) {
+    const char *got = json_string_value(json_object_get(v[i], "event_id"));
+    if (got && strcmp(got, id) == 0)
+      return v[i];
+  }
+  ck_abort_msg("no line for eventId %.40s", id);
+  return NULL;
+}
+
+static size_t string_len(json_t *obj, const char *key) {
+  json_t *s = json_object_get(obj, key);
+  ck_assert_msg(json_is_string(s), "%s is not a string", key);
+  return json_string_length(s);
+}
+
+/* A plain record after each odd one: none of them holds the partition. */
+static void produce_plain(const char *id) {
+  fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2, NULL);
+}
+
+START_TEST(test_odd_records) {
+  enum { VALUE = 1024 * 1024, HEADER = 64 * 1024 };
+  char *big = g_malloc(VALUE), *hdr = g_malloc(HEADER);
+  memset(big, 'v', VALUE);
+  memset(hdr, 'h', HEADER);
+  fu_start(&w, 1, 1);
+  fu_produce_raw(&w, FU_TOPIC, 0, "empty-value", NULL, "", 0, NULL);
+  produce_plain("after-empty");
+  fu_produce_raw(&w, FU_TOPIC, 0, "big-value", NULL, big, VALUE, NULL);
+  produce_plain("after-big-value");
+  fu_produce_raw(&w, FU_TOPIC, 0, "big-header", NULL, "{}", 2, "trace", hdr,
+                 (size_t)HEADER, NULL);
+  produce_plain("after-big-header");
+  fu_produce_raw(&w, FU_TOPIC, 0, "bad-utf8", "\xc3\x28", "{}", 2, "note",
+                 "\xff\xfe not text", (size_t)11, NULL);
+  produce_plain("after-bad-utf8");
+  fu_flush(&w);
+  char *cfg = sink_config("khost.cfg", NULL, NULL);
+  run_to_end("run", cfg);
+  ck_assert(fu_all_committed(&w));
+  size_t n;
+  json_t **v = sink_lines(&n);
+  ck_assert_uint_eq(n, 8);
+  json_t *l = line_of(v, n, "empty-value");
+  ck_assert_uint_eq(string_len(l, "value"), 0);
+  ck_assert_uint_eq(string_len(line_of(v, n, "big-value"), "value"), VALUE);
+  l = json_object_get(line_of(v, n, "big-header"), "headers");
+  ck_assert_uint_eq(string_len(l, "trace"), HEADER);
+  l = line_of(v, n, "bad-utf8");
+  ck_assert_str_eq(json_string_value(json_object_get(l, "key_encoding")),
+                   "base64");
+  gsize len;
+  guchar *note = g_base64_decode(
+      json_string_value(json_object_get(
+          json_object_get(json_object_get(l, "headers"), "note"), "base64")),
+      &len);
+  ck_assert_uint_eq(len, 11);
+  ck_assert_int_eq(memcmp(note, "\xff\xfe not text", 11), 0);
+  g_free(note);
+  lines_free(v, n);
+  g_free(big);
+  g_free(hdr);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+/* A 10 KB event ID: deduplicated in the run, and after a restart (read
+ * back from SQLite). */
+START_TEST(test_long_event_id) {
+  enum { ID = 10 * 1024 };
+  uint64_t handled = 0, dups = 0;
+  char *id = g_malloc(ID + 1);
+  memset(id, 'i', ID);
+  id[ID] = '\0';
+  fu_start(&w, 1, 1);
+  fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2, NULL);
+  fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2, NULL); /* published again */
+  produce_plain("after-long-id");
+  fu_flush(&w);
+  char *cfg = sink_config("khost.cfg", NULL, NULL);
+  fu_proc_t *p = run_to_end("run1", cfg);
+  ck_assert(fu_summary(p, &handled, &dups));
+  ck_assert_uint_eq(handled, 2);
+  ck_assert_uint_eq(dups, 1);
+  fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2, NULL);
+  fu_flush(&w);
+  p = run_to_end("run2", cfg);
+  ck_assert(fu_summary(p, &handled, &dups));
+  ck_assert_uint_eq(handled, 0);
+  ck_assert_uint_eq(dups, 1);
+  size_t n;
+  json_t **v = sink_lines(&n);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_uint_eq(string_len(line_of(v, n, id), "event_id"), ID);
+  lines_free(v, n);
+  g_free(id);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+/* A topic the cluster does not have: --exit-at-end cannot know where the
+ * end is and refuses to start, naming it; a long-running host says so
+ * and keeps waiting for it. */
+START_TEST(test_unknown_topic_in_config) {
+  fu_start(&w, 1, 0);
+  fu_mockd(&w, "topic_error no-such-topic UNKNOWN_TOPIC_OR_PART");
+  char *cfg = sink_config("khost.cfg", "no-such-topic", NULL);
+  fu_proc_t *p = fu_khost(&w, "once", cfg, 0, FU_EXIT_AT_END);
+  ck_assert_int_eq(fu_wait_exit(p, FU_RUN_MS), 2); /* nothing consumed */
+  ck_assert_int_eq(fu_stderr_count(p, "orders: topic no-such-topic: cannot "
+                                      "read metadata: Broker: Unknown topic "
+                                      "or partition"),
+                   1);
+  p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_wait_stderr(p, "Subscribed topic not available: no-such-topic: Broker: "
+                    "Unknown topic or partition",
+                 1, 30000);
+  ck_assert_msg(!fu_reap(p, 0), "khost exited");
+  kill(p->pid, SIGTERM);
+  ck_assert_int_eq(fu_wait_exit(p, 30000), 0);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+/* ------------------------------------------------------------ files */
+
+/* `khost check` of cfg: its exit status; stderr in *err. */
+static int check_cfg(const char *tag, const char *cfg, char **err) {
+  char *argv[] = {KHOST, "check", "-c", (char *)cfg, NULL};
+  fu_proc_t *p = fu_spawn(&w, tag, argv, 0);
+  int status = fu_wait_exit(p, 30000);
+  *err = fu_stderr(p);
+  return status;
+}
+
+/* A config whose plugin is path (with the effects fixture's settings). */
+static char *plugin_config(const char *name, const char *plugin) {
+  char *text = NULL;
+  ck_assert_int_ge(asprintf(&text,
+                            "mock = { brokers = 1; };\n"
+                            "dedup = { path = \"%s/dedup.db\"; };\n"
+                            "pipelines = ( {\n"
+                            "  name = \"" FU_PIPELINE "\";\n"
+                            "  group_id = \"" FU_GROUP "\";\n"
+                            "  topics = [ \"" FU_TOPIC "\" ];\n"
+                            "  plugin = \"%s\";\n"
+                            "  config = { log_path = \"%s/effects.log\"; };\n"
+                            "} );\n",
+                            w.dir, plugin, w.dir),
+                   0);
+  char *path = tu_write_file(w.dir, name, text);
+  free(text);
+  return path;
+}
+
+START_TEST(test_plugin_not_elf) {
+  fu_start(&w, 1, 0);
+  /* A script where a shared object was expected. */
+  char *so = tu_write_file(w.dir, "orders.so",
+                           "#!/bin/sh\n"
+                           "# Handles the orders of the e-commerce shop: an\n"
+                           "# old version of the handler, before it became a\n"
+                           "# khost plugin.\n"
+                           "exec /usr/local/bin/orders-handler \"$@\"\n");
+  chmod(so, 0755);
+  char *cfg = plugin_config("khost.cfg", so), *err, *want = NULL;
+  ck_assert_int_eq(check_cfg("check", cfg, &err), 2);
+  ck_assert_int_ge(asprintf(&want,
+                            "pipelines[0].plugin: %s: cannot load plugin: "
+                            "invalid ELF header",
+                            so),
+                   0);
+  ck_assert_msg(strncmp(err, cfg, strlen(cfg)) == 0 && strstr(err, want),
+                "stderr:\n%s", err);
+  free(want);
+  free(err);
+  free(cfg);
+  free(so);
+  fu_stop(&w);
+}
+END_TEST
+
+/* Anyone who may write the plugin may run code as khost: refused, as sshd
+ * refuses loose key files. */
+START_TEST(test_plugin_writable_by_others) {
+  fu_start(&w, 1, 0);
+  char *fixture = tu_fixture("effects"), *so = fu_path(&w, "effects.so");
+  gchar *bytes;
+  gsize len;
+  ck_assert(g_file_get_contents(fixture, &bytes, &len, NULL));
+  ck_assert(g_file_set_contents(so, bytes, (gssize)len, NULL));
+  g_free(bytes);
+  chmod(so, 0666);
+  char *cfg = plugin_config("khost.cfg", so), *err;
+  ck_assert_int_eq(check_cfg("loose", cfg, &err), 2);
+  ck_assert_msg(strstr(err, "refusing to load a plugin that group or others "
+                            "can write (mode 0666); run chmod go-w on it"),
+                "stderr:\n%s", err);
+  free(err);
+  chmod(so, 0644);
+  ck_assert_int_eq(check_cfg("tight", cfg, &err), 0);
+  ck_assert_msg(strstr(err, "refusing") == NULL, "stderr:\n%s", err);
+  free(err);
+  free(cfg);
+  free(so);
+  free(fixture);
+  fu_stop(&w);
+}
+END_TEST
+
+/* A config holding a password that every user may read: a warning naming
+ * the setting, never its value; none once the file is private. */
+START_TEST(test_secrets_readable_by_others) {
+  fu_start(&w, 1, 0);
+  char *so = tu_fixture("effects"), *text = NULL, *err;
+  ck_assert_int_ge(asprintf(&text,
+                            "mock = { brokers = 1; };\n"
+                            "kafka = { sasl_username = \"orders\";\n"
+                            "  sasl_password = \"s3cr3t-Pa55\"; };\n"
+                            "dedup = { path = \"%s/dedup.db\"; };\n"
+                            "pipelines = ( {\n"
+                            "  name = \"" FU_PIPELINE "\";\n"
+                            "  group_id = \"" FU_GROUP "\";\n"
+                            "  topics = [ \"" FU_TOPIC "\" ];\n"
+                            "  plugin = \"%s\";\n"
+                            "  config = { log_path = \"%s/effects.log\"; };\n"
+                            "} );\n",
+                            w.dir, so, w.dir),
+                   0);
+  char *cfg = tu_write_file(w.dir, "khost.cfg", text);
+  chmod(cfg, 0644);
+  ck_assert_int_eq(check_cfg("open", cfg, &err), 0);
+  ck_assert_msg(strstr(err, "holds secrets (sasl.password) and others can "
+                            "read it (mode 0644): run chmod o-r on it"),
+                "stderr:\n%s", err);
+  ck_assert_msg(strstr(err, "s3cr3t-Pa55") == NULL, "the secret was printed");
+  free(err);
+  chmod(cfg, 0600);
+  ck_assert_int_eq(check_cfg("private", cfg, &err), 0);
+  ck_assert_msg(strstr(err, "holds secrets") == NULL, "stderr:\n%s", err);
+  free(err);
+  free(cfg);
+  free(text);
+  free(so);
+  fu_stop(&w);
+}
+END_TEST
+
+Suite *badinput_suite(void) {
+  Suite *s = suite_create("badinput");
+  TCase *records = tcase_create("records");
+  tcase_add_unchecked_fixture(records, fu_case_setup, fu_case_teardown);
+  tcase_set_timeout(records, 90);
+  tcase_add_test(records, test_odd_records);
+  tcase_add_test(records, test_long_event_id);
+  tcase_add_test(records, test_unknown_topic_in_config);
+  suite_add_tcase(s, records);
+
+  TCase *files = tcase_create("files");
+  tcase_add_unchecked_fixture(files, fu_case_setup, fu_case_teardown);
+  tcase_set_timeout(files, 30);
+  tcase_add_test(files, test_plugin_not_elf);
+  tcase_add_test(files, test_plugin_writable_by_others);
+  tcase_add_test(files, test_secrets_readable_by_others);
+  suite_add_tcase(s, files);
+  return s;
+}

@@ -1,0 +1,454 @@
+/*
+ * Failure handling against the mock cluster: retries that pause only their
+ * partition, the dead-letter topic, the circuit breaker, FATAL policies,
+ * failed offset commits, a locked dedup database, slow handlers.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dead_letter.h"
+#include "log.h"
+#include "mockutil.h"
+#include "testutil.h"
+
+#define TOPIC "order-completed"
+#define DLT "order-completed.dlt"
+#define GROUP "data-platform-consumer-group"
+
+/* One or two pipelines using the scripted fixture; extra text goes into
+ * the first pipeline, plugin_extra into its plugin config. */
+static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra,
+                       const char *plugin_extra, const char *second) {
+  char *text = NULL, *plugin = tu_fixture("scripted");
+  ck_assert_int_ge(asprintf(&text,
+                            "shutdown_timeout = \"20s\";\n"
+                            "kafka = { bootstrap_servers = \"%s\";\n"
+                            "  session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
+                            "  heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
+                            "dedup = { path = \"%s/dedup.db\"; };\n"
+                            "pipelines = ( {\n"
+                            "  name = \"orders\"; group_id = \"" GROUP "\";\n"
+                            "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
+                            "  %s\n"
+                            "  config = { log_path = \"%s/calls.log\"; %s };\n"
+                            "}%s );\n",
+                            c->bootstraps, c->dir, plugin,
+                            pipeline_extra ? pipeline_extra : "", c->dir,
+                            plugin_extra ? plugin_extra : "",
+                            second ? second : ""),
+                   0);
+  char *path = tu_write_file(c->dir, "khost.cfg", text);
+  free(text);
+  free(plugin);
+  return path;
+}
+
+static char *dir_file(mu_cluster_t *c, const char *name) {
+  char *p = NULL;
+  ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
+  return p;
+}
+
+static const mu_line_t *find_line(const mu_line_t *l, size_t n, int32_t part,
+                                  int64_t off, unsigned attempt) {
+  for (size_t i = 0; i < n; i++)
+    if (l[i].partition == part && l[i].offset == off && l[i].attempt == attempt)
+      return &l[i];
+  return NULL;
+}
+
+/* Read topic from the beginning until `want` records arrived or timeout_ms
+ * passed, calling check (may be NULL) on each; returns how many came. To
+ * show there are exactly N, ask for N + 1 with a short timeout. (Messages
+ * must be destroyed before their handle, hence the callback.) */
+static size_t consume_all(mu_cluster_t *c, const char *topic, size_t want,
+                          int64_t timeout_ms,
+                          void (*check)(rd_kafka_message_t *m)) {
+  char errstr[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", c->bootstraps, NULL, 0);
+  rd_kafka_conf_set(conf, "group.id", "khost-test-reader", NULL, 0);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+  rd_kafka_t *rk =
+      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  ck_assert_msg(rk != NULL, "%s", errstr);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
+      RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  size_t n = 0;
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (n < want && tu_mono_ms() < deadline) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (m && !m->err) {
+      n++;
+      if (check)
+        check(m);
+    }
+    if (m)
+      rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return n;
+}
+
+static const char *header(rd_kafka_message_t *m, const char *name, char *buf,
+                          size_t size) {
+  rd_kafka_headers_t *h = NULL;
+  const void *v;
+  size_t len;
+  if (rd_kafka_message_headers(m, &h) ||
+      rd_kafka_header_get_last(h, name, &v, &len))
+    return NULL;
+  snprintf(buf, size, "%.*s", (int)len, (const char *)v);
+  return buf;
+}
+
+/* log lines of the host go to a file the test reads */
+static int log_to(mu_cluster_t *c, const char *name) {
+  char *path = dir_file(c, name);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  ck_assert_int_ge(fd, 0);
+  free(path);
+  log_set_fd(fd);
+  return fd;
+}
+
+static void log_restore(int fd) {
+  log_set_fd(2);
+  close(fd);
+}
+
+static int file_has(mu_cluster_t *c, const char *name, const char *needle) {
+  char *path = dir_file(c, name), *text = tu_read_file(path);
+  int has = text && strstr(text, needle) != NULL;
+  free(text);
+  free(path);
+  return has;
+}
+
+static pipeline_stats_t run_to_end(const char *cfg, int want_status) {
+  mu_host_t h;
+  pipeline_stats_t s;
+  mu_host_start(&h, cfg, 1);
+  mu_host_wait(&h, 60000);
+  ck_assert_int_eq(h.status, want_status);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  return s;
+}
+
+/* A record that asks to retry pauses its own partition only: the other
+ * partition is handled while it waits, and its own order is kept. */
+START_TEST(test_retry_pauses_only_its_partition) {
+  mu_cluster_t c;
+  char id[32];
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 2);
+  mu_produce(&c, TOPIC, 0, "evt-r", NULL, "retry please");
+  mu_produce(&c, TOPIC, 0, "evt-a", NULL, "order");
+  for (int i = 0; i < 20; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 1, id, NULL, "order");
+  }
+  mu_flush(&c);
+  char *cfg = write_cfg(
+      &c, "retry = { max = 5; backoff = \"400ms\"; backoff_max = \"2s\"; };",
+      "retry_times = 3;", NULL);
+  pipeline_stats_t s = run_to_end(cfg, 0);
+  char *log = dir_file(&c, "calls.log");
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, 4 + 1 + 20);
+  const mu_line_t *a2 = find_line(l, n, 0, 0, 2),
+                  *a4 = find_line(l, n, 0, 0, 4),
+                  *next = find_line(l, n, 0, 1, 1);
+  ck_assert_ptr_nonnull(a2);
+  ck_assert_ptr_nonnull(a4);
+  ck_assert_ptr_nonnull(next);
+  ck_assert_int_eq(a4->result, KHOST_OK);
+  for (int off = 0; off < 20; off++) {
+    const mu_line_t *p1 = find_line(l, n, 1, off, 1);
+    ck_assert_ptr_nonnull(p1);
+    /* partition 1 did not wait for partition 0's backoff */
+    ck_assert_int_lt(p1->ms, a2->ms);
+  }
+  ck_assert_int_ge(next->ms, a4->ms); /* partition 0 stays in order */
+  ck_assert_uint_eq(s.retries, 3);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 2);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 1), 20);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* The dead-lettered record: original key, value and headers plus the
+ * failure's. */
+static void check_dead_letter(rd_kafka_message_t *d) {
+  char buf[256];
+  ck_assert_int_eq((int)d->len, (int)strlen("fail: bad amount"));
+  ck_assert_int_eq(memcmp(d->payload, "fail: bad amount", d->len), 0);
+  ck_assert_int_eq(memcmp(d->key, "k1", 2), 0);
+  ck_assert_str_eq(header(d, "eventId", buf, sizeof(buf)), "evt-1");
+  ck_assert_str_eq(header(d, DLT_H_TOPIC, buf, sizeof(buf)), TOPIC);
+  ck_assert_str_eq(header(d, DLT_H_PARTITION, buf, sizeof(buf)), "0");
+  ck_assert_str_eq(header(d, DLT_H_OFFSET, buf, sizeof(buf)), "1");
+  ck_assert_str_eq(header(d, DLT_H_ATTEMPTS, buf, sizeof(buf)), "1");
+  ck_assert_str_eq(header(d, DLT_H_PLUGIN, buf, sizeof(buf)), "scripted");
+  ck_assert_str_eq(header(d, DLT_H_PIPELINE, buf, sizeof(buf)), "orders");
+  ck_assert_ptr_nonnull(strstr(header(d, DLT_H_ERROR, buf, sizeof(buf)),
+                               "the plugin failed the record"));
+  ck_assert_ptr_nonnull(header(d, DLT_H_FAILED_AT, buf, sizeof(buf)));
+}
+
+START_TEST(test_dead_letter_topic) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_topic(&c, DLT, 1);
+  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "order");
+  mu_produce(&c, TOPIC, 0, "evt-1", "k1", "fail: bad amount");
+  mu_produce(&c, TOPIC, 0, "evt-2", NULL, "order");
+  mu_flush(&c);
+  char *cfg = write_cfg(&c, "dead_letter_topic = \"" DLT "\";", NULL, NULL);
+  pipeline_stats_t s = run_to_end(cfg, 0);
+  ck_assert_uint_eq(s.handled, 2);
+  ck_assert_uint_eq(s.failed, 1);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 3);
+
+  ck_assert_uint_eq(consume_all(&c, DLT, 2, 3000, check_dead_letter), 1);
+
+  /* The dead-lettered record is marked: delivered again, it is skipped and
+   * not dead-lettered twice. */
+  mu_commit(&c, GROUP, TOPIC, 0, 0);
+  s = run_to_end(cfg, 0);
+  ck_assert_uint_eq(s.duplicates, 3);
+  ck_assert_uint_eq(consume_all(&c, DLT, 2, 3000, NULL), 1);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A dependency is down: every record fails. After the first 9 (of a
+ * window of 20, opened at 10 outcomes) the breaker opens and the pipeline
+ * stops dead-lettering. */
+START_TEST(test_circuit_breaker_stops_dead_lettering) {
+  mu_cluster_t c;
+  char id[32];
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_topic(&c, DLT, 1);
+  for (int i = 0; i < 30; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "fail: inventory service down");
+  }
+  mu_flush(&c);
+  char *cfg = write_cfg(&c,
+                        "dead_letter_topic = \"" DLT "\";\n"
+                        "  circuit_breaker = { window = 20; failure_ratio = "
+                        "0.5; cooldown = \"30s\"; };",
+                        NULL, NULL);
+  mu_host_t h;
+  pipeline_stats_t s;
+  mu_host_start(&h, cfg, 0);
+  TU_WAIT_UNTIL((mu_host_stats(&h, &s), s.breaker_trips == 1), 30000,
+                "the breaker opens");
+  ck_assert_uint_eq(s.failed, 9);
+  /* While it is open nothing more is failed or dead-lettered. */
+  int64_t until = tu_mono_ms() + 1500;
+  while (tu_mono_ms() < until) {
+    mu_host_stats(&h, &s);
+    ck_assert_uint_eq(s.failed, 9);
+    usleep(50 * 1000);
+  }
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 9);
+  ck_assert_uint_eq(consume_all(&c, DLT, 10, 3000, NULL), 9);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* Two pipelines; the first meets a FATAL record. */
+static char *two_pipelines(mu_cluster_t *c, const char *policy) {
+  char *second = NULL, *plugin = tu_fixture("scripted"), extra[64];
+  mu_topic(c, TOPIC, 1);
+  mu_topic(c, "coupon-issue", 1);
+  mu_produce(c, TOPIC, 0, "evt-0", NULL, "order");
+  mu_produce(c, TOPIC, 0, "evt-1", NULL, "fatal: ledger unreachable");
+  mu_produce(c, TOPIC, 0, "evt-2", NULL, "order");
+  mu_produce(c, "coupon-issue", 0, "cpn-0", NULL, "issue");
+  mu_flush(c);
+  ck_assert_int_ge(
+      asprintf(&second,
+               ", {\n  name = \"coupons\"; group_id = "
+               "\"coupon-issue-consumer-group\";\n"
+               "  topics = [ \"coupon-issue\" ]; plugin = \"%s\";\n"
+               "  config = { log_path = \"%s/coupons.log\"; };\n}",
+               plugin, c->dir),
+      0);
+  snprintf(extra, sizeof(extra), "on_fatal = \"%s\";", policy);
+  char *cfg = write_cfg(c, extra, NULL, second);
+  free(second);
+  free(plugin);
+  return cfg;
+}
+
+START_TEST(test_fatal_stops_the_host) {
+  mu_cluster_t c;
+  mu_host_t h;
+  mu_start(&c, 1);
+  char *cfg = two_pipelines(&c, "stop_host");
+  mu_host_start(&h, cfg, 0);
+  /* Without --exit-at-end only the FATAL can stop it. */
+  mu_host_wait(&h, 30000);
+  ck_assert_int_eq(h.status, 1);
+  mu_host_close(&h);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 1);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+START_TEST(test_fatal_stops_only_its_pipeline) {
+  mu_cluster_t c;
+  mu_host_t h;
+  size_t n = 0;
+  mu_start(&c, 1);
+  char *cfg = two_pipelines(&c, "stop_pipeline");
+  char *coupons = dir_file(&c, "coupons.log");
+  mu_host_start(&h, cfg, 0);
+  TU_WAIT_UNTIL((free(mu_read_lines(coupons, &n)), n == 1), 30000,
+                "the coupons pipeline handles its record");
+  /* The orders pipeline has stopped; coupons goes on with new records. */
+  mu_produce(&c, "coupon-issue", 0, "cpn-1", NULL, "issue");
+  mu_flush(&c);
+  TU_WAIT_UNTIL((free(mu_read_lines(coupons, &n)), n == 2), 30000,
+                "the coupons pipeline keeps running after the FATAL");
+  ck_assert_msg(!host_done(h.host), "the host stopped");
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 1); /* a pipeline failed */
+  mu_host_close(&h);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 1);
+  free(coupons);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* OffsetCommit fails a few times: the offsets are sent again and end up
+ * committed. */
+START_TEST(test_commit_errors_are_retried) {
+  mu_cluster_t c;
+  char id[32];
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  for (int i = 0; i < 50; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "order");
+  }
+  mu_flush(&c);
+  rd_kafka_mock_push_request_errors(mock_cluster(c.mock), 8 /* OffsetCommit */,
+                                    3, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                    RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+                                    RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
+  char *cfg = write_cfg(&c, "max_batch = 10;", NULL, NULL);
+  pipeline_stats_t s = run_to_end(cfg, 0);
+  ck_assert_uint_eq(s.handled, 50);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 50);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* Another connection holds the dedup database's write lock: records are
+ * handled but nothing is committed; once the lock goes, everything is. */
+START_TEST(test_locked_dedup_db_holds_commits) {
+  mu_cluster_t c;
+  mu_host_t h;
+  pipeline_stats_t s;
+  sqlite3 *db = NULL;
+  char id[32];
+  size_t n = 0;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  char *cfg = write_cfg(&c, NULL, NULL, NULL);
+  char *dbpath = dir_file(&c, "dedup.db"), *calls = dir_file(&c, "calls.log");
+  mu_host_start(&h, cfg, 0);
+  TU_WAIT_UNTIL((mu_host_stats(&h, &s), s.assigned == 1), 30000, "assigned");
+  ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                   SQLITE_OK);
+  for (int i = 0; i < 10; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "order");
+  }
+  mu_flush(&c);
+  TU_WAIT_UNTIL((free(mu_read_lines(calls, &n)), n == 10), 30000,
+                "records handled");
+  /* Handled, but their marks cannot be written: nothing committed. */
+  int64_t until = tu_mono_ms() + 1500;
+  while (tu_mono_ms() < until) {
+    ck_assert_int_lt(mu_committed(&c, GROUP, TOPIC, 0), 0);
+    usleep(100 * 1000);
+  }
+  ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 10, 40000,
+                "committed once the lock is gone");
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_close(&h);
+  free(calls);
+  free(dbpath);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+START_TEST(test_slow_handler_is_reported) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "order");
+  mu_flush(&c);
+  char *cfg =
+      write_cfg(&c, "handler_timeout = \"300ms\";", "slow_ms = 1500;", NULL);
+  int fd = log_to(&c, "khost.log");
+  run_to_end(cfg, 0);
+  log_restore(fd);
+  ck_assert_msg(file_has(&c, "khost.log", "handle() has been running for"),
+                "no slow-handler report");
+  ck_assert_msg(file_has(&c, "khost.log", "order-completed [0] offset 0"),
+                "the report does not name the record");
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+Suite *faults_suite(void) {
+  Suite *s = suite_create("faults");
+  TCase *tc = tcase_create("mock-cluster");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_retry_pauses_only_its_partition);
+  tcase_add_test(tc, test_dead_letter_topic);
+  tcase_add_test(tc, test_circuit_breaker_stops_dead_lettering);
+  tcase_add_test(tc, test_fatal_stops_the_host);
+  tcase_add_test(tc, test_fatal_stops_only_its_pipeline);
+  tcase_add_test(tc, test_commit_errors_are_retried);
+  tcase_add_test(tc, test_locked_dedup_db_holds_commits);
+  tcase_add_test(tc, test_slow_handler_is_reported);
+  suite_add_tcase(s, tc);
+  return s;
+}

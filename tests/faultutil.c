@@ -1,0 +1,648 @@
+/*
+ * The process-level test harness (see faultutil.h).
+ */
+#include "faultutil.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define KHOST TOP_BUILDDIR "/src/khost"
+#define MOCKD TOP_BUILDDIR "/tests/mockd"
+/* The uid/gid FU_UNPRIVILEGED runs as (nobody/nogroup on Debian). */
+#define FU_NOBODY 65534
+#define FU_QUERY_MS 10000
+
+static char *g_root; /* the test case's directory */
+
+void fu_case_setup(void) {
+  g_root = tu_tempdir();
+  /* FU_UNPRIVILEGED children must reach the test directories. */
+  if (g_root)
+    chmod(g_root, 0711);
+}
+
+void fu_case_teardown(void) {
+  if (getenv("KHOST_TEST_KEEP"))
+    fprintf(stderr, "kept %s\n", g_root);
+  else
+    tu_rm_rf(g_root);
+  free(g_root);
+  g_root = NULL;
+}
+
+int64_t fu_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *fu_path(const fu_world_t *w, const char *name) {
+  char *p = NULL;
+  ck_assert_int_ge(asprintf(&p, "%s/%s", w->dir, name), 0);
+  return p;
+}
+
+char *fu_db_path(const fu_world_t *w, int db) {
+  char *p = NULL;
+  ck_assert_int_ge(asprintf(&p, "%s/dedup-%d.db", w->dir, db), 0);
+  return p;
+}
+
+/* ------------------------------------------------------------ children */
+
+/* In the child, between fork and exec: async-signal-safe calls only. */
+static void child_setup(const char *out, const char *err, int flags,
+                        pid_t parent) {
+  sigset_t none;
+  struct rlimit no_core = {0, 0};
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGXFSZ, (flags & FU_IGNORE_XFSZ) ? SIG_IGN : SIG_DFL);
+  /* Die with the test process, even when Check kills it on a timeout;
+   * crashes on purpose leave no core files. */
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent ||
+      setrlimit(RLIMIT_CORE, &no_core) != 0)
+    _exit(127);
+  int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+  int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+  if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+    _exit(127);
+  if ((flags & FU_UNPRIVILEGED) && geteuid() == 0 &&
+      (setgroups(0, NULL) != 0 || setgid(FU_NOBODY) != 0 ||
+       setuid(FU_NOBODY) != 0))
+    _exit(127);
+}
+
+static fu_proc_t *spawn(fu_world_t *w, const char *tag, char *const argv[],
+                        int flags, int in_fd, int out_fd) {
+  fu_proc_t *p = g_new0(fu_proc_t, 1);
+  ck_assert_int_ge(asprintf(&p->out, "%s/%s.out", w->dir, tag), 0);
+  ck_assert_int_ge(asprintf(&p->err, "%s/%s.err", w->dir, tag), 0);
+  fflush(NULL);
+  pid_t parent = getpid();
+  p->start_ms = fu_wall_ms();
+  p->pid = fork();
+  ck_assert_msg(p->pid >= 0, "fork: %s", strerror(errno));
+  if (p->pid == 0) {
+    child_setup(p->out, p->err, flags, parent);
+    int in = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
+    if (in < 0 || dup2(in, 0) < 0 || (out_fd >= 0 && dup2(out_fd, 1) < 0))
+      _exit(127);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  return p;
+}
+
+fu_proc_t *fu_spawn(fu_world_t *w, const char *tag, char *const argv[],
+                    int flags) {
+  fu_proc_t *p = spawn(w, tag, argv, flags, -1, -1);
+  p->db = -1;
+  g_ptr_array_add(w->runs, p);
+  return p;
+}
+
+fu_proc_t *fu_khost(fu_world_t *w, const char *tag, const char *cfg, int db,
+                    int flags) {
+  char *argv[] = {KHOST, "run", "-c", (char *)cfg,
+                  (flags & FU_EXIT_AT_END) ? "--exit-at-end" : NULL, NULL};
+  fu_proc_t *p = spawn(w, tag, argv, flags, -1, -1);
+  p->db = db;
+  g_ptr_array_add(w->runs, p);
+  return p;
+}
+
+void fu_add_run(fu_world_t *w, int db, int64_t start_ms, int64_t end_ms) {
+  fu_proc_t *p = g_new0(fu_proc_t, 1);
+  *p = (fu_proc_t){.pid = getpid(),
+                   .exited = 1,
+                   .db = db,
+                   .start_ms = start_ms,
+                   .end_ms = end_ms};
+  g_ptr_array_add(w->runs, p);
+}
+
+int fu_reap(fu_proc_t *p, int64_t timeout_ms) {
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (!p->exited) {
+    pid_t r = waitpid(p->pid, &p->status, WNOHANG);
+    ck_assert_msg(r >= 0, "waitpid: %s", strerror(errno));
+    if (r == p->pid) {
+      p->exited = 1;
+      p->end_ms = fu_wall_ms();
+    } else if (tu_mono_ms() >= deadline) {
+      return 0;
+    } else {
+      usleep(10 * 1000);
+    }
+  }
+  return 1;
+}
+
+/* The end of p's stderr, for failure messages (static buffer). */
+static const char *err_tail(const fu_proc_t *p) {
+  static char buf[2048];
+  char *s = tu_read_file(p->err);
+  size_t n = s ? strlen(s) : 0;
+  snprintf(buf, sizeof(buf), "%s", s ? s + (n > 2000 ? n - 2000 : 0) : "");
+  free(s);
+  return buf;
+}
+
+int fu_wait_exit(fu_proc_t *p, int64_t timeout_ms) {
+  if (!fu_reap(p, timeout_ms))
+    ck_abort_msg("%s: still running after %" PRId64 " ms; stderr:\n%s", p->err,
+                 timeout_ms, err_tail(p));
+  return WIFEXITED(p->status) ? WEXITSTATUS(p->status)
+                              : 128 + WTERMSIG(p->status);
+}
+
+void fu_kill9(fu_proc_t *p) {
+  if (!p->exited)
+    kill(p->pid, SIGKILL);
+  fu_wait_exit(p, 10000);
+}
+
+char *fu_stderr(const fu_proc_t *p) {
+  char *s = tu_read_file(p->err);
+  return s ? s : strdup("");
+}
+
+int fu_stderr_count(const fu_proc_t *p, const char *needle) {
+  char *s = fu_stderr(p);
+  int n = 0;
+  for (const char *at = s; (at = strstr(at, needle)) != NULL; at++)
+    n++;
+  free(s);
+  return n;
+}
+
+void fu_wait_stderr(fu_proc_t *p, const char *needle, int times,
+                    int64_t timeout_ms) {
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (fu_stderr_count(p, needle) < times) {
+    if (fu_reap(p, 0) || tu_mono_ms() >= deadline)
+      ck_abort_msg("%s waiting for \"%s\" (%d times) in %s:\n%s",
+                   p->exited ? "khost exited" : "timed out", needle, times,
+                   p->err, err_tail(p));
+    usleep(20 * 1000);
+  }
+}
+
+int fu_summary(const fu_proc_t *p, uint64_t *handled, uint64_t *duplicates) {
+  char *s = fu_stderr(p);
+  const char *at = strstr(s, "[" FU_PIPELINE "] handled ");
+  int ok = at && sscanf(at, "[" FU_PIPELINE "] handled %" SCNu64
+                            ", duplicates skipped %" SCNu64,
+                        handled, duplicates) == 2;
+  free(s);
+  return ok;
+}
+
+/* ------------------------------------------------------------ mockd */
+
+static void start_mockd(fu_world_t *w, int brokers) {
+  int in[2], out[2];
+  char n[16], line[1024];
+  snprintf(n, sizeof(n), "%d", brokers);
+  char *argv[] = {MOCKD, n, NULL};
+  ck_assert_int_eq(pipe2(in, O_CLOEXEC), 0);
+  ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
+  fu_proc_t *p = spawn(w, "mockd", argv, 0, in[0], out[1]);
+  w->mockd = *p;
+  g_free(p);
+  close(in[0]);
+  close(out[1]);
+  w->to_mockd = fdopen(in[1], "w");
+  w->from_mockd = fdopen(out[0], "r");
+  ck_assert_msg(w->to_mockd && w->from_mockd, "fdopen: %s", strerror(errno));
+  ck_assert_msg(fgets(line, sizeof(line), w->from_mockd) != NULL,
+                "mockd did not start: %s", err_tail(&w->mockd));
+  line[strcspn(line, "\n")] = '\0';
+  w->bootstraps = strdup(line);
+}
+
+void fu_mockd(fu_world_t *w, const char *fmt, ...) {
+  char line[1024], answer[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  fprintf(w->to_mockd, "%s\n", line);
+  fflush(w->to_mockd);
+  ck_assert_msg(fgets(answer, sizeof(answer), w->from_mockd) != NULL,
+                "mockd: no answer to \"%s\"", line);
+  answer[strcspn(answer, "\n")] = '\0';
+  ck_assert_msg(strcmp(answer, "ok") == 0, "mockd: %s: %s", line, answer);
+}
+
+/* ------------------------------------------------------------ producing */
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                        void *opaque) {
+  fu_world_t *w = opaque;
+  char *id = m->_private;
+  pthread_mutex_lock(&w->mu);
+  if (m->err) {
+    w->produce_errors++;
+    free(id);
+  } else {
+    fu_rec_t *r = g_new0(fu_rec_t, 1);
+    *r = (fu_rec_t){strdup(rd_kafka_topic_name(m->rkt)), m->partition,
+                    m->offset, id};
+    g_ptr_array_add(w->produced, r);
+  }
+  pthread_mutex_unlock(&w->mu);
+  (void)rk;
+}
+
+static void rec_free(gpointer p) {
+  fu_rec_t *r = p;
+  free(r->topic);
+  free(r->id);
+  g_free(r);
+}
+
+/* The test's own clients keep quiet: brokers go down on purpose. */
+static void quiet(const rd_kafka_t *rk, int level, const char *fac,
+                  const char *buf) {
+  (void)rk, (void)level, (void)fac, (void)buf;
+}
+
+static rd_kafka_t *client(fu_world_t *w, rd_kafka_type_t type,
+                          const char *group) {
+  char errstr[512];
+  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", w->bootstraps, NULL, 0);
+  rd_kafka_conf_set_log_cb(conf, quiet);
+  if (type == RD_KAFKA_PRODUCER) {
+    rd_kafka_conf_set(conf, "linger.ms", "5", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", NULL, 0);
+    rd_kafka_conf_set(conf, "message.max.bytes", "4000000", NULL, 0);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, w);
+  } else {
+    rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
+  }
+  rd_kafka_t *rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
+  ck_assert_msg(rk != NULL, "%s", errstr);
+  return rk;
+}
+
+void fu_produce_raw(fu_world_t *w, const char *topic, int32_t partition,
+                    const char *id, const char *key, const void *value,
+                    size_t len, ...) {
+  rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+  va_list ap;
+  if (id)
+    rd_kafka_header_add(hdrs, "eventId", -1, id, -1);
+  va_start(ap, len);
+  for (const char *name; (name = va_arg(ap, const char *)) != NULL;) {
+    const void *hv = va_arg(ap, const void *);
+    size_t hlen = va_arg(ap, size_t);
+    rd_kafka_header_add(hdrs, name, -1, hv, (ssize_t)hlen);
+  }
+  va_end(ap);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      w->producer, RD_KAFKA_V_TOPIC(topic),
+      RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+      RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+      RD_KAFKA_V_VALUE((void *)value, len),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+      RD_KAFKA_V_OPAQUE(strdup(id ? id : "-")), RD_KAFKA_V_END);
+  ck_assert_msg(e == 0, "produce: %s", rd_kafka_err2str(e));
+  rd_kafka_poll(w->producer, 0);
+}
+
+char *fu_produce(fu_world_t *w, int32_t partition, const char *value) {
+  pthread_mutex_lock(&w->mu);
+  char *id = g_strdup_printf("ev-%05u", ++w->next_id);
+  pthread_mutex_unlock(&w->mu);
+  fu_produce_raw(w, FU_TOPIC, partition, id, NULL, value, strlen(value),
+                 NULL);
+  return id;
+}
+
+void fu_flush(fu_world_t *w) {
+  ck_assert_msg(rd_kafka_flush(w->producer, 60000) == 0,
+                "records not acknowledged within 60 s");
+  ck_assert_int_eq(w->produce_errors, 0);
+}
+
+size_t fu_produced(fu_world_t *w) {
+  pthread_mutex_lock(&w->mu);
+  size_t n = w->produced->len;
+  pthread_mutex_unlock(&w->mu);
+  return n;
+}
+
+static void *feed_main(void *arg) {
+  fu_world_t *w = arg;
+  for (unsigned n = 0; !w->stop_feeding; n++) {
+    char *id = fu_produce(w, -1, w->feed_value ? w->feed_value(n) : "ok");
+    g_free(id);
+    /* The pace of a producer, not a wait for anything. */
+    usleep((useconds_t)w->feed_every_ms * 1000);
+  }
+  return NULL;
+}
+
+void fu_feed_start(fu_world_t *w, int every_ms,
+                   const char *(*value)(unsigned n)) {
+  w->feed_every_ms = every_ms;
+  w->feed_value = value;
+  w->stop_feeding = 0;
+  ck_assert_int_eq(pthread_create(&w->feeder, NULL, feed_main, w), 0);
+  w->feeding = 1;
+}
+
+void fu_feed_stop(fu_world_t *w) {
+  if (!w->feeding)
+    return;
+  w->stop_feeding = 1;
+  pthread_join(w->feeder, NULL);
+  w->feeding = 0;
+  fu_flush(w);
+}
+
+/* ------------------------------------------------------------ the world */
+
+void fu_start(fu_world_t *w, int brokers, int partitions) {
+  memset(w, 0, sizeof(*w));
+  ck_assert_msg(g_root != NULL, "no test case directory");
+  ck_assert_int_ge(asprintf(&w->dir, "%s/test-XXXXXX", g_root), 0);
+  ck_assert_msg(mkdtemp(w->dir) != NULL, "mkdtemp: %s", strerror(errno));
+  chmod(w->dir, 0777);
+  pthread_mutex_init(&w->mu, NULL);
+  w->produced = g_ptr_array_new_with_free_func(rec_free);
+  w->runs = g_ptr_array_new();
+  start_mockd(w, brokers);
+  w->partitions = partitions;
+  if (partitions > 0)
+    fu_mockd(w, "topic %s %d", FU_TOPIC, partitions);
+  w->producer = client(w, RD_KAFKA_PRODUCER, NULL);
+  w->probe = client(w, RD_KAFKA_CONSUMER, FU_GROUP);
+}
+
+void fu_stop(fu_world_t *w) {
+  fu_feed_stop(w);
+  for (guint i = 0; i < w->runs->len; i++) {
+    fu_proc_t *p = w->runs->pdata[i];
+    if (!p->exited && p->pid != getpid()) {
+      kill(p->pid, SIGCONT);
+      kill(p->pid, SIGKILL);
+      waitpid(p->pid, NULL, 0);
+    }
+    free(p->out);
+    free(p->err);
+    g_free(p);
+  }
+  g_ptr_array_free(w->runs, TRUE);
+  rd_kafka_destroy(w->probe);
+  rd_kafka_destroy(w->producer);
+  fprintf(w->to_mockd, "quit\n");
+  fclose(w->to_mockd);
+  fclose(w->from_mockd);
+  fu_wait_exit(&w->mockd, 10000);
+  free(w->mockd.out);
+  free(w->mockd.err);
+  g_ptr_array_free(w->produced, TRUE);
+  pthread_mutex_destroy(&w->mu);
+  free(w->bootstraps);
+  if (!getenv("KHOST_TEST_KEEP"))
+    tu_rm_rf(w->dir);
+  free(w->dir);
+}
+
+char *fu_config(fu_world_t *w, const char *name, int db, int members,
+                const char *top, const char *kafka, const char *pipeline,
+                const char *plugin) {
+  char *text = NULL, *so = tu_fixture("effects"), *dbp = fu_db_path(w, db);
+  ck_assert_int_ge(
+      asprintf(&text,
+               "%s\n%s\n"
+               "kafka = { bootstrap_servers = \"%s\";\n"
+               "  session_timeout_ms = 3000; heartbeat_interval_ms = 300;\n"
+               "  topic_metadata_refresh_interval_ms = 1000;\n"
+               "  %s };\n"
+               "dedup = { path = \"%s\"; };\n"
+               "pipelines = ( {\n"
+               "  name = \"" FU_PIPELINE "\"; group_id = \"" FU_GROUP "\";\n"
+               "  topics = [ \"" FU_TOPIC "\" ]; members = %d;\n"
+               "  plugin = \"%s\";\n"
+               "  %s\n  %s\n"
+               "  config = { log_path = \"%s/effects.log\"; %s };\n"
+               "} );\n",
+               top && strstr(top, "log_level") ? "" : "log_level = \"info\";",
+               top ? top : "", w->bootstraps, kafka ? kafka : "", dbp,
+               members, so,
+               pipeline && strstr(pipeline, "retry") ? ""
+               : "retry = { max = 3; backoff = \"20ms\"; backoff_max = "
+                 "\"200ms\"; };",
+               pipeline ? pipeline : "", w->dir, plugin ? plugin : ""),
+      0);
+  char *path = tu_write_file(w->dir, name, text);
+  chmod(path, 0644);
+  free(text);
+  free(dbp);
+  free(so);
+  return path;
+}
+
+/* ------------------------------------------------------------ state */
+
+int64_t fu_committed(fu_world_t *w, int32_t partition, int timeout_ms) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, FU_TOPIC, partition);
+  rd_kafka_resp_err_t e = rd_kafka_committed(w->probe, l, timeout_ms);
+  int64_t off = e ? -1 : l->elems[0].offset;
+  rd_kafka_topic_partition_list_destroy(l);
+  return off;
+}
+
+/* partition -> end offset (last produced + 1) of FU_TOPIC */
+static int64_t produced_end(fu_world_t *w, int32_t partition) {
+  int64_t end = 0;
+  pthread_mutex_lock(&w->mu);
+  for (guint i = 0; i < w->produced->len; i++) {
+    const fu_rec_t *r = w->produced->pdata[i];
+    if (r->partition == partition && strcmp(r->topic, FU_TOPIC) == 0 &&
+        r->offset + 1 > end)
+      end = r->offset + 1;
+  }
+  pthread_mutex_unlock(&w->mu);
+  return end;
+}
+
+int fu_all_committed(fu_world_t *w) {
+  for (int p = 0; p < w->partitions; p++) {
+    int64_t end = produced_end(w, p);
+    if (end > 0 && fu_committed(w, p, FU_QUERY_MS) != end)
+      return 0;
+  }
+  return 1;
+}
+
+void fu_wait_all_committed(fu_world_t *w, int64_t timeout_ms) {
+  TU_WAIT_UNTIL(fu_all_committed(w), timeout_ms,
+                "every partition committed up to its last record");
+}
+
+size_t fu_effects(const fu_world_t *w) {
+  char *path = fu_path(w, "effects.log"), *s = tu_read_file(path);
+  size_t n = 0;
+  for (const char *c = s; c && *c; c++)
+    n += *c == '\n';
+  free(s);
+  free(path);
+  return n;
+}
+
+/* ------------------------------------------------------------ checking */
+
+/* The source coordinates of a dead-lettered record, from its headers. */
+static void add_dead_letter(chk_t *c, rd_kafka_message_t *m) {
+  rd_kafka_headers_t *h = NULL;
+  const char *names[] = {"eventId", "khost-source-topic",
+                         "khost-source-partition", "khost-source-offset"};
+  char vals[4][256] = {"", "", "-1", "-1"};
+  if (rd_kafka_message_headers(m, &h) == 0)
+    for (int i = 0; i < 4; i++) {
+      const void *v;
+      size_t len;
+      if (rd_kafka_header_get_last(h, names[i], &v, &len) == 0 && v)
+        snprintf(vals[i], sizeof(vals[i]), "%.*s", (int)len, (const char *)v);
+    }
+  chk_add_dead_letter(c, vals[0], vals[1], atoi(vals[2]), atoll(vals[3]));
+}
+
+/* Read FU_DLT [0] from its start to its end. */
+static void load_dead_letters(fu_world_t *w, chk_t *c) {
+  rd_kafka_t *rk = client(w, RD_KAFKA_CONSUMER, "khost-test-dlt-reader");
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, FU_DLT, 0)->offset =
+      RD_KAFKA_OFFSET_BEGINNING;
+  ck_assert_int_eq(rd_kafka_assign(rk, l), 0);
+  rd_kafka_topic_partition_list_destroy(l);
+  int64_t deadline = tu_mono_ms() + 20000;
+  for (int eof = 0; !eof;) {
+    ck_assert_msg(tu_mono_ms() < deadline, "cannot read %s", FU_DLT);
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (!m)
+      continue;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+      eof = 1;
+    else if (!m->err)
+      add_dead_letter(c, m);
+    rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+}
+
+chk_t *fu_checker(fu_world_t *w, int flags) {
+  chk_t *c = chk_new();
+  char err[1024];
+  int dbs[64] = {0};
+  pthread_mutex_lock(&w->mu);
+  for (guint i = 0; i < w->produced->len; i++) {
+    const fu_rec_t *r = w->produced->pdata[i];
+    chk_add_produced(c, r->topic, r->partition, r->offset, r->id);
+  }
+  pthread_mutex_unlock(&w->mu);
+  for (guint i = 0; i < w->runs->len; i++) {
+    const fu_proc_t *p = w->runs->pdata[i];
+    if (p->db < 0)
+      continue;
+    chk_add_run(c, (long)p->pid, p->db, p->start_ms,
+                p->exited ? p->end_ms : INT64_MAX);
+    char *path = fu_db_path(w, p->db);
+    if (p->db < 64 && !dbs[p->db]++ && access(path, F_OK) == 0)
+      ck_assert_msg(chk_load_marks(c, p->db, path, FU_PIPELINE, err,
+                                   sizeof(err)) == 0,
+                    "%s", err);
+    free(path);
+  }
+  char *log = fu_path(w, "effects.log");
+  ck_assert_msg(chk_load_effects(c, log, err, sizeof(err)) == 0, "%s", err);
+  free(log);
+  for (int p = 0; p < w->partitions; p++) {
+    int64_t off = fu_committed(w, p, FU_QUERY_MS);
+    ck_assert_msg(off != -1, "cannot read the committed offsets");
+    if (off >= 0)
+      chk_set_committed(c, FU_TOPIC, p, off);
+  }
+  if (flags & FU_CHECK_DEAD_LETTERS)
+    load_dead_letters(w, c);
+  return c;
+}
+
+void fu_verify(fu_world_t *w, int flags, chk_summary_t *out) {
+  chk_t *c = fu_checker(w, flags);
+  GString *why = g_string_new(NULL);
+  size_t bad = chk_no_duplicate_effect(c, why) + chk_in_order(c, why) +
+               chk_committed_covered(c, why);
+  if (flags & FU_CHECK_AT_END)
+    bad += chk_no_loss(c, why) + chk_committed_at_end(c, why);
+  chk_summary_t s;
+  chk_summary(c, &s);
+  fprintf(stderr,
+          "checker: %zu produced, %zu calls, %zu effects, %zu dead letters, "
+          "%zu marks, %zu handled again after an unrecorded outcome, %zu on "
+          "two hosts, %zu violation(s)\n",
+          s.produced, s.calls, s.effects, s.dead_letters, s.marks, s.redone,
+          s.redone_hosts, bad);
+  ck_assert_msg(bad == 0, "%zu violation(s):\n%s", bad, why->str);
+  ck_assert_uint_gt(s.produced, 0);
+  if (out)
+    *out = s;
+  g_string_free(why, TRUE);
+  chk_free(c);
+}
+
+void fu_verify_snapshot(fu_world_t *w, int db) {
+  chk_t *c = chk_new();
+  char err[1024];
+  GString *why = g_string_new(NULL);
+  pthread_mutex_lock(&w->mu);
+  for (guint i = 0; i < w->produced->len; i++) {
+    const fu_rec_t *r = w->produced->pdata[i];
+    chk_add_produced(c, r->topic, r->partition, r->offset, r->id);
+  }
+  pthread_mutex_unlock(&w->mu);
+  char *path = fu_db_path(w, db);
+  if (access(path, F_OK) == 0)
+    ck_assert_msg(chk_load_marks(c, db, path, FU_PIPELINE, err,
+                                 sizeof(err)) == 0,
+                  "%s", err);
+  free(path);
+  for (int p = 0; p < w->partitions; p++) {
+    int64_t off = fu_committed(w, p, FU_QUERY_MS);
+    ck_assert_msg(off != -1, "cannot read the committed offsets");
+    if (off >= 0)
+      chk_set_committed(c, FU_TOPIC, p, off);
+  }
+  size_t bad = chk_committed_covered(c, why);
+  ck_assert_msg(bad == 0, "after a kill: %s", why->str);
+  g_string_free(why, TRUE);
+  chk_free(c);
+}
