@@ -909,8 +909,8 @@ static void attempts_set(attempts_t *a, GBytes *key, uint32_t n) {
  * (the record got its outcome) are deleted. */
 static int attempts_load(dedup_store_t *s, char *err, size_t errlen) {
   sqlite3_stmt *sel = NULL, *del = NULL;
-  GPtrArray *stale = g_ptr_array_new_with_free_func(
-      (GDestroyNotify)g_bytes_unref);
+  GPtrArray *stale =
+      g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
   int rc = -1, step;
   if (db_prepare(s, s->db, "SELECT scope, event_id, attempts FROM attempts",
                  &sel, err, errlen) < 0 ||
@@ -958,8 +958,7 @@ out:
 static int attempts_note(dedup_store_t *s, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   int rc = -1;
-  if (db_prepare(s, s->db, "SELECT count(*) FROM opened", &st, err, errlen) <
-      0)
+  if (db_prepare(s, s->db, "SELECT count(*) FROM opened", &st, err, errlen) < 0)
     return -1;
   if (sqlite3_step(st) != SQLITE_ROW) {
     db_fail(s, s->db, err, errlen);
@@ -1045,8 +1044,8 @@ int dedup_attempts_recovering(dedup_store_t *s, uint32_t scope,
   attempts_t *a = s->att;
   if (!a->unclean)
     return 0;
-  char *key = g_strdup_printf("%" PRIu32 "\x1f%s\x1f%" PRId32, scope, topic,
-                              partition);
+  char *key =
+      g_strdup_printf("%" PRIu32 "\x1f%s\x1f%" PRId32, scope, topic, partition);
   pthread_mutex_lock(&a->lock);
   uint32_t n = GPOINTER_TO_UINT(g_hash_table_lookup(a->counted, key));
   int recovering = n < budget;

@@ -311,8 +311,8 @@ static int guard_attempt(member_t *m, part_t *pt, rd_kafka_message_t *msg,
 static void attempt_returned(member_t *m, rd_kafka_message_t *msg,
                              const void *id, size_t len) {
   char err[512], why[768];
-  if (dedup_attempts_clear(m->writer, m->p->scope, id, len, err,
-                           sizeof(err)) == 0)
+  if (dedup_attempts_clear(m->writer, m->p->scope, id, len, err, sizeof(err)) ==
+      0)
     return;
   snprintf(why, sizeof(why), "cannot clear the recorded attempts: %s", err);
   log_record(m, KHOST_LOG_WARNING, msg, why);

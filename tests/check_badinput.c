@@ -55,14 +55,6 @@ static char *sink_config(const char *name, const char *topic,
   return path;
 }
 
-static fu_proc_t *run_to_end(const char *tag, const char *cfg) {
-  fu_proc_t *p = fu_khost(&w, tag, cfg, 0, FU_EXIT_AT_END);
-  int status = fu_wait_exit(p, FU_RUN_MS);
-  ck_assert_msg(status == 0, "%s exited with %d (see %s)", tag, status,
-                p->err);
-  return p;
-}
-
 /* The lines of <dir>/out.jsonl, each parsed (fails on one that is not
  * JSON); *n gets the count. */
 static json_t **sink_lines(size_t *n) {
@@ -129,7 +121,7 @@ START_TEST(test_odd_records) {
   produce_plain("after-bad-utf8");
   fu_flush(&w);
   char *cfg = sink_config("khost.cfg", NULL, NULL);
-  run_to_end("run", cfg);
+  fu_run_to_end(&w, "run", cfg, 0);
   ck_assert(fu_all_committed(&w));
   size_t n;
   json_t **v = sink_lines(&n);
@@ -168,17 +160,18 @@ START_TEST(test_long_event_id) {
   id[ID] = '\0';
   fu_start(&w, 1, 1);
   fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2, NULL);
-  fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2, NULL); /* published again */
+  fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2,
+                 NULL); /* published again */
   produce_plain("after-long-id");
   fu_flush(&w);
   char *cfg = sink_config("khost.cfg", NULL, NULL);
-  fu_proc_t *p = run_to_end("run1", cfg);
+  fu_proc_t *p = fu_run_to_end(&w, "run1", cfg, 0);
   ck_assert(fu_summary(p, &handled, &dups));
   ck_assert_uint_eq(handled, 2);
   ck_assert_uint_eq(dups, 1);
   fu_produce_raw(&w, FU_TOPIC, 0, id, NULL, "{}", 2, NULL);
   fu_flush(&w);
-  p = run_to_end("run2", cfg);
+  p = fu_run_to_end(&w, "run2", cfg, 0);
   ck_assert(fu_summary(p, &handled, &dups));
   ck_assert_uint_eq(handled, 0);
   ck_assert_uint_eq(dups, 1);
@@ -207,8 +200,9 @@ START_TEST(test_unknown_topic_in_config) {
                                       "or partition"),
                    1);
   p = fu_khost(&w, "run", cfg, 0, 0);
-  fu_wait_stderr(p, "Subscribed topic not available: no-such-topic: Broker: "
-                    "Unknown topic or partition",
+  fu_wait_stderr(p,
+                 "Subscribed topic not available: no-such-topic: Broker: "
+                 "Unknown topic or partition",
                  1, 30000);
   ck_assert_msg(!fu_reap(p, 0), "khost exited");
   kill(p->pid, SIGTERM);

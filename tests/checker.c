@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,11 +51,11 @@ typedef struct mark {
 } mark_t;
 
 struct chk {
-  GPtrArray *produced; /* rec_t * */
-  GArray *runs;        /* run_t */
-  GPtrArray *effects;  /* effect_t *, in log order */
-  GPtrArray *marks;    /* mark_t * */
-  GPtrArray *dead;     /* rec_t *: source coordinates and event ID */
+  GPtrArray *produced;   /* rec_t * */
+  GArray *runs;          /* run_t */
+  GPtrArray *effects;    /* effect_t *, in log order */
+  GPtrArray *marks;      /* mark_t * */
+  GPtrArray *dead;       /* rec_t *: source coordinates and event ID */
   GHashTable *committed; /* "topic\x1fpartition" -> int64_t * */
 };
 
@@ -118,8 +119,7 @@ void chk_add_produced(chk_t *c, const char *topic, int32_t partition,
   g_ptr_array_add(c->produced, rec_new(topic, partition, offset, id));
 }
 
-void chk_add_run(chk_t *c, long pid, int db, int64_t start_ms,
-                 int64_t end_ms) {
+void chk_add_run(chk_t *c, long pid, int db, int64_t start_ms, int64_t end_ms) {
   run_t r = {pid, db, start_ms, end_ms};
   g_array_append_val(c->runs, r);
 }
@@ -298,7 +298,8 @@ static GHashTable *produced_at(const chk_t *c) {
 
 /* "topic\x1fpartition" -> end offset (last produced offset + 1) */
 static GHashTable *end_offsets(const chk_t *c) {
-  GHashTable *h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  GHashTable *h =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   for (guint i = 0; i < c->produced->len; i++) {
     const rec_t *r = c->produced->pdata[i];
     char *key = part_key(r->topic, r->partition);
@@ -327,8 +328,7 @@ static void calls_match_records(const chk_t *c, GString *why, size_t *n) {
     const rec_t *r = g_hash_table_lookup(at, key);
     if (!r || strcmp(r->id, e->id) != 0)
       violation(why, n,
-                "call for %s [%" PRId32 "] offset %" PRId64
-                " eventId %s: %s",
+                "call for %s [%" PRId32 "] offset %" PRId64 " eventId %s: %s",
                 e->topic, e->partition, e->offset, e->id,
                 r ? "another event was produced there"
                   : "no such record was produced");
@@ -434,8 +434,8 @@ size_t chk_in_order(const chk_t *c, GString *why) {
                  (e->offset == prev->offset && e->attempt <= prev->attempt)))
       violation(why, &n,
                 "out of order: process %ld member %d called %s [%" PRId32
-                "] offset %" PRId64 " attempt %" PRIu32
-                " after offset %" PRId64 " attempt %" PRIu32,
+                "] offset %" PRId64 " attempt %" PRIu32 " after offset %" PRId64
+                " attempt %" PRIu32,
                 e->pid, e->member, e->topic, e->partition, e->offset,
                 e->attempt, prev->offset, prev->attempt);
     g_hash_table_replace(last, key, (gpointer)e);
@@ -455,8 +455,8 @@ size_t chk_committed_covered(const chk_t *c, GString *why) {
     if (committed && r->offset < *committed &&
         !g_hash_table_contains(marks, r->id))
       violation(why, &n,
-                "%s [%" PRId32 "] committed at %" PRId64
-                " past offset %" PRId64 " (eventId %s), which has no mark",
+                "%s [%" PRId32 "] committed at %" PRId64 " past offset %" PRId64
+                " (eventId %s), which has no mark",
                 r->topic, r->partition, *committed, r->offset, r->id);
     g_free(key);
   }

@@ -26,14 +26,14 @@ typedef struct chk chk_t;
 
 /* What the checks counted (chk_summary()). */
 typedef struct chk_summary {
-  size_t produced;      /* records produced */
-  size_t calls;         /* plugin calls in the effects log */
-  size_t effects;       /* of those, KHOST_OK results */
-  size_t dead_letters;  /* records found on the dead-letter topic */
-  size_t marks;         /* marks read from the dedup databases */
-  size_t redone;        /* events with effects in several runs of one
-                           database, each allowed (no durable mark before) */
-  size_t redone_hosts;  /* events with effects on several databases */
+  size_t produced;     /* records produced */
+  size_t calls;        /* plugin calls in the effects log */
+  size_t effects;      /* of those, KHOST_OK results */
+  size_t dead_letters; /* records found on the dead-letter topic */
+  size_t marks;        /* marks read from the dedup databases */
+  size_t redone;       /* events with effects in several runs of one
+                          database, each allowed (no durable mark before) */
+  size_t redone_hosts; /* events with effects on several databases */
 } chk_summary_t;
 
 chk_t *chk_new(void);
@@ -47,8 +47,7 @@ void chk_add_produced(chk_t *c, const char *topic, int32_t partition,
  * and its lifetime in wall-clock ms since the epoch (from before it was
  * started to after it was reaped). Processes on one database must not
  * overlap in time. */
-void chk_add_run(chk_t *c, long pid, int db, int64_t start_ms,
-                 int64_t end_ms);
+void chk_add_run(chk_t *c, long pid, int db, int64_t start_ms, int64_t end_ms);
 /* One line of the effects fixture's log (see tests/fixtures/effects.c);
  * -1 with err set when it is malformed. */
 int chk_add_effect_line(chk_t *c, const char *line, char *err, size_t errlen);

@@ -121,8 +121,12 @@ fu_proc_t *fu_spawn(fu_world_t *w, const char *tag, char *const argv[],
 
 fu_proc_t *fu_khost(fu_world_t *w, const char *tag, const char *cfg, int db,
                     int flags) {
-  char *argv[] = {KHOST, "run", "-c", (char *)cfg,
-                  (flags & FU_EXIT_AT_END) ? "--exit-at-end" : NULL, NULL};
+  char *argv[] = {KHOST,
+                  "run",
+                  "-c",
+                  (char *)cfg,
+                  (flags & FU_EXIT_AT_END) ? "--exit-at-end" : NULL,
+                  NULL};
   fu_proc_t *p = spawn(w, tag, argv, flags, -1, -1);
   p->db = db;
   g_ptr_array_add(w->runs, p);
@@ -209,8 +213,9 @@ void fu_wait_stderr(fu_proc_t *p, const char *needle, int times,
 int fu_summary(const fu_proc_t *p, uint64_t *handled, uint64_t *duplicates) {
   char *s = fu_stderr(p);
   const char *at = strstr(s, "[" FU_PIPELINE "] handled ");
-  int ok = at && sscanf(at, "[" FU_PIPELINE "] handled %" SCNu64
-                            ", duplicates skipped %" SCNu64,
+  int ok = at && sscanf(at,
+                        "[" FU_PIPELINE "] handled %" SCNu64
+                        ", duplicates skipped %" SCNu64,
                         handled, duplicates) == 2;
   free(s);
   return ok;
@@ -337,8 +342,7 @@ char *fu_produce(fu_world_t *w, int32_t partition, const char *value) {
   pthread_mutex_lock(&w->mu);
   char *id = g_strdup_printf("ev-%05u", ++w->next_id);
   pthread_mutex_unlock(&w->mu);
-  fu_produce_raw(w, FU_TOPIC, partition, id, NULL, value, strlen(value),
-                 NULL);
+  fu_produce_raw(w, FU_TOPIC, partition, id, NULL, value, strlen(value), NULL);
   return id;
 }
 
@@ -453,11 +457,12 @@ char *fu_config(fu_world_t *w, const char *name, int db, int members,
                "  config = { log_path = \"%s/effects.log\"; %s };\n"
                "} );\n",
                top && strstr(top, "log_level") ? "" : "log_level = \"info\";",
-               top ? top : "", w->bootstraps, kafka ? kafka : "", dbp,
-               members, so,
-               pipeline && strstr(pipeline, "retry") ? ""
-               : "retry = { max = 3; backoff = \"20ms\"; backoff_max = "
-                 "\"200ms\"; };",
+               top ? top : "", w->bootstraps, kafka ? kafka : "", dbp, members,
+               so,
+               pipeline && strstr(pipeline, "retry")
+                   ? ""
+                   : "retry = { max = 3; backoff = \"20ms\"; backoff_max = "
+                     "\"200ms\"; };",
                pipeline ? pipeline : "", w->dir, plugin ? plugin : ""),
       0);
   char *path = tu_write_file(w->dir, name, text);
@@ -466,6 +471,29 @@ char *fu_config(fu_world_t *w, const char *name, int db, int members,
   free(dbp);
   free(so);
   return path;
+}
+
+void fu_produce_n(fu_world_t *w, int per_partition, const char *value) {
+  for (int i = 0; i < per_partition; i++)
+    for (int p = 0; p < w->partitions; p++)
+      g_free(fu_produce(w, p, value));
+  fu_flush(w);
+}
+
+void fu_stop_host(fu_proc_t *p) {
+  ck_assert_msg(!fu_reap(p, 0), "khost exited early (see %s)", p->err);
+  kill(p->pid, SIGTERM);
+  int status = fu_wait_exit(p, 30000);
+  ck_assert_msg(status == 0, "khost exited with %d after SIGTERM (see %s)",
+                status, p->err);
+}
+
+fu_proc_t *fu_run_to_end(fu_world_t *w, const char *tag, const char *cfg,
+                         int db) {
+  fu_proc_t *p = fu_khost(w, tag, cfg, db, FU_EXIT_AT_END);
+  int status = fu_wait_exit(p, FU_RUN_MS);
+  ck_assert_msg(status == 0, "%s exited with %d (see %s)", tag, status, p->err);
+  return p;
 }
 
 /* ------------------------------------------------------------ state */
@@ -577,9 +605,9 @@ chk_t *fu_checker(fu_world_t *w, int flags) {
                 p->exited ? p->end_ms : INT64_MAX);
     char *path = fu_db_path(w, p->db);
     if (p->db < 64 && !dbs[p->db]++ && access(path, F_OK) == 0)
-      ck_assert_msg(chk_load_marks(c, p->db, path, FU_PIPELINE, err,
-                                   sizeof(err)) == 0,
-                    "%s", err);
+      ck_assert_msg(
+          chk_load_marks(c, p->db, path, FU_PIPELINE, err, sizeof(err)) == 0,
+          "%s", err);
     free(path);
   }
   char *log = fu_path(w, "effects.log");
@@ -631,8 +659,8 @@ void fu_verify_snapshot(fu_world_t *w, int db) {
   pthread_mutex_unlock(&w->mu);
   char *path = fu_db_path(w, db);
   if (access(path, F_OK) == 0)
-    ck_assert_msg(chk_load_marks(c, db, path, FU_PIPELINE, err,
-                                 sizeof(err)) == 0,
+    ck_assert_msg(chk_load_marks(c, db, path, FU_PIPELINE, err, sizeof(err)) ==
+                      0,
                   "%s", err);
   free(path);
   for (int p = 0; p < w->partitions; p++) {

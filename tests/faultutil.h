@@ -1,9 +1,9 @@
 /*
- * The harness of the process-level suites (check_crash, check_badinput):
- * a mock cluster in its own process (tests/mockd), the real khost binary
- * as child processes that the test kills, stops and restarts, a producer
- * that remembers where every event landed, and the checker (checker.h)
- * fed with everything a scenario left behind.
+ * The harness of the process-level suites (check_crash, check_outage,
+ * check_badinput): a mock cluster in its own process (tests/mockd), the
+ * real khost binary as child processes that the test kills, stops and
+ * restarts, a producer that remembers where every event landed, and the
+ * checker (checker.h) fed with everything a scenario left behind.
  *
  * Nothing outlives a test: children die with the test process
  * (PR_SET_PDEATHSIG), and every test directory lies inside one per test
@@ -29,6 +29,14 @@
 #define FU_GROUP "data-platform-consumer-group"
 #define FU_PIPELINE "orders"
 
+/* Kafka request numbers (DESIGN.md) for mockd's push_errors. */
+enum {
+  FU_API_OFFSET_COMMIT = 8,
+  FU_API_JOIN_GROUP = 11,
+  FU_API_HEARTBEAT = 12,
+  FU_API_SYNC_GROUP = 14
+};
+
 /* A khost run ends within this when nothing is wrong (a first group join
  * alone takes the mock coordinator's 3 s). */
 #define FU_RUN_MS 60000
@@ -38,8 +46,8 @@ typedef struct fu_proc {
   pid_t pid;
   int status; /* waitpid() status, once exited */
   int exited;
-  char *out, *err; /* files holding its stdout and stderr */
-  int db;          /* the dedup database (khost) */
+  char *out, *err;          /* files holding its stdout and stderr */
+  int db;                   /* the dedup database (khost) */
   int64_t start_ms, end_ms; /* wall clock, ms since the epoch */
 } fu_proc_t;
 
@@ -59,9 +67,9 @@ typedef struct fu_world {
   FILE *to_mockd, *from_mockd;
   char *bootstraps;
   rd_kafka_t *producer;
-  rd_kafka_t *probe; /* reads the group's committed offsets */
-  pthread_mutex_t mu;    /* produced, produce_errors */
-  GPtrArray *produced;   /* fu_rec_t *, as delivered */
+  rd_kafka_t *probe;   /* reads the group's committed offsets */
+  pthread_mutex_t mu;  /* produced, produce_errors */
+  GPtrArray *produced; /* fu_rec_t *, as delivered */
   int produce_errors;
   unsigned next_id;
   GPtrArray *runs; /* fu_proc_t *: the khost processes, in start order */
@@ -163,6 +171,27 @@ int fu_all_committed(fu_world_t *w);
 void fu_wait_all_committed(fu_world_t *w, int64_t timeout_ms);
 /* Lines in the effects log. */
 size_t fu_effects(const fu_world_t *w);
+
+/* Produce per_partition records of value to every partition of FU_TOPIC
+ * and wait for their acknowledgements. */
+void fu_produce_n(fu_world_t *w, int per_partition, const char *value);
+/* SIGTERM a running khost; it must stop cleanly (exit 0). */
+void fu_stop_host(fu_proc_t *p);
+/* Run khost --exit-at-end on database db; it must exit 0. */
+fu_proc_t *fu_run_to_end(fu_world_t *w, const char *tag, const char *cfg,
+                         int db);
+
+/* Register a scenario as a test case of its own, named after its test
+ * without "test_" (so that CK_RUN_CASE=<name> runs one scenario), with
+ * the case fixture and a timeout. */
+#define FU_SCENARIO(suite, fn, seconds)                                        \
+  do {                                                                         \
+    TCase *tc_ = tcase_create(#fn + strlen("test_"));                          \
+    tcase_add_unchecked_fixture(tc_, fu_case_setup, fu_case_teardown);         \
+    tcase_set_timeout(tc_, seconds);                                           \
+    tcase_add_test(tc_, fn);                                                   \
+    suite_add_tcase(suite, tc_);                                               \
+  } while (0)
 
 /* What fu_verify() checks beyond "no duplicate effect", "in order" and
  * "committed covered by marks". */

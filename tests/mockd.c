@@ -169,8 +169,8 @@ static int do_broker_up(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
   return do_broker(mc, argv, 1, err, errlen);
 }
 
-static int do_rtt(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
-                  int argc, char *err, size_t errlen) {
+static int do_rtt(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv, int argc,
+                  char *err, size_t errlen) {
   long id, ms;
   (void)m, (void)argc;
   if (parse_num(argv[0], &id) < 0 || parse_num(argv[1], &ms) < 0 || ms < 0)
@@ -185,8 +185,9 @@ static int do_coordinator(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
   (void)m, (void)argc;
   if (parse_num(argv[1], &id) < 0)
     return bad_word("broker id", argv[1], err, errlen);
-  return report(rd_kafka_mock_coordinator_set(mc, "group", argv[0], (int32_t)id),
-                err, errlen);
+  return report(
+      rd_kafka_mock_coordinator_set(mc, "group", argv[0], (int32_t)id), err,
+      errlen);
 }
 
 static int do_leader(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
