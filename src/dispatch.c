@@ -100,7 +100,7 @@ static const dedup_range_t *replay_range(const part_t *pt, int64_t offset) {
 
 /* ------------------------------------------------------------ outcomes */
 
-/* The head has an outcome: mark it (when claimed), move it to m->done and
+/* The head has an outcome: mark it (when claimed), move it to m->cur.done and
  * make the partition's next record the head. */
 static int finish(member_t *m, part_t *pt, int outcome) {
   rd_kafka_message_t *msg = g_queue_pop_head(&pt->queue);
@@ -118,11 +118,11 @@ static int finish(member_t *m, part_t *pt, int outcome) {
         .handled_at_ms = wall_coarse_ms(),
         .outcome = outcome,
     };
-    dedup_writer_add(m->writer, &mark);
+    dedup_writer_add(m->cur.writer, &mark);
     dedup_attempts_forget(m->p->env.dedup, m->p->scope, id, len);
-    g_ptr_array_add(m->claims, msg);
+    g_ptr_array_add(m->cur.claims, msg);
   }
-  g_ptr_array_add(m->done, msg);
+  g_ptr_array_add(m->cur.done, msg);
   pt->started = pt->claimed = pt->dead_letter = 0;
   pt->attempts = 0;
   pt->wait_until = 0;
@@ -245,7 +245,7 @@ static int check_head(member_t *m, part_t *pt, rd_kafka_message_t *msg,
                        "record has no event ID (on_missing_id = fail)", 0);
     return -1;
   }
-  if (!m->writer)
+  if (!m->cur.writer)
     return -1;
   const dedup_range_t *r = replay_range(pt, msg->offset);
   int again = r && r->mode == DEDUP_REPLAY_REPROCESS;
@@ -297,7 +297,7 @@ static int guard_attempt(member_t *m, part_t *pt, rd_kafka_message_t *msg,
                        .partition = msg->partition,
                        .offset = msg->offset,
                        .attempts = pt->attempts + 1};
-  *recorded = dedup_attempts_put(m->writer, &a, err, sizeof(err)) == 0;
+  *recorded = dedup_attempts_put(m->cur.writer, &a, err, sizeof(err)) == 0;
   if (!*recorded) {
     snprintf(why, sizeof(why),
              "cannot record the attempt before the call (called anyway): %s",
@@ -311,8 +311,8 @@ static int guard_attempt(member_t *m, part_t *pt, rd_kafka_message_t *msg,
 static void attempt_returned(member_t *m, rd_kafka_message_t *msg,
                              const void *id, size_t len) {
   char err[512], why[768];
-  if (dedup_attempts_clear(m->writer, m->p->scope, id, len, err, sizeof(err)) ==
-      0)
+  if (dedup_attempts_clear(m->cur.writer, m->p->scope, id, len, err,
+                           sizeof(err)) == 0)
     return;
   snprintf(why, sizeof(why), "cannot clear the recorded attempts: %s", err);
   log_record(m, KHOST_LOG_WARNING, msg, why);
@@ -383,14 +383,14 @@ void dispatch_release_head(member_t *m, part_t *pt) {
   pt->attempts = 0;
 }
 
-void dispatch_release_done(member_t *m) {
-  for (guint i = 0; i < m->claims->len; i++) {
+void dispatch_release(member_t *m, batch_t *b) {
+  for (guint i = 0; i < b->claims->len; i++) {
     const void *id;
     size_t len;
-    if (event_id(m, m->claims->pdata[i], &id, &len))
+    if (event_id(m, b->claims->pdata[i], &id, &len))
       dedup_release(m->p->env.dedup, m->p->scope, id, len);
   }
-  g_ptr_array_set_size(m->claims, 0);
-  if (m->writer)
-    dedup_writer_discard(m->writer);
+  g_ptr_array_set_size(b->claims, 0);
+  if (b->writer)
+    dedup_writer_discard(b->writer);
 }

@@ -6,8 +6,13 @@
  *   handle      the ready head records of the partitions, round robin,
  *               at most max_batch (dispatch.c); a head waiting for a retry
  *               pauses its partition only
- *   settle      plugin flush -> one SQLite transaction with the cycle's
+ *   settle      plugin flush -> one SQLite transaction with the batch's
  *               dedup marks -> only then commit the next offsets to Kafka
+ *
+ * With dedup on, the SQLite transaction runs on the member's durability
+ * thread while the member handles the next batch; at most one batch is
+ * in the air, and its offsets are committed once it has landed, before
+ * anything of a later batch (offsets stay in order).
  *
  * Offsets only ever trail outcomes that are durable in SQLite, so the host
  * may die at any moment without losing a record. Polling never stops for
@@ -16,7 +21,8 @@
  *
  * Threads: everything here runs on the member's thread, including the
  * librdkafka rebalance and commit callbacks (served from
- * rd_kafka_consumer_poll()).
+ * rd_kafka_consumer_poll()), except durable_main() and what it shares
+ * under air_mu.
  */
 #include "member.h"
 
@@ -58,7 +64,7 @@ static part_t *part_find(member_t *m, const char *topic, int32_t partition) {
 /* The replayed ranges of a newly owned partition (khost replay). */
 static void load_ranges(member_t *m, part_t *pt) {
   char err[512];
-  if (!m->writer)
+  if (!m->cur.writer)
     return;
   if (dedup_replay_ranges(m->p->env.dedup, m->p->scope, pt->topic,
                           pt->partition, &pt->ranges, &pt->n_ranges, err,
@@ -143,18 +149,28 @@ static void reconcile_pauses(member_t *m) {
 
 /* ------------------------------------------------------------ committing */
 
-/* Commit the durable positions of partitions this member still owns. A
- * sync commit returns its error (0 when there was nothing to commit). */
+/* Commit the durable positions of partitions this member still owns:
+ * m->parts holds exactly the assigned partitions (the rebalance callback
+ * adds and drops them on this thread), and nothing is committed once
+ * librdkafka has noticed that the assignment is lost (the revoke callback
+ * follows). A sync commit (revoke, shutdown) also asks librdkafka for its
+ * current assignment: while the consumer closes, the partitions are no
+ * longer assigned when the revoke callback runs, and a sync commit of
+ * them would wait forever. A sync commit returns its error (0 when there
+ * was nothing to commit). */
 static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
   rd_kafka_topic_partition_list_t *owned = NULL, *list;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR)
+  if (rd_kafka_assignment_lost(m->rk) ||
+      (sync &&
+       rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
     return RD_KAFKA_RESP_ERR_NO_ERROR;
   list = rd_kafka_topic_partition_list_new(m->parts->len + 1);
   for (guint i = 0; i < m->parts->len; i++) {
     part_t *pt = m->parts->pdata[i];
     if (pt->next >= 0 && (sync || pt->next != pt->committed) &&
-        rd_kafka_topic_partition_list_find(owned, pt->topic, pt->partition))
+        (!owned ||
+         rd_kafka_topic_partition_list_find(owned, pt->topic, pt->partition)))
       rd_kafka_topic_partition_list_add(list, pt->topic, pt->partition)
           ->offset = pt->next;
   }
@@ -164,7 +180,8 @@ static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
     atomic_fetch_add(&m->p->commits, 1);
   }
   rd_kafka_topic_partition_list_destroy(list);
-  rd_kafka_topic_partition_list_destroy(owned);
+  if (owned)
+    rd_kafka_topic_partition_list_destroy(owned);
   return sync ? e : RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
@@ -185,19 +202,26 @@ static int wait_polling(member_t *m, int64_t ms) {
   return 1;
 }
 
-/* Make the plugin's effects and the dedup marks durable. Transient faults
+/* Make the plugin's effects and the marks of b durable. Transient faults
  * (SQLite busy, full, read-only; a failing flush) are waited out with every
  * partition paused and polling going on; a permanent one stops the
- * pipeline. */
-static int make_durable(member_t *m, int wait) {
+ * pipeline. A fault the durability thread met is passed in as *first
+ * (NULL: none yet; the first try is made here). */
+static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
+                        int first_transient) {
   char err[512];
   for (int attempt = 1;; attempt++) {
     int transient = 1;
     err[0] = '\0';
-    if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
-        (!m->writer || dedup_writer_pending(m->writer) == 0 ||
-         dedup_writer_commit(m->writer, &transient, err, sizeof(err)) == 0))
+    if (attempt == 1 && first) {
+      snprintf(err, sizeof(err), "%s", first);
+      transient = first_transient;
+    } else if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
+               (!b->writer || dedup_writer_pending(b->writer) == 0 ||
+                dedup_writer_commit(b->writer, &transient, err, sizeof(err)) ==
+                    0)) {
       break;
+    }
     if (!transient) {
       pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
       return -1;
@@ -226,10 +250,10 @@ static int make_durable(member_t *m, int wait) {
   return 0;
 }
 
-/* The records of m->done are durable: advance the positions. */
-static void advance(member_t *m) {
-  for (guint i = 0; i < m->done->len; i++) {
-    rd_kafka_message_t *msg = m->done->pdata[i];
+/* The records of b are durable: advance the positions. */
+static void advance(member_t *m, const batch_t *b) {
+  for (guint i = 0; i < b->done->len; i++) {
+    rd_kafka_message_t *msg = b->done->pdata[i];
     const char *topic = rd_kafka_topic_name(msg->rkt);
     part_t *pt = part_find(m, topic, msg->partition);
     if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -246,31 +270,163 @@ static void advance(member_t *m) {
     }
 }
 
-static void clear_done(member_t *m) {
-  for (guint i = 0; i < m->done->len; i++)
-    rd_kafka_message_destroy(m->done->pdata[i]);
-  g_ptr_array_set_size(m->done, 0);
-  g_ptr_array_set_size(m->claims, 0);
+static void batch_clear(batch_t *b) {
+  for (guint i = 0; i < b->done->len; i++)
+    rd_kafka_message_destroy(b->done->pdata[i]);
+  g_ptr_array_set_size(b->done, 0);
+  g_ptr_array_set_size(b->claims, 0);
 }
 
-/* Make the pending outcomes durable, then commit their offsets. wait:
- * transient faults are waited out (polling); else one try (inside a
- * rebalance callback, where polling is not allowed). */
+/* b will not be made durable: its claims go back and its records are
+ * delivered again (to whoever owns their partitions then). */
+static void batch_abandon(member_t *m, batch_t *b) {
+  if (b->done->len > 0)
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "%u handled records not made durable: they will be delivered "
+            "again",
+            b->done->len);
+  dispatch_release(m, b);
+  batch_clear(b);
+}
+
+/* Make b durable here, then advance; or abandon it. */
+static int settle_batch(member_t *m, batch_t *b, int wait, const char *first,
+                        int first_transient) {
+  if (b->done->len == 0)
+    return 0;
+  if (make_durable(m, b, wait, first, first_transient) != 0) {
+    batch_abandon(m, b);
+    return -1;
+  }
+  advance(m, b);
+  batch_clear(b);
+  return 0;
+}
+
+/* ------------------------------------------------------ durability thread */
+
+static void *durable_main(void *arg) {
+  member_t *m = arg;
+  char name[16];
+  snprintf(name, sizeof(name), "kd/%.12s", m->who);
+  pthread_setname_np(pthread_self(), name);
+  pthread_mutex_lock(&m->air_mu);
+  for (;;) {
+    while (m->air_state != AIR_FLYING && !m->air_quit)
+      pthread_cond_wait(&m->air_cond, &m->air_mu);
+    if (m->air_state != AIR_FLYING)
+      break;
+    pthread_mutex_unlock(&m->air_mu);
+    /* m->air belongs to this thread until it is AIR_LANDED. */
+    int transient = 0;
+    char err[sizeof(m->air_err)];
+    int rc = dedup_writer_commit(m->air.writer, &transient, err, sizeof(err));
+    pthread_mutex_lock(&m->air_mu);
+    m->air_rc = rc;
+    m->air_transient = transient;
+    if (rc)
+      memcpy(m->air_err, err, sizeof(err));
+    m->air_state = AIR_LANDED;
+    pthread_cond_broadcast(&m->air_cond);
+  }
+  pthread_mutex_unlock(&m->air_mu);
+  return NULL;
+}
+
+static int durable_start(member_t *m, char *err, size_t errlen) {
+  int e;
+  if (dedup_writer_open(m->p->env.dedup, &m->air.writer, err, errlen) != 0)
+    return -1;
+  if ((e = pthread_create(&m->durable, NULL, durable_main, m)) != 0) {
+    snprintf(err, errlen, "%s: cannot start its durability thread: %s", m->who,
+             strerror(e));
+    return -1;
+  }
+  m->durable_running = 1;
+  return 0;
+}
+
+static void durable_stop(member_t *m) {
+  if (!m->durable_running)
+    return;
+  pthread_mutex_lock(&m->air_mu);
+  m->air_quit = 1;
+  pthread_cond_broadcast(&m->air_cond);
+  pthread_mutex_unlock(&m->air_mu);
+  pthread_join(m->durable, NULL);
+  m->durable_running = 0;
+}
+
+/* Hand the current batch to the durability thread; the (empty) batch that
+ * landed last becomes the current one. */
+static void take_off(member_t *m) {
+  batch_t spare = m->air;
+  m->flying = 1;
+  pthread_mutex_lock(&m->air_mu);
+  m->air = m->cur;
+  m->air_state = AIR_FLYING;
+  pthread_cond_broadcast(&m->air_cond);
+  pthread_mutex_unlock(&m->air_mu);
+  m->cur = spare;
+}
+
+/* Take the batch in the air back once it has landed (block: wait for it)
+ * and advance past it, or settle it here when its transaction failed
+ * (wait: as make_durable()). Returns 1 while it is still in the air, 0
+ * when nothing is in the air any more, -1 when it was abandoned (and the
+ * current batch with it: its records come after). */
+static int land(member_t *m, int block, int wait) {
+  if (!m->flying)
+    return 0;
+  pthread_mutex_lock(&m->air_mu);
+  while (block && m->air_state == AIR_FLYING)
+    pthread_cond_wait(&m->air_cond, &m->air_mu);
+  int state = m->air_state, rc = m->air_rc, transient = m->air_transient;
+  if (state == AIR_LANDED)
+    m->air_state = AIR_NONE;
+  pthread_mutex_unlock(&m->air_mu);
+  if (state == AIR_FLYING)
+    return 1;
+  m->flying = 0;
+  if (rc == 0) {
+    advance(m, &m->air);
+    batch_clear(&m->air);
+  } else if (settle_batch(m, &m->air, wait, m->air_err, transient) != 0) {
+    batch_abandon(m, &m->cur);
+    return -1;
+  }
+  commit_positions(m, 0);
+  return 0;
+}
+
+/* Make the pending outcomes durable, then commit their offsets, here and
+ * now: the batch in the air first, then the current one. wait: transient
+ * faults are waited out (polling); else one try (inside a rebalance
+ * callback, where polling is not allowed). A batch that cannot be made
+ * durable is abandoned, and so is every later one (offsets stay in
+ * order). */
 static void settle(member_t *m, int sync, int wait) {
   m->first_done_at = 0;
-  if (m->done->len > 0) {
-    if (make_durable(m, wait) != 0) {
-      log_msg(KHOST_LOG_WARNING, m->who,
-              "%u handled records not made durable: they will be delivered "
-              "again",
-              m->done->len);
-      dispatch_release_done(m);
-    } else {
-      advance(m);
-    }
-    clear_done(m);
-  }
+  if (land(m, 1, wait) == 0)
+    settle_batch(m, &m->cur, wait, NULL, 0);
   commit_positions(m, sync);
+}
+
+/* The batch is due: with a durability thread, make it durable there once
+ * the plugin has flushed its effects, while the member goes on. */
+static void settle_due_batch(member_t *m) {
+  char err[512];
+  if (!m->durable_running || dedup_writer_pending(m->cur.writer) == 0) {
+    settle(m, 0, 1);
+    return;
+  }
+  m->first_done_at = 0;
+  if (land(m, 1, 1) != 0)
+    return; /* abandoned, the current batch too */
+  if (plugin_instance_flush(m->inst, err, sizeof(err)) != 0)
+    settle(m, 0, 1); /* waits the flush out, then made durable here */
+  else
+    take_off(m);
 }
 
 /* ------------------------------------------------------------ the cycle */
@@ -283,7 +439,17 @@ static void enqueue(member_t *m, rd_kafka_message_t *msg) {
     rd_kafka_message_destroy(msg);
     return;
   }
-  part_t *pt = part_get(m, rd_kafka_topic_name(msg->rkt), msg->partition);
+  part_t *pt = part_find(m, rd_kafka_topic_name(msg->rkt), msg->partition);
+  if (!pt) {
+    /* Not (or no longer) assigned to this member: m->parts must stay the
+     * assignment, which commit_positions() relies on. */
+    log_msg(KHOST_LOG_DEBUG, m->who,
+            "%s [%" PRId32 "] offset %" PRId64
+            ": record of a partition not assigned here, dropped",
+            rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset);
+    rd_kafka_message_destroy(msg);
+    return;
+  }
   m->last = pt;
   g_queue_push_tail(&pt->queue, msg);
   m->queued++;
@@ -298,7 +464,7 @@ static int head_ready(const member_t *m, const part_t *pt, int64_t now) {
  * until the earliest retry is due. */
 static int poll_timeout(const member_t *m) {
   int64_t now = member_now_ms(), t = MEMBER_POLL_MS;
-  if (m->done->len > 0)
+  if (m->cur.done->len > 0 || m->flying)
     t = MEMBER_LINGER_MS;
   for (guint i = 0; i < m->parts->len; i++) {
     const part_t *pt = m->parts->pdata[i];
@@ -341,7 +507,7 @@ static void check_breaker(member_t *m) {
 static void handle_ready(member_t *m) {
   size_t max = (size_t)m->p->env.pc->max_batch, n = m->parts->len;
   /* A batch never grows past max_batch outcomes. */
-  size_t budget = max > m->done->len ? max - m->done->len : 0;
+  size_t budget = max > m->cur.done->len ? max - m->cur.done->len : 0;
   int progress = 1;
   while (budget > 0 && progress && !pipeline_stopping(m->p)) {
     int64_t now = member_now_ms(); /* once a round, not per record */
@@ -364,20 +530,21 @@ static void handle_ready(member_t *m) {
 
 static int settle_due(member_t *m) {
   int64_t now = member_now_ms();
-  if (m->done->len == 0)
+  if (m->cur.done->len == 0)
     return 0;
   if (m->first_done_at == 0)
     m->first_done_at = now;
-  return m->done->len >= (guint)m->p->env.pc->max_batch ||
+  return m->cur.done->len >= (guint)m->p->env.pc->max_batch ||
          now - m->first_done_at >= MEMBER_LINGER_MS;
 }
 
 static void cycle(member_t *m) {
   poll_records(m);
+  land(m, 0, 1); /* commit a landed batch's offsets without delay */
   check_breaker(m);
   handle_ready(m);
   if (settle_due(m))
-    settle(m, 0, 1);
+    settle_due_batch(m);
   if (m->recommit_at && member_now_ms() >= m->recommit_at) {
     m->recommit_at = 0;
     commit_positions(m, 0);
@@ -577,7 +744,9 @@ static int setup(member_t *m, char *err, size_t errlen) {
   };
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;
-  if (env->dedup && dedup_writer_open(env->dedup, &m->writer, err, errlen))
+  if (env->dedup &&
+      (dedup_writer_open(env->dedup, &m->cur.writer, err, errlen) != 0 ||
+       durable_start(m, err, errlen) != 0))
     return -1;
   if (open_dead_letter(m, err, errlen) != 0)
     return -1;
@@ -605,15 +774,17 @@ static void shut_down(member_t *m) {
     rd_kafka_destroy(m->rk);
     m->rk = NULL;
   }
-  clear_done(m);
+  durable_stop(m);
+  batch_clear(&m->cur);
+  batch_clear(&m->air);
   dead_letter_close(m->dlq);
   m->dlq = NULL;
   if (m->inst)
     plugin_instance_destroy(m->inst);
   m->inst = NULL;
-  if (m->writer)
-    dedup_writer_close(m->writer);
-  m->writer = NULL;
+  dedup_writer_close(m->cur.writer);
+  dedup_writer_close(m->air.writer);
+  m->cur.writer = m->air.writer = NULL;
 }
 
 static void *member_main(void *arg) {
@@ -650,19 +821,33 @@ static void *member_main(void *arg) {
   return NULL;
 }
 
+static void member_free(member_t *m) {
+  g_ptr_array_free(m->parts, TRUE);
+  for (int i = 0; i < 2; i++) {
+    batch_t *b = i ? &m->air : &m->cur;
+    g_ptr_array_free(b->done, TRUE);
+    g_ptr_array_free(b->claims, TRUE);
+  }
+  pthread_mutex_destroy(&m->air_mu);
+  pthread_cond_destroy(&m->air_cond);
+  free(m);
+}
+
 int member_spawn(member_t **out, pipeline_t *p, int index) {
   member_t *m = calloc(1, sizeof(*m));
   m->p = p;
   m->index = index;
   snprintf(m->who, sizeof(m->who), "%s/%d", p->name, index);
   m->parts = g_ptr_array_new();
-  m->done = g_ptr_array_new();
-  m->claims = g_ptr_array_new();
+  for (int i = 0; i < 2; i++) {
+    batch_t *b = i ? &m->air : &m->cur;
+    b->done = g_ptr_array_new();
+    b->claims = g_ptr_array_new();
+  }
+  pthread_mutex_init(&m->air_mu, NULL);
+  pthread_cond_init(&m->air_cond, NULL);
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
-    g_ptr_array_free(m->parts, TRUE);
-    g_ptr_array_free(m->done, TRUE);
-    g_ptr_array_free(m->claims, TRUE);
-    free(m);
+    member_free(m);
     return -1;
   }
   *out = m;
@@ -671,10 +856,7 @@ int member_spawn(member_t **out, pipeline_t *p, int index) {
 
 void member_join(member_t *m) {
   pthread_join(m->thread, NULL);
-  g_ptr_array_free(m->parts, TRUE);
-  g_ptr_array_free(m->done, TRUE);
-  g_ptr_array_free(m->claims, TRUE);
-  free(m);
+  member_free(m);
 }
 
 int member_busy(member_t *m, int64_t *since, const char **topic,

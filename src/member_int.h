@@ -38,6 +38,17 @@ typedef struct part {
   size_t n_ranges;
 } part_t;
 
+/* Outcomes on their way to being durable: the records, the claimed ones
+ * among them, and the marks of those. */
+typedef struct batch {
+  dedup_writer_t *writer; /* the marks; NULL when dedup is off */
+  GPtrArray *done;        /* messages with an outcome, not yet durable */
+  GPtrArray *claims;      /* of those, the ones whose event ID was claimed */
+} batch_t;
+
+/* Where the batch handed to the durability thread is. */
+enum { AIR_NONE, AIR_FLYING, AIR_LANDED };
+
 struct member {
   pipeline_t *p;
   int index;
@@ -45,19 +56,32 @@ struct member {
   pthread_t thread;
   rd_kafka_t *rk;
   plugin_instance_t *inst;
-  dedup_writer_t *writer; /* NULL when dedup is off */
-  dead_letter_t *dlq;     /* NULL without a dead-letter topic */
+  dead_letter_t *dlq; /* NULL without a dead-letter topic */
 
   GPtrArray *parts;      /* part_t *: the partitions owned */
   part_t *last;          /* the partition of the last record queued */
   size_t queued;         /* records in all queues */
   size_t rr;             /* where the next round of handling starts */
-  GPtrArray *done;       /* messages with an outcome, not yet durable */
-  GPtrArray *claims;     /* of those, the ones whose event ID was claimed */
+  batch_t cur;           /* the batch being handled */
   int hold;              /* the batch cannot be made durable: all paused */
   int breaker_open;      /* the pipeline's circuit breaker is open */
   int64_t recommit_at;   /* a commit failed: when to send it again */
   int64_t first_done_at; /* when the oldest unsettled outcome was reached */
+
+  /* With dedup on, a batch is made durable (its SQLite transaction) on
+   * the member's durability thread while the member handles the next:
+   * at most one batch is in the air, and its offsets are committed only
+   * once it has landed. air_* are shared with that thread under air_mu. */
+  batch_t air;
+  pthread_t durable;
+  int durable_running;
+  pthread_mutex_t air_mu;
+  pthread_cond_t air_cond;
+  int flying;    /* a batch is in the air (the member's own view) */
+  int air_state; /* AIR_* */
+  int air_quit;
+  int air_rc, air_transient;
+  char air_err[512];
 
   /* What handle() is busy with, for the watchdog (0: idle). */
   _Atomic int64_t busy_since;
@@ -80,9 +104,8 @@ int64_t member_coarse_ms(void);
 int dispatch_head(member_t *m, part_t *pt);
 /* Give back the claim of a head that will not get an outcome here. */
 void dispatch_release_head(member_t *m, part_t *pt);
-/* Give back the claims of m->done records whose marks will not be
- * written. */
-void dispatch_release_done(member_t *m);
+/* Give back the claims of a batch whose marks will not be written. */
+void dispatch_release(member_t *m, batch_t *b);
 int64_t member_now_ms(void);
 
 #endif
