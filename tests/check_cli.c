@@ -550,15 +550,19 @@ START_TEST(test_check_plugin_problems) {
                         g_dir, g_dir, missing);
   char *text = slurp(cfg);
   char *flavour = where(cfg, text, "flavour", "pipelines[0].config.flavour");
+  /* The line of the plugin key, not of the pipeline's opening brace. */
+  char *plugin = where(cfg, text, missing, "pipelines[1].plugin: ");
   char *out, *err;
   int status = run_khost("plugins", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
                          cfg, NULL);
   ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
   assert_has(err, flavour, "stderr");
+  assert_has(err, plugin, "stderr");
   assert_has(err, missing, "stderr");
   ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
   free(out);
   free(err);
+  free(plugin);
   free(flavour);
   free(text);
   free(cfg);
