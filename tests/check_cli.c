@@ -630,6 +630,36 @@ START_TEST(test_sigterm_is_graceful) {
 }
 END_TEST
 
+/* A file size limit (ulimit -f, RLIMIT_FSIZE) below what the dedup
+ * database needs: khost does not die of SIGXFSZ, SQLite's write fails and
+ * khost reports it and exits 1. */
+START_TEST(test_file_size_limit_is_an_io_error) {
+  char *cfg =
+      mock_cfg("fsize.cfg", "", 100, 0, "", "log", "level = \"debug\";");
+  proc_t p;
+  char *const argv[] = {"/bin/sh",
+                        "-c",
+                        "ulimit -f 2 && exec \"$0\" \"$@\"",
+                        KHOST,
+                        "run",
+                        "-c",
+                        cfg,
+                        "--exit-at-end",
+                        NULL};
+  spawn_argv(&p, "fsize", argv);
+  ck_assert_msg(reap(&p, RUN_TIMEOUT_MS), "khost still running");
+  char *err = slurp(p.err);
+  ck_assert_msg(WIFEXITED(p.status), "killed by signal %d; stderr:\n%s",
+                WIFSIGNALED(p.status) ? WTERMSIG(p.status) : 0, tail(err));
+  ck_assert_msg(WEXITSTATUS(p.status) == 1, "exit %d; stderr:\n%s",
+                WEXITSTATUS(p.status), tail(err));
+  assert_has(err, "disk I/O error", "stderr");
+  free(err);
+  proc_free(&p);
+  free(cfg);
+}
+END_TEST
+
 static size_t count_lines(const char *path) {
   char *s = tu_read_file(path);
   size_t n = 0;
@@ -815,6 +845,7 @@ Suite *cli_suite(void) {
   tcase_add_test(run, test_run_exit_at_end);
   tcase_add_test(run, test_sigterm_is_graceful);
   tcase_add_test(run, test_second_signal_exits_at_once);
+  tcase_add_test(run, test_file_size_limit_is_an_io_error);
   suite_add_tcase(s, run);
 
   TCase *readme = tcase_create("readme");
