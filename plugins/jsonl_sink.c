@@ -15,7 +15,10 @@
  *   are written base64-encoded, with "<field>_encoding":"base64" added;
  * - headers maps a name to its value (null for a null value, or
  *   {"base64":"..."} when not UTF-8); a repeated name maps to an array of
- *   its values in record order.
+ *   its values in record order;
+ * - a header whose name is not UTF-8 (JSON keys must be) goes, the same
+ *   way, into "headers_base64_names", keyed by the base64 of its name; that
+ *   field follows headers and is present only when such a header is.
  *
  * Lines are kept in memory until flush(), which the host calls before it
  * commits a batch: what reaches the file is what the host is about to
@@ -106,20 +109,47 @@ static int add_header(json_t *headers, const char *name, json_t *value) {
   return json_object_set_new(headers, name, json_pack("[Oo]", prev, value));
 }
 
-static json_t *encode_headers(const sink_t *s, const khost_record_t *rec) {
+/* The headers whose name is (binary = 0) or is not (binary = 1) UTF-8,
+ * the latter keyed by the base64 of the name; NULL on failure. */
+static json_t *encode_headers(const sink_t *s, const khost_record_t *rec,
+                              int binary) {
   json_t *headers = json_object();
   size_t n = s->api->header_count(rec);
   for (size_t i = 0; headers && i < n; i++) {
     const char *name;
     const void *value;
     size_t len;
-    if (!s->api->header_at(rec, i, &name, &value, &len) ||
-        add_header(headers, name, header_value(value, len)) < 0) {
+    if (!s->api->header_at(rec, i, &name, &value, &len)) {
+      json_decref(headers);
+      return NULL;
+    }
+    if (is_utf8(name, strlen(name)) == binary)
+      continue;
+    gchar *b64 =
+        binary ? g_base64_encode((const guchar *)name, strlen(name)) : NULL;
+    if (add_header(headers, b64 ? b64 : name, header_value(value, len)) < 0) {
       json_decref(headers);
       headers = NULL;
     }
+    g_free(b64);
   }
   return headers;
+}
+
+/* "headers", and "headers_base64_names" when a name is not UTF-8. */
+static int set_headers(json_t *obj, const sink_t *s,
+                       const khost_record_t *rec) {
+  json_t *binary = encode_headers(s, rec, 1);
+  if (!binary ||
+      json_object_set_new(obj, "headers", encode_headers(s, rec, 0)) < 0) {
+    json_decref(binary);
+    return -1;
+  }
+  if (json_object_size(binary) == 0) {
+    json_decref(binary);
+    return 0;
+  }
+  return json_object_set_new(obj, "headers_base64_names", binary);
 }
 
 /* The record as one compact JSON line with its '\n'; NULL on failure. */
@@ -132,7 +162,7 @@ static char *encode_record(const sink_t *s, const khost_record_t *rec) {
                                               : json_null());
   if (!obj || set_bytes(obj, "key", rec->key, rec->key_len) < 0 ||
       set_bytes(obj, "event_id", rec->event_id, rec->event_id_len) < 0 ||
-      json_object_set_new(obj, "headers", encode_headers(s, rec)) < 0 ||
+      set_headers(obj, s, rec) < 0 ||
       set_bytes(obj, "value", rec->value, rec->value_len) < 0)
     goto out;
   line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -690,8 +690,11 @@ static void load_pipeline_strings(loader_t *ld, const scope_t *sc,
   }
   if (get_string(ld, sc, "group_id", 1, &v))
     p->group_id = g_strdup(v);
-  if (get_string(ld, sc, "plugin", 1, &v))
+  if (get_string(ld, sc, "plugin", 1, &v)) {
     resolve_plugin(ld->cfg, p, v);
+    p->plugin_line = (int)config_setting_source_line(
+        config_setting_get_member(sc->group, "plugin"));
+  }
 }
 
 /* After the topics: a dead-letter topic the pipeline reads would feed its

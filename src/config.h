@@ -35,6 +35,7 @@ typedef struct cfg_pipeline {
   size_t n_topics;
   int members;                 /* 1..256, default 1 */
   char *plugin;                /* as written in the file */
+  int plugin_line;             /* line of the `plugin` key */
   char *plugin_path;           /* resolved: plugin_dir/<name>.so, or the path */
   cfg_eid_source_t eid_source; /* default header */
   char *eid_header; /* header name when eid_source is header ("eventId") */

@@ -95,7 +95,7 @@ static int load_plugin(const cfg_t *cfg, size_t i, plugin_t **out, char *err,
   if (plugin_load(out, pc->plugin_path, why, sizeof(why)) == 0)
     return 0;
   snprintf(err, errlen, "%s:%d: pipelines[%zu].plugin: %.700s", cfg->path,
-           pc->line, i, why);
+           pc->plugin_line, i, why);
   return -1;
 }
 

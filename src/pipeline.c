@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,11 +48,48 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
   return -1;
 }
 
+/* The properties librdkafka itself marks consumer-only: "C" in the C/P
+ * column of the tables rd_kafka_conf_properties_show() prints (its
+ * CONFIGURATION.md), so the list follows the installed version. Built
+ * once, never freed. */
+static GHashTable *g_consumer_only;
+static pthread_once_t g_consumer_only_once = PTHREAD_ONCE_INIT;
+
+static void load_consumer_only(void) {
+  char *text = NULL;
+  size_t len = 0;
+  g_consumer_only =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  FILE *f = open_memstream(&text, &len);
+  if (!f)
+    return;
+  rd_kafka_conf_properties_show(f);
+  fclose(f);
+  gchar **lines = g_strsplit(text, "\n", -1);
+  for (size_t i = 0; lines[i]; i++) {
+    gchar **col = g_strsplit(lines[i], "|", 3);
+    if (col[0] && col[1] && strcmp(g_strstrip(col[1]), "C") == 0)
+      g_hash_table_add(g_consumer_only, g_strdup(g_strstrip(col[0])));
+    g_strfreev(col);
+  }
+  g_strfreev(lines);
+  free(text);
+}
+
+static int consumer_only(const char *name) {
+  pthread_once(&g_consumer_only_once, load_consumer_only);
+  return g_hash_table_contains(g_consumer_only, name);
+}
+
+/* Set props on conf; for a producer, leave out the consumer-only ones. */
 static int conf_set_props(rd_kafka_conf_t *conf, const cfg_prop_t *props,
-                          size_t n, char *err, size_t errlen) {
-  for (size_t i = 0; i < n; i++)
+                          size_t n, int kind, char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    if (kind == PIPELINE_CONF_PRODUCER && consumer_only(props[i].name))
+      continue;
     if (conf_set(conf, props[i].name, props[i].value, err, errlen) != 0)
       return -1;
+  }
   return 0;
 }
 
@@ -63,23 +101,25 @@ static int user_set(const pipeline_t *p, const char *name) {
          cfg_prop_find(pc->kafka, pc->n_kafka, name);
 }
 
-rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int group, char *err,
+rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
                                      size_t errlen) {
   const cfg_t *cfg = p->env.cfg;
   const cfg_pipeline_t *pc = p->env.pc;
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-  if (conf_set_props(conf, cfg->kafka, cfg->n_kafka, err, errlen) ||
-      conf_set_props(conf, pc->kafka, pc->n_kafka, err, errlen))
+  if (conf_set_props(conf, cfg->kafka, cfg->n_kafka, kind, err, errlen) ||
+      conf_set_props(conf, pc->kafka, pc->n_kafka, kind, err, errlen))
     goto fail;
   if (p->env.bootstrap_servers &&
       conf_set(conf, "bootstrap.servers", p->env.bootstrap_servers, err,
                errlen))
     goto fail;
+  if (kind == PIPELINE_CONF_PRODUCER)
+    return conf;
   if (!user_set(p, "auto.offset.reset") &&
       conf_set(conf, "auto.offset.reset", "earliest", err, errlen))
     goto fail;
-  if (!group)
+  if (kind != PIPELINE_CONF_GROUP)
     return conf;
   /* khost owns offset management: nothing is committed behind its back. */
   if (conf_set(conf, "group.id", pc->group_id, err, errlen) ||
@@ -99,7 +139,8 @@ fail:
 static int load_targets(pipeline_t *p, char *err, size_t errlen) {
   char errstr[512];
   int rc = -1;
-  rd_kafka_conf_t *conf = pipeline_kafka_conf(p, 0, err, errlen);
+  rd_kafka_conf_t *conf =
+      pipeline_kafka_conf(p, PIPELINE_CONF_CONSUMER, err, errlen);
   if (!conf)
     return -1;
   rd_kafka_conf_set_opaque(conf, p->name);

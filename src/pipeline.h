@@ -99,10 +99,21 @@ void pipeline_fail(pipeline_t *p, const char *fmt, ...) KHOST_PRINTF(2, 3);
 int pipeline_stopping(pipeline_t *p);
 /* Sleep up to ms unless a stop is requested; returns 1 when stopping. */
 int pipeline_sleep(pipeline_t *p, int64_t ms);
+/* What a configuration from pipeline_kafka_conf() is for. */
+enum {
+  /* A producer (the dead-letter topic's): the properties librdkafka marks
+   * consumer-only are left out, which it would only warn about
+   * (CONFWARN). */
+  PIPELINE_CONF_PRODUCER = 0,
+  /* A member of the pipeline's group: group.id and khost's own offset
+   * management settings on top. */
+  PIPELINE_CONF_GROUP = 1,
+  /* A consumer outside the group (metadata and offset queries). */
+  PIPELINE_CONF_CONSUMER = 2
+};
 /* A librdkafka configuration for this pipeline: global properties,
- * pipeline overrides, then what khost owns. group: set group.id and the
- * consumer-group settings. */
-rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int group, char *err,
+ * pipeline overrides, then what khost owns; kind is a PIPELINE_CONF_*. */
+rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
                                      size_t errlen);
 /* exit-at-end bookkeeping: the partition has been consumed and committed
  * up to next_offset. */

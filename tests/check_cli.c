@@ -550,15 +550,19 @@ START_TEST(test_check_plugin_problems) {
                         g_dir, g_dir, missing);
   char *text = slurp(cfg);
   char *flavour = where(cfg, text, "flavour", "pipelines[0].config.flavour");
+  /* The line of the plugin key, not of the pipeline's opening brace. */
+  char *plugin = where(cfg, text, missing, "pipelines[1].plugin: ");
   char *out, *err;
   int status = run_khost("plugins", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
                          cfg, NULL);
   ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
   assert_has(err, flavour, "stderr");
+  assert_has(err, plugin, "stderr");
   assert_has(err, missing, "stderr");
   ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
   free(out);
   free(err);
+  free(plugin);
   free(flavour);
   free(text);
   free(cfg);
@@ -623,6 +627,36 @@ START_TEST(test_sigterm_is_graceful) {
   free(jsonl);
   free(cfg);
   free(sink);
+}
+END_TEST
+
+/* A file size limit (ulimit -f, RLIMIT_FSIZE) below what the dedup
+ * database needs: khost does not die of SIGXFSZ, SQLite's write fails and
+ * khost reports it and exits 1. */
+START_TEST(test_file_size_limit_is_an_io_error) {
+  char *cfg =
+      mock_cfg("fsize.cfg", "", 100, 0, "", "log", "level = \"debug\";");
+  proc_t p;
+  char *const argv[] = {"/bin/sh",
+                        "-c",
+                        "ulimit -f 2 && exec \"$0\" \"$@\"",
+                        KHOST,
+                        "run",
+                        "-c",
+                        cfg,
+                        "--exit-at-end",
+                        NULL};
+  spawn_argv(&p, "fsize", argv);
+  ck_assert_msg(reap(&p, RUN_TIMEOUT_MS), "khost still running");
+  char *err = slurp(p.err);
+  ck_assert_msg(WIFEXITED(p.status), "killed by signal %d; stderr:\n%s",
+                WIFSIGNALED(p.status) ? WTERMSIG(p.status) : 0, tail(err));
+  ck_assert_msg(WEXITSTATUS(p.status) == 1, "exit %d; stderr:\n%s",
+                WEXITSTATUS(p.status), tail(err));
+  assert_has(err, "disk I/O error", "stderr");
+  free(err);
+  proc_free(&p);
+  free(cfg);
 }
 END_TEST
 
@@ -811,6 +845,7 @@ Suite *cli_suite(void) {
   tcase_add_test(run, test_run_exit_at_end);
   tcase_add_test(run, test_sigterm_is_graceful);
   tcase_add_test(run, test_second_signal_exits_at_once);
+  tcase_add_test(run, test_file_size_limit_is_an_io_error);
   suite_add_tcase(s, run);
 
   TCase *readme = tcase_create("readme");

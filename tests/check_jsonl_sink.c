@@ -237,6 +237,44 @@ START_TEST(test_fields) {
 }
 END_TEST
 
+/* Header names that are not UTF-8 (JSON object keys must be) go into
+ * "headers_base64_names", keyed by the base64 of the name, with values
+ * encoded as in "headers"; nothing is dropped. Without such a name the
+ * field is absent (test_fields: 8 and 9 fields). */
+START_TEST(test_binary_header_names) {
+  plugin_instance_t *pi = new_sink(out_path, 0, "");
+  rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+  rd_kafka_header_add(hdrs, "eventId", -1, "e-1", 3);
+  rd_kafka_header_add(hdrs, "\xff\xfe", -1, "a", 1);
+  rd_kafka_header_add(hdrs, "bad\xc3\x28", -1, "\xff", 1);
+  rd_kafka_header_add(hdrs, "\xff\xfe", -1, NULL, 0);
+  khost_record_t r = make_rec("orders", 7, NULL, 0, "v", 1);
+  r.host_priv = hdrs;
+  handle_ok(pi, &r);
+  rd_kafka_headers_destroy(hdrs);
+  flush_ok(pi);
+  plugin_instance_destroy(pi);
+
+  json_t *lines = read_lines();
+  ck_assert_uint_eq(json_array_size(lines), 1);
+  json_t *o = json_array_get(lines, 0);
+  ck_assert_uint_eq(json_object_size(o), 9);
+  json_t *h = json_object_get(o, "headers");
+  ck_assert_uint_eq(json_object_size(h), 1);
+  expect_str(h, "eventId", "e-1");
+  json_t *b = json_object_get(o, "headers_base64_names");
+  ck_assert_msg(json_is_object(b), "headers_base64_names is not an object");
+  ck_assert_uint_eq(json_object_size(b), 2);
+  json_t *ff = json_object_get(b, "//4="); /* "\xff\xfe", twice */
+  ck_assert_msg(json_is_array(ff) && json_array_size(ff) == 2,
+                "a repeated name is an array");
+  ck_assert_str_eq(json_string_value(json_array_get(ff, 0)), "a");
+  ck_assert(json_is_null(json_array_get(ff, 1)));
+  expect_str(json_object_get(b, "YmFkwyg="), "base64", "/w==");
+  json_decref(lines);
+}
+END_TEST
+
 START_TEST(test_nothing_before_flush) {
   plugin_instance_t *pi = new_sink(out_path, 0, "");
   for (int i = 0; i < 3; i++) {
@@ -447,6 +485,7 @@ Suite *jsonl_sink_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_fields);
+  tcase_add_test(tc, test_binary_header_names);
   tcase_add_test(tc, test_nothing_before_flush);
   tcase_add_test(tc, test_destroy_writes_the_rest);
   tcase_add_test(tc, test_missing_path);

@@ -22,8 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "dead_letter.h"
 #include "dedup.h"
 #include "kafkautil.h"
 #include "testutil.h"
@@ -180,14 +182,29 @@ static size_t distinct_ok(const char *const *logs, size_t n_logs) {
 
 /* `records` records round-robin over the partitions, record i with
  * eventId evt-<first + i>: record i lands at offset (first + i) / parts
- * of partition (first + i) % parts when the topic held `first` before. */
-static void produce_range(scenario_t *s, int first, int records) {
-  char id[32];
+ * of partition (first + i) % parts when the topic held `first` before.
+ * With ts_base > 0 a record is stamped ts_base + its offset in seconds;
+ * with fail_every > 0 every fail_every-th record (i % fail_every == 0) has
+ * the key key-<i> and the value "fail: evt-<i>", which the scripted
+ * plugin fails. */
+static void produce_records(scenario_t *s, int first, int records,
+                            int64_t ts_base, int fail_every) {
+  char id[32], key[32], value[48];
   for (int i = first; i < first + records; i++) {
+    int fail = fail_every > 0 && i % fail_every == 0;
+    int64_t offset = i / s->partitions;
     snprintf(id, sizeof(id), "evt-%05d", i);
-    mu_produce(&s->c, s->topic, i % s->partitions, id, NULL, "order");
+    snprintf(key, sizeof(key), "key-%05d", i);
+    snprintf(value, sizeof(value), "fail: %s", id);
+    mu_produce_at(&s->c, s->topic, i % s->partitions, id, fail ? key : NULL,
+                  fail ? value : "order",
+                  ts_base > 0 ? ts_base + offset * 1000 : 0);
   }
   ku_flush(&s->c);
+}
+
+static void produce_range(scenario_t *s, int first, int records) {
+  produce_records(s, first, records, 0, 0);
 }
 
 /* ------------------------------------------------- dedup, commit, restart */
@@ -545,6 +562,221 @@ START_TEST(test_sigkill_host_midstream) {
 }
 END_TEST
 
+/* ------------------------------------------------- replay */
+
+/* `khost replay -c cfg -p orders --from from --dedup mode`: exit 0. */
+static void khost_replay(scenario_t *s, const char *cfg, const char *from,
+                         const char *mode) {
+  ku_proc_t p;
+  char *const argv[] = {KHOST,     "replay",     "-c",     (char *)cfg,
+                        "-p",      "orders",     "--from", (char *)from,
+                        "--dedup", (char *)mode, NULL};
+  ku_spawn(&p, s->c.dir, "replay", argv);
+  int status = ku_exit_status(&p, RUN_TIMEOUT_MS);
+  char *err = tu_read_file(p.err);
+  ck_assert_msg(status == 0, "khost replay --from %s exited %d:\n%s", from,
+                status, ku_tail(err));
+  free(err);
+  ku_proc_free(&p);
+}
+
+/* What Kafka's ConsumerGroupCommand shows after a replay: every partition
+ * committed at `at`, with its end offset and the lag between them. */
+static void assert_described_at(scenario_t *s, int64_t at) {
+  ku_group_offsets_t *rows = calloc((size_t)s->partitions, sizeof(*rows));
+  ku_describe_group(&s->c, s->group, s->topic, rows, s->partitions);
+  for (int p = 0; p < s->partitions; p++) {
+    int64_t end = mu_end_offset(&s->c, s->topic, p);
+    ck_assert_int_eq(mu_committed(&s->c, s->group, s->topic, p), at);
+    ck_assert_msg(
+        rows[p].current == at && rows[p].log_end == end &&
+            rows[p].lag == end - at,
+        "%s [%d]: kafka-consumer-groups shows committed %" PRId64
+        ", log end %" PRId64 ", lag %" PRId64 "; want %" PRId64 " of %" PRId64,
+        s->topic, p, rows[p].current, rows[p].log_end, rows[p].lag, at, end);
+  }
+  free(rows);
+}
+
+/* Lines from `from` on: each an OK call of a record at offset >= min_offset
+ * carrying KHOST_RECORD_REPLAY, each event once; returns how many. */
+static size_t assert_replayed(const mu_line_t *l, size_t from, size_t n,
+                              int64_t min_offset) {
+  for (size_t i = from; i < n; i++)
+    ck_assert_msg(l[i].offset >= min_offset &&
+                      (l[i].flags & KHOST_RECORD_REPLAY),
+                  "%s [%d] offset %" PRId64 " handled with flags %u",
+                  l[i].event_id, (int)l[i].partition, l[i].offset, l[i].flags);
+  return assert_ok_ids_distinct(l + from, n - from);
+}
+
+/* A pipeline runs to the end; `khost replay --from earliest` moves its
+ * group back to 0 (Kafka's tool shows it). With --dedup skip the next run
+ * skips every record; with --dedup reprocess it handles every one again,
+ * flagged as a replay. Committed offsets at the end each time. */
+START_TEST(test_replay_from_earliest) {
+  enum { RECORDS = 300 };
+  scenario_t s;
+  scenario_open(&s, "replay", 3);
+  produce_range(&s, 0, RECORDS);
+  char *cfg = write_cfg(&s, "r.cfg", 1, "calls.log", "dedup.db", NULL, NULL);
+  char *log = dir_file(&s, "calls.log");
+  ck_assert_uint_eq(run_to_end(cfg).handled, RECORDS);
+
+  khost_replay(&s, cfg, "earliest", "skip");
+  assert_described_at(&s, 0);
+  pipeline_stats_t st = run_to_end(cfg);
+  ck_assert_uint_eq(st.handled, 0);
+  ck_assert_uint_eq(st.duplicates, RECORDS);
+  ck_assert_uint_eq(count_lines(log), RECORDS);
+  assert_committed_at_end(&s);
+
+  khost_replay(&s, cfg, "earliest", "reprocess");
+  st = run_to_end(cfg);
+  ck_assert_uint_eq(st.handled, RECORDS);
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, 2 * RECORDS);
+  ck_assert_uint_eq(assert_replayed(l, RECORDS, n, 0), RECORDS);
+  ck_assert_int_eq(assert_committed_at_end(&s), RECORDS);
+  free(l);
+  free(log);
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
+/* ms since the epoch as ISO-8601 UTC with milliseconds. */
+static void iso_utc(int64_t ms, char *buf, size_t size) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  char date[32];
+  gmtime_r(&t, &tm);
+  strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf, size, "%s.%03dZ", date, (int)(ms % 1000));
+}
+
+/* Records stamped an hour ago + their offset in seconds. `khost replay
+ * --from` the time of offset AT (plus 500 ms: between two records) puts
+ * every partition at the first record at or after it, as Kafka's
+ * offsets-for-times finds it; --dedup reprocess then handles exactly the
+ * records from there on, flagged as a replay. */
+START_TEST(test_replay_from_time) {
+  enum { PARTS = 3, PER_PART = 40, AT = 25 };
+  scenario_t s;
+  char when[64];
+  int64_t base = ((int64_t)time(NULL) - 3600) * 1000;
+  scenario_open(&s, "replay-time", PARTS);
+  produce_records(&s, 0, PARTS * PER_PART, base, 0);
+  char *cfg = write_cfg(&s, "t.cfg", 1, "calls.log", "dedup.db", NULL, NULL);
+  char *log = dir_file(&s, "calls.log");
+  ck_assert_uint_eq(run_to_end(cfg).handled, PARTS * PER_PART);
+
+  iso_utc(base + (AT - 1) * 1000 + 500, when, sizeof(when));
+  khost_replay(&s, cfg, when, "reprocess");
+  assert_described_at(&s, AT);
+  pipeline_stats_t st = run_to_end(cfg);
+  ck_assert_uint_eq(st.handled, PARTS * (PER_PART - AT));
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, PARTS * (2 * PER_PART - AT));
+  ck_assert_uint_eq(assert_replayed(l, PARTS * PER_PART, n, AT),
+                    PARTS * (PER_PART - AT));
+  assert_committed_at_end(&s);
+  free(l);
+  free(log);
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
+/* ------------------------------------------------- dead-letter topic */
+
+typedef struct dead_letters {
+  const scenario_t *s;
+  int records;
+  char *seen; /* seen[i]: evt-<i> is on the dead-letter topic */
+} dead_letters_t;
+
+/* One dead-lettered record: the original key, value and eventId, and the
+ * failure's headers naming where it came from. */
+static void check_dead_letter(rd_kafka_message_t *d, void *arg) {
+  dead_letters_t *dl = arg;
+  char id[64], buf[256], want[96];
+  ck_assert_ptr_nonnull(mu_header(d, "eventId", id, sizeof(id)));
+  int i = atoi(id + 4);
+  ck_assert_msg(strncmp(id, "evt-", 4) == 0 && i >= 0 && i < dl->records &&
+                    !dl->seen[i],
+                "unexpected or repeated dead letter %s", id);
+  dl->seen[i] = 1;
+  snprintf(want, sizeof(want), "fail: %s", id);
+  ck_assert_msg(d->len == strlen(want) && !memcmp(d->payload, want, d->len),
+                "%s: value %.*s", id, (int)d->len, (const char *)d->payload);
+  snprintf(want, sizeof(want), "key-%05d", i);
+  ck_assert_msg(d->key_len == strlen(want) && !memcmp(d->key, want, d->key_len),
+                "%s: key %.*s", id, (int)d->key_len, (const char *)d->key);
+  ck_assert_str_eq(mu_header(d, DLT_H_TOPIC, buf, sizeof(buf)), dl->s->topic);
+  snprintf(want, sizeof(want), "%d", i % dl->s->partitions);
+  ck_assert_str_eq(mu_header(d, DLT_H_PARTITION, buf, sizeof(buf)), want);
+  snprintf(want, sizeof(want), "%d", i / dl->s->partitions);
+  ck_assert_str_eq(mu_header(d, DLT_H_OFFSET, buf, sizeof(buf)), want);
+  ck_assert_str_eq(mu_header(d, DLT_H_ATTEMPTS, buf, sizeof(buf)), "1");
+  ck_assert_str_eq(mu_header(d, DLT_H_PIPELINE, buf, sizeof(buf)), "orders");
+  ck_assert_ptr_nonnull(mu_header(d, DLT_H_FAILED_AT, buf, sizeof(buf)));
+  ck_assert_ptr_nonnull(strstr(mu_header(d, DLT_H_ERROR, buf, sizeof(buf)),
+                               "the plugin failed the record"));
+}
+
+/* Every 10th of 600 records fails: each is on the dead-letter topic once,
+ * with its key, value and headers, and every offset is committed once the
+ * dead-letter writes were acknowledged. On three nodes the leader of the
+ * dead-letter topic is killed mid-stream: the writes go on with the other
+ * two (acks=all, min.insync.replicas 2). */
+START_TEST(test_dead_letter_topic) {
+  enum { RECORDS = 600, FAIL_EVERY = 10, FAILS = RECORDS / FAIL_EVERY };
+  scenario_t s;
+  mu_host_t h;
+  pipeline_stats_t st;
+  char dlt[128], extra[192];
+  int32_t down = -1;
+  scenario_open(&s, "dlt", 3);
+  snprintf(dlt, sizeof(dlt), "%s.dlt", s.topic);
+  ku_topic(&s.c, dlt, 1);
+  produce_records(&s, 0, RECORDS, 0, FAIL_EVERY);
+  snprintf(extra, sizeof(extra), "dead_letter_topic = \"%s\"; max_batch = 20;",
+           dlt);
+  char *cfg = write_cfg(&s, "d.cfg", 2, "calls.log", "dedup.db", extra,
+                        "slow_ms = 15;");
+  char *log = dir_file(&s, "calls.log");
+  mu_host_start(&h, cfg, 1);
+  if (ku_nodes() >= 3) {
+    TU_WAIT_UNTIL(count_lines(log) >= 100, 60000, "khost handling records");
+    down = ku_leader(&s.c, dlt, 0);
+    ku_kill_node(down);
+    ck_assert_uint_lt(count_lines(log), RECORDS); /* mid-stream */
+  }
+  mu_host_wait(&h, RUN_TIMEOUT_MS);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_stats(&h, &st);
+  mu_host_close(&h);
+  ck_assert_uint_eq(st.handled, RECORDS - FAILS);
+  ck_assert_uint_eq(st.failed, FAILS);
+  ck_assert_int_eq(assert_committed_at_end(&s), RECORDS);
+
+  dead_letters_t dl = {&s, RECORDS, calloc(RECORDS, 1)};
+  ck_assert_uint_eq(
+      mu_consume(&s.c, dlt, FAILS + 1, 5000, check_dead_letter, &dl), FAILS);
+  for (int i = 0; i < RECORDS; i += FAIL_EVERY)
+    ck_assert_msg(dl.seen[i], "evt-%05d is not on the dead-letter topic", i);
+  if (down >= 0)
+    ku_start_node(down);
+  free(dl.seen);
+  free(log);
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
 /* ------------------------------------------------- a broker dies */
 
 /* Three nodes, replication 3, min.insync.replicas 2: the leader of
@@ -596,6 +828,17 @@ Suite *kafka_suite(void) {
   tcase_add_test(tc, test_members_join_and_leave_cooperative);
   tcase_add_test(tc, test_sigkill_host_midstream);
   suite_add_tcase(s, tc);
+  TCase *replay = tcase_create("replay");
+  tcase_add_unchecked_fixture(replay, case_setup, case_teardown);
+  tcase_set_timeout(replay, 240);
+  tcase_add_test(replay, test_replay_from_earliest);
+  tcase_add_test(replay, test_replay_from_time);
+  suite_add_tcase(s, replay);
+  TCase *dead = tcase_create("dead-letter");
+  tcase_add_unchecked_fixture(dead, case_setup, case_teardown);
+  tcase_set_timeout(dead, 240);
+  tcase_add_test(dead, test_dead_letter_topic);
+  suite_add_tcase(s, dead);
   if (ku_nodes() >= 3) {
     TCase *three = tcase_create("three-nodes");
     tcase_add_unchecked_fixture(three, case_setup, case_teardown);

@@ -41,6 +41,12 @@ void mu_topic(mu_cluster_t *c, const char *topic, int partitions) {
 
 void mu_produce(mu_cluster_t *c, const char *topic, int32_t partition,
                 const char *event_id, const char *key, const char *value) {
+  mu_produce_at(c, topic, partition, event_id, key, value, 0);
+}
+
+void mu_produce_at(mu_cluster_t *c, const char *topic, int32_t partition,
+                   const char *event_id, const char *key, const char *value,
+                   int64_t timestamp_ms) {
   rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
   if (event_id)
     rd_kafka_header_add(hdrs, "eventId", -1, event_id, -1);
@@ -49,6 +55,7 @@ void mu_produce(mu_cluster_t *c, const char *topic, int32_t partition,
       c->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
       RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
       RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+      RD_KAFKA_V_TIMESTAMP(timestamp_ms),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
       RD_KAFKA_V_END);
   ck_assert_msg(e == 0, "produce: %s", rd_kafka_err2str(e));
@@ -132,6 +139,44 @@ void mu_commit(mu_cluster_t *c, const char *group, const char *topic,
   rd_kafka_topic_partition_list_destroy(l);
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
+}
+
+size_t mu_consume(mu_cluster_t *c, const char *topic, size_t want,
+                  int64_t timeout_ms,
+                  void (*check)(rd_kafka_message_t *m, void *arg), void *arg) {
+  rd_kafka_t *rk = consumer(c, "khost-test-reader");
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, topic, 0)->offset =
+      RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  size_t n = 0;
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (n < want && tu_mono_ms() < deadline) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+    if (m && !m->err) {
+      n++;
+      if (check)
+        check(m, arg);
+    }
+    if (m)
+      rd_kafka_message_destroy(m);
+  }
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return n;
+}
+
+const char *mu_header(rd_kafka_message_t *m, const char *name, char *buf,
+                      size_t size) {
+  rd_kafka_headers_t *h = NULL;
+  const void *v;
+  size_t len;
+  if (rd_kafka_message_headers(m, &h) ||
+      rd_kafka_header_get_last(h, name, &v, &len))
+    return NULL;
+  snprintf(buf, size, "%.*s", (int)len, (const char *)v);
+  return buf;
 }
 
 void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end) {

@@ -29,6 +29,10 @@ void mu_topic(mu_cluster_t *c, const char *topic, int partitions);
 /* Produce one record; event_id NULL: no eventId header. key may be NULL. */
 void mu_produce(mu_cluster_t *c, const char *topic, int32_t partition,
                 const char *event_id, const char *key, const char *value);
+/* The same, stamped timestamp_ms (0: the time of producing). */
+void mu_produce_at(mu_cluster_t *c, const char *topic, int32_t partition,
+                   const char *event_id, const char *key, const char *value,
+                   int64_t timestamp_ms);
 void mu_flush(mu_cluster_t *c);
 
 int64_t mu_end_offset(mu_cluster_t *c, const char *topic, int32_t partition);
@@ -37,6 +41,18 @@ int64_t mu_committed(mu_cluster_t *c, const char *group, const char *topic,
                      int32_t partition);
 void mu_commit(mu_cluster_t *c, const char *group, const char *topic,
                int32_t partition, int64_t offset);
+
+/* Read partition 0 of topic from the beginning until `want` records
+ * arrived or timeout_ms passed, calling check (may be NULL) on each with
+ * arg; returns how many came. To show there are exactly N, ask for N + 1
+ * with a short timeout. (Messages must be destroyed before their handle,
+ * hence the callback.) */
+size_t mu_consume(mu_cluster_t *c, const char *topic, size_t want,
+                  int64_t timeout_ms,
+                  void (*check)(rd_kafka_message_t *m, void *arg), void *arg);
+/* The last header `name` of m as a string in buf, or NULL if absent. */
+const char *mu_header(rd_kafka_message_t *m, const char *name, char *buf,
+                      size_t size);
 
 /* A host running in this process. */
 typedef struct mu_host {
