@@ -128,8 +128,9 @@ static int log_has(const char *needle) {
 }
 
 /* SQLITE_FULL: every connection of khost may not grow the database
- * (PRAGMA max_page_count). Records are handled, nothing is committed, the
- * member stays in the group; once pages are freed, everything is. */
+ * (PRAGMA max_page_count). A batch is handled, nothing is committed, the
+ * member stays in the group; once pages are freed, everything is handled
+ * and committed. */
 START_TEST(test_sqlite_full) {
   inproc_t h;
   pipeline_stats_t st;
@@ -149,9 +150,13 @@ START_TEST(test_sqlite_full) {
     fu_produce_raw(&w, FU_TOPIC, i % 3, id, NULL, "ok", 2, NULL);
   }
   fu_flush(&w);
-  TU_WAIT_UNTIL(fu_effects(&w) == 30, 30000, "30 records handled");
+  /* The first batch is handled and flushed (its effects written), its
+   * marks do not fit; khost then holds every partition and handles
+   * nothing more until they do. How many of the 30 that first batch holds
+   * depends on how the fetches came in. */
   TU_WAIT_UNTIL(log_has("database or disk is full"), 30000,
                 "SQLITE_FULL reported");
+  ck_assert_uint_gt(fu_effects(&w), 0);
   for (int part = 0; part < 3; part++)
     ck_assert_int_eq(fu_committed(&w, part, 10000), RD_KAFKA_OFFSET_INVALID);
   host_pipeline_stats(h.host, 0, &st);
