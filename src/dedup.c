@@ -101,8 +101,13 @@ struct dedup_store {
                            of this file) */
 };
 
+_Static_assert((int)DEDUP_SEEN == (int)DSET_SEEN &&
+                   (int)DEDUP_NEW == (int)DSET_NEW &&
+                   (int)DEDUP_IN_FLIGHT == (int)DSET_IN_FLIGHT,
+               "dedup.h and dedup_set.h answer claims alike");
+
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len) {
-  return dset_claim(s->set, scope, id, len) ? DEDUP_NEW : DEDUP_SEEN;
+  return dset_claim(s->set, scope, id, len);
 }
 
 int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
@@ -112,8 +117,7 @@ int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
 
 int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
                              size_t len, int64_t before_ms) {
-  return dset_claim_again(s->set, scope, id, len, before_ms) ? DEDUP_NEW
-                                                             : DEDUP_SEEN;
+  return dset_claim_again(s->set, scope, id, len, before_ms);
 }
 
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
@@ -923,7 +927,7 @@ static int attempts_load(dedup_store_t *s, char *err, size_t errlen) {
     const void *id = sqlite3_column_blob(sel, 1); /* before _bytes() */
     size_t len = (size_t)sqlite3_column_bytes(sel, 1);
     GBytes *key = attempts_key(scope, id, len);
-    if (dset_claim(s->set, scope, id, len)) {
+    if (dset_claim(s->set, scope, id, len) == DSET_NEW) {
       dset_release(s->set, scope, id, len);
       attempts_set(s->att, key, (uint32_t)sqlite3_column_int(sel, 2));
     } else {

@@ -14,8 +14,12 @@
  *
  * Claims: dedup_claim() answers "seen?" and, when the ID is new, reserves it
  * at once so that a second copy of the same ID (same batch, or another
- * member) is treated as a duplicate. The claimant must then either add a
- * mark for it and commit it, or dedup_release() it (batch abandoned).
+ * member) is not handled twice. The claimant must then either add a mark
+ * for it and commit it, or dedup_release() it (batch abandoned, partition
+ * lost). Until one of them happened, the ID is in flight (DEDUP_IN_FLIGHT),
+ * not seen: a second copy may be skipped only where skipping becomes
+ * durable together with the claimant's mark (the same batch), and must
+ * otherwise wait for the claim to end.
  */
 #ifndef KHOST_DEDUP_H
 #define KHOST_DEDUP_H
@@ -50,7 +54,12 @@ typedef struct dedup_mark {
   int outcome;           /* DEDUP_OUTCOME_* */
 } dedup_mark_t;
 
-enum { DEDUP_SEEN = 0, DEDUP_NEW = 1 };
+/* What a claim found (dedup_claim()). */
+enum {
+  DEDUP_SEEN = 0,     /* a durable mark: handled before */
+  DEDUP_NEW = 1,      /* claimed by the caller */
+  DEDUP_IN_FLIGHT = 2 /* claimed by someone whose mark is not durable yet */
+};
 
 /* Open (create) the database, load the in-memory set from marks inside the
  * retention window, start the pruner thread (it prunes at once, then every
@@ -64,11 +73,12 @@ void dedup_close(dedup_store_t *s);
 int dedup_scope(dedup_store_t *s, const char *pipeline, uint32_t *scope,
                 char *err, size_t errlen);
 
-/* DEDUP_NEW (claimed) or DEDUP_SEEN. */
+/* DEDUP_NEW (claimed), DEDUP_SEEN or DEDUP_IN_FLIGHT. */
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len);
 /* Like dedup_claim(), but an ID whose mark is committed (seen) is claimed
- * again: DEDUP_NEW unless another in-flight claim holds it (DEDUP_SEEN). A
- * later dedup_release() of such a re-claim leaves the ID seen.
+ * again: DEDUP_NEW unless another re-claim holds it (DEDUP_SEEN) or it is
+ * claimed and not committed (DEDUP_IN_FLIGHT). A later dedup_release() of
+ * such a re-claim leaves the ID seen.
  * An ID marked since the store was opened was handled again in this run
  * already (a replayed event published twice, a redelivery): DEDUP_SEEN,
  * so that a replay handles each event again once. */

@@ -453,7 +453,7 @@ void dset_free(dset_t *set) {
 static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
                  int again, int64_t before_ms) {
   probe_t p;
-  int claimed = 0;
+  int found = DSET_NEW;
   probe_init(&p, scope, id, len);
   stripe_t *st = stripe_of(set, p.hash);
   pthread_mutex_lock(&st->lock);
@@ -462,15 +462,16 @@ static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
     r = arena_alloc(st, p.size);
     memcpy(r, p.rec, p.size);
     g_hash_table_add(st->set, r);
-    claimed = 1;
-  } else if (again && r->last_ms != KEY_CLAIMED && r->last_ms < before_ms &&
-             !is_reclaimed(st, r)) {
+  } else if (r->last_ms == KEY_CLAIMED) {
+    found = DSET_IN_FLIGHT;
+  } else if (again && r->last_ms < before_ms && !is_reclaimed(st, r)) {
     g_hash_table_add(st->reclaimed, r);
-    claimed = 1;
+  } else {
+    found = DSET_SEEN;
   }
   pthread_mutex_unlock(&st->lock);
   probe_done(&p);
-  return claimed;
+  return found;
 }
 
 int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len) {

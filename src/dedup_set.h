@@ -29,13 +29,23 @@ dset_t *dset_new(void);
  * be using it. */
 void dset_free(dset_t *set);
 
-/* 1 when (scope, id) was absent and is now claimed by the caller, 0 when
- * it is already claimed or committed. id (len bytes) is copied. */
+/* What dset_claim() found. */
+enum {
+  DSET_SEEN = 0,     /* committed: a durable mark backs it */
+  DSET_NEW = 1,      /* absent, and now claimed by the caller */
+  DSET_IN_FLIGHT = 2 /* claimed by someone, no durable mark yet: the claim
+                        may still be released */
+};
+
+/* DSET_NEW when (scope, id) was absent and is now claimed by the caller;
+ * DSET_SEEN when it is committed; DSET_IN_FLIGHT when it is claimed and
+ * not committed. id (len bytes) is copied when claimed. */
 int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len);
 /* Like dset_claim(), but a committed (scope, id) whose newest mark was
- * handled before before_ms is claimed again: 1 unless a claim or a
- * re-claim of it is in flight, or it was marked at or after before_ms. The
- * ID stays committed while re-claimed (dset_claim() still answers 0); the
+ * handled before before_ms is claimed again: DSET_NEW unless a re-claim of
+ * it is in flight or it was marked at or after before_ms (DSET_SEEN), or
+ * it is claimed and not committed (DSET_IN_FLIGHT). The ID stays
+ * committed while re-claimed (dset_claim() still answers DSET_SEEN); the
  * re-claim ends with a committed mark or dset_release(). Pruning does not
  * forget a re-claimed ID. id is copied. */
 int dset_claim_again(dset_t *set, uint32_t scope, const void *id, size_t len,

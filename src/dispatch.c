@@ -80,6 +80,9 @@ static int event_id(const member_t *m, rd_kafka_message_t *msg, const void **id,
   return 1;
 }
 
+/* How often a head whose event ID is in flight elsewhere looks again. */
+#define DISPATCH_CLAIM_RECHECK_MS 20
+
 static int64_t backoff_ms(const cfg_pipeline_t *pc, uint32_t attempt) {
   int64_t d = pc->retry_backoff_ms;
   for (uint32_t i = 1; i < attempt && d < pc->retry_backoff_max_ms; i++)
@@ -123,7 +126,7 @@ static int finish(member_t *m, part_t *pt, int outcome) {
     g_ptr_array_add(m->cur.claims, msg);
   }
   g_ptr_array_add(m->cur.done, msg);
-  pt->started = pt->claimed = pt->dead_letter = 0;
+  pt->started = pt->claimed = pt->dead_letter = pt->waits_claim = 0;
   pt->attempts = 0;
   pt->wait_until = 0;
   return DISPATCH_DONE;
@@ -233,6 +236,46 @@ static khost_result_t call_plugin(member_t *m, part_t *pt,
   return res;
 }
 
+/* Is id claimed by a record of this member's pending batches (the one
+ * being handled, or the one in the air)? Its mark becomes durable before
+ * this skip is committed, or neither is (member.c abandons every batch
+ * after one that cannot be made durable), so the copy is a duplicate now.
+ * Linear, but only for in-flight IDs. */
+static int batch_claims(member_t *m, const batch_t *b, const void *id,
+                        size_t len) {
+  for (guint i = 0; i < b->claims->len; i++) {
+    const void *cid;
+    size_t clen;
+    if (event_id(m, b->claims->pdata[i], &cid, &clen) && clen == len &&
+        memcmp(cid, id, len) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static int own_claim(member_t *m, const void *id, size_t len) {
+  /* The durability thread never touches the claims of the air batch. */
+  return batch_claims(m, &m->cur, id, len) ||
+         (m->flying && batch_claims(m, &m->air, id, len));
+}
+
+/* Another member (or this one, for a head waiting for a retry) holds the
+ * head's event ID, and its mark is not durable yet: skipping now could
+ * commit past a record whose outcome is never recorded (the claim is given
+ * back when that batch is abandoned or that partition lost). The head
+ * waits until the claim is committed (then a duplicate) or released (then
+ * handled here). */
+static int wait_for_claim(member_t *m, part_t *pt, rd_kafka_message_t *msg) {
+  pt->started = 0;
+  if (!pt->waits_claim)
+    log_record(m, KHOST_LOG_INFO, msg,
+               "in flight elsewhere (claimed, not durable yet): waiting for "
+               "its outcome");
+  pt->waits_claim = 1;
+  pt->wait_until = member_now_ms() + DISPATCH_CLAIM_RECHECK_MS;
+  return DISPATCH_WAIT;
+}
+
 /* First look at a head: no event ID, or already handled? Returns -1 to go
  * on to the plugin, or a DISPATCH_* outcome. */
 static int check_head(member_t *m, part_t *pt, rd_kafka_message_t *msg,
@@ -254,7 +297,9 @@ static int check_head(member_t *m, part_t *pt, rd_kafka_message_t *msg,
   int claim = again ? dedup_claim_again_before(m->p->env.dedup, m->p->scope, id,
                                                len, r->recorded_ms)
                     : dedup_claim(m->p->env.dedup, m->p->scope, id, len);
-  if (claim == DEDUP_SEEN) {
+  if (claim == DEDUP_IN_FLIGHT && !own_claim(m, id, len))
+    return wait_for_claim(m, pt, msg);
+  if (claim != DEDUP_NEW) {
     atomic_fetch_add(&m->p->duplicates, 1);
     return finish(m, pt, DEDUP_OUTCOME_OK);
   }
@@ -379,7 +424,7 @@ void dispatch_release_head(member_t *m, part_t *pt) {
   size_t len;
   if (msg && pt->claimed && event_id(m, msg, &id, &len))
     dedup_release(m->p->env.dedup, m->p->scope, id, len);
-  pt->started = pt->claimed = pt->dead_letter = 0;
+  pt->started = pt->claimed = pt->dead_letter = pt->waits_claim = 0;
   pt->attempts = 0;
 }
 

@@ -29,6 +29,7 @@ typedef struct part {
   int claimed;        /* ... and its event ID is claimed */
   uint32_t attempts;  /* plugin calls made for the head */
   int dead_letter;    /* the head failed: only its dead-letter write is left */
+  int waits_claim;    /* the head's event ID is in flight elsewhere */
   char reason[192];   /* why it failed */
   int64_t wait_until; /* monotonic ms: the head is not tried before */
   int paused;         /* paused by this member */

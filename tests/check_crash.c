@@ -83,7 +83,7 @@ START_TEST(test_kill_at_random_moments) {
   int mid_stream = 0;
   fu_start(&w, 3, 3);
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
-  fu_feed_start(&w, 5, mostly_ok);
+  fu_feed_start(&w, 10, mostly_ok);
   for (int k = 0; k < KILLS; k++) {
     char tag[32];
     snprintf(tag, sizeof(tag), "run%d", k);
@@ -142,6 +142,50 @@ START_TEST(test_zombie_commits_nothing) {
   ck_assert_uint_eq(handled, 7);
   ck_assert_uint_gt(dups, 0);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+/* Two members in one host; the one handling X (a slow record) outlasts
+ * max.poll.interval.ms, so its assignment is lost while X's event ID is
+ * claimed and X has no mark yet, and the other member gets the partition
+ * and X again. It must not take the claim for a durable outcome: skipping
+ * X would commit past it, and a host killed before the first member's
+ * mark is written would have lost X. It waits for the claim instead; the
+ * host is killed while it waits. */
+START_TEST(test_claim_in_flight_when_assignment_lost) {
+  fu_start(&w, 3, 1);
+  fu_produce_n(&w, 2, "ok");
+  fu_produce_n(&w, 1, "slow"); /* offset 2 */
+  fu_produce_n(&w, 3, "ok");
+  char *cfg =
+      fu_config(&w, "khost.cfg", 0, 2, NULL, "max_poll_interval_ms = 3000;",
+                "max_batch = 1;", "slow_ms = 30000;");
+  /* One member: the mock refuses the commits of a run that reaches the
+   * end while a second member's join rebalances the group. */
+  char *quick =
+      fu_config(&w, "quick.cfg", 0, 1, NULL, NULL, NULL, "slow_ms = 1;");
+  fu_proc_t *p = fu_khost(&w, "run1", cfg, 0, 0);
+  fu_wait_stderr(p, "assigned", 1, 30000);
+  int64_t deadline = tu_mono_ms() + 40000;
+  while (fu_stderr_count(p, "in flight elsewhere") == 0) {
+    int64_t c = fu_committed(&w, 0, 10000);
+    ck_assert_msg(c <= 2,
+                  "committed %" PRId64 " past the record whose outcome is in "
+                  "flight in the other member",
+                  c);
+    ck_assert_msg(!fu_reap(p, 0), "khost exited");
+    ck_assert_msg(tu_mono_ms() < deadline,
+                  "the second member never reached the in-flight record");
+    usleep(50 * 1000);
+  }
+  ck_assert_int_le(fu_committed(&w, 0, 10000), 2);
+  fu_kill9(p);
+  fu_verify_snapshot(&w, 0);
+  fu_run_to_end(&w, "run2", quick, 0);
+  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  free(quick);
   free(cfg);
   fu_stop(&w);
 }
@@ -401,14 +445,15 @@ END_TEST
 Suite *crash_suite(void) {
   Suite *s = suite_create("crash");
   crash_checker_cases(s);
-  FU_SCENARIO(s, test_kill_between_dedup_and_commit, 60);
-  FU_SCENARIO(s, test_kill_at_random_moments, 240);
-  FU_SCENARIO(s, test_zombie_commits_nothing, 60);
-  FU_SCENARIO(s, test_sigstop_past_session_timeout, 60);
-  FU_SCENARIO(s, test_sigterm_mid_batch, 60);
-  FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60);
-  FU_SCENARIO(s, test_retry_storm_fail_and_kill, 90);
-  FU_SCENARIO(s, test_fatal_stops_every_run, 60);
-  FU_SCENARIO(s, test_crashing_record_is_dead_lettered, 120);
+  FU_SCENARIO(s, test_kill_between_dedup_and_commit, 60, 2);
+  FU_SCENARIO(s, test_kill_at_random_moments, 240, 1);
+  FU_SCENARIO(s, test_zombie_commits_nothing, 60, 2);
+  FU_SCENARIO(s, test_claim_in_flight_when_assignment_lost, 90, 0);
+  FU_SCENARIO(s, test_sigstop_past_session_timeout, 60, 0);
+  FU_SCENARIO(s, test_sigterm_mid_batch, 60, 2);
+  FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60, 2);
+  FU_SCENARIO(s, test_retry_storm_fail_and_kill, 90, 0);
+  FU_SCENARIO(s, test_fatal_stops_every_run, 60, 2);
+  FU_SCENARIO(s, test_crashing_record_is_dead_lettered, 120, 0);
   return s;
 }

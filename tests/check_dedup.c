@@ -130,13 +130,35 @@ static int64_t disk_rows(const char *path) {
 
 /* -------------------------------------------------------------- claims */
 
-START_TEST(test_claim_new_then_seen) {
+START_TEST(test_claim_new_then_in_flight) {
   fx_t f = {0};
   fx_init(&f, HOUR_MS, 0);
   ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
-  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_IN_FLIGHT);
   ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_NEW);
   ck_assert_uint_eq(dedup_size(f.s), 2);
+  fx_done(&f);
+}
+END_TEST
+
+/* A claim whose mark is not durable yet is not "seen": the claimant may
+ * still give it back (its batch abandoned, its assignment lost), and an
+ * owner that skipped the ID meanwhile would commit past a record that
+ * nobody made durable. Only a committed mark answers DEDUP_SEEN. */
+START_TEST(test_claimed_is_not_seen_until_committed) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
+  add_mark(w, f.scope, "evt-1", 5, dedup_now_ms());
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_IN_FLIGHT);
+  commit_ok(w);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_IN_FLIGHT);
+  dedup_release(f.s, f.scope, "evt-2", 5); /* abandoned: new again */
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_NEW);
+  dedup_writer_close(w);
   fx_done(&f);
 }
 END_TEST
@@ -148,7 +170,7 @@ START_TEST(test_release_makes_new_again) {
   dedup_release(f.s, f.scope, "evt-1", 5);
   ck_assert_uint_eq(dedup_size(f.s), 0);
   ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
-  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_IN_FLIGHT);
   fx_done(&f);
 }
 END_TEST
@@ -203,7 +225,7 @@ START_TEST(test_scopes_are_separate) {
   ck_assert_uint_eq(scope_of(f.s, "orders"), f.scope);
   ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
   ck_assert_int_eq(claim_str(f.s, other, "evt-1"), DEDUP_NEW);
-  ck_assert_int_eq(claim_str(f.s, other, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, other, "evt-1"), DEDUP_IN_FLIGHT);
   uint32_t orders = f.scope;
   fx_reopen(&f, HOUR_MS, 0);
   ck_assert_uint_eq(f.scope, orders);
@@ -381,7 +403,7 @@ START_TEST(test_prune_keeps_live_claim) {
   char err[512] = "";
   ck_assert_int_eq(dedup_prune(f.s, now, &removed, err, sizeof err), 0);
   ck_assert_int_eq(removed, 1);
-  ck_assert_int_eq(claim_str(f.s, f.scope, "x"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "x"), DEDUP_IN_FLIGHT);
   dedup_release(f.s, f.scope, "x", 1);
   ck_assert_int_eq(claim_str(f.s, f.scope, "x"), DEDUP_NEW);
   fx_done(&f);
@@ -721,18 +743,19 @@ END_TEST
 
 START_TEST(test_set_claim_release_commit) {
   dset_t *set = dset_new();
-  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 1);
-  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 0);
-  ck_assert_int_eq(dset_claim(set, 2, "a", 1), 1); /* other scope */
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), DSET_NEW);
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), DSET_IN_FLIGHT);
+  ck_assert_int_eq(dset_claim(set, 2, "a", 1), DSET_NEW); /* other scope */
   dset_release(set, 1, "a", 1);
-  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 1);
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), DSET_NEW);
   dset_mark_committed(set, 1, "a", 1, 1000); /* the claim is now backed */
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), DSET_SEEN);
   dset_release(set, 1, "a", 1);
-  ck_assert_int_eq(dset_claim(set, 1, "a", 1), 0);
+  ck_assert_int_eq(dset_claim(set, 1, "a", 1), DSET_SEEN);
   /* The one time value that equals "claimed" must still mean committed. */
   dset_mark_committed(set, 1, "b", 1, INT64_MIN);
   dset_release(set, 1, "b", 1);
-  ck_assert_int_eq(dset_claim(set, 1, "b", 1), 0);
+  ck_assert_int_eq(dset_claim(set, 1, "b", 1), DSET_SEEN);
   ck_assert_uint_eq(dset_size(set), 3);
   dset_free(set);
 }
@@ -747,7 +770,7 @@ START_TEST(test_set_forget_keeps_claims_and_newer_marks) {
   dset_mark_committed(set, 1, "again", 5, t0 + 10);
   dset_mark_committed(set, 1, "late", 4, t0 + 10);
   dset_mark_committed(set, 1, "late", 4, t0); /* does not move it back */
-  ck_assert_int_eq(dset_claim(set, 1, "claimed", 7), 1);
+  ck_assert_int_eq(dset_claim(set, 1, "claimed", 7), DSET_NEW);
   dset_keys_add(k, 1, "old", 3, 0);
   dset_keys_add(k, 1, "again", 5, 0);
   dset_keys_add(k, 1, "late", 4, 0);
@@ -755,11 +778,11 @@ START_TEST(test_set_forget_keeps_claims_and_newer_marks) {
   dset_keys_add(k, 1, "absent", 6, 0);
   ck_assert_uint_eq(dset_keys_count(k), 5);
   dset_forget_if_older(set, k, t0 + 5);
-  ck_assert_int_eq(dset_claim(set, 1, "old", 3), 1);
-  ck_assert_int_eq(dset_claim(set, 1, "again", 5), 0);
-  ck_assert_int_eq(dset_claim(set, 1, "late", 4), 0);
-  ck_assert_int_eq(dset_claim(set, 1, "claimed", 7), 0);
-  ck_assert_int_eq(dset_claim(set, 1, "absent", 6), 1);
+  ck_assert_int_eq(dset_claim(set, 1, "old", 3), DSET_NEW);
+  ck_assert_int_eq(dset_claim(set, 1, "again", 5), DSET_SEEN);
+  ck_assert_int_eq(dset_claim(set, 1, "late", 4), DSET_SEEN);
+  ck_assert_int_eq(dset_claim(set, 1, "claimed", 7), DSET_IN_FLIGHT);
+  ck_assert_int_eq(dset_claim(set, 1, "absent", 6), DSET_NEW);
   dset_keys_free(k);
   dset_free(set);
 }
@@ -861,13 +884,13 @@ START_TEST(test_claim_again_new_or_claimed_id) {
   fx_init(&f, HOUR_MS, 0);
   /* Never seen: an ordinary claim, given back by a release. */
   ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-2"), DEDUP_NEW);
-  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_SEEN);
-  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-2"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-2"), DEDUP_IN_FLIGHT);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-2"), DEDUP_IN_FLIGHT);
   dedup_release(f.s, f.scope, "evt-2", 5);
   ck_assert_uint_eq(dedup_size(f.s), 0);
   /* Claimed by another member (no mark yet): not claimable again. */
   ck_assert_int_eq(claim_str(f.s, f.scope, "evt-3"), DEDUP_NEW);
-  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-3"), DEDUP_SEEN);
+  ck_assert_int_eq(claim_again_str(f.s, f.scope, "evt-3"), DEDUP_IN_FLIGHT);
   fx_done(&f);
 }
 END_TEST
@@ -1146,7 +1169,8 @@ END_TEST
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
-  tcase_add_test(tc, test_claim_new_then_seen);
+  tcase_add_test(tc, test_claim_new_then_in_flight);
+  tcase_add_test(tc, test_claimed_is_not_seen_until_committed);
   tcase_add_test(tc, test_release_makes_new_again);
   tcase_add_test(tc, test_release_after_commit_keeps_seen);
   tcase_add_test(tc, test_unclaimed_mark_seen_after_commit);
