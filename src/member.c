@@ -5,7 +5,7 @@
  *   poll        records go to a queue per partition (offset order kept)
  *   handle      the ready head records of the partitions, round robin,
  *               at most max_batch (dispatch.c); a head waiting for a retry
- *               pauses its partition only
+ *               holds its partition only
  *   settle      plugin flush -> one SQLite transaction with the batch's
  *               dedup marks -> only then commit the next offsets to Kafka
  *
@@ -45,6 +45,10 @@
  * a member that drains librdkafka's queue faster than fetches fill it
  * would otherwise pay a transaction and a commit every few records. */
 #define MEMBER_LINGER_MS 10
+/* A head that waits less than this (a short retry backoff, an event ID in
+ * flight elsewhere) does not pause its partition: resuming costs a refetch
+ * of what librdkafka had prefetched, far more than the wait. */
+#define MEMBER_PAUSE_MIN_MS 100
 
 /* ------------------------------------------------------------ partitions */
 
@@ -131,8 +135,9 @@ static void reconcile_pauses(member_t *m) {
                                       rd_kafka_topic_partition_list_new(4);
   for (guint i = 0; i < m->parts->len; i++) {
     part_t *pt = m->parts->pdata[i];
-    int want = m->hold || m->breaker_open ||
-               (pt->queue.length > 0 && pt->wait_until > now);
+    int want =
+        m->hold || m->breaker_open ||
+        (pt->queue.length > 0 && pt->wait_until > now + MEMBER_PAUSE_MIN_MS);
     if (want == pt->paused)
       continue;
     rd_kafka_topic_partition_list_add(want ? pause : resume, pt->topic,
