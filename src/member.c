@@ -695,7 +695,8 @@ static int subscribe(member_t *m, char *err, size_t errlen) {
 
 static int create_consumer(member_t *m, char *err, size_t errlen) {
   char errstr[512], client_id[256];
-  rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, 1, err, errlen);
+  rd_kafka_conf_t *conf =
+      pipeline_kafka_conf(m->p, PIPELINE_CONF_GROUP, err, errlen);
   if (!conf)
     return -1;
   snprintf(client_id, sizeof(client_id), "khost-%s-%d", m->p->name, m->index);
@@ -726,7 +727,8 @@ static int open_dead_letter(member_t *m, char *err, size_t errlen) {
   char client_id[256];
   if (!pc->dead_letter_topic)
     return 0;
-  rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, 0, err, errlen);
+  rd_kafka_conf_t *conf =
+      pipeline_kafka_conf(m->p, PIPELINE_CONF_PRODUCER, err, errlen);
   if (!conf)
     return -1;
   snprintf(client_id, sizeof(client_id), "khost-%s-%d-dlt", m->p->name,
