@@ -48,18 +48,17 @@
  * BEGIN IMMEDIATE). The one piece of memory instances share is the count
  * of live instances per database, for the summary, under a mutex.
  */
-#include <errno.h>
 #include <glib.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <khost/plugin.h>
 
-#define BUSY_TIMEOUT_MS 10000
+#include "plugin_db.h"
+
 #define SUMMARY_VIOLATIONS 10
 
 static const char schema[] =
@@ -108,149 +107,11 @@ typedef struct change {
 typedef struct ledger {
   const khost_api_t *api;
   khost_host_t *host;
-  char *path;
-  sqlite3 *db;
-  sqlite3_stmt *st[N_STMTS];
+  pdb_t db;
   GArray *pending; /* change_t handled since the last flush */
 } ledger_t;
 
-/* ----------------------------------------------- instances per database */
-
-typedef struct db_users {
-  int instances;
-  int used; /* an instance wrote to it: worth a summary */
-} db_users_t;
-
-G_LOCK_DEFINE_STATIC(registry);
-static GHashTable *registry; /* path -> db_users_t */
-
-static void registry_join(const char *path) {
-  G_LOCK(registry);
-  if (!registry)
-    registry = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-  db_users_t *u = g_hash_table_lookup(registry, path);
-  if (!u) {
-    u = g_new0(db_users_t, 1);
-    g_hash_table_insert(registry, g_strdup(path), u);
-  }
-  u->instances++;
-  G_UNLOCK(registry);
-}
-
-static void registry_mark_used(const char *path) {
-  G_LOCK(registry);
-  db_users_t *u = registry ? g_hash_table_lookup(registry, path) : NULL;
-  if (u)
-    u->used = 1;
-  G_UNLOCK(registry);
-}
-
-/* Returns 1 when this was the last instance of a database written to. */
-static int registry_leave(const char *path) {
-  int last = 0;
-  G_LOCK(registry);
-  db_users_t *u = g_hash_table_lookup(registry, path);
-  if (--u->instances == 0) {
-    last = u->used;
-    g_hash_table_remove(registry, path);
-  }
-  if (g_hash_table_size(registry) == 0) {
-    g_hash_table_destroy(registry);
-    registry = NULL;
-  }
-  G_UNLOCK(registry);
-  return last;
-}
-
-/* ----------------------------------------------------------- database */
-
-/* Refuse at start what would fail at the first write, without creating
- * the database (so that `khost check` leaves nothing behind). */
-static int check_db_path(const char *path, char *err, size_t errlen) {
-  char *dir = g_path_get_dirname(path);
-  int ok = access(path, F_OK) == 0 ? access(path, R_OK | W_OK) == 0
-                                   : access(dir, W_OK | X_OK) == 0;
-  if (!ok)
-    snprintf(err, errlen, "db %s: %s", path, strerror(errno));
-  g_free(dir);
-  return ok ? 0 : -1;
-}
-
-static void close_db(ledger_t *l) {
-  for (int i = 0; i < N_STMTS; i++) {
-    sqlite3_finalize(l->st[i]);
-    l->st[i] = NULL;
-  }
-  sqlite3_close(l->db);
-  l->db = NULL;
-}
-
-/* A new database is switched to WAL under an exclusive lock that SQLite
- * does not wait for (no busy handler): several instances opening it at once
- * retry for as long as the busy timeout. */
-static int set_wal(sqlite3 *db) {
-  int rc = SQLITE_BUSY;
-  for (int waited = 0; rc == SQLITE_BUSY && waited <= BUSY_TIMEOUT_MS;
-       waited += 10) {
-    rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-    if (rc == SQLITE_BUSY)
-      sqlite3_sleep(10);
-  }
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-  return rc;
-}
-
-static int open_db(ledger_t *l, char *err, size_t errlen) {
-  int rc = sqlite3_open_v2(l->path, &l->db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_busy_timeout(l->db, BUSY_TIMEOUT_MS);
-  if (rc == SQLITE_OK)
-    rc = set_wal(l->db);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(l->db, schema, NULL, NULL, NULL);
-  for (int i = 0; rc == SQLITE_OK && i < N_STMTS; i++)
-    rc = sqlite3_prepare_v2(l->db, sql[i], -1, &l->st[i], NULL);
-  if (rc != SQLITE_OK) {
-    snprintf(err, errlen, "db %s: %s", l->path,
-             l->db ? sqlite3_errmsg(l->db) : sqlite3_errstr(rc));
-    close_db(l);
-    return -1;
-  }
-  registry_mark_used(l->path);
-  return 0;
-}
-
-/* Run a prepared statement once; SQLITE_DONE, SQLITE_ROW or an error. */
-static int step(sqlite3_stmt *st) {
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  return rc;
-}
-
 /* ------------------------------------------------------------ records */
-
-static void identify(const khost_record_t *rec, char **event_id, char **where) {
-  if (rec->event_id)
-    *event_id = g_strndup(rec->event_id, rec->event_id_len);
-  else
-    *event_id = g_strdup_printf("%s/%d/%lld", rec->topic, (int)rec->partition,
-                                (long long)rec->offset);
-  *where = g_strdup_printf("%s [%d] offset %lld eventId %s", rec->topic,
-                           (int)rec->partition, (long long)rec->offset,
-                           rec->event_id ? *event_id : "-");
-}
-
-/* An id as text: a JSON integer or non-empty string; NULL otherwise. */
-static char *id_text(json_t *v) {
-  if (json_is_integer(v))
-    return g_strdup_printf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
-  if (json_is_string(v) && json_string_length(v) > 0)
-    return g_strdup(json_string_value(v));
-  return NULL;
-}
 
 static int parse_change(const khost_record_t *rec, change_t *c, char *why,
                         size_t whylen) {
@@ -265,7 +126,7 @@ static int parse_change(const khost_record_t *rec, change_t *c, char *why,
   else if (json_unpack_ex(v, &jerr, 0, "{s:I, s:I}", "seq", &seq, "amount",
                           &amount) != 0)
     snprintf(why, whylen, "not a balance change: %s", jerr.text);
-  else if (!(c->user = id_text(json_object_get(v, "userId"))))
+  else if (!(c->user = pdb_id_text(json_object_get(v, "userId"))))
     snprintf(why, whylen,
              "not a balance change: no userId (an integer or a "
              "string)");
@@ -290,7 +151,7 @@ static khost_result_t bl_handle(void *instance, const khost_record_t *rec) {
   ledger_t *l = instance;
   change_t c = {.partition = rec->partition, .offset = rec->offset};
   char why[256];
-  identify(rec, &c.event_id, &c.where);
+  pdb_identify(rec, &c.event_id, &c.where);
   if (parse_change(rec, &c, why, sizeof(why)) != 0) {
     l->api->log(l->host, KHOST_LOG_WARNING, "%s: %s", c.where, why);
     free_change(&c);
@@ -311,32 +172,34 @@ static void bind_coordinates(sqlite3_stmt *st, int first, const change_t *c) {
 
 /* Append the ledger entry; SQLITE_DONE (c->already when it was there). */
 static int add_entry(ledger_t *l, change_t *c, int64_t balance) {
-  sqlite3_stmt *st = l->st[ST_ENTRY];
+  sqlite3_stmt *st = l->db.st[ST_ENTRY];
   sqlite3_bind_text(st, 1, c->event_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, c->user, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 3, c->seq);
   sqlite3_bind_int64(st, 4, c->amount);
   sqlite3_bind_int64(st, 5, balance + c->amount);
   bind_coordinates(st, 6, c);
-  int rc = step(st);
-  c->already = rc == SQLITE_DONE && sqlite3_changes(l->db) == 0;
+  int rc = pdb_step(st);
+  c->already = rc == SQLITE_DONE && sqlite3_changes(l->db.conn) == 0;
   return rc;
 }
 
 static int add_violation(ledger_t *l, const change_t *c) {
-  sqlite3_stmt *st = l->st[ST_VIOLATION];
+  sqlite3_stmt *st = l->db.st[ST_VIOLATION];
   sqlite3_bind_text(st, 1, c->user, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, c->expected);
   sqlite3_bind_int64(st, 3, c->seq);
   sqlite3_bind_text(st, 4, c->kind, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 5, c->event_id, -1, SQLITE_STATIC);
   bind_coordinates(st, 6, c);
-  return step(st);
+  return pdb_step(st);
 }
 
 /* Apply one change inside the write transaction; SQLITE_DONE when done. */
-static int apply(ledger_t *l, change_t *c) {
-  sqlite3_stmt *acct = l->st[ST_ACCOUNT], *upd = l->st[ST_UPDATE];
+static int apply(void *instance, void *item) {
+  ledger_t *l = instance;
+  change_t *c = item;
+  sqlite3_stmt *acct = l->db.st[ST_ACCOUNT], *upd = l->db.st[ST_UPDATE];
   int64_t last = 0, balance = 0;
   sqlite3_bind_text(acct, 1, c->user, -1, SQLITE_STATIC);
   int rc = sqlite3_step(acct);
@@ -357,7 +220,7 @@ static int apply(ledger_t *l, change_t *c) {
   sqlite3_bind_text(upd, 1, c->user, -1, SQLITE_STATIC);
   sqlite3_bind_int64(upd, 2, c->seq);
   sqlite3_bind_int64(upd, 3, c->amount);
-  return step(upd);
+  return pdb_step(upd);
 }
 
 static void clear_pending(ledger_t *l) {
@@ -385,23 +248,8 @@ static void log_outcomes(ledger_t *l) {
 
 static int bl_flush(void *instance, char *err, size_t errlen) {
   ledger_t *l = instance;
-  int rc;
-  if (l->pending->len == 0)
-    return 0;
-  if (!l->db && open_db(l, err, errlen) != 0)
+  if (pdb_write(&l->db, l->pending, apply, l, err, errlen) != 0)
     return -1;
-  rc = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  for (guint i = 0; rc == SQLITE_OK && i < l->pending->len; i++)
-    if (apply(l, &g_array_index(l->pending, change_t, i)) != SQLITE_DONE)
-      rc = SQLITE_ERROR;
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL);
-  if (rc != SQLITE_OK) {
-    /* Nothing of the batch stays: the host calls flush() again. */
-    snprintf(err, errlen, "db %s: %s", l->path, sqlite3_errmsg(l->db));
-    sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
-  }
   log_outcomes(l);
   clear_pending(l);
   return 0;
@@ -412,14 +260,15 @@ static int bl_flush(void *instance, char *err, size_t errlen) {
 static int64_t query_int(ledger_t *l, const char *q) {
   sqlite3_stmt *st = NULL;
   int64_t v = 0;
-  if (sqlite3_prepare_v2(l->db, q, -1, &st, NULL) == SQLITE_OK &&
+  if (sqlite3_prepare_v2(l->db.conn, q, -1, &st, NULL) == SQLITE_OK &&
       sqlite3_step(st) == SQLITE_ROW)
     v = sqlite3_column_int64(st, 0);
   sqlite3_finalize(st);
   return v;
 }
 
-static void log_summary(ledger_t *l) {
+static void log_summary(void *instance) {
+  ledger_t *l = instance;
   sqlite3_stmt *st = NULL;
   int64_t users = query_int(l, "SELECT count(*) FROM accounts");
   int64_t entries = query_int(l, "SELECT count(*) FROM ledger");
@@ -429,10 +278,10 @@ static void log_summary(ledger_t *l) {
   l->api->log(l->host, KHOST_LOG_NOTICE,
               "%s: %lld user(s), %lld ledger entries, balances total "
               "%lld.%02lld; per-user ordering violations: %lld",
-              l->path, (long long)users, (long long)entries,
+              l->db.path, (long long)users, (long long)entries,
               (long long)(total / 100), (long long)llabs(total % 100),
               (long long)violations);
-  sqlite3_prepare_v2(l->db,
+  sqlite3_prepare_v2(l->db.conn,
                      "SELECT user_id, expected, got, kind, kafka_topic,"
                      " kafka_partition, kafka_offset FROM violations"
                      " ORDER BY id LIMIT " G_STRINGIFY(SUMMARY_VIOLATIONS),
@@ -454,32 +303,19 @@ static void log_summary(ledger_t *l) {
 static int bl_create(const khost_api_t *api, khost_host_t *host,
                      void **instance, char *err, size_t errlen) {
   const char *path = NULL;
-  int has = api->config_string(host, "db", &path);
-  if (has < 0) {
-    snprintf(err, errlen, "db must be a string (the SQLite database path)");
-    return -1;
-  }
-  if (has == 0 || !path[0]) {
-    snprintf(err, errlen,
-             "the setting db (the SQLite database of the ledger) is "
-             "required");
-    return -1;
-  }
-  if (check_db_path(path, err, errlen) != 0)
+  if (pdb_config_path(api, host, "of the ledger", &path, err, errlen) != 0)
     return -1;
   ledger_t *l = g_new0(ledger_t, 1);
   l->api = api;
   l->host = host;
-  l->path = g_strdup(path);
+  pdb_init(&l->db, path, schema, sql, N_STMTS);
   l->pending = g_array_new(FALSE, FALSE, sizeof(change_t));
-  registry_join(l->path);
   *instance = l;
   return 0;
 }
 
 static void bl_destroy(void *instance) {
   ledger_t *l = instance;
-  char err[512];
   /* Changes not flushed were not committed either: they are delivered
    * again, so dropping them loses nothing. */
   if (l->pending->len)
@@ -487,16 +323,8 @@ static void bl_destroy(void *instance) {
                 "%u change(s) of an uncommitted batch dropped",
                 l->pending->len);
   clear_pending(l);
-  if (registry_leave(l->path)) {
-    if (l->db || open_db(l, err, sizeof(err)) == 0)
-      log_summary(l);
-    else
-      l->api->log(l->host, KHOST_LOG_WARNING, "no summary: %s", err);
-  }
-  if (l->db)
-    close_db(l);
+  pdb_finish(&l->db, l->api, l->host, log_summary, l);
   g_array_free(l->pending, TRUE);
-  g_free(l->path);
   g_free(l);
 }
 

@@ -42,18 +42,17 @@
  * BEGIN IMMEDIATE). The one piece of memory instances share is the count
  * of live instances per database, for the summary, under a mutex.
  */
-#include <errno.h>
 #include <glib.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <khost/plugin.h>
 
-#define BUSY_TIMEOUT_MS 10000
+#include "plugin_db.h"
+
 #define SUMMARY_COUPONS 20
 #define DEFAULT_STOCK 100
 
@@ -93,120 +92,12 @@ enum { OUT_ISSUED, OUT_SOLD_OUT, OUT_ALREADY };
 typedef struct issuer {
   const khost_api_t *api;
   khost_host_t *host;
-  char *path;
   int64_t stock;
-  sqlite3 *db;
-  sqlite3_stmt *st[N_STMTS];
+  pdb_t db;
   GArray *pending; /* request_t handled since the last flush */
 } issuer_t;
 
-/* ----------------------------------------------- instances per database */
-
-typedef struct db_users {
-  int instances;
-  int used; /* an instance wrote to it: worth a summary */
-} db_users_t;
-
-G_LOCK_DEFINE_STATIC(registry);
-static GHashTable *registry; /* path -> db_users_t */
-
-static void registry_join(const char *path) {
-  G_LOCK(registry);
-  if (!registry)
-    registry = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-  db_users_t *u = g_hash_table_lookup(registry, path);
-  if (!u) {
-    u = g_new0(db_users_t, 1);
-    g_hash_table_insert(registry, g_strdup(path), u);
-  }
-  u->instances++;
-  G_UNLOCK(registry);
-}
-
-static void registry_mark_used(const char *path) {
-  G_LOCK(registry);
-  db_users_t *u = registry ? g_hash_table_lookup(registry, path) : NULL;
-  if (u)
-    u->used = 1;
-  G_UNLOCK(registry);
-}
-
-/* Returns 1 when this was the last instance of a database written to. */
-static int registry_leave(const char *path) {
-  int last = 0;
-  G_LOCK(registry);
-  db_users_t *u = g_hash_table_lookup(registry, path);
-  if (--u->instances == 0) {
-    last = u->used;
-    g_hash_table_remove(registry, path);
-  }
-  if (g_hash_table_size(registry) == 0) {
-    g_hash_table_destroy(registry);
-    registry = NULL;
-  }
-  G_UNLOCK(registry);
-  return last;
-}
-
 /* ----------------------------------------------------------- database */
-
-/* Refuse at start what would fail at the first write, without creating
- * the database (so that `khost check` leaves nothing behind). */
-static int check_db_path(const char *path, char *err, size_t errlen) {
-  char *dir = g_path_get_dirname(path);
-  int ok = access(path, F_OK) == 0 ? access(path, R_OK | W_OK) == 0
-                                   : access(dir, W_OK | X_OK) == 0;
-  if (!ok)
-    snprintf(err, errlen, "db %s: %s", path, strerror(errno));
-  g_free(dir);
-  return ok ? 0 : -1;
-}
-
-static void close_db(issuer_t *c) {
-  for (int i = 0; i < N_STMTS; i++) {
-    sqlite3_finalize(c->st[i]);
-    c->st[i] = NULL;
-  }
-  sqlite3_close(c->db);
-  c->db = NULL;
-}
-
-/* A new database is switched to WAL under an exclusive lock that SQLite
- * does not wait for (no busy handler): several instances opening it at once
- * retry for as long as the busy timeout. */
-static int set_wal(sqlite3 *db) {
-  int rc = SQLITE_BUSY;
-  for (int waited = 0; rc == SQLITE_BUSY && waited <= BUSY_TIMEOUT_MS;
-       waited += 10) {
-    rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-    if (rc == SQLITE_BUSY)
-      sqlite3_sleep(10);
-  }
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-  return rc;
-}
-
-static int open_db(issuer_t *c, char *err, size_t errlen) {
-  int rc = sqlite3_open_v2(c->path, &c->db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-  if (rc == SQLITE_OK)
-    rc = set_wal(c->db);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(c->db, schema, NULL, NULL, NULL);
-  for (int i = 0; rc == SQLITE_OK && i < N_STMTS; i++)
-    rc = sqlite3_prepare_v2(c->db, sql[i], -1, &c->st[i], NULL);
-  if (rc != SQLITE_OK) {
-    snprintf(err, errlen, "db %s: %s", c->path,
-             c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
-    close_db(c);
-    return -1;
-  }
-  registry_mark_used(c->path);
-  return 0;
-}
 
 /* Run a prepared statement to its end; SQLITE_DONE or the error code. A
  * row, when row is not NULL, is stored there (its first column). */
@@ -223,26 +114,6 @@ static int step(sqlite3_stmt *st, int64_t *row) {
 
 /* ------------------------------------------------------------ records */
 
-static void identify(const khost_record_t *rec, char **event_id, char **where) {
-  if (rec->event_id)
-    *event_id = g_strndup(rec->event_id, rec->event_id_len);
-  else
-    *event_id = g_strdup_printf("%s/%d/%lld", rec->topic, (int)rec->partition,
-                                (long long)rec->offset);
-  *where = g_strdup_printf("%s [%d] offset %lld eventId %s", rec->topic,
-                           (int)rec->partition, (long long)rec->offset,
-                           rec->event_id ? *event_id : "-");
-}
-
-/* An id as text: a JSON integer or non-empty string; NULL otherwise. */
-static char *id_text(json_t *v) {
-  if (json_is_integer(v))
-    return g_strdup_printf("%" JSON_INTEGER_FORMAT, json_integer_value(v));
-  if (json_is_string(v) && json_string_length(v) > 0)
-    return g_strdup(json_string_value(v));
-  return NULL;
-}
-
 static int parse_request(const khost_record_t *rec, request_t *r, char *why,
                          size_t whylen) {
   json_error_t jerr;
@@ -253,8 +124,8 @@ static int parse_request(const khost_record_t *rec, request_t *r, char *why,
              rec->value ? jerr.text : "no value");
     return -1;
   }
-  r->coupon = id_text(json_object_get(v, "couponId"));
-  r->user = id_text(json_object_get(v, "userId"));
+  r->coupon = pdb_id_text(json_object_get(v, "couponId"));
+  r->user = pdb_id_text(json_object_get(v, "userId"));
   json_decref(v);
   if (!r->coupon) {
     snprintf(why, whylen,
@@ -277,7 +148,7 @@ static khost_result_t ci_handle(void *instance, const khost_record_t *rec) {
   issuer_t *c = instance;
   request_t r = {.partition = rec->partition, .offset = rec->offset};
   char why[256];
-  identify(rec, &r.event_id, &r.where);
+  pdb_identify(rec, &r.event_id, &r.where);
   if (parse_request(rec, &r, why, sizeof(why)) != 0) {
     c->api->log(c->host, KHOST_LOG_WARNING, "%s: %s", r.where, why);
     free_request(&r);
@@ -292,19 +163,21 @@ static khost_result_t ci_handle(void *instance, const khost_record_t *rec) {
 
 /* Decide one request inside the write transaction; SQLITE_DONE when done.
  * The stock is read and spent under the same write lock. */
-static int decide(issuer_t *c, request_t *r) {
+static int decide(void *instance, void *item) {
+  issuer_t *c = instance;
+  request_t *r = item;
   int64_t seen = 0, issued = 0;
-  sqlite3_bind_text(c->st[ST_SEEN], 1, r->event_id, -1, SQLITE_STATIC);
-  int rc = step(c->st[ST_SEEN], &seen);
+  sqlite3_bind_text(c->db.st[ST_SEEN], 1, r->event_id, -1, SQLITE_STATIC);
+  int rc = step(c->db.st[ST_SEEN], &seen);
   if (rc != SQLITE_DONE || seen) {
     r->outcome = OUT_ALREADY;
     return rc;
   }
-  sqlite3_bind_text(c->st[ST_ISSUED], 1, r->coupon, -1, SQLITE_STATIC);
-  if ((rc = step(c->st[ST_ISSUED], &issued)) != SQLITE_DONE)
+  sqlite3_bind_text(c->db.st[ST_ISSUED], 1, r->coupon, -1, SQLITE_STATIC);
+  if ((rc = step(c->db.st[ST_ISSUED], &issued)) != SQLITE_DONE)
     return rc;
   r->outcome = issued < c->stock ? OUT_ISSUED : OUT_SOLD_OUT;
-  sqlite3_stmt *rec = c->st[ST_RECORD], *count = c->st[ST_COUNT];
+  sqlite3_stmt *rec = c->db.st[ST_RECORD], *count = c->db.st[ST_COUNT];
   sqlite3_bind_text(rec, 1, r->event_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(rec, 2, r->coupon, -1, SQLITE_STATIC);
   sqlite3_bind_text(rec, 3, r->user, -1, SQLITE_STATIC);
@@ -345,23 +218,8 @@ static void log_outcomes(issuer_t *c) {
 
 static int ci_flush(void *instance, char *err, size_t errlen) {
   issuer_t *c = instance;
-  int rc;
-  if (c->pending->len == 0)
-    return 0;
-  if (!c->db && open_db(c, err, errlen) != 0)
+  if (pdb_write(&c->db, c->pending, decide, c, err, errlen) != 0)
     return -1;
-  rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  for (guint i = 0; rc == SQLITE_OK && i < c->pending->len; i++)
-    if (decide(c, &g_array_index(c->pending, request_t, i)) != SQLITE_DONE)
-      rc = SQLITE_ERROR;
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
-  if (rc != SQLITE_OK) {
-    /* Nothing of the batch stays: the host calls flush() again. */
-    snprintf(err, errlen, "db %s: %s", c->path, sqlite3_errmsg(c->db));
-    sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
-  }
   log_outcomes(c);
   clear_pending(c);
   return 0;
@@ -369,10 +227,11 @@ static int ci_flush(void *instance, char *err, size_t errlen) {
 
 /* ----------------------------------------------------------- summary */
 
-static void log_summary(issuer_t *c) {
+static void log_summary(void *instance) {
+  issuer_t *c = instance;
   sqlite3_stmt *st = NULL;
   int64_t coupons = 0, issued = 0, sold_out = 0, over = 0;
-  sqlite3_prepare_v2(c->db,
+  sqlite3_prepare_v2(c->db.conn,
                      "SELECT coupon_id, issued, sold_out FROM coupons "
                      "ORDER BY length(coupon_id), coupon_id",
                      -1, &st, NULL);
@@ -393,7 +252,7 @@ static void log_summary(issuer_t *c) {
   c->api->log(c->host, KHOST_LOG_NOTICE,
               "%s: %lld coupon(s), %lld issued, %lld sold-out request(s) "
               "refused, %lld coupon(s) over stock",
-              c->path, (long long)coupons, (long long)issued,
+              c->db.path, (long long)coupons, (long long)issued,
               (long long)sold_out, (long long)over);
 }
 
@@ -419,7 +278,7 @@ static int read_settings(const khost_api_t *api, khost_host_t *host,
              (long long)*stock);
     return -1;
   }
-  return check_db_path(*path, err, errlen);
+  return pdb_check_path(*path, err, errlen);
 }
 
 static int ci_create(const khost_api_t *api, khost_host_t *host,
@@ -431,17 +290,15 @@ static int ci_create(const khost_api_t *api, khost_host_t *host,
   issuer_t *c = g_new0(issuer_t, 1);
   c->api = api;
   c->host = host;
-  c->path = g_strdup(path);
+  pdb_init(&c->db, path, schema, sql, N_STMTS);
   c->stock = stock;
   c->pending = g_array_new(FALSE, FALSE, sizeof(request_t));
-  registry_join(c->path);
   *instance = c;
   return 0;
 }
 
 static void ci_destroy(void *instance) {
   issuer_t *c = instance;
-  char err[512];
   /* Requests not flushed were not committed either: they are delivered
    * again, so dropping them loses nothing. */
   if (c->pending->len)
@@ -449,16 +306,8 @@ static void ci_destroy(void *instance) {
                 "%u request(s) of an uncommitted batch dropped",
                 c->pending->len);
   clear_pending(c);
-  if (registry_leave(c->path)) {
-    if (c->db || open_db(c, err, sizeof(err)) == 0)
-      log_summary(c);
-    else
-      c->api->log(c->host, KHOST_LOG_WARNING, "no summary: %s", err);
-  }
-  if (c->db)
-    close_db(c);
+  pdb_finish(&c->db, c->api, c->host, log_summary, c);
   g_array_free(c->pending, TRUE);
-  g_free(c->path);
   g_free(c);
 }
 

@@ -34,18 +34,17 @@
  * BEGIN IMMEDIATE). The one piece of memory instances share is the count
  * of live instances per database, for the summary, under a mutex.
  */
-#include <errno.h>
 #include <glib.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <khost/plugin.h>
 
-#define BUSY_TIMEOUT_MS 10000
+#include "plugin_db.h"
+
 #define SUMMARY_HOURS 24
 
 static const char schema[] =
@@ -54,162 +53,31 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS applied(event_id TEXT PRIMARY KEY)"
     " WITHOUT ROWID;";
 
+enum { ST_CLAIM, ST_ADD, N_STMTS };
+
+static const char *const sql[N_STMTS] = {
+    [ST_CLAIM] = "INSERT OR IGNORE INTO applied(event_id) VALUES(?)",
+    [ST_ADD] = "INSERT INTO hourly(hour, orders, revenue) VALUES(?, 1, ?) "
+               "ON CONFLICT(hour) DO UPDATE SET orders = orders + 1,"
+               " revenue = revenue + excluded.revenue",
+};
+
 typedef struct order {
   char *event_id; /* or "topic/partition/offset" */
   char *where;    /* "topic [p] offset o eventId id", for log lines */
   char hour[16];
   int64_t amount;
+  int already; /* after flush: counted before */
 } order_t;
 
 typedef struct analytics {
   const khost_api_t *api;
   khost_host_t *host;
-  char *path;
-  sqlite3 *db;
-  sqlite3_stmt *claim, *add;
+  pdb_t db;
   GArray *pending; /* order_t of records handled since the last flush */
 } analytics_t;
 
-/* ----------------------------------------------- instances per database */
-
-typedef struct db_users {
-  int instances;
-  int used; /* an instance wrote to it: worth a summary */
-} db_users_t;
-
-G_LOCK_DEFINE_STATIC(registry);
-static GHashTable *registry; /* path -> db_users_t */
-
-static void registry_join(const char *path) {
-  G_LOCK(registry);
-  if (!registry)
-    registry = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
-  db_users_t *u = g_hash_table_lookup(registry, path);
-  if (!u) {
-    u = g_new0(db_users_t, 1);
-    g_hash_table_insert(registry, g_strdup(path), u);
-  }
-  u->instances++;
-  G_UNLOCK(registry);
-}
-
-static void registry_mark_used(const char *path) {
-  G_LOCK(registry);
-  db_users_t *u = registry ? g_hash_table_lookup(registry, path) : NULL;
-  if (u)
-    u->used = 1;
-  G_UNLOCK(registry);
-}
-
-/* Returns 1 when this was the last instance of a database written to. */
-static int registry_leave(const char *path) {
-  int last = 0;
-  G_LOCK(registry);
-  db_users_t *u = g_hash_table_lookup(registry, path);
-  if (--u->instances == 0) {
-    last = u->used;
-    g_hash_table_remove(registry, path);
-  }
-  if (g_hash_table_size(registry) == 0) {
-    g_hash_table_destroy(registry);
-    registry = NULL;
-  }
-  G_UNLOCK(registry);
-  return last;
-}
-
-/* ----------------------------------------------------------- database */
-
-/* Refuse at start what would fail at the first write, without creating
- * the database (so that `khost check` leaves nothing behind). */
-static int check_db_path(const char *path, char *err, size_t errlen) {
-  char *dir = g_path_get_dirname(path);
-  int ok = access(path, F_OK) == 0 ? access(path, R_OK | W_OK) == 0
-                                   : access(dir, W_OK | X_OK) == 0;
-  if (!ok)
-    snprintf(err, errlen, "db %s: %s", path, strerror(errno));
-  g_free(dir);
-  return ok ? 0 : -1;
-}
-
-/* A new database is switched to WAL under an exclusive lock that SQLite
- * does not wait for (no busy handler): several instances opening it at once
- * retry for as long as the busy timeout. */
-static int set_wal(sqlite3 *db) {
-  int rc = SQLITE_BUSY;
-  for (int waited = 0; rc == SQLITE_BUSY && waited <= BUSY_TIMEOUT_MS;
-       waited += 10) {
-    rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
-    if (rc == SQLITE_BUSY)
-      sqlite3_sleep(10);
-  }
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
-  return rc;
-}
-
-static int open_db(analytics_t *a, char *err, size_t errlen) {
-  int rc = sqlite3_open_v2(a->path, &a->db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_busy_timeout(a->db, BUSY_TIMEOUT_MS);
-  if (rc == SQLITE_OK)
-    rc = set_wal(a->db);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(a->db, schema, NULL, NULL, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(a->db,
-                            "INSERT OR IGNORE INTO applied(event_id) "
-                            "VALUES(?)",
-                            -1, &a->claim, NULL);
-  if (rc == SQLITE_OK)
-    rc = sqlite3_prepare_v2(
-        a->db,
-        "INSERT INTO hourly(hour, orders, revenue) VALUES(?, 1, ?) "
-        "ON CONFLICT(hour) DO UPDATE SET orders = orders + 1,"
-        " revenue = revenue + excluded.revenue",
-        -1, &a->add, NULL);
-  if (rc != SQLITE_OK) {
-    snprintf(err, errlen, "db %s: %s", a->path,
-             a->db ? sqlite3_errmsg(a->db) : sqlite3_errstr(rc));
-    sqlite3_finalize(a->claim);
-    sqlite3_close(a->db);
-    a->claim = NULL;
-    a->db = NULL;
-    return -1;
-  }
-  registry_mark_used(a->path);
-  return 0;
-}
-
-static void close_db(analytics_t *a) {
-  sqlite3_finalize(a->claim);
-  sqlite3_finalize(a->add);
-  sqlite3_close(a->db);
-  a->db = NULL;
-}
-
-/* Run a prepared statement once; SQLITE_DONE or the error code. */
-static int step(sqlite3_stmt *st) {
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  return rc;
-}
-
 /* ------------------------------------------------------------ records */
-
-/* "topic [p] offset o eventId id", and the identity used for `applied`. */
-static void identify(const khost_record_t *rec, char **event_id, char **where) {
-  if (rec->event_id)
-    *event_id = g_strndup(rec->event_id, rec->event_id_len);
-  else
-    *event_id = g_strdup_printf("%s/%d/%lld", rec->topic, (int)rec->partition,
-                                (long long)rec->offset);
-  *where = g_strdup_printf("%s [%d] offset %lld eventId %s", rec->topic,
-                           (int)rec->partition, (long long)rec->offset,
-                           rec->event_id ? *event_id : "-");
-}
 
 /* The UTC hour of an ISO-8601 time, as 'YYYY-MM-DDTHH'. */
 static int utc_hour(const char *iso, char out[16]) {
@@ -256,7 +124,7 @@ static khost_result_t oa_handle(void *instance, const khost_record_t *rec) {
   analytics_t *a = instance;
   order_t o = {0};
   char why[256];
-  identify(rec, &o.event_id, &o.where);
+  pdb_identify(rec, &o.event_id, &o.where);
   if (parse_order(rec, &o, why, sizeof(why)) != 0) {
     a->api->log(a->host, KHOST_LOG_WARNING, "%s: %s", o.where, why);
     g_free(o.event_id);
@@ -270,15 +138,18 @@ static khost_result_t oa_handle(void *instance, const khost_record_t *rec) {
 /* ---------------------------------------------------------- flushing */
 
 /* Apply one order inside the open transaction; SQLITE_DONE when done. */
-static int apply(analytics_t *a, const order_t *o, int *already) {
-  sqlite3_bind_text(a->claim, 1, o->event_id, -1, SQLITE_STATIC);
-  int rc = step(a->claim);
-  *already = rc == SQLITE_DONE && sqlite3_changes(a->db) == 0;
-  if (rc != SQLITE_DONE || *already)
+static int apply(void *instance, void *item) {
+  analytics_t *a = instance;
+  order_t *o = item;
+  sqlite3_stmt *claim = a->db.st[ST_CLAIM], *add = a->db.st[ST_ADD];
+  sqlite3_bind_text(claim, 1, o->event_id, -1, SQLITE_STATIC);
+  int rc = pdb_step(claim);
+  o->already = rc == SQLITE_DONE && sqlite3_changes(a->db.conn) == 0;
+  if (rc != SQLITE_DONE || o->already)
     return rc;
-  sqlite3_bind_text(a->add, 1, o->hour, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(a->add, 2, o->amount);
-  return step(a->add);
+  sqlite3_bind_text(add, 1, o->hour, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(add, 2, o->amount);
+  return pdb_step(add);
 }
 
 static void clear_pending(analytics_t *a) {
@@ -292,47 +163,26 @@ static void clear_pending(analytics_t *a) {
 
 static int oa_flush(void *instance, char *err, size_t errlen) {
   analytics_t *a = instance;
-  int rc = SQLITE_DONE, already;
-  GPtrArray *seen = g_ptr_array_new();
-  if (a->pending->len == 0)
-    goto out;
-  if (!a->db && open_db(a, err, errlen) != 0) {
-    rc = SQLITE_ERROR;
-    goto out;
+  if (pdb_write(&a->db, a->pending, apply, a, err, errlen) != 0)
+    return -1;
+  for (guint i = 0; i < a->pending->len; i++) {
+    const order_t *o = &g_array_index(a->pending, order_t, i);
+    if (o->already)
+      a->api->log(a->host, KHOST_LOG_INFO,
+                  "%s: already counted (delivered again); not counted twice",
+                  o->where);
   }
-  rc = sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  for (guint i = 0; rc == SQLITE_OK && i < a->pending->len; i++) {
-    order_t *o = &g_array_index(a->pending, order_t, i);
-    if (apply(a, o, &already) != SQLITE_DONE)
-      rc = SQLITE_ERROR;
-    else if (already)
-      g_ptr_array_add(seen, o->where);
-  }
-  if (rc == SQLITE_OK)
-    rc = sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL);
-  if (rc != SQLITE_OK) {
-    /* Nothing of the batch stays: the host calls flush() again. */
-    snprintf(err, errlen, "db %s: %s", a->path, sqlite3_errmsg(a->db));
-    sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
-    goto out;
-  }
-  for (guint i = 0; i < seen->len; i++)
-    a->api->log(a->host, KHOST_LOG_INFO,
-                "%s: already counted (delivered again); not counted twice",
-                (const char *)seen->pdata[i]);
   clear_pending(a);
-  rc = SQLITE_DONE;
-out:
-  g_ptr_array_free(seen, TRUE);
-  return rc == SQLITE_DONE ? 0 : -1;
+  return 0;
 }
 
 /* ----------------------------------------------------------- summary */
 
-static void log_summary(analytics_t *a) {
+static void log_summary(void *instance) {
+  analytics_t *a = instance;
   sqlite3_stmt *st = NULL;
   int64_t hours = 0, orders = 0, revenue = 0;
-  sqlite3_prepare_v2(a->db,
+  sqlite3_prepare_v2(a->db.conn,
                      "SELECT hour, orders, revenue FROM hourly "
                      "ORDER BY hour DESC",
                      -1, &st, NULL);
@@ -354,9 +204,9 @@ static void log_summary(analytics_t *a) {
     a->api->log(a->host, KHOST_LOG_NOTICE, "%s",
                 (const char *)lines->pdata[i - 1]);
   a->api->log(a->host, KHOST_LOG_NOTICE,
-              "%s: %lld orders over %lld hour(s), revenue %lld.%02lld", a->path,
-              (long long)orders, (long long)hours, (long long)(revenue / 100),
-              (long long)llabs(revenue % 100));
+              "%s: %lld orders over %lld hour(s), revenue %lld.%02lld",
+              a->db.path, (long long)orders, (long long)hours,
+              (long long)(revenue / 100), (long long)llabs(revenue % 100));
   g_ptr_array_free(lines, TRUE);
 }
 
@@ -365,48 +215,28 @@ static void log_summary(analytics_t *a) {
 static int oa_create(const khost_api_t *api, khost_host_t *host,
                      void **instance, char *err, size_t errlen) {
   const char *path = NULL;
-  int has = api->config_string(host, "db", &path);
-  if (has < 0) {
-    snprintf(err, errlen, "db must be a string (the SQLite database path)");
-    return -1;
-  }
-  if (has == 0 || !path[0]) {
-    snprintf(err, errlen,
-             "the setting db (the SQLite database to keep the hourly "
-             "figures in) is required");
-    return -1;
-  }
-  if (check_db_path(path, err, errlen) != 0)
+  if (pdb_config_path(api, host, "to keep the hourly figures in", &path, err,
+                      errlen) != 0)
     return -1;
   analytics_t *a = g_new0(analytics_t, 1);
   a->api = api;
   a->host = host;
-  a->path = g_strdup(path);
+  pdb_init(&a->db, path, schema, sql, N_STMTS);
   a->pending = g_array_new(FALSE, FALSE, sizeof(order_t));
-  registry_join(a->path);
   *instance = a;
   return 0;
 }
 
 static void oa_destroy(void *instance) {
   analytics_t *a = instance;
-  char err[512];
   /* Orders not flushed were not committed either: they are delivered
    * again, so dropping them loses nothing. */
   if (a->pending->len)
     a->api->log(a->host, KHOST_LOG_INFO,
                 "%u order(s) of an uncommitted batch dropped", a->pending->len);
   clear_pending(a);
-  if (registry_leave(a->path)) {
-    if (a->db || open_db(a, err, sizeof(err)) == 0)
-      log_summary(a);
-    else
-      a->api->log(a->host, KHOST_LOG_WARNING, "no summary: %s", err);
-  }
-  if (a->db)
-    close_db(a);
+  pdb_finish(&a->db, a->api, a->host, log_summary, a);
   g_array_free(a->pending, TRUE);
-  g_free(a->path);
   g_free(a);
 }
 
