@@ -49,6 +49,8 @@
  * flight elsewhere) does not pause its partition: resuming costs a refetch
  * of what librdkafka had prefetched, far more than the wait. */
 #define MEMBER_PAUSE_MIN_MS 100
+/* Sync commits tried at shutdown, 300 ms apart. */
+#define SHUTDOWN_COMMIT_TRIES 10
 
 /* ------------------------------------------------------------ partitions */
 
@@ -161,12 +163,15 @@ static void reconcile_pauses(member_t *m) {
  * follows). A sync commit (revoke, shutdown) also asks librdkafka for its
  * current assignment: while the consumer closes, the partitions are no
  * longer assigned when the revoke callback runs, and a sync commit of
- * them would wait forever. A sync commit returns its error (0 when there
- * was nothing to commit). */
+ * them would wait forever; and once the consumer closes, nothing is
+ * committed any more (shut_down() commits before it closes): a commit
+ * from the revoke callback of rd_kafka_consumer_close() can wait forever
+ * for a coordinator that is going away. A sync commit returns its error
+ * (0 when there was nothing to commit). */
 static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
   rd_kafka_topic_partition_list_t *owned = NULL, *list;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (rd_kafka_assignment_lost(m->rk) ||
+  if (m->closing || rd_kafka_assignment_lost(m->rk) ||
       (sync &&
        rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
     return RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -768,10 +773,15 @@ static int setup(member_t *m, char *err, size_t errlen) {
 static void shut_down(member_t *m) {
   if (m->rk) {
     settle(m, 0, 1);
-    for (int i = 0; i < 5 && commit_positions(m, 1); i++)
+    /* Refused while the group rebalances (other members leaving too):
+     * tried again for a few seconds. What stays uncommitted is delivered
+     * again and skipped by dedup. */
+    for (int i = 0; i < SHUTDOWN_COMMIT_TRIES && commit_positions(m, 1); i++)
       g_usleep(300 * 1000);
-    /* Leaving the group runs the revoke callback (one more sync commit)
-     * and drops every partition with its unhandled records. */
+    /* Leaving the group runs the revoke callback, which makes nothing
+     * durable any more (all is) and commits nothing, and drops every
+     * partition with its unhandled records. */
+    m->closing = 1;
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(m->rk);
     if (e)
       log_msg(KHOST_LOG_WARNING, m->who, "leaving the group: %s",

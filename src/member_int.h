@@ -67,6 +67,7 @@ struct member {
   int hold;              /* the batch cannot be made durable: all paused */
   int breaker_open;      /* the pipeline's circuit breaker is open */
   int64_t recommit_at;   /* a commit failed: when to send it again */
+  int closing;           /* rd_kafka_consumer_close() is under way */
   int64_t first_done_at; /* when the oldest unsettled outcome was reached */
 
   /* With dedup on, a batch is made durable (its SQLite transaction) on
