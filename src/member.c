@@ -51,6 +51,8 @@
 #define MEMBER_PAUSE_MIN_MS 100
 /* Sync commits tried at shutdown, 300 ms apart. */
 #define SHUTDOWN_COMMIT_TRIES 10
+/* How long a sync commit waits for the async commits still in flight. */
+#define MEMBER_COMMIT_DRAIN_MS 10000
 
 /* ------------------------------------------------------------ partitions */
 
@@ -156,6 +158,35 @@ static void reconcile_pauses(member_t *m) {
 
 /* ------------------------------------------------------------ committing */
 
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque);
+
+/* The result of the async commit in flight: the next one may go. */
+static void on_async_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *offsets,
+                            void *opaque) {
+  member_t *m = opaque;
+  m->commit_in_flight = 0;
+  on_commit(rk, err, offsets, opaque);
+}
+
+/* Serve the result of the async commit in flight, waiting up to ms for
+ * it. */
+static void drain_commit(member_t *m, int64_t ms) {
+  int64_t deadline = member_now_ms() + ms;
+  while (m->commit_in_flight) {
+    int64_t left = deadline - member_now_ms();
+    if (left <= 0) {
+      log_msg(KHOST_LOG_WARNING, m->who,
+              "an offset commit is still without a result after %" PRId64 " ms",
+              ms);
+      return;
+    }
+    rd_kafka_queue_poll_callback(
+        m->commit_q, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
+  }
+}
+
 /* Commit the durable positions of partitions this member still owns:
  * m->parts holds exactly the assigned partitions (the rebalance callback
  * adds and drops them on this thread), and nothing is committed once
@@ -167,10 +198,23 @@ static void reconcile_pauses(member_t *m) {
  * committed any more (shut_down() commits before it closes): a commit
  * from the revoke callback of rd_kafka_consumer_close() can wait forever
  * for a coordinator that is going away. A sync commit returns its error
- * (0 when there was nothing to commit). */
+ * (0 when there was nothing to commit).
+ *
+ * Commits go out one at a time: librdkafka sends a failed OffsetCommit
+ * again by itself and reports it only at the end, so a commit made while
+ * an older one is in flight could land first and be overwritten by the
+ * older offsets. An async commit asked for while one is in flight is made
+ * once its result is in (commit_due()); a sync commit waits for it. */
 static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
   rd_kafka_topic_partition_list_t *owned = NULL, *list;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (sync)
+    drain_commit(m, MEMBER_COMMIT_DRAIN_MS);
+  else if (m->commit_in_flight) {
+    m->commit_behind = 1;
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  m->commit_behind = 0;
   if (m->closing || rd_kafka_assignment_lost(m->rk) ||
       (sync &&
        rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
@@ -186,13 +230,31 @@ static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
   }
   if (list->cnt > 0) {
     /* Failures are reported by on_commit(), for sync commits too. */
-    e = rd_kafka_commit(m->rk, list, !sync);
+    if (sync)
+      e = rd_kafka_commit_queue(m->rk, list, NULL, on_commit, m);
+    else if (rd_kafka_commit_queue(m->rk, list, m->commit_q, on_async_commit,
+                                   m) == RD_KAFKA_RESP_ERR_NO_ERROR)
+      m->commit_in_flight = 1;
     atomic_fetch_add(&m->p->commits, 1);
   }
   rd_kafka_topic_partition_list_destroy(list);
   if (owned)
     rd_kafka_topic_partition_list_destroy(owned);
   return sync ? e : RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Serve the async commit's result; send what waited for it, or what
+ * failed once its time has come. */
+static void commit_due(member_t *m) {
+  rd_kafka_queue_poll_callback(m->commit_q, 0);
+  if (m->recommit_at) {
+    if (member_now_ms() < m->recommit_at)
+      return;
+    m->recommit_at = 0;
+    commit_positions(m, 0);
+  } else if (m->commit_behind) {
+    commit_positions(m, 0);
+  }
 }
 
 static void enqueue(member_t *m, rd_kafka_message_t *msg);
@@ -260,24 +322,27 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
   return 0;
 }
 
-/* The records of b are durable: advance the positions. */
+/* The records of b are durable: advance the positions. With
+ * --exit-at-end, a partition counts as consumed to its end once that
+ * position is committed (on_commit()). */
 static void advance(member_t *m, const batch_t *b) {
   for (guint i = 0; i < b->done->len; i++) {
     rd_kafka_message_t *msg = b->done->pdata[i];
     const char *topic = rd_kafka_topic_name(msg->rkt);
     part_t *pt = part_find(m, topic, msg->partition);
-    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-      /* At a partition EOF the message offset is the end offset. */
-      pipeline_progress(m->p, topic, msg->partition, msg->offset);
-    else if (pt) /* NULL: revoked meanwhile; its next owner gets it */
+    if (!pt) /* revoked meanwhile; its next owner gets it */
+      continue;
+    if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
       pt->next = msg->offset + 1;
+    else if (pt->next < 0)
+      /* Nothing was read here since the assignment: the partition started
+       * at its end (its committed offset), with nothing to commit. */
+      pipeline_progress(m->p, topic, msg->partition, msg->offset);
+    else if (msg->offset > pt->next)
+      /* The end lies past the last record (transaction markers): at a
+       * partition EOF the message offset is the end offset. */
+      pt->next = msg->offset;
   }
-  if (m->p->targets)
-    for (guint i = 0; i < m->parts->len; i++) {
-      part_t *pt = m->parts->pdata[i];
-      if (pt->next >= 0)
-        pipeline_progress(m->p, pt->topic, pt->partition, pt->next);
-    }
 }
 
 static void batch_clear(batch_t *b) {
@@ -555,10 +620,7 @@ static void cycle(member_t *m) {
   handle_ready(m);
   if (settle_due(m))
     settle_due_batch(m);
-  if (m->recommit_at && member_now_ms() >= m->recommit_at) {
-    m->recommit_at = 0;
-    commit_positions(m, 0);
-  }
+  commit_due(m);
   reconcile_pauses(m);
 }
 
@@ -632,6 +694,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   }
 }
 
+/* The result of a commit (sync or async). */
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   member_t *m = opaque;
@@ -643,8 +706,11 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
     const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
     part_t *pt = part_find(m, tp->topic, tp->partition);
-    if (!err && !tp->err && pt)
-      pt->committed = tp->offset;
+    if (!err && !tp->err) {
+      if (pt)
+        pt->committed = tp->offset;
+      pipeline_progress(m->p, tp->topic, tp->partition, tp->offset);
+    }
     off += (size_t)snprintf(buf + off, sizeof(buf) - off,
                             "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
                             tp->topic, tp->partition, tp->offset,
@@ -713,7 +779,6 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
   rd_kafka_conf_set_opaque(conf, m);
   rd_kafka_conf_set_log_cb(conf, on_log);
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-  rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
   rd_kafka_conf_set_error_cb(conf, on_error);
   m->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
   if (!m->rk) {
@@ -722,6 +787,7 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
     return -1;
   }
   rd_kafka_poll_set_consumer(m->rk);
+  m->commit_q = rd_kafka_queue_new(m->rk);
   return 0;
 }
 
@@ -788,6 +854,8 @@ static void shut_down(member_t *m) {
               rd_kafka_err2str(e));
     while (m->parts->len > 0)
       part_drop(m, m->parts->pdata[0]);
+    rd_kafka_queue_destroy(m->commit_q);
+    m->commit_q = NULL;
     rd_kafka_destroy(m->rk);
     m->rk = NULL;
   }

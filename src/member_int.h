@@ -59,15 +59,18 @@ struct member {
   plugin_instance_t *inst;
   dead_letter_t *dlq; /* NULL without a dead-letter topic */
 
-  GPtrArray *parts;      /* part_t *: the partitions owned */
-  part_t *last;          /* the partition of the last record queued */
-  size_t queued;         /* records in all queues */
-  size_t rr;             /* where the next round of handling starts */
-  batch_t cur;           /* the batch being handled */
-  int hold;              /* the batch cannot be made durable: all paused */
-  int breaker_open;      /* the pipeline's circuit breaker is open */
-  int64_t recommit_at;   /* a commit failed: when to send it again */
-  int closing;           /* rd_kafka_consumer_close() is under way */
+  GPtrArray *parts;           /* part_t *: the partitions owned */
+  part_t *last;               /* the partition of the last record queued */
+  size_t queued;              /* records in all queues */
+  size_t rr;                  /* where the next round of handling starts */
+  batch_t cur;                /* the batch being handled */
+  int hold;                   /* the batch cannot be made durable: all paused */
+  int breaker_open;           /* the pipeline's circuit breaker is open */
+  int64_t recommit_at;        /* a commit failed: when to send it again */
+  rd_kafka_queue_t *commit_q; /* the result of the async commit */
+  int commit_in_flight;       /* an async commit awaits its result */
+  int commit_behind;          /* a commit waits for the one in flight */
+  int closing;                /* rd_kafka_consumer_close() is under way */
   int64_t first_done_at; /* when the oldest unsettled outcome was reached */
 
   /* With dedup on, a batch is made durable (its SQLite transaction) on
