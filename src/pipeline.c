@@ -101,6 +101,31 @@ static int user_set(const pipeline_t *p, const char *name) {
          cfg_prop_find(pc->kafka, pc->n_kafka, name);
 }
 
+/* librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s,
+ * and fixed before librdkafka 2.4) once its prefetch queue holds more than
+ * queued.min.messages (100,000) records or queued.max.messages.kbytes. A
+ * member that handles more than that a second empties the queue early and
+ * then idles for the rest of the second: against a real broker with a
+ * backlog, khost was capped near 120,000 records/s by this alone. Unless
+ * the user set either: where librdkafka has the setting, the backoff is
+ * shortened; before it, the queue may hold a second of records (its byte
+ * limit, 64 MB by default, still bounds the memory it takes). */
+#define PIPELINE_FETCH_QUEUE_BACKOFF_MS "10"
+#define PIPELINE_QUEUED_MIN_MESSAGES "1000000"
+
+static int set_prefetch(const pipeline_t *p, rd_kafka_conf_t *conf, char *err,
+                        size_t errlen) {
+  if (user_set(p, "fetch.queue.backoff.ms") ||
+      user_set(p, "queued.min.messages"))
+    return 0;
+  if (rd_kafka_conf_set(conf, "fetch.queue.backoff.ms",
+                        PIPELINE_FETCH_QUEUE_BACKOFF_MS, NULL,
+                        0) == RD_KAFKA_CONF_OK)
+    return 0;
+  return conf_set(conf, "queued.min.messages", PIPELINE_QUEUED_MIN_MESSAGES,
+                  err, errlen);
+}
+
 rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
                                      size_t errlen) {
   const cfg_t *cfg = p->env.cfg;
@@ -127,6 +152,8 @@ rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
       conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
       conf_set(conf, "enable.partition.eof",
                p->env.exit_at_end ? "true" : "false", err, errlen))
+    goto fail;
+  if (set_prefetch(p, conf, err, errlen) != 0)
     goto fail;
   return conf;
 fail:

@@ -402,6 +402,78 @@ START_TEST(test_fatal_stops_without_committing_past_it) {
 }
 END_TEST
 
+/* The librdkafka configuration of a member: what khost owns, its
+ * defaults, and the user's own values where the user set them. */
+static rd_kafka_conf_t *member_conf(const char *kafka_extra, cfg_t *cfg) {
+  char *dir = tu_tempdir(), *text = NULL, err[1024];
+  ck_assert_int_ge(asprintf(&text,
+                            "kafka = { bootstrap_servers = \"127.0.0.1:1\"; "
+                            "%s };\n"
+                            "pipelines = ( { name = \"orders\";\n"
+                            "  group_id = \"" GROUP "\";\n"
+                            "  topics = [ \"" TOPIC "\" ];\n"
+                            "  plugin = \"log\"; dedup = false; } );\n",
+                            kafka_extra),
+                   0);
+  char *path = tu_write_file(dir, "khost.cfg", text);
+  ck_assert_msg(cfg_load(cfg, path, err, sizeof(err)) == 0, "%s", err);
+  pipeline_t p = {.env = {.cfg = cfg, .pc = &cfg->pipelines[0]}};
+  rd_kafka_conf_t *conf =
+      pipeline_kafka_conf(&p, PIPELINE_CONF_GROUP, err, sizeof(err));
+  ck_assert_msg(conf != NULL, "%s", err);
+  free(path);
+  free(text);
+  tu_rm_rf(dir);
+  free(dir);
+  return conf;
+}
+
+static void assert_conf(rd_kafka_conf_t *conf, const char *name,
+                        const char *want) {
+  char value[256];
+  size_t size = sizeof(value);
+  ck_assert_int_eq(rd_kafka_conf_get(conf, name, value, &size),
+                   RD_KAFKA_CONF_OK);
+  ck_assert_msg(strcmp(value, want) == 0, "%s = %s, want %s", name, value,
+                want);
+}
+
+/* librdkafka backs a partition's fetching off for a second once its
+ * prefetch queue passes queued.min.messages: khost either shortens the
+ * backoff (librdkafka >= 2.4) or lets the queue hold a second of records. */
+static void assert_prefetch(rd_kafka_conf_t *conf) {
+  char value[64];
+  size_t size = sizeof(value);
+  if (rd_kafka_conf_get(conf, "fetch.queue.backoff.ms", value, &size) ==
+      RD_KAFKA_CONF_OK)
+    assert_conf(conf, "fetch.queue.backoff.ms", "10");
+  else
+    assert_conf(conf, "queued.min.messages", "1000000");
+}
+
+START_TEST(test_member_kafka_conf) {
+  cfg_t cfg;
+  rd_kafka_conf_t *conf = member_conf("", &cfg);
+  assert_conf(conf, "group.id", GROUP);
+  assert_conf(conf, "enable.auto.commit", "false");
+  assert_conf(conf, "enable.auto.offset.store", "false");
+  /* librdkafka reads earliest and latest back as smallest and largest */
+  assert_conf(conf, "auto.offset.reset", "smallest");
+  assert_prefetch(conf);
+  rd_kafka_conf_destroy(conf);
+  cfg_free(&cfg);
+
+  /* The user's values stand. */
+  conf = member_conf("auto_offset_reset = \"latest\"; "
+                     "queued_min_messages = 5000;",
+                     &cfg);
+  assert_conf(conf, "auto.offset.reset", "largest");
+  assert_conf(conf, "queued.min.messages", "5000");
+  rd_kafka_conf_destroy(conf);
+  cfg_free(&cfg);
+}
+END_TEST
+
 Suite *host_suite(void) {
   Suite *s = suite_create("host");
   TCase *tc = tcase_create("mock-cluster");
@@ -415,6 +487,7 @@ Suite *host_suite(void) {
   tcase_add_test(tc, test_retry_then_ok_and_fail_does_not_block);
   tcase_add_test(tc, test_retries_exhausted_become_fail);
   tcase_add_test(tc, test_fatal_stops_without_committing_past_it);
+  tcase_add_test(tc, test_member_kafka_conf);
   suite_add_tcase(s, tc);
   return s;
 }
