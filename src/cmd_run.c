@@ -151,6 +151,13 @@ static int run_host(const cfg_t *cfg, const run_opts_t *o) {
   wait_for_stop(h, &sigs);
   wait_for_members(h, &sigs, cfg->shutdown_timeout_ms);
   rc = host_finish(h);
+  if (host_report(h, stdout) > 0) {
+    log_msg(KHOST_LOG_ERR, "khost",
+            "the records handled and skipped do not add up to those produced "
+            "(see the summary)");
+    if (rc == HOST_EXIT_OK)
+      rc = HOST_EXIT_RUNTIME;
+  }
   host_close(h);
   return rc;
 }

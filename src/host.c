@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <glib.h>
+
 #include "dedup.h"
 #include "log.h"
 
@@ -21,6 +23,9 @@ struct host {
   plugin_t **plugins; /* per pipeline; shared when the path is the same */
   pipeline_t **pipelines;
   pipeline_stats_t *stats; /* filled by host_finish() */
+  GPtrArray **notes;       /* per pipeline: its plugin's closing notes */
+  gen_report_t gen;        /* what mock.generate produced */
+  int generated;           /* mock.generate filled the topics */
   size_t n;
   int finished;
 };
@@ -52,6 +57,8 @@ static int open_mock_generate(host_t *h, char *err, size_t errlen) {
           cfg->mock_gen.count, o.seed, o.duplicates * 100, o.users, o.coupons);
   int rc = mock_generate(h->mock, &o, cfg->mock_partitions, &r, err, errlen);
   gen_report_log(&r, "mock");
+  h->gen = r;
+  h->generated = rc == 0;
   return rc;
 }
 
@@ -143,6 +150,7 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
   h->plugins = calloc(h->n, sizeof(*h->plugins));
   h->pipelines = calloc(h->n, sizeof(*h->pipelines));
   h->stats = calloc(h->n, sizeof(*h->stats));
+  h->notes = calloc(h->n, sizeof(*h->notes));
   if (load_plugins(h, err, errlen) != 0)
     goto fail;
   rc = HOST_EXIT_RUNTIME;
@@ -178,6 +186,8 @@ int host_start(host_t *h, char *err, size_t errlen) {
         .from_beginning = h->opts.from_beginning,
         .stop_host = stop_host,
         .stop_host_ctx = h,
+        /* Shown by host_report(), under what the generator produced. */
+        .keep_closing_notes = h->generated,
     };
     pipeline_t *pl;
     int rc = pipeline_start(&pl, &env, err, errlen);
@@ -247,6 +257,7 @@ int host_finish(host_t *h) {
       continue;
     pipeline_t *pl = h->pipelines[i];
     pipeline_get_stats(pl, &h->stats[i]);
+    h->notes[i] = pipeline_take_closing_notes(pl);
     pthread_mutex_lock(&h->mu);
     h->pipelines[i] = NULL;
     pthread_mutex_unlock(&h->mu);
@@ -272,11 +283,104 @@ void host_close(host_t *h) {
     if (h->plugins[i])
       plugin_unload(h->plugins[i]);
   }
+  for (size_t i = 0; h->notes && i < h->n; i++)
+    if (h->notes[i])
+      g_ptr_array_unref(h->notes[i]);
+  free(h->notes);
   free(h->plugins);
   free(h->pipelines);
   free(h->stats);
   pthread_mutex_destroy(&h->mu);
   free(h);
+}
+
+/* ------------------------------------------------------------ report */
+
+/* Records the generator produced to the pipeline's topics. */
+static uint64_t produced_to(const host_t *h, const cfg_pipeline_t *pc) {
+  uint64_t n = 0;
+  for (size_t t = 0; t < pc->n_topics; t++) {
+    int g = gen_topic_index(pc->topics[t]);
+    if (g >= 0)
+      n += gen_report_produced(&h->gen, g);
+  }
+  return n;
+}
+
+/* "-" until the pipeline was consumed to the end of its topics: before
+ * that, fewer handled than produced is no fault. */
+static const char *reconciled(const host_t *h, size_t i) {
+  const pipeline_stats_t *s = &h->stats[i];
+  if (!s->at_end)
+    return "-";
+  return produced_to(h, &h->cfg->pipelines[i]) == s->handled + s->duplicates
+             ? "yes"
+             : "NO";
+}
+
+static void report_table(const host_t *h, FILE *out) {
+  int wp = (int)strlen("pipeline"), wt = (int)strlen("topic");
+  char **topics = calloc(h->n, sizeof(*topics));
+  for (size_t i = 0; i < h->n; i++) {
+    const cfg_pipeline_t *pc = &h->cfg->pipelines[i];
+    topics[i] = g_strjoinv(",", pc->topics);
+    if ((int)strlen(pc->name) > wp)
+      wp = (int)strlen(pc->name);
+    if ((int)strlen(topics[i]) > wt)
+      wt = (int)strlen(topics[i]);
+  }
+  fprintf(out, "%-*s  %-*s  %8s  %8s  %18s  %6s  %s\n", wp, "pipeline", wt,
+          "topic", "produced", "handled", "duplicates skipped", "failed",
+          "reconciled");
+  for (size_t i = 0; i < h->n; i++) {
+    const pipeline_stats_t *s = &h->stats[i];
+    fprintf(out,
+            "%-*s  %-*s  %8" PRIu64 "  %8" PRIu64 "  %18" PRIu64 "  %6" PRIu64
+            "  %s\n",
+            wp, h->cfg->pipelines[i].name, wt, topics[i],
+            produced_to(h, &h->cfg->pipelines[i]), s->handled, s->duplicates,
+            s->failed, reconciled(h, i));
+    g_free(topics[i]);
+  }
+  free(topics);
+}
+
+int host_report(host_t *h, FILE *out) {
+  int bad = 0, unfinished = 0;
+  if (!h->generated || !h->finished)
+    return -1;
+  fprintf(out,
+          "\nSummary: records the generator produced (seed %" PRIu32
+          ") and what each pipeline did with them\n",
+          h->gen.seed);
+  report_table(h, out);
+  fprintf(out, "reconciled: produced = handled + duplicates skipped, once "
+               "the pipeline has consumed its topics to the end\n");
+  for (size_t i = 0; i < h->n; i++) {
+    const char *r = reconciled(h, i);
+    bad += strcmp(r, "NO") == 0;
+    unfinished += strcmp(r, "-") == 0;
+    if (!h->notes[i] || h->notes[i]->len == 0)
+      continue;
+    fprintf(out, "\n%s, as its plugin %s reported when it closed:\n",
+            h->cfg->pipelines[i].name, plugin_descriptor(h->plugins[i])->name);
+    for (guint j = 0; j < h->notes[i]->len; j++)
+      fprintf(out, "  %s\n", (const char *)h->notes[i]->pdata[j]);
+  }
+  if (bad)
+    fprintf(out,
+            "\nNOT RECONCILED: %d pipeline(s) handled + skipped a "
+            "different number of records than were produced\n",
+            bad);
+  else if (unfinished)
+    fprintf(out,
+            "\n%d pipeline(s) stopped before the end of their topics: "
+            "not reconciled (run with --exit-at-end)\n",
+            unfinished);
+  else
+    fprintf(out, "\nEvery pipeline reconciled.\n");
+  fflush(out);
+  return bad;
 }
 
 size_t host_pipeline_count(const host_t *h) {

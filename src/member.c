@@ -819,6 +819,8 @@ static int setup(member_t *m, char *err, size_t errlen) {
       .member = m->index,
       .config = env->pc->plugin_config,
       .config_file = env->cfg->path,
+      .closing_note = env->keep_closing_notes ? pipeline_closing_note : NULL,
+      .closing_ctx = m->p,
   };
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;

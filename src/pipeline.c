@@ -361,6 +361,8 @@ static pipeline_t *pipeline_new(const pipeline_env_t *env) {
 }
 
 static void pipeline_free(pipeline_t *p) {
+  if (p->closing_notes)
+    g_ptr_array_unref(p->closing_notes);
   if (p->targets)
     g_hash_table_destroy(p->targets);
   if (p->started)
@@ -486,4 +488,24 @@ void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out) {
   out->commits = atomic_load(&p->commits);
   out->assigned = atomic_load(&p->assigned);
   out->breaker_trips = atomic_load(&p->breaker_trips);
+  pthread_mutex_lock(&p->mu);
+  out->at_end = p->targets && g_hash_table_size(p->targets) == 0;
+  pthread_mutex_unlock(&p->mu);
+}
+
+void pipeline_closing_note(void *ctx, const char *line) {
+  pipeline_t *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  if (!p->closing_notes)
+    p->closing_notes = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(p->closing_notes, g_strdup(line));
+  pthread_mutex_unlock(&p->mu);
+}
+
+GPtrArray *pipeline_take_closing_notes(pipeline_t *p) {
+  pthread_mutex_lock(&p->mu);
+  GPtrArray *notes = p->closing_notes;
+  p->closing_notes = NULL;
+  pthread_mutex_unlock(&p->mu);
+  return notes;
 }

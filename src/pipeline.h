@@ -36,6 +36,9 @@ typedef struct pipeline_env {
    * should stop the whole host (on_fatal = stop_host). */
   void (*stop_host)(void *ctx);
   void *stop_host_ctx;
+  /* Keep the notices plugin instances log while they close (their closing
+   * summaries) for pipeline_take_closing_notes() instead of logging them. */
+  int keep_closing_notes;
 } pipeline_env_t;
 
 typedef struct pipeline_stats {
@@ -47,6 +50,7 @@ typedef struct pipeline_stats {
   uint64_t commits;       /* offset commits sent */
   uint64_t assigned;      /* partitions the members own right now */
   uint64_t breaker_trips; /* times the circuit breaker opened */
+  int at_end; /* exit-at-end: every partition consumed to its end offset */
 } pipeline_stats_t;
 
 typedef struct pipeline {
@@ -73,6 +77,7 @@ typedef struct pipeline {
   GHashTable *started; /* --from-beginning: partitions already started */
   pthread_t watchdog;  /* reports handle() calls over handler_timeout */
   int has_watchdog;
+  GPtrArray *closing_notes; /* keep_closing_notes: lines, under mu */
 
   _Atomic uint64_t handled, duplicates, failed_records, retries, no_id, commits,
       assigned, breaker_trips;
@@ -92,6 +97,11 @@ int pipeline_wait_done(pipeline_t *p, int64_t timeout_ms);
  * or 1 when the pipeline failed. */
 int pipeline_finish(pipeline_t *p);
 void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out);
+/* After pipeline_done(): the closing notes of its plugin instances (see
+ * pipeline_env_t.keep_closing_notes), in the order logged, as a GPtrArray
+ * of strings the caller frees with g_ptr_array_unref(); NULL when none
+ * were kept. */
+GPtrArray *pipeline_take_closing_notes(pipeline_t *p);
 
 /* --- for member.c --- */
 /* Stop everything and remember why (first failure wins). */
@@ -124,6 +134,9 @@ void pipeline_progress(pipeline_t *p, const char *topic, int32_t partition,
  * first time in this run to the beginning of their log. */
 void pipeline_start_offsets(pipeline_t *p,
                             rd_kafka_topic_partition_list_t *parts);
+
+/* For plugin_instance_opts_t.closing_note, with the pipeline as ctx. */
+void pipeline_closing_note(void *ctx, const char *line);
 
 /* member.c */
 int member_spawn(member_t **out, pipeline_t *p, int index);

@@ -44,6 +44,9 @@ struct khost_host {
   int n_settings;
   GString *errors;    /* config problems found by the lookups */
   GPtrArray *strings; /* copies handed out by config_string() */
+  int closing;        /* destroy() is running */
+  void (*closing_note)(void *ctx, const char *line);
+  void *closing_ctx;
 };
 
 struct plugin_instance {
@@ -301,6 +304,12 @@ static void host_check_unknown(khost_host_t *h, const char *plugin_name) {
 /* ------------------------------------------------ the rest of the api */
 
 static void api_vlog(khost_host_t *h, int level, const char *fmt, va_list ap) {
+  if (h && h->closing && h->closing_note && level == KHOST_LOG_NOTICE) {
+    char line[2048];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    h->closing_note(h->closing_ctx, line);
+    return;
+  }
   log_vmsg(level, h ? h->who : "plugin", fmt, ap);
 }
 
@@ -392,6 +401,8 @@ static plugin_instance_t *pi_new(plugin_t *p,
   h->who = g_strdup_printf("%s/%d/%s", h->pipeline, h->member, p->desc->name);
   h->config_file = g_strdup(opts->config_file);
   h->group = opts->config;
+  h->closing_note = opts->closing_note;
+  h->closing_ctx = opts->closing_ctx;
   h->errors = g_string_new(NULL);
   h->strings = g_ptr_array_new_with_free_func(g_free);
   if (h->group && config_setting_is_group(h->group))
@@ -493,6 +504,7 @@ int plugin_instance_flush(plugin_instance_t *pi, char *err, size_t errlen) {
 void plugin_instance_destroy(plugin_instance_t *pi) {
   if (!pi)
     return;
+  pi->host.closing = 1;
   if (pi->plugin->desc->destroy)
     pi->plugin->desc->destroy(pi->state);
   pi_free(pi);

@@ -37,6 +37,11 @@ typedef struct plugin_instance_opts {
   int member;               /* member index */
   config_setting_t *config; /* the plugin's config group, or NULL */
   const char *config_file;  /* for error messages */
+  /* Optional: the notices the plugin logs from destroy() (its closing
+   * summary, e.g. from its own database) go to closing_note(ctx, line)
+   * instead of the log, on the thread that destroys the instance. */
+  void (*closing_note)(void *ctx, const char *line);
+  void *closing_ctx;
 } plugin_instance_opts_t;
 
 /* Create an instance. Fails (-1, *out NULL) with one problem per line:

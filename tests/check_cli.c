@@ -721,6 +721,67 @@ END_TEST
 
 /* ------------------------------------------------------------ README */
 
+/* text with the one occurrence of from replaced by to (g_free()); fails
+ * unless from occurs exactly once. */
+static char *replace_once(const char *text, const char *from, const char *to) {
+  gchar **parts = g_strsplit(text, from, -1);
+  ck_assert_msg(g_strv_length(parts) == 2,
+                "examples/quickstart.cfg: \"%s\" found %u times, not once",
+                from, g_strv_length(parts) - 1);
+  char *out = g_strjoinv(to, parts);
+  g_strfreev(parts);
+  return out;
+}
+
+/* README's quick start, `./src/khost run -c examples/quickstart.cfg
+ * --exit-at-end` from the top of the built tree, on a copy of the example
+ * whose database and JSONL file lie in the test's directory (the example's
+ * /tmp paths would collide with other runs); the rest of it, the relative
+ * plugin_dir included, as written. */
+START_TEST(test_readme_quickstart) {
+  char *example = slurp(TOP_SRCDIR "/examples/quickstart.cfg");
+  char *db = dir_path("khost-quickstart.db");
+  char *jsonl = dir_path("khost-quickstart.jsonl");
+  char *qdb = g_strdup_printf("\"%s\"", db);
+  char *qjsonl = g_strdup_printf("\"%s\"", jsonl);
+  char *a = replace_once(example, "\"/tmp/khost-quickstart.db\"", qdb);
+  char *b = replace_once(a, "\"/tmp/khost-quickstart.jsonl\"", qjsonl);
+  /* Nothing else it writes is shared with other runs. */
+  ck_assert_msg(strstr(b, "\"/tmp/khost-quickstart") == NULL, "%s", b);
+  char *cfg = write_cfg("quickstart.cfg", "%s", b);
+  proc_t p;
+  char *const argv[] = {"/bin/sh",    "-c",  "cd \"$0\" && exec \"$@\"",
+                        TOP_BUILDDIR, KHOST, "run",
+                        "-c",         cfg,   "--exit-at-end",
+                        NULL};
+  spawn_argv(&p, "quickstart", argv);
+  int status = finish(&p, RUN_TIMEOUT_MS);
+  char *err = slurp(p.err);
+  assert_no_sanitizer_report(err);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  /* "its last log line reads handled 950, duplicates skipped 50, ..." */
+  const char *last = err + strlen(err);
+  ck_assert_msg(last > err && last[-1] == '\n', "stderr:\n%s", tail(err));
+  for (last--; last > err && last[-1] != '\n'; last--)
+    ;
+  assert_has(last,
+             "notice  [order-analytics] handled 950, duplicates skipped 50, "
+             "failed 0, ",
+             "the last line of stderr");
+  ck_assert_uint_eq(check_jsonl(jsonl), 950);
+  free(err);
+  proc_free(&p);
+  free(cfg);
+  g_free(b);
+  g_free(a);
+  g_free(qjsonl);
+  g_free(qdb);
+  free(jsonl);
+  free(db);
+  free(example);
+}
+END_TEST
+
 /* Path of cc on $PATH, or NULL. */
 static char *find_cc(void) {
   const char *path = getenv("PATH");
@@ -853,6 +914,7 @@ Suite *cli_suite(void) {
   tcase_add_checked_fixture(readme, setup, teardown);
   tcase_set_timeout(readme, 120);
   tcase_add_test(readme, test_readme_plugin);
+  tcase_add_test(readme, test_readme_quickstart);
   suite_add_tcase(s, readme);
   return s;
 }

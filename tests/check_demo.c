@@ -673,34 +673,23 @@ static void die_with_parent(gpointer unused) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
-/* N of "] <topic>: produced N records: E events + D re-published". */
-static void produced(const char *log, const char *topic, unsigned long *n,
-                     unsigned long *e, unsigned long *d) {
-  char *key = g_strdup_printf("[mock] %s: produced ", topic);
-  const char *at = strstr(log, key);
-  ck_assert_msg(at != NULL, "no \"%s\" in: %s", key, log);
-  ck_assert_int_eq(
-      sscanf(at + strlen(key), "%lu records: %lu events + %lu", n, e, d), 3);
-  g_free(key);
-}
-
-/* H, S, F of "[<pipeline>] handled H, duplicates skipped S, failed F". */
-static void handled(const char *log, const char *pipeline, unsigned long *h,
-                    unsigned long *s, unsigned long *f) {
-  char *key = g_strdup_printf("[%s] handled ", pipeline);
-  const char *at = strstr(log, key);
-  ck_assert_msg(at != NULL, "no \"%s\" in: %s", key, log);
-  ck_assert_int_eq(sscanf(at + strlen(key),
-                          "%lu, duplicates skipped %lu, failed %lu", h, s, f),
-                   3);
-  g_free(key);
-}
-
-START_TEST(test_demo_program_output) {
-  static const char *const names[3] = {"order-analytics", "coupon-issuer",
-                                       "balance-ledger"};
-  char *text = NULL, *out = NULL, *errs = NULL;
+/* Run `khost run -c cfg --exit-at-end`: its exit status, stdout and log
+ * (g_free() both). */
+static int run_khost(const char *cfg, char **out, char **errs) {
+  char *argv[] = {KHOST, "run", "-c", (char *)cfg, "--exit-at-end", NULL};
   int status = -1;
+  GError *error = NULL;
+  ck_assert_msg(g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, die_with_parent,
+                             NULL, out, errs, &status, &error),
+                "spawn: %s", error ? error->message : "?");
+  ck_assert_msg(WIFEXITED(status), "khost died: %d: %s", status, *errs);
+  return WEXITSTATUS(status);
+}
+
+/* A config like examples/demo.cfg, its databases in tmpdir; pipeline
+ * order-analytics takes `extra` settings. */
+static char *program_cfg(const char *extra) {
+  char *text = NULL;
   ck_assert_int_ge(
       asprintf(&text,
                "plugin_dir = \"%s/plugins/.libs\";\n"
@@ -712,7 +701,7 @@ START_TEST(test_demo_program_output) {
                "pipelines = (\n"
                "  { name = \"order-analytics\"; group_id = \"g1\";\n"
                "    topics = [ \"order-completed\" ]; plugin = "
-               "\"order_analytics\";\n"
+               "\"order_analytics\"; %s\n"
                "    config = { db = \"%s/orders.db\"; }; },\n"
                "  { name = \"coupon-issuer\"; group_id = \"g2\";\n"
                "    topics = [ \"coupon-issue\" ]; plugin = "
@@ -723,35 +712,147 @@ START_TEST(test_demo_program_output) {
                "\"balance_ledger\";\n"
                "    config = { db = \"%s/ledger.db\"; }; }\n"
                ");\n",
-               TOP_BUILDDIR, tmpdir, tmpdir, tmpdir, STOCK, tmpdir),
+               TOP_BUILDDIR, tmpdir, extra, tmpdir, tmpdir, STOCK, tmpdir),
       0);
   char *cfg = tu_write_file(tmpdir, "demo.cfg", text);
-  char *argv[] = {KHOST, "run", "-c", cfg, "--exit-at-end", NULL};
-  GError *error = NULL;
-  ck_assert_msg(g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, die_with_parent,
-                             NULL, &out, &errs, &status, &error),
-                "spawn: %s", error ? error->message : "?");
-  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                "khost exited with %d: %s", status, errs);
+  free(text);
+  return cfg;
+}
+
+/* N, E, D of "[mock] <topic>: produced N records: E events + D
+ * re-published" in the log. */
+static void produced(const char *log, const char *topic, unsigned long *n,
+                     unsigned long *e, unsigned long *d) {
+  char *key = g_strdup_printf("[mock] %s: produced ", topic);
+  const char *at = strstr(log, key);
+  ck_assert_msg(at != NULL, "no \"%s\" in: %s", key, log);
+  ck_assert_int_eq(
+      sscanf(at + strlen(key), "%lu records: %lu events + %lu", n, e, d), 3);
+  g_free(key);
+}
+
+/* H, S, F of "[<pipeline>] handled H, duplicates skipped S, failed F" in
+ * the log. */
+static void handled(const char *log, const char *pipeline, unsigned long *h,
+                    unsigned long *s, unsigned long *f) {
+  char *key = g_strdup_printf("[%s] handled ", pipeline);
+  const char *at = strstr(log, key);
+  ck_assert_msg(at != NULL, "no \"%s\" in: %s", key, log);
+  ck_assert_int_eq(sscanf(at + strlen(key),
+                          "%lu, duplicates skipped %lu, failed %lu", h, s, f),
+                   3);
+  g_free(key);
+}
+
+/* A row of the summary table: "<pipeline>  <topic>  produced  handled
+ * duplicates-skipped  failed  reconciled". */
+typedef struct row {
+  char topic[64], reconciled[16];
+  unsigned long produced, handled, skipped, failed;
+} row_t;
+
+static row_t summary_row(const char *out, const char *pipeline) {
+  row_t r;
+  char *key = g_strdup_printf("\n%s  ", pipeline);
+  const char *at = strstr(out, key);
+  ck_assert_msg(at != NULL, "no row for %s in: %s", pipeline, out);
+  ck_assert_int_eq(sscanf(at + strlen(key), "%63s %lu %lu %lu %lu %15s",
+                          r.topic, &r.produced, &r.handled, &r.skipped,
+                          &r.failed, r.reconciled),
+                   6);
+  g_free(key);
+  return r;
+}
+
+static const char *const demo_names[3] = {"order-analytics", "coupon-issuer",
+                                          "balance-ledger"};
+
+START_TEST(test_demo_program_output) {
+  char *out = NULL, *errs = NULL;
+  char *cfg = program_cfg("");
+  ck_assert_msg(run_khost(cfg, &out, &errs) == 0, "%s%s", errs, out);
+  ck_assert_msg(strstr(out, "pipeline  ") && strstr(out, "  reconciled\n"),
+                "no summary table in: %s", out);
   for (int i = 0; i < 3; i++) {
     unsigned long n, e, d, h, s, f;
-    produced(errs, gen_topic_name(pipeline_topic[i]), &n, &e, &d);
-    handled(errs, names[i], &h, &s, &f);
-    ck_assert_uint_eq(n, e + d);
-    ck_assert_msg(n == h + s && f == 0 && h == e,
-                  "%s: produced %lu = %lu + %lu; handled %lu, skipped %lu, "
+    const char *topic = gen_topic_name(pipeline_topic[i]);
+    row_t r = summary_row(out, demo_names[i]);
+    produced(errs, topic, &n, &e, &d);
+    handled(errs, demo_names[i], &h, &s, &f);
+    /* The table says what the generator and the pipeline counted... */
+    ck_assert_str_eq(r.topic, topic);
+    ck_assert_uint_eq(r.produced, n);
+    ck_assert_uint_eq(r.handled, h);
+    ck_assert_uint_eq(r.skipped, s);
+    ck_assert_uint_eq(r.failed, f);
+    /* ...and that adds up: each event handled once, each copy skipped. */
+    ck_assert_msg(n == h + s && f == 0 && h == e && s == d,
+                  "%s: produced %lu (%lu + %lu); handled %lu, skipped %lu, "
                   "failed %lu",
-                  names[i], n, e, d, h, s, f);
+                  demo_names[i], n, e, d, h, s, f);
+    ck_assert_str_eq(r.reconciled, "yes");
   }
-  ck_assert_msg(strstr(errs, "per-user ordering violations: 0"), "%s", errs);
-  ck_assert_msg(strstr(errs, "sold-out request(s) refused, 0 coupon(s) over "
-                             "stock"),
-                "%s", errs);
-  ck_assert_msg(strstr(errs, " orders over "), "%s", errs);
+  ck_assert_msg(strstr(out, "\nEvery pipeline reconciled.\n"), "%s", out);
+  /* The plugins' figures from their databases, under the table. */
+  ck_assert_msg(strstr(out, "per-user ordering violations: 0\n"), "%s", out);
+  ck_assert_msg(strstr(out, "sold-out request(s) refused, 0 coupon(s) over "
+                            "stock\n"),
+                "%s", out);
+  ck_assert_msg(strstr(out, "\n  coupon 1: issued "), "%s", out);
+  ck_assert_msg(strstr(out, "\n  hour ") && strstr(out, " (UTC): "), "%s", out);
+  ck_assert_msg(strstr(out, " orders over "), "%s", out);
+  /* Shown there, not in the log as well. */
+  ck_assert_msg(!strstr(errs, "ordering violations"), "%s", errs);
   g_free(out);
   g_free(errs);
   free(cfg);
-  free(text);
+}
+END_TEST
+
+/* Records a pipeline neither handles nor skips make the sums differ: the
+ * table says NO and khost exits 1. Here order-completed (no key) is read
+ * with the key as event ID, and a record without one fails. */
+START_TEST(test_demo_program_not_reconciled) {
+  char *out = NULL, *errs = NULL;
+  char *cfg = program_cfg("event_id = \"key\"; on_missing_id = \"fail\";");
+  ck_assert_int_eq(run_khost(cfg, &out, &errs), 1);
+  row_t r = summary_row(out, "order-analytics");
+  ck_assert_uint_gt(r.produced, 0);
+  ck_assert_uint_eq(r.handled, 0);
+  ck_assert_uint_eq(r.failed, r.produced);
+  ck_assert_str_eq(r.reconciled, "NO");
+  ck_assert_str_eq(summary_row(out, "coupon-issuer").reconciled, "yes");
+  ck_assert_msg(strstr(out, "\nNOT RECONCILED: 1 pipeline(s) "), "%s", out);
+  ck_assert_msg(strstr(errs, "do not add up to those produced"), "%s", errs);
+  g_free(out);
+  g_free(errs);
+  free(cfg);
+}
+END_TEST
+
+/* Stopped before the end of its topics, a pipeline is not reconciled at
+ * all ("-"): fewer handled than produced is no fault then. */
+START_TEST(test_demo_report_stopped_early) {
+  mu_host_t h;
+  char *cfg = program_cfg("");
+  mu_host_start(&h, cfg, 0);
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  char *path = in_tmp("report.txt");
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_int_eq(host_report(h.host, f), 0);
+  fclose(f);
+  mu_host_close(&h);
+  char *out = tu_read_file(path);
+  for (int i = 0; i < 3; i++)
+    ck_assert_str_eq(summary_row(out, demo_names[i]).reconciled, "-");
+  ck_assert_msg(strstr(out, "\n3 pipeline(s) stopped before the end of their "
+                            "topics: not reconciled"),
+                "%s", out);
+  free(out);
+  free(path);
+  free(cfg);
 }
 END_TEST
 
@@ -774,6 +875,8 @@ Suite *demo_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_demo_scenario);
   tcase_add_test(tc, test_demo_program_output);
+  tcase_add_test(tc, test_demo_program_not_reconciled);
+  tcase_add_test(tc, test_demo_report_stopped_early);
   suite_add_tcase(s, tc);
   return s;
 }

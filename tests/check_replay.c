@@ -28,7 +28,10 @@
 
 /* ------------------------------------------------------------- helpers */
 
-static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra) {
+/* <dir>/<name>: pipeline "orders" of group on TOPIC, the scripted plugin
+ * logging its calls to <dir>/calls.log. */
+static char *write_cfg_as(mu_cluster_t *c, const char *name, const char *group,
+                          const char *pipeline_extra) {
   char *text = NULL, *plugin = tu_fixture("scripted");
   ck_assert_int_ge(asprintf(&text,
                             "shutdown_timeout = \"20s\";\n"
@@ -37,18 +40,22 @@ static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra) {
                             "  heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
                             "dedup = { path = \"%s/dedup.db\"; };\n"
                             "pipelines = ( {\n"
-                            "  name = \"orders\"; group_id = \"" GROUP "\";\n"
+                            "  name = \"orders\"; group_id = \"%s\";\n"
                             "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
                             "  %s\n"
                             "  config = { log_path = \"%s/calls.log\"; };\n"
                             "} );\n",
-                            c->bootstraps, c->dir, plugin,
+                            c->bootstraps, c->dir, group, plugin,
                             pipeline_extra ? pipeline_extra : "", c->dir),
                    0);
-  char *path = tu_write_file(c->dir, "khost.cfg", text);
+  char *path = tu_write_file(c->dir, name, text);
   free(text);
   free(plugin);
   return path;
+}
+
+static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra) {
+  return write_cfg_as(c, "khost.cfg", GROUP, pipeline_extra);
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
@@ -423,6 +430,58 @@ START_TEST(test_offsets_after_partial_consumption) {
 }
 END_TEST
 
+/* ------------------------------------------------- run --from-beginning */
+
+/* `khost run --exit-at-end --from-beginning` in-process. */
+static pipeline_stats_t run_from_beginning(const char *cfg) {
+  mu_host_t h;
+  pipeline_stats_t s;
+  host_opts_t o = {.exit_at_end = 1, .from_beginning = 1};
+  mu_host_start_opts(&h, cfg, &o);
+  mu_host_wait(&h, 60000);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  return s;
+}
+
+/* After a run to the end, --from-beginning on the same group reads every
+ * record again from offset 0, and dedup skips them all; a fresh group
+ * whose auto.offset.reset would start it at the end starts at 0 too. */
+START_TEST(test_run_from_beginning) {
+  mu_cluster_t c;
+  char *log;
+  size_t n;
+  char *cfg = handled_once(&c, &log);
+  /* Without the option, the group's committed offsets hold: nothing. */
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled + s.duplicates, 0);
+
+  s = run_from_beginning(cfg);
+  ck_assert_uint_eq(s.handled, 0);
+  ck_assert_uint_eq(s.duplicates, PARTS * PER_PART);
+  ck_assert_uint_eq(s.failed, 0);
+  assert_committed(&c, GROUP, PER_PART);
+  free(mu_read_lines(log, &n));
+  ck_assert_uint_eq(n, PARTS * PER_PART); /* no call since the first run */
+  ck_assert_int_eq(count_ranges(&c), 0);  /* unlike a replay: no range */
+
+  char *fresh = write_cfg_as(&c, "fresh.cfg", "fresh-group",
+                             "kafka = { auto_offset_reset = \"latest\"; };");
+  s = run_from_beginning(fresh);
+  ck_assert_uint_eq(s.handled, 0);
+  ck_assert_uint_eq(s.duplicates, PARTS * PER_PART);
+  assert_committed(&c, "fresh-group", PER_PART);
+  assert_committed(&c, GROUP, PER_PART);
+  free(mu_read_lines(log, &n));
+  ck_assert_uint_eq(n, PARTS * PER_PART);
+  free(fresh);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* ------------------------------------------------------------- parsers */
 
 START_TEST(test_parse_from) {
@@ -522,6 +581,7 @@ Suite *replay_suite(void) {
   tcase_add_test(tc, test_replay_refused_while_member_active);
   tcase_add_test(tc, test_dry_run_changes_nothing);
   tcase_add_test(tc, test_offsets_after_partial_consumption);
+  tcase_add_test(tc, test_run_from_beginning);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -180,14 +180,19 @@ const char *mu_header(rd_kafka_message_t *m, const char *name, char *buf,
 }
 
 void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end) {
-  char err[4096];
   host_opts_t opts = {.exit_at_end = exit_at_end};
+  mu_host_start_opts(h, cfg_path, &opts);
+}
+
+void mu_host_start_opts(mu_host_t *h, const char *cfg_path,
+                        const host_opts_t *opts) {
+  char err[4096];
   memset(h, 0, sizeof(*h));
   ck_assert_msg(cfg_load(&h->cfg, cfg_path, err, sizeof(err)) == 0, "%s", err);
   log_set_level(getenv("KHOST_TEST_DEBUG") ? KHOST_LOG_DEBUG
                                            : KHOST_LOG_WARNING);
-  ck_assert_msg(host_open(&h->host, &h->cfg, &opts, err, sizeof(err)) == 0,
-                "%s", err);
+  ck_assert_msg(host_open(&h->host, &h->cfg, opts, err, sizeof(err)) == 0, "%s",
+                err);
   int rc = host_start(h->host, err, sizeof(err));
   ck_assert_msg(rc == 0, "host_start: %s", err);
 }

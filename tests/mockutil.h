@@ -63,6 +63,9 @@ typedef struct mu_host {
 
 /* Load cfg_path and start a host; fails the test on error. */
 void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end);
+/* The same with every option of `khost run` (--from-beginning, ...). */
+void mu_host_start_opts(mu_host_t *h, const char *cfg_path,
+                        const host_opts_t *opts);
 /* Wait (deadline) for it to stop by itself, finish it. */
 void mu_host_wait(mu_host_t *h, int64_t timeout_ms);
 /* Ask it to stop, wait, finish. */
