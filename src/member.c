@@ -51,6 +51,8 @@
 #define MEMBER_PAUSE_MIN_MS 100
 /* Sync commits tried at shutdown, 300 ms apart. */
 #define SHUTDOWN_COMMIT_TRIES 10
+/* Longest wait for the broker's answer to a dead-letter write. */
+#define MEMBER_DEAD_LETTER_TIMEOUT_MS 30000
 /* How long a sync commit waits for the async commits still in flight. */
 #define MEMBER_COMMIT_DRAIN_MS 10000
 
@@ -791,8 +793,24 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
   return 0;
 }
 
+/* A dead-letter write blocks the member thread until the broker answers
+ * or its timeout passes: the timeout stays well inside the consumer's
+ * max.poll.interval.ms, so that the wait never costs the member its place
+ * in the group. */
+static int dead_letter_timeout_ms(const member_t *m) {
+  char value[32];
+  size_t size = sizeof(value);
+  long poll = 300000; /* librdkafka's default */
+  if (rd_kafka_conf_get(rd_kafka_conf(m->rk), "max.poll.interval.ms", value,
+                        &size) == RD_KAFKA_CONF_OK)
+    poll = strtol(value, NULL, 10);
+  return poll / 3 < MEMBER_DEAD_LETTER_TIMEOUT_MS
+             ? (int)(poll / 3)
+             : MEMBER_DEAD_LETTER_TIMEOUT_MS;
+}
+
 /* The dead-letter producer: the pipeline's connection settings, its own
- * client id. */
+ * client id. After create_consumer(). */
 static int open_dead_letter(member_t *m, char *err, size_t errlen) {
   const cfg_pipeline_t *pc = m->p->env.pc;
   char client_id[256];
@@ -808,8 +826,8 @@ static int open_dead_letter(member_t *m, char *err, size_t errlen) {
   rd_kafka_conf_set_opaque(conf, m);
   rd_kafka_conf_set_log_cb(conf, on_log);
   return dead_letter_open(&m->dlq, conf, pc->dead_letter_topic, m->p->name,
-                          plugin_descriptor(m->p->env.plugin)->name, 30000, err,
-                          errlen);
+                          plugin_descriptor(m->p->env.plugin)->name,
+                          dead_letter_timeout_ms(m), err, errlen);
 }
 
 static int setup(member_t *m, char *err, size_t errlen) {
@@ -828,9 +846,9 @@ static int setup(member_t *m, char *err, size_t errlen) {
       (dedup_writer_open(env->dedup, &m->cur.writer, err, errlen) != 0 ||
        durable_start(m, err, errlen) != 0))
     return -1;
-  if (open_dead_letter(m, err, errlen) != 0)
-    return -1;
   if (create_consumer(m, err, errlen) != 0)
+    return -1;
+  if (open_dead_letter(m, err, errlen) != 0)
     return -1;
   return subscribe(m, err, errlen);
 }
