@@ -92,6 +92,10 @@ int pipeline_wait_done(pipeline_t *p, int64_t timeout_ms);
  * or 1 when the pipeline failed. */
 int pipeline_finish(pipeline_t *p);
 void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out);
+/* Append "<member> in handle() for N ms on <topic> [<partition>] offset
+ * <offset>" to the string in buf for every member whose plugin call has
+ * not returned ("; " between them); returns how many there are. */
+size_t pipeline_describe_busy(pipeline_t *p, char *buf, size_t len);
 
 /* --- for member.c --- */
 /* Stop everything and remember why (first failure wins). */
