@@ -189,6 +189,19 @@ char *fu_stderr(const fu_proc_t *p) {
   return s ? s : strdup("");
 }
 
+char *fu_stderr_line(const fu_proc_t *p, const char *needle) {
+  char *s = fu_stderr(p), *line = NULL;
+  char *at = strstr(s, needle);
+  if (at) {
+    char *start = at, *end = strchr(at, '\n');
+    while (start > s && start[-1] != '\n')
+      start--;
+    line = strndup(start, end ? (size_t)(end - start) : strlen(start));
+  }
+  free(s);
+  return line;
+}
+
 int fu_stderr_count(const fu_proc_t *p, const char *needle) {
   char *s = fu_stderr(p);
   int n = 0;

@@ -159,6 +159,9 @@ void fu_wait_stderr(fu_proc_t *p, const char *needle, int times,
 int fu_stderr_count(const fu_proc_t *p, const char *needle);
 /* p's stderr (free() it). */
 char *fu_stderr(const fu_proc_t *p);
+/* The first line of p's stderr holding needle, without its newline, or
+ * NULL (free() it). */
+char *fu_stderr_line(const fu_proc_t *p, const char *needle);
 /* "handled N, duplicates skipped M" of p's summary line; 0 when absent. */
 int fu_summary(const fu_proc_t *p, uint64_t *handled, uint64_t *duplicates);
 
