@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dead_letter.h"
 #include "log.h"
@@ -361,6 +362,81 @@ START_TEST(test_circuit_breaker_stops_dead_lettering) {
 }
 END_TEST
 
+/* The dependency is down (the scripted fixture fails every record while
+ * <dir>/down exists) until the breaker opens, and back during the
+ * cooldown: once the cooldown is over the pipeline resumes, the record
+ * that opened the breaker is called again and every record is handled and
+ * committed. */
+START_TEST(test_circuit_breaker_closes_after_cooldown) {
+  enum { COOLDOWN_MS = 2000 };
+  mu_cluster_t c;
+  mu_host_t h;
+  pipeline_stats_t s;
+  char id[32], *plugin = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_topic(&c, DLT, 1);
+  for (int i = 0; i < 30; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "order");
+  }
+  mu_flush(&c);
+  char *down = dir_file(&c, "down"), *calls = dir_file(&c, "calls.log");
+  free(tu_write_file(c.dir, "down", "inventory service down\n"));
+  ck_assert_int_ge(asprintf(&plugin, "down_path = \"%s\";", down), 0);
+  char *cfg = write_cfg(&c,
+                        "dead_letter_topic = \"" DLT "\";\n"
+                        "  circuit_breaker = { window = 20; failure_ratio = "
+                        "0.5; cooldown = \"2s\"; };",
+                        plugin, NULL);
+  int fd = log_to(&c, "khost.log");
+  mu_host_start(&h, cfg, 0);
+  log_set_level(KHOST_LOG_NOTICE); /* "circuit breaker closed" */
+  TU_WAIT_UNTIL((mu_host_stats(&h, &s), s.breaker_trips == 1), 30000,
+                "the breaker opens");
+  ck_assert_uint_eq(s.failed, 9);
+  ck_assert_int_eq(unlink(down), 0); /* the dependency is back */
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 30, 30000,
+                "everything committed once the breaker closes");
+  mu_host_stop(&h);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  log_restore(fd);
+  ck_assert_uint_eq(s.breaker_trips, 1);
+  ck_assert_uint_eq(s.failed, 9);
+  ck_assert_uint_eq(s.handled, 21);
+  ck_assert_int_eq(file_count(&c, "khost.log",
+                              "[orders] circuit breaker open: more than 50 % "
+                              "of the last records failed"),
+                   1);
+  ck_assert_int_eq(file_count(&c, "khost.log",
+                              "[orders/0] circuit breaker open: partitions "
+                              "paused"),
+                   1);
+  ck_assert_int_eq(file_count(&c, "khost.log",
+                              "[orders/0] circuit breaker closed: resuming"),
+                   1);
+  /* The record that opened it waited for the whole cooldown. */
+  size_t n;
+  mu_line_t *l = mu_read_lines(calls, &n);
+  const mu_line_t *opened = find_line(l, n, 0, 9, 1),
+                  *again = find_line(l, n, 0, 9, 2);
+  ck_assert_ptr_nonnull(opened);
+  ck_assert_ptr_nonnull(again);
+  ck_assert_int_eq(opened->result, KHOST_FAIL);
+  ck_assert_int_eq(again->result, KHOST_OK);
+  ck_assert_int_ge(again->ms - opened->ms, COOLDOWN_MS);
+  ck_assert_uint_eq(n, 31);
+  ck_assert_uint_eq(mu_consume(&c, DLT, 10, 3000, NULL, NULL), 9);
+  free(l);
+  free(cfg);
+  free(plugin);
+  free(calls);
+  free(down);
+  mu_stop(&c);
+}
+END_TEST
+
 /* Two pipelines; the first meets a FATAL record. */
 static char *two_pipelines(mu_cluster_t *c, const char *policy) {
   char *second = NULL, *plugin = tu_fixture("scripted"), extra[64];
@@ -526,6 +602,7 @@ Suite *faults_suite(void) {
   tcase_add_test(tc, test_dead_letter_topic);
   tcase_add_test(tc, test_dead_letter_write_fails);
   tcase_add_test(tc, test_circuit_breaker_stops_dead_lettering);
+  tcase_add_test(tc, test_circuit_breaker_closes_after_cooldown);
   tcase_add_test(tc, test_fatal_stops_the_host);
   tcase_add_test(tc, test_fatal_stops_only_its_pipeline);
   tcase_add_test(tc, test_commit_errors_are_retried);
