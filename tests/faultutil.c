@@ -257,18 +257,37 @@ static void start_mockd(fu_world_t *w, int brokers) {
   w->bootstraps = strdup(line);
 }
 
+/* Send line to mockd; its answer (without the newline) in answer. */
+static void mockd_call(fu_world_t *w, const char *line, char *answer,
+                       size_t size) {
+  fprintf(w->to_mockd, "%s\n", line);
+  fflush(w->to_mockd);
+  ck_assert_msg(fgets(answer, (int)size, w->from_mockd) != NULL,
+                "mockd: no answer to \"%s\"", line);
+  answer[strcspn(answer, "\n")] = '\0';
+}
+
 void fu_mockd(fu_world_t *w, const char *fmt, ...) {
   char line[1024], answer[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(line, sizeof(line), fmt, ap);
   va_end(ap);
-  fprintf(w->to_mockd, "%s\n", line);
-  fflush(w->to_mockd);
-  ck_assert_msg(fgets(answer, sizeof(answer), w->from_mockd) != NULL,
-                "mockd: no answer to \"%s\"", line);
-  answer[strcspn(answer, "\n")] = '\0';
+  mockd_call(w, line, answer, sizeof(answer));
   ck_assert_msg(strcmp(answer, "ok") == 0, "mockd: %s: %s", line, answer);
+}
+
+long fu_mockd_number(fu_world_t *w, const char *fmt, ...) {
+  char line[1024], answer[1024];
+  long n = -1;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  mockd_call(w, line, answer, sizeof(answer));
+  ck_assert_msg(sscanf(answer, "ok %ld", &n) == 1, "mockd: %s: %s", line,
+                answer);
+  return n;
 }
 
 /* ------------------------------------------------------------ producing */

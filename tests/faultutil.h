@@ -100,6 +100,8 @@ void fu_start(fu_world_t *w, int brokers, int partitions);
 void fu_stop(fu_world_t *w);
 /* A mockd command (see tests/mockd.c); fails the test unless "ok". */
 void fu_mockd(fu_world_t *w, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+/* A mockd question answered with a number ("ok N"), e.g. errors_left. */
+long fu_mockd_number(fu_world_t *w, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* <dir>/<name>; free() it. */
 char *fu_path(const fu_world_t *w, const char *name);
 /* The path of dedup database number db. */
@@ -174,6 +176,7 @@ int fu_all_committed(fu_world_t *w);
 void fu_wait_all_committed(fu_world_t *w, int64_t timeout_ms);
 /* Lines in the effects log. */
 size_t fu_effects(const fu_world_t *w);
+
 
 /* Produce per_partition records of value to every partition of FU_TOPIC
  * and wait for their acknowledgements. */
