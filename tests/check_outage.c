@@ -42,6 +42,7 @@ START_TEST(test_commit_errors) {
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
   fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_watch_commits_start(&w);
   fu_mockd(&w,
            "push_errors %d ILLEGAL_GENERATION REBALANCE_IN_PROGRESS "
            "UNKNOWN_MEMBER_ID",
@@ -58,6 +59,7 @@ START_TEST(test_commit_errors) {
                  30000);
   fu_wait_all_committed(&w, 30000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg);
   fu_stop(&w);
@@ -77,6 +79,7 @@ START_TEST(test_coordinator_down) {
   fu_mockd(&w, "coordinator %s 3", FU_GROUP);
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_watch_commits_start(&w);
   fu_produce_n(&w, 10, "ok");
   fu_wait_all_committed(&w, 30000);
   fu_mockd(&w, "broker_down 3");
@@ -86,6 +89,7 @@ START_TEST(test_coordinator_down) {
   fu_mockd(&w, "broker_up 3");
   fu_wait_all_committed(&w, 60000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   ck_assert(fu_summary(p, &handled, &dups));
   ck_assert_uint_eq(handled, 60);
   ck_assert_uint_gt(dups, 0);
@@ -110,6 +114,7 @@ START_TEST(test_group_request_errors) {
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
   fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_watch_commits_start(&w);
   fu_feed_start(&w, 10, NULL);
   fu_mockd(&w,
            "broker_errors 1 %d NOT_COORDINATOR COORDINATOR_LOAD_IN_PROGRESS",
@@ -128,6 +133,7 @@ START_TEST(test_group_request_errors) {
   fu_feed_stop(&w);
   fu_wait_all_committed(&w, 30000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg);
   fu_stop(&w);
@@ -159,6 +165,7 @@ static void join_and_leave(const char *assignor) {
   char *cfg_a = fu_config(&w, "a.cfg", 0, 1, NULL, kafka, NULL, NULL);
   char *cfg_b = fu_config(&w, "b.cfg", 1, 1, NULL, kafka, NULL, NULL);
   fu_feed_start(&w, 5, NULL);
+  fu_watch_commits_start(&w);
   fu_proc_t *a = fu_khost(&w, "a", cfg_a, 0, 0);
   fu_wait_stderr(a, "assigned 3 partition(s)", 1, 30000);
   fu_proc_t *b = fu_khost(&w, "b", cfg_b, 1, 0);
@@ -176,6 +183,7 @@ static void join_and_leave(const char *assignor) {
   fu_feed_stop(&w);
   fu_wait_all_committed(&w, 30000);
   fu_stop_host(b);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg_a);
   free(cfg_b);
@@ -200,6 +208,7 @@ START_TEST(test_all_brokers_down) {
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
   fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_watch_commits_start(&w);
   fu_feed_start(&w, 10, NULL);
   TU_WAIT_UNTIL(fu_effects(&w) > 0, 30000, "records handled");
   for (int b = 1; b <= 3; b++)
@@ -213,6 +222,7 @@ START_TEST(test_all_brokers_down) {
   fu_feed_stop(&w);
   fu_wait_all_committed(&w, 60000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg);
   fu_stop(&w);

@@ -75,6 +75,13 @@ typedef struct fu_world {
   GPtrArray *runs; /* fu_proc_t *: the khost processes, in start order */
   pthread_t feeder;
   int feeding;
+  /* fu_watch_commits_*() */
+  pthread_t watcher;
+  int watching;
+  volatile int stop_watching;
+  rd_kafka_t *watch_rk;
+  size_t watch_samples;
+  char *went_back; /* the first committed offset that went back, or NULL */
   volatile int stop_feeding;
   int feed_every_ms;
   const char *(*feed_value)(unsigned n); /* value of the n-th fed record */
@@ -177,6 +184,14 @@ void fu_wait_all_committed(fu_world_t *w, int64_t timeout_ms);
 /* Lines in the effects log. */
 size_t fu_effects(const fu_world_t *w);
 
+/* Read the group's committed offsets of every partition over and over, in
+ * a thread of its own, while the scenario runs (queries that time out, a
+ * coordinator being down, are skipped). */
+void fu_watch_commits_start(fu_world_t *w);
+/* Stop watching; fails the test if a committed offset ever went back
+ * (a stale commit landing after a newer one). Returns the number of
+ * rounds that read every partition. */
+size_t fu_watch_commits_stop(fu_world_t *w);
 
 /* Produce per_partition records of value to every partition of FU_TOPIC
  * and wait for their acknowledgements. */
