@@ -104,6 +104,27 @@ static void wait_for_stop(host_t *h, const sigset_t *sigs) {
   }
 }
 
+/* The shutdown deadline passed: say what held it up and end the process.
+ * A plugin call that never returns keeps its member from finishing, and
+ * only the record it is stuck on tells the user where to look; otherwise
+ * it is most likely Kafka (the last commit, leaving the group). */
+static void exit_at_deadline(host_t *h, int64_t ms) {
+  char busy[2048];
+  if (host_describe_busy(h, busy, sizeof(busy)) > 0)
+    log_msg(KHOST_LOG_ERR, "khost",
+            "shutdown did not finish within %" PRId64
+            " ms: a plugin call has not returned: %s; exiting; uncommitted "
+            "records will be delivered again",
+            ms, busy);
+  else
+    log_msg(KHOST_LOG_ERR, "khost",
+            "shutdown did not finish within %" PRId64
+            " ms (Kafka unreachable?): exiting; uncommitted records will "
+            "be delivered again",
+            ms);
+  _exit(HOST_EXIT_RUNTIME);
+}
+
 /* Wait for the members to finish, within the shutdown deadline. A second
  * signal, or the deadline, ends the process at once: offsets only trail
  * durable outcomes, so nothing is lost. */
@@ -117,14 +138,8 @@ static void wait_for_members(host_t *h, const sigset_t *sigs, int64_t ms) {
               strsignal(sig));
       _exit(128 + sig);
     }
-    if (mono_ms() > deadline) {
-      log_msg(KHOST_LOG_ERR, "khost",
-              "shutdown did not finish within %" PRId64
-              " ms (Kafka unreachable?): exiting; uncommitted records will "
-              "be delivered again",
-              ms);
-      _exit(HOST_EXIT_RUNTIME);
-    }
+    if (mono_ms() > deadline)
+      exit_at_deadline(h, ms);
   }
 }
 

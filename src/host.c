@@ -383,6 +383,18 @@ int host_report(host_t *h, FILE *out) {
   return bad;
 }
 
+size_t host_describe_busy(host_t *h, char *buf, size_t len) {
+  size_t n = 0;
+  if (len > 0)
+    buf[0] = '\0';
+  pthread_mutex_lock(&h->mu);
+  for (size_t i = 0; i < h->n; i++)
+    if (h->pipelines[i])
+      n += pipeline_describe_busy(h->pipelines[i], buf, len);
+  pthread_mutex_unlock(&h->mu);
+  return n;
+}
+
 size_t host_pipeline_count(const host_t *h) {
   return h->n;
 }

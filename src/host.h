@@ -56,6 +56,10 @@ void host_close(host_t *h);
  * without mock.generate. */
 int host_report(host_t *h, FILE *out);
 
+/* Describe in buf the plugin calls that have not returned, with the
+ * records they are on (pipeline_describe_busy()); returns how many. */
+size_t host_describe_busy(host_t *h, char *buf, size_t len);
+
 size_t host_pipeline_count(const host_t *h);
 void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out);
 mock_t *host_mock(host_t *h);

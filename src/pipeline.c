@@ -322,6 +322,28 @@ static void *watchdog_main(void *arg) {
   return NULL;
 }
 
+size_t pipeline_describe_busy(pipeline_t *p, char *buf, size_t len) {
+  struct timespec ts;
+  size_t n = 0, off = strlen(buf);
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  for (int i = 0; i < p->n_members; i++) {
+    int64_t since, offset;
+    const char *topic;
+    int32_t part;
+    if (!member_busy(p->members[i], &since, &topic, &part, &offset))
+      continue;
+    n++;
+    if (off < len)
+      off += (size_t)snprintf(buf + off, len - off,
+                              "%s%s in handle() for %" PRId64
+                              " ms on %s [%" PRId32 "] offset %" PRId64,
+                              off ? "; " : "", member_who(p->members[i]),
+                              now - since, topic, part, offset);
+  }
+  return n;
+}
+
 int pipeline_stopping(pipeline_t *p) {
   /* Asked once per record: a plain atomic read (writers hold p->mu). */
   return __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE);

@@ -103,6 +103,11 @@ void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out);
  * were kept. */
 GPtrArray *pipeline_take_closing_notes(pipeline_t *p);
 
+/* Append "<member> in handle() for N ms on <topic> [<partition>] offset
+ * <offset>" to the string in buf for every member whose plugin call has
+ * not returned ("; " between them); returns how many there are. */
+size_t pipeline_describe_busy(pipeline_t *p, char *buf, size_t len);
+
 /* --- for member.c --- */
 /* Stop everything and remember why (first failure wins). */
 void pipeline_fail(pipeline_t *p, const char *fmt, ...) KHOST_PRINTF(2, 3);

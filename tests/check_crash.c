@@ -295,6 +295,49 @@ START_TEST(test_shutdown_deadline_without_brokers) {
 }
 END_TEST
 
+/* A plugin call that never returns (a handler stuck on a dependency that
+ * does not answer): SIGTERM still ends khost once shutdown_timeout has
+ * passed, and the line at the deadline names the record the call is stuck
+ * on instead of blaming Kafka. Nothing past that record is committed, and
+ * the next run (with a handler that returns) loses nothing. */
+START_TEST(test_stuck_handler_sigterm) {
+  enum { DEADLINE_MS = 3000, MARGIN_MS = 2000 };
+  fu_start(&w, 3, 1);
+  fu_produce_n(&w, 3, "ok");
+  fu_produce_n(&w, 1, "slow"); /* offset 3 */
+  fu_produce_n(&w, 2, "ok");
+  char *cfg =
+      fu_config(&w, "khost.cfg", 0, 1, "shutdown_timeout = \"3s\";", NULL,
+                "handler_timeout = \"500ms\";", "slow_ms = 3600000;");
+  char *quick =
+      fu_config(&w, "quick.cfg", 0, 1, NULL, NULL, NULL, "slow_ms = 1;");
+  fu_proc_t *p = fu_khost(&w, "run1", cfg, 0, 0);
+  fu_wait_stderr(p, "handle() has been running for", 1, 30000);
+  int64_t sent = tu_mono_ms();
+  kill(p->pid, SIGTERM);
+  int status = fu_wait_exit(p, DEADLINE_MS + 10000);
+  int64_t took = tu_mono_ms() - sent;
+  ck_assert_msg(took < DEADLINE_MS + MARGIN_MS,
+                "shutdown took %" PRId64 " ms (see %s)", took, p->err);
+  ck_assert_msg(took >= DEADLINE_MS, "gone after %" PRId64 " ms", took);
+  ck_assert_int_eq(status, 1);
+  char *line = fu_stderr_line(p, "shutdown did not finish within 3000 ms");
+  ck_assert_msg(line != NULL, "no deadline line (see %s)", p->err);
+  ck_assert_msg(strstr(line, FU_PIPELINE "/0 in handle() for ") &&
+                    strstr(line, FU_TOPIC " [0] offset 3"),
+                "the deadline line does not name the stuck record: %s", line);
+  ck_assert_msg(strstr(line, "Kafka") == NULL, "blames Kafka: %s", line);
+  ck_assert_int_le(fu_committed(&w, 0, 10000), 3);
+  fu_verify_snapshot(&w, 0);
+  fu_run_to_end(&w, "run2", quick, 0);
+  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  free(line);
+  free(quick);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 /* ------------------------------------------------------------ plugins */
 
 /* The first attempt process `pid` made for an event, 0 when none. */
@@ -452,6 +495,7 @@ Suite *crash_suite(void) {
   FU_SCENARIO(s, test_sigstop_past_session_timeout, 60, 0);
   FU_SCENARIO(s, test_sigterm_mid_batch, 60, 2);
   FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60, 2);
+  FU_SCENARIO(s, test_stuck_handler_sigterm, 60, 0);
   FU_SCENARIO(s, test_retry_storm_fail_and_kill, 90, 0);
   FU_SCENARIO(s, test_fatal_stops_every_run, 60, 2);
   FU_SCENARIO(s, test_crashing_record_is_dead_lettered, 120, 0);

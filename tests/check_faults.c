@@ -5,12 +5,14 @@
  */
 #include <check.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dead_letter.h"
 #include "log.h"
@@ -84,6 +86,40 @@ static int file_has(mu_cluster_t *c, const char *name, const char *needle) {
   free(text);
   free(path);
   return has;
+}
+
+static int file_count(mu_cluster_t *c, const char *name, const char *needle) {
+  char *path = dir_file(c, name), *text = tu_read_file(path);
+  int n = 0;
+  for (const char *at = text; at && (at = strstr(at, needle)) != NULL; at++)
+    n++;
+  free(text);
+  free(path);
+  return n;
+}
+
+/* Marks of event_id in the dedup database (read-only: the host writes). */
+static int marks_of(mu_cluster_t *c, const char *event_id) {
+  char *path = dir_file(c, "dedup.db");
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  int n = -1;
+  ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                   SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  ck_assert_msg(sqlite3_prepare_v2(db,
+                                   "SELECT count(*) FROM marks"
+                                   " WHERE event_id = ?1",
+                                   -1, &st, NULL) == SQLITE_OK,
+                "%s", sqlite3_errmsg(db));
+  sqlite3_bind_blob(st, 1, event_id, (int)strlen(event_id), SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW)
+    n = sqlite3_column_int(st, 0);
+  ck_assert_msg(n >= 0, "%s", sqlite3_errmsg(db));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  free(path);
+  return n;
 }
 
 static pipeline_stats_t run_to_end(const char *cfg, int want_status) {
@@ -201,6 +237,90 @@ START_TEST(test_dead_letter_topic) {
 }
 END_TEST
 
+/* Produce requests the mock broker (id 1) has yet to refuse. */
+static size_t refusals_left(mu_cluster_t *c) {
+  size_t n = 0;
+  ck_assert_int_eq(rd_kafka_mock_broker_error_stack_cnt(mock_cluster(c->mock),
+                                                        1, 0 /* Produce */, &n),
+                   0);
+  return n;
+}
+
+/* The dead-letter write fails: the broker refuses the Produce request
+ * (TOPIC_AUTHORIZATION_FAILED, which the producer does not retry by
+ * itself) REFUSALS times. While it does, the failed record waits at the
+ * head of its partition: not marked, its offset and those after it not
+ * committed, not counted as failed. Once the write is accepted the record
+ * is dead-lettered exactly once, marked, and everything is committed. */
+START_TEST(test_dead_letter_write_fails) {
+  enum { REFUSALS = 5 };
+  mu_cluster_t c;
+  mu_host_t h;
+  pipeline_stats_t s;
+  const char *refused = "cannot write to the dead-letter topic, the record "
+                        "waits: dead-letter topic " DLT;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_topic(&c, DLT, 1);
+  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "order");
+  mu_produce(&c, TOPIC, 0, "evt-1", "k1", "fail: bad amount");
+  mu_produce(&c, TOPIC, 0, "evt-2", NULL, "order");
+  mu_flush(&c);
+  /* On the broker's own error stack, whose depth can be asked for. */
+  for (int i = 0; i < REFUSALS; i++)
+    ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                         mock_cluster(c.mock), 1, 0 /* Produce */, 1,
+                         RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 0),
+                     0);
+  char *cfg = write_cfg(&c,
+                        "dead_letter_topic = \"" DLT "\";\n"
+                        "  retry = { max = 3; backoff = \"100ms\"; "
+                        "backoff_max = \"200ms\"; };",
+                        NULL, NULL);
+  int fd = log_to(&c, "khost.log");
+  mu_host_start(&h, cfg, 0);
+  /* A sample taken while refusals are left was taken before the write
+   * could have succeeded. */
+  int samples = 0;
+  int64_t deadline = tu_mono_ms() + 30000;
+  for (;;) {
+    int64_t committed = mu_committed(&c, GROUP, TOPIC, 0);
+    mu_host_stats(&h, &s);
+    int marked = marks_of(&c, "evt-1");
+    size_t left = refusals_left(&c);
+    if (left == 0)
+      break;
+    ck_assert_msg(committed <= 1,
+                  "committed %" PRId64 " while the dead-letter write fails",
+                  committed);
+    ck_assert_uint_eq(s.failed, 0);
+    ck_assert_int_eq(marked, 0);
+    samples += left < REFUSALS; /* the record has met a refusal */
+    ck_assert_msg(tu_mono_ms() < deadline, "%zu refusals left", left);
+    usleep(20 * 1000);
+  }
+  ck_assert_int_gt(samples, 0);
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 3, 30000,
+                "committed once the dead-letter write succeeds");
+  mu_host_stop(&h);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  log_restore(fd);
+  /* More refusals logged than the broker made: after each, librdkafka
+   * holds the topic in error until its next metadata refresh and refuses
+   * the write itself. */
+  ck_assert_int_ge(file_count(&c, "khost.log", refused), REFUSALS);
+  ck_assert_int_eq(file_count(&c, "khost.log", "sent to the dead-letter topic"),
+                   1);
+  ck_assert_uint_eq(s.handled, 2);
+  ck_assert_uint_eq(s.failed, 1);
+  ck_assert_int_eq(marks_of(&c, "evt-1"), 1);
+  ck_assert_uint_eq(mu_consume(&c, DLT, 2, 3000, check_dead_letter, NULL), 1);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* A dependency is down: every record fails. After the first 9 (of a
  * window of 20, opened at 10 outcomes) the breaker opens and the pipeline
  * stops dead-lettering. */
@@ -238,6 +358,81 @@ START_TEST(test_circuit_breaker_stops_dead_lettering) {
   ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 9);
   ck_assert_uint_eq(mu_consume(&c, DLT, 10, 3000, NULL, NULL), 9);
   free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* The dependency is down (the scripted fixture fails every record while
+ * <dir>/down exists) until the breaker opens, and back during the
+ * cooldown: once the cooldown is over the pipeline resumes, the record
+ * that opened the breaker is called again and every record is handled and
+ * committed. */
+START_TEST(test_circuit_breaker_closes_after_cooldown) {
+  enum { COOLDOWN_MS = 2000 };
+  mu_cluster_t c;
+  mu_host_t h;
+  pipeline_stats_t s;
+  char id[32], *plugin = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_topic(&c, DLT, 1);
+  for (int i = 0; i < 30; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "order");
+  }
+  mu_flush(&c);
+  char *down = dir_file(&c, "down"), *calls = dir_file(&c, "calls.log");
+  free(tu_write_file(c.dir, "down", "inventory service down\n"));
+  ck_assert_int_ge(asprintf(&plugin, "down_path = \"%s\";", down), 0);
+  char *cfg = write_cfg(&c,
+                        "dead_letter_topic = \"" DLT "\";\n"
+                        "  circuit_breaker = { window = 20; failure_ratio = "
+                        "0.5; cooldown = \"2s\"; };",
+                        plugin, NULL);
+  int fd = log_to(&c, "khost.log");
+  mu_host_start(&h, cfg, 0);
+  log_set_level(KHOST_LOG_NOTICE); /* "circuit breaker closed" */
+  TU_WAIT_UNTIL((mu_host_stats(&h, &s), s.breaker_trips == 1), 30000,
+                "the breaker opens");
+  ck_assert_uint_eq(s.failed, 9);
+  ck_assert_int_eq(unlink(down), 0); /* the dependency is back */
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 30, 30000,
+                "everything committed once the breaker closes");
+  mu_host_stop(&h);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  log_restore(fd);
+  ck_assert_uint_eq(s.breaker_trips, 1);
+  ck_assert_uint_eq(s.failed, 9);
+  ck_assert_uint_eq(s.handled, 21);
+  ck_assert_int_eq(file_count(&c, "khost.log",
+                              "[orders] circuit breaker open: more than 50 % "
+                              "of the last records failed"),
+                   1);
+  ck_assert_int_eq(file_count(&c, "khost.log",
+                              "[orders/0] circuit breaker open: partitions "
+                              "paused"),
+                   1);
+  ck_assert_int_eq(file_count(&c, "khost.log",
+                              "[orders/0] circuit breaker closed: resuming"),
+                   1);
+  /* The record that opened it waited for the whole cooldown. */
+  size_t n;
+  mu_line_t *l = mu_read_lines(calls, &n);
+  const mu_line_t *opened = find_line(l, n, 0, 9, 1),
+                  *again = find_line(l, n, 0, 9, 2);
+  ck_assert_ptr_nonnull(opened);
+  ck_assert_ptr_nonnull(again);
+  ck_assert_int_eq(opened->result, KHOST_FAIL);
+  ck_assert_int_eq(again->result, KHOST_OK);
+  ck_assert_int_ge(again->ms - opened->ms, COOLDOWN_MS);
+  ck_assert_uint_eq(n, 31);
+  ck_assert_uint_eq(mu_consume(&c, DLT, 10, 3000, NULL, NULL), 9);
+  free(l);
+  free(cfg);
+  free(plugin);
+  free(calls);
+  free(down);
   mu_stop(&c);
 }
 END_TEST
@@ -310,7 +505,8 @@ START_TEST(test_fatal_stops_only_its_pipeline) {
 END_TEST
 
 /* OffsetCommit fails a few times: the offsets are sent again and end up
- * committed. */
+ * committed. Sampled all along, the committed offset never goes back (a
+ * resent older commit landing after a newer one would move it back). */
 START_TEST(test_commit_errors_are_retried) {
   mu_cluster_t c;
   char id[32];
@@ -326,7 +522,26 @@ START_TEST(test_commit_errors_are_retried) {
                                     RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
                                     RD_KAFKA_RESP_ERR_NOT_COORDINATOR);
   char *cfg = write_cfg(&c, "max_batch = 10;", NULL, NULL);
-  pipeline_stats_t s = run_to_end(cfg, 0);
+  mu_host_t h;
+  pipeline_stats_t s;
+  int64_t last = RD_KAFKA_OFFSET_INVALID, deadline = tu_mono_ms() + 60000;
+  int samples = 0;
+  mu_host_start(&h, cfg, 1);
+  while (!host_done(h.host)) {
+    int64_t now = mu_committed(&c, GROUP, TOPIC, 0);
+    ck_assert_msg(now >= last,
+                  "the committed offset went back from %" PRId64 " to %" PRId64,
+                  last, now);
+    last = now;
+    samples++;
+    ck_assert_msg(tu_mono_ms() < deadline, "still running after 60 s");
+    usleep(5 * 1000);
+  }
+  mu_host_wait(&h, 10000);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  ck_assert_int_gt(samples, 1);
   ck_assert_uint_eq(s.handled, 50);
   ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 50);
   free(cfg);
@@ -405,7 +620,9 @@ Suite *faults_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_retry_pauses_only_its_partition);
   tcase_add_test(tc, test_dead_letter_topic);
+  tcase_add_test(tc, test_dead_letter_write_fails);
   tcase_add_test(tc, test_circuit_breaker_stops_dead_lettering);
+  tcase_add_test(tc, test_circuit_breaker_closes_after_cooldown);
   tcase_add_test(tc, test_fatal_stops_the_host);
   tcase_add_test(tc, test_fatal_stops_only_its_pipeline);
   tcase_add_test(tc, test_commit_errors_are_retried);

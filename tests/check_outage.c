@@ -42,6 +42,7 @@ START_TEST(test_commit_errors) {
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
   fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_watch_commits_start(&w);
   fu_mockd(&w,
            "push_errors %d ILLEGAL_GENERATION REBALANCE_IN_PROGRESS "
            "UNKNOWN_MEMBER_ID",
@@ -58,6 +59,7 @@ START_TEST(test_commit_errors) {
                  30000);
   fu_wait_all_committed(&w, 30000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg);
   fu_stop(&w);
@@ -77,6 +79,7 @@ START_TEST(test_coordinator_down) {
   fu_mockd(&w, "coordinator %s 3", FU_GROUP);
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_watch_commits_start(&w);
   fu_produce_n(&w, 10, "ok");
   fu_wait_all_committed(&w, 30000);
   fu_mockd(&w, "broker_down 3");
@@ -86,6 +89,7 @@ START_TEST(test_coordinator_down) {
   fu_mockd(&w, "broker_up 3");
   fu_wait_all_committed(&w, 60000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   ck_assert(fu_summary(p, &handled, &dups));
   ck_assert_uint_eq(handled, 60);
   ck_assert_uint_gt(dups, 0);
@@ -95,25 +99,41 @@ START_TEST(test_coordinator_down) {
 }
 END_TEST
 
+/* Errors of broker 1 (the group's coordinator here) not used yet. */
+static long errors_left(int api) {
+  return fu_mockd_number(&w, "errors_left 1 %d", api);
+}
+
 /* Heartbeat, JoinGroup and SyncGroup answered with errors: the member
- * rejoins, and nothing is lost. */
+ * rejoins, and nothing is lost. The errors are pushed on the coordinator's
+ * own error stack, whose depth mockd reports: the scenario proves nothing
+ * unless khost's requests used every one of them. */
 START_TEST(test_group_request_errors) {
   fu_start(&w, 3, 3);
+  fu_mockd(&w, "coordinator %s 1", FU_GROUP);
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
   fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_watch_commits_start(&w);
   fu_feed_start(&w, 10, NULL);
-  fu_mockd(&w, "push_errors %d NOT_COORDINATOR COORDINATOR_LOAD_IN_PROGRESS",
-           FU_API_JOIN_GROUP);
-  fu_mockd(&w, "push_errors %d REBALANCE_IN_PROGRESS", FU_API_SYNC_GROUP);
   fu_mockd(&w,
-           "push_errors %d REBALANCE_IN_PROGRESS ILLEGAL_GENERATION "
+           "broker_errors 1 %d NOT_COORDINATOR COORDINATOR_LOAD_IN_PROGRESS",
+           FU_API_JOIN_GROUP);
+  fu_mockd(&w, "broker_errors 1 %d REBALANCE_IN_PROGRESS", FU_API_SYNC_GROUP);
+  fu_mockd(&w,
+           "broker_errors 1 %d REBALANCE_IN_PROGRESS ILLEGAL_GENERATION "
            "UNKNOWN_MEMBER_ID",
            FU_API_HEARTBEAT);
+  TU_WAIT_UNTIL(errors_left(FU_API_JOIN_GROUP) +
+                        errors_left(FU_API_SYNC_GROUP) +
+                        errors_left(FU_API_HEARTBEAT) ==
+                    0,
+                60000, "every pushed group error answered to khost");
   fu_wait_stderr(p, "assigned", 2, 30000);
   fu_feed_stop(&w);
   fu_wait_all_committed(&w, 30000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg);
   fu_stop(&w);
@@ -145,6 +165,7 @@ static void join_and_leave(const char *assignor) {
   char *cfg_a = fu_config(&w, "a.cfg", 0, 1, NULL, kafka, NULL, NULL);
   char *cfg_b = fu_config(&w, "b.cfg", 1, 1, NULL, kafka, NULL, NULL);
   fu_feed_start(&w, 5, NULL);
+  fu_watch_commits_start(&w);
   fu_proc_t *a = fu_khost(&w, "a", cfg_a, 0, 0);
   fu_wait_stderr(a, "assigned 3 partition(s)", 1, 30000);
   fu_proc_t *b = fu_khost(&w, "b", cfg_b, 1, 0);
@@ -162,6 +183,7 @@ static void join_and_leave(const char *assignor) {
   fu_feed_stop(&w);
   fu_wait_all_committed(&w, 30000);
   fu_stop_host(b);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg_a);
   free(cfg_b);
@@ -178,15 +200,15 @@ START_TEST(test_join_and_leave_cooperative) {
 }
 END_TEST
 
-/* Every broker is down while records are produced. The issue asks for
- * 30 s; 6 s already outlasts the session timeout (3 s) and the host sees
- * exactly what it would see after 30: no coordinator, no leaders, its
- * assignment gone. */
+/* Every broker is down for 30 s (ten session timeouts) while records are
+ * produced: no coordinator, no leaders, the member's assignment gone.
+ * khost keeps running and catches up once they are back. */
 START_TEST(test_all_brokers_down) {
   fu_start(&w, 3, 3);
   char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
   fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_watch_commits_start(&w);
   fu_feed_start(&w, 10, NULL);
   TU_WAIT_UNTIL(fu_effects(&w) > 0, 30000, "records handled");
   for (int b = 1; b <= 3; b++)
@@ -200,6 +222,7 @@ START_TEST(test_all_brokers_down) {
   fu_feed_stop(&w);
   fu_wait_all_committed(&w, 60000);
   fu_stop_host(p);
+  fu_watch_commits_stop(&w);
   fu_verify(&w, FU_CHECK_AT_END, NULL);
   free(cfg);
   fu_stop(&w);
@@ -336,7 +359,7 @@ Suite *outage_suite(void) {
   Suite *s = suite_create("outage");
   FU_SCENARIO(s, test_commit_errors, 60, 0);
   FU_SCENARIO(s, test_coordinator_down, 90, 0);
-  FU_SCENARIO(s, test_group_request_errors, 60, 0);
+  FU_SCENARIO(s, test_group_request_errors, 120, 0);
   FU_SCENARIO(s, test_join_and_leave_eager, 90, 2);
   FU_SCENARIO(s, test_join_and_leave_cooperative, 90, 1);
   FU_SCENARIO(s, test_all_brokers_down, 150, 1);

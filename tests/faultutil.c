@@ -189,6 +189,19 @@ char *fu_stderr(const fu_proc_t *p) {
   return s ? s : strdup("");
 }
 
+char *fu_stderr_line(const fu_proc_t *p, const char *needle) {
+  char *s = fu_stderr(p), *line = NULL;
+  char *at = strstr(s, needle);
+  if (at) {
+    char *start = at, *end = strchr(at, '\n');
+    while (start > s && start[-1] != '\n')
+      start--;
+    line = strndup(start, end ? (size_t)(end - start) : strlen(start));
+  }
+  free(s);
+  return line;
+}
+
 int fu_stderr_count(const fu_proc_t *p, const char *needle) {
   char *s = fu_stderr(p);
   int n = 0;
@@ -244,18 +257,37 @@ static void start_mockd(fu_world_t *w, int brokers) {
   w->bootstraps = strdup(line);
 }
 
+/* Send line to mockd; its answer (without the newline) in answer. */
+static void mockd_call(fu_world_t *w, const char *line, char *answer,
+                       size_t size) {
+  fprintf(w->to_mockd, "%s\n", line);
+  fflush(w->to_mockd);
+  ck_assert_msg(fgets(answer, (int)size, w->from_mockd) != NULL,
+                "mockd: no answer to \"%s\"", line);
+  answer[strcspn(answer, "\n")] = '\0';
+}
+
 void fu_mockd(fu_world_t *w, const char *fmt, ...) {
   char line[1024], answer[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(line, sizeof(line), fmt, ap);
   va_end(ap);
-  fprintf(w->to_mockd, "%s\n", line);
-  fflush(w->to_mockd);
-  ck_assert_msg(fgets(answer, sizeof(answer), w->from_mockd) != NULL,
-                "mockd: no answer to \"%s\"", line);
-  answer[strcspn(answer, "\n")] = '\0';
+  mockd_call(w, line, answer, sizeof(answer));
   ck_assert_msg(strcmp(answer, "ok") == 0, "mockd: %s: %s", line, answer);
+}
+
+long fu_mockd_number(fu_world_t *w, const char *fmt, ...) {
+  char line[1024], answer[1024];
+  long n = -1;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  mockd_call(w, line, answer, sizeof(answer));
+  ck_assert_msg(sscanf(answer, "ok %ld", &n) == 1, "mockd: %s: %s", line,
+                answer);
+  return n;
 }
 
 /* ------------------------------------------------------------ producing */
@@ -390,6 +422,8 @@ void fu_feed_stop(fu_world_t *w) {
 
 /* ------------------------------------------------------------ the world */
 
+static void watch_end(fu_world_t *w);
+
 void fu_start(fu_world_t *w, int brokers, int partitions) {
   memset(w, 0, sizeof(*w));
   ck_assert_msg(g_root != NULL, "no test case directory");
@@ -409,6 +443,8 @@ void fu_start(fu_world_t *w, int brokers, int partitions) {
 
 void fu_stop(fu_world_t *w) {
   fu_feed_stop(w);
+  watch_end(w);
+  g_free(w->went_back);
   for (guint i = 0; i < w->runs->len; i++) {
     fu_proc_t *p = w->runs->pdata[i];
     if (!p->exited && p->pid != getpid()) {
@@ -543,6 +579,74 @@ size_t fu_effects(const fu_world_t *w) {
   free(s);
   free(path);
   return n;
+}
+
+/* ------------------------------------------------------------ watching */
+
+#define FU_WATCH_QUERY_MS 2000
+
+static void *watch_main(void *arg) {
+  fu_world_t *w = arg;
+  int64_t *last = g_new(int64_t, (gsize)w->partitions);
+  for (int p = 0; p < w->partitions; p++)
+    last[p] = RD_KAFKA_OFFSET_INVALID;
+  while (!w->stop_watching) {
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(w->partitions);
+    for (int p = 0; p < w->partitions; p++)
+      rd_kafka_topic_partition_list_add(l, FU_TOPIC, p);
+    if (rd_kafka_committed(w->watch_rk, l, FU_WATCH_QUERY_MS) == 0) {
+      int all = 1;
+      for (int i = 0; i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        if (tp->err) {
+          all = 0;
+          continue;
+        }
+        if (tp->offset < last[tp->partition] && !w->went_back)
+          w->went_back = g_strdup_printf(
+              "%s [%" PRId32 "] went back from %" PRId64 " to %" PRId64,
+              tp->topic, tp->partition, last[tp->partition], tp->offset);
+        if (tp->offset > last[tp->partition])
+          last[tp->partition] = tp->offset;
+      }
+      w->watch_samples += all;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    /* The pace of the sampling, not a wait for anything. */
+    usleep(20 * 1000);
+  }
+  g_free(last);
+  return NULL;
+}
+
+void fu_watch_commits_start(fu_world_t *w) {
+  ck_assert_msg(!w->watching, "already watching");
+  w->watch_rk = client(w, RD_KAFKA_CONSUMER, FU_GROUP);
+  w->stop_watching = 0;
+  w->watch_samples = 0;
+  ck_assert_int_eq(pthread_create(&w->watcher, NULL, watch_main, w), 0);
+  w->watching = 1;
+}
+
+/* Join the watcher (also from fu_stop() after a failed test). */
+static void watch_end(fu_world_t *w) {
+  if (!w->watching)
+    return;
+  w->stop_watching = 1;
+  pthread_join(w->watcher, NULL);
+  rd_kafka_destroy(w->watch_rk);
+  w->watch_rk = NULL;
+  w->watching = 0;
+}
+
+size_t fu_watch_commits_stop(fu_world_t *w) {
+  watch_end(w);
+  ck_assert_msg(w->went_back == NULL, "a committed offset %s", w->went_back);
+  fprintf(stderr, "committed offsets read %zu times, never going back\n",
+          w->watch_samples);
+  ck_assert_uint_gt(w->watch_samples, 0);
+  return w->watch_samples;
 }
 
 /* ------------------------------------------------------------ checking */

@@ -75,6 +75,13 @@ typedef struct fu_world {
   GPtrArray *runs; /* fu_proc_t *: the khost processes, in start order */
   pthread_t feeder;
   int feeding;
+  /* fu_watch_commits_*() */
+  pthread_t watcher;
+  int watching;
+  volatile int stop_watching;
+  rd_kafka_t *watch_rk;
+  size_t watch_samples;
+  char *went_back; /* the first committed offset that went back, or NULL */
   volatile int stop_feeding;
   int feed_every_ms;
   const char *(*feed_value)(unsigned n); /* value of the n-th fed record */
@@ -100,6 +107,8 @@ void fu_start(fu_world_t *w, int brokers, int partitions);
 void fu_stop(fu_world_t *w);
 /* A mockd command (see tests/mockd.c); fails the test unless "ok". */
 void fu_mockd(fu_world_t *w, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+/* A mockd question answered with a number ("ok N"), e.g. errors_left. */
+long fu_mockd_number(fu_world_t *w, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /* <dir>/<name>; free() it. */
 char *fu_path(const fu_world_t *w, const char *name);
 /* The path of dedup database number db. */
@@ -159,6 +168,9 @@ void fu_wait_stderr(fu_proc_t *p, const char *needle, int times,
 int fu_stderr_count(const fu_proc_t *p, const char *needle);
 /* p's stderr (free() it). */
 char *fu_stderr(const fu_proc_t *p);
+/* The first line of p's stderr holding needle, without its newline, or
+ * NULL (free() it). */
+char *fu_stderr_line(const fu_proc_t *p, const char *needle);
 /* "handled N, duplicates skipped M" of p's summary line; 0 when absent. */
 int fu_summary(const fu_proc_t *p, uint64_t *handled, uint64_t *duplicates);
 
@@ -171,6 +183,15 @@ int fu_all_committed(fu_world_t *w);
 void fu_wait_all_committed(fu_world_t *w, int64_t timeout_ms);
 /* Lines in the effects log. */
 size_t fu_effects(const fu_world_t *w);
+
+/* Read the group's committed offsets of every partition over and over, in
+ * a thread of its own, while the scenario runs (queries that time out, a
+ * coordinator being down, are skipped). */
+void fu_watch_commits_start(fu_world_t *w);
+/* Stop watching; fails the test if a committed offset ever went back
+ * (a stale commit landing after a newer one). Returns the number of
+ * rounds that read every partition. */
+size_t fu_watch_commits_stop(fu_world_t *w);
 
 /* Produce per_partition records of value to every partition of FU_TOPIC
  * and wait for their acknowledgements. */

@@ -6,13 +6,19 @@
  *   mockd [BROKERS]        (default 3)
  *
  * Prints the bootstrap servers on the first line of stdout, then reads one
- * command per line on stdin and answers each with one line, "ok" or
- * "error <why>":
+ * command per line on stdin and answers each with one line, "ok" (or
+ * "ok <answer>" for a question) or "error <why>":
  *
  *   topic NAME PARTITIONS           create a topic
  *   push_errors APIKEY CODE...      the next requests of that type fail
  *                                   (CODE*N: N times)
  *   clear_errors APIKEY             forget the errors not used yet
+ *   broker_errors ID APIKEY CODE... the same, for requests to broker ID
+ *                                   only (they take precedence)
+ *   errors_left ID APIKEY           answers how many of broker ID's
+ *                                   errors are not used yet: unlike the
+ *                                   cluster's, these can be counted, so a
+ *                                   test can tell that the requests came
  *   broker_down ID | broker_up ID   cut a broker off / bring it back
  *   rtt ID MS                       delay every answer of a broker
  *   coordinator GROUP BROKER        make BROKER the group's coordinator
@@ -45,6 +51,8 @@
 typedef struct cmd {
   const char *name;
   int min_args; /* words after the name */
+  /* 0, with the answer to a question in err (empty for "ok" alone); -1
+   * with why in err. */
   int (*run)(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv, int argc,
              char *err, size_t errlen);
 } cmd_t;
@@ -137,6 +145,46 @@ static int do_push_errors(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
   return 0;
 }
 
+static int do_broker_errors(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
+                            int argc, char *err, size_t errlen) {
+  rd_kafka_resp_err_t codes[MAX_ERRORS];
+  size_t n = 0;
+  long id, key;
+  (void)m;
+  if (parse_num(argv[0], &id) < 0)
+    return bad_word("broker id", argv[0], err, errlen);
+  if (parse_num(argv[1], &key) < 0)
+    return bad_word("request number", argv[1], err, errlen);
+  for (int i = 2; i < argc; i++)
+    if (add_codes(argv[i], codes, &n, err, errlen) < 0)
+      return -1;
+  /* One at a time: the call takes (code, rtt) pairs as varargs. */
+  for (size_t i = 0; i < n; i++) {
+    rd_kafka_resp_err_t e = rd_kafka_mock_broker_push_request_error_rtts(
+        mc, (int32_t)id, (int16_t)key, 1, codes[i], 0);
+    if (e)
+      return report(e, err, errlen);
+  }
+  return 0;
+}
+
+static int do_errors_left(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
+                          int argc, char *err, size_t errlen) {
+  long id, key;
+  size_t left = 0;
+  (void)m, (void)argc;
+  if (parse_num(argv[0], &id) < 0)
+    return bad_word("broker id", argv[0], err, errlen);
+  if (parse_num(argv[1], &key) < 0)
+    return bad_word("request number", argv[1], err, errlen);
+  if (report(rd_kafka_mock_broker_error_stack_cnt(mc, (int32_t)id, (int16_t)key,
+                                                  &left),
+             err, errlen) < 0)
+    return -1;
+  snprintf(err, errlen, "%zu", left);
+  return 0;
+}
+
 static int do_clear_errors(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
                            int argc, char *err, size_t errlen) {
   long key;
@@ -217,6 +265,8 @@ static const cmd_t commands[] = {
     {"topic", 2, do_topic},
     {"push_errors", 2, do_push_errors},
     {"clear_errors", 1, do_clear_errors},
+    {"broker_errors", 3, do_broker_errors},
+    {"errors_left", 2, do_errors_left},
     {"broker_down", 1, do_broker_down},
     {"broker_up", 1, do_broker_up},
     {"rtt", 2, do_rtt},
@@ -255,7 +305,9 @@ static int serve_line(mock_t *m, char *line) {
              c->min_args);
   else
     rc = c->run(mock_cluster(m), m, words + 1, n - 1, err, sizeof(err));
-  if (rc == 0)
+  if (rc == 0 && err[0])
+    printf("ok %s\n", err);
+  else if (rc == 0)
     printf("ok\n");
   else
     printf("error %s\n", err);
