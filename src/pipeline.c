@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "topics.h"
 
 /* How long the start-up metadata and watermark queries may take. */
 #define PIPELINE_QUERY_TIMEOUT_MS 15000
@@ -134,63 +135,77 @@ fail:
   return NULL;
 }
 
-/* Record the end offset of every partition of the pipeline's topics, as it
- * is now: --exit-at-end stops once all of them are consumed. */
-static int load_targets(pipeline_t *p, char *err, size_t errlen) {
+/* A consumer outside the pipeline's group, for queries. */
+static rd_kafka_t *query_handle(pipeline_t *p, char *err, size_t errlen) {
   char errstr[512];
-  int rc = -1;
   rd_kafka_conf_t *conf =
       pipeline_kafka_conf(p, PIPELINE_CONF_CONSUMER, err, errlen);
   if (!conf)
-    return -1;
+    return NULL;
   rd_kafka_conf_set_opaque(conf, p->name);
   rd_kafka_t *rk =
       rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
   if (!rk) {
     rd_kafka_conf_destroy(conf);
     snprintf(err, errlen, "%s: %s", p->name, errstr);
+  }
+  return rk;
+}
+
+/* The partitions of the pipeline's topics, a pattern's matches as they are
+ * now (topics.h). */
+static int target_partitions(pipeline_t *p, rd_kafka_t *rk,
+                             rd_kafka_topic_partition_list_t *parts, char *err,
+                             size_t errlen) {
+  char why[512];
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_resp_err_t e =
+      rd_kafka_metadata(rk, 1, NULL, &md, PIPELINE_QUERY_TIMEOUT_MS);
+  if (e) {
+    snprintf(err, errlen, "%s: cannot read the cluster's metadata: %s", p->name,
+             rd_kafka_err2str(e));
     return -1;
   }
-  for (size_t t = 0; t < p->env.pc->n_topics; t++) {
-    const char *topic = p->env.pc->topics[t];
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    rd_kafka_resp_err_t e =
-        rd_kafka_metadata(rk, 0, rkt, &md, PIPELINE_QUERY_TIMEOUT_MS);
-    rd_kafka_topic_destroy(rkt);
-    if (!e && md->topic_cnt == 1 && md->topics[0].err)
-      e = md->topics[0].err;
+  for (size_t t = 0; !e && t < p->env.pc->n_topics; t++) {
+    e = topics_expand(md, p->env.pc->topics[t], parts, why, sizeof(why));
+    if (e)
+      snprintf(err, errlen, "%s: %s", p->name, why);
+  }
+  rd_kafka_metadata_destroy(md);
+  return e ? -1 : 0;
+}
+
+/* Record the end offset of every partition of the pipeline's topics, as it
+ * is now: --exit-at-end stops once all of them are consumed. */
+static int load_targets(pipeline_t *p, char *err, size_t errlen) {
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
+  int rc = -1;
+  rd_kafka_t *rk = query_handle(p, err, errlen);
+  if (!rk || target_partitions(p, rk, parts, err, errlen) != 0)
+    goto out;
+  for (int i = 0; i < parts->cnt; i++) {
+    const char *topic = parts->elems[i].topic;
+    int32_t part = parts->elems[i].partition;
+    int64_t lo, hi;
+    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+        rk, topic, part, &lo, &hi, PIPELINE_QUERY_TIMEOUT_MS);
     if (e) {
-      snprintf(err, errlen, "%s: topic %s: cannot read metadata: %s", p->name,
-               topic, rd_kafka_err2str(e));
-      if (md)
-        rd_kafka_metadata_destroy(md);
+      snprintf(err, errlen, "%s: %s [%" PRId32 "]: cannot read end offset: %s",
+               p->name, topic, part, rd_kafka_err2str(e));
       goto out;
     }
-    for (int i = 0; i < md->topics[0].partition_cnt; i++) {
-      int32_t part = md->topics[0].partitions[i].id;
-      int64_t lo, hi;
-      e = rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi,
-                                           PIPELINE_QUERY_TIMEOUT_MS);
-      if (e) {
-        snprintf(err, errlen,
-                 "%s: %s [%" PRId32 "]: cannot read end offset: %s", p->name,
-                 topic, part, rd_kafka_err2str(e));
-        rd_kafka_metadata_destroy(md);
-        goto out;
-      }
-      int64_t *target = g_new(int64_t, 1);
-      *target = hi;
-      g_hash_table_insert(p->targets, target_key(topic, part), target);
-      log_msg(KHOST_LOG_DEBUG, p->name, "%s [%" PRId32 "]: end offset %" PRId64,
-              topic, part, hi);
-    }
-    rd_kafka_metadata_destroy(md);
+    int64_t *target = g_new(int64_t, 1);
+    *target = hi;
+    g_hash_table_insert(p->targets, target_key(topic, part), target);
+    log_msg(KHOST_LOG_DEBUG, p->name, "%s [%" PRId32 "]: end offset %" PRId64,
+            topic, part, hi);
   }
   p->targets_total = (int)g_hash_table_size(p->targets);
   rc = 0;
 out:
-  rd_kafka_destroy(rk);
+  rd_kafka_topic_partition_list_destroy(parts);
+  if (rk)
+    rd_kafka_destroy(rk);
   return rc;
 }
 

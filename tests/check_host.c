@@ -15,10 +15,13 @@
 #define TOPIC "order-completed"
 #define GROUP "data-platform-consumer-group"
 
-/* A config for one pipeline using the scripted fixture plugin. */
-static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
-                       int members, const char *log, const char *db,
-                       const char *pipeline_extra, const char *plugin_extra) {
+/* A config for one pipeline using the scripted fixture plugin, with the
+ * topics (libconfig list items) given. */
+static char *write_cfg_topics(mu_cluster_t *c, const char *file,
+                              const char *topics, const char *group,
+                              int members, const char *log, const char *db,
+                              const char *pipeline_extra,
+                              const char *plugin_extra) {
   char *text = NULL, *plugin = tu_fixture("scripted");
   ck_assert_int_ge(
       asprintf(&text,
@@ -30,13 +33,13 @@ static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
                "dedup = { path = \"%s/%s\"; };\n"
                "pipelines = ( {\n"
                "  name = \"orders\"; group_id = \"%s\";\n"
-               "  topics = [ \"" TOPIC "\" ]; members = %d;\n"
+               "  topics = [ %s ]; members = %d;\n"
                "  plugin = \"%s\";\n"
                "  %s\n"
                "  %s\n"
                "  config = { log_path = \"%s/%s\"; %s };\n"
                "} );\n",
-               c->bootstraps, c->dir, db, group, members, plugin,
+               c->bootstraps, c->dir, db, group, topics, members, plugin,
                pipeline_extra && strstr(pipeline_extra, "retry")
                    ? ""
                    : "retry = { max = 5; backoff = \"40ms\"; backoff_max = "
@@ -48,6 +51,14 @@ static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
   free(text);
   free(plugin);
   return path;
+}
+
+/* The same with the one topic TOPIC. */
+static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
+                       int members, const char *log, const char *db,
+                       const char *pipeline_extra, const char *plugin_extra) {
+  return write_cfg_topics(c, file, "\"" TOPIC "\"", group, members, log, db,
+                          pipeline_extra, plugin_extra);
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
@@ -402,6 +413,68 @@ START_TEST(test_fatal_stops_without_committing_past_it) {
 }
 END_TEST
 
+/* --exit-at-end on a "^regex" subscription: the end offsets are those of
+ * every matching topic (not of a topic named "^orders-.*"), and only
+ * those. */
+START_TEST(test_exit_at_end_regex_topic) {
+  static const char *topics[] = {"orders-eu", "orders-us", "payments"};
+  mu_cluster_t c;
+  char id[32];
+  mu_start(&c, 1);
+  for (int t = 0; t < 3; t++) {
+    mu_topic(&c, topics[t], 2);
+    for (int i = 0; i < 40; i++) {
+      snprintf(id, sizeof(id), "%s-%03d", topics[t], i);
+      mu_produce(&c, topics[t], i % 2, id, NULL, "order");
+    }
+  }
+  mu_flush(&c);
+  char *cfg = write_cfg_topics(&c, "a.cfg", "\"^orders-.*\"", GROUP, 2,
+                               "calls.log", "dedup.db", NULL, NULL);
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, 80);
+  char *log = dir_file(&c, "calls.log");
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, 80);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_str_ne(l[i].topic, "payments");
+  for (int t = 0; t < 2; t++)
+    for (int p = 0; p < 2; p++)
+      ck_assert_int_eq(mu_committed(&c, GROUP, topics[t], p), 20);
+  ck_assert_int_lt(mu_committed(&c, GROUP, "payments", 0), 0);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A pattern that matches no topic: --exit-at-end cannot know where the
+ * end is and refuses to start, naming the pattern, as for a missing
+ * topic. */
+START_TEST(test_exit_at_end_regex_matching_nothing) {
+  mu_cluster_t c;
+  cfg_t cfg;
+  host_t *h = NULL;
+  host_opts_t opts = {.exit_at_end = 1};
+  char err[4096] = "";
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  char *path = write_cfg_topics(&c, "a.cfg", "\"^refunds-.*\"", GROUP, 1,
+                                "calls.log", "dedup.db", NULL, NULL);
+  ck_assert_msg(cfg_load(&cfg, path, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(host_open(&h, &cfg, &opts, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(host_start(h, err, sizeof(err)), HOST_EXIT_CONFIG);
+  ck_assert_str_eq(err, "orders: topic pattern ^refunds-.* matches no topic "
+                        "in the cluster");
+  host_close(h);
+  cfg_free(&cfg);
+  free(path);
+  mu_stop(&c);
+}
+END_TEST
+
 Suite *host_suite(void) {
   Suite *s = suite_create("host");
   TCase *tc = tcase_create("mock-cluster");
@@ -415,6 +488,8 @@ Suite *host_suite(void) {
   tcase_add_test(tc, test_retry_then_ok_and_fail_does_not_block);
   tcase_add_test(tc, test_retries_exhausted_become_fail);
   tcase_add_test(tc, test_fatal_stops_without_committing_past_it);
+  tcase_add_test(tc, test_exit_at_end_regex_topic);
+  tcase_add_test(tc, test_exit_at_end_regex_matching_nothing);
   suite_add_tcase(s, tc);
   return s;
 }
