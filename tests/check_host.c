@@ -413,6 +413,69 @@ START_TEST(test_fatal_stops_without_committing_past_it) {
 }
 END_TEST
 
+/* Distinct event IDs among the OK lines of a and b. */
+static size_t distinct_ok(const mu_line_t *a, size_t na, const mu_line_t *b,
+                          size_t nb) {
+  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+  for (size_t i = 0; i < na + nb; i++) {
+    const mu_line_t *l = i < na ? &a[i] : &b[i - na];
+    if (l->result == KHOST_OK)
+      g_hash_table_add(seen, (gpointer)l->event_id);
+  }
+  size_t n = g_hash_table_size(seen);
+  g_hash_table_destroy(seen);
+  return n;
+}
+
+/* --exit-at-end with two hosts (one member each, each its own dedup store)
+ * in one group: each commits only the partitions it owns, and each stops
+ * once the group has committed every partition up to the end offset it
+ * had at start, the other host's partitions included. */
+START_TEST(test_exit_at_end_two_hosts) {
+  enum { PARTS = 3, RECORDS = 300 };
+  mu_cluster_t c;
+  char id[32];
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  for (int i = 0; i < RECORDS; i++) {
+    snprintf(id, sizeof(id), "evt-%04d", i);
+    mu_produce(&c, TOPIC, i % PARTS, id, NULL, "order");
+  }
+  mu_flush(&c);
+  /* Slow enough that both join before either is done: the mock
+   * coordinator waits 3 s for members on a group's first join. */
+  char *cfg_a = write_cfg(&c, "a.cfg", GROUP, 1, "a.log", "a.db",
+                          "max_batch = 10;", "slow_ms = 5;");
+  char *cfg_b = write_cfg(&c, "b.cfg", GROUP, 1, "b.log", "b.db",
+                          "max_batch = 10;", "slow_ms = 5;");
+  char *log_a = dir_file(&c, "a.log"), *log_b = dir_file(&c, "b.log");
+  mu_host_t a, b;
+  mu_host_start(&a, cfg_a, 1);
+  mu_host_start(&b, cfg_b, 1);
+  mu_host_wait(&a, 60000);
+  mu_host_wait(&b, 60000);
+  ck_assert_int_eq(a.status, 0);
+  ck_assert_int_eq(b.status, 0);
+
+  size_t na, nb;
+  mu_line_t *la = mu_read_lines(log_a, &na), *lb = mu_read_lines(log_b, &nb);
+  /* Both owned partitions: neither committed every partition itself. */
+  ck_assert_uint_gt(na, 0);
+  ck_assert_uint_gt(nb, 0);
+  ck_assert_uint_eq(distinct_ok(la, na, lb, nb), RECORDS);
+  assert_committed_at_end(&c, GROUP, PARTS);
+  mu_host_close(&a);
+  mu_host_close(&b);
+  free(la);
+  free(lb);
+  free(log_a);
+  free(log_b);
+  free(cfg_a);
+  free(cfg_b);
+  mu_stop(&c);
+}
+END_TEST
+
 /* --exit-at-end on a "^regex" subscription: the end offsets are those of
  * every matching topic (not of a topic named "^orders-.*"), and only
  * those. */
@@ -488,6 +551,7 @@ Suite *host_suite(void) {
   tcase_add_test(tc, test_retry_then_ok_and_fail_does_not_block);
   tcase_add_test(tc, test_retries_exhausted_become_fail);
   tcase_add_test(tc, test_fatal_stops_without_committing_past_it);
+  tcase_add_test(tc, test_exit_at_end_two_hosts);
   tcase_add_test(tc, test_exit_at_end_regex_topic);
   tcase_add_test(tc, test_exit_at_end_regex_matching_nothing);
   suite_add_tcase(s, tc);
