@@ -271,11 +271,32 @@ static rd_kafka_topic_partition_list_t *remaining_targets(pipeline_t *p) {
   return l;
 }
 
+/* The group's committed offset of a partition counts once it reaches the
+ * target and lies within the log: past the end (offsets set by hand, a
+ * topic created again) it is out of range, and the member that owns the
+ * partition starts over where auto.offset.reset says. */
+static int group_reached(pipeline_t *p, const rd_kafka_topic_partition_t *tp) {
+  int64_t target = -1, lo, hi;
+  char *key = target_key(tp->topic, tp->partition);
+  pthread_mutex_lock(&p->mu);
+  const int64_t *t = g_hash_table_lookup(p->targets, key);
+  if (t)
+    target = *t;
+  pthread_mutex_unlock(&p->mu);
+  g_free(key);
+  if (tp->err || target < 0 || tp->offset < target)
+    return 0;
+  return rd_kafka_query_watermark_offsets(p->group_rk, tp->topic, tp->partition,
+                                          &lo, &hi,
+                                          PIPELINE_GROUP_QUERY_MS) == 0 &&
+         tp->offset <= hi;
+}
+
 /* --exit-at-end when other hosts share the group: they commit the
  * partitions they own, and this process sees no commit of those. So,
  * until every target is reached, read the group's committed offsets of
  * the partitions still to go, once a second, and count those the group
- * has committed up to their target. */
+ * has committed up to their target (group_reached()). */
 static void *group_watch_main(void *arg) {
   pipeline_t *p = arg;
   rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -291,7 +312,7 @@ static void *group_watch_main(void *arg) {
               p->env.pc->group_id, rd_kafka_err2str(e), PIPELINE_GROUP_POLL_MS);
     last = e;
     for (int i = 0; !e && i < l->cnt; i++)
-      if (!l->elems[i].err && l->elems[i].offset >= 0)
+      if (group_reached(p, &l->elems[i]))
         progress(p, l->elems[i].topic, l->elems[i].partition,
                  l->elems[i].offset, 1);
     rd_kafka_topic_partition_list_destroy(l);
