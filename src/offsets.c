@@ -17,6 +17,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "topics.h"
 
 /* How long one metadata, watermark or group query may take. */
 #define OFFS_TIMEOUT_MS 15000
@@ -134,38 +135,19 @@ static int metadata(offs_client_t *c, char *err, size_t errlen) {
   return HOST_EXIT_OK;
 }
 
-static int cmp_i32(const void *a, const void *b) {
-  int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-  return (x > y) - (x < y);
-}
-
-int offs_topic_partitions(offs_client_t *c, const char *topic, int32_t **parts,
-                          int *n, char *err, size_t errlen) {
+int offs_topic_partitions(offs_client_t *c, const char *entry,
+                          rd_kafka_topic_partition_list_t *list, char *err,
+                          size_t errlen) {
   int rc = metadata(c, err, errlen);
-  *parts = NULL;
-  *n = 0;
   if (rc != HOST_EXIT_OK)
     return rc;
-  for (int i = 0; i < c->md->topic_cnt; i++) {
-    const rd_kafka_metadata_topic_t *t = &c->md->topics[i];
-    if (strcmp(t->topic, topic) != 0)
-      continue;
-    if (t->err) {
-      snprintf(err, errlen, "topic %s: %s", topic, rd_kafka_err2str(t->err));
-      return t->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
-                 ? HOST_EXIT_CONFIG
-                 : HOST_EXIT_RUNTIME;
-    }
-    *parts = malloc((size_t)(t->partition_cnt ? t->partition_cnt : 1) *
-                    sizeof(**parts));
-    for (int p = 0; p < t->partition_cnt; p++)
-      (*parts)[p] = t->partitions[p].id;
-    qsort(*parts, (size_t)t->partition_cnt, sizeof(**parts), cmp_i32);
-    *n = t->partition_cnt;
+  rd_kafka_resp_err_t e = topics_expand(c->md, entry, list, err, errlen);
+  if (!e)
     return HOST_EXIT_OK;
-  }
-  snprintf(err, errlen, "topic %s does not exist in the cluster", topic);
-  return HOST_EXIT_CONFIG;
+  return e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                 e == RD_KAFKA_RESP_ERR__INVALID_ARG
+             ? HOST_EXIT_CONFIG
+             : HOST_EXIT_RUNTIME;
 }
 
 int offs_watermarks(offs_client_t *c, const char *topic, int32_t partition,
@@ -358,25 +340,18 @@ static void add_note(offs_report_t *r, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* The pipeline's partitions (topics missing from the cluster are noted
- * and left out). */
+/* The pipeline's partitions (topics missing from the cluster, patterns
+ * matching none, are noted and left out). */
 static int list_partitions(offs_report_t *r, offs_client_t *c,
                            const cfg_pipeline_t *pc,
                            rd_kafka_topic_partition_list_t *list, char *err,
                            size_t errlen) {
   for (size_t t = 0; t < pc->n_topics; t++) {
-    int32_t *parts;
-    int n;
-    int rc = offs_topic_partitions(c, pc->topics[t], &parts, &n, err, errlen);
-    if (rc == HOST_EXIT_CONFIG) {
+    int rc = offs_topic_partitions(c, pc->topics[t], list, err, errlen);
+    if (rc == HOST_EXIT_CONFIG)
       add_note(r, "pipeline %s: %s", pc->name, err);
-      continue;
-    }
-    if (rc != HOST_EXIT_OK)
+    else if (rc != HOST_EXIT_OK)
       return rc;
-    for (int i = 0; i < n; i++)
-      rd_kafka_topic_partition_list_add(list, pc->topics[t], parts[i]);
-    free(parts);
   }
   return HOST_EXIT_OK;
 }

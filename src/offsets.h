@@ -43,10 +43,14 @@ rd_kafka_conf_t *offs_kafka_conf(const cfg_t *cfg, const cfg_pipeline_t *pc,
 /* The client's handle: a consumer in no group, for reading records. */
 rd_kafka_t *offs_client_handle(offs_client_t *c);
 
-/* The partitions of topic, in order; HOST_EXIT_CONFIG when the cluster
- * has no such topic. *parts is malloc'd. */
-int offs_topic_partitions(offs_client_t *c, const char *topic, int32_t **parts,
-                          int *n, char *err, size_t errlen);
+/* Append to list the partitions of entry: a topic, or a "^regex" pattern
+ * matched against every topic of the cluster as librdkafka's subscription
+ * matches it (topics.h); partitions list holds already are not added
+ * again. HOST_EXIT_CONFIG when the cluster has no such topic, or the
+ * pattern matches none or does not compile. */
+int offs_topic_partitions(offs_client_t *c, const char *entry,
+                          rd_kafka_topic_partition_list_t *list, char *err,
+                          size_t errlen);
 /* Log start and end offsets of one partition. */
 int offs_watermarks(offs_client_t *c, const char *topic, int32_t partition,
                     int64_t *start, int64_t *end, char *err, size_t errlen);

@@ -72,6 +72,12 @@ typedef struct pipeline {
    * the partition is consumed and committed up to it. */
   GHashTable *targets;
   int targets_total;
+  /* exit-at-end: reads the group's committed offsets of the partitions
+   * still to go (other hosts commit the partitions they own) with a
+   * consumer of the group that never joins it. */
+  rd_kafka_t *group_rk;
+  pthread_t group_watch;
+  int has_group_watch;
 
   breaker_t *breaker;  /* NULL unless a circuit_breaker group is set */
   GHashTable *started; /* --from-beginning: partitions already started */

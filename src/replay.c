@@ -16,6 +16,7 @@
 #include "host.h"
 #include "log.h"
 #include "offsets.h"
+#include "topics.h"
 
 /* Default wait for this replay's membership of the group: the broker
  * delays a first join (3 s by default) and any rebalance. */
@@ -120,9 +121,20 @@ static const cfg_pipeline_t *find_pipeline(const cfg_t *cfg, const char *name,
   return NULL;
 }
 
+/* --topic T: one of the pipeline's topics or patterns, or a topic one of
+ * its patterns matches. */
 static int pipeline_has_topic(const cfg_pipeline_t *pc, const char *topic) {
   for (size_t i = 0; i < pc->n_topics; i++)
-    if (strcmp(pc->topics[i], topic) == 0)
+    if (strcmp(pc->topics[i], topic) == 0 || topics_names(pc->topics[i], topic))
+      return 1;
+  return 0;
+}
+
+static int has_part(const replay_plan_t *p, const char *topic,
+                    int32_t partition) {
+  for (size_t i = 0; i < p->n; i++)
+    if (p->parts[i].partition == partition &&
+        strcmp(p->parts[i].topic, topic) == 0)
       return 1;
   return 0;
 }
@@ -135,25 +147,25 @@ static void add_part(replay_plan_t *p, const char *topic, int32_t partition) {
                                      .handled_before = OFFS_NONE};
 }
 
-/* The partitions of one topic that the options select. */
-static int select_topic(replay_plan_t *p, const char *topic,
+/* The partitions of entry (a topic or a pattern) that the options
+ * select. */
+static int select_topic(replay_plan_t *p, const char *entry,
                         const replay_opts_t *o, char *err, size_t errlen) {
-  int32_t *parts;
-  int n, found = 0;
-  int rc = offs_topic_partitions(p->client, topic, &parts, &n, err, errlen);
-  if (rc != HOST_EXIT_OK)
-    return rc;
-  for (int i = 0; i < n; i++)
-    if (o->partition < 0 || parts[i] == o->partition) {
-      add_part(p, topic, parts[i]);
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+  int found = 0;
+  int rc = offs_topic_partitions(p->client, entry, l, err, errlen);
+  for (int i = 0; rc == HOST_EXIT_OK && i < l->cnt; i++)
+    if (o->partition < 0 || l->elems[i].partition == o->partition) {
+      if (!has_part(p, l->elems[i].topic, l->elems[i].partition))
+        add_part(p, l->elems[i].topic, l->elems[i].partition);
       found = 1;
     }
-  if (!found && o->partition >= 0) {
+  if (rc == HOST_EXIT_OK && !found && o->partition >= 0) {
     snprintf(err, errlen, "topic %s has no partition %" PRId32 " (it has %d)",
-             topic, o->partition, n);
+             entry, o->partition, l->cnt);
     rc = HOST_EXIT_CONFIG;
   }
-  free(parts);
+  rd_kafka_topic_partition_list_destroy(l);
   return rc;
 }
 
@@ -161,8 +173,10 @@ static int select_parts(replay_plan_t *p, const replay_opts_t *o, char *err,
                         size_t errlen) {
   const cfg_pipeline_t *pc = p->pc;
   if (o->topic && !pipeline_has_topic(pc, o->topic)) {
-    snprintf(err, errlen, "topic %s is not a topic of pipeline %s", o->topic,
-             pc->name);
+    snprintf(err, errlen,
+             "topic %s is not a topic of pipeline %s, nor matched by one of "
+             "its patterns",
+             o->topic, pc->name);
     return HOST_EXIT_CONFIG;
   }
   if (!o->topic && o->partition >= 0 && pc->n_topics != 1) {
@@ -171,9 +185,16 @@ static int select_parts(replay_plan_t *p, const replay_opts_t *o, char *err,
              pc->n_topics);
     return HOST_EXIT_CONFIG;
   }
+  if (!o->topic && o->partition >= 0 && topics_is_pattern(pc->topics[0])) {
+    snprintf(err, errlen,
+             "--partition needs --topic: pipeline %s subscribes to the "
+             "pattern %s",
+             pc->name, pc->topics[0]);
+    return HOST_EXIT_CONFIG;
+  }
+  if (o->topic)
+    return select_topic(p, o->topic, o, err, errlen);
   for (size_t t = 0; t < pc->n_topics; t++) {
-    if (o->topic && strcmp(o->topic, pc->topics[t]) != 0)
-      continue;
     int rc = select_topic(p, pc->topics[t], o, err, errlen);
     if (rc != HOST_EXIT_OK)
       return rc;
@@ -517,20 +538,18 @@ static int await_assignment(replay_plan_t *p, rd_kafka_t *rk, probe_t *pr,
 static int refuse_if_shared(replay_plan_t *p, const probe_t *pr,
                             const rd_kafka_topic_partition_list_t *topics,
                             char *err, size_t errlen) {
-  int total = 0, missing = 0;
-  for (int t = 0; t < topics->cnt; t++) {
-    int32_t *parts;
-    int n;
-    int rc = offs_topic_partitions(p->client, topics->elems[t].topic, &parts,
-                                   &n, err, errlen);
-    if (rc != HOST_EXIT_OK)
-      return rc;
-    for (int i = 0; i < n; i++)
-      missing += !rd_kafka_topic_partition_list_find(
-          pr->owned, topics->elems[t].topic, parts[i]);
-    total += n;
-    free(parts);
-  }
+  rd_kafka_topic_partition_list_t *all = rd_kafka_topic_partition_list_new(8);
+  int missing = 0, rc = HOST_EXIT_OK;
+  for (int t = 0; rc == HOST_EXIT_OK && t < topics->cnt; t++)
+    rc = offs_topic_partitions(p->client, topics->elems[t].topic, all, err,
+                               errlen);
+  int total = all->cnt;
+  for (int i = 0; rc == HOST_EXIT_OK && i < all->cnt; i++)
+    missing += !rd_kafka_topic_partition_list_find(
+        pr->owned, all->elems[i].topic, all->elems[i].partition);
+  rd_kafka_topic_partition_list_destroy(all);
+  if (rc != HOST_EXIT_OK)
+    return rc;
   if (missing == 0)
     return HOST_EXIT_OK;
   snprintf(err, errlen,

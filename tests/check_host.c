@@ -15,10 +15,13 @@
 #define TOPIC "order-completed"
 #define GROUP "data-platform-consumer-group"
 
-/* A config for one pipeline using the scripted fixture plugin. */
-static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
-                       int members, const char *log, const char *db,
-                       const char *pipeline_extra, const char *plugin_extra) {
+/* A config for one pipeline using the scripted fixture plugin, with the
+ * topics (libconfig list items) given. */
+static char *write_cfg_topics(mu_cluster_t *c, const char *file,
+                              const char *topics, const char *group,
+                              int members, const char *log, const char *db,
+                              const char *pipeline_extra,
+                              const char *plugin_extra) {
   char *text = NULL, *plugin = tu_fixture("scripted");
   ck_assert_int_ge(
       asprintf(&text,
@@ -30,13 +33,13 @@ static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
                "dedup = { path = \"%s/%s\"; };\n"
                "pipelines = ( {\n"
                "  name = \"orders\"; group_id = \"%s\";\n"
-               "  topics = [ \"" TOPIC "\" ]; members = %d;\n"
+               "  topics = [ %s ]; members = %d;\n"
                "  plugin = \"%s\";\n"
                "  %s\n"
                "  %s\n"
                "  config = { log_path = \"%s/%s\"; %s };\n"
                "} );\n",
-               c->bootstraps, c->dir, db, group, members, plugin,
+               c->bootstraps, c->dir, db, group, topics, members, plugin,
                pipeline_extra && strstr(pipeline_extra, "retry")
                    ? ""
                    : "retry = { max = 5; backoff = \"40ms\"; backoff_max = "
@@ -48,6 +51,14 @@ static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
   free(text);
   free(plugin);
   return path;
+}
+
+/* The same with the one topic TOPIC. */
+static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
+                       int members, const char *log, const char *db,
+                       const char *pipeline_extra, const char *plugin_extra) {
+  return write_cfg_topics(c, file, "\"" TOPIC "\"", group, members, log, db,
+                          pipeline_extra, plugin_extra);
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
@@ -474,6 +485,131 @@ START_TEST(test_member_kafka_conf) {
 }
 END_TEST
 
+/* Distinct event IDs among the OK lines of a and b. */
+static size_t distinct_ok(const mu_line_t *a, size_t na, const mu_line_t *b,
+                          size_t nb) {
+  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+  for (size_t i = 0; i < na + nb; i++) {
+    const mu_line_t *l = i < na ? &a[i] : &b[i - na];
+    if (l->result == KHOST_OK)
+      g_hash_table_add(seen, (gpointer)l->event_id);
+  }
+  size_t n = g_hash_table_size(seen);
+  g_hash_table_destroy(seen);
+  return n;
+}
+
+/* --exit-at-end with two hosts (one member each, each its own dedup store)
+ * in one group: each commits only the partitions it owns, and each stops
+ * once the group has committed every partition up to the end offset it
+ * had at start, the other host's partitions included. */
+START_TEST(test_exit_at_end_two_hosts) {
+  enum { PARTS = 3, RECORDS = 300 };
+  mu_cluster_t c;
+  char id[32];
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  for (int i = 0; i < RECORDS; i++) {
+    snprintf(id, sizeof(id), "evt-%04d", i);
+    mu_produce(&c, TOPIC, i % PARTS, id, NULL, "order");
+  }
+  mu_flush(&c);
+  /* Slow enough that both join before either is done: the mock
+   * coordinator waits 3 s for members on a group's first join. */
+  char *cfg_a = write_cfg(&c, "a.cfg", GROUP, 1, "a.log", "a.db",
+                          "max_batch = 10;", "slow_ms = 5;");
+  char *cfg_b = write_cfg(&c, "b.cfg", GROUP, 1, "b.log", "b.db",
+                          "max_batch = 10;", "slow_ms = 5;");
+  char *log_a = dir_file(&c, "a.log"), *log_b = dir_file(&c, "b.log");
+  mu_host_t a, b;
+  mu_host_start(&a, cfg_a, 1);
+  mu_host_start(&b, cfg_b, 1);
+  mu_host_wait(&a, 60000);
+  mu_host_wait(&b, 60000);
+  ck_assert_int_eq(a.status, 0);
+  ck_assert_int_eq(b.status, 0);
+
+  size_t na, nb;
+  mu_line_t *la = mu_read_lines(log_a, &na), *lb = mu_read_lines(log_b, &nb);
+  /* Both owned partitions: neither committed every partition itself. */
+  ck_assert_uint_gt(na, 0);
+  ck_assert_uint_gt(nb, 0);
+  ck_assert_uint_eq(distinct_ok(la, na, lb, nb), RECORDS);
+  assert_committed_at_end(&c, GROUP, PARTS);
+  mu_host_close(&a);
+  mu_host_close(&b);
+  free(la);
+  free(lb);
+  free(log_a);
+  free(log_b);
+  free(cfg_a);
+  free(cfg_b);
+  mu_stop(&c);
+}
+END_TEST
+
+/* --exit-at-end on a "^regex" subscription: the end offsets are those of
+ * every matching topic (not of a topic named "^orders-.*"), and only
+ * those. */
+START_TEST(test_exit_at_end_regex_topic) {
+  static const char *topics[] = {"orders-eu", "orders-us", "payments"};
+  mu_cluster_t c;
+  char id[32];
+  mu_start(&c, 1);
+  for (int t = 0; t < 3; t++) {
+    mu_topic(&c, topics[t], 2);
+    for (int i = 0; i < 40; i++) {
+      snprintf(id, sizeof(id), "%s-%03d", topics[t], i);
+      mu_produce(&c, topics[t], i % 2, id, NULL, "order");
+    }
+  }
+  mu_flush(&c);
+  char *cfg = write_cfg_topics(&c, "a.cfg", "\"^orders-.*\"", GROUP, 2,
+                               "calls.log", "dedup.db", NULL, NULL);
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, 80);
+  char *log = dir_file(&c, "calls.log");
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  ck_assert_uint_eq(n, 80);
+  for (size_t i = 0; i < n; i++)
+    ck_assert_str_ne(l[i].topic, "payments");
+  for (int t = 0; t < 2; t++)
+    for (int p = 0; p < 2; p++)
+      ck_assert_int_eq(mu_committed(&c, GROUP, topics[t], p), 20);
+  ck_assert_int_lt(mu_committed(&c, GROUP, "payments", 0), 0);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A pattern that matches no topic: --exit-at-end cannot know where the
+ * end is and refuses to start, naming the pattern, as for a missing
+ * topic. */
+START_TEST(test_exit_at_end_regex_matching_nothing) {
+  mu_cluster_t c;
+  cfg_t cfg;
+  host_t *h = NULL;
+  host_opts_t opts = {.exit_at_end = 1};
+  char err[4096] = "";
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  char *path = write_cfg_topics(&c, "a.cfg", "\"^refunds-.*\"", GROUP, 1,
+                                "calls.log", "dedup.db", NULL, NULL);
+  ck_assert_msg(cfg_load(&cfg, path, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(host_open(&h, &cfg, &opts, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(host_start(h, err, sizeof(err)), HOST_EXIT_CONFIG);
+  ck_assert_str_eq(err, "orders: topic pattern ^refunds-.* matches no topic "
+                        "in the cluster");
+  host_close(h);
+  cfg_free(&cfg);
+  free(path);
+  mu_stop(&c);
+}
+END_TEST
+
 Suite *host_suite(void) {
   Suite *s = suite_create("host");
   TCase *tc = tcase_create("mock-cluster");
@@ -488,6 +624,9 @@ Suite *host_suite(void) {
   tcase_add_test(tc, test_retries_exhausted_become_fail);
   tcase_add_test(tc, test_fatal_stops_without_committing_past_it);
   tcase_add_test(tc, test_member_kafka_conf);
+  tcase_add_test(tc, test_exit_at_end_two_hosts);
+  tcase_add_test(tc, test_exit_at_end_regex_topic);
+  tcase_add_test(tc, test_exit_at_end_regex_matching_nothing);
   suite_add_tcase(s, tc);
   return s;
 }

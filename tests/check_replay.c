@@ -28,10 +28,11 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* <dir>/<name>: pipeline "orders" of group on TOPIC, the scripted plugin
- * logging its calls to <dir>/calls.log. */
-static char *write_cfg_as(mu_cluster_t *c, const char *name, const char *group,
-                          const char *pipeline_extra) {
+/* <dir>/<name>: pipeline "orders" of group on the topics given (libconfig
+ * list items), the scripted plugin logging its calls to <dir>/calls.log. */
+static char *write_cfg_full(mu_cluster_t *c, const char *name,
+                            const char *group, const char *topics,
+                            const char *pipeline_extra) {
   char *text = NULL, *plugin = tu_fixture("scripted");
   ck_assert_int_ge(asprintf(&text,
                             "shutdown_timeout = \"20s\";\n"
@@ -41,17 +42,27 @@ static char *write_cfg_as(mu_cluster_t *c, const char *name, const char *group,
                             "dedup = { path = \"%s/dedup.db\"; };\n"
                             "pipelines = ( {\n"
                             "  name = \"orders\"; group_id = \"%s\";\n"
-                            "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
+                            "  topics = [ %s ]; plugin = \"%s\";\n"
                             "  %s\n"
                             "  config = { log_path = \"%s/calls.log\"; };\n"
                             "} );\n",
-                            c->bootstraps, c->dir, group, plugin,
+                            c->bootstraps, c->dir, group, topics, plugin,
                             pipeline_extra ? pipeline_extra : "", c->dir),
                    0);
   char *path = tu_write_file(c->dir, name, text);
   free(text);
   free(plugin);
   return path;
+}
+
+static char *write_cfg_as(mu_cluster_t *c, const char *name, const char *group,
+                          const char *pipeline_extra) {
+  return write_cfg_full(c, name, group, "\"" TOPIC "\"", pipeline_extra);
+}
+
+static char *write_cfg_topics(mu_cluster_t *c, const char *topics,
+                              const char *pipeline_extra) {
+  return write_cfg_full(c, "khost.cfg", GROUP, topics, pipeline_extra);
 }
 
 static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra) {
@@ -482,6 +493,126 @@ START_TEST(test_run_from_beginning) {
 }
 END_TEST
 
+/* ------------------------------------------------------ regex topics */
+
+/* Topics of which the pattern ^orders-.* matches the first two, with 2
+ * partitions each. */
+static const char *const RX_TOPICS[] = {"orders-eu", "orders-us", "payments"};
+#define RX_PATTERN "\"^orders-.*\""
+
+/* n records to each partition of topic, event IDs <topic>-<p>-<i> from
+ * `first` on. */
+static void produce_rx(mu_cluster_t *c, const char *topic, int first, int n) {
+  char id[64];
+  for (int p = 0; p < 2; p++)
+    for (int i = first; i < first + n; i++) {
+      snprintf(id, sizeof(id), "%s-%d-%03d", topic, p, i);
+      mu_produce(c, topic, p, id, NULL, "order");
+    }
+  mu_flush(c);
+}
+
+/* The regex topics, 30 records per partition, run to the end by the
+ * pipeline subscribed to ^orders-.*. */
+static char *rx_consumed(mu_cluster_t *c) {
+  mu_start(c, 1);
+  for (int t = 0; t < 3; t++) {
+    mu_topic(c, RX_TOPICS[t], 2);
+    produce_rx(c, RX_TOPICS[t], 0, 30);
+  }
+  char *cfg = write_cfg_topics(c, RX_PATTERN, NULL);
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, 2 * 2 * 30);
+  return cfg;
+}
+
+/* `offsets` on a pipeline subscribed to a pattern: a row per partition of
+ * each matching topic, in order; a pattern matching nothing is a note. */
+START_TEST(test_offsets_regex_topic) {
+  mu_cluster_t c;
+  char err[4096];
+  cfg_t cf;
+  offs_report_t r = {0};
+  char *cfg = rx_consumed(&c);
+  produce_rx(&c, "orders-us", 30, 20);
+  ck_assert_int_eq(cfg_load(&cf, cfg, err, sizeof(err)), 0);
+  ck_assert_msg(offs_gather(&r, &cf, &cf.pipelines[0], err, sizeof(err)) == 0,
+                "%s", err);
+  ck_assert_uint_eq(r.n, 4);
+  for (size_t i = 0; i < r.n; i++) {
+    const offs_row_t *row = &r.rows[i];
+    int us = i >= 2;
+    ck_assert_str_eq(row->topic, RX_TOPICS[us]);
+    ck_assert_int_eq(row->partition, (int32_t)(i % 2));
+    ck_assert_int_eq(row->committed, 30);
+    ck_assert_int_eq(row->end, us ? 50 : 30);
+    ck_assert_int_eq(row->lag, us ? 20 : 0);
+  }
+  ck_assert_uint_eq(r.n_notes, 1); /* members unknown (the mock) */
+  offs_report_free(&r);
+  cfg_free(&cf);
+  free(cfg);
+
+  cfg = write_cfg_topics(&c, "\"^refunds-.*\", \"payments\"", NULL);
+  ck_assert_int_eq(cfg_load(&cf, cfg, err, sizeof(err)), 0);
+  ck_assert_msg(offs_gather(&r, &cf, &cf.pipelines[0], err, sizeof(err)) == 0,
+                "%s", err);
+  ck_assert_uint_eq(r.n, 2); /* payments */
+  ck_assert_str_eq(r.notes[0], "pipeline orders: topic pattern ^refunds-.* "
+                               "matches no topic in the cluster");
+  offs_report_free(&r);
+  cfg_free(&cf);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* `replay` on a pipeline subscribed to a pattern: every partition of each
+ * matching topic moves (and only those); --topic takes a matching topic,
+ * not another one; a pattern matching nothing is an error. */
+START_TEST(test_replay_regex_topic) {
+  mu_cluster_t c;
+  char err[4096] = "";
+  char *cfg = rx_consumed(&c);
+
+  replay_opts_t o = opts_from("earliest", DEDUP_REPLAY_SKIP);
+  o.topic = "payments";
+  ck_assert_int_eq(replay(cfg, &o, 0, err, sizeof(err)), HOST_EXIT_CONFIG);
+  ck_assert_msg(strstr(err, "is not a topic of pipeline orders") != NULL, "%s",
+                err);
+  o.topic = NULL;
+  o.partition = 1;
+  ck_assert_int_eq(replay(cfg, &o, 0, err, sizeof(err)), HOST_EXIT_CONFIG);
+  ck_assert_msg(strstr(err, "--partition needs --topic") != NULL, "%s", err);
+
+  /* --topic orders-us --partition 1: that one partition. */
+  o.topic = "orders-us";
+  replay_ok(cfg, &o);
+  ck_assert_int_eq(mu_committed(&c, GROUP, "orders-us", 1), 0);
+  ck_assert_int_eq(mu_committed(&c, GROUP, "orders-us", 0), 30);
+  ck_assert_int_eq(mu_committed(&c, GROUP, "orders-eu", 1), 30);
+
+  /* Every partition the pattern matches. */
+  o = opts_from("earliest", DEDUP_REPLAY_SKIP);
+  replay_ok(cfg, &o);
+  for (int t = 0; t < 2; t++)
+    for (int p = 0; p < 2; p++)
+      ck_assert_int_eq(mu_committed(&c, GROUP, RX_TOPICS[t], p), 0);
+  ck_assert_int_lt(mu_committed(&c, GROUP, "payments", 0), 0);
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, 0);
+  ck_assert_uint_eq(s.duplicates, 2 * 2 * 30);
+  free(cfg);
+
+  cfg = write_cfg_topics(&c, "\"^refunds-.*\"", NULL);
+  ck_assert_int_eq(replay(cfg, &o, 0, err, sizeof(err)), HOST_EXIT_CONFIG);
+  ck_assert_str_eq(err, "topic pattern ^refunds-.* matches no topic in the "
+                        "cluster");
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* ------------------------------------------------------------- parsers */
 
 START_TEST(test_parse_from) {
@@ -582,6 +713,8 @@ Suite *replay_suite(void) {
   tcase_add_test(tc, test_dry_run_changes_nothing);
   tcase_add_test(tc, test_offsets_after_partial_consumption);
   tcase_add_test(tc, test_run_from_beginning);
+  tcase_add_test(tc, test_offsets_regex_topic);
+  tcase_add_test(tc, test_replay_regex_topic);
   suite_add_tcase(s, tc);
   return s;
 }
