@@ -20,7 +20,7 @@
 #define KU_GROUP_COMMAND                                                       \
   "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 
-static const char *broker_script(void) {
+const char *ku_broker_script(void) {
   const char *s = getenv("KHOST_KAFKA_BROKER");
   return s && *s ? s : TOP_SRCDIR "/tests/kafka/broker";
 }
@@ -159,10 +159,14 @@ static int topic_ready(mu_cluster_t *c, const char *topic, int partitions) {
   return ok;
 }
 
-void ku_topic(mu_cluster_t *c, const char *topic, int partitions) {
-  create_topic(c, topic, partitions);
+void ku_wait_topic(mu_cluster_t *c, const char *topic, int partitions) {
   TU_WAIT_UNTIL(topic_ready(c, topic, partitions), KU_TIMEOUT_MS,
                 "every broker knows the new topic and its leaders");
+}
+
+void ku_topic(mu_cluster_t *c, const char *topic, int partitions) {
+  create_topic(c, topic, partitions);
+  ku_wait_topic(c, topic, partitions);
 }
 
 int32_t ku_leader(mu_cluster_t *c, const char *topic, int32_t partition) {
@@ -264,7 +268,7 @@ void ku_proc_free(ku_proc_t *p) {
  * unless it exits 0. Returns its stdout (malloc'd). */
 static char *run_broker_script(const char *dir, const char *tag,
                                char *const args[]) {
-  char *argv[16] = {(char *)broker_script()};
+  char *argv[16] = {(char *)ku_broker_script()};
   size_t n = 1;
   for (; args[n - 1]; n++) {
     ck_assert_uint_lt(n, 15);
