@@ -730,6 +730,56 @@ static void committed_offsets(scenario_t *s, int64_t *out) {
     out[p] = mu_committed(&s->c, s->group, s->topic, p);
 }
 
+/* One partition of s's topic as `khost offsets --json` reports it: -1 for
+ * a null offset, "" for a null member. */
+typedef struct offsets_row {
+  int64_t committed, start, end, lag;
+  char member[256];
+} offsets_row_t;
+
+static int64_t json_offset(json_t *v) {
+  return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* `khost offsets -c cfg --json`: the rows of s's topic in out[partition];
+ * fails unless it exits 0 with one row of s's group per partition. */
+static void khost_offsets(scenario_t *s, const char *cfg, offsets_row_t *out) {
+  char *const argv[] = {KHOST, "offsets", "-c", (char *)cfg, "--json", NULL};
+  cmd_result_t r;
+  json_error_t jerr;
+  size_t i;
+  json_t *row;
+  int found = 0;
+  run_cmd(s, "offsets", argv, &r);
+  ck_assert_msg(r.status == 0, "khost offsets exited %d:\n%s", r.status,
+                ku_tail(r.err));
+  json_t *rows = json_loads(r.out, 0, &jerr);
+  ck_assert_msg(json_is_array(rows), "khost offsets --json: %s:\n%s", jerr.text,
+                ku_tail(r.out));
+  json_array_foreach(rows, i, row) {
+    const char *topic = json_string_value(json_object_get(row, "topic"));
+    const char *group = json_string_value(json_object_get(row, "group"));
+    const char *member = json_string_value(json_object_get(row, "member"));
+    json_int_t p = json_integer_value(json_object_get(row, "partition"));
+    if (!topic || strcmp(topic, s->topic) != 0)
+      continue;
+    ck_assert_msg(group && strcmp(group, s->group) == 0 && p >= 0 &&
+                      p < s->partitions && found < s->partitions,
+                  "khost offsets --json: unexpected row %zu:\n%s", i, r.out);
+    out[p].committed = json_offset(json_object_get(row, "committed"));
+    out[p].start = json_offset(json_object_get(row, "start"));
+    out[p].end = json_offset(json_object_get(row, "end"));
+    out[p].lag = json_offset(json_object_get(row, "lag"));
+    snprintf(out[p].member, sizeof(out[p].member), "%s", member ? member : "");
+    found++;
+  }
+  ck_assert_msg(found == s->partitions,
+                "khost offsets --json: %d rows of %s for %d partitions:\n%s",
+                found, s->topic, s->partitions, r.out);
+  json_decref(rows);
+  cmd_result_free(&r);
+}
+
 /* ------------------------------------------------- README's replay example */
 
 #define README_EXAMPLE                                                         \
@@ -1075,6 +1125,155 @@ START_TEST(test_readme_replay) {
 }
 END_TEST
 
+/* ------------------------------------------------- offsets and members */
+
+/* `khost offsets` once the host of two members has settled: every
+ * partition committed at its end and assigned, both members owning some. */
+static int group_settled(const offsets_row_t *rows, int n) {
+  int zero = 0, one = 0;
+  for (int p = 0; p < n; p++) {
+    if (rows[p].end <= 0 || rows[p].committed != rows[p].end)
+      return 0;
+    zero |= strcmp(rows[p].member, "khost-orders-0@127.0.0.1") == 0;
+    one |= strcmp(rows[p].member, "khost-orders-1@127.0.0.1") == 0;
+    if (!rows[p].member[0])
+      return 0;
+  }
+  return zero && one;
+}
+
+static char *rows_text(const offsets_row_t *rows, int n) {
+  GString *s = g_string_new(NULL);
+  for (int p = 0; p < n; p++)
+    g_string_append_printf(
+        s, "[%d] committed %" PRId64 " end %" PRId64 " member %s\n", p,
+        rows[p].committed, rows[p].end,
+        rows[p].member[0] ? rows[p].member : "null");
+  return g_string_free(s, FALSE);
+}
+
+/* A host of two members (client.id khost-orders-0 and -1) consumes and
+ * keeps running. `khost offsets --json` names the member of every
+ * partition (client.id@host), as Kafka's ConsumerGroupCommand shows it:
+ * only a real broker answers the DescribeGroups this needs. Then `khost
+ * replay` is refused (exit 1) naming the members, and changes nothing: the
+ * committed offsets, read back with librdkafka and with Kafka's tool, and
+ * the host's assignment are those of before. */
+START_TEST(test_offsets_and_replay_while_running) {
+  enum { PARTS = 3, RECORDS = 90 };
+  scenario_t s;
+  mu_host_t h;
+  pipeline_stats_t st;
+  offsets_row_t rows[PARTS], after[PARTS];
+  ku_group_offsets_t tool[PARTS];
+  int64_t before[PARTS], now[PARTS];
+  scenario_open(&s, "running", PARTS);
+  produce_range(&s, 0, RECORDS);
+  char *cfg = write_cfg(&s, "r.cfg", 2, "calls.log", "dedup.db", NULL, NULL);
+  mu_host_start(&h, cfg, 0);
+  int64_t deadline = tu_mono_ms() + 60000;
+  for (khost_offsets(&s, cfg, rows); !group_settled(rows, PARTS);
+       khost_offsets(&s, cfg, rows)) {
+    if (tu_mono_ms() >= deadline) {
+      char *text = rows_text(rows, PARTS);
+      ck_abort_msg("timed out waiting for both members to own partitions "
+                   "committed at their end:\n%s",
+                   text);
+    }
+    usleep(100 * 1000);
+  }
+  ku_describe_group(&s.c, s.group, s.topic, tool, PARTS);
+  for (int p = 0; p < PARTS; p++)
+    ck_assert_msg(strcmp(rows[p].member, tool[p].member) == 0,
+                  "[%d]: khost offsets says member %s, kafka-consumer-groups "
+                  "%s",
+                  p, rows[p].member, tool[p].member);
+
+  committed_offsets(&s, before);
+  char *const argv[] = {KHOST,    "replay", "-c",       cfg, "-p",
+                        "orders", "--from", "earliest", NULL};
+  cmd_result_t r;
+  run_cmd(&s, "replay", argv, &r);
+  ck_assert_msg(r.status == 1, "khost replay exited %d:\n%s", r.status,
+                ku_tail(r.err));
+  ck_assert_msg(strstr(r.err, "has 2 active member(s)") &&
+                    strstr(r.err, "khost-orders-0@127.0.0.1") &&
+                    strstr(r.err, "khost-orders-1@127.0.0.1"),
+                "khost replay does not name the members:\n%s", r.err);
+  cmd_result_free(&r);
+  committed_offsets(&s, now);
+  ku_describe_group(&s.c, s.group, s.topic, tool, PARTS);
+  khost_offsets(&s, cfg, after);
+  for (int p = 0; p < PARTS; p++) {
+    ck_assert_msg(now[p] == before[p] && tool[p].current == before[p],
+                  "[%d] committed %" PRId64 " before the replay; after it "
+                  "%" PRId64 ", kafka-consumer-groups %" PRId64,
+                  p, before[p], now[p], tool[p].current);
+    ck_assert_str_eq(after[p].member, rows[p].member);
+  }
+  mu_host_stats(&h, &st);
+  ck_assert_uint_eq(st.assigned, PARTS);
+  ck_assert_msg(!host_done(h.host), "the host stopped");
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_close(&h);
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
+/* Partitions of unequal length are consumed to their end, then more
+ * records arrive on two of them. For every partition, the committed
+ * offset, end and lag `khost offsets --json` reports equal what Kafka's
+ * ConsumerGroupCommand reports, and no member is named by either. */
+START_TEST(test_offsets_match_kafka_tool) {
+  enum { PARTS = 4 };
+  static const int first[PARTS] = {3, 10, 17, 24}, more[PARTS] = {0, 5, 0, 9};
+  scenario_t s;
+  offsets_row_t rows[PARTS];
+  ku_group_offsets_t tool[PARTS];
+  char id[32];
+  int n = 0, total = 0;
+  scenario_open(&s, "offsets", PARTS);
+  for (int p = 0; p < PARTS; p++)
+    for (int i = 0; i < first[p]; i++, total++) {
+      snprintf(id, sizeof(id), "evt-%05d", n++);
+      mu_produce(&s.c, s.topic, p, id, NULL, "order");
+    }
+  ku_flush(&s.c);
+  char *cfg = write_cfg(&s, "o.cfg", 1, "calls.log", "dedup.db", NULL, NULL);
+  ck_assert_uint_eq(run_to_end(cfg).handled, (uint64_t)total);
+  for (int p = 0; p < PARTS; p++)
+    for (int i = 0; i < more[p]; i++) {
+      snprintf(id, sizeof(id), "evt-%05d", n++);
+      mu_produce(&s.c, s.topic, p, id, NULL, "order");
+    }
+  ku_flush(&s.c);
+
+  khost_offsets(&s, cfg, rows);
+  ku_describe_group(&s.c, s.group, s.topic, tool, PARTS);
+  for (int p = 0; p < PARTS; p++) {
+    ck_assert_msg(
+        rows[p].committed == tool[p].current &&
+            rows[p].end == tool[p].log_end && rows[p].lag == tool[p].lag &&
+            strcmp(rows[p].member, tool[p].member) == 0,
+        "[%d]: khost offsets: committed %" PRId64 ", end %" PRId64
+        ", lag %" PRId64 ", member '%s'; kafka-consumer-groups: "
+        "%" PRId64 ", %" PRId64 ", %" PRId64 ", '%s'",
+        p, rows[p].committed, rows[p].end, rows[p].lag, rows[p].member,
+        tool[p].current, tool[p].log_end, tool[p].lag, tool[p].member);
+    /* And both are right. */
+    ck_assert_int_eq(rows[p].committed, first[p]);
+    ck_assert_int_eq(rows[p].end, first[p] + more[p]);
+    ck_assert_int_eq(rows[p].lag, more[p]);
+    ck_assert_int_eq(rows[p].start, 0);
+    ck_assert_str_eq(rows[p].member, "");
+  }
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
 /* ------------------------------------------------- dead-letter topic */
 
 typedef struct dead_letters {
@@ -1224,6 +1423,12 @@ Suite *kafka_suite(void) {
   tcase_set_timeout(readme, 240);
   tcase_add_test(readme, test_readme_replay);
   suite_add_tcase(s, readme);
+  TCase *offsets = tcase_create("offsets");
+  tcase_add_unchecked_fixture(offsets, case_setup, case_teardown);
+  tcase_set_timeout(offsets, 240);
+  tcase_add_test(offsets, test_offsets_and_replay_while_running);
+  tcase_add_test(offsets, test_offsets_match_kafka_tool);
+  suite_add_tcase(s, offsets);
   TCase *dead = tcase_create("dead-letter");
   tcase_add_unchecked_fixture(dead, case_setup, case_teardown);
   tcase_set_timeout(dead, 240);

@@ -310,11 +310,22 @@ static int64_t tool_number(const char *field) {
   return strcmp(field, "-") == 0 ? -1 : strtoll(field, NULL, 10);
 }
 
+/* The member columns CONSUMER-ID HOST CLIENT-ID of a --describe row
+ * (t[0..2]) as CLIENT-ID@HOST in out, or "" for "- - -". */
+static void member_of(const char *const *t, char *out, size_t size) {
+  const char *host = t[1][0] == '/' ? t[1] + 1 : t[1];
+  if (strcmp(t[0], "-") == 0)
+    out[0] = '\0';
+  else
+    snprintf(out, size, "%s@%s", t[2], host);
+}
+
 /* The tool prints a table GROUP TOPIC PARTITION A [B C ...] per partition;
  * its --reset-offsets output has no line breaks between rows, so the text
  * is read as a stream of words. For rows of group and topic:
- * out[partition] = {A, B, C} (only A when vals is 1). Returns the number
- * of rows found. */
+ * out[partition] = {A, B, C} (only A when vals is 1), and with vals 3 the
+ * member of the three columns that follow. Returns the number of rows
+ * found. */
 static int parse_rows(const char *text, const char *group, const char *topic,
                       int vals, ku_group_offsets_t *out, int n) {
   gchar **w = g_strsplit_set(text, " \t\r\n", -1);
@@ -333,6 +344,11 @@ static int parse_rows(const char *text, const char *group, const char *topic,
     out[part].current = tool_number(t[3]);
     out[part].log_end = vals > 1 ? tool_number(t[4]) : -1;
     out[part].lag = vals > 2 ? tool_number(t[5]) : -1;
+    out[part].member[0] = '\0';
+    if (vals > 2 && i + 9 <= words->len) {
+      member_of(t + 6, out[part].member, sizeof(out[part].member));
+      i += 3;
+    }
     found++;
     i += 2 + (guint)vals;
   }

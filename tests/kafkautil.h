@@ -57,6 +57,9 @@ typedef struct ku_group_offsets {
   int64_t current; /* committed offset */
   int64_t log_end;
   int64_t lag;
+  /* The member it is assigned to as CLIENT-ID@HOST (the tool prints the
+   * host as "/127.0.0.1"; the slash is left out); "" when none is. */
+  char member[256];
 } ku_group_offsets_t;
 
 /* `kafka-consumer-groups --describe --group group`, rows of topic in
