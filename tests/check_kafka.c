@@ -17,6 +17,7 @@
 #include <check.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,10 +408,11 @@ END_TEST
 
 /* ------------------------------------------------- SIGKILL of khost */
 
-/* "[orders] handled N, duplicates skipped M" of a khost's stderr. */
-static void parse_summary(const char *err, uint64_t *handled,
-                          uint64_t *duplicates) {
-  static const char key[] = "[orders] handled ";
+/* "[pipeline] handled N, duplicates skipped M" of a khost's stderr. */
+static void parse_summary(const char *err, const char *pipeline,
+                          uint64_t *handled, uint64_t *duplicates) {
+  char key[160];
+  snprintf(key, sizeof(key), "[%s] handled ", pipeline);
   const char *at = err ? strstr(err, key) : NULL;
   ck_assert_msg(at != NULL, "no summary line in stderr:\n%s", ku_tail(err));
   ck_assert_msg(sscanf(at + strlen(key),
@@ -495,7 +497,7 @@ static void restart(scenario_t *s, kill_run_t *k, uint64_t *handled,
   /* A sanitized build reports in stderr; UBSan keeps the exit status. */
   ck_assert_msg(!strstr(err, "runtime error:") && !strstr(err, "Sanitizer"),
                 "sanitizer report:\n%s", ku_tail(err));
-  parse_summary(err, handled, duplicates);
+  parse_summary(err, "orders", handled, duplicates);
   free(err);
   ku_proc_free(&p);
 }
@@ -690,6 +692,588 @@ START_TEST(test_replay_from_time) {
 }
 END_TEST
 
+/* ------------------------------------------------- commands */
+
+/* A finished child: its exit status, stdout and stderr. */
+typedef struct cmd_result {
+  int status;
+  char *out, *err;
+} cmd_result_t;
+
+/* Run argv (argv[0] a path) to its end, its output in s's directory as
+ * <tag>.out/.err; fails when it is killed or does not end in time, or on
+ * a sanitizer report (UBSan keeps the exit status). */
+static void run_cmd(scenario_t *s, const char *tag, char *const argv[],
+                    cmd_result_t *r) {
+  ku_proc_t p;
+  ku_spawn(&p, s->c.dir, tag, argv);
+  r->status = ku_exit_status(&p, RUN_TIMEOUT_MS);
+  r->out = tu_read_file(p.out);
+  r->err = tu_read_file(p.err);
+  ck_assert_msg(r->out && r->err, "%s: no output files", tag);
+  ck_assert_msg(!strstr(r->err, "runtime error:") &&
+                    !strstr(r->err, "Sanitizer"),
+                "%s: sanitizer report:\n%s", tag, ku_tail(r->err));
+  ku_proc_free(&p);
+}
+
+static void cmd_result_free(cmd_result_t *r) {
+  free(r->out);
+  free(r->err);
+  r->out = r->err = NULL;
+}
+
+/* The committed offset of every partition of s's group, as librdkafka
+ * reads it (-1001 where nothing is committed). */
+static void committed_offsets(scenario_t *s, int64_t *out) {
+  for (int p = 0; p < s->partitions; p++)
+    out[p] = mu_committed(&s->c, s->group, s->topic, p);
+}
+
+/* One partition of s's topic as `khost offsets --json` reports it: -1 for
+ * a null offset, "" for a null member. */
+typedef struct offsets_row {
+  int64_t committed, start, end, lag;
+  char member[256];
+} offsets_row_t;
+
+static int64_t json_offset(json_t *v) {
+  return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* `khost offsets -c cfg --json`: the rows of s's topic in out[partition];
+ * fails unless it exits 0 with one row of s's group per partition. */
+static void khost_offsets(scenario_t *s, const char *cfg, offsets_row_t *out) {
+  char *const argv[] = {KHOST, "offsets", "-c", (char *)cfg, "--json", NULL};
+  cmd_result_t r;
+  json_error_t jerr;
+  size_t i;
+  json_t *row;
+  int found = 0;
+  run_cmd(s, "offsets", argv, &r);
+  ck_assert_msg(r.status == 0, "khost offsets exited %d:\n%s", r.status,
+                ku_tail(r.err));
+  json_t *rows = json_loads(r.out, 0, &jerr);
+  ck_assert_msg(json_is_array(rows), "khost offsets --json: %s:\n%s", jerr.text,
+                ku_tail(r.out));
+  json_array_foreach(rows, i, row) {
+    const char *topic = json_string_value(json_object_get(row, "topic"));
+    const char *group = json_string_value(json_object_get(row, "group"));
+    const char *member = json_string_value(json_object_get(row, "member"));
+    json_int_t p = json_integer_value(json_object_get(row, "partition"));
+    if (!topic || strcmp(topic, s->topic) != 0)
+      continue;
+    ck_assert_msg(group && strcmp(group, s->group) == 0 && p >= 0 &&
+                      p < s->partitions && found < s->partitions,
+                  "khost offsets --json: unexpected row %zu:\n%s", i, r.out);
+    out[p].committed = json_offset(json_object_get(row, "committed"));
+    out[p].start = json_offset(json_object_get(row, "start"));
+    out[p].end = json_offset(json_object_get(row, "end"));
+    out[p].lag = json_offset(json_object_get(row, "lag"));
+    snprintf(out[p].member, sizeof(out[p].member), "%s", member ? member : "");
+    found++;
+  }
+  ck_assert_msg(found == s->partitions,
+                "khost offsets --json: %d rows of %s for %d partitions:\n%s",
+                found, s->topic, s->partitions, r.out);
+  json_decref(rows);
+  cmd_result_free(&r);
+}
+
+/* ------------------------------------------------- README's replay example */
+
+#define README_EXAMPLE                                                         \
+  "### Worked example: rebuild a JSONL file from the whole topic\n"
+/* The letters of example_step() of the example's commands, others left
+ * out: start the broker, publish twice, run, offsets, dry run, replay,
+ * run, stop the broker. */
+#define README_STEPS "spprodxrt"
+/* `--partitions 3` */
+#define EXAMPLE_PARTS 3
+
+/* README.md's worked replay example, from its heading to the next one
+ * (g_free()). */
+static char *readme_example(void) {
+  char *readme = tu_read_file(TOP_SRCDIR "/README.md");
+  ck_assert_msg(readme != NULL, "cannot read README.md");
+  const char *start = strstr(readme, README_EXAMPLE);
+  ck_assert_msg(start != NULL, "README.md has no \"%s\"", README_EXAMPLE);
+  const char *body = start + strlen(README_EXAMPLE);
+  const char *h2 = strstr(body, "\n## "), *h3 = strstr(body, "\n### ");
+  const char *end = h2 && (!h3 || h2 < h3) ? h2 : h3;
+  char *section = g_strndup(start, end ? (size_t)(end - start) : strlen(start));
+  free(readme);
+  return section;
+}
+
+/* text with every `from` replaced by `to` (g_free()); fails when from does
+ * not occur. */
+static char *replace_all(const char *text, const char *from, const char *to) {
+  gchar **parts = g_strsplit(text, from, -1);
+  ck_assert_msg(g_strv_length(parts) > 1,
+                "README.md's worked replay example has no \"%s\"", from);
+  char *out = g_strjoinv(to, parts);
+  g_strfreev(parts);
+  return out;
+}
+
+/* The example says `words` (a line break counts as a space). */
+static void assert_readme_says(const char *section, const char *words) {
+  gchar *flat = g_strdup(section);
+  g_strdelimit(flat, "\n", ' ');
+  ck_assert_msg(strstr(flat, words) != NULL,
+                "README.md's worked replay example does not say \"%s\"", words);
+  g_free(flat);
+}
+
+/* The commands of the ```sh blocks of section, in order: one per line, a
+ * command with a here-document (<<EOF) with its lines up to EOF. */
+static GPtrArray *example_commands(const char *section) {
+  GPtrArray *cmds = g_ptr_array_new_with_free_func(g_free);
+  const char *p = section;
+  while ((p = strstr(p, "```sh\n")) != NULL) {
+    p += strlen("```sh\n");
+    const char *end = strstr(p, "```");
+    ck_assert_msg(end != NULL, "README.md: a ```sh block does not end");
+    gchar *block = g_strndup(p, (size_t)(end - p));
+    gchar **lines = g_strsplit(block, "\n", -1);
+    for (size_t i = 0; lines[i]; i++) {
+      if (!lines[i][0])
+        continue;
+      GString *cmd = g_string_new(lines[i]);
+      while (strstr(cmd->str, "<<EOF") &&
+             !g_str_has_suffix(cmd->str, "\nEOF")) {
+        ck_assert_msg(lines[i + 1] != NULL, "README.md: no EOF after %s",
+                      cmd->str);
+        g_string_append_printf(cmd, "\n%s", lines[++i]);
+      }
+      g_ptr_array_add(cmds, g_string_free(cmd, FALSE));
+    }
+    g_strfreev(lines);
+    g_free(block);
+    p = end + 3;
+  }
+  return cmds;
+}
+
+/* What a command of the example does, as a letter of README_STEPS ('.'
+ * for anything else). */
+static char example_step(const char *cmd) {
+  if (g_str_has_prefix(cmd, "tests/kafka/broker start"))
+    return 's';
+  if (g_str_has_prefix(cmd, "tests/kafka/broker stop"))
+    return 't';
+  if (strstr(cmd, "| kcat -P "))
+    return 'p';
+  if (g_str_has_prefix(cmd, "./src/khost run "))
+    return 'r';
+  if (g_str_has_prefix(cmd, "./src/khost offsets "))
+    return 'o';
+  if (g_str_has_prefix(cmd, "./src/khost replay "))
+    return strstr(cmd, " --dry-run") ? 'd' : 'x';
+  return '.';
+}
+
+/* A shell variable assignment (name=...) on one line. */
+static int is_assignment(const char *cmd) {
+  size_t n = strspn(cmd, "abcdefghijklmnopqrstuvwxyz_");
+  return n > 0 && cmd[n] == '=' && !strchr(cmd, '\n');
+}
+
+/* A directory standing for the top of the built tree: src and plugins of
+ * the build, tests/kafka of the broker script in use. */
+static char *example_tree(scenario_t *s) {
+  char *tree = dir_file(s, "tree");
+  gchar *tests = g_build_filename(tree, "tests", NULL);
+  gchar *src = g_build_filename(tree, "src", NULL);
+  gchar *plugins = g_build_filename(tree, "plugins", NULL);
+  gchar *kafka = g_build_filename(tests, "kafka", NULL);
+  gchar *scripts = g_path_get_dirname(ku_broker_script());
+  ck_assert_int_eq(g_mkdir_with_parents(tests, 0755), 0);
+  ck_assert_int_eq(symlink(TOP_BUILDDIR "/src", src), 0);
+  ck_assert_int_eq(symlink(TOP_BUILDDIR "/plugins", plugins), 0);
+  ck_assert_int_eq(symlink(scripts, kafka), 0);
+  g_free(scripts);
+  g_free(kafka);
+  g_free(plugins);
+  g_free(src);
+  g_free(tests);
+  return tree;
+}
+
+/* The JSONL file holds one line per order of the example: 6 objects of
+ * s's topic with the event IDs order-1 .. order-6. */
+static void assert_six_orders(scenario_t *s, const char *path) {
+  char *text = tu_read_file(path);
+  ck_assert_msg(text != NULL, "cannot read %s", path);
+  gchar **lines = g_strsplit(text, "\n", -1);
+  unsigned seen = 0, n = 0;
+  for (; lines[n] && lines[n][0]; n++) {
+    json_t *o = json_loads(lines[n], 0, NULL);
+    const char *topic = json_string_value(json_object_get(o, "topic"));
+    const char *id = json_string_value(json_object_get(o, "event_id"));
+    int k = id && strncmp(id, "order-", 6) == 0 ? atoi(id + 6) : 0;
+    ck_assert_msg(topic && strcmp(topic, s->topic) == 0 && k >= 1 && k <= 6 &&
+                      !(seen & (1u << k)),
+                  "%s: line %u: %s", path, n + 1, lines[n]);
+    seen |= 1u << k;
+    json_decref(o);
+  }
+  ck_assert_msg(n == 6 && !lines[n + 1], "%s: %u lines, not 6:\n%s", path, n,
+                text);
+  g_strfreev(lines);
+  free(text);
+}
+
+/* Partition p's committed offset is `at`; on a partition the records of
+ * the example left empty (kcat spreads them at random), nothing committed
+ * at all counts as well. */
+static int committed_at(scenario_t *s, int p, int64_t committed, int64_t at) {
+  return committed == at ||
+         (committed < 0 && mu_end_offset(&s->c, s->topic, p) == 0);
+}
+
+/* What the example's `khost offsets` printed: a row per partition of s's
+ * topic, committed at the end offset (or nothing on an empty one), lag 0,
+ * no member (the run has ended). */
+static void assert_example_offsets(scenario_t *s, const char *out) {
+  gchar **lines = g_strsplit(out, "\n", -1);
+  int rows = 0;
+  for (size_t i = 0; lines[i]; i++) {
+    char group[128], topic[128], committed[32], start[32], end[32], lag[32],
+        member[256];
+    int part;
+    if (sscanf(lines[i], "%127s %127s %d %31s %31s %31s %31s %255s", group,
+               topic, &part, committed, start, end, lag, member) != 8 ||
+        strcmp(group, s->group) != 0)
+      continue;
+    ck_assert_msg(
+        strcmp(topic, s->topic) == 0 &&
+            (strcmp(committed, end) == 0 ||
+             (strcmp(committed, "-") == 0 && strcmp(end, "0") == 0)) &&
+            strcmp(lag, "0") == 0 && strcmp(member, "-") == 0,
+        "khost offsets: %s", lines[i]);
+    rows++;
+  }
+  ck_assert_msg(rows == s->partitions, "khost offsets: %d rows:\n%s", rows,
+                out);
+  g_strfreev(lines);
+}
+
+/* A run of the example, checked step by step. */
+typedef struct example_run {
+  scenario_t *s;
+  char *jsonl;
+  int runs;
+  int64_t committed[EXAMPLE_PARTS]; /* after the last step checked */
+} example_run_t;
+
+/* What the example's step printed and changed, as README says. */
+static void check_example_step(example_run_t *e, char step,
+                               const cmd_result_t *r) {
+  static const char plan[] = "7 record(s) in front of the pipeline, 7 of "
+                             "them consumed before (replayed)";
+  scenario_t *s = e->s;
+  int64_t now[EXAMPLE_PARTS], total = 0;
+  uint64_t handled, duplicates;
+  if (!strchr("rodx", step))
+    return; /* before the topic exists, or nothing to check */
+  committed_offsets(s, now);
+  switch (step) {
+  case 'r': /* handled 6, duplicates skipped 1; one line per order */
+    parse_summary(r->err, "order-analytics", &handled, &duplicates);
+    ck_assert_msg(handled == 6 && duplicates == 1,
+                  "run %d: handled %" PRIu64 ", duplicates skipped %" PRIu64,
+                  e->runs + 1, handled, duplicates);
+    assert_six_orders(s, e->jsonl);
+    for (int p = 0; p < s->partitions; p++) {
+      int64_t end = mu_end_offset(&s->c, s->topic, p);
+      ck_assert_msg(committed_at(s, p, now[p], end),
+                    "run %d: [%d] committed %" PRId64 " of %" PRId64,
+                    e->runs + 1, p, now[p], end);
+      total += end;
+    }
+    ck_assert_int_eq(total, 7);
+    e->runs++;
+    break;
+  case 'o':
+    assert_example_offsets(s, r->out);
+    break;
+  case 'd': /* the plan, and nothing changed */
+    ck_assert_msg(strstr(r->out, plan) &&
+                      g_str_has_suffix(r->out, "dry run: nothing changed\n"),
+                  "khost replay --dry-run printed:\n%s", r->out);
+    for (int p = 0; p < s->partitions; p++)
+      ck_assert_msg(now[p] == e->committed[p],
+                    "the dry run moved [%d] from %" PRId64 " to %" PRId64, p,
+                    e->committed[p], now[p]);
+    break;
+  case 'x': /* the plan, and the group back at the start */
+    ck_assert_msg(strstr(r->out, plan) != NULL, "khost replay printed:\n%s",
+                  r->out);
+    for (int p = 0; p < s->partitions; p++)
+      ck_assert_msg(committed_at(s, p, now[p], 0),
+                    "after the replay [%d] is at %" PRId64, p, now[p]);
+    break;
+  }
+  memcpy(e->committed, now, sizeof(now));
+}
+
+/* The example's steps come in the order README_STEPS, the broker's stop
+ * last. */
+static void check_example_plan(GPtrArray *cmds) {
+  GString *steps = g_string_new(NULL);
+  for (guint i = 0; i < cmds->len; i++)
+    if (example_step(cmds->pdata[i]) != '.')
+      g_string_append_c(steps, example_step(cmds->pdata[i]));
+  ck_assert_msg(strcmp(steps->str, README_STEPS) == 0 &&
+                    example_step(cmds->pdata[cmds->len - 1]) == 't',
+                "README.md's replay example: steps %s, not " README_STEPS
+                " ending with the broker's stop (s start, p publish, r run, "
+                "o offsets, d dry run, x replay, t stop)",
+                steps->str);
+  g_string_free(steps, TRUE);
+}
+
+/* README.md's worked replay example, every command as README writes it,
+ * each run by /bin/sh -e in a directory standing for the top of the built
+ * tree after the example's variable assignments before it (as in one
+ * shell). It runs on this test run's cluster: its `tests/kafka/broker
+ * start` and `stop` are left out, /tmp/ is the test's directory, and the
+ * topic and group get this process's id. Each step prints and changes what
+ * README says, and README says what the test asserts. */
+START_TEST(test_readme_replay) {
+  scenario_t s;
+  char *kcat = g_find_program_in_path("kcat");
+  const char *require = getenv("KHOST_REQUIRE_KAFKA");
+  if (!kcat) {
+    ck_assert_msg(!require || strcmp(require, "1") != 0,
+                  "kcat not found: README's replay example publishes with it");
+    fprintf(stderr, "test_readme_replay: SKIPPED: no kcat on PATH\n");
+    return;
+  }
+  g_free(kcat);
+  ku_connect(&s.c);
+  snprintf(s.topic, sizeof(s.topic), "order-completed-%d", (int)getpid());
+  snprintf(s.group, sizeof(s.group), "data-platform-consumer-group-%d",
+           (int)getpid());
+  s.partitions = EXAMPLE_PARTS;
+  char *section = readme_example();
+  assert_readme_says(section, "handled 6, duplicates skipped 1, ...");
+  assert_readme_says(section, "7 record(s) in front of the pipeline, 7 of "
+                              "them consumed before (replayed)");
+  assert_readme_says(section, "dry run: nothing changed");
+  assert_readme_says(section, "`/tmp/orders.jsonl` holds one line per order");
+  gchar *dir = g_strdup_printf("%s/", s.c.dir);
+  char *a = replace_all(section, "/tmp/", dir);
+  char *b = replace_all(a, "order-completed", s.topic);
+  char *text = replace_all(b, "data-platform-consumer-group", s.group);
+  GPtrArray *cmds = example_commands(text);
+  check_example_plan(cmds);
+
+  char *tree = example_tree(&s);
+  gchar *cfg = g_build_filename(tree, "orders.cfg", NULL);
+  gchar *bootstrap =
+      g_strdup_printf("bootstrap_servers = \"%s\";", s.c.bootstraps);
+  example_run_t e = {.s = &s, .jsonl = g_strconcat(dir, "orders.jsonl", NULL)};
+  GString *vars = g_string_new(NULL);
+  int published = 0;
+  for (guint i = 0; i < cmds->len; i++) {
+    const char *cmd = cmds->pdata[i];
+    char step = example_step(cmd), tag[32];
+    if (step == 's' || step == 't')
+      continue; /* run-tests starts and stops the cluster */
+    if (step == 'p' && !published++) {
+      char *written = tu_read_file(cfg);
+      ck_assert_msg(written && strstr(written, bootstrap),
+                    "orders.cfg does not hold %s:\n%s", bootstrap,
+                    written ? written : "(no file)");
+      free(written);
+      ku_wait_topic(&s.c, s.topic, s.partitions);
+    }
+    snprintf(tag, sizeof(tag), "example-%u", i);
+    gchar *script = g_strdup_printf("cd \"$0\"\n%s%s\n", vars->str, cmd);
+    char *const argv[] = {"/bin/sh", "-ec", script, tree, NULL};
+    cmd_result_t r;
+    run_cmd(&s, tag, argv, &r);
+    ck_assert_msg(r.status == 0,
+                  "README.md's replay example: `%s` exited %d:\n%s\n%s", cmd,
+                  r.status, ku_tail(r.out), ku_tail(r.err));
+    check_example_step(&e, step, &r);
+    if (is_assignment(cmd))
+      g_string_append_printf(vars, "%s\n", cmd);
+    cmd_result_free(&r);
+    g_free(script);
+  }
+  ck_assert_int_eq(e.runs, 2);
+  /* The first run's file, moved aside before the second, has the same. */
+  gchar *old = g_strconcat(e.jsonl, ".old", NULL);
+  assert_six_orders(&s, old);
+  g_free(old);
+  g_string_free(vars, TRUE);
+  g_free(e.jsonl);
+  g_free(bootstrap);
+  g_free(cfg);
+  free(tree);
+  g_ptr_array_free(cmds, TRUE);
+  g_free(text);
+  g_free(b);
+  g_free(a);
+  g_free(dir);
+  g_free(section);
+  mu_stop(&s.c);
+}
+END_TEST
+
+/* ------------------------------------------------- offsets and members */
+
+/* `khost offsets` once the host of two members has settled: every
+ * partition committed at its end and assigned, both members owning some. */
+static int group_settled(const offsets_row_t *rows, int n) {
+  int zero = 0, one = 0;
+  for (int p = 0; p < n; p++) {
+    if (rows[p].end <= 0 || rows[p].committed != rows[p].end)
+      return 0;
+    zero |= strcmp(rows[p].member, "khost-orders-0@127.0.0.1") == 0;
+    one |= strcmp(rows[p].member, "khost-orders-1@127.0.0.1") == 0;
+    if (!rows[p].member[0])
+      return 0;
+  }
+  return zero && one;
+}
+
+static char *rows_text(const offsets_row_t *rows, int n) {
+  GString *s = g_string_new(NULL);
+  for (int p = 0; p < n; p++)
+    g_string_append_printf(
+        s, "[%d] committed %" PRId64 " end %" PRId64 " member %s\n", p,
+        rows[p].committed, rows[p].end,
+        rows[p].member[0] ? rows[p].member : "null");
+  return g_string_free(s, FALSE);
+}
+
+/* A host of two members (client.id khost-orders-0 and -1) consumes and
+ * keeps running. `khost offsets --json` names the member of every
+ * partition (client.id@host), as Kafka's ConsumerGroupCommand shows it:
+ * only a real broker answers the DescribeGroups this needs. Then `khost
+ * replay` is refused (exit 1) naming the members, and changes nothing: the
+ * committed offsets, read back with librdkafka and with Kafka's tool, and
+ * the host's assignment are those of before. */
+START_TEST(test_offsets_and_replay_while_running) {
+  enum { PARTS = 3, RECORDS = 90 };
+  scenario_t s;
+  mu_host_t h;
+  pipeline_stats_t st;
+  offsets_row_t rows[PARTS], after[PARTS];
+  ku_group_offsets_t tool[PARTS];
+  int64_t before[PARTS], now[PARTS];
+  scenario_open(&s, "running", PARTS);
+  produce_range(&s, 0, RECORDS);
+  char *cfg = write_cfg(&s, "r.cfg", 2, "calls.log", "dedup.db", NULL, NULL);
+  mu_host_start(&h, cfg, 0);
+  int64_t deadline = tu_mono_ms() + 60000;
+  for (khost_offsets(&s, cfg, rows); !group_settled(rows, PARTS);
+       khost_offsets(&s, cfg, rows)) {
+    if (tu_mono_ms() >= deadline) {
+      char *text = rows_text(rows, PARTS);
+      ck_abort_msg("timed out waiting for both members to own partitions "
+                   "committed at their end:\n%s",
+                   text);
+    }
+    usleep(100 * 1000);
+  }
+  ku_describe_group(&s.c, s.group, s.topic, tool, PARTS);
+  for (int p = 0; p < PARTS; p++)
+    ck_assert_msg(strcmp(rows[p].member, tool[p].member) == 0,
+                  "[%d]: khost offsets says member %s, kafka-consumer-groups "
+                  "%s",
+                  p, rows[p].member, tool[p].member);
+
+  committed_offsets(&s, before);
+  char *const argv[] = {KHOST,    "replay", "-c",       cfg, "-p",
+                        "orders", "--from", "earliest", NULL};
+  cmd_result_t r;
+  run_cmd(&s, "replay", argv, &r);
+  ck_assert_msg(r.status == 1, "khost replay exited %d:\n%s", r.status,
+                ku_tail(r.err));
+  ck_assert_msg(strstr(r.err, "has 2 active member(s)") &&
+                    strstr(r.err, "khost-orders-0@127.0.0.1") &&
+                    strstr(r.err, "khost-orders-1@127.0.0.1"),
+                "khost replay does not name the members:\n%s", r.err);
+  cmd_result_free(&r);
+  committed_offsets(&s, now);
+  ku_describe_group(&s.c, s.group, s.topic, tool, PARTS);
+  khost_offsets(&s, cfg, after);
+  for (int p = 0; p < PARTS; p++) {
+    ck_assert_msg(now[p] == before[p] && tool[p].current == before[p],
+                  "[%d] committed %" PRId64 " before the replay; after it "
+                  "%" PRId64 ", kafka-consumer-groups %" PRId64,
+                  p, before[p], now[p], tool[p].current);
+    ck_assert_str_eq(after[p].member, rows[p].member);
+  }
+  mu_host_stats(&h, &st);
+  ck_assert_uint_eq(st.assigned, PARTS);
+  ck_assert_msg(!host_done(h.host), "the host stopped");
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_close(&h);
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
+/* Partitions of unequal length are consumed to their end, then more
+ * records arrive on two of them. For every partition, the committed
+ * offset, end and lag `khost offsets --json` reports equal what Kafka's
+ * ConsumerGroupCommand reports, and no member is named by either. */
+START_TEST(test_offsets_match_kafka_tool) {
+  enum { PARTS = 4 };
+  static const int first[PARTS] = {3, 10, 17, 24}, more[PARTS] = {0, 5, 0, 9};
+  scenario_t s;
+  offsets_row_t rows[PARTS];
+  ku_group_offsets_t tool[PARTS];
+  char id[32];
+  int n = 0, total = 0;
+  scenario_open(&s, "offsets", PARTS);
+  for (int p = 0; p < PARTS; p++)
+    for (int i = 0; i < first[p]; i++, total++) {
+      snprintf(id, sizeof(id), "evt-%05d", n++);
+      mu_produce(&s.c, s.topic, p, id, NULL, "order");
+    }
+  ku_flush(&s.c);
+  char *cfg = write_cfg(&s, "o.cfg", 1, "calls.log", "dedup.db", NULL, NULL);
+  ck_assert_uint_eq(run_to_end(cfg).handled, (uint64_t)total);
+  for (int p = 0; p < PARTS; p++)
+    for (int i = 0; i < more[p]; i++) {
+      snprintf(id, sizeof(id), "evt-%05d", n++);
+      mu_produce(&s.c, s.topic, p, id, NULL, "order");
+    }
+  ku_flush(&s.c);
+
+  khost_offsets(&s, cfg, rows);
+  ku_describe_group(&s.c, s.group, s.topic, tool, PARTS);
+  for (int p = 0; p < PARTS; p++) {
+    ck_assert_msg(
+        rows[p].committed == tool[p].current &&
+            rows[p].end == tool[p].log_end && rows[p].lag == tool[p].lag &&
+            strcmp(rows[p].member, tool[p].member) == 0,
+        "[%d]: khost offsets: committed %" PRId64 ", end %" PRId64
+        ", lag %" PRId64 ", member '%s'; kafka-consumer-groups: "
+        "%" PRId64 ", %" PRId64 ", %" PRId64 ", '%s'",
+        p, rows[p].committed, rows[p].end, rows[p].lag, rows[p].member,
+        tool[p].current, tool[p].log_end, tool[p].lag, tool[p].member);
+    /* And both are right. */
+    ck_assert_int_eq(rows[p].committed, first[p]);
+    ck_assert_int_eq(rows[p].end, first[p] + more[p]);
+    ck_assert_int_eq(rows[p].lag, more[p]);
+    ck_assert_int_eq(rows[p].start, 0);
+    ck_assert_str_eq(rows[p].member, "");
+  }
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
 /* ------------------------------------------------- dead-letter topic */
 
 typedef struct dead_letters {
@@ -834,6 +1418,17 @@ Suite *kafka_suite(void) {
   tcase_add_test(replay, test_replay_from_earliest);
   tcase_add_test(replay, test_replay_from_time);
   suite_add_tcase(s, replay);
+  TCase *readme = tcase_create("readme");
+  tcase_add_unchecked_fixture(readme, case_setup, case_teardown);
+  tcase_set_timeout(readme, 240);
+  tcase_add_test(readme, test_readme_replay);
+  suite_add_tcase(s, readme);
+  TCase *offsets = tcase_create("offsets");
+  tcase_add_unchecked_fixture(offsets, case_setup, case_teardown);
+  tcase_set_timeout(offsets, 240);
+  tcase_add_test(offsets, test_offsets_and_replay_while_running);
+  tcase_add_test(offsets, test_offsets_match_kafka_tool);
+  suite_add_tcase(s, offsets);
   TCase *dead = tcase_create("dead-letter");
   tcase_add_unchecked_fixture(dead, case_setup, case_teardown);
   tcase_set_timeout(dead, 240);

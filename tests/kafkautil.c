@@ -20,7 +20,7 @@
 #define KU_GROUP_COMMAND                                                       \
   "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 
-static const char *broker_script(void) {
+const char *ku_broker_script(void) {
   const char *s = getenv("KHOST_KAFKA_BROKER");
   return s && *s ? s : TOP_SRCDIR "/tests/kafka/broker";
 }
@@ -159,10 +159,14 @@ static int topic_ready(mu_cluster_t *c, const char *topic, int partitions) {
   return ok;
 }
 
-void ku_topic(mu_cluster_t *c, const char *topic, int partitions) {
-  create_topic(c, topic, partitions);
+void ku_wait_topic(mu_cluster_t *c, const char *topic, int partitions) {
   TU_WAIT_UNTIL(topic_ready(c, topic, partitions), KU_TIMEOUT_MS,
                 "every broker knows the new topic and its leaders");
+}
+
+void ku_topic(mu_cluster_t *c, const char *topic, int partitions) {
+  create_topic(c, topic, partitions);
+  ku_wait_topic(c, topic, partitions);
 }
 
 int32_t ku_leader(mu_cluster_t *c, const char *topic, int32_t partition) {
@@ -264,7 +268,7 @@ void ku_proc_free(ku_proc_t *p) {
  * unless it exits 0. Returns its stdout (malloc'd). */
 static char *run_broker_script(const char *dir, const char *tag,
                                char *const args[]) {
-  char *argv[16] = {(char *)broker_script()};
+  char *argv[16] = {(char *)ku_broker_script()};
   size_t n = 1;
   for (; args[n - 1]; n++) {
     ck_assert_uint_lt(n, 15);
@@ -306,11 +310,22 @@ static int64_t tool_number(const char *field) {
   return strcmp(field, "-") == 0 ? -1 : strtoll(field, NULL, 10);
 }
 
+/* The member columns CONSUMER-ID HOST CLIENT-ID of a --describe row
+ * (t[0..2]) as CLIENT-ID@HOST in out, or "" for "- - -". */
+static void member_of(const char *const *t, char *out, size_t size) {
+  const char *host = t[1][0] == '/' ? t[1] + 1 : t[1];
+  if (strcmp(t[0], "-") == 0)
+    out[0] = '\0';
+  else
+    snprintf(out, size, "%s@%s", t[2], host);
+}
+
 /* The tool prints a table GROUP TOPIC PARTITION A [B C ...] per partition;
  * its --reset-offsets output has no line breaks between rows, so the text
  * is read as a stream of words. For rows of group and topic:
- * out[partition] = {A, B, C} (only A when vals is 1). Returns the number
- * of rows found. */
+ * out[partition] = {A, B, C} (only A when vals is 1), and with vals 3 the
+ * member of the three columns that follow. Returns the number of rows
+ * found. */
 static int parse_rows(const char *text, const char *group, const char *topic,
                       int vals, ku_group_offsets_t *out, int n) {
   gchar **w = g_strsplit_set(text, " \t\r\n", -1);
@@ -329,6 +344,11 @@ static int parse_rows(const char *text, const char *group, const char *topic,
     out[part].current = tool_number(t[3]);
     out[part].log_end = vals > 1 ? tool_number(t[4]) : -1;
     out[part].lag = vals > 2 ? tool_number(t[5]) : -1;
+    out[part].member[0] = '\0';
+    if (vals > 2 && i + 9 <= words->len) {
+      member_of(t + 6, out[part].member, sizeof(out[part].member));
+      i += 3;
+    }
     found++;
     i += 2 + (guint)vals;
   }

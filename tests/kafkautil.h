@@ -38,9 +38,15 @@ int ku_nodes(void);
  * 2 on three nodes, else 1) through the Admin API, and wait until every
  * broker knows it and a leader for each partition. */
 void ku_topic(mu_cluster_t *c, const char *topic, int partitions);
+/* Wait until every broker knows topic (created some other way) and a
+ * leader for each of its partitions. */
+void ku_wait_topic(mu_cluster_t *c, const char *topic, int partitions);
 /* Node id of the partition's leader, from a metadata request. */
 int32_t ku_leader(mu_cluster_t *c, const char *topic, int32_t partition);
 
+/* The tests/kafka/broker script of the cluster (KHOST_KAFKA_BROKER, else
+ * the one of the source tree). */
+const char *ku_broker_script(void);
 /* tests/kafka/broker kill-node / start-node. */
 void ku_kill_node(int32_t node);
 void ku_start_node(int32_t node);
@@ -51,6 +57,9 @@ typedef struct ku_group_offsets {
   int64_t current; /* committed offset */
   int64_t log_end;
   int64_t lag;
+  /* The member it is assigned to as CLIENT-ID@HOST (the tool prints the
+   * host as "/127.0.0.1"; the slash is left out); "" when none is. */
+  char member[256];
 } ku_group_offsets_t;
 
 /* `kafka-consumer-groups --describe --group group`, rows of topic in
