@@ -10,23 +10,36 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include <glib.h>
+
 struct dead_letter {
   rd_kafka_t *rk;
   char *topic, *pipeline, *plugin;
+  GPtrArray *writes; /* dead_letter_write_t *: in flight or not taken */
 };
 
-/* Delivery outcome of the one record in flight. */
-typedef struct delivery {
+struct dead_letter_write {
+  dead_letter_t *d;
   int done;
   rd_kafka_resp_err_t err;
-} delivery_t;
+  int forgotten; /* nobody takes the outcome: free it when it comes */
+};
+
+/* Frees w (the array's free function). */
+static void write_free(dead_letter_t *d, dead_letter_write_t *w) {
+  g_ptr_array_remove_fast(d->writes, w);
+}
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
                         void *opaque) {
-  delivery_t *d = msg->_private;
+  dead_letter_write_t *w = msg->_private;
   (void)rk, (void)opaque;
-  d->err = msg->err;
-  d->done = 1;
+  if (w->forgotten) {
+    write_free(w->d, w);
+    return;
+  }
+  w->err = msg->err;
+  w->done = 1;
 }
 
 int dead_letter_open(dead_letter_t **out, rd_kafka_conf_t *conf,
@@ -57,6 +70,7 @@ int dead_letter_open(dead_letter_t **out, rd_kafka_conf_t *conf,
   }
   dead_letter_t *d = calloc(1, sizeof(*d));
   d->rk = rk;
+  d->writes = g_ptr_array_new_with_free_func(free);
   d->topic = strdup(topic);
   d->pipeline = strdup(pipeline);
   d->plugin = strdup(plugin);
@@ -69,6 +83,7 @@ void dead_letter_close(dead_letter_t *d) {
     return;
   rd_kafka_flush(d->rk, 5000);
   rd_kafka_destroy(d->rk);
+  g_ptr_array_free(d->writes, TRUE); /* those never reported */
   free(d->topic);
   free(d->pipeline);
   free(d->plugin);
@@ -107,29 +122,48 @@ static rd_kafka_headers_t *failure_headers(const dead_letter_t *d,
   return h;
 }
 
-int dead_letter_send(dead_letter_t *d, const rd_kafka_message_t *msg,
-                     const char *reason, uint32_t attempts, char *err,
-                     size_t errlen) {
-  delivery_t dv = {0};
+int dead_letter_begin(dead_letter_t *d, const rd_kafka_message_t *msg,
+                      const char *reason, uint32_t attempts,
+                      dead_letter_write_t **out, char *err, size_t errlen) {
+  dead_letter_write_t *w = calloc(1, sizeof(*w));
+  w->d = d;
   rd_kafka_headers_t *h = failure_headers(d, msg, reason, attempts);
   rd_kafka_resp_err_t e = rd_kafka_producev(
       d->rk, RD_KAFKA_V_TOPIC(d->topic), RD_KAFKA_V_KEY(msg->key, msg->key_len),
       RD_KAFKA_V_VALUE(msg->payload, msg->len),
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-      RD_KAFKA_V_OPAQUE(&dv), RD_KAFKA_V_END);
+      RD_KAFKA_V_OPAQUE(w), RD_KAFKA_V_END);
   if (e) {
     rd_kafka_headers_destroy(h); /* not taken over on failure */
+    free(w);
     snprintf(err, errlen, "dead-letter topic %s: %s", d->topic,
              rd_kafka_err2str(e));
     return -1;
   }
-  /* message.timeout.ms bounds this wait: the delivery report comes. */
-  while (!dv.done)
-    rd_kafka_poll(d->rk, 50);
-  if (dv.err) {
+  g_ptr_array_add(d->writes, w);
+  *out = w;
+  return 0;
+}
+
+int dead_letter_poll(dead_letter_t *d, dead_letter_write_t *w, int timeout_ms,
+                     char *err, size_t errlen) {
+  /* message.timeout.ms bounds how long a write stays in flight. */
+  rd_kafka_poll(d->rk, w->done ? 0 : timeout_ms);
+  if (!w->done)
+    return 1;
+  rd_kafka_resp_err_t e = w->err;
+  write_free(d, w);
+  if (e) {
     snprintf(err, errlen, "dead-letter topic %s: %s", d->topic,
-             rd_kafka_err2str(dv.err));
+             rd_kafka_err2str(e));
     return -1;
   }
   return 0;
+}
+
+void dead_letter_forget(dead_letter_t *d, dead_letter_write_t *w) {
+  if (w->done)
+    write_free(d, w);
+  else
+    w->forgotten = 1;
 }

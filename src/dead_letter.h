@@ -2,9 +2,12 @@
  * Dead-letter topic of a pipeline: a record the plugin failed (or whose
  * retries ran out) is produced there with its original key, value and
  * headers plus headers naming the failure, and only once the broker has
- * acknowledged it does the member mark the record and move on.
+ * acknowledged it does the member mark the record and move on. The write
+ * does not block the member: the record waits at the head of its
+ * partition while the other partitions go on.
  *
- * One per member (a producer of its own): used from the member's thread.
+ * One per member (a producer of its own): used from the member's thread,
+ * where delivery reports are served too (dead_letter_poll()).
  */
 #ifndef KHOST_DEAD_LETTER_H
 #define KHOST_DEAD_LETTER_H
@@ -33,11 +36,26 @@ int dead_letter_open(dead_letter_t **out, rd_kafka_conf_t *conf,
                      size_t errlen);
 void dead_letter_close(dead_letter_t *d);
 
-/* Produce msg with the failure headers and wait for the broker's
- * acknowledgement. 0 when acknowledged; -1 with err when not (the caller
- * tries again later: nothing is marked). */
-int dead_letter_send(dead_letter_t *d, const rd_kafka_message_t *msg,
-                     const char *reason, uint32_t attempts, char *err,
-                     size_t errlen);
+/* One write to the dead-letter topic, from dead_letter_begin() until its
+ * outcome is taken (dead_letter_poll()) or it is forgotten. */
+typedef struct dead_letter_write dead_letter_write_t;
+
+/* Produce msg with the failure headers, without waiting: *out follows the
+ * write. 0; or -1 with err when the producer refused it at once (nothing
+ * to follow). */
+int dead_letter_begin(dead_letter_t *d, const rd_kafka_message_t *msg,
+                      const char *reason, uint32_t attempts,
+                      dead_letter_write_t **out, char *err, size_t errlen);
+
+/* Serve delivery reports for up to timeout_ms (0: only those in) and tell
+ * how w went: 1 still in flight; 0 acknowledged by the broker; -1 not
+ * written (err says why; the caller tries again later: nothing is
+ * marked). Once it returns 0 or -1, w is freed. */
+int dead_letter_poll(dead_letter_t *d, dead_letter_write_t *w, int timeout_ms,
+                     char *err, size_t errlen);
+
+/* Stop following w (its partition went): freed once its report comes, or
+ * at dead_letter_close(). */
+void dead_letter_forget(dead_letter_t *d, dead_letter_write_t *w);
 
 #endif

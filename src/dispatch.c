@@ -82,6 +82,8 @@ static int event_id(const member_t *m, rd_kafka_message_t *msg, const void **id,
 
 /* How often a head whose event ID is in flight elsewhere looks again. */
 #define DISPATCH_CLAIM_RECHECK_MS 20
+/* How often a head whose dead-letter write is in flight is looked at. */
+#define DISPATCH_DEAD_LETTER_POLL_MS 5
 
 static int64_t backoff_ms(const cfg_pipeline_t *pc, uint32_t attempt) {
   int64_t d = pc->retry_backoff_ms;
@@ -144,11 +146,25 @@ static void log_record(member_t *m, int level, const rd_kafka_message_t *msg,
 }
 
 /* Write the failed head to the dead-letter topic; marked once the broker
- * acknowledged it, else it waits and the write is tried again. */
-static int to_dead_letter(member_t *m, part_t *pt, rd_kafka_message_t *msg) {
+ * acknowledged it, else it waits and the write is tried again. The head
+ * waits while the write is in flight (the member goes on with the other
+ * partitions) and is looked at again every DISPATCH_DEAD_LETTER_POLL_MS;
+ * poll_ms > 0 waits that long for the answer here. */
+static int dead_letter_step(member_t *m, part_t *pt, rd_kafka_message_t *msg,
+                            int poll_ms) {
   char err[512], line[768];
-  if (dead_letter_send(m->dlq, msg, pt->reason, pt->attempts, err,
-                       sizeof(err)) != 0) {
+  int r = -1;
+  if (pt->dlw)
+    r = dead_letter_poll(m->dlq, pt->dlw, poll_ms, err, sizeof(err));
+  else if (dead_letter_begin(m->dlq, msg, pt->reason, pt->attempts, &pt->dlw,
+                             err, sizeof(err)) == 0)
+    r = dead_letter_poll(m->dlq, pt->dlw, poll_ms, err, sizeof(err));
+  if (r == 1) {
+    pt->wait_until = member_now_ms() + DISPATCH_DEAD_LETTER_POLL_MS;
+    return DISPATCH_WAIT;
+  }
+  pt->dlw = NULL; /* taken: freed */
+  if (r < 0) {
     snprintf(line, sizeof(line),
              "cannot write to the dead-letter topic, the record waits: %s",
              err);
@@ -161,6 +177,25 @@ static int to_dead_letter(member_t *m, part_t *pt, rd_kafka_message_t *msg) {
   log_record(m, KHOST_LOG_ERR, msg, line);
   atomic_fetch_add(&m->p->failed_records, 1);
   return finish(m, pt, DEDUP_OUTCOME_FAIL);
+}
+
+static int to_dead_letter(member_t *m, part_t *pt, rd_kafka_message_t *msg) {
+  return dead_letter_step(m, pt, msg, 0);
+}
+
+void dispatch_land_dead_letters(member_t *m, int64_t ms) {
+  int64_t deadline = member_now_ms() + ms;
+  for (int waiting = 1; waiting && member_now_ms() < deadline;) {
+    waiting = 0;
+    for (guint i = 0; i < m->parts->len; i++) {
+      part_t *pt = m->parts->pdata[i];
+      if (pt->dlw &&
+          dead_letter_step(m, pt, g_queue_peek_head(&pt->queue),
+                           DISPATCH_DEAD_LETTER_POLL_MS) == DISPATCH_WAIT &&
+          pt->dlw)
+        waiting = 1;
+    }
+  }
 }
 
 /* While the circuit breaker is open, failures are most likely the fault of
@@ -422,6 +457,9 @@ void dispatch_release_head(member_t *m, part_t *pt) {
   rd_kafka_message_t *msg = g_queue_peek_head(&pt->queue);
   const void *id;
   size_t len;
+  if (pt->dlw) /* written or not, the next owner writes it again */
+    dead_letter_forget(m->dlq, pt->dlw);
+  pt->dlw = NULL;
   if (msg && pt->claimed && event_id(m, msg, &id, &len))
     dedup_release(m->p->env.dedup, m->p->scope, id, len);
   pt->started = pt->claimed = pt->dead_letter = pt->waits_claim = 0;

@@ -158,6 +158,22 @@ static void reconcile_pauses(member_t *m) {
   rd_kafka_topic_partition_list_destroy(resume);
 }
 
+/* The longest wait for the broker's answer to a dead-letter write. Landing
+ * the writes in flight (revoke, shutdown) blocks the member thread that
+ * long at most: it stays well inside the consumer's max.poll.interval.ms,
+ * so that the wait never costs the member its place in the group. */
+static int dead_letter_timeout_ms(const member_t *m) {
+  char value[32];
+  size_t size = sizeof(value);
+  long poll = 300000; /* librdkafka's default */
+  if (rd_kafka_conf_get(rd_kafka_conf(m->rk), "max.poll.interval.ms", value,
+                        &size) == RD_KAFKA_CONF_OK)
+    poll = strtol(value, NULL, 10);
+  return poll / 3 < MEMBER_DEAD_LETTER_TIMEOUT_MS
+             ? (int)(poll / 3)
+             : MEMBER_DEAD_LETTER_TIMEOUT_MS;
+}
+
 /* ------------------------------------------------------------ committing */
 
 static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -650,6 +666,7 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
     /* Make what was handled durable and commit it synchronously before
      * the partitions go (what cannot be made durable now is delivered to
      * the next owner). */
+    dispatch_land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 1, 0);
   }
   drop_partitions(m, parts);
@@ -793,22 +810,6 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
   return 0;
 }
 
-/* A dead-letter write blocks the member thread until the broker answers
- * or its timeout passes: the timeout stays well inside the consumer's
- * max.poll.interval.ms, so that the wait never costs the member its place
- * in the group. */
-static int dead_letter_timeout_ms(const member_t *m) {
-  char value[32];
-  size_t size = sizeof(value);
-  long poll = 300000; /* librdkafka's default */
-  if (rd_kafka_conf_get(rd_kafka_conf(m->rk), "max.poll.interval.ms", value,
-                        &size) == RD_KAFKA_CONF_OK)
-    poll = strtol(value, NULL, 10);
-  return poll / 3 < MEMBER_DEAD_LETTER_TIMEOUT_MS
-             ? (int)(poll / 3)
-             : MEMBER_DEAD_LETTER_TIMEOUT_MS;
-}
-
 /* The dead-letter producer: the pipeline's connection settings, its own
  * client id. After create_consumer(). */
 static int open_dead_letter(member_t *m, char *err, size_t errlen) {
@@ -858,6 +859,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
  * the group. */
 static void shut_down(member_t *m) {
   if (m->rk) {
+    dispatch_land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 0, 1);
     /* Refused while the group rebalances (other members leaving too):
      * tried again for a few seconds. What stays uncommitted is delivered

@@ -24,18 +24,19 @@
 typedef struct part {
   char *topic;
   int32_t partition;
-  GQueue queue;       /* rd_kafka_message_t *, oldest first */
-  int started;        /* the head passed the dedup check */
-  int claimed;        /* ... and its event ID is claimed */
-  uint32_t attempts;  /* plugin calls made for the head */
-  int dead_letter;    /* the head failed: only its dead-letter write is left */
-  int waits_claim;    /* the head's event ID is in flight elsewhere */
-  char reason[192];   /* why it failed */
-  int64_t wait_until; /* monotonic ms: the head is not tried before */
-  int paused;         /* paused by this member */
-  int64_t next;       /* durable next offset to commit; -1 none yet */
-  int64_t committed;  /* last next offset a commit was acknowledged for */
-  dedup_range_t *ranges; /* replayed ranges (khost replay), or NULL */
+  GQueue queue;      /* rd_kafka_message_t *, oldest first */
+  int started;       /* the head passed the dedup check */
+  int claimed;       /* ... and its event ID is claimed */
+  uint32_t attempts; /* plugin calls made for the head */
+  int dead_letter;   /* the head failed: only its dead-letter write is left */
+  dead_letter_write_t *dlw; /* that write, while in flight */
+  int waits_claim;          /* the head's event ID is in flight elsewhere */
+  char reason[192];         /* why it failed */
+  int64_t wait_until;       /* monotonic ms: the head is not tried before */
+  int paused;               /* paused by this member */
+  int64_t next;             /* durable next offset to commit; -1 none yet */
+  int64_t committed;        /* last next offset a commit was acknowledged for */
+  dedup_range_t *ranges;    /* replayed ranges (khost replay), or NULL */
   size_t n_ranges;
 } part_t;
 
@@ -109,6 +110,11 @@ int64_t member_coarse_ms(void);
 int dispatch_head(member_t *m, part_t *pt);
 /* Give back the claim of a head that will not get an outcome here. */
 void dispatch_release_head(member_t *m, part_t *pt);
+/* Wait up to ms for the dead-letter writes in flight and finish the heads
+ * the broker acknowledged: before partitions go, so that a record already
+ * on the dead-letter topic is marked rather than written again by the
+ * next owner. */
+void dispatch_land_dead_letters(member_t *m, int64_t ms);
 /* Give back the claims of a batch whose marks will not be written. */
 void dispatch_release(member_t *m, batch_t *b);
 int64_t member_now_ms(void);

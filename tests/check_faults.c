@@ -321,6 +321,61 @@ START_TEST(test_dead_letter_write_fails) {
 }
 END_TEST
 
+/* A dead-letter write that gets no answer (the dead-letter partition has
+ * no leader) does not hold up the member: while the failed record waits
+ * at the head of partition 0, records produced to partition 1 meanwhile
+ * are handled and committed. Once the partition has a leader again, the
+ * record is dead-lettered once, marked and committed. */
+START_TEST(test_dead_letter_write_in_flight_holds_its_partition_only) {
+  mu_cluster_t c;
+  mu_host_t h;
+  pipeline_stats_t s;
+  char id[32];
+  size_t n = 0;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 2);
+  mu_topic(&c, DLT, 1);
+  rd_kafka_mock_partition_set_leader(mock_cluster(c.mock), DLT, 0, -1);
+  mu_produce(&c, TOPIC, 0, "evt-f", "k1", "fail: bad amount");
+  mu_flush(&c);
+  /* The write times out after a third of max.poll.interval.ms: 20 s. */
+  char *cfg = write_cfg(&c,
+                        "dead_letter_topic = \"" DLT "\";\n"
+                        "  kafka = { max_poll_interval_ms = 60000; };",
+                        NULL, NULL);
+  char *calls = dir_file(&c, "calls.log");
+  mu_host_start(&h, cfg, 0);
+  TU_WAIT_UNTIL((free(mu_read_lines(calls, &n)), n == 1), 30000,
+                "the plugin fails the record");
+  for (int i = 0; i < 20; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 1, id, NULL, "order");
+  }
+  mu_flush(&c);
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 1) == 20, 10000,
+                "partition 1 goes on while the dead-letter write waits");
+  mu_host_stats(&h, &s);
+  ck_assert_uint_eq(s.failed, 0);
+  ck_assert_int_eq(marks_of(&c, "evt-f"), 0);
+  ck_assert_int_lt(mu_committed(&c, GROUP, TOPIC, 0), 1);
+
+  rd_kafka_mock_partition_set_leader(mock_cluster(c.mock), DLT, 0, 1);
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 1, 30000,
+                "committed once the dead-letter write is acknowledged");
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  ck_assert_uint_eq(s.failed, 1);
+  ck_assert_uint_eq(s.handled, 20);
+  ck_assert_int_eq(marks_of(&c, "evt-f"), 1);
+  ck_assert_uint_eq(mu_consume(&c, DLT, 2, 3000, NULL, NULL), 1);
+  free(calls);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* A dependency is down: every record fails. After the first 9 (of a
  * window of 20, opened at 10 outcomes) the breaker opens and the pipeline
  * stops dead-lettering. */
@@ -621,6 +676,7 @@ Suite *faults_suite(void) {
   tcase_add_test(tc, test_retry_pauses_only_its_partition);
   tcase_add_test(tc, test_dead_letter_topic);
   tcase_add_test(tc, test_dead_letter_write_fails);
+  tcase_add_test(tc, test_dead_letter_write_in_flight_holds_its_partition_only);
   tcase_add_test(tc, test_circuit_breaker_stops_dead_lettering);
   tcase_add_test(tc, test_circuit_breaker_closes_after_cooldown);
   tcase_add_test(tc, test_fatal_stops_the_host);
