@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "topics.h"
 
 #ifndef KHOST_PLUGIN_DIR
 #define KHOST_PLUGIN_DIR "/usr/local/lib/khost/plugins"
@@ -579,7 +580,7 @@ static void load_topics(loader_t *ld, const scope_t *sc, cfg_pipeline_t *p) {
   for (int i = 0; i < n; i++) {
     config_setting_t *s = config_setting_get_elem(list, i);
     const char *t = config_setting_get_string(s);
-    char key[32];
+    char key[32], why[512];
 
     snprintf(key, sizeof(key), "topics[%d]", i);
     if (!t || !valid_topic(t)) {
@@ -590,6 +591,8 @@ static void load_topics(loader_t *ld, const scope_t *sc, cfg_pipeline_t *p) {
               t ? "\"" : "");
       continue;
     }
+    if (t[0] == '^' && topics_check_pattern(t, why, sizeof(why)) != 0)
+      problem(ld, sc, key, s, "%s", why);
     for (size_t j = 0; j < p->n_topics; j++)
       if (strcmp(p->topics[j], t) == 0)
         problem(ld, sc, key, s, "duplicate topic \"%s\"", t);

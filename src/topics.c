@@ -28,6 +28,14 @@ static int compile(regex_t *re, const char *pattern, char *err, size_t errlen) {
   return -1;
 }
 
+int topics_check_pattern(const char *pattern, char *err, size_t errlen) {
+  regex_t re;
+  if (compile(&re, pattern, err, errlen) != 0)
+    return -1;
+  regfree(&re);
+  return 0;
+}
+
 int topics_names(const char *entry, const char *topic) {
   regex_t re;
   if (!topics_is_pattern(entry))

@@ -24,6 +24,10 @@
 /* 1 when entry (a pipeline's topic) is a "^regex" pattern. */
 int topics_is_pattern(const char *entry);
 
+/* 0 when pattern (a "^regex") compiles as librdkafka compiles it; else -1
+ * with err saying why. */
+int topics_check_pattern(const char *pattern, char *err, size_t errlen);
+
 /* 1 when entry names topic: the same name, or a pattern matching it (a
  * pattern that does not compile matches nothing). */
 int topics_names(const char *entry, const char *topic);

@@ -432,6 +432,11 @@ static const struct bad_case {
      KAFKA "pipelines = (\n  {\n    name = \"p\"; topics = [ \"t\" ];\n"
            "    plugin = \"x\"; }\n);\n",
      ":3: pipelines[0].group_id: required"},
+    {"topic pattern that is not a regex",
+     KAFKA "pipelines = ( { name = \"p\"; group_id = \"g\";\n"
+           "  plugin = \"x\";\n  topics = [ \"^orders-(eu\" ]; } );\n",
+     ":4: pipelines[0].topics[0]: topic pattern ^orders-(eu: not a valid "
+     "regular expression: "},
     {"empty topics",
      KAFKA "pipelines = ( { name = \"p\"; group_id = \"g\";\n"
            "  plugin = \"x\";\n  topics = [ ]; } );\n",
