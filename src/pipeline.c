@@ -23,6 +23,12 @@
 #define PIPELINE_GROUP_POLL_MS 1000
 #define PIPELINE_GROUP_QUERY_MS 2000
 
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void deadline_after(struct timespec *ts, int64_t ms) {
   clock_gettime(CLOCK_MONOTONIC, ts);
   ts->tv_sec += ms / 1000;
@@ -416,9 +422,7 @@ static void *watchdog_main(void *arg) {
       timeout / 4 < 1000 ? (timeout / 4 > 10 ? timeout / 4 : 10) : 1000;
   int64_t *reported = calloc((size_t)p->n_members + 1, sizeof(*reported));
   while (!pipeline_sleep(p, tick)) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now = mono_ms();
     for (int i = 0; i < p->n_members; i++) {
       int64_t since, offset;
       const char *topic;
@@ -438,10 +442,8 @@ static void *watchdog_main(void *arg) {
 }
 
 size_t pipeline_describe_busy(pipeline_t *p, char *buf, size_t len) {
-  struct timespec ts;
   size_t n = 0, off = strlen(buf);
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  int64_t now = mono_ms();
   for (int i = 0; i < p->n_members; i++) {
     int64_t since, offset;
     const char *topic;
