@@ -179,6 +179,35 @@ START_TEST(test_retry_pauses_only_its_partition) {
 }
 END_TEST
 
+/* A record whose retries wait far longer in all than max.poll.interval.ms
+ * (5 waits of 1 s against 3 s): the member keeps polling while it waits,
+ * so it never leaves the group, and the record is handled in the end. */
+START_TEST(test_retry_waits_do_not_exceed_max_poll_interval) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_produce(&c, TOPIC, 0, "evt-r", NULL, "retry please");
+  mu_flush(&c);
+  char *cfg = write_cfg(
+      &c,
+      "retry = { max = 6; backoff = \"1s\"; backoff_max = \"1s\"; };\n"
+      "  kafka = { max_poll_interval_ms = " MU_SESSION_TIMEOUT "; };",
+      "retry_times = 5;", NULL);
+  int fd = log_to(&c, "khost.log");
+  pipeline_stats_t s = run_to_end(cfg, 0);
+  log_restore(fd);
+  ck_assert_uint_eq(s.retries, 5);
+  ck_assert_uint_eq(s.handled, 1);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 1);
+  ck_assert_msg(!file_has(&c, "khost.log", "MAXPOLL"),
+                "max.poll.interval.ms exceeded");
+  ck_assert_msg(!file_has(&c, "khost.log", "lost 1 partition"),
+                "the assignment was lost");
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* The dead-lettered record: original key, value and headers plus the
  * failure's. */
 static void check_dead_letter(rd_kafka_message_t *d, void *arg) {
@@ -674,6 +703,7 @@ Suite *faults_suite(void) {
   TCase *tc = tcase_create("mock-cluster");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_retry_pauses_only_its_partition);
+  tcase_add_test(tc, test_retry_waits_do_not_exceed_max_poll_interval);
   tcase_add_test(tc, test_dead_letter_topic);
   tcase_add_test(tc, test_dead_letter_write_fails);
   tcase_add_test(tc, test_dead_letter_write_in_flight_holds_its_partition_only);
