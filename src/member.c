@@ -226,6 +226,8 @@ static void drain_commit(member_t *m, int64_t ms) {
 static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
   rd_kafka_topic_partition_list_t *owned = NULL, *list;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (m->closing)
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
   if (sync)
     drain_commit(m, MEMBER_COMMIT_DRAIN_MS);
   else if (m->commit_in_flight) {
@@ -233,7 +235,7 @@ static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
     return RD_KAFKA_RESP_ERR_NO_ERROR;
   }
   m->commit_behind = 0;
-  if (m->closing || rd_kafka_assignment_lost(m->rk) ||
+  if (rd_kafka_assignment_lost(m->rk) ||
       (sync &&
        rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
     return RD_KAFKA_RESP_ERR_NO_ERROR;
