@@ -51,6 +51,16 @@ static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra,
   return path;
 }
 
+/* n records evt-0 .. evt-<n-1> with value to partition part of TOPIC. */
+static void produce_n(mu_cluster_t *c, int32_t part, int n, const char *value) {
+  char id[32];
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(c, TOPIC, part, id, NULL, value);
+  }
+  mu_flush(c);
+}
+
 static char *dir_file(mu_cluster_t *c, const char *name) {
   char *p = NULL;
   ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
@@ -137,16 +147,11 @@ static pipeline_stats_t run_to_end(const char *cfg, int want_status) {
  * partition is handled while it waits, and its own order is kept. */
 START_TEST(test_retry_pauses_only_its_partition) {
   mu_cluster_t c;
-  char id[32];
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 2);
   mu_produce(&c, TOPIC, 0, "evt-r", NULL, "retry please");
   mu_produce(&c, TOPIC, 0, "evt-a", NULL, "order");
-  for (int i = 0; i < 20; i++) {
-    snprintf(id, sizeof(id), "evt-%d", i);
-    mu_produce(&c, TOPIC, 1, id, NULL, "order");
-  }
-  mu_flush(&c);
+  produce_n(&c, 1, 20, "order");
   char *cfg = write_cfg(
       &c, "retry = { max = 5; backoff = \"400ms\"; backoff_max = \"2s\"; };",
       "retry_times = 3;", NULL);
@@ -359,7 +364,6 @@ START_TEST(test_dead_letter_write_in_flight_holds_its_partition_only) {
   mu_cluster_t c;
   mu_host_t h;
   pipeline_stats_t s;
-  char id[32];
   size_t n = 0;
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 2);
@@ -376,11 +380,7 @@ START_TEST(test_dead_letter_write_in_flight_holds_its_partition_only) {
   mu_host_start(&h, cfg, 0);
   TU_WAIT_UNTIL((free(mu_read_lines(calls, &n)), n == 1), 30000,
                 "the plugin fails the record");
-  for (int i = 0; i < 20; i++) {
-    snprintf(id, sizeof(id), "evt-%d", i);
-    mu_produce(&c, TOPIC, 1, id, NULL, "order");
-  }
-  mu_flush(&c);
+  produce_n(&c, 1, 20, "order");
   TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 1) == 20, 10000,
                 "partition 1 goes on while the dead-letter write waits");
   mu_host_stats(&h, &s);
@@ -410,15 +410,10 @@ END_TEST
  * stops dead-lettering. */
 START_TEST(test_circuit_breaker_stops_dead_lettering) {
   mu_cluster_t c;
-  char id[32];
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 1);
   mu_topic(&c, DLT, 1);
-  for (int i = 0; i < 30; i++) {
-    snprintf(id, sizeof(id), "evt-%d", i);
-    mu_produce(&c, TOPIC, 0, id, NULL, "fail: inventory service down");
-  }
-  mu_flush(&c);
+  produce_n(&c, 0, 30, "fail: inventory service down");
   char *cfg = write_cfg(&c,
                         "dead_letter_topic = \"" DLT "\";\n"
                         "  circuit_breaker = { window = 20; failure_ratio = "
@@ -456,15 +451,11 @@ START_TEST(test_circuit_breaker_closes_after_cooldown) {
   mu_cluster_t c;
   mu_host_t h;
   pipeline_stats_t s;
-  char id[32], *plugin = NULL;
+  char *plugin = NULL;
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 1);
   mu_topic(&c, DLT, 1);
-  for (int i = 0; i < 30; i++) {
-    snprintf(id, sizeof(id), "evt-%d", i);
-    mu_produce(&c, TOPIC, 0, id, NULL, "order");
-  }
-  mu_flush(&c);
+  produce_n(&c, 0, 30, "order");
   char *down = dir_file(&c, "down"), *calls = dir_file(&c, "calls.log");
   free(tu_write_file(c.dir, "down", "inventory service down\n"));
   ck_assert_int_ge(asprintf(&plugin, "down_path = \"%s\";", down), 0);
@@ -593,14 +584,9 @@ END_TEST
  * resent older commit landing after a newer one would move it back). */
 START_TEST(test_commit_errors_are_retried) {
   mu_cluster_t c;
-  char id[32];
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 1);
-  for (int i = 0; i < 50; i++) {
-    snprintf(id, sizeof(id), "evt-%d", i);
-    mu_produce(&c, TOPIC, 0, id, NULL, "order");
-  }
-  mu_flush(&c);
+  produce_n(&c, 0, 50, "order");
   rd_kafka_mock_push_request_errors(mock_cluster(c.mock), 8 /* OffsetCommit */,
                                     3, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
                                     RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
@@ -640,7 +626,6 @@ START_TEST(test_locked_dedup_db_holds_commits) {
   mu_host_t h;
   pipeline_stats_t s;
   sqlite3 *db = NULL;
-  char id[32];
   size_t n = 0;
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 1);
@@ -651,11 +636,7 @@ START_TEST(test_locked_dedup_db_holds_commits) {
   ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
   ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
                    SQLITE_OK);
-  for (int i = 0; i < 10; i++) {
-    snprintf(id, sizeof(id), "evt-%d", i);
-    mu_produce(&c, TOPIC, 0, id, NULL, "order");
-  }
-  mu_flush(&c);
+  produce_n(&c, 0, 10, "order");
   TU_WAIT_UNTIL((free(mu_read_lines(calls, &n)), n == 10), 30000,
                 "records handled");
   /* Handled, but their marks cannot be written: nothing committed. */
