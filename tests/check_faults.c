@@ -233,15 +233,21 @@ static void check_dead_letter(rd_kafka_message_t *d, void *arg) {
   ck_assert_ptr_nonnull(mu_header(d, DLT_H_FAILED_AT, buf, sizeof(buf)));
 }
 
+/* A cluster with TOPIC (one partition) and DLT; offset 1 of TOPIC, keyed
+ * k1, is a record the scripted plugin fails (see check_dead_letter()). */
+static void start_with_failing_record(mu_cluster_t *c) {
+  mu_start(c, 1);
+  mu_topic(c, TOPIC, 1);
+  mu_topic(c, DLT, 1);
+  mu_produce(c, TOPIC, 0, "evt-0", NULL, "order");
+  mu_produce(c, TOPIC, 0, "evt-1", "k1", "fail: bad amount");
+  mu_produce(c, TOPIC, 0, "evt-2", NULL, "order");
+  mu_flush(c);
+}
+
 START_TEST(test_dead_letter_topic) {
   mu_cluster_t c;
-  mu_start(&c, 1);
-  mu_topic(&c, TOPIC, 1);
-  mu_topic(&c, DLT, 1);
-  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "order");
-  mu_produce(&c, TOPIC, 0, "evt-1", "k1", "fail: bad amount");
-  mu_produce(&c, TOPIC, 0, "evt-2", NULL, "order");
-  mu_flush(&c);
+  start_with_failing_record(&c);
   /* Consumer-only properties, globally (session and heartbeat) and for
    * the pipeline: the dead-letter producer leaves them out, so librdkafka
    * has nothing to warn about (CONFWARN). */
@@ -293,13 +299,7 @@ START_TEST(test_dead_letter_write_fails) {
   pipeline_stats_t s;
   const char *refused = "cannot write to the dead-letter topic, the record "
                         "waits: dead-letter topic " DLT;
-  mu_start(&c, 1);
-  mu_topic(&c, TOPIC, 1);
-  mu_topic(&c, DLT, 1);
-  mu_produce(&c, TOPIC, 0, "evt-0", NULL, "order");
-  mu_produce(&c, TOPIC, 0, "evt-1", "k1", "fail: bad amount");
-  mu_produce(&c, TOPIC, 0, "evt-2", NULL, "order");
-  mu_flush(&c);
+  start_with_failing_record(&c);
   /* On the broker's own error stack, whose depth can be asked for. */
   for (int i = 0; i < REFUSALS; i++)
     ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(

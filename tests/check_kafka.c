@@ -1402,44 +1402,35 @@ START_TEST(test_partition_leader_killed) {
 }
 END_TEST
 
+/* A test case of s on the cluster the suite runs against. */
+static TCase *cluster_case(Suite *s, const char *name, int timeout_s) {
+  TCase *tc = tcase_create(name);
+  tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
+  tcase_set_timeout(tc, timeout_s);
+  suite_add_tcase(s, tc);
+  return tc;
+}
+
 Suite *kafka_suite(void) {
   Suite *s = suite_create("kafka");
-  TCase *tc = tcase_create("cluster");
-  tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
-  tcase_set_timeout(tc, 240);
+  TCase *tc = cluster_case(s, "cluster", 240);
   tcase_add_test(tc, test_dedup_commit_restart);
   tcase_add_test(tc, test_members_join_and_leave_eager);
   tcase_add_test(tc, test_members_join_and_leave_cooperative);
   tcase_add_test(tc, test_sigkill_host_midstream);
-  suite_add_tcase(s, tc);
-  TCase *replay = tcase_create("replay");
-  tcase_add_unchecked_fixture(replay, case_setup, case_teardown);
-  tcase_set_timeout(replay, 240);
-  tcase_add_test(replay, test_replay_from_earliest);
-  tcase_add_test(replay, test_replay_from_time);
-  suite_add_tcase(s, replay);
-  TCase *readme = tcase_create("readme");
-  tcase_add_unchecked_fixture(readme, case_setup, case_teardown);
-  tcase_set_timeout(readme, 240);
-  tcase_add_test(readme, test_readme_replay);
-  suite_add_tcase(s, readme);
-  TCase *offsets = tcase_create("offsets");
-  tcase_add_unchecked_fixture(offsets, case_setup, case_teardown);
-  tcase_set_timeout(offsets, 240);
-  tcase_add_test(offsets, test_offsets_and_replay_while_running);
-  tcase_add_test(offsets, test_offsets_match_kafka_tool);
-  suite_add_tcase(s, offsets);
-  TCase *dead = tcase_create("dead-letter");
-  tcase_add_unchecked_fixture(dead, case_setup, case_teardown);
-  tcase_set_timeout(dead, 240);
-  tcase_add_test(dead, test_dead_letter_topic);
-  suite_add_tcase(s, dead);
+  tc = cluster_case(s, "replay", 240);
+  tcase_add_test(tc, test_replay_from_earliest);
+  tcase_add_test(tc, test_replay_from_time);
+  tc = cluster_case(s, "readme", 240);
+  tcase_add_test(tc, test_readme_replay);
+  tc = cluster_case(s, "offsets", 240);
+  tcase_add_test(tc, test_offsets_and_replay_while_running);
+  tcase_add_test(tc, test_offsets_match_kafka_tool);
+  tc = cluster_case(s, "dead-letter", 240);
+  tcase_add_test(tc, test_dead_letter_topic);
   if (ku_nodes() >= 3) {
-    TCase *three = tcase_create("three-nodes");
-    tcase_add_unchecked_fixture(three, case_setup, case_teardown);
-    tcase_set_timeout(three, 300);
-    tcase_add_test(three, test_partition_leader_killed);
-    suite_add_tcase(s, three);
+    tc = cluster_case(s, "three-nodes", 300);
+    tcase_add_test(tc, test_partition_leader_killed);
   }
   return s;
 }
