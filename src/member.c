@@ -55,6 +55,8 @@
 #define MEMBER_DEAD_LETTER_TIMEOUT_MS 30000
 /* How long a sync commit waits for the async commits still in flight. */
 #define MEMBER_COMMIT_DRAIN_MS 10000
+/* Longest wait for the group's committed offsets (dedup history check). */
+#define MEMBER_COMMITTED_QUERY_MS 5000
 
 /* ------------------------------------------------------------ partitions */
 
@@ -659,6 +661,45 @@ static void log_partitions(member_t *m, const char *what,
           buf);
 }
 
+/* At the pipeline's first assignment in this process, when its dedup
+ * database was created empty at this start: warn when the group already
+ * has committed offsets. Records were handled before, and their event IDs
+ * are in a history this database lacks (deleted or moved, or another
+ * host's). One OffsetFetch, made only then, before anything of this
+ * process is committed. */
+static void check_dedup_history(member_t *m,
+                                const rd_kafka_topic_partition_list_t *parts) {
+  dedup_store_t *s = m->p->env.dedup;
+  const rd_kafka_topic_partition_t *first = NULL;
+  int n = 0;
+  if (!s || parts->cnt == 0 || !dedup_history_check_due(s, m->p->scope))
+    return;
+  rd_kafka_topic_partition_list_t *c =
+      rd_kafka_topic_partition_list_copy(parts);
+  rd_kafka_resp_err_t e =
+      rd_kafka_committed(m->rk, c, MEMBER_COMMITTED_QUERY_MS);
+  for (int i = 0; !e && i < c->cnt; i++)
+    if (c->elems[i].offset >= 0 && n++ == 0)
+      first = &c->elems[i];
+  if (e)
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "the dedup database %s is new, and the group's committed offsets "
+            "to compare it with cannot be read: %s",
+            m->p->env.cfg->dedup_path, rd_kafka_err2str(e));
+  else if (first)
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "the dedup database %s was created empty at this start, but group "
+            "%s has committed offsets (%d of the %d partition(s) assigned "
+            "here, e.g. %s [%" PRId32 "] at %" PRId64 "): the event IDs "
+            "handled before are not in it, and records published again will "
+            "be handled again. If the database was deleted or moved, stop "
+            "khost and restore it; to handle records again on purpose, use "
+            "khost replay (README.md, \"Dedup store\")",
+            m->p->env.cfg->dedup_path, m->p->env.pc->group_id, n, c->cnt,
+            first->topic, first->partition, first->offset);
+  rd_kafka_topic_partition_list_destroy(c);
+}
+
 static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
   if (rd_kafka_assignment_lost(m->rk)) {
     /* Someone else owns these now: their results must not be committed. */
@@ -685,6 +726,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   int cooperative = protocol && strcmp(protocol, "COOPERATIVE") == 0;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     log_partitions(m, "assigned", parts);
+    check_dedup_history(m, parts);
     atomic_fetch_add(&m->p->assigned, (uint64_t)parts->cnt);
     for (int i = 0; i < parts->cnt; i++)
       part_get(m, parts->elems[i].topic, parts->elems[i].partition);

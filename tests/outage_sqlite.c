@@ -208,6 +208,48 @@ START_TEST(test_sqlite_file_size_limit) {
 }
 END_TEST
 
+/* The dedup database deleted under a running host (rm dedup.db*): the
+ * next batch is not committed, and khost stops with status 1 naming the
+ * path (before, it went on committing into the deleted file). The next
+ * start creates an empty database and warns that the group has
+ * committed offsets it has no history for; the first start, on a new
+ * group, did not. */
+START_TEST(test_sqlite_file_deleted) {
+  fu_start(&w, 3, 3);
+  const char *created = "was created empty at this start, but group " FU_GROUP
+                        " has committed offsets";
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
+  char *db = fu_db_path(&w, 0), *want = NULL;
+  fu_proc_t *p = fu_khost(&w, "run1", cfg, 0, 0);
+  fu_produce_n(&w, 5, "ok");
+  fu_wait_all_committed(&w, 30000);
+  ck_assert_int_eq(fu_stderr_count(p, created), 0);
+  static const char *const suffixes[] = {"", "-wal", "-shm"};
+  for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+    char *f = g_strconcat(db, suffixes[i], NULL);
+    unlink(f);
+    g_free(f);
+  }
+  fu_produce_n(&w, 5, "ok");
+  ck_assert_int_eq(fu_wait_exit(p, FU_RUN_MS), 1);
+  ck_assert_int_ge(
+      asprintf(&want, "%s: the dedup database was deleted or moved away", db),
+      0);
+  ck_assert_msg(fu_stderr_count(p, want) > 0, "no \"%s\" in %s", want, p->err);
+  for (int part = 0; part < 3; part++)
+    ck_assert_int_eq(fu_committed(&w, part, 10000), 5);
+  p = fu_run_to_end(&w, "run2", cfg, 0);
+  ck_assert_msg(fu_stderr_count(p, created) == 1, "no \"%s\" in %s", created,
+                p->err);
+  for (int part = 0; part < 3; part++)
+    ck_assert_int_eq(fu_committed(&w, part, 10000), 10);
+  free(want);
+  free(db);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 /* A dedup database khost may not write (run unprivileged when the test
  * runs as root, whom file modes do not stop): it refuses to start, names
  * the file and its mode, consumes nothing and leaves no -wal or -shm file
@@ -444,6 +486,7 @@ END_TEST
 void outage_sqlite_cases(Suite *s) {
   FU_SCENARIO(s, test_sqlite_full, 90, 2);
   FU_SCENARIO(s, test_sqlite_file_size_limit, 90, 2);
+  FU_SCENARIO(s, test_sqlite_file_deleted, 90, 2);
   FU_SCENARIO(s, test_sqlite_read_only_file, 90, 2);
   FU_SCENARIO(s, test_sqlite_corrupt_file, 60, 2);
   FU_SCENARIO(s, test_sqlite_concurrent_writers, 90, 2);
