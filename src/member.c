@@ -55,6 +55,9 @@
 #define MEMBER_DEAD_LETTER_TIMEOUT_MS 30000
 /* How long a sync commit waits for the async commits still in flight. */
 #define MEMBER_COMMIT_DRAIN_MS 10000
+/* Longest wait between two tries of a batch SQLite refused (a full disk,
+ * a read-only file): the hold ends at most this long after the fault. */
+#define MEMBER_HOLD_MAX_MS 2000
 /* Longest wait for the group's committed offsets (dedup history check). */
 #define MEMBER_COMMITTED_QUERY_MS 5000
 
@@ -296,15 +299,24 @@ static int wait_polling(member_t *m, int64_t ms) {
   return 1;
 }
 
+/* The wait after the attempt-th failed try of a batch: doubling from
+ * 200 ms, at most MEMBER_HOLD_MAX_MS. */
+static int64_t hold_backoff_ms(int attempt) {
+  int64_t ms = 100LL << (attempt < 8 ? attempt : 8);
+  return ms < MEMBER_HOLD_MAX_MS ? ms : MEMBER_HOLD_MAX_MS;
+}
+
 /* Make the plugin's effects and the marks of b durable. Transient faults
  * (SQLite busy, full, read-only; a failing flush) are waited out with every
  * partition paused and polling going on; a permanent one stops the
- * pipeline. A fault the durability thread met is passed in as *first
- * (NULL: none yet; the first try is made here). */
+ * pipeline. A stop while waiting gets one last try, so that a fault that
+ * cleared since the previous one does not cost the batch. A fault the
+ * durability thread met is passed in as *first (NULL: none yet; the first
+ * try is made here). */
 static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
                         int first_transient) {
   char err[512];
-  for (int attempt = 1;; attempt++) {
+  for (int attempt = 1, last = 0;; attempt++) {
     int transient = 1;
     err[0] = '\0';
     if (attempt == 1 && first) {
@@ -320,10 +332,10 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
       pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
       return -1;
     }
-    if (!wait) {
+    if (!wait || last) {
       log_msg(KHOST_LOG_WARNING, m->who,
-              "cannot make the batch durable before the partitions go: %s",
-              err);
+              "cannot make the batch durable before %s: %s",
+              last ? "stopping" : "the partitions go", err);
       return -1;
     }
     log_msg(KHOST_LOG_WARNING, m->who,
@@ -334,8 +346,7 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
       m->hold = 1;
       reconcile_pauses(m);
     }
-    if (wait_polling(m, attempt < 8 ? 100LL << attempt : 25600))
-      return -1;
+    last = wait_polling(m, hold_backoff_ms(attempt));
   }
   if (m->hold) {
     log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
