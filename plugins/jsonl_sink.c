@@ -26,6 +26,9 @@
  * (at-least-once: a crash before the commit leaves them in the file and
  * the records are delivered, and written, again).
  *
+ * The file is created with mode 0600 (less with a stricter umask): it
+ * holds whole record values. A file that exists keeps its mode.
+ *
  * Every write(2) goes to an O_APPEND descriptor and holds whole lines only,
  * so several members (and hosts) may append to one file without their lines
  * interleaving. After a short write the rest is written with the next call,
@@ -182,7 +185,7 @@ static int write_lines(sink_t *s, char *err, size_t errlen) {
     return 0;
   /* Opened at the first write, so that `khost check` creates no file. */
   if (s->fd < 0)
-    s->fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    s->fd = open(s->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (s->fd < 0) {
     snprintf(err, errlen, "%s: %s", s->path, strerror(errno));
     return -1;

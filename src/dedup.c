@@ -36,6 +36,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dedup_file.h"
 #include "dedup_set.h"
 #include "log.h"
 
@@ -79,6 +80,10 @@ struct dedup_store {
   int durability_full;
   int busy_ms;
   int64_t opened_ms; /* wall clock at open: marks before it are older runs' */
+  dfile_id_t file;   /* the database file opened, by device and inode */
+  int fresh;         /* the file was created (or empty) at open */
+  GHashTable *history_asked; /* fresh: scopes dedup_history_check_due()
+                                answered for (under db_lock) */
   dset_t *set;
   pthread_mutex_t write_lock; /* see the lock order at the top */
 
@@ -135,6 +140,16 @@ void dedup_stats(dedup_store_t *s, dedup_stats_t *out) {
       .pruned = __atomic_load_n(&s->pruned, __ATOMIC_RELAXED),
       .prune_runs = __atomic_load_n(&s->prune_runs, __ATOMIC_RELAXED),
   };
+}
+
+int dedup_history_check_due(dedup_store_t *s, uint32_t scope) {
+  int due;
+  if (!s->fresh)
+    return 0;
+  pthread_mutex_lock(&s->db_lock);
+  due = g_hash_table_add(s->history_asked, GUINT_TO_POINTER(scope));
+  pthread_mutex_unlock(&s->db_lock);
+  return due;
 }
 
 size_t dedup_size(dedup_store_t *s) {
@@ -615,6 +630,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   pthread_cond_init(&s->stop_cond, &ca);
   pthread_condattr_destroy(&ca);
   s->prune_keys = dset_keys_new();
+  s->history_asked = g_hash_table_new(g_direct_hash, g_direct_equal);
   return s;
 }
 
@@ -627,8 +643,11 @@ int dedup_open(dedup_store_t **out, const dedup_opts_t *opts, char *err,
     goto out;
   }
   s = store_new(opts);
-  if (db_open(s, &s->db, err, errlen) < 0 ||
+  if (dfile_create(s->path, &s->fresh, err, errlen) < 0 ||
+      dfile_check_writable(s->path, err, errlen) < 0 ||
+      db_open(s, &s->db, err, errlen) < 0 ||
       dedup_db_schema(s->db, s->path, err, errlen) < 0 ||
+      dfile_identify(s->path, &s->file, err, errlen) < 0 ||
       db_open(s, &s->prune_db, err, errlen) < 0 ||
       db_prepare(s, s->prune_db, prune_sql, &s->prune_del, err, errlen) < 0 ||
       load_marks(s, err, errlen) < 0 || attempts_open(s, err, errlen) < 0 ||
@@ -659,6 +678,7 @@ void dedup_close(dedup_store_t *s) {
   sqlite3_close(s->db);
   dset_free(s->set);
   dset_keys_free(s->prune_keys);
+  g_hash_table_destroy(s->history_asked);
   pthread_cond_destroy(&s->stop_cond);
   pthread_mutex_destroy(&s->stop_lock);
   pthread_mutex_destroy(&s->prune_lock);
@@ -839,7 +859,7 @@ static int is_transient(int rc) {
 
 int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
                         size_t errlen) {
-  int rc = SQLITE_OK;
+  int rc = SQLITE_OK, moved = 0;
   if (transient)
     *transient = 0;
   if (w->marks->len == 0)
@@ -850,11 +870,15 @@ int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
     rc = writer_insert(w);
   if (rc == SQLITE_OK)
     rc = stmt_run(w->commit);
-  if (rc == SQLITE_OK) {
+  /* Durable in a file that no later start reads is not durable: a
+   * permanent fault. One stat() per batch. */
+  if (rc == SQLITE_OK)
+    moved = dfile_check_same(w->s->path, &w->s->file, err, errlen) < 0;
+  if (rc == SQLITE_OK && !moved) {
     /* Committed marks become visible in the set (IDs added without a
      * claim too), still under write_lock: see the top of the file. */
     dset_mark_committed_batch(w->s->set, w->keys);
-  } else {
+  } else if (rc != SQLITE_OK) {
     db_fail(w->s, w->db, err, errlen);
     if (transient)
       *transient = is_transient(rc);
@@ -862,7 +886,7 @@ int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
       stmt_run(w->rollback);
   }
   pthread_mutex_unlock(&w->s->write_lock);
-  if (rc != SQLITE_OK)
+  if (rc != SQLITE_OK || moved)
     return -1;
   dedup_writer_discard(w);
   return 0;

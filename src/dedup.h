@@ -61,9 +61,12 @@ enum {
   DEDUP_IN_FLIGHT = 2 /* claimed by someone whose mark is not durable yet */
 };
 
-/* Open (create) the database, load the in-memory set from marks inside the
- * retention window, start the pruner thread (it prunes at once, then every
- * prune_interval_ms). Errors name the path and SQLite's message. */
+/* Open (create, with mode 0600) the database, load the in-memory set from
+ * marks inside the retention window, start the pruner thread (it prunes at
+ * once, then every prune_interval_ms). A database, -wal or -shm file (or
+ * their directory) this process may not write is refused before SQLite
+ * touches it, naming that file. Errors name the path and SQLite's
+ * message. */
 int dedup_open(dedup_store_t **out, const dedup_opts_t *opts, char *err,
                size_t errlen);
 /* Stop the pruner and free everything. Writers must be closed first. */
@@ -93,6 +96,11 @@ int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
  * was committed stays seen. */
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
                    size_t len);
+/* 1 when the database was created (or found empty) at open and this is
+ * the first call for scope: the caller checks once whether the pipeline
+ * already has a history elsewhere (committed offsets) that the store
+ * lacks. 0 otherwise. */
+int dedup_history_check_due(dedup_store_t *s, uint32_t scope);
 /* IDs currently remembered (committed or claimed). */
 size_t dedup_size(dedup_store_t *s);
 
@@ -124,7 +132,11 @@ size_t dedup_writer_pending(const dedup_writer_t *w);
  * nothing is written, the marks stay buffered (commit may be retried) and
  * -1 is returned with the path and SQLite's message; *transient (may be
  * NULL) is set to 1 when the failure may clear by itself (busy, locked,
- * disk full, I/O error, read-only file) and 0 when it is permanent. */
+ * disk full, I/O error, read-only file) and 0 when it is permanent.
+ * After each transaction the path must still name the file opened: a
+ * database deleted or replaced meanwhile is a permanent failure (the
+ * transaction went into a file no later start reads; its IDs stay
+ * unseen). */
 int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
                         size_t errlen);
 /* Drop buffered marks without writing (their claims must be released). */

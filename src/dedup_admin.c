@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 
 #include "dedup.h"
+#include "dedup_file.h"
 
 #define ADMIN_BUSY_MS 10000
 #define SWEEP_BATCH 5000
@@ -86,8 +87,10 @@ int dadm_open(dadm_t **out, const char *path, int create, char *err,
              path, g_strerror(errno));
     goto out;
   }
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
-              (create ? SQLITE_OPEN_CREATE : 0);
+  /* Created as `khost run` creates it (mode 0600), not with SQLite's. */
+  if (create && dfile_create(path, NULL, err, errlen) < 0)
+    goto out;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
   if (sqlite3_open_v2(path, &a->db, flags, NULL) != SQLITE_OK) {
     fail(a, err, errlen);
     goto out;

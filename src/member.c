@@ -55,6 +55,11 @@
 #define MEMBER_DEAD_LETTER_TIMEOUT_MS 30000
 /* How long a sync commit waits for the async commits still in flight. */
 #define MEMBER_COMMIT_DRAIN_MS 10000
+/* Longest wait between two tries of a batch SQLite refused (a full disk,
+ * a read-only file): the hold ends at most this long after the fault. */
+#define MEMBER_HOLD_MAX_MS 2000
+/* Longest wait for the group's committed offsets (dedup history check). */
+#define MEMBER_COMMITTED_QUERY_MS 5000
 
 /* ------------------------------------------------------------ partitions */
 
@@ -294,15 +299,24 @@ static int wait_polling(member_t *m, int64_t ms) {
   return 1;
 }
 
+/* The wait after the attempt-th failed try of a batch: doubling from
+ * 200 ms, at most MEMBER_HOLD_MAX_MS. */
+static int64_t hold_backoff_ms(int attempt) {
+  int64_t ms = 100LL << (attempt < 8 ? attempt : 8);
+  return ms < MEMBER_HOLD_MAX_MS ? ms : MEMBER_HOLD_MAX_MS;
+}
+
 /* Make the plugin's effects and the marks of b durable. Transient faults
  * (SQLite busy, full, read-only; a failing flush) are waited out with every
  * partition paused and polling going on; a permanent one stops the
- * pipeline. A fault the durability thread met is passed in as *first
- * (NULL: none yet; the first try is made here). */
+ * pipeline. A stop while waiting gets one last try, so that a fault that
+ * cleared since the previous one does not cost the batch. A fault the
+ * durability thread met is passed in as *first (NULL: none yet; the first
+ * try is made here). */
 static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
                         int first_transient) {
   char err[512];
-  for (int attempt = 1;; attempt++) {
+  for (int attempt = 1, last = 0;; attempt++) {
     int transient = 1;
     err[0] = '\0';
     if (attempt == 1 && first) {
@@ -318,10 +332,10 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
       pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
       return -1;
     }
-    if (!wait) {
+    if (!wait || last) {
       log_msg(KHOST_LOG_WARNING, m->who,
-              "cannot make the batch durable before the partitions go: %s",
-              err);
+              "cannot make the batch durable before %s: %s",
+              last ? "stopping" : "the partitions go", err);
       return -1;
     }
     log_msg(KHOST_LOG_WARNING, m->who,
@@ -332,8 +346,7 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
       m->hold = 1;
       reconcile_pauses(m);
     }
-    if (wait_polling(m, attempt < 8 ? 100LL << attempt : 25600))
-      return -1;
+    last = wait_polling(m, hold_backoff_ms(attempt));
   }
   if (m->hold) {
     log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
@@ -659,6 +672,45 @@ static void log_partitions(member_t *m, const char *what,
           buf);
 }
 
+/* At the pipeline's first assignment in this process, when its dedup
+ * database was created empty at this start: warn when the group already
+ * has committed offsets. Records were handled before, and their event IDs
+ * are in a history this database lacks (deleted or moved, or another
+ * host's). One OffsetFetch, made only then, before anything of this
+ * process is committed. */
+static void check_dedup_history(member_t *m,
+                                const rd_kafka_topic_partition_list_t *parts) {
+  dedup_store_t *s = m->p->env.dedup;
+  const rd_kafka_topic_partition_t *first = NULL;
+  int n = 0;
+  if (!s || parts->cnt == 0 || !dedup_history_check_due(s, m->p->scope))
+    return;
+  rd_kafka_topic_partition_list_t *c =
+      rd_kafka_topic_partition_list_copy(parts);
+  rd_kafka_resp_err_t e =
+      rd_kafka_committed(m->rk, c, MEMBER_COMMITTED_QUERY_MS);
+  for (int i = 0; !e && i < c->cnt; i++)
+    if (c->elems[i].offset >= 0 && n++ == 0)
+      first = &c->elems[i];
+  if (e)
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "the dedup database %s is new, and the group's committed offsets "
+            "to compare it with cannot be read: %s",
+            m->p->env.cfg->dedup_path, rd_kafka_err2str(e));
+  else if (first)
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "the dedup database %s was created empty at this start, but group "
+            "%s has committed offsets (%d of the %d partition(s) assigned "
+            "here, e.g. %s [%" PRId32 "] at %" PRId64 "): the event IDs "
+            "handled before are not in it, and records published again will "
+            "be handled again. If the database was deleted or moved, stop "
+            "khost and restore it; to handle records again on purpose, use "
+            "khost replay (README.md, \"Dedup store\")",
+            m->p->env.cfg->dedup_path, m->p->env.pc->group_id, n, c->cnt,
+            first->topic, first->partition, first->offset);
+  rd_kafka_topic_partition_list_destroy(c);
+}
+
 static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
   if (rd_kafka_assignment_lost(m->rk)) {
     /* Someone else owns these now: their results must not be committed. */
@@ -685,6 +737,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   int cooperative = protocol && strcmp(protocol, "COOPERATIVE") == 0;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     log_partitions(m, "assigned", parts);
+    check_dedup_history(m, parts);
     atomic_fetch_add(&m->p->assigned, (uint64_t)parts->cnt);
     for (int i = 0; i < parts->cnt; i++)
       part_get(m, parts->elems[i].topic, parts->elems[i].partition);

@@ -306,6 +306,29 @@ START_TEST(test_destroy_writes_the_rest) {
 }
 END_TEST
 
+/* The file holds whole record values: created 0600 whatever the umask
+ * allows; a file that exists keeps its mode. */
+START_TEST(test_file_created_0600) {
+  struct stat st;
+  mode_t old = umask(0);
+  plugin_instance_t *pi = new_sink(out_path, 0, "");
+  khost_record_t r = make_rec("t", 0, NULL, 0, "v", 1);
+  handle_ok(pi, &r);
+  flush_ok(pi);
+  plugin_instance_destroy(pi);
+  ck_assert_int_eq(stat(out_path, &st), 0);
+  ck_assert_uint_eq(st.st_mode & 07777, 0600);
+  ck_assert_int_eq(chmod(out_path, 0640), 0);
+  pi = new_sink(out_path, 0, "");
+  handle_ok(pi, &r);
+  flush_ok(pi);
+  plugin_instance_destroy(pi);
+  ck_assert_int_eq(stat(out_path, &st), 0);
+  ck_assert_uint_eq(st.st_mode & 07777, 0640);
+  umask(old);
+}
+END_TEST
+
 START_TEST(test_missing_path) {
   plugin_instance_t *pi = NULL;
   char err[512] = "";
@@ -488,6 +511,7 @@ Suite *jsonl_sink_suite(void) {
   tcase_add_test(tc, test_binary_header_names);
   tcase_add_test(tc, test_nothing_before_flush);
   tcase_add_test(tc, test_destroy_writes_the_rest);
+  tcase_add_test(tc, test_file_created_0600);
   tcase_add_test(tc, test_missing_path);
   tcase_add_test(tc, test_bad_settings);
   tcase_add_test(tc, test_high_water);
