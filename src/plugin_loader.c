@@ -13,12 +13,14 @@
 #include <dlfcn.h>
 #include <glib.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "log.h"
+#include "plugin_schema.h"
 
 #define PL_ENTRY_SYMBOL "khost_plugin_entry"
 
@@ -31,7 +33,12 @@ typedef const khost_plugin_t *(*pl_entry_fn)(void);
 struct plugin {
   void *dl; /* NULL for a built-in plugin */
   char *path;
-  const khost_plugin_t *desc;
+  const khost_plugin_t *desc; /* the plugin's own */
+  /* The descriptor as this khost knows it: the fields the plugin's
+   * struct_size covers, the others NULL. */
+  khost_plugin_t known;
+  plugin_schema_t *schema;  /* NULL: the lookup-based check */
+  struct pl_module *module; /* set by plugin_start() */
 };
 
 struct khost_host {
@@ -42,9 +49,13 @@ struct khost_host {
   config_setting_t *group;  /* NULL: the plugin has no settings */
   unsigned char *looked_up; /* one flag per setting of group */
   int n_settings;
-  GString *errors;    /* config problems found by the lookups */
-  GPtrArray *strings; /* copies handed out by config_string() */
-  int closing;        /* destroy() is running */
+  GString *errors;               /* config problems found by the lookups */
+  GPtrArray *strings;            /* copies handed out by config_string() */
+  const plugin_schema_t *schema; /* the plugin's, or NULL */
+  /* destroy() is running on closing_thread (the plugin's own threads may
+   * log meanwhile, hence atomic). */
+  int closing;
+  pthread_t closing_thread;
   void (*closing_note)(void *ctx, const char *line);
   void *closing_ctx;
 };
@@ -55,6 +66,8 @@ struct plugin_instance {
   void *state;
   int warned_result;
 };
+
+static void pl_module_leave(plugin_t *p);
 
 /* ------------------------------------------------------------ loading */
 
@@ -76,8 +89,9 @@ static int pl_validate(const char *path, const khost_plugin_t *d, char *err,
     snprintf(err, errlen, "%s: %s() returned NULL", path, PL_ENTRY_SYMBOL);
     return -1;
   }
-  if (d->abi_major != KHOST_ABI_MAJOR || d->abi_minor > KHOST_ABI_MINOR) {
-    /* A newer minor may call host services this khost does not have. */
+  if (d->abi_major != KHOST_ABI_MAJOR) {
+    /* Any minor loads: an older one sees the fields it knows, a newer one
+     * probes the host's with KHOST_API_HAS() (plugin.h). */
     snprintf(err, errlen,
              "%s: built for khost plugin ABI %u.%u, this khost provides "
              "%u.%u (rebuild the plugin against this khost's "
@@ -106,11 +120,29 @@ static int pl_validate(const char *path, const khost_plugin_t *d, char *err,
   return 0;
 }
 
+/* The descriptor's ABI 1.1 part, read only as far as struct_size goes: a
+ * 1.0 plugin's descriptor ends at destroy, a newer one's goes on past the
+ * fields this khost knows. */
+static void pl_known(khost_plugin_t *known, const khost_plugin_t *d) {
+  size_t n = d->struct_size < sizeof(*known) ? d->struct_size : sizeof(*known);
+  memset(known, 0, sizeof(*known));
+  memcpy(known, d, n);
+}
+
 static int pl_wrap(plugin_t **out, const char *path, const khost_plugin_t *d,
                    void *dl, char *err, size_t errlen) {
+  char why[512];
   if (pl_validate(path, d, err, errlen) < 0)
     return -1;
   plugin_t *p = g_new0(plugin_t, 1);
+  pl_known(&p->known, d);
+  if (p->known.settings &&
+      plugin_schema_new(&p->schema, p->known.settings, why, sizeof(why)) < 0) {
+    snprintf(err, errlen, "%s: plugin %s declares a bad config schema: %s",
+             path, d->name, why);
+    g_free(p);
+    return -1;
+  }
   p->dl = dl;
   p->path = g_strdup(path);
   p->desc = d;
@@ -175,6 +207,8 @@ int plugin_load_builtin(plugin_t **out, const char *label,
 void plugin_unload(plugin_t *p) {
   if (!p)
     return;
+  pl_module_leave(p);
+  plugin_schema_free(p->schema);
   if (p->dl)
     dlclose(p->dl);
   g_free(p->path);
@@ -182,7 +216,11 @@ void plugin_unload(plugin_t *p) {
 }
 
 const khost_plugin_t *plugin_descriptor(const plugin_t *p) {
-  return p->desc;
+  return &p->known;
+}
+
+const plugin_schema_t *plugin_schema(const plugin_t *p) {
+  return p->schema;
 }
 
 const char *plugin_path(const plugin_t *p) {
@@ -246,7 +284,7 @@ static int api_config_string(khost_host_t *h, const char *key,
                              const char **value) {
   config_setting_t *s = host_lookup(h, key);
   if (!s)
-    return 0;
+    return h ? plugin_schema_default_string(h->schema, key, value) : 0;
   if (config_setting_type(s) != CONFIG_TYPE_STRING)
     return host_type_error(h, s, "a string");
   /* A copy, so the promise "valid until destroy()" holds whatever the
@@ -260,7 +298,7 @@ static int api_config_string(khost_host_t *h, const char *key,
 static int api_config_int(khost_host_t *h, const char *key, int64_t *value) {
   config_setting_t *s = host_lookup(h, key);
   if (!s)
-    return 0;
+    return h ? plugin_schema_default_int(h->schema, key, value) : 0;
   int type = config_setting_type(s);
   if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
     return host_type_error(h, s, "an integer");
@@ -271,7 +309,7 @@ static int api_config_int(khost_host_t *h, const char *key, int64_t *value) {
 static int api_config_double(khost_host_t *h, const char *key, double *value) {
   config_setting_t *s = host_lookup(h, key);
   if (!s)
-    return 0;
+    return h ? plugin_schema_default_double(h->schema, key, value) : 0;
   int type = config_setting_type(s);
   if (type == CONFIG_TYPE_FLOAT)
     *value = config_setting_get_float(s);
@@ -285,7 +323,7 @@ static int api_config_double(khost_host_t *h, const char *key, double *value) {
 static int api_config_bool(khost_host_t *h, const char *key, int *value) {
   config_setting_t *s = host_lookup(h, key);
   if (!s)
-    return 0;
+    return h ? plugin_schema_default_bool(h->schema, key, value) : 0;
   if (config_setting_type(s) != CONFIG_TYPE_BOOL)
     return host_type_error(h, s, "a boolean (true or false)");
   *value = config_setting_get_bool(s) ? 1 : 0;
@@ -303,8 +341,15 @@ static void host_check_unknown(khost_host_t *h, const char *plugin_name) {
 
 /* ------------------------------------------------ the rest of the api */
 
+/* Notices of destroy() on the thread running it are the closing summary;
+ * the plugin's own threads log as usual meanwhile. */
+static int closing_here(khost_host_t *h) {
+  return __atomic_load_n(&h->closing, __ATOMIC_ACQUIRE) &&
+         pthread_equal(h->closing_thread, pthread_self());
+}
+
 static void api_vlog(khost_host_t *h, int level, const char *fmt, va_list ap) {
-  if (h && h->closing && h->closing_note && level == KHOST_LOG_NOTICE) {
+  if (h && h->closing_note && level == KHOST_LOG_NOTICE && closing_here(h)) {
     char line[2048];
     vsnprintf(line, sizeof(line), fmt, ap);
     h->closing_note(h->closing_ctx, line);
@@ -389,6 +434,109 @@ const khost_api_t *plugin_host_api(void) {
   return &pl_api;
 }
 
+/* ------------------------------------------------------------ modules */
+
+/* One per loaded object, however many plugin_t share it: two config paths
+ * may name one file, which dlopen() maps once, and init() and fini() run
+ * once per object. */
+typedef struct pl_module {
+  const khost_plugin_t *desc; /* the plugin's own: identifies the object */
+  int refs;
+  khost_host_t *host; /* handed to init() and fini() */
+} pl_module_t;
+
+static pthread_mutex_t pl_modules_mu = PTHREAD_MUTEX_INITIALIZER;
+static GPtrArray *pl_modules; /* pl_module_t *; NULL when empty */
+
+static void host_free_fields(khost_host_t *h) {
+  g_free(h->pipeline);
+  g_free(h->who);
+  g_free(h->config_file);
+  g_free(h->looked_up);
+  g_string_free(h->errors, TRUE);
+  g_ptr_array_free(h->strings, TRUE);
+}
+
+/* A host without pipeline, member or config: its log lines name the
+ * plugin. */
+static khost_host_t *module_host_new(const char *name) {
+  khost_host_t *h = g_new0(khost_host_t, 1);
+  h->member = -1;
+  h->who = g_strdup(name);
+  h->looked_up = g_new0(unsigned char, 1);
+  h->errors = g_string_new(NULL);
+  h->strings = g_ptr_array_new_with_free_func(g_free);
+  return h;
+}
+
+static void module_free(pl_module_t *m) {
+  host_free_fields(m->host);
+  g_free(m->host);
+  g_free(m);
+}
+
+static pl_module_t *module_find(const khost_plugin_t *desc) {
+  for (guint i = 0; pl_modules && i < pl_modules->len; i++)
+    if (((pl_module_t *)pl_modules->pdata[i])->desc == desc)
+      return pl_modules->pdata[i];
+  return NULL;
+}
+
+/* A new module, init() called; NULL with the message in err when init()
+ * failed. */
+static pl_module_t *module_open(const plugin_t *p, char *err, size_t errlen) {
+  pl_module_t *m = g_new0(pl_module_t, 1);
+  char perr[1024] = "";
+  m->desc = p->desc;
+  m->host = module_host_new(p->known.name);
+  if (p->known.init && p->known.init(&pl_api, m->host, perr, sizeof(perr))) {
+    perr[sizeof(perr) - 1] = '\0';
+    snprintf(err, errlen, "%s: plugin %s: init() failed: %s", p->path,
+             p->known.name, perr[0] ? perr : "(without a message)");
+    module_free(m);
+    return NULL;
+  }
+  if (!pl_modules)
+    pl_modules = g_ptr_array_new();
+  g_ptr_array_add(pl_modules, m);
+  return m;
+}
+
+int plugin_start(plugin_t *p, char *err, size_t errlen) {
+  if (p->module)
+    return 0;
+  pthread_mutex_lock(&pl_modules_mu);
+  pl_module_t *m = module_find(p->desc);
+  if (!m)
+    m = module_open(p, err, errlen);
+  if (m) {
+    m->refs++;
+    p->module = m;
+  }
+  pthread_mutex_unlock(&pl_modules_mu);
+  return m ? 0 : -1;
+}
+
+/* The last plugin_t of an object calls fini(). */
+static void pl_module_leave(plugin_t *p) {
+  pl_module_t *m = p->module;
+  if (!m)
+    return;
+  p->module = NULL;
+  pthread_mutex_lock(&pl_modules_mu);
+  if (--m->refs == 0) {
+    if (p->known.fini)
+      p->known.fini(&pl_api, m->host);
+    g_ptr_array_remove(pl_modules, m);
+    if (pl_modules->len == 0) {
+      g_ptr_array_free(pl_modules, TRUE);
+      pl_modules = NULL;
+    }
+    module_free(m);
+  }
+  pthread_mutex_unlock(&pl_modules_mu);
+}
+
 /* ---------------------------------------------------------- instances */
 
 static plugin_instance_t *pi_new(plugin_t *p,
@@ -398,13 +546,14 @@ static plugin_instance_t *pi_new(plugin_t *p,
   pi->plugin = p;
   h->pipeline = g_strdup(opts->pipeline ? opts->pipeline : "-");
   h->member = opts->member;
-  h->who = g_strdup_printf("%s/%d/%s", h->pipeline, h->member, p->desc->name);
+  h->who = g_strdup_printf("%s/%d/%s", h->pipeline, h->member, p->known.name);
   h->config_file = g_strdup(opts->config_file);
   h->group = opts->config;
   h->closing_note = opts->closing_note;
   h->closing_ctx = opts->closing_ctx;
   h->errors = g_string_new(NULL);
   h->strings = g_ptr_array_new_with_free_func(g_free);
+  h->schema = p->schema;
   if (h->group && config_setting_is_group(h->group))
     h->n_settings = config_setting_length(h->group);
   h->looked_up = g_new0(unsigned char, (gsize)h->n_settings + 1);
@@ -412,14 +561,44 @@ static plugin_instance_t *pi_new(plugin_t *p,
 }
 
 static void pi_free(plugin_instance_t *pi) {
-  khost_host_t *h = &pi->host;
-  g_free(h->pipeline);
-  g_free(h->who);
-  g_free(h->config_file);
-  g_free(h->looked_up);
-  g_string_free(h->errors, TRUE);
-  g_ptr_array_free(h->strings, TRUE);
+  host_free_fields(&pi->host);
   g_free(pi);
+}
+
+/* A schema problem of the config group (NULL when there is none). */
+static void pi_schema_problem(void *ctx, const config_setting_t *at,
+                              const char *message) {
+  khost_host_t *h = ctx;
+  if (at) {
+    host_config_error(h, at, "%s", message);
+    return;
+  }
+  if (h->errors->len)
+    g_string_append_c(h->errors, '\n');
+  g_string_append_printf(h->errors, "%s: pipeline %s: config: %s",
+                         h->config_file ? h->config_file : "(config)",
+                         h->pipeline, message);
+}
+
+/* What must hold before create() is called. */
+static int pi_precheck(plugin_instance_t *pi) {
+  khost_host_t *h = &pi->host;
+  const plugin_t *p = pi->plugin;
+  if (p->known.init && !p->module) {
+    /* init() must have run: plugin_start(). */
+    g_string_append_printf(h->errors, "%s: plugin %s was not started", h->who,
+                           p->known.name);
+    return -1;
+  }
+  if (h->group && !config_setting_is_group(h->group)) {
+    host_config_error(h, h->group, "expected a group of settings for plugin %s",
+                      p->known.name);
+    return -1;
+  }
+  if (h->schema && plugin_schema_check(h->schema, p->known.name, h->group,
+                                       pi_schema_problem, h) > 0)
+    return -1;
+  return 0;
 }
 
 /* Call create(); on failure its message (or a stand-in) joins the errors. */
@@ -446,16 +625,14 @@ int plugin_instance_create(plugin_instance_t **out, plugin_t *p,
   plugin_instance_t *pi = pi_new(p, opts);
   khost_host_t *h = &pi->host;
   *out = NULL;
-  if (h->group && !config_setting_is_group(h->group)) {
-    host_config_error(h, h->group, "expected a group of settings for plugin %s",
-                      p->desc->name);
+  if (pi_precheck(pi) != 0)
     goto out;
-  }
   created = pi_call_create(pi) == 0;
   /* Unknown keys only count once create() has had its say: a plugin that
-   * failed early may not have looked everything up. */
-  if (created)
-    host_check_unknown(h, p->desc->name);
+   * failed early may not have looked everything up. With a schema, the
+   * group was checked before create(). */
+  if (created && !h->schema)
+    host_check_unknown(h, p->known.name);
   if (h->errors->len)
     goto out;
   *out = pi;
@@ -504,10 +681,47 @@ int plugin_instance_flush(plugin_instance_t *pi, char *err, size_t errlen) {
 void plugin_instance_destroy(plugin_instance_t *pi) {
   if (!pi)
     return;
-  pi->host.closing = 1;
+  pi->host.closing_thread = pthread_self();
+  __atomic_store_n(&pi->host.closing, 1, __ATOMIC_RELEASE);
   if (pi->plugin->desc->destroy)
     pi->plugin->desc->destroy(pi->state);
   pi_free(pi);
+}
+
+/* The partitions of a librdkafka list as the plugin sees them; NULL when
+ * the list is empty (no call then). */
+static khost_partition_t *
+pi_partitions(const rd_kafka_topic_partition_list_t *parts) {
+  if (!parts || parts->cnt <= 0)
+    return NULL;
+  khost_partition_t *v = g_new0(khost_partition_t, (gsize)parts->cnt);
+  for (int i = 0; i < parts->cnt; i++) {
+    v[i].topic = parts->elems[i].topic;
+    v[i].partition = parts->elems[i].partition;
+  }
+  return v;
+}
+
+void plugin_instance_assigned(plugin_instance_t *pi,
+                              const rd_kafka_topic_partition_list_t *parts) {
+  if (!pi || !pi->plugin->known.assigned)
+    return;
+  khost_partition_t *v = pi_partitions(parts);
+  if (v)
+    pi->plugin->known.assigned(pi->state, v, (size_t)parts->cnt);
+  g_free(v);
+}
+
+void plugin_instance_revoked(plugin_instance_t *pi,
+                             const rd_kafka_topic_partition_list_t *parts,
+                             int lost) {
+  if (!pi || !pi->plugin->known.revoked)
+    return;
+  khost_partition_t *v = pi_partitions(parts);
+  if (v)
+    pi->plugin->known.revoked(pi->state, v, (size_t)parts->cnt,
+                              lost ? KHOST_REVOKED_LOST : 0);
+  g_free(v);
 }
 
 const char *plugin_instance_who(const plugin_instance_t *pi) {
