@@ -485,6 +485,120 @@ START_TEST(test_member_kafka_conf) {
 }
 END_TEST
 
+/* The partitions a lifecycle line names ("... T[P] T[P]") from word
+ * `first` on, as "T[P]" keys. */
+static gchar **lc_parts(gchar **words, int first) {
+  int n = (int)g_strv_length(words);
+  return g_strdupv(n > first ? words + first : words + n);
+}
+
+/* Replay the lifecycle fixture's lines of member m: assigned() before any
+ * record of a partition, revoked() only for owned ones and before
+ * destroy(), handle() only of owned partitions. Adds the partitions it was
+ * ever assigned to `ever`; returns how many records it handled. */
+static size_t lc_check_member(gchar **lines, int m, GHashTable *ever) {
+  GHashTable *owned =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  size_t handled = 0;
+  int destroyed = 0;
+  for (gchar **l = lines; *l; l++) {
+    gchar **w = g_strsplit(*l, " ", -1);
+    if (!w[0] || !w[1] || atoi(w[1]) != m || strcmp(w[0], "create") == 0) {
+      g_strfreev(w);
+      continue;
+    }
+    ck_assert_msg(!destroyed, "member %d: \"%s\" after destroy()", m, *l);
+    if (strcmp(w[0], "assigned") == 0 || strcmp(w[0], "revoked") == 0) {
+      int assigned = w[0][0] == 'a';
+      gchar **parts = lc_parts(w, assigned ? 2 : 3);
+      ck_assert_msg(parts[0], "member %d: no partitions: %s", m, *l);
+      for (gchar **p = parts; *p; p++) {
+        ck_assert_msg(assigned != g_hash_table_contains(owned, *p),
+                      "member %d: %s", m, *l);
+        if (assigned) {
+          g_hash_table_add(owned, g_strdup(*p));
+          g_hash_table_add(ever, g_strdup(*p));
+        } else {
+          g_hash_table_remove(owned, *p);
+        }
+      }
+      g_strfreev(parts);
+    } else if (strcmp(w[0], "handle") == 0) {
+      gchar *part = g_strndup(w[2], (gsize)(strchr(w[2], '@') - w[2]));
+      ck_assert_msg(g_hash_table_contains(owned, part),
+                    "member %d handled %s without owning it", m, w[2]);
+      g_free(part);
+      handled++;
+    } else if (strcmp(w[0], "destroy") == 0) {
+      ck_assert_msg(g_hash_table_size(owned) == 0,
+                    "member %d destroyed with partitions not revoked", m);
+      destroyed = 1;
+    }
+    g_strfreev(w);
+  }
+  ck_assert_msg(destroyed, "member %d never destroyed", m);
+  g_hash_table_destroy(owned);
+  return handled;
+}
+
+/* An ABI 1.1 plugin under two members: init() first and fini() last, once
+ * each; every partition is assigned() to a member before its records reach
+ * it and revoked() before the member's destroy(). */
+START_TEST(test_plugin_partition_callbacks) {
+  enum { PARTS = 4, RECORDS = 40 };
+  mu_cluster_t c;
+  char id[32], *text = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  for (int i = 0; i < RECORDS; i++) {
+    snprintf(id, sizeof(id), "evt-%04d", i);
+    mu_produce(&c, TOPIC, i % PARTS, id, NULL, "order");
+  }
+  mu_flush(&c);
+  char *log = dir_file(&c, "lifecycle.log"), *plugin = tu_fixture("lifecycle");
+  ck_assert_int_eq(setenv("LIFECYCLE_LOG", log, 1), 0);
+  ck_assert_int_ge(
+      asprintf(&text,
+               "kafka = { bootstrap_servers = \"%s\";\n"
+               "          session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
+               "          heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
+               "dedup = { path = \"%s/dedup.db\"; };\n"
+               "pipelines = ( { name = \"orders\"; group_id = \"%s\";\n"
+               "  topics = [ \"" TOPIC "\" ]; members = 2;\n"
+               "  plugin = \"%s\"; config = { label = \"lc\"; }; } );\n",
+               c.bootstraps, c.dir, GROUP, plugin),
+      0);
+  char *cfg = tu_write_file(c.dir, "lc.cfg", text);
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, RECORDS);
+
+  char *lines_text = tu_read_file(log);
+  ck_assert_ptr_nonnull(lines_text);
+  gchar **lines = g_strsplit(g_strchomp(lines_text), "\n", -1);
+  guint n = g_strv_length(lines);
+  ck_assert_uint_ge(n, 2);
+  ck_assert_str_eq(lines[0], "init");
+  ck_assert_str_eq(lines[n - 1], "fini");
+  GHashTable *ever =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  size_t handled =
+      lc_check_member(lines, 0, ever) + lc_check_member(lines, 1, ever);
+  ck_assert_uint_eq(handled, RECORDS);
+  ck_assert_uint_eq(g_hash_table_size(ever), PARTS);
+  for (guint i = 1; i + 1 < n; i++)
+    ck_assert_msg(strcmp(lines[i], "init") && strcmp(lines[i], "fini"),
+                  "line %u: %s", i, lines[i]);
+  g_hash_table_destroy(ever);
+  g_strfreev(lines);
+  free(lines_text);
+  free(cfg);
+  free(text);
+  free(plugin);
+  free(log);
+  mu_stop(&c);
+}
+END_TEST
+
 /* Distinct event IDs among the OK lines of a and b. */
 static size_t distinct_ok(const mu_line_t *a, size_t na, const mu_line_t *b,
                           size_t nb) {
@@ -627,6 +741,11 @@ Suite *host_suite(void) {
   tcase_add_test(tc, test_exit_at_end_two_hosts);
   tcase_add_test(tc, test_exit_at_end_regex_topic);
   tcase_add_test(tc, test_exit_at_end_regex_matching_nothing);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("plugin-callbacks");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_plugin_partition_callbacks);
   suite_add_tcase(s, tc);
   return s;
 }
