@@ -1,12 +1,12 @@
 /*
- * Plugin loader: opens handler plugins, validates their descriptor, runs
- * their instances and offers them the host service table (khost_api_t).
+ * Plugin loader: opens handler plugins, validates their descriptor, calls
+ * their module callbacks (init, fini) and runs their instances; the host
+ * service table they are handed is plugin_host.c's.
  *
- * Concurrency & locking: plugin_load() and plugin_unload() run on the main
- * thread, at start and at exit. An instance and its khost_host_t belong to
- * one member thread, which makes every call on them; the api functions touch
- * only that instance's state, the read-only libconfig tree and the
- * thread-safe logger, so nothing here takes a lock.
+ * Concurrency & locking: plugin_load(), plugin_start() and plugin_unload()
+ * run on the main thread, at start and at exit; the registry of started
+ * objects has a mutex all the same. An instance and its khost_host_t
+ * belong to one member thread, which makes every call on them.
  */
 #include "plugin_loader.h"
 
@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "plugin_host.h"
 #include "plugin_schema.h"
 
 #define PL_ENTRY_SYMBOL "khost_plugin_entry"
@@ -39,25 +40,6 @@ struct plugin {
   khost_plugin_t known;
   plugin_schema_t *schema;  /* NULL: the lookup-based check */
   struct pl_module *module; /* set by plugin_start() */
-};
-
-struct khost_host {
-  char *pipeline;
-  int member;
-  char *who; /* "pipeline/member/plugin" */
-  char *config_file;
-  config_setting_t *group;  /* NULL: the plugin has no settings */
-  unsigned char *looked_up; /* one flag per setting of group */
-  int n_settings;
-  GString *errors;               /* config problems found by the lookups */
-  GPtrArray *strings;            /* copies handed out by config_string() */
-  const plugin_schema_t *schema; /* the plugin's, or NULL */
-  /* destroy() is running on closing_thread (the plugin's own threads may
-   * log meanwhile, hence atomic). */
-  int closing;
-  pthread_t closing_thread;
-  void (*closing_note)(void *ctx, const char *line);
-  void *closing_ctx;
 };
 
 struct plugin_instance {
@@ -227,213 +209,6 @@ const char *plugin_path(const plugin_t *p) {
   return p->path;
 }
 
-/* ------------------------------------------------------ config lookups */
-
-/* "pipelines[1].config.limit": names of groups, indexes in lists. */
-static void setting_path(GString *out, const config_setting_t *s) {
-  const config_setting_t *parent = config_setting_parent(s);
-  if (!parent)
-    return;
-  setting_path(out, parent);
-  if (config_setting_is_list(parent) || config_setting_is_array(parent))
-    g_string_append_printf(out, "[%d]", config_setting_index(s));
-  else
-    g_string_append_printf(out, "%s%s", out->len ? "." : "",
-                           config_setting_name(s));
-}
-
-/* Record "FILE:LINE: KEY: <message>" as one line of h->errors. */
-G_GNUC_PRINTF(3, 4)
-static void host_config_error(khost_host_t *h, const config_setting_t *s,
-                              const char *fmt, ...) {
-  const char *file = config_setting_source_file(s);
-  GString *key = g_string_new(NULL);
-  va_list ap;
-  setting_path(key, s);
-  if (!file)
-    file = h->config_file ? h->config_file : "(config)";
-  if (h->errors->len)
-    g_string_append_c(h->errors, '\n');
-  g_string_append_printf(h->errors, "%s:%u: %s: ", file,
-                         (unsigned)config_setting_source_line(s), key->str);
-  va_start(ap, fmt);
-  g_string_append_vprintf(h->errors, fmt, ap);
-  va_end(ap);
-  g_string_free(key, TRUE);
-}
-
-/* The setting key of the instance's group, marked as looked up; NULL when
- * the group has no such setting. */
-static config_setting_t *host_lookup(khost_host_t *h, const char *key) {
-  if (!h || !h->group || !key)
-    return NULL;
-  config_setting_t *s = config_setting_get_member(h->group, key);
-  int i = s ? config_setting_index(s) : -1;
-  if (i >= 0 && i < h->n_settings)
-    h->looked_up[i] = 1;
-  return s;
-}
-
-static int host_type_error(khost_host_t *h, const config_setting_t *s,
-                           const char *expected) {
-  host_config_error(h, s, "expected %s", expected);
-  return -1;
-}
-
-static int api_config_string(khost_host_t *h, const char *key,
-                             const char **value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return h ? plugin_schema_default_string(h->schema, key, value) : 0;
-  if (config_setting_type(s) != CONFIG_TYPE_STRING)
-    return host_type_error(h, s, "a string");
-  /* A copy, so the promise "valid until destroy()" holds whatever the
-   * owner of the libconfig tree does. */
-  char *copy = g_strdup(config_setting_get_string(s));
-  g_ptr_array_add(h->strings, copy);
-  *value = copy;
-  return 1;
-}
-
-static int api_config_int(khost_host_t *h, const char *key, int64_t *value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return h ? plugin_schema_default_int(h->schema, key, value) : 0;
-  int type = config_setting_type(s);
-  if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
-    return host_type_error(h, s, "an integer");
-  *value = config_setting_get_int64(s);
-  return 1;
-}
-
-static int api_config_double(khost_host_t *h, const char *key, double *value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return h ? plugin_schema_default_double(h->schema, key, value) : 0;
-  int type = config_setting_type(s);
-  if (type == CONFIG_TYPE_FLOAT)
-    *value = config_setting_get_float(s);
-  else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
-    *value = (double)config_setting_get_int64(s);
-  else
-    return host_type_error(h, s, "a number");
-  return 1;
-}
-
-static int api_config_bool(khost_host_t *h, const char *key, int *value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return h ? plugin_schema_default_bool(h->schema, key, value) : 0;
-  if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-    return host_type_error(h, s, "a boolean (true or false)");
-  *value = config_setting_get_bool(s) ? 1 : 0;
-  return 1;
-}
-
-/* Every setting must have been looked up by create(): the rest are typos
- * or settings of another plugin, and silence would hide them. */
-static void host_check_unknown(khost_host_t *h, const char *plugin_name) {
-  for (int i = 0; i < h->n_settings; i++)
-    if (!h->looked_up[i])
-      host_config_error(h, config_setting_get_elem(h->group, (unsigned)i),
-                        "unknown setting for plugin %s", plugin_name);
-}
-
-/* ------------------------------------------------ the rest of the api */
-
-/* Notices of destroy() on the thread running it are the closing summary;
- * the plugin's own threads log as usual meanwhile. */
-static int closing_here(khost_host_t *h) {
-  return __atomic_load_n(&h->closing, __ATOMIC_ACQUIRE) &&
-         pthread_equal(h->closing_thread, pthread_self());
-}
-
-static void api_vlog(khost_host_t *h, int level, const char *fmt, va_list ap) {
-  if (h && h->closing_note && level == KHOST_LOG_NOTICE && closing_here(h)) {
-    char line[2048];
-    vsnprintf(line, sizeof(line), fmt, ap);
-    h->closing_note(h->closing_ctx, line);
-    return;
-  }
-  log_vmsg(level, h ? h->who : "plugin", fmt, ap);
-}
-
-static void api_log(khost_host_t *h, int level, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  api_vlog(h, level, fmt, ap);
-  va_end(ap);
-}
-
-static const rd_kafka_headers_t *rec_headers(const khost_record_t *rec) {
-  return rec ? (const rd_kafka_headers_t *)rec->host_priv : NULL;
-}
-
-static int api_header_get(const khost_record_t *rec, const char *name,
-                          const void **value, size_t *len) {
-  const rd_kafka_headers_t *hdrs = rec_headers(rec);
-  const void *v = NULL;
-  size_t n = 0;
-  if (!hdrs || !name || rd_kafka_header_get_last(hdrs, name, &v, &n))
-    return 0;
-  if (value)
-    *value = v;
-  if (len)
-    *len = n;
-  return 1;
-}
-
-static size_t api_header_count(const khost_record_t *rec) {
-  const rd_kafka_headers_t *hdrs = rec_headers(rec);
-  return hdrs ? rd_kafka_header_cnt(hdrs) : 0;
-}
-
-static int api_header_at(const khost_record_t *rec, size_t idx,
-                         const char **name, const void **value, size_t *len) {
-  const rd_kafka_headers_t *hdrs = rec_headers(rec);
-  const char *nm = NULL;
-  const void *v = NULL;
-  size_t n = 0;
-  if (!hdrs || rd_kafka_header_get_all(hdrs, idx, &nm, &v, &n))
-    return 0;
-  if (name)
-    *name = nm;
-  if (value)
-    *value = v;
-  if (len)
-    *len = n;
-  return 1;
-}
-
-static const char *api_pipeline_name(khost_host_t *h) {
-  return h ? h->pipeline : NULL;
-}
-
-static int api_member_index(khost_host_t *h) {
-  return h ? h->member : -1;
-}
-
-static const khost_api_t pl_api = {
-    .struct_size = sizeof(khost_api_t),
-    .abi_major = KHOST_ABI_MAJOR,
-    .abi_minor = KHOST_ABI_MINOR,
-    .log = api_log,
-    .vlog = api_vlog,
-    .config_string = api_config_string,
-    .config_int = api_config_int,
-    .config_double = api_config_double,
-    .config_bool = api_config_bool,
-    .header_get = api_header_get,
-    .header_count = api_header_count,
-    .header_at = api_header_at,
-    .pipeline_name = api_pipeline_name,
-    .member_index = api_member_index,
-};
-
-const khost_api_t *plugin_host_api(void) {
-  return &pl_api;
-}
-
 /* ------------------------------------------------------------ modules */
 
 /* One per loaded object, however many plugin_t share it: two config paths
@@ -448,29 +223,16 @@ typedef struct pl_module {
 static pthread_mutex_t pl_modules_mu = PTHREAD_MUTEX_INITIALIZER;
 static GPtrArray *pl_modules; /* pl_module_t *; NULL when empty */
 
-static void host_free_fields(khost_host_t *h) {
-  g_free(h->pipeline);
-  g_free(h->who);
-  g_free(h->config_file);
-  g_free(h->looked_up);
-  g_string_free(h->errors, TRUE);
-  g_ptr_array_free(h->strings, TRUE);
-}
-
 /* A host without pipeline, member or config: its log lines name the
  * plugin. */
 static khost_host_t *module_host_new(const char *name) {
   khost_host_t *h = g_new0(khost_host_t, 1);
-  h->member = -1;
-  h->who = g_strdup(name);
-  h->looked_up = g_new0(unsigned char, 1);
-  h->errors = g_string_new(NULL);
-  h->strings = g_ptr_array_new_with_free_func(g_free);
+  plugin_host_init(h, NULL, -1, g_strdup(name), NULL, NULL);
   return h;
 }
 
 static void module_free(pl_module_t *m) {
-  host_free_fields(m->host);
+  plugin_host_clear(m->host);
   g_free(m->host);
   g_free(m);
 }
@@ -489,7 +251,8 @@ static pl_module_t *module_open(const plugin_t *p, char *err, size_t errlen) {
   char perr[1024] = "";
   m->desc = p->desc;
   m->host = module_host_new(p->known.name);
-  if (p->known.init && p->known.init(&pl_api, m->host, perr, sizeof(perr))) {
+  if (p->known.init &&
+      p->known.init(plugin_host_api(), m->host, perr, sizeof(perr))) {
     perr[sizeof(perr) - 1] = '\0';
     snprintf(err, errlen, "%s: plugin %s: init() failed: %s", p->path,
              p->known.name, perr[0] ? perr : "(without a message)");
@@ -526,7 +289,7 @@ static void pl_module_leave(plugin_t *p) {
   pthread_mutex_lock(&pl_modules_mu);
   if (--m->refs == 0) {
     if (p->known.fini)
-      p->known.fini(&pl_api, m->host);
+      p->known.fini(plugin_host_api(), m->host);
     g_ptr_array_remove(pl_modules, m);
     if (pl_modules->len == 0) {
       g_ptr_array_free(pl_modules, TRUE);
@@ -543,25 +306,20 @@ static plugin_instance_t *pi_new(plugin_t *p,
                                  const plugin_instance_opts_t *opts) {
   plugin_instance_t *pi = g_new0(plugin_instance_t, 1);
   khost_host_t *h = &pi->host;
+  const char *pipeline = opts->pipeline ? opts->pipeline : "-";
   pi->plugin = p;
-  h->pipeline = g_strdup(opts->pipeline ? opts->pipeline : "-");
-  h->member = opts->member;
-  h->who = g_strdup_printf("%s/%d/%s", h->pipeline, h->member, p->known.name);
-  h->config_file = g_strdup(opts->config_file);
-  h->group = opts->config;
+  plugin_host_init(
+      h, pipeline, opts->member,
+      g_strdup_printf("%s/%d/%s", pipeline, opts->member, p->known.name),
+      opts->config_file, opts->config);
+  h->schema = p->schema;
   h->closing_note = opts->closing_note;
   h->closing_ctx = opts->closing_ctx;
-  h->errors = g_string_new(NULL);
-  h->strings = g_ptr_array_new_with_free_func(g_free);
-  h->schema = p->schema;
-  if (h->group && config_setting_is_group(h->group))
-    h->n_settings = config_setting_length(h->group);
-  h->looked_up = g_new0(unsigned char, (gsize)h->n_settings + 1);
   return pi;
 }
 
 static void pi_free(plugin_instance_t *pi) {
-  host_free_fields(&pi->host);
+  plugin_host_clear(&pi->host);
   g_free(pi);
 }
 
@@ -570,7 +328,7 @@ static void pi_schema_problem(void *ctx, const config_setting_t *at,
                               const char *message) {
   khost_host_t *h = ctx;
   if (at) {
-    host_config_error(h, at, "%s", message);
+    plugin_host_config_error(h, at, "%s", message);
     return;
   }
   if (h->errors->len)
@@ -591,8 +349,9 @@ static int pi_precheck(plugin_instance_t *pi) {
     return -1;
   }
   if (h->group && !config_setting_is_group(h->group)) {
-    host_config_error(h, h->group, "expected a group of settings for plugin %s",
-                      p->known.name);
+    plugin_host_config_error(h, h->group,
+                             "expected a group of settings for plugin %s",
+                             p->known.name);
     return -1;
   }
   if (h->schema && plugin_schema_check(h->schema, p->known.name, h->group,
@@ -605,7 +364,8 @@ static int pi_precheck(plugin_instance_t *pi) {
 static int pi_call_create(plugin_instance_t *pi) {
   khost_host_t *h = &pi->host;
   char perr[1024] = "";
-  if (pi->plugin->desc->create(&pl_api, h, &pi->state, perr, sizeof(perr)) == 0)
+  if (pi->plugin->desc->create(plugin_host_api(), h, &pi->state, perr,
+                               sizeof(perr)) == 0)
     return 0;
   perr[sizeof(perr) - 1] = '\0';
   /* A config type error already says what is wrong: no stand-in then. */
@@ -632,7 +392,7 @@ int plugin_instance_create(plugin_instance_t **out, plugin_t *p,
    * failed early may not have looked everything up. With a schema, the
    * group was checked before create(). */
   if (created && !h->schema)
-    host_check_unknown(h, p->known.name);
+    plugin_host_check_unknown(h, p->known.name);
   if (h->errors->len)
     goto out;
   *out = pi;
