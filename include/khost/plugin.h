@@ -52,10 +52,10 @@
  *     While it runs the member does not poll, librdkafka leaves the group
  *     for it, and the partitions go to other members (which may handle the
  *     same records meanwhile, unless they share this host's dedup store and
- *     the event ID is claimed by this call). When the call returns, its
- *     outcome is not committed: the member's next poll reports those
- *     partitions lost (revoked() with KHOST_REVOKED_LOST) and it rejoins the
- *     group. The pipeline's handler_timeout logs the stuck call, naming
+ *     the event ID is claimed by this call). When the call returns, this
+ *     member commits no offset of those partitions any more: its next poll
+ *     reports them lost (revoked() with KHOST_REVOKED_LOST) and it rejoins
+ *     the group. The pipeline's handler_timeout logs the stuck call, naming
  *     the record, every handler_timeout (60 s by default).
  *   - destroy(): notices (KHOST_LOG_NOTICE) an instance logs from destroy()
  *     on the member's thread are the plugin's closing summary: with
@@ -242,9 +242,10 @@ typedef struct khost_partition {
 enum {
   /** The assignment was lost (session timeout, handle() past
    *  max.poll.interval.ms): another member may own the partitions already.
-   *  Nothing of them was committed since their last commit, and the
-   *  records handled since are delivered to the next owner again: drop the
-   *  per-partition state instead of flushing it. */
+   *  This member commits nothing of them any more: the records it handled
+   *  since their last commit are delivered to the next owner again (which
+   *  skips those whose dedup marks it shares). Drop the per-partition
+   *  state rather than flush it. */
   KHOST_REVOKED_LOST = 1u << 0
 };
 
@@ -336,8 +337,9 @@ typedef struct khost_plugin {
    * it has no config group, pipeline or member. Return 0, or -1 with a
    * NUL-terminated message in err (errlen bytes, caller-owned): the host
    * then stops before consuming anything and prints that message, naming
-   * the plugin; fini() is not called then. Not called by
-   * `khost plugin-info`, which only reads the descriptor.
+   * the plugin; fini() is not called then. `khost check` calls init(),
+   * create(), destroy() and fini() as a run does; `khost plugin-info`
+   * calls nothing (it only reads the descriptor).
    */
   int (*init)(const khost_api_t *api, khost_host_t *host, char *err,
               size_t errlen);
@@ -355,7 +357,8 @@ typedef struct khost_plugin {
    * follow. Called on the member's thread from its rebalance handling,
    * before any record of them reaches handle(). With the cooperative
    * assignor, only the partitions added; with the eager ones, the whole
-   * new assignment. parts (count entries) is valid only during the call.
+   * new assignment. Never called with no partitions. parts (count
+   * entries) is owned by the host and valid only during the call.
    */
   void (*assigned)(void *instance, const khost_partition_t *parts,
                    size_t count);
@@ -367,8 +370,9 @@ typedef struct khost_plugin {
    * been finished or abandoned, before the partitions are released: when
    * flags has no KHOST_REVOKED_LOST, what was handled of them has been
    * flushed and made durable, and its offsets committed as far as the
-   * broker allowed. With KHOST_REVOKED_LOST, see that flag. parts (count
-   * entries) is valid only during the call.
+   * broker allowed. With KHOST_REVOKED_LOST, see that flag. Never called
+   * with no partitions. parts (count entries) is owned by the host and
+   * valid only during the call.
    */
   void (*revoked)(void *instance, const khost_partition_t *parts, size_t count,
                   uint32_t flags);
