@@ -627,6 +627,36 @@ START_TEST(test_plugin_info_schema) {
 }
 END_TEST
 
+/* An init() that fails stops khost before anything runs, with the
+ * plugin's message, naming the config line, the file and the plugin. */
+START_TEST(test_plugin_init_failure) {
+  char *cfg =
+      write_cfg("init.cfg", "mock = { brokers = 1; };\n"
+                            "pipelines = ({ name = \"p\"; group_id = "
+                            "\"g\"; topics = [ \"t\" ];\n"
+                            "  plugin = \"" FIXTURES "/lifecycle.so\";\n"
+                            "  config = { label = \"x\"; }; });\n");
+  char *out, *err, *want = NULL;
+  ck_assert_int_eq(setenv("LIFECYCLE_INIT_ERROR", "no licence server", 1), 0);
+  int status =
+      run_khost("init", QUICK_TIMEOUT_MS, &out, &err, "check", "-c", cfg, NULL);
+  unsetenv("LIFECYCLE_INIT_ERROR");
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  ck_assert_int_ge(asprintf(&want,
+                            "%s:3: pipelines[0].plugin: " FIXTURES
+                            "/lifecycle.so: plugin lifecycle: init() failed: "
+                            "no licence server\n",
+                            cfg),
+                   0);
+  assert_has(err, want, "stderr");
+  ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
+  free(want);
+  free(out);
+  free(err);
+  free(cfg);
+}
+END_TEST
+
 /* A NAME is looked up in the config's plugin_dir; a plugin without a
  * schema says so; one khost refuses exits 2 with the loader's message. */
 START_TEST(test_plugin_info_name_and_errors) {
@@ -995,6 +1025,7 @@ Suite *cli_suite(void) {
   tcase_add_test(check, test_check_plugin_problems);
   tcase_add_test(check, test_plugin_info_schema);
   tcase_add_test(check, test_plugin_info_name_and_errors);
+  tcase_add_test(check, test_plugin_init_failure);
   suite_add_tcase(s, check);
 
   TCase *run = tcase_create("run");
