@@ -80,7 +80,9 @@ extern "C" {
 #define KHOST_ABI_MINOR 1
 
 #if defined(__GNUC__)
+/** Lets the compiler check the format of log() calls. */
 #define KHOST_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+/** Exports khost_plugin_entry() from a plugin built -fvisibility=hidden. */
 #define KHOST_EXPORT __attribute__((visibility("default")))
 #else
 #define KHOST_PRINTF(fmt, args)
@@ -106,11 +108,11 @@ typedef enum khost_result {
 
 /** Log levels, the syslog numbers. */
 enum {
-  KHOST_LOG_ERR = 3,
-  KHOST_LOG_WARNING = 4,
-  KHOST_LOG_NOTICE = 5,
-  KHOST_LOG_INFO = 6,
-  KHOST_LOG_DEBUG = 7
+  KHOST_LOG_ERR = 3,     /**< an error: something did not happen */
+  KHOST_LOG_WARNING = 4, /**< something went wrong and was handled */
+  KHOST_LOG_NOTICE = 5,  /**< worth seeing; from destroy(), see the top */
+  KHOST_LOG_INFO = 6,    /**< the default level of the host's log */
+  KHOST_LOG_DEBUG = 7    /**< written only with log_level = "debug" */
 };
 
 /** Record flags (khost_record_t.flags). */
@@ -147,8 +149,9 @@ typedef struct khost_record {
   const void *host_priv; /**< reserved for the host: do not touch */
 } khost_record_t;
 
-/** Per-instance handle the host gives to a plugin (opaque). Valid from
- *  create() until destroy() returns. */
+/** Handle the host gives to a plugin (opaque, owned by the host): one per
+ *  instance, valid from create() until destroy() returns; and one per
+ *  loaded plugin for init() and fini(), valid during those calls. */
 typedef struct khost_host khost_host_t;
 
 /**
@@ -196,8 +199,11 @@ typedef struct khost_api {
    * init() (no config group) they return 0.
    */
   int (*config_string)(khost_host_t *host, const char *key, const char **value);
+  /** As config_string(), for an integer (42 or 42L in the file). */
   int (*config_int)(khost_host_t *host, const char *key, int64_t *value);
+  /** As config_string(), for a number (a float, or an integer). */
   int (*config_double)(khost_host_t *host, const char *key, double *value);
+  /** As config_string(), for true or false (*value 1 or 0). */
   int (*config_bool)(khost_host_t *host, const char *key, int *value);
 
   /**
@@ -208,7 +214,10 @@ typedef struct khost_api {
    */
   int (*header_get)(const khost_record_t *rec, const char *name,
                     const void **value, size_t *len);
+  /** The number of headers of rec (0 when it has none). */
   size_t (*header_count)(const khost_record_t *rec);
+  /** Header idx (0-based) of rec: 1 with *name, *value and *len set (each
+   *  may be NULL when not wanted), 0 past the end. Owned by the host. */
   int (*header_at)(const khost_record_t *rec, size_t idx, const char **name,
                    const void **value, size_t *len);
 
@@ -216,6 +225,7 @@ typedef struct khost_api {
    *  NULL and -1 for the host handed to init() and fini(). The string is
    *  owned by the host and valid until destroy() (fini()) returns. */
   const char *(*pipeline_name)(khost_host_t *host);
+  /** See pipeline_name(). */
   int (*member_index)(khost_host_t *host);
 } khost_api_t;
 
