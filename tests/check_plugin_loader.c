@@ -902,8 +902,8 @@ START_TEST(test_init_fini_order) {
   ck_assert_str_eq(text, "init\n"
                          "create lc orders/0 limit=7 ratio=0.5 verbose=0\n"
                          "create lc orders/1 limit=7 ratio=0.5 verbose=0\n"
-                         "destroy 0\n"
-                         "destroy 1\n"
+                         "destroy lc/0\n"
+                         "destroy lc/1\n"
                          "fini\n");
   free(text);
   text = read_log(); /* init() and fini() log under the plugin's name */
@@ -1086,10 +1086,10 @@ START_TEST(test_assigned_revoked_calls) {
   char *text = lifecycle_log();
   ck_assert_str_eq(text, "init\n"
                          "create r orders/1 limit=7 ratio=0.5 verbose=0\n"
-                         "assigned 1 orders[0] refunds[2]\n"
-                         "revoked 1 lost=0 orders[0] refunds[2]\n"
-                         "revoked 1 lost=1 orders[0] refunds[2]\n"
-                         "destroy 1\n"
+                         "assigned r/1 orders[0] refunds[2]\n"
+                         "revoked r/1 lost=0 orders[0] refunds[2]\n"
+                         "revoked r/1 lost=1 orders[0] refunds[2]\n"
+                         "destroy r/1\n"
                          "fini\n");
   free(text);
   rd_kafka_topic_partition_list_destroy(parts);
