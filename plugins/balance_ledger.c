@@ -328,10 +328,17 @@ static void bl_destroy(void *instance) {
   g_free(l);
 }
 
+static const khost_setting_t settings[] = {
+    {"db", KHOST_SETTING_STRING, NULL,
+     "the SQLite database of the ledger (required)", 0},
+    {NULL, 0, NULL, NULL, 0},
+};
+
 static const khost_plugin_t plugin = {
     KHOST_PLUGIN_INIT,     .name = "balance_ledger", .version = "1.0",
     .create = bl_create,   .handle = bl_handle,      .flush = bl_flush,
-    .destroy = bl_destroy,
+    .destroy = bl_destroy, .init = pdb_module_init,  .fini = pdb_module_fini,
+    .settings = settings,
 };
 
 const khost_plugin_t *khost_plugin_entry(void) {

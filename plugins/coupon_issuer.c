@@ -311,10 +311,19 @@ static void ci_destroy(void *instance) {
   g_free(c);
 }
 
+static const khost_setting_t settings[] = {
+    {"db", KHOST_SETTING_STRING, NULL,
+     "the SQLite database of issued coupons (required)", 0},
+    {"stock", KHOST_SETTING_INT, G_STRINGIFY(DEFAULT_STOCK),
+     "coupons of each couponId to issue (0 or more)", 0},
+    {NULL, 0, NULL, NULL, 0},
+};
+
 static const khost_plugin_t plugin = {
     KHOST_PLUGIN_INIT,     .name = "coupon_issuer", .version = "1.0",
     .create = ci_create,   .handle = ci_handle,     .flush = ci_flush,
-    .destroy = ci_destroy,
+    .destroy = ci_destroy, .init = pdb_module_init, .fini = pdb_module_fini,
+    .settings = settings,
 };
 
 const khost_plugin_t *khost_plugin_entry(void) {

@@ -311,10 +311,18 @@ static void sink_destroy(void *instance) {
   sink_free(s);
 }
 
+static const khost_setting_t sink_settings[] = {
+    {"path", KHOST_SETTING_STRING, NULL,
+     "the file to append one JSON object per record to (required)", 0},
+    {"fsync", KHOST_SETTING_BOOL, "false",
+     "fsync the file before each commit (survives power loss)", 0},
+    {NULL, 0, NULL, NULL, 0},
+};
+
 static const khost_plugin_t sink_plugin = {
-    KHOST_PLUGIN_INIT,       .name = "jsonl_sink",  .version = "1.0",
-    .create = sink_create,   .handle = sink_handle, .flush = sink_flush,
-    .destroy = sink_destroy,
+    KHOST_PLUGIN_INIT,       .name = "jsonl_sink",      .version = "1.0",
+    .create = sink_create,   .handle = sink_handle,     .flush = sink_flush,
+    .destroy = sink_destroy, .settings = sink_settings,
 };
 
 const khost_plugin_t *khost_plugin_entry(void) {

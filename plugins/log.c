@@ -190,9 +190,22 @@ static khost_result_t lp_handle(void *instance, const khost_record_t *rec) {
   return KHOST_OK;
 }
 
+static const khost_setting_t lp_settings_decl[] = {
+    {"level", KHOST_SETTING_STRING, "info",
+     "level of the lines: err, warning, notice, info or debug", 0},
+    {"max_value", KHOST_SETTING_INT, "200",
+     "bytes of the key and the value shown (0 to 65536)", 0},
+    {NULL, 0, NULL, NULL, 0},
+};
+
 static const khost_plugin_t lp_plugin = {
-    KHOST_PLUGIN_INIT,   .name = "log",       .version = "1.0",
-    .create = lp_create, .handle = lp_handle, .destroy = lp_destroy,
+    KHOST_PLUGIN_INIT,
+    .name = "log",
+    .version = "1.0",
+    .create = lp_create,
+    .handle = lp_handle,
+    .destroy = lp_destroy,
+    .settings = lp_settings_decl,
 };
 
 const khost_plugin_t *khost_plugin_entry(void) {

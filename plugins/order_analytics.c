@@ -240,10 +240,17 @@ static void oa_destroy(void *instance) {
   g_free(a);
 }
 
+static const khost_setting_t settings[] = {
+    {"db", KHOST_SETTING_STRING, NULL,
+     "the SQLite database of the hourly figures (required)", 0},
+    {NULL, 0, NULL, NULL, 0},
+};
+
 static const khost_plugin_t plugin = {
     KHOST_PLUGIN_INIT,     .name = "order_analytics", .version = "1.0",
     .create = oa_create,   .handle = oa_handle,       .flush = oa_flush,
-    .destroy = oa_destroy,
+    .destroy = oa_destroy, .init = pdb_module_init,   .fini = pdb_module_fini,
+    .settings = settings,
 };
 
 const khost_plugin_t *khost_plugin_entry(void) {

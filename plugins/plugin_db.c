@@ -17,13 +17,25 @@ typedef struct db_users {
   int used; /* an instance wrote to it: worth a summary */
 } db_users_t;
 
+/* Created by init() before any instance and freed by fini() after the
+ * last one; the lock guards its entries against instances on other
+ * members' threads. */
 G_LOCK_DEFINE_STATIC(registry);
 static GHashTable *registry; /* path -> db_users_t */
 
+int pdb_module_init(const khost_api_t *api, khost_host_t *host, char *err,
+                    size_t errlen) {
+  registry = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  return 0;
+}
+
+void pdb_module_fini(const khost_api_t *api, khost_host_t *host) {
+  g_hash_table_destroy(registry);
+  registry = NULL;
+}
+
 static void registry_join(const char *path) {
   G_LOCK(registry);
-  if (!registry)
-    registry = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   db_users_t *u = g_hash_table_lookup(registry, path);
   if (!u) {
     u = g_new0(db_users_t, 1);
@@ -35,7 +47,7 @@ static void registry_join(const char *path) {
 
 static void registry_mark_used(const char *path) {
   G_LOCK(registry);
-  db_users_t *u = registry ? g_hash_table_lookup(registry, path) : NULL;
+  db_users_t *u = g_hash_table_lookup(registry, path);
   if (u)
     u->used = 1;
   G_UNLOCK(registry);
@@ -49,10 +61,6 @@ static int registry_leave(const char *path) {
   if (--u->instances == 0) {
     last = u->used;
     g_hash_table_remove(registry, path);
-  }
-  if (g_hash_table_size(registry) == 0) {
-    g_hash_table_destroy(registry);
-    registry = NULL;
   }
   G_UNLOCK(registry);
   return last;

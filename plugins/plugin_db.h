@@ -4,8 +4,9 @@
  * the check of its path at create(), the connection (opened at the first
  * flush(): busy timeout, WAL, the plugin's schema and statements), the
  * write of a batch in one transaction, and the count of live instances per
- * database that has the last one log the plugin's summary; also the key a
- * record is stored under and the text of an id column.
+ * database that has the last one log the plugin's summary (a registry the
+ * module's init() and fini() create and free); also the key a record is
+ * stored under and the text of an id column.
  *
  * Internal, not installed: plugins/plugin_db.c is compiled into each of
  * those modules (Makefile.am), so each module has its own registry. The
@@ -14,7 +15,8 @@
  *
  * Concurrency & locking: a pdb_t belongs to one instance and is used on
  * that instance's thread only (create(), flush(), destroy()); the registry
- * is shared by the module's instances, under a mutex in plugin_db.c.
+ * is shared by the module's instances, under a mutex in plugin_db.c, and
+ * lives from init() to fini() (main thread, no instance alive).
  */
 #ifndef KHOST_PLUGIN_DB_H
 #define KHOST_PLUGIN_DB_H
@@ -27,6 +29,12 @@
 #include <khost/plugin.h>
 
 #pragma GCC visibility push(hidden)
+
+/* The module's init() and fini() (khost_plugin_t, ABI 1.1): the registry
+ * of instances per database. */
+int pdb_module_init(const khost_api_t *api, khost_host_t *host, char *err,
+                    size_t errlen);
+void pdb_module_fini(const khost_api_t *api, khost_host_t *host);
 
 /* How long a writer waits for another's lock, also when switching to WAL. */
 #define PDB_BUSY_TIMEOUT_MS 10000

@@ -10,9 +10,10 @@
 
 int cmd_run(int argc, char **argv);
 int cmd_check(int argc, char **argv);
-int cmd_replay(int argc, char **argv);  /* cmd_replay.c */
-int cmd_offsets(int argc, char **argv); /* cmd_offsets.c */
-int cmd_dedup(int argc, char **argv);   /* cmd_dedup.c */
+int cmd_replay(int argc, char **argv);      /* cmd_replay.c */
+int cmd_offsets(int argc, char **argv);     /* cmd_offsets.c */
+int cmd_dedup(int argc, char **argv);       /* cmd_dedup.c */
+int cmd_plugin_info(int argc, char **argv); /* cmd_plugin_info.c */
 
 /* Print "khost: <message>" and the --help hint on stderr; returns the usage
  * exit status (2). */

@@ -94,13 +94,18 @@ static int open_mock(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
-/* Load pipeline i's plugin; errors name the config file, line and key. */
+/* Load and start (init()) pipeline i's plugin; errors name the config
+ * file, line and key. */
 static int load_plugin(const cfg_t *cfg, size_t i, plugin_t **out, char *err,
                        size_t errlen) {
   char why[1024];
   const cfg_pipeline_t *pc = &cfg->pipelines[i];
-  if (plugin_load(out, pc->plugin_path, why, sizeof(why)) == 0)
-    return 0;
+  if (plugin_load(out, pc->plugin_path, why, sizeof(why)) == 0) {
+    if (plugin_start(*out, why, sizeof(why)) == 0)
+      return 0;
+    plugin_unload(*out);
+    *out = NULL;
+  }
   snprintf(err, errlen, "%s:%d: pipelines[%zu].plugin: %.700s", cfg->path,
            pc->plugin_line, i, why);
   return -1;

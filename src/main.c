@@ -27,6 +27,9 @@ static const char usage_text[] =
     "          events already handled)\n"
     "  check -c FILE\n"
     "          validate FILE and load its plugins; consume nothing\n"
+    "  plugin-info NAME|PATH [-c FILE] [--json]\n"
+    "          a plugin's name, version, ABI version and declared settings\n"
+    "          (NAME is looked up in FILE's plugin_dir, else the default)\n"
     "  replay -c FILE -p PIPELINE --from earliest|latest|TIME|OFFSET\n"
     "         [--topic T [--partition N]] [--group NEW]\n"
     "         [--dedup skip|reprocess] [--dry-run]\n"
@@ -54,8 +57,9 @@ static const struct {
   const char *name;
   int (*run)(int argc, char **argv);
 } commands[] = {
-    {"run", cmd_run},         {"check", cmd_check}, {"replay", cmd_replay},
-    {"offsets", cmd_offsets}, {"dedup", cmd_dedup},
+    {"run", cmd_run},       {"check", cmd_check},
+    {"replay", cmd_replay}, {"offsets", cmd_offsets},
+    {"dedup", cmd_dedup},   {"plugin-info", cmd_plugin_info},
 };
 
 int cli_usage_error(const char *fmt, ...) {
@@ -92,7 +96,8 @@ int main(int argc, char **argv) {
   signal(SIGXFSZ, SIG_IGN);
   if (argc < 2)
     return cli_usage_error(
-        "a command is required (run, check, replay, offsets or dedup)");
+        "a command is required (run, check, plugin-info, replay, offsets or "
+        "dedup)");
   const char *first = argv[1];
   /* `khost --help` and `khost COMMAND --help` alike. */
   for (int i = 1; i < argc; i++)

@@ -712,7 +712,8 @@ static void check_dedup_history(member_t *m,
 }
 
 static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
-  if (rd_kafka_assignment_lost(m->rk)) {
+  int lost = rd_kafka_assignment_lost(m->rk);
+  if (lost) {
     /* Someone else owns these now: their results must not be committed. */
     log_partitions(m, "lost", parts);
   } else {
@@ -723,6 +724,8 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
     dispatch_land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 1, 0);
   }
+  /* The batch in flight is finished or abandoned; the partitions go. */
+  plugin_instance_revoked(m->inst, parts, lost);
   drop_partitions(m, parts);
 }
 
@@ -742,6 +745,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     for (int i = 0; i < parts->cnt; i++)
       part_get(m, parts->elems[i].topic, parts->elems[i].partition);
     pipeline_start_offsets(m->p, parts);
+    plugin_instance_assigned(m->inst, parts);
     if (cooperative)
       error = rd_kafka_incremental_assign(rk, parts);
     else

@@ -1,24 +1,27 @@
 /*
- * Plugin loader: opens handler plugins, validates their descriptor, runs
- * their instances and offers them the host service table (khost_api_t).
+ * Plugin loader: opens handler plugins, validates their descriptor, calls
+ * their module callbacks (init, fini) and runs their instances; the host
+ * service table they are handed is plugin_host.c's.
  *
- * Concurrency & locking: plugin_load() and plugin_unload() run on the main
- * thread, at start and at exit. An instance and its khost_host_t belong to
- * one member thread, which makes every call on them; the api functions touch
- * only that instance's state, the read-only libconfig tree and the
- * thread-safe logger, so nothing here takes a lock.
+ * Concurrency & locking: plugin_load(), plugin_start() and plugin_unload()
+ * run on the main thread, at start and at exit; the registry of started
+ * objects has a mutex all the same. An instance and its khost_host_t
+ * belong to one member thread, which makes every call on them.
  */
 #include "plugin_loader.h"
 
 #include <dlfcn.h>
 #include <glib.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "log.h"
+#include "plugin_host.h"
+#include "plugin_schema.h"
 
 #define PL_ENTRY_SYMBOL "khost_plugin_entry"
 
@@ -31,22 +34,12 @@ typedef const khost_plugin_t *(*pl_entry_fn)(void);
 struct plugin {
   void *dl; /* NULL for a built-in plugin */
   char *path;
-  const khost_plugin_t *desc;
-};
-
-struct khost_host {
-  char *pipeline;
-  int member;
-  char *who; /* "pipeline/member/plugin" */
-  char *config_file;
-  config_setting_t *group;  /* NULL: the plugin has no settings */
-  unsigned char *looked_up; /* one flag per setting of group */
-  int n_settings;
-  GString *errors;    /* config problems found by the lookups */
-  GPtrArray *strings; /* copies handed out by config_string() */
-  int closing;        /* destroy() is running */
-  void (*closing_note)(void *ctx, const char *line);
-  void *closing_ctx;
+  const khost_plugin_t *desc; /* the plugin's own */
+  /* The descriptor as this khost knows it: the fields the plugin's
+   * struct_size covers, the others NULL. */
+  khost_plugin_t known;
+  plugin_schema_t *schema;  /* NULL: the lookup-based check */
+  struct pl_module *module; /* set by plugin_start() */
 };
 
 struct plugin_instance {
@@ -55,6 +48,8 @@ struct plugin_instance {
   void *state;
   int warned_result;
 };
+
+static void pl_module_leave(plugin_t *p);
 
 /* ------------------------------------------------------------ loading */
 
@@ -76,8 +71,9 @@ static int pl_validate(const char *path, const khost_plugin_t *d, char *err,
     snprintf(err, errlen, "%s: %s() returned NULL", path, PL_ENTRY_SYMBOL);
     return -1;
   }
-  if (d->abi_major != KHOST_ABI_MAJOR || d->abi_minor > KHOST_ABI_MINOR) {
-    /* A newer minor may call host services this khost does not have. */
+  if (d->abi_major != KHOST_ABI_MAJOR) {
+    /* Any minor loads: an older one sees the fields it knows, a newer one
+     * probes the host's with KHOST_API_HAS() (plugin.h). */
     snprintf(err, errlen,
              "%s: built for khost plugin ABI %u.%u, this khost provides "
              "%u.%u (rebuild the plugin against this khost's "
@@ -106,11 +102,29 @@ static int pl_validate(const char *path, const khost_plugin_t *d, char *err,
   return 0;
 }
 
+/* The descriptor's ABI 1.1 part, read only as far as struct_size goes: a
+ * 1.0 plugin's descriptor ends at destroy, a newer one's goes on past the
+ * fields this khost knows. */
+static void pl_known(khost_plugin_t *known, const khost_plugin_t *d) {
+  size_t n = d->struct_size < sizeof(*known) ? d->struct_size : sizeof(*known);
+  memset(known, 0, sizeof(*known));
+  memcpy(known, d, n);
+}
+
 static int pl_wrap(plugin_t **out, const char *path, const khost_plugin_t *d,
                    void *dl, char *err, size_t errlen) {
+  char why[512];
   if (pl_validate(path, d, err, errlen) < 0)
     return -1;
   plugin_t *p = g_new0(plugin_t, 1);
+  pl_known(&p->known, d);
+  if (p->known.settings &&
+      plugin_schema_new(&p->schema, p->known.settings, why, sizeof(why)) < 0) {
+    snprintf(err, errlen, "%s: plugin %s declares a bad config schema: %s",
+             path, d->name, why);
+    g_free(p);
+    return -1;
+  }
   p->dl = dl;
   p->path = g_strdup(path);
   p->desc = d;
@@ -175,6 +189,8 @@ int plugin_load_builtin(plugin_t **out, const char *label,
 void plugin_unload(plugin_t *p) {
   if (!p)
     return;
+  pl_module_leave(p);
+  plugin_schema_free(p->schema);
   if (p->dl)
     dlclose(p->dl);
   g_free(p->path);
@@ -182,211 +198,106 @@ void plugin_unload(plugin_t *p) {
 }
 
 const khost_plugin_t *plugin_descriptor(const plugin_t *p) {
-  return p->desc;
+  return &p->known;
+}
+
+const plugin_schema_t *plugin_schema(const plugin_t *p) {
+  return p->schema;
 }
 
 const char *plugin_path(const plugin_t *p) {
   return p->path;
 }
 
-/* ------------------------------------------------------ config lookups */
+/* ------------------------------------------------------------ modules */
 
-/* "pipelines[1].config.limit": names of groups, indexes in lists. */
-static void setting_path(GString *out, const config_setting_t *s) {
-  const config_setting_t *parent = config_setting_parent(s);
-  if (!parent)
-    return;
-  setting_path(out, parent);
-  if (config_setting_is_list(parent) || config_setting_is_array(parent))
-    g_string_append_printf(out, "[%d]", config_setting_index(s));
-  else
-    g_string_append_printf(out, "%s%s", out->len ? "." : "",
-                           config_setting_name(s));
+/* One per loaded object, however many plugin_t share it: two config paths
+ * may name one file, which dlopen() maps once, and init() and fini() run
+ * once per object. */
+typedef struct pl_module {
+  const khost_plugin_t *desc; /* the plugin's own: identifies the object */
+  int refs;
+  khost_host_t *host; /* handed to init() and fini() */
+} pl_module_t;
+
+static pthread_mutex_t pl_modules_mu = PTHREAD_MUTEX_INITIALIZER;
+static GPtrArray *pl_modules; /* pl_module_t *; NULL when empty */
+
+/* A host without pipeline, member or config: its log lines name the
+ * plugin. */
+static khost_host_t *module_host_new(const char *name) {
+  khost_host_t *h = g_new0(khost_host_t, 1);
+  plugin_host_init(h, NULL, -1, g_strdup(name), NULL, NULL);
+  return h;
 }
 
-/* Record "FILE:LINE: KEY: <message>" as one line of h->errors. */
-G_GNUC_PRINTF(3, 4)
-static void host_config_error(khost_host_t *h, const config_setting_t *s,
-                              const char *fmt, ...) {
-  const char *file = config_setting_source_file(s);
-  GString *key = g_string_new(NULL);
-  va_list ap;
-  setting_path(key, s);
-  if (!file)
-    file = h->config_file ? h->config_file : "(config)";
-  if (h->errors->len)
-    g_string_append_c(h->errors, '\n');
-  g_string_append_printf(h->errors, "%s:%u: %s: ", file,
-                         (unsigned)config_setting_source_line(s), key->str);
-  va_start(ap, fmt);
-  g_string_append_vprintf(h->errors, fmt, ap);
-  va_end(ap);
-  g_string_free(key, TRUE);
+static void module_free(pl_module_t *m) {
+  plugin_host_clear(m->host);
+  g_free(m->host);
+  g_free(m);
 }
 
-/* The setting key of the instance's group, marked as looked up; NULL when
- * the group has no such setting. */
-static config_setting_t *host_lookup(khost_host_t *h, const char *key) {
-  if (!h || !h->group || !key)
+static pl_module_t *module_find(const khost_plugin_t *desc) {
+  for (guint i = 0; pl_modules && i < pl_modules->len; i++)
+    if (((pl_module_t *)pl_modules->pdata[i])->desc == desc)
+      return pl_modules->pdata[i];
+  return NULL;
+}
+
+/* A new module, init() called; NULL with the message in err when init()
+ * failed. */
+static pl_module_t *module_open(const plugin_t *p, char *err, size_t errlen) {
+  pl_module_t *m = g_new0(pl_module_t, 1);
+  char perr[1024] = "";
+  m->desc = p->desc;
+  m->host = module_host_new(p->known.name);
+  if (p->known.init &&
+      p->known.init(plugin_host_api(), m->host, perr, sizeof(perr))) {
+    perr[sizeof(perr) - 1] = '\0';
+    snprintf(err, errlen, "%s: plugin %s: init() failed: %s", p->path,
+             p->known.name, perr[0] ? perr : "(without a message)");
+    module_free(m);
     return NULL;
-  config_setting_t *s = config_setting_get_member(h->group, key);
-  int i = s ? config_setting_index(s) : -1;
-  if (i >= 0 && i < h->n_settings)
-    h->looked_up[i] = 1;
-  return s;
-}
-
-static int host_type_error(khost_host_t *h, const config_setting_t *s,
-                           const char *expected) {
-  host_config_error(h, s, "expected %s", expected);
-  return -1;
-}
-
-static int api_config_string(khost_host_t *h, const char *key,
-                             const char **value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return 0;
-  if (config_setting_type(s) != CONFIG_TYPE_STRING)
-    return host_type_error(h, s, "a string");
-  /* A copy, so the promise "valid until destroy()" holds whatever the
-   * owner of the libconfig tree does. */
-  char *copy = g_strdup(config_setting_get_string(s));
-  g_ptr_array_add(h->strings, copy);
-  *value = copy;
-  return 1;
-}
-
-static int api_config_int(khost_host_t *h, const char *key, int64_t *value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return 0;
-  int type = config_setting_type(s);
-  if (type != CONFIG_TYPE_INT && type != CONFIG_TYPE_INT64)
-    return host_type_error(h, s, "an integer");
-  *value = config_setting_get_int64(s);
-  return 1;
-}
-
-static int api_config_double(khost_host_t *h, const char *key, double *value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return 0;
-  int type = config_setting_type(s);
-  if (type == CONFIG_TYPE_FLOAT)
-    *value = config_setting_get_float(s);
-  else if (type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64)
-    *value = (double)config_setting_get_int64(s);
-  else
-    return host_type_error(h, s, "a number");
-  return 1;
-}
-
-static int api_config_bool(khost_host_t *h, const char *key, int *value) {
-  config_setting_t *s = host_lookup(h, key);
-  if (!s)
-    return 0;
-  if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-    return host_type_error(h, s, "a boolean (true or false)");
-  *value = config_setting_get_bool(s) ? 1 : 0;
-  return 1;
-}
-
-/* Every setting must have been looked up by create(): the rest are typos
- * or settings of another plugin, and silence would hide them. */
-static void host_check_unknown(khost_host_t *h, const char *plugin_name) {
-  for (int i = 0; i < h->n_settings; i++)
-    if (!h->looked_up[i])
-      host_config_error(h, config_setting_get_elem(h->group, (unsigned)i),
-                        "unknown setting for plugin %s", plugin_name);
-}
-
-/* ------------------------------------------------ the rest of the api */
-
-static void api_vlog(khost_host_t *h, int level, const char *fmt, va_list ap) {
-  if (h && h->closing && h->closing_note && level == KHOST_LOG_NOTICE) {
-    char line[2048];
-    vsnprintf(line, sizeof(line), fmt, ap);
-    h->closing_note(h->closing_ctx, line);
-    return;
   }
-  log_vmsg(level, h ? h->who : "plugin", fmt, ap);
+  if (!pl_modules)
+    pl_modules = g_ptr_array_new();
+  g_ptr_array_add(pl_modules, m);
+  return m;
 }
 
-static void api_log(khost_host_t *h, int level, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  api_vlog(h, level, fmt, ap);
-  va_end(ap);
-}
-
-static const rd_kafka_headers_t *rec_headers(const khost_record_t *rec) {
-  return rec ? (const rd_kafka_headers_t *)rec->host_priv : NULL;
-}
-
-static int api_header_get(const khost_record_t *rec, const char *name,
-                          const void **value, size_t *len) {
-  const rd_kafka_headers_t *hdrs = rec_headers(rec);
-  const void *v = NULL;
-  size_t n = 0;
-  if (!hdrs || !name || rd_kafka_header_get_last(hdrs, name, &v, &n))
+int plugin_start(plugin_t *p, char *err, size_t errlen) {
+  if (p->module)
     return 0;
-  if (value)
-    *value = v;
-  if (len)
-    *len = n;
-  return 1;
+  pthread_mutex_lock(&pl_modules_mu);
+  pl_module_t *m = module_find(p->desc);
+  if (!m)
+    m = module_open(p, err, errlen);
+  if (m) {
+    m->refs++;
+    p->module = m;
+  }
+  pthread_mutex_unlock(&pl_modules_mu);
+  return m ? 0 : -1;
 }
 
-static size_t api_header_count(const khost_record_t *rec) {
-  const rd_kafka_headers_t *hdrs = rec_headers(rec);
-  return hdrs ? rd_kafka_header_cnt(hdrs) : 0;
-}
-
-static int api_header_at(const khost_record_t *rec, size_t idx,
-                         const char **name, const void **value, size_t *len) {
-  const rd_kafka_headers_t *hdrs = rec_headers(rec);
-  const char *nm = NULL;
-  const void *v = NULL;
-  size_t n = 0;
-  if (!hdrs || rd_kafka_header_get_all(hdrs, idx, &nm, &v, &n))
-    return 0;
-  if (name)
-    *name = nm;
-  if (value)
-    *value = v;
-  if (len)
-    *len = n;
-  return 1;
-}
-
-static const char *api_pipeline_name(khost_host_t *h) {
-  return h ? h->pipeline : NULL;
-}
-
-static int api_member_index(khost_host_t *h) {
-  return h ? h->member : -1;
-}
-
-static const khost_api_t pl_api = {
-    .struct_size = sizeof(khost_api_t),
-    .abi_major = KHOST_ABI_MAJOR,
-    .abi_minor = KHOST_ABI_MINOR,
-    .log = api_log,
-    .vlog = api_vlog,
-    .config_string = api_config_string,
-    .config_int = api_config_int,
-    .config_double = api_config_double,
-    .config_bool = api_config_bool,
-    .header_get = api_header_get,
-    .header_count = api_header_count,
-    .header_at = api_header_at,
-    .pipeline_name = api_pipeline_name,
-    .member_index = api_member_index,
-};
-
-const khost_api_t *plugin_host_api(void) {
-  return &pl_api;
+/* The last plugin_t of an object calls fini(). */
+static void pl_module_leave(plugin_t *p) {
+  pl_module_t *m = p->module;
+  if (!m)
+    return;
+  p->module = NULL;
+  pthread_mutex_lock(&pl_modules_mu);
+  if (--m->refs == 0) {
+    if (p->known.fini)
+      p->known.fini(plugin_host_api(), m->host);
+    g_ptr_array_remove(pl_modules, m);
+    if (pl_modules->len == 0) {
+      g_ptr_array_free(pl_modules, TRUE);
+      pl_modules = NULL;
+    }
+    module_free(m);
+  }
+  pthread_mutex_unlock(&pl_modules_mu);
 }
 
 /* ---------------------------------------------------------- instances */
@@ -395,38 +306,66 @@ static plugin_instance_t *pi_new(plugin_t *p,
                                  const plugin_instance_opts_t *opts) {
   plugin_instance_t *pi = g_new0(plugin_instance_t, 1);
   khost_host_t *h = &pi->host;
+  const char *pipeline = opts->pipeline ? opts->pipeline : "-";
   pi->plugin = p;
-  h->pipeline = g_strdup(opts->pipeline ? opts->pipeline : "-");
-  h->member = opts->member;
-  h->who = g_strdup_printf("%s/%d/%s", h->pipeline, h->member, p->desc->name);
-  h->config_file = g_strdup(opts->config_file);
-  h->group = opts->config;
+  plugin_host_init(
+      h, pipeline, opts->member,
+      g_strdup_printf("%s/%d/%s", pipeline, opts->member, p->known.name),
+      opts->config_file, opts->config);
+  h->schema = p->schema;
   h->closing_note = opts->closing_note;
   h->closing_ctx = opts->closing_ctx;
-  h->errors = g_string_new(NULL);
-  h->strings = g_ptr_array_new_with_free_func(g_free);
-  if (h->group && config_setting_is_group(h->group))
-    h->n_settings = config_setting_length(h->group);
-  h->looked_up = g_new0(unsigned char, (gsize)h->n_settings + 1);
   return pi;
 }
 
 static void pi_free(plugin_instance_t *pi) {
-  khost_host_t *h = &pi->host;
-  g_free(h->pipeline);
-  g_free(h->who);
-  g_free(h->config_file);
-  g_free(h->looked_up);
-  g_string_free(h->errors, TRUE);
-  g_ptr_array_free(h->strings, TRUE);
+  plugin_host_clear(&pi->host);
   g_free(pi);
+}
+
+/* A schema problem of the config group (NULL when there is none). */
+static void pi_schema_problem(void *ctx, const config_setting_t *at,
+                              const char *message) {
+  khost_host_t *h = ctx;
+  if (at) {
+    plugin_host_config_error(h, at, "%s", message);
+    return;
+  }
+  if (h->errors->len)
+    g_string_append_c(h->errors, '\n');
+  g_string_append_printf(h->errors, "%s: pipeline %s: config: %s",
+                         h->config_file ? h->config_file : "(config)",
+                         h->pipeline, message);
+}
+
+/* What must hold before create() is called. */
+static int pi_precheck(plugin_instance_t *pi) {
+  khost_host_t *h = &pi->host;
+  const plugin_t *p = pi->plugin;
+  if (p->known.init && !p->module) {
+    /* init() must have run: plugin_start(). */
+    g_string_append_printf(h->errors, "%s: plugin %s was not started", h->who,
+                           p->known.name);
+    return -1;
+  }
+  if (h->group && !config_setting_is_group(h->group)) {
+    plugin_host_config_error(h, h->group,
+                             "expected a group of settings for plugin %s",
+                             p->known.name);
+    return -1;
+  }
+  if (h->schema && plugin_schema_check(h->schema, p->known.name, h->group,
+                                       pi_schema_problem, h) > 0)
+    return -1;
+  return 0;
 }
 
 /* Call create(); on failure its message (or a stand-in) joins the errors. */
 static int pi_call_create(plugin_instance_t *pi) {
   khost_host_t *h = &pi->host;
   char perr[1024] = "";
-  if (pi->plugin->desc->create(&pl_api, h, &pi->state, perr, sizeof(perr)) == 0)
+  if (pi->plugin->desc->create(plugin_host_api(), h, &pi->state, perr,
+                               sizeof(perr)) == 0)
     return 0;
   perr[sizeof(perr) - 1] = '\0';
   /* A config type error already says what is wrong: no stand-in then. */
@@ -446,16 +385,14 @@ int plugin_instance_create(plugin_instance_t **out, plugin_t *p,
   plugin_instance_t *pi = pi_new(p, opts);
   khost_host_t *h = &pi->host;
   *out = NULL;
-  if (h->group && !config_setting_is_group(h->group)) {
-    host_config_error(h, h->group, "expected a group of settings for plugin %s",
-                      p->desc->name);
+  if (pi_precheck(pi) != 0)
     goto out;
-  }
   created = pi_call_create(pi) == 0;
   /* Unknown keys only count once create() has had its say: a plugin that
-   * failed early may not have looked everything up. */
-  if (created)
-    host_check_unknown(h, p->desc->name);
+   * failed early may not have looked everything up. With a schema, the
+   * group was checked before create(). */
+  if (created && !h->schema)
+    plugin_host_check_unknown(h, p->known.name);
   if (h->errors->len)
     goto out;
   *out = pi;
@@ -504,10 +441,47 @@ int plugin_instance_flush(plugin_instance_t *pi, char *err, size_t errlen) {
 void plugin_instance_destroy(plugin_instance_t *pi) {
   if (!pi)
     return;
-  pi->host.closing = 1;
+  pi->host.closing_thread = pthread_self();
+  __atomic_store_n(&pi->host.closing, 1, __ATOMIC_RELEASE);
   if (pi->plugin->desc->destroy)
     pi->plugin->desc->destroy(pi->state);
   pi_free(pi);
+}
+
+/* The partitions of a librdkafka list as the plugin sees them; NULL when
+ * the list is empty (no call then). */
+static khost_partition_t *
+pi_partitions(const rd_kafka_topic_partition_list_t *parts) {
+  if (!parts || parts->cnt <= 0)
+    return NULL;
+  khost_partition_t *v = g_new0(khost_partition_t, (gsize)parts->cnt);
+  for (int i = 0; i < parts->cnt; i++) {
+    v[i].topic = parts->elems[i].topic;
+    v[i].partition = parts->elems[i].partition;
+  }
+  return v;
+}
+
+void plugin_instance_assigned(plugin_instance_t *pi,
+                              const rd_kafka_topic_partition_list_t *parts) {
+  if (!pi || !pi->plugin->known.assigned)
+    return;
+  khost_partition_t *v = pi_partitions(parts);
+  if (v)
+    pi->plugin->known.assigned(pi->state, v, (size_t)parts->cnt);
+  g_free(v);
+}
+
+void plugin_instance_revoked(plugin_instance_t *pi,
+                             const rd_kafka_topic_partition_list_t *parts,
+                             int lost) {
+  if (!pi || !pi->plugin->known.revoked)
+    return;
+  khost_partition_t *v = pi_partitions(parts);
+  if (v)
+    pi->plugin->known.revoked(pi->state, v, (size_t)parts->cnt,
+                              lost ? KHOST_REVOKED_LOST : 0);
+  g_free(v);
 }
 
 const char *plugin_instance_who(const plugin_instance_t *pi) {

@@ -570,6 +570,132 @@ START_TEST(test_check_plugin_problems) {
 }
 END_TEST
 
+/* ------------------------------------------------------- plugin-info */
+
+#define FIXTURES TOP_BUILDDIR "/tests/fixtures/.libs"
+
+/* The declared settings as a table; the version fields; --json alike. */
+START_TEST(test_plugin_info_schema) {
+  char *out, *err, abi[64];
+  int status = run_khost("info", QUICK_TIMEOUT_MS, &out, &err, "plugin-info",
+                         FIXTURES "/lifecycle.so", NULL, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  snprintf(abi, sizeof(abi), "plugin ABI: %d.%d (this khost: %d.%d)\n",
+           KHOST_ABI_MAJOR, KHOST_ABI_MINOR, KHOST_ABI_MAJOR, KHOST_ABI_MINOR);
+  assert_has(out, "name:       lifecycle\nversion:    2.3\n", "stdout");
+  assert_has(out, abi, "stdout");
+  assert_has(out,
+             "callbacks:  create handle destroy init fini assigned "
+             "revoked\n",
+             "stdout");
+  assert_has(out,
+             "settings:\n"
+             "  SETTING  TYPE    DEFAULT     DESCRIPTION\n"
+             "  label    string  (required)  word at the start of create "
+             "lines\n"
+             "  limit    int     7           an integer with a default\n"
+             "  ratio    double  0.5         a number with a default\n"
+             "  verbose  bool    false       a boolean with a default\n"
+             "  note     string  -           optional, without a default\n",
+             "stdout");
+  ck_assert_str_eq(err, "");
+  free(out);
+  free(err);
+
+  status = run_khost("json", QUICK_TIMEOUT_MS, &out, &err, "plugin-info",
+                     "--json", FIXTURES "/lifecycle.so", NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  json_error_t jerr;
+  json_t *obj = json_loads(out, 0, &jerr);
+  ck_assert_msg(obj != NULL, "not JSON (%s): %s", jerr.text, out);
+  ck_assert_str_eq(json_string_value(json_object_get(obj, "name")),
+                   "lifecycle");
+  json_t *settings = json_object_get(obj, "settings");
+  ck_assert_uint_eq(json_array_size(settings), 5);
+  json_t *limit = json_array_get(settings, 1);
+  ck_assert_str_eq(json_string_value(json_object_get(limit, "name")), "limit");
+  ck_assert_str_eq(json_string_value(json_object_get(limit, "type")), "int");
+  ck_assert_str_eq(json_string_value(json_object_get(limit, "default")), "7");
+  ck_assert(
+      json_is_true(json_object_get(json_array_get(settings, 0), "required")));
+  ck_assert(
+      json_is_null(json_object_get(json_array_get(settings, 4), "default")));
+  ck_assert_uint_eq(json_array_size(json_object_get(obj, "callbacks")), 7);
+  json_decref(obj);
+  free(out);
+  free(err);
+}
+END_TEST
+
+/* An init() that fails stops khost before anything runs, with the
+ * plugin's message, naming the config line, the file and the plugin. */
+START_TEST(test_plugin_init_failure) {
+  char *cfg =
+      write_cfg("init.cfg", "mock = { brokers = 1; };\n"
+                            "pipelines = ({ name = \"p\"; group_id = "
+                            "\"g\"; topics = [ \"t\" ];\n"
+                            "  plugin = \"" FIXTURES "/lifecycle.so\";\n"
+                            "  config = { label = \"x\"; }; });\n");
+  char *out, *err, *want = NULL;
+  ck_assert_int_eq(setenv("LIFECYCLE_INIT_ERROR", "no licence server", 1), 0);
+  int status =
+      run_khost("init", QUICK_TIMEOUT_MS, &out, &err, "check", "-c", cfg, NULL);
+  unsetenv("LIFECYCLE_INIT_ERROR");
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  ck_assert_int_ge(asprintf(&want,
+                            "%s:3: pipelines[0].plugin: " FIXTURES
+                            "/lifecycle.so: plugin lifecycle: init() failed: "
+                            "no licence server\n",
+                            cfg),
+                   0);
+  assert_has(err, want, "stderr");
+  ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
+  free(want);
+  free(out);
+  free(err);
+  free(cfg);
+}
+END_TEST
+
+/* A NAME is looked up in the config's plugin_dir; a plugin without a
+ * schema says so; one khost refuses exits 2 with the loader's message. */
+START_TEST(test_plugin_info_name_and_errors) {
+  char *cfg = write_cfg("dir.cfg", "plugin_dir = \"" FIXTURES "\";\n"
+                                   "mock = { brokers = 1; };\n"
+                                   "pipelines = ({ name = \"p\"; group_id = "
+                                   "\"g\"; topics = [ \"t\" ];\n"
+                                   "  plugin = \"v1_0\"; });\n");
+  char *out, *err;
+  int status = run_khost("name", QUICK_TIMEOUT_MS, &out, &err, "plugin-info",
+                         "v1_0", "-c", cfg);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  assert_has(out, "name:       v1_0\nversion:    1.0.7\n", "stdout");
+  assert_has(out, "path:       " FIXTURES "/v1_0.so\n", "stdout");
+  assert_has(out, "plugin ABI: 1.0 ", "stdout");
+  assert_has(out, "callbacks:  create handle flush destroy\n", "stdout");
+  assert_has(out, "settings:   none declared", "stdout");
+  free(out);
+  free(err);
+
+  status = run_khost("major", QUICK_TIMEOUT_MS, &out, &err, "plugin-info",
+                     FIXTURES "/wrong_major.so", NULL, NULL);
+  ck_assert_int_eq(status, 2);
+  assert_has(err, FIXTURES "/wrong_major.so: built for khost plugin ABI 2.0",
+             "stderr");
+  ck_assert_str_eq(out, "");
+  free(out);
+  free(err);
+
+  status = run_khost("noarg", QUICK_TIMEOUT_MS, &out, &err, "plugin-info", NULL,
+                     NULL, NULL);
+  ck_assert_int_eq(status, 2);
+  assert_has(err, "a plugin NAME or PATH is required", "stderr");
+  free(out);
+  free(err);
+  free(cfg);
+}
+END_TEST
+
 /* ------------------------------------------------------------ run */
 
 START_TEST(test_run_exit_at_end) {
@@ -897,6 +1023,9 @@ Suite *cli_suite(void) {
   tcase_add_test(check, test_check_good);
   tcase_add_test(check, test_check_reports_every_mistake);
   tcase_add_test(check, test_check_plugin_problems);
+  tcase_add_test(check, test_plugin_info_schema);
+  tcase_add_test(check, test_plugin_info_name_and_errors);
+  tcase_add_test(check, test_plugin_init_failure);
   suite_add_tcase(s, check);
 
   TCase *run = tcase_create("run");

@@ -82,6 +82,7 @@ static int try_create(inst_t *in, const char *so, int member,
   char *text = NULL;
   memset(in, 0, sizeof(*in));
   ck_assert_msg(plugin_load(&in->plugin, so, err, errlen) == 0, "%s", err);
+  ck_assert_msg(plugin_start(in->plugin, err, errlen) == 0, "%s", err);
   ck_assert_int_ge(
       asprintf(&text, "pipelines = ({ config = { %s }; });", settings), 0);
   config_init(&in->cfg);

@@ -485,6 +485,214 @@ START_TEST(test_member_kafka_conf) {
 }
 END_TEST
 
+/* Who owns what, replayed from the lifecycle fixture's lines. */
+typedef struct lc_replay {
+  GHashTable *owner; /* "T[P]" -> "LABEL/MEMBER" owning it now */
+  GHashTable *ever;  /* "T[P]" ever assigned */
+  GHashTable *gone;  /* "LABEL/MEMBER" destroyed */
+  size_t handled;
+  int revokes; /* revoked() calls of the owner named when replaying */
+} lc_replay_t;
+
+/* assigned: nobody owns the partition (its previous owner revoked it
+ * first); revoked: the caller owns it. */
+static void lc_move(lc_replay_t *r, const char *who, gchar **parts,
+                    int assigned, const char *line) {
+  ck_assert_msg(parts[0], "no partitions: %s", line);
+  for (gchar **p = parts; *p; p++) {
+    const char *now = g_hash_table_lookup(r->owner, *p);
+    if (assigned) {
+      ck_assert_msg(!now, "%s while %s owns it", line, now);
+      g_hash_table_insert(r->owner, g_strdup(*p), g_strdup(who));
+      g_hash_table_add(r->ever, g_strdup(*p));
+    } else {
+      ck_assert_msg(now && strcmp(now, who) == 0, "%s, owned by %s", line,
+                    now ? now : "nobody");
+      g_hash_table_remove(r->owner, *p);
+    }
+  }
+}
+
+/* A member's destroy(): it owns nothing any more. */
+static void lc_destroyed(lc_replay_t *r, const char *who) {
+  GHashTableIter it;
+  gpointer part, owner;
+  g_hash_table_iter_init(&it, r->owner);
+  while (g_hash_table_iter_next(&it, &part, &owner))
+    ck_assert_msg(strcmp(owner, who) != 0, "%s destroyed still owning %s", who,
+                  (char *)part);
+  g_hash_table_add(r->gone, g_strdup(who));
+}
+
+static void lc_line(lc_replay_t *r, const char *line, const char *counted) {
+  gchar **w = g_strsplit(line, " ", -1);
+  const char *who = w[0] && w[1] ? w[1] : "";
+  if (strcmp(w[0], "init") && strcmp(w[0], "fini") && strcmp(w[0], "create"))
+    ck_assert_msg(!g_hash_table_contains(r->gone, who), "after destroy: %s",
+                  line);
+  if (strcmp(w[0], "assigned") == 0 || strcmp(w[0], "revoked") == 0) {
+    int assigned = w[0][0] == 'a';
+    lc_move(r, who, w + (assigned ? 2 : 3), assigned, line);
+    r->revokes += !assigned && counted && strcmp(who, counted) == 0;
+  } else if (strcmp(w[0], "handle") == 0) {
+    gchar *part = g_strndup(w[2], (gsize)(strchr(w[2], '@') - w[2]));
+    const char *now = g_hash_table_lookup(r->owner, part);
+    ck_assert_msg(now && strcmp(now, who) == 0, "%s, owned by %s", line,
+                  now ? now : "nobody");
+    g_free(part);
+    r->handled++;
+  } else if (strcmp(w[0], "destroy") == 0) {
+    lc_destroyed(r, who);
+  }
+  g_strfreev(w);
+}
+
+/* Replay the lifecycle log at path: init() first and fini() last, once
+ * each; a partition is assigned() to one member at a time, before any of
+ * its records reaches it, and revoked() before that member's destroy().
+ * Returns the records handled, the partitions ever assigned and the
+ * revoked() calls of `counted` (may be NULL). */
+static void lc_replay(const char *path, const char *counted, size_t *handled,
+                      guint *partitions, int *revokes) {
+  char *text = tu_read_file(path);
+  ck_assert_ptr_nonnull(text);
+  gchar **lines = g_strsplit(g_strchomp(text), "\n", -1);
+  guint n = g_strv_length(lines);
+  lc_replay_t r = {
+      .owner = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free),
+      .ever = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL),
+      .gone = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL)};
+  ck_assert_uint_ge(n, 2);
+  ck_assert_str_eq(lines[0], "init");
+  ck_assert_str_eq(lines[n - 1], "fini");
+  for (guint i = 1; i + 1 < n; i++) {
+    ck_assert_msg(strcmp(lines[i], "init") && strcmp(lines[i], "fini"),
+                  "line %u: %s", i, lines[i]);
+    lc_line(&r, lines[i], counted);
+  }
+  ck_assert_uint_eq(g_hash_table_size(r.owner), 0);
+  *handled = r.handled;
+  *partitions = g_hash_table_size(r.ever);
+  *revokes = r.revokes;
+  g_hash_table_destroy(r.owner);
+  g_hash_table_destroy(r.ever);
+  g_hash_table_destroy(r.gone);
+  g_strfreev(lines);
+  free(text);
+}
+
+/* A config for the lifecycle fixture (its lines to LIFECYCLE_LOG). */
+static char *lc_cfg(mu_cluster_t *c, const char *file, const char *label,
+                    int members, const char *extra) {
+  char *text = NULL, *plugin = tu_fixture("lifecycle");
+  ck_assert_int_ge(
+      asprintf(&text,
+               "kafka = { bootstrap_servers = \"%s\";\n"
+               "          session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
+               "          heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
+               "dedup = { path = \"%s/%s.db\"; };\n"
+               "pipelines = ( { name = \"orders\"; group_id = \"%s\";\n"
+               "  topics = [ \"" TOPIC "\" ]; members = %d; %s\n"
+               "  plugin = \"%s\"; config = { label = \"%s\"; }; } );\n",
+               c->bootstraps, c->dir, label, GROUP, members, extra, plugin,
+               label),
+      0);
+  char *path = tu_write_file(c->dir, file, text);
+  free(text);
+  free(plugin);
+  return path;
+}
+
+static void lc_produce(mu_cluster_t *c, int from, int n, int parts) {
+  char id[32];
+  for (int i = from; i < from + n; i++) {
+    snprintf(id, sizeof(id), "evt-%04d", i);
+    mu_produce(c, TOPIC, i % parts, id, NULL, "order");
+  }
+  mu_flush(c);
+}
+
+/* An ABI 1.1 plugin under two members: init() first and fini() last, once
+ * each; every partition is assigned() to a member before its records reach
+ * it and revoked() before the member's destroy(). */
+START_TEST(test_plugin_partition_callbacks) {
+  enum { PARTS = 4, RECORDS = 40 };
+  mu_cluster_t c;
+  size_t handled;
+  guint parts;
+  int revokes;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  lc_produce(&c, 0, RECORDS, PARTS);
+  char *log = dir_file(&c, "lifecycle.log");
+  ck_assert_int_eq(setenv("LIFECYCLE_LOG", log, 1), 0);
+  char *cfg = lc_cfg(&c, "lc.cfg", "lc", 2, "");
+  pipeline_stats_t s = run_to_end(cfg);
+  ck_assert_uint_eq(s.handled, RECORDS);
+  lc_replay(log, NULL, &handled, &parts, &revokes);
+  ck_assert_uint_eq(handled, RECORDS);
+  ck_assert_uint_eq(parts, PARTS);
+  free(cfg);
+  free(log);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A second host joins mid-stream under the cooperative assignor: the first
+ * one's revoked() for the partitions that move comes before the second
+ * one's assigned() for them, and every record is handled by the member
+ * that owns its partition at the time. */
+START_TEST(test_plugin_partitions_move) {
+  enum { PARTS = 4, RECORDS = 40 };
+  const char *coop =
+      "kafka = { partition_assignment_strategy = \"cooperative-sticky\"; };";
+  mu_cluster_t c;
+  mu_host_t a, b;
+  pipeline_stats_t sa, sb;
+  size_t handled;
+  guint parts;
+  int revokes;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  char *log = dir_file(&c, "lifecycle.log");
+  ck_assert_int_eq(setenv("LIFECYCLE_LOG", log, 1), 0);
+  char *cfg_a = lc_cfg(&c, "a.cfg", "a", 1, coop);
+  char *cfg_b = lc_cfg(&c, "b.cfg", "b", 1, coop);
+  mu_host_start(&a, cfg_a, 0);
+  lc_produce(&c, 0, RECORDS, PARTS);
+  TU_WAIT_UNTIL((mu_host_stats(&a, &sa), sa.handled == RECORDS), 30000,
+                "the first host handles the first records");
+  mu_host_start(&b, cfg_b, 0);
+  TU_WAIT_UNTIL((mu_host_stats(&a, &sa), mu_host_stats(&b, &sb),
+                 sa.assigned > 0 && sb.assigned > 0 &&
+                     sa.assigned + sb.assigned == PARTS),
+                30000, "both hosts own partitions");
+  lc_produce(&c, RECORDS, RECORDS, PARTS);
+  TU_WAIT_UNTIL((mu_host_stats(&a, &sa), mu_host_stats(&b, &sb),
+                 sa.handled + sb.handled >= 2 * RECORDS),
+                30000, "every record handled");
+  mu_host_stop(&b);
+  mu_host_stop(&a);
+  ck_assert_int_eq(a.status, 0);
+  ck_assert_int_eq(b.status, 0);
+  mu_host_stats(&a, &sa);
+  mu_host_stats(&b, &sb);
+  mu_host_close(&a);
+  mu_host_close(&b); /* the last one unloads the plugin: fini() */
+  lc_replay(log, "a/0", &handled, &parts, &revokes);
+  /* More when b was given records whose commit the mock refused during
+   * the rebalance: its own dedup store has not seen them. */
+  ck_assert_uint_eq(handled, sa.handled + sb.handled);
+  ck_assert_uint_ge(handled, 2 * RECORDS);
+  ck_assert_uint_eq(parts, PARTS);
+  ck_assert_int_ge(revokes, 2); /* when b joined, and when a left */
+  free(cfg_a);
+  free(cfg_b);
+  free(log);
+  mu_stop(&c);
+}
+END_TEST
+
 /* Distinct event IDs among the OK lines of a and b. */
 static size_t distinct_ok(const mu_line_t *a, size_t na, const mu_line_t *b,
                           size_t nb) {
@@ -627,6 +835,12 @@ Suite *host_suite(void) {
   tcase_add_test(tc, test_exit_at_end_two_hosts);
   tcase_add_test(tc, test_exit_at_end_regex_topic);
   tcase_add_test(tc, test_exit_at_end_regex_matching_nothing);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("plugin-callbacks");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_plugin_partition_callbacks);
+  tcase_add_test(tc, test_plugin_partitions_move);
   suite_add_tcase(s, tc);
   return s;
 }

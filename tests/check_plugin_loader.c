@@ -126,15 +126,28 @@ START_TEST(test_load_wrong_major) {
 }
 END_TEST
 
+/* A plugin built for a newer minor loads: the host reads the fields it
+ * knows, and the plugin probes the host's table. */
 START_TEST(test_load_newer_minor) {
-  char *path = tu_fixture("newer_minor");
-  char reason[128];
-  snprintf(reason, sizeof(reason),
-           "built for khost plugin ABI %d.%d, this khost provides %d.%d",
-           KHOST_ABI_MAJOR, KHOST_ABI_MINOR + 1, KHOST_ABI_MAJOR,
-           KHOST_ABI_MINOR);
-  expect_load_error(path, reason);
-  free(path);
+  plugin_t *p = load_fixture("newer_minor");
+  const khost_plugin_t *d = plugin_descriptor(p);
+  plugin_instance_t *pi = NULL;
+  char err[512] = "", want[128];
+  ck_assert_uint_eq(d->abi_minor, KHOST_ABI_MINOR + 1);
+  ck_assert_uint_gt(d->struct_size, sizeof(khost_plugin_t));
+  ck_assert_ptr_null(d->settings);
+  ck_assert_msg(plugin_start(p, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(create(&pi, p, NULL, err, sizeof(err)) == 0, "%s", err);
+  khost_record_t rec = {.struct_size = sizeof(rec), .topic = "t"};
+  ck_assert_int_eq(plugin_instance_handle(pi, &rec), KHOST_OK);
+  char *text = read_log();
+  snprintf(want, sizeof(want),
+           "[orders/1/newer_minor] host ABI %d.%d, member_index present\n",
+           KHOST_ABI_MAJOR, KHOST_ABI_MINOR);
+  ck_assert_msg(strstr(text, want), "log: %s", text);
+  free(text);
+  plugin_instance_destroy(pi);
+  plugin_unload(p);
 }
 END_TEST
 
@@ -230,7 +243,8 @@ START_TEST(test_builtin_validation) {
   char err[512] = "";
   ck_assert_int_eq(plugin_load_builtin(&p, "builtin:ok", &ok, err, sizeof(err)),
                    0);
-  ck_assert_ptr_eq(plugin_descriptor(p), &ok);
+  ck_assert_str_eq(plugin_descriptor(p)->name, "ok");
+  ck_assert_ptr_eq(plugin_descriptor(p)->handle, noop_handle);
   plugin_unload(p);
 }
 END_TEST
@@ -777,6 +791,312 @@ START_TEST(test_log_plugin_bad_settings) {
 }
 END_TEST
 
+/* ---------------------------------------------------------- ABI 1.1 */
+
+START_TEST(test_api_has) {
+  khost_api_t api = *plugin_host_api();
+  ck_assert(KHOST_API_HAS(&api, log));
+  ck_assert(KHOST_API_HAS(&api, member_index));
+  /* An older host's table ends before the entry. */
+  api.struct_size = offsetof(khost_api_t, pipeline_name);
+  ck_assert(KHOST_API_HAS(&api, header_at));
+  ck_assert(!KHOST_API_HAS(&api, pipeline_name));
+  ck_assert(!KHOST_API_HAS(&api, member_index));
+  api.header_at = NULL; /* covered but not offered */
+  ck_assert(!KHOST_API_HAS(&api, header_at));
+}
+END_TEST
+
+/* A plugin built against the 1.0 header: a shorter descriptor whose
+ * missing fields read as NULL, and the lookup-based unknown-key check. */
+START_TEST(test_v1_0_plugin) {
+  config_setting_t *group = plugin_group(
+      "pipelines = ({ config = { greeting = \"hi\"; limit = 2; }; });", 0);
+  plugin_t *p = load_fixture("v1_0");
+  const khost_plugin_t *d = plugin_descriptor(p);
+  plugin_instance_t *pi = NULL;
+  char err[512] = "";
+  ck_assert_uint_eq(d->abi_minor, 0);
+  ck_assert_uint_eq(d->struct_size, offsetof(khost_plugin_t, destroy) +
+                                        sizeof(void (*)(void *)));
+  ck_assert_ptr_null(d->init);
+  ck_assert_ptr_null(d->fini);
+  ck_assert_ptr_null(d->assigned);
+  ck_assert_ptr_null(d->revoked);
+  ck_assert_ptr_null(d->settings);
+  ck_assert_ptr_null(plugin_schema(p));
+  ck_assert_msg(plugin_start(p, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(create(&pi, p, group, err, sizeof(err)) == 0, "%s", err);
+  khost_record_t rec = scripted_rec(1, "x", 1, NULL);
+  ck_assert_int_eq(plugin_instance_handle(pi, &rec), KHOST_FAIL);
+  ck_assert_int_eq(plugin_instance_flush(pi, err, sizeof(err)), 0);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(parts, "t", 0);
+  plugin_instance_assigned(pi, parts); /* 1.0: nothing to call */
+  plugin_instance_revoked(pi, parts, 0);
+  rd_kafka_topic_partition_list_destroy(parts);
+  plugin_instance_destroy(pi);
+  char *text = read_log();
+  ck_assert_msg(strstr(text, "[orders/1/v1_0] v1.0 hi, limit 2\n"), "%s", text);
+  ck_assert_msg(strstr(text, "[orders/1/v1_0] flush 1\n"), "%s", text);
+  free(text);
+  config_destroy(&cfg);
+  config_init(&cfg);
+  group = plugin_group("pipelines = ({ config = { greting = \"hi\"; }; });", 0);
+  ck_assert_int_eq(create(&pi, p, group, err, sizeof(err)), -1);
+  ck_assert_str_eq(err, "test.cfg:1: pipelines[0].config.greting: unknown "
+                        "setting for plugin v1_0");
+  plugin_unload(p);
+}
+END_TEST
+
+/* The lifecycle fixture's lines (LIFECYCLE_LOG), "" when none. */
+static char *lifecycle_log(void) {
+  char *path = NULL, *text = NULL;
+  ck_assert_int_ge(asprintf(&path, "%s/lifecycle.log", tmpdir), 0);
+  text =
+      g_file_test(path, G_FILE_TEST_EXISTS) ? tu_read_file(path) : strdup("");
+  ck_assert_ptr_nonnull(text);
+  free(path);
+  return text;
+}
+
+static plugin_t *load_lifecycle(const char *path) {
+  char *log = NULL, err[512] = "";
+  plugin_t *p = NULL;
+  ck_assert_int_ge(asprintf(&log, "%s/lifecycle.log", tmpdir), 0);
+  ck_assert_int_eq(setenv("LIFECYCLE_LOG", log, 1), 0);
+  ck_assert_msg(plugin_load(&p, path, err, sizeof(err)) == 0, "%s", err);
+  free(log);
+  return p;
+}
+
+/* init() once per loaded object, before the first create(); fini() once,
+ * after the last destroy() and the last unload, even when two paths name
+ * the same file. */
+START_TEST(test_init_fini_order) {
+  char *path = tu_fixture("lifecycle"), *other = NULL;
+  char *dir = g_path_get_dirname(path), *base = g_path_get_basename(path);
+  ck_assert_int_ge(asprintf(&other, "%s/./%s", dir, base), 0);
+  config_setting_t *group =
+      plugin_group("pipelines = ({ config = { label = \"lc\"; }; });", 0);
+  plugin_t *a = load_lifecycle(path), *b = load_lifecycle(other);
+  plugin_instance_t *i0 = NULL, *i1 = NULL;
+  plugin_instance_opts_t opts = {.pipeline = "orders", .config = group};
+  char err[512] = "";
+  ck_assert_msg(plugin_start(a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(plugin_start(b, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(plugin_instance_create(&i0, a, &opts, err, sizeof(err)) == 0,
+                "%s", err);
+  opts.member = 1;
+  ck_assert_msg(plugin_instance_create(&i1, b, &opts, err, sizeof(err)) == 0,
+                "%s", err);
+  plugin_instance_destroy(i0);
+  plugin_instance_destroy(i1);
+  plugin_unload(a);
+  char *text = lifecycle_log();
+  ck_assert_int_eq(count_substr(text, "fini"), 0); /* b still loaded */
+  free(text);
+  plugin_unload(b);
+  text = lifecycle_log();
+  ck_assert_str_eq(text, "init\n"
+                         "create lc orders/0 limit=7 ratio=0.5 verbose=0\n"
+                         "create lc orders/1 limit=7 ratio=0.5 verbose=0\n"
+                         "destroy lc/0\n"
+                         "destroy lc/1\n"
+                         "fini\n");
+  free(text);
+  text = read_log(); /* init() and fini() log under the plugin's name */
+  ck_assert_msg(strstr(text, " [lifecycle] init\n"), "%s", text);
+  ck_assert_msg(strstr(text, " [lifecycle] fini\n"), "%s", text);
+  free(text);
+  g_free(dir);
+  g_free(base);
+  free(other);
+  free(path);
+}
+END_TEST
+
+START_TEST(test_init_failure) {
+  char *path = tu_fixture("lifecycle"), want[1024];
+  plugin_t *p = load_lifecycle(path);
+  plugin_instance_t *pi = (plugin_instance_t *)&pi;
+  char err[512] = "";
+  ck_assert_int_eq(setenv("LIFECYCLE_INIT_ERROR", "no licence server", 1), 0);
+  ck_assert_int_eq(plugin_start(p, err, sizeof(err)), -1);
+  snprintf(want, sizeof(want),
+           "%s: plugin lifecycle: init() failed: no licence server", path);
+  ck_assert_str_eq(err, want);
+  /* No instance without init(), and no fini() after a failed init(). */
+  ck_assert_int_eq(create(&pi, p, NULL, err, sizeof(err)), -1);
+  ck_assert_ptr_null(pi);
+  ck_assert_str_eq(err, "orders/1/lifecycle: plugin lifecycle was not "
+                        "started");
+  plugin_unload(p);
+  char *text = lifecycle_log();
+  ck_assert_str_eq(text, "");
+  free(text);
+  unsetenv("LIFECYCLE_INIT_ERROR");
+  free(path);
+}
+END_TEST
+
+/* An instance of the lifecycle fixture with the settings text; NULL with
+ * err set when the host refuses them. */
+static plugin_instance_t *lifecycle_instance(plugin_t **p, const char *settings,
+                                             char *err, size_t errlen) {
+  char *path = tu_fixture("lifecycle"), *text = NULL;
+  plugin_instance_t *pi = NULL;
+  *p = load_lifecycle(path);
+  ck_assert_msg(plugin_start(*p, err, errlen) == 0, "%s", err);
+  ck_assert_int_ge(
+      asprintf(&text, "pipelines = ({ config = {\n%s}; });", settings), 0);
+  if (create(&pi, *p, plugin_group(text, 0), err, errlen) != 0)
+    pi = NULL;
+  free(text);
+  free(path);
+  return pi;
+}
+
+START_TEST(test_schema_defaults) {
+  plugin_t *p = NULL;
+  char err[512] = "";
+  plugin_instance_t *pi =
+      lifecycle_instance(&p, "label = \"x\";\n", err, sizeof(err));
+  ck_assert_msg(pi != NULL, "%s", err);
+  plugin_instance_destroy(pi);
+  plugin_unload(p);
+  pi = lifecycle_instance(
+      &p, "label = \"y\"; limit = 3; ratio = 2; verbose = true;\n", err,
+      sizeof(err));
+  ck_assert_msg(pi != NULL, "%s", err);
+  plugin_instance_destroy(pi);
+  plugin_unload(p);
+  char *text = lifecycle_log();
+  ck_assert_msg(strstr(text, "create x orders/1 limit=7 ratio=0.5 verbose=0\n"),
+                "%s", text);
+  ck_assert_msg(strstr(text, "create y orders/1 limit=3 ratio=2 verbose=1\n"),
+                "%s", text);
+  free(text);
+}
+END_TEST
+
+/* Unknown keys and wrong types are found before create(), which is not
+ * called; each names file, line and key. */
+START_TEST(test_schema_errors) {
+  plugin_t *p = NULL;
+  char err[1024] = "";
+  plugin_instance_t *pi = lifecycle_instance(&p,
+                                             "label = 1;\n"
+                                             "limit = \"3\";\n"
+                                             "ratio = true;\n"
+                                             "colour = \"red\";\n"
+                                             "verbose = 0;\n",
+                                             err, sizeof(err));
+  ck_assert_ptr_null(pi);
+  ck_assert_str_eq(err,
+                   "test.cfg:2: pipelines[0].config.label: expected a string\n"
+                   "test.cfg:3: pipelines[0].config.limit: expected an "
+                   "integer\n"
+                   "test.cfg:4: pipelines[0].config.ratio: expected a number\n"
+                   "test.cfg:5: pipelines[0].config.colour: unknown setting "
+                   "for plugin lifecycle\n"
+                   "test.cfg:6: pipelines[0].config.verbose: expected a "
+                   "boolean (true or false)");
+  plugin_unload(p);
+  char *text = lifecycle_log();
+  ck_assert_str_eq(text, "init\nfini\n"); /* no create() */
+  free(text);
+}
+END_TEST
+
+START_TEST(test_schema_required) {
+  plugin_t *p = NULL;
+  char err[1024] = "";
+  ck_assert_ptr_null(lifecycle_instance(&p, "limit = 1;\n", err, sizeof(err)));
+  ck_assert_str_eq(err, "test.cfg:1: pipelines[0].config: missing setting "
+                        "label (a string), required by plugin lifecycle");
+  /* Without any config group. */
+  plugin_instance_t *pi = (plugin_instance_t *)&pi;
+  ck_assert_int_eq(create(&pi, p, NULL, err, sizeof(err)), -1);
+  ck_assert_str_eq(err, "test.cfg: pipeline orders: config: missing setting "
+                        "label (a string), required by plugin lifecycle");
+  plugin_unload(p);
+}
+END_TEST
+
+/* A schema that cannot be right is refused when the plugin is loaded. */
+START_TEST(test_schema_bad_declaration) {
+  static const khost_setting_t twice[] = {{"a", KHOST_SETTING_INT, NULL, "", 0},
+                                          {"a", KHOST_SETTING_INT, NULL, "", 0},
+                                          {NULL, 0, NULL, NULL, 0}};
+  static const khost_setting_t bad_int[] = {
+      {"n", KHOST_SETTING_INT, "12x", "", 0}, {NULL, 0, NULL, NULL, 0}};
+  static const khost_setting_t bad_bool[] = {
+      {"b", KHOST_SETTING_BOOL, "yes", "", 0}, {NULL, 0, NULL, NULL, 0}};
+  static const khost_setting_t bad_type[] = {
+      {"t", (khost_setting_type_t)9, NULL, "", 0}, {NULL, 0, NULL, NULL, 0}};
+  static const khost_setting_t empty[] = {{"", KHOST_SETTING_INT, NULL, "", 0},
+                                          {NULL, 0, NULL, NULL, 0}};
+  static const struct {
+    const khost_setting_t *settings;
+    const char *reason;
+  } cases[] = {
+      {twice, "setting a: declared twice"},
+      {bad_int, "setting n: default \"12x\" is not an integer"},
+      {bad_bool, "setting b: default \"yes\" is not a boolean (true or false)"},
+      {bad_type, "setting t: unknown type 9"},
+      {empty, "setting #1: empty name"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+    khost_plugin_t d = {KHOST_PLUGIN_INIT, .name = "s", .create = noop_create,
+                        .handle = noop_handle, .settings = cases[i].settings};
+    char err[512] = "", want[512];
+    plugin_t *p = NULL;
+    ck_assert_int_eq(plugin_load_builtin(&p, "builtin:s", &d, err, sizeof(err)),
+                     -1);
+    ck_assert_ptr_null(p);
+    snprintf(want, sizeof(want),
+             "builtin:s: plugin s declares a bad config schema: %s",
+             cases[i].reason);
+    ck_assert_str_eq(err, want);
+  }
+}
+END_TEST
+
+/* assigned() and revoked() get the partitions and the lost flag; an empty
+ * list calls nothing. */
+START_TEST(test_assigned_revoked_calls) {
+  plugin_t *p = NULL;
+  char err[512] = "";
+  plugin_instance_t *pi =
+      lifecycle_instance(&p, "label = \"r\";\n", err, sizeof(err));
+  ck_assert_msg(pi != NULL, "%s", err);
+  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(2);
+  rd_kafka_topic_partition_list_t *none = rd_kafka_topic_partition_list_new(0);
+  rd_kafka_topic_partition_list_add(parts, "orders", 0);
+  rd_kafka_topic_partition_list_add(parts, "refunds", 2);
+  plugin_instance_assigned(pi, parts);
+  plugin_instance_assigned(pi, none);
+  plugin_instance_revoked(pi, parts, 0);
+  plugin_instance_revoked(pi, none, 1);
+  plugin_instance_revoked(pi, parts, 1);
+  plugin_instance_destroy(pi);
+  plugin_unload(p);
+  char *text = lifecycle_log();
+  ck_assert_str_eq(text, "init\n"
+                         "create r orders/1 limit=7 ratio=0.5 verbose=0\n"
+                         "assigned r/1 orders[0] refunds[2]\n"
+                         "revoked r/1 lost=0 orders[0] refunds[2]\n"
+                         "revoked r/1 lost=1 orders[0] refunds[2]\n"
+                         "destroy r/1\n"
+                         "fini\n");
+  free(text);
+  rd_kafka_topic_partition_list_destroy(parts);
+  rd_kafka_topic_partition_list_destroy(none);
+}
+END_TEST
+
 Suite *plugin_loader_suite(void) {
   Suite *s = suite_create("plugin_loader");
   TCase *tc = tcase_create("load");
@@ -821,6 +1141,19 @@ Suite *plugin_loader_suite(void) {
   tcase_add_test(tc, test_log_plugin_lines);
   tcase_add_test(tc, test_log_plugin_level);
   tcase_add_test(tc, test_log_plugin_bad_settings);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("abi_1_1");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_api_has);
+  tcase_add_test(tc, test_v1_0_plugin);
+  tcase_add_test(tc, test_init_fini_order);
+  tcase_add_test(tc, test_init_failure);
+  tcase_add_test(tc, test_schema_defaults);
+  tcase_add_test(tc, test_schema_errors);
+  tcase_add_test(tc, test_schema_required);
+  tcase_add_test(tc, test_schema_bad_declaration);
+  tcase_add_test(tc, test_assigned_revoked_calls);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -9,15 +9,59 @@
  * returning a descriptor that lives as long as the object is loaded.
  *
  * Versioning: the descriptor starts with the ABI version the plugin was built
- * against (KHOST_ABI_MAJOR/MINOR below, captured by KHOST_PLUGIN_INIT). khost
- * loads a plugin only when its major version equals the host's and its minor
- * version is not newer than the host's. Within one major version structures
- * only grow at the end and every structure carries its size first.
+ * against (KHOST_ABI_MAJOR/MINOR below, captured by KHOST_PLUGIN_INIT) and its
+ * own size. khost loads a plugin only when its major version equals the
+ * host's (the message names both versions otherwise). Any minor version
+ * loads:
+ *   - an older plugin: khost reads only the descriptor fields the plugin's
+ *     struct_size covers, and treats the missing ones as NULL;
+ *   - a newer plugin: khost reads only the descriptor fields it knows, and
+ *     the plugin must not use a host service this khost lacks: it probes
+ *     each entry newer than the minor it needs with KHOST_API_HAS().
+ * Within one major version structures only grow at the end and every
+ * growing structure carries its size.
+ *
+ * Change history (minor versions of ABI 1):
+ *   1.0  descriptor: name, version, create, handle, flush, destroy;
+ *        khost_api_t: log, vlog, config_string/int/double/bool, header_get,
+ *        header_count, header_at, pipeline_name, member_index.
+ *   1.1  descriptor: init and fini (once per loaded plugin), assigned and
+ *        revoked (the member's partitions), settings (a declared config
+ *        schema, checked by the host and shown by `khost plugin-info`);
+ *        KHOST_API_HAS(). khost_api_t unchanged. Plugins built for 1.0 load
+ *        and behave as before.
  *
  * Threads: khost creates one plugin instance per consumer-group member and
  * calls every callback of one instance from that member's thread only, never
  * concurrently. Different instances run on different threads at the same
- * time; state shared between instances (globals) needs its own locking.
+ * time; state shared between instances (globals) needs its own locking, or
+ * can be set up in init() and torn down in fini(), which run while no
+ * instance exists. A plugin's own threads may call api->log, api->vlog,
+ * api->pipeline_name and api->member_index with an instance's host until
+ * that instance's destroy() returns (join them in destroy()); the config
+ * lookups only inside create() on the member's thread, the header functions
+ * only inside handle() with the record handed to it.
+ *
+ * Rules the host enforces, in one place:
+ *   - create() failed: destroy() is not called for it (nothing was made);
+ *     create() succeeded but the host then refuses the config (a wrong
+ *     type, an unknown key): destroy() is called before the host stops.
+ *   - attempt may start above 1: calls that may have crashed the host are
+ *     recorded, and after a restart the count goes on (khost_record_t).
+ *   - handle() past max.poll.interval.ms: khost cannot interrupt a call.
+ *     While it runs the member does not poll, librdkafka leaves the group
+ *     for it, and the partitions go to other members (which may handle the
+ *     same records meanwhile, unless they share this host's dedup store and
+ *     the event ID is claimed by this call). When the call returns, this
+ *     member commits no offset of those partitions any more: its next poll
+ *     reports them lost (revoked() with KHOST_REVOKED_LOST) and it rejoins
+ *     the group. The pipeline's handler_timeout logs the stuck call, naming
+ *     the record, every handler_timeout (60 s by default).
+ *   - destroy(): notices (KHOST_LOG_NOTICE) an instance logs from destroy()
+ *     on the member's thread are the plugin's closing summary: with
+ *     `mock.generate` khost prints them under its own summary instead of
+ *     logging them; every other level, and notices from other threads, go
+ *     to the log as usual.
  */
 #ifndef KHOST_PLUGIN_H
 #define KHOST_PLUGIN_H
@@ -33,10 +77,12 @@ extern "C" {
 /** ABI major version: bumped on any incompatible change. */
 #define KHOST_ABI_MAJOR 1
 /** ABI minor version: bumped when fields or host services are appended. */
-#define KHOST_ABI_MINOR 0
+#define KHOST_ABI_MINOR 1
 
 #if defined(__GNUC__)
+/** Lets the compiler check the format of log() calls. */
 #define KHOST_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+/** Exports khost_plugin_entry() from a plugin built -fvisibility=hidden. */
 #define KHOST_EXPORT __attribute__((visibility("default")))
 #else
 #define KHOST_PRINTF(fmt, args)
@@ -62,11 +108,11 @@ typedef enum khost_result {
 
 /** Log levels, the syslog numbers. */
 enum {
-  KHOST_LOG_ERR = 3,
-  KHOST_LOG_WARNING = 4,
-  KHOST_LOG_NOTICE = 5,
-  KHOST_LOG_INFO = 6,
-  KHOST_LOG_DEBUG = 7
+  KHOST_LOG_ERR = 3,     /**< an error: something did not happen */
+  KHOST_LOG_WARNING = 4, /**< something went wrong and was handled */
+  KHOST_LOG_NOTICE = 5,  /**< worth seeing; from destroy(), see the top */
+  KHOST_LOG_INFO = 6,    /**< the default level of the host's log */
+  KHOST_LOG_DEBUG = 7    /**< written only with log_level = "debug" */
 };
 
 /** Record flags (khost_record_t.flags). */
@@ -83,33 +129,42 @@ enum {
  * NUL-terminated and may be NULL (with length 0) when absent.
  */
 typedef struct khost_record {
-  size_t struct_size;    /**< sizeof(khost_record_t) of the host */
-  const char *topic;     /**< NUL-terminated topic name */
-  int32_t partition;     /**< partition number */
-  int64_t offset;        /**< offset within the partition */
-  int64_t timestamp;     /**< ms since the epoch, -1 when unknown */
-  const void *key;       /**< record key, NULL when the record has none */
-  size_t key_len;        /**< key length in bytes */
-  const void *value;     /**< record value, NULL for a null value */
-  size_t value_len;      /**< value length in bytes */
-  const char *event_id;  /**< event ID used for deduplication, or NULL */
-  size_t event_id_len;   /**< event ID length in bytes */
-  uint32_t attempt;      /**< 1 on the first call, 2 on the first retry, ... */
+  size_t struct_size;   /**< sizeof(khost_record_t) of the host */
+  const char *topic;    /**< NUL-terminated topic name */
+  int32_t partition;    /**< partition number */
+  int64_t offset;       /**< offset within the partition */
+  int64_t timestamp;    /**< ms since the epoch, -1 when unknown */
+  const void *key;      /**< record key, NULL when the record has none */
+  size_t key_len;       /**< key length in bytes */
+  const void *value;    /**< record value, NULL for a null value */
+  size_t value_len;     /**< value length in bytes */
+  const char *event_id; /**< event ID used for deduplication, or NULL */
+  size_t event_id_len;  /**< event ID length in bytes */
+  /** 1 on the first call, 2 on the first retry, ... It may start above 1:
+   *  calls that may crash the host (retries, and the first calls of each
+   *  partition after an unclean stop) are recorded before they are made,
+   *  and after a restart the count goes on from the recorded ones. */
+  uint32_t attempt;
   uint32_t flags;        /**< KHOST_RECORD_* bits */
   const void *host_priv; /**< reserved for the host: do not touch */
 } khost_record_t;
 
-/** Per-instance handle the host gives to a plugin (opaque). Valid from
- *  create() until destroy() returns. */
+/** Handle the host gives to a plugin (opaque, owned by the host): one per
+ *  instance, valid from create() until destroy() returns; and one per
+ *  loaded plugin for init() and fini(), valid during those calls. */
 typedef struct khost_host khost_host_t;
 
 /**
  * Services the host offers to plugins.
  *
  * A table of function pointers that only grows: new entries are appended in
- * later minor versions. Check api->struct_size (or api->abi_minor) before
- * using an entry that is newer than KHOST_ABI_MINOR 0. All entries are
- * thread-safe; a khost_host_t is used only from its member's thread.
+ * later minor versions. Before using an entry newer than the minor version
+ * the plugin needs, test it with KHOST_API_HAS(api, entry). The table is
+ * owned by the host, constant, and valid while the plugin is loaded.
+ *
+ * Threads: which entries a plugin's own threads may call is in the comment
+ * at the top of this file; everything else runs on the thread khost called
+ * the plugin on.
  */
 typedef struct khost_api {
   size_t struct_size; /**< sizeof(khost_api_t) of the host */
@@ -130,13 +185,25 @@ typedef struct khost_api {
    * Returns 1 and sets *value when the setting exists, 0 when it is absent
    * (*value untouched, so it may hold a default), -1 when it has the wrong
    * type (the host reports file, line and key; create() should fail).
-   * Strings stay valid until destroy(). Every setting of the group must be
-   * looked up during create(): a setting never looked up is an unknown key
-   * and the host refuses to start, naming it.
+   * Strings are owned by the host and stay valid until destroy().
+   *
+   * Plugins without a declared schema (khost_plugin_t.settings NULL, and
+   * every ABI 1.0 plugin): every setting of the group must be looked up
+   * during create(); a setting never looked up is an unknown key and the
+   * host refuses to start, naming it. Plugins with a schema: the host has
+   * checked the group against it before create() (unknown keys, types,
+   * required settings), and an absent setting with a default returns 1 and
+   * that default.
+   *
+   * Call these only from create(), on the member's thread. With the host of
+   * init() (no config group) they return 0.
    */
   int (*config_string)(khost_host_t *host, const char *key, const char **value);
+  /** As config_string(), for an integer (42 or 42L in the file). */
   int (*config_int)(khost_host_t *host, const char *key, int64_t *value);
+  /** As config_string(), for a number (a float, or an integer). */
   int (*config_double)(khost_host_t *host, const char *key, double *value);
+  /** As config_string(), for true or false (*value 1 or 0). */
   int (*config_bool)(khost_host_t *host, const char *key, int *value);
 
   /**
@@ -147,14 +214,82 @@ typedef struct khost_api {
    */
   int (*header_get)(const khost_record_t *rec, const char *name,
                     const void **value, size_t *len);
+  /** The number of headers of rec (0 when it has none). */
   size_t (*header_count)(const khost_record_t *rec);
+  /** Header idx (0-based) of rec: 1 with *name, *value and *len set (each
+   *  may be NULL when not wanted), 0 past the end. Owned by the host. */
   int (*header_at)(const khost_record_t *rec, size_t idx, const char **name,
                    const void **value, size_t *len);
 
-  /** The pipeline's name and the member's index (0-based) of an instance. */
+  /** The pipeline's name and the member's index (0-based) of an instance;
+   *  NULL and -1 for the host handed to init() and fini(). The string is
+   *  owned by the host and valid until destroy() (fini()) returns. */
   const char *(*pipeline_name)(khost_host_t *host);
+  /** See pipeline_name(). */
   int (*member_index)(khost_host_t *host);
 } khost_api_t;
+
+/**
+ * True when the host's service table has entry (a member of khost_api_t)
+ * and it is set: the way a plugin built against a newer minor version
+ * finds out whether an older khost offers a service.
+ *
+ *     if (KHOST_API_HAS(api, some_newer_entry)) api->some_newer_entry(...);
+ */
+#define KHOST_API_HAS(api, entry)                                              \
+  ((api)->struct_size >=                                                       \
+       offsetof(khost_api_t, entry) + sizeof(((khost_api_t *)0)->entry) &&     \
+   (api)->entry != NULL)
+
+/** One partition of the member's assignment (ABI 1.1). Owned by the host,
+ *  valid only during the assigned() or revoked() call. */
+typedef struct khost_partition {
+  const char *topic; /**< NUL-terminated topic name */
+  int32_t partition; /**< partition number */
+} khost_partition_t;
+
+/** khost_plugin_t.revoked() flags (ABI 1.1). */
+enum {
+  /** The assignment was lost (session timeout, handle() past
+   *  max.poll.interval.ms): another member may own the partitions already.
+   *  This member commits nothing of them any more: the records it handled
+   *  since their last commit are delivered to the next owner again (which
+   *  skips those whose dedup marks it shares). Drop the per-partition
+   *  state rather than flush it. */
+  KHOST_REVOKED_LOST = 1u << 0
+};
+
+/** Types of a declared setting (khost_setting_t.type, ABI 1.1). */
+typedef enum khost_setting_type {
+  KHOST_SETTING_STRING = 1, /**< "text"; read with config_string() */
+  KHOST_SETTING_INT = 2,    /**< 42 or 42L; read with config_int() */
+  KHOST_SETTING_DOUBLE = 3, /**< 0.5 or an integer; read with config_double() */
+  KHOST_SETTING_BOOL = 4    /**< true or false; read with config_bool() */
+} khost_setting_type_t;
+
+/** khost_setting_t.flags. */
+enum {
+  /** The setting must be present in the config group. */
+  KHOST_SETTING_REQUIRED = 1u << 0
+};
+
+/**
+ * One setting of a plugin's config group, as the plugin declares it
+ * (ABI 1.1). The descriptor's settings array ends with an entry whose name
+ * is NULL. The array and its strings are the plugin's and must live as long
+ * as the object is loaded. This structure does not change within ABI 1
+ * (a later addition would come as a new descriptor field).
+ */
+typedef struct khost_setting {
+  const char *name;          /**< key in the group, e.g. "path" */
+  khost_setting_type_t type; /**< KHOST_SETTING_* */
+  /** The default as the config file would spell it, without quotes for
+   *  strings ("100", "0.5", "true", "/tmp/out"); NULL when the setting has
+   *  none. The host checks it against type when it loads the plugin. */
+  const char *default_value;
+  const char *description; /**< one line for `khost plugin-info` */
+  uint32_t flags;          /**< KHOST_SETTING_* bits */
+} khost_setting_t;
 
 /**
  * The descriptor a plugin exports through khost_plugin_entry().
@@ -172,13 +307,16 @@ typedef struct khost_plugin {
    * plugin's settings with api->config_*(host, ...). On success store the
    * instance in *instance and return 0. On failure write a NUL-terminated
    * message into err (errlen bytes, caller-owned) and return -1: the host
-   * refuses to start and prints that message. api and host stay valid until
-   * destroy() returns.
+   * refuses to start and prints that message, and destroy() is not called
+   * for this instance. api and host stay valid until destroy() returns.
    */
   int (*create)(const khost_api_t *api, khost_host_t *host, void **instance,
                 char *err, size_t errlen);
 
-  /** Handle one record. Required. See khost_result_t. */
+  /** Handle one record. Required. See khost_result_t; rec is the host's
+   *  and valid only during the call. A call running past the consumer's
+   *  max.poll.interval.ms costs the member its partitions (top of this
+   *  file). */
   khost_result_t (*handle)(void *instance, const khost_record_t *rec);
 
   /**
@@ -190,9 +328,74 @@ typedef struct khost_plugin {
    */
   int (*flush)(void *instance, char *err, size_t errlen);
 
-  /** Release the instance. Optional (may be NULL). Called once, on the
-   *  member's thread, after the member's last commit. */
+  /**
+   * Release the instance. Optional (may be NULL). Called once, on the
+   * member's thread, after the member's last commit (and after revoked()
+   * for its last partitions when it left the group cleanly). Not called
+   * after a failed create(); called when create() succeeded but the host
+   * then refused the config. See the top of this file for what is logged
+   * from here.
+   */
   void (*destroy)(void *instance);
+
+  /* ---- ABI 1.1: the host reads these only when struct_size covers them */
+
+  /**
+   * Optional. Called once per loaded plugin, on the main thread, before the
+   * first create(), even when several pipelines use the plugin. host is a
+   * module-level handle for api->log() (prefixed with the plugin's name);
+   * it has no config group, pipeline or member. Return 0, or -1 with a
+   * NUL-terminated message in err (errlen bytes, caller-owned): the host
+   * then stops before consuming anything and prints that message, naming
+   * the plugin; fini() is not called then. `khost check` calls init(),
+   * create(), destroy() and fini() as a run does; `khost plugin-info`
+   * calls nothing (it only reads the descriptor).
+   */
+  int (*init)(const khost_api_t *api, khost_host_t *host, char *err,
+              size_t errlen);
+
+  /**
+   * Optional. Called once, on the main thread, after the last destroy() of
+   * every instance, when init() succeeded (or there is none), at the end of
+   * the process. Not called when the process is ended at once (a second
+   * signal, the shutdown deadline, a crash).
+   */
+  void (*fini)(const khost_api_t *api, khost_host_t *host);
+
+  /**
+   * Optional. The member was given these partitions; records of them
+   * follow. Called on the member's thread from its rebalance handling,
+   * before any record of them reaches handle(). With the cooperative
+   * assignor, only the partitions added; with the eager ones, the whole
+   * new assignment. Never called with no partitions. parts (count
+   * entries) is owned by the host and valid only during the call.
+   */
+  void (*assigned)(void *instance, const khost_partition_t *parts,
+                   size_t count);
+
+  /**
+   * Optional. The member is giving these partitions up (a rebalance, or
+   * leaving the group at shutdown); no record of them reaches handle()
+   * any more. Called on the member's thread after the batch in flight has
+   * been finished or abandoned, before the partitions are released: when
+   * flags has no KHOST_REVOKED_LOST, what was handled of them has been
+   * flushed and made durable, and its offsets committed as far as the
+   * broker allowed. With KHOST_REVOKED_LOST, see that flag. Never called
+   * with no partitions. parts (count entries) is owned by the host and
+   * valid only during the call.
+   */
+  void (*revoked)(void *instance, const khost_partition_t *parts, size_t count,
+                  uint32_t flags);
+
+  /**
+   * Optional: the declared config schema, ended by an entry with a NULL
+   * name. When set, the host checks the plugin's config group against it
+   * before create() (unknown keys, wrong types, missing required settings
+   * are errors naming file, line and key) and the config lookups return
+   * the defaults of absent settings. When NULL, the lookup-based check of
+   * ABI 1.0 applies (see khost_api_t.config_string).
+   */
+  const khost_setting_t *settings;
 } khost_plugin_t;
 
 /** Initialiser for the version fields of a khost_plugin_t. */
