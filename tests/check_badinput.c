@@ -188,6 +188,38 @@ START_TEST(test_odd_records) {
 }
 END_TEST
 
+/* A record with the eventId header twice: the last one is its event ID
+ * (README, "Dedup store"), for the dedup and for the plugin. */
+START_TEST(test_repeated_event_id_header) {
+  uint64_t handled = 0, dups = 0;
+  fu_start(&w, 1, 1);
+  fu_produce_raw(&w, FU_TOPIC, 0, "first-1", NULL, "{}", 2, "eventId", "last-1",
+                 (size_t)6, NULL);
+  /* A duplicate only of the last header; the first one is new. */
+  fu_produce_raw(&w, FU_TOPIC, 0, "last-1", NULL, "{}", 2, NULL);
+  fu_produce_raw(&w, FU_TOPIC, 0, "first-1", NULL, "{}", 2, NULL);
+  fu_flush(&w);
+  char *cfg = sink_config("khost.cfg", NULL, NULL);
+  fu_proc_t *p = fu_run_to_end(&w, "run", cfg, 0);
+  ck_assert(fu_all_committed(&w));
+  ck_assert(fu_summary(p, &handled, &dups));
+  ck_assert_uint_eq(handled, 2);
+  ck_assert_uint_eq(dups, 1);
+  size_t n;
+  json_t **v = sink_lines(&n);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_str_eq(json_string_value(json_object_get(v[0], "event_id")),
+                   "last-1");
+  ck_assert_int_eq(json_integer_value(json_object_get(v[0], "offset")), 0);
+  ck_assert_str_eq(json_string_value(json_object_get(v[1], "event_id")),
+                   "first-1");
+  ck_assert_int_eq(json_integer_value(json_object_get(v[1], "offset")), 2);
+  lines_free(v, n);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 /* A 10 KB event ID: deduplicated in the run, and after a restart (read
  * back from SQLite). */
 START_TEST(test_long_event_id) {
@@ -433,6 +465,7 @@ Suite *badinput_suite(void) {
   tcase_set_timeout(records, 90);
   tcase_add_test(records, test_odd_records);
   tcase_add_test(records, test_long_event_id);
+  tcase_add_test(records, test_repeated_event_id_header);
   tcase_add_test(records, test_unknown_topic_in_config);
   suite_add_tcase(s, records);
 
