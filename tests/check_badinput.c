@@ -3,9 +3,10 @@
  * 1 MB value, a 64 KB header, a 10 KB event ID, bytes that are not UTF-8
  * in a key, an event ID, a header value and a header name), a topic that
  * does not exist, a plugin file that is not a shared object or that others
- * may write, a config file with secrets that others may read. Each must
- * get a clear message, and none may crash the host or hold a partition
- * back.
+ * may write, a config file with secrets that others may read; and what
+ * the host's surroundings may do to it: SIGHUP, a stderr nobody reads.
+ * Each must get a clear message, and none may crash the host or hold a
+ * partition back.
  *
  * khost runs as a child process (the real binary) against a mock cluster
  * in its own process (tests/mockd), as in check_crash.
@@ -458,6 +459,64 @@ START_TEST(test_secrets_readable_by_others) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ signals */
+
+/* SIGHUP (a closed terminal, a reload asked for) is said and ignored: the
+ * host keeps consuming, and SIGTERM still stops it cleanly with its last
+ * commit. */
+START_TEST(test_sighup_is_ignored) {
+  fu_start(&w, 1, 3);
+  fu_produce_n(&w, 10, "ok");
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
+  fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  ck_assert_int_eq(kill(p->pid, SIGHUP), 0);
+  fu_wait_stderr(p, "SIGHUP ignored: reloading the config is not supported", 1,
+                 10000);
+  fu_produce_n(&w, 10, "ok");
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  fu_stop_host(p);
+  ck_assert_int_eq(fu_stderr_count(p, "finishing the current batches"), 1);
+  ck_assert_uint_eq(fu_effects(&w), 60);
+  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+/* stderr a pipe whose reader went away (a log shipper that died): every
+ * log line fails with EPIPE, and khost consumes, commits, and stops
+ * cleanly on SIGTERM all the same. */
+START_TEST(test_stderr_pipe_without_reader) {
+  fu_start(&w, 1, 3);
+  fu_produce_n(&w, 10, "ok");
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
+  char *fifo = fu_path(&w, "stderr.fifo");
+  /* The reader opens the FIFO and exits at once; once it is gone the
+   * shell becomes khost with stderr the pipe's writing end. */
+  char *const argv[] = {"/bin/sh",
+                        "-c",
+                        "mkfifo \"$1\" && { : <\"$1\" & } && "
+                        "exec 2>\"$1\" && wait && exec \"$0\" run -c \"$2\"",
+                        KHOST,
+                        fifo,
+                        cfg,
+                        NULL};
+  fu_proc_t *p = fu_spawn(&w, "run", argv, 0);
+  p->db = 0;
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  ck_assert_msg(!fu_reap(p, 0), "khost exited with status 0x%x", p->status);
+  fu_produce_n(&w, 10, "ok");
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  fu_stop_host(p);
+  ck_assert_uint_eq(fu_effects(&w), 60);
+  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  free(fifo);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 Suite *badinput_suite(void) {
   Suite *s = suite_create("badinput");
   TCase *records = tcase_create("records");
@@ -476,5 +535,12 @@ Suite *badinput_suite(void) {
   tcase_add_test(files, test_plugin_writable_by_others);
   tcase_add_test(files, test_secrets_readable_by_others);
   suite_add_tcase(s, files);
+
+  TCase *signals = tcase_create("signals");
+  tcase_add_unchecked_fixture(signals, fu_case_setup, fu_case_teardown);
+  tcase_set_timeout(signals, 90);
+  tcase_add_test(signals, test_sighup_is_ignored);
+  tcase_add_test(signals, test_stderr_pipe_without_reader);
+  suite_add_tcase(s, signals);
   return s;
 }
