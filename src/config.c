@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "file_trust.h"
 #include "log.h"
 #include "topics.h"
 
@@ -881,6 +882,19 @@ out:
   return rc;
 }
 
+/* The config names the plugins khost loads and where it writes: a file
+ * that someone else could change is refused as a plugin is (the rule:
+ * file_trust.h). */
+static int check_trust(loader_t *ld) {
+  char why[1536];
+
+  if (file_trust_check(ld->cfg->path, why, sizeof(why)) == 0)
+    return 0;
+  g_string_append_printf(ld->err, "%s: refusing to read the config: %s",
+                         ld->cfg->path, why);
+  return -1;
+}
+
 /* The first secret property of a list, or NULL. */
 static const char *first_secret(const cfg_prop_t *props, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -912,7 +926,7 @@ int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   memset(cfg, 0, sizeof(*cfg));
   config_init(&cfg->lc);
   set_defaults(cfg, path);
-  if (read_file(&ld) < 0)
+  if (check_trust(&ld) < 0 || read_file(&ld) < 0)
     goto out;
   top = (scope_t){config_root_setting(&cfg->lc), ""};
   ld.scratch = rd_kafka_conf_new();
