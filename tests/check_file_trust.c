@@ -305,6 +305,39 @@ START_TEST(test_config_file) {
 }
 END_TEST
 
+/* A file pulled in with @include counts as the config itself. */
+START_TEST(test_config_include) {
+  char *dir = make_dir(tmpdir, "etc", 0755);
+  char *inc = tu_write_file(dir, "kafka.cfg", "mock = { brokers = 1; };\n");
+  char *text = g_strdup_printf("@include \"kafka.cfg\"\n"
+                               "dedup = { path = \"%s/dedup.db\"; };\n"
+                               "pipelines = ( { name = \"orders\";\n"
+                               "  group_id = \"g\"; topics = [ \"t\" ];\n"
+                               "  plugin = \"p\"; } );\n",
+                               tmpdir);
+  char *cfg = tu_write_file(dir, "khost.cfg", text), err[2048] = "", *want;
+  cfg_t c;
+  ck_assert_int_eq(chmod(inc, 0644), 0);
+  ck_assert_int_eq(chmod(cfg, 0644), 0);
+  expect_config_loads(cfg);
+  ck_assert_int_eq(chmod(inc, 0666), 0);
+  ck_assert_int_eq(cfg_load(&c, cfg, err, sizeof(err)), -1);
+  cfg_free(&c);
+  want = g_strdup_printf("%s: refusing to read the config (included by %s): "
+                         "%s: file is writable by group and others (mode "
+                         "0666); run chmod go-w on it",
+                         inc, cfg, inc);
+  ck_assert_str_eq(err, want);
+  ck_assert_int_eq(chmod(inc, 0644), 0);
+  expect_config_loads(cfg);
+  g_free(want);
+  free(cfg);
+  g_free(text);
+  free(inc);
+  free(dir);
+}
+END_TEST
+
 /* A plugin found by its name in a group-writable plugin_dir, as `khost
  * check` loads it: the config's file, line and key, then the reason. */
 START_TEST(test_plugin_by_name_in_loose_plugin_dir) {
@@ -346,6 +379,7 @@ Suite *file_trust_suite(void) {
   tc = tcase_create("configs");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_config_file);
+  tcase_add_test(tc, test_config_include);
   tcase_add_test(tc, test_plugin_by_name_in_loose_plugin_dir);
   suite_add_tcase(s, tc);
   return s;
