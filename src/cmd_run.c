@@ -86,6 +86,19 @@ static int64_t mono_ms(void) {
   return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+/* SIGHUP would end the process at once, without the last commit (a
+ * closed terminal, a service manager asking for a reload). Reloading the
+ * config is not supported yet, so it is said and ignored. Returns 1 for a
+ * SIGHUP. */
+static int ignore_hangup(int sig) {
+  if (sig != SIGHUP)
+    return 0;
+  log_msg(KHOST_LOG_NOTICE, "khost",
+          "SIGHUP ignored: reloading the config is not supported yet "
+          "(SIGINT/SIGTERM stop khost)");
+  return 1;
+}
+
 /* Wait for the first SIGINT/SIGTERM or for the host to start stopping by
  * itself (--exit-at-end, a failure): the shutdown deadline applies from
  * then on either way. */
@@ -93,7 +106,7 @@ static void wait_for_stop(host_t *h, const sigset_t *sigs) {
   struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
   while (!host_stopping(h)) {
     int sig = sigtimedwait(sigs, NULL, &tick);
-    if (sig > 0) {
+    if (sig > 0 && !ignore_hangup(sig)) {
       log_msg(KHOST_LOG_NOTICE, "khost",
               "%s: finishing the current batches, committing, leaving the "
               "group (a second signal exits at once)",
@@ -133,7 +146,7 @@ static void wait_for_members(host_t *h, const sigset_t *sigs, int64_t ms) {
   int64_t deadline = mono_ms() + ms;
   while (!host_done(h)) {
     int sig = sigtimedwait(sigs, NULL, &tick);
-    if (sig > 0) {
+    if (sig > 0 && !ignore_hangup(sig)) {
       log_msg(KHOST_LOG_WARNING, "khost", "%s again: exiting now",
               strsignal(sig));
       _exit(128 + sig);
@@ -152,6 +165,7 @@ static int run_host(const cfg_t *cfg, const run_opts_t *o) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);
   /* Every thread started from here on inherits the mask: signals are
    * taken by sigtimedwait() on this thread only. */
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);

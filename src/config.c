@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "file_trust.h"
 #include "log.h"
 #include "topics.h"
 
@@ -881,6 +882,63 @@ out:
   return rc;
 }
 
+/* The config names the plugins khost loads and where it writes: a file
+ * that someone else could change is refused as a plugin is (the rule:
+ * file_trust.h). */
+static int check_trust(loader_t *ld) {
+  char why[1536];
+
+  if (file_trust_check(ld->cfg->path, why, sizeof(why)) == 0)
+    return 0;
+  g_string_append_printf(ld->err, "%s: refusing to read the config: %s",
+                         ld->cfg->path, why);
+  return -1;
+}
+
+/* Every file a setting of the tree under s comes from. */
+static void collect_sources(const config_setting_t *s, GHashTable *files) {
+  const char *file = config_setting_source_file(s);
+  int n = config_setting_length(s);
+
+  if (file)
+    g_hash_table_add(files, (gpointer)file);
+  for (int i = 0; i < n; i++)
+    collect_sources(config_setting_get_elem(s, (unsigned)i), files);
+}
+
+/* A file pulled in with @include decides as much as the config itself;
+ * libconfig has read it, but nothing of it is used before this check. */
+static int check_included_trust(loader_t *ld) {
+  GHashTable *files = g_hash_table_new(g_str_hash, g_str_equal);
+  GHashTableIter it;
+  gpointer file;
+  char why[1536];
+  int rc = 0;
+
+  collect_sources(config_root_setting(&ld->cfg->lc), files);
+  g_hash_table_iter_init(&it, files);
+  while (rc == 0 && g_hash_table_iter_next(&it, &file, NULL)) {
+    /* libconfig keeps an included name as written, relative to the
+     * include directory (the config's own). */
+    const char *dir = config_get_include_dir(&ld->cfg->lc);
+    char *path = g_path_is_absolute(file) || !dir
+                     ? g_strdup(file)
+                     : g_build_filename(dir, (const char *)file, NULL);
+
+    if (strcmp(file, ld->cfg->path) != 0 &&
+        file_trust_check(path, why, sizeof(why)) != 0) {
+      g_string_append_printf(ld->err,
+                             "%s: refusing to read the config (included by "
+                             "%s): %s",
+                             path, ld->cfg->path, why);
+      rc = -1;
+    }
+    g_free(path);
+  }
+  g_hash_table_destroy(files);
+  return rc;
+}
+
 /* The first secret property of a list, or NULL. */
 static const char *first_secret(const cfg_prop_t *props, size_t n) {
   for (size_t i = 0; i < n; i++)
@@ -912,7 +970,8 @@ int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   memset(cfg, 0, sizeof(*cfg));
   config_init(&cfg->lc);
   set_defaults(cfg, path);
-  if (read_file(&ld) < 0)
+  if (check_trust(&ld) < 0 || read_file(&ld) < 0 ||
+      check_included_trust(&ld) < 0)
     goto out;
   top = (scope_t){config_root_setting(&cfg->lc), ""};
   ld.scratch = rd_kafka_conf_new();

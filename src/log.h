@@ -2,7 +2,9 @@
  * khost logger: one line per event on stderr,
  *   2026-11-25T10:00:00.123Z INFO  [who] message
  * where `who` names the pipeline/member (and plugin) the line is about.
- * Thread-safe: every line is written with a single write().
+ * Thread-safe: every line is written with a single write(). A write that
+ * fails (EPIPE, EBADF, ENOSPC, ...) loses its line and nothing else; the
+ * next line that goes through says how many were lost.
  */
 #ifndef KHOST_LOG_H
 #define KHOST_LOG_H

@@ -94,6 +94,9 @@ int main(int argc, char **argv) {
    * I/O error that khost handles like any other (nothing is committed past
    * it). */
   signal(SIGXFSZ, SIG_IGN);
+  /* Likewise a write to a pipe whose reader went away (stderr piped into a
+   * logger that died): EPIPE, a lost log line, and the host goes on. */
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2)
     return cli_usage_error(
         "a command is required (run, check, plugin-info, replay, offsets or "

@@ -137,6 +137,22 @@ static int set_prefetch(const pipeline_t *p, rd_kafka_conf_t *conf, char *err,
                   err, errlen);
 }
 
+/* A member learns of partitions added to its topics, and of new topics
+ * matching a ^pattern, only from a metadata refresh; librdkafka refreshes
+ * every 5 minutes by default, so they sat idle that long. 30 s notices
+ * them within half a minute (plus the rebalance) and costs each member
+ * one Metadata request per 30 s: for a ^pattern that is the metadata of
+ * every topic of the cluster, which is why it is not a few seconds. */
+#define PIPELINE_METADATA_REFRESH_MS "30000"
+
+static int set_metadata_refresh(const pipeline_t *p, rd_kafka_conf_t *conf,
+                                char *err, size_t errlen) {
+  if (user_set(p, "topic.metadata.refresh.interval.ms"))
+    return 0;
+  return conf_set(conf, "topic.metadata.refresh.interval.ms",
+                  PIPELINE_METADATA_REFRESH_MS, err, errlen);
+}
+
 rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
                                      size_t errlen) {
   const cfg_t *cfg = p->env.cfg;
@@ -164,7 +180,8 @@ rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
       conf_set(conf, "enable.partition.eof",
                p->env.exit_at_end ? "true" : "false", err, errlen))
     goto fail;
-  if (set_prefetch(p, conf, err, errlen) != 0)
+  if (set_prefetch(p, conf, err, errlen) != 0 ||
+      set_metadata_refresh(p, conf, err, errlen) != 0)
     goto fail;
   return conf;
 fail:

@@ -17,8 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "file_trust.h"
 #include "log.h"
 #include "plugin_host.h"
 #include "plugin_schema.h"
@@ -133,17 +133,14 @@ static int pl_wrap(plugin_t **out, const char *path, const khost_plugin_t *d,
 }
 
 /* Code that someone else can replace is not loaded, as sshd refuses key
- * files others can write. */
-static int pl_check_mode(const char *path, char *err, size_t errlen) {
-  struct stat st;
-  if (stat(path, &st) != 0)
-    return 0; /* dlopen() reports a missing file with its own words */
-  if (!(st.st_mode & (S_IWGRP | S_IWOTH)))
+ * files others can write (the rule: file_trust.h). */
+static int pl_check_trust(const char *path, const char *file, char *err,
+                          size_t errlen) {
+  char why[1536];
+
+  if (file_trust_check(file, why, sizeof(why)) == 0)
     return 0;
-  snprintf(err, errlen,
-           "%s: refusing to load a plugin that group or others can write "
-           "(mode %04o); run chmod go-w on it",
-           path, (unsigned)(st.st_mode & 07777));
+  snprintf(err, errlen, "%s: refusing to load a plugin: %s", path, why);
   return -1;
 }
 
@@ -154,7 +151,7 @@ int plugin_load(plugin_t **out, const char *path, char *err, size_t errlen) {
       strchr(path, '/') ? g_strdup(path) : g_strconcat("./", path, NULL);
   *out = NULL;
   void *dl = NULL;
-  if (pl_check_mode(file, err, errlen) != 0)
+  if (pl_check_trust(path, file, err, errlen) != 0)
     goto out;
   dlerror();
   dl = dlopen(file, RTLD_NOW | RTLD_LOCAL);

@@ -3,9 +3,10 @@
  * 1 MB value, a 64 KB header, a 10 KB event ID, bytes that are not UTF-8
  * in a key, an event ID, a header value and a header name), a topic that
  * does not exist, a plugin file that is not a shared object or that others
- * may write, a config file with secrets that others may read. Each must
- * get a clear message, and none may crash the host or hold a partition
- * back.
+ * may write, a config file with secrets that others may read; and what
+ * the host's surroundings may do to it: SIGHUP, a stderr nobody reads.
+ * Each must get a clear message, and none may crash the host or hold a
+ * partition back.
  *
  * khost runs as a child process (the real binary) against a mock cluster
  * in its own process (tests/mockd), as in check_crash.
@@ -188,6 +189,38 @@ START_TEST(test_odd_records) {
 }
 END_TEST
 
+/* A record with the eventId header twice: the last one is its event ID
+ * (README, "Dedup store"), for the dedup and for the plugin. */
+START_TEST(test_repeated_event_id_header) {
+  uint64_t handled = 0, dups = 0;
+  fu_start(&w, 1, 1);
+  fu_produce_raw(&w, FU_TOPIC, 0, "first-1", NULL, "{}", 2, "eventId", "last-1",
+                 (size_t)6, NULL);
+  /* A duplicate only of the last header; the first one is new. */
+  fu_produce_raw(&w, FU_TOPIC, 0, "last-1", NULL, "{}", 2, NULL);
+  fu_produce_raw(&w, FU_TOPIC, 0, "first-1", NULL, "{}", 2, NULL);
+  fu_flush(&w);
+  char *cfg = sink_config("khost.cfg", NULL, NULL);
+  fu_proc_t *p = fu_run_to_end(&w, "run", cfg, 0);
+  ck_assert(fu_all_committed(&w));
+  ck_assert(fu_summary(p, &handled, &dups));
+  ck_assert_uint_eq(handled, 2);
+  ck_assert_uint_eq(dups, 1);
+  size_t n;
+  json_t **v = sink_lines(&n);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_str_eq(json_string_value(json_object_get(v[0], "event_id")),
+                   "last-1");
+  ck_assert_int_eq(json_integer_value(json_object_get(v[0], "offset")), 0);
+  ck_assert_str_eq(json_string_value(json_object_get(v[1], "event_id")),
+                   "first-1");
+  ck_assert_int_eq(json_integer_value(json_object_get(v[1], "offset")), 2);
+  lines_free(v, n);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 /* A 10 KB event ID: deduplicated in the run, and after a restart (read
  * back from SQLite). */
 START_TEST(test_long_event_id) {
@@ -321,9 +354,12 @@ START_TEST(test_plugin_writable_by_others) {
   chmod(so, 0666);
   char *cfg = plugin_config("khost.cfg", so), *err;
   ck_assert_int_eq(check_cfg("loose", cfg, &err), 2);
-  ck_assert_msg(strstr(err, "refusing to load a plugin that group or others "
-                            "can write (mode 0666); run chmod go-w on it"),
-                "stderr:\n%s", err);
+  char *want = g_strdup_printf("%s: refusing to load a plugin: %s: file is "
+                               "writable by group and others (mode 0666); run "
+                               "chmod go-w on it",
+                               so, so);
+  ck_assert_msg(strstr(err, want), "stderr:\n%s", err);
+  g_free(want);
   free(err);
   chmod(so, 0644);
   ck_assert_int_eq(check_cfg("tight", cfg, &err), 0);
@@ -426,6 +462,64 @@ START_TEST(test_secrets_readable_by_others) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ signals */
+
+/* SIGHUP (a closed terminal, a reload asked for) is said and ignored: the
+ * host keeps consuming, and SIGTERM still stops it cleanly with its last
+ * commit. */
+START_TEST(test_sighup_is_ignored) {
+  fu_start(&w, 1, 3);
+  fu_produce_n(&w, 10, "ok");
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
+  fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  ck_assert_int_eq(kill(p->pid, SIGHUP), 0);
+  fu_wait_stderr(p, "SIGHUP ignored: reloading the config is not supported", 1,
+                 10000);
+  fu_produce_n(&w, 10, "ok");
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  fu_stop_host(p);
+  ck_assert_int_eq(fu_stderr_count(p, "finishing the current batches"), 1);
+  ck_assert_uint_eq(fu_effects(&w), 60);
+  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+/* stderr a pipe whose reader went away (a log shipper that died): every
+ * log line fails with EPIPE, and khost consumes, commits, and stops
+ * cleanly on SIGTERM all the same. */
+START_TEST(test_stderr_pipe_without_reader) {
+  fu_start(&w, 1, 3);
+  fu_produce_n(&w, 10, "ok");
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
+  char *fifo = fu_path(&w, "stderr.fifo");
+  /* The reader opens the FIFO and exits at once; once it is gone the
+   * shell becomes khost with stderr the pipe's writing end. */
+  char *const argv[] = {"/bin/sh",
+                        "-c",
+                        "mkfifo \"$1\" && { : <\"$1\" & } && "
+                        "exec 2>\"$1\" && wait && exec \"$0\" run -c \"$2\"",
+                        KHOST,
+                        fifo,
+                        cfg,
+                        NULL};
+  fu_proc_t *p = fu_spawn(&w, "run", argv, 0);
+  p->db = 0;
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  ck_assert_msg(!fu_reap(p, 0), "khost exited with status 0x%x", p->status);
+  fu_produce_n(&w, 10, "ok");
+  fu_wait_all_committed(&w, FU_RUN_MS);
+  fu_stop_host(p);
+  ck_assert_uint_eq(fu_effects(&w), 60);
+  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  free(fifo);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 Suite *badinput_suite(void) {
   Suite *s = suite_create("badinput");
   TCase *records = tcase_create("records");
@@ -433,6 +527,7 @@ Suite *badinput_suite(void) {
   tcase_set_timeout(records, 90);
   tcase_add_test(records, test_odd_records);
   tcase_add_test(records, test_long_event_id);
+  tcase_add_test(records, test_repeated_event_id_header);
   tcase_add_test(records, test_unknown_topic_in_config);
   suite_add_tcase(s, records);
 
@@ -443,5 +538,12 @@ Suite *badinput_suite(void) {
   tcase_add_test(files, test_plugin_writable_by_others);
   tcase_add_test(files, test_secrets_readable_by_others);
   suite_add_tcase(s, files);
+
+  TCase *signals = tcase_create("signals");
+  tcase_add_unchecked_fixture(signals, fu_case_setup, fu_case_teardown);
+  tcase_set_timeout(signals, 90);
+  tcase_add_test(signals, test_sighup_is_ignored);
+  tcase_add_test(signals, test_stderr_pipe_without_reader);
+  suite_add_tcase(s, signals);
   return s;
 }

@@ -415,7 +415,8 @@ END_TEST
 
 /* The librdkafka configuration of a member: what khost owns, its
  * defaults, and the user's own values where the user set them. */
-static rd_kafka_conf_t *member_conf(const char *kafka_extra, cfg_t *cfg) {
+static rd_kafka_conf_t *member_conf_in(const char *kafka_extra,
+                                       const char *pipeline_kafka, cfg_t *cfg) {
   char *dir = tu_tempdir(), *text = NULL, err[1024];
   ck_assert_int_ge(asprintf(&text,
                             "kafka = { bootstrap_servers = \"127.0.0.1:1\"; "
@@ -423,8 +424,9 @@ static rd_kafka_conf_t *member_conf(const char *kafka_extra, cfg_t *cfg) {
                             "pipelines = ( { name = \"orders\";\n"
                             "  group_id = \"" GROUP "\";\n"
                             "  topics = [ \"" TOPIC "\" ];\n"
+                            "  kafka = { %s };\n"
                             "  plugin = \"log\"; dedup = false; } );\n",
-                            kafka_extra),
+                            kafka_extra, pipeline_kafka),
                    0);
   char *path = tu_write_file(dir, "khost.cfg", text);
   ck_assert_msg(cfg_load(cfg, path, err, sizeof(err)) == 0, "%s", err);
@@ -437,6 +439,10 @@ static rd_kafka_conf_t *member_conf(const char *kafka_extra, cfg_t *cfg) {
   tu_rm_rf(dir);
   free(dir);
   return conf;
+}
+
+static rd_kafka_conf_t *member_conf(const char *kafka_extra, cfg_t *cfg) {
+  return member_conf_in(kafka_extra, "", cfg);
 }
 
 static void assert_conf(rd_kafka_conf_t *conf, const char *name,
@@ -693,6 +699,27 @@ START_TEST(test_plugin_partitions_move) {
 }
 END_TEST
 
+/* New partitions and topics are noticed at a metadata refresh: khost's
+ * default interval (30 s, not librdkafka's 5 min) unless the user set one,
+ * globally or for the pipeline. */
+START_TEST(test_member_metadata_refresh) {
+  cfg_t cfg;
+  rd_kafka_conf_t *conf = member_conf("", &cfg);
+  assert_conf(conf, "topic.metadata.refresh.interval.ms", "30000");
+  rd_kafka_conf_destroy(conf);
+  cfg_free(&cfg);
+  conf = member_conf("topic_metadata_refresh_interval_ms = 120000;", &cfg);
+  assert_conf(conf, "topic.metadata.refresh.interval.ms", "120000");
+  rd_kafka_conf_destroy(conf);
+  cfg_free(&cfg);
+  conf = member_conf_in("topic_metadata_refresh_interval_ms = 120000;",
+                        "topic_metadata_refresh_interval_ms = 5000;", &cfg);
+  assert_conf(conf, "topic.metadata.refresh.interval.ms", "5000");
+  rd_kafka_conf_destroy(conf);
+  cfg_free(&cfg);
+}
+END_TEST
+
 /* Distinct event IDs among the OK lines of a and b. */
 static size_t distinct_ok(const mu_line_t *a, size_t na, const mu_line_t *b,
                           size_t nb) {
@@ -793,6 +820,50 @@ START_TEST(test_exit_at_end_regex_topic) {
 }
 END_TEST
 
+/* A topic created while khost runs that matches its ^pattern is
+ * subscribed at the next metadata refresh and consumed. (librdkafka
+ * 2.0.2's mock cluster cannot add partitions to a topic: CreatePartitions
+ * gets no answer, and creating the topic again is refused; a new topic
+ * takes the same path, a refresh, then a rebalance.) The configs here set
+ * a 500 ms refresh; test_member_metadata_refresh checks khost's default. */
+START_TEST(test_new_topic_matching_pattern) {
+  enum { PER_PARTITION = 10 };
+  mu_cluster_t c;
+  mu_host_t h;
+  char id[32];
+  mu_start(&c, 1);
+  mu_topic(&c, "orders-eu", 2);
+  for (int i = 0; i < 2 * PER_PARTITION; i++) {
+    snprintf(id, sizeof(id), "eu-%03d", i);
+    mu_produce(&c, "orders-eu", i % 2, id, NULL, "order");
+  }
+  mu_flush(&c);
+  char *cfg = write_cfg_topics(&c, "a.cfg", "\"^orders-.*\"", GROUP, 1,
+                               "calls.log", "dedup.db", NULL, NULL);
+  mu_host_start(&h, cfg, 0);
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, "orders-eu", 0) == PER_PARTITION &&
+                    mu_committed(&c, GROUP, "orders-eu", 1) == PER_PARTITION,
+                30000, "orders-eu committed at its end");
+  mu_topic(&c, "orders-us", 2);
+  for (int i = 0; i < 2 * PER_PARTITION; i++) {
+    snprintf(id, sizeof(id), "us-%03d", i);
+    mu_produce(&c, "orders-us", i % 2, id, NULL, "order");
+  }
+  mu_flush(&c);
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, "orders-us", 0) == PER_PARTITION &&
+                    mu_committed(&c, GROUP, "orders-us", 1) == PER_PARTITION,
+                30000, "orders-us, created while khost runs, committed");
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  pipeline_stats_t st;
+  mu_host_stats(&h, &st);
+  ck_assert_uint_eq(st.handled, 4 * PER_PARTITION);
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* A pattern that matches no topic: --exit-at-end cannot know where the
  * end is and refuses to start, naming the pattern, as for a missing
  * topic. */
@@ -832,8 +903,10 @@ Suite *host_suite(void) {
   tcase_add_test(tc, test_retries_exhausted_become_fail);
   tcase_add_test(tc, test_fatal_stops_without_committing_past_it);
   tcase_add_test(tc, test_member_kafka_conf);
+  tcase_add_test(tc, test_member_metadata_refresh);
   tcase_add_test(tc, test_exit_at_end_two_hosts);
   tcase_add_test(tc, test_exit_at_end_regex_topic);
+  tcase_add_test(tc, test_new_topic_matching_pattern);
   tcase_add_test(tc, test_exit_at_end_regex_matching_nothing);
   suite_add_tcase(s, tc);
 

@@ -429,7 +429,9 @@ void fu_start(fu_world_t *w, int brokers, int partitions) {
   ck_assert_msg(g_root != NULL, "no test case directory");
   ck_assert_int_ge(asprintf(&w->dir, "%s/test-XXXXXX", g_root), 0);
   ck_assert_msg(mkdtemp(w->dir) != NULL, "mkdtemp: %s", strerror(errno));
-  chmod(w->dir, 0777);
+  /* FU_UNPRIVILEGED children create files here too; sticky, as /tmp, so
+   * that khost still trusts the configs in it (file_trust.h). */
+  chmod(w->dir, 01777);
   pthread_mutex_init(&w->mu, NULL);
   w->produced = g_ptr_array_new_with_free_func(rec_free);
   w->runs = g_ptr_array_new();
