@@ -43,150 +43,15 @@ static char *target_key(const char *topic, int32_t partition) {
   return g_strdup_printf("%s\x1f%" PRId32, topic, partition);
 }
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf) {
-  const char *who = rd_kafka_opaque(rk);
-  log_msg(level, who ? who : "kafka", "librdkafka %s: %s", fac, buf);
-}
-
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-                    char *err, size_t errlen) {
-  char errstr[512];
-  if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) ==
-      RD_KAFKA_CONF_OK)
-    return 0;
-  snprintf(err, errlen, "kafka property %s: %s", name, errstr);
-  return -1;
-}
-
-/* The properties librdkafka itself marks consumer-only: "C" in the C/P
- * column of the tables rd_kafka_conf_properties_show() prints (its
- * CONFIGURATION.md), so the list follows the installed version. Built
- * once, never freed. */
-static GHashTable *g_consumer_only;
-static pthread_once_t g_consumer_only_once = PTHREAD_ONCE_INIT;
-
-static void load_consumer_only(void) {
-  char *text = NULL;
-  size_t len = 0;
-  g_consumer_only =
-      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  FILE *f = open_memstream(&text, &len);
-  if (!f)
-    return;
-  rd_kafka_conf_properties_show(f);
-  fclose(f);
-  gchar **lines = g_strsplit(text, "\n", -1);
-  for (size_t i = 0; lines[i]; i++) {
-    gchar **col = g_strsplit(lines[i], "|", 3);
-    if (col[0] && col[1] && strcmp(g_strstrip(col[1]), "C") == 0)
-      g_hash_table_add(g_consumer_only, g_strdup(g_strstrip(col[0])));
-    g_strfreev(col);
-  }
-  g_strfreev(lines);
-  free(text);
-}
-
-static int consumer_only(const char *name) {
-  pthread_once(&g_consumer_only_once, load_consumer_only);
-  return g_hash_table_contains(g_consumer_only, name);
-}
-
-/* Set props on conf; for a producer, leave out the consumer-only ones. */
-static int conf_set_props(rd_kafka_conf_t *conf, const cfg_prop_t *props,
-                          size_t n, int kind, char *err, size_t errlen) {
-  for (size_t i = 0; i < n; i++) {
-    if (kind == PIPELINE_CONF_PRODUCER && consumer_only(props[i].name))
-      continue;
-    if (conf_set(conf, props[i].name, props[i].value, err, errlen) != 0)
-      return -1;
-  }
-  return 0;
-}
-
-/* A property the user set, globally or for this pipeline. */
-static int user_set(const pipeline_t *p, const char *name) {
-  const cfg_t *cfg = p->env.cfg;
-  const cfg_pipeline_t *pc = p->env.pc;
-  return cfg_prop_find(cfg->kafka, cfg->n_kafka, name) ||
-         cfg_prop_find(pc->kafka, pc->n_kafka, name);
-}
-
-/* librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s,
- * and fixed before librdkafka 2.4) once its prefetch queue holds more than
- * queued.min.messages (100,000) records or queued.max.messages.kbytes. A
- * member that handles more than that a second empties the queue early and
- * then idles for the rest of the second: against a real broker with a
- * backlog, khost was capped near 120,000 records/s by this alone. Unless
- * the user set either: where librdkafka has the setting, the backoff is
- * shortened; before it, the queue may hold a second of records (its byte
- * limit, 64 MB by default, still bounds the memory it takes). */
-#define PIPELINE_FETCH_QUEUE_BACKOFF_MS "10"
-#define PIPELINE_QUEUED_MIN_MESSAGES "1000000"
-
-static int set_prefetch(const pipeline_t *p, rd_kafka_conf_t *conf, char *err,
-                        size_t errlen) {
-  if (user_set(p, "fetch.queue.backoff.ms") ||
-      user_set(p, "queued.min.messages"))
-    return 0;
-  if (rd_kafka_conf_set(conf, "fetch.queue.backoff.ms",
-                        PIPELINE_FETCH_QUEUE_BACKOFF_MS, NULL,
-                        0) == RD_KAFKA_CONF_OK)
-    return 0;
-  return conf_set(conf, "queued.min.messages", PIPELINE_QUEUED_MIN_MESSAGES,
-                  err, errlen);
-}
-
-/* A member learns of partitions added to its topics, and of new topics
- * matching a ^pattern, only from a metadata refresh; librdkafka refreshes
- * every 5 minutes by default, so they sat idle that long. 30 s notices
- * them within half a minute (plus the rebalance) and costs each member
- * one Metadata request per 30 s: for a ^pattern that is the metadata of
- * every topic of the cluster, which is why it is not a few seconds. */
-#define PIPELINE_METADATA_REFRESH_MS "30000"
-
-static int set_metadata_refresh(const pipeline_t *p, rd_kafka_conf_t *conf,
-                                char *err, size_t errlen) {
-  if (user_set(p, "topic.metadata.refresh.interval.ms"))
-    return 0;
-  return conf_set(conf, "topic.metadata.refresh.interval.ms",
-                  PIPELINE_METADATA_REFRESH_MS, err, errlen);
-}
-
-rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
-                                     size_t errlen) {
-  const cfg_t *cfg = p->env.cfg;
-  const cfg_pipeline_t *pc = p->env.pc;
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-  if (conf_set_props(conf, cfg->kafka, cfg->n_kafka, kind, err, errlen) ||
-      conf_set_props(conf, pc->kafka, pc->n_kafka, kind, err, errlen))
-    goto fail;
-  if (p->env.bootstrap_servers &&
-      conf_set(conf, "bootstrap.servers", p->env.bootstrap_servers, err,
-               errlen))
-    goto fail;
-  if (kind == PIPELINE_CONF_PRODUCER)
-    return conf;
-  if (!user_set(p, "auto.offset.reset") &&
-      conf_set(conf, "auto.offset.reset", "earliest", err, errlen))
-    goto fail;
-  if (kind != PIPELINE_CONF_GROUP)
-    return conf;
-  /* khost owns offset management: nothing is committed behind its back. */
-  if (conf_set(conf, "group.id", pc->group_id, err, errlen) ||
-      conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
-      conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
-      conf_set(conf, "enable.partition.eof",
-               p->env.exit_at_end ? "true" : "false", err, errlen))
-    goto fail;
-  if (set_prefetch(p, conf, err, errlen) != 0 ||
-      set_metadata_refresh(p, conf, err, errlen) != 0)
-    goto fail;
-  return conf;
-fail:
-  rd_kafka_conf_destroy(conf);
-  return NULL;
+rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, kafka_role_t role,
+                                     char *err, size_t errlen) {
+  kafka_settings_t ks = {
+      .cfg = p->env.cfg,
+      .pc = p->env.pc,
+      .bootstrap_servers = p->env.bootstrap_servers,
+      .partition_eof = p->env.exit_at_end,
+  };
+  return kafka_conf_new(&ks, role, err, errlen);
 }
 
 /* A consumer outside the pipeline's group for queries; with group set, a
@@ -194,23 +59,18 @@ fail:
  * committed offsets from the coordinator without joining. */
 static rd_kafka_t *query_handle(pipeline_t *p, const char *group, char *err,
                                 size_t errlen) {
-  char errstr[512];
-  rd_kafka_conf_t *conf =
-      pipeline_kafka_conf(p, PIPELINE_CONF_CONSUMER, err, errlen);
+  char why[512];
+  rd_kafka_conf_t *conf = pipeline_kafka_conf(p, KAFKA_CONSUMER, err, errlen);
   if (!conf)
     return NULL;
-  rd_kafka_conf_set_opaque(conf, p->name);
-  if (group && (conf_set(conf, "group.id", group, err, errlen) ||
-                conf_set(conf, "enable.auto.commit", "false", err, errlen))) {
+  if (group && kafka_conf_group_reader(conf, group, err, errlen) != 0) {
     rd_kafka_conf_destroy(conf);
     return NULL;
   }
   rd_kafka_t *rk =
-      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    snprintf(err, errlen, "%s: %s", p->name, errstr);
-  }
+      kafka_new(RD_KAFKA_CONSUMER, conf, p->name, NULL, why, sizeof(why));
+  if (!rk)
+    snprintf(err, errlen, "%s: %s", p->name, why);
   return rk;
 }
 
@@ -266,8 +126,7 @@ static int load_targets(pipeline_t *p, char *err, size_t errlen) {
   rc = 0;
 out:
   rd_kafka_topic_partition_list_destroy(parts);
-  if (rk)
-    rd_kafka_destroy(rk);
+  kafka_destroy(rk);
   return rc;
 }
 
@@ -524,8 +383,7 @@ static void pipeline_free(pipeline_t *p) {
     pthread_join(p->group_watch, NULL);
   }
   /* It never joined the group: there is nothing to leave. */
-  if (p->group_rk)
-    rd_kafka_destroy_flags(p->group_rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+  kafka_destroy_unjoined(p->group_rk);
   if (p->targets)
     g_hash_table_destroy(p->targets);
   if (p->started)
