@@ -18,6 +18,7 @@
 #include "breaker.h"
 #include "config.h"
 #include "dedup.h"
+#include "end_tracker.h"
 #include "kafka_client.h"
 #include "plugin_loader.h"
 
@@ -69,16 +70,7 @@ typedef struct pipeline {
   member_t **members;
   int n_members;
 
-  /* exit-at-end: "topic\x1fpartition" -> target end offset; removed once
-   * the partition is consumed and committed up to it. */
-  GHashTable *targets;
-  int targets_total;
-  /* exit-at-end: reads the group's committed offsets of the partitions
-   * still to go (other hosts commit the partitions they own) with a
-   * consumer of the group that never joins it. */
-  rd_kafka_t *group_rk;
-  pthread_t group_watch;
-  int has_group_watch;
+  end_tracker_t *end; /* exit-at-end, or NULL */
 
   breaker_t *breaker;  /* NULL unless a circuit_breaker group is set */
   GHashTable *started; /* --from-beginning: partitions already started */
