@@ -12,6 +12,8 @@
 
 #include <glib.h>
 
+#include "kafka_client.h"
+
 struct dead_letter {
   rd_kafka_t *rk;
   char *topic, *pipeline, *plugin;
@@ -43,29 +45,25 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 }
 
 int dead_letter_open(dead_letter_t **out, rd_kafka_conf_t *conf,
-                     const char *topic, const char *pipeline,
+                     const char *who, const char *topic, const char *pipeline,
                      const char *plugin, int timeout_ms, char *err,
                      size_t errlen) {
-  char errstr[512], ms[24];
+  char why[512], ms[24];
   snprintf(ms, sizeof(ms), "%d", timeout_ms);
   /* The write must not be lost or doubled by the producer's own retries,
    * and its outcome is known within timeout_ms. */
-  if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr,
-                        sizeof(errstr)) != RD_KAFKA_CONF_OK ||
-      rd_kafka_conf_set(conf, "acks", "all", errstr, sizeof(errstr)) !=
-          RD_KAFKA_CONF_OK ||
-      rd_kafka_conf_set(conf, "message.timeout.ms", ms, errstr,
-                        sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-    snprintf(err, errlen, "dead-letter producer: %s", errstr);
+  if (kafka_conf_set(conf, "enable.idempotence", "true", why, sizeof(why)) ||
+      kafka_conf_set(conf, "acks", "all", why, sizeof(why)) ||
+      kafka_conf_set(conf, "message.timeout.ms", ms, why, sizeof(why))) {
+    snprintf(err, errlen, "dead-letter producer: %s", why);
     rd_kafka_conf_destroy(conf);
     return -1;
   }
   rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
   rd_kafka_t *rk =
-      rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+      kafka_new(RD_KAFKA_PRODUCER, conf, who, NULL, why, sizeof(why));
   if (!rk) {
-    snprintf(err, errlen, "dead-letter producer: %s", errstr);
-    rd_kafka_conf_destroy(conf);
+    snprintf(err, errlen, "dead-letter producer: %s", why);
     return -1;
   }
   dead_letter_t *d = calloc(1, sizeof(*d));
@@ -82,7 +80,7 @@ void dead_letter_close(dead_letter_t *d) {
   if (!d)
     return;
   rd_kafka_flush(d->rk, 5000);
-  rd_kafka_destroy(d->rk);
+  kafka_destroy(d->rk);
   g_ptr_array_free(d->writes, TRUE); /* those never reported */
   free(d->topic);
   free(d->pipeline);

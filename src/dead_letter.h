@@ -28,10 +28,11 @@ typedef struct dead_letter dead_letter_t;
 #define DLT_H_PIPELINE "khost-pipeline"
 #define DLT_H_FAILED_AT "khost-failed-at"
 
-/* conf is consumed (destroyed on failure too). A send's outcome is known
- * within timeout_ms (message.timeout.ms). */
+/* conf is consumed (destroyed on failure too); the producer's librdkafka
+ * lines are logged under who. A send's outcome is known within timeout_ms
+ * (message.timeout.ms). */
 int dead_letter_open(dead_letter_t **out, rd_kafka_conf_t *conf,
-                     const char *topic, const char *pipeline,
+                     const char *who, const char *topic, const char *pipeline,
                      const char *plugin, int timeout_ms, char *err,
                      size_t errlen);
 void dead_letter_close(dead_letter_t *d);

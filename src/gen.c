@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kafka_client.h"
 #include "log.h"
 
 /* Originals kept for re-publishing: duplicates pick one of the latest. */
@@ -283,7 +284,7 @@ typedef struct run {
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
                         void *opaque) {
-  run_t *run = opaque;
+  run_t *run = kafka_ctx(opaque);
   intptr_t tag = (intptr_t)msg->_private;
   int t = (int)(tag >> 1);
   if (msg->err) {
@@ -301,7 +302,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg,
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
                      void *opaque) {
-  run_t *run = opaque;
+  run_t *run = kafka_ctx(opaque);
   char fatal[512];
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
     rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
@@ -314,40 +315,21 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
           rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-static void on_log(const rd_kafka_t *rk, int level, const char *fac,
-                   const char *buf) {
-  log_msg(level, GEN_WHO, "librdkafka %s: %s", fac, buf);
-}
-
-/* One "name=value" property; 0, or -1 with the reason in errstr. */
-static int set_prop(rd_kafka_conf_t *conf, const char *prop, char *errstr,
-                    size_t len) {
-  char *name = g_strdup(prop), *eq = strchr(name, '=');
-  rd_kafka_conf_res_t res = RD_KAFKA_CONF_INVALID;
-  snprintf(errstr, len, "expected name=value");
-  if (eq) {
-    *eq = '\0';
-    res = rd_kafka_conf_set(conf, name, eq + 1, errstr, len);
-  }
-  g_free(name);
-  return res == RD_KAFKA_CONF_OK ? 0 : -1;
-}
-
 rd_kafka_conf_t *gen_conf(const char *bootstraps, char *const *props, size_t n,
                           char *err, size_t errlen) {
   char errstr[512];
   const char *bad = NULL; /* the property refused */
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_t *conf = kafka_conf_empty();
   rd_kafka_conf_set(conf, "enable.idempotence", "true", NULL, 0);
   rd_kafka_conf_set(conf, "acks", "all", NULL, 0);
   rd_kafka_conf_set(conf, "linger.ms", "5", NULL, 0);
   /* A misspelt topic is an error, not a new topic. */
   rd_kafka_conf_set(conf, "allow.auto.create.topics", "false", NULL, 0);
-  if (bootstraps && rd_kafka_conf_set(conf, "bootstrap.servers", bootstraps,
-                                      errstr, sizeof(errstr)))
+  if (bootstraps && kafka_conf_set(conf, "bootstrap.servers", bootstraps,
+                                   errstr, sizeof(errstr)))
     bad = "bootstrap.servers";
   for (size_t i = 0; !bad && i < n; i++)
-    if (set_prop(conf, props[i], errstr, sizeof(errstr)) != 0)
+    if (kafka_conf_set_pair(conf, props[i], errstr, sizeof(errstr)) != 0)
       bad = props[i];
   if (bad) {
     snprintf(err, errlen, "%s: %s", bad, errstr);
@@ -470,14 +452,11 @@ int gen_run(rd_kafka_conf_t *conf, const gen_opts_t *o, gen_report_t *r,
   int rc = -1;
   memset(r, 0, sizeof(*r));
   r->seed = o->seed;
-  rd_kafka_conf_set_opaque(conf, &run);
   rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
   rd_kafka_conf_set_error_cb(conf, on_error);
-  rd_kafka_conf_set_log_cb(conf, on_log);
   rd_kafka_t *rk =
-      rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+      kafka_new(RD_KAFKA_PRODUCER, conf, GEN_WHO, &run, errstr, sizeof(errstr));
   if (!rk) {
-    rd_kafka_conf_destroy(conf);
     snprintf(err, errlen, "producer: %s", errstr);
     goto out;
   }
@@ -489,8 +468,7 @@ int gen_run(rd_kafka_conf_t *conf, const gen_opts_t *o, gen_report_t *r,
 out:
   r->elapsed_ms = (g_get_monotonic_time() - start) / 1000;
   gen_model_free(m);
-  if (rk)
-    rd_kafka_destroy(rk);
+  kafka_destroy(rk);
   return rc;
 }
 

@@ -12,20 +12,19 @@
 #include <glib.h>
 
 #include "dedup.h"
+#include "demo.h"
 #include "log.h"
 
 struct host {
   pthread_mutex_t mu; /* guards pipelines[] against a concurrent stop */
   const cfg_t *cfg;
   host_opts_t opts;
-  mock_t *mock;
+  demo_t *demo; /* the config's mock group, or NULL */
   dedup_store_t *dedup;
   plugin_t **plugins; /* per pipeline; shared when the path is the same */
   pipeline_t **pipelines;
   pipeline_stats_t *stats; /* filled by host_finish() */
   GPtrArray **notes;       /* per pipeline: its plugin's closing notes */
-  gen_report_t gen;        /* what mock.generate produced */
-  int generated;           /* mock.generate filled the topics */
   size_t n;
   int finished;
 };
@@ -37,61 +36,6 @@ static int64_t prune_interval(int64_t retention_ms) {
   if (every > 60000)
     every = 60000;
   return every < 1000 ? 1000 : every;
-}
-
-/* mock.generate: the event generator fills the document's topics. */
-static int open_mock_generate(host_t *h, char *err, size_t errlen) {
-  const cfg_t *cfg = h->cfg;
-  gen_opts_t o;
-  gen_report_t r;
-  gen_opts_default(&o);
-  o.count = (uint64_t)cfg->mock_gen.count;
-  o.duplicates = cfg->mock_gen.duplicates;
-  o.users = cfg->mock_gen.users;
-  o.coupons = cfg->mock_gen.coupons;
-  if (cfg->mock_gen.seed_set)
-    o.seed = cfg->mock_gen.seed;
-  log_msg(KHOST_LOG_NOTICE, "mock",
-          "generating %d events (seed %" PRIu32 ", %g%% duplicates, %d users, "
-          "%d coupons)",
-          cfg->mock_gen.count, o.seed, o.duplicates * 100, o.users, o.coupons);
-  int rc = mock_generate(h->mock, &o, cfg->mock_partitions, &r, err, errlen);
-  gen_report_log(&r, "mock");
-  h->gen = r;
-  h->generated = rc == 0;
-  return rc;
-}
-
-static int open_mock(host_t *h, char *err, size_t errlen) {
-  const cfg_t *cfg = h->cfg;
-  if (mock_start(&h->mock, cfg->mock_brokers, err, errlen) != 0)
-    return -1;
-  log_msg(KHOST_LOG_NOTICE, "mock", "embedded mock cluster: %d broker(s) at %s",
-          cfg->mock_brokers, mock_bootstraps(h->mock));
-  for (size_t i = 0; i < cfg->n_pipelines; i++) {
-    const cfg_pipeline_t *pc = &cfg->pipelines[i];
-    for (size_t t = 0; t < pc->n_topics; t++) {
-      /* A topic shared by two pipelines is created (and filled) once. */
-      if (mock_create_topic(h->mock, pc->topics[t], cfg->mock_partitions, err,
-                            errlen) != 0)
-        continue;
-      if (cfg->mock_sample_records > 0) {
-        if (mock_produce_samples(h->mock, pc->topics[t],
-                                 cfg->mock_sample_records,
-                                 cfg->mock_sample_duplicates, err, errlen) != 0)
-          return -1;
-        log_msg(KHOST_LOG_NOTICE, "mock",
-                "produced %d sample events to %s (%d re-published with an "
-                "earlier eventId)",
-                cfg->mock_sample_records, pc->topics[t],
-                cfg->mock_sample_duplicates);
-      }
-    }
-  }
-  if (cfg->mock_gen.enabled && open_mock_generate(h, err, errlen) != 0)
-    return -1;
-  err[0] = '\0';
-  return 0;
 }
 
 /* Load and start (init()) pipeline i's plugin; errors name the config
@@ -161,7 +105,7 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
   rc = HOST_EXIT_RUNTIME;
   if (open_dedup(h, err, errlen) != 0)
     goto fail;
-  if (cfg->mock_brokers > 0 && open_mock(h, err, errlen) != 0)
+  if (cfg->mock_brokers > 0 && demo_open(&h->demo, cfg, err, errlen) != 0)
     goto fail;
   *out = h;
   return 0;
@@ -186,13 +130,14 @@ int host_start(host_t *h, char *err, size_t errlen) {
         .pc = pc,
         .plugin = h->plugins[i],
         .dedup = pc->dedup ? h->dedup : NULL,
-        .bootstrap_servers = h->mock ? mock_bootstraps(h->mock) : NULL,
+        .bootstrap_servers =
+            h->demo ? mock_bootstraps(demo_mock(h->demo)) : NULL,
         .exit_at_end = h->opts.exit_at_end,
         .from_beginning = h->opts.from_beginning,
         .stop_host = stop_host,
         .stop_host_ctx = h,
         /* Shown by host_report(), under what the generator produced. */
-        .keep_closing_notes = h->generated,
+        .keep_closing_notes = demo_generated(h->demo),
     };
     pipeline_t *pl;
     int rc = pipeline_start(&pl, &env, err, errlen);
@@ -279,7 +224,7 @@ void host_close(host_t *h) {
     return;
   if (h->dedup)
     dedup_close(h->dedup);
-  mock_stop(h->mock);
+  demo_close(h->demo);
   /* Every member thread is joined: unloading is safe now. */
   for (size_t i = 0; h->plugins && i < h->n; i++) {
     for (size_t j = i + 1; j < h->n; j++)
@@ -299,92 +244,19 @@ void host_close(host_t *h) {
   free(h);
 }
 
-/* ------------------------------------------------------------ report */
-
-/* Records the generator produced to the pipeline's topics. */
-static uint64_t produced_to(const host_t *h, const cfg_pipeline_t *pc) {
-  uint64_t n = 0;
-  for (size_t t = 0; t < pc->n_topics; t++) {
-    int g = gen_topic_index(pc->topics[t]);
-    if (g >= 0)
-      n += gen_report_produced(&h->gen, g);
-  }
-  return n;
-}
-
-/* "-" until the pipeline was consumed to the end of its topics: before
- * that, fewer handled than produced is no fault. */
-static const char *reconciled(const host_t *h, size_t i) {
-  const pipeline_stats_t *s = &h->stats[i];
-  if (!s->at_end)
-    return "-";
-  return produced_to(h, &h->cfg->pipelines[i]) == s->handled + s->duplicates
-             ? "yes"
-             : "NO";
-}
-
-static void report_table(const host_t *h, FILE *out) {
-  int wp = (int)strlen("pipeline"), wt = (int)strlen("topic");
-  char **topics = calloc(h->n, sizeof(*topics));
-  for (size_t i = 0; i < h->n; i++) {
-    const cfg_pipeline_t *pc = &h->cfg->pipelines[i];
-    topics[i] = g_strjoinv(",", pc->topics);
-    if ((int)strlen(pc->name) > wp)
-      wp = (int)strlen(pc->name);
-    if ((int)strlen(topics[i]) > wt)
-      wt = (int)strlen(topics[i]);
-  }
-  fprintf(out, "%-*s  %-*s  %8s  %8s  %18s  %6s  %s\n", wp, "pipeline", wt,
-          "topic", "produced", "handled", "duplicates skipped", "failed",
-          "reconciled");
-  for (size_t i = 0; i < h->n; i++) {
-    const pipeline_stats_t *s = &h->stats[i];
-    fprintf(out,
-            "%-*s  %-*s  %8" PRIu64 "  %8" PRIu64 "  %18" PRIu64 "  %6" PRIu64
-            "  %s\n",
-            wp, h->cfg->pipelines[i].name, wt, topics[i],
-            produced_to(h, &h->cfg->pipelines[i]), s->handled, s->duplicates,
-            s->failed, reconciled(h, i));
-    g_free(topics[i]);
-  }
-  free(topics);
-}
-
 int host_report(host_t *h, FILE *out) {
-  int bad = 0, unfinished = 0;
-  if (!h->generated || !h->finished)
+  if (!h->finished || !demo_generated(h->demo))
     return -1;
-  fprintf(out,
-          "\nSummary: records the generator produced (seed %" PRIu32
-          ") and what each pipeline did with them\n",
-          h->gen.seed);
-  report_table(h, out);
-  fprintf(out, "reconciled: produced = handled + duplicates skipped, once "
-               "the pipeline has consumed its topics to the end\n");
-  for (size_t i = 0; i < h->n; i++) {
-    const char *r = reconciled(h, i);
-    bad += strcmp(r, "NO") == 0;
-    unfinished += strcmp(r, "-") == 0;
-    if (!h->notes[i] || h->notes[i]->len == 0)
-      continue;
-    fprintf(out, "\n%s, as its plugin %s reported when it closed:\n",
-            h->cfg->pipelines[i].name, plugin_descriptor(h->plugins[i])->name);
-    for (guint j = 0; j < h->notes[i]->len; j++)
-      fprintf(out, "  %s\n", (const char *)h->notes[i]->pdata[j]);
-  }
-  if (bad)
-    fprintf(out,
-            "\nNOT RECONCILED: %d pipeline(s) handled + skipped a "
-            "different number of records than were produced\n",
-            bad);
-  else if (unfinished)
-    fprintf(out,
-            "\n%d pipeline(s) stopped before the end of their topics: "
-            "not reconciled (run with --exit-at-end)\n",
-            unfinished);
-  else
-    fprintf(out, "\nEvery pipeline reconciled.\n");
-  fflush(out);
+  demo_row_t *rows = calloc(h->n ? h->n : 1, sizeof(*rows));
+  for (size_t i = 0; i < h->n; i++)
+    rows[i] = (demo_row_t){
+        .pc = &h->cfg->pipelines[i],
+        .stats = &h->stats[i],
+        .plugin = plugin_descriptor(h->plugins[i])->name,
+        .notes = h->notes[i],
+    };
+  int bad = demo_report(h->demo, rows, h->n, out);
+  free(rows);
   return bad;
 }
 
@@ -412,7 +284,7 @@ void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out) {
 }
 
 mock_t *host_mock(host_t *h) {
-  return h->mock;
+  return h->demo ? demo_mock(h->demo) : NULL;
 }
 
 static int check_pipeline(const cfg_t *cfg, size_t i, char *err,

@@ -46,14 +46,10 @@ int host_wait(host_t *h, int64_t timeout_ms);
 int host_finish(host_t *h);
 void host_close(host_t *h);
 
-/* After host_finish(), when mock.generate filled the topics: print for
- * people, per pipeline, the records the generator produced to its topics,
- * what the pipeline handled, skipped as duplicates and failed, and whether
- * that reconciles (produced = handled + duplicates skipped; checked only
- * for a pipeline consumed to the end of its topics); then the notices each
- * plugin logged while it closed (kept back from the log for this). Returns
- * the number of pipelines that do not reconcile, or -1 (nothing printed)
- * without mock.generate. */
+/* After host_finish(), when mock.generate filled the topics: the report
+ * of demo_report() (demo.h) for every pipeline. Returns the number of
+ * pipelines that do not reconcile, or -1 (nothing printed) without
+ * mock.generate. */
 int host_report(host_t *h, FILE *out);
 
 /* Describe in buf the plugin calls that have not returned, with the

@@ -731,7 +731,7 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
-  member_t *m = opaque;
+  member_t *m = kafka_ctx(opaque);
   rd_kafka_error_t *error = NULL;
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
   /* Known only once the group has been joined (NULL when there is no
@@ -809,7 +809,7 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
                      void *opaque) {
-  member_t *m = opaque;
+  member_t *m = kafka_ctx(opaque);
   char fatal[512];
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
     rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
@@ -820,11 +820,6 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
           rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-static void on_log(const rd_kafka_t *rk, int level, const char *fac,
-                   const char *buf) {
-  const member_t *m = rd_kafka_opaque(rk);
-  log_msg(level, m->who, "librdkafka %s: %s", fac, buf);
-}
 static int subscribe(member_t *m, char *err, size_t errlen) {
   const cfg_pipeline_t *pc = m->p->env.pc;
   rd_kafka_topic_partition_list_t *topics =
@@ -844,8 +839,7 @@ static int subscribe(member_t *m, char *err, size_t errlen) {
 
 static int create_consumer(member_t *m, char *err, size_t errlen) {
   char errstr[512], client_id[256];
-  rd_kafka_conf_t *conf =
-      pipeline_kafka_conf(m->p, PIPELINE_CONF_GROUP, err, errlen);
+  rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, KAFKA_MEMBER, err, errlen);
   if (!conf)
     return -1;
   snprintf(client_id, sizeof(client_id), "khost-%s-%d", m->p->name, m->index);
@@ -854,13 +848,10 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
   if (!cfg_prop_find(cfg->kafka, cfg->n_kafka, "client.id") &&
       !cfg_prop_find(pc->kafka, pc->n_kafka, "client.id"))
     rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
-  rd_kafka_conf_set_opaque(conf, m);
-  rd_kafka_conf_set_log_cb(conf, on_log);
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
   rd_kafka_conf_set_error_cb(conf, on_error);
-  m->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  m->rk = kafka_new(RD_KAFKA_CONSUMER, conf, m->who, m, errstr, sizeof(errstr));
   if (!m->rk) {
-    rd_kafka_conf_destroy(conf);
     snprintf(err, errlen, "%s: %s", m->who, errstr);
     return -1;
   }
@@ -877,16 +868,14 @@ static int open_dead_letter(member_t *m, char *err, size_t errlen) {
   if (!pc->dead_letter_topic)
     return 0;
   rd_kafka_conf_t *conf =
-      pipeline_kafka_conf(m->p, PIPELINE_CONF_PRODUCER, err, errlen);
+      pipeline_kafka_conf(m->p, KAFKA_PRODUCER, err, errlen);
   if (!conf)
     return -1;
   snprintf(client_id, sizeof(client_id), "khost-%s-%d-dlt", m->p->name,
            m->index);
   rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
-  rd_kafka_conf_set_opaque(conf, m);
-  rd_kafka_conf_set_log_cb(conf, on_log);
-  return dead_letter_open(&m->dlq, conf, pc->dead_letter_topic, m->p->name,
-                          plugin_descriptor(m->p->env.plugin)->name,
+  return dead_letter_open(&m->dlq, conf, m->who, pc->dead_letter_topic,
+                          m->p->name, plugin_descriptor(m->p->env.plugin)->name,
                           dead_letter_timeout_ms(m), err, errlen);
 }
 
@@ -937,7 +926,7 @@ static void shut_down(member_t *m) {
       part_drop(m, m->parts->pdata[0]);
     rd_kafka_queue_destroy(m->commit_q);
     m->commit_q = NULL;
-    rd_kafka_destroy(m->rk);
+    kafka_destroy(m->rk);
     m->rk = NULL;
   }
   durable_stop(m);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kafka_client.h"
 #include "log.h"
 
 struct mock {
@@ -23,7 +24,7 @@ struct mock {
 int mock_start(mock_t **out, int brokers, char *err, size_t errlen) {
   char errstr[512], n[16];
   mock_t *m = calloc(1, sizeof(*m));
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
+  rd_kafka_conf_t *conf = kafka_conf_empty();
   if (!m) {
     snprintf(err, errlen, "mock cluster: out of memory");
     goto fail;
@@ -31,19 +32,20 @@ int mock_start(mock_t **out, int brokers, char *err, size_t errlen) {
   /* The producer creates the cluster and is connected to it: it is also
    * the one that writes the sample events. */
   snprintf(n, sizeof(n), "%d", brokers);
-  if (rd_kafka_conf_set(conf, "test.mock.num.brokers", n, errstr,
-                        sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+  if (kafka_conf_set(conf, "test.mock.num.brokers", n, errstr,
+                     sizeof(errstr)) != 0) {
     snprintf(err, errlen, "mock cluster: %s", errstr);
     goto fail;
   }
   rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
   rd_kafka_conf_set(conf, "linger.ms", "5", NULL, 0);
-  m->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+  m->rk =
+      kafka_new(RD_KAFKA_PRODUCER, conf, "mock", NULL, errstr, sizeof(errstr));
+  conf = NULL; /* taken over */
   if (!m->rk) {
     snprintf(err, errlen, "mock cluster: %s", errstr);
     goto fail;
   }
-  conf = NULL;
   m->mcluster = rd_kafka_handle_mock_cluster(m->rk);
   if (!m->mcluster) {
     snprintf(err, errlen, "mock cluster: cannot start %d brokers", brokers);
@@ -62,8 +64,7 @@ void mock_stop(mock_t *m) {
   if (!m)
     return;
   /* The cluster belongs to the producer handle and goes with it. */
-  if (m->rk)
-    rd_kafka_destroy(m->rk);
+  kafka_destroy(m->rk);
   free(m);
 }
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "host.h"
+#include "kafka_client.h"
 #include "log.h"
 #include "topics.h"
 
@@ -31,51 +32,24 @@ struct offs_client {
   const struct rd_kafka_metadata *md; /* every topic; read once */
 };
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf) {
-  log_msg(level, "kafka", "librdkafka %s: %s", fac, buf);
-}
-
-static int conf_props(rd_kafka_conf_t *conf, const cfg_prop_t *props, size_t n,
-                      const char *file, char *err, size_t errlen) {
-  char errstr[512];
-  for (size_t i = 0; i < n; i++)
-    if (rd_kafka_conf_set(conf, props[i].name, props[i].value, errstr,
-                          sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-      snprintf(err, errlen, "%s:%d: kafka property %s: %s", file, props[i].line,
-               props[i].name, errstr);
-      return -1;
-    }
-  return 0;
-}
-
-rd_kafka_conf_t *offs_kafka_conf(const cfg_t *cfg, const cfg_pipeline_t *pc,
-                                 char *err, size_t errlen) {
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-  if (conf_props(conf, cfg->kafka, cfg->n_kafka, cfg->path, err, errlen) ||
-      conf_props(conf, pc->kafka, pc->n_kafka, cfg->path, err, errlen)) {
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-  }
-  return conf;
-}
-
 /* A consumer handle of group that never subscribes. */
 static rd_kafka_t *query_handle(const offs_client_t *c, const char *group,
                                 char *err, size_t errlen) {
-  char errstr[512];
-  rd_kafka_conf_t *conf = offs_kafka_conf(c->cfg, c->pc, err, errlen);
+  char why[512];
+  kafka_settings_t ks = {.cfg = c->cfg, .pc = c->pc};
+  rd_kafka_conf_t *conf = kafka_conf_new(&ks, KAFKA_ADMIN, err, errlen);
   if (!conf)
     return NULL;
-  rd_kafka_conf_set(conf, "group.id", group, NULL, 0);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
-  rd_kafka_conf_set(conf, "enable.partition.eof", "true", NULL, 0);
-  rd_kafka_t *rk =
-      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  if (!rk) {
+  if (kafka_conf_group_reader(conf, group, why, sizeof(why)) ||
+      kafka_conf_set(conf, "enable.partition.eof", "true", why, sizeof(why))) {
     rd_kafka_conf_destroy(conf);
-    snprintf(err, errlen, "kafka client: %s", errstr);
+    snprintf(err, errlen, "kafka client: %s", why);
+    return NULL;
+  }
+  rd_kafka_t *rk =
+      kafka_new(RD_KAFKA_CONSUMER, conf, "kafka", NULL, why, sizeof(why));
+  if (!rk) {
+    snprintf(err, errlen, "kafka client: %s", why);
     return NULL;
   }
   rd_kafka_poll_set_consumer(rk);
@@ -111,7 +85,7 @@ void offs_client_close(offs_client_t *c) {
     return;
   if (c->md)
     rd_kafka_metadata_destroy(c->md);
-  rd_kafka_destroy(c->rk);
+  kafka_destroy(c->rk);
   free(c);
 }
 
@@ -182,7 +156,7 @@ int offs_committed(offs_client_t *c, const char *group,
              group, rd_kafka_err2str(e));
     rc = HOST_EXIT_RUNTIME;
   }
-  rd_kafka_destroy(rk);
+  kafka_destroy(rk);
   return rc;
 }
 

@@ -36,10 +36,6 @@ typedef struct offs_client offs_client_t;
 int offs_client_open(offs_client_t **out, const cfg_t *cfg,
                      const cfg_pipeline_t *pc, char *err, size_t errlen);
 void offs_client_close(offs_client_t *c);
-/* A librdkafka configuration for this pipeline's cluster (caller owns it):
- * the config's properties and the pipeline's overrides. */
-rd_kafka_conf_t *offs_kafka_conf(const cfg_t *cfg, const cfg_pipeline_t *pc,
-                                 char *err, size_t errlen);
 /* The client's handle: a consumer in no group, for reading records. */
 rd_kafka_t *offs_client_handle(offs_client_t *c);
 

@@ -1,6 +1,6 @@
 /*
- * Pipeline lifecycle: start members, stop them, and know when the log end
- * that existed at start has been reached (--exit-at-end).
+ * Pipeline lifecycle: start members, stop them, and stop once the log end
+ * that existed at start has been reached (--exit-at-end, end_tracker.c).
  */
 #include "pipeline.h"
 
@@ -14,14 +14,6 @@
 #include <time.h>
 
 #include "log.h"
-#include "topics.h"
-
-/* How long the start-up metadata and watermark queries may take. */
-#define PIPELINE_QUERY_TIMEOUT_MS 15000
-/* --exit-at-end: how often the group's committed offsets are read, and
- * how long one read may take (short: a stop waits for it). */
-#define PIPELINE_GROUP_POLL_MS 1000
-#define PIPELINE_GROUP_QUERY_MS 2000
 
 static int64_t mono_ms(void) {
   struct timespec ts;
@@ -39,349 +31,65 @@ static void deadline_after(struct timespec *ts, int64_t ms) {
   }
 }
 
-static char *target_key(const char *topic, int32_t partition) {
+static char *partition_key(const char *topic, int32_t partition) {
   return g_strdup_printf("%s\x1f%" PRId32, topic, partition);
 }
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac,
-                         const char *buf) {
-  const char *who = rd_kafka_opaque(rk);
-  log_msg(level, who ? who : "kafka", "librdkafka %s: %s", fac, buf);
+/* The settings of the pipeline's librdkafka clients. */
+static kafka_settings_t kafka_settings(const pipeline_t *p) {
+  return (kafka_settings_t){
+      .cfg = p->env.cfg,
+      .pc = p->env.pc,
+      .bootstrap_servers = p->env.bootstrap_servers,
+      .partition_eof = p->env.exit_at_end,
+  };
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
-                    char *err, size_t errlen) {
-  char errstr[512];
-  if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) ==
-      RD_KAFKA_CONF_OK)
-    return 0;
-  snprintf(err, errlen, "kafka property %s: %s", name, errstr);
-  return -1;
-}
-
-/* The properties librdkafka itself marks consumer-only: "C" in the C/P
- * column of the tables rd_kafka_conf_properties_show() prints (its
- * CONFIGURATION.md), so the list follows the installed version. Built
- * once, never freed. */
-static GHashTable *g_consumer_only;
-static pthread_once_t g_consumer_only_once = PTHREAD_ONCE_INIT;
-
-static void load_consumer_only(void) {
-  char *text = NULL;
-  size_t len = 0;
-  g_consumer_only =
-      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  FILE *f = open_memstream(&text, &len);
-  if (!f)
-    return;
-  rd_kafka_conf_properties_show(f);
-  fclose(f);
-  gchar **lines = g_strsplit(text, "\n", -1);
-  for (size_t i = 0; lines[i]; i++) {
-    gchar **col = g_strsplit(lines[i], "|", 3);
-    if (col[0] && col[1] && strcmp(g_strstrip(col[1]), "C") == 0)
-      g_hash_table_add(g_consumer_only, g_strdup(g_strstrip(col[0])));
-    g_strfreev(col);
-  }
-  g_strfreev(lines);
-  free(text);
-}
-
-static int consumer_only(const char *name) {
-  pthread_once(&g_consumer_only_once, load_consumer_only);
-  return g_hash_table_contains(g_consumer_only, name);
-}
-
-/* Set props on conf; for a producer, leave out the consumer-only ones. */
-static int conf_set_props(rd_kafka_conf_t *conf, const cfg_prop_t *props,
-                          size_t n, int kind, char *err, size_t errlen) {
-  for (size_t i = 0; i < n; i++) {
-    if (kind == PIPELINE_CONF_PRODUCER && consumer_only(props[i].name))
-      continue;
-    if (conf_set(conf, props[i].name, props[i].value, err, errlen) != 0)
-      return -1;
-  }
-  return 0;
-}
-
-/* A property the user set, globally or for this pipeline. */
-static int user_set(const pipeline_t *p, const char *name) {
-  const cfg_t *cfg = p->env.cfg;
-  const cfg_pipeline_t *pc = p->env.pc;
-  return cfg_prop_find(cfg->kafka, cfg->n_kafka, name) ||
-         cfg_prop_find(pc->kafka, pc->n_kafka, name);
-}
-
-/* librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s,
- * and fixed before librdkafka 2.4) once its prefetch queue holds more than
- * queued.min.messages (100,000) records or queued.max.messages.kbytes. A
- * member that handles more than that a second empties the queue early and
- * then idles for the rest of the second: against a real broker with a
- * backlog, khost was capped near 120,000 records/s by this alone. Unless
- * the user set either: where librdkafka has the setting, the backoff is
- * shortened; before it, the queue may hold a second of records (its byte
- * limit, 64 MB by default, still bounds the memory it takes). */
-#define PIPELINE_FETCH_QUEUE_BACKOFF_MS "10"
-#define PIPELINE_QUEUED_MIN_MESSAGES "1000000"
-
-static int set_prefetch(const pipeline_t *p, rd_kafka_conf_t *conf, char *err,
-                        size_t errlen) {
-  if (user_set(p, "fetch.queue.backoff.ms") ||
-      user_set(p, "queued.min.messages"))
-    return 0;
-  if (rd_kafka_conf_set(conf, "fetch.queue.backoff.ms",
-                        PIPELINE_FETCH_QUEUE_BACKOFF_MS, NULL,
-                        0) == RD_KAFKA_CONF_OK)
-    return 0;
-  return conf_set(conf, "queued.min.messages", PIPELINE_QUEUED_MIN_MESSAGES,
-                  err, errlen);
-}
-
-/* A member learns of partitions added to its topics, and of new topics
- * matching a ^pattern, only from a metadata refresh; librdkafka refreshes
- * every 5 minutes by default, so they sat idle that long. 30 s notices
- * them within half a minute (plus the rebalance) and costs each member
- * one Metadata request per 30 s: for a ^pattern that is the metadata of
- * every topic of the cluster, which is why it is not a few seconds. */
-#define PIPELINE_METADATA_REFRESH_MS "30000"
-
-static int set_metadata_refresh(const pipeline_t *p, rd_kafka_conf_t *conf,
-                                char *err, size_t errlen) {
-  if (user_set(p, "topic.metadata.refresh.interval.ms"))
-    return 0;
-  return conf_set(conf, "topic.metadata.refresh.interval.ms",
-                  PIPELINE_METADATA_REFRESH_MS, err, errlen);
-}
-
-rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
-                                     size_t errlen) {
-  const cfg_t *cfg = p->env.cfg;
-  const cfg_pipeline_t *pc = p->env.pc;
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  rd_kafka_conf_set_log_cb(conf, on_kafka_log);
-  if (conf_set_props(conf, cfg->kafka, cfg->n_kafka, kind, err, errlen) ||
-      conf_set_props(conf, pc->kafka, pc->n_kafka, kind, err, errlen))
-    goto fail;
-  if (p->env.bootstrap_servers &&
-      conf_set(conf, "bootstrap.servers", p->env.bootstrap_servers, err,
-               errlen))
-    goto fail;
-  if (kind == PIPELINE_CONF_PRODUCER)
-    return conf;
-  if (!user_set(p, "auto.offset.reset") &&
-      conf_set(conf, "auto.offset.reset", "earliest", err, errlen))
-    goto fail;
-  if (kind != PIPELINE_CONF_GROUP)
-    return conf;
-  /* khost owns offset management: nothing is committed behind its back. */
-  if (conf_set(conf, "group.id", pc->group_id, err, errlen) ||
-      conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
-      conf_set(conf, "enable.auto.offset.store", "false", err, errlen) ||
-      conf_set(conf, "enable.partition.eof",
-               p->env.exit_at_end ? "true" : "false", err, errlen))
-    goto fail;
-  if (set_prefetch(p, conf, err, errlen) != 0 ||
-      set_metadata_refresh(p, conf, err, errlen) != 0)
-    goto fail;
-  return conf;
-fail:
-  rd_kafka_conf_destroy(conf);
-  return NULL;
-}
-
-/* A consumer outside the pipeline's group for queries; with group set, a
- * consumer of that group that never subscribes: it reads the group's
- * committed offsets from the coordinator without joining. */
-static rd_kafka_t *query_handle(pipeline_t *p, const char *group, char *err,
-                                size_t errlen) {
-  char errstr[512];
-  rd_kafka_conf_t *conf =
-      pipeline_kafka_conf(p, PIPELINE_CONF_CONSUMER, err, errlen);
-  if (!conf)
-    return NULL;
-  rd_kafka_conf_set_opaque(conf, p->name);
-  if (group && (conf_set(conf, "group.id", group, err, errlen) ||
-                conf_set(conf, "enable.auto.commit", "false", err, errlen))) {
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-  }
-  rd_kafka_t *rk =
-      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  if (!rk) {
-    rd_kafka_conf_destroy(conf);
-    snprintf(err, errlen, "%s: %s", p->name, errstr);
-  }
-  return rk;
-}
-
-/* The partitions of the pipeline's topics, a pattern's matches as they are
- * now (topics.h). */
-static int target_partitions(pipeline_t *p, rd_kafka_t *rk,
-                             rd_kafka_topic_partition_list_t *parts, char *err,
-                             size_t errlen) {
-  char why[512];
-  const struct rd_kafka_metadata *md = NULL;
-  rd_kafka_resp_err_t e =
-      rd_kafka_metadata(rk, 1, NULL, &md, PIPELINE_QUERY_TIMEOUT_MS);
-  if (e) {
-    snprintf(err, errlen, "%s: cannot read the cluster's metadata: %s", p->name,
-             rd_kafka_err2str(e));
-    return -1;
-  }
-  for (size_t t = 0; !e && t < p->env.pc->n_topics; t++) {
-    e = topics_expand(md, p->env.pc->topics[t], parts, why, sizeof(why));
-    if (e)
-      snprintf(err, errlen, "%s: %s", p->name, why);
-  }
-  rd_kafka_metadata_destroy(md);
-  return e ? -1 : 0;
-}
-
-/* Record the end offset of every partition of the pipeline's topics, as it
- * is now: --exit-at-end stops once all of them are consumed. */
-static int load_targets(pipeline_t *p, char *err, size_t errlen) {
-  rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
-  int rc = -1;
-  rd_kafka_t *rk = query_handle(p, NULL, err, errlen);
-  if (!rk || target_partitions(p, rk, parts, err, errlen) != 0)
-    goto out;
-  for (int i = 0; i < parts->cnt; i++) {
-    const char *topic = parts->elems[i].topic;
-    int32_t part = parts->elems[i].partition;
-    int64_t lo, hi;
-    rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-        rk, topic, part, &lo, &hi, PIPELINE_QUERY_TIMEOUT_MS);
-    if (e) {
-      snprintf(err, errlen, "%s: %s [%" PRId32 "]: cannot read end offset: %s",
-               p->name, topic, part, rd_kafka_err2str(e));
-      goto out;
-    }
-    int64_t *target = g_new(int64_t, 1);
-    *target = hi;
-    g_hash_table_insert(p->targets, target_key(topic, part), target);
-    log_msg(KHOST_LOG_DEBUG, p->name, "%s [%" PRId32 "]: end offset %" PRId64,
-            topic, part, hi);
-  }
-  p->targets_total = (int)g_hash_table_size(p->targets);
-  rc = 0;
-out:
-  rd_kafka_topic_partition_list_destroy(parts);
-  if (rk)
-    rd_kafka_destroy(rk);
-  return rc;
-}
-
-/* The target of topic/partition is reached (next_offset); by_group: seen
- * in the group's committed offsets rather than in a commit of this
- * process. */
-static void progress(pipeline_t *p, const char *topic, int32_t partition,
-                     int64_t next_offset, int by_group) {
-  char *key = target_key(topic, partition);
-  pthread_mutex_lock(&p->mu);
-  int64_t *target = g_hash_table_lookup(p->targets, key);
-  if (target && next_offset >= *target) {
-    log_msg(KHOST_LOG_INFO, p->name,
-            "%s [%" PRId32 "]: %s the end offset %" PRId64 " it had at start",
-            topic, partition, by_group ? "the group has committed" : "reached",
-            *target);
-    g_hash_table_remove(p->targets, key);
-    if (g_hash_table_size(p->targets) == 0 && !p->stop) {
-      log_msg(KHOST_LOG_NOTICE, p->name,
-              "all %d partitions consumed to their end: stopping",
-              p->targets_total);
-      p->stop = 1;
-      pthread_cond_broadcast(&p->cond);
-    }
-  }
-  pthread_mutex_unlock(&p->mu);
-  g_free(key);
+rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, kafka_role_t role,
+                                     char *err, size_t errlen) {
+  kafka_settings_t ks = kafka_settings(p);
+  return kafka_conf_new(&ks, role, err, errlen);
 }
 
 void pipeline_progress(pipeline_t *p, const char *topic, int32_t partition,
                        int64_t next_offset) {
-  if (p->targets)
-    progress(p, topic, partition, next_offset, 0);
+  if (p->end)
+    end_tracker_progress(p->end, topic, partition, next_offset);
 }
 
-/* The partitions whose targets are not reached yet. */
-static rd_kafka_topic_partition_list_t *remaining_targets(pipeline_t *p) {
-  GHashTableIter it;
-  gpointer key;
+/* The end tracker's at_end: every partition is consumed to its end. */
+static void at_end(void *ctx, int partitions) {
+  pipeline_t *p = ctx;
   pthread_mutex_lock(&p->mu);
-  rd_kafka_topic_partition_list_t *l =
-      rd_kafka_topic_partition_list_new((int)g_hash_table_size(p->targets));
-  g_hash_table_iter_init(&it, p->targets);
-  while (g_hash_table_iter_next(&it, &key, NULL)) {
-    char *topic = g_strdup(key), *sep = strrchr(topic, '\x1f');
-    *sep = '\0';
-    rd_kafka_topic_partition_list_add(l, topic, (int32_t)atoi(sep + 1));
-    g_free(topic);
+  if (!p->stop) {
+    log_msg(KHOST_LOG_NOTICE, p->name,
+            "all %d partitions consumed to their end: stopping", partitions);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cond);
   }
   pthread_mutex_unlock(&p->mu);
-  return l;
 }
 
-/* The group's committed offset of a partition counts once it reaches the
- * target and lies within the log: past the end (offsets set by hand, a
- * topic created again) it is out of range, and the member that owns the
- * partition starts over where auto.offset.reset says. */
-static int group_reached(pipeline_t *p, const rd_kafka_topic_partition_t *tp) {
-  int64_t target = -1, lo, hi;
-  char *key = target_key(tp->topic, tp->partition);
-  pthread_mutex_lock(&p->mu);
-  const int64_t *t = g_hash_table_lookup(p->targets, key);
-  if (t)
-    target = *t;
-  pthread_mutex_unlock(&p->mu);
-  g_free(key);
-  if (tp->err || target < 0 || tp->offset < target)
+static int sleep_hook(void *ctx, int64_t ms) {
+  return pipeline_sleep(ctx, ms);
+}
+
+/* --exit-at-end: the end offsets as they are now; with targets to reach,
+ * and unless --from-beginning, the watch of the group's commits. With
+ * --from-beginning the group's committed offsets tell where an earlier run
+ * got to, not this one: only this process's commits count. */
+static int open_end_tracker(pipeline_t *p, char *err, size_t errlen) {
+  kafka_settings_t ks = kafka_settings(p);
+  end_tracker_hooks_t hooks = {.at_end = at_end, .sleep = sleep_hook, .ctx = p};
+  if (end_tracker_open(&p->end, &ks, p->name, &hooks, err, errlen) != 0)
+    return -1;
+  if (end_tracker_total(p->end) == 0) {
+    log_msg(KHOST_LOG_NOTICE, p->name, "no partitions to consume: stopping");
+    p->stop = 1;
     return 0;
-  return rd_kafka_query_watermark_offsets(p->group_rk, tp->topic, tp->partition,
-                                          &lo, &hi,
-                                          PIPELINE_GROUP_QUERY_MS) == 0 &&
-         tp->offset <= hi;
-}
-
-/* --exit-at-end when other hosts share the group: they commit the
- * partitions they own, and this process sees no commit of those. So,
- * until every target is reached, read the group's committed offsets of
- * the partitions still to go, once a second, and count those the group
- * has committed up to their target (group_reached()). */
-static void *group_watch_main(void *arg) {
-  pipeline_t *p = arg;
-  rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR_NO_ERROR;
-  do {
-    rd_kafka_topic_partition_list_t *l = remaining_targets(p);
-    rd_kafka_resp_err_t e =
-        l->cnt ? rd_kafka_committed(p->group_rk, l, PIPELINE_GROUP_QUERY_MS)
-               : RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (e && e != last)
-      log_msg(KHOST_LOG_WARNING, p->name,
-              "cannot read the committed offsets of group %s: %s (trying "
-              "again every %d ms)",
-              p->env.pc->group_id, rd_kafka_err2str(e), PIPELINE_GROUP_POLL_MS);
-    last = e;
-    for (int i = 0; !e && i < l->cnt; i++)
-      if (group_reached(p, &l->elems[i]))
-        progress(p, l->elems[i].topic, l->elems[i].partition,
-                 l->elems[i].offset, 1);
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_poll(p->group_rk, 0); /* drop queued error events */
-  } while (!pipeline_sleep(p, PIPELINE_GROUP_POLL_MS));
-  return NULL;
-}
-
-/* Start the group watch (--exit-at-end with targets to reach). */
-static int start_group_watch(pipeline_t *p, char *err, size_t errlen) {
-  p->group_rk = query_handle(p, p->env.pc->group_id, err, errlen);
-  if (!p->group_rk)
-    return -1;
-  if (pthread_create(&p->group_watch, NULL, group_watch_main, p) != 0) {
-    snprintf(err, errlen, "%s: cannot start the group watch thread", p->name);
-    return -1;
   }
-  p->has_group_watch = 1;
-  return 0;
+  return p->env.from_beginning ? 0
+                               : end_tracker_watch_group(p->end, err, errlen);
 }
 
 void pipeline_request_stop(pipeline_t *p) {
@@ -415,7 +123,7 @@ void pipeline_start_offsets(pipeline_t *p,
     return;
   pthread_mutex_lock(&p->mu);
   for (int i = 0; i < parts->cnt; i++) {
-    char *key = target_key(parts->elems[i].topic, parts->elems[i].partition);
+    char *key = partition_key(parts->elems[i].topic, parts->elems[i].partition);
     if (g_hash_table_contains(p->started, key)) {
       g_free(key);
       continue;
@@ -506,8 +214,6 @@ static pipeline_t *pipeline_new(const pipeline_env_t *env) {
   pthread_cond_init(&p->cond, &ca);
   pthread_condattr_destroy(&ca);
   p->members = calloc((size_t)env->pc->members, sizeof(*p->members));
-  if (env->exit_at_end)
-    p->targets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   if (env->from_beginning)
     p->started = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   if (env->pc->breaker_window > 0)
@@ -519,15 +225,10 @@ static pipeline_t *pipeline_new(const pipeline_env_t *env) {
 static void pipeline_free(pipeline_t *p) {
   if (p->closing_notes)
     g_ptr_array_unref(p->closing_notes);
-  if (p->has_group_watch) {
-    pipeline_request_stop(p);
-    pthread_join(p->group_watch, NULL);
+  if (p->end) {
+    pipeline_request_stop(p); /* ends the tracker's watch */
+    end_tracker_close(p->end);
   }
-  /* It never joined the group: there is nothing to leave. */
-  if (p->group_rk)
-    rd_kafka_destroy_flags(p->group_rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-  if (p->targets)
-    g_hash_table_destroy(p->targets);
   if (p->started)
     g_hash_table_destroy(p->started);
   breaker_free(p->breaker);
@@ -574,18 +275,8 @@ int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
       dedup_scope(env->dedup, env->pc->name, &p->scope, err, errlen) != 0)
     goto fail;
   warn_cooperative(p);
-  if (env->exit_at_end && load_targets(p, err, errlen) != 0)
+  if (env->exit_at_end && open_end_tracker(p, err, errlen) != 0)
     goto fail;
-  if (env->exit_at_end && p->targets_total == 0) {
-    log_msg(KHOST_LOG_NOTICE, p->name, "no partitions to consume: stopping");
-    p->stop = 1;
-  } else if (env->exit_at_end && !env->from_beginning &&
-             start_group_watch(p, err, errlen) != 0) {
-    goto fail;
-  }
-  /* With --from-beginning the group's committed offsets tell where an
-   * earlier run got to, not this one: only this process's commits count
-   * (no group watch). */
   for (int i = 0; i < env->pc->members; i++) {
     if (member_spawn(&p->members[i], p, i) != 0) {
       pipeline_fail(p, "cannot start member thread %d", i);
@@ -657,9 +348,7 @@ void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out) {
   out->commits = atomic_load(&p->commits);
   out->assigned = atomic_load(&p->assigned);
   out->breaker_trips = atomic_load(&p->breaker_trips);
-  pthread_mutex_lock(&p->mu);
-  out->at_end = p->targets && g_hash_table_size(p->targets) == 0;
-  pthread_mutex_unlock(&p->mu);
+  out->at_end = p->end && end_tracker_reached(p->end);
 }
 
 void pipeline_closing_note(void *ctx, const char *line) {

@@ -18,6 +18,8 @@
 #include "breaker.h"
 #include "config.h"
 #include "dedup.h"
+#include "end_tracker.h"
+#include "kafka_client.h"
 #include "plugin_loader.h"
 
 typedef struct member member_t;
@@ -68,16 +70,7 @@ typedef struct pipeline {
   member_t **members;
   int n_members;
 
-  /* exit-at-end: "topic\x1fpartition" -> target end offset; removed once
-   * the partition is consumed and committed up to it. */
-  GHashTable *targets;
-  int targets_total;
-  /* exit-at-end: reads the group's committed offsets of the partitions
-   * still to go (other hosts commit the partitions they own) with a
-   * consumer of the group that never joins it. */
-  rd_kafka_t *group_rk;
-  pthread_t group_watch;
-  int has_group_watch;
+  end_tracker_t *end; /* exit-at-end, or NULL */
 
   breaker_t *breaker;  /* NULL unless a circuit_breaker group is set */
   GHashTable *started; /* --from-beginning: partitions already started */
@@ -120,22 +113,10 @@ void pipeline_fail(pipeline_t *p, const char *fmt, ...) KHOST_PRINTF(2, 3);
 int pipeline_stopping(pipeline_t *p);
 /* Sleep up to ms unless a stop is requested; returns 1 when stopping. */
 int pipeline_sleep(pipeline_t *p, int64_t ms);
-/* What a configuration from pipeline_kafka_conf() is for. */
-enum {
-  /* A producer (the dead-letter topic's): the properties librdkafka marks
-   * consumer-only are left out, which it would only warn about
-   * (CONFWARN). */
-  PIPELINE_CONF_PRODUCER = 0,
-  /* A member of the pipeline's group: group.id and khost's own offset
-   * management settings on top. */
-  PIPELINE_CONF_GROUP = 1,
-  /* A consumer outside the group (metadata and offset queries). */
-  PIPELINE_CONF_CONSUMER = 2
-};
-/* A librdkafka configuration for this pipeline: global properties,
- * pipeline overrides, then what khost owns; kind is a PIPELINE_CONF_*. */
-rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, int kind, char *err,
-                                     size_t errlen);
+/* A librdkafka configuration for one of this pipeline's clients
+ * (kafka_conf_new() with the pipeline's settings). */
+rd_kafka_conf_t *pipeline_kafka_conf(pipeline_t *p, kafka_role_t role,
+                                     char *err, size_t errlen);
 /* exit-at-end bookkeeping: the partition has been consumed and committed
  * up to next_offset. */
 void pipeline_progress(pipeline_t *p, const char *topic, int32_t partition,

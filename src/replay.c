@@ -14,6 +14,7 @@
 #include "dedup.h"
 #include "dedup_admin.h"
 #include "host.h"
+#include "kafka_client.h"
 #include "log.h"
 #include "offsets.h"
 #include "topics.h"
@@ -425,7 +426,7 @@ static void probe_apply(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
 static void probe_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             rd_kafka_topic_partition_list_t *parts,
                             void *opaque) {
-  probe_t *pr = opaque;
+  probe_t *pr = kafka_ctx(opaque);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     probe_apply(rk, parts, 1);
     rd_kafka_pause_partitions(rk, parts); /* the replay reads nothing */
@@ -483,20 +484,25 @@ static rd_kafka_topic_partition_list_t *plan_topics(const replay_plan_t *p) {
 
 static rd_kafka_t *probe_new(replay_plan_t *p, probe_t *pr, char *err,
                              size_t errlen) {
-  char errstr[512];
-  rd_kafka_conf_t *conf = offs_kafka_conf(p->cfg, p->pc, err, errlen);
+  char why[512];
+  kafka_settings_t ks = {.cfg = p->cfg, .pc = p->pc};
+  rd_kafka_conf_t *conf = kafka_conf_new(&ks, KAFKA_ADMIN, err, errlen);
   if (!conf)
     return NULL;
-  rd_kafka_conf_set(conf, "group.id", p->group, NULL, 0);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", NULL, 0);
-  rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", NULL, 0);
-  rd_kafka_conf_set_rebalance_cb(conf, probe_rebalance);
-  rd_kafka_conf_set_opaque(conf, pr);
-  rd_kafka_t *rk =
-      rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-  if (!rk) {
+  /* It joins the group; only commit_both() commits, by hand. */
+  if (kafka_conf_set(conf, "group.id", p->group, why, sizeof(why)) ||
+      kafka_conf_set(conf, "enable.auto.commit", "false", why, sizeof(why)) ||
+      kafka_conf_set(conf, "enable.auto.offset.store", "false", why,
+                     sizeof(why))) {
     rd_kafka_conf_destroy(conf);
-    snprintf(err, errlen, "kafka client: %s", errstr);
+    snprintf(err, errlen, "kafka client: %s", why);
+    return NULL;
+  }
+  rd_kafka_conf_set_rebalance_cb(conf, probe_rebalance);
+  rd_kafka_t *rk =
+      kafka_new(RD_KAFKA_CONSUMER, conf, "kafka", pr, why, sizeof(why));
+  if (!rk) {
+    snprintf(err, errlen, "kafka client: %s", why);
     return NULL;
   }
   rd_kafka_poll_set_consumer(rk);
@@ -673,7 +679,7 @@ int replay_apply(replay_plan_t *p, FILE *notes, char *err, size_t errlen) {
     rc = commit_both(p, rk, err, errlen);
   if (rk) {
     rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    kafka_destroy(rk);
   }
   rd_kafka_topic_partition_list_destroy(pr.owned);
   if (rc == HOST_EXIT_OK && notes)

@@ -432,7 +432,7 @@ static rd_kafka_conf_t *member_conf_in(const char *kafka_extra,
   ck_assert_msg(cfg_load(cfg, path, err, sizeof(err)) == 0, "%s", err);
   pipeline_t p = {.env = {.cfg = cfg, .pc = &cfg->pipelines[0]}};
   rd_kafka_conf_t *conf =
-      pipeline_kafka_conf(&p, PIPELINE_CONF_GROUP, err, sizeof(err));
+      pipeline_kafka_conf(&p, KAFKA_MEMBER, err, sizeof(err));
   ck_assert_msg(conf != NULL, "%s", err);
   free(path);
   free(text);
