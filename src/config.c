@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "file_trust.h"
+#include "http.h"
 #include "log.h"
 #include "topics.h"
 
@@ -45,8 +46,10 @@ typedef struct scope {
 } scope_t;
 
 static const char *const top_keys[] = {
-    "plugin_dir", "log_level", "shutdown_timeout", "kafka",
-    "dedup",      "mock",      "pipelines",        NULL};
+    "plugin_dir", "log_level", "shutdown_timeout",
+    "kafka",      "dedup",     "mock",
+    "pipelines",  "http",      NULL};
+static const char *const http_keys[] = {"listen", NULL};
 static const char *const dedup_keys[] = {"path", "retention", "durability",
                                          NULL};
 static const char *const mock_keys[] = {"brokers",        "partitions",
@@ -549,6 +552,28 @@ static void load_mock(loader_t *ld, const scope_t *top) {
   load_mock_generate(ld, &sc);
 }
 
+/* http.listen: "" turns the listener off; otherwise HOST:PORT. */
+static void load_http(loader_t *ld, const scope_t *top) {
+  cfg_t *cfg = ld->cfg;
+  scope_t sc = {get_group(ld, top, "http"), "http"};
+  config_setting_t *s;
+  char host[256], why[256];
+  int port;
+
+  check_keys(ld, &sc, http_keys);
+  s = lookup_typed(ld, &sc, "listen", 1u << CONFIG_TYPE_STRING, "a string");
+  if (!s)
+    return;
+  const char *v = config_setting_get_string(s);
+  if (v[0] &&
+      http_parse_listen(v, host, sizeof(host), &port, why, sizeof(why)) != 0) {
+    problem(ld, &sc, "listen", s, "%s", why);
+    return;
+  }
+  g_free(cfg->http_listen);
+  cfg->http_listen = g_strdup(v);
+}
+
 /* ---------------------------------------------------------- pipelines */
 
 static int valid_chars(const char *s, size_t max_len) {
@@ -827,13 +852,17 @@ static void load_pipelines(loader_t *ld, const scope_t *top) {
 /* ------------------------------------------------------------ loading */
 
 static void set_defaults(cfg_t *cfg, const char *path) {
-  const char *dir = getenv("KHOST_PLUGIN_DIR");
+  const char *dir = getenv("KHOST_PLUGIN_DIR"), *addr;
 
   cfg->path = g_strdup(path);
   cfg->plugin_dir = g_strdup(dir && dir[0] ? dir : KHOST_PLUGIN_DIR);
   cfg->log_level = KHOST_LOG_INFO;
   cfg->shutdown_timeout_ms = 30000;
   cfg->dedup_path = g_strdup("khost-dedup.db");
+  /* The test suite sets port 0 here, so that hosts started side by side
+   * do not compete for one port. */
+  addr = getenv("KHOST_HTTP_LISTEN");
+  cfg->http_listen = g_strdup(addr ? addr : CFG_HTTP_LISTEN);
   cfg->retention_ms = 7 * MS_PER_DAY;
   cfg->durability = CFG_DURABILITY_NORMAL;
   cfg->mock_partitions = 3;
@@ -980,6 +1009,7 @@ int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   load_kafka(&ld, &top, &cfg->kafka, &cfg->n_kafka);
   load_dedup(&ld, &top);
   load_mock(&ld, &top);
+  load_http(&ld, &top);
   load_pipelines(&ld, &top);
   check_bootstrap(&ld, &top);
   rc = ld.err->len > 0 ? -1 : 0;
@@ -1024,6 +1054,7 @@ void cfg_free(cfg_t *cfg) {
   g_free(cfg->pipelines);
   free_props(cfg->kafka, cfg->n_kafka);
   g_free(cfg->dedup_path);
+  g_free(cfg->http_listen);
   g_free(cfg->plugin_dir);
   g_free(cfg->path);
   config_destroy(&cfg->lc);

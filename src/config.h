@@ -94,7 +94,12 @@ typedef struct cfg {
   } mock_gen;
   cfg_pipeline_t *pipelines;
   size_t n_pipelines;
+  /* http.listen: HOST:PORT of /metrics, /healthz, /readyz and the status
+   * page; "" when off. Default CFG_HTTP_LISTEN (or $KHOST_HTTP_LISTEN). */
+  char *http_listen;
 } cfg_t;
+
+#define CFG_HTTP_LISTEN "127.0.0.1:9464"
 
 /*
  * Parse and validate path. On failure returns -1 and writes every problem

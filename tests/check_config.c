@@ -15,6 +15,7 @@ static void setup(void) {
   tmpdir = tu_tempdir();
   ck_assert_ptr_nonnull(tmpdir);
   unsetenv("KHOST_PLUGIN_DIR");
+  unsetenv("KHOST_HTTP_LISTEN");
 }
 
 static void teardown(void) {
@@ -224,6 +225,27 @@ START_TEST(test_plugin_dir_from_env) {
 }
 END_TEST
 
+/* http.listen: loopback by default, "" turns it off. */
+START_TEST(test_http_listen) {
+  static const char text[] =
+      "kafka = { bootstrap_servers = \"b:9092\"; };\n"
+      "http = { listen = \"\"; };\n"
+      "pipelines = ( { name = \"orders\"; group_id = \"g\";\n"
+      "  topics = [ \"t\" ]; plugin = \"x\"; } );\n";
+  cfg_t cfg;
+  char err[1024], *path;
+
+  ck_assert_int_eq(load_text(&cfg, minimal_text, err, sizeof(err), &path), 0);
+  ck_assert_str_eq(cfg.http_listen, "127.0.0.1:9464");
+  cfg_free(&cfg);
+  free(path);
+  ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), 0);
+  ck_assert_str_eq(cfg.http_listen, "");
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
 START_TEST(test_mock_defaults_without_bootstrap) {
   static const char text[] =
       "mock = { };\n"
@@ -397,6 +419,17 @@ static const struct bad_case {
      ":2: colour: unknown setting (known: plugin_dir, log_level,"},
     {"unknown pipeline key", KAFKA PIPE_OPEN "    member = 3;\n" PIPE_CLOSE,
      ":5: pipelines[0].member: unknown setting"},
+    {"http listen without a port",
+     KAFKA "http = {\n  listen = \"localhost\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: http.listen: \"localhost\": expected HOST:PORT (e.g. "
+     "127.0.0.1:9464)"},
+    {"http listen port out of range",
+     KAFKA "http = { listen = \"127.0.0.1:70000\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: http.listen: \"127.0.0.1:70000\": the port must be a number "
+     "0..65535"},
+    {"unknown http key",
+     KAFKA "http = { port = 9464; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: http.port: unknown setting (known: listen)"},
     {"unknown retry key",
      KAFKA PIPE_OPEN "    retry = {\n max = 1; delay = 2; };\n" PIPE_CLOSE,
      ":6: pipelines[0].retry.delay: unknown setting"},
@@ -699,6 +732,7 @@ Suite *config_suite(void) {
   tcase_add_test(tc, test_defaults);
   tcase_add_test(tc, test_failure_settings);
   tcase_add_test(tc, test_plugin_dir_from_env);
+  tcase_add_test(tc, test_http_listen);
   tcase_add_test(tc, test_mock_defaults_without_bootstrap);
   tcase_add_test(tc, test_mock_generate);
   tcase_add_test(tc, test_example_loads);

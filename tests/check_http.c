@@ -1,0 +1,342 @@
+/*
+ * The HTTP listener against a host on the mock cluster: /metrics (checked
+ * by promtool and against a known run), /healthz, /readyz (ready, not yet
+ * joined, breaker open), the listen address (in use, off).
+ *
+ * promtool (Debian prometheus) is needed for the format check: without it
+ * that check is skipped with a note, unless KHOST_REQUIRE_PROMTOOL=1 (CI),
+ * which makes its absence a failure.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <glib.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "mockutil.h"
+#include "testutil.h"
+
+#define TOPIC "order-completed"
+#define GROUP "http-group"
+
+/* GET path from 127.0.0.1:port; returns the body (malloc'd) and sets
+ * *status, or NULL when nothing answers. */
+static char *http_get(int port, const char *path, int *status) {
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  char req[256];
+  GString *resp = g_string_new(NULL);
+  char buf[4096], *body = NULL;
+  ssize_t n;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_ge(fd, 0);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+    goto out;
+  snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n",
+           path);
+  ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+  while ((n = read(fd, buf, sizeof(buf))) > 0)
+    g_string_append_len(resp, buf, n);
+  const char *sep = strstr(resp->str, "\r\n\r\n");
+  if (!sep || sscanf(resp->str, "HTTP/1.%*d %d", status) != 1)
+    goto out;
+  body = strdup(sep + 4);
+out:
+  close(fd);
+  g_string_free(resp, TRUE);
+  return body;
+}
+
+/* The value of the sample line that starts with series (name{labels}). */
+static double sample(const char *text, const char *series) {
+  char *needle = g_strdup_printf("\n%s ", series);
+  const char *p = strstr(text, needle);
+  ck_assert_msg(p != NULL, "no sample %s in /metrics", series);
+  double v = strtod(p + strlen(needle), NULL);
+  g_free(needle);
+  return v;
+}
+
+/* Sum of every sample of a metric name (any labels). */
+static double sum_of(const char *text, const char *name) {
+  double sum = 0;
+  gchar **lines = g_strsplit(text, "\n", -1);
+  size_t len = strlen(name);
+  for (size_t i = 0; lines[i]; i++)
+    if (strncmp(lines[i], name, len) == 0 && lines[i][len] == '{')
+      sum += strtod(strrchr(lines[i], ' ') + 1, NULL);
+  g_strfreev(lines);
+  return sum;
+}
+
+static char *write_cfg(mu_cluster_t *c, const char *listen, const char *extra,
+                       const char *plugin_extra) {
+  char *text = NULL, *plugin = tu_fixture("scripted");
+  ck_assert_int_ge(
+      asprintf(&text,
+               "shutdown_timeout = \"20s\";\n"
+               "http = { listen = \"%s\"; };\n"
+               "kafka = { bootstrap_servers = \"%s\";\n"
+               "          session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
+               "          heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
+               "dedup = { path = \"%s/dedup.db\"; };\n"
+               "pipelines = ( {\n"
+               "  name = \"orders\"; group_id = \"" GROUP "\";\n"
+               "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
+               "  %s\n"
+               "  config = { log_path = \"%s/calls.log\"; %s };\n"
+               "} );\n",
+               listen, c->bootstraps, c->dir, plugin, extra ? extra : "",
+               c->dir, plugin_extra ? plugin_extra : ""),
+      0);
+  char *path = tu_write_file(c->dir, "khost.cfg", text);
+  free(text);
+  free(plugin);
+  return path;
+}
+
+/* N records over 3 partitions, of which DUPS re-use an earlier event ID. */
+enum { N_RECORDS = 300, N_DUPS = 30 };
+
+static void produce_with_duplicates(mu_cluster_t *c) {
+  char id[32], value[64];
+  for (int i = 0; i < N_RECORDS; i++) {
+    int original = i < N_RECORDS - N_DUPS;
+    snprintf(id, sizeof(id), "evt-%04d",
+             original ? i : (i * 7) % (N_RECORDS - N_DUPS));
+    snprintf(value, sizeof(value), "order %d", i);
+    mu_produce(c, TOPIC, i % 3, id, NULL, value);
+  }
+  mu_flush(c);
+}
+
+/* promtool's verdict on text: 1 valid, 0 invalid (its complaints printed),
+ * -1 when promtool is not installed. */
+static int promtool_check(const char *dir, const char *text) {
+  char *file = tu_write_file(dir, "metrics.txt", text);
+  char *cmd = g_strdup_printf("promtool check metrics < '%s' 2>&1", file);
+  FILE *p = popen(cmd, "r");
+  char out[4096] = "";
+  size_t n = p ? fread(out, 1, sizeof(out) - 1, p) : 0;
+  out[n] = '\0';
+  int st = p ? pclose(p) : -1;
+  g_free(cmd);
+  free(file);
+  if (st == -1 || (WIFEXITED(st) && WEXITSTATUS(st) == 127))
+    return -1;
+  if (st != 0)
+    fprintf(stderr, "promtool check metrics:\n%s", out);
+  return st == 0;
+}
+
+/* 300 records, 30 of them duplicates, one member: /metrics passes promtool
+ * and counts 270 handled and 30 skipped, every partition committed to its
+ * end with no lag, and 270 event IDs in the store. */
+START_TEST(test_metrics_of_a_known_run) {
+  mu_cluster_t c;
+  mu_host_t h;
+  int status = 0;
+  char *body = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 3);
+  produce_with_duplicates(&c);
+  char *cfg = write_cfg(&c, "127.0.0.1:0", NULL, NULL);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  ck_assert_int_gt(port, 0);
+  TU_WAIT_UNTIL(
+      (free(body), body = http_get(port, "/metrics", &status),
+       body && sum_of(body, "khost_partition_committed_offset") == N_RECORDS),
+      60000, "every record committed");
+  ck_assert_int_eq(status, 200);
+  int valid = promtool_check(c.dir, body);
+  if (valid < 0) {
+    const char *req = getenv("KHOST_REQUIRE_PROMTOOL");
+    ck_assert_msg(!req || strcmp(req, "1") != 0,
+                  "promtool not found and KHOST_REQUIRE_PROMTOOL=1");
+    fprintf(stderr, "check_http: promtool not found: format not checked\n");
+  } else {
+    ck_assert_msg(valid == 1, "promtool check metrics refused /metrics");
+  }
+  ck_assert_double_eq(
+      sample(body, "khost_records_handled_total{pipeline=\"orders\"}"),
+      N_RECORDS - N_DUPS);
+  ck_assert_double_eq(
+      sample(body,
+             "khost_records_duplicates_skipped_total{pipeline=\"orders\"}"),
+      N_DUPS);
+  ck_assert_double_eq(
+      sample(body, "khost_records_failed_total{pipeline=\"orders\"}"), 0);
+  ck_assert_double_eq(
+      sample(body, "khost_handle_duration_seconds_count{pipeline=\"orders\"}"),
+      N_RECORDS - N_DUPS);
+  ck_assert_double_eq(sum_of(body, "khost_consumer_lag_records"), 0);
+  ck_assert_double_eq(sum_of(body, "khost_partition_end_offset"), N_RECORDS);
+  ck_assert_double_eq(sample(body, "khost_dedup_event_ids"),
+                      N_RECORDS - N_DUPS);
+  ck_assert_double_gt(sample(body,
+                             "khost_offset_commits_total{pipeline=\"orders\","
+                             "result=\"ok\"}"),
+                      0);
+  ck_assert_ptr_nonnull(strstr(body, "\nprocess_resident_memory_bytes "));
+  ck_assert_ptr_nonnull(strstr(body, "\nprocess_open_fds "));
+  free(body);
+  body = http_get(port, "/healthz", &status);
+  ck_assert_int_eq(status, 200);
+  free(body);
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* /readyz's verdict and its reasons (a JSON array as text). */
+static int readyz(int port, char **reasons) {
+  int status = 0;
+  char *body = http_get(port, "/readyz", &status);
+  json_error_t je;
+  json_t *j = body ? json_loads(body, 0, &je) : NULL;
+  ck_assert_msg(j != NULL, "/readyz body is not JSON: %s", body);
+  json_t *ready = json_object_get(j, "ready");
+  ck_assert(json_is_boolean(ready));
+  ck_assert_int_eq(status, json_is_true(ready) ? 200 : 503);
+  if (reasons) {
+    free(*reasons);
+    *reasons = json_dumps(json_object_get(j, "reasons"), 0);
+  }
+  json_decref(j);
+  free(body);
+  return status == 200;
+}
+
+/* Not ready before the member has joined (the mock takes 3 s for the
+ * first join), ready once it has its partitions. */
+START_TEST(test_ready_once_joined) {
+  mu_cluster_t c;
+  mu_host_t h;
+  char *why = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 3);
+  char *cfg = write_cfg(&c, "127.0.0.1:0", NULL, NULL);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  ck_assert_int_eq(readyz(port, &why), 0);
+  ck_assert_msg(strstr(why, "member 0 has not joined") != NULL, "%s", why);
+  TU_WAIT_UNTIL(readyz(port, &why), 30000, "ready");
+  ck_assert_str_eq(why, "[]");
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(why);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* Every record fails: once the circuit breaker opens, /readyz says so
+ * with 503, and the failures show in /metrics. */
+START_TEST(test_not_ready_while_breaker_open) {
+  mu_cluster_t c;
+  mu_host_t h;
+  int status;
+  char *why = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  for (int i = 0; i < 30; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "fail: inventory service down");
+  }
+  mu_flush(&c);
+  char *cfg = write_cfg(&c, "127.0.0.1:0",
+                        "circuit_breaker = { window = 20; failure_ratio = "
+                        "0.5; cooldown = \"60s\"; };",
+                        NULL);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  TU_WAIT_UNTIL((readyz(port, &why), strstr(why, "circuit breaker is open")),
+                30000, "the breaker opens");
+  ck_assert_int_eq(readyz(port, NULL), 0);
+  char *body = http_get(port, "/metrics", &status);
+  ck_assert_double_eq(
+      sample(body, "khost_circuit_breaker_open{pipeline=\"orders\"}"), 1);
+  ck_assert_double_eq(
+      sample(body, "khost_records_failed_total{pipeline=\"orders\"}"), 9);
+  free(body);
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(why);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A port someone else listens on: host_open() fails before anything
+ * starts, as a config problem (exit 2), naming the address. */
+START_TEST(test_port_in_use) {
+  mu_cluster_t c;
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  socklen_t len = sizeof(sa);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  char listen_at[64], err[1024];
+  cfg_t cfg;
+  host_t *h = NULL;
+  host_opts_t opts = {0};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ck_assert_int_eq(listen(fd, 1), 0);
+  ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+  snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%d", ntohs(sa.sin_port));
+  mu_start(&c, 1);
+  char *path = write_cfg(&c, listen_at, NULL, NULL);
+  ck_assert_int_eq(cfg_load(&cfg, path, err, sizeof(err)), 0);
+  ck_assert_int_eq(host_open(&h, &cfg, &opts, err, sizeof(err)),
+                   HOST_EXIT_CONFIG);
+  ck_assert_msg(strstr(err, listen_at) && strstr(err, "in use"), "%s", err);
+  cfg_free(&cfg);
+  close(fd);
+  free(path);
+  mu_stop(&c);
+}
+END_TEST
+
+/* listen = "": no listener. */
+START_TEST(test_listen_off) {
+  mu_cluster_t c;
+  mu_host_t h;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  char *cfg = write_cfg(&c, "", NULL, NULL);
+  mu_host_start(&h, cfg, 0);
+  ck_assert_int_eq(host_http_port(h.host), 0);
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+Suite *http_suite(void) {
+  Suite *s = suite_create("http");
+  TCase *tc = tcase_create("metrics");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_metrics_of_a_known_run);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("ready");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_ready_once_joined);
+  tcase_add_test(tc, test_not_ready_while_breaker_open);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("listen");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_port_in_use);
+  tcase_add_test(tc, test_listen_off);
+  suite_add_tcase(s, tc);
+  return s;
+}
