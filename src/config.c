@@ -46,9 +46,8 @@ typedef struct scope {
 } scope_t;
 
 static const char *const top_keys[] = {
-    "plugin_dir", "log_level", "shutdown_timeout",
-    "kafka",      "dedup",     "mock",
-    "pipelines",  "http",      NULL};
+    "plugin_dir", "log_level", "shutdown_timeout", "kafka", "dedup", "mock",
+    "pipelines",  "http",      "instance_id",      NULL};
 static const char *const http_keys[] = {"listen", NULL};
 static const char *const dedup_keys[] = {"path", "retention", "durability",
                                          NULL};
@@ -552,6 +551,8 @@ static void load_mock(loader_t *ld, const scope_t *top) {
   load_mock_generate(ld, &sc);
 }
 
+static int valid_chars(const char *s, size_t max_len);
+
 /* http.listen: "" turns the listener off; otherwise HOST:PORT. */
 static void load_http(loader_t *ld, const scope_t *top) {
   cfg_t *cfg = ld->cfg;
@@ -572,6 +573,44 @@ static void load_http(loader_t *ld, const scope_t *top) {
   }
   g_free(cfg->http_listen);
   cfg->http_listen = g_strdup(v);
+}
+
+/* instance_id: static group membership, one group.instance.id per member
+ * derived from it (cfg_member_instance_id()). */
+static void load_instance_id(loader_t *ld, const scope_t *top) {
+  const char *v = NULL;
+
+  if (!get_string(ld, top, "instance_id", 0, &v))
+    return;
+  if (!valid_chars(v, NAME_MAX_LEN)) {
+    problem(ld, top, "instance_id",
+            config_setting_get_member(top->group, "instance_id"),
+            "must be 1..%d characters of A-Z a-z 0-9 . _ - (got \"%s\")",
+            NAME_MAX_LEN, v);
+    return;
+  }
+  ld->cfg->instance_id = g_strdup(v);
+}
+
+/* With instance_id, khost gives each member its own group.instance.id: a
+ * user's own one would be shared by every member of every pipeline, and
+ * members sharing one fence each other out of the group. */
+static void check_instance_id(loader_t *ld, const scope_t *top) {
+  const cfg_t *cfg = ld->cfg;
+  const char *key = "group.instance.id";
+  const cfg_prop_t *p = cfg_prop_find(cfg->kafka, cfg->n_kafka, key);
+
+  if (!cfg->instance_id)
+    return;
+  for (size_t i = 0; !p && i < cfg->n_pipelines; i++)
+    p = cfg_prop_find(cfg->pipelines[i].kafka, cfg->pipelines[i].n_kafka, key);
+  if (p)
+    problem(ld, top, "instance_id",
+            config_setting_get_member(top->group, "instance_id"),
+            "cannot be combined with kafka group_instance_id (line %d): "
+            "instance_id gives each member its own group.instance.id "
+            "(%s-PIPELINE-MEMBER); remove one of them",
+            p->line, cfg->instance_id);
 }
 
 /* ---------------------------------------------------------- pipelines */
@@ -1010,8 +1049,10 @@ int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   load_dedup(&ld, &top);
   load_mock(&ld, &top);
   load_http(&ld, &top);
+  load_instance_id(&ld, &top);
   load_pipelines(&ld, &top);
   check_bootstrap(&ld, &top);
+  check_instance_id(&ld, &top);
   rc = ld.err->len > 0 ? -1 : 0;
   if (rc == 0)
     warn_loose_secrets(cfg);
@@ -1055,6 +1096,7 @@ void cfg_free(cfg_t *cfg) {
   free_props(cfg->kafka, cfg->n_kafka);
   g_free(cfg->dedup_path);
   g_free(cfg->http_listen);
+  g_free(cfg->instance_id);
   g_free(cfg->plugin_dir);
   g_free(cfg->path);
   config_destroy(&cfg->lc);
@@ -1095,6 +1137,14 @@ const cfg_prop_t *cfg_prop_find(const cfg_prop_t *props, size_t n,
     if (strcmp(props[i].name, name) == 0)
       return &props[i];
   return NULL;
+}
+
+int cfg_member_instance_id(const cfg_t *cfg, const cfg_pipeline_t *pc,
+                           int member, char *buf, size_t len) {
+  if (!cfg->instance_id)
+    return 0;
+  snprintf(buf, len, "%s-%s-%d", cfg->instance_id, pc->name, member);
+  return 1;
 }
 
 const char *cfg_setting_file(const config_setting_t *s, const cfg_t *cfg) {

@@ -850,7 +850,7 @@ static int subscribe(member_t *m, char *err, size_t errlen) {
 }
 
 static int create_consumer(member_t *m, char *err, size_t errlen) {
-  char errstr[512], client_id[256];
+  char errstr[512], client_id[256], instance_id[256];
   rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, KAFKA_MEMBER, err, errlen);
   if (!conf)
     return -1;
@@ -860,6 +860,15 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
   if (!cfg_prop_find(cfg->kafka, cfg->n_kafka, "client.id") &&
       !cfg_prop_find(pc->kafka, pc->n_kafka, "client.id"))
     rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
+  /* Static membership: a restarted member takes its partitions back
+   * without a rebalance (config.c refuses a group.instance.id of the
+   * user's next to instance_id). */
+  if (cfg_member_instance_id(cfg, pc, m->index, instance_id,
+                             sizeof(instance_id))) {
+    rd_kafka_conf_set(conf, "group.instance.id", instance_id, NULL, 0);
+    log_msg(KHOST_LOG_INFO, m->who, "static membership: group.instance.id %s",
+            instance_id);
+  }
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
   rd_kafka_conf_set_error_cb(conf, on_error);
   m->rk = kafka_new(RD_KAFKA_CONSUMER, conf, m->who, m, errstr, sizeof(errstr));
