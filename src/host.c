@@ -17,6 +17,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "monitor.h"
 
 struct host {
   pthread_mutex_t mu; /* guards pipelines[] against a concurrent stop */
@@ -32,6 +33,7 @@ struct host {
   int finished;
   metrics_t **metrics; /* per pipeline, for the whole life of the host */
   http_t *http;        /* NULL when http.listen is "" */
+  monitor_t *monitor;  /* throughput samples, systemd; after host_start() */
 };
 
 /* The pruner runs often enough to keep memory near the retention window,
@@ -172,6 +174,7 @@ int host_start(host_t *h, char *err, size_t errlen) {
       return HOST_EXIT_CONFIG;
     }
   }
+  h->monitor = monitor_start(h);
   return 0;
 }
 
@@ -243,7 +246,8 @@ int host_finish(host_t *h) {
 void host_close(host_t *h) {
   if (!h)
     return;
-  /* First: the listener reads everything below. */
+  /* First: the monitor and the listener read everything below. */
+  monitor_stop(h->monitor);
   http_stop(h->http);
   if (h->dedup)
     dedup_close(h->dedup);

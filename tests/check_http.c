@@ -20,92 +20,13 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "httputil.h"
 #include "log.h"
 #include "mockutil.h"
 #include "testutil.h"
 
-#define TOPIC "order-completed"
-#define GROUP "http-group"
-
-/* GET path from 127.0.0.1:port; returns the body (malloc'd) and sets
- * *status, or NULL when nothing answers. */
-static char *http_get(int port, const char *path, int *status) {
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  char req[256];
-  GString *resp = g_string_new(NULL);
-  char buf[4096], *body = NULL;
-  ssize_t n;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ck_assert_int_ge(fd, 0);
-  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-    goto out;
-  snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n",
-           path);
-  ck_assert_int_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
-  while ((n = read(fd, buf, sizeof(buf))) > 0)
-    g_string_append_len(resp, buf, n);
-  const char *sep = strstr(resp->str, "\r\n\r\n");
-  if (!sep || sscanf(resp->str, "HTTP/1.%*d %d", status) != 1)
-    goto out;
-  body = strdup(sep + 4);
-out:
-  close(fd);
-  g_string_free(resp, TRUE);
-  return body;
-}
-
-/* The value of the sample line that starts with series (name{labels}). */
-static double sample(const char *text, const char *series) {
-  char *needle = g_strdup_printf("\n%s ", series);
-  const char *p = strstr(text, needle);
-  ck_assert_msg(p != NULL, "no sample %s in /metrics", series);
-  double v = strtod(p + strlen(needle), NULL);
-  g_free(needle);
-  return v;
-}
-
-/* Sum of every sample of a metric name (any labels). */
-static double sum_of(const char *text, const char *name) {
-  double sum = 0;
-  gchar **lines = g_strsplit(text, "\n", -1);
-  size_t len = strlen(name);
-  for (size_t i = 0; lines[i]; i++)
-    if (strncmp(lines[i], name, len) == 0 && lines[i][len] == '{')
-      sum += strtod(strrchr(lines[i], ' ') + 1, NULL);
-  g_strfreev(lines);
-  return sum;
-}
-
-/* A config with one pipeline "orders" of the scripted plugin; top goes
- * at the top level, extra into the pipeline, plugin_extra into its
- * config group (each may be NULL). */
-static char *write_cfg(mu_cluster_t *c, const char *listen, const char *top,
-                       const char *extra, const char *plugin_extra) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
-  ck_assert_int_ge(
-      asprintf(&text,
-               "shutdown_timeout = \"20s\";\n"
-               "%s\n"
-               "http = { listen = \"%s\"; };\n"
-               "kafka = { bootstrap_servers = \"%s\";\n"
-               "          session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
-               "          heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
-               "dedup = { path = \"%s/dedup.db\"; };\n"
-               "pipelines = ( {\n"
-               "  name = \"orders\"; group_id = \"" GROUP "\";\n"
-               "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
-               "  %s\n"
-               "  config = { log_path = \"%s/calls.log\"; %s };\n"
-               "} );\n",
-               top ? top : "", listen, c->bootstraps, c->dir, plugin,
-               extra ? extra : "", c->dir, plugin_extra ? plugin_extra : ""),
-      0);
-  char *path = tu_write_file(c->dir, "khost.cfg", text);
-  free(text);
-  free(plugin);
-  return path;
-}
+#define TOPIC HU_TOPIC
+#define GROUP HU_GROUP
 
 /* N records over 3 partitions, of which DUPS re-use an earlier event ID. */
 enum { N_RECORDS = 300, N_DUPS = 30 };
@@ -152,13 +73,13 @@ START_TEST(test_metrics_of_a_known_run) {
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 3);
   produce_with_duplicates(&c);
-  char *cfg = write_cfg(&c, "127.0.0.1:0", NULL, NULL, NULL);
+  char *cfg = hu_write_cfg(&c, "127.0.0.1:0", NULL, NULL, NULL);
   mu_host_start(&h, cfg, 0);
   int port = host_http_port(h.host);
   ck_assert_int_gt(port, 0);
   TU_WAIT_UNTIL(
-      (free(body), body = http_get(port, "/metrics", &status),
-       body && sum_of(body, "khost_partition_committed_offset") == N_RECORDS),
+      (free(body), body = hu_get(port, "/metrics", &status),
+       body && hu_sum(body, "khost_partition_committed_offset") == N_RECORDS),
       60000, "every record committed");
   ck_assert_int_eq(status, 200);
   int valid = promtool_check(c.dir, body);
@@ -171,29 +92,30 @@ START_TEST(test_metrics_of_a_known_run) {
     ck_assert_msg(valid == 1, "promtool check metrics refused /metrics");
   }
   ck_assert_double_eq(
-      sample(body, "khost_records_handled_total{pipeline=\"orders\"}"),
+      hu_sample(body, "khost_records_handled_total{pipeline=\"orders\"}"),
       N_RECORDS - N_DUPS);
   ck_assert_double_eq(
-      sample(body,
-             "khost_records_duplicates_skipped_total{pipeline=\"orders\"}"),
+      hu_sample(body,
+                "khost_records_duplicates_skipped_total{pipeline=\"orders\"}"),
       N_DUPS);
   ck_assert_double_eq(
-      sample(body, "khost_records_failed_total{pipeline=\"orders\"}"), 0);
+      hu_sample(body, "khost_records_failed_total{pipeline=\"orders\"}"), 0);
   ck_assert_double_eq(
-      sample(body, "khost_handle_duration_seconds_count{pipeline=\"orders\"}"),
+      hu_sample(body,
+                "khost_handle_duration_seconds_count{pipeline=\"orders\"}"),
       N_RECORDS - N_DUPS);
-  ck_assert_double_eq(sum_of(body, "khost_consumer_lag_records"), 0);
-  ck_assert_double_eq(sum_of(body, "khost_partition_end_offset"), N_RECORDS);
-  ck_assert_double_eq(sample(body, "khost_dedup_event_ids"),
+  ck_assert_double_eq(hu_sum(body, "khost_consumer_lag_records"), 0);
+  ck_assert_double_eq(hu_sum(body, "khost_partition_end_offset"), N_RECORDS);
+  ck_assert_double_eq(hu_sample(body, "khost_dedup_event_ids"),
                       N_RECORDS - N_DUPS);
-  ck_assert_double_gt(sample(body,
-                             "khost_offset_commits_total{pipeline=\"orders\","
-                             "result=\"ok\"}"),
-                      0);
+  ck_assert_double_gt(
+      hu_sample(body, "khost_offset_commits_total{pipeline=\"orders\","
+                      "result=\"ok\"}"),
+      0);
   ck_assert_ptr_nonnull(strstr(body, "\nprocess_resident_memory_bytes "));
   ck_assert_ptr_nonnull(strstr(body, "\nprocess_open_fds "));
   free(body);
-  body = http_get(port, "/healthz", &status);
+  body = hu_get(port, "/healthz", &status);
   ck_assert_int_eq(status, 200);
   free(body);
   mu_host_stop(&h);
@@ -206,7 +128,7 @@ END_TEST
 /* /readyz's verdict and its reasons (a JSON array as text). */
 static int readyz(int port, char **reasons) {
   int status = 0;
-  char *body = http_get(port, "/readyz", &status);
+  char *body = hu_get(port, "/readyz", &status);
   json_error_t je;
   json_t *j = body ? json_loads(body, 0, &je) : NULL;
   ck_assert_msg(j != NULL, "/readyz body is not JSON: %s", body);
@@ -230,7 +152,7 @@ START_TEST(test_ready_once_joined) {
   char *why = NULL;
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 3);
-  char *cfg = write_cfg(&c, "127.0.0.1:0", NULL, NULL, NULL);
+  char *cfg = hu_write_cfg(&c, "127.0.0.1:0", NULL, NULL, NULL);
   mu_host_start(&h, cfg, 0);
   int port = host_http_port(h.host);
   ck_assert_int_eq(readyz(port, &why), 0);
@@ -260,20 +182,20 @@ START_TEST(test_not_ready_while_breaker_open) {
     mu_produce(&c, TOPIC, 0, id, NULL, "fail: inventory service down");
   }
   mu_flush(&c);
-  char *cfg = write_cfg(&c, "127.0.0.1:0", NULL,
-                        "circuit_breaker = { window = 20; failure_ratio = "
-                        "0.5; cooldown = \"60s\"; };",
-                        NULL);
+  char *cfg = hu_write_cfg(&c, "127.0.0.1:0", NULL,
+                           "circuit_breaker = { window = 20; failure_ratio = "
+                           "0.5; cooldown = \"60s\"; };",
+                           NULL);
   mu_host_start(&h, cfg, 0);
   int port = host_http_port(h.host);
   TU_WAIT_UNTIL((readyz(port, &why), strstr(why, "circuit breaker is open")),
                 30000, "the breaker opens");
   ck_assert_int_eq(readyz(port, NULL), 0);
-  char *body = http_get(port, "/metrics", &status);
+  char *body = hu_get(port, "/metrics", &status);
   ck_assert_double_eq(
-      sample(body, "khost_circuit_breaker_open{pipeline=\"orders\"}"), 1);
+      hu_sample(body, "khost_circuit_breaker_open{pipeline=\"orders\"}"), 1);
   ck_assert_double_eq(
-      sample(body, "khost_records_failed_total{pipeline=\"orders\"}"), 9);
+      hu_sample(body, "khost_records_failed_total{pipeline=\"orders\"}"), 9);
   free(body);
   mu_host_stop(&h);
   mu_host_close(&h);
@@ -300,7 +222,7 @@ START_TEST(test_port_in_use) {
   ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
   snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%d", ntohs(sa.sin_port));
   mu_start(&c, 1);
-  char *path = write_cfg(&c, listen_at, NULL, NULL, NULL);
+  char *path = hu_write_cfg(&c, listen_at, NULL, NULL, NULL);
   ck_assert_int_eq(cfg_load(&cfg, path, err, sizeof(err)), 0);
   ck_assert_int_eq(host_open(&h, &cfg, &opts, err, sizeof(err)),
                    HOST_EXIT_CONFIG);
@@ -318,7 +240,7 @@ START_TEST(test_listen_off) {
   mu_host_t h;
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 1);
-  char *cfg = write_cfg(&c, "", NULL, NULL, NULL);
+  char *cfg = hu_write_cfg(&c, "", NULL, NULL, NULL);
   mu_host_start(&h, cfg, 0);
   ck_assert_int_eq(host_http_port(h.host), 0);
   mu_host_stop(&h);
@@ -341,8 +263,8 @@ START_TEST(test_static_membership_ids) {
   ck_assert_int_ge(asprintf(&log_path, "%s/khost.log", c.dir), 0);
   int fd = open(log_path, O_CREAT | O_WRONLY | O_APPEND, 0600);
   ck_assert_int_ge(fd, 0);
-  char *cfg = write_cfg(&c, "127.0.0.1:0", "instance_id = \"host-a\";",
-                        "members = 2;", NULL);
+  char *cfg = hu_write_cfg(&c, "127.0.0.1:0", "instance_id = \"host-a\";",
+                           "members = 2;", NULL);
   char err[4096];
   host_opts_t opts = {0};
   /* Started by hand: mu_host_start() logs warnings only. */
