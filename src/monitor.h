@@ -1,6 +1,10 @@
 /*
  * The host's monitor thread: samples each pipeline's throughput for the
- * status page every few seconds.
+ * status page every few seconds, and tells systemd how the host is doing
+ * when it runs as a Type=notify service (built with libsystemd and
+ * NOTIFY_SOCKET set): READY=1 once every member has joined its group,
+ * WATCHDOG=1 while every member's loop keeps turning, STOPPING=1 when the
+ * host begins to stop.
  */
 #ifndef KHOST_MONITOR_H
 #define KHOST_MONITOR_H
