@@ -18,6 +18,7 @@
 
 #include "httputil.h"
 #include "mockutil.h"
+#include "status.h"
 #include "testutil.h"
 
 #define CHROMIUM "/usr/bin/chromium"
@@ -155,6 +156,25 @@ START_TEST(test_status_json) {
 }
 END_TEST
 
+/* The page loads nothing from elsewhere (it must work offline): no src,
+ * href, @import or url() in it, and the only URL is the SVG namespace. */
+START_TEST(test_page_self_contained) {
+  static const char *const fetches[] = {"src=", "href=", "@import", "url("};
+  for (size_t i = 0; i < G_N_ELEMENTS(fetches); i++)
+    ck_assert_msg(strstr(status_page_html, fetches[i]) == NULL,
+                  "the page fetches something: %s", fetches[i]);
+  const char *at = status_page_html;
+  size_t urls = 0;
+  while ((at = strstr(at, "http")) != NULL) {
+    ck_assert_msg(strncmp(at, "http://www.w3.org/2000/svg", 26) == 0,
+                  "a URL in the page: %.40s", at);
+    urls++;
+    at++;
+  }
+  ck_assert_uint_eq(urls, 1);
+}
+END_TEST
+
 /* The page in Chromium: the script filled in the pipeline, a row per
  * partition with its committed offset, and the failures. */
 START_TEST(test_page_in_chromium) {
@@ -209,6 +229,7 @@ Suite *status_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("page");
   tcase_set_timeout(tc, 240);
+  tcase_add_test(tc, test_page_self_contained);
   tcase_add_test(tc, test_page_in_chromium);
   suite_add_tcase(s, tc);
   return s;
