@@ -14,6 +14,7 @@
 #include <glib.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,46 @@ START_TEST(test_not_ready_while_breaker_open) {
 }
 END_TEST
 
+/* Another connection holds the dedup database's write lock: the batch
+ * cannot be made durable, /readyz says the store does not accept it;
+ * once the lock goes, ready again. */
+START_TEST(test_not_ready_while_store_held) {
+  mu_cluster_t c;
+  mu_host_t h;
+  sqlite3 *db = NULL;
+  char *why = NULL, *dbpath = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  char *cfg = hu_write_cfg(&c, "127.0.0.1:0", NULL, NULL, NULL);
+  ck_assert_int_ge(asprintf(&dbpath, "%s/dedup.db", c.dir), 0);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  TU_WAIT_UNTIL(readyz(port, &why), 30000, "ready");
+  ck_assert_int_eq(sqlite3_open(dbpath, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                   SQLITE_OK);
+  for (int i = 0; i < 10; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "order");
+  }
+  mu_flush(&c);
+  TU_WAIT_UNTIL((readyz(port, &why),
+                 strstr(why, "the dedup store does not accept its batches")),
+                40000, "not ready: the store is held");
+  ck_assert_int_eq(readyz(port, NULL), 0);
+  ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  TU_WAIT_UNTIL(readyz(port, &why), 40000, "ready once the lock is gone");
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(why);
+  free(dbpath);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* A port someone else listens on: host_open() fails before anything
  * starts, as a config problem (exit 2), naming the address. */
 START_TEST(test_port_in_use) {
@@ -302,6 +343,7 @@ Suite *http_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_ready_once_joined);
   tcase_add_test(tc, test_not_ready_while_breaker_open);
+  tcase_add_test(tc, test_not_ready_while_store_held);
   suite_add_tcase(s, tc);
   tc = tcase_create("static");
   tcase_set_timeout(tc, 60);
