@@ -316,6 +316,20 @@ void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out) {
   pthread_mutex_unlock(&h->mu);
 }
 
+int host_pipeline_ready(host_t *h, size_t i, GPtrArray *why) {
+  pthread_mutex_lock(&h->mu);
+  pipeline_t *pl = h->pipelines[i];
+  int stopping = pl ? pipeline_stopping(pl) : h->finished;
+  pthread_mutex_unlock(&h->mu);
+  /* Stopped alone (on_fatal = stop_pipeline), or with the host: not
+   * ready, whatever its members last reported. */
+  if (!stopping)
+    return metrics_ready(h->metrics[i], why);
+  g_ptr_array_add(why,
+                  g_strdup_printf("%s has stopped", h->cfg->pipelines[i].name));
+  return 0;
+}
+
 const cfg_t *host_config(const host_t *h) {
   return h->cfg;
 }

@@ -65,6 +65,9 @@ metrics_t *host_metrics(host_t *h, size_t i);
  * when no pipeline uses the store. */
 int64_t host_dedup_ids(host_t *h);
 int64_t host_dedup_bytes(host_t *h);
+/* 1 when pipeline i is ready (metrics_ready()) and not stopping; else 0
+ * with the reasons added to why (strings it frees). */
+int host_pipeline_ready(host_t *h, size_t i, GPtrArray *why);
 /* The port the HTTP listener is bound to; 0 when it is off. */
 int host_http_port(const host_t *h);
 void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out);

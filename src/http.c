@@ -116,7 +116,7 @@ static enum MHD_Result readyz(http_t *s, struct MHD_Connection *c) {
   if (host_stopping(s->host))
     g_ptr_array_add(why, g_strdup("the host is stopping"));
   for (size_t i = 0; i < host_pipeline_count(s->host); i++)
-    metrics_ready(host_metrics(s->host, i), why);
+    host_pipeline_ready(s->host, i, why);
   for (guint i = 0; i < why->len; i++)
     json_array_append_new(reasons, json_string(why->pdata[i]));
   int ready = why->len == 0;

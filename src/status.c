@@ -82,7 +82,7 @@ static json_t *pipeline_json(host_t *h, size_t i) {
   GPtrArray *why = g_ptr_array_new_with_free_func(g_free);
   json_t *reasons = json_array(), *topics = json_array();
   host_pipeline_stats(h, i, &s);
-  int ready = metrics_ready(mx, why);
+  int ready = host_pipeline_ready(h, i, why);
   for (guint j = 0; j < why->len; j++)
     json_array_append_new(reasons, json_string(why->pdata[j]));
   g_ptr_array_unref(why);

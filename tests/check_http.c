@@ -246,6 +246,31 @@ START_TEST(test_not_ready_while_store_held) {
 }
 END_TEST
 
+/* A plugin's FATAL with on_fatal = stop_pipeline: the pipeline stops and
+ * /readyz says so (not a member that seems stuck). */
+START_TEST(test_not_ready_once_pipeline_stopped) {
+  mu_cluster_t c;
+  mu_host_t h;
+  char *why = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_produce(&c, TOPIC, 0, "evt-1", NULL, "fatal: schema unknown");
+  mu_flush(&c);
+  char *cfg = hu_write_cfg(&c, "127.0.0.1:0", NULL,
+                           "on_fatal = \"stop_pipeline\";", NULL);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  TU_WAIT_UNTIL((readyz(port, &why), strstr(why, "orders has stopped")), 30000,
+                "not ready: the pipeline has stopped");
+  ck_assert_int_eq(readyz(port, NULL), 0);
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(why);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* A port someone else listens on: host_open() fails before anything
  * starts, as a config problem (exit 2), naming the address. */
 START_TEST(test_port_in_use) {
@@ -344,6 +369,7 @@ Suite *http_suite(void) {
   tcase_add_test(tc, test_ready_once_joined);
   tcase_add_test(tc, test_not_ready_while_breaker_open);
   tcase_add_test(tc, test_not_ready_while_store_held);
+  tcase_add_test(tc, test_not_ready_once_pipeline_stopped);
   suite_add_tcase(s, tc);
   tc = tcase_create("static");
   tcase_set_timeout(tc, 60);
