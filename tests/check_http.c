@@ -126,6 +126,47 @@ START_TEST(test_metrics_of_a_known_run) {
 }
 END_TEST
 
+/* Records that fail go to the dead-letter topic: counted in /metrics as
+ * failed and dead-lettered, listed newest first in /status.json. */
+START_TEST(test_dead_letters_counted) {
+  mu_cluster_t c;
+  mu_host_t h;
+  int status;
+  char *body = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_topic(&c, "orders-dlt", 1);
+  for (int i = 0; i < 5; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, i % 2 ? "order" : "fail: bad total");
+  }
+  mu_flush(&c);
+  char *cfg = hu_write_cfg(&c, "127.0.0.1:0", NULL,
+                           "dead_letter_topic = \"orders-dlt\";", NULL);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  TU_WAIT_UNTIL((free(body), body = hu_get(port, "/metrics", &status),
+                 hu_sum(body, "khost_partition_committed_offset") == 5),
+                60000, "every record committed");
+  ck_assert_double_eq(
+      hu_sample(body, "khost_records_dead_lettered_total{pipeline=\"orders\"}"),
+      3);
+  ck_assert_double_eq(
+      hu_sample(body, "khost_records_failed_total{pipeline=\"orders\"}"), 3);
+  ck_assert_double_eq(
+      hu_sample(body, "khost_records_handled_total{pipeline=\"orders\"}"), 2);
+  free(body);
+  body = hu_get(port, "/status.json", &status);
+  ck_assert_ptr_nonnull(strstr(body, "\"offset\":4,\"dead_lettered\":true"));
+  free(body);
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* /readyz's verdict and its reasons (a JSON array as text). */
 static int readyz(int port, char **reasons) {
   int status = 0;
@@ -363,6 +404,7 @@ Suite *http_suite(void) {
   TCase *tc = tcase_create("metrics");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_metrics_of_a_known_run);
+  tcase_add_test(tc, test_dead_letters_counted);
   suite_add_tcase(s, tc);
   tc = tcase_create("ready");
   tcase_set_timeout(tc, 120);
