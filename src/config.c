@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "file_trust.h"
+#include "http.h"
 #include "log.h"
 #include "topics.h"
 
@@ -45,8 +46,9 @@ typedef struct scope {
 } scope_t;
 
 static const char *const top_keys[] = {
-    "plugin_dir", "log_level", "shutdown_timeout", "kafka",
-    "dedup",      "mock",      "pipelines",        NULL};
+    "plugin_dir", "log_level", "shutdown_timeout", "kafka", "dedup", "mock",
+    "pipelines",  "http",      "instance_id",      NULL};
+static const char *const http_keys[] = {"listen", NULL};
 static const char *const dedup_keys[] = {"path", "retention", "durability",
                                          NULL};
 static const char *const mock_keys[] = {"brokers",        "partitions",
@@ -549,6 +551,68 @@ static void load_mock(loader_t *ld, const scope_t *top) {
   load_mock_generate(ld, &sc);
 }
 
+static int valid_chars(const char *s, size_t max_len);
+
+/* http.listen: "" turns the listener off; otherwise HOST:PORT. */
+static void load_http(loader_t *ld, const scope_t *top) {
+  cfg_t *cfg = ld->cfg;
+  scope_t sc = {get_group(ld, top, "http"), "http"};
+  config_setting_t *s;
+  char host[256], why[256];
+  int port;
+
+  check_keys(ld, &sc, http_keys);
+  s = lookup_typed(ld, &sc, "listen", 1u << CONFIG_TYPE_STRING, "a string");
+  if (!s)
+    return;
+  const char *v = config_setting_get_string(s);
+  if (v[0] &&
+      http_parse_listen(v, host, sizeof(host), &port, why, sizeof(why)) != 0) {
+    problem(ld, &sc, "listen", s, "%s", why);
+    return;
+  }
+  g_free(cfg->http_listen);
+  cfg->http_listen = g_strdup(v);
+}
+
+/* instance_id: static group membership, one group.instance.id per member
+ * derived from it (cfg_member_instance_id()). */
+static void load_instance_id(loader_t *ld, const scope_t *top) {
+  const char *v = NULL;
+
+  if (!get_string(ld, top, "instance_id", 0, &v))
+    return;
+  if (!valid_chars(v, NAME_MAX_LEN)) {
+    problem(ld, top, "instance_id",
+            config_setting_get_member(top->group, "instance_id"),
+            "must be 1..%d characters of A-Z a-z 0-9 . _ - (got \"%s\")",
+            NAME_MAX_LEN, v);
+    return;
+  }
+  ld->cfg->instance_id = g_strdup(v);
+}
+
+/* With instance_id, khost gives each member its own group.instance.id: a
+ * user's own one would be shared by every member of every pipeline, and
+ * members sharing one fence each other out of the group. */
+static void check_instance_id(loader_t *ld, const scope_t *top) {
+  const cfg_t *cfg = ld->cfg;
+  const char *key = "group.instance.id";
+  const cfg_prop_t *p = cfg_prop_find(cfg->kafka, cfg->n_kafka, key);
+
+  if (!cfg->instance_id)
+    return;
+  for (size_t i = 0; !p && i < cfg->n_pipelines; i++)
+    p = cfg_prop_find(cfg->pipelines[i].kafka, cfg->pipelines[i].n_kafka, key);
+  if (p)
+    problem(ld, top, "instance_id",
+            config_setting_get_member(top->group, "instance_id"),
+            "cannot be combined with kafka group_instance_id (line %d): "
+            "instance_id gives each member its own group.instance.id "
+            "(%s-PIPELINE-MEMBER); remove one of them",
+            p->line, cfg->instance_id);
+}
+
 /* ---------------------------------------------------------- pipelines */
 
 static int valid_chars(const char *s, size_t max_len) {
@@ -827,13 +891,17 @@ static void load_pipelines(loader_t *ld, const scope_t *top) {
 /* ------------------------------------------------------------ loading */
 
 static void set_defaults(cfg_t *cfg, const char *path) {
-  const char *dir = getenv("KHOST_PLUGIN_DIR");
+  const char *dir = getenv("KHOST_PLUGIN_DIR"), *addr;
 
   cfg->path = g_strdup(path);
   cfg->plugin_dir = g_strdup(dir && dir[0] ? dir : KHOST_PLUGIN_DIR);
   cfg->log_level = KHOST_LOG_INFO;
   cfg->shutdown_timeout_ms = 30000;
   cfg->dedup_path = g_strdup("khost-dedup.db");
+  /* The test suite sets port 0 here, so that hosts started side by side
+   * do not compete for one port. */
+  addr = getenv("KHOST_HTTP_LISTEN");
+  cfg->http_listen = g_strdup(addr ? addr : CFG_HTTP_LISTEN);
   cfg->retention_ms = 7 * MS_PER_DAY;
   cfg->durability = CFG_DURABILITY_NORMAL;
   cfg->mock_partitions = 3;
@@ -980,8 +1048,11 @@ int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   load_kafka(&ld, &top, &cfg->kafka, &cfg->n_kafka);
   load_dedup(&ld, &top);
   load_mock(&ld, &top);
+  load_http(&ld, &top);
+  load_instance_id(&ld, &top);
   load_pipelines(&ld, &top);
   check_bootstrap(&ld, &top);
+  check_instance_id(&ld, &top);
   rc = ld.err->len > 0 ? -1 : 0;
   if (rc == 0)
     warn_loose_secrets(cfg);
@@ -1024,6 +1095,8 @@ void cfg_free(cfg_t *cfg) {
   g_free(cfg->pipelines);
   free_props(cfg->kafka, cfg->n_kafka);
   g_free(cfg->dedup_path);
+  g_free(cfg->http_listen);
+  g_free(cfg->instance_id);
   g_free(cfg->plugin_dir);
   g_free(cfg->path);
   config_destroy(&cfg->lc);
@@ -1064,6 +1137,14 @@ const cfg_prop_t *cfg_prop_find(const cfg_prop_t *props, size_t n,
     if (strcmp(props[i].name, name) == 0)
       return &props[i];
   return NULL;
+}
+
+int cfg_member_instance_id(const cfg_t *cfg, const cfg_pipeline_t *pc,
+                           int member, char *buf, size_t len) {
+  if (!cfg->instance_id)
+    return 0;
+  snprintf(buf, len, "%s-%s-%d", cfg->instance_id, pc->name, member);
+  return 1;
 }
 
 const char *cfg_setting_file(const config_setting_t *s, const cfg_t *cfg) {

@@ -94,7 +94,15 @@ typedef struct cfg {
   } mock_gen;
   cfg_pipeline_t *pipelines;
   size_t n_pipelines;
+  /* http.listen: HOST:PORT of /metrics, /healthz, /readyz and the status
+   * page; "" when off. Default CFG_HTTP_LISTEN (or $KHOST_HTTP_LISTEN). */
+  char *http_listen;
+  /* instance_id: static membership (cfg_member_instance_id()); NULL when
+   * not set. */
+  char *instance_id;
 } cfg_t;
+
+#define CFG_HTTP_LISTEN "127.0.0.1:9464"
 
 /*
  * Parse and validate path. On failure returns -1 and writes every problem
@@ -111,6 +119,11 @@ int cfg_parse_duration(const char *s, int64_t *ms);
 /* Find a property by librdkafka name in a list; NULL when absent. */
 const cfg_prop_t *cfg_prop_find(const cfg_prop_t *props, size_t n,
                                 const char *name);
+
+/* With instance_id set, the group.instance.id of member (0-based) of
+ * pipeline pc, "INSTANCE-PIPELINE-MEMBER", into buf: returns 1; else 0. */
+int cfg_member_instance_id(const cfg_t *cfg, const cfg_pipeline_t *pc,
+                           int member, char *buf, size_t len);
 
 /* The file a setting was read from (an @include'd file, or cfg->path), for
  * "file:line" in error messages; pair it with config_setting_source_line().

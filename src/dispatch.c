@@ -176,6 +176,8 @@ static int dead_letter_step(member_t *m, part_t *pt, rd_kafka_message_t *msg,
            pt->reason, m->p->env.pc->dead_letter_topic);
   log_record(m, KHOST_LOG_ERR, msg, line);
   atomic_fetch_add(&m->p->failed_records, 1);
+  metrics_failed(m->p->env.metrics, rd_kafka_topic_name(msg->rkt),
+                 msg->partition, msg->offset, pt->reason, 1);
   return finish(m, pt, DEDUP_OUTCOME_FAIL);
 }
 
@@ -235,6 +237,8 @@ static int fail_head(member_t *m, part_t *pt, rd_kafka_message_t *msg,
   }
   log_record(m, KHOST_LOG_ERR, msg, reason);
   atomic_fetch_add(&m->p->failed_records, 1);
+  metrics_failed(m->p->env.metrics, rd_kafka_topic_name(msg->rkt),
+                 msg->partition, msg->offset, reason, 0);
   return finish(m, pt, DEDUP_OUTCOME_FAIL);
 }
 
@@ -266,7 +270,9 @@ static khost_result_t call_plugin(member_t *m, part_t *pt,
   atomic_store(&m->busy_partition, rec.partition);
   atomic_store(&m->busy_offset, rec.offset);
   atomic_store(&m->busy_since, member_coarse_ms());
+  int64_t t0 = metrics_now_us();
   khost_result_t res = plugin_instance_handle(m->inst, &rec);
+  metrics_observe_handle(m->p->env.metrics, t0);
   atomic_store(&m->busy_since, 0);
   return res;
 }

@@ -8,12 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib.h>
 
 #include "dedup.h"
 #include "demo.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
+#include "monitor.h"
 
 struct host {
   pthread_mutex_t mu; /* guards pipelines[] against a concurrent stop */
@@ -27,6 +31,9 @@ struct host {
   GPtrArray **notes;       /* per pipeline: its plugin's closing notes */
   size_t n;
   int finished;
+  metrics_t **metrics; /* per pipeline, for the whole life of the host */
+  http_t *http;        /* NULL when http.listen is "" */
+  monitor_t *monitor;  /* throughput samples, systemd; after host_start() */
 };
 
 /* The pruner runs often enough to keep memory near the retention window,
@@ -88,6 +95,17 @@ static int open_dedup(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
+static void open_metrics(host_t *h) {
+  h->metrics = calloc(h->n, sizeof(*h->metrics));
+  for (size_t i = 0; i < h->n; i++) {
+    const cfg_pipeline_t *pc = &h->cfg->pipelines[i];
+    /* A member whose loop stands still longer than a handle() may take
+     * is stuck. */
+    int64_t stuck = pc->handler_timeout_ms > 0 ? pc->handler_timeout_ms : 60000;
+    h->metrics[i] = metrics_new(pc->name, pc->members, stuck);
+  }
+}
+
 int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
               char *err, size_t errlen) {
   host_t *h = calloc(1, sizeof(*h));
@@ -100,6 +118,10 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
   h->pipelines = calloc(h->n, sizeof(*h->pipelines));
   h->stats = calloc(h->n, sizeof(*h->stats));
   h->notes = calloc(h->n, sizeof(*h->notes));
+  open_metrics(h);
+  if (cfg->http_listen[0] &&
+      http_start(&h->http, cfg->http_listen, h, err, errlen) != 0)
+    goto fail;
   if (load_plugins(h, err, errlen) != 0)
     goto fail;
   rc = HOST_EXIT_RUNTIME;
@@ -138,6 +160,7 @@ int host_start(host_t *h, char *err, size_t errlen) {
         .stop_host_ctx = h,
         /* Shown by host_report(), under what the generator produced. */
         .keep_closing_notes = demo_generated(h->demo),
+        .metrics = h->metrics[i],
     };
     pipeline_t *pl;
     int rc = pipeline_start(&pl, &env, err, errlen);
@@ -151,6 +174,7 @@ int host_start(host_t *h, char *err, size_t errlen) {
       return HOST_EXIT_CONFIG;
     }
   }
+  h->monitor = monitor_start(h);
   return 0;
 }
 
@@ -222,6 +246,9 @@ int host_finish(host_t *h) {
 void host_close(host_t *h) {
   if (!h)
     return;
+  /* First: the monitor and the listener read everything below. */
+  monitor_stop(h->monitor);
+  http_stop(h->http);
   if (h->dedup)
     dedup_close(h->dedup);
   demo_close(h->demo);
@@ -237,6 +264,9 @@ void host_close(host_t *h) {
     if (h->notes[i])
       g_ptr_array_unref(h->notes[i]);
   free(h->notes);
+  for (size_t i = 0; h->metrics && i < h->n; i++)
+    metrics_free(h->metrics[i]);
+  free(h->metrics);
   free(h->plugins);
   free(h->pipelines);
   free(h->stats);
@@ -277,10 +307,58 @@ size_t host_pipeline_count(const host_t *h) {
 }
 
 void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out) {
+  /* Under mu: the HTTP thread asks while host_finish() frees pipelines. */
+  pthread_mutex_lock(&h->mu);
   if (h->pipelines[i])
     pipeline_get_stats(h->pipelines[i], out);
   else
     *out = h->stats[i];
+  pthread_mutex_unlock(&h->mu);
+}
+
+int host_pipeline_ready(host_t *h, size_t i, GPtrArray *why) {
+  pthread_mutex_lock(&h->mu);
+  pipeline_t *pl = h->pipelines[i];
+  int stopping = pl ? pipeline_stopping(pl) : h->finished;
+  pthread_mutex_unlock(&h->mu);
+  /* Stopped alone (on_fatal = stop_pipeline), or with the host: not
+   * ready, whatever its members last reported. */
+  if (!stopping)
+    return metrics_ready(h->metrics[i], why);
+  g_ptr_array_add(why,
+                  g_strdup_printf("%s has stopped", h->cfg->pipelines[i].name));
+  return 0;
+}
+
+const cfg_t *host_config(const host_t *h) {
+  return h->cfg;
+}
+
+metrics_t *host_metrics(host_t *h, size_t i) {
+  return h->metrics[i];
+}
+
+int64_t host_dedup_ids(host_t *h) {
+  return h->dedup ? (int64_t)dedup_size(h->dedup) : -1;
+}
+
+int64_t host_dedup_bytes(host_t *h) {
+  static const char *const suffixes[] = {"", "-wal", "-shm"};
+  int64_t bytes = 0;
+  struct stat st;
+  if (!h->dedup)
+    return -1;
+  for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+    char *path = g_strconcat(h->cfg->dedup_path, suffixes[i], NULL);
+    if (stat(path, &st) == 0)
+      bytes += st.st_size;
+    g_free(path);
+  }
+  return bytes;
+}
+
+int host_http_port(const host_t *h) {
+  return http_port(h->http);
 }
 
 mock_t *host_mock(host_t *h) {

@@ -295,6 +295,7 @@ static int wait_polling(member_t *m, int64_t ms) {
         m->rk, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
     if (msg)
       enqueue(m, msg);
+    metrics_tick(m->p->env.metrics, m->index, m->rk, m->queued, 0);
   }
   return 1;
 }
@@ -344,6 +345,7 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
             attempt, err);
     if (!m->hold) {
       m->hold = 1;
+      metrics_held(m->p->env.metrics, m->index, 1);
       reconcile_pauses(m);
     }
     last = wait_polling(m, hold_backoff_ms(attempt));
@@ -351,6 +353,7 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
   if (m->hold) {
     log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
     m->hold = 0;
+    metrics_held(m->p->env.metrics, m->index, 0);
   }
   return 0;
 }
@@ -428,7 +431,9 @@ static void *durable_main(void *arg) {
     /* m->air belongs to this thread until it is AIR_LANDED. */
     int transient = 0;
     char err[sizeof(m->air_err)];
+    int64_t t0 = metrics_now_us();
     int rc = dedup_writer_commit(m->air.writer, &transient, err, sizeof(err));
+    metrics_observe_durable(m->p->env.metrics, t0);
     pthread_mutex_lock(&m->air_mu);
     m->air_rc = rc;
     m->air_transient = transient;
@@ -605,6 +610,7 @@ static void check_breaker(member_t *m) {
   if (open == m->breaker_open)
     return;
   m->breaker_open = open;
+  metrics_breaker(m->p->env.metrics, open);
   log_msg(open ? KHOST_LOG_WARNING : KHOST_LOG_NOTICE, m->who,
           open ? "circuit breaker open: partitions paused"
                : "circuit breaker closed: resuming");
@@ -647,6 +653,8 @@ static int settle_due(member_t *m) {
 }
 
 static void cycle(member_t *m) {
+  metrics_tick(m->p->env.metrics, m->index, m->rk, m->queued,
+               m->cur.done->len + (m->flying ? m->air.done->len : 0));
   poll_records(m);
   land(m, 0, 1); /* commit a landed batch's offsets without delay */
   check_breaker(m);
@@ -742,6 +750,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     log_partitions(m, "assigned", parts);
     check_dedup_history(m, parts);
     atomic_fetch_add(&m->p->assigned, (uint64_t)parts->cnt);
+    metrics_assigned(m->p->env.metrics, m->index, parts);
     for (int i = 0; i < parts->cnt; i++)
       part_get(m, parts->elems[i].topic, parts->elems[i].partition);
     pipeline_start_offsets(m->p, parts);
@@ -751,6 +760,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     else
       e = rd_kafka_assign(rk, parts);
   } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+    metrics_revoked(m->p->env.metrics, m->index, parts,
+                    rd_kafka_assignment_lost(rk));
     on_revoke(m, parts);
     atomic_fetch_sub(&m->p->assigned, (uint64_t)parts->cnt);
     if (cooperative)
@@ -781,6 +792,7 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   buf[0] = '\0';
   if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
     return;
+  metrics_committed(m->p->env.metrics, rk, !err, offsets);
   for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
     const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
     part_t *pt = part_find(m, tp->topic, tp->partition);
@@ -838,7 +850,7 @@ static int subscribe(member_t *m, char *err, size_t errlen) {
 }
 
 static int create_consumer(member_t *m, char *err, size_t errlen) {
-  char errstr[512], client_id[256];
+  char errstr[512], client_id[256], instance_id[256];
   rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, KAFKA_MEMBER, err, errlen);
   if (!conf)
     return -1;
@@ -848,6 +860,15 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
   if (!cfg_prop_find(cfg->kafka, cfg->n_kafka, "client.id") &&
       !cfg_prop_find(pc->kafka, pc->n_kafka, "client.id"))
     rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
+  /* Static membership: a restarted member takes its partitions back
+   * without a rebalance (config.c refuses a group.instance.id of the
+   * user's next to instance_id). */
+  if (cfg_member_instance_id(cfg, pc, m->index, instance_id,
+                             sizeof(instance_id))) {
+    rd_kafka_conf_set(conf, "group.instance.id", instance_id, NULL, 0);
+    log_msg(KHOST_LOG_INFO, m->who, "static membership: group.instance.id %s",
+            instance_id);
+  }
   rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
   rd_kafka_conf_set_error_cb(conf, on_error);
   m->rk = kafka_new(RD_KAFKA_CONSUMER, conf, m->who, m, errstr, sizeof(errstr));

@@ -20,6 +20,7 @@
 #include "dedup.h"
 #include "end_tracker.h"
 #include "kafka_client.h"
+#include "metrics.h"
 #include "plugin_loader.h"
 
 typedef struct member member_t;
@@ -41,6 +42,8 @@ typedef struct pipeline_env {
   /* Keep the notices plugin instances log while they close (their closing
    * summaries) for pipeline_take_closing_notes() instead of logging them. */
   int keep_closing_notes;
+  /* What the members count for operators (metrics.h); NULL: nothing. */
+  metrics_t *metrics;
 } pipeline_env_t;
 
 typedef struct pipeline_stats {

@@ -15,6 +15,7 @@ static void setup(void) {
   tmpdir = tu_tempdir();
   ck_assert_ptr_nonnull(tmpdir);
   unsetenv("KHOST_PLUGIN_DIR");
+  unsetenv("KHOST_HTTP_LISTEN");
 }
 
 static void teardown(void) {
@@ -224,6 +225,41 @@ START_TEST(test_plugin_dir_from_env) {
 }
 END_TEST
 
+/* http.listen: loopback by default, "" turns it off; instance_id gives
+ * every member of every pipeline a group.instance.id of its own. */
+START_TEST(test_http_and_instance_id) {
+  static const char text[] =
+      "kafka = { bootstrap_servers = \"b:9092\"; };\n"
+      "http = { listen = \"\"; };\n"
+      "instance_id = \"host-a\";\n"
+      "pipelines = (\n"
+      "  { name = \"orders\"; group_id = \"g\"; topics = [ \"t\" ];\n"
+      "    plugin = \"x\"; members = 2; },\n"
+      "  { name = \"coupons\"; group_id = \"h\"; topics = [ \"u\" ];\n"
+      "    plugin = \"x\"; } );\n";
+  cfg_t cfg;
+  char err[1024], id[128], *path;
+
+  ck_assert_int_eq(load_text(&cfg, minimal_text, err, sizeof(err), &path), 0);
+  ck_assert_str_eq(cfg.http_listen, "127.0.0.1:9464");
+  ck_assert_ptr_null(cfg.instance_id);
+  ck_assert_int_eq(
+      cfg_member_instance_id(&cfg, &cfg.pipelines[0], 0, id, sizeof(id)), 0);
+  cfg_free(&cfg);
+  free(path);
+  ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), 0);
+  ck_assert_str_eq(cfg.http_listen, "");
+  ck_assert_int_eq(
+      cfg_member_instance_id(&cfg, &cfg.pipelines[0], 1, id, sizeof(id)), 1);
+  ck_assert_str_eq(id, "host-a-orders-1");
+  ck_assert_int_eq(
+      cfg_member_instance_id(&cfg, &cfg.pipelines[1], 0, id, sizeof(id)), 1);
+  ck_assert_str_eq(id, "host-a-coupons-0");
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
 START_TEST(test_mock_defaults_without_bootstrap) {
   static const char text[] =
       "mock = { };\n"
@@ -397,6 +433,28 @@ static const struct bad_case {
      ":2: colour: unknown setting (known: plugin_dir, log_level,"},
     {"unknown pipeline key", KAFKA PIPE_OPEN "    member = 3;\n" PIPE_CLOSE,
      ":5: pipelines[0].member: unknown setting"},
+    {"http listen without a port",
+     KAFKA "http = {\n  listen = \"localhost\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: http.listen: \"localhost\": expected HOST:PORT (e.g. "
+     "127.0.0.1:9464)"},
+    {"http listen port out of range",
+     KAFKA "http = { listen = \"127.0.0.1:70000\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: http.listen: \"127.0.0.1:70000\": the port must be a number "
+     "0..65535"},
+    {"unknown http key",
+     KAFKA "http = { port = 9464; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: http.port: unknown setting (known: listen)"},
+    {"instance_id with a space",
+     KAFKA "instance_id = \"host a\";\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: instance_id: must be 1..64 characters of A-Z a-z 0-9 . _ - (got "
+     "\"host a\")"},
+    {"instance_id and a group.instance.id of the user's",
+     "kafka = { bootstrap_servers = \"b:9092\";\n"
+     "  group_instance_id = \"mine\"; };\n"
+     "instance_id = \"host-a\";\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: instance_id: cannot be combined with kafka group_instance_id (line "
+     "2): instance_id gives each member its own group.instance.id "
+     "(host-a-PIPELINE-MEMBER); remove one of them"},
     {"unknown retry key",
      KAFKA PIPE_OPEN "    retry = {\n max = 1; delay = 2; };\n" PIPE_CLOSE,
      ":6: pipelines[0].retry.delay: unknown setting"},
@@ -699,6 +757,7 @@ Suite *config_suite(void) {
   tcase_add_test(tc, test_defaults);
   tcase_add_test(tc, test_failure_settings);
   tcase_add_test(tc, test_plugin_dir_from_env);
+  tcase_add_test(tc, test_http_and_instance_id);
   tcase_add_test(tc, test_mock_defaults_without_bootstrap);
   tcase_add_test(tc, test_mock_generate);
   tcase_add_test(tc, test_example_loads);
