@@ -570,11 +570,9 @@ Suite *admin_suite(void) {
   tcase_add_test(db, test_dedup_admin_beside_a_writer);
   tcase_add_test(db, test_nothing_to_inspect);
   suite_add_tcase(s, db);
-  TCase *tc = tcase_create("mock-cluster");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_replay_bad_input);
-  tcase_add_test(tc, test_replay_dry_run_changes_nothing);
-  tcase_add_test(tc, test_replay_then_offsets);
-  suite_add_tcase(s, tc);
+  /* Each test a case of its own, run beside the others. */
+  TU_CASE(s, test_replay_bad_input, 120, "mock-cluster");
+  TU_CASE(s, test_replay_dry_run_changes_nothing, 120, "mock-cluster");
+  TU_CASE(s, test_replay_then_offsets, 120, "mock-cluster");
   return s;
 }

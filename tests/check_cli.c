@@ -1028,22 +1028,19 @@ Suite *cli_suite(void) {
   tcase_add_test(check, test_plugin_init_failure);
   suite_add_tcase(s, check);
 
-  TCase *run = tcase_create("run");
+  /* These two beside each other and the others (tests/runner.c). */
+  TCase *run = tu_case(s, "run", 90, NULL);
   tcase_add_unchecked_fixture(run, case_setup, case_teardown);
   tcase_add_checked_fixture(run, setup, teardown);
-  tcase_set_timeout(run, 90);
   tcase_add_test(run, test_run_exit_at_end);
   tcase_add_test(run, test_sigterm_is_graceful);
   tcase_add_test(run, test_second_signal_exits_at_once);
   tcase_add_test(run, test_file_size_limit_is_an_io_error);
-  suite_add_tcase(s, run);
 
-  TCase *readme = tcase_create("readme");
+  TCase *readme = tu_case(s, "readme", 120, NULL);
   tcase_add_unchecked_fixture(readme, case_setup, case_teardown);
   tcase_add_checked_fixture(readme, setup, teardown);
-  tcase_set_timeout(readme, 120);
   tcase_add_test(readme, test_readme_plugin);
   tcase_add_test(readme, test_readme_quickstart);
-  suite_add_tcase(s, readme);
   return s;
 }

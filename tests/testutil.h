@@ -1,4 +1,5 @@
-/* Small helpers shared by the test programs (header-only). */
+/* Small helpers shared by the test programs (the larger ones are in
+ * tests/testutil.c). */
 #ifndef KHOST_TESTUTIL_H
 #define KHOST_TESTUTIL_H
 
@@ -13,6 +14,23 @@
 
 /* The suite of this test program (tests/runner.c runs it). */
 Suite *KH_SUITE(void);
+
+/* The tag of the test cases tests/runner.c runs side by side. */
+#define TU_LANE_TAG "lanes"
+
+/* A test case of s named name, with a timeout and tags (space-separated,
+ * may be NULL), that tests/runner.c runs in a process of its own beside
+ * the other such cases. Add the tests and fixtures to what it returns. */
+TCase *tu_case(Suite *s, const char *name, int timeout_s, const char *tags);
+/* A test case holding test t alone, named after it without "test_" (so
+ * that CK_RUN_CASE=<name> runs it), with an unchecked fixture around it
+ * (setup and teardown may be NULL). */
+void tu_case_test(Suite *s, const TTest *t, int timeout_s, const char *tags,
+                  SFun setup, SFun teardown);
+#define TU_CASE(s, fn, timeout_s, tags)                                        \
+  tu_case_test((s), (fn), (timeout_s), (tags), NULL, NULL)
+/* The names of the cases made by tu_case(), in the order they were. */
+size_t tu_cases(const char ***names);
 
 static inline int64_t tu_mono_ms(void) {
   struct timespec ts;
