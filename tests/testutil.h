@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +32,38 @@ void tu_case_test(Suite *s, const TTest *t, int timeout_s, const char *tags,
   tu_case_test((s), (fn), (timeout_s), (tags), NULL, NULL)
 /* The names of the cases made by tu_case(), in the order they were. */
 size_t tu_cases(const char ***names);
+
+/* A child process whose stdout and stderr go to files. It dies with the
+ * test process (PR_SET_PDEATHSIG). */
+typedef struct tu_proc {
+  pid_t pid;
+  int status; /* waitpid() status, once exited */
+  int exited;
+  char *out, *err; /* <dir>/<tag>.out and .err */
+} tu_proc_t;
+
+/* How tu_spawn() starts a child. */
+enum {
+  TU_CHILD_NO_CORE = 1 << 0,      /* no core file when it crashes */
+  TU_CHILD_XFSZ_DEFAULT = 1 << 1, /* SIGXFSZ as by default (else inherited) */
+  TU_CHILD_XFSZ_IGNORE = 1 << 2,  /* SIGXFSZ ignored: writes past
+                                     RLIMIT_FSIZE fail with EFBIG */
+  TU_CHILD_NOBODY = 1 << 3        /* when root: run as nobody, so that file
+                                     modes apply */
+};
+typedef struct tu_spawn_opts {
+  int flags;  /* TU_CHILD_* */
+  int in_fd;  /* its stdin; -1: /dev/null */
+  int out_fd; /* its stdout; -1: <dir>/<tag>.out */
+} tu_spawn_opts_t;
+
+/* Start argv (argv[0] a path) with opts (NULL: none); its output goes to
+ * <dir>/<tag>.out and .err. */
+void tu_spawn(tu_proc_t *p, const char *dir, const char *tag,
+              char *const argv[], const tu_spawn_opts_t *opts);
+/* 1 once p has exited (within timeout_ms), 0 if it is still running. */
+int tu_reap(tu_proc_t *p, int64_t timeout_ms);
+void tu_proc_free(tu_proc_t *p);
 
 static inline int64_t tu_mono_ms(void) {
   struct timespec ts;
