@@ -225,19 +225,7 @@ static void assert_has(const char *text, const char *needle, const char *what) {
 /* ------------------------------------------------------------ configs */
 
 /* Write <dir>/<name> from a printf format; returns its path. */
-static char *write_cfg(const char *name, const char *fmt, ...)
-    KHOST_PRINTF(2, 3);
-
-static char *write_cfg(const char *name, const char *fmt, ...) {
-  char *text = NULL;
-  va_list ap;
-  va_start(ap, fmt);
-  ck_assert_int_ge(vasprintf(&text, fmt, ap), 0);
-  va_end(ap);
-  char *path = tu_write_file(g_dir, name, text);
-  free(text);
-  return path;
-}
+#define write_cfg(name, ...) tu_write_filef(g_dir, (name), __VA_ARGS__)
 
 /* A config on the mock cluster (one broker, 3 partitions) with one
  * pipeline of one member; everything it writes goes to the temp dir. */

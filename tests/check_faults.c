@@ -27,28 +27,11 @@
  * the first pipeline, plugin_extra into its plugin config. */
 static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra,
                        const char *plugin_extra, const char *second) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
-  ck_assert_int_ge(asprintf(&text,
-                            "shutdown_timeout = \"20s\";\n"
-                            "kafka = { bootstrap_servers = \"%s\";\n"
-                            "  session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
-                            "  heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
-                            "dedup = { path = \"%s/dedup.db\"; };\n"
-                            "pipelines = ( {\n"
-                            "  name = \"orders\"; group_id = \"" GROUP "\";\n"
-                            "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
-                            "  %s\n"
-                            "  config = { log_path = \"%s/calls.log\"; %s };\n"
-                            "}%s );\n",
-                            c->bootstraps, c->dir, plugin,
-                            pipeline_extra ? pipeline_extra : "", c->dir,
-                            plugin_extra ? plugin_extra : "",
-                            second ? second : ""),
-                   0);
-  char *path = tu_write_file(c->dir, "khost.cfg", text);
-  free(text);
-  free(plugin);
-  return path;
+  mu_cfg_t o = {.group = GROUP,
+                .pipeline = pipeline_extra,
+                .plugin = plugin_extra,
+                .more = second};
+  return mu_write_cfg(c, &o);
 }
 
 /* n records evt-0 .. evt-<n-1> with value to partition part of TOPIC. */
@@ -62,9 +45,7 @@ static void produce_n(mu_cluster_t *c, int32_t part, int n, const char *value) {
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
-  char *p = NULL;
-  ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
-  return p;
+  return tu_path(c->dir, name);
 }
 
 static const mu_line_t *find_line(const mu_line_t *l, size_t n, int32_t part,
@@ -133,14 +114,7 @@ static int marks_of(mu_cluster_t *c, const char *event_id) {
 }
 
 static pipeline_stats_t run_to_end(const char *cfg, int want_status) {
-  mu_host_t h;
-  pipeline_stats_t s;
-  mu_host_start(&h, cfg, 1);
-  mu_host_wait(&h, 60000);
-  ck_assert_int_eq(h.status, want_status);
-  mu_host_stats(&h, &s);
-  mu_host_close(&h);
-  return s;
+  return mu_run_to_end(cfg, want_status, 60000);
 }
 
 /* A record that asks to retry pauses its own partition only: the other

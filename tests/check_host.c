@@ -16,40 +16,34 @@
 #define GROUP "data-platform-consumer-group"
 
 /* A config for one pipeline using the scripted fixture plugin, with the
- * topics (libconfig list items) given. */
+ * topics (libconfig list items) given; retries 40 ms apart unless
+ * pipeline_extra says otherwise, and the metadata refreshed every 500 ms
+ * (new topics matching a pattern). */
 static char *write_cfg_topics(mu_cluster_t *c, const char *file,
                               const char *topics, const char *group,
                               int members, const char *log, const char *db,
                               const char *pipeline_extra,
                               const char *plugin_extra) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
+  char *pipeline = NULL;
   ck_assert_int_ge(
-      asprintf(&text,
-               "shutdown_timeout = \"20s\";\n"
-               "kafka = { bootstrap_servers = \"%s\";\n"
-               "          session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
-               "          heartbeat_interval_ms = " MU_HEARTBEAT ";\n"
-               "          topic_metadata_refresh_interval_ms = 500; };\n"
-               "dedup = { path = \"%s/%s\"; };\n"
-               "pipelines = ( {\n"
-               "  name = \"orders\"; group_id = \"%s\";\n"
-               "  topics = [ %s ]; members = %d;\n"
-               "  plugin = \"%s\";\n"
-               "  %s\n"
-               "  %s\n"
-               "  config = { log_path = \"%s/%s\"; %s };\n"
-               "} );\n",
-               c->bootstraps, c->dir, db, group, topics, members, plugin,
+      asprintf(&pipeline, "%s\n  %s",
                pipeline_extra && strstr(pipeline_extra, "retry")
                    ? ""
                    : "retry = { max = 5; backoff = \"40ms\"; backoff_max = "
                      "\"1s\"; };",
-               pipeline_extra ? pipeline_extra : "", c->dir, log,
-               plugin_extra ? plugin_extra : ""),
+               pipeline_extra ? pipeline_extra : ""),
       0);
-  char *path = tu_write_file(c->dir, file, text);
-  free(text);
-  free(plugin);
+  mu_cfg_t o = {.file = file,
+                .kafka = MU_KAFKA " topic_metadata_refresh_interval_ms = 500;",
+                .db = db,
+                .group = group,
+                .topics = topics,
+                .members = members,
+                .pipeline = pipeline,
+                .log = log,
+                .plugin = plugin_extra};
+  char *path = mu_write_cfg(c, &o);
+  free(pipeline);
   return path;
 }
 
@@ -62,21 +56,12 @@ static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
-  char *p = NULL;
-  ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
-  return p;
+  return tu_path(c->dir, name);
 }
 
 /* Run a host on cfg until it reaches the end offsets; returns its stats. */
 static pipeline_stats_t run_to_end(const char *cfg) {
-  mu_host_t h;
-  pipeline_stats_t s;
-  mu_host_start(&h, cfg, 1);
-  mu_host_wait(&h, 60000);
-  ck_assert_int_eq(h.status, 0);
-  mu_host_stats(&h, &s);
-  mu_host_close(&h);
-  return s;
+  return mu_run_to_end(cfg, 0, 60000);
 }
 
 /* Committed offsets of GROUP equal the end offsets of every partition. */

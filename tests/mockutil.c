@@ -179,6 +179,48 @@ const char *mu_header(rd_kafka_message_t *m, const char *name, char *buf,
   return buf;
 }
 
+char *mu_write_cfg(mu_cluster_t *c, const mu_cfg_t *o) {
+  char *text = NULL, *plugin = tu_fixture("scripted");
+  ck_assert_int_ge(
+      asprintf(&text,
+               "%s\n"
+               "kafka = { bootstrap_servers = \"%s\";\n  %s };\n"
+               "dedup = { path = \"%s/%s\"; %s };\n"
+               "pipelines = ( {\n"
+               "  name = \"orders\"; group_id = \"%s\";\n"
+               "  topics = [ %s ]; members = %d;\n"
+               "  plugin = \"%s\";\n"
+               "  %s\n"
+               "  config = { log_path = \"%s/%s\"; %s };\n"
+               "}%s );\n",
+               o->top ? o->top : "shutdown_timeout = \"20s\";", c->bootstraps,
+               o->kafka ? o->kafka : MU_KAFKA, c->dir,
+               o->db ? o->db : "dedup.db", o->dedup ? o->dedup : "",
+               o->group ? o->group : "data-platform-consumer-group",
+               o->topics ? o->topics : "\"order-completed\"",
+               o->members ? o->members : 1, plugin,
+               o->pipeline ? o->pipeline : "", c->dir,
+               o->log ? o->log : "calls.log", o->plugin ? o->plugin : "",
+               o->more ? o->more : ""),
+      0);
+  char *path = tu_write_file(c->dir, o->file ? o->file : "khost.cfg", text);
+  free(text);
+  free(plugin);
+  return path;
+}
+
+pipeline_stats_t mu_run_to_end(const char *cfg, int want_status,
+                               int64_t timeout_ms) {
+  mu_host_t h;
+  pipeline_stats_t s;
+  mu_host_start(&h, cfg, 1);
+  mu_host_wait(&h, timeout_ms);
+  ck_assert_int_eq(h.status, want_status);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  return s;
+}
+
 void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end) {
   host_opts_t opts = {.exit_at_end = exit_at_end};
   mu_host_start_opts(h, cfg_path, &opts);

@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <ftw.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,15 +85,38 @@ static inline char *tu_tempdir(void) {
   return path;
 }
 
+/* dir/name; caller frees the string. */
+static inline char *tu_path(const char *dir, const char *name) {
+  char *path = NULL;
+  ck_assert_int_ge(asprintf(&path, "%s/%s", dir, name), 0);
+  return path;
+}
+
 /* Write content to dir/name; returns the malloc'd full path. */
 static inline char *tu_write_file(const char *dir, const char *name,
                                   const char *content) {
-  char *path = NULL;
-  ck_assert_int_ge(asprintf(&path, "%s/%s", dir, name), 0);
+  char *path = tu_path(dir, name);
   FILE *f = fopen(path, "w");
   ck_assert_msg(f != NULL, "cannot write %s", path);
   fputs(content, f);
   fclose(f);
+  return path;
+}
+
+/* tu_write_file() of what a printf format makes. */
+static inline char *tu_write_filef(const char *dir, const char *name,
+                                   const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static inline char *tu_write_filef(const char *dir, const char *name,
+                                   const char *fmt, ...) {
+  char *text = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  ck_assert_int_ge(vasprintf(&text, fmt, ap), 0);
+  va_end(ap);
+  char *path = tu_write_file(dir, name, text);
+  free(text);
   return path;
 }
 
