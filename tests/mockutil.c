@@ -1,9 +1,11 @@
 #include "mockutil.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "testutil.h"
@@ -221,6 +223,27 @@ pipeline_stats_t mu_run_to_end(const char *cfg, int want_status,
   return s;
 }
 
+/* The level of the host's log lines: KHOST_LOG_WARNING, or what
+ * mu_log_to() asked for. */
+static int g_log_level = -1;
+
+int mu_log_to(mu_cluster_t *c, const char *name, int level) {
+  char *path = tu_path(c->dir, name);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  ck_assert_msg(fd >= 0, "cannot open %s", path);
+  free(path);
+  log_set_fd(fd);
+  g_log_level = level;
+  log_set_level(level);
+  return fd;
+}
+
+void mu_log_restore(int fd) {
+  log_set_fd(2);
+  g_log_level = -1;
+  close(fd);
+}
+
 void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end) {
   host_opts_t opts = {.exit_at_end = exit_at_end};
   mu_host_start_opts(h, cfg_path, &opts);
@@ -232,6 +255,7 @@ void mu_host_start_opts(mu_host_t *h, const char *cfg_path,
   memset(h, 0, sizeof(*h));
   ck_assert_msg(cfg_load(&h->cfg, cfg_path, err, sizeof(err)) == 0, "%s", err);
   log_set_level(getenv("KHOST_TEST_DEBUG") ? KHOST_LOG_DEBUG
+                : g_log_level >= 0         ? g_log_level
                                            : KHOST_LOG_WARNING);
   ck_assert_msg(host_open(&h->host, &h->cfg, opts, err, sizeof(err)) == 0, "%s",
                 err);

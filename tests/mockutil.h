@@ -103,6 +103,11 @@ char *mu_write_cfg(mu_cluster_t *c, const mu_cfg_t *o);
 pipeline_stats_t mu_run_to_end(const char *cfg, int want_status,
                                int64_t timeout_ms);
 
+/* Send the host's log lines, from level on, to <dir>/<name> (the host
+ * started next keeps that level); returns what mu_log_restore() takes. */
+int mu_log_to(mu_cluster_t *c, const char *name, int level);
+void mu_log_restore(int fd);
+
 /* One line of the scripted plugin's log. */
 typedef struct mu_line {
   char topic[64];

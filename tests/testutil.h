@@ -138,6 +138,16 @@ static inline char *tu_read_file(const char *path) {
   return buf;
 }
 
+/* How many times needle occurs in the file at path (0 when absent). */
+static inline int tu_file_count(const char *path, const char *needle) {
+  char *text = tu_read_file(path);
+  int n = 0;
+  for (const char *at = text; at && (at = strstr(at, needle)) != NULL; at++)
+    n++;
+  free(text);
+  return n;
+}
+
 static inline int tu_rm_one(const char *p, const struct stat *sb, int flag,
                             struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
