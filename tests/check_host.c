@@ -74,22 +74,6 @@ static void assert_committed_at_end(mu_cluster_t *c, const char *group,
   }
 }
 
-/* Every OK line has a distinct event ID; returns how many there are. */
-static size_t assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
-  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
-  size_t ok = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (l[i].result != KHOST_OK)
-      continue;
-    ck_assert_msg(!g_hash_table_contains(seen, l[i].event_id),
-                  "event %s handled twice", l[i].event_id);
-    g_hash_table_add(seen, (gpointer)l[i].event_id);
-    ok++;
-  }
-  g_hash_table_destroy(seen);
-  return ok;
-}
-
 /* N records over 3 partitions, of which M re-use an earlier event ID (some
  * on another partition). */
 enum { N_RECORDS = 300, N_DUPS = 30 };
@@ -119,7 +103,7 @@ START_TEST(test_dedup_and_commit) {
   size_t n;
   mu_line_t *lines = mu_read_lines(log, &n);
   ck_assert_uint_eq(n, N_RECORDS - N_DUPS);
-  ck_assert_uint_eq(assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
   ck_assert_uint_eq(s.handled, N_RECORDS - N_DUPS);
   /* At least the re-published ones; more when a rebalance redelivered
    * records whose commit the mock refused (it rejects commits during a
@@ -217,7 +201,7 @@ static void member_leaves(const char *assignor) {
   mu_line_t *all = calloc(na + nb, sizeof(*all));
   memcpy(all, la, na * sizeof(*la));
   memcpy(all + na, lb, nb * sizeof(*lb));
-  ck_assert_uint_eq(assert_ok_ids_distinct(all, na + nb), RECORDS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(all, na + nb), RECORDS);
   for (int p = 0; p < PARTS; p++)
     ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, p), RECORDS / PARTS);
   mu_host_close(&a);

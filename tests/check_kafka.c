@@ -126,22 +126,6 @@ static int64_t assert_committed_at_end(scenario_t *s) {
   return total;
 }
 
-/* Every OK line has a distinct event ID; returns how many there are. */
-static size_t assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
-  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
-  size_t ok = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (l[i].result != KHOST_OK)
-      continue;
-    ck_assert_msg(!g_hash_table_contains(seen, l[i].event_id),
-                  "event %s handled twice", l[i].event_id);
-    g_hash_table_add(seen, (gpointer)l[i].event_id);
-    ok++;
-  }
-  g_hash_table_destroy(seen);
-  return ok;
-}
-
 static size_t count_lines(const char *path) {
   size_t n;
   free(mu_read_lines(path, &n));
@@ -220,7 +204,7 @@ START_TEST(test_dedup_commit_restart) {
   size_t n;
   mu_line_t *lines = mu_read_lines(log, &n);
   ck_assert_uint_eq(n, N_RECORDS - N_DUPS);
-  ck_assert_uint_eq(assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
   ck_assert_uint_eq(st.handled, N_RECORDS - N_DUPS);
   /* Exactly the re-published ones: a real broker accepts the synchronous
    * commit made when the second member's join revokes partitions, so
@@ -593,7 +577,7 @@ static size_t assert_replayed(const mu_line_t *l, size_t from, size_t n,
                       (l[i].flags & KHOST_RECORD_REPLAY),
                   "%s [%d] offset %" PRId64 " handled with flags %u",
                   l[i].event_id, (int)l[i].partition, l[i].offset, l[i].flags);
-  return assert_ok_ids_distinct(l + from, n - from);
+  return mu_assert_ok_ids_distinct(l + from, n - from);
 }
 
 /* A pipeline runs to the end; `khost replay --from earliest` moves its

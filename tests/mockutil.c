@@ -2,6 +2,7 @@
 
 #include <check.h>
 #include <fcntl.h>
+#include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +305,21 @@ mu_line_t *mu_read_lines(const char *path, size_t *n) {
   }
   free(text);
   return lines;
+}
+
+size_t mu_assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
+  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+  size_t ok = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (l[i].result != KHOST_OK)
+      continue;
+    ck_assert_msg(!g_hash_table_contains(seen, l[i].event_id),
+                  "event %s handled twice", l[i].event_id);
+    g_hash_table_add(seen, (gpointer)l[i].event_id);
+    ok++;
+  }
+  g_hash_table_destroy(seen);
+  return ok;
 }
 
 size_t mu_count_result(const mu_line_t *l, size_t n, int result) {

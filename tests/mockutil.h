@@ -122,6 +122,9 @@ typedef struct mu_line {
 
 /* All lines of path; *n gets the count (0 when the file is absent). */
 mu_line_t *mu_read_lines(const char *path, size_t *n);
+/* Every OK line has a distinct event ID (fails the test otherwise);
+ * returns how many there are. */
+size_t mu_assert_ok_ids_distinct(const mu_line_t *l, size_t n);
 /* Count of lines with that result. */
 size_t mu_count_result(const mu_line_t *l, size_t n, int result);
 
