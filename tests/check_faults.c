@@ -636,20 +636,21 @@ END_TEST
 
 Suite *faults_suite(void) {
   Suite *s = suite_create("faults");
-  /* Each test a case of its own, run beside the others. */
-  TU_CASE(s, test_retry_pauses_only_its_partition, 120, "mock-cluster");
-  TU_CASE(s, test_retry_waits_longer_than_max_poll_interval_keep_the_member,
-          120, "mock-cluster");
+  /* Each test a case of its own, run beside the others; the longest
+   * first. */
   TU_CASE(s, test_dead_letter_topic, 120, "mock-cluster");
   TU_CASE(s, test_dead_letter_write_fails, 120, "mock-cluster");
+  TU_CASE(s, test_circuit_breaker_closes_after_cooldown, 120, "mock-cluster");
+  TU_CASE(s, test_circuit_breaker_stops_dead_lettering, 120, "mock-cluster");
   TU_CASE(s, test_dead_letter_write_in_flight_holds_its_partition_only, 120,
           "mock-cluster");
-  TU_CASE(s, test_circuit_breaker_stops_dead_lettering, 120, "mock-cluster");
-  TU_CASE(s, test_circuit_breaker_closes_after_cooldown, 120, "mock-cluster");
+  TU_CASE(s, test_retry_waits_longer_than_max_poll_interval_keep_the_member,
+          120, "mock-cluster");
+  TU_CASE(s, test_locked_dedup_db_holds_commits, 120, "mock-cluster");
+  TU_CASE(s, test_retry_pauses_only_its_partition, 120, "mock-cluster");
+  TU_CASE(s, test_slow_handler_is_reported, 120, "mock-cluster");
+  TU_CASE(s, test_commit_errors_are_retried, 120, "mock-cluster");
   TU_CASE(s, test_fatal_stops_the_host, 120, "mock-cluster");
   TU_CASE(s, test_fatal_stops_only_its_pipeline, 120, "mock-cluster");
-  TU_CASE(s, test_commit_errors_are_retried, 120, "mock-cluster");
-  TU_CASE(s, test_locked_dedup_db_holds_commits, 120, "mock-cluster");
-  TU_CASE(s, test_slow_handler_is_reported, 120, "mock-cluster");
   return s;
 }

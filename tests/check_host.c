@@ -860,23 +860,24 @@ END_TEST
 
 Suite *host_suite(void) {
   Suite *s = suite_create("host");
-  /* Each test a case of its own, run beside the others. */
-  TU_CASE(s, test_dedup_and_commit, 120, "mock-cluster");
+  /* Each test a case of its own, run beside the others; the longest
+   * first. */
   TU_CASE(s, test_restart_handles_nothing_again, 120, "mock-cluster");
-  TU_CASE(s, test_member_leaves_eager, 120, "mock-cluster");
   TU_CASE(s, test_member_leaves_cooperative, 120, "mock-cluster");
-  TU_CASE(s, test_missing_id_process, 120, "mock-cluster");
-  TU_CASE(s, test_missing_id_fail, 120, "mock-cluster");
-  TU_CASE(s, test_retry_then_ok_and_fail_does_not_block, 120, "mock-cluster");
+  TU_CASE(s, test_exit_at_end_two_hosts, 120, "mock-cluster");
+  TU_CASE(s, test_member_leaves_eager, 120, "mock-cluster");
+  TU_CASE(s, test_dedup_and_commit, 120, "mock-cluster");
+  TU_CASE(s, test_plugin_partitions_move, 120, "plugin-callbacks");
+  TU_CASE(s, test_plugin_partition_callbacks, 120, "plugin-callbacks");
+  TU_CASE(s, test_new_topic_matching_pattern, 120, "mock-cluster");
+  TU_CASE(s, test_member_metadata_refresh, 120, "mock-cluster");
   TU_CASE(s, test_retries_exhausted_become_fail, 120, "mock-cluster");
+  TU_CASE(s, test_exit_at_end_regex_topic, 120, "mock-cluster");
+  TU_CASE(s, test_missing_id_process, 120, "mock-cluster");
+  TU_CASE(s, test_retry_then_ok_and_fail_does_not_block, 120, "mock-cluster");
+  TU_CASE(s, test_missing_id_fail, 120, "mock-cluster");
   TU_CASE(s, test_fatal_stops_without_committing_past_it, 120, "mock-cluster");
   TU_CASE(s, test_member_kafka_conf, 120, "mock-cluster");
-  TU_CASE(s, test_member_metadata_refresh, 120, "mock-cluster");
-  TU_CASE(s, test_exit_at_end_two_hosts, 120, "mock-cluster");
-  TU_CASE(s, test_exit_at_end_regex_topic, 120, "mock-cluster");
-  TU_CASE(s, test_new_topic_matching_pattern, 120, "mock-cluster");
   TU_CASE(s, test_exit_at_end_regex_matching_nothing, 120, "mock-cluster");
-  TU_CASE(s, test_plugin_partition_callbacks, 120, "plugin-callbacks");
-  TU_CASE(s, test_plugin_partitions_move, 120, "plugin-callbacks");
   return s;
 }

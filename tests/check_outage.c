@@ -359,15 +359,16 @@ END_TEST
 
 Suite *outage_suite(void) {
   Suite *s = suite_create("outage");
-  FU_SCENARIO(s, test_commit_errors, 60);
-  FU_SCENARIO(s, test_coordinator_down, 90);
+  /* The longest first: the others share the other lanes meanwhile. */
   FU_SCENARIO(s, test_group_request_errors, 120);
-  FU_SCENARIO(s, test_join_and_leave_eager, 90);
-  FU_SCENARIO(s, test_join_and_leave_cooperative, 90);
   FU_SCENARIO(s, test_all_brokers_down, 150);
-  FU_SCENARIO(s, test_partition_without_leader, 60);
-  FU_SCENARIO(s, test_offset_out_of_range, 60);
+  FU_SCENARIO(s, test_join_and_leave_cooperative, 90);
+  FU_SCENARIO(s, test_commit_errors, 60);
   FU_SCENARIO(s, test_unknown_topic, 60);
+  FU_SCENARIO(s, test_offset_out_of_range, 60);
+  FU_SCENARIO(s, test_coordinator_down, 90);
+  FU_SCENARIO(s, test_join_and_leave_eager, 90);
+  FU_SCENARIO(s, test_partition_without_leader, 60);
   outage_sqlite_cases(s);
   return s;
 }

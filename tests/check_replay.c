@@ -680,16 +680,17 @@ Suite *replay_suite(void) {
   tcase_add_test(unit, test_parse_from);
   tcase_add_test(unit, test_parse_assignment);
   suite_add_tcase(s, unit);
-  /* Each test a case of its own, run beside the others. */
-  TU_CASE(s, test_replay_earliest_skip_handles_nothing, 120, "mock-cluster");
+  /* Each test a case of its own, run beside the others; the longest
+   * first. */
+  TU_CASE(s, test_run_from_beginning, 120, "mock-cluster");
+  TU_CASE(s, test_replay_from_time_lands_on_offsets, 120, "mock-cluster");
+  TU_CASE(s, test_replay_regex_topic, 120, "mock-cluster");
+  TU_CASE(s, test_replay_refused_while_member_active, 120, "mock-cluster");
   TU_CASE(s, test_replay_earliest_reprocess_handles_all_flagged, 120,
           "mock-cluster");
-  TU_CASE(s, test_replay_from_time_lands_on_offsets, 120, "mock-cluster");
-  TU_CASE(s, test_replay_refused_while_member_active, 120, "mock-cluster");
+  TU_CASE(s, test_replay_earliest_skip_handles_nothing, 120, "mock-cluster");
+  TU_CASE(s, test_offsets_regex_topic, 120, "mock-cluster");
   TU_CASE(s, test_dry_run_changes_nothing, 120, "mock-cluster");
   TU_CASE(s, test_offsets_after_partial_consumption, 120, "mock-cluster");
-  TU_CASE(s, test_run_from_beginning, 120, "mock-cluster");
-  TU_CASE(s, test_offsets_regex_topic, 120, "mock-cluster");
-  TU_CASE(s, test_replay_regex_topic, 120, "mock-cluster");
   return s;
 }

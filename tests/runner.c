@@ -27,7 +27,7 @@
 
 #include "testutil.h"
 
-#define RUNNER_LANES 4
+#define RUNNER_LANES 6
 
 static int lanes(void) {
   const char *env[] = {"CK_RUN_SUITE", "CK_RUN_CASE", "CK_INCLUDE_TAGS",
