@@ -970,19 +970,25 @@ Suite *cli_suite(void) {
   tcase_add_test(check, test_plugin_init_failure);
   suite_add_tcase(s, check);
 
-  /* These two beside each other and the others (tests/runner.c). */
-  TCase *run = tu_case(s, "run", 90, NULL);
-  tcase_add_unchecked_fixture(run, case_setup, case_teardown);
-  tcase_add_checked_fixture(run, setup, teardown);
-  tcase_add_test(run, test_run_exit_at_end);
-  tcase_add_test(run, test_sigterm_is_graceful);
-  tcase_add_test(run, test_second_signal_exits_at_once);
-  tcase_add_test(run, test_file_size_limit_is_an_io_error);
-
-  TCase *readme = tu_case(s, "readme", 120, NULL);
-  tcase_add_unchecked_fixture(readme, case_setup, case_teardown);
-  tcase_add_checked_fixture(readme, setup, teardown);
-  tcase_add_test(readme, test_readme_plugin);
-  tcase_add_test(readme, test_readme_quickstart);
+  /* The tests that run khost against the mock cluster, each a case of its
+   * own (tagged with the case they used to share), run side by side
+   * (tests/runner.c), the longest first. */
+  const struct {
+    const TTest *test;
+    const char *tag;
+    int timeout_s;
+  } slow[] = {{test_second_signal_exits_at_once, "run", 90},
+              {test_run_exit_at_end, "run", 90},
+              {test_readme_plugin, "readme", 120},
+              {test_readme_quickstart, "readme", 120},
+              {test_sigterm_is_graceful, "run", 90},
+              {test_file_size_limit_is_an_io_error, "run", 90}};
+  for (size_t i = 0; i < G_N_ELEMENTS(slow); i++) {
+    TCase *tc = tu_case(s, slow[i].test->name + strlen("test_"),
+                        slow[i].timeout_s, slow[i].tag);
+    tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, slow[i].test);
+  }
   return s;
 }
