@@ -91,35 +91,30 @@ static void assert_run(const run_t *r, int status, const char *needle) {
 /* Pipelines "orders" (TOPIC) and "coupons" (a topic the cluster does not
  * have); the dedup database in dir. */
 static char *write_cfg(const char *dir, const char *bootstraps) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
+  char *coupons = NULL, *plugin = tu_fixture("scripted");
+  /* Also without a cluster (bootstraps nobody answers at). */
+  mu_cluster_t where = {.bootstraps = bootstraps, .dir = (char *)dir};
   ck_assert_int_ge(
-      asprintf(&text,
-               "log_level = \"warning\";\n"
-               "kafka = { bootstrap_servers = \"%s\";\n"
-               "  session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
-               "  heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
-               "dedup = { path = \"%s/dedup.db\"; retention = \"7d\"; };\n"
-               "pipelines = ( {\n"
-               "  name = \"orders\"; group_id = \"" GROUP "\";\n"
-               "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
-               "  config = { log_path = \"%s/calls.log\"; };\n"
-               "}, {\n"
+      asprintf(&coupons,
+               ", {\n"
                "  name = \"coupons\"; group_id = \"coupon-consumer-group\";\n"
                "  topics = [ \"coupon-issue\" ]; plugin = \"%s\";\n"
-               "  config = { log_path = \"%s/calls.log\"; };\n"
-               "} );\n",
-               bootstraps, dir, plugin, dir, plugin, dir),
+               "  config = { log_path = \"%s/calls.log\"; };\n}",
+               plugin, dir),
       0);
-  char *path = tu_write_file(dir, "khost.cfg", text);
-  free(text);
+  mu_cfg_t o = {.top = "log_level = \"warning\";",
+                .dedup = "retention = \"7d\";",
+                .group = GROUP,
+                .topics = "\"" TOPIC "\"",
+                .more = coupons};
+  char *path = mu_write_cfg(&where, &o);
+  free(coupons);
   free(plugin);
   return path;
 }
 
 static char *dir_file(const char *dir, const char *name) {
-  char *p = NULL;
-  ck_assert_int_ge(asprintf(&p, "%s/%s", dir, name), 0);
-  return p;
+  return tu_path(dir, name);
 }
 
 /* 20 records in each of 3 partitions of TOPIC. */
@@ -570,11 +565,9 @@ Suite *admin_suite(void) {
   tcase_add_test(db, test_dedup_admin_beside_a_writer);
   tcase_add_test(db, test_nothing_to_inspect);
   suite_add_tcase(s, db);
-  TCase *tc = tcase_create("mock-cluster");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_replay_bad_input);
-  tcase_add_test(tc, test_replay_dry_run_changes_nothing);
-  tcase_add_test(tc, test_replay_then_offsets);
-  suite_add_tcase(s, tc);
+  /* Each test a case of its own, run beside the others. */
+  TU_CASE(s, test_replay_bad_input, 120, "mock-cluster");
+  TU_CASE(s, test_replay_dry_run_changes_nothing, 120, "mock-cluster");
+  TU_CASE(s, test_replay_then_offsets, 120, "mock-cluster");
   return s;
 }

@@ -522,14 +522,10 @@ END_TEST
 
 Suite *badinput_suite(void) {
   Suite *s = suite_create("badinput");
-  TCase *records = tcase_create("records");
-  tcase_add_unchecked_fixture(records, fu_case_setup, fu_case_teardown);
-  tcase_set_timeout(records, 90);
-  tcase_add_test(records, test_odd_records);
-  tcase_add_test(records, test_long_event_id);
-  tcase_add_test(records, test_repeated_event_id_header);
-  tcase_add_test(records, test_unknown_topic_in_config);
-  suite_add_tcase(s, records);
+  FU_SCENARIO(s, test_odd_records, 90);
+  FU_SCENARIO(s, test_long_event_id, 90);
+  FU_SCENARIO(s, test_repeated_event_id_header, 90);
+  FU_SCENARIO(s, test_unknown_topic_in_config, 90);
 
   TCase *files = tcase_create("files");
   tcase_add_unchecked_fixture(files, fu_case_setup, fu_case_teardown);
@@ -539,11 +535,7 @@ Suite *badinput_suite(void) {
   tcase_add_test(files, test_secrets_readable_by_others);
   suite_add_tcase(s, files);
 
-  TCase *signals = tcase_create("signals");
-  tcase_add_unchecked_fixture(signals, fu_case_setup, fu_case_teardown);
-  tcase_set_timeout(signals, 90);
-  tcase_add_test(signals, test_sighup_is_ignored);
-  tcase_add_test(signals, test_stderr_pipe_without_reader);
-  suite_add_tcase(s, signals);
+  FU_SCENARIO(s, test_sighup_is_ignored, 90);
+  FU_SCENARIO(s, test_stderr_pipe_without_reader, 90);
   return s;
 }

@@ -14,7 +14,6 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <glib.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -23,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,12 +39,7 @@ enum { RUN_TIMEOUT_MS = 60000, QUICK_TIMEOUT_MS = 20000 };
 
 /* ------------------------------------------------------------ children */
 
-typedef struct proc {
-  pid_t pid;
-  int status; /* waitpid() status, once exited */
-  int exited;
-  char *out, *err; /* files holding its stdout and stderr */
-} proc_t;
+typedef tu_proc_t proc_t;
 
 static char *g_root;    /* the test case's directory */
 static char *g_dir;     /* the test's directory, inside g_root */
@@ -95,42 +88,13 @@ static char *dir_path(const char *name) {
   return p;
 }
 
-/* In the child, between fork and exec: async-signal-safe calls only. */
-static void exec_child(const char *out, const char *err, char *const argv[],
-                       pid_t parent) {
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  /* Die with the test process, even when Check kills it on a timeout. */
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-    _exit(127);
-  int in = open("/dev/null", O_RDONLY);
-  int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (in < 0 || o < 0 || e < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 ||
-      dup2(e, 2) < 0)
-    _exit(127);
-  execv(argv[0], argv);
-  _exit(127);
-}
-
 /* Start argv (argv[0] a path); its output goes to <dir>/<tag>.out/.err. */
 static void spawn_argv(proc_t *p, const char *tag, char *const argv[]) {
-  memset(p, 0, sizeof(*p));
-  ck_assert_int_ge(asprintf(&p->out, "%s/%s.out", g_dir, tag), 0);
-  ck_assert_int_ge(asprintf(&p->err, "%s/%s.err", g_dir, tag), 0);
   size_t slot = 0;
   while (slot < G_N_ELEMENTS(g_live) && g_live[slot] > 0)
     slot++;
   ck_assert_msg(slot < G_N_ELEMENTS(g_live), "too many children");
-  fflush(NULL);
-  pid_t parent = getpid();
-  p->pid = fork();
-  ck_assert_msg(p->pid >= 0, "fork: %s", strerror(errno));
-  if (p->pid == 0)
-    exec_child(p->out, p->err, argv, parent);
+  tu_spawn(p, g_dir, tag, argv, NULL);
   g_live[slot] = p->pid;
 }
 
@@ -151,26 +115,16 @@ static void spawn_khost(proc_t *p, const char *tag, ...) {
 
 /* 1 once p has exited (within timeout_ms), 0 if it is still running. */
 static int reap(proc_t *p, int64_t timeout_ms) {
-  int64_t deadline = tu_mono_ms() + timeout_ms;
-  while (!p->exited) {
-    pid_t r = waitpid(p->pid, &p->status, WNOHANG);
-    ck_assert_msg(r >= 0, "waitpid: %s", strerror(errno));
-    if (r == p->pid) {
-      p->exited = 1;
-      forget_child(p->pid);
-    } else if (tu_mono_ms() >= deadline) {
-      return 0;
-    } else {
-      usleep(10 * 1000);
-    }
-  }
+  int was = p->exited;
+  if (!tu_reap(p, timeout_ms))
+    return 0;
+  if (!was)
+    forget_child(p->pid);
   return 1;
 }
 
 static void proc_free(proc_t *p) {
-  free(p->out);
-  free(p->err);
-  p->out = p->err = NULL;
+  tu_proc_free(p);
 }
 
 static char *slurp(const char *path) {
@@ -271,19 +225,7 @@ static void assert_has(const char *text, const char *needle, const char *what) {
 /* ------------------------------------------------------------ configs */
 
 /* Write <dir>/<name> from a printf format; returns its path. */
-static char *write_cfg(const char *name, const char *fmt, ...)
-    KHOST_PRINTF(2, 3);
-
-static char *write_cfg(const char *name, const char *fmt, ...) {
-  char *text = NULL;
-  va_list ap;
-  va_start(ap, fmt);
-  ck_assert_int_ge(vasprintf(&text, fmt, ap), 0);
-  va_end(ap);
-  char *path = tu_write_file(g_dir, name, text);
-  free(text);
-  return path;
-}
+#define write_cfg(name, ...) tu_write_filef(g_dir, (name), __VA_ARGS__)
 
 /* A config on the mock cluster (one broker, 3 partitions) with one
  * pipeline of one member; everything it writes goes to the temp dir. */
@@ -1028,22 +970,25 @@ Suite *cli_suite(void) {
   tcase_add_test(check, test_plugin_init_failure);
   suite_add_tcase(s, check);
 
-  TCase *run = tcase_create("run");
-  tcase_add_unchecked_fixture(run, case_setup, case_teardown);
-  tcase_add_checked_fixture(run, setup, teardown);
-  tcase_set_timeout(run, 90);
-  tcase_add_test(run, test_run_exit_at_end);
-  tcase_add_test(run, test_sigterm_is_graceful);
-  tcase_add_test(run, test_second_signal_exits_at_once);
-  tcase_add_test(run, test_file_size_limit_is_an_io_error);
-  suite_add_tcase(s, run);
-
-  TCase *readme = tcase_create("readme");
-  tcase_add_unchecked_fixture(readme, case_setup, case_teardown);
-  tcase_add_checked_fixture(readme, setup, teardown);
-  tcase_set_timeout(readme, 120);
-  tcase_add_test(readme, test_readme_plugin);
-  tcase_add_test(readme, test_readme_quickstart);
-  suite_add_tcase(s, readme);
+  /* The tests that run khost against the mock cluster, each a case of its
+   * own (tagged with the case they used to share), run side by side
+   * (tests/runner.c), the longest first. */
+  const struct {
+    const TTest *test;
+    const char *tag;
+    int timeout_s;
+  } slow[] = {{test_second_signal_exits_at_once, "run", 90},
+              {test_run_exit_at_end, "run", 90},
+              {test_readme_plugin, "readme", 120},
+              {test_readme_quickstart, "readme", 120},
+              {test_sigterm_is_graceful, "run", 90},
+              {test_file_size_limit_is_an_io_error, "run", 90}};
+  for (size_t i = 0; i < G_N_ELEMENTS(slow); i++) {
+    TCase *tc = tu_case(s, slow[i].test->name + strlen("test_"),
+                        slow[i].timeout_s, slow[i].tag);
+    tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, slow[i].test);
+  }
   return s;
 }

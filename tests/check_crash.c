@@ -488,16 +488,17 @@ END_TEST
 Suite *crash_suite(void) {
   Suite *s = suite_create("crash");
   crash_checker_cases(s);
-  FU_SCENARIO(s, test_kill_between_dedup_and_commit, 60, 2);
-  FU_SCENARIO(s, test_kill_at_random_moments, 240, 1);
-  FU_SCENARIO(s, test_zombie_commits_nothing, 60, 2);
-  FU_SCENARIO(s, test_claim_in_flight_when_assignment_lost, 90, 0);
-  FU_SCENARIO(s, test_sigstop_past_session_timeout, 60, 0);
-  FU_SCENARIO(s, test_sigterm_mid_batch, 60, 2);
-  FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60, 2);
-  FU_SCENARIO(s, test_stuck_handler_sigterm, 60, 0);
-  FU_SCENARIO(s, test_retry_storm_fail_and_kill, 90, 0);
-  FU_SCENARIO(s, test_fatal_stops_every_run, 60, 2);
-  FU_SCENARIO(s, test_crashing_record_is_dead_lettered, 120, 0);
+  /* The longest first: the others share the other lanes meanwhile. */
+  FU_SCENARIO(s, test_kill_at_random_moments, 240);
+  FU_SCENARIO(s, test_kill_between_dedup_and_commit, 60);
+  FU_SCENARIO(s, test_zombie_commits_nothing, 60);
+  FU_SCENARIO(s, test_claim_in_flight_when_assignment_lost, 90);
+  FU_SCENARIO(s, test_sigstop_past_session_timeout, 60);
+  FU_SCENARIO(s, test_sigterm_mid_batch, 60);
+  FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60);
+  FU_SCENARIO(s, test_stuck_handler_sigterm, 60);
+  FU_SCENARIO(s, test_retry_storm_fail_and_kill, 90);
+  FU_SCENARIO(s, test_fatal_stops_every_run, 60);
+  FU_SCENARIO(s, test_crashing_record_is_dead_lettered, 120);
   return s;
 }

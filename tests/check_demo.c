@@ -871,13 +871,15 @@ Suite *demo_suite(void) {
   tcase_add_test(tc, test_demo_cfg_loads);
   suite_add_tcase(s, tc);
 
-  tc = tcase_create("scenario");
-  tcase_add_checked_fixture(tc, setup, teardown);
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_demo_scenario);
-  tcase_add_test(tc, test_demo_program_output);
-  tcase_add_test(tc, test_demo_program_not_reconciled);
-  tcase_add_test(tc, test_demo_report_stopped_early);
-  suite_add_tcase(s, tc);
+  /* The scenarios side by side, each a case of its own (tagged
+   * "scenario"). */
+  const TTest *scenarios[] = {test_demo_scenario, test_demo_program_output,
+                              test_demo_program_not_reconciled,
+                              test_demo_report_stopped_early};
+  for (size_t i = 0; i < G_N_ELEMENTS(scenarios); i++) {
+    tc = tu_case(s, scenarios[i]->name + strlen("test_"), 120, "scenario");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, scenarios[i]);
+  }
   return s;
 }

@@ -180,13 +180,16 @@ END_TEST
 
 Suite *end_tracker_suite(void) {
   Suite *s = suite_create("end_tracker");
-  TCase *tc = tcase_create("tracker");
-  tcase_set_timeout(tc, 60);
-  tcase_add_checked_fixture(tc, setup, teardown);
-  tcase_add_test(tc, test_progress_to_the_end_offsets_stops_once);
-  tcase_add_test(tc, test_group_commits_count);
-  tcase_add_test(tc, test_group_offset_past_the_end_does_not_count);
-  tcase_add_test(tc, test_missing_topic_is_an_error);
-  suite_add_tcase(s, tc);
+  /* Each test against a mock cluster of its own, a case of its own (tagged
+   * "tracker"), run beside the others (tests/runner.c). */
+  const TTest *tests[] = {test_progress_to_the_end_offsets_stops_once,
+                          test_group_commits_count,
+                          test_group_offset_past_the_end_does_not_count,
+                          test_missing_topic_is_an_error};
+  for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+    TCase *tc = tu_case(s, tests[i]->name + strlen("test_"), 60, "tracker");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, tests[i]);
+  }
   return s;
 }

@@ -4,7 +4,6 @@
  * failed offset commits, a locked dedup database, slow handlers.
  */
 #include <check.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -27,28 +26,11 @@
  * the first pipeline, plugin_extra into its plugin config. */
 static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra,
                        const char *plugin_extra, const char *second) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
-  ck_assert_int_ge(asprintf(&text,
-                            "shutdown_timeout = \"20s\";\n"
-                            "kafka = { bootstrap_servers = \"%s\";\n"
-                            "  session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
-                            "  heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
-                            "dedup = { path = \"%s/dedup.db\"; };\n"
-                            "pipelines = ( {\n"
-                            "  name = \"orders\"; group_id = \"" GROUP "\";\n"
-                            "  topics = [ \"" TOPIC "\" ]; plugin = \"%s\";\n"
-                            "  %s\n"
-                            "  config = { log_path = \"%s/calls.log\"; %s };\n"
-                            "}%s );\n",
-                            c->bootstraps, c->dir, plugin,
-                            pipeline_extra ? pipeline_extra : "", c->dir,
-                            plugin_extra ? plugin_extra : "",
-                            second ? second : ""),
-                   0);
-  char *path = tu_write_file(c->dir, "khost.cfg", text);
-  free(text);
-  free(plugin);
-  return path;
+  mu_cfg_t o = {.group = GROUP,
+                .pipeline = pipeline_extra,
+                .plugin = plugin_extra,
+                .more = second};
+  return mu_write_cfg(c, &o);
 }
 
 /* n records evt-0 .. evt-<n-1> with value to partition part of TOPIC. */
@@ -62,9 +44,7 @@ static void produce_n(mu_cluster_t *c, int32_t part, int n, const char *value) {
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
-  char *p = NULL;
-  ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
-  return p;
+  return tu_path(c->dir, name);
 }
 
 static const mu_line_t *find_line(const mu_line_t *l, size_t n, int32_t part,
@@ -75,35 +55,9 @@ static const mu_line_t *find_line(const mu_line_t *l, size_t n, int32_t part,
   return NULL;
 }
 
-/* log lines of the host go to a file the test reads */
-static int log_to(mu_cluster_t *c, const char *name) {
-  char *path = dir_file(c, name);
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-  ck_assert_int_ge(fd, 0);
-  free(path);
-  log_set_fd(fd);
-  return fd;
-}
-
-static void log_restore(int fd) {
-  log_set_fd(2);
-  close(fd);
-}
-
-static int file_has(mu_cluster_t *c, const char *name, const char *needle) {
-  char *path = dir_file(c, name), *text = tu_read_file(path);
-  int has = text && strstr(text, needle) != NULL;
-  free(text);
-  free(path);
-  return has;
-}
-
 static int file_count(mu_cluster_t *c, const char *name, const char *needle) {
-  char *path = dir_file(c, name), *text = tu_read_file(path);
-  int n = 0;
-  for (const char *at = text; at && (at = strstr(at, needle)) != NULL; at++)
-    n++;
-  free(text);
+  char *path = dir_file(c, name);
+  int n = tu_file_count(path, needle);
   free(path);
   return n;
 }
@@ -133,14 +87,7 @@ static int marks_of(mu_cluster_t *c, const char *event_id) {
 }
 
 static pipeline_stats_t run_to_end(const char *cfg, int want_status) {
-  mu_host_t h;
-  pipeline_stats_t s;
-  mu_host_start(&h, cfg, 1);
-  mu_host_wait(&h, 60000);
-  ck_assert_int_eq(h.status, want_status);
-  mu_host_stats(&h, &s);
-  mu_host_close(&h);
-  return s;
+  return mu_run_to_end(cfg, want_status, 60000);
 }
 
 /* A record that asks to retry pauses its own partition only: the other
@@ -187,7 +134,7 @@ END_TEST
 /* A record whose retries wait far longer in all than max.poll.interval.ms
  * (5 waits of 1 s against 3 s): the member keeps polling while it waits,
  * so it never leaves the group, and the record is handled in the end. */
-START_TEST(test_retry_waits_do_not_exceed_max_poll_interval) {
+START_TEST(test_retry_waits_longer_than_max_poll_interval_keep_the_member) {
   mu_cluster_t c;
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 1);
@@ -198,15 +145,19 @@ START_TEST(test_retry_waits_do_not_exceed_max_poll_interval) {
       "retry = { max = 6; backoff = \"1s\"; backoff_max = \"1s\"; };\n"
       "  kafka = { max_poll_interval_ms = " MU_SESSION_TIMEOUT "; };",
       "retry_times = 5;", NULL);
-  int fd = log_to(&c, "khost.log");
+  /* Info: the assignments and a lost one are logged at that level. */
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_INFO);
   pipeline_stats_t s = run_to_end(cfg, 0);
-  log_restore(fd);
+  mu_log_restore(fd);
   ck_assert_uint_eq(s.retries, 5);
   ck_assert_uint_eq(s.handled, 1);
   ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 1);
-  ck_assert_msg(!file_has(&c, "khost.log", "MAXPOLL"),
+  /* Assigned once and never again: the member stayed in the group. */
+  ck_assert_int_eq(
+      file_count(&c, "khost.log", "assigned 1 partition(s): " TOPIC "[0]"), 1);
+  ck_assert_msg(file_count(&c, "khost.log", "MAXPOLL") == 0,
                 "max.poll.interval.ms exceeded");
-  ck_assert_msg(!file_has(&c, "khost.log", "lost 1 partition"),
+  ck_assert_msg(file_count(&c, "khost.log", "lost 1 partition") == 0,
                 "the assignment was lost");
   free(cfg);
   mu_stop(&c);
@@ -256,10 +207,14 @@ START_TEST(test_dead_letter_topic) {
                         "  kafka = { max_poll_interval_ms = 60000;\n"
                         "            isolation_level = \"read_committed\"; };",
                         NULL, NULL);
-  int fd = log_to(&c, "khost.log");
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_WARNING);
   pipeline_stats_t s = run_to_end(cfg, 0);
-  log_restore(fd);
-  ck_assert_msg(!file_has(&c, "khost.log", "CONFWARN"), "librdkafka warned");
+  mu_log_restore(fd);
+  /* The log was written: the record was dead-lettered. */
+  ck_assert_int_eq(file_count(&c, "khost.log", "sent to the dead-letter topic"),
+                   1);
+  ck_assert_msg(file_count(&c, "khost.log", "CONFWARN") == 0,
+                "librdkafka warned");
   ck_assert_uint_eq(s.handled, 2);
   ck_assert_uint_eq(s.failed, 1);
   ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 3);
@@ -311,7 +266,7 @@ START_TEST(test_dead_letter_write_fails) {
                         "  retry = { max = 3; backoff = \"100ms\"; "
                         "backoff_max = \"200ms\"; };",
                         NULL, NULL);
-  int fd = log_to(&c, "khost.log");
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_WARNING);
   mu_host_start(&h, cfg, 0);
   /* A sample taken while refusals are left was taken before the write
    * could have succeeded. */
@@ -339,7 +294,7 @@ START_TEST(test_dead_letter_write_fails) {
   mu_host_stop(&h);
   mu_host_stats(&h, &s);
   mu_host_close(&h);
-  log_restore(fd);
+  mu_log_restore(fd);
   /* More refusals logged than the broker made: after each, librdkafka
    * holds the topic in error until its next metadata refresh and refuses
    * the write itself. */
@@ -464,9 +419,9 @@ START_TEST(test_circuit_breaker_closes_after_cooldown) {
                         "  circuit_breaker = { window = 20; failure_ratio = "
                         "0.5; cooldown = \"2s\"; };",
                         plugin, NULL);
-  int fd = log_to(&c, "khost.log");
+  /* Notice: "circuit breaker closed". */
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_NOTICE);
   mu_host_start(&h, cfg, 0);
-  log_set_level(KHOST_LOG_NOTICE); /* "circuit breaker closed" */
   TU_WAIT_UNTIL((mu_host_stats(&h, &s), s.breaker_trips == 1), 30000,
                 "the breaker opens");
   ck_assert_uint_eq(s.failed, 9);
@@ -476,7 +431,7 @@ START_TEST(test_circuit_breaker_closes_after_cooldown) {
   mu_host_stop(&h);
   mu_host_stats(&h, &s);
   mu_host_close(&h);
-  log_restore(fd);
+  mu_log_restore(fd);
   ck_assert_uint_eq(s.breaker_trips, 1);
   ck_assert_uint_eq(s.failed, 9);
   ck_assert_uint_eq(s.handled, 21);
@@ -667,12 +622,12 @@ START_TEST(test_slow_handler_is_reported) {
   mu_flush(&c);
   char *cfg =
       write_cfg(&c, "handler_timeout = \"300ms\";", "slow_ms = 1500;", NULL);
-  int fd = log_to(&c, "khost.log");
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_WARNING);
   run_to_end(cfg, 0);
-  log_restore(fd);
-  ck_assert_msg(file_has(&c, "khost.log", "handle() has been running for"),
+  mu_log_restore(fd);
+  ck_assert_msg(file_count(&c, "khost.log", "handle() has been running for"),
                 "no slow-handler report");
-  ck_assert_msg(file_has(&c, "khost.log", "order-completed [0] offset 0"),
+  ck_assert_msg(file_count(&c, "khost.log", "order-completed [0] offset 0"),
                 "the report does not name the record");
   free(cfg);
   mu_stop(&c);
@@ -681,20 +636,21 @@ END_TEST
 
 Suite *faults_suite(void) {
   Suite *s = suite_create("faults");
-  TCase *tc = tcase_create("mock-cluster");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_retry_pauses_only_its_partition);
-  tcase_add_test(tc, test_retry_waits_do_not_exceed_max_poll_interval);
-  tcase_add_test(tc, test_dead_letter_topic);
-  tcase_add_test(tc, test_dead_letter_write_fails);
-  tcase_add_test(tc, test_dead_letter_write_in_flight_holds_its_partition_only);
-  tcase_add_test(tc, test_circuit_breaker_stops_dead_lettering);
-  tcase_add_test(tc, test_circuit_breaker_closes_after_cooldown);
-  tcase_add_test(tc, test_fatal_stops_the_host);
-  tcase_add_test(tc, test_fatal_stops_only_its_pipeline);
-  tcase_add_test(tc, test_commit_errors_are_retried);
-  tcase_add_test(tc, test_locked_dedup_db_holds_commits);
-  tcase_add_test(tc, test_slow_handler_is_reported);
-  suite_add_tcase(s, tc);
+  /* Each test a case of its own, run beside the others; the longest
+   * first. */
+  TU_CASE(s, test_dead_letter_topic, 120, "mock-cluster");
+  TU_CASE(s, test_dead_letter_write_fails, 120, "mock-cluster");
+  TU_CASE(s, test_circuit_breaker_closes_after_cooldown, 120, "mock-cluster");
+  TU_CASE(s, test_circuit_breaker_stops_dead_lettering, 120, "mock-cluster");
+  TU_CASE(s, test_dead_letter_write_in_flight_holds_its_partition_only, 120,
+          "mock-cluster");
+  TU_CASE(s, test_retry_waits_longer_than_max_poll_interval_keep_the_member,
+          120, "mock-cluster");
+  TU_CASE(s, test_locked_dedup_db_holds_commits, 120, "mock-cluster");
+  TU_CASE(s, test_retry_pauses_only_its_partition, 120, "mock-cluster");
+  TU_CASE(s, test_slow_handler_is_reported, 120, "mock-cluster");
+  TU_CASE(s, test_commit_errors_are_retried, 120, "mock-cluster");
+  TU_CASE(s, test_fatal_stops_the_host, 120, "mock-cluster");
+  TU_CASE(s, test_fatal_stops_only_its_pipeline, 120, "mock-cluster");
   return s;
 }

@@ -665,21 +665,17 @@ Suite *gen_suite(void) {
   tcase_add_test(tc, test_bad_property);
   suite_add_tcase(s, tc);
 
-  tc = tcase_create("mock-cluster");
+  tc = tu_case(s, "mock-cluster", 60, NULL);
   tcase_add_checked_fixture(tc, quiet, NULL);
-  tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_run_to_mock_cluster);
   tcase_add_test(tc, test_balance_order_in_kafka);
   tcase_add_test(tc, test_missing_topic_fails);
   tcase_add_test(tc, test_delivery_failure_reported);
-  suite_add_tcase(s, tc);
 
-  tc = tcase_create("cli");
-  tcase_set_timeout(tc, 60);
+  tc = tu_case(s, "cli", 60, NULL);
   tcase_add_test(tc, test_cli_mock_run);
   tcase_add_test(tc, test_cli_topics_and_duration);
   tcase_add_loop_test(tc, test_cli_usage, 0, (int)G_N_ELEMENTS(usage_cases));
   tcase_add_test(tc, test_cli_help_version);
-  suite_add_tcase(s, tc);
   return s;
 }

@@ -16,40 +16,34 @@
 #define GROUP "data-platform-consumer-group"
 
 /* A config for one pipeline using the scripted fixture plugin, with the
- * topics (libconfig list items) given. */
+ * topics (libconfig list items) given; retries 40 ms apart unless
+ * pipeline_extra says otherwise, and the metadata refreshed every 500 ms
+ * (new topics matching a pattern). */
 static char *write_cfg_topics(mu_cluster_t *c, const char *file,
                               const char *topics, const char *group,
                               int members, const char *log, const char *db,
                               const char *pipeline_extra,
                               const char *plugin_extra) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
+  char *pipeline = NULL;
   ck_assert_int_ge(
-      asprintf(&text,
-               "shutdown_timeout = \"20s\";\n"
-               "kafka = { bootstrap_servers = \"%s\";\n"
-               "          session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
-               "          heartbeat_interval_ms = " MU_HEARTBEAT ";\n"
-               "          topic_metadata_refresh_interval_ms = 500; };\n"
-               "dedup = { path = \"%s/%s\"; };\n"
-               "pipelines = ( {\n"
-               "  name = \"orders\"; group_id = \"%s\";\n"
-               "  topics = [ %s ]; members = %d;\n"
-               "  plugin = \"%s\";\n"
-               "  %s\n"
-               "  %s\n"
-               "  config = { log_path = \"%s/%s\"; %s };\n"
-               "} );\n",
-               c->bootstraps, c->dir, db, group, topics, members, plugin,
+      asprintf(&pipeline, "%s\n  %s",
                pipeline_extra && strstr(pipeline_extra, "retry")
                    ? ""
                    : "retry = { max = 5; backoff = \"40ms\"; backoff_max = "
                      "\"1s\"; };",
-               pipeline_extra ? pipeline_extra : "", c->dir, log,
-               plugin_extra ? plugin_extra : ""),
+               pipeline_extra ? pipeline_extra : ""),
       0);
-  char *path = tu_write_file(c->dir, file, text);
-  free(text);
-  free(plugin);
+  mu_cfg_t o = {.file = file,
+                .kafka = MU_KAFKA " topic_metadata_refresh_interval_ms = 500;",
+                .db = db,
+                .group = group,
+                .topics = topics,
+                .members = members,
+                .pipeline = pipeline,
+                .log = log,
+                .plugin = plugin_extra};
+  char *path = mu_write_cfg(c, &o);
+  free(pipeline);
   return path;
 }
 
@@ -62,21 +56,12 @@ static char *write_cfg(mu_cluster_t *c, const char *file, const char *group,
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
-  char *p = NULL;
-  ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
-  return p;
+  return tu_path(c->dir, name);
 }
 
 /* Run a host on cfg until it reaches the end offsets; returns its stats. */
 static pipeline_stats_t run_to_end(const char *cfg) {
-  mu_host_t h;
-  pipeline_stats_t s;
-  mu_host_start(&h, cfg, 1);
-  mu_host_wait(&h, 60000);
-  ck_assert_int_eq(h.status, 0);
-  mu_host_stats(&h, &s);
-  mu_host_close(&h);
-  return s;
+  return mu_run_to_end(cfg, 0, 60000);
 }
 
 /* Committed offsets of GROUP equal the end offsets of every partition. */
@@ -87,22 +72,6 @@ static void assert_committed_at_end(mu_cluster_t *c, const char *group,
     ck_assert_int_gt(end, 0);
     ck_assert_int_eq(mu_committed(c, group, TOPIC, p), end);
   }
-}
-
-/* Every OK line has a distinct event ID; returns how many there are. */
-static size_t assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
-  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
-  size_t ok = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (l[i].result != KHOST_OK)
-      continue;
-    ck_assert_msg(!g_hash_table_contains(seen, l[i].event_id),
-                  "event %s handled twice", l[i].event_id);
-    g_hash_table_add(seen, (gpointer)l[i].event_id);
-    ok++;
-  }
-  g_hash_table_destroy(seen);
-  return ok;
 }
 
 /* N records over 3 partitions, of which M re-use an earlier event ID (some
@@ -134,7 +103,7 @@ START_TEST(test_dedup_and_commit) {
   size_t n;
   mu_line_t *lines = mu_read_lines(log, &n);
   ck_assert_uint_eq(n, N_RECORDS - N_DUPS);
-  ck_assert_uint_eq(assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
   ck_assert_uint_eq(s.handled, N_RECORDS - N_DUPS);
   /* At least the re-published ones; more when a rebalance redelivered
    * records whose commit the mock refused (it rejects commits during a
@@ -232,7 +201,7 @@ static void member_leaves(const char *assignor) {
   mu_line_t *all = calloc(na + nb, sizeof(*all));
   memcpy(all, la, na * sizeof(*la));
   memcpy(all + na, lb, nb * sizeof(*lb));
-  ck_assert_uint_eq(assert_ok_ids_distinct(all, na + nb), RECORDS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(all, na + nb), RECORDS);
   for (int p = 0; p < PARTS; p++)
     ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, p), RECORDS / PARTS);
   mu_host_close(&a);
@@ -891,29 +860,24 @@ END_TEST
 
 Suite *host_suite(void) {
   Suite *s = suite_create("host");
-  TCase *tc = tcase_create("mock-cluster");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_dedup_and_commit);
-  tcase_add_test(tc, test_restart_handles_nothing_again);
-  tcase_add_test(tc, test_member_leaves_eager);
-  tcase_add_test(tc, test_member_leaves_cooperative);
-  tcase_add_test(tc, test_missing_id_process);
-  tcase_add_test(tc, test_missing_id_fail);
-  tcase_add_test(tc, test_retry_then_ok_and_fail_does_not_block);
-  tcase_add_test(tc, test_retries_exhausted_become_fail);
-  tcase_add_test(tc, test_fatal_stops_without_committing_past_it);
-  tcase_add_test(tc, test_member_kafka_conf);
-  tcase_add_test(tc, test_member_metadata_refresh);
-  tcase_add_test(tc, test_exit_at_end_two_hosts);
-  tcase_add_test(tc, test_exit_at_end_regex_topic);
-  tcase_add_test(tc, test_new_topic_matching_pattern);
-  tcase_add_test(tc, test_exit_at_end_regex_matching_nothing);
-  suite_add_tcase(s, tc);
-
-  tc = tcase_create("plugin-callbacks");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_plugin_partition_callbacks);
-  tcase_add_test(tc, test_plugin_partitions_move);
-  suite_add_tcase(s, tc);
+  /* Each test a case of its own, run beside the others; the longest
+   * first. */
+  TU_CASE(s, test_restart_handles_nothing_again, 120, "mock-cluster");
+  TU_CASE(s, test_member_leaves_cooperative, 120, "mock-cluster");
+  TU_CASE(s, test_exit_at_end_two_hosts, 120, "mock-cluster");
+  TU_CASE(s, test_member_leaves_eager, 120, "mock-cluster");
+  TU_CASE(s, test_dedup_and_commit, 120, "mock-cluster");
+  TU_CASE(s, test_plugin_partitions_move, 120, "plugin-callbacks");
+  TU_CASE(s, test_plugin_partition_callbacks, 120, "plugin-callbacks");
+  TU_CASE(s, test_new_topic_matching_pattern, 120, "mock-cluster");
+  TU_CASE(s, test_member_metadata_refresh, 120, "mock-cluster");
+  TU_CASE(s, test_retries_exhausted_become_fail, 120, "mock-cluster");
+  TU_CASE(s, test_exit_at_end_regex_topic, 120, "mock-cluster");
+  TU_CASE(s, test_missing_id_process, 120, "mock-cluster");
+  TU_CASE(s, test_retry_then_ok_and_fail_does_not_block, 120, "mock-cluster");
+  TU_CASE(s, test_missing_id_fail, 120, "mock-cluster");
+  TU_CASE(s, test_fatal_stops_without_committing_past_it, 120, "mock-cluster");
+  TU_CASE(s, test_member_kafka_conf, 120, "mock-cluster");
+  TU_CASE(s, test_exit_at_end_regex_matching_nothing, 120, "mock-cluster");
   return s;
 }

@@ -72,9 +72,7 @@ static void scenario_close(scenario_t *s) {
 }
 
 static char *dir_file(scenario_t *s, const char *name) {
-  char *p = NULL;
-  ck_assert_int_ge(asprintf(&p, "%s/%s", s->c.dir, name), 0);
-  return p;
+  return tu_path(s->c.dir, name);
 }
 
 /* A config for one pipeline on the scenario's topic with the `scripted`
@@ -82,42 +80,28 @@ static char *dir_file(scenario_t *s, const char *name) {
 static char *write_cfg(scenario_t *s, const char *file, int members,
                        const char *log, const char *db,
                        const char *pipeline_extra, const char *plugin_extra) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
-  ck_assert_int_ge(
-      asprintf(&text,
-               "shutdown_timeout = \"30s\";\n"
-               "kafka = { bootstrap_servers = \"%s\";\n"
-               "          session_timeout_ms = " KU_SESSION_TIMEOUT ";\n"
-               "          heartbeat_interval_ms = " KU_HEARTBEAT ";\n"
-               "          topic_metadata_refresh_interval_ms = 1000; };\n"
-               "dedup = { path = \"%s/%s\"; };\n"
-               "pipelines = ( {\n"
-               "  name = \"orders\"; group_id = \"%s\";\n"
-               "  topics = [ \"%s\" ]; members = %d;\n"
-               "  plugin = \"%s\";\n"
-               "  %s\n"
-               "  config = { log_path = \"%s/%s\"; %s };\n"
-               "} );\n",
-               s->c.bootstraps, s->c.dir, db, s->group, s->topic, members,
-               plugin, pipeline_extra ? pipeline_extra : "", s->c.dir, log,
-               plugin_extra ? plugin_extra : ""),
-      0);
-  char *path = tu_write_file(s->c.dir, file, text);
-  free(text);
-  free(plugin);
+  char *topics = NULL;
+  ck_assert_int_ge(asprintf(&topics, "\"%s\"", s->topic), 0);
+  mu_cfg_t o = {.file = file,
+                .top = "shutdown_timeout = \"30s\";",
+                .kafka = "session_timeout_ms = " KU_SESSION_TIMEOUT
+                         "; heartbeat_interval_ms = " KU_HEARTBEAT
+                         "; topic_metadata_refresh_interval_ms = 1000;",
+                .db = db,
+                .group = s->group,
+                .topics = topics,
+                .members = members,
+                .pipeline = pipeline_extra,
+                .log = log,
+                .plugin = plugin_extra};
+  char *path = mu_write_cfg(&s->c, &o);
+  free(topics);
   return path;
 }
 
 /* Run a host in this process until it reaches the end offsets. */
 static pipeline_stats_t run_to_end(const char *cfg) {
-  mu_host_t h;
-  pipeline_stats_t st;
-  mu_host_start(&h, cfg, 1);
-  mu_host_wait(&h, RUN_TIMEOUT_MS);
-  ck_assert_int_eq(h.status, 0);
-  mu_host_stats(&h, &st);
-  mu_host_close(&h);
-  return st;
+  return mu_run_to_end(cfg, 0, RUN_TIMEOUT_MS);
 }
 
 /* The group's committed offsets equal the end offsets of every partition,
@@ -140,22 +124,6 @@ static int64_t assert_committed_at_end(scenario_t *s) {
   }
   free(rows);
   return total;
-}
-
-/* Every OK line has a distinct event ID; returns how many there are. */
-static size_t assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
-  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
-  size_t ok = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (l[i].result != KHOST_OK)
-      continue;
-    ck_assert_msg(!g_hash_table_contains(seen, l[i].event_id),
-                  "event %s handled twice", l[i].event_id);
-    g_hash_table_add(seen, (gpointer)l[i].event_id);
-    ok++;
-  }
-  g_hash_table_destroy(seen);
-  return ok;
 }
 
 static size_t count_lines(const char *path) {
@@ -236,7 +204,7 @@ START_TEST(test_dedup_commit_restart) {
   size_t n;
   mu_line_t *lines = mu_read_lines(log, &n);
   ck_assert_uint_eq(n, N_RECORDS - N_DUPS);
-  ck_assert_uint_eq(assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(lines, n), N_RECORDS - N_DUPS);
   ck_assert_uint_eq(st.handled, N_RECORDS - N_DUPS);
   /* Exactly the re-published ones: a real broker accepts the synchronous
    * commit made when the second member's join revokes partitions, so
@@ -609,7 +577,7 @@ static size_t assert_replayed(const mu_line_t *l, size_t from, size_t n,
                       (l[i].flags & KHOST_RECORD_REPLAY),
                   "%s [%d] offset %" PRId64 " handled with flags %u",
                   l[i].event_id, (int)l[i].partition, l[i].offset, l[i].flags);
-  return assert_ok_ids_distinct(l + from, n - from);
+  return mu_assert_ok_ids_distinct(l + from, n - from);
 }
 
 /* A pipeline runs to the end; `khost replay --from earliest` moves its

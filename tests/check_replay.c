@@ -33,26 +33,11 @@
 static char *write_cfg_full(mu_cluster_t *c, const char *name,
                             const char *group, const char *topics,
                             const char *pipeline_extra) {
-  char *text = NULL, *plugin = tu_fixture("scripted");
-  ck_assert_int_ge(asprintf(&text,
-                            "shutdown_timeout = \"20s\";\n"
-                            "kafka = { bootstrap_servers = \"%s\";\n"
-                            "  session_timeout_ms = " MU_SESSION_TIMEOUT ";\n"
-                            "  heartbeat_interval_ms = " MU_HEARTBEAT "; };\n"
-                            "dedup = { path = \"%s/dedup.db\"; };\n"
-                            "pipelines = ( {\n"
-                            "  name = \"orders\"; group_id = \"%s\";\n"
-                            "  topics = [ %s ]; plugin = \"%s\";\n"
-                            "  %s\n"
-                            "  config = { log_path = \"%s/calls.log\"; };\n"
-                            "} );\n",
-                            c->bootstraps, c->dir, group, topics, plugin,
-                            pipeline_extra ? pipeline_extra : "", c->dir),
-                   0);
-  char *path = tu_write_file(c->dir, name, text);
-  free(text);
-  free(plugin);
-  return path;
+  mu_cfg_t o = {.file = name,
+                .group = group,
+                .topics = topics,
+                .pipeline = pipeline_extra};
+  return mu_write_cfg(c, &o);
 }
 
 static char *write_cfg_as(mu_cluster_t *c, const char *name, const char *group,
@@ -70,9 +55,7 @@ static char *write_cfg(mu_cluster_t *c, const char *pipeline_extra) {
 }
 
 static char *dir_file(mu_cluster_t *c, const char *name) {
-  char *p = NULL;
-  ck_assert_int_ge(asprintf(&p, "%s/%s", c->dir, name), 0);
-  return p;
+  return tu_path(c->dir, name);
 }
 
 /* n records per partition, event IDs evt-<partition>-<i>; with ts_base
@@ -95,14 +78,7 @@ static void produce(mu_cluster_t *c, int n, int64_t ts_base) {
 }
 
 static pipeline_stats_t run_to_end(const char *cfg) {
-  mu_host_t h;
-  pipeline_stats_t s;
-  mu_host_start(&h, cfg, 1);
-  mu_host_wait(&h, 60000);
-  ck_assert_int_eq(h.status, 0);
-  mu_host_stats(&h, &s);
-  mu_host_close(&h);
-  return s;
+  return mu_run_to_end(cfg, 0, 60000);
 }
 
 static replay_opts_t opts_from(const char *from, int mode) {
@@ -704,17 +680,17 @@ Suite *replay_suite(void) {
   tcase_add_test(unit, test_parse_from);
   tcase_add_test(unit, test_parse_assignment);
   suite_add_tcase(s, unit);
-  TCase *tc = tcase_create("mock-cluster");
-  tcase_set_timeout(tc, 120);
-  tcase_add_test(tc, test_replay_earliest_skip_handles_nothing);
-  tcase_add_test(tc, test_replay_earliest_reprocess_handles_all_flagged);
-  tcase_add_test(tc, test_replay_from_time_lands_on_offsets);
-  tcase_add_test(tc, test_replay_refused_while_member_active);
-  tcase_add_test(tc, test_dry_run_changes_nothing);
-  tcase_add_test(tc, test_offsets_after_partial_consumption);
-  tcase_add_test(tc, test_run_from_beginning);
-  tcase_add_test(tc, test_offsets_regex_topic);
-  tcase_add_test(tc, test_replay_regex_topic);
-  suite_add_tcase(s, tc);
+  /* Each test a case of its own, run beside the others; the longest
+   * first. */
+  TU_CASE(s, test_run_from_beginning, 120, "mock-cluster");
+  TU_CASE(s, test_replay_from_time_lands_on_offsets, 120, "mock-cluster");
+  TU_CASE(s, test_replay_regex_topic, 120, "mock-cluster");
+  TU_CASE(s, test_replay_refused_while_member_active, 120, "mock-cluster");
+  TU_CASE(s, test_replay_earliest_reprocess_handles_all_flagged, 120,
+          "mock-cluster");
+  TU_CASE(s, test_replay_earliest_skip_handles_nothing, 120, "mock-cluster");
+  TU_CASE(s, test_offsets_regex_topic, 120, "mock-cluster");
+  TU_CASE(s, test_dry_run_changes_nothing, 120, "mock-cluster");
+  TU_CASE(s, test_offsets_after_partial_consumption, 120, "mock-cluster");
   return s;
 }

@@ -6,15 +6,12 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,8 +20,6 @@
 
 #define KHOST TOP_BUILDDIR "/src/khost"
 #define MOCKD TOP_BUILDDIR "/tests/mockd"
-/* The uid/gid FU_UNPRIVILEGED runs as (nobody/nogroup on Debian). */
-#define FU_NOBODY 65534
 #define FU_QUERY_MS 10000
 
 static char *g_root; /* the test case's directory */
@@ -65,49 +60,23 @@ char *fu_db_path(const fu_world_t *w, int db) {
 
 /* ------------------------------------------------------------ children */
 
-/* In the child, between fork and exec: async-signal-safe calls only. */
-static void child_setup(const char *out, const char *err, int flags,
-                        pid_t parent) {
-  sigset_t none;
-  struct rlimit no_core = {0, 0};
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  signal(SIGXFSZ, (flags & FU_IGNORE_XFSZ) ? SIG_IGN : SIG_DFL);
-  /* Die with the test process, even when Check kills it on a timeout;
-   * crashes on purpose leave no core files. */
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent ||
-      setrlimit(RLIMIT_CORE, &no_core) != 0)
-    _exit(127);
-  int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-  int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-  if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-    _exit(127);
-  if ((flags & FU_UNPRIVILEGED) && geteuid() == 0 &&
-      (setgroups(0, NULL) != 0 || setgid(FU_NOBODY) != 0 ||
-       setuid(FU_NOBODY) != 0))
-    _exit(127);
-}
-
+/* Crashes on purpose leave no core files. */
 static fu_proc_t *spawn(fu_world_t *w, const char *tag, char *const argv[],
                         int flags, int in_fd, int out_fd) {
+  tu_spawn_opts_t o = {.flags =
+                           TU_CHILD_NO_CORE |
+                           ((flags & FU_IGNORE_XFSZ) ? TU_CHILD_XFSZ_IGNORE
+                                                     : TU_CHILD_XFSZ_DEFAULT) |
+                           ((flags & FU_UNPRIVILEGED) ? TU_CHILD_NOBODY : 0),
+                       .in_fd = in_fd,
+                       .out_fd = out_fd};
+  tu_proc_t t;
   fu_proc_t *p = g_new0(fu_proc_t, 1);
-  ck_assert_int_ge(asprintf(&p->out, "%s/%s.out", w->dir, tag), 0);
-  ck_assert_int_ge(asprintf(&p->err, "%s/%s.err", w->dir, tag), 0);
-  fflush(NULL);
-  pid_t parent = getpid();
   p->start_ms = fu_wall_ms();
-  p->pid = fork();
-  ck_assert_msg(p->pid >= 0, "fork: %s", strerror(errno));
-  if (p->pid == 0) {
-    child_setup(p->out, p->err, flags, parent);
-    int in = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
-    if (in < 0 || dup2(in, 0) < 0 || (out_fd >= 0 && dup2(out_fd, 1) < 0))
-      _exit(127);
-    execv(argv[0], argv);
-    _exit(127);
-  }
+  tu_spawn(&t, w->dir, tag, argv, &o);
+  p->pid = t.pid;
+  p->out = t.out;
+  p->err = t.err;
   return p;
 }
 
@@ -144,18 +113,13 @@ void fu_add_run(fu_world_t *w, int db, int64_t start_ms, int64_t end_ms) {
 }
 
 int fu_reap(fu_proc_t *p, int64_t timeout_ms) {
-  int64_t deadline = tu_mono_ms() + timeout_ms;
-  while (!p->exited) {
-    pid_t r = waitpid(p->pid, &p->status, WNOHANG);
-    ck_assert_msg(r >= 0, "waitpid: %s", strerror(errno));
-    if (r == p->pid) {
-      p->exited = 1;
-      p->end_ms = fu_wall_ms();
-    } else if (tu_mono_ms() >= deadline) {
-      return 0;
-    } else {
-      usleep(10 * 1000);
-    }
+  tu_proc_t t = {.pid = p->pid, .status = p->status, .exited = p->exited};
+  if (!tu_reap(&t, timeout_ms))
+    return 0;
+  if (!p->exited) {
+    p->exited = 1;
+    p->status = t.status;
+    p->end_ms = fu_wall_ms();
   }
   return 1;
 }

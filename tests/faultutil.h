@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include "checker.h"
+#include "testutil.h"
 
 #define FU_TOPIC "order-completed"
 #define FU_DLT "order-completed.dlt"
@@ -202,23 +203,12 @@ void fu_stop_host(fu_proc_t *p);
 fu_proc_t *fu_run_to_end(fu_world_t *w, const char *tag, const char *cfg,
                          int db);
 
-/* The processes a fault-injection program runs its scenarios in
- * (tests/fault_runner.c). */
-#define FU_LANES 3
-
 /* Register a scenario as a test case of its own, named after its test
  * without "test_" (so that CK_RUN_CASE=<name> runs one scenario), with
- * the case fixture, a timeout and its lane (0 .. FU_LANES - 1; spread the
- * scenarios so that the lanes take about as long). */
-#define FU_SCENARIO(suite, fn, seconds, lane)                                  \
-  do {                                                                         \
-    TCase *tc_ = tcase_create(#fn + strlen("test_"));                          \
-    tcase_add_unchecked_fixture(tc_, fu_case_setup, fu_case_teardown);         \
-    tcase_set_timeout(tc_, seconds);                                           \
-    tcase_set_tags(tc_, "lane" #lane);                                         \
-    tcase_add_test(tc_, fn);                                                   \
-    suite_add_tcase(suite, tc_);                                               \
-  } while (0)
+ * the case fixture and a timeout; tests/runner.c runs it beside the
+ * others. */
+#define FU_SCENARIO(suite, fn, seconds)                                        \
+  tu_case_test((suite), (fn), (seconds), NULL, fu_case_setup, fu_case_teardown)
 
 /* What fu_verify() checks beyond "no duplicate effect", "in order" and
  * "committed covered by marks". */

@@ -2,13 +2,11 @@
 
 #include <check.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <glib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -188,53 +186,13 @@ int32_t ku_leader(mu_cluster_t *c, const char *topic, int32_t partition) {
 
 /* ------------------------------------------------------------ processes */
 
-/* In the child, between fork and exec: async-signal-safe calls only. */
-static void exec_child(const char *out, const char *err, char *const argv[],
-                       pid_t parent) {
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, NULL);
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  /* Die with the test process, even when Check kills it on a timeout. */
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
-    _exit(127);
-  int in = open("/dev/null", O_RDONLY);
-  int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (in < 0 || o < 0 || e < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 ||
-      dup2(e, 2) < 0)
-    _exit(127);
-  execv(argv[0], argv);
-  _exit(127);
-}
-
 void ku_spawn(ku_proc_t *p, const char *dir, const char *tag,
               char *const argv[]) {
-  memset(p, 0, sizeof(*p));
-  ck_assert_int_ge(asprintf(&p->out, "%s/%s.out", dir, tag), 0);
-  ck_assert_int_ge(asprintf(&p->err, "%s/%s.err", dir, tag), 0);
-  fflush(NULL);
-  pid_t parent = getpid();
-  p->pid = fork();
-  ck_assert_msg(p->pid >= 0, "fork: %s", strerror(errno));
-  if (p->pid == 0)
-    exec_child(p->out, p->err, argv, parent);
+  tu_spawn(p, dir, tag, argv, NULL);
 }
 
 int ku_reap(ku_proc_t *p, int64_t timeout_ms) {
-  int64_t deadline = tu_mono_ms() + timeout_ms;
-  while (!p->exited) {
-    pid_t r = waitpid(p->pid, &p->status, WNOHANG);
-    ck_assert_msg(r >= 0, "waitpid: %s", strerror(errno));
-    if (r == p->pid)
-      p->exited = 1;
-    else if (tu_mono_ms() >= deadline)
-      return 0;
-    else
-      usleep(10 * 1000);
-  }
-  return 1;
+  return tu_reap(p, timeout_ms);
 }
 
 const char *ku_tail(const char *s) {
@@ -259,9 +217,7 @@ int ku_exit_status(ku_proc_t *p, int64_t timeout_ms) {
 }
 
 void ku_proc_free(ku_proc_t *p) {
-  free(p->out);
-  free(p->err);
-  p->out = p->err = NULL;
+  tu_proc_free(p);
 }
 
 /* Run tests/kafka/broker with args (NULL-terminated, at most 12); fails

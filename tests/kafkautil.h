@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include "mockutil.h"
+#include "testutil.h"
 
 /* Real brokers refuse session timeouts under group.min.session.timeout.ms
  * (6 s by default): the shortest a group member may ask for. */
@@ -73,14 +74,8 @@ void ku_describe_group(mu_cluster_t *c, const char *group, const char *topic,
 void ku_reset_to_earliest(mu_cluster_t *c, const char *group, const char *topic,
                           int partitions);
 
-/* A child process whose stdout and stderr go to files. It dies with the
- * test process (PR_SET_PDEATHSIG). */
-typedef struct ku_proc {
-  pid_t pid;
-  int status; /* waitpid() status once exited */
-  int exited;
-  char *out, *err; /* <dir>/<tag>.out and .err */
-} ku_proc_t;
+/* A child process (tests/testutil.h). */
+typedef tu_proc_t ku_proc_t;
 
 void ku_spawn(ku_proc_t *p, const char *dir, const char *tag,
               char *const argv[]);

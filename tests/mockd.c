@@ -20,6 +20,7 @@
  *                                   cluster's, these can be counted, so a
  *                                   test can tell that the requests came
  *   broker_down ID | broker_up ID   cut a broker off / bring it back
+ *                                   (its port held meanwhile: below)
  *   rtt ID MS                       delay every answer of a broker
  *   coordinator GROUP BROKER        make BROKER the group's coordinator
  *   leader TOPIC PART BROKER|-1     move a partition leader (-1: none)
@@ -33,14 +34,17 @@
  * mockd dies with the process that started it (PR_SET_PDEATHSIG), so a
  * test that fails or times out leaves no cluster behind.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "mock.h"
@@ -195,26 +199,75 @@ static int do_clear_errors(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
   return 0;
 }
 
-static int do_broker(rd_kafka_mock_cluster_t *mc, char **argv, int up,
-                     char *err, size_t errlen) {
+/* librdkafka 2.0.2's mock broker closes its listening socket when it goes
+ * down and binds the same port again when it comes back up. Meanwhile the
+ * kernel may give that port to anyone binding port 0: another test's
+ * cluster, which the clients of this one would then reach (same topics,
+ * same group) and the port lost to this broker. While a broker is down,
+ * mockd holds its port with a socket bound to it that does not listen:
+ * connections are refused, as by a down broker. Indexed by broker id. */
+#define MAX_BROKERS 16
+static int g_held[MAX_BROKERS + 1];
+
+/* Port of broker id: the bootstrap list names the brokers in id order. */
+static int broker_port(mock_t *m, long id) {
+  const char *at = mock_bootstraps(m);
+  for (long i = 1; at && i < id; i++)
+    if ((at = strchr(at, ',')) != NULL)
+      at++;
+  const char *colon = at ? strchr(at, ':') : NULL;
+  return colon ? atoi(colon + 1) : -1;
+}
+
+static int hold_port(int port, char *err, size_t errlen) {
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+    snprintf(err, errlen, "holding port %d of the down broker: %s", port,
+             strerror(errno));
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int do_broker(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
+                     int up, char *err, size_t errlen) {
   long id;
-  if (parse_num(argv[0], &id) < 0)
+  if (parse_num(argv[0], &id) < 0 || id < 1 || id > MAX_BROKERS)
     return bad_word("broker id", argv[0], err, errlen);
-  return report(up ? rd_kafka_mock_broker_set_up(mc, (int32_t)id)
-                   : rd_kafka_mock_broker_set_down(mc, (int32_t)id),
-                err, errlen);
+  if (up) {
+    if (g_held[id] > 0)
+      close(g_held[id]);
+    g_held[id] = 0;
+    return report(rd_kafka_mock_broker_set_up(mc, (int32_t)id), err, errlen);
+  }
+  if (report(rd_kafka_mock_broker_set_down(mc, (int32_t)id), err, errlen) < 0)
+    return -1;
+  if (g_held[id] > 0)
+    return 0; /* down already */
+  int fd = hold_port(broker_port(m, id), err, errlen);
+  if (fd < 0)
+    return -1;
+  g_held[id] = fd;
+  return 0;
 }
 
 static int do_broker_down(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
                           int argc, char *err, size_t errlen) {
-  (void)m, (void)argc;
-  return do_broker(mc, argv, 0, err, errlen);
+  (void)argc;
+  return do_broker(mc, m, argv, 0, err, errlen);
 }
 
 static int do_broker_up(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv,
                         int argc, char *err, size_t errlen) {
-  (void)m, (void)argc;
-  return do_broker(mc, argv, 1, err, errlen);
+  (void)argc;
+  return do_broker(mc, m, argv, 1, err, errlen);
 }
 
 static int do_rtt(rd_kafka_mock_cluster_t *mc, mock_t *m, char **argv, int argc,
@@ -321,7 +374,7 @@ int main(int argc, char **argv) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
     return 1;
   if (argc > 2 || (argc == 2 && (parse_num(argv[1], &brokers) < 0 ||
-                                 brokers < 1 || brokers > 16))) {
+                                 brokers < 1 || brokers > MAX_BROKERS))) {
     fprintf(stderr, "usage: mockd [BROKERS (1-16)]\n");
     return 2;
   }

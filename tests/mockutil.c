@@ -1,9 +1,12 @@
 #include "mockutil.h"
 
 #include <check.h>
+#include <fcntl.h>
+#include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "testutil.h"
@@ -179,6 +182,69 @@ const char *mu_header(rd_kafka_message_t *m, const char *name, char *buf,
   return buf;
 }
 
+char *mu_write_cfg(mu_cluster_t *c, const mu_cfg_t *o) {
+  char *text = NULL, *plugin = tu_fixture("scripted");
+  ck_assert_int_ge(
+      asprintf(&text,
+               "%s\n"
+               "kafka = { bootstrap_servers = \"%s\";\n  %s };\n"
+               "dedup = { path = \"%s/%s\"; %s };\n"
+               "pipelines = ( {\n"
+               "  name = \"orders\"; group_id = \"%s\";\n"
+               "  topics = [ %s ]; members = %d;\n"
+               "  plugin = \"%s\";\n"
+               "  %s\n"
+               "  config = { log_path = \"%s/%s\"; %s };\n"
+               "}%s );\n",
+               o->top ? o->top : "shutdown_timeout = \"20s\";", c->bootstraps,
+               o->kafka ? o->kafka : MU_KAFKA, c->dir,
+               o->db ? o->db : "dedup.db", o->dedup ? o->dedup : "",
+               o->group ? o->group : "data-platform-consumer-group",
+               o->topics ? o->topics : "\"order-completed\"",
+               o->members ? o->members : 1, plugin,
+               o->pipeline ? o->pipeline : "", c->dir,
+               o->log ? o->log : "calls.log", o->plugin ? o->plugin : "",
+               o->more ? o->more : ""),
+      0);
+  char *path = tu_write_file(c->dir, o->file ? o->file : "khost.cfg", text);
+  free(text);
+  free(plugin);
+  return path;
+}
+
+pipeline_stats_t mu_run_to_end(const char *cfg, int want_status,
+                               int64_t timeout_ms) {
+  mu_host_t h;
+  pipeline_stats_t s;
+  mu_host_start(&h, cfg, 1);
+  mu_host_wait(&h, timeout_ms);
+  ck_assert_int_eq(h.status, want_status);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  return s;
+}
+
+/* The level of the host's log lines: KHOST_LOG_WARNING, or what
+ * mu_log_to() asked for. */
+static int g_log_level = -1;
+
+int mu_log_to(mu_cluster_t *c, const char *name, int level) {
+  char *path = tu_path(c->dir, name);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  ck_assert_msg(fd >= 0, "cannot open %s", path);
+  free(path);
+  log_set_fd(fd);
+  g_log_level = level;
+  log_set_level(level);
+  return fd;
+}
+
+void mu_log_restore(int fd) {
+  log_set_fd(2);
+  g_log_level = -1;
+  close(fd);
+}
+
 void mu_host_start(mu_host_t *h, const char *cfg_path, int exit_at_end) {
   host_opts_t opts = {.exit_at_end = exit_at_end};
   mu_host_start_opts(h, cfg_path, &opts);
@@ -190,6 +256,7 @@ void mu_host_start_opts(mu_host_t *h, const char *cfg_path,
   memset(h, 0, sizeof(*h));
   ck_assert_msg(cfg_load(&h->cfg, cfg_path, err, sizeof(err)) == 0, "%s", err);
   log_set_level(getenv("KHOST_TEST_DEBUG") ? KHOST_LOG_DEBUG
+                : g_log_level >= 0         ? g_log_level
                                            : KHOST_LOG_WARNING);
   ck_assert_msg(host_open(&h->host, &h->cfg, opts, err, sizeof(err)) == 0, "%s",
                 err);
@@ -238,6 +305,21 @@ mu_line_t *mu_read_lines(const char *path, size_t *n) {
   }
   free(text);
   return lines;
+}
+
+size_t mu_assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
+  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
+  size_t ok = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (l[i].result != KHOST_OK)
+      continue;
+    ck_assert_msg(!g_hash_table_contains(seen, l[i].event_id),
+                  "event %s handled twice", l[i].event_id);
+    g_hash_table_add(seen, (gpointer)l[i].event_id);
+    ok++;
+  }
+  g_hash_table_destroy(seen);
+  return ok;
 }
 
 size_t mu_count_result(const mu_line_t *l, size_t n, int result) {

@@ -16,6 +16,11 @@
 #define MU_SESSION_TIMEOUT "3000"
 #define MU_HEARTBEAT "300"
 
+/* The global kafka settings of a test's config (mu_write_cfg()). */
+#define MU_KAFKA                                                               \
+  "session_timeout_ms = " MU_SESSION_TIMEOUT                                   \
+  "; heartbeat_interval_ms = " MU_HEARTBEAT ";"
+
 typedef struct mu_cluster {
   mock_t *mock;
   const char *bootstraps;
@@ -73,6 +78,36 @@ void mu_host_stop(mu_host_t *h);
 void mu_host_stats(mu_host_t *h, pipeline_stats_t *s);
 void mu_host_close(mu_host_t *h);
 
+/* A config of pipeline "orders" with the `scripted` fixture plugin, as
+ * the tests write it: each field left 0 or NULL takes the default named. */
+typedef struct mu_cfg {
+  const char *file;     /* in the cluster's dir: "khost.cfg" */
+  const char *top;      /* global settings: shutdown_timeout = "20s" */
+  const char *kafka;    /* the global kafka group: MU_KAFKA */
+  const char *dedup;    /* more of the dedup group: none */
+  const char *db;       /* the dedup database in dir: "dedup.db" */
+  const char *group;    /* "data-platform-consumer-group" */
+  const char *topics;   /* libconfig list items: "\"order-completed\"" */
+  int members;          /* 1 */
+  const char *pipeline; /* more of the pipeline: none */
+  const char *log;      /* the plugin's log in dir: "calls.log" */
+  const char *plugin;   /* more of the plugin's config: none */
+  const char *more;     /* more pipelines (", { ... }"): none */
+} mu_cfg_t;
+
+/* Write the config to the cluster's dir; returns its path. */
+char *mu_write_cfg(mu_cluster_t *c, const mu_cfg_t *o);
+
+/* Run a host on cfg with --exit-at-end until it stops by itself, within
+ * timeout_ms; check its exit status; returns the first pipeline's stats. */
+pipeline_stats_t mu_run_to_end(const char *cfg, int want_status,
+                               int64_t timeout_ms);
+
+/* Send the host's log lines, from level on, to <dir>/<name> (the host
+ * started next keeps that level); returns what mu_log_restore() takes. */
+int mu_log_to(mu_cluster_t *c, const char *name, int level);
+void mu_log_restore(int fd);
+
 /* One line of the scripted plugin's log. */
 typedef struct mu_line {
   char topic[64];
@@ -87,6 +122,9 @@ typedef struct mu_line {
 
 /* All lines of path; *n gets the count (0 when the file is absent). */
 mu_line_t *mu_read_lines(const char *path, size_t *n);
+/* Every OK line has a distinct event ID (fails the test otherwise);
+ * returns how many there are. */
+size_t mu_assert_ok_ids_distinct(const mu_line_t *l, size_t n);
 /* Count of lines with that result. */
 size_t mu_count_result(const mu_line_t *l, size_t n, int result);
 

@@ -540,14 +540,14 @@ START_TEST(test_attempts_after_unclean_stop) {
 END_TEST
 
 void outage_sqlite_cases(Suite *s) {
-  FU_SCENARIO(s, test_sqlite_full, 90, 2);
-  FU_SCENARIO(s, test_sqlite_file_size_limit, 90, 2);
-  FU_SCENARIO(s, test_sqlite_hold_ends_promptly, 90, 0);
-  FU_SCENARIO(s, test_sqlite_hold_then_sigterm, 90, 1);
-  FU_SCENARIO(s, test_sqlite_file_deleted, 90, 2);
-  FU_SCENARIO(s, test_sqlite_read_only_file, 90, 2);
-  FU_SCENARIO(s, test_sqlite_corrupt_file, 60, 2);
-  FU_SCENARIO(s, test_sqlite_concurrent_writers, 90, 2);
+  FU_SCENARIO(s, test_sqlite_full, 90);
+  FU_SCENARIO(s, test_sqlite_file_size_limit, 90);
+  FU_SCENARIO(s, test_sqlite_hold_ends_promptly, 90);
+  FU_SCENARIO(s, test_sqlite_hold_then_sigterm, 90);
+  FU_SCENARIO(s, test_sqlite_file_deleted, 90);
+  FU_SCENARIO(s, test_sqlite_read_only_file, 90);
+  FU_SCENARIO(s, test_sqlite_corrupt_file, 60);
+  FU_SCENARIO(s, test_sqlite_concurrent_writers, 90);
   TCase *attempts = tcase_create("attempts");
   tcase_add_test(attempts, test_attempts_outlive_the_process);
   tcase_add_test(attempts, test_attempts_after_unclean_stop);
