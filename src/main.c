@@ -44,6 +44,10 @@ static const char usage_text[] =
     "  dedup forget -c FILE -p PIPELINE (--event-id ID | --all) [--yes]\n"
     "  dedup prune  -c FILE [--older-than DURATION]\n"
     "          inspect and edit the dedup database (also while khost runs)\n"
+    "  test-plugin PLUGIN --records FILE.jsonl [--config KEY=VALUE ...]\n"
+    "              [-c FILE -p PIPELINE] [--retries N]\n"
+    "          run a plugin over records written as JSON lines, without\n"
+    "          Kafka, and print each result (exit 1 on KHOST_FATAL)\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE  the libconfig file (see examples/khost.cfg)\n"
@@ -57,9 +61,13 @@ static const struct {
   const char *name;
   int (*run)(int argc, char **argv);
 } commands[] = {
-    {"run", cmd_run},       {"check", cmd_check},
-    {"replay", cmd_replay}, {"offsets", cmd_offsets},
-    {"dedup", cmd_dedup},   {"plugin-info", cmd_plugin_info},
+    {"run", cmd_run},
+    {"check", cmd_check},
+    {"replay", cmd_replay},
+    {"offsets", cmd_offsets},
+    {"dedup", cmd_dedup},
+    {"plugin-info", cmd_plugin_info},
+    {"test-plugin", cmd_test_plugin},
 };
 
 int cli_usage_error(const char *fmt, ...) {
@@ -99,8 +107,8 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc < 2)
     return cli_usage_error(
-        "a command is required (run, check, plugin-info, replay, offsets or "
-        "dedup)");
+        "a command is required (run, check, plugin-info, replay, offsets, "
+        "dedup or test-plugin)");
   const char *first = argv[1];
   /* `khost --help` and `khost COMMAND --help` alike. */
   for (int i = 1; i < argc; i++)
