@@ -638,6 +638,56 @@ START_TEST(test_plugin_info_name_and_errors) {
 }
 END_TEST
 
+/* What check finds beyond the file: a malformed host:port, a host that
+ * does not resolve, a dedup directory that does not exist; exit 2, each
+ * with file, line and key, nothing created. run refuses the malformed
+ * port too (librdkafka would read it as port 90). */
+START_TEST(test_check_machine_problems) {
+  char *dbdir = dir_path("no-such-dir");
+  char *cfg = write_cfg("machine.cfg",
+                        "plugin_dir = \"" PLUGIN_DIR "\";\n"
+                        "kafka = { bootstrap_servers = "
+                        "\"127.0.0.1:90x2,broker.invalid:9092\"; };\n"
+                        "dedup = { path = \"%s/dedup.db\"; };\n"
+                        "pipelines = ( {\n"
+                        "  name = \"orders\"; group_id = \"g\";\n"
+                        "  topics = [ \"" TOPIC "\" ];\n"
+                        "  plugin = \"jsonl_sink\";\n"
+                        "  config = { path = \"%s/orders.jsonl\"; };\n"
+                        "} );\n",
+                        dbdir, g_dir);
+  char *text = slurp(cfg);
+  char *port = where(cfg, text, "90x2", "kafka.bootstrap_servers: ");
+  char *dedup = where(cfg, text, "no-such-dir", "dedup.path: ");
+  char *out, *err;
+  int status = run_khost("machine", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
+                         cfg, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, port, "stderr");
+  assert_has(err, "\"127.0.0.1:90x2\": the port \"90x2\" is not a number",
+             "stderr");
+  assert_has(err, "cannot resolve host broker.invalid", "stderr");
+  assert_has(err, dedup, "stderr");
+  ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
+  ck_assert_msg(access(dbdir, F_OK) != 0, "check created %s", dbdir);
+  free(out);
+  free(err);
+
+  status =
+      run_khost("run", QUICK_TIMEOUT_MS, &out, &err, "run", "-c", cfg, NULL);
+  ck_assert_msg(status == 2, "run: exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, port, "stderr");
+  ck_assert_msg(access(dbdir, F_OK) != 0, "run created %s", dbdir);
+  free(out);
+  free(err);
+  free(dedup);
+  free(port);
+  free(text);
+  free(cfg);
+  free(dbdir);
+}
+END_TEST
+
 /* ------------------------------------------------------------ run */
 
 START_TEST(test_run_exit_at_end) {
@@ -1304,6 +1354,7 @@ Suite *cli_suite(void) {
   tcase_add_test(check, test_plugin_info_schema);
   tcase_add_test(check, test_plugin_info_name_and_errors);
   tcase_add_test(check, test_plugin_init_failure);
+  tcase_add_test(check, test_check_machine_problems);
   suite_add_tcase(s, check);
 
   /* The tests that run khost against the mock cluster, each a case of its
