@@ -604,6 +604,32 @@ static const struct bad_case {
     {"syntax error with line",
      KAFKA "dedup = {\n  path = \"x\"\n  retention = ;\n};\n",
      ":4: syntax error"},
+    {"dotted librdkafka name",
+     "kafka = {\n  bootstrap.servers = \"h:1\";\n};\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: syntax error: libconfig names cannot contain dots: write "
+     "bootstrap_servers"},
+    {"dotted name inside a group on one line",
+     KAFKA PIPE_OPEN "    kafka = { fetch.max.bytes = 5; };\n" PIPE_CLOSE,
+     ":5: syntax error: libconfig names cannot contain dots: write "
+     "fetch_max_bytes"},
+    {"pipelines as a group",
+     KAFKA "pipelines = {\n  name = \"p\"; group_id = \"g\";\n};\n",
+     ":2: pipelines: must be a list of groups: pipelines = ( { ... } ) (got a "
+     "group)"},
+    {"missing comma between pipelines",
+     KAFKA PIPE_OPEN "  }\n"
+                     "  # the next one\n"
+                     "  {\n"
+                     "    name = \"q\"; group_id = \"h\"; topics = [ \"t\" ];\n"
+                     "    plugin = \"x\";\n" PIPE_CLOSE,
+     ":5: syntax error: missing ',' at the end of this line"},
+    {"string not closed",
+     KAFKA "log_level = \"info;\nplugin_dir = \"/x\";\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: syntax error: the string opened on this line goes on past its end"},
+    {"group never closed", KAFKA "mock = {\n  brokers = 1;\n",
+     ":2: syntax error: the '{' opened on this line is never closed with '}'"},
+    {"text without quotes", KAFKA "log_level = info;\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: syntax error: text needs double quotes: log_level = \"info\";"},
 };
 
 START_TEST(test_bad_file) {
