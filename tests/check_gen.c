@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -19,6 +20,7 @@
 
 #include "gen.h"
 #include "log.h"
+#include "mock_window.h"
 #include "mockutil.h"
 #include "testutil.h"
 
@@ -653,6 +655,36 @@ START_TEST(test_cli_help_version) {
 }
 END_TEST
 
+/* mock.generate's estimate of the mock cluster's window. 300,000 events
+ * with seed 1 over 3 partitions: order-completed, the largest share, puts
+ * about 30,000 records of about 220 bytes (6.6 MB) on each partition,
+ * more than the 5 MiB kept (measured: 71,536 of 89,711 consumed); 3,000
+ * (the demo) fit, as do 300,000 over 6 partitions. */
+START_TEST(test_mock_window_estimate) {
+  gen_opts_t o;
+  mock_window_fit_t f;
+  gen_opts_default(&o);
+  o.seed = 1;
+  o.count = 3000;
+  ck_assert_int_eq(mock_window_check(&o, 3, &f), 0);
+  o.count = 300000;
+  ck_assert_int_eq(mock_window_check(&o, 3, &f), 1);
+  ck_assert_int_eq(f.topic, GEN_ORDER);
+  ck_assert_msg(f.records > 28500 && f.records < 31500, "records %" PRIu64,
+                f.records);
+  ck_assert_msg(f.bytes > MOCK_WINDOW_BYTES, "bytes %" PRIu64, f.bytes);
+  /* What the window keeps: 5 MiB of these records, about 23,800. */
+  ck_assert_msg(f.kept > 22000 && f.kept < 25500, "kept %" PRIu64, f.kept);
+  ck_assert_msg(f.max_count > 220000 && f.max_count < 255000,
+                "max_count %" PRIu64, f.max_count);
+  uint64_t max = f.max_count;
+  o.count = max - max / 20;
+  ck_assert_int_eq(mock_window_check(&o, 3, &f), 0);
+  o.count = 300000;
+  ck_assert_int_eq(mock_window_check(&o, 6, &f), 0);
+}
+END_TEST
+
 Suite *gen_suite(void) {
   Suite *s = suite_create("gen");
   TCase *tc = tcase_create("model");
@@ -663,6 +695,7 @@ Suite *gen_suite(void) {
   tcase_add_test(tc, test_model_topic_subset);
   tcase_add_test(tc, test_topic_names);
   tcase_add_test(tc, test_bad_property);
+  tcase_add_test(tc, test_mock_window_estimate);
   suite_add_tcase(s, tc);
 
   tc = tu_case(s, "mock-cluster", 60, NULL);
