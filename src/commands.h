@@ -16,6 +16,9 @@ int cmd_dedup(int argc, char **argv);       /* cmd_dedup.c */
 int cmd_plugin_info(int argc, char **argv); /* cmd_plugin_info.c */
 int cmd_test_plugin(int argc, char **argv); /* cmd_test_plugin.c */
 
+/* Print the help of command on stdout (cli_help.c); -1 when it has none. */
+int cli_help(const char *command);
+
 /* Print "khost: <message>" and the --help hint on stderr; returns the usage
  * exit status (2). */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -373,6 +373,40 @@ START_TEST(test_help) {
 }
 END_TEST
 
+/* `khost COMMAND --help` (or -h anywhere after it): that command's help,
+ * naming its own options, not the overview. */
+START_TEST(test_command_help) {
+  static const struct {
+    const char *command, *option;
+  } cases[] = {
+      {"run", "--from-beginning"}, {"check", "create()"},
+      {"replay", "--execute"},     {"offsets", "--json"},
+      {"dedup", "forget"},         {"test-plugin", "--records"},
+      {"plugin-info", "--json"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *out, *err, want[64], tag[32];
+    snprintf(tag, sizeof(tag), "help%zu", i);
+    snprintf(want, sizeof(want), "Usage: khost %s ", cases[i].command);
+    int status =
+        run_khost(tag, QUICK_TIMEOUT_MS, &out, &err, (char *)cases[i].command,
+                  i % 2 ? "-h" : "--help", NULL, NULL);
+    ck_assert_msg(status == 0, "%s: exit %d; stderr:\n%s", cases[i].command,
+                  status, err);
+    ck_assert_msg(strncmp(out, want, strlen(want)) == 0,
+                  "%s --help does not start with \"%s\":\n%s", cases[i].command,
+                  want, out);
+    assert_has(out, cases[i].option, "the command's help");
+    assert_has(out, "Exit status", "the command's help");
+    ck_assert_msg(strstr(out, "Commands:") == NULL, "%s --help: the overview",
+                  cases[i].command);
+    ck_assert_str_eq(err, "");
+    free(out);
+    free(err);
+  }
+}
+END_TEST
+
 /* Every misuse exits 2, says why on stderr and prints nothing on stdout. */
 START_TEST(test_usage_errors) {
   static const struct {
@@ -1341,6 +1375,7 @@ Suite *cli_suite(void) {
   tcase_set_timeout(usage, 30);
   tcase_add_test(usage, test_version);
   tcase_add_test(usage, test_help);
+  tcase_add_test(usage, test_command_help);
   tcase_add_test(usage, test_usage_errors);
   suite_add_tcase(s, usage);
 
