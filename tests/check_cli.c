@@ -407,6 +407,27 @@ START_TEST(test_command_help) {
 }
 END_TEST
 
+/* The manual page covers every command, signal handling and exit status,
+ * as README and --help do. */
+START_TEST(test_man_page) {
+  static const char *const words[] = {
+      ".B khost run",           ".B khost check",
+      ".B khost replay",        ".B khost offsets",
+      ".B khost dedup",         ".B khost test\\-plugin",
+      ".B khost plugin\\-info", ".SH SIGNALS",
+      ".SH EXIT STATUS",        "128+N",
+      ".SH CONFIGURATION",      "KHOST_PLUGIN_DIR",
+      "\\-\\-execute",          NULL};
+  char *man = slurp(TOP_SRCDIR "/docs/khost.1");
+  ck_assert_msg(strncmp(man, ".\\\"", 3) == 0 || strncmp(man, ".TH", 3) == 0,
+                "not a roff page");
+  assert_has(man, ".TH KHOST 1 ", "khost.1");
+  for (size_t i = 0; words[i]; i++)
+    assert_has(man, words[i], "khost.1");
+  free(man);
+}
+END_TEST
+
 /* Every misuse exits 2, says why on stderr and prints nothing on stdout. */
 START_TEST(test_usage_errors) {
   static const struct {
@@ -1376,6 +1397,7 @@ Suite *cli_suite(void) {
   tcase_add_test(usage, test_version);
   tcase_add_test(usage, test_help);
   tcase_add_test(usage, test_command_help);
+  tcase_add_test(usage, test_man_page);
   tcase_add_test(usage, test_usage_errors);
   suite_add_tcase(s, usage);
 
