@@ -1388,6 +1388,53 @@ START_TEST(test_test_plugin_readme) {
 }
 END_TEST
 
+/* README: while khost runs on the embedded mock cluster, other processes
+ * can produce to the address it logs; its kcat line, run as written but
+ * for that address, feeds the pipeline a record. */
+START_TEST(test_readme_kcat_to_mock) {
+  char *kcat = g_find_program_in_path("kcat");
+  if (!kcat) {
+    fprintf(stderr, "test_readme_kcat_to_mock: SKIPPED: no kcat on PATH\n");
+    return;
+  }
+  char *readme = slurp(TOP_SRCDIR "/README.md");
+  char *line = strstr(readme, "| kcat -P -b 127.0.0.1:PORT ");
+  ck_assert_msg(line != NULL, "README.md has no kcat line for the mock");
+  while (line > readme && line[-1] != '\n')
+    line--;
+  *strchr(line, '\n') = '\0';
+  char *sink = sink_config();
+  /* No HTTP listener: its default port may be another khost's. */
+  char *cfg = mock_cfg("kcat.cfg", "http = { listen = \"\"; };", 0, 0, "",
+                       "jsonl_sink", sink);
+  char *jsonl = dir_path("orders.jsonl"), addr[256];
+  proc_t p, k;
+  spawn_khost(&p, "run", "run", "-c", cfg, (char *)NULL);
+  wait_for_stderr(&p, "subscribed; consuming", RUN_TIMEOUT_MS);
+  char *err = slurp(p.err);
+  const char *at = strstr(err, "broker(s) at ");
+  ck_assert_msg(at && sscanf(at, "broker(s) at %255s", addr) == 1,
+                "no mock cluster address in:\n%s", tail(err));
+  char *cmd = replace_once(line, "127.0.0.1:PORT", addr);
+  char *const sh[] = {"/bin/sh", "-c", cmd, NULL};
+  spawn_argv(&k, "kcat", sh);
+  ck_assert_msg(finish(&k, QUICK_TIMEOUT_MS) == 0, "%s failed", cmd);
+  TU_WAIT_UNTIL(file_has(jsonl, "\"event_id\":\"order-1\""), RUN_TIMEOUT_MS,
+                "the record kcat produced, in the JSONL file");
+  ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
+  ck_assert_int_eq(finish(&p, RUN_TIMEOUT_MS), 0);
+  proc_free(&k);
+  proc_free(&p);
+  g_free(cmd);
+  free(err);
+  free(jsonl);
+  free(cfg);
+  free(sink);
+  free(readme);
+  g_free(kcat);
+}
+END_TEST
+
 Suite *cli_suite(void) {
   Suite *s = suite_create("cli");
   TCase *usage = tcase_create("usage");
@@ -1425,6 +1472,7 @@ Suite *cli_suite(void) {
               {test_run_exit_at_end, "run", 90},
               {test_readme_plugin, "readme", 120},
               {test_readme_quickstart, "readme", 120},
+              {test_readme_kcat_to_mock, "readme", 120},
               {test_sigterm_is_graceful, "run", 90},
               {test_file_size_limit_is_an_io_error, "run", 90}};
   for (size_t i = 0; i < G_N_ELEMENTS(slow); i++) {
