@@ -3,12 +3,16 @@
  * dedup_admin.h. Safe beside a running host; what it deletes, a running
  * host keeps remembering in memory until it restarts (it says so).
  *
- * Exit status: 0 done; 1 lookup found nothing, or SQLite failed; 2 usage,
- * config, unknown pipeline, or forget without --yes.
+ * forget previews by default, as replay does: it removes only with
+ * --execute (--yes, its old name, still works, with a note).
+ *
+ * Exit status: 0 done (or previewed); 1 lookup found nothing, or SQLite
+ * failed; 2 usage, config, unknown pipeline.
  */
 #include <getopt.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +32,8 @@ typedef struct dedup_cli {
   const char *pipeline;
   const char *event_id;
   const char *older_than;
-  int all, yes;
+  int all, execute, old_yes;
+  json_t *json; /* --json: the rows of stats or lookup, printed at the end */
   cfg_t cfg;
   dadm_t *adm;
   char err[4096];
@@ -42,8 +47,10 @@ static int parse(int argc, char **argv, dedup_cli_t *c) {
       {"pipeline", required_argument, NULL, 'p'},
       {"event-id", required_argument, NULL, 'i'},
       {"all", no_argument, NULL, 'a'},
+      {"execute", no_argument, NULL, 'x'},
       {"yes", no_argument, NULL, 'y'},
       {"older-than", required_argument, NULL, 'o'},
+      {"json", no_argument, NULL, 'j'},
       {NULL, 0, NULL, 0}};
   int opt;
   optind = 1;
@@ -62,11 +69,18 @@ static int parse(int argc, char **argv, dedup_cli_t *c) {
     case 'a':
       c->all = 1;
       break;
+    case 'x':
+      c->execute = 1;
+      break;
     case 'y':
-      c->yes = 1;
+      c->execute = c->old_yes = 1;
       break;
     case 'o':
       c->older_than = optarg;
+      break;
+    case 'j':
+      if (!c->json)
+        c->json = json_array();
       break;
     case ':':
       return cli_usage_error("dedup %s: %s needs a value", c->action,
@@ -98,11 +112,14 @@ static int check_options(const dedup_cli_t *c) {
   if (!is_lookup && !is_forget && c->event_id)
     return cli_usage_error("dedup %s: --event-id goes with lookup or forget",
                            c->action);
-  if (!is_forget && (c->all || c->yes))
-    return cli_usage_error("dedup %s: --all and --yes go with forget",
+  if (!is_forget && (c->all || c->execute))
+    return cli_usage_error("dedup %s: --all and --execute go with forget",
                            c->action);
   if (!is_prune && c->older_than)
     return cli_usage_error("dedup %s: --older-than goes with prune", c->action);
+  if (c->json && !is_lookup && strcmp(c->action, "stats") != 0)
+    return cli_usage_error("dedup %s: --json goes with stats or lookup",
+                           c->action);
   if (is_prune && c->pipeline)
     return cli_usage_error("dedup prune: prunes every pipeline; no -p");
   return -1;
@@ -141,11 +158,22 @@ static int scope_of(dedup_cli_t *c, uint32_t *scope, int *found) {
 
 /* --------------------------------------------------------------- stats */
 
-static void print_stats_row(const char *name, const dadm_stats_t *e) {
+static void print_stats_row(json_t *json, const char *name,
+                            const dadm_stats_t *e) {
   char oldest[40] = "-", newest[40] = "-";
-  if (e && e->marks > 0) {
+  int any = e && e->marks > 0;
+  if (any) {
     format_time(e->oldest_ms, oldest, sizeof(oldest));
     format_time(e->newest_ms, newest, sizeof(newest));
+  }
+  if (json) {
+    json_array_append_new(
+        json, json_pack("{s:s, s:I, s:o, s:o, s:I}", "pipeline", name, "marks",
+                        (json_int_t)(e ? e->marks : 0), "oldest",
+                        any ? json_string(oldest) : json_null(), "newest",
+                        any ? json_string(newest) : json_null(), "replays",
+                        (json_int_t)(e ? e->replays : 0)));
+    return;
   }
   printf("%-24s  %-10" PRId64 "  %-24s  %-24s  %" PRId64 "\n", name,
          e ? e->marks : 0, oldest, newest, e ? e->replays : 0);
@@ -158,10 +186,12 @@ static int do_stats(dedup_cli_t *c) {
   if (dadm_stats(c->adm, &v, &n, c->err, sizeof(c->err)) < 0)
     return fail(c);
   dadm_file_sizes(c->cfg.dedup_path, &db, &wal);
-  printf("database %s: %" PRId64 " bytes (+ %" PRId64 " bytes of WAL)\n",
-         c->cfg.dedup_path, db, wal);
-  printf("%-24s  %-10s  %-24s  %-24s  %s\n", "PIPELINE", "MARKS", "OLDEST",
-         "NEWEST", "REPLAYS");
+  if (!c->json) {
+    printf("database %s: %" PRId64 " bytes (+ %" PRId64 " bytes of WAL)\n",
+           c->cfg.dedup_path, db, wal);
+    printf("%-24s  %-10s  %-24s  %-24s  %s\n", "PIPELINE", "MARKS", "OLDEST",
+           "NEWEST", "REPLAYS");
+  }
   /* The config's pipelines first (also those without marks yet), then
    * pipelines only the database still knows. */
   for (size_t i = 0; i < c->cfg.n_pipelines; i++) {
@@ -170,12 +200,16 @@ static int do_stats(dedup_cli_t *c) {
     for (size_t k = 0; k < n && !e; k++)
       e = strcmp(v[k].pipeline, name) == 0 ? &v[k] : NULL;
     if (!c->pipeline || strcmp(c->pipeline, name) == 0)
-      print_stats_row(name, e);
+      print_stats_row(c->json, name, e);
   }
   for (size_t k = 0; k < n; k++)
     if (!find_pipeline(&c->cfg, v[k].pipeline) && !c->pipeline)
-      print_stats_row(v[k].pipeline, &v[k]);
+      print_stats_row(c->json, v[k].pipeline, &v[k]);
   dadm_stats_free(v, n);
+  if (c->json)
+    c->json = json_pack("{s:s, s:I, s:I, s:o}", "database", c->cfg.dedup_path,
+                        "bytes", (json_int_t)db, "wal_bytes", (json_int_t)wal,
+                        "pipelines", c->json);
   return HOST_EXIT_OK;
 }
 
@@ -200,14 +234,24 @@ static int do_lookup(dedup_cli_t *c) {
             c->event_id, c->pipeline);
     return HOST_EXIT_RUNTIME;
   }
-  printf("%-20s  %-24s  %-9s  %-12s  %-24s  %s\n", "PIPELINE", "TOPIC",
-         "PARTITION", "OFFSET", "HANDLED AT", "OUTCOME");
+  if (!c->json)
+    printf("%-20s  %-24s  %-9s  %-12s  %-24s  %s\n", "PIPELINE", "TOPIC",
+           "PARTITION", "OFFSET", "HANDLED_AT", "OUTCOME");
   for (size_t i = 0; i < n; i++) {
     char at[40];
+    const char *outcome = v[i].outcome == DEDUP_OUTCOME_OK ? "ok" : "failed";
     format_time(v[i].handled_at_ms, at, sizeof(at));
+    if (c->json) {
+      json_array_append_new(
+          c->json, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "pipeline",
+                             c->pipeline, "topic", v[i].topic, "partition",
+                             (json_int_t)v[i].partition, "offset",
+                             (json_int_t)v[i].offset, "handled_at", at,
+                             "outcome", outcome));
+      continue;
+    }
     printf("%-20s  %-24s  %-9" PRId32 "  %-12" PRId64 "  %-24s  %s\n",
-           c->pipeline, v[i].topic, v[i].partition, v[i].offset, at,
-           v[i].outcome == DEDUP_OUTCOME_OK ? "ok" : "failed");
+           c->pipeline, v[i].topic, v[i].partition, v[i].offset, at, outcome);
   }
   dadm_marks_free(v, n);
   return HOST_EXIT_OK;
@@ -226,20 +270,22 @@ static int do_forget(dedup_cli_t *c) {
                                      "pipeline %s",
                                      c->event_id, c->pipeline);
   if (rc == HOST_EXIT_OK && found &&
-      (c->all ? dadm_forget_scope(c->adm, scope, !c->yes, &count, c->err,
-                                  sizeof(c->err))
-              : dadm_forget_id(c->adm, scope, c->event_id, strlen(c->event_id),
-                               !c->yes, &count, c->err, sizeof(c->err))) < 0)
+      (c->all
+           ? dadm_forget_scope(c->adm, scope, !c->execute, &count, c->err,
+                               sizeof(c->err))
+           : dadm_forget_id(c->adm, scope, c->event_id, strlen(c->event_id),
+                            !c->execute, &count, c->err, sizeof(c->err))) < 0)
     rc = fail(c);
   if (rc != HOST_EXIT_OK)
     goto out;
-  if (!c->yes) {
-    fprintf(stderr,
-            "khost: dedup forget: would remove %s from %s: %" PRId64
-            " mark(s)%s; add --yes to remove them\n",
-            what, c->cfg.dedup_path, count,
-            c->all ? " and the replay ranges" : "");
-    rc = HOST_EXIT_CONFIG;
+  if (c->old_yes)
+    fprintf(stderr, "khost: dedup forget: --yes is deprecated: use "
+                    "--execute\n");
+  if (!c->execute) {
+    printf("would remove %s from %s: %" PRId64 " mark(s)%s\n"
+           "preview only, nothing changed: add --execute to remove them\n",
+           what, c->cfg.dedup_path, count,
+           c->all ? " and the replay ranges" : "");
   } else {
     printf("removed %s from %s: %" PRId64 " mark(s)\n%s\n", what,
            c->cfg.dedup_path, count, running_note);
@@ -299,8 +345,10 @@ int cmd_dedup(int argc, char **argv) {
   int rc = parse(argc - 1, argv + 1, &c);
   if (rc < 0)
     rc = check_options(&c);
-  if (rc >= 0)
+  if (rc >= 0) {
+    json_decref(c.json);
     return rc;
+  }
   rc = cli_load_config(&c.cfg, c.config);
   if (rc == 0 && c.pipeline && !find_pipeline(&c.cfg, c.pipeline))
     rc = cli_usage_error("dedup %s: %s has no pipeline named \"%s\"", c.action,
@@ -310,6 +358,11 @@ int cmd_dedup(int argc, char **argv) {
     rc = fail(&c);
   if (rc == 0)
     rc = run(&c);
+  if (rc == 0 && c.json) {
+    json_dumpf(c.json, stdout, JSON_INDENT(2));
+    putchar('\n');
+  }
+  json_decref(c.json);
   dadm_close(c.adm);
   cfg_free(&c.cfg);
   return rc;

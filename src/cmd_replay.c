@@ -1,8 +1,13 @@
 /*
  * khost replay: the command line of replay.h.
+ *
+ * Preview by default, as `dedup forget` and Kafka's own offset tools: the
+ * plan is printed and nothing changes unless --execute is given.
+ * (--dry-run, the explicit preview, is kept for the scripts that use it.)
  */
 #include <getopt.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +22,8 @@ typedef struct replay_cli {
   const char *config;
   replay_opts_t o;
   int dry_run;
+  int execute;
+  int json;
 } replay_cli_t;
 
 static int parse_partition(const char *s, int32_t *out) {
@@ -64,11 +71,23 @@ static int parse_option(replay_cli_t *c, int opt, char **argv) {
   case 'n':
     c->dry_run = 1;
     return -1;
+  case 'x':
+    c->execute = 1;
+    return -1;
+  case 'j':
+    c->json = 1;
+    return -1;
   case ':':
     return cli_usage_error("replay: %s needs a value", argv[optind - 1]);
   default:
     return cli_usage_error("replay: unknown option '%s'", argv[optind - 1]);
   }
+}
+
+static const char *dedup_word(const replay_plan_t *p, const replay_cli_t *c) {
+  if (!replay_pipeline(p)->dedup)
+    return "off";
+  return c->o.dedup_mode == DEDUP_REPLAY_REPROCESS ? "reprocess" : "skip";
 }
 
 /* The plan as a table: per partition the committed, new and end offsets,
@@ -82,10 +101,7 @@ static void print_plan(const replay_plan_t *p, const replay_cli_t *c) {
     if ((int)strlen(replay_part(p, i)->topic) > tw)
       tw = (int)strlen(replay_part(p, i)->topic);
   printf("pipeline %s, group %s, from %s, dedup %s\n", pc->name,
-         replay_group(p), c->o.from,
-         !pc->dedup                                  ? "off"
-         : c->o.dedup_mode == DEDUP_REPLAY_REPROCESS ? "reprocess"
-                                                     : "skip");
+         replay_group(p), c->o.from, dedup_word(p, c));
   printf("%-*s  %-9s  %-10s  %-10s  %-10s  %-10s  %s\n", tw, "TOPIC",
          "PARTITION", "COMMITTED", "NEW", "END", "BACKLOG", "REPLAYED");
   for (size_t i = 0; i < replay_part_count(p); i++) {
@@ -106,6 +122,37 @@ static void print_plan(const replay_plan_t *p, const replay_cli_t *c) {
          backlog, replayed);
 }
 
+/* The plan as JSON: the table's rows and totals, and whether it was
+ * carried out. */
+static void print_plan_json(const replay_plan_t *p, const replay_cli_t *c) {
+  json_t *rows = json_array();
+  int64_t backlog = 0, replayed = 0;
+  for (size_t i = 0; i < replay_part_count(p); i++) {
+    const replay_part_t *rp = replay_part(p, i);
+    int64_t r = replay_part_replayed(p, rp);
+    json_array_append_new(
+        rows,
+        json_pack("{s:s, s:I, s:o, s:I, s:I, s:I, s:I}", "topic", rp->topic,
+                  "partition", (json_int_t)rp->partition, "committed",
+                  rp->committed == OFFS_NONE ? json_null()
+                                             : json_integer(rp->committed),
+                  "new", (json_int_t)rp->target, "end", (json_int_t)rp->end,
+                  "backlog", (json_int_t)(rp->end - rp->target), "replayed",
+                  (json_int_t)r));
+    backlog += rp->end - rp->target;
+    replayed += r;
+  }
+  json_t *o =
+      json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:b}", "pipeline",
+                replay_pipeline(p)->name, "group", replay_group(p), "from",
+                c->o.from, "dedup", dedup_word(p, c), "partitions", rows,
+                "backlog", (json_int_t)backlog, "replayed",
+                (json_int_t)replayed, "execute", c->execute);
+  json_dumpf(o, stdout, JSON_INDENT(2));
+  putchar('\n');
+  json_decref(o);
+}
+
 /* Returns -1 to go on, or an exit status. */
 static int parse(int argc, char **argv, replay_cli_t *c) {
   static const struct option longopts[] = {
@@ -117,6 +164,8 @@ static int parse(int argc, char **argv, replay_cli_t *c) {
       {"group", required_argument, NULL, 'g'},
       {"dedup", required_argument, NULL, 'd'},
       {"dry-run", no_argument, NULL, 'n'},
+      {"execute", no_argument, NULL, 'x'},
+      {"json", no_argument, NULL, 'j'},
       {NULL, 0, NULL, 0}};
   int opt, rc;
   optind = 1;
@@ -129,6 +178,9 @@ static int parse(int argc, char **argv, replay_cli_t *c) {
   if (!c->config || !c->o.pipeline || !c->o.from)
     return cli_usage_error("replay: -c FILE, -p PIPELINE and --from POSITION "
                            "are required");
+  if (c->dry_run && c->execute)
+    return cli_usage_error("replay: --dry-run (a preview) or --execute, not "
+                           "both");
   return -1;
 }
 
@@ -148,11 +200,18 @@ int cmd_replay(int argc, char **argv) {
     fprintf(stderr, "khost: replay: %s (nothing changed)\n", err);
     goto out;
   }
-  print_plan(plan, &c);
+  if (c.json)
+    print_plan_json(plan, &c);
+  else
+    print_plan(plan, &c);
   fflush(stdout);
-  if (c.dry_run)
-    printf("dry run: nothing changed\n");
-  else if ((rc = replay_apply(plan, stdout, err, sizeof(err))) != 0)
+  /* With --json, stdout holds only the JSON: the rest goes to stderr. */
+  if (!c.execute)
+    fprintf(c.json ? stderr : stdout,
+            "preview only, nothing changed: add --execute to move the "
+            "offsets\n");
+  else if ((rc = replay_apply(plan, c.json ? stderr : stdout, err,
+                              sizeof(err))) != 0)
     fprintf(stderr, "khost: replay: %s\n", err);
 out:
   replay_free(plan);

@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "host.h"
 #include "log.h"
+#include "preflight.h"
 
 typedef struct run_opts {
   const char *config;
@@ -69,9 +70,15 @@ int cmd_check(int argc, char **argv) {
   if (rc >= 0)
     return rc;
   rc = cli_load_config(&cfg, o.config);
-  if (rc == 0 && host_check(&cfg, err, sizeof(err)) != 0) {
-    fprintf(stderr, "%s\n", err);
-    rc = HOST_EXIT_CONFIG;
+  if (rc == 0) {
+    /* Plugins first, then the machine: every problem in one report. */
+    int bad = host_check(&cfg, err, sizeof(err)) != 0;
+    bad |= preflight_check(&cfg, PREFLIGHT_RESOLVE | PREFLIGHT_DEDUP, err,
+                           sizeof(err)) > 0;
+    if (bad) {
+      fprintf(stderr, "%s\n", err);
+      rc = HOST_EXIT_CONFIG;
+    }
   }
   if (rc == 0)
     printf("%s: OK (%zu pipeline%s)\n", cfg.path, cfg.n_pipelines,
@@ -193,11 +200,17 @@ static int run_host(const cfg_t *cfg, const run_opts_t *o) {
 
 int cmd_run(int argc, char **argv) {
   run_opts_t o = {0};
+  char err[4096] = "";
   cfg_t cfg;
   int rc = parse(argc, argv, 1, &o);
   if (rc >= 0)
     return rc;
   rc = cli_load_config(&cfg, o.config);
+  /* A malformed host:port would be read by librdkafka as another port. */
+  if (rc == 0 && preflight_check(&cfg, PREFLIGHT_SYNTAX, err, sizeof(err))) {
+    fprintf(stderr, "%s\n", err);
+    rc = HOST_EXIT_CONFIG;
+  }
   if (rc == 0)
     rc = run_host(&cfg, &o);
   cfg_free(&cfg);

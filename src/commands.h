@@ -14,6 +14,10 @@ int cmd_replay(int argc, char **argv);      /* cmd_replay.c */
 int cmd_offsets(int argc, char **argv);     /* cmd_offsets.c */
 int cmd_dedup(int argc, char **argv);       /* cmd_dedup.c */
 int cmd_plugin_info(int argc, char **argv); /* cmd_plugin_info.c */
+int cmd_test_plugin(int argc, char **argv); /* cmd_test_plugin.c */
+
+/* Print the help of command on stdout (cli_help.c); -1 when it has none. */
+int cli_help(const char *command);
 
 /* Print "khost: <message>" and the --help hint on stderr; returns the usage
  * exit status (2). */

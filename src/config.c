@@ -8,6 +8,7 @@
  * group that should hold it.
  */
 #include "config.h"
+#include "config_hint.h"
 
 #include <errno.h>
 #include <glib.h>
@@ -910,6 +911,22 @@ static void set_defaults(cfg_t *cfg, const char *path) {
   cfg->mock_gen.coupons = 10;
 }
 
+/* libconfig's text ("syntax error", "duplicate setting name", ...), at
+ * the line of the mistake with a hint when config_hint.c sees one. */
+static void parse_error(loader_t *ld) {
+  const char *file = config_error_file(&ld->cfg->lc);
+  const char *text = config_error_text(&ld->cfg->lc);
+  int line = config_error_line(&ld->cfg->lc), at = 0;
+  GString *hint = g_string_new(NULL);
+  if (!file)
+    file = ld->cfg->path;
+  if (strcmp(text, "syntax error") == 0)
+    at = cfg_syntax_hint(file, line, hint);
+  g_string_append_printf(ld->err, "%s:%d: %s%s%s", file, at ? at : line, text,
+                         at ? ": " : "", hint->str);
+  g_string_free(hint, TRUE);
+}
+
 /* Reads the file into cfg->lc; 0, or -1 with the reason in ld->err. */
 static int read_file(loader_t *ld) {
   cfg_t *cfg = ld->cfg;
@@ -937,11 +954,7 @@ static int read_file(loader_t *ld) {
     g_string_append_printf(ld->err, "%s: cannot read: %s", cfg->path,
                            config_error_text(&cfg->lc));
   } else {
-    /* libconfig's text: "syntax error", "duplicate setting name", ... */
-    const char *file = config_error_file(&cfg->lc);
-    g_string_append_printf(ld->err, "%s:%d: %s", file ? file : cfg->path,
-                           config_error_line(&cfg->lc),
-                           config_error_text(&cfg->lc));
+    parse_error(ld);
   }
 out:
   if (f)

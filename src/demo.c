@@ -10,6 +10,7 @@
 
 #include "gen.h"
 #include "log.h"
+#include "mock_window.h"
 
 struct demo {
   const cfg_t *cfg;
@@ -17,6 +18,25 @@ struct demo {
   gen_report_t gen; /* what mock.generate produced */
   int generated;    /* mock.generate filled the topics */
 };
+
+/* More events than the mock cluster keeps: said before producing, not
+ * found out from a summary that does not reconcile. */
+static void warn_mock_window(const gen_opts_t *o, int partitions) {
+  mock_window_fit_t f;
+  if (!mock_window_check(o, partitions, &f))
+    return;
+  log_msg(KHOST_LOG_WARNING, "mock",
+          "mock.generate: %" PRIu64 " events put about %" PRIu64
+          " records (%.1f MB) on each partition of %s, but the embedded mock "
+          "cluster keeps only the last %u MB or %u records of a partition: "
+          "about %" PRIu64 " of them per partition will be gone before "
+          "they are consumed, and the summary will not reconcile; about "
+          "%" PRIu64 " events fit with mock.partitions = %d (more partitions "
+          "hold more; a real broker holds all)",
+          o->count, f.records, (double)f.bytes / 1e6, gen_topic_name(f.topic),
+          MOCK_WINDOW_BYTES / (1024 * 1024), MOCK_WINDOW_RECORDS,
+          f.records - f.kept, f.max_count, partitions);
+}
 
 /* mock.generate: the event generator fills the document's topics. */
 static int generate(demo_t *d, char *err, size_t errlen) {
@@ -34,6 +54,7 @@ static int generate(demo_t *d, char *err, size_t errlen) {
           "generating %d events (seed %" PRIu32 ", %g%% duplicates, %d users, "
           "%d coupons)",
           cfg->mock_gen.count, o.seed, o.duplicates * 100, o.users, o.coupons);
+  warn_mock_window(&o, cfg->mock_partitions);
   int rc = mock_generate(d->mock, &o, cfg->mock_partitions, &r, err, errlen);
   gen_report_log(&r, "mock");
   d->gen = r;

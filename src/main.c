@@ -32,22 +32,27 @@ static const char usage_text[] =
     "          (NAME is looked up in FILE's plugin_dir, else the default)\n"
     "  replay -c FILE -p PIPELINE --from earliest|latest|TIME|OFFSET\n"
     "         [--topic T [--partition N]] [--group NEW]\n"
-    "         [--dedup skip|reprocess] [--dry-run]\n"
+    "         [--dedup skip|reprocess] [--execute] [--json]\n"
     "          move the pipeline's committed offsets so that the next run\n"
     "          processes from there (TIME: ISO-8601 with a timezone);\n"
+    "          prints the plan, changes nothing without --execute;\n"
     "          refused while the group has active members\n"
     "  offsets -c FILE [-p PIPELINE] [--json]\n"
     "          committed, log start and end offsets, lag and member of\n"
     "          every partition of the pipelines' groups\n"
-    "  dedup stats  -c FILE [-p PIPELINE]\n"
-    "  dedup lookup -c FILE -p PIPELINE --event-id ID\n"
-    "  dedup forget -c FILE -p PIPELINE (--event-id ID | --all) [--yes]\n"
+    "  dedup stats  -c FILE [-p PIPELINE] [--json]\n"
+    "  dedup lookup -c FILE -p PIPELINE --event-id ID [--json]\n"
+    "  dedup forget -c FILE -p PIPELINE (--event-id ID | --all) [--execute]\n"
     "  dedup prune  -c FILE [--older-than DURATION]\n"
     "          inspect and edit the dedup database (also while khost runs)\n"
+    "  test-plugin PLUGIN --records FILE.jsonl [--config KEY=VALUE ...]\n"
+    "              [-c FILE -p PIPELINE] [--retries N]\n"
+    "          run a plugin over records written as JSON lines, without\n"
+    "          Kafka, and print each result (exit 1 on KHOST_FATAL)\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE  the libconfig file (see examples/khost.cfg)\n"
-    "  -h, --help         this text\n"
+    "  -h, --help         this text (khost COMMAND --help: that command)\n"
     "  -V, --version      print versions and exit\n"
     "\n"
     "Exit status: 0 clean stop, 1 runtime failure, 2 usage, config or\n"
@@ -57,9 +62,13 @@ static const struct {
   const char *name;
   int (*run)(int argc, char **argv);
 } commands[] = {
-    {"run", cmd_run},       {"check", cmd_check},
-    {"replay", cmd_replay}, {"offsets", cmd_offsets},
-    {"dedup", cmd_dedup},   {"plugin-info", cmd_plugin_info},
+    {"run", cmd_run},
+    {"check", cmd_check},
+    {"replay", cmd_replay},
+    {"offsets", cmd_offsets},
+    {"dedup", cmd_dedup},
+    {"plugin-info", cmd_plugin_info},
+    {"test-plugin", cmd_test_plugin},
 };
 
 int cli_usage_error(const char *fmt, ...) {
@@ -99,13 +108,14 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc < 2)
     return cli_usage_error(
-        "a command is required (run, check, plugin-info, replay, offsets or "
-        "dedup)");
+        "a command is required (run, check, plugin-info, replay, offsets, "
+        "dedup or test-plugin)");
   const char *first = argv[1];
-  /* `khost --help` and `khost COMMAND --help` alike. */
+  /* `khost --help`: every command; `khost COMMAND --help`: that one. */
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-      fputs(usage_text, stdout);
+      if (first[0] == '-' || cli_help(first) != 0)
+        fputs(usage_text, stdout);
       return HOST_EXIT_OK;
     }
   if (strcmp(first, "-V") == 0 || strcmp(first, "--version") == 0) {

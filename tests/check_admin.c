@@ -213,12 +213,21 @@ START_TEST(test_nothing_to_inspect) {
 }
 END_TEST
 
-START_TEST(test_replay_dry_run_changes_nothing) {
+/* Without --execute a replay is a preview: the plan, nothing changed
+ * (--dry-run says the same explicitly). */
+START_TEST(test_replay_preview_changes_nothing) {
   mu_cluster_t c;
   char *cfg = cluster_with_records(&c);
   run_t r = khost("replay", "-c", cfg, "-p", "orders", "--from", "10",
                   "--dry-run", NULL);
-  assert_run(&r, 0, "dry run: nothing changed");
+  assert_run(&r, 0,
+             "preview only, nothing changed: add --execute to move the "
+             "offsets\n");
+  run_free(&r);
+  r = khost("replay", "-c", cfg, "-p", "orders", "--from", "10", NULL);
+  assert_run(&r, 0,
+             "preview only, nothing changed: add --execute to move the "
+             "offsets\n");
   /* Header, then per partition: no committed offset, new 10, end 20,
    * backlog 10, nothing consumed before. */
   ck_assert_msg(strstr(r.out, "\nTOPIC ") && strstr(r.out, " COMMITTED ") &&
@@ -246,15 +255,32 @@ END_TEST
 START_TEST(test_replay_then_offsets) {
   mu_cluster_t c;
   char *cfg = cluster_with_records(&c);
-  run_t r = khost("replay", "-c", cfg, "-p", "orders", "--from", "10", NULL);
+  run_t r = khost("replay", "-c", cfg, "-p", "orders", "--from", "10",
+                  "--execute", "--json", NULL);
   assert_run(&r, 0, "committed the new offsets of group " GROUP);
+  /* --json: only the plan on stdout, the rest on stderr. */
+  json_error_t jerr;
+  json_t *plan = json_loads(r.out, 0, &jerr);
+  ck_assert_msg(plan != NULL, "not JSON (%s):\n%s", jerr.text, r.out);
+  ck_assert_str_eq(json_string_value(json_object_get(plan, "group")), GROUP);
+  ck_assert(json_is_true(json_object_get(plan, "execute")));
+  json_t *parts = json_object_get(plan, "partitions");
+  ck_assert_uint_eq(json_array_size(parts), PARTS);
+  for (int p = 0; p < PARTS; p++) {
+    json_t *row = json_array_get(parts, (size_t)p);
+    ck_assert(json_is_null(json_object_get(row, "committed")));
+    ck_assert_int_eq(json_integer_value(json_object_get(row, "new")), 10);
+    ck_assert_int_eq(json_integer_value(json_object_get(row, "end")), 20);
+  }
+  ck_assert_int_eq(json_integer_value(json_object_get(plan, "backlog")),
+                   10 * PARTS);
+  json_decref(plan);
   run_free(&r);
   for (int p = 0; p < PARTS; p++)
     ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, p), 10);
 
   r = khost("offsets", "-c", cfg, "-p", "orders", "--json", NULL);
   assert_run(&r, 0, "members unknown");
-  json_error_t jerr;
   json_t *rows = json_loads(r.out, 0, &jerr);
   ck_assert_msg(json_is_array(rows), "not a JSON array (%s):\n%s", jerr.text,
                 r.out);
@@ -423,23 +449,27 @@ START_TEST(test_dedup_lookup) {
 }
 END_TEST
 
+/* forget previews by default and removes only with --execute, as replay
+ * does; --yes, its old name, still works and says it is deprecated. */
 START_TEST(test_dedup_forget) {
   dbfx_t f;
   dbfx_init(&f);
-  /* Without --yes: says what would go, removes nothing. */
   run_t r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--event-id",
                   "evt-1", NULL);
-  assert_run(&r, 2,
+  assert_run(&r, 0,
              "would remove the marks of event ID evt-1 in pipeline "
              "orders from ");
-  ck_assert_msg(strstr(r.err, ": 2 mark(s); add --yes") != NULL, "%s", r.err);
+  ck_assert_msg(strstr(r.out, ": 2 mark(s)\npreview only, nothing changed: "
+                              "add --execute to remove them\n") != NULL,
+                "%s", r.out);
   run_free(&r);
   ck_assert_int_eq(marks_of(&f, "orders"), 4);
 
   r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--event-id",
-            "evt-1", "--yes", NULL);
+            "evt-1", "--execute", NULL);
   assert_run(&r, 0, ": 2 mark(s)\n");
   assert_run(&r, 0, "a running khost keeps remembering these event IDs");
+  ck_assert_msg(strstr(r.err, "deprecated") == NULL, "%s", r.err);
   run_free(&r);
   ck_assert_int_eq(marks_of(&f, "orders"), 2);
   ck_assert_int_eq(marks_of(&f, "coupons"), 1); /* its own evt-1 stays */
@@ -449,17 +479,70 @@ START_TEST(test_dedup_forget) {
   run_free(&r);
 
   r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--all", NULL);
-  assert_run(&r, 2, "would remove every mark of pipeline orders");
+  assert_run(&r, 0, "would remove every mark of pipeline orders");
   run_free(&r);
   ck_assert_int_eq(marks_of(&f, "orders"), 2);
   r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--all", "--yes",
             NULL);
   assert_run(&r, 0, ": 2 mark(s)\n");
+  assert_run(&r, 0, "--yes is deprecated: use --execute");
   run_free(&r);
   ck_assert_int_eq(marks_of(&f, "orders"), 0);
   ck_assert_int_eq(marks_of(&f, "coupons"), 1);
   r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", NULL);
   assert_run(&r, 2, "give --event-id ID or --all");
+  run_free(&r);
+  r = khost("dedup", "prune", "-c", f.cfg, "--execute", NULL);
+  assert_run(&r, 2, "--execute go with forget");
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
+/* --json: stats and lookup as JSON, the same rows as the tables; headers
+ * of the tables are single words. */
+START_TEST(test_dedup_json) {
+  dbfx_t f;
+  json_error_t jerr;
+  dbfx_init(&f);
+  run_t r = khost("dedup", "stats", "-c", f.cfg, "--json", NULL);
+  assert_run(&r, 0, NULL);
+  json_t *st = json_loads(r.out, 0, &jerr);
+  ck_assert_msg(st != NULL, "not JSON (%s):\n%s", jerr.text, r.out);
+  ck_assert_str_eq(json_string_value(json_object_get(st, "database")), f.db);
+  json_t *rows = json_object_get(st, "pipelines");
+  ck_assert_uint_eq(json_array_size(rows), 2);
+  json_t *orders = json_array_get(rows, 0);
+  ck_assert_str_eq(json_string_value(json_object_get(orders, "pipeline")),
+                   "orders");
+  ck_assert_int_eq(json_integer_value(json_object_get(orders, "marks")), 4);
+  ck_assert_int_lt(strcmp(json_string_value(json_object_get(orders, "oldest")),
+                          json_string_value(json_object_get(orders, "newest"))),
+                   0);
+  json_decref(st);
+  run_free(&r);
+
+  r = khost("dedup", "lookup", "-c", f.cfg, "-p", "orders", "--event-id",
+            "evt-1", "--json", NULL);
+  assert_run(&r, 0, NULL);
+  json_t *marks = json_loads(r.out, 0, &jerr);
+  ck_assert_msg(json_is_array(marks), "not a JSON array:\n%s", r.out);
+  ck_assert_uint_eq(json_array_size(marks), 2);
+  json_t *m = json_array_get(marks, 1);
+  ck_assert_str_eq(json_string_value(json_object_get(m, "topic")), TOPIC);
+  ck_assert_int_eq(json_integer_value(json_object_get(m, "partition")), 2);
+  ck_assert_int_eq(json_integer_value(json_object_get(m, "offset")), 14);
+  ck_assert_str_eq(json_string_value(json_object_get(m, "outcome")), "ok");
+  json_decref(marks);
+  run_free(&r);
+
+  r = khost("dedup", "lookup", "-c", f.cfg, "-p", "orders", "--event-id",
+            "evt-1", NULL);
+  assert_run(&r, 0, NULL);
+  ck_assert_msg(strstr(r.out, " HANDLED_AT ") != NULL, "header:\n%s", r.out);
+  run_free(&r);
+  r = khost("dedup", "prune", "-c", f.cfg, "--json", NULL);
+  assert_run(&r, 2, "--json goes with stats or lookup");
   run_free(&r);
   dbfx_done(&f);
 }
@@ -538,8 +621,8 @@ START_TEST(test_dedup_admin_beside_a_writer) {
   r = khost("dedup", "prune", "-c", f.cfg, NULL);
   assert_run(&r, 0, "removed 1 mark(s)");
   run_free(&r);
-  r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--all", "--yes",
-            NULL);
+  r = khost("dedup", "forget", "-c", f.cfg, "-p", "orders", "--all",
+            "--execute", NULL);
   assert_run(&r, 0, "removed every mark of pipeline orders");
   run_free(&r);
   int before = b.batches;
@@ -561,13 +644,14 @@ Suite *admin_suite(void) {
   tcase_add_test(db, test_dedup_stats);
   tcase_add_test(db, test_dedup_lookup);
   tcase_add_test(db, test_dedup_forget);
+  tcase_add_test(db, test_dedup_json);
   tcase_add_test(db, test_dedup_prune);
   tcase_add_test(db, test_dedup_admin_beside_a_writer);
   tcase_add_test(db, test_nothing_to_inspect);
   suite_add_tcase(s, db);
   /* Each test a case of its own, run beside the others. */
   TU_CASE(s, test_replay_bad_input, 120, "mock-cluster");
-  TU_CASE(s, test_replay_dry_run_changes_nothing, 120, "mock-cluster");
+  TU_CASE(s, test_replay_preview_changes_nothing, 120, "mock-cluster");
   TU_CASE(s, test_replay_then_offsets, 120, "mock-cluster");
   return s;
 }

@@ -373,6 +373,61 @@ START_TEST(test_help) {
 }
 END_TEST
 
+/* `khost COMMAND --help` (or -h anywhere after it): that command's help,
+ * naming its own options, not the overview. */
+START_TEST(test_command_help) {
+  static const struct {
+    const char *command, *option;
+  } cases[] = {
+      {"run", "--from-beginning"}, {"check", "create()"},
+      {"replay", "--execute"},     {"offsets", "--json"},
+      {"dedup", "forget"},         {"test-plugin", "--records"},
+      {"plugin-info", "--json"},
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *out, *err, want[64], tag[32];
+    snprintf(tag, sizeof(tag), "help%zu", i);
+    snprintf(want, sizeof(want), "Usage: khost %s ", cases[i].command);
+    int status =
+        run_khost(tag, QUICK_TIMEOUT_MS, &out, &err, (char *)cases[i].command,
+                  i % 2 ? "-h" : "--help", NULL, NULL);
+    ck_assert_msg(status == 0, "%s: exit %d; stderr:\n%s", cases[i].command,
+                  status, err);
+    ck_assert_msg(strncmp(out, want, strlen(want)) == 0,
+                  "%s --help does not start with \"%s\":\n%s", cases[i].command,
+                  want, out);
+    assert_has(out, cases[i].option, "the command's help");
+    assert_has(out, "Exit status", "the command's help");
+    ck_assert_msg(strstr(out, "Commands:") == NULL, "%s --help: the overview",
+                  cases[i].command);
+    ck_assert_str_eq(err, "");
+    free(out);
+    free(err);
+  }
+}
+END_TEST
+
+/* The manual page covers every command, signal handling and exit status,
+ * as README and --help do. */
+START_TEST(test_man_page) {
+  static const char *const words[] = {
+      ".B khost run",           ".B khost check",
+      ".B khost replay",        ".B khost offsets",
+      ".B khost dedup",         ".B khost test\\-plugin",
+      ".B khost plugin\\-info", ".SH SIGNALS",
+      ".SH EXIT STATUS",        "128+N",
+      ".SH CONFIGURATION",      "KHOST_PLUGIN_DIR",
+      "\\-\\-execute",          NULL};
+  char *man = slurp(TOP_SRCDIR "/docs/khost.1");
+  ck_assert_msg(strncmp(man, ".\\\"", 3) == 0 || strncmp(man, ".TH", 3) == 0,
+                "not a roff page");
+  assert_has(man, ".TH KHOST 1 ", "khost.1");
+  for (size_t i = 0; words[i]; i++)
+    assert_has(man, words[i], "khost.1");
+  free(man);
+}
+END_TEST
+
 /* Every misuse exits 2, says why on stderr and prints nothing on stdout. */
 START_TEST(test_usage_errors) {
   static const struct {
@@ -635,6 +690,56 @@ START_TEST(test_plugin_info_name_and_errors) {
   free(out);
   free(err);
   free(cfg);
+}
+END_TEST
+
+/* What check finds beyond the file: a malformed host:port, a host that
+ * does not resolve, a dedup directory that does not exist; exit 2, each
+ * with file, line and key, nothing created. run refuses the malformed
+ * port too (librdkafka would read it as port 90). */
+START_TEST(test_check_machine_problems) {
+  char *dbdir = dir_path("no-such-dir");
+  char *cfg = write_cfg("machine.cfg",
+                        "plugin_dir = \"" PLUGIN_DIR "\";\n"
+                        "kafka = { bootstrap_servers = "
+                        "\"127.0.0.1:90x2,broker.invalid:9092\"; };\n"
+                        "dedup = { path = \"%s/dedup.db\"; };\n"
+                        "pipelines = ( {\n"
+                        "  name = \"orders\"; group_id = \"g\";\n"
+                        "  topics = [ \"" TOPIC "\" ];\n"
+                        "  plugin = \"jsonl_sink\";\n"
+                        "  config = { path = \"%s/orders.jsonl\"; };\n"
+                        "} );\n",
+                        dbdir, g_dir);
+  char *text = slurp(cfg);
+  char *port = where(cfg, text, "90x2", "kafka.bootstrap_servers: ");
+  char *dedup = where(cfg, text, "no-such-dir", "dedup.path: ");
+  char *out, *err;
+  int status = run_khost("machine", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
+                         cfg, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, port, "stderr");
+  assert_has(err, "\"127.0.0.1:90x2\": the port \"90x2\" is not a number",
+             "stderr");
+  assert_has(err, "cannot resolve host broker.invalid", "stderr");
+  assert_has(err, dedup, "stderr");
+  ck_assert_msg(strstr(out, "OK") == NULL, "stdout: %s", out);
+  ck_assert_msg(access(dbdir, F_OK) != 0, "check created %s", dbdir);
+  free(out);
+  free(err);
+
+  status =
+      run_khost("run", QUICK_TIMEOUT_MS, &out, &err, "run", "-c", cfg, NULL);
+  ck_assert_msg(status == 2, "run: exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, port, "stderr");
+  ck_assert_msg(access(dbdir, F_OK) != 0, "run created %s", dbdir);
+  free(out);
+  free(err);
+  free(dedup);
+  free(port);
+  free(text);
+  free(cfg);
+  free(dbdir);
 }
 END_TEST
 
@@ -947,6 +1052,389 @@ START_TEST(test_readme_plugin) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ test-plugin */
+
+/* khost with the NULL-terminated arguments after err, run to its end. */
+static int run_khost_v(const char *tag, char **out, char **err, ...) {
+  char *argv[16] = {(char *)KHOST};
+  size_t n = 1;
+  proc_t p;
+  va_list ap;
+  va_start(ap, err);
+  for (char *a; (a = va_arg(ap, char *)) != NULL;) {
+    ck_assert_uint_lt(n, G_N_ELEMENTS(argv) - 1);
+    argv[n++] = a;
+  }
+  va_end(ap);
+  argv[n] = NULL;
+  spawn_argv(&p, tag, argv);
+  int status = finish(&p, QUICK_TIMEOUT_MS);
+  *out = slurp(p.out);
+  *err = slurp(p.err);
+  assert_no_sanitizer_report(*err);
+  proc_free(&p);
+  return status;
+}
+
+/* "log_path=<dir>/scripted.log": where the scripted fixture logs calls. */
+static char *scripted_log_setting(char **log) {
+  char *s = NULL;
+  *log = dir_path("scripted.log");
+  ck_assert_int_ge(asprintf(&s, "log_path=%s", *log), 0);
+  return s;
+}
+
+static size_t lines_in(const char *path) {
+  return access(path, F_OK) == 0 ? count_lines(path) : 0;
+}
+
+/* Each result as the plugin gave it, the retries the host would make,
+ * the flush, and a summary; exit 0 when nothing was FATAL. */
+START_TEST(test_test_plugin_results) {
+  char *log, *setting = scripted_log_setting(&log);
+  char *plugin = tu_fixture("scripted"), *out, *err;
+  char *records = write_cfg(
+      "records.jsonl",
+      "{\"topic\": \"orders\", \"key\": \"u1\", \"value\": \"ok\", "
+      "\"headers\": {\"eventId\": \"e-1\"}}\n"
+      "{\"topic\": \"orders\", \"value\": \"retry\", \"headers\": "
+      "[[\"eventId\", \"e-2\"]]}\n"
+      "\n"
+      "{\"topic\": \"orders\", \"partition\": 1, \"value\": \"fail\", "
+      "\"headers\": {\"eventId\": \"e-3\"}}\n"
+      "{\"topic\": \"orders\", \"partition\": 1, \"value\": {\"n\": 1}}\n");
+  int status = run_khost_v("results", &out, &err, "test-plugin", plugin,
+                           "--records", records, "--config", setting, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  assert_has(out, "orders [0] @0 event e-1: OK\n", "stdout");
+  assert_has(out, "orders [0] @1 event e-2: RETRY (attempt 1)\n", "stdout");
+  assert_has(out, "orders [0] @1 event e-2: RETRY (attempt 2)\n", "stdout");
+  assert_has(out, "orders [0] @1 event e-2: OK (attempt 3)\n", "stdout");
+  assert_has(out, "orders [1] @0 event e-3: FAIL\n", "stdout");
+  assert_has(out, "orders [1] @1 event -: OK\n", "stdout");
+  assert_has(out, "flush after 4 records: OK\n", "stdout");
+  assert_has(out,
+             "4 of 4 records handled: 3 OK, 1 FAIL (0 after retries), "
+             "0 FATAL; 2 RETRY answers; 1 flush\n",
+             "stdout");
+  /* The plugin saw every call the output reports: 1 + 3 + 1 + 1. */
+  ck_assert_uint_eq(lines_in(log), 6);
+  free(out);
+  free(err);
+  free(records);
+  free(plugin);
+  free(setting);
+  free(log);
+}
+END_TEST
+
+/* FATAL: nothing after it reaches the plugin, no flush, exit 1. */
+START_TEST(test_test_plugin_fatal) {
+  char *records =
+      write_cfg("records.jsonl", "{\"topic\": \"t\", \"value\": \"ok\"}\n"
+                                 "{\"topic\": \"t\", \"value\": \"fatal\"}\n"
+                                 "{\"topic\": \"t\", \"value\": \"ok\"}\n");
+  char *log, *setting = scripted_log_setting(&log);
+  char *plugin = tu_fixture("scripted"), *out, *err;
+  int status = run_khost_v("fatal", &out, &err, "test-plugin", plugin,
+                           "--records", records, "--config", setting, NULL);
+  ck_assert_msg(status == 1, "exit %d, not 1; stderr:\n%s", status, err);
+  assert_has(out, "t [0] @1 event -: FATAL", "stdout");
+  assert_has(out, "2 of 3 records handled", "stdout");
+  ck_assert_msg(strstr(out, "flush") == NULL || strstr(out, "0 flushes"),
+                "flushed after FATAL:\n%s", out);
+  ck_assert_uint_eq(lines_in(log), 2);
+  free(out);
+  free(err);
+  free(records);
+  free(plugin);
+  free(setting);
+  free(log);
+}
+END_TEST
+
+/* Every field of the JSON line reaches the plugin: jsonl_sink writes the
+ * record back out as it saw it. */
+START_TEST(test_test_plugin_record_fields) {
+  char *records = write_cfg(
+      "records.jsonl",
+      "{\"topic\": \"payments\", \"partition\": 2, \"offset\": 40,\n"
+      "  \"key\": \"user-7\", \"value\": {\"amount\": 5},\n"
+      "  \"timestamp\": 1700000000123,\n"
+      "  \"headers\": [[\"eventId\", \"e-9\"], [\"trace\", null]]}\n");
+  /* One record per line: join the pretty-printed one. */
+  char *text = slurp(records);
+  for (char *c = text; *c; c++)
+    if (*c == '\n' && c[1])
+      *c = ' ';
+  free(records);
+  records = write_cfg("records.jsonl", "%s", text);
+  char *jsonl = dir_path("out.jsonl"), *setting = NULL, *out, *err;
+  ck_assert_int_ge(asprintf(&setting, "path=%s", jsonl), 0);
+  int status = run_khost_v("fields", &out, &err, "test-plugin",
+                           PLUGIN_DIR "/jsonl_sink.so", "--records", records,
+                           "--config", setting, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  assert_has(out, "payments [2] @40 event e-9: OK", "stdout");
+  json_error_t jerr;
+  json_t *obj = json_load_file(jsonl, 0, &jerr);
+  ck_assert_msg(obj != NULL, "%s: %s", jsonl, jerr.text);
+  ck_assert_str_eq(json_string_value(json_object_get(obj, "topic")),
+                   "payments");
+  ck_assert_int_eq(json_integer_value(json_object_get(obj, "partition")), 2);
+  ck_assert_int_eq(json_integer_value(json_object_get(obj, "offset")), 40);
+  ck_assert_str_eq(json_string_value(json_object_get(obj, "key")), "user-7");
+  ck_assert_str_eq(json_string_value(json_object_get(obj, "value")),
+                   "{\"amount\":5}");
+  ck_assert_str_eq(json_string_value(json_object_get(obj, "event_id")), "e-9");
+  json_t *hdrs = json_object_get(obj, "headers");
+  ck_assert_str_eq(json_string_value(json_object_get(hdrs, "eventId")), "e-9");
+  ck_assert_msg(json_is_null(json_object_get(hdrs, "trace")),
+                "header trace is not null");
+  json_decref(obj);
+  free(out);
+  free(err);
+  free(setting);
+  free(jsonl);
+  free(text);
+  free(records);
+}
+END_TEST
+
+/* A plugin that does not load, a setting it does not know, a records file
+ * with mistakes: exit 2 with the message, and no record handled. */
+START_TEST(test_test_plugin_errors) {
+  char *records =
+      write_cfg("records.jsonl", "{\"topic\": \"t\", \"value\": \"ok\"}\n"
+                                 "{\"topic\": \"t\", \"partition\": \"one\"}\n"
+                                 "{\"topic\": \"t\", \"colour\": \"blue\"}\n"
+                                 "{\"topic\": \"t\",\n");
+  char *good = write_cfg("good.jsonl", "{\"topic\": \"t\"}\n");
+  char *missing = dir_path("no/such.so");
+  char *log, *setting = scripted_log_setting(&log);
+  char *plugin = tu_fixture("scripted"), *out, *err;
+  int status = run_khost_v("records", &out, &err, "test-plugin", plugin,
+                           "--records", records, "--config", setting, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, "records.jsonl:2: partition: must be an integer", "stderr");
+  assert_has(err, "records.jsonl:3: colour: unknown field", "stderr");
+  assert_has(err, "records.jsonl:4: not JSON", "stderr");
+  ck_assert_msg(lines_in(log) == 0, "a record reached the plugin");
+  free(out);
+  free(err);
+
+  status = run_khost_v("missing", &out, &err, "test-plugin", missing,
+                       "--records", good, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, missing, "stderr");
+  assert_has(err, "cannot load plugin", "stderr");
+  free(out);
+  free(err);
+
+  status = run_khost_v("setting", &out, &err, "test-plugin", plugin,
+                       "--records", good, "--config", setting, "--config",
+                       "flavour=vanilla", NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, "config.flavour: unknown setting for plugin scripted",
+             "stderr");
+  ck_assert_msg(lines_in(log) == 0, "a record reached the plugin");
+  free(out);
+  free(err);
+
+  status = run_khost_v("usage", &out, &err, "test-plugin", plugin, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, "--records FILE is required", "stderr");
+  free(out);
+  free(err);
+  free(records);
+  free(good);
+  free(missing);
+  free(plugin);
+  free(setting);
+  free(log);
+}
+END_TEST
+
+/* -c FILE -p PIPELINE: the pipeline's plugin, settings, event ID source,
+ * retry limit and first topic. */
+START_TEST(test_test_plugin_pipeline) {
+  char *plugin = tu_fixture("scripted"), *log = dir_path("scripted.log");
+  char *cfg = write_cfg("pipe.cfg",
+                        "mock = { brokers = 1; };\n"
+                        "dedup = { path = \"%s/dedup.db\"; };\n"
+                        "pipelines = ( {\n"
+                        "  name = \"orders\"; group_id = \"g\";\n"
+                        "  topics = [ \"" TOPIC "\" ];\n"
+                        "  plugin = \"%s\"; event_id = \"key\";\n"
+                        "  retry = { max = 1; };\n"
+                        "  config = { log_path = \"%s\"; retry_times = 5; };\n"
+                        "} );\n",
+                        g_dir, plugin, log);
+  char *records =
+      write_cfg("records.jsonl", "{\"key\": \"k1\", \"value\": \"ok\"}\n"
+                                 "{\"key\": \"k2\", \"value\": \"retry\"}\n");
+  char *out, *err;
+  int status = run_khost_v("pipeline", &out, &err, "test-plugin", "-c", cfg,
+                           "-p", "orders", "--records", records, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  assert_has(out, TOPIC " [0] @0 event k1: OK\n", "stdout");
+  assert_has(out, TOPIC " [0] @1 event k2: FAIL (attempt 2): retries exhausted",
+             "stdout");
+  ck_assert_uint_eq(lines_in(log), 3);
+  free(out);
+  free(err);
+
+  status = run_khost_v("nopipe", &out, &err, "test-plugin", "-c", cfg, "-p",
+                       "billing", "--records", records, NULL);
+  ck_assert_msg(status == 2, "exit %d, not 2; stderr:\n%s", status, err);
+  assert_has(err, "no pipeline named \"billing\"", "stderr");
+  free(out);
+  free(err);
+  free(records);
+  free(cfg);
+  free(log);
+  free(plugin);
+}
+END_TEST
+
+/* examples/records.jsonl is what README shows: it runs as is. */
+START_TEST(test_test_plugin_example_records) {
+  char *log, *setting = scripted_log_setting(&log);
+  char *plugin = tu_fixture("scripted"), *out, *err;
+  int status = run_khost_v("example", &out, &err, "test-plugin", plugin,
+                           "--records", TOP_SRCDIR "/examples/records.jsonl",
+                           "--config", setting, NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  assert_has(out, " records handled: ", "stdout");
+  ck_assert_uint_gt(lines_in(log), 0);
+  free(out);
+  free(err);
+  free(plugin);
+  free(setting);
+  free(log);
+}
+END_TEST
+
+/* The calls a member makes, in its order: init, create, assigned with every
+ * partition of the file, handle per record, revoked, destroy, fini. */
+START_TEST(test_test_plugin_lifecycle) {
+  char *records =
+      write_cfg("records.jsonl", "{\"topic\": \"t\"}\n"
+                                 "{\"topic\": \"t\", \"partition\": "
+                                 "1}\n"
+                                 "{\"topic\": \"t\"}\n");
+  char *log = dir_path("lifecycle.log"), *out, *err;
+  ck_assert_int_eq(setenv("LIFECYCLE_LOG", log, 1), 0);
+  int status = run_khost_v("lifecycle", &out, &err, "test-plugin",
+                           TOP_BUILDDIR "/tests/fixtures/.libs/lifecycle.so",
+                           "--records", records, "--config", "label=x", NULL);
+  unsetenv("LIFECYCLE_LOG");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  char *calls = slurp(log);
+  ck_assert_str_eq(calls, "init\n"
+                          "create x test-plugin/0 limit=7 ratio=0.5 verbose=0\n"
+                          "assigned x/0 t[0] t[1]\n"
+                          "handle x/0 t[0]@0\n"
+                          "handle x/0 t[1]@0\n"
+                          "handle x/0 t[0]@1\n"
+                          "revoked x/0 lost=0 t[0] t[1]\n"
+                          "destroy x/0\n"
+                          "fini\n");
+  free(calls);
+  free(out);
+  free(err);
+  free(log);
+  free(records);
+}
+END_TEST
+
+/* README's test-plugin example: the plugin it shows over
+ * examples/records.jsonl prints exactly what README says. */
+START_TEST(test_test_plugin_readme) {
+  static const char cmd[] = "$ khost test-plugin ./count_orders.so --config "
+                            "every=1 \\\n      --records "
+                            "examples/records.jsonl\n";
+  char *cc = find_cc();
+  if (!cc) {
+    fprintf(stderr, "test_test_plugin_readme: SKIPPED: no cc on PATH\n");
+    return;
+  }
+  char *readme = slurp(TOP_SRCDIR "/README.md");
+  char *want = strstr(readme, cmd);
+  ck_assert_msg(want != NULL, "README.md does not show: %s", cmd);
+  want += strlen(cmd);
+  char *end = strstr(want, "```");
+  ck_assert_msg(end != NULL, "README.md: the example block does not end");
+  *end = '\0';
+  char *src = readme_plugin_source(), *so = dir_path("count_orders.so");
+  char *const cc_argv[] = {
+      cc, "-shared", "-fPIC", "-I", TOP_SRCDIR "/include", "-o", so, src, NULL};
+  proc_t p;
+  spawn_argv(&p, "cc", cc_argv);
+  ck_assert_int_eq(finish(&p, RUN_TIMEOUT_MS), 0);
+  proc_free(&p);
+  char *out, *err;
+  int status = run_khost_v("readme", &out, &err, "test-plugin", so, "--config",
+                           "every=1", "--records",
+                           TOP_SRCDIR "/examples/records.jsonl", NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  ck_assert_str_eq(out, want);
+  free(out);
+  free(err);
+  free(src);
+  free(so);
+  free(readme);
+  free(cc);
+}
+END_TEST
+
+/* README: while khost runs on the embedded mock cluster, other processes
+ * can produce to the address it logs; its kcat line, run as written but
+ * for that address, feeds the pipeline a record. */
+START_TEST(test_readme_kcat_to_mock) {
+  char *kcat = g_find_program_in_path("kcat");
+  if (!kcat) {
+    fprintf(stderr, "test_readme_kcat_to_mock: SKIPPED: no kcat on PATH\n");
+    return;
+  }
+  char *readme = slurp(TOP_SRCDIR "/README.md");
+  char *line = strstr(readme, "| kcat -P -b 127.0.0.1:PORT ");
+  ck_assert_msg(line != NULL, "README.md has no kcat line for the mock");
+  while (line > readme && line[-1] != '\n')
+    line--;
+  *strchr(line, '\n') = '\0';
+  char *sink = sink_config();
+  /* No HTTP listener: its default port may be another khost's. */
+  char *cfg = mock_cfg("kcat.cfg", "http = { listen = \"\"; };", 0, 0, "",
+                       "jsonl_sink", sink);
+  char *jsonl = dir_path("orders.jsonl"), addr[256];
+  proc_t p, k;
+  spawn_khost(&p, "run", "run", "-c", cfg, (char *)NULL);
+  wait_for_stderr(&p, "subscribed; consuming", RUN_TIMEOUT_MS);
+  char *err = slurp(p.err);
+  const char *at = strstr(err, "broker(s) at ");
+  ck_assert_msg(at && sscanf(at, "broker(s) at %255s", addr) == 1,
+                "no mock cluster address in:\n%s", tail(err));
+  char *cmd = replace_once(line, "127.0.0.1:PORT", addr);
+  char *const sh[] = {"/bin/sh", "-c", cmd, NULL};
+  spawn_argv(&k, "kcat", sh);
+  ck_assert_msg(finish(&k, QUICK_TIMEOUT_MS) == 0, "%s failed", cmd);
+  TU_WAIT_UNTIL(file_has(jsonl, "\"event_id\":\"order-1\""), RUN_TIMEOUT_MS,
+                "the record kcat produced, in the JSONL file");
+  ck_assert_int_eq(kill(p.pid, SIGTERM), 0);
+  ck_assert_int_eq(finish(&p, RUN_TIMEOUT_MS), 0);
+  proc_free(&k);
+  proc_free(&p);
+  g_free(cmd);
+  free(err);
+  free(jsonl);
+  free(cfg);
+  free(sink);
+  free(readme);
+  g_free(kcat);
+}
+END_TEST
+
 Suite *cli_suite(void) {
   Suite *s = suite_create("cli");
   TCase *usage = tcase_create("usage");
@@ -955,6 +1443,8 @@ Suite *cli_suite(void) {
   tcase_set_timeout(usage, 30);
   tcase_add_test(usage, test_version);
   tcase_add_test(usage, test_help);
+  tcase_add_test(usage, test_command_help);
+  tcase_add_test(usage, test_man_page);
   tcase_add_test(usage, test_usage_errors);
   suite_add_tcase(s, usage);
 
@@ -968,6 +1458,7 @@ Suite *cli_suite(void) {
   tcase_add_test(check, test_plugin_info_schema);
   tcase_add_test(check, test_plugin_info_name_and_errors);
   tcase_add_test(check, test_plugin_init_failure);
+  tcase_add_test(check, test_check_machine_problems);
   suite_add_tcase(s, check);
 
   /* The tests that run khost against the mock cluster, each a case of its
@@ -981,6 +1472,7 @@ Suite *cli_suite(void) {
               {test_run_exit_at_end, "run", 90},
               {test_readme_plugin, "readme", 120},
               {test_readme_quickstart, "readme", 120},
+              {test_readme_kcat_to_mock, "readme", 120},
               {test_sigterm_is_graceful, "run", 90},
               {test_file_size_limit_is_an_io_error, "run", 90}};
   for (size_t i = 0; i < G_N_ELEMENTS(slow); i++) {
@@ -990,5 +1482,19 @@ Suite *cli_suite(void) {
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, slow[i].test);
   }
+
+  TCase *tp = tcase_create("test_plugin");
+  tcase_add_unchecked_fixture(tp, case_setup, case_teardown);
+  tcase_add_checked_fixture(tp, setup, teardown);
+  tcase_set_timeout(tp, 60);
+  tcase_add_test(tp, test_test_plugin_results);
+  tcase_add_test(tp, test_test_plugin_fatal);
+  tcase_add_test(tp, test_test_plugin_record_fields);
+  tcase_add_test(tp, test_test_plugin_errors);
+  tcase_add_test(tp, test_test_plugin_pipeline);
+  tcase_add_test(tp, test_test_plugin_example_records);
+  tcase_add_test(tp, test_test_plugin_lifecycle);
+  tcase_add_test(tp, test_test_plugin_readme);
+  suite_add_tcase(s, tp);
   return s;
 }

@@ -7,6 +7,7 @@
 /* By path: "config.h" alone would find autoconf's header in the build dir. */
 #include "../src/config.h"
 #include "log.h"
+#include "preflight.h"
 #include "testutil.h"
 
 static char *tmpdir;
@@ -603,6 +604,32 @@ static const struct bad_case {
     {"syntax error with line",
      KAFKA "dedup = {\n  path = \"x\"\n  retention = ;\n};\n",
      ":4: syntax error"},
+    {"dotted librdkafka name",
+     "kafka = {\n  bootstrap.servers = \"h:1\";\n};\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: syntax error: libconfig names cannot contain dots: write "
+     "bootstrap_servers"},
+    {"dotted name inside a group on one line",
+     KAFKA PIPE_OPEN "    kafka = { fetch.max.bytes = 5; };\n" PIPE_CLOSE,
+     ":5: syntax error: libconfig names cannot contain dots: write "
+     "fetch_max_bytes"},
+    {"pipelines as a group",
+     KAFKA "pipelines = {\n  name = \"p\"; group_id = \"g\";\n};\n",
+     ":2: pipelines: must be a list of groups: pipelines = ( { ... } ) (got a "
+     "group)"},
+    {"missing comma between pipelines",
+     KAFKA PIPE_OPEN "  }\n"
+                     "  # the next one\n"
+                     "  {\n"
+                     "    name = \"q\"; group_id = \"h\"; topics = [ \"t\" ];\n"
+                     "    plugin = \"x\";\n" PIPE_CLOSE,
+     ":5: syntax error: missing ',' at the end of this line"},
+    {"string not closed",
+     KAFKA "log_level = \"info;\nplugin_dir = \"/x\";\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: syntax error: the string opened on this line goes on past its end"},
+    {"group never closed", KAFKA "mock = {\n  brokers = 1;\n",
+     ":2: syntax error: the '{' opened on this line is never closed with '}'"},
+    {"text without quotes", KAFKA "log_level = info;\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: syntax error: text needs double quotes: log_level = \"info\";"},
 };
 
 START_TEST(test_bad_file) {
@@ -748,6 +775,128 @@ START_TEST(test_secret_value_not_shown) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ preflight */
+
+/* Loads text (which must be valid) and runs preflight_check(what). */
+static int preflight_text(const char *text, int what, char *err, size_t errlen,
+                          char **path) {
+  cfg_t cfg;
+  char lerr[4096];
+  int rc = load_text(&cfg, text, lerr, sizeof(lerr), path);
+  ck_assert_msg(rc == 0, "config does not load: %s", lerr);
+  err[0] = '\0';
+  int n = preflight_check(&cfg, what, err, errlen);
+  cfg_free(&cfg);
+  return n;
+}
+
+static void assert_has_text(const char *text, const char *needle) {
+  ck_assert_msg(strstr(text, needle) != NULL, "want \"%s\" in:\n%s", needle,
+                text);
+}
+
+static void assert_problem(const char *err, const char *path,
+                           const char *expect) {
+  char *want = NULL;
+  ck_assert_int_ge(asprintf(&want, "%s%s", path, expect), 0);
+  ck_assert_msg(strstr(err, want) != NULL, "want \"%s\" in:\n%s", want, err);
+  free(want);
+}
+
+/* librdkafka would read "127.0.0.1:90x2" as port 90: each malformed server
+ * is a problem with file, line and key; good forms pass. */
+START_TEST(test_preflight_host_port) {
+  static const char text[] =
+      "kafka = {\n"
+      "  bootstrap_servers = \"127.0.0.1:90x2,h1:9092, SSL://h2:9093,"
+      "[::1]:9094,h3,:9092\";\n"
+      "};\n" PIPE_OPEN "    kafka = { bootstrap_servers = \"h:0,[::1\"; };\n"
+      "    dedup = false;\n" PIPE_CLOSE;
+  char err[4096], *path;
+  int n = preflight_text(text, PREFLIGHT_SYNTAX, err, sizeof(err), &path);
+  ck_assert_msg(n == 4, "%d problems, not 4:\n%s", n, err);
+  assert_problem(err, path,
+                 ":2: kafka.bootstrap_servers: \"127.0.0.1:90x2\": the port "
+                 "\"90x2\" is not a number from 1 to 65535");
+  assert_problem(err, path,
+                 ":2: kafka.bootstrap_servers: \":9092\": no host name");
+  assert_problem(err, path,
+                 ":7: pipelines[0].kafka.bootstrap_servers: \"h:0\": the "
+                 "port \"0\" is not");
+  assert_problem(err, path,
+                 ":7: pipelines[0].kafka.bootstrap_servers: \"[::1\": an "
+                 "IPv6 address is written [address]:port");
+  free(path);
+}
+END_TEST
+
+/* A host that does not resolve (.invalid never does, RFC 6761); numeric
+ * addresses and localhost do. Only with PREFLIGHT_RESOLVE. */
+START_TEST(test_preflight_resolve) {
+  static const char text[] =
+      "kafka = { bootstrap_servers = \"127.0.0.1:9092,localhost:9092,"
+      "[::1]:9092,broker.invalid:9092\"; };\n" PIPE_OPEN
+      "    dedup = false;\n" PIPE_CLOSE;
+  char err[4096], *path;
+  ck_assert_int_eq(
+      preflight_text(text, PREFLIGHT_SYNTAX, err, sizeof(err), &path), 0);
+  free(path);
+  int n = preflight_text(text, PREFLIGHT_RESOLVE, err, sizeof(err), &path);
+  ck_assert_msg(n == 1, "%d problems, not 1:\n%s", n, err);
+  assert_problem(err, path,
+                 ":1: kafka.bootstrap_servers: \"broker.invalid:9092\": "
+                 "cannot resolve host broker.invalid: ");
+  free(path);
+}
+END_TEST
+
+/* The dedup database's directory: missing, or a file; a good one passes,
+ * and nothing is created either way. */
+START_TEST(test_preflight_dedup_dir) {
+  char *text = NULL, *path, *file = tu_write_file(tmpdir, "plain", "x");
+  char err[4096];
+  static const char *const dirs[] = {"missing/sub", "plain", "."};
+  for (size_t i = 0; i < sizeof(dirs) / sizeof(*dirs); i++) {
+    free(text);
+    ck_assert_int_ge(
+        asprintf(&text,
+                 KAFKA
+                 "\ndedup = { path = \"%s/%s/d.db\"; };\n" PIPE_OPEN PIPE_CLOSE,
+                 tmpdir, dirs[i]),
+        0);
+    int n = preflight_text(text, PREFLIGHT_DEDUP, err, sizeof(err), &path);
+    if (i == 2) {
+      ck_assert_msg(n == 0, "a writable directory refused:\n%s", err);
+    } else {
+      ck_assert_msg(n == 1, "%s: %d problems:\n%s", dirs[i], n, err);
+      assert_problem(err, path, ":3: dedup.path: ");
+      assert_has_text(err, i == 0 ? "No such file or directory"
+                                  : "is not a directory");
+    }
+    free(path);
+  }
+  char *db = NULL;
+  ck_assert_int_ge(asprintf(&db, "%s/./d.db", tmpdir), 0);
+  ck_assert_msg(access(db, F_OK) != 0, "preflight created %s", db);
+  free(db);
+  free(text);
+  free(file);
+}
+END_TEST
+
+/* With the mock cluster, bootstrap.servers is not used: not checked. */
+START_TEST(test_preflight_mock_skips_bootstrap) {
+  static const char text[] =
+      "mock = { brokers = 1; };\n"
+      "kafka = { bootstrap_servers = \"x.invalid:1x\"; };\n" PIPE_OPEN
+      "    dedup = false;\n" PIPE_CLOSE;
+  char err[4096], *path;
+  ck_assert_int_eq(
+      preflight_text(text, PREFLIGHT_RESOLVE, err, sizeof(err), &path), 0);
+  free(path);
+}
+END_TEST
+
 Suite *config_suite(void) {
   Suite *s = suite_create("config");
   TCase *tc = tcase_create("good");
@@ -778,6 +927,14 @@ Suite *config_suite(void) {
   tcase_add_test(tc, test_error_truncated);
   tcase_add_test(tc, test_secret_value_not_shown);
   tcase_add_test(tc, test_loose_secrets_warned);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("preflight");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_preflight_host_port);
+  tcase_add_test(tc, test_preflight_resolve);
+  tcase_add_test(tc, test_preflight_dedup_dir);
+  tcase_add_test(tc, test_preflight_mock_skips_bootstrap);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -19,6 +20,7 @@
 
 #include "gen.h"
 #include "log.h"
+#include "mock_window.h"
 #include "mockutil.h"
 #include "testutil.h"
 
@@ -653,6 +655,82 @@ START_TEST(test_cli_help_version) {
 }
 END_TEST
 
+/* mock.generate's estimate of the mock cluster's window. 300,000 events
+ * with seed 1 over 3 partitions: order-completed, the largest share, puts
+ * about 30,000 records of about 220 bytes (6.6 MB) on each partition,
+ * more than the 5 MiB kept (measured: 71,536 of 89,711 consumed); 3,000
+ * (the demo) fit, as do 300,000 over 6 partitions. */
+START_TEST(test_mock_window_estimate) {
+  gen_opts_t o;
+  mock_window_fit_t f;
+  gen_opts_default(&o);
+  o.seed = 1;
+  o.count = 3000;
+  ck_assert_int_eq(mock_window_check(&o, 3, &f), 0);
+  o.count = 300000;
+  ck_assert_int_eq(mock_window_check(&o, 3, &f), 1);
+  ck_assert_int_eq(f.topic, GEN_ORDER);
+  ck_assert_msg(f.records > 28500 && f.records < 31500, "records %" PRIu64,
+                f.records);
+  ck_assert_msg(f.bytes > MOCK_WINDOW_BYTES, "bytes %" PRIu64, f.bytes);
+  /* What the window keeps: 5 MiB of these records, about 23,800. */
+  ck_assert_msg(f.kept > 22000 && f.kept < 25500, "kept %" PRIu64, f.kept);
+  ck_assert_msg(f.max_count > 220000 && f.max_count < 255000,
+                "max_count %" PRIu64, f.max_count);
+  uint64_t max = f.max_count;
+  o.count = max - max / 20;
+  ck_assert_int_eq(mock_window_check(&o, 3, &f), 0);
+  o.count = 300000;
+  ck_assert_int_eq(mock_window_check(&o, 6, &f), 0);
+}
+END_TEST
+
+/* README's "Event shapes": for each topic its row names the eventType and
+ * shows a value whose fields are the generator's, in its order. */
+START_TEST(test_readme_event_shapes) {
+  char *readme = tu_read_file(TOP_SRCDIR "/README.md");
+  ck_assert_ptr_nonnull(readme);
+  const char *table = strstr(readme, "### Event shapes");
+  ck_assert_msg(table != NULL, "README.md has no Event shapes section");
+  gen_opts_t o;
+  gen_opts_default(&o);
+  o.seed = 3;
+  gen_model_t *m = gen_model_new(&o, NULL);
+  int seen[GEN_N_TOPICS] = {0}, left = GEN_N_TOPICS;
+  for (int i = 0; left > 0 && i < 10000; i++) {
+    const gen_event_t *e = gen_model_next(m);
+    if (seen[e->topic]++)
+      continue;
+    left--;
+    char head[64];
+    snprintf(head, sizeof(head), "\n| `%s` | `%s` |", gen_topic_name(e->topic),
+             gen_event_type(e->topic));
+    const char *row = strstr(table, head);
+    ck_assert_msg(row != NULL, "no row \"%s\" in README.md", head + 1);
+    const char *v = strstr(row, "`{");
+    ck_assert_msg(v && v < strchr(row + 1, '\n'), "%s: no value", head + 1);
+    char *shown = g_strndup(v + 1, (gsize)(strstr(v, "}`") + 1 - (v + 1)));
+    json_error_t jerr;
+    json_t *doc = json_loads(shown, 0, &jerr);
+    json_t *made = json_loadb(e->value, e->value_len, 0, &jerr);
+    ck_assert_msg(doc && made, "%s: not JSON: %s", head + 1, shown);
+    /* The same fields in the same order. */
+    void *a = json_object_iter(doc), *b = json_object_iter(made);
+    for (; a && b;
+         a = json_object_iter_next(doc, a), b = json_object_iter_next(made, b))
+      ck_assert_str_eq(json_object_iter_key(a), json_object_iter_key(b));
+    ck_assert_msg(!a && !b, "%s: fields differ: README %s, generator %.*s",
+                  head + 1, shown, (int)e->value_len, e->value);
+    json_decref(doc);
+    json_decref(made);
+    g_free(shown);
+  }
+  ck_assert_int_eq(left, 0);
+  gen_model_free(m);
+  free(readme);
+}
+END_TEST
+
 Suite *gen_suite(void) {
   Suite *s = suite_create("gen");
   TCase *tc = tcase_create("model");
@@ -663,6 +741,8 @@ Suite *gen_suite(void) {
   tcase_add_test(tc, test_model_topic_subset);
   tcase_add_test(tc, test_topic_names);
   tcase_add_test(tc, test_bad_property);
+  tcase_add_test(tc, test_mock_window_estimate);
+  tcase_add_test(tc, test_readme_event_shapes);
   suite_add_tcase(s, tc);
 
   tc = tu_case(s, "mock-cluster", 60, NULL);

@@ -534,13 +534,14 @@ END_TEST
 
 /* ------------------------------------------------- replay */
 
-/* `khost replay -c cfg -p orders --from from --dedup mode`: exit 0. */
+/* `khost replay -c cfg -p orders --from from --dedup mode --execute`:
+ * exit 0. */
 static void khost_replay(scenario_t *s, const char *cfg, const char *from,
                          const char *mode) {
   ku_proc_t p;
-  char *const argv[] = {KHOST,     "replay",     "-c",     (char *)cfg,
-                        "-p",      "orders",     "--from", (char *)from,
-                        "--dedup", (char *)mode, NULL};
+  char *const argv[] = {KHOST,     "replay",     "-c",        (char *)cfg,
+                        "-p",      "orders",     "--from",    (char *)from,
+                        "--dedup", (char *)mode, "--execute", NULL};
   ku_spawn(&p, s->c.dir, "replay", argv);
   int status = ku_exit_status(&p, RUN_TIMEOUT_MS);
   char *err = tu_read_file(p.err);
@@ -838,7 +839,7 @@ static char example_step(const char *cmd) {
   if (g_str_has_prefix(cmd, "./src/khost offsets "))
     return 'o';
   if (g_str_has_prefix(cmd, "./src/khost replay "))
-    return strstr(cmd, " --dry-run") ? 'd' : 'x';
+    return strstr(cmd, " --execute") ? 'x' : 'd';
   return '.';
 }
 
@@ -969,11 +970,13 @@ static void check_example_step(example_run_t *e, char step,
     break;
   case 'd': /* the plan, and nothing changed */
     ck_assert_msg(strstr(r->out, plan) &&
-                      g_str_has_suffix(r->out, "dry run: nothing changed\n"),
-                  "khost replay --dry-run printed:\n%s", r->out);
+                      g_str_has_suffix(r->out,
+                                       "preview only, nothing changed: add "
+                                       "--execute to move the offsets\n"),
+                  "khost replay without --execute printed:\n%s", r->out);
     for (int p = 0; p < s->partitions; p++)
       ck_assert_msg(now[p] == e->committed[p],
-                    "the dry run moved [%d] from %" PRId64 " to %" PRId64, p,
+                    "the preview moved [%d] from %" PRId64 " to %" PRId64, p,
                     e->committed[p], now[p]);
     break;
   case 'x': /* the plan, and the group back at the start */
@@ -1158,8 +1161,8 @@ START_TEST(test_offsets_and_replay_while_running) {
                   p, rows[p].member, tool[p].member);
 
   committed_offsets(&s, before);
-  char *const argv[] = {KHOST,    "replay", "-c",       cfg, "-p",
-                        "orders", "--from", "earliest", NULL};
+  char *const argv[] = {KHOST,    "replay", "-c",       cfg,         "-p",
+                        "orders", "--from", "earliest", "--execute", NULL};
   cmd_result_t r;
   run_cmd(&s, "replay", argv, &r);
   ck_assert_msg(r.status == 1, "khost replay exited %d:\n%s", r.status,
