@@ -6,8 +6,10 @@
  * answer comes from an in-memory set of every ID inside the retention
  * window, rebuilt from that table at open. No random B-tree write per record.
  *
- * This is the one interface members use; a shared (multi-host) store can be
- * put behind it later without touching members or plugins.
+ * Members do not use it directly: store_sqlite.c puts it behind store.h,
+ * the interface members and the flow core use. The admin tools
+ * (dedup_admin.h) and the benchmark use it, and the lower-level calls
+ * below, on SQLite terms.
  *
  * Threads: dedup_store_t is shared by all members and is thread-safe.
  * A dedup_writer_t (its own SQLite connection) belongs to one thread.

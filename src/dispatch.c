@@ -96,7 +96,7 @@ static int64_t backoff_ms(const cfg_pipeline_t *pc, uint32_t attempt) {
 }
 
 /* The replayed range holding offset, or NULL. Newest ranges come first. */
-static const dedup_range_t *replay_range(const part_t *pt, int64_t offset) {
+static const store_range_t *replay_range(const part_t *pt, int64_t offset) {
   for (size_t i = 0; i < pt->n_ranges; i++)
     if (offset >= pt->ranges[i].from && offset < pt->ranges[i].to)
       return &pt->ranges[i];
@@ -113,7 +113,7 @@ static int finish(member_t *m, part_t *pt, int outcome) {
   size_t len;
   m->queued--;
   if (pt->claimed && event_id(m, msg, &id, &len)) {
-    dedup_mark_t mark = {
+    store_mark_t mark = {
         .scope = m->p->scope,
         .event_id = id,
         .event_id_len = len,
@@ -123,8 +123,7 @@ static int finish(member_t *m, part_t *pt, int outcome) {
         .handled_at_ms = wall_coarse_ms(),
         .outcome = outcome,
     };
-    dedup_writer_add(m->cur.writer, &mark);
-    dedup_attempts_forget(m->p->env.dedup, m->p->scope, id, len);
+    store_batch_add_mark(m->cur.writer, &mark);
     g_ptr_array_add(m->cur.claims, msg);
   }
   g_ptr_array_add(m->cur.done, msg);
@@ -178,7 +177,7 @@ static int dead_letter_step(member_t *m, part_t *pt, rd_kafka_message_t *msg,
   atomic_fetch_add(&m->p->failed_records, 1);
   metrics_failed(m->p->env.metrics, rd_kafka_topic_name(msg->rkt),
                  msg->partition, msg->offset, pt->reason, 1);
-  return finish(m, pt, DEDUP_OUTCOME_FAIL);
+  return finish(m, pt, STORE_OUTCOME_FAIL);
 }
 
 static int to_dead_letter(member_t *m, part_t *pt, rd_kafka_message_t *msg) {
@@ -239,7 +238,7 @@ static int fail_head(member_t *m, part_t *pt, rd_kafka_message_t *msg,
   atomic_fetch_add(&m->p->failed_records, 1);
   metrics_failed(m->p->env.metrics, rd_kafka_topic_name(msg->rkt),
                  msg->partition, msg->offset, reason, 0);
-  return finish(m, pt, DEDUP_OUTCOME_FAIL);
+  return finish(m, pt, STORE_OUTCOME_FAIL);
 }
 
 /* ------------------------------------------------------------ the call */
@@ -331,18 +330,18 @@ static int check_head(member_t *m, part_t *pt, rd_kafka_message_t *msg,
   }
   if (!m->cur.writer)
     return -1;
-  const dedup_range_t *r = replay_range(pt, msg->offset);
-  int again = r && r->mode == DEDUP_REPLAY_REPROCESS;
+  const store_range_t *r = replay_range(pt, msg->offset);
+  int again = r && r->mode == STORE_REPLAY_REPROCESS;
   /* Reprocess: handled again once per replay, even across a restart in
    * the middle of it (marks newer than the replay count as seen). */
-  int claim = again ? dedup_claim_again_before(m->p->env.dedup, m->p->scope, id,
-                                               len, r->recorded_ms)
-                    : dedup_claim(m->p->env.dedup, m->p->scope, id, len);
-  if (claim == DEDUP_IN_FLIGHT && !own_claim(m, id, len))
+  int claim = store_claim(m->p->env.store, m->p->scope, id, len,
+                          again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
+                          again ? r->recorded_ms : 0);
+  if (claim == STORE_IN_FLIGHT && !own_claim(m, id, len))
     return wait_for_claim(m, pt, msg);
-  if (claim != DEDUP_NEW) {
+  if (claim != STORE_NEW) {
     atomic_fetch_add(&m->p->duplicates, 1);
-    return finish(m, pt, DEDUP_OUTCOME_OK);
+    return finish(m, pt, STORE_OUTCOME_OK);
   }
   pt->claimed = 1;
   return -1;
@@ -355,14 +354,20 @@ static int check_head(member_t *m, part_t *pt, rd_kafka_message_t *msg,
  * on to the plugin, or a DISPATCH_* outcome. */
 static int guard_attempt(member_t *m, part_t *pt, rd_kafka_message_t *msg,
                          const void *id, size_t len, int *recorded) {
-  dedup_store_t *s = m->p->env.dedup;
   const cfg_pipeline_t *pc = m->p->env.pc;
   char err[512], why[768];
+  store_attempt_t a = {.scope = m->p->scope,
+                       .event_id = id,
+                       .event_id_len = len,
+                       .topic = rd_kafka_topic_name(msg->rkt),
+                       .partition = msg->partition,
+                       .offset = msg->offset};
   *recorded = 0;
   if (!pt->claimed)
     return -1;             /* no event ID to count by */
   if (pt->attempts == 0) { /* the first call in this process */
-    pt->attempts = dedup_attempts_get(s, m->p->scope, id, len);
+    int record = store_attempts(m->p->env.store, &a, (uint32_t)pc->max_batch,
+                                &pt->attempts);
     if (pt->attempts > (uint32_t)pc->retry_max) {
       snprintf(why, sizeof(why),
                "no outcome after %" PRIu32
@@ -371,19 +376,11 @@ static int guard_attempt(member_t *m, part_t *pt, rd_kafka_message_t *msg,
                pt->attempts);
       return fail_head(m, pt, msg, why, 0);
     }
-    if (pt->attempts == 0 && !dedup_attempts_recovering(
-                                 s, m->p->scope, rd_kafka_topic_name(msg->rkt),
-                                 msg->partition, (uint32_t)pc->max_batch))
+    if (!record)
       return -1;
   }
-  dedup_attempt_t a = {.scope = m->p->scope,
-                       .event_id = id,
-                       .event_id_len = len,
-                       .topic = rd_kafka_topic_name(msg->rkt),
-                       .partition = msg->partition,
-                       .offset = msg->offset,
-                       .attempts = pt->attempts + 1};
-  *recorded = dedup_attempts_put(m->cur.writer, &a, err, sizeof(err)) == 0;
+  a.attempts = pt->attempts + 1;
+  *recorded = store_attempts_set(m->cur.writer, &a, err, sizeof(err)) == 0;
   if (!*recorded) {
     snprintf(why, sizeof(why),
              "cannot record the attempt before the call (called anyway): %s",
@@ -397,8 +394,14 @@ static int guard_attempt(member_t *m, part_t *pt, rd_kafka_message_t *msg,
 static void attempt_returned(member_t *m, rd_kafka_message_t *msg,
                              const void *id, size_t len) {
   char err[512], why[768];
-  if (dedup_attempts_clear(m->cur.writer, m->p->scope, id, len, err,
-                           sizeof(err)) == 0)
+  store_attempt_t a = {.scope = m->p->scope,
+                       .event_id = id,
+                       .event_id_len = len,
+                       .topic = rd_kafka_topic_name(msg->rkt),
+                       .partition = msg->partition,
+                       .offset = msg->offset,
+                       .attempts = 0};
+  if (store_attempts_set(m->cur.writer, &a, err, sizeof(err)) == 0)
     return;
   snprintf(why, sizeof(why), "cannot clear the recorded attempts: %s", err);
   log_record(m, KHOST_LOG_WARNING, msg, why);
@@ -411,7 +414,7 @@ int dispatch_head(member_t *m, part_t *pt) {
   size_t len;
   char why[192];
   if (msg->err) /* a partition-EOF marker: it only carries progress */
-    return finish(m, pt, DEDUP_OUTCOME_OK);
+    return finish(m, pt, STORE_OUTCOME_OK);
   int has_id = event_id(m, msg, &id, &len);
   if (!pt->started) {
     int r = check_head(m, pt, msg, id, len, has_id);
@@ -430,7 +433,7 @@ int dispatch_head(member_t *m, part_t *pt) {
     atomic_fetch_add(&m->p->handled, 1);
     if (m->p->breaker)
       breaker_record(m->p->breaker, 0, member_now_ms());
-    return finish(m, pt, DEDUP_OUTCOME_OK);
+    return finish(m, pt, STORE_OUTCOME_OK);
   }
   if (res == KHOST_FATAL) {
     log_record(m, KHOST_LOG_ERR, msg, "the plugin reported a fatal error");
@@ -467,7 +470,7 @@ void dispatch_release_head(member_t *m, part_t *pt) {
     dead_letter_forget(m->dlq, pt->dlw);
   pt->dlw = NULL;
   if (msg && pt->claimed && event_id(m, msg, &id, &len))
-    dedup_release(m->p->env.dedup, m->p->scope, id, len);
+    store_release(m->p->env.store, m->p->scope, id, len);
   pt->started = pt->claimed = pt->dead_letter = pt->waits_claim = 0;
   pt->attempts = 0;
 }
@@ -477,9 +480,9 @@ void dispatch_release(member_t *m, batch_t *b) {
     const void *id;
     size_t len;
     if (event_id(m, b->claims->pdata[i], &id, &len))
-      dedup_release(m->p->env.dedup, m->p->scope, id, len);
+      store_release(m->p->env.store, m->p->scope, id, len);
   }
   g_ptr_array_set_size(b->claims, 0);
   if (b->writer)
-    dedup_writer_discard(b->writer);
+    store_batch_discard(b->writer);
 }

@@ -81,7 +81,7 @@ static void load_ranges(member_t *m, part_t *pt) {
   char err[512];
   if (!m->cur.writer)
     return;
-  if (dedup_replay_ranges(m->p->env.dedup, m->p->scope, pt->topic,
+  if (store_replay_ranges(m->p->env.store, m->p->scope, pt->topic,
                           pt->partition, &pt->ranges, &pt->n_ranges, err,
                           sizeof(err)) != 0)
     log_msg(KHOST_LOG_WARNING, m->who,
@@ -93,7 +93,7 @@ static void load_ranges(member_t *m, part_t *pt) {
             ", %" PRId64 ") %s",
             pt->topic, pt->partition, pt->n_ranges, pt->ranges[0].from,
             pt->ranges[0].to,
-            pt->ranges[0].mode == DEDUP_REPLAY_REPROCESS ? "reprocess"
+            pt->ranges[0].mode == STORE_REPLAY_REPROCESS ? "reprocess"
                                                          : "skip");
 }
 
@@ -324,8 +324,8 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
       snprintf(err, sizeof(err), "%s", first);
       transient = first_transient;
     } else if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
-               (!b->writer || dedup_writer_pending(b->writer) == 0 ||
-                dedup_writer_commit(b->writer, &transient, err, sizeof(err)) ==
+               (!b->writer || store_batch_pending(b->writer) == 0 ||
+                store_batch_commit(b->writer, &transient, err, sizeof(err)) ==
                     0)) {
       break;
     }
@@ -432,7 +432,7 @@ static void *durable_main(void *arg) {
     int transient = 0;
     char err[sizeof(m->air_err)];
     int64_t t0 = metrics_now_us();
-    int rc = dedup_writer_commit(m->air.writer, &transient, err, sizeof(err));
+    int rc = store_batch_commit(m->air.writer, &transient, err, sizeof(err));
     metrics_observe_durable(m->p->env.metrics, t0);
     pthread_mutex_lock(&m->air_mu);
     m->air_rc = rc;
@@ -448,7 +448,7 @@ static void *durable_main(void *arg) {
 
 static int durable_start(member_t *m, char *err, size_t errlen) {
   int e;
-  if (dedup_writer_open(m->p->env.dedup, &m->air.writer, err, errlen) != 0)
+  if (store_batch_open(m->p->env.store, &m->air.writer, err, errlen) != 0)
     return -1;
   if ((e = pthread_create(&m->durable, NULL, durable_main, m)) != 0) {
     snprintf(err, errlen, "%s: cannot start its durability thread: %s", m->who,
@@ -529,7 +529,7 @@ static void settle(member_t *m, int sync, int wait) {
  * the plugin has flushed its effects, while the member goes on. */
 static void settle_due_batch(member_t *m) {
   char err[512];
-  if (!m->durable_running || dedup_writer_pending(m->cur.writer) == 0) {
+  if (!m->durable_running || store_batch_pending(m->cur.writer) == 0) {
     settle(m, 0, 1);
     return;
   }
@@ -688,10 +688,10 @@ static void log_partitions(member_t *m, const char *what,
  * process is committed. */
 static void check_dedup_history(member_t *m,
                                 const rd_kafka_topic_partition_list_t *parts) {
-  dedup_store_t *s = m->p->env.dedup;
+  store_t *s = m->p->env.store;
   const rd_kafka_topic_partition_t *first = NULL;
   int n = 0;
-  if (!s || parts->cnt == 0 || !dedup_history_check_due(s, m->p->scope))
+  if (!s || parts->cnt == 0 || !store_history_check_due(s, m->p->scope))
     return;
   rd_kafka_topic_partition_list_t *c =
       rd_kafka_topic_partition_list_copy(parts);
@@ -912,8 +912,8 @@ static int setup(member_t *m, char *err, size_t errlen) {
   };
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;
-  if (env->dedup &&
-      (dedup_writer_open(env->dedup, &m->cur.writer, err, errlen) != 0 ||
+  if (env->store &&
+      (store_batch_open(env->store, &m->cur.writer, err, errlen) != 0 ||
        durable_start(m, err, errlen) != 0))
     return -1;
   if (create_consumer(m, err, errlen) != 0)
@@ -958,8 +958,8 @@ static void shut_down(member_t *m) {
   if (m->inst)
     plugin_instance_destroy(m->inst);
   m->inst = NULL;
-  dedup_writer_close(m->cur.writer);
-  dedup_writer_close(m->air.writer);
+  store_batch_close(m->cur.writer);
+  store_batch_close(m->air.writer);
   m->cur.writer = m->air.writer = NULL;
 }
 

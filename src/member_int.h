@@ -15,9 +15,9 @@
 #include <stdint.h>
 
 #include "dead_letter.h"
-#include "dedup.h"
 #include "pipeline.h"
 #include "plugin_loader.h"
+#include "store.h"
 
 /* One owned partition: the records delivered for it and not yet handled,
  * in offset order, and what its head record is waiting for. */
@@ -36,16 +36,16 @@ typedef struct part {
   int paused;               /* paused by this member */
   int64_t next;             /* durable next offset to commit; -1 none yet */
   int64_t committed;        /* last next offset a commit was acknowledged for */
-  dedup_range_t *ranges;    /* replayed ranges (khost replay), or NULL */
+  store_range_t *ranges;    /* replayed ranges (khost replay), or NULL */
   size_t n_ranges;
 } part_t;
 
 /* Outcomes on their way to being durable: the records, the claimed ones
  * among them, and the marks of those. */
 typedef struct batch {
-  dedup_writer_t *writer; /* the marks; NULL when dedup is off */
-  GPtrArray *done;        /* messages with an outcome, not yet durable */
-  GPtrArray *claims;      /* of those, the ones whose event ID was claimed */
+  store_batch_t *writer; /* the marks; NULL when dedup is off */
+  GPtrArray *done;       /* messages with an outcome, not yet durable */
+  GPtrArray *claims;     /* of those, the ones whose event ID was claimed */
 } batch_t;
 
 /* Where the batch handed to the durability thread is. */

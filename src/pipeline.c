@@ -271,8 +271,8 @@ static void warn_cooperative(const pipeline_t *p) {
 int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
                    size_t errlen) {
   pipeline_t *p = pipeline_new(env);
-  if (env->dedup &&
-      dedup_scope(env->dedup, env->pc->name, &p->scope, err, errlen) != 0)
+  if (env->store &&
+      store_scope(env->store, env->pc->name, &p->scope, err, errlen) != 0)
     goto fail;
   warn_cooperative(p);
   if (env->exit_at_end && open_end_tracker(p, err, errlen) != 0)

@@ -17,11 +17,11 @@
 
 #include "breaker.h"
 #include "config.h"
-#include "dedup.h"
 #include "end_tracker.h"
 #include "kafka_client.h"
 #include "metrics.h"
 #include "plugin_loader.h"
+#include "store.h"
 
 typedef struct member member_t;
 
@@ -30,7 +30,7 @@ typedef struct pipeline_env {
   const cfg_t *cfg;
   const cfg_pipeline_t *pc;
   plugin_t *plugin;
-  dedup_store_t *dedup;          /* NULL when the pipeline has dedup off */
+  store_t *store;                /* NULL when the pipeline has dedup off */
   const char *bootstrap_servers; /* overrides the config (mock), or NULL */
   int exit_at_end;               /* stop once the start-time end is reached */
   int from_beginning; /* start every partition at its earliest offset the
