@@ -21,8 +21,8 @@
  *
  * Threads: everything here runs on the member's thread, including the
  * librdkafka rebalance and commit callbacks (served from
- * rd_kafka_consumer_poll()), except durable_main() and what it shares
- * under air_mu.
+ * rd_kafka_consumer_poll()), except the store transaction of the batch in
+ * the air (durable.h).
  */
 #include "member.h"
 
@@ -416,70 +416,13 @@ static int settle_batch(member_t *m, batch_t *b, int wait, const char *first,
 
 /* ------------------------------------------------------ durability thread */
 
-static void *durable_main(void *arg) {
-  member_t *m = arg;
-  char name[16];
-  snprintf(name, sizeof(name), "kd/%.12s", m->who);
-  pthread_setname_np(pthread_self(), name);
-  pthread_mutex_lock(&m->air_mu);
-  for (;;) {
-    while (m->air_state != AIR_FLYING && !m->air_quit)
-      pthread_cond_wait(&m->air_cond, &m->air_mu);
-    if (m->air_state != AIR_FLYING)
-      break;
-    pthread_mutex_unlock(&m->air_mu);
-    /* m->air belongs to this thread until it is AIR_LANDED. */
-    int transient = 0;
-    char err[sizeof(m->air_err)];
-    int64_t t0 = metrics_now_us();
-    int rc = store_batch_commit(m->air.writer, &transient, err, sizeof(err));
-    metrics_observe_durable(m->p->env.metrics, t0);
-    pthread_mutex_lock(&m->air_mu);
-    m->air_rc = rc;
-    m->air_transient = transient;
-    if (rc)
-      memcpy(m->air_err, err, sizeof(err));
-    m->air_state = AIR_LANDED;
-    pthread_cond_broadcast(&m->air_cond);
-  }
-  pthread_mutex_unlock(&m->air_mu);
-  return NULL;
-}
-
-static int durable_start(member_t *m, char *err, size_t errlen) {
-  int e;
-  if (store_batch_open(m->p->env.store, &m->air.writer, err, errlen) != 0)
-    return -1;
-  if ((e = pthread_create(&m->durable, NULL, durable_main, m)) != 0) {
-    snprintf(err, errlen, "%s: cannot start its durability thread: %s", m->who,
-             strerror(e));
-    return -1;
-  }
-  m->durable_running = 1;
-  return 0;
-}
-
-static void durable_stop(member_t *m) {
-  if (!m->durable_running)
-    return;
-  pthread_mutex_lock(&m->air_mu);
-  m->air_quit = 1;
-  pthread_cond_broadcast(&m->air_cond);
-  pthread_mutex_unlock(&m->air_mu);
-  pthread_join(m->durable, NULL);
-  m->durable_running = 0;
-}
-
 /* Hand the current batch to the durability thread; the (empty) batch that
  * landed last becomes the current one. */
 static void take_off(member_t *m) {
   batch_t spare = m->air;
   m->flying = 1;
-  pthread_mutex_lock(&m->air_mu);
   m->air = m->cur;
-  m->air_state = AIR_FLYING;
-  pthread_cond_broadcast(&m->air_cond);
-  pthread_mutex_unlock(&m->air_mu);
+  durable_send(m->durable, m->air.writer);
   m->cur = spare;
 }
 
@@ -489,22 +432,17 @@ static void take_off(member_t *m) {
  * when nothing is in the air any more, -1 when it was abandoned (and the
  * current batch with it: its records come after). */
 static int land(member_t *m, int block, int wait) {
+  int rc, transient;
+  char err[512];
   if (!m->flying)
     return 0;
-  pthread_mutex_lock(&m->air_mu);
-  while (block && m->air_state == AIR_FLYING)
-    pthread_cond_wait(&m->air_cond, &m->air_mu);
-  int state = m->air_state, rc = m->air_rc, transient = m->air_transient;
-  if (state == AIR_LANDED)
-    m->air_state = AIR_NONE;
-  pthread_mutex_unlock(&m->air_mu);
-  if (state == AIR_FLYING)
+  if (durable_land(m->durable, block, &rc, &transient, err, sizeof(err)))
     return 1;
   m->flying = 0;
   if (rc == 0) {
     advance(m, &m->air);
     batch_clear(&m->air);
-  } else if (settle_batch(m, &m->air, wait, m->air_err, transient) != 0) {
+  } else if (settle_batch(m, &m->air, wait, err, transient) != 0) {
     batch_abandon(m, &m->cur);
     return -1;
   }
@@ -529,7 +467,7 @@ static void settle(member_t *m, int sync, int wait) {
  * the plugin has flushed its effects, while the member goes on. */
 static void settle_due_batch(member_t *m) {
   char err[512];
-  if (!m->durable_running || store_batch_pending(m->cur.writer) == 0) {
+  if (!m->durable || store_batch_pending(m->cur.writer) == 0) {
     settle(m, 0, 1);
     return;
   }
@@ -914,7 +852,8 @@ static int setup(member_t *m, char *err, size_t errlen) {
     return -1;
   if (env->store &&
       (store_batch_open(env->store, &m->cur.writer, err, errlen) != 0 ||
-       durable_start(m, err, errlen) != 0))
+       store_batch_open(env->store, &m->air.writer, err, errlen) != 0 ||
+       durable_start(&m->durable, m->who, m->p->env.metrics, err, errlen) != 0))
     return -1;
   if (create_consumer(m, err, errlen) != 0)
     return -1;
@@ -950,7 +889,8 @@ static void shut_down(member_t *m) {
     kafka_destroy(m->rk);
     m->rk = NULL;
   }
-  durable_stop(m);
+  durable_stop(m->durable);
+  m->durable = NULL;
   batch_clear(&m->cur);
   batch_clear(&m->air);
   dead_letter_close(m->dlq);
@@ -1004,8 +944,6 @@ static void member_free(member_t *m) {
     g_ptr_array_free(b->done, TRUE);
     g_ptr_array_free(b->claims, TRUE);
   }
-  pthread_mutex_destroy(&m->air_mu);
-  pthread_cond_destroy(&m->air_cond);
   free(m);
 }
 
@@ -1020,8 +958,6 @@ int member_spawn(member_t **out, pipeline_t *p, int index) {
     b->done = g_ptr_array_new();
     b->claims = g_ptr_array_new();
   }
-  pthread_mutex_init(&m->air_mu, NULL);
-  pthread_cond_init(&m->air_cond, NULL);
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
     member_free(m);
     return -1;

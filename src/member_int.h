@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "dead_letter.h"
+#include "durable.h"
 #include "pipeline.h"
 #include "plugin_loader.h"
 #include "store.h"
@@ -48,9 +49,6 @@ typedef struct batch {
   GPtrArray *claims;     /* of those, the ones whose event ID was claimed */
 } batch_t;
 
-/* Where the batch handed to the durability thread is. */
-enum { AIR_NONE, AIR_FLYING, AIR_LANDED };
-
 struct member {
   pipeline_t *p;
   int index;
@@ -74,20 +72,13 @@ struct member {
   int closing;                /* rd_kafka_consumer_close() is under way */
   int64_t first_done_at; /* when the oldest unsettled outcome was reached */
 
-  /* With dedup on, a batch is made durable (its SQLite transaction) on
-   * the member's durability thread while the member handles the next:
-   * at most one batch is in the air, and its offsets are committed only
-   * once it has landed. air_* are shared with that thread under air_mu. */
+  /* With dedup on, a batch is made durable (its store transaction) on
+   * the member's durability thread (durable.h) while the member handles
+   * the next: at most one batch is in the air, and its offsets are
+   * committed only once it has landed. */
   batch_t air;
-  pthread_t durable;
-  int durable_running;
-  pthread_mutex_t air_mu;
-  pthread_cond_t air_cond;
-  int flying;    /* a batch is in the air (the member's own view) */
-  int air_state; /* AIR_* */
-  int air_quit;
-  int air_rc, air_transient;
-  char air_err[512];
+  durable_t *durable; /* NULL with dedup off */
+  int flying;         /* air is in the air */
 
   /* What handle() is busy with, for the watchdog (0: idle). */
   _Atomic int64_t busy_since;
