@@ -195,7 +195,7 @@ int dedup_db_replay_add(struct sqlite3 *db, const char *path, uint32_t scope,
  * the next process reads how often it was tried. A call that returns an
  * outcome (anything but RETRY) deletes the row again; what is left counts
  * the calls that asked for a retry or never returned. Rows are written
- * only where a crash may be under way (see dispatch.c): for retries, for
+ * only where a crash may be under way (see flow.c): for retries, for
  * records a row exists for, and after an unclean stop for the first calls
  * of every partition. The no-fault path writes nothing.
  *

@@ -121,6 +121,16 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
   pt->wait_until = 0;
 }
 
+/* A record failed for good: counted, and told to the adapter. */
+static void failed(flow_t *f, const void *rec, const char *reason,
+                   int dead_lettered) {
+  const flow_conf_t *c = f->conf;
+  atomic_fetch_add(&c->counts->failed, 1);
+  if (c->failed)
+    c->failed(c->failed_ctx, f->ops->topic(rec), f->ops->partition(rec),
+              f->ops->offset(rec), reason, dead_lettered);
+}
+
 /* While the circuit breaker is open, failures are most likely the fault of
  * a dependency, not of the records: the head waits for the cooldown. */
 static int breaker_holds(flow_t *f, flow_part_t *pt, const void *rec,
@@ -159,7 +169,7 @@ static void fail_head(flow_t *f, flow_part_t *pt, const void *rec,
     return;
   }
   flow_log_record(f, KHOST_LOG_ERR, rec, reason);
-  atomic_fetch_add(&f->conf->counts->failed, 1);
+  failed(f, rec, reason, 0);
   finish(f, pt, STORE_OUTCOME_FAIL);
 }
 
@@ -181,7 +191,7 @@ void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,
   snprintf(line, sizeof(line), "%s; sent to the dead-letter topic %s",
            pt->reason, f->conf->dead_letter_topic);
   flow_log_record(f, KHOST_LOG_ERR, rec, line);
-  atomic_fetch_add(&f->conf->counts->failed, 1);
+  failed(f, rec, pt->reason, 1);
   finish(f, pt, STORE_OUTCOME_FAIL);
 }
 

@@ -82,6 +82,11 @@ typedef struct flow_conf {
   void (*at_end)(void *ctx, const char *topic, int32_t partition,
                  int64_t offset);
   void *at_end_ctx;
+  /* A record failed for good: logged and marked (dead_lettered 0), or
+   * written to the dead-letter topic (1). May be NULL. */
+  void (*failed)(void *ctx, const char *topic, int32_t partition,
+                 int64_t offset, const char *reason, int dead_lettered);
+  void *failed_ctx;
 } flow_conf_t;
 
 /* Opens the store batches (two: one in the air while one fills). Errors

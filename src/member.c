@@ -4,8 +4,9 @@
  *
  *   poll        records go to a queue per partition (offset order kept)
  *   handle      the ready head records of the partitions, round robin,
- *               at most max_batch (dispatch.c); a head waiting for a retry
- *               holds its partition only
+ *               at most max_batch: the flow core (flow.h) says which
+ *               record goes to the plugin or the dead-letter topic; a head
+ *               waiting for a retry holds its partition only
  *   settle      plugin flush -> one SQLite transaction with the batch's
  *               dedup marks -> only then commit the next offsets to Kafka
  *
@@ -19,6 +20,9 @@
  * long — while records wait for retries, or while SQLite refuses the batch
  * (all partitions paused) — so the member keeps its place in the group.
  *
+ * This file is the librdkafka side: polling, pausing, rebalances, commits,
+ * dead-letter writes and the plugin call. The rules live in the flow core.
+ *
  * Threads: everything here runs on the member's thread, including the
  * librdkafka rebalance and commit callbacks (served from
  * rd_kafka_consumer_poll()), except the store transaction of the batch in
@@ -30,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "breaker.h"
 #include "log.h"
@@ -49,6 +54,8 @@
  * flight elsewhere) does not pause its partition: resuming costs a refetch
  * of what librdkafka had prefetched, far more than the wait. */
 #define MEMBER_PAUSE_MIN_MS 100
+/* How often the broker's answer to a dead-letter write is looked for. */
+#define MEMBER_DEAD_LETTER_POLL_MS 5
 /* Sync commits tried at shutdown, 300 ms apart. */
 #define SHUTDOWN_COMMIT_TRIES 10
 /* Longest wait for the broker's answer to a dead-letter write. */
@@ -63,75 +70,36 @@
 
 /* ------------------------------------------------------------ partitions */
 
-static part_t *part_find(member_t *m, const char *topic, int32_t partition) {
-  /* Records come in runs of one partition: try the last one first. */
-  if (m->last && m->last->partition == partition &&
-      strcmp(m->last->topic, topic) == 0)
-    return m->last;
-  for (guint i = 0; i < m->parts->len; i++) {
-    part_t *pt = m->parts->pdata[i];
-    if (pt->partition == partition && strcmp(pt->topic, topic) == 0)
-      return pt;
-  }
-  return NULL;
+/* Monotonic ms. */
+int64_t member_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The replayed ranges of a newly owned partition (khost replay). */
-static void load_ranges(member_t *m, part_t *pt) {
-  char err[512];
-  if (!m->cur.writer)
-    return;
-  if (store_replay_ranges(m->p->env.store, m->p->scope, pt->topic,
-                          pt->partition, &pt->ranges, &pt->n_ranges, err,
-                          sizeof(err)) != 0)
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "%s [%" PRId32 "]: cannot read replayed ranges: %s", pt->topic,
-            pt->partition, err);
-  else if (pt->n_ranges > 0)
-    log_msg(KHOST_LOG_INFO, m->who,
-            "%s [%" PRId32 "]: %zu replayed range(s), newest [%" PRId64
-            ", %" PRId64 ") %s",
-            pt->topic, pt->partition, pt->n_ranges, pt->ranges[0].from,
-            pt->ranges[0].to,
-            pt->ranges[0].mode == STORE_REPLAY_REPROCESS ? "reprocess"
-                                                         : "skip");
-}
-
-static part_t *part_get(member_t *m, const char *topic, int32_t partition) {
-  part_t *pt = part_find(m, topic, partition);
-  if (pt)
-    return pt;
-  pt = calloc(1, sizeof(*pt));
-  pt->topic = strdup(topic);
-  pt->partition = partition;
-  pt->next = pt->committed = -1;
-  g_queue_init(&pt->queue);
-  load_ranges(m, pt);
-  g_ptr_array_add(m->parts, pt);
-  return pt;
+/* Monotonic ms, coarse (a few ms): cheap enough to take per record. */
+static int64_t coarse_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Forget a partition: its queued records were never handled and go to the
- * next owner; its head's claim is given back. */
-static void part_drop(member_t *m, part_t *pt) {
-  rd_kafka_message_t *msg;
-  dispatch_release_head(m, pt);
-  while ((msg = g_queue_pop_head(&pt->queue))) {
-    rd_kafka_message_destroy(msg);
-    m->queued--;
-  }
-  g_ptr_array_remove(m->parts, pt);
-  if (m->last == pt)
-    m->last = NULL;
-  free(pt->ranges);
-  free(pt->topic);
-  free(pt);
+ * next owner; a dead-letter write of its head, written or not, is made
+ * again by the next owner. */
+static void part_drop(member_t *m, flow_part_t *pt) {
+  dead_letter_write_t *dlw = flow_part_user(pt);
+  if (dlw)
+    dead_letter_forget(m->dlq, dlw);
+  flow_part_set_user(pt, NULL);
+  flow_drop(m->flow, pt);
 }
 
 static void drop_partitions(member_t *m,
                             const rd_kafka_topic_partition_list_t *parts) {
   for (int i = 0; i < parts->cnt; i++) {
-    part_t *pt = part_find(m, parts->elems[i].topic, parts->elems[i].partition);
+    flow_part_t *pt =
+        flow_find(m->flow, parts->elems[i].topic, parts->elems[i].partition);
     if (pt)
       part_drop(m, pt);
   }
@@ -144,16 +112,14 @@ static void reconcile_pauses(member_t *m) {
   rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(4),
                                   *resume =
                                       rd_kafka_topic_partition_list_new(4);
-  for (guint i = 0; i < m->parts->len; i++) {
-    part_t *pt = m->parts->pdata[i];
-    int want =
-        m->hold || m->breaker_open ||
-        (pt->queue.length > 0 && pt->wait_until > now + MEMBER_PAUSE_MIN_MS);
-    if (want == pt->paused)
+  for (size_t i = 0; i < flow_parts(m->flow); i++) {
+    flow_part_t *pt = flow_part_at(m->flow, i);
+    int want = flow_part_wants_pause(m->flow, pt, now);
+    if (want == flow_part_paused(pt))
       continue;
-    rd_kafka_topic_partition_list_add(want ? pause : resume, pt->topic,
-                                      pt->partition);
-    pt->paused = want;
+    rd_kafka_topic_partition_list_add(
+        want ? pause : resume, flow_part_topic(pt), flow_part_partition(pt));
+    flow_part_set_paused(pt, want);
   }
   if (pause->cnt)
     rd_kafka_pause_partitions(m->rk, pause);
@@ -211,7 +177,7 @@ static void drain_commit(member_t *m, int64_t ms) {
 }
 
 /* Commit the durable positions of partitions this member still owns:
- * m->parts holds exactly the assigned partitions (the rebalance callback
+ * the flow holds exactly the assigned partitions (the rebalance callback
  * adds and drops them on this thread), and nothing is committed once
  * librdkafka has noticed that the assignment is lost (the revoke callback
  * follows). A sync commit (revoke, shutdown) also asks librdkafka for its
@@ -244,14 +210,15 @@ static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
       (sync &&
        rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
     return RD_KAFKA_RESP_ERR_NO_ERROR;
-  list = rd_kafka_topic_partition_list_new(m->parts->len + 1);
-  for (guint i = 0; i < m->parts->len; i++) {
-    part_t *pt = m->parts->pdata[i];
-    if (pt->next >= 0 && (sync || pt->next != pt->committed) &&
-        (!owned ||
-         rd_kafka_topic_partition_list_find(owned, pt->topic, pt->partition)))
-      rd_kafka_topic_partition_list_add(list, pt->topic, pt->partition)
-          ->offset = pt->next;
+  list = rd_kafka_topic_partition_list_new((int)flow_parts(m->flow) + 1);
+  for (size_t i = 0; i < flow_parts(m->flow); i++) {
+    flow_part_t *pt = flow_part_at(m->flow, i);
+    int64_t next = flow_part_position(pt, sync);
+    const char *topic = flow_part_topic(pt);
+    int32_t partition = flow_part_partition(pt);
+    if (next >= 0 &&
+        (!owned || rd_kafka_topic_partition_list_find(owned, topic, partition)))
+      rd_kafka_topic_partition_list_add(list, topic, partition)->offset = next;
   }
   if (list->cnt > 0) {
     /* Failures are reported by on_commit(), for sync commits too. */
@@ -295,7 +262,7 @@ static int wait_polling(member_t *m, int64_t ms) {
         m->rk, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
     if (msg)
       enqueue(m, msg);
-    metrics_tick(m->p->env.metrics, m->index, m->rk, m->queued, 0);
+    metrics_tick(m->p->env.metrics, m->index, m->rk, flow_queued(m->flow), 0);
   }
   return 1;
 }
@@ -314,8 +281,9 @@ static int64_t hold_backoff_ms(int attempt) {
  * cleared since the previous one does not cost the batch. A fault the
  * durability thread met is passed in as *first (NULL: none yet; the first
  * try is made here). */
-static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
-                        int first_transient) {
+static int make_durable(member_t *m, flow_batch_t *b, int wait,
+                        const char *first, int first_transient) {
+  store_batch_t *sb = flow_batch_store(b);
   char err[512];
   for (int attempt = 1, last = 0;; attempt++) {
     int transient = 1;
@@ -324,9 +292,8 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
       snprintf(err, sizeof(err), "%s", first);
       transient = first_transient;
     } else if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
-               (!b->writer || store_batch_pending(b->writer) == 0 ||
-                store_batch_commit(b->writer, &transient, err, sizeof(err)) ==
-                    0)) {
+               (!sb || store_batch_pending(sb) == 0 ||
+                store_batch_commit(sb, &transient, err, sizeof(err)) == 0)) {
       break;
     }
     if (!transient) {
@@ -343,74 +310,31 @@ static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
             "cannot make the batch durable (attempt %d), holding every "
             "partition and committing nothing: %s",
             attempt, err);
-    if (!m->hold) {
-      m->hold = 1;
+    if (!flow_held(m->flow)) {
+      flow_set_hold(m->flow, 1);
       metrics_held(m->p->env.metrics, m->index, 1);
       reconcile_pauses(m);
     }
     last = wait_polling(m, hold_backoff_ms(attempt));
   }
-  if (m->hold) {
+  if (flow_held(m->flow)) {
     log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
-    m->hold = 0;
+    flow_set_hold(m->flow, 0);
     metrics_held(m->p->env.metrics, m->index, 0);
   }
   return 0;
 }
 
-/* The records of b are durable: advance the positions. With
- * --exit-at-end, a partition counts as consumed to its end once that
- * position is committed (on_commit()). */
-static void advance(member_t *m, const batch_t *b) {
-  for (guint i = 0; i < b->done->len; i++) {
-    rd_kafka_message_t *msg = b->done->pdata[i];
-    const char *topic = rd_kafka_topic_name(msg->rkt);
-    part_t *pt = part_find(m, topic, msg->partition);
-    if (!pt) /* revoked meanwhile; its next owner gets it */
-      continue;
-    if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-      pt->next = msg->offset + 1;
-    else if (pt->next < 0)
-      /* Nothing was read here since the assignment: the partition started
-       * at its end (its committed offset), with nothing to commit. */
-      pipeline_progress(m->p, topic, msg->partition, msg->offset);
-    else if (msg->offset > pt->next)
-      /* The end lies past the last record (transaction markers): at a
-       * partition EOF the message offset is the end offset. */
-      pt->next = msg->offset;
-  }
-}
-
-static void batch_clear(batch_t *b) {
-  for (guint i = 0; i < b->done->len; i++)
-    rd_kafka_message_destroy(b->done->pdata[i]);
-  g_ptr_array_set_size(b->done, 0);
-  g_ptr_array_set_size(b->claims, 0);
-}
-
-/* b will not be made durable: its claims go back and its records are
- * delivered again (to whoever owns their partitions then). */
-static void batch_abandon(member_t *m, batch_t *b) {
-  if (b->done->len > 0)
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "%u handled records not made durable: they will be delivered "
-            "again",
-            b->done->len);
-  dispatch_release(m, b);
-  batch_clear(b);
-}
-
 /* Make b durable here, then advance; or abandon it. */
-static int settle_batch(member_t *m, batch_t *b, int wait, const char *first,
-                        int first_transient) {
-  if (b->done->len == 0)
+static int settle_batch(member_t *m, flow_batch_t *b, int wait,
+                        const char *first, int first_transient) {
+  if (flow_batch_len(b) == 0)
     return 0;
   if (make_durable(m, b, wait, first, first_transient) != 0) {
-    batch_abandon(m, b);
+    flow_batch_abandon(m->flow, b);
     return -1;
   }
-  advance(m, b);
-  batch_clear(b);
+  flow_batch_durable(m->flow, b);
   return 0;
 }
 
@@ -419,11 +343,8 @@ static int settle_batch(member_t *m, batch_t *b, int wait, const char *first,
 /* Hand the current batch to the durability thread; the (empty) batch that
  * landed last becomes the current one. */
 static void take_off(member_t *m) {
-  batch_t spare = m->air;
   m->flying = 1;
-  m->air = m->cur;
-  durable_send(m->durable, m->air.writer);
-  m->cur = spare;
+  durable_send(m->durable, flow_batch_take_off(m->flow));
 }
 
 /* Take the batch in the air back once it has landed (block: wait for it)
@@ -440,10 +361,9 @@ static int land(member_t *m, int block, int wait) {
     return 1;
   m->flying = 0;
   if (rc == 0) {
-    advance(m, &m->air);
-    batch_clear(&m->air);
-  } else if (settle_batch(m, &m->air, wait, err, transient) != 0) {
-    batch_abandon(m, &m->cur);
+    flow_batch_durable(m->flow, flow_air(m->flow));
+  } else if (settle_batch(m, flow_air(m->flow), wait, err, transient) != 0) {
+    flow_batch_abandon(m->flow, flow_cur(m->flow));
     return -1;
   }
   commit_positions(m, 0);
@@ -457,9 +377,8 @@ static int land(member_t *m, int block, int wait) {
  * durable is abandoned, and so is every later one (offsets stay in
  * order). */
 static void settle(member_t *m, int sync, int wait) {
-  m->first_done_at = 0;
   if (land(m, 1, wait) == 0)
-    settle_batch(m, &m->cur, wait, NULL, 0);
+    settle_batch(m, flow_cur(m->flow), wait, NULL, 0);
   commit_positions(m, sync);
 }
 
@@ -467,11 +386,11 @@ static void settle(member_t *m, int sync, int wait) {
  * the plugin has flushed its effects, while the member goes on. */
 static void settle_due_batch(member_t *m) {
   char err[512];
-  if (!m->durable || store_batch_pending(m->cur.writer) == 0) {
+  if (!m->durable ||
+      store_batch_pending(flow_batch_store(flow_cur(m->flow))) == 0) {
     settle(m, 0, 1);
     return;
   }
-  m->first_done_at = 0;
   if (land(m, 1, 1) != 0)
     return; /* abandoned, the current batch too */
   if (plugin_instance_flush(m->inst, err, sizeof(err)) != 0)
@@ -490,41 +409,35 @@ static void enqueue(member_t *m, rd_kafka_message_t *msg) {
     rd_kafka_message_destroy(msg);
     return;
   }
-  part_t *pt = part_find(m, rd_kafka_topic_name(msg->rkt), msg->partition);
-  if (!pt) {
-    /* Not (or no longer) assigned to this member: m->parts must stay the
-     * assignment, which commit_positions() relies on. */
+  if (flow_push(m->flow, msg) != 0) {
+    /* Not (or no longer) assigned to this member: the flow's partitions
+     * must stay the assignment, which commit_positions() relies on. */
     log_msg(KHOST_LOG_DEBUG, m->who,
             "%s [%" PRId32 "] offset %" PRId64
             ": record of a partition not assigned here, dropped",
             rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset);
     rd_kafka_message_destroy(msg);
-    return;
   }
-  m->last = pt;
-  g_queue_push_tail(&pt->queue, msg);
-  m->queued++;
 }
 
-static int head_ready(const member_t *m, const part_t *pt, int64_t now) {
-  return pt->queue.length > 0 && pt->wait_until <= now && !m->hold &&
-         !m->breaker_open;
+/* Is a dead-letter write in flight? */
+static int dead_letters_flying(const member_t *m) {
+  for (size_t i = 0; i < flow_parts(m->flow); i++)
+    if (flow_part_user(flow_part_at(m->flow, i)))
+      return 1;
+  return 0;
 }
 
 /* How long the next poll may wait: not at all when a head is ready, else
- * until the earliest retry is due. */
+ * until the earliest retry is due; briefly while outcomes wait to be made
+ * durable or the broker's answer to a dead-letter write is awaited. */
 static int poll_timeout(const member_t *m) {
-  int64_t now = member_now_ms(), t = MEMBER_POLL_MS;
-  if (m->cur.done->len > 0 || m->flying)
+  int64_t t = MEMBER_POLL_MS;
+  if (flow_batch_len(flow_cur(m->flow)) > 0 || m->flying)
     t = MEMBER_LINGER_MS;
-  for (guint i = 0; i < m->parts->len; i++) {
-    const part_t *pt = m->parts->pdata[i];
-    if (head_ready(m, pt, now))
-      return 0;
-    if (pt->queue.length > 0 && pt->wait_until - now < t)
-      t = pt->wait_until - now;
-  }
-  return t < 0 ? 0 : (int)t;
+  if (t > MEMBER_DEAD_LETTER_POLL_MS && dead_letters_flying(m))
+    t = MEMBER_DEAD_LETTER_POLL_MS;
+  return (int)flow_ready_in(m->flow, member_now_ms(), t);
 }
 
 /* Poll until max_batch records are queued or none is waiting. */
@@ -537,67 +450,133 @@ static void poll_records(member_t *m) {
       return;
     enqueue(m, msg);
     timeout = 0;
-  } while (m->queued < max && !pipeline_stopping(m->p));
+  } while (flow_queued(m->flow) < max && !pipeline_stopping(m->p));
 }
 
-/* Notice the pipeline's circuit breaker opening and closing. */
-static void check_breaker(member_t *m) {
-  if (!m->p->breaker)
-    return;
-  int open = breaker_open_for(m->p->breaker, member_now_ms()) > 0;
-  if (open == m->breaker_open)
-    return;
-  m->breaker_open = open;
-  metrics_breaker(m->p->env.metrics, open);
-  log_msg(open ? KHOST_LOG_WARNING : KHOST_LOG_NOTICE, m->who,
-          open ? "circuit breaker open: partitions paused"
-               : "circuit breaker closed: resuming");
+/* The plugin's call for a job of the flow, watched by the pipeline's
+ * watchdog while it runs. */
+static khost_result_t call_plugin(member_t *m, const flow_job_t *job) {
+  rd_kafka_message_t *msg = job->rec;
+  rd_kafka_headers_t *hdrs = NULL;
+  rd_kafka_timestamp_type_t tstype;
+  rd_kafka_message_headers(msg, &hdrs);
+  khost_record_t rec = {
+      .struct_size = sizeof(rec),
+      .topic = rd_kafka_topic_name(msg->rkt),
+      .partition = msg->partition,
+      .offset = msg->offset,
+      .timestamp = rd_kafka_message_timestamp(msg, &tstype),
+      .key = msg->key,
+      .key_len = msg->key_len,
+      .value = msg->payload,
+      .value_len = msg->len,
+      .event_id = job->event_id,
+      .event_id_len = job->event_id_len,
+      .attempt = job->attempt,
+      .flags = job->replay ? KHOST_RECORD_REPLAY : 0,
+      .host_priv = hdrs,
+  };
+  atomic_store(&m->busy_topic, rec.topic);
+  atomic_store(&m->busy_partition, rec.partition);
+  atomic_store(&m->busy_offset, rec.offset);
+  atomic_store(&m->busy_since, coarse_ms());
+  int64_t t0 = metrics_now_us();
+  khost_result_t res = plugin_instance_handle(m->inst, &rec);
+  metrics_observe_handle(m->p->env.metrics, t0);
+  atomic_store(&m->busy_since, 0);
+  return res;
 }
 
-/* Handle the ready heads, round robin over the partitions, at most
- * max_batch records. */
-static void handle_ready(member_t *m) {
-  size_t max = (size_t)m->p->env.pc->max_batch, n = m->parts->len;
-  /* A batch never grows past max_batch outcomes. */
-  size_t budget = max > m->cur.done->len ? max - m->cur.done->len : 0;
-  int progress = 1;
-  while (budget > 0 && progress && !pipeline_stopping(m->p)) {
-    int64_t now = member_now_ms(); /* once a round, not per record */
-    progress = 0;
-    for (size_t k = 0; k < n && budget > 0; k++) {
-      part_t *pt = m->parts->pdata[(m->rr + k) % n];
-      if (!head_ready(m, pt, now))
-        continue;
-      int r = dispatch_head(m, pt);
-      if (r == DISPATCH_STOP)
-        return;
-      if (r == DISPATCH_DONE) {
-        budget--;
-        progress = 1;
-      }
+/* Look at pt's dead-letter write for up to poll_ms and tell the flow how
+ * it went. Returns 1 while it is still in flight. */
+static int dead_letter_check(member_t *m, flow_part_t *pt, int poll_ms) {
+  char err[512] = "";
+  int r =
+      dead_letter_poll(m->dlq, flow_part_user(pt), poll_ms, err, sizeof(err));
+  if (r == 1)
+    return 1;
+  flow_part_set_user(pt, NULL); /* taken: freed */
+  flow_dead_letter_done(m->flow, pt, r < 0 ? -1 : 0, err, member_now_ms());
+  return 0;
+}
+
+/* Write the record of a job to the dead-letter topic; the head waits for
+ * the broker's answer while the member goes on with the other
+ * partitions. */
+static void dead_letter_start(member_t *m, const flow_job_t *job) {
+  dead_letter_write_t *dlw = NULL;
+  char err[512];
+  if (dead_letter_begin(m->dlq, job->rec, job->reason, job->attempt, &dlw, err,
+                        sizeof(err)) != 0) {
+    flow_dead_letter_done(m->flow, job->part, -1, err, member_now_ms());
+    return;
+  }
+  flow_part_set_user(job->part, dlw);
+  dead_letter_check(m, job->part, 0);
+}
+
+static void dead_letters_poll(member_t *m) {
+  for (size_t i = 0; i < flow_parts(m->flow); i++) {
+    flow_part_t *pt = flow_part_at(m->flow, i);
+    if (flow_part_user(pt))
+      dead_letter_check(m, pt, 0);
+  }
+}
+
+/* Wait up to ms for the dead-letter writes in flight and finish the heads
+ * the broker acknowledged: before partitions go, so that a record already
+ * on the dead-letter topic is marked rather than written again by the
+ * next owner. */
+static void land_dead_letters(member_t *m, int64_t ms) {
+  int64_t deadline = member_now_ms() + ms;
+  for (int waiting = 1; waiting && member_now_ms() < deadline;) {
+    waiting = 0;
+    for (size_t i = 0; i < flow_parts(m->flow); i++) {
+      flow_part_t *pt = flow_part_at(m->flow, i);
+      if (flow_part_user(pt) &&
+          dead_letter_check(m, pt, MEMBER_DEAD_LETTER_POLL_MS))
+        waiting = 1;
     }
   }
-  m->rr = n ? (m->rr + 1) % n : 0;
 }
 
-static int settle_due(member_t *m) {
-  int64_t now = member_now_ms();
-  if (m->cur.done->len == 0)
-    return 0;
-  if (m->first_done_at == 0)
-    m->first_done_at = now;
-  return m->cur.done->len >= (guint)m->p->env.pc->max_batch ||
-         now - m->first_done_at >= MEMBER_LINGER_MS;
+/* Handle the ready heads, round robin over the partitions, until the
+ * batch is full or none is ready. */
+static void handle_ready(member_t *m) {
+  flow_job_t job;
+  int what;
+  dead_letters_poll(m);
+  if (flow_check_breaker(m->flow, member_now_ms()) != m->breaker_open) {
+    m->breaker_open = !m->breaker_open;
+    metrics_breaker(m->p->env.metrics, m->breaker_open);
+  }
+  while (!pipeline_stopping(m->p) &&
+         (what = flow_next(m->flow, coarse_ms(), &job)) != FLOW_NONE) {
+    if (what == FLOW_DEAD_LETTER) {
+      dead_letter_start(m, &job);
+      continue;
+    }
+    khost_result_t res = call_plugin(m, &job);
+    if (flow_outcome(m->flow, &job, res, member_now_ms()) != 0) {
+      rd_kafka_message_t *msg = job.rec;
+      pipeline_fail(m->p,
+                    "%s: plugin reported a fatal error at %s [%" PRId32
+                    "] offset %" PRId64,
+                    m->who, rd_kafka_topic_name(msg->rkt), msg->partition,
+                    msg->offset);
+      return;
+    }
+  }
 }
 
 static void cycle(member_t *m) {
-  metrics_tick(m->p->env.metrics, m->index, m->rk, m->queued,
-               m->cur.done->len + (m->flying ? m->air.done->len : 0));
+  metrics_tick(m->p->env.metrics, m->index, m->rk, flow_queued(m->flow),
+               flow_batch_len(flow_cur(m->flow)) +
+                   (m->flying ? flow_batch_len(flow_air(m->flow)) : 0));
   poll_records(m);
   land(m, 0, 1); /* commit a landed batch's offsets without delay */
-  check_breaker(m);
   handle_ready(m);
-  if (settle_due(m))
+  if (flow_batch_due(m->flow, member_now_ms()))
     settle_due_batch(m);
   commit_due(m);
   reconcile_pauses(m);
@@ -667,7 +646,7 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
     /* Make what was handled durable and commit it synchronously before
      * the partitions go (what cannot be made durable now is delivered to
      * the next owner). */
-    dispatch_land_dead_letters(m, dead_letter_timeout_ms(m));
+    land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 1, 0);
   }
   /* The batch in flight is finished or abandoned; the partitions go. */
@@ -690,7 +669,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     atomic_fetch_add(&m->p->assigned, (uint64_t)parts->cnt);
     metrics_assigned(m->p->env.metrics, m->index, parts);
     for (int i = 0; i < parts->cnt; i++)
-      part_get(m, parts->elems[i].topic, parts->elems[i].partition);
+      flow_assign(m->flow, parts->elems[i].topic, parts->elems[i].partition);
     pipeline_start_offsets(m->p, parts);
     plugin_instance_assigned(m->inst, parts);
     if (cooperative)
@@ -733,10 +712,8 @@ static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   metrics_committed(m->p->env.metrics, rk, !err, offsets);
   for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
     const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-    part_t *pt = part_find(m, tp->topic, tp->partition);
     if (!err && !tp->err) {
-      if (pt)
-        pt->committed = tp->offset;
+      flow_committed(m->flow, tp->topic, tp->partition, tp->offset);
       pipeline_progress(m->p, tp->topic, tp->partition, tp->offset);
     }
     off += (size_t)snprintf(buf + off, sizeof(buf) - off,
@@ -838,6 +815,99 @@ static int open_dead_letter(member_t *m, char *err, size_t errlen) {
                           dead_letter_timeout_ms(m), err, errlen);
 }
 
+/* ------------------------------------------------------------ records */
+
+/* The flow core's view of a librdkafka message. */
+static const char *rec_topic(const void *rec) {
+  return rd_kafka_topic_name(((const rd_kafka_message_t *)rec)->rkt);
+}
+static int32_t rec_partition(const void *rec) {
+  return ((const rd_kafka_message_t *)rec)->partition;
+}
+static int64_t rec_offset(const void *rec) {
+  return ((const rd_kafka_message_t *)rec)->offset;
+}
+/* Only partition-end markers are queued with an error (enqueue()). */
+static int rec_is_end(const void *rec) {
+  return ((const rd_kafka_message_t *)rec)->err != 0;
+}
+static void rec_key(const void *rec, const void **key, size_t *len) {
+  const rd_kafka_message_t *msg = rec;
+  *key = msg->key;
+  *len = msg->key_len;
+}
+static int rec_header(const void *rec, const char *name, const void **value,
+                      size_t *len) {
+  rd_kafka_headers_t *hdrs = NULL;
+  return rd_kafka_message_headers((rd_kafka_message_t *)rec, &hdrs) ==
+             RD_KAFKA_RESP_ERR_NO_ERROR &&
+         rd_kafka_header_get_last(hdrs, name, value, len) ==
+             RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+static void rec_free(void *rec) {
+  rd_kafka_message_destroy(rec);
+}
+
+static const flow_rec_ops_t rec_ops = {
+    .topic = rec_topic,
+    .partition = rec_partition,
+    .offset = rec_offset,
+    .is_end = rec_is_end,
+    .key = rec_key,
+    .header = rec_header,
+    .free = rec_free,
+};
+
+/* Wall clock for marks, coarse: a mark's time only serves retention. */
+static int64_t wall_coarse_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void at_end(void *ctx, const char *topic, int32_t partition,
+                   int64_t offset) {
+  pipeline_progress(ctx, topic, partition, offset);
+}
+
+static void record_failed(void *ctx, const char *topic, int32_t partition,
+                          int64_t offset, const char *reason,
+                          int dead_lettered) {
+  metrics_failed(ctx, topic, partition, offset, reason, dead_lettered);
+}
+
+/* The flow core's settings, from the pipeline's. */
+static void flow_setup(member_t *m) {
+  const pipeline_env_t *env = &m->p->env;
+  const cfg_pipeline_t *pc = env->pc;
+  m->fc = (flow_conf_t){
+      .who = m->who,
+      .pipeline = m->p->name,
+      .eid_header = pc->eid_source == CFG_EID_KEY ? NULL : pc->eid_header,
+      .missing_id_fail = pc->on_missing_id == CFG_MISSING_FAIL,
+      .retry_max = pc->retry_max,
+      .retry_backoff_ms = pc->retry_backoff_ms,
+      .retry_backoff_max_ms = pc->retry_backoff_max_ms,
+      .max_batch = (size_t)pc->max_batch,
+      .linger_ms = MEMBER_LINGER_MS,
+      .pause_min_ms = MEMBER_PAUSE_MIN_MS,
+      .dead_letter_topic = pc->dead_letter_topic,
+      .breaker = m->p->breaker,
+      .breaker_ratio = pc->breaker_ratio,
+      .breaker_cooldown_ms = pc->breaker_cooldown_ms,
+      .store = env->store,
+      .scope = m->p->scope,
+      .counts = &m->p->counts,
+      .wall_ms = wall_coarse_ms,
+      .at_end = at_end,
+      .at_end_ctx = m->p,
+      .failed = record_failed,
+      .failed_ctx = m->p->env.metrics,
+  };
+}
+
+/* ------------------------------------------------------------ setup */
+
 static int setup(member_t *m, char *err, size_t errlen) {
   const pipeline_env_t *env = &m->p->env;
   plugin_instance_opts_t opts = {
@@ -850,10 +920,11 @@ static int setup(member_t *m, char *err, size_t errlen) {
   };
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;
+  flow_setup(m);
+  if (flow_open(&m->flow, &m->fc, &rec_ops, err, errlen) != 0)
+    return -1;
   if (env->store &&
-      (store_batch_open(env->store, &m->cur.writer, err, errlen) != 0 ||
-       store_batch_open(env->store, &m->air.writer, err, errlen) != 0 ||
-       durable_start(&m->durable, m->who, m->p->env.metrics, err, errlen) != 0))
+      durable_start(&m->durable, m->who, m->p->env.metrics, err, errlen) != 0)
     return -1;
   if (create_consumer(m, err, errlen) != 0)
     return -1;
@@ -867,7 +938,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
  * the group. */
 static void shut_down(member_t *m) {
   if (m->rk) {
-    dispatch_land_dead_letters(m, dead_letter_timeout_ms(m));
+    land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 0, 1);
     /* Refused while the group rebalances (other members leaving too):
      * tried again for a few seconds. What stays uncommitted is delivered
@@ -882,8 +953,8 @@ static void shut_down(member_t *m) {
     if (e)
       log_msg(KHOST_LOG_WARNING, m->who, "leaving the group: %s",
               rd_kafka_err2str(e));
-    while (m->parts->len > 0)
-      part_drop(m, m->parts->pdata[0]);
+    while (flow_parts(m->flow) > 0)
+      part_drop(m, flow_part_at(m->flow, 0));
     rd_kafka_queue_destroy(m->commit_q);
     m->commit_q = NULL;
     kafka_destroy(m->rk);
@@ -891,16 +962,16 @@ static void shut_down(member_t *m) {
   }
   durable_stop(m->durable);
   m->durable = NULL;
-  batch_clear(&m->cur);
-  batch_clear(&m->air);
+  while (m->flow && flow_parts(m->flow) > 0)
+    part_drop(m, flow_part_at(m->flow, 0));
   dead_letter_close(m->dlq);
   m->dlq = NULL;
   if (m->inst)
     plugin_instance_destroy(m->inst);
   m->inst = NULL;
-  store_batch_close(m->cur.writer);
-  store_batch_close(m->air.writer);
-  m->cur.writer = m->air.writer = NULL;
+  /* Outcomes left were not made durable: their claims go back. */
+  flow_close(m->flow);
+  m->flow = NULL;
 }
 
 static void *member_main(void *arg) {
@@ -938,12 +1009,6 @@ static void *member_main(void *arg) {
 }
 
 static void member_free(member_t *m) {
-  g_ptr_array_free(m->parts, TRUE);
-  for (int i = 0; i < 2; i++) {
-    batch_t *b = i ? &m->air : &m->cur;
-    g_ptr_array_free(b->done, TRUE);
-    g_ptr_array_free(b->claims, TRUE);
-  }
   free(m);
 }
 
@@ -952,12 +1017,6 @@ int member_spawn(member_t **out, pipeline_t *p, int index) {
   m->p = p;
   m->index = index;
   snprintf(m->who, sizeof(m->who), "%s/%d", p->name, index);
-  m->parts = g_ptr_array_new();
-  for (int i = 0; i < 2; i++) {
-    batch_t *b = i ? &m->air : &m->cur;
-    b->done = g_ptr_array_new();
-    b->claims = g_ptr_array_new();
-  }
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
     member_free(m);
     return -1;

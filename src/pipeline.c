@@ -340,14 +340,14 @@ int pipeline_finish(pipeline_t *p) {
 }
 
 void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out) {
-  out->handled = atomic_load(&p->handled);
-  out->duplicates = atomic_load(&p->duplicates);
-  out->failed = atomic_load(&p->failed_records);
-  out->retries = atomic_load(&p->retries);
-  out->no_id = atomic_load(&p->no_id);
+  out->handled = atomic_load(&p->counts.handled);
+  out->duplicates = atomic_load(&p->counts.duplicates);
+  out->failed = atomic_load(&p->counts.failed);
+  out->retries = atomic_load(&p->counts.retries);
+  out->no_id = atomic_load(&p->counts.no_id);
   out->commits = atomic_load(&p->commits);
   out->assigned = atomic_load(&p->assigned);
-  out->breaker_trips = atomic_load(&p->breaker_trips);
+  out->breaker_trips = atomic_load(&p->counts.breaker_trips);
   out->at_end = p->end && end_tracker_reached(p->end);
 }
 

@@ -18,6 +18,7 @@
 #include "breaker.h"
 #include "config.h"
 #include "end_tracker.h"
+#include "flow.h"
 #include "kafka_client.h"
 #include "metrics.h"
 #include "plugin_loader.h"
@@ -81,8 +82,8 @@ typedef struct pipeline {
   int has_watchdog;
   GPtrArray *closing_notes; /* keep_closing_notes: lines, under mu */
 
-  _Atomic uint64_t handled, duplicates, failed_records, retries, no_id, commits,
-      assigned, breaker_trips;
+  flow_counts_t counts; /* what the members' flow cores counted */
+  _Atomic uint64_t commits, assigned;
 } pipeline_t;
 
 /* Start the pipeline: query end offsets (exit-at-end), spawn members and
