@@ -39,12 +39,11 @@
 #include "breaker.h"
 #include "log.h"
 #include "member_int.h"
+#include "record.h"
 
 /* Longest single wait for records, so that retries, the breaker and stop
  * requests are noticed promptly. */
 #define MEMBER_POLL_MS 100
-/* A failed offset commit is sent again after this long, even when idle. */
-#define MEMBER_RECOMMIT_MS 1000
 /* Outcomes are made durable (one SQLite transaction, one offset commit)
  * once max_batch of them are pending or the oldest has waited this long:
  * a member that drains librdkafka's queue faster than fetches fill it
@@ -60,11 +59,6 @@
 #define SHUTDOWN_COMMIT_TRIES 10
 /* Longest wait for the broker's answer to a dead-letter write. */
 #define MEMBER_DEAD_LETTER_TIMEOUT_MS 30000
-/* How long a sync commit waits for the async commits still in flight. */
-#define MEMBER_COMMIT_DRAIN_MS 10000
-/* Longest wait between two tries of a batch SQLite refused (a full disk,
- * a read-only file): the hold ends at most this long after the fault. */
-#define MEMBER_HOLD_MAX_MS 2000
 /* Longest wait for the group's committed offsets (dedup history check). */
 #define MEMBER_COMMITTED_QUERY_MS 5000
 
@@ -107,7 +101,7 @@ static void drop_partitions(member_t *m,
 
 /* Pause the partitions whose head waits (or all, while the batch cannot be
  * made durable or the breaker is open); resume the others. */
-static void reconcile_pauses(member_t *m) {
+void member_reconcile_pauses(member_t *m) {
   int64_t now = member_now_ms();
   rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(4),
                                   *resume =
@@ -145,263 +139,9 @@ static int dead_letter_timeout_ms(const member_t *m) {
              : MEMBER_DEAD_LETTER_TIMEOUT_MS;
 }
 
-/* ------------------------------------------------------------ committing */
-
-static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque);
-
-/* The result of the async commit in flight: the next one may go. */
-static void on_async_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                            rd_kafka_topic_partition_list_t *offsets,
-                            void *opaque) {
-  member_t *m = opaque;
-  m->commit_in_flight = 0;
-  on_commit(rk, err, offsets, opaque);
-}
-
-/* Serve the result of the async commit in flight, waiting up to ms for
- * it. */
-static void drain_commit(member_t *m, int64_t ms) {
-  int64_t deadline = member_now_ms() + ms;
-  while (m->commit_in_flight) {
-    int64_t left = deadline - member_now_ms();
-    if (left <= 0) {
-      log_msg(KHOST_LOG_WARNING, m->who,
-              "an offset commit is still without a result after %" PRId64 " ms",
-              ms);
-      return;
-    }
-    rd_kafka_queue_poll_callback(
-        m->commit_q, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
-  }
-}
-
-/* Commit the durable positions of partitions this member still owns:
- * the flow holds exactly the assigned partitions (the rebalance callback
- * adds and drops them on this thread), and nothing is committed once
- * librdkafka has noticed that the assignment is lost (the revoke callback
- * follows). A sync commit (revoke, shutdown) also asks librdkafka for its
- * current assignment: while the consumer closes, the partitions are no
- * longer assigned when the revoke callback runs, and a sync commit of
- * them would wait forever; and once the consumer closes, nothing is
- * committed any more (shut_down() commits before it closes): a commit
- * from the revoke callback of rd_kafka_consumer_close() can wait forever
- * for a coordinator that is going away. A sync commit returns its error
- * (0 when there was nothing to commit).
- *
- * Commits go out one at a time: librdkafka sends a failed OffsetCommit
- * again by itself and reports it only at the end, so a commit made while
- * an older one is in flight could land first and be overwritten by the
- * older offsets. An async commit asked for while one is in flight is made
- * once its result is in (commit_due()); a sync commit waits for it. */
-static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
-  rd_kafka_topic_partition_list_t *owned = NULL, *list;
-  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (m->closing)
-    return RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (sync)
-    drain_commit(m, MEMBER_COMMIT_DRAIN_MS);
-  else if (m->commit_in_flight) {
-    m->commit_behind = 1;
-    return RD_KAFKA_RESP_ERR_NO_ERROR;
-  }
-  m->commit_behind = 0;
-  if (rd_kafka_assignment_lost(m->rk) ||
-      (sync &&
-       rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
-    return RD_KAFKA_RESP_ERR_NO_ERROR;
-  list = rd_kafka_topic_partition_list_new((int)flow_parts(m->flow) + 1);
-  for (size_t i = 0; i < flow_parts(m->flow); i++) {
-    flow_part_t *pt = flow_part_at(m->flow, i);
-    int64_t next = flow_part_position(pt, sync);
-    const char *topic = flow_part_topic(pt);
-    int32_t partition = flow_part_partition(pt);
-    if (next >= 0 &&
-        (!owned || rd_kafka_topic_partition_list_find(owned, topic, partition)))
-      rd_kafka_topic_partition_list_add(list, topic, partition)->offset = next;
-  }
-  if (list->cnt > 0) {
-    /* Failures are reported by on_commit(), for sync commits too. */
-    if (sync)
-      e = rd_kafka_commit_queue(m->rk, list, NULL, on_commit, m);
-    else if (rd_kafka_commit_queue(m->rk, list, m->commit_q, on_async_commit,
-                                   m) == RD_KAFKA_RESP_ERR_NO_ERROR)
-      m->commit_in_flight = 1;
-    atomic_fetch_add(&m->p->commits, 1);
-  }
-  rd_kafka_topic_partition_list_destroy(list);
-  if (owned)
-    rd_kafka_topic_partition_list_destroy(owned);
-  return sync ? e : RD_KAFKA_RESP_ERR_NO_ERROR;
-}
-
-/* Serve the async commit's result; send what waited for it, or what
- * failed once its time has come. */
-static void commit_due(member_t *m) {
-  rd_kafka_queue_poll_callback(m->commit_q, 0);
-  if (m->recommit_at) {
-    if (member_now_ms() < m->recommit_at)
-      return;
-    m->recommit_at = 0;
-    commit_positions(m, 0);
-  } else if (m->commit_behind) {
-    commit_positions(m, 0);
-  }
-}
-
-static void enqueue(member_t *m, rd_kafka_message_t *msg);
-
-/* Poll for up to ms without handling anything (records are queued). */
-static int wait_polling(member_t *m, int64_t ms) {
-  int64_t deadline = member_now_ms() + ms;
-  while (!pipeline_stopping(m->p)) {
-    int64_t left = deadline - member_now_ms();
-    if (left <= 0)
-      return 0;
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(
-        m->rk, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
-    if (msg)
-      enqueue(m, msg);
-    metrics_tick(m->p->env.metrics, m->index, m->rk, flow_queued(m->flow), 0);
-  }
-  return 1;
-}
-
-/* The wait after the attempt-th failed try of a batch: doubling from
- * 200 ms, at most MEMBER_HOLD_MAX_MS. */
-static int64_t hold_backoff_ms(int attempt) {
-  int64_t ms = 100LL << (attempt < 8 ? attempt : 8);
-  return ms < MEMBER_HOLD_MAX_MS ? ms : MEMBER_HOLD_MAX_MS;
-}
-
-/* Make the plugin's effects and the marks of b durable. Transient faults
- * (SQLite busy, full, read-only; a failing flush) are waited out with every
- * partition paused and polling going on; a permanent one stops the
- * pipeline. A stop while waiting gets one last try, so that a fault that
- * cleared since the previous one does not cost the batch. A fault the
- * durability thread met is passed in as *first (NULL: none yet; the first
- * try is made here). */
-static int make_durable(member_t *m, flow_batch_t *b, int wait,
-                        const char *first, int first_transient) {
-  store_batch_t *sb = flow_batch_store(b);
-  char err[512];
-  for (int attempt = 1, last = 0;; attempt++) {
-    int transient = 1;
-    err[0] = '\0';
-    if (attempt == 1 && first) {
-      snprintf(err, sizeof(err), "%s", first);
-      transient = first_transient;
-    } else if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
-               (!sb || store_batch_pending(sb) == 0 ||
-                store_batch_commit(sb, &transient, err, sizeof(err)) == 0)) {
-      break;
-    }
-    if (!transient) {
-      pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
-      return -1;
-    }
-    if (!wait || last) {
-      log_msg(KHOST_LOG_WARNING, m->who,
-              "cannot make the batch durable before %s: %s",
-              last ? "stopping" : "the partitions go", err);
-      return -1;
-    }
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "cannot make the batch durable (attempt %d), holding every "
-            "partition and committing nothing: %s",
-            attempt, err);
-    if (!flow_held(m->flow)) {
-      flow_set_hold(m->flow, 1);
-      metrics_held(m->p->env.metrics, m->index, 1);
-      reconcile_pauses(m);
-    }
-    last = wait_polling(m, hold_backoff_ms(attempt));
-  }
-  if (flow_held(m->flow)) {
-    log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
-    flow_set_hold(m->flow, 0);
-    metrics_held(m->p->env.metrics, m->index, 0);
-  }
-  return 0;
-}
-
-/* Make b durable here, then advance; or abandon it. */
-static int settle_batch(member_t *m, flow_batch_t *b, int wait,
-                        const char *first, int first_transient) {
-  if (flow_batch_len(b) == 0)
-    return 0;
-  if (make_durable(m, b, wait, first, first_transient) != 0) {
-    flow_batch_abandon(m->flow, b);
-    return -1;
-  }
-  flow_batch_durable(m->flow, b);
-  return 0;
-}
-
-/* ------------------------------------------------------ durability thread */
-
-/* Hand the current batch to the durability thread; the (empty) batch that
- * landed last becomes the current one. */
-static void take_off(member_t *m) {
-  m->flying = 1;
-  durable_send(m->durable, flow_batch_take_off(m->flow));
-}
-
-/* Take the batch in the air back once it has landed (block: wait for it)
- * and advance past it, or settle it here when its transaction failed
- * (wait: as make_durable()). Returns 1 while it is still in the air, 0
- * when nothing is in the air any more, -1 when it was abandoned (and the
- * current batch with it: its records come after). */
-static int land(member_t *m, int block, int wait) {
-  int rc, transient;
-  char err[512];
-  if (!m->flying)
-    return 0;
-  if (durable_land(m->durable, block, &rc, &transient, err, sizeof(err)))
-    return 1;
-  m->flying = 0;
-  if (rc == 0) {
-    flow_batch_durable(m->flow, flow_air(m->flow));
-  } else if (settle_batch(m, flow_air(m->flow), wait, err, transient) != 0) {
-    flow_batch_abandon(m->flow, flow_cur(m->flow));
-    return -1;
-  }
-  commit_positions(m, 0);
-  return 0;
-}
-
-/* Make the pending outcomes durable, then commit their offsets, here and
- * now: the batch in the air first, then the current one. wait: transient
- * faults are waited out (polling); else one try (inside a rebalance
- * callback, where polling is not allowed). A batch that cannot be made
- * durable is abandoned, and so is every later one (offsets stay in
- * order). */
-static void settle(member_t *m, int sync, int wait) {
-  if (land(m, 1, wait) == 0)
-    settle_batch(m, flow_cur(m->flow), wait, NULL, 0);
-  commit_positions(m, sync);
-}
-
-/* The batch is due: with a durability thread, make it durable there once
- * the plugin has flushed its effects, while the member goes on. */
-static void settle_due_batch(member_t *m) {
-  char err[512];
-  if (!m->durable ||
-      store_batch_pending(flow_batch_store(flow_cur(m->flow))) == 0) {
-    settle(m, 0, 1);
-    return;
-  }
-  if (land(m, 1, 1) != 0)
-    return; /* abandoned, the current batch too */
-  if (plugin_instance_flush(m->inst, err, sizeof(err)) != 0)
-    settle(m, 0, 1); /* waits the flush out, then made durable here */
-  else
-    take_off(m);
-}
-
 /* ------------------------------------------------------------ the cycle */
 
-static void enqueue(member_t *m, rd_kafka_message_t *msg) {
+void member_enqueue(member_t *m, rd_kafka_message_t *msg) {
   if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
     log_msg(KHOST_LOG_WARNING, m->who, "consumer: %s%s%s",
             msg->rkt ? rd_kafka_topic_name(msg->rkt) : "", msg->rkt ? ": " : "",
@@ -448,7 +188,7 @@ static void poll_records(member_t *m) {
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
     if (!msg)
       return;
-    enqueue(m, msg);
+    member_enqueue(m, msg);
     timeout = 0;
   } while (flow_queued(m->flow) < max && !pipeline_stopping(m->p));
 }
@@ -456,26 +196,8 @@ static void poll_records(member_t *m) {
 /* The plugin's call for a job of the flow, watched by the pipeline's
  * watchdog while it runs. */
 static khost_result_t call_plugin(member_t *m, const flow_job_t *job) {
-  rd_kafka_message_t *msg = job->rec;
-  rd_kafka_headers_t *hdrs = NULL;
-  rd_kafka_timestamp_type_t tstype;
-  rd_kafka_message_headers(msg, &hdrs);
-  khost_record_t rec = {
-      .struct_size = sizeof(rec),
-      .topic = rd_kafka_topic_name(msg->rkt),
-      .partition = msg->partition,
-      .offset = msg->offset,
-      .timestamp = rd_kafka_message_timestamp(msg, &tstype),
-      .key = msg->key,
-      .key_len = msg->key_len,
-      .value = msg->payload,
-      .value_len = msg->len,
-      .event_id = job->event_id,
-      .event_id_len = job->event_id_len,
-      .attempt = job->attempt,
-      .flags = job->replay ? KHOST_RECORD_REPLAY : 0,
-      .host_priv = hdrs,
-  };
+  khost_record_t rec;
+  record_for_plugin(job, &rec);
   atomic_store(&m->busy_topic, rec.topic);
   atomic_store(&m->busy_partition, rec.partition);
   atomic_store(&m->busy_offset, rec.offset);
@@ -574,12 +296,12 @@ static void cycle(member_t *m) {
                flow_batch_len(flow_cur(m->flow)) +
                    (m->flying ? flow_batch_len(flow_air(m->flow)) : 0));
   poll_records(m);
-  land(m, 0, 1); /* commit a landed batch's offsets without delay */
+  settle_land(m, 0, 1); /* commit a landed batch's offsets without delay */
   handle_ready(m);
   if (flow_batch_due(m->flow, member_now_ms()))
-    settle_due_batch(m);
+    settle_due(m);
   commit_due(m);
-  reconcile_pauses(m);
+  member_reconcile_pauses(m);
 }
 
 /* ------------------------------------------------------ rebalancing */
@@ -700,40 +422,6 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   }
 }
 
-/* The result of a commit (sync or async). */
-static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
-  member_t *m = opaque;
-  char buf[512];
-  size_t off = 0;
-  buf[0] = '\0';
-  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-    return;
-  metrics_committed(m->p->env.metrics, rk, !err, offsets);
-  for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
-    const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-    if (!err && !tp->err) {
-      flow_committed(m->flow, tp->topic, tp->partition, tp->offset);
-      pipeline_progress(m->p, tp->topic, tp->partition, tp->offset);
-    }
-    off += (size_t)snprintf(buf + off, sizeof(buf) - off,
-                            "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
-                            tp->topic, tp->partition, tp->offset,
-                            tp->err ? "(failed)" : "");
-  }
-  if (err) {
-    /* Nothing is lost: the offsets are sent again shortly, and records
-     * delivered again meanwhile are skipped by dedup. */
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "offset commit failed: %s: %s (sent again in %d ms)",
-            rd_kafka_err2str(err), buf, MEMBER_RECOMMIT_MS);
-    m->recommit_at = member_now_ms() + MEMBER_RECOMMIT_MS;
-  } else {
-    log_msg(KHOST_LOG_DEBUG, m->who, "committed %s", buf);
-  }
-  (void)rk;
-}
-
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
                      void *opaque) {
   member_t *m = kafka_ctx(opaque);
@@ -815,49 +503,6 @@ static int open_dead_letter(member_t *m, char *err, size_t errlen) {
                           dead_letter_timeout_ms(m), err, errlen);
 }
 
-/* ------------------------------------------------------------ records */
-
-/* The flow core's view of a librdkafka message. */
-static const char *rec_topic(const void *rec) {
-  return rd_kafka_topic_name(((const rd_kafka_message_t *)rec)->rkt);
-}
-static int32_t rec_partition(const void *rec) {
-  return ((const rd_kafka_message_t *)rec)->partition;
-}
-static int64_t rec_offset(const void *rec) {
-  return ((const rd_kafka_message_t *)rec)->offset;
-}
-/* Only partition-end markers are queued with an error (enqueue()). */
-static int rec_is_end(const void *rec) {
-  return ((const rd_kafka_message_t *)rec)->err != 0;
-}
-static void rec_key(const void *rec, const void **key, size_t *len) {
-  const rd_kafka_message_t *msg = rec;
-  *key = msg->key;
-  *len = msg->key_len;
-}
-static int rec_header(const void *rec, const char *name, const void **value,
-                      size_t *len) {
-  rd_kafka_headers_t *hdrs = NULL;
-  return rd_kafka_message_headers((rd_kafka_message_t *)rec, &hdrs) ==
-             RD_KAFKA_RESP_ERR_NO_ERROR &&
-         rd_kafka_header_get_last(hdrs, name, value, len) ==
-             RD_KAFKA_RESP_ERR_NO_ERROR;
-}
-static void rec_free(void *rec) {
-  rd_kafka_message_destroy(rec);
-}
-
-static const flow_rec_ops_t rec_ops = {
-    .topic = rec_topic,
-    .partition = rec_partition,
-    .offset = rec_offset,
-    .is_end = rec_is_end,
-    .key = rec_key,
-    .header = rec_header,
-    .free = rec_free,
-};
-
 /* Wall clock for marks, coarse: a mark's time only serves retention. */
 static int64_t wall_coarse_ms(void) {
   struct timespec ts;
@@ -865,8 +510,8 @@ static int64_t wall_coarse_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void at_end(void *ctx, const char *topic, int32_t partition,
-                   int64_t offset) {
+static void progress_at_end(void *ctx, const char *topic, int32_t partition,
+                            int64_t offset) {
   pipeline_progress(ctx, topic, partition, offset);
 }
 
@@ -899,7 +544,7 @@ static void flow_setup(member_t *m) {
       .scope = m->p->scope,
       .counts = &m->p->counts,
       .wall_ms = wall_coarse_ms,
-      .at_end = at_end,
+      .at_end = progress_at_end,
       .at_end_ctx = m->p,
       .failed = record_failed,
       .failed_ctx = m->p->env.metrics,
@@ -921,7 +566,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;
   flow_setup(m);
-  if (flow_open(&m->flow, &m->fc, &rec_ops, err, errlen) != 0)
+  if (flow_open(&m->flow, &m->fc, &record_ops, err, errlen) != 0)
     return -1;
   if (env->store &&
       durable_start(&m->durable, m->who, m->p->env.metrics, err, errlen) != 0)

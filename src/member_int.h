@@ -50,7 +50,38 @@ struct member {
   const char *_Atomic busy_topic;
 };
 
+/* member.c */
 /* Monotonic ms. */
 int64_t member_now_ms(void);
+/* A polled record to its partition's queue (or dropped, logged). */
+void member_enqueue(member_t *m, rd_kafka_message_t *msg);
+/* Pause the partitions that want it (flow_part_wants_pause()); resume the
+ * others. */
+void member_reconcile_pauses(member_t *m);
+
+/* settle.c */
+/* Make the pending outcomes durable, then commit their offsets, here and
+ * now: the batch in the air first, then the current one. wait: transient
+ * faults are waited out (polling); else one try (inside a rebalance
+ * callback, where polling is not allowed). */
+void settle(member_t *m, int sync, int wait);
+/* The current batch is due: made durable on the durability thread when
+ * there is one, while the member goes on. */
+void settle_due(member_t *m);
+/* Take the batch in the air back once it has landed (block: wait for it)
+ * and commit past it. 1 while it is in the air, 0 when nothing is, -1
+ * when it was abandoned (the current batch with it). */
+int settle_land(member_t *m, int block, int wait);
+
+/* commit.c */
+/* Commit the durable positions (sync: wait for the result; returns its
+ * error). */
+rd_kafka_resp_err_t commit_positions(member_t *m, int sync);
+/* Serve the async commit's result; send what waited for it, or what
+ * failed once its time has come. */
+void commit_due(member_t *m);
+/* The result of a commit (librdkafka's offset commit callback). */
+void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                   rd_kafka_topic_partition_list_t *offsets, void *opaque);
 
 #endif
