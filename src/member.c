@@ -41,20 +41,10 @@
 #include "member_int.h"
 #include "record.h"
 
-/* Longest single wait for records, so that retries, the breaker and stop
- * requests are noticed promptly. */
-#define MEMBER_POLL_MS 100
-/* Outcomes are made durable (one SQLite transaction, one offset commit)
- * once max_batch of them are pending or the oldest has waited this long:
- * a member that drains librdkafka's queue faster than fetches fill it
- * would otherwise pay a transaction and a commit every few records. */
-#define MEMBER_LINGER_MS 10
 /* A head that waits less than this (a short retry backoff, an event ID in
  * flight elsewhere) does not pause its partition: resuming costs a refetch
  * of what librdkafka had prefetched, far more than the wait. */
 #define MEMBER_PAUSE_MIN_MS 100
-/* How often the broker's answer to a dead-letter write is looked for. */
-#define MEMBER_DEAD_LETTER_POLL_MS 5
 /* Sync commits tried at shutdown, 300 ms apart. */
 #define SHUTDOWN_COMMIT_TRIES 10
 /* Longest wait for the broker's answer to a dead-letter write. */
@@ -63,13 +53,6 @@
 #define MEMBER_COMMITTED_QUERY_MS 5000
 
 /* ------------------------------------------------------------ partitions */
-
-/* Monotonic ms. */
-int64_t member_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Monotonic ms, coarse (a few ms): cheap enough to take per record. */
 static int64_t coarse_ms(void) {
@@ -99,30 +82,6 @@ static void drop_partitions(member_t *m,
   }
 }
 
-/* Pause the partitions whose head waits (or all, while the batch cannot be
- * made durable or the breaker is open); resume the others. */
-void member_reconcile_pauses(member_t *m) {
-  int64_t now = member_now_ms();
-  rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(4),
-                                  *resume =
-                                      rd_kafka_topic_partition_list_new(4);
-  for (size_t i = 0; i < flow_parts(m->flow); i++) {
-    flow_part_t *pt = flow_part_at(m->flow, i);
-    int want = flow_part_wants_pause(m->flow, pt, now);
-    if (want == flow_part_paused(pt))
-      continue;
-    rd_kafka_topic_partition_list_add(
-        want ? pause : resume, flow_part_topic(pt), flow_part_partition(pt));
-    flow_part_set_paused(pt, want);
-  }
-  if (pause->cnt)
-    rd_kafka_pause_partitions(m->rk, pause);
-  if (resume->cnt)
-    rd_kafka_resume_partitions(m->rk, resume);
-  rd_kafka_topic_partition_list_destroy(pause);
-  rd_kafka_topic_partition_list_destroy(resume);
-}
-
 /* The longest wait for the broker's answer to a dead-letter write. Landing
  * the writes in flight (revoke, shutdown) blocks the member thread that
  * long at most: it stays well inside the consumer's max.poll.interval.ms,
@@ -140,58 +99,6 @@ static int dead_letter_timeout_ms(const member_t *m) {
 }
 
 /* ------------------------------------------------------------ the cycle */
-
-void member_enqueue(member_t *m, rd_kafka_message_t *msg) {
-  if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-    log_msg(KHOST_LOG_WARNING, m->who, "consumer: %s%s%s",
-            msg->rkt ? rd_kafka_topic_name(msg->rkt) : "", msg->rkt ? ": " : "",
-            rd_kafka_message_errstr(msg));
-    rd_kafka_message_destroy(msg);
-    return;
-  }
-  if (flow_push(m->flow, msg) != 0) {
-    /* Not (or no longer) assigned to this member: the flow's partitions
-     * must stay the assignment, which commit_positions() relies on. */
-    log_msg(KHOST_LOG_DEBUG, m->who,
-            "%s [%" PRId32 "] offset %" PRId64
-            ": record of a partition not assigned here, dropped",
-            rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset);
-    rd_kafka_message_destroy(msg);
-  }
-}
-
-/* Is a dead-letter write in flight? */
-static int dead_letters_flying(const member_t *m) {
-  for (size_t i = 0; i < flow_parts(m->flow); i++)
-    if (flow_part_user(flow_part_at(m->flow, i)))
-      return 1;
-  return 0;
-}
-
-/* How long the next poll may wait: not at all when a head is ready, else
- * until the earliest retry is due; briefly while outcomes wait to be made
- * durable or the broker's answer to a dead-letter write is awaited. */
-static int poll_timeout(const member_t *m) {
-  int64_t t = MEMBER_POLL_MS;
-  if (flow_batch_len(flow_cur(m->flow)) > 0 || m->flying)
-    t = MEMBER_LINGER_MS;
-  if (t > MEMBER_DEAD_LETTER_POLL_MS && dead_letters_flying(m))
-    t = MEMBER_DEAD_LETTER_POLL_MS;
-  return (int)flow_ready_in(m->flow, member_now_ms(), t);
-}
-
-/* Poll until max_batch records are queued or none is waiting. */
-static void poll_records(member_t *m) {
-  int timeout = poll_timeout(m);
-  size_t max = (size_t)m->p->env.pc->max_batch;
-  do {
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
-    if (!msg)
-      return;
-    member_enqueue(m, msg);
-    timeout = 0;
-  } while (flow_queued(m->flow) < max && !pipeline_stopping(m->p));
-}
 
 /* The plugin's call for a job of the flow, watched by the pipeline's
  * watchdog while it runs. */
@@ -301,7 +208,7 @@ static void cycle(member_t *m) {
   if (flow_batch_due(m->flow, member_now_ms()))
     settle_due(m);
   commit_due(m);
-  member_reconcile_pauses(m);
+  poll_pauses(m);
 }
 
 /* ------------------------------------------------------ rebalancing */

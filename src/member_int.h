@@ -11,6 +11,7 @@
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "dead_letter.h"
 #include "durable.h"
@@ -50,14 +51,33 @@ struct member {
   const char *_Atomic busy_topic;
 };
 
-/* member.c */
+/* Outcomes are made durable (one store transaction, one offset commit)
+ * once max_batch of them are pending or the oldest has waited this long:
+ * a member that drains librdkafka's queue faster than fetches fill it
+ * would otherwise pay a transaction and a commit every few records. */
+#define MEMBER_LINGER_MS 10
+/* How often the broker's answer to a dead-letter write is looked for. */
+#define MEMBER_DEAD_LETTER_POLL_MS 5
+
 /* Monotonic ms. */
-int64_t member_now_ms(void);
+static inline int64_t member_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* poll.c */
+/* Poll until max_batch records are queued or none is waiting; wait no
+ * longer than the flow core allows. */
+void poll_records(member_t *m);
+/* Poll for up to ms without handling anything (records are queued).
+ * Returns 1 when the pipeline stops meanwhile. */
+int poll_wait(member_t *m, int64_t ms);
 /* A polled record to its partition's queue (or dropped, logged). */
-void member_enqueue(member_t *m, rd_kafka_message_t *msg);
+void poll_enqueue(member_t *m, rd_kafka_message_t *msg);
 /* Pause the partitions that want it (flow_part_wants_pause()); resume the
  * others. */
-void member_reconcile_pauses(member_t *m);
+void poll_pauses(member_t *m);
 
 /* settle.c */
 /* Make the pending outcomes durable, then commit their offsets, here and

@@ -14,28 +14,10 @@
 #include "log.h"
 #include "member_int.h"
 
-/* Longest single poll while a transient fault is waited out. */
-#define SETTLE_POLL_MS 100
 /* Longest wait between two tries of a batch the store refused (a full
  * disk, a read-only file): the hold ends at most this long after the
  * fault. */
 #define SETTLE_HOLD_MAX_MS 2000
-
-/* Poll for up to ms without handling anything (records are queued). */
-static int wait_polling(member_t *m, int64_t ms) {
-  int64_t deadline = member_now_ms() + ms;
-  while (!pipeline_stopping(m->p)) {
-    int64_t left = deadline - member_now_ms();
-    if (left <= 0)
-      return 0;
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(
-        m->rk, (int)(left < SETTLE_POLL_MS ? left : SETTLE_POLL_MS));
-    if (msg)
-      member_enqueue(m, msg);
-    metrics_tick(m->p->env.metrics, m->index, m->rk, flow_queued(m->flow), 0);
-  }
-  return 1;
-}
 
 /* The wait after the attempt-th failed try of a batch: doubling from
  * 200 ms, at most SETTLE_HOLD_MAX_MS. */
@@ -83,9 +65,9 @@ static int make_durable(member_t *m, flow_batch_t *b, int wait,
     if (!flow_held(m->flow)) {
       flow_set_hold(m->flow, 1);
       metrics_held(m->p->env.metrics, m->index, 1);
-      member_reconcile_pauses(m);
+      poll_pauses(m);
     }
-    last = wait_polling(m, hold_backoff_ms(attempt));
+    last = poll_wait(m, hold_backoff_ms(attempt));
   }
   if (flow_held(m->flow)) {
     log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
