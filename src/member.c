@@ -2,26 +2,25 @@
  * One consumer-group member: its own librdkafka consumer and plugin
  * instance, on its own thread. One cycle:
  *
- *   poll        records go to a queue per partition (offset order kept)
+ *   poll        records go to a queue per partition (offset order kept;
+ *               poll.c)
  *   handle      the ready head records of the partitions, round robin,
  *               at most max_batch: the flow core (flow.h) says which
  *               record goes to the plugin or the dead-letter topic; a head
  *               waiting for a retry holds its partition only
- *   settle      plugin flush -> one SQLite transaction with the batch's
+ *   settle      plugin flush -> one store transaction with the batch's
  *               dedup marks -> only then commit the next offsets to Kafka
+ *               (settle.c, durable.c, commit.c)
  *
- * With dedup on, the SQLite transaction runs on the member's durability
- * thread while the member handles the next batch; at most one batch is
- * in the air, and its offsets are committed once it has landed, before
- * anything of a later batch (offsets stay in order).
+ * Offsets only ever trail outcomes that are durable in the store, so the
+ * host may die at any moment without losing a record. Polling never stops
+ * for long — while records wait for retries, or while the store refuses
+ * the batch (all partitions paused) — so the member keeps its place in the
+ * group.
  *
- * Offsets only ever trail outcomes that are durable in SQLite, so the host
- * may die at any moment without losing a record. Polling never stops for
- * long — while records wait for retries, or while SQLite refuses the batch
- * (all partitions paused) — so the member keeps its place in the group.
- *
- * This file is the librdkafka side: polling, pausing, rebalances, commits,
- * dead-letter writes and the plugin call. The rules live in the flow core.
+ * This file is the librdkafka adapter around the flow core: the member's
+ * thread and cycle, rebalances, dead-letter writes and the plugin call.
+ * The rules live in the flow core.
  *
  * Threads: everything here runs on the member's thread, including the
  * librdkafka rebalance and commit callbacks (served from
