@@ -95,16 +95,15 @@ static int m_scope(store_t *s, const char *pipeline, uint32_t *scope, char *err,
   return 0;
 }
 
-/* The answer for an entry present in the table (mu held). */
+/* The answer for an entry present in the table (mu held). A committed ID
+ * stays seen while it is re-claimed; only a re-claim waits for another. */
 static int claim_present(mem_entry_t *e, int mode, int64_t before_ms) {
-  if (e->claimed)
-    return mode == STORE_CLAIM_AGAIN && e->committed ? STORE_SEEN
-                                                     : STORE_IN_FLIGHT;
-  if (mode == STORE_CLAIM_AGAIN && e->handled < before_ms) {
-    e->claimed = 1;
-    return STORE_NEW;
-  }
-  return STORE_SEEN;
+  if (!e->committed)
+    return STORE_IN_FLIGHT;
+  if (mode != STORE_CLAIM_AGAIN || e->claimed || e->handled >= before_ms)
+    return STORE_SEEN;
+  e->claimed = 1;
+  return STORE_NEW;
 }
 
 static int m_claim(store_t *s, uint32_t scope, const void *id, size_t len,
