@@ -26,12 +26,12 @@ void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   buf[0] = '\0';
   if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
     return;
-  metrics_committed(m->p->env.metrics, rk, !err, offsets);
+  metrics_committed(m->env->metrics, rk, !err, offsets);
   for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
     const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
     if (!err && !tp->err) {
       flow_committed(m->flow, tp->topic, tp->partition, tp->offset);
-      pipeline_progress(m->p, tp->topic, tp->partition, tp->offset);
+      m->env->progress(m->env->ctx, tp->topic, tp->partition, tp->offset);
     }
     off += (size_t)snprintf(buf + off, sizeof(buf) - off,
                             "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
@@ -128,7 +128,7 @@ rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
     else if (rd_kafka_commit_queue(m->rk, list, m->commit_q, on_async_commit,
                                    m) == RD_KAFKA_RESP_ERR_NO_ERROR)
       m->commit_in_flight = 1;
-    atomic_fetch_add(&m->p->commits, 1);
+    atomic_fetch_add(m->env->commits, 1);
   }
   rd_kafka_topic_partition_list_destroy(list);
   if (owned)

@@ -29,6 +29,7 @@
  */
 #include "member.h"
 
+#include <glib.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include <time.h>
 
 #include "breaker.h"
+#include "kafka_client.h"
 #include "log.h"
 #include "member_int.h"
 #include "record.h"
@@ -110,7 +112,7 @@ static khost_result_t call_plugin(member_t *m, const flow_job_t *job) {
   atomic_store(&m->busy_since, coarse_ms());
   int64_t t0 = metrics_now_us();
   khost_result_t res = plugin_instance_handle(m->inst, &rec);
-  metrics_observe_handle(m->p->env.metrics, t0);
+  metrics_observe_handle(m->env->metrics, t0);
   atomic_store(&m->busy_since, 0);
   return res;
 }
@@ -176,9 +178,9 @@ static void handle_ready(member_t *m) {
   dead_letters_poll(m);
   if (flow_check_breaker(m->flow, member_now_ms()) != m->breaker_open) {
     m->breaker_open = !m->breaker_open;
-    metrics_breaker(m->p->env.metrics, m->breaker_open);
+    metrics_breaker(m->env->metrics, m->breaker_open);
   }
-  while (!pipeline_stopping(m->p) &&
+  while (!member_stopping(m) &&
          (what = flow_next(m->flow, coarse_ms(), &job)) != FLOW_NONE) {
     if (what == FLOW_DEAD_LETTER) {
       dead_letter_start(m, &job);
@@ -187,18 +189,18 @@ static void handle_ready(member_t *m) {
     khost_result_t res = call_plugin(m, &job);
     if (flow_outcome(m->flow, &job, res, member_now_ms()) != 0) {
       rd_kafka_message_t *msg = job.rec;
-      pipeline_fail(m->p,
-                    "%s: plugin reported a fatal error at %s [%" PRId32
-                    "] offset %" PRId64,
-                    m->who, rd_kafka_topic_name(msg->rkt), msg->partition,
-                    msg->offset);
+      member_fail(m,
+                  "%s: plugin reported a fatal error at %s [%" PRId32
+                  "] offset %" PRId64,
+                  m->who, rd_kafka_topic_name(msg->rkt), msg->partition,
+                  msg->offset);
       return;
     }
   }
 }
 
 static void cycle(member_t *m) {
-  metrics_tick(m->p->env.metrics, m->index, m->rk, flow_queued(m->flow),
+  metrics_tick(m->env->metrics, m->index, m->rk, flow_queued(m->flow),
                flow_batch_len(flow_cur(m->flow)) +
                    (m->flying ? flow_batch_len(flow_air(m->flow)) : 0));
   poll_records(m);
@@ -233,10 +235,10 @@ static void log_partitions(member_t *m, const char *what,
  * process is committed. */
 static void check_dedup_history(member_t *m,
                                 const rd_kafka_topic_partition_list_t *parts) {
-  store_t *s = m->p->env.store;
+  store_t *s = m->env->store;
   const rd_kafka_topic_partition_t *first = NULL;
   int n = 0;
-  if (!s || parts->cnt == 0 || !store_history_check_due(s, m->p->scope))
+  if (!s || parts->cnt == 0 || !store_history_check_due(s, m->env->scope))
     return;
   rd_kafka_topic_partition_list_t *c =
       rd_kafka_topic_partition_list_copy(parts);
@@ -249,7 +251,7 @@ static void check_dedup_history(member_t *m,
     log_msg(KHOST_LOG_WARNING, m->who,
             "the dedup database %s is new, and the group's committed offsets "
             "to compare it with cannot be read: %s",
-            m->p->env.cfg->dedup_path, rd_kafka_err2str(e));
+            m->env->cfg->dedup_path, rd_kafka_err2str(e));
   else if (first)
     log_msg(KHOST_LOG_WARNING, m->who,
             "the dedup database %s was created empty at this start, but group "
@@ -259,7 +261,7 @@ static void check_dedup_history(member_t *m,
             "be handled again. If the database was deleted or moved, stop "
             "khost and restore it; to handle records again on purpose, use "
             "khost replay (README.md, \"Dedup store\")",
-            m->p->env.cfg->dedup_path, m->p->env.pc->group_id, n, c->cnt,
+            m->env->cfg->dedup_path, m->env->pc->group_id, n, c->cnt,
             first->topic, first->partition, first->offset);
   rd_kafka_topic_partition_list_destroy(c);
 }
@@ -294,21 +296,21 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     log_partitions(m, "assigned", parts);
     check_dedup_history(m, parts);
-    atomic_fetch_add(&m->p->assigned, (uint64_t)parts->cnt);
-    metrics_assigned(m->p->env.metrics, m->index, parts);
+    atomic_fetch_add(m->env->assigned, (uint64_t)parts->cnt);
+    metrics_assigned(m->env->metrics, m->index, parts);
     for (int i = 0; i < parts->cnt; i++)
       flow_assign(m->flow, parts->elems[i].topic, parts->elems[i].partition);
-    pipeline_start_offsets(m->p, parts);
+    m->env->start_offsets(m->env->ctx, parts);
     plugin_instance_assigned(m->inst, parts);
     if (cooperative)
       error = rd_kafka_incremental_assign(rk, parts);
     else
       e = rd_kafka_assign(rk, parts);
   } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-    metrics_revoked(m->p->env.metrics, m->index, parts,
+    metrics_revoked(m->env->metrics, m->index, parts,
                     rd_kafka_assignment_lost(rk));
     on_revoke(m, parts);
-    atomic_fetch_sub(&m->p->assigned, (uint64_t)parts->cnt);
+    atomic_fetch_sub(m->env->assigned, (uint64_t)parts->cnt);
     if (cooperative)
       error = rd_kafka_incremental_unassign(rk, parts);
     else
@@ -334,7 +336,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
   char fatal[512];
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
     rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
-    pipeline_fail(m->p, "%s: fatal Kafka client error: %s", m->who, fatal);
+    member_fail(m, "%s: fatal Kafka client error: %s", m->who, fatal);
     return;
   }
   log_msg(KHOST_LOG_WARNING, m->who, "kafka: %s: %s",
@@ -342,7 +344,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
 }
 
 static int subscribe(member_t *m, char *err, size_t errlen) {
-  const cfg_pipeline_t *pc = m->p->env.pc;
+  const cfg_pipeline_t *pc = m->env->pc;
   rd_kafka_topic_partition_list_t *topics =
       rd_kafka_topic_partition_list_new((int)pc->n_topics);
   for (size_t i = 0; i < pc->n_topics; i++)
@@ -360,12 +362,13 @@ static int subscribe(member_t *m, char *err, size_t errlen) {
 
 static int create_consumer(member_t *m, char *err, size_t errlen) {
   char errstr[512], client_id[256], instance_id[256];
-  rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, KAFKA_MEMBER, err, errlen);
+  rd_kafka_conf_t *conf = m->env->kafka_conf(m->env->ctx, 0, err, errlen);
   if (!conf)
     return -1;
-  snprintf(client_id, sizeof(client_id), "khost-%s-%d", m->p->name, m->index);
-  const cfg_t *cfg = m->p->env.cfg;
-  const cfg_pipeline_t *pc = m->p->env.pc;
+  snprintf(client_id, sizeof(client_id), "khost-%s-%d", m->env->pipeline,
+           m->index);
+  const cfg_t *cfg = m->env->cfg;
+  const cfg_pipeline_t *pc = m->env->pc;
   if (!cfg_prop_find(cfg->kafka, cfg->n_kafka, "client.id") &&
       !cfg_prop_find(pc->kafka, pc->n_kafka, "client.id"))
     rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
@@ -393,19 +396,19 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
 /* The dead-letter producer: the pipeline's connection settings, its own
  * client id. After create_consumer(). */
 static int open_dead_letter(member_t *m, char *err, size_t errlen) {
-  const cfg_pipeline_t *pc = m->p->env.pc;
+  const cfg_pipeline_t *pc = m->env->pc;
   char client_id[256];
   if (!pc->dead_letter_topic)
     return 0;
-  rd_kafka_conf_t *conf =
-      pipeline_kafka_conf(m->p, KAFKA_PRODUCER, err, errlen);
+  rd_kafka_conf_t *conf = m->env->kafka_conf(m->env->ctx, 1, err, errlen);
   if (!conf)
     return -1;
-  snprintf(client_id, sizeof(client_id), "khost-%s-%d-dlt", m->p->name,
+  snprintf(client_id, sizeof(client_id), "khost-%s-%d-dlt", m->env->pipeline,
            m->index);
   rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
   return dead_letter_open(&m->dlq, conf, m->who, pc->dead_letter_topic,
-                          m->p->name, plugin_descriptor(m->p->env.plugin)->name,
+                          m->env->pipeline,
+                          plugin_descriptor(m->env->plugin)->name,
                           dead_letter_timeout_ms(m), err, errlen);
 }
 
@@ -416,11 +419,6 @@ static int64_t wall_coarse_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void progress_at_end(void *ctx, const char *topic, int32_t partition,
-                            int64_t offset) {
-  pipeline_progress(ctx, topic, partition, offset);
-}
-
 static void record_failed(void *ctx, const char *topic, int32_t partition,
                           int64_t offset, const char *reason,
                           int dead_lettered) {
@@ -429,11 +427,11 @@ static void record_failed(void *ctx, const char *topic, int32_t partition,
 
 /* The flow core's settings, from the pipeline's. */
 static void flow_setup(member_t *m) {
-  const pipeline_env_t *env = &m->p->env;
+  const member_env_t *env = m->env;
   const cfg_pipeline_t *pc = env->pc;
   m->fc = (flow_conf_t){
       .who = m->who,
-      .pipeline = m->p->name,
+      .pipeline = env->pipeline,
       .eid_header = pc->eid_source == CFG_EID_KEY ? NULL : pc->eid_header,
       .missing_id_fail = pc->on_missing_id == CFG_MISSING_FAIL,
       .retry_max = pc->retry_max,
@@ -443,31 +441,31 @@ static void flow_setup(member_t *m) {
       .linger_ms = MEMBER_LINGER_MS,
       .pause_min_ms = MEMBER_PAUSE_MIN_MS,
       .dead_letter_topic = pc->dead_letter_topic,
-      .breaker = m->p->breaker,
+      .breaker = env->breaker,
       .breaker_ratio = pc->breaker_ratio,
       .breaker_cooldown_ms = pc->breaker_cooldown_ms,
       .store = env->store,
-      .scope = m->p->scope,
-      .counts = &m->p->counts,
+      .scope = env->scope,
+      .counts = env->counts,
       .wall_ms = wall_coarse_ms,
-      .at_end = progress_at_end,
-      .at_end_ctx = m->p,
+      .at_end = env->progress,
+      .at_end_ctx = env->ctx,
       .failed = record_failed,
-      .failed_ctx = m->p->env.metrics,
+      .failed_ctx = env->metrics,
   };
 }
 
 /* ------------------------------------------------------------ setup */
 
 static int setup(member_t *m, char *err, size_t errlen) {
-  const pipeline_env_t *env = &m->p->env;
+  const member_env_t *env = m->env;
   plugin_instance_opts_t opts = {
-      .pipeline = m->p->name,
+      .pipeline = env->pipeline,
       .member = m->index,
       .config = env->pc->plugin_config,
       .config_file = env->cfg->path,
-      .closing_note = env->keep_closing_notes ? pipeline_closing_note : NULL,
-      .closing_ctx = m->p,
+      .closing_note = env->keep_closing_notes ? env->closing_note : NULL,
+      .closing_ctx = env->ctx,
   };
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;
@@ -475,7 +473,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
   if (flow_open(&m->flow, &m->fc, &record_ops, err, errlen) != 0)
     return -1;
   if (env->store &&
-      durable_start(&m->durable, m->who, m->p->env.metrics, err, errlen) != 0)
+      durable_start(&m->durable, m->who, m->env->metrics, err, errlen) != 0)
     return -1;
   if (create_consumer(m, err, errlen) != 0)
     return -1;
@@ -527,35 +525,23 @@ static void shut_down(member_t *m) {
 
 static void *member_main(void *arg) {
   member_t *m = arg;
-  pipeline_t *p = m->p;
+  const member_env_t *env = m->env;
   char err[1024] = "", name[16];
   /* Visible in top -H, perf and gdb; the kernel keeps 15 characters. */
   snprintf(name, sizeof(name), "kh/%.12s", m->who);
   pthread_setname_np(pthread_self(), name);
   int ok = setup(m, err, sizeof(err)) == 0;
   if (!ok)
-    pipeline_fail(p, "%s", err);
-  pthread_mutex_lock(&p->mu);
-  if (ok) {
-    p->ready++;
-    p->running++;
-  } else {
-    p->setup_failed++;
-  }
-  pthread_cond_broadcast(&p->cond);
-  pthread_mutex_unlock(&p->mu);
+    env->fail(env->ctx, err);
+  env->started(env->ctx, ok);
   if (ok) {
     log_msg(KHOST_LOG_INFO, m->who, "subscribed; consuming");
-    while (!pipeline_stopping(p))
+    while (!member_stopping(m))
       cycle(m);
   }
   shut_down(m);
-  if (ok) {
-    pthread_mutex_lock(&p->mu);
-    p->running--;
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->mu);
-  }
+  if (ok)
+    env->exited(env->ctx);
   return NULL;
 }
 
@@ -563,11 +549,11 @@ static void member_free(member_t *m) {
   free(m);
 }
 
-int member_spawn(member_t **out, pipeline_t *p, int index) {
+int member_spawn(member_t **out, const member_env_t *env, int index) {
   member_t *m = calloc(1, sizeof(*m));
-  m->p = p;
+  m->env = env;
   m->index = index;
-  snprintf(m->who, sizeof(m->who), "%s/%d", p->name, index);
+  snprintf(m->who, sizeof(m->who), "%s/%d", env->pipeline, index);
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
     member_free(m);
     return -1;

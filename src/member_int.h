@@ -9,18 +9,21 @@
 #define KHOST_MEMBER_INT_H
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "dead_letter.h"
 #include "durable.h"
 #include "flow.h"
-#include "pipeline.h"
+#include "member.h"
 #include "plugin_loader.h"
 
 struct member {
-  pipeline_t *p;
+  const member_env_t *env;
   int index;
   char who[160];
   pthread_t thread;
@@ -58,6 +61,22 @@ struct member {
 #define MEMBER_LINGER_MS 10
 /* How often the broker's answer to a dead-letter write is looked for. */
 #define MEMBER_DEAD_LETTER_POLL_MS 5
+
+/* Stop the pipeline, saying why. */
+static inline void member_fail(member_t *m, const char *fmt, ...)
+    KHOST_PRINTF(2, 3);
+static inline void member_fail(member_t *m, const char *fmt, ...) {
+  char why[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof(why), fmt, ap);
+  va_end(ap);
+  m->env->fail(m->env->ctx, why);
+}
+
+static inline int member_stopping(const member_t *m) {
+  return m->env->stopping(m->env->ctx);
+}
 
 /* Monotonic ms. */
 static inline int64_t member_now_ms(void) {

@@ -238,6 +238,83 @@ static void pipeline_free(pipeline_t *p) {
   free(p);
 }
 
+/* ---------------------------------------------------------- members */
+
+/* What members ask of their pipeline (member_env_t): the calls below,
+ * with the pipeline as ctx. */
+static int m_stopping(void *ctx) {
+  return pipeline_stopping(ctx);
+}
+
+static void m_fail(void *ctx, const char *why) {
+  pipeline_fail(ctx, "%s", why);
+}
+
+static rd_kafka_conf_t *m_kafka_conf(void *ctx, int producer, char *err,
+                                     size_t errlen) {
+  return pipeline_kafka_conf(ctx, producer ? KAFKA_PRODUCER : KAFKA_MEMBER, err,
+                             errlen);
+}
+
+static void m_progress(void *ctx, const char *topic, int32_t partition,
+                       int64_t next_offset) {
+  pipeline_progress(ctx, topic, partition, next_offset);
+}
+
+static void m_start_offsets(void *ctx, rd_kafka_topic_partition_list_t *parts) {
+  pipeline_start_offsets(ctx, parts);
+}
+
+/* A member is set up (ok) or failed to be: counted for
+ * wait_members_ready() and pipeline_done(). */
+static void m_started(void *ctx, int ok) {
+  pipeline_t *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  if (ok) {
+    p->ready++;
+    p->running++;
+  } else {
+    p->setup_failed++;
+  }
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void m_exited(void *ctx) {
+  pipeline_t *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  p->running--;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void member_env(pipeline_t *p) {
+  const pipeline_env_t *env = &p->env;
+  p->member_env = (member_env_t){
+      .pipeline = p->name,
+      .cfg = env->cfg,
+      .pc = env->pc,
+      .plugin = env->plugin,
+      .store = env->store,
+      .scope = p->scope,
+      .breaker = p->breaker,
+      .counts = &p->counts,
+      .commits = &p->commits,
+      .assigned = &p->assigned,
+      .keep_closing_notes = env->keep_closing_notes,
+      .metrics = env->metrics,
+      .ctx = p,
+      .stopping = m_stopping,
+      .fail = m_fail,
+      .kafka_conf = m_kafka_conf,
+      .progress = m_progress,
+      .start_offsets = m_start_offsets,
+      .closing_note = pipeline_closing_note,
+      .started = m_started,
+      .exited = m_exited,
+  };
+}
+
 /* Wait until every spawned member has either subscribed or failed. */
 static int wait_members_ready(pipeline_t *p, char *err, size_t errlen) {
   pthread_mutex_lock(&p->mu);
@@ -277,8 +354,9 @@ int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
   warn_cooperative(p);
   if (env->exit_at_end && open_end_tracker(p, err, errlen) != 0)
     goto fail;
+  member_env(p);
   for (int i = 0; i < env->pc->members; i++) {
-    if (member_spawn(&p->members[i], p, i) != 0) {
+    if (member_spawn(&p->members[i], &p->member_env, i) != 0) {
       pipeline_fail(p, "cannot start member thread %d", i);
       break;
     }

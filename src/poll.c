@@ -57,20 +57,20 @@ static int poll_timeout(const member_t *m) {
 /* Poll until max_batch records are queued or none is waiting. */
 void poll_records(member_t *m) {
   int timeout = poll_timeout(m);
-  size_t max = (size_t)m->p->env.pc->max_batch;
+  size_t max = (size_t)m->env->pc->max_batch;
   do {
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
     if (!msg)
       return;
     poll_enqueue(m, msg);
     timeout = 0;
-  } while (flow_queued(m->flow) < max && !pipeline_stopping(m->p));
+  } while (flow_queued(m->flow) < max && !member_stopping(m));
 }
 
 /* Poll for up to ms without handling anything (records are queued). */
 int poll_wait(member_t *m, int64_t ms) {
   int64_t deadline = member_now_ms() + ms;
-  while (!pipeline_stopping(m->p)) {
+  while (!member_stopping(m)) {
     int64_t left = deadline - member_now_ms();
     if (left <= 0)
       return 0;
@@ -78,7 +78,7 @@ int poll_wait(member_t *m, int64_t ms) {
         rd_kafka_consumer_poll(m->rk, (int)(left < POLL_MS ? left : POLL_MS));
     if (msg)
       poll_enqueue(m, msg);
-    metrics_tick(m->p->env.metrics, m->index, m->rk, flow_queued(m->flow), 0);
+    metrics_tick(m->env->metrics, m->index, m->rk, flow_queued(m->flow), 0);
   }
   return 1;
 }

@@ -49,7 +49,7 @@ static int make_durable(member_t *m, flow_batch_t *b, int wait,
       break;
     }
     if (!transient) {
-      pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
+      member_fail(m, "%s: dedup store: %s", m->who, err);
       return -1;
     }
     if (!wait || last) {
@@ -64,7 +64,7 @@ static int make_durable(member_t *m, flow_batch_t *b, int wait,
             attempt, err);
     if (!flow_held(m->flow)) {
       flow_set_hold(m->flow, 1);
-      metrics_held(m->p->env.metrics, m->index, 1);
+      metrics_held(m->env->metrics, m->index, 1);
       poll_pauses(m);
     }
     last = poll_wait(m, hold_backoff_ms(attempt));
@@ -72,7 +72,7 @@ static int make_durable(member_t *m, flow_batch_t *b, int wait,
   if (flow_held(m->flow)) {
     log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
     flow_set_hold(m->flow, 0);
-    metrics_held(m->p->env.metrics, m->index, 0);
+    metrics_held(m->env->metrics, m->index, 0);
   }
   return 0;
 }
