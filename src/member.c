@@ -171,23 +171,27 @@ static void land_dead_letters(member_t *m, int64_t ms) {
 }
 
 /* Handle the ready heads, round robin over the partitions, until the
- * batch is full or none is ready. */
+ * batch is full or none is ready. The clock is read once before the loop
+ * and once after each plugin call (the time of its outcome, which retry
+ * backoffs and the breaker's cooldown count from). */
 static void handle_ready(member_t *m) {
   flow_job_t job;
   int what;
+  int64_t now = member_now_ms();
   dead_letters_poll(m);
-  if (flow_check_breaker(m->flow, member_now_ms()) != m->breaker_open) {
+  if (flow_check_breaker(m->flow, now) != m->breaker_open) {
     m->breaker_open = !m->breaker_open;
     metrics_breaker(m->env->metrics, m->breaker_open);
   }
   while (!member_stopping(m) &&
-         (what = flow_next(m->flow, coarse_ms(), &job)) != FLOW_NONE) {
+         (what = flow_next(m->flow, now, &job)) != FLOW_NONE) {
     if (what == FLOW_DEAD_LETTER) {
       dead_letter_start(m, &job);
       continue;
     }
     khost_result_t res = call_plugin(m, &job);
-    if (flow_outcome(m->flow, &job, res, member_now_ms()) != 0) {
+    now = member_now_ms();
+    if (flow_outcome(m->flow, &job, res, now) != 0) {
       rd_kafka_message_t *msg = job.rec;
       member_fail(m,
                   "%s: plugin reported a fatal error at %s [%" PRId32
