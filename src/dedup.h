@@ -6,8 +6,10 @@
  * answer comes from an in-memory set of every ID inside the retention
  * window, rebuilt from that table at open. No random B-tree write per record.
  *
- * This is the one interface members use; a shared (multi-host) store can be
- * put behind it later without touching members or plugins.
+ * Members do not use it directly: store_sqlite.c puts it behind store.h,
+ * the interface members and the flow core use. The admin tools
+ * (dedup_admin.h) and the benchmark use it, and the lower-level calls
+ * below, on SQLite terms.
  *
  * Threads: dedup_store_t is shared by all members and is thread-safe.
  * A dedup_writer_t (its own SQLite connection) belongs to one thread.
@@ -193,7 +195,7 @@ int dedup_db_replay_add(struct sqlite3 *db, const char *path, uint32_t scope,
  * the next process reads how often it was tried. A call that returns an
  * outcome (anything but RETRY) deletes the row again; what is left counts
  * the calls that asked for a retry or never returned. Rows are written
- * only where a crash may be under way (see dispatch.c): for retries, for
+ * only where a crash may be under way (see flow.c): for retries, for
  * records a row exists for, and after an unclean stop for the first calls
  * of every partition. The no-fault path writes nothing.
  *

@@ -9,6 +9,12 @@
  * lock with a busy timeout. A running host keeps its in-memory set: IDs
  * forgotten or pruned here stay "seen" for it until it restarts.
  *
+ * These tools stay SQLite-specific on purpose, beside store.h: they work on
+ * the file while no host (and so no store_t) needs to be open, and they
+ * reach rows (file sizes, per-pipeline counts, batched deletes) that the
+ * store interface of a running host has no reason to offer. A store on
+ * another database brings its own administration.
+ *
  * Threads: a dadm_t belongs to one thread.
  */
 #ifndef KHOST_DEDUP_ADMIN_H

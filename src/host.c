@@ -18,13 +18,14 @@
 #include "log.h"
 #include "metrics.h"
 #include "monitor.h"
+#include "store.h"
 
 struct host {
   pthread_mutex_t mu; /* guards pipelines[] against a concurrent stop */
   const cfg_t *cfg;
   host_opts_t opts;
-  demo_t *demo; /* the config's mock group, or NULL */
-  dedup_store_t *dedup;
+  demo_t *demo;       /* the config's mock group, or NULL */
+  store_t *store;     /* the dedup store, when a pipeline has dedup on */
   plugin_t **plugins; /* per pipeline; shared when the path is the same */
   pipeline_t **pipelines;
   pipeline_stats_t *stats; /* filled by host_finish() */
@@ -88,10 +89,12 @@ static int open_dedup(host_t *h, char *err, size_t errlen) {
       .durability_full = cfg->durability == CFG_DURABILITY_FULL,
       .prune_interval_ms = prune_interval(cfg->retention_ms),
   };
-  if (dedup_open(&h->dedup, &o, err, errlen) != 0)
+  store_stats_t st;
+  if (store_sqlite_open(&h->store, &o, err, errlen) != 0)
     return -1;
+  store_stats(h->store, &st);
   log_msg(KHOST_LOG_INFO, "dedup", "%s: %zu event IDs remembered",
-          cfg->dedup_path, dedup_size(h->dedup));
+          cfg->dedup_path, st.ids);
   return 0;
 }
 
@@ -151,7 +154,7 @@ int host_start(host_t *h, char *err, size_t errlen) {
         .cfg = h->cfg,
         .pc = pc,
         .plugin = h->plugins[i],
-        .dedup = pc->dedup ? h->dedup : NULL,
+        .store = pc->dedup ? h->store : NULL,
         .bootstrap_servers =
             h->demo ? mock_bootstraps(demo_mock(h->demo)) : NULL,
         .exit_at_end = h->opts.exit_at_end,
@@ -249,8 +252,7 @@ void host_close(host_t *h) {
   /* First: the monitor and the listener read everything below. */
   monitor_stop(h->monitor);
   http_stop(h->http);
-  if (h->dedup)
-    dedup_close(h->dedup);
+  store_close(h->store);
   demo_close(h->demo);
   /* Every member thread is joined: unloading is safe now. */
   for (size_t i = 0; h->plugins && i < h->n; i++) {
@@ -339,14 +341,18 @@ metrics_t *host_metrics(host_t *h, size_t i) {
 }
 
 int64_t host_dedup_ids(host_t *h) {
-  return h->dedup ? (int64_t)dedup_size(h->dedup) : -1;
+  store_stats_t st;
+  if (!h->store)
+    return -1;
+  store_stats(h->store, &st);
+  return (int64_t)st.ids;
 }
 
 int64_t host_dedup_bytes(host_t *h) {
   static const char *const suffixes[] = {"", "-wal", "-shm"};
   int64_t bytes = 0;
   struct stat st;
-  if (!h->dedup)
+  if (!h->store)
     return -1;
   for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
     char *path = g_strconcat(h->cfg->dedup_path, suffixes[i], NULL);

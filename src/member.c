@@ -2,49 +2,46 @@
  * One consumer-group member: its own librdkafka consumer and plugin
  * instance, on its own thread. One cycle:
  *
- *   poll        records go to a queue per partition (offset order kept)
+ *   poll        records go to a queue per partition (offset order kept;
+ *               poll.c)
  *   handle      the ready head records of the partitions, round robin,
- *               at most max_batch (dispatch.c); a head waiting for a retry
- *               holds its partition only
- *   settle      plugin flush -> one SQLite transaction with the batch's
+ *               at most max_batch: the flow core (flow.h) says which
+ *               record goes to the plugin or the dead-letter topic; a head
+ *               waiting for a retry holds its partition only
+ *   settle      plugin flush -> one store transaction with the batch's
  *               dedup marks -> only then commit the next offsets to Kafka
+ *               (settle.c, durable.c, commit.c)
  *
- * With dedup on, the SQLite transaction runs on the member's durability
- * thread while the member handles the next batch; at most one batch is
- * in the air, and its offsets are committed once it has landed, before
- * anything of a later batch (offsets stay in order).
+ * Offsets only ever trail outcomes that are durable in the store, so the
+ * host may die at any moment without losing a record. Polling never stops
+ * for long — while records wait for retries, or while the store refuses
+ * the batch (all partitions paused) — so the member keeps its place in the
+ * group.
  *
- * Offsets only ever trail outcomes that are durable in SQLite, so the host
- * may die at any moment without losing a record. Polling never stops for
- * long — while records wait for retries, or while SQLite refuses the batch
- * (all partitions paused) — so the member keeps its place in the group.
+ * This file is the librdkafka adapter around the flow core: the member's
+ * thread and cycle, rebalances, dead-letter writes and the plugin call.
+ * The rules live in the flow core.
  *
  * Threads: everything here runs on the member's thread, including the
  * librdkafka rebalance and commit callbacks (served from
- * rd_kafka_consumer_poll()), except durable_main() and what it shares
- * under air_mu.
+ * rd_kafka_consumer_poll()), except the store transaction of the batch in
+ * the air (durable.h).
  */
 #include "member.h"
 
+#include <glib.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "breaker.h"
+#include "kafka_client.h"
 #include "log.h"
 #include "member_int.h"
+#include "record.h"
 
-/* Longest single wait for records, so that retries, the breaker and stop
- * requests are noticed promptly. */
-#define MEMBER_POLL_MS 100
-/* A failed offset commit is sent again after this long, even when idle. */
-#define MEMBER_RECOMMIT_MS 1000
-/* Outcomes are made durable (one SQLite transaction, one offset commit)
- * once max_batch of them are pending or the oldest has waited this long:
- * a member that drains librdkafka's queue faster than fetches fill it
- * would otherwise pay a transaction and a commit every few records. */
-#define MEMBER_LINGER_MS 10
 /* A head that waits less than this (a short retry backoff, an event ID in
  * flight elsewhere) does not pause its partition: resuming costs a refetch
  * of what librdkafka had prefetched, far more than the wait. */
@@ -53,114 +50,37 @@
 #define SHUTDOWN_COMMIT_TRIES 10
 /* Longest wait for the broker's answer to a dead-letter write. */
 #define MEMBER_DEAD_LETTER_TIMEOUT_MS 30000
-/* How long a sync commit waits for the async commits still in flight. */
-#define MEMBER_COMMIT_DRAIN_MS 10000
-/* Longest wait between two tries of a batch SQLite refused (a full disk,
- * a read-only file): the hold ends at most this long after the fault. */
-#define MEMBER_HOLD_MAX_MS 2000
 /* Longest wait for the group's committed offsets (dedup history check). */
 #define MEMBER_COMMITTED_QUERY_MS 5000
 
 /* ------------------------------------------------------------ partitions */
 
-static part_t *part_find(member_t *m, const char *topic, int32_t partition) {
-  /* Records come in runs of one partition: try the last one first. */
-  if (m->last && m->last->partition == partition &&
-      strcmp(m->last->topic, topic) == 0)
-    return m->last;
-  for (guint i = 0; i < m->parts->len; i++) {
-    part_t *pt = m->parts->pdata[i];
-    if (pt->partition == partition && strcmp(pt->topic, topic) == 0)
-      return pt;
-  }
-  return NULL;
-}
-
-/* The replayed ranges of a newly owned partition (khost replay). */
-static void load_ranges(member_t *m, part_t *pt) {
-  char err[512];
-  if (!m->cur.writer)
-    return;
-  if (dedup_replay_ranges(m->p->env.dedup, m->p->scope, pt->topic,
-                          pt->partition, &pt->ranges, &pt->n_ranges, err,
-                          sizeof(err)) != 0)
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "%s [%" PRId32 "]: cannot read replayed ranges: %s", pt->topic,
-            pt->partition, err);
-  else if (pt->n_ranges > 0)
-    log_msg(KHOST_LOG_INFO, m->who,
-            "%s [%" PRId32 "]: %zu replayed range(s), newest [%" PRId64
-            ", %" PRId64 ") %s",
-            pt->topic, pt->partition, pt->n_ranges, pt->ranges[0].from,
-            pt->ranges[0].to,
-            pt->ranges[0].mode == DEDUP_REPLAY_REPROCESS ? "reprocess"
-                                                         : "skip");
-}
-
-static part_t *part_get(member_t *m, const char *topic, int32_t partition) {
-  part_t *pt = part_find(m, topic, partition);
-  if (pt)
-    return pt;
-  pt = calloc(1, sizeof(*pt));
-  pt->topic = strdup(topic);
-  pt->partition = partition;
-  pt->next = pt->committed = -1;
-  g_queue_init(&pt->queue);
-  load_ranges(m, pt);
-  g_ptr_array_add(m->parts, pt);
-  return pt;
+/* Monotonic ms, coarse (a few ms): cheap enough to take per record. */
+static int64_t coarse_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Forget a partition: its queued records were never handled and go to the
- * next owner; its head's claim is given back. */
-static void part_drop(member_t *m, part_t *pt) {
-  rd_kafka_message_t *msg;
-  dispatch_release_head(m, pt);
-  while ((msg = g_queue_pop_head(&pt->queue))) {
-    rd_kafka_message_destroy(msg);
-    m->queued--;
-  }
-  g_ptr_array_remove(m->parts, pt);
-  if (m->last == pt)
-    m->last = NULL;
-  free(pt->ranges);
-  free(pt->topic);
-  free(pt);
+ * next owner; a dead-letter write of its head, written or not, is made
+ * again by the next owner. */
+static void part_drop(member_t *m, flow_part_t *pt) {
+  dead_letter_write_t *dlw = flow_part_user(pt);
+  if (dlw)
+    dead_letter_forget(m->dlq, dlw);
+  flow_part_set_user(pt, NULL);
+  flow_drop(m->flow, pt);
 }
 
 static void drop_partitions(member_t *m,
                             const rd_kafka_topic_partition_list_t *parts) {
   for (int i = 0; i < parts->cnt; i++) {
-    part_t *pt = part_find(m, parts->elems[i].topic, parts->elems[i].partition);
+    flow_part_t *pt =
+        flow_find(m->flow, parts->elems[i].topic, parts->elems[i].partition);
     if (pt)
       part_drop(m, pt);
   }
-}
-
-/* Pause the partitions whose head waits (or all, while the batch cannot be
- * made durable or the breaker is open); resume the others. */
-static void reconcile_pauses(member_t *m) {
-  int64_t now = member_now_ms();
-  rd_kafka_topic_partition_list_t *pause = rd_kafka_topic_partition_list_new(4),
-                                  *resume =
-                                      rd_kafka_topic_partition_list_new(4);
-  for (guint i = 0; i < m->parts->len; i++) {
-    part_t *pt = m->parts->pdata[i];
-    int want =
-        m->hold || m->breaker_open ||
-        (pt->queue.length > 0 && pt->wait_until > now + MEMBER_PAUSE_MIN_MS);
-    if (want == pt->paused)
-      continue;
-    rd_kafka_topic_partition_list_add(want ? pause : resume, pt->topic,
-                                      pt->partition);
-    pt->paused = want;
-  }
-  if (pause->cnt)
-    rd_kafka_pause_partitions(m->rk, pause);
-  if (resume->cnt)
-    rd_kafka_resume_partitions(m->rk, resume);
-  rd_kafka_topic_partition_list_destroy(pause);
-  rd_kafka_topic_partition_list_destroy(resume);
 }
 
 /* The longest wait for the broker's answer to a dead-letter write. Landing
@@ -179,490 +99,121 @@ static int dead_letter_timeout_ms(const member_t *m) {
              : MEMBER_DEAD_LETTER_TIMEOUT_MS;
 }
 
-/* ------------------------------------------------------------ committing */
-
-static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque);
-
-/* The result of the async commit in flight: the next one may go. */
-static void on_async_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                            rd_kafka_topic_partition_list_t *offsets,
-                            void *opaque) {
-  member_t *m = opaque;
-  m->commit_in_flight = 0;
-  on_commit(rk, err, offsets, opaque);
-}
-
-/* Serve the result of the async commit in flight, waiting up to ms for
- * it. */
-static void drain_commit(member_t *m, int64_t ms) {
-  int64_t deadline = member_now_ms() + ms;
-  while (m->commit_in_flight) {
-    int64_t left = deadline - member_now_ms();
-    if (left <= 0) {
-      log_msg(KHOST_LOG_WARNING, m->who,
-              "an offset commit is still without a result after %" PRId64 " ms",
-              ms);
-      return;
-    }
-    rd_kafka_queue_poll_callback(
-        m->commit_q, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
-  }
-}
-
-/* Commit the durable positions of partitions this member still owns:
- * m->parts holds exactly the assigned partitions (the rebalance callback
- * adds and drops them on this thread), and nothing is committed once
- * librdkafka has noticed that the assignment is lost (the revoke callback
- * follows). A sync commit (revoke, shutdown) also asks librdkafka for its
- * current assignment: while the consumer closes, the partitions are no
- * longer assigned when the revoke callback runs, and a sync commit of
- * them would wait forever; and once the consumer closes, nothing is
- * committed any more (shut_down() commits before it closes): a commit
- * from the revoke callback of rd_kafka_consumer_close() can wait forever
- * for a coordinator that is going away. A sync commit returns its error
- * (0 when there was nothing to commit).
- *
- * Commits go out one at a time: librdkafka sends a failed OffsetCommit
- * again by itself and reports it only at the end, so a commit made while
- * an older one is in flight could land first and be overwritten by the
- * older offsets. An async commit asked for while one is in flight is made
- * once its result is in (commit_due()); a sync commit waits for it. */
-static rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
-  rd_kafka_topic_partition_list_t *owned = NULL, *list;
-  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (m->closing)
-    return RD_KAFKA_RESP_ERR_NO_ERROR;
-  if (sync)
-    drain_commit(m, MEMBER_COMMIT_DRAIN_MS);
-  else if (m->commit_in_flight) {
-    m->commit_behind = 1;
-    return RD_KAFKA_RESP_ERR_NO_ERROR;
-  }
-  m->commit_behind = 0;
-  if (rd_kafka_assignment_lost(m->rk) ||
-      (sync &&
-       rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
-    return RD_KAFKA_RESP_ERR_NO_ERROR;
-  list = rd_kafka_topic_partition_list_new(m->parts->len + 1);
-  for (guint i = 0; i < m->parts->len; i++) {
-    part_t *pt = m->parts->pdata[i];
-    if (pt->next >= 0 && (sync || pt->next != pt->committed) &&
-        (!owned ||
-         rd_kafka_topic_partition_list_find(owned, pt->topic, pt->partition)))
-      rd_kafka_topic_partition_list_add(list, pt->topic, pt->partition)
-          ->offset = pt->next;
-  }
-  if (list->cnt > 0) {
-    /* Failures are reported by on_commit(), for sync commits too. */
-    if (sync)
-      e = rd_kafka_commit_queue(m->rk, list, NULL, on_commit, m);
-    else if (rd_kafka_commit_queue(m->rk, list, m->commit_q, on_async_commit,
-                                   m) == RD_KAFKA_RESP_ERR_NO_ERROR)
-      m->commit_in_flight = 1;
-    atomic_fetch_add(&m->p->commits, 1);
-  }
-  rd_kafka_topic_partition_list_destroy(list);
-  if (owned)
-    rd_kafka_topic_partition_list_destroy(owned);
-  return sync ? e : RD_KAFKA_RESP_ERR_NO_ERROR;
-}
-
-/* Serve the async commit's result; send what waited for it, or what
- * failed once its time has come. */
-static void commit_due(member_t *m) {
-  rd_kafka_queue_poll_callback(m->commit_q, 0);
-  if (m->recommit_at) {
-    if (member_now_ms() < m->recommit_at)
-      return;
-    m->recommit_at = 0;
-    commit_positions(m, 0);
-  } else if (m->commit_behind) {
-    commit_positions(m, 0);
-  }
-}
-
-static void enqueue(member_t *m, rd_kafka_message_t *msg);
-
-/* Poll for up to ms without handling anything (records are queued). */
-static int wait_polling(member_t *m, int64_t ms) {
-  int64_t deadline = member_now_ms() + ms;
-  while (!pipeline_stopping(m->p)) {
-    int64_t left = deadline - member_now_ms();
-    if (left <= 0)
-      return 0;
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(
-        m->rk, (int)(left < MEMBER_POLL_MS ? left : MEMBER_POLL_MS));
-    if (msg)
-      enqueue(m, msg);
-    metrics_tick(m->p->env.metrics, m->index, m->rk, m->queued, 0);
-  }
-  return 1;
-}
-
-/* The wait after the attempt-th failed try of a batch: doubling from
- * 200 ms, at most MEMBER_HOLD_MAX_MS. */
-static int64_t hold_backoff_ms(int attempt) {
-  int64_t ms = 100LL << (attempt < 8 ? attempt : 8);
-  return ms < MEMBER_HOLD_MAX_MS ? ms : MEMBER_HOLD_MAX_MS;
-}
-
-/* Make the plugin's effects and the marks of b durable. Transient faults
- * (SQLite busy, full, read-only; a failing flush) are waited out with every
- * partition paused and polling going on; a permanent one stops the
- * pipeline. A stop while waiting gets one last try, so that a fault that
- * cleared since the previous one does not cost the batch. A fault the
- * durability thread met is passed in as *first (NULL: none yet; the first
- * try is made here). */
-static int make_durable(member_t *m, batch_t *b, int wait, const char *first,
-                        int first_transient) {
-  char err[512];
-  for (int attempt = 1, last = 0;; attempt++) {
-    int transient = 1;
-    err[0] = '\0';
-    if (attempt == 1 && first) {
-      snprintf(err, sizeof(err), "%s", first);
-      transient = first_transient;
-    } else if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
-               (!b->writer || dedup_writer_pending(b->writer) == 0 ||
-                dedup_writer_commit(b->writer, &transient, err, sizeof(err)) ==
-                    0)) {
-      break;
-    }
-    if (!transient) {
-      pipeline_fail(m->p, "%s: dedup store: %s", m->who, err);
-      return -1;
-    }
-    if (!wait || last) {
-      log_msg(KHOST_LOG_WARNING, m->who,
-              "cannot make the batch durable before %s: %s",
-              last ? "stopping" : "the partitions go", err);
-      return -1;
-    }
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "cannot make the batch durable (attempt %d), holding every "
-            "partition and committing nothing: %s",
-            attempt, err);
-    if (!m->hold) {
-      m->hold = 1;
-      metrics_held(m->p->env.metrics, m->index, 1);
-      reconcile_pauses(m);
-    }
-    last = wait_polling(m, hold_backoff_ms(attempt));
-  }
-  if (m->hold) {
-    log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
-    m->hold = 0;
-    metrics_held(m->p->env.metrics, m->index, 0);
-  }
-  return 0;
-}
-
-/* The records of b are durable: advance the positions. With
- * --exit-at-end, a partition counts as consumed to its end once that
- * position is committed (on_commit()). */
-static void advance(member_t *m, const batch_t *b) {
-  for (guint i = 0; i < b->done->len; i++) {
-    rd_kafka_message_t *msg = b->done->pdata[i];
-    const char *topic = rd_kafka_topic_name(msg->rkt);
-    part_t *pt = part_find(m, topic, msg->partition);
-    if (!pt) /* revoked meanwhile; its next owner gets it */
-      continue;
-    if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-      pt->next = msg->offset + 1;
-    else if (pt->next < 0)
-      /* Nothing was read here since the assignment: the partition started
-       * at its end (its committed offset), with nothing to commit. */
-      pipeline_progress(m->p, topic, msg->partition, msg->offset);
-    else if (msg->offset > pt->next)
-      /* The end lies past the last record (transaction markers): at a
-       * partition EOF the message offset is the end offset. */
-      pt->next = msg->offset;
-  }
-}
-
-static void batch_clear(batch_t *b) {
-  for (guint i = 0; i < b->done->len; i++)
-    rd_kafka_message_destroy(b->done->pdata[i]);
-  g_ptr_array_set_size(b->done, 0);
-  g_ptr_array_set_size(b->claims, 0);
-}
-
-/* b will not be made durable: its claims go back and its records are
- * delivered again (to whoever owns their partitions then). */
-static void batch_abandon(member_t *m, batch_t *b) {
-  if (b->done->len > 0)
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "%u handled records not made durable: they will be delivered "
-            "again",
-            b->done->len);
-  dispatch_release(m, b);
-  batch_clear(b);
-}
-
-/* Make b durable here, then advance; or abandon it. */
-static int settle_batch(member_t *m, batch_t *b, int wait, const char *first,
-                        int first_transient) {
-  if (b->done->len == 0)
-    return 0;
-  if (make_durable(m, b, wait, first, first_transient) != 0) {
-    batch_abandon(m, b);
-    return -1;
-  }
-  advance(m, b);
-  batch_clear(b);
-  return 0;
-}
-
-/* ------------------------------------------------------ durability thread */
-
-static void *durable_main(void *arg) {
-  member_t *m = arg;
-  char name[16];
-  snprintf(name, sizeof(name), "kd/%.12s", m->who);
-  pthread_setname_np(pthread_self(), name);
-  pthread_mutex_lock(&m->air_mu);
-  for (;;) {
-    while (m->air_state != AIR_FLYING && !m->air_quit)
-      pthread_cond_wait(&m->air_cond, &m->air_mu);
-    if (m->air_state != AIR_FLYING)
-      break;
-    pthread_mutex_unlock(&m->air_mu);
-    /* m->air belongs to this thread until it is AIR_LANDED. */
-    int transient = 0;
-    char err[sizeof(m->air_err)];
-    int64_t t0 = metrics_now_us();
-    int rc = dedup_writer_commit(m->air.writer, &transient, err, sizeof(err));
-    metrics_observe_durable(m->p->env.metrics, t0);
-    pthread_mutex_lock(&m->air_mu);
-    m->air_rc = rc;
-    m->air_transient = transient;
-    if (rc)
-      memcpy(m->air_err, err, sizeof(err));
-    m->air_state = AIR_LANDED;
-    pthread_cond_broadcast(&m->air_cond);
-  }
-  pthread_mutex_unlock(&m->air_mu);
-  return NULL;
-}
-
-static int durable_start(member_t *m, char *err, size_t errlen) {
-  int e;
-  if (dedup_writer_open(m->p->env.dedup, &m->air.writer, err, errlen) != 0)
-    return -1;
-  if ((e = pthread_create(&m->durable, NULL, durable_main, m)) != 0) {
-    snprintf(err, errlen, "%s: cannot start its durability thread: %s", m->who,
-             strerror(e));
-    return -1;
-  }
-  m->durable_running = 1;
-  return 0;
-}
-
-static void durable_stop(member_t *m) {
-  if (!m->durable_running)
-    return;
-  pthread_mutex_lock(&m->air_mu);
-  m->air_quit = 1;
-  pthread_cond_broadcast(&m->air_cond);
-  pthread_mutex_unlock(&m->air_mu);
-  pthread_join(m->durable, NULL);
-  m->durable_running = 0;
-}
-
-/* Hand the current batch to the durability thread; the (empty) batch that
- * landed last becomes the current one. */
-static void take_off(member_t *m) {
-  batch_t spare = m->air;
-  m->flying = 1;
-  pthread_mutex_lock(&m->air_mu);
-  m->air = m->cur;
-  m->air_state = AIR_FLYING;
-  pthread_cond_broadcast(&m->air_cond);
-  pthread_mutex_unlock(&m->air_mu);
-  m->cur = spare;
-}
-
-/* Take the batch in the air back once it has landed (block: wait for it)
- * and advance past it, or settle it here when its transaction failed
- * (wait: as make_durable()). Returns 1 while it is still in the air, 0
- * when nothing is in the air any more, -1 when it was abandoned (and the
- * current batch with it: its records come after). */
-static int land(member_t *m, int block, int wait) {
-  if (!m->flying)
-    return 0;
-  pthread_mutex_lock(&m->air_mu);
-  while (block && m->air_state == AIR_FLYING)
-    pthread_cond_wait(&m->air_cond, &m->air_mu);
-  int state = m->air_state, rc = m->air_rc, transient = m->air_transient;
-  if (state == AIR_LANDED)
-    m->air_state = AIR_NONE;
-  pthread_mutex_unlock(&m->air_mu);
-  if (state == AIR_FLYING)
-    return 1;
-  m->flying = 0;
-  if (rc == 0) {
-    advance(m, &m->air);
-    batch_clear(&m->air);
-  } else if (settle_batch(m, &m->air, wait, m->air_err, transient) != 0) {
-    batch_abandon(m, &m->cur);
-    return -1;
-  }
-  commit_positions(m, 0);
-  return 0;
-}
-
-/* Make the pending outcomes durable, then commit their offsets, here and
- * now: the batch in the air first, then the current one. wait: transient
- * faults are waited out (polling); else one try (inside a rebalance
- * callback, where polling is not allowed). A batch that cannot be made
- * durable is abandoned, and so is every later one (offsets stay in
- * order). */
-static void settle(member_t *m, int sync, int wait) {
-  m->first_done_at = 0;
-  if (land(m, 1, wait) == 0)
-    settle_batch(m, &m->cur, wait, NULL, 0);
-  commit_positions(m, sync);
-}
-
-/* The batch is due: with a durability thread, make it durable there once
- * the plugin has flushed its effects, while the member goes on. */
-static void settle_due_batch(member_t *m) {
-  char err[512];
-  if (!m->durable_running || dedup_writer_pending(m->cur.writer) == 0) {
-    settle(m, 0, 1);
-    return;
-  }
-  m->first_done_at = 0;
-  if (land(m, 1, 1) != 0)
-    return; /* abandoned, the current batch too */
-  if (plugin_instance_flush(m->inst, err, sizeof(err)) != 0)
-    settle(m, 0, 1); /* waits the flush out, then made durable here */
-  else
-    take_off(m);
-}
-
 /* ------------------------------------------------------------ the cycle */
 
-static void enqueue(member_t *m, rd_kafka_message_t *msg) {
-  if (msg->err && msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-    log_msg(KHOST_LOG_WARNING, m->who, "consumer: %s%s%s",
-            msg->rkt ? rd_kafka_topic_name(msg->rkt) : "", msg->rkt ? ": " : "",
-            rd_kafka_message_errstr(msg));
-    rd_kafka_message_destroy(msg);
+/* The plugin's call for a job of the flow, watched by the pipeline's
+ * watchdog while it runs. */
+static khost_result_t call_plugin(member_t *m, const flow_job_t *job) {
+  khost_record_t rec;
+  record_for_plugin(job, &rec);
+  atomic_store(&m->busy_topic, rec.topic);
+  atomic_store(&m->busy_partition, rec.partition);
+  atomic_store(&m->busy_offset, rec.offset);
+  atomic_store(&m->busy_since, coarse_ms());
+  int64_t t0 = metrics_now_us();
+  khost_result_t res = plugin_instance_handle(m->inst, &rec);
+  metrics_observe_handle(m->env->metrics, t0);
+  atomic_store(&m->busy_since, 0);
+  return res;
+}
+
+/* Look at pt's dead-letter write for up to poll_ms and tell the flow how
+ * it went. Returns 1 while it is still in flight. */
+static int dead_letter_check(member_t *m, flow_part_t *pt, int poll_ms) {
+  char err[512] = "";
+  int r =
+      dead_letter_poll(m->dlq, flow_part_user(pt), poll_ms, err, sizeof(err));
+  if (r == 1)
+    return 1;
+  flow_part_set_user(pt, NULL); /* taken: freed */
+  flow_dead_letter_done(m->flow, pt, r < 0 ? -1 : 0, err, member_now_ms());
+  return 0;
+}
+
+/* Write the record of a job to the dead-letter topic; the head waits for
+ * the broker's answer while the member goes on with the other
+ * partitions. */
+static void dead_letter_start(member_t *m, const flow_job_t *job) {
+  dead_letter_write_t *dlw = NULL;
+  char err[512];
+  if (dead_letter_begin(m->dlq, job->rec, job->reason, job->attempt, &dlw, err,
+                        sizeof(err)) != 0) {
+    flow_dead_letter_done(m->flow, job->part, -1, err, member_now_ms());
     return;
   }
-  part_t *pt = part_find(m, rd_kafka_topic_name(msg->rkt), msg->partition);
-  if (!pt) {
-    /* Not (or no longer) assigned to this member: m->parts must stay the
-     * assignment, which commit_positions() relies on. */
-    log_msg(KHOST_LOG_DEBUG, m->who,
-            "%s [%" PRId32 "] offset %" PRId64
-            ": record of a partition not assigned here, dropped",
-            rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset);
-    rd_kafka_message_destroy(msg);
-    return;
+  flow_part_set_user(job->part, dlw);
+  dead_letter_check(m, job->part, 0);
+}
+
+static void dead_letters_poll(member_t *m) {
+  for (size_t i = 0; i < flow_parts(m->flow); i++) {
+    flow_part_t *pt = flow_part_at(m->flow, i);
+    if (flow_part_user(pt))
+      dead_letter_check(m, pt, 0);
   }
-  m->last = pt;
-  g_queue_push_tail(&pt->queue, msg);
-  m->queued++;
 }
 
-static int head_ready(const member_t *m, const part_t *pt, int64_t now) {
-  return pt->queue.length > 0 && pt->wait_until <= now && !m->hold &&
-         !m->breaker_open;
-}
-
-/* How long the next poll may wait: not at all when a head is ready, else
- * until the earliest retry is due. */
-static int poll_timeout(const member_t *m) {
-  int64_t now = member_now_ms(), t = MEMBER_POLL_MS;
-  if (m->cur.done->len > 0 || m->flying)
-    t = MEMBER_LINGER_MS;
-  for (guint i = 0; i < m->parts->len; i++) {
-    const part_t *pt = m->parts->pdata[i];
-    if (head_ready(m, pt, now))
-      return 0;
-    if (pt->queue.length > 0 && pt->wait_until - now < t)
-      t = pt->wait_until - now;
-  }
-  return t < 0 ? 0 : (int)t;
-}
-
-/* Poll until max_batch records are queued or none is waiting. */
-static void poll_records(member_t *m) {
-  int timeout = poll_timeout(m);
-  size_t max = (size_t)m->p->env.pc->max_batch;
-  do {
-    rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
-    if (!msg)
-      return;
-    enqueue(m, msg);
-    timeout = 0;
-  } while (m->queued < max && !pipeline_stopping(m->p));
-}
-
-/* Notice the pipeline's circuit breaker opening and closing. */
-static void check_breaker(member_t *m) {
-  if (!m->p->breaker)
-    return;
-  int open = breaker_open_for(m->p->breaker, member_now_ms()) > 0;
-  if (open == m->breaker_open)
-    return;
-  m->breaker_open = open;
-  metrics_breaker(m->p->env.metrics, open);
-  log_msg(open ? KHOST_LOG_WARNING : KHOST_LOG_NOTICE, m->who,
-          open ? "circuit breaker open: partitions paused"
-               : "circuit breaker closed: resuming");
-}
-
-/* Handle the ready heads, round robin over the partitions, at most
- * max_batch records. */
-static void handle_ready(member_t *m) {
-  size_t max = (size_t)m->p->env.pc->max_batch, n = m->parts->len;
-  /* A batch never grows past max_batch outcomes. */
-  size_t budget = max > m->cur.done->len ? max - m->cur.done->len : 0;
-  int progress = 1;
-  while (budget > 0 && progress && !pipeline_stopping(m->p)) {
-    int64_t now = member_now_ms(); /* once a round, not per record */
-    progress = 0;
-    for (size_t k = 0; k < n && budget > 0; k++) {
-      part_t *pt = m->parts->pdata[(m->rr + k) % n];
-      if (!head_ready(m, pt, now))
-        continue;
-      int r = dispatch_head(m, pt);
-      if (r == DISPATCH_STOP)
-        return;
-      if (r == DISPATCH_DONE) {
-        budget--;
-        progress = 1;
-      }
+/* Wait up to ms for the dead-letter writes in flight and finish the heads
+ * the broker acknowledged: before partitions go, so that a record already
+ * on the dead-letter topic is marked rather than written again by the
+ * next owner. */
+static void land_dead_letters(member_t *m, int64_t ms) {
+  int64_t deadline = member_now_ms() + ms;
+  for (int waiting = 1; waiting && member_now_ms() < deadline;) {
+    waiting = 0;
+    for (size_t i = 0; i < flow_parts(m->flow); i++) {
+      flow_part_t *pt = flow_part_at(m->flow, i);
+      if (flow_part_user(pt) &&
+          dead_letter_check(m, pt, MEMBER_DEAD_LETTER_POLL_MS))
+        waiting = 1;
     }
   }
-  m->rr = n ? (m->rr + 1) % n : 0;
 }
 
-static int settle_due(member_t *m) {
+/* Handle the ready heads, round robin over the partitions, until the
+ * batch is full or none is ready. The clock is read once before the loop
+ * and once after each plugin call (the time of its outcome, which retry
+ * backoffs and the breaker's cooldown count from). */
+static void handle_ready(member_t *m) {
+  flow_job_t job;
+  int what;
   int64_t now = member_now_ms();
-  if (m->cur.done->len == 0)
-    return 0;
-  if (m->first_done_at == 0)
-    m->first_done_at = now;
-  return m->cur.done->len >= (guint)m->p->env.pc->max_batch ||
-         now - m->first_done_at >= MEMBER_LINGER_MS;
+  dead_letters_poll(m);
+  if (flow_check_breaker(m->flow, now) != m->breaker_open) {
+    m->breaker_open = !m->breaker_open;
+    metrics_breaker(m->env->metrics, m->breaker_open);
+  }
+  while (!member_stopping(m) &&
+         (what = flow_next(m->flow, now, &job)) != FLOW_NONE) {
+    if (what == FLOW_DEAD_LETTER) {
+      dead_letter_start(m, &job);
+      continue;
+    }
+    khost_result_t res = call_plugin(m, &job);
+    now = member_now_ms();
+    if (flow_outcome(m->flow, &job, res, now) != 0) {
+      rd_kafka_message_t *msg = job.rec;
+      member_fail(m,
+                  "%s: plugin reported a fatal error at %s [%" PRId32
+                  "] offset %" PRId64,
+                  m->who, rd_kafka_topic_name(msg->rkt), msg->partition,
+                  msg->offset);
+      return;
+    }
+  }
 }
 
 static void cycle(member_t *m) {
-  metrics_tick(m->p->env.metrics, m->index, m->rk, m->queued,
-               m->cur.done->len + (m->flying ? m->air.done->len : 0));
+  metrics_tick(m->env->metrics, m->index, m->rk, flow_queued(m->flow),
+               flow_batch_len(flow_cur(m->flow)) +
+                   (m->flying ? flow_batch_len(flow_air(m->flow)) : 0));
   poll_records(m);
-  land(m, 0, 1); /* commit a landed batch's offsets without delay */
-  check_breaker(m);
+  settle_land(m, 0, 1); /* commit a landed batch's offsets without delay */
   handle_ready(m);
-  if (settle_due(m))
-    settle_due_batch(m);
+  if (flow_batch_due(m->flow, member_now_ms()))
+    settle_due(m);
   commit_due(m);
-  reconcile_pauses(m);
+  poll_pauses(m);
 }
 
 /* ------------------------------------------------------ rebalancing */
@@ -688,10 +239,10 @@ static void log_partitions(member_t *m, const char *what,
  * process is committed. */
 static void check_dedup_history(member_t *m,
                                 const rd_kafka_topic_partition_list_t *parts) {
-  dedup_store_t *s = m->p->env.dedup;
+  store_t *s = m->env->store;
   const rd_kafka_topic_partition_t *first = NULL;
   int n = 0;
-  if (!s || parts->cnt == 0 || !dedup_history_check_due(s, m->p->scope))
+  if (!s || parts->cnt == 0 || !store_history_check_due(s, m->env->scope))
     return;
   rd_kafka_topic_partition_list_t *c =
       rd_kafka_topic_partition_list_copy(parts);
@@ -704,7 +255,7 @@ static void check_dedup_history(member_t *m,
     log_msg(KHOST_LOG_WARNING, m->who,
             "the dedup database %s is new, and the group's committed offsets "
             "to compare it with cannot be read: %s",
-            m->p->env.cfg->dedup_path, rd_kafka_err2str(e));
+            m->env->cfg->dedup_path, rd_kafka_err2str(e));
   else if (first)
     log_msg(KHOST_LOG_WARNING, m->who,
             "the dedup database %s was created empty at this start, but group "
@@ -714,7 +265,7 @@ static void check_dedup_history(member_t *m,
             "be handled again. If the database was deleted or moved, stop "
             "khost and restore it; to handle records again on purpose, use "
             "khost replay (README.md, \"Dedup store\")",
-            m->p->env.cfg->dedup_path, m->p->env.pc->group_id, n, c->cnt,
+            m->env->cfg->dedup_path, m->env->pc->group_id, n, c->cnt,
             first->topic, first->partition, first->offset);
   rd_kafka_topic_partition_list_destroy(c);
 }
@@ -729,7 +280,7 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
     /* Make what was handled durable and commit it synchronously before
      * the partitions go (what cannot be made durable now is delivered to
      * the next owner). */
-    dispatch_land_dead_letters(m, dead_letter_timeout_ms(m));
+    land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 1, 0);
   }
   /* The batch in flight is finished or abandoned; the partitions go. */
@@ -749,21 +300,21 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     log_partitions(m, "assigned", parts);
     check_dedup_history(m, parts);
-    atomic_fetch_add(&m->p->assigned, (uint64_t)parts->cnt);
-    metrics_assigned(m->p->env.metrics, m->index, parts);
+    atomic_fetch_add(m->env->assigned, (uint64_t)parts->cnt);
+    metrics_assigned(m->env->metrics, m->index, parts);
     for (int i = 0; i < parts->cnt; i++)
-      part_get(m, parts->elems[i].topic, parts->elems[i].partition);
-    pipeline_start_offsets(m->p, parts);
+      flow_assign(m->flow, parts->elems[i].topic, parts->elems[i].partition);
+    m->env->start_offsets(m->env->ctx, parts);
     plugin_instance_assigned(m->inst, parts);
     if (cooperative)
       error = rd_kafka_incremental_assign(rk, parts);
     else
       e = rd_kafka_assign(rk, parts);
   } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-    metrics_revoked(m->p->env.metrics, m->index, parts,
+    metrics_revoked(m->env->metrics, m->index, parts,
                     rd_kafka_assignment_lost(rk));
     on_revoke(m, parts);
-    atomic_fetch_sub(&m->p->assigned, (uint64_t)parts->cnt);
+    atomic_fetch_sub(m->env->assigned, (uint64_t)parts->cnt);
     if (cooperative)
       error = rd_kafka_incremental_unassign(rk, parts);
     else
@@ -783,49 +334,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   }
 }
 
-/* The result of a commit (sync or async). */
-static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
-  member_t *m = opaque;
-  char buf[512];
-  size_t off = 0;
-  buf[0] = '\0';
-  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-    return;
-  metrics_committed(m->p->env.metrics, rk, !err, offsets);
-  for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
-    const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-    part_t *pt = part_find(m, tp->topic, tp->partition);
-    if (!err && !tp->err) {
-      if (pt)
-        pt->committed = tp->offset;
-      pipeline_progress(m->p, tp->topic, tp->partition, tp->offset);
-    }
-    off += (size_t)snprintf(buf + off, sizeof(buf) - off,
-                            "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
-                            tp->topic, tp->partition, tp->offset,
-                            tp->err ? "(failed)" : "");
-  }
-  if (err) {
-    /* Nothing is lost: the offsets are sent again shortly, and records
-     * delivered again meanwhile are skipped by dedup. */
-    log_msg(KHOST_LOG_WARNING, m->who,
-            "offset commit failed: %s: %s (sent again in %d ms)",
-            rd_kafka_err2str(err), buf, MEMBER_RECOMMIT_MS);
-    m->recommit_at = member_now_ms() + MEMBER_RECOMMIT_MS;
-  } else {
-    log_msg(KHOST_LOG_DEBUG, m->who, "committed %s", buf);
-  }
-  (void)rk;
-}
-
 static void on_error(rd_kafka_t *rk, int err, const char *reason,
                      void *opaque) {
   member_t *m = kafka_ctx(opaque);
   char fatal[512];
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
     rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
-    pipeline_fail(m->p, "%s: fatal Kafka client error: %s", m->who, fatal);
+    member_fail(m, "%s: fatal Kafka client error: %s", m->who, fatal);
     return;
   }
   log_msg(KHOST_LOG_WARNING, m->who, "kafka: %s: %s",
@@ -833,7 +348,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason,
 }
 
 static int subscribe(member_t *m, char *err, size_t errlen) {
-  const cfg_pipeline_t *pc = m->p->env.pc;
+  const cfg_pipeline_t *pc = m->env->pc;
   rd_kafka_topic_partition_list_t *topics =
       rd_kafka_topic_partition_list_new((int)pc->n_topics);
   for (size_t i = 0; i < pc->n_topics; i++)
@@ -851,12 +366,13 @@ static int subscribe(member_t *m, char *err, size_t errlen) {
 
 static int create_consumer(member_t *m, char *err, size_t errlen) {
   char errstr[512], client_id[256], instance_id[256];
-  rd_kafka_conf_t *conf = pipeline_kafka_conf(m->p, KAFKA_MEMBER, err, errlen);
+  rd_kafka_conf_t *conf = m->env->kafka_conf(m->env->ctx, 0, err, errlen);
   if (!conf)
     return -1;
-  snprintf(client_id, sizeof(client_id), "khost-%s-%d", m->p->name, m->index);
-  const cfg_t *cfg = m->p->env.cfg;
-  const cfg_pipeline_t *pc = m->p->env.pc;
+  snprintf(client_id, sizeof(client_id), "khost-%s-%d", m->env->pipeline,
+           m->index);
+  const cfg_t *cfg = m->env->cfg;
+  const cfg_pipeline_t *pc = m->env->pc;
   if (!cfg_prop_find(cfg->kafka, cfg->n_kafka, "client.id") &&
       !cfg_prop_find(pc->kafka, pc->n_kafka, "client.id"))
     rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
@@ -884,37 +400,84 @@ static int create_consumer(member_t *m, char *err, size_t errlen) {
 /* The dead-letter producer: the pipeline's connection settings, its own
  * client id. After create_consumer(). */
 static int open_dead_letter(member_t *m, char *err, size_t errlen) {
-  const cfg_pipeline_t *pc = m->p->env.pc;
+  const cfg_pipeline_t *pc = m->env->pc;
   char client_id[256];
   if (!pc->dead_letter_topic)
     return 0;
-  rd_kafka_conf_t *conf =
-      pipeline_kafka_conf(m->p, KAFKA_PRODUCER, err, errlen);
+  rd_kafka_conf_t *conf = m->env->kafka_conf(m->env->ctx, 1, err, errlen);
   if (!conf)
     return -1;
-  snprintf(client_id, sizeof(client_id), "khost-%s-%d-dlt", m->p->name,
+  snprintf(client_id, sizeof(client_id), "khost-%s-%d-dlt", m->env->pipeline,
            m->index);
   rd_kafka_conf_set(conf, "client.id", client_id, NULL, 0);
   return dead_letter_open(&m->dlq, conf, m->who, pc->dead_letter_topic,
-                          m->p->name, plugin_descriptor(m->p->env.plugin)->name,
+                          m->env->pipeline,
+                          plugin_descriptor(m->env->plugin)->name,
                           dead_letter_timeout_ms(m), err, errlen);
 }
 
+/* Wall clock for marks, coarse: a mark's time only serves retention. */
+static int64_t wall_coarse_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void record_failed(void *ctx, const char *topic, int32_t partition,
+                          int64_t offset, const char *reason,
+                          int dead_lettered) {
+  metrics_failed(ctx, topic, partition, offset, reason, dead_lettered);
+}
+
+/* The flow core's settings, from the pipeline's. */
+static void flow_setup(member_t *m) {
+  const member_env_t *env = m->env;
+  const cfg_pipeline_t *pc = env->pc;
+  m->fc = (flow_conf_t){
+      .who = m->who,
+      .pipeline = env->pipeline,
+      .eid_header = pc->eid_source == CFG_EID_KEY ? NULL : pc->eid_header,
+      .missing_id_fail = pc->on_missing_id == CFG_MISSING_FAIL,
+      .retry_max = pc->retry_max,
+      .retry_backoff_ms = pc->retry_backoff_ms,
+      .retry_backoff_max_ms = pc->retry_backoff_max_ms,
+      .max_batch = (size_t)pc->max_batch,
+      .linger_ms = MEMBER_LINGER_MS,
+      .pause_min_ms = MEMBER_PAUSE_MIN_MS,
+      .dead_letter_topic = pc->dead_letter_topic,
+      .breaker = env->breaker,
+      .breaker_ratio = pc->breaker_ratio,
+      .breaker_cooldown_ms = pc->breaker_cooldown_ms,
+      .store = env->store,
+      .scope = env->scope,
+      .counts = env->counts,
+      .wall_ms = wall_coarse_ms,
+      .at_end = env->progress,
+      .at_end_ctx = env->ctx,
+      .failed = record_failed,
+      .failed_ctx = env->metrics,
+  };
+}
+
+/* ------------------------------------------------------------ setup */
+
 static int setup(member_t *m, char *err, size_t errlen) {
-  const pipeline_env_t *env = &m->p->env;
+  const member_env_t *env = m->env;
   plugin_instance_opts_t opts = {
-      .pipeline = m->p->name,
+      .pipeline = env->pipeline,
       .member = m->index,
       .config = env->pc->plugin_config,
       .config_file = env->cfg->path,
-      .closing_note = env->keep_closing_notes ? pipeline_closing_note : NULL,
-      .closing_ctx = m->p,
+      .closing_note = env->keep_closing_notes ? env->closing_note : NULL,
+      .closing_ctx = env->ctx,
   };
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;
-  if (env->dedup &&
-      (dedup_writer_open(env->dedup, &m->cur.writer, err, errlen) != 0 ||
-       durable_start(m, err, errlen) != 0))
+  flow_setup(m);
+  if (flow_open(&m->flow, &m->fc, &record_ops, err, errlen) != 0)
+    return -1;
+  if (env->store &&
+      durable_start(&m->durable, m->who, m->env->metrics, err, errlen) != 0)
     return -1;
   if (create_consumer(m, err, errlen) != 0)
     return -1;
@@ -928,7 +491,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
  * the group. */
 static void shut_down(member_t *m) {
   if (m->rk) {
-    dispatch_land_dead_letters(m, dead_letter_timeout_ms(m));
+    land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 0, 1);
     /* Refused while the group rebalances (other members leaving too):
      * tried again for a few seconds. What stays uncommitted is delivered
@@ -943,85 +506,58 @@ static void shut_down(member_t *m) {
     if (e)
       log_msg(KHOST_LOG_WARNING, m->who, "leaving the group: %s",
               rd_kafka_err2str(e));
-    while (m->parts->len > 0)
-      part_drop(m, m->parts->pdata[0]);
+    while (flow_parts(m->flow) > 0)
+      part_drop(m, flow_part_at(m->flow, 0));
     rd_kafka_queue_destroy(m->commit_q);
     m->commit_q = NULL;
     kafka_destroy(m->rk);
     m->rk = NULL;
   }
-  durable_stop(m);
-  batch_clear(&m->cur);
-  batch_clear(&m->air);
+  durable_stop(m->durable);
+  m->durable = NULL;
+  while (m->flow && flow_parts(m->flow) > 0)
+    part_drop(m, flow_part_at(m->flow, 0));
   dead_letter_close(m->dlq);
   m->dlq = NULL;
   if (m->inst)
     plugin_instance_destroy(m->inst);
   m->inst = NULL;
-  dedup_writer_close(m->cur.writer);
-  dedup_writer_close(m->air.writer);
-  m->cur.writer = m->air.writer = NULL;
+  /* Outcomes left were not made durable: their claims go back. */
+  flow_close(m->flow);
+  m->flow = NULL;
 }
 
 static void *member_main(void *arg) {
   member_t *m = arg;
-  pipeline_t *p = m->p;
+  const member_env_t *env = m->env;
   char err[1024] = "", name[16];
   /* Visible in top -H, perf and gdb; the kernel keeps 15 characters. */
   snprintf(name, sizeof(name), "kh/%.12s", m->who);
   pthread_setname_np(pthread_self(), name);
   int ok = setup(m, err, sizeof(err)) == 0;
   if (!ok)
-    pipeline_fail(p, "%s", err);
-  pthread_mutex_lock(&p->mu);
-  if (ok) {
-    p->ready++;
-    p->running++;
-  } else {
-    p->setup_failed++;
-  }
-  pthread_cond_broadcast(&p->cond);
-  pthread_mutex_unlock(&p->mu);
+    env->fail(env->ctx, err);
+  env->started(env->ctx, ok);
   if (ok) {
     log_msg(KHOST_LOG_INFO, m->who, "subscribed; consuming");
-    while (!pipeline_stopping(p))
+    while (!member_stopping(m))
       cycle(m);
   }
   shut_down(m);
-  if (ok) {
-    pthread_mutex_lock(&p->mu);
-    p->running--;
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->mu);
-  }
+  if (ok)
+    env->exited(env->ctx);
   return NULL;
 }
 
 static void member_free(member_t *m) {
-  g_ptr_array_free(m->parts, TRUE);
-  for (int i = 0; i < 2; i++) {
-    batch_t *b = i ? &m->air : &m->cur;
-    g_ptr_array_free(b->done, TRUE);
-    g_ptr_array_free(b->claims, TRUE);
-  }
-  pthread_mutex_destroy(&m->air_mu);
-  pthread_cond_destroy(&m->air_cond);
   free(m);
 }
 
-int member_spawn(member_t **out, pipeline_t *p, int index) {
+int member_spawn(member_t **out, const member_env_t *env, int index) {
   member_t *m = calloc(1, sizeof(*m));
-  m->p = p;
+  m->env = env;
   m->index = index;
-  snprintf(m->who, sizeof(m->who), "%s/%d", p->name, index);
-  m->parts = g_ptr_array_new();
-  for (int i = 0; i < 2; i++) {
-    batch_t *b = i ? &m->air : &m->cur;
-    b->done = g_ptr_array_new();
-    b->claims = g_ptr_array_new();
-  }
-  pthread_mutex_init(&m->air_mu, NULL);
-  pthread_cond_init(&m->air_cond, NULL);
+  snprintf(m->who, sizeof(m->who), "%s/%d", env->pipeline, index);
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
     member_free(m);
     return -1;

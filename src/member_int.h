@@ -1,7 +1,6 @@
 /*
- * Inside a member: the state shared by member.c (the loop, polling,
- * pausing, rebalances, commits) and dispatch.c (what happens to one
- * record). Nothing else includes this.
+ * Inside a member (member.c): the librdkafka adapter around its flow core
+ * (flow.h). Nothing else includes this.
  *
  * Threads: all of it belongs to the member's thread, except the busy_*
  * fields, which the pipeline's watchdog reads.
@@ -9,50 +8,22 @@
 #ifndef KHOST_MEMBER_INT_H
 #define KHOST_MEMBER_INT_H
 
-#include <glib.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 
 #include "dead_letter.h"
-#include "dedup.h"
-#include "pipeline.h"
+#include "durable.h"
+#include "flow.h"
+#include "member.h"
 #include "plugin_loader.h"
 
-/* One owned partition: the records delivered for it and not yet handled,
- * in offset order, and what its head record is waiting for. */
-typedef struct part {
-  char *topic;
-  int32_t partition;
-  GQueue queue;      /* rd_kafka_message_t *, oldest first */
-  int started;       /* the head passed the dedup check */
-  int claimed;       /* ... and its event ID is claimed */
-  uint32_t attempts; /* plugin calls made for the head */
-  int dead_letter;   /* the head failed: only its dead-letter write is left */
-  dead_letter_write_t *dlw; /* that write, while in flight */
-  int waits_claim;          /* the head's event ID is in flight elsewhere */
-  char reason[192];         /* why it failed */
-  int64_t wait_until;       /* monotonic ms: the head is not tried before */
-  int paused;               /* paused by this member */
-  int64_t next;             /* durable next offset to commit; -1 none yet */
-  int64_t committed;        /* last next offset a commit was acknowledged for */
-  dedup_range_t *ranges;    /* replayed ranges (khost replay), or NULL */
-  size_t n_ranges;
-} part_t;
-
-/* Outcomes on their way to being durable: the records, the claimed ones
- * among them, and the marks of those. */
-typedef struct batch {
-  dedup_writer_t *writer; /* the marks; NULL when dedup is off */
-  GPtrArray *done;        /* messages with an outcome, not yet durable */
-  GPtrArray *claims;      /* of those, the ones whose event ID was claimed */
-} batch_t;
-
-/* Where the batch handed to the durability thread is. */
-enum { AIR_NONE, AIR_FLYING, AIR_LANDED };
-
 struct member {
-  pipeline_t *p;
+  const member_env_t *env;
   int index;
   char who[160];
   pthread_t thread;
@@ -60,34 +31,21 @@ struct member {
   plugin_instance_t *inst;
   dead_letter_t *dlq; /* NULL without a dead-letter topic */
 
-  GPtrArray *parts;           /* part_t *: the partitions owned */
-  part_t *last;               /* the partition of the last record queued */
-  size_t queued;              /* records in all queues */
-  size_t rr;                  /* where the next round of handling starts */
-  batch_t cur;                /* the batch being handled */
-  int hold;                   /* the batch cannot be made durable: all paused */
-  int breaker_open;           /* the pipeline's circuit breaker is open */
+  flow_conf_t fc;             /* the flow core's settings */
+  flow_t *flow;               /* partitions, records, batches, positions */
+  int breaker_open;           /* as the flow core last said (for the metrics) */
   int64_t recommit_at;        /* a commit failed: when to send it again */
   rd_kafka_queue_t *commit_q; /* the result of the async commit */
   int commit_in_flight;       /* an async commit awaits its result */
   int commit_behind;          /* a commit waits for the one in flight */
   int closing;                /* rd_kafka_consumer_close() is under way */
-  int64_t first_done_at; /* when the oldest unsettled outcome was reached */
 
-  /* With dedup on, a batch is made durable (its SQLite transaction) on
-   * the member's durability thread while the member handles the next:
-   * at most one batch is in the air, and its offsets are committed only
-   * once it has landed. air_* are shared with that thread under air_mu. */
-  batch_t air;
-  pthread_t durable;
-  int durable_running;
-  pthread_mutex_t air_mu;
-  pthread_cond_t air_cond;
-  int flying;    /* a batch is in the air (the member's own view) */
-  int air_state; /* AIR_* */
-  int air_quit;
-  int air_rc, air_transient;
-  char air_err[512];
+  /* With dedup on, a batch is made durable (its store transaction) on
+   * the member's durability thread (durable.h) while the member handles
+   * the next: at most one batch is in the air, and its offsets are
+   * committed only once it has landed. */
+  durable_t *durable; /* NULL with dedup off */
+  int flying;         /* the flow's air batch is in the air */
 
   /* What handle() is busy with, for the watchdog (0: idle). */
   _Atomic int64_t busy_since;
@@ -96,27 +54,73 @@ struct member {
   const char *_Atomic busy_topic;
 };
 
-/* Outcomes of dispatching a partition's head record. */
-enum {
-  DISPATCH_DONE, /* it has an outcome: moved to m->done */
-  DISPATCH_WAIT, /* it waits (retry backoff, dead-letter, breaker) */
-  DISPATCH_STOP  /* the pipeline stops (FATAL) */
-};
+/* Outcomes are made durable (one store transaction, one offset commit)
+ * once max_batch of them are pending or the oldest has waited this long:
+ * a member that drains librdkafka's queue faster than fetches fill it
+ * would otherwise pay a transaction and a commit every few records. */
+#define MEMBER_LINGER_MS 10
+/* How often the broker's answer to a dead-letter write is looked for. */
+#define MEMBER_DEAD_LETTER_POLL_MS 5
 
-/* Monotonic ms, coarse (a few ms): cheap enough to take per record. */
-int64_t member_coarse_ms(void);
+/* Stop the pipeline, saying why. */
+static inline void member_fail(member_t *m, const char *fmt, ...)
+    KHOST_PRINTF(2, 3);
+static inline void member_fail(member_t *m, const char *fmt, ...) {
+  char why[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof(why), fmt, ap);
+  va_end(ap);
+  m->env->fail(m->env->ctx, why);
+}
 
-/* dispatch.c */
-int dispatch_head(member_t *m, part_t *pt);
-/* Give back the claim of a head that will not get an outcome here. */
-void dispatch_release_head(member_t *m, part_t *pt);
-/* Wait up to ms for the dead-letter writes in flight and finish the heads
- * the broker acknowledged: before partitions go, so that a record already
- * on the dead-letter topic is marked rather than written again by the
- * next owner. */
-void dispatch_land_dead_letters(member_t *m, int64_t ms);
-/* Give back the claims of a batch whose marks will not be written. */
-void dispatch_release(member_t *m, batch_t *b);
-int64_t member_now_ms(void);
+static inline int member_stopping(const member_t *m) {
+  return m->env->stopping(m->env->ctx);
+}
+
+/* Monotonic ms. */
+static inline int64_t member_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* poll.c */
+/* Poll until max_batch records are queued or none is waiting; wait no
+ * longer than the flow core allows. */
+void poll_records(member_t *m);
+/* Poll for up to ms without handling anything (records are queued).
+ * Returns 1 when the pipeline stops meanwhile. */
+int poll_wait(member_t *m, int64_t ms);
+/* A polled record to its partition's queue (or dropped, logged). */
+void poll_enqueue(member_t *m, rd_kafka_message_t *msg);
+/* Pause the partitions that want it (flow_part_wants_pause()); resume the
+ * others. */
+void poll_pauses(member_t *m);
+
+/* settle.c */
+/* Make the pending outcomes durable, then commit their offsets, here and
+ * now: the batch in the air first, then the current one. wait: transient
+ * faults are waited out (polling); else one try (inside a rebalance
+ * callback, where polling is not allowed). */
+void settle(member_t *m, int sync, int wait);
+/* The current batch is due: made durable on the durability thread when
+ * there is one, while the member goes on. */
+void settle_due(member_t *m);
+/* Take the batch in the air back once it has landed (block: wait for it)
+ * and commit past it. 1 while it is in the air, 0 when nothing is, -1
+ * when it was abandoned (the current batch with it). */
+int settle_land(member_t *m, int block, int wait);
+
+/* commit.c */
+/* Commit the durable positions (sync: wait for the result; returns its
+ * error). */
+rd_kafka_resp_err_t commit_positions(member_t *m, int sync);
+/* Serve the async commit's result; send what waited for it, or what
+ * failed once its time has come. */
+void commit_due(member_t *m);
+/* The result of a commit (librdkafka's offset commit callback). */
+void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                   rd_kafka_topic_partition_list_t *offsets, void *opaque);
 
 #endif

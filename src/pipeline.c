@@ -238,6 +238,83 @@ static void pipeline_free(pipeline_t *p) {
   free(p);
 }
 
+/* ---------------------------------------------------------- members */
+
+/* What members ask of their pipeline (member_env_t): the calls below,
+ * with the pipeline as ctx. */
+static int m_stopping(void *ctx) {
+  return pipeline_stopping(ctx);
+}
+
+static void m_fail(void *ctx, const char *why) {
+  pipeline_fail(ctx, "%s", why);
+}
+
+static rd_kafka_conf_t *m_kafka_conf(void *ctx, int producer, char *err,
+                                     size_t errlen) {
+  return pipeline_kafka_conf(ctx, producer ? KAFKA_PRODUCER : KAFKA_MEMBER, err,
+                             errlen);
+}
+
+static void m_progress(void *ctx, const char *topic, int32_t partition,
+                       int64_t next_offset) {
+  pipeline_progress(ctx, topic, partition, next_offset);
+}
+
+static void m_start_offsets(void *ctx, rd_kafka_topic_partition_list_t *parts) {
+  pipeline_start_offsets(ctx, parts);
+}
+
+/* A member is set up (ok) or failed to be: counted for
+ * wait_members_ready() and pipeline_done(). */
+static void m_started(void *ctx, int ok) {
+  pipeline_t *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  if (ok) {
+    p->ready++;
+    p->running++;
+  } else {
+    p->setup_failed++;
+  }
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void m_exited(void *ctx) {
+  pipeline_t *p = ctx;
+  pthread_mutex_lock(&p->mu);
+  p->running--;
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void member_env(pipeline_t *p) {
+  const pipeline_env_t *env = &p->env;
+  p->member_env = (member_env_t){
+      .pipeline = p->name,
+      .cfg = env->cfg,
+      .pc = env->pc,
+      .plugin = env->plugin,
+      .store = env->store,
+      .scope = p->scope,
+      .breaker = p->breaker,
+      .counts = &p->counts,
+      .commits = &p->commits,
+      .assigned = &p->assigned,
+      .keep_closing_notes = env->keep_closing_notes,
+      .metrics = env->metrics,
+      .ctx = p,
+      .stopping = m_stopping,
+      .fail = m_fail,
+      .kafka_conf = m_kafka_conf,
+      .progress = m_progress,
+      .start_offsets = m_start_offsets,
+      .closing_note = pipeline_closing_note,
+      .started = m_started,
+      .exited = m_exited,
+  };
+}
+
 /* Wait until every spawned member has either subscribed or failed. */
 static int wait_members_ready(pipeline_t *p, char *err, size_t errlen) {
   pthread_mutex_lock(&p->mu);
@@ -271,14 +348,15 @@ static void warn_cooperative(const pipeline_t *p) {
 int pipeline_start(pipeline_t **out, const pipeline_env_t *env, char *err,
                    size_t errlen) {
   pipeline_t *p = pipeline_new(env);
-  if (env->dedup &&
-      dedup_scope(env->dedup, env->pc->name, &p->scope, err, errlen) != 0)
+  if (env->store &&
+      store_scope(env->store, env->pc->name, &p->scope, err, errlen) != 0)
     goto fail;
   warn_cooperative(p);
   if (env->exit_at_end && open_end_tracker(p, err, errlen) != 0)
     goto fail;
+  member_env(p);
   for (int i = 0; i < env->pc->members; i++) {
-    if (member_spawn(&p->members[i], p, i) != 0) {
+    if (member_spawn(&p->members[i], &p->member_env, i) != 0) {
       pipeline_fail(p, "cannot start member thread %d", i);
       break;
     }
@@ -340,14 +418,14 @@ int pipeline_finish(pipeline_t *p) {
 }
 
 void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out) {
-  out->handled = atomic_load(&p->handled);
-  out->duplicates = atomic_load(&p->duplicates);
-  out->failed = atomic_load(&p->failed_records);
-  out->retries = atomic_load(&p->retries);
-  out->no_id = atomic_load(&p->no_id);
+  out->handled = atomic_load(&p->counts.handled);
+  out->duplicates = atomic_load(&p->counts.duplicates);
+  out->failed = atomic_load(&p->counts.failed);
+  out->retries = atomic_load(&p->counts.retries);
+  out->no_id = atomic_load(&p->counts.no_id);
   out->commits = atomic_load(&p->commits);
   out->assigned = atomic_load(&p->assigned);
-  out->breaker_trips = atomic_load(&p->breaker_trips);
+  out->breaker_trips = atomic_load(&p->counts.breaker_trips);
   out->at_end = p->end && end_tracker_reached(p->end);
 }
 

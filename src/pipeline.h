@@ -2,9 +2,9 @@
  * A pipeline: one consumer group (cfg_pipeline_t) run by `members` member
  * threads, each with its own librdkafka consumer and plugin instance.
  *
- * The struct is shared by pipeline.c (lifecycle, end-of-log progress) and
- * member.c (the consume/handle/commit loop); nothing outside those two
- * files looks inside it.
+ * The struct belongs to pipeline.c (lifecycle, end-of-log progress, the
+ * members' start and exit); members see only the member_env_t it hands
+ * them (member.h).
  */
 #ifndef KHOST_PIPELINE_H
 #define KHOST_PIPELINE_H
@@ -17,20 +17,20 @@
 
 #include "breaker.h"
 #include "config.h"
-#include "dedup.h"
 #include "end_tracker.h"
+#include "flow.h"
 #include "kafka_client.h"
+#include "member.h"
 #include "metrics.h"
 #include "plugin_loader.h"
-
-typedef struct member member_t;
+#include "store.h"
 
 /* What the host hands a pipeline. */
 typedef struct pipeline_env {
   const cfg_t *cfg;
   const cfg_pipeline_t *pc;
   plugin_t *plugin;
-  dedup_store_t *dedup;          /* NULL when the pipeline has dedup off */
+  store_t *store;                /* NULL when the pipeline has dedup off */
   const char *bootstrap_servers; /* overrides the config (mock), or NULL */
   int exit_at_end;               /* stop once the start-time end is reached */
   int from_beginning; /* start every partition at its earliest offset the
@@ -72,6 +72,7 @@ typedef struct pipeline {
 
   member_t **members;
   int n_members;
+  member_env_t member_env; /* what every member gets (member.h) */
 
   end_tracker_t *end; /* exit-at-end, or NULL */
 
@@ -81,8 +82,8 @@ typedef struct pipeline {
   int has_watchdog;
   GPtrArray *closing_notes; /* keep_closing_notes: lines, under mu */
 
-  _Atomic uint64_t handled, duplicates, failed_records, retries, no_id, commits,
-      assigned, breaker_trips;
+  flow_counts_t counts; /* what the members' flow cores counted */
+  _Atomic uint64_t commits, assigned;
 } pipeline_t;
 
 /* Start the pipeline: query end offsets (exit-at-end), spawn members and
@@ -110,7 +111,7 @@ GPtrArray *pipeline_take_closing_notes(pipeline_t *p);
  * not returned ("; " between them); returns how many there are. */
 size_t pipeline_describe_busy(pipeline_t *p, char *buf, size_t len);
 
-/* --- for member.c --- */
+/* --- what members get through member_env_t (pipeline.c) --- */
 /* Stop everything and remember why (first failure wins). */
 void pipeline_fail(pipeline_t *p, const char *fmt, ...) KHOST_PRINTF(2, 3);
 int pipeline_stopping(pipeline_t *p);
@@ -132,13 +133,5 @@ void pipeline_start_offsets(pipeline_t *p,
 
 /* For plugin_instance_opts_t.closing_note, with the pipeline as ctx. */
 void pipeline_closing_note(void *ctx, const char *line);
-
-/* member.c */
-int member_spawn(member_t **out, pipeline_t *p, int index);
-void member_join(member_t *m);
-/* What handle() of member m is busy with; 0 when idle. */
-int member_busy(member_t *m, int64_t *since, const char **topic,
-                int32_t *partition, int64_t *offset);
-const char *member_who(const member_t *m);
 
 #endif

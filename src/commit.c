@@ -1,0 +1,151 @@
+/*
+ * A member's offset commits: the durable positions of the flow core's
+ * partitions, one commit request at a time, failed ones sent again.
+ *
+ * Threads: the member's thread (librdkafka serves the results there).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "log.h"
+#include "member_int.h"
+
+/* A failed offset commit is sent again after this long, even when idle. */
+#define COMMIT_RETRY_MS 1000
+/* How long a sync commit waits for the async commits still in flight. */
+#define COMMIT_DRAIN_MS 10000
+/* Longest single wait for the result of a commit in flight. */
+#define COMMIT_POLL_MS 100
+
+/* The result of a commit (sync or async). */
+void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                   rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+  member_t *m = opaque;
+  char buf[512];
+  size_t off = 0;
+  buf[0] = '\0';
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return;
+  metrics_committed(m->env->metrics, rk, !err, offsets);
+  for (int i = 0; offsets && i < offsets->cnt && off < sizeof(buf) - 1; i++) {
+    const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+    if (!err && !tp->err) {
+      flow_committed(m->flow, tp->topic, tp->partition, tp->offset);
+      m->env->progress(m->env->ctx, tp->topic, tp->partition, tp->offset);
+    }
+    off += (size_t)snprintf(buf + off, sizeof(buf) - off,
+                            "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
+                            tp->topic, tp->partition, tp->offset,
+                            tp->err ? "(failed)" : "");
+  }
+  if (err) {
+    /* Nothing is lost: the offsets are sent again shortly, and records
+     * delivered again meanwhile are skipped by dedup. */
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "offset commit failed: %s: %s (sent again in %d ms)",
+            rd_kafka_err2str(err), buf, COMMIT_RETRY_MS);
+    m->recommit_at = member_now_ms() + COMMIT_RETRY_MS;
+  } else {
+    log_msg(KHOST_LOG_DEBUG, m->who, "committed %s", buf);
+  }
+  (void)rk;
+}
+
+/* The result of the async commit in flight: the next one may go. */
+static void on_async_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *offsets,
+                            void *opaque) {
+  member_t *m = opaque;
+  m->commit_in_flight = 0;
+  commit_result(rk, err, offsets, opaque);
+}
+
+/* Serve the result of the async commit in flight, waiting up to ms for
+ * it. */
+static void drain(member_t *m, int64_t ms) {
+  int64_t deadline = member_now_ms() + ms;
+  while (m->commit_in_flight) {
+    int64_t left = deadline - member_now_ms();
+    if (left <= 0) {
+      log_msg(KHOST_LOG_WARNING, m->who,
+              "an offset commit is still without a result after %" PRId64 " ms",
+              ms);
+      return;
+    }
+    rd_kafka_queue_poll_callback(
+        m->commit_q, (int)(left < COMMIT_POLL_MS ? left : COMMIT_POLL_MS));
+  }
+}
+
+/* Commit the durable positions of partitions this member still owns:
+ * the flow holds exactly the assigned partitions (the rebalance callback
+ * adds and drops them on this thread), and nothing is committed once
+ * librdkafka has noticed that the assignment is lost (the revoke callback
+ * follows). A sync commit (revoke, shutdown) also asks librdkafka for its
+ * current assignment: while the consumer closes, the partitions are no
+ * longer assigned when the revoke callback runs, and a sync commit of
+ * them would wait forever; and once the consumer closes, nothing is
+ * committed any more (shut_down() commits before it closes): a commit
+ * from the revoke callback of rd_kafka_consumer_close() can wait forever
+ * for a coordinator that is going away. A sync commit returns its error
+ * (0 when there was nothing to commit).
+ *
+ * Commits go out one at a time: librdkafka sends a failed OffsetCommit
+ * again by itself and reports it only at the end, so a commit made while
+ * an older one is in flight could land first and be overwritten by the
+ * older offsets. An async commit asked for while one is in flight is made
+ * once its result is in (commit_due()); a sync commit waits for it. */
+rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
+  rd_kafka_topic_partition_list_t *owned = NULL, *list;
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (m->closing)
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  if (sync)
+    drain(m, COMMIT_DRAIN_MS);
+  else if (m->commit_in_flight) {
+    m->commit_behind = 1;
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  }
+  m->commit_behind = 0;
+  if (rd_kafka_assignment_lost(m->rk) ||
+      (sync &&
+       rd_kafka_assignment(m->rk, &owned) != RD_KAFKA_RESP_ERR_NO_ERROR))
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  list = rd_kafka_topic_partition_list_new((int)flow_parts(m->flow) + 1);
+  for (size_t i = 0; i < flow_parts(m->flow); i++) {
+    flow_part_t *pt = flow_part_at(m->flow, i);
+    int64_t next = flow_part_position(pt, sync);
+    const char *topic = flow_part_topic(pt);
+    int32_t partition = flow_part_partition(pt);
+    if (next >= 0 &&
+        (!owned || rd_kafka_topic_partition_list_find(owned, topic, partition)))
+      rd_kafka_topic_partition_list_add(list, topic, partition)->offset = next;
+  }
+  if (list->cnt > 0) {
+    /* Failures are reported by commit_result(), for sync commits too. */
+    if (sync)
+      e = rd_kafka_commit_queue(m->rk, list, NULL, commit_result, m);
+    else if (rd_kafka_commit_queue(m->rk, list, m->commit_q, on_async_commit,
+                                   m) == RD_KAFKA_RESP_ERR_NO_ERROR)
+      m->commit_in_flight = 1;
+    atomic_fetch_add(m->env->commits, 1);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  if (owned)
+    rd_kafka_topic_partition_list_destroy(owned);
+  return sync ? e : RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Serve the async commit's result; send what waited for it, or what
+ * failed once its time has come. */
+void commit_due(member_t *m) {
+  rd_kafka_queue_poll_callback(m->commit_q, 0);
+  if (m->recommit_at) {
+    if (member_now_ms() < m->recommit_at)
+      return;
+    m->recommit_at = 0;
+    commit_positions(m, 0);
+  } else if (m->commit_behind) {
+    commit_positions(m, 0);
+  }
+}

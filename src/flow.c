@@ -1,0 +1,474 @@
+/*
+ * The flow core (flow.h): the per-partition rules of DESIGN.md.
+ *
+ *   event ID -> seen in this pipeline? skip (marked with the batch)
+ *            -> in flight in another member? wait for its outcome
+ *            -> the plugin (flow_next() -> flow_outcome())
+ *                 OK    -> marked
+ *                 RETRY -> waits at the head of its partition (backoff
+ *                          with jitter) while the other partitions go on;
+ *                          after retry.max attempts it counts as FAIL
+ *                 FAIL  -> dead-letter topic (once the broker acknowledged
+ *                          it) or logged; marked
+ *                 FATAL -> the pipeline stops; nothing past it commits
+ *
+ * Outcomes gather in the current batch; flow_batch.c makes positions out
+ * of the batches that became durable.
+ */
+#include "flow_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* How often a head whose event ID is in flight elsewhere looks again. */
+#define FLOW_CLAIM_RECHECK_MS 20
+
+/* ------------------------------------------------------------ records */
+
+int flow_event_id(const flow_t *f, const void *rec, const void **id,
+                  size_t *len) {
+  *id = NULL;
+  *len = 0;
+  if (!f->conf->eid_header)
+    f->ops->key(rec, id, len);
+  else if (!f->ops->header(rec, f->conf->eid_header, id, len))
+    *id = NULL;
+  if (!*id || *len == 0) {
+    *id = NULL;
+    *len = 0;
+    return 0;
+  }
+  return 1;
+}
+
+/* A printable copy of an event ID for log lines. */
+static const char *printable(char *buf, size_t size, const void *data,
+                             size_t len) {
+  if (!data)
+    return "-";
+  size_t n = len < size - 4 ? len : size - 4;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = ((const unsigned char *)data)[i];
+    buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+  }
+  strcpy(buf + n, len > n ? "..." : "");
+  return buf;
+}
+
+void flow_log_record(const flow_t *f, int level, const void *rec,
+                     const char *what) {
+  char idbuf[132];
+  const void *id;
+  size_t len;
+  flow_event_id(f, rec, &id, &len);
+  log_msg(level, f->conf->who,
+          "%s [%" PRId32 "] offset %" PRId64 " eventId %s: %s",
+          f->ops->topic(rec), f->ops->partition(rec), f->ops->offset(rec),
+          printable(idbuf, sizeof(idbuf), id, len), what);
+}
+
+static int64_t backoff_ms(const flow_conf_t *c, uint32_t attempt) {
+  int64_t d = c->retry_backoff_ms;
+  for (uint32_t i = 1; i < attempt && d < c->retry_backoff_max_ms; i++)
+    d *= 2;
+  if (d > c->retry_backoff_max_ms)
+    d = c->retry_backoff_max_ms;
+  /* Jitter in [d/2, d]: members retrying against one dependency spread. */
+  return d / 2 + g_random_int_range(0, (gint32)(d / 2 + 1));
+}
+
+/* The replayed range holding offset, or NULL. Newest ranges come first. */
+static const store_range_t *replay_range(const flow_part_t *pt,
+                                         int64_t offset) {
+  for (size_t i = 0; i < pt->n_ranges; i++)
+    if (offset >= pt->ranges[i].from && offset < pt->ranges[i].to)
+      return &pt->ranges[i];
+  return NULL;
+}
+
+/* ------------------------------------------------------------ outcomes */
+
+/* The head has an outcome: mark it (when claimed), move it to the current
+ * batch and make the partition's next record the head. */
+static void finish(flow_t *f, flow_part_t *pt, int outcome) {
+  void *rec = g_queue_pop_head(&pt->queue);
+  flow_batch_t *b = &f->cur;
+  const void *id;
+  size_t len;
+  f->queued--;
+  if (pt->claimed && flow_event_id(f, rec, &id, &len)) {
+    store_mark_t mark = {
+        .scope = f->conf->scope,
+        .event_id = id,
+        .event_id_len = len,
+        .topic = f->ops->topic(rec),
+        .partition = f->ops->partition(rec),
+        .offset = f->ops->offset(rec),
+        .handled_at_ms = f->conf->wall_ms(),
+        .outcome = outcome,
+    };
+    store_batch_add_mark(b->sb, &mark);
+    g_ptr_array_add(b->claims, rec);
+  }
+  g_ptr_array_add(b->done, rec);
+  pt->started = pt->claimed = pt->dead_letter = pt->dl_flying = 0;
+  pt->waits_claim = 0;
+  pt->attempts = 0;
+  pt->wait_until = 0;
+}
+
+/* A record failed for good: counted, and told to the adapter. */
+static void failed(flow_t *f, const void *rec, const char *reason,
+                   int dead_lettered) {
+  const flow_conf_t *c = f->conf;
+  atomic_fetch_add(&c->counts->failed, 1);
+  if (c->failed)
+    c->failed(c->failed_ctx, f->ops->topic(rec), f->ops->partition(rec),
+              f->ops->offset(rec), reason, dead_lettered);
+}
+
+/* While the circuit breaker is open, failures are most likely the fault of
+ * a dependency, not of the records: the head waits for the cooldown. */
+static int breaker_holds(flow_t *f, flow_part_t *pt, const void *rec,
+                         int64_t now) {
+  const flow_conf_t *c = f->conf;
+  if (!c->breaker)
+    return 0;
+  if (breaker_record(c->breaker, 1, now)) {
+    atomic_fetch_add(&c->counts->breaker_trips, 1);
+    log_msg(KHOST_LOG_ERR, c->pipeline,
+            "circuit breaker open: more than %.0f %% of the last records "
+            "failed; the pipeline pauses for %d ms instead of failing "
+            "record after record",
+            c->breaker_ratio * 100, c->breaker_cooldown_ms);
+  }
+  int64_t left = breaker_open_for(c->breaker, now);
+  if (left == 0)
+    return 0;
+  flow_log_record(f, KHOST_LOG_WARNING, rec,
+                  "failed while the circuit breaker is open: tried again "
+                  "later");
+  pt->wait_until = now + left;
+  return 1;
+}
+
+/* The head failed for good (FAIL, retries used up, or no event ID): to the
+ * dead-letter topic (the next flow_next() asks for the write), or logged
+ * and marked failed. */
+static void fail_head(flow_t *f, flow_part_t *pt, const void *rec,
+                      const char *reason, int counts_for_breaker, int64_t now) {
+  if (counts_for_breaker && breaker_holds(f, pt, rec, now))
+    return;
+  snprintf(pt->reason, sizeof(pt->reason), "%s", reason);
+  if (f->conf->dead_letter_topic) {
+    pt->dead_letter = 1;
+    return;
+  }
+  flow_log_record(f, KHOST_LOG_ERR, rec, reason);
+  failed(f, rec, reason, 0);
+  finish(f, pt, STORE_OUTCOME_FAIL);
+}
+
+void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,
+                           int64_t now) {
+  char line[768];
+  void *rec = g_queue_peek_head(&pt->queue);
+  pt->dl_flying = 0;
+  if (!rec)
+    return;
+  if (rc < 0) {
+    snprintf(line, sizeof(line),
+             "cannot write to the dead-letter topic, the record waits: %s",
+             err);
+    flow_log_record(f, KHOST_LOG_WARNING, rec, line);
+    pt->wait_until = now + backoff_ms(f->conf, 3);
+    return;
+  }
+  snprintf(line, sizeof(line), "%s; sent to the dead-letter topic %s",
+           pt->reason, f->conf->dead_letter_topic);
+  flow_log_record(f, KHOST_LOG_ERR, rec, line);
+  failed(f, rec, pt->reason, 1);
+  finish(f, pt, STORE_OUTCOME_FAIL);
+}
+
+/* ------------------------------------------------------------ claims */
+
+/* Is id claimed by a record of this member's pending batches (the one
+ * being filled, or the one in the air)? Its mark becomes durable before
+ * this skip is committed, or neither is (every batch after one that
+ * cannot be made durable is abandoned), so the copy is a duplicate now.
+ * Linear, but only for in-flight IDs. */
+static int batch_claims(const flow_t *f, const flow_batch_t *b, const void *id,
+                        size_t len) {
+  for (guint i = 0; i < b->claims->len; i++) {
+    const void *cid;
+    size_t clen;
+    if (flow_event_id(f, b->claims->pdata[i], &cid, &clen) && clen == len &&
+        memcmp(cid, id, len) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Another member (or this one, for a head waiting for a retry) holds the
+ * head's event ID, and its mark is not durable yet: skipping now could
+ * commit past a record whose outcome is never recorded (the claim is given
+ * back when that batch is abandoned or that partition lost). The head
+ * waits until the claim is committed (then a duplicate) or released (then
+ * handled here). */
+static void wait_for_claim(flow_t *f, flow_part_t *pt, const void *rec,
+                           int64_t now) {
+  pt->started = 0;
+  if (!pt->waits_claim)
+    flow_log_record(f, KHOST_LOG_INFO, rec,
+                    "in flight elsewhere (claimed, not durable yet): "
+                    "waiting for its outcome");
+  pt->waits_claim = 1;
+  pt->wait_until = now + FLOW_CLAIM_RECHECK_MS;
+}
+
+/* First look at a head: no event ID, or already handled? Returns 1 to go
+ * on to the plugin, 0 when the head is settled or waits. */
+static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
+                      const void *id, size_t len, int64_t now) {
+  const flow_conf_t *c = f->conf;
+  pt->started = 1;
+  if (!id) {
+    atomic_fetch_add(&c->counts->no_id, 1);
+    if (!c->missing_id_fail)
+      return 1;
+    fail_head(f, pt, rec, "record has no event ID (on_missing_id = fail)", 0,
+              now);
+    return 0;
+  }
+  if (!c->store)
+    return 1;
+  const store_range_t *r = replay_range(pt, f->ops->offset(rec));
+  int again = r && r->mode == STORE_REPLAY_REPROCESS;
+  /* Reprocess: handled again once per replay, even across a restart in
+   * the middle of it (marks newer than the replay count as seen). */
+  int claim = store_claim(c->store, c->scope, id, len,
+                          again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
+                          again ? r->recorded_ms : 0);
+  if (claim == STORE_IN_FLIGHT && !batch_claims(f, &f->cur, id, len) &&
+      !batch_claims(f, &f->air, id, len)) {
+    wait_for_claim(f, pt, rec, now);
+    return 0;
+  }
+  if (claim != STORE_NEW) {
+    atomic_fetch_add(&c->counts->duplicates, 1);
+    finish(f, pt, STORE_OUTCOME_OK);
+    return 0;
+  }
+  pt->claimed = 1;
+  return 1;
+}
+
+/* ------------------------------------------------------------ attempts */
+
+/* A call that may crash the host is recorded before it is made (store.h,
+ * "crash attempts"): a retry, a record an earlier process left calls of,
+ * and after an unclean stop the first calls of each partition. A record
+ * whose recorded calls are used up fails without another call. Returns 1
+ * to go on to the plugin. */
+static int guard_attempt(flow_t *f, flow_part_t *pt, const void *rec,
+                         const void *id, size_t len, int64_t now) {
+  const flow_conf_t *c = f->conf;
+  char err[512], why[768];
+  store_attempt_t a = {.scope = c->scope,
+                       .event_id = id,
+                       .event_id_len = len,
+                       .topic = f->ops->topic(rec),
+                       .partition = f->ops->partition(rec),
+                       .offset = f->ops->offset(rec)};
+  pt->recorded = 0;
+  if (!pt->claimed)
+    return 1;              /* no event ID to count by */
+  if (pt->attempts == 0) { /* the first call in this process */
+    int record =
+        store_attempts(c->store, &a, (uint32_t)c->max_batch, &pt->attempts);
+    if (pt->attempts > (uint32_t)c->retry_max) {
+      snprintf(why, sizeof(why),
+               "no outcome after %" PRIu32
+               " recorded attempts: each asked for a retry or never "
+               "returned (does the plugin crash the host on this record?)",
+               pt->attempts);
+      fail_head(f, pt, rec, why, 0, now);
+      return 0;
+    }
+    if (!record)
+      return 1;
+  }
+  a.attempts = pt->attempts + 1;
+  pt->recorded = store_attempts_set(f->cur.sb, &a, err, sizeof(err)) == 0;
+  if (!pt->recorded) {
+    snprintf(why, sizeof(why),
+             "cannot record the attempt before the call (called anyway): %s",
+             err);
+    flow_log_record(f, KHOST_LOG_WARNING, rec, why);
+  }
+  return 1;
+}
+
+/* A recorded call returned an outcome: it did not crash the host. */
+static void attempt_returned(flow_t *f, const flow_job_t *job) {
+  char err[512], why[768];
+  store_attempt_t a = {.scope = f->conf->scope,
+                       .event_id = job->event_id,
+                       .event_id_len = job->event_id_len,
+                       .topic = f->ops->topic(job->rec),
+                       .partition = f->ops->partition(job->rec),
+                       .offset = f->ops->offset(job->rec),
+                       .attempts = 0};
+  if (store_attempts_set(f->cur.sb, &a, err, sizeof(err)) == 0)
+    return;
+  snprintf(why, sizeof(why), "cannot clear the recorded attempts: %s", err);
+  flow_log_record(f, KHOST_LOG_WARNING, job->rec, why);
+}
+
+/* ------------------------------------------------------------ the head */
+
+static int head_ready(const flow_t *f, const flow_part_t *pt, int64_t now) {
+  return pt->queue.length > 0 && pt->wait_until <= now && !pt->dl_flying &&
+         !f->hold && !f->breaker_open;
+}
+
+/* Take pt's head one step: a job for the adapter (FLOW_CALL or
+ * FLOW_DEAD_LETTER), or FLOW_NONE when it was settled here or waits. */
+static int step_head(flow_t *f, flow_part_t *pt, int64_t now, flow_job_t *job) {
+  void *rec = g_queue_peek_head(&pt->queue);
+  const void *id;
+  size_t len;
+  if (f->ops->is_end(rec)) { /* it only carries progress */
+    finish(f, pt, STORE_OUTCOME_OK);
+    return FLOW_NONE;
+  }
+  flow_event_id(f, rec, &id, &len);
+  if (!pt->started && !check_head(f, pt, rec, id, len, now))
+    return FLOW_NONE;
+  *job = (flow_job_t){.part = pt,
+                      .rec = rec,
+                      .event_id = id,
+                      .event_id_len = len,
+                      .replay = replay_range(pt, f->ops->offset(rec)) != NULL};
+  if (pt->dead_letter) {
+    pt->dl_flying = 1;
+    job->attempt = pt->attempts;
+    job->reason = pt->reason;
+    return FLOW_DEAD_LETTER;
+  }
+  if (!guard_attempt(f, pt, rec, id, len, now) || pt->dead_letter)
+    return FLOW_NONE;
+  job->attempt = ++pt->attempts;
+  return FLOW_CALL;
+}
+
+int flow_next(flow_t *f, int64_t now, flow_job_t *job) {
+  size_t n = f->parts->len;
+  for (int moved = 1; moved && n > 0;) {
+    moved = 0;
+    for (size_t k = 0; k < n; k++) {
+      /* A batch never grows past max_batch outcomes. */
+      if (f->cur.done->len >= f->conf->max_batch)
+        return FLOW_NONE;
+      flow_part_t *pt = f->parts->pdata[f->rr++ % n];
+      if (!head_ready(f, pt, now))
+        continue;
+      guint before = f->cur.done->len;
+      int r = step_head(f, pt, now, job);
+      if (r != FLOW_NONE)
+        return r;
+      moved |= f->cur.done->len != before;
+    }
+  }
+  return FLOW_NONE;
+}
+
+/* RETRY: wait at the head for a backoff, or fail once retries are used
+ * up. */
+static void retry(flow_t *f, flow_part_t *pt, void *rec, int64_t now) {
+  const flow_conf_t *c = f->conf;
+  char why[192];
+  atomic_fetch_add(&c->counts->retries, 1);
+  if (pt->attempts <= (uint32_t)c->retry_max) {
+    int64_t wait = backoff_ms(c, pt->attempts);
+    snprintf(why, sizeof(why),
+             "attempt %" PRIu32 " asks to retry; next in %" PRId64
+             " ms (partition paused)",
+             pt->attempts, wait);
+    flow_log_record(f, KHOST_LOG_WARNING, rec, why);
+    pt->wait_until = now + wait;
+    return;
+  }
+  snprintf(why, sizeof(why), "still failing after %" PRIu32 " attempts",
+           pt->attempts);
+  fail_head(f, pt, rec, why, 1, now);
+}
+
+int flow_outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
+                 int64_t now) {
+  const flow_conf_t *c = f->conf;
+  flow_part_t *pt = job->part;
+  if (pt->recorded && res != KHOST_RETRY)
+    attempt_returned(f, job);
+  pt->recorded = 0;
+  switch (res) {
+  case KHOST_OK:
+    atomic_fetch_add(&c->counts->handled, 1);
+    if (c->breaker)
+      breaker_record(c->breaker, 0, now);
+    finish(f, pt, STORE_OUTCOME_OK);
+    return 0;
+  case KHOST_FATAL:
+    flow_log_record(f, KHOST_LOG_ERR, job->rec,
+                    "the plugin reported a fatal error");
+    return -1;
+  case KHOST_RETRY:
+    retry(f, pt, job->rec, now);
+    return 0;
+  default:
+    fail_head(f, pt, job->rec, "the plugin failed the record", 1, now);
+    return 0;
+  }
+}
+
+void flow_release_head(flow_t *f, flow_part_t *pt) {
+  void *rec = g_queue_peek_head(&pt->queue);
+  const void *id;
+  size_t len;
+  if (rec && pt->claimed && flow_event_id(f, rec, &id, &len))
+    store_release(f->conf->store, f->conf->scope, id, len);
+  pt->started = pt->claimed = pt->dead_letter = pt->dl_flying = 0;
+  pt->waits_claim = pt->recorded = 0;
+  pt->attempts = 0;
+}
+
+int64_t flow_ready_in(flow_t *f, int64_t now, int64_t cap) {
+  int64_t t = cap;
+  for (guint i = 0; i < f->parts->len; i++) {
+    const flow_part_t *pt = f->parts->pdata[i];
+    if (head_ready(f, pt, now))
+      return 0;
+    if (pt->queue.length > 0 && !pt->dl_flying && pt->wait_until - now < t)
+      t = pt->wait_until - now;
+  }
+  return t < 0 ? 0 : t;
+}
+
+int flow_check_breaker(flow_t *f, int64_t now) {
+  const flow_conf_t *c = f->conf;
+  if (!c->breaker)
+    return 0;
+  int open = breaker_open_for(c->breaker, now) > 0;
+  if (open != f->breaker_open) {
+    f->breaker_open = open;
+    log_msg(open ? KHOST_LOG_WARNING : KHOST_LOG_NOTICE, c->who,
+            open ? "circuit breaker open: partitions paused"
+                 : "circuit breaker closed: resuming");
+  }
+  return open;
+}

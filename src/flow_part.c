@@ -1,0 +1,291 @@
+/*
+ * The flow core's partitions, batches and positions (flow.h): which
+ * records a member owns, which outcomes wait to be durable, and which
+ * offsets may be committed. A position moves only when the batch holding
+ * its outcomes is durable, and only forward.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flow_int.h"
+#include "log.h"
+
+static int batch_init(flow_t *f, flow_batch_t *b, char *err, size_t errlen) {
+  b->done = g_ptr_array_new();
+  b->claims = g_ptr_array_new();
+  return f->conf->store ? store_batch_open(f->conf->store, &b->sb, err, errlen)
+                        : 0;
+}
+
+int flow_open(flow_t **out, const flow_conf_t *conf, const flow_rec_ops_t *ops,
+              char *err, size_t errlen) {
+  flow_t *f = calloc(1, sizeof(*f));
+  char why[512] = "";
+  f->conf = conf;
+  f->ops = ops;
+  f->parts = g_ptr_array_new();
+  if (batch_init(f, &f->cur, why, sizeof(why)) != 0 ||
+      batch_init(f, &f->air, why, sizeof(why)) != 0) {
+    snprintf(err, errlen, "%s: %s", conf->who, why);
+    flow_close(f);
+    return -1;
+  }
+  *out = f;
+  return 0;
+}
+
+static void batch_free(flow_t *f, flow_batch_t *b) {
+  if (!b->done)
+    return;
+  flow_batch_abandon(f, b);
+  store_batch_close(b->sb);
+  g_ptr_array_free(b->done, TRUE);
+  g_ptr_array_free(b->claims, TRUE);
+}
+
+void flow_close(flow_t *f) {
+  if (!f)
+    return;
+  while (f->parts->len > 0)
+    flow_drop(f, f->parts->pdata[0]);
+  g_ptr_array_free(f->parts, TRUE);
+  batch_free(f, &f->cur);
+  batch_free(f, &f->air);
+  free(f);
+}
+
+/* ------------------------------------------------------------ partitions */
+
+flow_part_t *flow_find(flow_t *f, const char *topic, int32_t partition) {
+  /* Records come in runs of one partition: try the last one first. */
+  if (f->last && f->last->partition == partition &&
+      strcmp(f->last->topic, topic) == 0)
+    return f->last;
+  for (guint i = 0; i < f->parts->len; i++) {
+    flow_part_t *pt = f->parts->pdata[i];
+    if (pt->partition == partition && strcmp(pt->topic, topic) == 0)
+      return pt;
+  }
+  return NULL;
+}
+
+/* The replayed ranges of a newly owned partition (khost replay). */
+static void load_ranges(flow_t *f, flow_part_t *pt) {
+  const flow_conf_t *c = f->conf;
+  char err[512];
+  if (!c->store)
+    return;
+  if (store_replay_ranges(c->store, c->scope, pt->topic, pt->partition,
+                          &pt->ranges, &pt->n_ranges, err, sizeof(err)) != 0)
+    log_msg(KHOST_LOG_WARNING, c->who,
+            "%s [%" PRId32 "]: cannot read replayed ranges: %s", pt->topic,
+            pt->partition, err);
+  else if (pt->n_ranges > 0)
+    log_msg(KHOST_LOG_INFO, c->who,
+            "%s [%" PRId32 "]: %zu replayed range(s), newest [%" PRId64
+            ", %" PRId64 ") %s",
+            pt->topic, pt->partition, pt->n_ranges, pt->ranges[0].from,
+            pt->ranges[0].to,
+            pt->ranges[0].mode == STORE_REPLAY_REPROCESS ? "reprocess"
+                                                         : "skip");
+}
+
+flow_part_t *flow_assign(flow_t *f, const char *topic, int32_t partition) {
+  flow_part_t *pt = flow_find(f, topic, partition);
+  if (pt)
+    return pt;
+  pt = calloc(1, sizeof(*pt));
+  pt->topic = strdup(topic);
+  pt->partition = partition;
+  pt->next = pt->committed = -1;
+  g_queue_init(&pt->queue);
+  load_ranges(f, pt);
+  g_ptr_array_add(f->parts, pt);
+  return pt;
+}
+
+void flow_drop(flow_t *f, flow_part_t *pt) {
+  void *rec;
+  flow_release_head(f, pt);
+  while ((rec = g_queue_pop_head(&pt->queue))) {
+    f->ops->free(rec);
+    f->queued--;
+  }
+  g_ptr_array_remove(f->parts, pt);
+  if (f->last == pt)
+    f->last = NULL;
+  free(pt->ranges);
+  free(pt->topic);
+  free(pt);
+}
+
+size_t flow_parts(const flow_t *f) {
+  return f->parts->len;
+}
+
+flow_part_t *flow_part_at(const flow_t *f, size_t i) {
+  return f->parts->pdata[i];
+}
+
+const char *flow_part_topic(const flow_part_t *pt) {
+  return pt->topic;
+}
+
+int32_t flow_part_partition(const flow_part_t *pt) {
+  return pt->partition;
+}
+
+void *flow_part_user(const flow_part_t *pt) {
+  return pt->user;
+}
+
+void flow_part_set_user(flow_part_t *pt, void *user) {
+  pt->user = user;
+}
+
+int flow_part_wants_pause(const flow_t *f, const flow_part_t *pt, int64_t now) {
+  return f->hold || f->breaker_open ||
+         (pt->queue.length > 0 && pt->wait_until > now + f->conf->pause_min_ms);
+}
+
+int flow_part_paused(const flow_part_t *pt) {
+  return pt->paused;
+}
+
+void flow_part_set_paused(flow_part_t *pt, int paused) {
+  pt->paused = paused;
+}
+
+/* ------------------------------------------------------------ positions */
+
+int64_t flow_part_position(const flow_part_t *pt, int all) {
+  if (pt->next < 0 || (!all && pt->next == pt->committed))
+    return -1;
+  return pt->next;
+}
+
+void flow_committed(flow_t *f, const char *topic, int32_t partition,
+                    int64_t offset) {
+  flow_part_t *pt = flow_find(f, topic, partition);
+  if (pt && offset > pt->committed)
+    pt->committed = offset;
+}
+
+/* The records of b are durable: advance their partitions' positions. */
+static void advance(flow_t *f, const flow_batch_t *b) {
+  const flow_rec_ops_t *o = f->ops;
+  for (guint i = 0; i < b->done->len; i++) {
+    const void *rec = b->done->pdata[i];
+    const char *topic = o->topic(rec);
+    int64_t offset = o->offset(rec);
+    flow_part_t *pt = flow_find(f, topic, o->partition(rec));
+    if (!pt) /* revoked meanwhile; its next owner gets it */
+      continue;
+    if (!o->is_end(rec)) {
+      if (offset + 1 > pt->next)
+        pt->next = offset + 1;
+    } else if (pt->next < 0) {
+      /* Nothing was read here since the assignment: the partition started
+       * at its end (its committed offset), with nothing to commit. */
+      if (f->conf->at_end)
+        f->conf->at_end(f->conf->at_end_ctx, topic, pt->partition, offset);
+    } else if (offset > pt->next) {
+      /* The end lies past the last record (transaction markers): at a
+       * partition end the marker's offset is the end offset. */
+      pt->next = offset;
+    }
+  }
+}
+
+/* ------------------------------------------------------------ records */
+
+int flow_push(flow_t *f, void *rec) {
+  flow_part_t *pt = flow_find(f, f->ops->topic(rec), f->ops->partition(rec));
+  if (!pt)
+    return -1;
+  f->last = pt;
+  g_queue_push_tail(&pt->queue, rec);
+  f->queued++;
+  return 0;
+}
+
+size_t flow_queued(const flow_t *f) {
+  return f->queued;
+}
+
+/* ------------------------------------------------------------ batches */
+
+flow_batch_t *flow_cur(flow_t *f) {
+  return &f->cur;
+}
+
+flow_batch_t *flow_air(flow_t *f) {
+  return &f->air;
+}
+
+size_t flow_batch_len(const flow_batch_t *b) {
+  return b->done->len;
+}
+
+store_batch_t *flow_batch_store(flow_batch_t *b) {
+  return b->sb;
+}
+
+int flow_batch_due(flow_t *f, int64_t now) {
+  if (f->cur.done->len == 0)
+    return 0;
+  if (f->first_done_at == 0)
+    f->first_done_at = now;
+  return f->cur.done->len >= f->conf->max_batch ||
+         now - f->first_done_at >= f->conf->linger_ms;
+}
+
+store_batch_t *flow_batch_take_off(flow_t *f) {
+  flow_batch_t spare = f->air;
+  f->air = f->cur;
+  f->cur = spare;
+  f->first_done_at = 0;
+  return f->air.sb;
+}
+
+static void batch_clear(flow_t *f, flow_batch_t *b) {
+  for (guint i = 0; i < b->done->len; i++)
+    f->ops->free(b->done->pdata[i]);
+  g_ptr_array_set_size(b->done, 0);
+  g_ptr_array_set_size(b->claims, 0);
+  if (b == &f->cur)
+    f->first_done_at = 0;
+}
+
+void flow_batch_durable(flow_t *f, flow_batch_t *b) {
+  advance(f, b);
+  batch_clear(f, b);
+}
+
+void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
+  const flow_conf_t *c = f->conf;
+  if (b->done->len > 0)
+    log_msg(KHOST_LOG_WARNING, c->who,
+            "%u handled records not made durable: they will be delivered "
+            "again",
+            b->done->len);
+  for (guint i = 0; i < b->claims->len; i++) {
+    const void *id;
+    size_t len;
+    if (flow_event_id(f, b->claims->pdata[i], &id, &len))
+      store_release(c->store, c->scope, id, len);
+  }
+  if (b->sb)
+    store_batch_discard(b->sb);
+  batch_clear(f, b);
+}
+
+void flow_set_hold(flow_t *f, int hold) {
+  f->hold = hold;
+}
+
+int flow_held(const flow_t *f) {
+  return f->hold;
+}

@@ -1,0 +1,68 @@
+/*
+ * A librdkafka message as the flow core and the plugin see it (record.h).
+ */
+#include "record.h"
+
+/* The flow core's view of a librdkafka message. */
+static const char *rec_topic(const void *rec) {
+  return rd_kafka_topic_name(((const rd_kafka_message_t *)rec)->rkt);
+}
+static int32_t rec_partition(const void *rec) {
+  return ((const rd_kafka_message_t *)rec)->partition;
+}
+static int64_t rec_offset(const void *rec) {
+  return ((const rd_kafka_message_t *)rec)->offset;
+}
+/* Only partition-end markers are queued with an error (enqueue()). */
+static int rec_is_end(const void *rec) {
+  return ((const rd_kafka_message_t *)rec)->err != 0;
+}
+static void rec_key(const void *rec, const void **key, size_t *len) {
+  const rd_kafka_message_t *msg = rec;
+  *key = msg->key;
+  *len = msg->key_len;
+}
+static int rec_header(const void *rec, const char *name, const void **value,
+                      size_t *len) {
+  rd_kafka_headers_t *hdrs = NULL;
+  return rd_kafka_message_headers((rd_kafka_message_t *)rec, &hdrs) ==
+             RD_KAFKA_RESP_ERR_NO_ERROR &&
+         rd_kafka_header_get_last(hdrs, name, value, len) ==
+             RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+static void rec_free(void *rec) {
+  rd_kafka_message_destroy(rec);
+}
+
+const flow_rec_ops_t record_ops = {
+    .topic = rec_topic,
+    .partition = rec_partition,
+    .offset = rec_offset,
+    .is_end = rec_is_end,
+    .key = rec_key,
+    .header = rec_header,
+    .free = rec_free,
+};
+
+void record_for_plugin(const flow_job_t *job, khost_record_t *out) {
+  rd_kafka_message_t *msg = job->rec;
+  rd_kafka_headers_t *hdrs = NULL;
+  rd_kafka_timestamp_type_t tstype;
+  rd_kafka_message_headers(msg, &hdrs);
+  *out = (khost_record_t){
+      .struct_size = sizeof(*out),
+      .topic = rd_kafka_topic_name(msg->rkt),
+      .partition = msg->partition,
+      .offset = msg->offset,
+      .timestamp = rd_kafka_message_timestamp(msg, &tstype),
+      .key = msg->key,
+      .key_len = msg->key_len,
+      .value = msg->payload,
+      .value_len = msg->len,
+      .event_id = job->event_id,
+      .event_id_len = job->event_id_len,
+      .attempt = job->attempt,
+      .flags = job->replay ? KHOST_RECORD_REPLAY : 0,
+      .host_priv = hdrs,
+  };
+}

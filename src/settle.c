@@ -1,0 +1,150 @@
+/*
+ * Settling a member's outcomes: the plugin flushes its effects, the batch
+ * of marks becomes durable (one store transaction, on the durability
+ * thread when there is one), and only then are the positions committed.
+ * A batch that cannot be made durable holds every partition (polling goes
+ * on) until it can, or is abandoned with every batch after it, so that
+ * offsets stay in order.
+ *
+ * Threads: the member's thread; the batch in the air is committed on the
+ * durability thread (durable.h).
+ */
+#include <stdio.h>
+
+#include "log.h"
+#include "member_int.h"
+
+/* Longest wait between two tries of a batch the store refused (a full
+ * disk, a read-only file): the hold ends at most this long after the
+ * fault. */
+#define SETTLE_HOLD_MAX_MS 2000
+
+/* The wait after the attempt-th failed try of a batch: doubling from
+ * 200 ms, at most SETTLE_HOLD_MAX_MS. */
+static int64_t hold_backoff_ms(int attempt) {
+  int64_t ms = 100LL << (attempt < 8 ? attempt : 8);
+  return ms < SETTLE_HOLD_MAX_MS ? ms : SETTLE_HOLD_MAX_MS;
+}
+
+/* Make the plugin's effects and the marks of b durable. Transient faults
+ * (SQLite busy, full, read-only; a failing flush) are waited out with every
+ * partition paused and polling going on; a permanent one stops the
+ * pipeline. A stop while waiting gets one last try, so that a fault that
+ * cleared since the previous one does not cost the batch. A fault the
+ * durability thread met is passed in as *first (NULL: none yet; the first
+ * try is made here). */
+static int make_durable(member_t *m, flow_batch_t *b, int wait,
+                        const char *first, int first_transient) {
+  store_batch_t *sb = flow_batch_store(b);
+  char err[512];
+  for (int attempt = 1, last = 0;; attempt++) {
+    int transient = 1;
+    err[0] = '\0';
+    if (attempt == 1 && first) {
+      snprintf(err, sizeof(err), "%s", first);
+      transient = first_transient;
+    } else if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
+               (!sb || store_batch_pending(sb) == 0 ||
+                store_batch_commit(sb, &transient, err, sizeof(err)) == 0)) {
+      break;
+    }
+    if (!transient) {
+      member_fail(m, "%s: dedup store: %s", m->who, err);
+      return -1;
+    }
+    if (!wait || last) {
+      log_msg(KHOST_LOG_WARNING, m->who,
+              "cannot make the batch durable before %s: %s",
+              last ? "stopping" : "the partitions go", err);
+      return -1;
+    }
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "cannot make the batch durable (attempt %d), holding every "
+            "partition and committing nothing: %s",
+            attempt, err);
+    if (!flow_held(m->flow)) {
+      flow_set_hold(m->flow, 1);
+      metrics_held(m->env->metrics, m->index, 1);
+      poll_pauses(m);
+    }
+    last = poll_wait(m, hold_backoff_ms(attempt));
+  }
+  if (flow_held(m->flow)) {
+    log_msg(KHOST_LOG_NOTICE, m->who, "the batch is durable again: resuming");
+    flow_set_hold(m->flow, 0);
+    metrics_held(m->env->metrics, m->index, 0);
+  }
+  return 0;
+}
+
+/* Make b durable here, then advance; or abandon it. */
+static int settle_batch(member_t *m, flow_batch_t *b, int wait,
+                        const char *first, int first_transient) {
+  if (flow_batch_len(b) == 0)
+    return 0;
+  if (make_durable(m, b, wait, first, first_transient) != 0) {
+    flow_batch_abandon(m->flow, b);
+    return -1;
+  }
+  flow_batch_durable(m->flow, b);
+  return 0;
+}
+
+/* Hand the current batch to the durability thread; the (empty) batch that
+ * landed last becomes the current one. */
+static void take_off(member_t *m) {
+  m->flying = 1;
+  durable_send(m->durable, flow_batch_take_off(m->flow));
+}
+
+/* Take the batch in the air back once it has landed (block: wait for it)
+ * and advance past it, or settle it here when its transaction failed
+ * (wait: as make_durable()). Returns 1 while it is still in the air, 0
+ * when nothing is in the air any more, -1 when it was abandoned (and the
+ * current batch with it: its records come after). */
+int settle_land(member_t *m, int block, int wait) {
+  int rc, transient;
+  char err[512];
+  if (!m->flying)
+    return 0;
+  if (durable_land(m->durable, block, &rc, &transient, err, sizeof(err)))
+    return 1;
+  m->flying = 0;
+  if (rc == 0) {
+    flow_batch_durable(m->flow, flow_air(m->flow));
+  } else if (settle_batch(m, flow_air(m->flow), wait, err, transient) != 0) {
+    flow_batch_abandon(m->flow, flow_cur(m->flow));
+    return -1;
+  }
+  commit_positions(m, 0);
+  return 0;
+}
+
+/* Make the pending outcomes durable, then commit their offsets, here and
+ * now: the batch in the air first, then the current one. wait: transient
+ * faults are waited out (polling); else one try (inside a rebalance
+ * callback, where polling is not allowed). A batch that cannot be made
+ * durable is abandoned, and so is every later one (offsets stay in
+ * order). */
+void settle(member_t *m, int sync, int wait) {
+  if (settle_land(m, 1, wait) == 0)
+    settle_batch(m, flow_cur(m->flow), wait, NULL, 0);
+  commit_positions(m, sync);
+}
+
+/* The batch is due: with a durability thread, make it durable there once
+ * the plugin has flushed its effects, while the member goes on. */
+void settle_due(member_t *m) {
+  char err[512];
+  if (!m->durable ||
+      store_batch_pending(flow_batch_store(flow_cur(m->flow))) == 0) {
+    settle(m, 0, 1);
+    return;
+  }
+  if (settle_land(m, 1, 1) != 0)
+    return; /* abandoned, the current batch too */
+  if (plugin_instance_flush(m->inst, err, sizeof(err)) != 0)
+    settle(m, 0, 1); /* waits the flush out, then made durable here */
+  else
+    take_off(m);
+}

@@ -1,0 +1,250 @@
+/*
+ * The store: what members and the flow core ask of the database that
+ * remembers which event IDs a pipeline has handled. One small table of
+ * operations, so that the SQLite file of today (store_sqlite.c over
+ * dedup.c), the in-memory fake of the unit tests (store_mem.c) and later
+ * a shared store (several hosts, one database) sit behind the same calls.
+ *
+ * Claims: store_claim() answers "seen?" and, when the ID is new, reserves
+ * it at once, so that a second copy of the same ID (same batch, another
+ * member) is not handled twice. The claimant then either adds a mark for
+ * it to a batch that commits, or releases it (batch abandoned, partition
+ * lost). Until then the ID is in flight (STORE_IN_FLIGHT), not seen.
+ *
+ * Batches: a store_batch_t gathers what must become durable together
+ * (today the dedup marks of handled records) and commits it in one
+ * transaction. The batch is the unit that later also carries plugin state
+ * writes and the consumed offsets, so that all of them are durable
+ * together or not at all: new kinds of entries get their own
+ * store_batch_*() call and a new entry at the end of store_ops_t.
+ *
+ * Threads: a store_t is shared by all members and is thread-safe. A
+ * store_batch_t belongs to one thread at a time (it may be handed over,
+ * as the member hands a batch to its durability thread).
+ *
+ * Ownership: every call copies what it keeps; IDs and names are borrowed
+ * only for the call.
+ */
+#ifndef KHOST_STORE_H
+#define KHOST_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store_t;
+typedef struct store_batch store_batch_t;
+
+/* What a claim found. */
+enum {
+  STORE_SEEN = 0,     /* a durable mark: handled before */
+  STORE_NEW = 1,      /* claimed by the caller (STORE_LOOKUP: absent) */
+  STORE_IN_FLIGHT = 2 /* claimed by someone whose mark is not durable yet */
+};
+
+/* How to claim (store_claim()'s mode). */
+enum {
+  STORE_CLAIM = 0, /* new IDs only */
+  /* Replayed with --dedup reprocess: an ID whose newest mark was handled
+   * before before_ms is claimed again (STORE_NEW) unless another re-claim
+   * holds it; its release leaves it seen. */
+  STORE_CLAIM_AGAIN = 1,
+  /* Only look: STORE_NEW means absent, nothing is claimed. */
+  STORE_LOOKUP = 2
+};
+
+/* Outcome recorded with a mark. */
+enum { STORE_OUTCOME_OK = 0, STORE_OUTCOME_FAIL = 1 };
+
+typedef struct store_mark {
+  uint32_t scope; /* from store_scope() */
+  const void *event_id;
+  size_t event_id_len;
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+  int64_t handled_at_ms; /* wall clock, ms since the epoch */
+  int outcome;           /* STORE_OUTCOME_* */
+} store_mark_t;
+
+/* Replay ranges: offsets [from, to) of one partition that `khost replay`
+ * put back in front of a pipeline, and what dedup does with them. */
+enum { STORE_REPLAY_SKIP = 0, STORE_REPLAY_REPROCESS = 1 };
+typedef struct store_range {
+  int64_t from, to;    /* [from, to) */
+  int mode;            /* STORE_REPLAY_* */
+  int64_t recorded_ms; /* when the replay was recorded (wall clock) */
+} store_range_t;
+
+/* A record's plugin calls that have no outcome yet (attempts that asked
+ * for a retry or never returned: the process may have crashed in them). */
+typedef struct store_attempt {
+  uint32_t scope;
+  const void *event_id;
+  size_t event_id_len;
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+  uint32_t attempts; /* calls made, this one included; 0: forget them */
+} store_attempt_t;
+
+typedef struct store_stats {
+  size_t ids;         /* event IDs remembered (committed or claimed) */
+  int64_t pruned;     /* marks removed by pruning since open */
+  int64_t prune_runs; /* prunes completed since open */
+} store_stats_t;
+
+/* The operations of one implementation. The table only grows: new
+ * entries go at the end. Every err names the store (file, server) and the
+ * implementation's own message. */
+typedef struct store_ops {
+  const char *name; /* "sqlite", "memory" */
+  /* Free everything. Batches must be closed first. */
+  void (*close)(store_t *s);
+  /* The scope id of a pipeline name (created on first use). */
+  int (*scope)(store_t *s, const char *pipeline, uint32_t *scope, char *err,
+               size_t errlen);
+  /* STORE_NEW, STORE_SEEN or STORE_IN_FLIGHT; mode: STORE_CLAIM*. */
+  int (*claim)(store_t *s, uint32_t scope, const void *id, size_t len, int mode,
+               int64_t before_ms);
+  /* Give back a claim whose mark will never be committed. */
+  void (*release)(store_t *s, uint32_t scope, const void *id, size_t len);
+  /* A batch of the caller's thread (its own connection, where there is
+   * one), and its end (entries still buffered are dropped). */
+  int (*batch_open)(store_t *s, store_batch_t **out, char *err, size_t errlen);
+  void (*batch_close)(store_batch_t *b);
+  /* Buffer a mark (copied) for the next commit. */
+  int (*batch_add_mark)(store_batch_t *b, const store_mark_t *m);
+  /* Everything buffered, in one transaction. On failure nothing is
+   * written, the entries stay buffered (commit may be retried), and
+   * *transient says whether the fault may clear by itself. */
+  int (*batch_commit)(store_batch_t *b, int *transient, char *err,
+                      size_t errlen);
+  /* Drop what is buffered (its claims must be released). */
+  void (*batch_discard)(store_batch_t *b);
+  /* Forget marks handled before now_ms - retention. */
+  int (*prune)(store_t *s, int64_t now_ms, int64_t *removed, char *err,
+               size_t errlen);
+  /* The replayed ranges of one partition, newest first; *out is malloc'd
+   * (NULL when *n is 0). */
+  int (*replay_ranges)(store_t *s, uint32_t scope, const char *topic,
+                       int32_t partition, store_range_t **out, size_t *n,
+                       char *err, size_t errlen);
+  /* Crash attempts: *count gets the calls recorded for a->event_id by this
+   * or an earlier process; returns 1 when the next call of this record
+   * must be recorded before it is made (calls are recorded, or the
+   * process before this one stopped uncleanly and fewer than budget first
+   * calls of a->partition were counted since), else 0. */
+  int (*attempts)(store_t *s, const store_attempt_t *a, uint32_t budget,
+                  uint32_t *count);
+  /* Record a->attempts durably before the call (0: the call returned an
+   * outcome; forget the record's calls), in a transaction of its own on
+   * the batch's connection; what the batch buffers is not written. */
+  int (*attempts_set)(store_batch_t *b, const store_attempt_t *a, char *err,
+                      size_t errlen);
+  void (*stats)(store_t *s, store_stats_t *out);
+  /* 1 when the store was created (or found empty) at open and this is
+   * the first call for scope: the caller checks once whether the pipeline
+   * already has a history elsewhere (committed offsets) that the store
+   * lacks. 0 otherwise. */
+  int (*history_check_due)(store_t *s, uint32_t scope);
+} store_ops_t;
+
+/* Implementations embed these first. */
+struct store {
+  const store_ops_t *ops;
+};
+struct store_batch {
+  store_t *store;
+  size_t pending; /* entries buffered since the last commit or discard */
+};
+
+static inline void store_close(store_t *s) {
+  if (s)
+    s->ops->close(s);
+}
+static inline int store_scope(store_t *s, const char *pipeline, uint32_t *scope,
+                              char *err, size_t errlen) {
+  return s->ops->scope(s, pipeline, scope, err, errlen);
+}
+static inline int store_claim(store_t *s, uint32_t scope, const void *id,
+                              size_t len, int mode, int64_t before_ms) {
+  return s->ops->claim(s, scope, id, len, mode, before_ms);
+}
+static inline void store_release(store_t *s, uint32_t scope, const void *id,
+                                 size_t len) {
+  s->ops->release(s, scope, id, len);
+}
+static inline int store_batch_open(store_t *s, store_batch_t **out, char *err,
+                                   size_t errlen) {
+  return s->ops->batch_open(s, out, err, errlen);
+}
+static inline void store_batch_close(store_batch_t *b) {
+  if (b)
+    b->store->ops->batch_close(b);
+}
+static inline int store_batch_add_mark(store_batch_t *b,
+                                       const store_mark_t *m) {
+  int rc = b->store->ops->batch_add_mark(b, m);
+  if (rc == 0)
+    b->pending++;
+  return rc;
+}
+static inline size_t store_batch_pending(const store_batch_t *b) {
+  return b->pending;
+}
+static inline int store_batch_commit(store_batch_t *b, int *transient,
+                                     char *err, size_t errlen) {
+  int rc = b->store->ops->batch_commit(b, transient, err, errlen);
+  if (rc == 0)
+    b->pending = 0;
+  return rc;
+}
+static inline void store_batch_discard(store_batch_t *b) {
+  b->store->ops->batch_discard(b);
+  b->pending = 0;
+}
+static inline int store_prune(store_t *s, int64_t now_ms, int64_t *removed,
+                              char *err, size_t errlen) {
+  return s->ops->prune(s, now_ms, removed, err, errlen);
+}
+static inline int store_replay_ranges(store_t *s, uint32_t scope,
+                                      const char *topic, int32_t partition,
+                                      store_range_t **out, size_t *n, char *err,
+                                      size_t errlen) {
+  return s->ops->replay_ranges(s, scope, topic, partition, out, n, err, errlen);
+}
+static inline int store_attempts(store_t *s, const store_attempt_t *a,
+                                 uint32_t budget, uint32_t *count) {
+  return s->ops->attempts(s, a, budget, count);
+}
+static inline int store_attempts_set(store_batch_t *b, const store_attempt_t *a,
+                                     char *err, size_t errlen) {
+  return b->store->ops->attempts_set(b, a, err, errlen);
+}
+static inline void store_stats(store_t *s, store_stats_t *out) {
+  s->ops->stats(s, out);
+}
+static inline int store_history_check_due(store_t *s, uint32_t scope) {
+  return s->ops->history_check_due(s, scope);
+}
+
+/* ------------------------------------------------------------------------
+ * Implementations. */
+
+/* The SQLite file (dedup.c): opts as dedup_open()'s. */
+struct dedup_opts;
+int store_sqlite_open(store_t **out, const struct dedup_opts *opts, char *err,
+                      size_t errlen);
+
+/* The in-memory fake of the unit tests: nothing survives close. A commit
+ * can be made to fail (store_mem_fail_commits()). */
+store_t *store_mem_new(void);
+/* The next n batch commits fail (transient: 1 or 0); n = 0 stops that. */
+void store_mem_fail_commits(store_t *s, int n, int transient);
+/* Record a replayed range, as `khost replay` does. */
+void store_mem_add_range(store_t *s, uint32_t scope, const char *topic,
+                         int32_t partition, const store_range_t *r);
+/* Mark the store as left behind by an unclean stop. */
+void store_mem_set_unclean(store_t *s, int unclean);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * The store on one SQLite file: store.h's operations over dedup.c, which
+ * keeps the append-only table of marks and the in-memory set of every ID
+ * inside the retention window. A batch is a dedup writer (a connection of
+ * its own).
+ *
+ * Threads: as dedup.h (the store is thread-safe, a batch belongs to one
+ * thread at a time).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dedup.h"
+#include "store.h"
+
+typedef struct sqlite_store {
+  store_t base;
+  dedup_store_t *d;
+} sqlite_store_t;
+
+typedef struct sqlite_batch {
+  store_batch_t base;
+  dedup_writer_t *w;
+} sqlite_batch_t;
+
+static dedup_store_t *dstore(store_t *s) {
+  return ((sqlite_store_t *)s)->d;
+}
+
+static dedup_writer_t *writer(store_batch_t *b) {
+  return ((sqlite_batch_t *)b)->w;
+}
+
+static void sq_close(store_t *s) {
+  dedup_close(dstore(s));
+  free(s);
+}
+
+static int sq_scope(store_t *s, const char *pipeline, uint32_t *scope,
+                    char *err, size_t errlen) {
+  return dedup_scope(dstore(s), pipeline, scope, err, errlen);
+}
+
+/* DEDUP_* and STORE_* answers have the same values (checked below). */
+static int sq_claim(store_t *s, uint32_t scope, const void *id, size_t len,
+                    int mode, int64_t before_ms) {
+  dedup_store_t *d = dstore(s);
+  int r;
+  if (mode == STORE_CLAIM_AGAIN)
+    return dedup_claim_again_before(d, scope, id, len, before_ms);
+  r = dedup_claim(d, scope, id, len);
+  /* A look only: what was claimed for it goes back at once. */
+  if (mode == STORE_LOOKUP && r == DEDUP_NEW)
+    dedup_release(d, scope, id, len);
+  return r;
+}
+
+static void sq_release(store_t *s, uint32_t scope, const void *id, size_t len) {
+  dedup_release(dstore(s), scope, id, len);
+}
+
+static int sq_batch_open(store_t *s, store_batch_t **out, char *err,
+                         size_t errlen) {
+  sqlite_batch_t *b = calloc(1, sizeof(*b));
+  if (!b || dedup_writer_open(dstore(s), &b->w, err, errlen) != 0) {
+    free(b);
+    return -1;
+  }
+  b->base.store = s;
+  *out = &b->base;
+  return 0;
+}
+
+static void sq_batch_close(store_batch_t *b) {
+  dedup_writer_close(writer(b));
+  free(b);
+}
+
+/* A marked record has an outcome: its recorded calls are forgotten in
+ * memory (the row goes once the mark is durable, dedup.h "Attempts"). */
+static int sq_batch_add_mark(store_batch_t *b, const store_mark_t *m) {
+  int rc = dedup_writer_add(writer(b), (const dedup_mark_t *)m);
+  dedup_attempts_forget(dstore(b->store), m->scope, m->event_id,
+                        m->event_id_len);
+  return rc;
+}
+
+static int sq_batch_commit(store_batch_t *b, int *transient, char *err,
+                           size_t errlen) {
+  return dedup_writer_commit(writer(b), transient, err, errlen);
+}
+
+static void sq_batch_discard(store_batch_t *b) {
+  dedup_writer_discard(writer(b));
+}
+
+static int sq_prune(store_t *s, int64_t now_ms, int64_t *removed, char *err,
+                    size_t errlen) {
+  return dedup_prune(dstore(s), now_ms, removed, err, errlen);
+}
+
+static int sq_replay_ranges(store_t *s, uint32_t scope, const char *topic,
+                            int32_t partition, store_range_t **out, size_t *n,
+                            char *err, size_t errlen) {
+  dedup_range_t *r = NULL;
+  if (dedup_replay_ranges(dstore(s), scope, topic, partition, &r, n, err,
+                          errlen) != 0)
+    return -1;
+  *out = (store_range_t *)r; /* same layout (checked below) */
+  return 0;
+}
+
+static int sq_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
+                       uint32_t *count) {
+  dedup_store_t *d = dstore(s);
+  *count = dedup_attempts_get(d, a->scope, a->event_id, a->event_id_len);
+  return *count > 0 ||
+         dedup_attempts_recovering(d, a->scope, a->topic, a->partition, budget);
+}
+
+static int sq_attempts_set(store_batch_t *b, const store_attempt_t *a,
+                           char *err, size_t errlen) {
+  if (a->attempts == 0)
+    return dedup_attempts_clear(writer(b), a->scope, a->event_id,
+                                a->event_id_len, err, errlen);
+  return dedup_attempts_put(writer(b), (const dedup_attempt_t *)a, err, errlen);
+}
+
+static void sq_stats(store_t *s, store_stats_t *out) {
+  dedup_stats_t st;
+  dedup_stats(dstore(s), &st);
+  out->ids = st.ids;
+  out->pruned = st.pruned;
+  out->prune_runs = st.prune_runs;
+}
+
+static int sq_history_check_due(store_t *s, uint32_t scope) {
+  return dedup_history_check_due(dstore(s), scope);
+}
+
+static const store_ops_t sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .scope = sq_scope,
+    .claim = sq_claim,
+    .release = sq_release,
+    .batch_open = sq_batch_open,
+    .batch_close = sq_batch_close,
+    .batch_add_mark = sq_batch_add_mark,
+    .batch_commit = sq_batch_commit,
+    .batch_discard = sq_batch_discard,
+    .prune = sq_prune,
+    .replay_ranges = sq_replay_ranges,
+    .attempts = sq_attempts,
+    .attempts_set = sq_attempts_set,
+    .stats = sq_stats,
+    .history_check_due = sq_history_check_due,
+};
+
+/* The casts above rely on these. */
+_Static_assert((int)STORE_SEEN == (int)DEDUP_SEEN &&
+                   (int)STORE_NEW == (int)DEDUP_NEW &&
+                   (int)STORE_IN_FLIGHT == (int)DEDUP_IN_FLIGHT,
+               "claim answers");
+_Static_assert((int)STORE_OUTCOME_FAIL == (int)DEDUP_OUTCOME_FAIL &&
+                   (int)STORE_REPLAY_REPROCESS == (int)DEDUP_REPLAY_REPROCESS,
+               "outcomes and replay modes");
+_Static_assert(sizeof(store_mark_t) == sizeof(dedup_mark_t) &&
+                   offsetof(store_mark_t, outcome) ==
+                       offsetof(dedup_mark_t, outcome),
+               "marks");
+_Static_assert(sizeof(store_range_t) == sizeof(dedup_range_t) &&
+                   offsetof(store_range_t, recorded_ms) ==
+                       offsetof(dedup_range_t, recorded_ms),
+               "ranges");
+_Static_assert(sizeof(store_attempt_t) == sizeof(dedup_attempt_t) &&
+                   offsetof(store_attempt_t, attempts) ==
+                       offsetof(dedup_attempt_t, attempts),
+               "attempts");
+
+int store_sqlite_open(store_t **out, const struct dedup_opts *opts, char *err,
+                      size_t errlen) {
+  sqlite_store_t *s = calloc(1, sizeof(*s));
+  if (!s || dedup_open(&s->d, opts, err, errlen) != 0) {
+    free(s);
+    return -1;
+  }
+  s->base.ops = &sqlite_ops;
+  *out = &s->base;
+  return 0;
+}

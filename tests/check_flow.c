@@ -1,0 +1,660 @@
+/*
+ * The flow core (src/flow.h) on its own: fake records, the in-memory
+ * store (store_mem.c) and a clock the test moves. No Kafka, no SQLite, no
+ * threads: each case runs in milliseconds. The adapter's part (calling
+ * the plugin, writing dead letters, making batches durable) is played by
+ * the helpers below.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flow.h"
+#include "store.h"
+#include "testutil.h"
+
+/* ------------------------------------------------------------ records */
+
+typedef struct trec {
+  char topic[32];
+  int32_t partition;
+  int64_t offset;
+  int end;     /* a partition-end marker */
+  char id[64]; /* the eventId header; "" for none */
+} trec_t;
+
+static const char *r_topic(const void *r) {
+  return ((const trec_t *)r)->topic;
+}
+static int32_t r_partition(const void *r) {
+  return ((const trec_t *)r)->partition;
+}
+static int64_t r_offset(const void *r) {
+  return ((const trec_t *)r)->offset;
+}
+static int r_is_end(const void *r) {
+  return ((const trec_t *)r)->end;
+}
+static void r_key(const void *r, const void **key, size_t *len) {
+  (void)r;
+  *key = NULL;
+  *len = 0;
+}
+static int r_header(const void *r, const char *name, const void **value,
+                    size_t *len) {
+  const trec_t *t = r;
+  if (strcmp(name, "eventId") != 0 || !t->id[0])
+    return 0;
+  *value = t->id;
+  *len = strlen(t->id);
+  return 1;
+}
+static void r_free(void *r) {
+  free(r);
+}
+
+static const flow_rec_ops_t ops = {r_topic, r_partition, r_offset, r_is_end,
+                                   r_key,   r_header,    r_free};
+
+/* ------------------------------------------------------------ harness */
+
+static int64_t wall_now = 1000000;
+static int64_t wall(void) {
+  return wall_now;
+}
+
+typedef struct tmember {
+  flow_conf_t conf;
+  flow_counts_t counts;
+  flow_t *f;
+} tmember_t;
+
+static store_t *store;
+
+static void setup(void) {
+  store = store_mem_new();
+}
+
+static void teardown(void) {
+  store_close(store);
+}
+
+/* A member with the settings of a typical pipeline; tweak before open. */
+static void member_conf(tmember_t *m) {
+  memset(m, 0, sizeof(*m));
+  m->conf = (flow_conf_t){.who = "orders/0",
+                          .pipeline = "orders",
+                          .eid_header = "eventId",
+                          .retry_max = 3,
+                          .retry_backoff_ms = 100,
+                          .retry_backoff_max_ms = 1000,
+                          .max_batch = 100,
+                          .linger_ms = 10,
+                          .pause_min_ms = 100,
+                          .store = store,
+                          .counts = &m->counts,
+                          .wall_ms = wall};
+  ck_assert_int_eq(store_scope(store, "orders", &m->conf.scope, NULL, 0), 0);
+}
+
+static void member_open(tmember_t *m) {
+  char err[256];
+  ck_assert_msg(flow_open(&m->f, &m->conf, &ops, err, sizeof(err)) == 0, "%s",
+                err);
+  flow_assign(m->f, "t", 0);
+  flow_assign(m->f, "t", 1);
+}
+
+static void member_start(tmember_t *m) {
+  member_conf(m);
+  member_open(m);
+}
+
+static void push(tmember_t *m, int32_t partition, int64_t offset,
+                 const char *id) {
+  trec_t *r = calloc(1, sizeof(*r));
+  strcpy(r->topic, "t");
+  r->partition = partition;
+  r->offset = offset;
+  snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+  ck_assert_int_eq(flow_push(m->f, r), 0);
+}
+
+/* The next job must be a plugin call of (partition, offset). */
+static flow_job_t expect_call(tmember_t *m, int64_t now, int32_t partition,
+                              int64_t offset) {
+  flow_job_t job;
+  ck_assert_int_eq(flow_next(m->f, now, &job), FLOW_CALL);
+  ck_assert_int_eq(r_partition(job.rec), partition);
+  ck_assert_int_eq(r_offset(job.rec), offset);
+  return job;
+}
+
+static void expect_none(tmember_t *m, int64_t now) {
+  flow_job_t job;
+  ck_assert_int_eq(flow_next(m->f, now, &job), FLOW_NONE);
+}
+
+/* Call and answer res. */
+static void answer(tmember_t *m, int64_t now, int32_t partition, int64_t offset,
+                   khost_result_t res) {
+  flow_job_t job = expect_call(m, now, partition, offset);
+  ck_assert_int_eq(flow_outcome(m->f, &job, res, now), 0);
+}
+
+/* Make the current batch durable, as the member does without a
+ * durability thread. */
+static void make_durable(tmember_t *m) {
+  char err[256];
+  flow_batch_t *b = flow_cur(m->f);
+  ck_assert_int_eq(
+      store_batch_commit(flow_batch_store(b), NULL, err, sizeof(err)), 0);
+  flow_batch_durable(m->f, b);
+}
+
+static int64_t position(tmember_t *m, int32_t partition) {
+  flow_part_t *pt = flow_find(m->f, "t", partition);
+  return pt ? flow_part_position(pt, 1) : -2;
+}
+
+/* What a second member would get for id now. */
+static int lookup(tmember_t *m, const char *id) {
+  return store_claim(store, m->conf.scope, id, strlen(id), STORE_LOOKUP, 0);
+}
+
+/* ------------------------------------------------------------ order */
+
+START_TEST(test_order_within_partition) {
+  tmember_t m;
+  int64_t seen[2] = {-1, -1};
+  member_start(&m);
+  for (int i = 0; i < 5; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "a%d", i);
+    push(&m, 0, i, id);
+    snprintf(id, sizeof(id), "b%d", i);
+    if (i < 3)
+      push(&m, 1, 100 + i, id);
+  }
+  for (int n = 0; n < 8; n++) {
+    flow_job_t job;
+    ck_assert_int_eq(flow_next(m.f, 0, &job), FLOW_CALL);
+    int32_t p = r_partition(job.rec);
+    ck_assert_int_gt(r_offset(job.rec), seen[p]);
+    seen[p] = r_offset(job.rec);
+    ck_assert_int_eq(job.attempt, 1);
+    ck_assert_int_eq(flow_outcome(m.f, &job, KHOST_OK, 0), 0);
+  }
+  expect_none(&m, 0);
+  ck_assert_int_eq(seen[0], 4);
+  ck_assert_int_eq(seen[1], 102);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 8);
+  /* Nothing commits before the batch is durable. */
+  ck_assert_int_eq(position(&m, 0), -1);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 5);
+  ck_assert_int_eq(position(&m, 1), 103);
+  flow_close(m.f);
+}
+END_TEST
+
+START_TEST(test_batch_never_exceeds_max_batch) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.max_batch = 3;
+  member_open(&m);
+  for (int i = 0; i < 5; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "x%d", i);
+    push(&m, 0, i, id);
+  }
+  for (int i = 0; i < 3; i++)
+    answer(&m, 0, 0, i, KHOST_OK);
+  expect_none(&m, 0);
+  ck_assert(flow_batch_due(m.f, 0));
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 3);
+  answer(&m, 0, 0, 3, KHOST_OK);
+  flow_close(m.f);
+}
+END_TEST
+
+/* ------------------------------------------------------------ dedup */
+
+START_TEST(test_duplicate_skipped) {
+  tmember_t m;
+  member_start(&m);
+  push(&m, 0, 0, "dup");
+  push(&m, 0, 1, "dup"); /* same batch: its claim is this member's own */
+  answer(&m, 0, 0, 0, KHOST_OK);
+  expect_none(&m, 0);
+  ck_assert_int_eq(atomic_load(&m.counts.duplicates), 1);
+  ck_assert_uint_eq(flow_batch_len(flow_cur(m.f)), 2);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 2);
+  push(&m, 1, 0, "dup"); /* a later batch: seen */
+  expect_none(&m, 0);
+  ck_assert_int_eq(atomic_load(&m.counts.duplicates), 2);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A copy of an event ID that another member claimed and has not made
+ * durable waits: it is neither skipped (that member's batch may still be
+ * abandoned) nor handled (it may become durable). */
+START_TEST(test_in_flight_elsewhere_waits_then_skips) {
+  tmember_t a, b;
+  member_start(&a);
+  member_start(&b);
+  push(&a, 0, 0, "shared");
+  answer(&a, 0, 0, 0, KHOST_OK);
+  push(&b, 1, 7, "shared");
+  expect_none(&b, 0);
+  ck_assert_int_eq(atomic_load(&b.counts.duplicates), 0);
+  ck_assert_int_gt(flow_ready_in(b.f, 0, 1000), 0);
+  expect_none(&b, 50); /* looked at again: still in flight */
+  make_durable(&a);
+  expect_none(&b, 100); /* now a duplicate */
+  ck_assert_int_eq(atomic_load(&b.counts.duplicates), 1);
+  ck_assert_int_eq(atomic_load(&b.counts.handled), 0);
+  make_durable(&b);
+  ck_assert_int_eq(position(&b, 1), 8);
+  flow_close(a.f);
+  flow_close(b.f);
+}
+END_TEST
+
+START_TEST(test_in_flight_elsewhere_abandoned_is_handled) {
+  tmember_t a, b;
+  member_start(&a);
+  member_start(&b);
+  push(&a, 0, 0, "shared");
+  answer(&a, 0, 0, 0, KHOST_OK);
+  push(&b, 1, 7, "shared");
+  expect_none(&b, 0);
+  flow_batch_abandon(a.f, flow_cur(a.f)); /* its claim goes back */
+  answer(&b, 100, 1, 7, KHOST_OK);
+  ck_assert_int_eq(atomic_load(&b.counts.duplicates), 0);
+  flow_close(a.f);
+  flow_close(b.f);
+}
+END_TEST
+
+START_TEST(test_missing_id_process) {
+  tmember_t m;
+  member_start(&m);
+  push(&m, 0, 0, NULL);
+  flow_job_t job = expect_call(&m, 0, 0, 0);
+  ck_assert_ptr_null(job.event_id);
+  ck_assert_int_eq(flow_outcome(m.f, &job, KHOST_OK, 0), 0);
+  ck_assert_int_eq(atomic_load(&m.counts.no_id), 1);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 1);
+  flow_close(m.f);
+}
+END_TEST
+
+START_TEST(test_missing_id_fail) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.missing_id_fail = 1;
+  member_open(&m);
+  push(&m, 0, 0, NULL);
+  push(&m, 0, 1, "next");
+  answer(&m, 0, 0, 1, KHOST_OK); /* the first failed without a call */
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  ck_assert_int_eq(atomic_load(&m.counts.no_id), 1);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 2);
+  flow_close(m.f);
+}
+END_TEST
+
+/* ------------------------------------------------------------ retries */
+
+/* RETRY waits at the head with a backoff that doubles (jitter: [d/2, d])
+ * and fails once retry_max retries are used up; without a dead-letter
+ * topic the failure is logged and marked. */
+START_TEST(test_retry_backoff_grows_then_fails) {
+  tmember_t m;
+  int64_t now = 0, d = 100;
+  member_start(&m);
+  push(&m, 0, 0, "r");
+  for (uint32_t attempt = 1; attempt <= 3; attempt++, d *= 2) {
+    flow_job_t job = expect_call(&m, now, 0, 0);
+    ck_assert_uint_eq(job.attempt, attempt);
+    ck_assert_int_eq(flow_outcome(m.f, &job, KHOST_RETRY, now), 0);
+    int64_t wait = flow_ready_in(m.f, now, 100000);
+    ck_assert_int_ge(wait, d / 2);
+    ck_assert_int_le(wait, d);
+    expect_none(&m, now + wait - 1);
+    now += wait;
+  }
+  answer(&m, now, 0, 0, KHOST_RETRY); /* the 4th call: retries used up */
+  ck_assert_int_eq(atomic_load(&m.counts.retries), 4);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  ck_assert_uint_eq(flow_batch_len(flow_cur(m.f)), 1);
+  make_durable(&m);
+  ck_assert_int_eq(lookup(&m, "r"), STORE_SEEN);
+  ck_assert_int_eq(position(&m, 0), 1);
+  flow_close(m.f);
+}
+END_TEST
+
+START_TEST(test_retries_used_up_to_dead_letter) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.retry_max = 0;
+  m.conf.dead_letter_topic = "dlt";
+  member_open(&m);
+  push(&m, 0, 0, "r");
+  answer(&m, 0, 0, 0, KHOST_RETRY);
+  flow_job_t job;
+  ck_assert_int_eq(flow_next(m.f, 0, &job), FLOW_DEAD_LETTER);
+  ck_assert_str_eq(job.reason, "still failing after 1 attempts");
+  expect_none(&m, 0); /* the write is with the adapter */
+  flow_dead_letter_done(m.f, job.part, 0, NULL, 0);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A dead-letter write the broker refuses holds its record's partition
+ * only: the other partitions go on, nothing past it is committed, and the
+ * write is tried again after a backoff. */
+START_TEST(test_dead_letter_refused_holds_its_partition) {
+  tmember_t m;
+  flow_job_t job;
+  member_conf(&m);
+  m.conf.dead_letter_topic = "dlt";
+  member_open(&m);
+  push(&m, 0, 0, "bad");
+  push(&m, 0, 1, "after");
+  answer(&m, 0, 0, 0, KHOST_FAIL);
+  ck_assert_int_eq(flow_next(m.f, 0, &job), FLOW_DEAD_LETTER);
+  ck_assert_str_eq(job.reason, "the plugin failed the record");
+  flow_dead_letter_done(m.f, job.part, -1, "broker down", 0);
+  push(&m, 1, 0, "other");
+  answer(&m, 0, 1, 0, KHOST_OK);
+  expect_none(&m, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -1);
+  ck_assert_int_eq(position(&m, 1), 1);
+  int64_t wait = flow_ready_in(m.f, 0, 100000);
+  ck_assert_int_gt(wait, 0);
+  ck_assert_int_eq(flow_next(m.f, wait, &job), FLOW_DEAD_LETTER);
+  flow_dead_letter_done(m.f, job.part, 0, NULL, wait);
+  answer(&m, wait, 0, 1, KHOST_OK);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 2);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A retry wait longer than max.poll.interval.ms: the core never asks to
+ * wait past the cap it is given (the member keeps polling), pauses only
+ * that partition, and the others go on. */
+START_TEST(test_long_retry_wait_keeps_polling) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.retry_backoff_ms = m.conf.retry_backoff_max_ms = 600000;
+  member_open(&m);
+  push(&m, 0, 0, "slow");
+  push(&m, 1, 0, "fast");
+  answer(&m, 0, 0, 0, KHOST_RETRY);
+  answer(&m, 0, 1, 0, KHOST_OK);
+  ck_assert_int_le(flow_ready_in(m.f, 0, 100), 100);
+  ck_assert(flow_part_wants_pause(m.f, flow_find(m.f, "t", 0), 0));
+  ck_assert(!flow_part_wants_pause(m.f, flow_find(m.f, "t", 1), 0));
+  expect_none(&m, 299999);
+  answer(&m, 600000, 0, 0, KHOST_OK);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A record whose recorded calls (an earlier process crashed in them) are
+ * used up fails without another call. */
+START_TEST(test_recorded_attempts_fail_without_call) {
+  tmember_t m;
+  char err[128];
+  store_batch_t *b;
+  member_start(&m);
+  store_attempt_t a = {.scope = m.conf.scope,
+                       .event_id = "crash",
+                       .event_id_len = 5,
+                       .topic = "t",
+                       .partition = 0,
+                       .offset = 0,
+                       .attempts = 4};
+  ck_assert_int_eq(store_batch_open(store, &b, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_attempts_set(b, &a, err, sizeof(err)), 0);
+  store_batch_close(b);
+  push(&m, 0, 0, "crash");
+  push(&m, 0, 1, "fine");
+  answer(&m, 0, 0, 1, KHOST_OK);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* After an unclean stop the first calls are recorded before they are
+ * made, and a call that returns clears its record. */
+START_TEST(test_unclean_start_records_first_calls) {
+  tmember_t m;
+  uint32_t n;
+  store_mem_set_unclean(store, 1);
+  member_start(&m);
+  push(&m, 0, 0, "first");
+  flow_job_t job = expect_call(&m, 0, 0, 0);
+  store_attempt_t a = {.scope = m.conf.scope,
+                       .event_id = "first",
+                       .event_id_len = 5,
+                       .topic = "t"};
+  store_attempts(store, &a, 0, &n);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_int_eq(flow_outcome(m.f, &job, KHOST_OK, 0), 0);
+  store_attempts(store, &a, 0, &n);
+  ck_assert_uint_eq(n, 0);
+  flow_close(m.f);
+}
+END_TEST
+
+/* ------------------------------------------------------------ rebalances */
+
+/* Revoked during a retry: what was handled before is made durable and
+ * committed, the retrying record's claim goes back, and nothing past it
+ * is committed (the next owner handles it). */
+START_TEST(test_revoke_during_retry) {
+  tmember_t m;
+  member_start(&m);
+  push(&m, 0, 0, "done");
+  push(&m, 0, 1, "retrying");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  answer(&m, 0, 0, 1, KHOST_RETRY);
+  ck_assert_int_eq(lookup(&m, "retrying"), STORE_IN_FLIGHT);
+  make_durable(&m); /* the adapter settles before the partition goes */
+  ck_assert_int_eq(position(&m, 0), 1);
+  flow_drop(m.f, flow_find(m.f, "t", 0));
+  ck_assert_int_eq(lookup(&m, "retrying"), STORE_NEW);
+  ck_assert_int_eq(lookup(&m, "done"), STORE_SEEN);
+  ck_assert_uint_eq(flow_queued(m.f), 0);
+  flow_close(m.f);
+}
+END_TEST
+
+/* Lost (someone else owns it already): nothing of it is committed, not
+ * even outcomes that become durable later, and its head's claim goes
+ * back at once. */
+START_TEST(test_lost_commits_nothing) {
+  tmember_t m;
+  member_start(&m);
+  push(&m, 0, 0, "handled");
+  push(&m, 0, 1, "waiting");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  answer(&m, 0, 0, 1, KHOST_RETRY);
+  flow_drop(m.f, flow_find(m.f, "t", 0));
+  ck_assert_int_eq(lookup(&m, "waiting"), STORE_NEW);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -2); /* not owned: nothing to commit */
+  flow_assign(m.f, "t", 0);              /* assigned again later */
+  ck_assert_int_eq(position(&m, 0), -1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* ------------------------------------------------------------ breaker */
+
+START_TEST(test_breaker_opens_and_closes_on_clock) {
+  tmember_t m;
+  breaker_t *br = breaker_new(20, 0.5, 1000);
+  member_conf(&m);
+  m.conf.breaker = br;
+  m.conf.breaker_ratio = 0.5;
+  m.conf.breaker_cooldown_ms = 1000;
+  member_open(&m);
+  for (int i = 0; i < 12; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "f%d", i);
+    push(&m, 0, i, id);
+  }
+  int i = 0;
+  while (!flow_check_breaker(m.f, 0)) {
+    ck_assert_int_lt(i, 12);
+    answer(&m, 0, 0, i++, KHOST_FAIL);
+  }
+  ck_assert_int_eq(atomic_load(&m.counts.breaker_trips), 1);
+  expect_none(&m, 0);
+  ck_assert(flow_part_wants_pause(m.f, flow_find(m.f, "t", 1), 0));
+  ck_assert(flow_check_breaker(m.f, 999));
+  ck_assert(!flow_check_breaker(m.f, 1000));
+  /* The record that opened it was held, not failed: it is called again. */
+  answer(&m, 1000, 0, i - 1, KHOST_OK);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), i - 1);
+  flow_close(m.f);
+  breaker_free(br);
+}
+END_TEST
+
+/* ------------------------------------------------------------ positions */
+
+START_TEST(test_positions_never_go_backwards) {
+  tmember_t m;
+  member_start(&m);
+  push(&m, 0, 5, "five");
+  answer(&m, 0, 0, 5, KHOST_OK);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 6);
+  push(&m, 0, 3, "three"); /* delivered again after a seek back */
+  answer(&m, 0, 0, 3, KHOST_OK);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 6);
+  flow_committed(m.f, "t", 0, 6);
+  ck_assert_int_eq(flow_part_position(flow_find(m.f, "t", 0), 0), -1);
+  flow_committed(m.f, "t", 0, 2); /* an older acknowledgement, late */
+  ck_assert_int_eq(flow_part_position(flow_find(m.f, "t", 0), 0), -1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A batch that cannot be made durable holds every partition and commits
+ * nothing; once it is durable (tried again), positions move on. */
+START_TEST(test_batch_not_durable_holds_commits) {
+  tmember_t m;
+  char err[256];
+  int transient = 0;
+  member_start(&m);
+  push(&m, 0, 0, "a");
+  push(&m, 0, 1, "b");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  store_mem_fail_commits(store, 1, 1);
+  store_batch_t *sb = flow_batch_take_off(m.f);
+  ck_assert_int_ne(store_batch_commit(sb, &transient, err, sizeof(err)), 0);
+  ck_assert_int_eq(transient, 1);
+  flow_set_hold(m.f, 1);
+  ck_assert_int_eq(position(&m, 0), -1);
+  expect_none(&m, 0);
+  ck_assert(flow_part_wants_pause(m.f, flow_find(m.f, "t", 1), 0));
+  ck_assert_int_eq(store_batch_commit(sb, &transient, err, sizeof(err)), 0);
+  flow_batch_durable(m.f, flow_air(m.f));
+  flow_set_hold(m.f, 0);
+  ck_assert_int_eq(position(&m, 0), 1);
+  answer(&m, 0, 0, 1, KHOST_OK);
+  flow_close(m.f);
+}
+END_TEST
+
+START_TEST(test_abandoned_batch_releases_claims) {
+  tmember_t m;
+  member_start(&m);
+  push(&m, 0, 0, "a");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  ck_assert_int_eq(lookup(&m, "a"), STORE_IN_FLIGHT);
+  flow_batch_abandon(m.f, flow_cur(m.f));
+  ck_assert_int_eq(lookup(&m, "a"), STORE_NEW);
+  ck_assert_int_eq(position(&m, 0), -1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* ------------------------------------------------------------ replays */
+
+START_TEST(test_replay_reprocess_handles_seen_again) {
+  tmember_t m;
+  member_start(&m);
+  push(&m, 0, 0, "old");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  make_durable(&m);
+  flow_drop(m.f, flow_find(m.f, "t", 0));
+  store_range_t r = {.from = 0,
+                     .to = 10,
+                     .mode = STORE_REPLAY_REPROCESS,
+                     .recorded_ms = wall_now + 1};
+  store_mem_add_range(store, m.conf.scope, "t", 0, &r);
+  flow_assign(m.f, "t", 0);
+  push(&m, 0, 0, "old");
+  flow_job_t job = expect_call(&m, 0, 0, 0);
+  ck_assert(job.replay);
+  ck_assert_int_eq(flow_outcome(m.f, &job, KHOST_OK, 0), 0);
+  ck_assert_int_eq(atomic_load(&m.counts.duplicates), 0);
+  flow_close(m.f);
+}
+END_TEST
+
+Suite *flow_suite(void) {
+  Suite *s = suite_create("flow");
+  TCase *tc = tcase_create("records");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_order_within_partition);
+  tcase_add_test(tc, test_batch_never_exceeds_max_batch);
+  tcase_add_test(tc, test_duplicate_skipped);
+  tcase_add_test(tc, test_in_flight_elsewhere_waits_then_skips);
+  tcase_add_test(tc, test_in_flight_elsewhere_abandoned_is_handled);
+  tcase_add_test(tc, test_missing_id_process);
+  tcase_add_test(tc, test_missing_id_fail);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("failures");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_retry_backoff_grows_then_fails);
+  tcase_add_test(tc, test_retries_used_up_to_dead_letter);
+  tcase_add_test(tc, test_dead_letter_refused_holds_its_partition);
+  tcase_add_test(tc, test_long_retry_wait_keeps_polling);
+  tcase_add_test(tc, test_recorded_attempts_fail_without_call);
+  tcase_add_test(tc, test_unclean_start_records_first_calls);
+  tcase_add_test(tc, test_breaker_opens_and_closes_on_clock);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("durability");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_revoke_during_retry);
+  tcase_add_test(tc, test_lost_commits_nothing);
+  tcase_add_test(tc, test_positions_never_go_backwards);
+  tcase_add_test(tc, test_batch_not_durable_holds_commits);
+  tcase_add_test(tc, test_abandoned_batch_releases_claims);
+  tcase_add_test(tc, test_replay_reprocess_handles_seen_again);
+  suite_add_tcase(s, tc);
+  return s;
+}

@@ -1,0 +1,248 @@
+/*
+ * The store interface (src/store.h) as a contract: every case runs on
+ * each implementation (loop index 0: the in-memory store of the unit
+ * tests, 1: the SQLite store), so that the fake the flow core is tested
+ * with keeps the rules of the real one, and a new store can be held to
+ * the same cases.
+ */
+#include <check.h>
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dedup.h"
+#include "store.h"
+#include "testutil.h"
+
+enum { IMPL_MEM = 0, IMPL_SQLITE = 1, IMPLS };
+
+static store_t *s;
+static dedup_store_t *raw; /* IMPL_SQLITE: a second handle, for set-ups */
+static char *dir;
+static uint32_t scope;
+
+static void open_store(int impl) {
+  char err[512];
+  s = NULL;
+  dir = NULL;
+  if (impl == IMPL_MEM) {
+    s = store_mem_new();
+  } else {
+    dir = tu_tempdir();
+    ck_assert_ptr_nonnull(dir);
+    char *path = g_strdup_printf("%s/dedup.db", dir);
+    dedup_opts_t o = {.path = path, .retention_ms = 0};
+    ck_assert_msg(store_sqlite_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+    g_free(path);
+  }
+  ck_assert_int_eq(store_scope(s, "orders", &scope, err, sizeof(err)), 0);
+}
+
+static void close_store(void) {
+  store_close(s);
+  if (dir) {
+    tu_rm_rf(dir);
+    free(dir);
+  }
+}
+
+static int claim(const char *id, int mode, int64_t before) {
+  return store_claim(s, scope, id, strlen(id), mode, before);
+}
+
+/* Mark ids (NULL-terminated) handled at handled_ms and commit them. */
+static void commit_marks(const char **ids, int64_t handled_ms) {
+  char err[512];
+  store_batch_t *b;
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  for (int i = 0; ids[i]; i++) {
+    store_mark_t m = {.scope = scope,
+                      .event_id = ids[i],
+                      .event_id_len = strlen(ids[i]),
+                      .topic = "t",
+                      .partition = 0,
+                      .offset = i,
+                      .handled_at_ms = handled_ms,
+                      .outcome = STORE_OUTCOME_OK};
+    ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  }
+  ck_assert_uint_gt(store_batch_pending(b), 0);
+  ck_assert_int_eq(store_batch_commit(b, NULL, err, sizeof(err)), 0);
+  ck_assert_uint_eq(store_batch_pending(b), 0);
+  store_batch_close(b);
+}
+
+START_TEST(test_scopes) {
+  uint32_t again, other;
+  open_store(_i);
+  ck_assert_int_eq(store_scope(s, "orders", &again, NULL, 0), 0);
+  ck_assert_int_eq(store_scope(s, "payments", &other, NULL, 0), 0);
+  ck_assert_uint_eq(again, scope);
+  ck_assert_uint_ne(other, scope);
+  close_store();
+}
+END_TEST
+
+START_TEST(test_claim_release) {
+  open_store(_i);
+  ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  store_release(s, scope, "a", 1);
+  ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_NEW);
+  close_store();
+}
+END_TEST
+
+START_TEST(test_lookup_claims_nothing) {
+  open_store(_i);
+  ck_assert_int_eq(claim("a", STORE_LOOKUP, 0), STORE_NEW);
+  ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("a", STORE_LOOKUP, 0), STORE_IN_FLIGHT);
+  close_store();
+}
+END_TEST
+
+START_TEST(test_commit_makes_seen) {
+  const char *ids[] = {"a", "b", NULL};
+  open_store(_i);
+  ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_NEW);
+  commit_marks(ids, 1000); /* "b" was never claimed: seen too */
+  ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_SEEN);
+  ck_assert_int_eq(claim("b", STORE_CLAIM, 0), STORE_SEEN);
+  store_release(s, scope, "a", 1); /* a committed ID stays seen */
+  ck_assert_int_eq(claim("a", STORE_LOOKUP, 0), STORE_SEEN);
+  close_store();
+}
+END_TEST
+
+START_TEST(test_discard_writes_nothing) {
+  char err[512];
+  store_batch_t *b;
+  open_store(_i);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  store_mark_t m = {.scope = scope,
+                    .event_id = "gone",
+                    .event_id_len = 4,
+                    .topic = "t",
+                    .handled_at_ms = 1000};
+  ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  store_batch_discard(b);
+  ck_assert_uint_eq(store_batch_pending(b), 0);
+  ck_assert_int_eq(store_batch_commit(b, NULL, err, sizeof(err)), 0);
+  store_batch_close(b);
+  ck_assert_int_eq(claim("gone", STORE_LOOKUP, 0), STORE_NEW);
+  close_store();
+}
+END_TEST
+
+/* --dedup reprocess: a seen ID handled before the replay is claimed once
+ * more; a second re-claim waits; its release leaves it seen. */
+START_TEST(test_claim_again) {
+  const char *ids[] = {"old", NULL};
+  open_store(_i);
+  commit_marks(ids, 1000);
+  ck_assert_int_eq(claim("old", STORE_CLAIM_AGAIN, 500), STORE_SEEN);
+  ck_assert_int_eq(claim("old", STORE_CLAIM_AGAIN, 2000), STORE_NEW);
+  ck_assert_int_eq(claim("old", STORE_CLAIM_AGAIN, 2000), STORE_SEEN);
+  ck_assert_int_eq(claim("old", STORE_CLAIM, 0), STORE_SEEN);
+  store_release(s, scope, "old", 3);
+  ck_assert_int_eq(claim("old", STORE_LOOKUP, 0), STORE_SEEN);
+  ck_assert_int_eq(claim("new", STORE_CLAIM_AGAIN, 2000), STORE_NEW);
+  ck_assert_int_eq(claim("new", STORE_CLAIM_AGAIN, 2000), STORE_IN_FLIGHT);
+  close_store();
+}
+END_TEST
+
+START_TEST(test_attempts) {
+  char err[512];
+  store_batch_t *b;
+  uint32_t n = 99;
+  store_attempt_t a = {.scope = scope,
+                       .event_id = "crashy",
+                       .event_id_len = 6,
+                       .topic = "t",
+                       .partition = 0,
+                       .offset = 7};
+  open_store(_i);
+  a.scope = scope;
+  /* A clean start with nothing recorded: calls need no record. */
+  ck_assert_int_eq(store_attempts(s, &a, 10, &n), 0);
+  ck_assert_uint_eq(n, 0);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  a.attempts = 2;
+  ck_assert_int_eq(store_attempts_set(b, &a, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_attempts(s, &a, 10, &n), 1);
+  ck_assert_uint_eq(n, 2);
+  a.attempts = 0;
+  ck_assert_int_eq(store_attempts_set(b, &a, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_attempts(s, &a, 10, &n), 0);
+  ck_assert_uint_eq(n, 0);
+  store_batch_close(b);
+  close_store();
+}
+END_TEST
+
+/* Record two overlapping replays of partition 3: through the in-memory
+ * store's own call, or through the SQLite file's (dedup_replay_add(), as
+ * `khost replay` does; the store is reopened around it). */
+static void add_two_ranges(int impl) {
+  char err[512];
+  if (impl == IMPL_MEM) {
+    store_range_t older = {0, 10, STORE_REPLAY_SKIP, 1000},
+                  newer = {5, 20, STORE_REPLAY_REPROCESS, 2000};
+    store_mem_add_range(s, scope, "t", 3, &older);
+    store_mem_add_range(s, scope, "t", 3, &newer);
+    return;
+  }
+  char *path = g_strdup_printf("%s/dedup.db", dir);
+  dedup_opts_t o = {.path = path};
+  store_close(s);
+  ck_assert_int_eq(dedup_open(&raw, &o, err, sizeof(err)), 0);
+  ck_assert_int_eq(dedup_replay_add(raw, scope, "t", 3, 0, 10,
+                                    DEDUP_REPLAY_SKIP, err, sizeof(err)),
+                   0);
+  ck_assert_int_eq(dedup_replay_add(raw, scope, "t", 3, 5, 20,
+                                    DEDUP_REPLAY_REPROCESS, err, sizeof(err)),
+                   0);
+  dedup_close(raw);
+  ck_assert_int_eq(store_sqlite_open(&s, &o, err, sizeof(err)), 0);
+  g_free(path);
+}
+
+START_TEST(test_replay_ranges_newest_first) {
+  char err[512];
+  store_range_t *r = NULL;
+  size_t n = 0;
+  open_store(_i);
+  add_two_ranges(_i);
+  ck_assert_int_eq(
+      store_replay_ranges(s, scope, "t", 3, &r, &n, err, sizeof(err)), 0);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_int_eq(r[0].from, 5);
+  ck_assert_int_eq(r[0].mode, STORE_REPLAY_REPROCESS);
+  ck_assert_int_eq(r[1].to, 10);
+  ck_assert_int_eq(r[1].mode, STORE_REPLAY_SKIP);
+  free(r);
+  ck_assert_int_eq(
+      store_replay_ranges(s, scope, "t", 4, &r, &n, err, sizeof(err)), 0);
+  ck_assert_uint_eq(n, 0);
+  free(r);
+  close_store();
+}
+END_TEST
+
+Suite *store_suite(void) {
+  Suite *su = suite_create("store");
+  TCase *tc = tcase_create("contract");
+  tcase_add_loop_test(tc, test_scopes, 0, IMPLS);
+  tcase_add_loop_test(tc, test_claim_release, 0, IMPLS);
+  tcase_add_loop_test(tc, test_lookup_claims_nothing, 0, IMPLS);
+  tcase_add_loop_test(tc, test_commit_makes_seen, 0, IMPLS);
+  tcase_add_loop_test(tc, test_discard_writes_nothing, 0, IMPLS);
+  tcase_add_loop_test(tc, test_claim_again, 0, IMPLS);
+  tcase_add_loop_test(tc, test_attempts, 0, IMPLS);
+  tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, IMPLS);
+  tcase_set_timeout(tc, 60);
+  suite_add_tcase(su, tc);
+  return su;
+}
