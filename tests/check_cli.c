@@ -769,6 +769,59 @@ START_TEST(test_run_exit_at_end) {
 }
 END_TEST
 
+/* log_format = "json": every line khost writes parses as one JSON
+ * object, and the lines about a failed record name its pipeline, member,
+ * topic, partition, offset and event ID as fields. */
+START_TEST(test_run_json_log) {
+  enum { RECORDS = 20 };
+  char *plugin = tu_fixture("scripted"), *calls = dir_path("calls.log");
+  char *down = tu_write_file(g_dir, "down", ""), *plugin_cfg = NULL;
+  ck_assert_int_ge(asprintf(&plugin_cfg,
+                            "log_path = \"%s\"; down_path = \"%s\";", calls,
+                            down),
+                   0);
+  char *cfg = mock_cfg("json.cfg", "log_format = \"json\";", RECORDS, 0, "",
+                       plugin, plugin_cfg);
+  char *out, *err;
+  int status = run_khost("json", RUN_TIMEOUT_MS, &out, &err, "run", "-c", cfg,
+                         "--exit-at-end");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  char **lines = g_strsplit(err, "\n", -1);
+  int records = 0, n = (int)g_strv_length(lines);
+  ck_assert_int_gt(n, 1);
+  ck_assert_str_eq(lines[n - 1], "");
+  for (int i = 0; i < n - 1; i++) {
+    json_error_t e;
+    json_t *o = json_loads(lines[i], 0, &e);
+    ck_assert_msg(o && json_is_string(json_object_get(o, "time")) &&
+                      json_is_string(json_object_get(o, "level")) &&
+                      json_is_string(json_object_get(o, "message")),
+                  "line %d is no log object (%s): %s", i + 1, e.text, lines[i]);
+    if (json_object_get(o, "offset")) {
+      ck_assert_str_eq(json_string_value(json_object_get(o, "pipeline")),
+                       "orders");
+      ck_assert(json_is_integer(json_object_get(o, "member")));
+      ck_assert_str_eq(json_string_value(json_object_get(o, "topic")), TOPIC);
+      ck_assert(json_is_integer(json_object_get(o, "partition")));
+      ck_assert(json_is_string(json_object_get(o, "event_id")));
+      records++;
+    }
+    json_decref(o);
+  }
+  /* Each failed record is logged at least once with its coordinates. */
+  ck_assert_msg(records >= RECORDS, "%d lines about a record:\n%s", records,
+                tail(err));
+  g_strfreev(lines);
+  free(out);
+  free(err);
+  free(cfg);
+  free(plugin_cfg);
+  free(down);
+  free(calls);
+  free(plugin);
+}
+END_TEST
+
 /* SIGTERM while consuming: exit 0, and what the summary counts as handled
  * is exactly what reached the JSONL file. */
 START_TEST(test_sigterm_is_graceful) {
@@ -1470,6 +1523,7 @@ Suite *cli_suite(void) {
     int timeout_s;
   } slow[] = {{test_second_signal_exits_at_once, "run", 90},
               {test_run_exit_at_end, "run", 90},
+              {test_run_json_log, "run", 90},
               {test_readme_plugin, "readme", 120},
               {test_readme_quickstart, "readme", 120},
               {test_readme_kcat_to_mock, "readme", 120},
