@@ -3,8 +3,9 @@
  * behind /metrics, /readyz and the status page (http.c) that the pipeline
  * itself does not keep (pipeline_stats_t has the record counts).
  *
- * The host owns one metrics_t per pipeline for its whole life, so the
- * HTTP thread may read it while pipelines start and stop. Members update
+ * The host owns one metrics_t per pipeline for as long as the config
+ * has it, so the HTTP thread may read it while pipelines start and stop
+ * (a reload frees a dropped pipeline's under host_view_begin()). Members update
  * it from their own threads: plain counters are atomics; the partition
  * table, the recent failures and the throughput samples are under mu.
  * Every update function accepts a NULL metrics_t (a pipeline run without

@@ -134,7 +134,9 @@ static void *monitor_main(void *arg) {
   pthread_mutex_lock(&mon->mu);
   while (!mon->quit) {
     pthread_mutex_unlock(&mon->mu);
+    host_view_begin(mon->h);
     turn(mon);
+    host_view_end(mon->h);
     pthread_mutex_lock(&mon->mu);
     clock_gettime(CLOCK_MONOTONIC, &at);
     at.tv_nsec += MONITOR_TICK_MS * 1000000L;

@@ -945,6 +945,182 @@ START_TEST(test_second_signal_exits_at_once) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ reload */
+
+enum { RELOAD_RECORDS = 600 };
+
+/* A pipeline of the reload tests: group NAME-group on the mock topic,
+ * the scripted fixture logging its calls to <dir>/NAME.calls, slow_ms a
+ * call, batches of 20 (a stop finishes its batch quickly); extra goes
+ * into the group. Free with free(). */
+static char *reload_pipeline(const char *name, int slow_ms, const char *extra) {
+  char *plugin = tu_fixture("scripted"), *s = NULL;
+  ck_assert_int_ge(
+      asprintf(&s,
+               "{ name = \"%s\"; group_id = \"%s-group\";\n"
+               "  topics = [ \"" TOPIC "\" ]; max_batch = 20; %s\n"
+               "  plugin = \"%s\";\n"
+               "  config = { log_path = \"%s/%s.calls\"; slow_ms = %d; }; }",
+               name, name, extra, plugin, g_dir, name, slow_ms),
+      0);
+  free(plugin);
+  return s;
+}
+
+/* (Re)write <dir>/reload.cfg: the mock cluster with RELOAD_RECORDS
+ * records, dedup at <dir>/<db>, the pipelines given (a list's inside). */
+static char *reload_cfg(const char *db, const char *pipelines) {
+  return write_cfg("reload.cfg",
+                   "log_level = \"info\";\n"
+                   "mock = { brokers = 1; partitions = 3; sample_records = %d; "
+                   "};\n"
+                   "kafka = { session_timeout_ms = 3000; "
+                   "heartbeat_interval_ms = 300; };\n"
+                   "dedup = { path = \"%s/%s\"; };\n"
+                   "pipelines = ( %s );\n",
+                   RELOAD_RECORDS, g_dir, db, pipelines);
+}
+
+static size_t calls_of(const char *name) {
+  char *path = g_strdup_printf("%s/%s.calls", g_dir, name);
+  size_t n = count_lines(path);
+  g_free(path);
+  return n;
+}
+
+/* How often needle occurs in p's stderr so far. */
+static int stderr_count(proc_t *p, const char *needle) {
+  char *err = slurp(p->err);
+  int n = 0;
+  for (const char *at = err; (at = strstr(at, needle)) != NULL; at++)
+    n++;
+  free(err);
+  return n;
+}
+
+/* Send p a SIGHUP and wait for one more line holding needle (the
+ * outcome). */
+static void send_hup(proc_t *p, const char *needle) {
+  int before = stderr_count(p, needle);
+  ck_assert_int_eq(kill(p->pid, SIGHUP), 0);
+  TU_WAIT_UNTIL(stderr_count(p, needle) > before || reap(p, 0), RUN_TIMEOUT_MS,
+                needle);
+  assert_running(p, "after SIGHUP");
+}
+
+static void stop_and_check(proc_t *p) {
+  ck_assert_int_eq(kill(p->pid, SIGTERM), 0);
+  int status = finish(p, RUN_TIMEOUT_MS);
+  char *err = slurp(p->err);
+  assert_no_sanitizer_report(err);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  free(err);
+}
+
+/* SIGHUP with pipelines unchanged, removed, changed and added: the
+ * unchanged one keeps its member (no second assignment) and goes on
+ * handling records; the removed one stops, commits and says so; the
+ * changed one is restarted; the added one starts and consumes. */
+START_TEST(test_reload_pipelines) {
+  char *orders = reload_pipeline("orders", 10, "");
+  char *audit = reload_pipeline("audit", 10, "");
+  char *refunds = reload_pipeline("refunds", 10, "");
+  char *refunds2 = reload_pipeline("refunds", 10, "retry = { max = 3; };");
+  char *billing = reload_pipeline("billing", 0, "");
+  char *before = g_strjoin(",\n", orders, audit, refunds, NULL);
+  char *after = g_strjoin(",\n", orders, refunds2, billing, NULL);
+  char *cfg = reload_cfg("dedup.db", before);
+  proc_t p;
+  spawn_khost(&p, "reload", "run", "-c", cfg, (char *)NULL);
+  wait_for_stderr(&p, "[orders/0] assigned", RUN_TIMEOUT_MS);
+  wait_for_stderr(&p, "[audit/0] assigned", RUN_TIMEOUT_MS);
+  wait_for_stderr(&p, "[refunds/0] assigned", RUN_TIMEOUT_MS);
+  TU_WAIT_UNTIL(calls_of("orders") > 20 && calls_of("audit") > 20,
+                RUN_TIMEOUT_MS, "records handled before the reload");
+  free(reload_cfg("dedup.db", after));
+  send_hup(&p, "] reloaded ");
+
+  size_t orders_at = calls_of("orders"), audit_at = calls_of("audit");
+  ck_assert_msg(orders_at < RELOAD_RECORDS, "orders is done before the test");
+  wait_for_stderr(&p, "[billing/0] assigned", RUN_TIMEOUT_MS);
+  TU_WAIT_UNTIL(calls_of("billing") >= RELOAD_RECORDS, RUN_TIMEOUT_MS,
+                "billing handling every record");
+  TU_WAIT_UNTIL(calls_of("orders") > orders_at + 20, RUN_TIMEOUT_MS,
+                "orders handling records after the reload");
+  ck_assert_uint_eq(calls_of("audit"), audit_at);
+  ck_assert_int_eq(stderr_count(&p, "[orders/0] assigned"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[orders/0] revoked"), 0);
+  ck_assert_int_eq(stderr_count(&p, "[orders] stopped by the reload"), 0);
+  ck_assert_int_eq(stderr_count(&p, "[audit] stopped by the reload"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[refunds] stopped by the reload"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[refunds] started by the reload"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[refunds/0] assigned"), 2);
+  char *err = slurp(p.err);
+  uint64_t handled, commits;
+  const char *line = strstr(err, "[audit] handled ");
+  ck_assert_msg(line, "no summary of audit:\n%s", tail(err));
+  ck_assert_int_eq(sscanf(line,
+                          "[audit] handled %" SCNu64
+                          ", duplicates skipped %*u, "
+                          "failed %*u, retries %*u, without event ID %*u, "
+                          "offset commits %" SCNu64,
+                          &handled, &commits),
+                   2);
+  ck_assert_uint_eq(handled, audit_at);
+  ck_assert_uint_gt(commits, 0);
+  free(err);
+  stop_and_check(&p);
+  proc_free(&p);
+  free(cfg);
+  g_free(before);
+  g_free(after);
+  free(orders);
+  free(audit);
+  free(refunds);
+  free(refunds2);
+  free(billing);
+}
+END_TEST
+
+/* A new config with a mistake, or one changing what a running host
+ * cannot (the dedup store), is refused with its reasons; the pipeline
+ * keeps running with the old one, and its membership. */
+START_TEST(test_reload_refused) {
+  char *orders = reload_pipeline("orders", 10, "");
+  char *typo = reload_pipeline("orders", 10, "membrs = 2;");
+  char *cfg = reload_cfg("dedup.db", orders);
+  proc_t p;
+  spawn_khost(&p, "refused", "run", "-c", cfg, (char *)NULL);
+  wait_for_stderr(&p, "[orders/0] assigned", RUN_TIMEOUT_MS);
+  TU_WAIT_UNTIL(calls_of("orders") > 10, RUN_TIMEOUT_MS, "records handled");
+
+  free(reload_cfg("dedup.db", typo));
+  send_hup(&p, "reload refused");
+  char *err = slurp(p.err), *want = g_strdup_printf("%s:", cfg);
+  const char *refusal = strstr(err, "reload refused");
+  ck_assert_msg(strstr(refusal, want) && strstr(refusal, "membrs"),
+                "the refusal does not name the file, line and key:\n%s",
+                tail(err));
+  free(err);
+
+  free(reload_cfg("other.db", orders));
+  send_hup(&p, "reload refused");
+  wait_for_stderr(&p, "dedup changed", QUICK_TIMEOUT_MS);
+
+  size_t at = calls_of("orders");
+  TU_WAIT_UNTIL(calls_of("orders") > at + 20, RUN_TIMEOUT_MS,
+                "orders handling records after the refusals");
+  ck_assert_int_eq(stderr_count(&p, "[orders/0] assigned"), 1);
+  ck_assert_int_eq(stderr_count(&p, "stopped by the reload"), 0);
+  stop_and_check(&p);
+  proc_free(&p);
+  g_free(want);
+  free(cfg);
+  free(typo);
+  free(orders);
+}
+END_TEST
+
 /* ------------------------------------------------------------ README */
 
 /* text with the one occurrence of from replaced by to (g_free()); fails
@@ -1524,6 +1700,8 @@ Suite *cli_suite(void) {
   } slow[] = {{test_second_signal_exits_at_once, "run", 90},
               {test_run_exit_at_end, "run", 90},
               {test_run_json_log, "run", 90},
+              {test_reload_pipelines, "reload", 120},
+              {test_reload_refused, "reload", 120},
               {test_readme_plugin, "readme", 120},
               {test_readme_quickstart, "readme", 120},
               {test_readme_kcat_to_mock, "readme", 120},
