@@ -375,6 +375,21 @@ int64_t host_dedup_bytes(host_t *h) {
   return bytes;
 }
 
+int64_t host_records_left(host_t *h) {
+  int64_t left = -1;
+  pthread_mutex_lock(&h->mu);
+  for (size_t i = 0; i < h->n; i++) {
+    pipeline_stats_t s;
+    if (!h->pipelines[i])
+      continue;
+    pipeline_get_stats(h->pipelines[i], &s);
+    if (s.left >= 0)
+      left = (left < 0 ? 0 : left) + s.left;
+  }
+  pthread_mutex_unlock(&h->mu);
+  return left;
+}
+
 int host_http_port(const host_t *h) {
   return http_port(h->http);
 }

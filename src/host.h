@@ -68,6 +68,9 @@ int64_t host_dedup_bytes(host_t *h);
 /* 1 when pipeline i is ready (metrics_ready()) and not stopping; else 0
  * with the reasons added to why (strings it frees). */
 int host_pipeline_ready(host_t *h, size_t i, GPtrArray *why);
+/* --exit-at-end: the records every pipeline still has to go; -1 without
+ * --exit-at-end. */
+int64_t host_records_left(host_t *h);
 /* The port the HTTP listener is bound to; 0 when it is off. */
 int host_http_port(const host_t *h);
 void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out);

@@ -21,6 +21,8 @@
 static volatile int log_level = KHOST_LOG_INFO;
 static volatile int log_fd = 2;
 static volatile int log_json;
+/* A status line (log_status()) is on the terminal, without a newline. */
+static atomic_int log_status_shown;
 /* Lines a failed write() lost since the last one that went through, and
  * that write's errno. */
 static atomic_ulong log_lost;
@@ -239,15 +241,32 @@ static void log_note_lost(void) {
  * without reader fails with EPIPE instead of killing the process. */
 static void log_vrec(int level, const char *who, const log_record_t *rec,
                      const char *fmt, va_list ap) {
-  char line[LOG_LINE_MAX];
+  char line[LOG_LINE_MAX + 4];
   if (level > log_level)
     return;
-  int n = log_format(line, level, who, rec, fmt, ap);
+  /* Room for the escape that clears a status line in the same write. */
+  int n = log_format(line + 4, level, who, rec, fmt, ap);
   if (n < 0)
     return;
+  char *out = line + 4;
+  if (atomic_exchange(&log_status_shown, 0)) {
+    memcpy(line, "\r\x1b[K", 4);
+    out = line;
+    n += 4;
+  }
   log_note_lost();
-  if (log_write(line, n) < 0)
+  if (log_write(out, n) < 0)
     atomic_fetch_add(&log_lost, 1);
+}
+
+void log_status(const char *text) {
+  char line[256];
+  int n = snprintf(line, sizeof(line), "\r\x1b[K%s", text ? text : "");
+  if (n >= (int)sizeof(line))
+    n = (int)sizeof(line) - 1;
+  /* A lost status line is redrawn by the next one: not counted. */
+  if (n > 0 && log_write(line, n) == 0)
+    atomic_store(&log_status_shown, text != NULL);
 }
 
 void log_vmsg(int level, const char *who, const char *fmt, va_list ap) {

@@ -47,6 +47,10 @@ void log_set_json(int on);
 void log_msg(int level, const char *who, const char *fmt, ...)
     KHOST_PRINTF(3, 4);
 void log_vmsg(int level, const char *who, const char *fmt, va_list ap);
+/* On a terminal: show text as a line that the next call replaces (NULL
+ * clears it); a log line written meanwhile clears it first. */
+void log_status(const char *text);
+
 /* A line about one record (rec may be NULL). */
 void log_rec(int level, const char *who, const log_record_t *rec,
              const char *fmt, ...) KHOST_PRINTF(4, 5);

@@ -822,6 +822,53 @@ START_TEST(test_run_json_log) {
 }
 END_TEST
 
+/* --exit-at-end with stderr no terminal: a progress line in the log every
+ * interval (KHOST_PROGRESS_INTERVAL_MS, a minute by default), the
+ * records left going down to the end, with a rate and an ETA. */
+START_TEST(test_run_progress_lines) {
+  enum { RECORDS = 30 };
+  char *plugin = tu_fixture("scripted"), *calls = dir_path("calls.log");
+  char *plugin_cfg = NULL;
+  ck_assert_int_ge(
+      asprintf(&plugin_cfg, "log_path = \"%s\"; slow_ms = 100;", calls), 0);
+  char *cfg = mock_cfg("progress.cfg", "", RECORDS, 0, "max_batch = 5;", plugin,
+                       plugin_cfg);
+  setenv("KHOST_PROGRESS_INTERVAL_MS", "300", 1);
+  char *out, *err;
+  int status = run_khost("progress", RUN_TIMEOUT_MS, &out, &err, "run", "-c",
+                         cfg, "--exit-at-end");
+  unsetenv("KHOST_PROGRESS_INTERVAL_MS");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  int lines = 0, eta = 0;
+  long first = -1, last = -1;
+  for (const char *at = err; (at = strstr(at, "] progress: ")) != NULL; at++) {
+    long left;
+    char tail_text[64] = "";
+    ck_assert_int_ge(sscanf(at,
+                            "] progress: %ld records left, %*d records/s, "
+                            "%63[^\n]",
+                            &left, tail_text),
+                     1);
+    if (first < 0)
+      first = left;
+    last = left;
+    eta += strncmp(tail_text, "ETA ", 4) == 0 &&
+           strcmp(tail_text, "ETA unknown") != 0;
+    lines++;
+  }
+  ck_assert_msg(lines >= 2, "%d progress lines:\n%s", lines, tail(err));
+  ck_assert_int_eq(first, RECORDS);
+  ck_assert_int_lt(last, first);
+  ck_assert_msg(eta > 0, "no ETA in the progress lines:\n%s", tail(err));
+  free(out);
+  free(err);
+  free(cfg);
+  free(plugin_cfg);
+  free(calls);
+  free(plugin);
+}
+END_TEST
+
 /* SIGTERM while consuming: exit 0, and what the summary counts as handled
  * is exactly what reached the JSONL file. */
 START_TEST(test_sigterm_is_graceful) {
@@ -1700,6 +1747,7 @@ Suite *cli_suite(void) {
   } slow[] = {{test_second_signal_exits_at_once, "run", 90},
               {test_run_exit_at_end, "run", 90},
               {test_run_json_log, "run", 90},
+              {test_run_progress_lines, "run", 90},
               {test_reload_pipelines, "reload", 120},
               {test_reload_refused, "reload", 120},
               {test_readme_plugin, "readme", 120},
