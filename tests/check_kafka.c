@@ -1424,7 +1424,7 @@ static int64_t wait_after_kill(const char *name, const char *top) {
   char *cfg = write_cfg_top(&s, "k.cfg", top);
   start_until_assigned(&s, &first, cfg, "first");
   ck_assert_int_eq(kill(first.pid, SIGKILL), 0);
-  ku_exit_status(&first, RUN_TIMEOUT_MS);
+  ck_assert(ku_reap(&first, RUN_TIMEOUT_MS));
   int64_t waited = start_until_assigned(&s, &second, cfg, "second");
   ck_assert_int_eq(kill(second.pid, SIGTERM), 0);
   ck_assert_int_eq(ku_exit_status(&second, RUN_TIMEOUT_MS), 0);
