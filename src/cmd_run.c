@@ -93,27 +93,29 @@ static int64_t mono_ms(void) {
   return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
-/* SIGHUP would end the process at once, without the last commit (a
- * closed terminal, a service manager asking for a reload). Reloading the
- * config is not supported yet, so it is said and ignored. Returns 1 for a
- * SIGHUP. */
-static int ignore_hangup(int sig) {
+/* SIGHUP while running reloads the config (host_reload()); while
+ * stopping it is said and ignored (by default it would end the process
+ * at once, without the last commit). Returns 1 for a SIGHUP. */
+static int hangup(host_t *h, const char *path, int sig) {
   if (sig != SIGHUP)
     return 0;
-  log_msg(KHOST_LOG_NOTICE, "khost",
-          "SIGHUP ignored: reloading the config is not supported yet "
-          "(SIGINT/SIGTERM stop khost)");
+  if (!path)
+    log_msg(KHOST_LOG_NOTICE, "khost",
+            "SIGHUP ignored: khost is stopping (a second SIGINT/SIGTERM "
+            "exits at once)");
+  else
+    host_reload(h, path);
   return 1;
 }
 
 /* Wait for the first SIGINT/SIGTERM or for the host to start stopping by
  * itself (--exit-at-end, a failure): the shutdown deadline applies from
  * then on either way. */
-static void wait_for_stop(host_t *h, const sigset_t *sigs) {
+static void wait_for_stop(host_t *h, const char *path, const sigset_t *sigs) {
   struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
   while (!host_stopping(h)) {
     int sig = sigtimedwait(sigs, NULL, &tick);
-    if (sig > 0 && !ignore_hangup(sig)) {
+    if (sig > 0 && !hangup(h, path, sig)) {
       log_msg(KHOST_LOG_NOTICE, "khost",
               "%s: finishing the current batches, committing, leaving the "
               "group (a second signal exits at once)",
@@ -153,7 +155,7 @@ static void wait_for_members(host_t *h, const sigset_t *sigs, int64_t ms) {
   int64_t deadline = mono_ms() + ms;
   while (!host_done(h)) {
     int sig = sigtimedwait(sigs, NULL, &tick);
-    if (sig > 0 && !ignore_hangup(sig)) {
+    if (sig > 0 && !hangup(h, NULL, sig)) {
       log_msg(KHOST_LOG_WARNING, "khost", "%s again: exiting now",
               strsignal(sig));
       _exit(128 + sig);
@@ -184,8 +186,9 @@ static int run_host(const cfg_t *cfg, const run_opts_t *o) {
     host_close(h);
     return rc;
   }
-  wait_for_stop(h, &sigs);
-  wait_for_members(h, &sigs, cfg->shutdown_timeout_ms);
+  wait_for_stop(h, cfg->path, &sigs);
+  /* The config in force: a reload may have changed it. */
+  wait_for_members(h, &sigs, host_config(h)->shutdown_timeout_ms);
   rc = host_finish(h);
   if (host_report(h, stdout) > 0) {
     log_msg(KHOST_LOG_ERR, "khost",

@@ -47,8 +47,9 @@ typedef struct scope {
 } scope_t;
 
 static const char *const top_keys[] = {
-    "plugin_dir", "log_level", "shutdown_timeout", "kafka", "dedup", "mock",
-    "pipelines",  "http",      "instance_id",      NULL};
+    "plugin_dir", "log_level",   "log_format", "shutdown_timeout",
+    "kafka",      "dedup",       "mock",       "pipelines",
+    "http",       "instance_id", NULL};
 static const char *const http_keys[] = {"listen", NULL};
 static const char *const dedup_keys[] = {"path", "retention", "durability",
                                          NULL};
@@ -483,6 +484,15 @@ static void load_top_scalars(loader_t *ld, const scope_t *top) {
               "must be err, warning, notice, info or debug (got \"%s\")", v);
     else
       cfg->log_level = level;
+  }
+  if (get_string(ld, top, "log_format", 0, &v)) {
+    int json = log_format_parse(v);
+    if (json < 0)
+      problem(ld, top, "log_format",
+              config_setting_get_member(top->group, "log_format"),
+              "must be text or json (got \"%s\")", v);
+    else
+      cfg->log_json = json;
   }
   get_duration_int(ld, top, "shutdown_timeout", 1, &cfg->shutdown_timeout_ms);
 }

@@ -68,6 +68,7 @@ typedef struct cfg {
   char *path;  /* the file as given */
   char *plugin_dir;
   int log_level;           /* syslog number, default info */
+  int log_json;            /* log_format = "json" */
   int shutdown_timeout_ms; /* default 30000 */
   cfg_prop_t *kafka;       /* global librdkafka properties */
   size_t n_kafka;

@@ -28,6 +28,9 @@ struct end_tracker {
   /* "topic\x1fpartition" -> target end offset; removed once the partition
    * is consumed and committed up to it. Under mu. */
   GHashTable *targets;
+  /* "topic\x1fpartition" -> the next offset known to be consumed (the log
+   * start until a progress says more), for end_tracker_left(). Under mu. */
+  GHashTable *next;
   int total;
   /* A consumer of the group that never joins it: it reads the group's
    * committed offsets of the partitions still to go. */
@@ -103,9 +106,11 @@ static int load_targets(end_tracker_t *t, char *err, size_t errlen) {
                t->who, topic, part, rd_kafka_err2str(e));
       goto out;
     }
-    int64_t *target = g_new(int64_t, 1);
+    int64_t *target = g_new(int64_t, 1), *next = g_new(int64_t, 1);
     *target = hi;
+    *next = lo;
     g_hash_table_insert(t->targets, target_key(topic, part), target);
+    g_hash_table_insert(t->next, target_key(topic, part), next);
     log_msg(KHOST_LOG_DEBUG, t->who, "%s [%" PRId32 "]: end offset %" PRId64,
             topic, part, hi);
   }
@@ -126,6 +131,7 @@ int end_tracker_open(end_tracker_t **out, const kafka_settings_t *ks,
   t->who = g_strdup(who);
   pthread_mutex_init(&t->mu, NULL);
   t->targets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  t->next = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   if (load_targets(t, err, errlen) != 0) {
     end_tracker_close(t);
     return -1;
@@ -147,6 +153,9 @@ static void progress(end_tracker_t *t, const char *topic, int32_t partition,
   int last = 0;
   pthread_mutex_lock(&t->mu);
   int64_t *target = g_hash_table_lookup(t->targets, key);
+  int64_t *next = g_hash_table_lookup(t->next, key);
+  if (next && next_offset > *next)
+    *next = next_offset;
   if (target && next_offset >= *target) {
     log_msg(KHOST_LOG_INFO, t->who,
             "%s [%" PRId32 "]: %s the end offset %" PRId64 " it had at start",
@@ -164,6 +173,22 @@ static void progress(end_tracker_t *t, const char *topic, int32_t partition,
 void end_tracker_progress(end_tracker_t *t, const char *topic,
                           int32_t partition, int64_t next_offset) {
   progress(t, topic, partition, next_offset, 0);
+}
+
+int64_t end_tracker_left(end_tracker_t *t) {
+  GHashTableIter it;
+  gpointer key, target;
+  int64_t left = 0;
+  pthread_mutex_lock(&t->mu);
+  g_hash_table_iter_init(&it, t->targets);
+  while (g_hash_table_iter_next(&it, &key, &target)) {
+    const int64_t *next = g_hash_table_lookup(t->next, key);
+    int64_t from = next ? *next : 0;
+    if (*(int64_t *)target > from)
+      left += *(int64_t *)target - from;
+  }
+  pthread_mutex_unlock(&t->mu);
+  return left;
 }
 
 int end_tracker_reached(end_tracker_t *t) {
@@ -261,6 +286,7 @@ void end_tracker_close(end_tracker_t *t) {
   /* It never joined the group: there is nothing to leave. */
   kafka_destroy_unjoined(t->group_rk);
   g_hash_table_destroy(t->targets);
+  g_hash_table_destroy(t->next);
   pthread_mutex_destroy(&t->mu);
   g_free(t->who);
   free(t);

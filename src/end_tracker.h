@@ -42,6 +42,11 @@ int end_tracker_watch_group(end_tracker_t *t, char *err, size_t errlen);
  * next_offset. */
 void end_tracker_progress(end_tracker_t *t, const char *topic,
                           int32_t partition, int64_t next_offset);
+/* Records still to go: for every partition not at its end yet, its end
+ * offset minus the next offset known to be consumed (the log start
+ * before any progress, so this may count records consumed by an earlier
+ * run until the partition's first progress). */
+int64_t end_tracker_left(end_tracker_t *t);
 /* 1 once every partition has reached its end. */
 int end_tracker_reached(end_tracker_t *t);
 /* Join the watch (its hooks' sleep must return 1 by now) and free. */

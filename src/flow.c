@@ -65,10 +65,13 @@ void flow_log_record(const flow_t *f, int level, const void *rec,
   const void *id;
   size_t len;
   flow_event_id(f, rec, &id, &len);
-  log_msg(level, f->conf->who,
-          "%s [%" PRId32 "] offset %" PRId64 " eventId %s: %s",
-          f->ops->topic(rec), f->ops->partition(rec), f->ops->offset(rec),
-          printable(idbuf, sizeof(idbuf), id, len), what);
+  log_record_t lr = {
+      .topic = f->ops->topic(rec),
+      .partition = f->ops->partition(rec),
+      .offset = f->ops->offset(rec),
+      .event_id = id ? printable(idbuf, sizeof(idbuf), id, len) : NULL,
+  };
+  log_rec(level, f->conf->who, &lr, "%s", what);
 }
 
 static int64_t backoff_ms(const flow_conf_t *c, uint32_t attempt) {

@@ -110,6 +110,8 @@ size_t flow_parts(const flow_t *f);
 flow_part_t *flow_part_at(const flow_t *f, size_t i);
 const char *flow_part_topic(const flow_part_t *pt);
 int32_t flow_part_partition(const flow_part_t *pt);
+/* The oldest record of the partition without an outcome yet, or NULL. */
+void *flow_part_head(const flow_part_t *pt);
 /* The adapter's own pointer per partition (a dead-letter write). */
 void *flow_part_user(const flow_part_t *pt);
 void flow_part_set_user(flow_part_t *pt, void *user);

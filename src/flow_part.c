@@ -137,6 +137,10 @@ int32_t flow_part_partition(const flow_part_t *pt) {
   return pt->partition;
 }
 
+void *flow_part_head(const flow_part_t *pt) {
+  return pt->queue.head ? pt->queue.head->data : NULL;
+}
+
 void *flow_part_user(const flow_part_t *pt) {
   return pt->user;
 }

@@ -2,6 +2,7 @@
  * The host (see host.h).
  */
 #include "host.h"
+#include "host_int.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -19,23 +20,6 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "store.h"
-
-struct host {
-  pthread_mutex_t mu; /* guards pipelines[] against a concurrent stop */
-  const cfg_t *cfg;
-  host_opts_t opts;
-  demo_t *demo;       /* the config's mock group, or NULL */
-  store_t *store;     /* the dedup store, when a pipeline has dedup on */
-  plugin_t **plugins; /* per pipeline; shared when the path is the same */
-  pipeline_t **pipelines;
-  pipeline_stats_t *stats; /* filled by host_finish() */
-  GPtrArray **notes;       /* per pipeline: its plugin's closing notes */
-  size_t n;
-  int finished;
-  metrics_t **metrics; /* per pipeline, for the whole life of the host */
-  http_t *http;        /* NULL when http.listen is "" */
-  monitor_t *monitor;  /* throughput samples, systemd; after host_start() */
-};
 
 /* The pruner runs often enough to keep memory near the retention window,
  * and at most once a minute. */
@@ -63,16 +47,24 @@ static int load_plugin(const cfg_t *cfg, size_t i, plugin_t **out, char *err,
   return -1;
 }
 
+int host_plugin_for(host_t *h, const cfg_t *cfg, size_t i, plugin_t **out,
+                    char *err, size_t errlen) {
+  const char *path = cfg->pipelines[i].plugin_path;
+  for (guint j = 0; j < h->loaded->len; j++)
+    if (strcmp(plugin_path(g_ptr_array_index(h->loaded, j)), path) == 0) {
+      *out = g_ptr_array_index(h->loaded, j);
+      return 0;
+    }
+  if (load_plugin(cfg, i, out, err, errlen) != 0)
+    return -1;
+  g_ptr_array_add(h->loaded, *out);
+  return 0;
+}
+
 static int load_plugins(host_t *h, char *err, size_t errlen) {
-  for (size_t i = 0; i < h->n; i++) {
-    const char *path = h->cfg->pipelines[i].plugin_path;
-    for (size_t j = 0; j < i && !h->plugins[i]; j++)
-      if (strcmp(h->cfg->pipelines[j].plugin_path, path) == 0)
-        h->plugins[i] = h->plugins[j];
-    if (!h->plugins[i] &&
-        load_plugin(h->cfg, i, &h->plugins[i], err, errlen) != 0)
+  for (size_t i = 0; i < h->n; i++)
+    if (host_plugin_for(h, h->cfg, i, &h->plugins[i], err, errlen) != 0)
       return -1;
-  }
   return 0;
 }
 
@@ -98,15 +90,17 @@ static int open_dedup(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
+metrics_t *host_metrics_new(const cfg_pipeline_t *pc) {
+  /* A member whose loop stands still longer than a handle() may take is
+   * stuck. */
+  int64_t stuck = pc->handler_timeout_ms > 0 ? pc->handler_timeout_ms : 60000;
+  return metrics_new(pc->name, pc->members, stuck);
+}
+
 static void open_metrics(host_t *h) {
   h->metrics = calloc(h->n, sizeof(*h->metrics));
-  for (size_t i = 0; i < h->n; i++) {
-    const cfg_pipeline_t *pc = &h->cfg->pipelines[i];
-    /* A member whose loop stands still longer than a handle() may take
-     * is stuck. */
-    int64_t stuck = pc->handler_timeout_ms > 0 ? pc->handler_timeout_ms : 60000;
-    h->metrics[i] = metrics_new(pc->name, pc->members, stuck);
-  }
+  for (size_t i = 0; i < h->n; i++)
+    h->metrics[i] = host_metrics_new(&h->cfg->pipelines[i]);
 }
 
 int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
@@ -114,6 +108,9 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
   host_t *h = calloc(1, sizeof(*h));
   int rc = HOST_EXIT_CONFIG;
   pthread_mutex_init(&h->mu, NULL);
+  pthread_rwlock_init(&h->view, NULL);
+  h->loaded = g_ptr_array_new();
+  h->cfgs = g_ptr_array_new();
   h->cfg = cfg;
   h->opts = *opts;
   h->n = cfg->n_pipelines;
@@ -147,26 +144,32 @@ static void stop_host(void *ctx) {
   host_request_stop(h);
 }
 
+int host_pipeline_start(host_t *h, const cfg_t *cfg, size_t i, plugin_t *plugin,
+                        metrics_t *mx, pipeline_t **out, char *err,
+                        size_t errlen) {
+  const cfg_pipeline_t *pc = &cfg->pipelines[i];
+  pipeline_env_t env = {
+      .cfg = cfg,
+      .pc = pc,
+      .plugin = plugin,
+      .store = pc->dedup ? h->store : NULL,
+      .bootstrap_servers = h->demo ? mock_bootstraps(demo_mock(h->demo)) : NULL,
+      .exit_at_end = h->opts.exit_at_end,
+      .from_beginning = h->opts.from_beginning,
+      .stop_host = stop_host,
+      .stop_host_ctx = h,
+      /* Shown by host_report(), under what the generator produced. */
+      .keep_closing_notes = demo_generated(h->demo),
+      .metrics = mx,
+  };
+  return pipeline_start(out, &env, err, errlen);
+}
+
 int host_start(host_t *h, char *err, size_t errlen) {
   for (size_t i = 0; i < h->n; i++) {
-    const cfg_pipeline_t *pc = &h->cfg->pipelines[i];
-    pipeline_env_t env = {
-        .cfg = h->cfg,
-        .pc = pc,
-        .plugin = h->plugins[i],
-        .store = pc->dedup ? h->store : NULL,
-        .bootstrap_servers =
-            h->demo ? mock_bootstraps(demo_mock(h->demo)) : NULL,
-        .exit_at_end = h->opts.exit_at_end,
-        .from_beginning = h->opts.from_beginning,
-        .stop_host = stop_host,
-        .stop_host_ctx = h,
-        /* Shown by host_report(), under what the generator produced. */
-        .keep_closing_notes = demo_generated(h->demo),
-        .metrics = h->metrics[i],
-    };
     pipeline_t *pl;
-    int rc = pipeline_start(&pl, &env, err, errlen);
+    int rc = host_pipeline_start(h, h->cfg, i, h->plugins[i], h->metrics[i],
+                                 &pl, err, errlen);
     pthread_mutex_lock(&h->mu);
     h->pipelines[i] = rc == 0 ? pl : NULL;
     pthread_mutex_unlock(&h->mu);
@@ -217,9 +220,8 @@ int host_wait(host_t *h, int64_t timeout_ms) {
   return 1;
 }
 
-static void log_summary(host_t *h, size_t i) {
-  const pipeline_stats_t *s = &h->stats[i];
-  log_msg(KHOST_LOG_NOTICE, h->cfg->pipelines[i].name,
+void host_log_summary(const char *pipeline, const pipeline_stats_t *s) {
+  log_msg(KHOST_LOG_NOTICE, pipeline,
           "handled %" PRIu64 ", duplicates skipped %" PRIu64 ", failed %" PRIu64
           ", retries %" PRIu64 ", without event ID %" PRIu64
           ", offset commits %" PRIu64,
@@ -240,7 +242,7 @@ int host_finish(host_t *h) {
     pthread_mutex_unlock(&h->mu);
     if (pipeline_finish(pl) != 0)
       rc = HOST_EXIT_RUNTIME;
-    log_summary(h, i);
+    host_log_summary(h->cfg->pipelines[i].name, &h->stats[i]);
   }
   h->finished = 1;
   return rc;
@@ -255,13 +257,9 @@ void host_close(host_t *h) {
   store_close(h->store);
   demo_close(h->demo);
   /* Every member thread is joined: unloading is safe now. */
-  for (size_t i = 0; h->plugins && i < h->n; i++) {
-    for (size_t j = i + 1; j < h->n; j++)
-      if (h->plugins[j] == h->plugins[i])
-        h->plugins[j] = NULL;
-    if (h->plugins[i])
-      plugin_unload(h->plugins[i]);
-  }
+  for (guint i = 0; i < h->loaded->len; i++)
+    plugin_unload(g_ptr_array_index(h->loaded, i));
+  g_ptr_array_free(h->loaded, TRUE);
   for (size_t i = 0; h->notes && i < h->n; i++)
     if (h->notes[i])
       g_ptr_array_unref(h->notes[i]);
@@ -272,6 +270,12 @@ void host_close(host_t *h) {
   free(h->plugins);
   free(h->pipelines);
   free(h->stats);
+  for (guint i = 0; i < h->cfgs->len; i++) {
+    cfg_free(g_ptr_array_index(h->cfgs, i));
+    free(g_ptr_array_index(h->cfgs, i));
+  }
+  g_ptr_array_free(h->cfgs, TRUE);
+  pthread_rwlock_destroy(&h->view);
   pthread_mutex_destroy(&h->mu);
   free(h);
 }
@@ -302,6 +306,14 @@ size_t host_describe_busy(host_t *h, char *buf, size_t len) {
       n += pipeline_describe_busy(h->pipelines[i], buf, len);
   pthread_mutex_unlock(&h->mu);
   return n;
+}
+
+void host_view_begin(host_t *h) {
+  pthread_rwlock_rdlock(&h->view);
+}
+
+void host_view_end(host_t *h) {
+  pthread_rwlock_unlock(&h->view);
 }
 
 size_t host_pipeline_count(const host_t *h) {
@@ -361,6 +373,21 @@ int64_t host_dedup_bytes(host_t *h) {
     g_free(path);
   }
   return bytes;
+}
+
+int64_t host_records_left(host_t *h) {
+  int64_t left = -1;
+  pthread_mutex_lock(&h->mu);
+  for (size_t i = 0; i < h->n; i++) {
+    pipeline_stats_t s;
+    if (!h->pipelines[i])
+      continue;
+    pipeline_get_stats(h->pipelines[i], &s);
+    if (s.left >= 0)
+      left = (left < 0 ? 0 : left) + s.left;
+  }
+  pthread_mutex_unlock(&h->mu);
+  return left;
 }
 
 int host_http_port(const host_t *h) {

@@ -126,12 +126,8 @@ static enum MHD_Result readyz(http_t *s, struct MHD_Connection *c) {
       json_body(json_pack("{s:b, s:o}", "ready", ready, "reasons", reasons)));
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
-                                  const char *url, const char *method,
-                                  const char *version, const char *data,
-                                  size_t *data_size, void **con_cls) {
-  http_t *s = cls;
-  (void)version, (void)data, (void)data_size, (void)con_cls;
+static enum MHD_Result route(http_t *s, struct MHD_Connection *c,
+                             const char *url, const char *method) {
   if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
     return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
                  strdup("only GET and HEAD\n"));
@@ -150,6 +146,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
                  strdup(status_page_html));
   return reply(c, MHD_HTTP_NOT_FOUND, "text/plain",
                strdup("not found: try /metrics, /healthz, /readyz or /\n"));
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
+                                  const char *url, const char *method,
+                                  const char *version, const char *data,
+                                  size_t *data_size, void **con_cls) {
+  http_t *s = cls;
+  (void)version, (void)data, (void)data_size, (void)con_cls;
+  /* A reload swaps the pipelines: not while a page is made of them. */
+  host_view_begin(s->host);
+  enum MHD_Result r = route(s, c, url, method);
+  host_view_end(s->host);
+  return r;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) {

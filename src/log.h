@@ -1,7 +1,8 @@
 /*
  * khost logger: one line per event on stderr,
  *   2026-11-25T10:00:00.123Z INFO  [who] message
- * where `who` names the pipeline/member (and plugin) the line is about.
+ * where `who` names the pipeline/member (and plugin) the line is about,
+ * or with log_format = "json" one JSON object per line (see log_set_json).
  * Thread-safe: every line is written with a single write(). A write that
  * fails (EPIPE, EBADF, ENOSPC, ...) loses its line and nothing else; the
  * next line that goes through says how many were lost.
@@ -10,6 +11,7 @@
 #define KHOST_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 #include "khost/plugin.h" /* KHOST_LOG_* levels */
 
@@ -24,9 +26,34 @@ const char *log_level_name(int level);
 /* Redirect output to fd (default 2). For tests. */
 void log_set_fd(int fd);
 
+/* The record a line is about. In text the line reads
+ *   ... [who] TOPIC [PARTITION] offset OFFSET eventId ID: message
+ * and in JSON these are fields of their own. */
+typedef struct {
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+  const char *event_id; /* NULL: the record has none */
+} log_record_t;
+
+/* "text" -> 0, "json" -> 1; -1 when unknown. */
+int log_format_parse(const char *name);
+
+/* 1: one JSON object per line, {"time", "level", "who", "pipeline",
+ * "member", "plugin", "topic", "partition", "offset", "event_id",
+ * "message"}, the fields that do not apply left out; 0: text. */
+void log_set_json(int on);
+
 void log_msg(int level, const char *who, const char *fmt, ...)
     KHOST_PRINTF(3, 4);
 void log_vmsg(int level, const char *who, const char *fmt, va_list ap);
+/* On a terminal: show text as a line that the next call replaces (NULL
+ * clears it); a log line written meanwhile clears it first. */
+void log_status(const char *text);
+
+/* A line about one record (rec may be NULL). */
+void log_rec(int level, const char *who, const log_record_t *rec,
+             const char *fmt, ...) KHOST_PRINTF(4, 5);
 
 /* 1 when a librdkafka property name holds a secret that must never be
  * printed (sasl.password, ssl.key.password, ...). */

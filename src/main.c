@@ -88,6 +88,7 @@ int cli_load_config(cfg_t *cfg, const char *path) {
     return HOST_EXIT_CONFIG;
   }
   log_set_level(cfg->log_level);
+  log_set_json(cfg->log_json);
   return 0;
 }
 

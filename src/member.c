@@ -208,6 +208,7 @@ static void cycle(member_t *m) {
                flow_batch_len(flow_cur(m->flow)) +
                    (m->flying ? flow_batch_len(flow_air(m->flow)) : 0));
   poll_records(m);
+  member_report_oldest(m);
   settle_land(m, 0, 1); /* commit a landed batch's offsets without delay */
   handle_ready(m);
   if (flow_batch_due(m->flow, member_now_ms()))

@@ -123,4 +123,8 @@ void commit_due(member_t *m);
 void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                    rd_kafka_topic_partition_list_t *offsets, void *opaque);
 
+/* member_lag.c: the oldest waiting record of each partition, for the
+ * consumer lag in seconds (a few times a second at most). */
+void member_report_oldest(member_t *m);
+
 #endif

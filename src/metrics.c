@@ -96,7 +96,7 @@ static metrics_part_t *part_get(metrics_t *mx, const char *topic,
   pt->topic = g_strdup(topic);
   pt->partition = partition;
   pt->member = -1;
-  pt->committed = pt->low = pt->high = -1;
+  pt->committed = pt->low = pt->high = pt->oldest_ms = -1;
   g_hash_table_insert(mx->parts, key, pt);
   return pt;
 }
@@ -123,8 +123,10 @@ void metrics_revoked(metrics_t *mx, int member,
   for (int i = 0; i < parts->cnt; i++) {
     metrics_part_t *pt =
         part_get(mx, parts->elems[i].topic, parts->elems[i].partition);
-    if (pt->member == member)
+    if (pt->member == member) {
       pt->member = -1;
+      pt->oldest_ms = -1;
+    }
   }
   pthread_mutex_unlock(&mx->mu);
 }
@@ -177,6 +179,22 @@ void metrics_tick(metrics_t *mx, int member, rd_kafka_t *rk, uint64_t queued,
     if (((metrics_part_t *)v)->member == member)
       read_watermarks(rk, v);
   pthread_mutex_unlock(&mx->mu);
+}
+
+void metrics_oldest(metrics_t *mx, const char *topic, int32_t partition,
+                    int64_t ts_ms) {
+  if (!mx)
+    return;
+  pthread_mutex_lock(&mx->mu);
+  part_get(mx, topic, partition)->oldest_ms = ts_ms;
+  pthread_mutex_unlock(&mx->mu);
+}
+
+double metrics_lag_seconds(const metrics_part_t *pt, int64_t now_ms) {
+  /* A producer's clock ahead of ours gives no negative age. */
+  if (pt->oldest_ms < 0 || now_ms <= pt->oldest_ms)
+    return 0;
+  return (double)(now_ms - pt->oldest_ms) / 1000.0;
 }
 
 void metrics_held(metrics_t *mx, int member, int held) {

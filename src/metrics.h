@@ -3,8 +3,9 @@
  * behind /metrics, /readyz and the status page (http.c) that the pipeline
  * itself does not keep (pipeline_stats_t has the record counts).
  *
- * The host owns one metrics_t per pipeline for its whole life, so the
- * HTTP thread may read it while pipelines start and stop. Members update
+ * The host owns one metrics_t per pipeline for as long as the config
+ * has it, so the HTTP thread may read it while pipelines start and stop
+ * (a reload frees a dropped pipeline's under host_view_begin()). Members update
  * it from their own threads: plain counters are atomics; the partition
  * table, the recent failures and the throughput samples are under mu.
  * Every update function accepts a NULL metrics_t (a pipeline run without
@@ -45,6 +46,8 @@ typedef struct metrics_part {
   int64_t committed; /* next offset committed; -1 unknown */
   int64_t low, high; /* watermarks as the member's client last saw them;
                       * -1 unknown */
+  int64_t oldest_ms; /* timestamp (ms since the epoch) of the oldest record
+                      * fetched and not handled yet; -1: none waits */
 } metrics_part_t;
 
 /* A record that failed for good. */
@@ -109,6 +112,10 @@ void metrics_committed(metrics_t *mx, rd_kafka_t *rk, int ok,
  * second the watermarks of its partitions are refreshed from rk. */
 void metrics_tick(metrics_t *mx, int member, rd_kafka_t *rk, uint64_t queued,
                   uint64_t pending);
+/* The timestamp of the oldest record of topic/partition fetched and not
+ * handled yet (ms since the epoch; -1: none waits). */
+void metrics_oldest(metrics_t *mx, const char *topic, int32_t partition,
+                    int64_t ts_ms);
 void metrics_held(metrics_t *mx, int member, int held);
 void metrics_breaker(metrics_t *mx, int open);
 void metrics_failed(metrics_t *mx, const char *topic, int32_t partition,
@@ -121,6 +128,10 @@ void metrics_sample(metrics_t *mx, uint64_t outcomes);
 GPtrArray *metrics_parts(metrics_t *mx); /* metrics_part_t *, sorted */
 size_t metrics_failures(metrics_t *mx, metrics_failure_t *out, size_t max);
 size_t metrics_samples(metrics_t *mx, metrics_sample_t *out, size_t max);
+
+/* Consumer lag in seconds: the age at now_ms (wall clock) of the
+ * partition's oldest record not handled yet; 0 when none waits. */
+double metrics_lag_seconds(const metrics_part_t *pt, int64_t now_ms);
 
 /* Why the pipeline is not ready, appended to why (strings the array
  * frees); returns 1 when it is ready. */

@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "progress.h"
 
 /* How often the loop turns, and how often throughput is sampled. */
 #define MONITOR_TICK_MS 250
@@ -30,6 +31,7 @@ struct monitor {
   int ready_sent, stopping_sent, stuck_logged;
   uint64_t watchdog_us; /* 0: systemd wants no WATCHDOG=1 */
   int64_t last_sample, last_watchdog;
+  progress_t *progress; /* --exit-at-end: records left, rate, ETA */
 };
 
 static int64_t mono_ms(void) {
@@ -125,6 +127,8 @@ static void turn(monitor_t *mon) {
     notify("READY=1");
   }
   watchdog(mon, now);
+  if (!mon->stopping_sent)
+    progress_update(mon->progress, host_records_left(mon->h), now);
 }
 
 static void *monitor_main(void *arg) {
@@ -134,7 +138,9 @@ static void *monitor_main(void *arg) {
   pthread_mutex_lock(&mon->mu);
   while (!mon->quit) {
     pthread_mutex_unlock(&mon->mu);
+    host_view_begin(mon->h);
     turn(mon);
+    host_view_end(mon->h);
     pthread_mutex_lock(&mon->mu);
     clock_gettime(CLOCK_MONOTONIC, &at);
     at.tv_nsec += MONITOR_TICK_MS * 1000000L;
@@ -154,6 +160,7 @@ monitor_t *monitor_start(host_t *h) {
   monitor_t *mon = calloc(1, sizeof(*mon));
   pthread_condattr_t ca;
   mon->h = h;
+  mon->progress = progress_new();
   pthread_mutex_init(&mon->mu, NULL);
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -169,6 +176,7 @@ monitor_t *monitor_start(host_t *h) {
             "systemd notifications");
     pthread_cond_destroy(&mon->cond);
     pthread_mutex_destroy(&mon->mu);
+    progress_free(mon->progress);
     free(mon);
     return NULL;
   }
@@ -187,5 +195,6 @@ void monitor_stop(monitor_t *mon) {
     notify("STOPPING=1");
   pthread_cond_destroy(&mon->cond);
   pthread_mutex_destroy(&mon->mu);
+  progress_free(mon->progress);
   free(mon);
 }

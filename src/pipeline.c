@@ -427,6 +427,7 @@ void pipeline_get_stats(pipeline_t *p, pipeline_stats_t *out) {
   out->assigned = atomic_load(&p->assigned);
   out->breaker_trips = atomic_load(&p->counts.breaker_trips);
   out->at_end = p->end && end_tracker_reached(p->end);
+  out->left = p->end ? end_tracker_left(p->end) : -1;
 }
 
 void pipeline_closing_note(void *ctx, const char *line) {

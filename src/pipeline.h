@@ -55,7 +55,8 @@ typedef struct pipeline_stats {
   uint64_t commits;       /* offset commits sent */
   uint64_t assigned;      /* partitions the members own right now */
   uint64_t breaker_trips; /* times the circuit breaker opened */
-  int at_end; /* exit-at-end: every partition consumed to its end offset */
+  int at_end;   /* exit-at-end: every partition consumed to its end offset */
+  int64_t left; /* exit-at-end: records still to go; -1 without */
 } pipeline_stats_t;
 
 typedef struct pipeline {

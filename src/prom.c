@@ -141,8 +141,9 @@ static void render_member_gauge(GString *o, host_t *h, const char *name,
   }
 }
 
-static void part_sample(GString *o, const char *name, const metrics_t *mx,
-                        const metrics_part_t *pt, int64_t v) {
+/* "name{pipeline=..,member=..,topic=..,partition=..} " */
+static void part_series(GString *o, const char *name, const metrics_t *mx,
+                        const metrics_part_t *pt) {
   g_string_append_printf(o, "%s{pipeline=\"", name);
   label_value(o, mx->pipeline);
   g_string_append(o, "\",member=\"");
@@ -152,8 +153,13 @@ static void part_sample(GString *o, const char *name, const metrics_t *mx,
     g_string_append(o, "none");
   g_string_append(o, "\",topic=\"");
   label_value(o, pt->topic);
-  g_string_append_printf(o, "\",partition=\"%" PRId32 "\"} %" PRId64 "\n",
-                         pt->partition, v);
+  g_string_append_printf(o, "\",partition=\"%" PRId32 "\"} ", pt->partition);
+}
+
+static void part_sample(GString *o, const char *name, const metrics_t *mx,
+                        const metrics_part_t *pt, int64_t v) {
+  part_series(o, name, mx, pt);
+  g_string_append_printf(o, "%" PRId64 "\n", v);
 }
 
 /* Lag: the log end minus the committed offset (or minus the log start
@@ -186,6 +192,27 @@ static void render_partitions(GString *o, host_t *h) {
       }
       g_ptr_array_unref(parts);
     }
+  }
+}
+
+/* The age of the oldest record not handled yet, per partition owned. */
+static void render_lag_seconds(GString *o, host_t *h) {
+  static const char *const name = "khost_consumer_lag_seconds";
+  int64_t now_ms = g_get_real_time() / 1000;
+  head(o, name, "gauge",
+       "Age of the partition's oldest record fetched and not handled yet "
+       "(0 when none waits).");
+  for (size_t i = 0; i < host_pipeline_count(h); i++) {
+    metrics_t *mx = host_metrics(h, i);
+    GPtrArray *parts = metrics_parts(mx);
+    for (guint j = 0; j < parts->len; j++) {
+      const metrics_part_t *pt = parts->pdata[j];
+      if (pt->member < 0)
+        continue;
+      part_series(o, name, mx, pt);
+      g_string_append_printf(o, "%.3f\n", metrics_lag_seconds(pt, now_ms));
+    }
+    g_ptr_array_unref(parts);
   }
 }
 
@@ -324,6 +351,7 @@ char *prom_render(host_t *h) {
                       "and committed yet.",
                       0);
   render_partitions(o, h);
+  render_lag_seconds(o, h);
   render_hist(o, h, "khost_handle_duration_seconds",
               "Time the plugin's handle() took per call.", 0);
   render_hist(o, h, "khost_batch_durable_duration_seconds",

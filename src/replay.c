@@ -1,6 +1,7 @@
 /*
- * `khost replay`: plan (resolve the new offsets) and apply (commit them as
- * the group's only member, record the replayed ranges). See replay.h.
+ * `khost replay`: plan (resolve the new offsets) and apply (commit them
+ * with the admin API, or as the group's only member where the broker
+ * wants that; record the replayed ranges). See replay.h.
  */
 #include "replay.h"
 
@@ -25,6 +26,8 @@
 /* How long reading a partition for timestamps may take. */
 #define REPLAY_SCAN_TIMEOUT_MS 60000
 #define REPLAY_QUERY_TIMEOUT_MS 15000
+/* alter_offsets(): the broker wants the commit from a member. */
+#define REPLAY_JOIN 100
 
 struct replay_plan {
   const cfg_t *cfg;
@@ -625,13 +628,85 @@ static int commit_offsets(replay_plan_t *p, rd_kafka_t *rk, char *err,
   return e ? HOST_EXIT_RUNTIME : HOST_EXIT_OK;
 }
 
-/* Ranges and offsets: both or neither. */
+/* The admin API's answer for the group: its first error, if any. */
+static rd_kafka_resp_err_t alter_result(rd_kafka_event_t *ev) {
+  rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
+  size_t n = 0;
+  const rd_kafka_AlterConsumerGroupOffsets_result_t *res =
+      rd_kafka_event_AlterConsumerGroupOffsets_result(ev);
+  const rd_kafka_group_result_t **groups =
+      res ? rd_kafka_AlterConsumerGroupOffsets_result_groups(res, &n) : NULL;
+  if (e || n == 0)
+    return e ? e : RD_KAFKA_RESP_ERR__BAD_MSG;
+  const rd_kafka_error_t *ge = rd_kafka_group_result_error(groups[0]);
+  if (ge)
+    return rd_kafka_error_code(ge);
+  const rd_kafka_topic_partition_list_t *l =
+      rd_kafka_group_result_partitions(groups[0]);
+  for (int i = 0; l && !e && i < l->cnt; i++)
+    e = l->elems[i].err;
+  return e;
+}
+
+/* Commit the new offsets with Kafka's admin API, without joining the
+ * group, as kafka-consumer-groups --reset-offsets does. A broker that
+ * takes commits from members only (librdkafka's mock cluster, for a group
+ * it has seen) answers UNKNOWN_MEMBER_ID: REPLAY_JOIN, then. */
+static int alter_offsets(replay_plan_t *p, char *err, size_t errlen) {
+  char why[512];
+  kafka_settings_t ks = {.cfg = p->cfg, .pc = p->pc};
+  rd_kafka_conf_t *conf = kafka_conf_new(&ks, KAFKA_ADMIN, err, errlen);
+  rd_kafka_t *rk =
+      conf ? kafka_new(RD_KAFKA_PRODUCER, conf, "kafka", NULL, why, sizeof(why))
+           : NULL;
+  if (!rk) {
+    if (conf)
+      snprintf(err, errlen, "kafka client: %s", why);
+    return HOST_EXIT_RUNTIME;
+  }
+  rd_kafka_topic_partition_list_t *l =
+      rd_kafka_topic_partition_list_new((int)p->n);
+  for (size_t i = 0; i < p->n; i++)
+    rd_kafka_topic_partition_list_add(l, p->parts[i].topic,
+                                      p->parts[i].partition)
+        ->offset = p->parts[i].target;
+  rd_kafka_AlterConsumerGroupOffsets_t *a =
+      rd_kafka_AlterConsumerGroupOffsets_new(p->group, l);
+  rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+  rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(
+      rk, RD_KAFKA_ADMIN_OP_ALTERCONSUMERGROUPOFFSETS);
+  rd_kafka_AdminOptions_set_request_timeout(o, REPLAY_QUERY_TIMEOUT_MS, why,
+                                            sizeof(why));
+  rd_kafka_AlterConsumerGroupOffsets(rk, &a, 1, o, q);
+  rd_kafka_event_t *ev = rd_kafka_queue_poll(q, REPLAY_QUERY_TIMEOUT_MS * 2);
+  rd_kafka_resp_err_t e = ev ? alter_result(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+  int rc = HOST_EXIT_OK;
+  if (e == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+      e == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION)
+    rc = REPLAY_JOIN;
+  else if (e) {
+    snprintf(err, errlen, "group %s: committing the new offsets failed: %s",
+             p->group, rd_kafka_err2str(e));
+    rc = HOST_EXIT_RUNTIME;
+  }
+  if (ev)
+    rd_kafka_event_destroy(ev);
+  rd_kafka_AdminOptions_destroy(o);
+  rd_kafka_AlterConsumerGroupOffsets_destroy(a);
+  rd_kafka_queue_destroy(q);
+  rd_kafka_topic_partition_list_destroy(l);
+  kafka_destroy(rk);
+  return rc;
+}
+
+/* Ranges and offsets: both or neither. rk NULL: with the admin API. */
 static int commit_both(replay_plan_t *p, rd_kafka_t *rk, char *err,
                        size_t errlen) {
   dadm_t *adm = NULL;
   int rc = p->pc->dedup ? record_ranges(p, &adm, err, errlen) : HOST_EXIT_OK;
   if (rc == HOST_EXIT_OK)
-    rc = commit_offsets(p, rk, err, errlen);
+    rc =
+        rk ? commit_offsets(p, rk, err, errlen) : alter_offsets(p, err, errlen);
   if (adm && rc == HOST_EXIT_OK && dadm_commit(adm, err, errlen) < 0) {
     char why[1024];
     snprintf(why, sizeof(why), "%s", err);
@@ -674,9 +749,16 @@ int replay_apply(replay_plan_t *p, FILE *notes, char *err, size_t errlen) {
   rd_kafka_t *rk = NULL;
   int rc = refuse_if_described_active(p, err, errlen);
   if (rc == HOST_EXIT_OK)
+    rc = commit_both(p, NULL, err, errlen);
+  if (rc == REPLAY_JOIN) {
+    log_msg(KHOST_LOG_INFO, "replay",
+            "group %s: the broker takes offsets only from a member: joining "
+            "the group",
+            p->group);
     rc = join_alone(p, &rk, &pr, err, errlen);
-  if (rc == HOST_EXIT_OK)
-    rc = commit_both(p, rk, err, errlen);
+    if (rc == HOST_EXIT_OK)
+      rc = commit_both(p, rk, err, errlen);
+  }
   if (rk) {
     rd_kafka_consumer_close(rk);
     kafka_destroy(rk);

@@ -10,12 +10,14 @@
  *                   commit the new offsets and record the replayed ranges
  *
  * Active members: a broker that answers DescribeGroups says so (the
- * replay is refused without touching the group). Either way the new
- * offsets are committed by joining the group as its only member: when
- * the group gives this replay fewer than all partitions of the topics,
- * someone else is a member and the replay is refused, having changed
- * nothing. (librdkafka's mock cluster answers no DescribeGroups and
- * refuses commits from non-members; a real broker accepts both.) Joining
+ * replay is refused without touching the group). The new offsets are
+ * committed with the admin API (AlterConsumerGroupOffsets), without
+ * joining, as kafka-consumer-groups --reset-offsets does. A broker that
+ * refuses that (UNKNOWN_MEMBER_ID: librdkafka's mock cluster, for a
+ * group it has seen) gets them from this replay as the group's only
+ * member: when the group gives it fewer than all partitions of the
+ * topics, someone else is a member and the replay is refused, having
+ * changed nothing. (The mock cluster answers no DescribeGroups.) Joining
  * a group that has members makes them rebalance once.
  *
  * The replayed range of a partition is [new offset, the offset the

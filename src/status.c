@@ -7,7 +7,7 @@
 
 #include "metrics.h"
 
-static json_t *partitions_json(metrics_t *mx) {
+static json_t *partitions_json(metrics_t *mx, int64_t now_ms) {
   json_t *arr = json_array();
   GPtrArray *parts = metrics_parts(mx);
   for (guint j = 0; j < parts->len; j++) {
@@ -26,6 +26,10 @@ static json_t *partitions_json(metrics_t *mx) {
         pt->high >= 0 && from >= 0
             ? json_integer(pt->high > from ? pt->high - from : 0)
             : json_null());
+    json_object_set_new(o, "lag_seconds",
+                        pt->member >= 0
+                            ? json_real(metrics_lag_seconds(pt, now_ms))
+                            : json_null());
     json_array_append_new(arr, o);
   }
   g_ptr_array_unref(parts);
@@ -97,9 +101,9 @@ static json_t *pipeline_json(host_t *h, size_t i) {
                    "name", pc->name, "group_id", pc->group_id, "topics", topics,
                    "ready", ready, "reasons", reasons, "breaker_open",
                    atomic_load(&mx->breaker_open), "counts", counts, "members",
-                   members_json(mx), "partitions", partitions_json(mx),
-                   "throughput", throughput_json(mx), "failures",
-                   failures_json(mx));
+                   members_json(mx), "partitions",
+                   partitions_json(mx, g_get_real_time() / 1000), "throughput",
+                   throughput_json(mx), "failures", failures_json(mx));
 }
 
 char *status_json(host_t *h) {

@@ -769,6 +769,106 @@ START_TEST(test_run_exit_at_end) {
 }
 END_TEST
 
+/* log_format = "json": every line khost writes parses as one JSON
+ * object, and the lines about a failed record name its pipeline, member,
+ * topic, partition, offset and event ID as fields. */
+START_TEST(test_run_json_log) {
+  enum { RECORDS = 20 };
+  char *plugin = tu_fixture("scripted"), *calls = dir_path("calls.log");
+  char *down = tu_write_file(g_dir, "down", ""), *plugin_cfg = NULL;
+  ck_assert_int_ge(asprintf(&plugin_cfg,
+                            "log_path = \"%s\"; down_path = \"%s\";", calls,
+                            down),
+                   0);
+  char *cfg = mock_cfg("json.cfg", "log_format = \"json\";", RECORDS, 0, "",
+                       plugin, plugin_cfg);
+  char *out, *err;
+  int status = run_khost("json", RUN_TIMEOUT_MS, &out, &err, "run", "-c", cfg,
+                         "--exit-at-end");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  char **lines = g_strsplit(err, "\n", -1);
+  int records = 0, n = (int)g_strv_length(lines);
+  ck_assert_int_gt(n, 1);
+  ck_assert_str_eq(lines[n - 1], "");
+  for (int i = 0; i < n - 1; i++) {
+    json_error_t e;
+    json_t *o = json_loads(lines[i], 0, &e);
+    ck_assert_msg(o && json_is_string(json_object_get(o, "time")) &&
+                      json_is_string(json_object_get(o, "level")) &&
+                      json_is_string(json_object_get(o, "message")),
+                  "line %d is no log object (%s): %s", i + 1, e.text, lines[i]);
+    if (json_object_get(o, "offset")) {
+      ck_assert_str_eq(json_string_value(json_object_get(o, "pipeline")),
+                       "orders");
+      ck_assert(json_is_integer(json_object_get(o, "member")));
+      ck_assert_str_eq(json_string_value(json_object_get(o, "topic")), TOPIC);
+      ck_assert(json_is_integer(json_object_get(o, "partition")));
+      ck_assert(json_is_string(json_object_get(o, "event_id")));
+      records++;
+    }
+    json_decref(o);
+  }
+  /* Each failed record is logged at least once with its coordinates. */
+  ck_assert_msg(records >= RECORDS, "%d lines about a record:\n%s", records,
+                tail(err));
+  g_strfreev(lines);
+  free(out);
+  free(err);
+  free(cfg);
+  free(plugin_cfg);
+  free(down);
+  free(calls);
+  free(plugin);
+}
+END_TEST
+
+/* --exit-at-end with stderr no terminal: a progress line in the log every
+ * interval (KHOST_PROGRESS_INTERVAL_MS, a minute by default), the
+ * records left going down to the end, with a rate and an ETA. */
+START_TEST(test_run_progress_lines) {
+  enum { RECORDS = 30 };
+  char *plugin = tu_fixture("scripted"), *calls = dir_path("calls.log");
+  char *plugin_cfg = NULL;
+  ck_assert_int_ge(
+      asprintf(&plugin_cfg, "log_path = \"%s\"; slow_ms = 100;", calls), 0);
+  char *cfg = mock_cfg("progress.cfg", "", RECORDS, 0, "max_batch = 5;", plugin,
+                       plugin_cfg);
+  setenv("KHOST_PROGRESS_INTERVAL_MS", "300", 1);
+  char *out, *err;
+  int status = run_khost("progress", RUN_TIMEOUT_MS, &out, &err, "run", "-c",
+                         cfg, "--exit-at-end");
+  unsetenv("KHOST_PROGRESS_INTERVAL_MS");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  int lines = 0, eta = 0;
+  long first = -1, last = -1;
+  for (const char *at = err; (at = strstr(at, "] progress: ")) != NULL; at++) {
+    long left;
+    char tail_text[64] = "";
+    ck_assert_int_ge(sscanf(at,
+                            "] progress: %ld records left, %*d records/s, "
+                            "%63[^\n]",
+                            &left, tail_text),
+                     1);
+    if (first < 0)
+      first = left;
+    last = left;
+    eta += strncmp(tail_text, "ETA ", 4) == 0 &&
+           strcmp(tail_text, "ETA unknown") != 0;
+    lines++;
+  }
+  ck_assert_msg(lines >= 2, "%d progress lines:\n%s", lines, tail(err));
+  ck_assert_int_eq(first, RECORDS);
+  ck_assert_int_lt(last, first);
+  ck_assert_msg(eta > 0, "no ETA in the progress lines:\n%s", tail(err));
+  free(out);
+  free(err);
+  free(cfg);
+  free(plugin_cfg);
+  free(calls);
+  free(plugin);
+}
+END_TEST
+
 /* SIGTERM while consuming: exit 0, and what the summary counts as handled
  * is exactly what reached the JSONL file. */
 START_TEST(test_sigterm_is_graceful) {
@@ -889,6 +989,182 @@ START_TEST(test_second_signal_exits_at_once) {
   free(plugin_cfg);
   free(calls);
   free(plugin);
+}
+END_TEST
+
+/* ------------------------------------------------------------ reload */
+
+enum { RELOAD_RECORDS = 600 };
+
+/* A pipeline of the reload tests: group NAME-group on the mock topic,
+ * the scripted fixture logging its calls to <dir>/NAME.calls, slow_ms a
+ * call, batches of 20 (a stop finishes its batch quickly); extra goes
+ * into the group. Free with free(). */
+static char *reload_pipeline(const char *name, int slow_ms, const char *extra) {
+  char *plugin = tu_fixture("scripted"), *s = NULL;
+  ck_assert_int_ge(
+      asprintf(&s,
+               "{ name = \"%s\"; group_id = \"%s-group\";\n"
+               "  topics = [ \"" TOPIC "\" ]; max_batch = 20; %s\n"
+               "  plugin = \"%s\";\n"
+               "  config = { log_path = \"%s/%s.calls\"; slow_ms = %d; }; }",
+               name, name, extra, plugin, g_dir, name, slow_ms),
+      0);
+  free(plugin);
+  return s;
+}
+
+/* (Re)write <dir>/reload.cfg: the mock cluster with RELOAD_RECORDS
+ * records, dedup at <dir>/<db>, the pipelines given (a list's inside). */
+static char *reload_cfg(const char *db, const char *pipelines) {
+  return write_cfg("reload.cfg",
+                   "log_level = \"info\";\n"
+                   "mock = { brokers = 1; partitions = 3; sample_records = %d; "
+                   "};\n"
+                   "kafka = { session_timeout_ms = 3000; "
+                   "heartbeat_interval_ms = 300; };\n"
+                   "dedup = { path = \"%s/%s\"; };\n"
+                   "pipelines = ( %s );\n",
+                   RELOAD_RECORDS, g_dir, db, pipelines);
+}
+
+static size_t calls_of(const char *name) {
+  char *path = g_strdup_printf("%s/%s.calls", g_dir, name);
+  size_t n = count_lines(path);
+  g_free(path);
+  return n;
+}
+
+/* How often needle occurs in p's stderr so far. */
+static int stderr_count(proc_t *p, const char *needle) {
+  char *err = slurp(p->err);
+  int n = 0;
+  for (const char *at = err; (at = strstr(at, needle)) != NULL; at++)
+    n++;
+  free(err);
+  return n;
+}
+
+/* Send p a SIGHUP and wait for one more line holding needle (the
+ * outcome). */
+static void send_hup(proc_t *p, const char *needle) {
+  int before = stderr_count(p, needle);
+  ck_assert_int_eq(kill(p->pid, SIGHUP), 0);
+  TU_WAIT_UNTIL(stderr_count(p, needle) > before || reap(p, 0), RUN_TIMEOUT_MS,
+                needle);
+  assert_running(p, "after SIGHUP");
+}
+
+static void stop_and_check(proc_t *p) {
+  ck_assert_int_eq(kill(p->pid, SIGTERM), 0);
+  int status = finish(p, RUN_TIMEOUT_MS);
+  char *err = slurp(p->err);
+  assert_no_sanitizer_report(err);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  free(err);
+}
+
+/* SIGHUP with pipelines unchanged, removed, changed and added: the
+ * unchanged one keeps its member (no second assignment) and goes on
+ * handling records; the removed one stops, commits and says so; the
+ * changed one is restarted; the added one starts and consumes. */
+START_TEST(test_reload_pipelines) {
+  char *orders = reload_pipeline("orders", 10, "");
+  char *audit = reload_pipeline("audit", 10, "");
+  char *refunds = reload_pipeline("refunds", 10, "");
+  char *refunds2 = reload_pipeline("refunds", 10, "retry = { max = 3; };");
+  char *billing = reload_pipeline("billing", 0, "");
+  char *before = g_strjoin(",\n", orders, audit, refunds, NULL);
+  char *after = g_strjoin(",\n", orders, refunds2, billing, NULL);
+  char *cfg = reload_cfg("dedup.db", before);
+  proc_t p;
+  spawn_khost(&p, "reload", "run", "-c", cfg, (char *)NULL);
+  wait_for_stderr(&p, "[orders/0] assigned", RUN_TIMEOUT_MS);
+  wait_for_stderr(&p, "[audit/0] assigned", RUN_TIMEOUT_MS);
+  wait_for_stderr(&p, "[refunds/0] assigned", RUN_TIMEOUT_MS);
+  TU_WAIT_UNTIL(calls_of("orders") > 20 && calls_of("audit") > 20,
+                RUN_TIMEOUT_MS, "records handled before the reload");
+  free(reload_cfg("dedup.db", after));
+  send_hup(&p, "] reloaded ");
+
+  size_t orders_at = calls_of("orders"), audit_at = calls_of("audit");
+  ck_assert_msg(orders_at < RELOAD_RECORDS, "orders is done before the test");
+  wait_for_stderr(&p, "[billing/0] assigned", RUN_TIMEOUT_MS);
+  TU_WAIT_UNTIL(calls_of("billing") >= RELOAD_RECORDS, RUN_TIMEOUT_MS,
+                "billing handling every record");
+  TU_WAIT_UNTIL(calls_of("orders") > orders_at + 20, RUN_TIMEOUT_MS,
+                "orders handling records after the reload");
+  ck_assert_uint_eq(calls_of("audit"), audit_at);
+  ck_assert_int_eq(stderr_count(&p, "[orders/0] assigned"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[orders/0] revoked"), 0);
+  ck_assert_int_eq(stderr_count(&p, "[orders] stopped by the reload"), 0);
+  ck_assert_int_eq(stderr_count(&p, "[audit] stopped by the reload"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[refunds] stopped by the reload"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[refunds] started by the reload"), 1);
+  ck_assert_int_eq(stderr_count(&p, "[refunds/0] assigned"), 2);
+  char *err = slurp(p.err);
+  uint64_t handled, commits;
+  const char *line = strstr(err, "[audit] handled ");
+  ck_assert_msg(line, "no summary of audit:\n%s", tail(err));
+  ck_assert_int_eq(sscanf(line,
+                          "[audit] handled %" SCNu64
+                          ", duplicates skipped %*u, "
+                          "failed %*u, retries %*u, without event ID %*u, "
+                          "offset commits %" SCNu64,
+                          &handled, &commits),
+                   2);
+  ck_assert_uint_eq(handled, audit_at);
+  ck_assert_uint_gt(commits, 0);
+  free(err);
+  stop_and_check(&p);
+  proc_free(&p);
+  free(cfg);
+  g_free(before);
+  g_free(after);
+  free(orders);
+  free(audit);
+  free(refunds);
+  free(refunds2);
+  free(billing);
+}
+END_TEST
+
+/* A new config with a mistake, or one changing what a running host
+ * cannot (the dedup store), is refused with its reasons; the pipeline
+ * keeps running with the old one, and its membership. */
+START_TEST(test_reload_refused) {
+  char *orders = reload_pipeline("orders", 10, "");
+  char *typo = reload_pipeline("orders", 10, "membrs = 2;");
+  char *cfg = reload_cfg("dedup.db", orders);
+  proc_t p;
+  spawn_khost(&p, "refused", "run", "-c", cfg, (char *)NULL);
+  wait_for_stderr(&p, "[orders/0] assigned", RUN_TIMEOUT_MS);
+  TU_WAIT_UNTIL(calls_of("orders") > 10, RUN_TIMEOUT_MS, "records handled");
+
+  free(reload_cfg("dedup.db", typo));
+  send_hup(&p, "reload refused");
+  char *err = slurp(p.err), *want = g_strdup_printf("%s:", cfg);
+  const char *refusal = strstr(err, "reload refused");
+  ck_assert_msg(strstr(refusal, want) && strstr(refusal, "membrs"),
+                "the refusal does not name the file, line and key:\n%s",
+                tail(err));
+  free(err);
+
+  free(reload_cfg("other.db", orders));
+  send_hup(&p, "reload refused");
+  wait_for_stderr(&p, "dedup changed", QUICK_TIMEOUT_MS);
+
+  size_t at = calls_of("orders");
+  TU_WAIT_UNTIL(calls_of("orders") > at + 20, RUN_TIMEOUT_MS,
+                "orders handling records after the refusals");
+  ck_assert_int_eq(stderr_count(&p, "[orders/0] assigned"), 1);
+  ck_assert_int_eq(stderr_count(&p, "stopped by the reload"), 0);
+  stop_and_check(&p);
+  proc_free(&p);
+  g_free(want);
+  free(cfg);
+  free(typo);
+  free(orders);
 }
 END_TEST
 
@@ -1470,6 +1746,10 @@ Suite *cli_suite(void) {
     int timeout_s;
   } slow[] = {{test_second_signal_exits_at_once, "run", 90},
               {test_run_exit_at_end, "run", 90},
+              {test_run_json_log, "run", 90},
+              {test_run_progress_lines, "run", 90},
+              {test_reload_pipelines, "reload", 120},
+              {test_reload_refused, "reload", 120},
               {test_readme_plugin, "readme", 120},
               {test_readme_quickstart, "readme", 120},
               {test_readme_kcat_to_mock, "readme", 120},

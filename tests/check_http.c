@@ -126,6 +126,60 @@ START_TEST(test_metrics_of_a_known_run) {
 }
 END_TEST
 
+/* A plugin that takes 600 ms a record, 6 records on one partition: the
+ * records waiting behind the one being handled grow older, and
+ * khost_consumer_lag_seconds (and lag_seconds in /status.json) says by how
+ * much; once every record is handled it is 0. */
+START_TEST(test_lag_seconds) {
+  enum { RECORDS = 6 };
+  mu_cluster_t c;
+  mu_host_t h;
+  int status = 0;
+  char *body = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  for (int i = 0; i < RECORDS; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "ok");
+  }
+  mu_flush(&c);
+  char *cfg =
+      hu_write_cfg(&c, "127.0.0.1:0", NULL, "max_batch = 1;", "slow_ms = 600;");
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  const char *series = "khost_consumer_lag_seconds{pipeline=\"orders\","
+                       "member=\"0\",topic=\"" TOPIC "\",partition=\"0\"}";
+  TU_WAIT_UNTIL(
+      (free(body), body = hu_get(port, "/metrics", &status),
+       body && strstr(body, series) && hu_sample(body, series) >= 1.0),
+      30000, "a record waiting for a second or more");
+  free(body);
+  body = hu_get(port, "/status.json", &status);
+  json_t *st = json_loads(body, 0, NULL);
+  json_t *part = json_array_get(
+      json_object_get(json_array_get(json_object_get(st, "pipelines"), 0),
+                      "partitions"),
+      0);
+  ck_assert_msg(json_number_value(json_object_get(part, "lag_seconds")) >= 1.0,
+                "%s", body);
+  json_decref(st);
+  body = (free(body), NULL);
+  TU_WAIT_UNTIL(
+      (free(body), body = hu_get(port, "/metrics", &status),
+       body && hu_sum(body, "khost_partition_committed_offset") == RECORDS),
+      30000, "every record committed");
+  TU_WAIT_UNTIL((free(body), body = hu_get(port, "/metrics", &status),
+                 body && hu_sample(body, series) == 0),
+                5000, "no record waiting");
+  free(body);
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* Records that fail go to the dead-letter topic: counted in /metrics as
  * failed and dead-lettered, listed newest first in /status.json. */
 START_TEST(test_dead_letters_counted) {
@@ -405,6 +459,7 @@ Suite *http_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_metrics_of_a_known_run);
   tcase_add_test(tc, test_dead_letters_counted);
+  tcase_add_test(tc, test_lag_seconds);
   suite_add_tcase(s, tc);
   tc = tcase_create("ready");
   tcase_set_timeout(tc, 120);

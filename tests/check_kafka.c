@@ -547,6 +547,10 @@ static void khost_replay(scenario_t *s, const char *cfg, const char *from,
   char *err = tu_read_file(p.err);
   ck_assert_msg(status == 0, "khost replay --from %s exited %d:\n%s", from,
                 status, ku_tail(err));
+  /* A real broker takes the new offsets through the admin API: the
+   * replay never joins the group. */
+  ck_assert_msg(strstr(err, "joining the group") == NULL,
+                "khost replay joined the group:\n%s", ku_tail(err));
   free(err);
   ku_proc_free(&p);
 }
@@ -1373,6 +1377,81 @@ START_TEST(test_partition_leader_killed) {
 }
 END_TEST
 
+/* ------------------------------------------------- static membership */
+
+/* A config of one member for s, with top-level settings top. */
+static char *write_cfg_top(scenario_t *s, const char *file, const char *top) {
+  char *topics = NULL;
+  ck_assert_int_ge(asprintf(&topics, "\"%s\"", s->topic), 0);
+  mu_cfg_t o = {.file = file,
+                .top = top,
+                .kafka = "session_timeout_ms = " KU_SESSION_TIMEOUT
+                         "; heartbeat_interval_ms = " KU_HEARTBEAT ";",
+                .db = "dedup.db",
+                .group = s->group,
+                .topics = topics,
+                .members = 1,
+                .log = "calls.log"};
+  char *path = mu_write_cfg(&s->c, &o);
+  free(topics);
+  return path;
+}
+
+/* Start khost run on cfg and wait for its member's first assignment;
+ * returns the ms that took. */
+static int64_t start_until_assigned(scenario_t *s, ku_proc_t *p,
+                                    const char *cfg, const char *tag) {
+  char *const argv[] = {KHOST, "run", "-c", (char *)cfg, NULL};
+  int64_t t0 = tu_mono_ms();
+  char *err = NULL;
+  ku_spawn(p, s->c.dir, tag, argv);
+  TU_WAIT_UNTIL((free(err), err = tu_read_file(p->err),
+                 (err && strstr(err, "] assigned ")) || ku_reap(p, 0)),
+                RUN_TIMEOUT_MS, "the member's first assignment");
+  ck_assert_msg(!p->exited, "khost exited:\n%s", ku_tail(err));
+  free(err);
+  return tu_mono_ms() - t0;
+}
+
+/* kill -9 a host, then start it again: how long the new one waits for its
+ * partitions. Without instance_id the group waits for the dead member's
+ * session to time out (6 s here) before it rebalances; with it the
+ * restarted member takes the dead one's place and its partitions at once. */
+static int64_t wait_after_kill(const char *name, const char *top) {
+  scenario_t s;
+  ku_proc_t first, second;
+  scenario_open(&s, name, 3);
+  char *cfg = write_cfg_top(&s, "k.cfg", top);
+  start_until_assigned(&s, &first, cfg, "first");
+  ck_assert_int_eq(kill(first.pid, SIGKILL), 0);
+  ck_assert(ku_reap(&first, RUN_TIMEOUT_MS));
+  int64_t waited = start_until_assigned(&s, &second, cfg, "second");
+  ck_assert_int_eq(kill(second.pid, SIGTERM), 0);
+  ck_assert_int_eq(ku_exit_status(&second, RUN_TIMEOUT_MS), 0);
+  fprintf(stderr,
+          "static membership: %s: the restarted host waited %" PRId64
+          " ms for its partitions\n",
+          name, waited);
+  ku_proc_free(&first);
+  ku_proc_free(&second);
+  free(cfg);
+  scenario_close(&s);
+  return waited;
+}
+
+START_TEST(test_static_membership_restart) {
+  int64_t session = atoll(KU_SESSION_TIMEOUT);
+  int64_t dynamic = wait_after_kill("dynamic", "shutdown_timeout = \"30s\";");
+  int64_t fixed = wait_after_kill(
+      "static", "shutdown_timeout = \"30s\"; instance_id = \"host-a\";");
+  ck_assert_msg(dynamic >= session * 2 / 3,
+                "without instance_id the restart waited only %" PRId64 " ms",
+                dynamic);
+  ck_assert_msg(fixed < session / 2,
+                "with instance_id the restart waited %" PRId64 " ms", fixed);
+}
+END_TEST
+
 /* A test case of s on the cluster the suite runs against. */
 static TCase *cluster_case(Suite *s, const char *name, int timeout_s) {
   TCase *tc = tcase_create(name);
@@ -1397,6 +1476,8 @@ Suite *kafka_suite(void) {
   tc = cluster_case(s, "offsets", 240);
   tcase_add_test(tc, test_offsets_and_replay_while_running);
   tcase_add_test(tc, test_offsets_match_kafka_tool);
+  tc = cluster_case(s, "static-membership", 240);
+  tcase_add_test(tc, test_static_membership_restart);
   tc = cluster_case(s, "dead-letter", 240);
   tcase_add_test(tc, test_dead_letter_topic);
   if (ku_nodes() >= 3) {

@@ -7,6 +7,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,98 @@ START_TEST(test_no_note_without_loss) {
 }
 END_TEST
 
+/* The text line about a record reads as it always has. */
+START_TEST(test_text_record_line) {
+  char *text;
+  log_record_t rec = {"orders-topic", 2, 41, "e-7"};
+  log_set_fd(log_fd);
+  log_rec(KHOST_LOG_WARNING, "orders/0", &rec, "handle() failed");
+  rec.event_id = NULL;
+  log_rec(KHOST_LOG_WARNING, "orders/0", &rec, "no id");
+  text = tu_read_file(log_path);
+  ck_assert_ptr_nonnull(text);
+  ck_assert_msg(strstr(text, "[orders/0] orders-topic [2] offset 41 eventId "
+                             "e-7: handle() failed\n") != NULL,
+                "%s", text);
+  ck_assert_msg(strstr(text, "offset 41 eventId -: no id\n") != NULL, "%s",
+                text);
+  free(text);
+}
+END_TEST
+
+/* Line n (0-based) of text as a JSON object; fails unless it is one. */
+static json_t *json_line(char **lines, int n) {
+  json_error_t e;
+  ck_assert_ptr_nonnull(lines[n]);
+  json_t *o = json_loads(lines[n], 0, &e);
+  ck_assert_msg(o != NULL && json_is_object(o),
+                "line %d is no JSON object "
+                "(%s): %s",
+                n + 1, e.text, lines[n]);
+  return o;
+}
+
+static void assert_str_field(json_t *o, const char *key, const char *want) {
+  const char *got = json_string_value(json_object_get(o, key));
+  ck_assert_msg(got && strcmp(got, want) == 0, "\"%s\" is \"%s\", not \"%s\"",
+                key, got ? got : "(absent)", want);
+}
+
+static void assert_int_field(json_t *o, const char *key, json_int_t want) {
+  json_t *v = json_object_get(o, key);
+  ck_assert_msg(json_is_integer(v), "\"%s\" is no integer", key);
+  ck_assert_int_eq(json_integer_value(v), want);
+}
+
+/* log_format = "json": one object per line, the record's coordinates and
+ * the member's names as fields of their own, whatever the message holds. */
+START_TEST(test_json_lines) {
+  log_record_t rec = {"orders-topic", 2, 41, "e-7"};
+  log_set_fd(log_fd);
+  log_set_json(1);
+  log_msg(KHOST_LOG_NOTICE, NULL, "starting \"quoted\"\nnext");
+  log_rec(KHOST_LOG_ERR, "orders/3", &rec, "handle() failed");
+  log_msg(KHOST_LOG_INFO, "orders/1/jsonl_sink", "bad \xff byte");
+  log_msg(KHOST_LOG_DEBUG, "orders/1", "below the level: not written");
+  log_set_json(0);
+  char *text = tu_read_file(log_path);
+  ck_assert_ptr_nonnull(text);
+  char **lines = g_strsplit(text, "\n", -1);
+  ck_assert_int_eq(g_strv_length(lines), 4); /* 3 lines and "" */
+  ck_assert_str_eq(lines[3], "");
+
+  json_t *o = json_line(lines, 0);
+  assert_str_field(o, "level", "notice");
+  assert_str_field(o, "who", "khost");
+  assert_str_field(o, "message", "starting \"quoted\"\nnext");
+  ck_assert_ptr_null(json_object_get(o, "pipeline"));
+  ck_assert_ptr_null(json_object_get(o, "topic"));
+  const char *t = json_string_value(json_object_get(o, "time"));
+  ck_assert_msg(t && strlen(t) == 24 && t[10] == 'T' && t[23] == 'Z', "%s",
+                lines[0]);
+  json_decref(o);
+
+  o = json_line(lines, 1);
+  assert_str_field(o, "level", "err");
+  assert_str_field(o, "pipeline", "orders");
+  assert_int_field(o, "member", 3);
+  assert_str_field(o, "topic", "orders-topic");
+  assert_int_field(o, "partition", 2);
+  assert_int_field(o, "offset", 41);
+  assert_str_field(o, "event_id", "e-7");
+  assert_str_field(o, "message", "handle() failed");
+  json_decref(o);
+
+  o = json_line(lines, 2);
+  assert_str_field(o, "plugin", "jsonl_sink");
+  assert_int_field(o, "member", 1);
+  assert_str_field(o, "message", "bad \\377 byte");
+  json_decref(o);
+  g_strfreev(lines);
+  free(text);
+}
+END_TEST
+
 Suite *log_suite(void) {
   Suite *s = suite_create("log");
   TCase *tc = tcase_create("write-failures");
@@ -106,6 +199,11 @@ Suite *log_suite(void) {
   tcase_add_test(tc, test_full_disk);
   tcase_add_test(tc, test_closed_descriptor);
   tcase_add_test(tc, test_no_note_without_loss);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("format");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_text_record_line);
+  tcase_add_test(tc, test_json_lines);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -8,7 +8,9 @@
  */
 #include <check.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +186,35 @@ START_TEST(test_replay_earliest_skip_handles_nothing) {
   free(mu_read_lines(log, &n));
   ck_assert_uint_eq(n, PARTS * PER_PART); /* no call since the first run */
   assert_committed(&c, GROUP, PER_PART);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A replay into a group the cluster has not seen moves its offsets with
+ * the admin API, without joining it: with every JoinGroup refused for a
+ * while, it still succeeds, at once. (The mock cluster takes admin
+ * commits only for groups it has not seen: for the others a replay joins
+ * the group, as the other tests show.) */
+START_TEST(test_replay_new_group_does_not_join) {
+  enum { REFUSED = 50 };
+  mu_cluster_t c;
+  char *log;
+  char *cfg = handled_once(&c, &log);
+  rd_kafka_resp_err_t codes[REFUSED];
+  for (int i = 0; i < REFUSED; i++)
+    codes[i] = RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED;
+  rd_kafka_mock_push_request_errors_array(mock_cluster(c.mock),
+                                          11 /* JoinGroup */, REFUSED, codes);
+  replay_opts_t o = opts_from("earliest", DEDUP_REPLAY_REPROCESS);
+  o.group = "orders-replay";
+  int64_t t0 = tu_mono_ms();
+  replay_ok(cfg, &o);
+  int64_t took = tu_mono_ms() - t0;
+  assert_committed(&c, "orders-replay", 0);
+  assert_committed(&c, GROUP, PER_PART);
+  ck_assert_msg(took < 10000, "the replay took %" PRId64 " ms", took);
   free(log);
   free(cfg);
   mu_stop(&c);
@@ -689,6 +720,7 @@ Suite *replay_suite(void) {
   TU_CASE(s, test_replay_earliest_reprocess_handles_all_flagged, 120,
           "mock-cluster");
   TU_CASE(s, test_replay_earliest_skip_handles_nothing, 120, "mock-cluster");
+  TU_CASE(s, test_replay_new_group_does_not_join, 120, "mock-cluster");
   TU_CASE(s, test_offsets_regex_topic, 120, "mock-cluster");
   TU_CASE(s, test_dry_run_changes_nothing, 120, "mock-cluster");
   TU_CASE(s, test_offsets_after_partial_consumption, 120, "mock-cluster");
