@@ -1037,7 +1037,8 @@ START_TEST(test_readme_replay) {
   assert_readme_says(section, "handled 6, duplicates skipped 1, ...");
   assert_readme_says(section, "7 record(s) in front of the pipeline, 7 of "
                               "them consumed before (replayed)");
-  assert_readme_says(section, "dry run: nothing changed");
+  assert_readme_says(section, "preview only, nothing changed: add --execute "
+                              "to move the offsets");
   assert_readme_says(section, "`/tmp/orders.jsonl` holds one line per order");
   gchar *dir = g_strdup_printf("%s/", s.c.dir);
   char *a = replace_all(section, "/tmp/", dir);
