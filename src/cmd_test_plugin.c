@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "config.h"
 #include "host.h"
 #include "plugin_loader.h"
 #include "test_records.h"
@@ -31,7 +32,7 @@
 #endif
 
 /* The retry limit and batch size of a pipeline without those settings. */
-enum { TP_DEFAULT_RETRIES = 5, TP_DEFAULT_BATCH = 500 };
+enum { TP_DEFAULT_RETRIES = CFG_DEFAULT_RETRY_MAX, TP_DEFAULT_BATCH = 500 };
 
 typedef struct tp_opts {
   const char *plugin;  /* name or path; NULL: the pipeline's */
