@@ -222,7 +222,7 @@ static khost_result_t handle_one(tp_run_t *run, const trec_t *t) {
     r = plugin_instance_handle(run->inst, &rec);
     if (r != KHOST_RETRY)
       break;
-    print_result(&rec, "RETRY", NULL);
+    print_result(&rec, "RETRY", plugin_instance_reason(run->inst));
     run->retried++;
     if (rec.attempt > (uint32_t)run->retries) {
       print_result(&rec, "FAIL", "retries exhausted");
@@ -234,9 +234,10 @@ static khost_result_t handle_one(tp_run_t *run, const trec_t *t) {
                r == KHOST_OK     ? "OK"
                : r == KHOST_FAIL ? "FAIL"
                                  : "FATAL",
-               r == KHOST_FATAL ? "the plugin is unusable; no record after "
-                                  "this one is handled"
-                                : NULL);
+               r == KHOST_FATAL  ? "the plugin is unusable; no record after "
+                                   "this one is handled"
+               : r == KHOST_FAIL ? plugin_instance_reason(run->inst)
+                                 : NULL);
   run->ok += r == KHOST_OK;
   run->failed += r == KHOST_FAIL;
   run->fatal += r == KHOST_FATAL;
