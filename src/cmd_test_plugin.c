@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "config.h"
 #include "host.h"
 #include "plugin_loader.h"
 #include "test_records.h"
@@ -31,7 +32,7 @@
 #endif
 
 /* The retry limit and batch size of a pipeline without those settings. */
-enum { TP_DEFAULT_RETRIES = 5, TP_DEFAULT_BATCH = 500 };
+enum { TP_DEFAULT_RETRIES = CFG_DEFAULT_RETRY_MAX, TP_DEFAULT_BATCH = 500 };
 
 typedef struct tp_opts {
   const char *plugin;  /* name or path; NULL: the pipeline's */
@@ -221,7 +222,7 @@ static khost_result_t handle_one(tp_run_t *run, const trec_t *t) {
     r = plugin_instance_handle(run->inst, &rec);
     if (r != KHOST_RETRY)
       break;
-    print_result(&rec, "RETRY", NULL);
+    print_result(&rec, "RETRY", plugin_instance_reason(run->inst));
     run->retried++;
     if (rec.attempt > (uint32_t)run->retries) {
       print_result(&rec, "FAIL", "retries exhausted");
@@ -233,9 +234,10 @@ static khost_result_t handle_one(tp_run_t *run, const trec_t *t) {
                r == KHOST_OK     ? "OK"
                : r == KHOST_FAIL ? "FAIL"
                                  : "FATAL",
-               r == KHOST_FATAL ? "the plugin is unusable; no record after "
-                                  "this one is handled"
-                                : NULL);
+               r == KHOST_FATAL  ? "the plugin is unusable; no record after "
+                                   "this one is handled"
+               : r == KHOST_FAIL ? plugin_instance_reason(run->inst)
+                                 : NULL);
   run->ok += r == KHOST_OK;
   run->failed += r == KHOST_FAIL;
   run->fatal += r == KHOST_FATAL;

@@ -814,9 +814,9 @@ static void load_pipeline(loader_t *ld, config_setting_t *s, size_t i,
   p->dedup = 1;
   p->eid_source = CFG_EID_HEADER;
   p->eid_header = g_strdup("eventId");
-  p->retry_max = 5;
-  p->retry_backoff_ms = 100;
-  p->retry_backoff_max_ms = 10000;
+  p->retry_max = CFG_DEFAULT_RETRY_MAX;
+  p->retry_backoff_ms = CFG_DEFAULT_RETRY_BACKOFF_MS;
+  p->retry_backoff_max_ms = CFG_DEFAULT_RETRY_BACKOFF_MAX_MS;
   p->handler_timeout_ms = 60000;
   p->breaker_ratio = 0.5;
   p->breaker_cooldown_ms = 30000;

@@ -28,6 +28,16 @@ typedef enum {
   CFG_FATAL_STOP_PIPELINE = 1
 } cfg_fatal_t;
 
+/* The default retry budget: long enough to ride out a routine restart of
+ * a dependency. The waits double from 200 ms to the 5 s cap:
+ * 200 + 400 + 800 + 1600 + 3200 + 11 * 5000 ms = 61.2 s at most, half of
+ * that at least (jitter), before the record fails. */
+enum {
+  CFG_DEFAULT_RETRY_MAX = 16,
+  CFG_DEFAULT_RETRY_BACKOFF_MS = 200,
+  CFG_DEFAULT_RETRY_BACKOFF_MAX_MS = 5000
+};
+
 typedef struct cfg_pipeline {
   char *name;
   char *group_id;
@@ -42,9 +52,9 @@ typedef struct cfg_pipeline {
   cfg_missing_t on_missing_id; /* default process */
   int max_batch;               /* 1..100000, default 500 */
   int dedup;                   /* bool, default 1 */
-  int retry_max;            /* attempts after the first, 0..1000, default 5 */
-  int retry_backoff_ms;     /* first backoff, default 100 */
-  int retry_backoff_max_ms; /* backoff cap, default 10000 */
+  int retry_max;            /* attempts after the first, 0..1000, default 16 */
+  int retry_backoff_ms;     /* first backoff, default 200 */
+  int retry_backoff_max_ms; /* backoff cap, default 5000 */
   cfg_fatal_t on_fatal;     /* default stop_host */
   int handler_timeout_ms;   /* report a handle() running longer; 0 = off,
                              * default 60000 */

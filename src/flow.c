@@ -392,28 +392,35 @@ int flow_next(flow_t *f, int64_t now, flow_job_t *job) {
 }
 
 /* RETRY: wait at the head for a backoff, or fail once retries are used
- * up. */
-static void retry(flow_t *f, flow_part_t *pt, void *rec, int64_t now) {
+ * up. reason: the plugin's, or NULL. */
+static void retry(flow_t *f, flow_part_t *pt, void *rec, const char *reason,
+                  int64_t now) {
   const flow_conf_t *c = f->conf;
-  char why[192];
+  char why[512];
   atomic_fetch_add(&c->counts->retries, 1);
   if (pt->attempts <= (uint32_t)c->retry_max) {
     int64_t wait = backoff_ms(c, pt->attempts);
     snprintf(why, sizeof(why),
-             "attempt %" PRIu32 " asks to retry; next in %" PRId64
+             "attempt %" PRIu32 " asks to retry%s%s; next in %" PRId64
              " ms (partition paused)",
-             pt->attempts, wait);
+             pt->attempts, reason ? ": " : "", reason ? reason : "", wait);
     flow_log_record(f, KHOST_LOG_WARNING, rec, why);
     pt->wait_until = now + wait;
     return;
   }
-  snprintf(why, sizeof(why), "still failing after %" PRIu32 " attempts",
-           pt->attempts);
+  snprintf(why, sizeof(why), "still failing after %" PRIu32 " attempts%s%s",
+           pt->attempts, reason ? ": " : "", reason ? reason : "");
   fail_head(f, pt, rec, why, 1, now);
 }
 
 int flow_outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
                  int64_t now) {
+  return flow_outcome_why(f, job, res, NULL, now);
+}
+
+int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,
+                     const char *reason, int64_t now) {
+  char why[512];
   const flow_conf_t *c = f->conf;
   flow_part_t *pt = job->part;
   if (pt->recorded && res != KHOST_RETRY)
@@ -431,10 +438,12 @@ int flow_outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
                     "the plugin reported a fatal error");
     return -1;
   case KHOST_RETRY:
-    retry(f, pt, job->rec, now);
+    retry(f, pt, job->rec, reason, now);
     return 0;
   default:
-    fail_head(f, pt, job->rec, "the plugin failed the record", 1, now);
+    snprintf(why, sizeof(why), "the plugin failed the record%s%s",
+             reason ? ": " : "", reason ? reason : "");
+    fail_head(f, pt, job->rec, why, 1, now);
     return 0;
   }
 }

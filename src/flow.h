@@ -159,6 +159,10 @@ int flow_next(flow_t *f, int64_t now, flow_job_t *job);
  * (the pipeline stops; nothing past it is committed), else 0. */
 int flow_outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
                  int64_t now);
+/* flow_outcome() with the plugin's reason for a FAIL or RETRY (NULL:
+ * none): it joins the log line and the failure's reason. */
+int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,
+                     const char *reason, int64_t now);
 /* The answer to a FLOW_DEAD_LETTER job of pt: written (0) or refused (-1,
  * err says why: it is tried again after a backoff). */
 void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,

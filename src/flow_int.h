@@ -23,7 +23,7 @@ struct flow_part {
   int dead_letter;    /* the head failed: only its dead-letter write is left */
   int dl_flying;      /* ... and that write is with the adapter */
   int waits_claim;    /* the head's event ID is in flight elsewhere */
-  char reason[192];   /* why it failed */
+  char reason[512];   /* why it failed */
   int64_t wait_until; /* monotonic ms: the head is not tried before */
   int paused;         /* paused by the adapter */
   int64_t next;       /* durable next offset to commit; -1 none yet */

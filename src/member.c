@@ -191,7 +191,8 @@ static void handle_ready(member_t *m) {
     }
     khost_result_t res = call_plugin(m, &job);
     now = member_now_ms();
-    if (flow_outcome(m->flow, &job, res, now) != 0) {
+    if (flow_outcome_why(m->flow, &job, res, plugin_instance_reason(m->inst),
+                         now) != 0) {
       rd_kafka_message_t *msg = job.rec;
       member_fail(m,
                   "%s: plugin reported a fatal error at %s [%" PRId32

@@ -219,6 +219,19 @@ static int api_member_index(khost_host_t *h) {
   return h ? h->member : -1;
 }
 
+/* One line: a reason is quoted in log lines and a header. */
+static void api_fail_reason(khost_host_t *h, const char *fmt, ...) {
+  va_list ap;
+  if (!h || !fmt || h->member < 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(h->reason, sizeof(h->reason), fmt, ap);
+  va_end(ap);
+  for (char *c = h->reason; *c; c++)
+    if (*c == '\n' || *c == '\r')
+      *c = ' ';
+}
+
 static const khost_api_t pl_api = {
     .struct_size = sizeof(khost_api_t),
     .abi_major = KHOST_ABI_MAJOR,
@@ -234,6 +247,7 @@ static const khost_api_t pl_api = {
     .header_at = api_header_at,
     .pipeline_name = api_pipeline_name,
     .member_index = api_member_index,
+    .fail_reason = api_fail_reason,
 };
 
 const khost_api_t *plugin_host_api(void) {

@@ -36,6 +36,9 @@ struct khost_host {
   pthread_t closing_thread;
   void (*closing_note)(void *ctx, const char *line);
   void *closing_ctx;
+  /* fail_reason() of the record being handled ("": none); cleared before
+   * each handle() call. */
+  char reason[256];
 };
 
 /* Fill h (zeroed) for a plugin instance or module: who is taken over

@@ -407,6 +407,7 @@ out:
 
 khost_result_t plugin_instance_handle(plugin_instance_t *pi,
                                       const khost_record_t *rec) {
+  pi->host.reason[0] = '\0';
   int r = (int)pi->plugin->desc->handle(pi->state, rec);
   if (r >= KHOST_OK && r <= KHOST_FATAL)
     return (khost_result_t)r;
@@ -418,6 +419,10 @@ khost_result_t plugin_instance_handle(plugin_instance_t *pi,
             r);
   }
   return KHOST_FAIL;
+}
+
+const char *plugin_instance_reason(const plugin_instance_t *pi) {
+  return pi->host.reason[0] ? pi->host.reason : NULL;
 }
 
 int plugin_instance_flush(plugin_instance_t *pi, char *err, size_t errlen) {

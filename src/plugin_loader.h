@@ -77,6 +77,9 @@ int plugin_instance_create(plugin_instance_t **out, plugin_t *p,
 /* Call handle(); values outside khost_result_t become KHOST_FAIL. */
 khost_result_t plugin_instance_handle(plugin_instance_t *pi,
                                       const khost_record_t *rec);
+/* The reason the plugin gave with fail_reason() during the last
+ * handle() call, or NULL. Valid until the next call. */
+const char *plugin_instance_reason(const plugin_instance_t *pi);
 /* Call flush() when the plugin has one; 0 otherwise. */
 int plugin_instance_flush(plugin_instance_t *pi, char *err, size_t errlen);
 void plugin_instance_destroy(plugin_instance_t *pi);

@@ -1376,8 +1376,9 @@ START_TEST(test_test_plugin_results) {
       "{\"topic\": \"orders\", \"value\": \"retry\", \"headers\": "
       "[[\"eventId\", \"e-2\"]]}\n"
       "\n"
-      "{\"topic\": \"orders\", \"partition\": 1, \"value\": \"fail\", "
-      "\"headers\": {\"eventId\": \"e-3\"}}\n"
+      "{\"topic\": \"orders\", \"partition\": 1, "
+      "\"value\": \"fail: out of stock\", \"headers\": {\"eventId\": "
+      "\"e-3\"}}\n"
       "{\"topic\": \"orders\", \"partition\": 1, \"value\": {\"n\": 1}}\n");
   int status = run_khost_v("results", &out, &err, "test-plugin", plugin,
                            "--records", records, "--config", setting, NULL);
@@ -1386,7 +1387,8 @@ START_TEST(test_test_plugin_results) {
   assert_has(out, "orders [0] @1 event e-2: RETRY (attempt 1)\n", "stdout");
   assert_has(out, "orders [0] @1 event e-2: RETRY (attempt 2)\n", "stdout");
   assert_has(out, "orders [0] @1 event e-2: OK (attempt 3)\n", "stdout");
-  assert_has(out, "orders [1] @0 event e-3: FAIL\n", "stdout");
+  /* With the reason the plugin gave through fail_reason(). */
+  assert_has(out, "orders [1] @0 event e-3: FAIL: out of stock\n", "stdout");
   assert_has(out, "orders [1] @1 event -: OK\n", "stdout");
   assert_has(out, "flush after 4 records: OK\n", "stdout");
   assert_has(out,

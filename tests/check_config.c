@@ -175,9 +175,9 @@ START_TEST(test_defaults) {
   ck_assert_int_eq(p->eid_source, CFG_EID_HEADER);
   ck_assert_str_eq(p->eid_header, "eventId");
   ck_assert_int_eq(p->on_missing_id, CFG_MISSING_PROCESS);
-  ck_assert_int_eq(p->retry_max, 5);
-  ck_assert_int_eq(p->retry_backoff_ms, 100);
-  ck_assert_int_eq(p->retry_backoff_max_ms, 10000);
+  ck_assert_int_eq(p->retry_max, 16);
+  ck_assert_int_eq(p->retry_backoff_ms, 200);
+  ck_assert_int_eq(p->retry_backoff_max_ms, 5000);
   ck_assert_str_eq(p->plugin_path, KHOST_PLUGIN_DIR "/jsonl_sink.so");
   ck_assert_ptr_null(p->dead_letter_topic);
   ck_assert_ptr_null(p->plugin_config);

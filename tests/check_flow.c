@@ -362,6 +362,35 @@ START_TEST(test_retries_used_up_to_dead_letter) {
 }
 END_TEST
 
+/* The plugin's reason joins the failure's: after "the plugin failed the
+ * record" for a FAIL, after the attempts when retries are used up. */
+START_TEST(test_fail_reason_in_dead_letter) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.retry_max = 0;
+  m.conf.dead_letter_topic = "dlt";
+  member_open(&m);
+  push(&m, 0, 0, "f");
+  push(&m, 0, 1, "r");
+  flow_job_t job = expect_call(&m, 0, 0, 0);
+  ck_assert_int_eq(flow_outcome_why(m.f, &job, KHOST_FAIL, "no such SKU", 0),
+                   0);
+  ck_assert_int_eq(flow_next(m.f, 0, &job), FLOW_DEAD_LETTER);
+  ck_assert_str_eq(job.reason, "the plugin failed the record: no such SKU");
+  flow_dead_letter_done(m.f, job.part, 0, NULL, 0);
+  job = expect_call(&m, 0, 0, 1);
+  ck_assert_int_eq(
+      flow_outcome_why(m.f, &job, KHOST_RETRY, "database locked", 0), 0);
+  ck_assert_int_eq(flow_next(m.f, 0, &job), FLOW_DEAD_LETTER);
+  ck_assert_str_eq(job.reason,
+                   "still failing after 1 attempts: database locked");
+  flow_dead_letter_done(m.f, job.part, 0, NULL, 0);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 2);
+  make_durable(&m);
+  flow_close(m.f);
+}
+END_TEST
+
 /* A dead-letter write the broker refuses holds its record's partition
  * only: the other partitions go on, nothing past it is committed, and the
  * write is tried again after a backoff. */
@@ -628,6 +657,7 @@ Suite *flow_suite(void) {
   TCase *tc = tcase_create("records");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_order_within_partition);
+  tcase_add_test(tc, test_fail_reason_in_dead_letter);
   tcase_add_test(tc, test_batch_never_exceeds_max_batch);
   tcase_add_test(tc, test_duplicate_skipped);
   tcase_add_test(tc, test_in_flight_elsewhere_waits_then_skips);

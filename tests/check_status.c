@@ -146,7 +146,7 @@ START_TEST(test_status_json) {
   ck_assert_int_eq(json_array_size(failures), 3);
   ck_assert_str_eq(
       json_string_value(json_object_get(json_array_get(failures, 0), "reason")),
-      "the plugin failed the record");
+      "the plugin failed the record: no such customer");
   json_decref(j);
   free(body);
   mu_host_stop(&h);

@@ -28,8 +28,8 @@
  *   1.1  descriptor: init and fini (once per loaded plugin), assigned and
  *        revoked (the member's partitions), settings (a declared config
  *        schema, checked by the host and shown by `khost plugin-info`);
- *        KHOST_API_HAS(). khost_api_t unchanged. Plugins built for 1.0 load
- *        and behave as before.
+ *        KHOST_API_HAS(); khost_api_t: fail_reason (why handle() failed the
+ *        record). Plugins built for 1.0 load and behave as before.
  *
  * Threads: khost creates one plugin instance per consumer-group member and
  * calls every callback of one instance from that member's thread only, never
@@ -227,6 +227,21 @@ typedef struct khost_api {
   const char *(*pipeline_name)(khost_host_t *host);
   /** See pipeline_name(). */
   int (*member_index)(khost_host_t *host);
+
+  /* ---- ABI 1.1: test with KHOST_API_HAS() before use */
+
+  /**
+   * Say why the record being handled fails (printf-style; one line, at
+   * most 255 bytes are kept). Call it during handle(), on the member's
+   * thread, before returning KHOST_FAIL or KHOST_RETRY; a later call for
+   * the same record replaces the reason, and each handle() call starts
+   * without one. The host puts it in the log line, in the khost-error
+   * header of the dead letter (after "the plugin failed the record: ")
+   * and with the record wherever else a failed record is kept. For the
+   * host of init() and fini() it does nothing.
+   */
+  void (*fail_reason)(khost_host_t *host, const char *fmt, ...)
+      KHOST_PRINTF(2, 3);
 } khost_api_t;
 
 /**
