@@ -19,14 +19,18 @@
  * lower bound.
  *
  * Real-broker mode (--bootstrap): a topic of a real Kafka cluster is
- * filled first (--produce), then consumed whole by (a), (b) and (c), each
- * with a group of its own, printing one "MODE RECORDS/S" line per mode for
- * bench/real-broker, which adds Kafka's own consumer and kcat.
+ * filled first (--produce), then consumed whole by (a), (b) and (c), and
+ * with -s by (d), each with a group of its own, printing one "MODE
+ * RECORDS/S" line per mode for bench/real-broker, which adds Kafka's own
+ * consumer and kcat: the rate from the first record to the last, and as
+ * "MODE-wall" the rate over the wall time from creating the client (or
+ * opening the host, with its store) to the last record.
  *
  * Usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d DIR]
  *        khost-bench --bootstrap SERVERS --topic TOPIC --produce
  *                    [--partitions N] [--value-size BYTES] [-n RECORDS]
  *        khost-bench --bootstrap SERVERS --topic TOPIC [-n RECORDS] [-d DIR]
+ *                    [-s STORE_IDS]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -65,7 +69,9 @@ typedef struct bench {
   const char *topic;
   int partitions;
   int value_size;
-  int runs; /* runs so far: each gets a group of its own */
+  int runs;      /* runs so far: each gets a group of its own */
+  int store_set; /* -s given: real-broker mode adds mode (d) */
+  double wall;   /* records/s of the last run over its wall time */
 } bench_t;
 
 typedef struct run {
@@ -77,6 +83,7 @@ typedef struct run {
   _Atomic long consumed;
   _Atomic int stop;
   _Atomic int measuring; /* the consumer has seen its first record */
+  double began;          /* run_begin(): before the client or host exists */
   double waited;         /* seconds the producer waited for the consumer */
   pthread_t producer;
 } run_t;
@@ -193,6 +200,7 @@ static void run_begin(run_t *r, bench_t *b) {
   memset(r, 0, sizeof(*r));
   r->b = b;
   r->last_progress = now_s();
+  r->began = r->last_progress;
   b->runs++;
   if (!b->mock) { /* real broker: the topic is full already */
     snprintf(r->topic, sizeof(r->topic), "%s", b->topic);
@@ -240,8 +248,9 @@ static void check_progress(run_t *r, long got) {
   }
 }
 
-static double report(const run_t *r, long got, double secs) {
+static double report(const run_t *r, long got, double secs, double end) {
   double rate = (double)got / secs;
+  r->b->wall = (double)got / (end - r->began);
   if (r->b->mock)
     printf("  %-22s %10.0f records/s   producer waited %3.0f %% of the run\n",
            r->topic, rate, 100.0 * r->waited / secs);
@@ -283,11 +292,11 @@ static double run_raw(bench_t *b) {
     atomic_store_explicit(&r.consumed, got, memory_order_relaxed);
     rd_kafka_message_destroy(m);
   }
-  double secs = now_s() - start;
+  double end = now_s(), secs = end - start;
   rd_kafka_consumer_close(rk);
   rd_kafka_destroy(rk);
   run_end(&r);
-  return report(&r, got, secs);
+  return report(&r, got, secs, end);
 }
 
 static char *write_config(bench_t *b, const run_t *r, int dedup,
@@ -340,7 +349,7 @@ static double run_khost(bench_t *b, int dedup, const char *db) {
     }
     atomic_store(&r.consumed, got);
   }
-  double secs = now_s() - start;
+  double end = now_s(), secs = end - start;
   host_request_stop(h);
   host_wait(h, -1);
   host_finish(h);
@@ -348,7 +357,7 @@ static double run_khost(bench_t *b, int dedup, const char *db) {
   cfg_free(&cfg);
   free(path);
   run_end(&r);
-  return report(&r, got, secs);
+  return report(&r, got, secs, end);
 }
 
 /* Remove an SQLite database with its -wal and -shm files. */
@@ -563,26 +572,53 @@ static long topic_records(const bench_t *b) {
   return total;
 }
 
-/* Consume the whole topic with (a), (b) and (c), each with a group of its
- * own; one "MODE RECORDS/S" line each (medians of the rounds). */
+/* The modes of real-broker mode, in the order they run. */
+enum { REAL_RAW, REAL_OFF, REAL_ON, REAL_STORED, REAL_MODES };
+static const char *const real_names[REAL_MODES] = {
+    "raw", "khost-dedup-off", "khost-dedup-on", "khost-dedup-stored"};
+
+/* One run of mode m on the topic: its rate into rate[m], its wall-time
+ * rate into wall[m]. */
+static void real_run(bench_t *b, int m, const char *db, double *rate,
+                     double *wall) {
+  if (m == REAL_RAW)
+    rate[m] = run_raw(b);
+  else
+    rate[m] = run_khost(b, m != REAL_OFF, db);
+  wall[m] = b->wall;
+}
+
+/* Consume the whole topic with (a), (b), (c) and, with -s, (d): each with
+ * a group of its own; "MODE RECORDS/S" and "MODE-wall RECORDS/S" lines
+ * (medians of the rounds). */
 static void main_real(bench_t *b, int rounds) {
-  char db[512];
-  double a[16], bb[16], c[16];
+  char db[512], stored[512];
+  double rate[REAL_MODES][16], wall[REAL_MODES][16], r[REAL_MODES],
+      w[REAL_MODES];
+  int modes = b->store_set ? REAL_MODES : REAL_STORED;
   b->n = topic_records(b);
   if (b->n < 1)
     die(b->topic, "the topic is empty (fill it with --produce)");
   snprintf(db, sizeof(db), "%s/real-%s.db", b->dir, b->topic);
+  snprintf(stored, sizeof(stored), "%s/store-%ld.db", b->dir, b->store_ids);
+  if (b->store_set)
+    prepare_store(b, stored, b->store_ids);
   for (int i = 0; i < rounds; i++) {
-    unlink(db);
-    a[i] = run_raw(b);
-    bb[i] = run_khost(b, 0, db);
-    c[i] = run_khost(b, 1, db);
-    unlink(db);
+    for (int m = 0; m < modes; m++) {
+      remove_db(db);
+      if (m == REAL_STORED)
+        copy_db(stored, db);
+      real_run(b, m, db, r, w);
+      rate[m][i] = r[m];
+      wall[m][i] = w[m];
+    }
+    remove_db(db);
   }
   printf("records %ld\n", b->n);
-  printf("raw %.0f\n", median(a, rounds));
-  printf("khost-dedup-off %.0f\n", median(bb, rounds));
-  printf("khost-dedup-on %.0f\n", median(c, rounds));
+  for (int m = 0; m < modes; m++) {
+    printf("%s %.0f\n", real_names[m], median(rate[m], rounds));
+    printf("%s-wall %.0f\n", real_names[m], median(wall[m], rounds));
+  }
 }
 
 static int usage(void) {
@@ -593,7 +629,8 @@ static int usage(void) {
           "                   [--partitions N] [--value-size BYTES] [-n "
           "RECORDS]\n"
           "       khost-bench --bootstrap SERVERS --topic TOPIC [-r ROUNDS] "
-          "[-d DIR]\n");
+          "[-d DIR]\n"
+          "                   [-s STORE_IDS]\n");
   return 2;
 }
 
@@ -621,6 +658,7 @@ int main(int argc, char **argv) {
       break;
     case 's':
       b.store_ids = atol(optarg);
+      b.store_set = 1;
       break;
     case 'd':
       b.dir = optarg;

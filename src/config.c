@@ -47,9 +47,9 @@ typedef struct scope {
 } scope_t;
 
 static const char *const top_keys[] = {
-    "plugin_dir", "log_level",   "log_format", "shutdown_timeout",
-    "kafka",      "dedup",       "mock",       "pipelines",
-    "http",       "instance_id", NULL};
+    "plugin_dir", "log_level",   "log_format",   "shutdown_timeout",
+    "kafka",      "dedup",       "mock",         "pipelines",
+    "http",       "instance_id", "memory_limit", NULL};
 static const char *const http_keys[] = {"listen", NULL};
 static const char *const dedup_keys[] = {"path", "retention", "durability",
                                          NULL};
@@ -337,6 +337,36 @@ static int get_duration_int(loader_t *ld, const scope_t *sc, const char *name,
   return ok;
 }
 
+/* A size of at least min bytes, written as "512M", "1G" (powers of 1024)
+ * or as an integer number of bytes. */
+static void get_size(loader_t *ld, const scope_t *sc, const char *name,
+                     int64_t min, int64_t *out) {
+  config_setting_t *s =
+      lookup_typed(ld, sc, name, INT_MASK | (1u << CONFIG_TYPE_STRING),
+                   "a size such as \"1G\"");
+  int64_t v = -1;
+
+  if (!s)
+    return;
+  if (config_setting_type(s) == CONFIG_TYPE_STRING) {
+    if (cfg_parse_size(config_setting_get_string(s), &v) < 0) {
+      problem(ld, sc, name, s,
+              "must be a size such as \"512M\" or \"2G\" (K, M, G, T; "
+              "got \"%s\")",
+              config_setting_get_string(s));
+      return;
+    }
+  } else {
+    v = config_setting_get_int64(s);
+  }
+  if (v < min) {
+    problem(ld, sc, name, s, "must be at least %lldM (got %lld bytes)",
+            (long long)(min >> 20), (long long)v);
+    return;
+  }
+  *out = v;
+}
+
 /* ------------------------------------------------------------ kafka */
 
 /* The text librdkafka gets for a scalar setting; NULL for aggregates. */
@@ -495,6 +525,7 @@ static void load_top_scalars(loader_t *ld, const scope_t *top) {
       cfg->log_json = json;
   }
   get_duration_int(ld, top, "shutdown_timeout", 1, &cfg->shutdown_timeout_ms);
+  get_size(ld, top, "memory_limit", CFG_MEMORY_LIMIT_MIN, &cfg->memory_limit);
 }
 
 static void load_dedup(loader_t *ld, const scope_t *top) {
@@ -908,6 +939,7 @@ static void set_defaults(cfg_t *cfg, const char *path) {
   cfg->plugin_dir = g_strdup(dir && dir[0] ? dir : KHOST_PLUGIN_DIR);
   cfg->log_level = KHOST_LOG_INFO;
   cfg->shutdown_timeout_ms = 30000;
+  cfg->memory_limit = CFG_MEMORY_LIMIT;
   cfg->dedup_path = g_strdup("khost-dedup.db");
   /* The test suite sets port 0 here, so that hosts started side by side
    * do not compete for one port. */
@@ -1152,6 +1184,30 @@ int cfg_parse_duration(const char *s, int64_t *ms) {
     return 0;
   }
   return -1;
+}
+
+int cfg_parse_size(const char *s, int64_t *bytes) {
+  static const char units[] = "KMGT";
+  char *end = NULL;
+  unsigned long long v;
+  int shift = 0;
+
+  if (!s || !g_ascii_isdigit(s[0]))
+    return -1;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno != 0)
+    return -1;
+  if (*end) {
+    const char *u = strchr(units, *end);
+    if (!u || !*u || (end[1] && strcmp(end + 1, "B") != 0))
+      return -1;
+    shift = 10 * (int)(u - units + 1);
+  }
+  if (v > (unsigned long long)(INT64_MAX >> shift))
+    return -1;
+  *bytes = (int64_t)(v << shift);
+  return 0;
 }
 
 const cfg_prop_t *cfg_prop_find(const cfg_prop_t *props, size_t n,

@@ -80,7 +80,11 @@ typedef struct cfg {
   int log_level;           /* syslog number, default info */
   int log_json;            /* log_format = "json" */
   int shutdown_timeout_ms; /* default 30000 */
-  cfg_prop_t *kafka;       /* global librdkafka properties */
+  /* memory_limit: bytes the host may spend on records fetched ahead; each
+   * member's librdkafka prefetch limit is its share (kafka_client.h).
+   * Default CFG_MEMORY_LIMIT. */
+  int64_t memory_limit;
+  cfg_prop_t *kafka; /* global librdkafka properties */
   size_t n_kafka;
   /* dedup store */
   char *dedup_path;       /* default "khost-dedup.db" */
@@ -114,6 +118,8 @@ typedef struct cfg {
 } cfg_t;
 
 #define CFG_HTTP_LISTEN "127.0.0.1:9464"
+#define CFG_MEMORY_LIMIT ((int64_t)1 << 30)
+#define CFG_MEMORY_LIMIT_MIN ((int64_t)16 << 20)
 
 /*
  * Parse and validate path. On failure returns -1 and writes every problem
@@ -126,6 +132,10 @@ void cfg_free(cfg_t *cfg);
 /* "250ms", "30s", "15m", "12h", "7d", or a plain number of seconds.
  * Returns 0 and sets *ms, or -1. */
 int cfg_parse_duration(const char *s, int64_t *ms);
+
+/* "64M", "1G", "2T" (powers of 1024, an optional trailing "B"), or a
+ * plain number of bytes. Returns 0 and sets *bytes, or -1. */
+int cfg_parse_size(const char *s, int64_t *bytes);
 
 /* Find a property by librdkafka name in a list; NULL when absent. */
 const cfg_prop_t *cfg_prop_find(const cfg_prop_t *props, size_t n,

@@ -134,8 +134,41 @@ int kafka_user_set(const kafka_settings_t *ks, const char *name) {
          (ks->pc && cfg_prop_find(ks->pc->kafka, ks->pc->n_kafka, name));
 }
 
+/* librdkafka's bounds of queued.max.messages.kbytes. */
+#define KAFKA_PREFETCH_KBYTES_MIN 1
+#define KAFKA_PREFETCH_KBYTES_MAX 2097151
+
+long kafka_prefetch_kbytes(const cfg_t *cfg) {
+  int64_t limit = cfg->memory_limit > 0 ? cfg->memory_limit : CFG_MEMORY_LIMIT;
+  int64_t members = 0, kb;
+  for (size_t i = 0; i < cfg->n_pipelines; i++)
+    members += cfg->pipelines[i].members;
+  kb = limit / 1024 / (members > 0 ? members : 1);
+  if (kb < KAFKA_PREFETCH_KBYTES_MIN)
+    kb = KAFKA_PREFETCH_KBYTES_MIN;
+  if (kb > KAFKA_PREFETCH_KBYTES_MAX)
+    kb = KAFKA_PREFETCH_KBYTES_MAX;
+  return (long)kb;
+}
+
+/* librdkafka's 64 MB prefetch limit holds only ~60,000 records of 1 KB:
+ * against a real broker a member drained it faster than fetches refilled
+ * it, and fetching stalled (the host was a third busy; 1 GB of prefetch
+ * gave 2.5-3.5x). Each member gets its share of memory_limit instead,
+ * unless the user set the limit. */
+static int set_prefetch_bytes(const kafka_settings_t *ks, rd_kafka_conf_t *conf,
+                              char *err, size_t errlen) {
+  char kb[32];
+  if (kafka_user_set(ks, "queued.max.messages.kbytes"))
+    return 0;
+  snprintf(kb, sizeof(kb), "%ld", kafka_prefetch_kbytes(ks->cfg));
+  return set_own(conf, "queued.max.messages.kbytes", kb, err, errlen);
+}
+
 static int set_prefetch(const kafka_settings_t *ks, rd_kafka_conf_t *conf,
                         char *err, size_t errlen) {
+  if (set_prefetch_bytes(ks, conf, err, errlen) != 0)
+    return -1;
   if (kafka_user_set(ks, "fetch.queue.backoff.ms") ||
       kafka_user_set(ks, "queued.min.messages"))
     return 0;

@@ -50,6 +50,11 @@ rd_kafka_conf_t *kafka_conf_empty(void);
 /* 1 when the user set property name, globally or for the pipeline. */
 int kafka_user_set(const kafka_settings_t *ks, const char *name);
 
+/* Each member's prefetch limit (queued.max.messages.kbytes) derived from
+ * cfg's memory_limit: an equal share for every member of every pipeline,
+ * within librdkafka's range (1..2097151 KB). */
+long kafka_prefetch_kbytes(const cfg_t *cfg);
+
 /* Set one property; -1 with librdkafka's reason in err. */
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                    char *err, size_t errlen);

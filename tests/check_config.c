@@ -162,6 +162,7 @@ START_TEST(test_defaults) {
   ck_assert_str_eq(cfg.plugin_dir, KHOST_PLUGIN_DIR);
   ck_assert_int_eq(cfg.log_level, KHOST_LOG_INFO);
   ck_assert_int_eq(cfg.shutdown_timeout_ms, 30000);
+  ck_assert_int_eq(cfg.memory_limit, 1LL << 30);
   ck_assert_str_eq(cfg.dedup_path, "khost-dedup.db");
   ck_assert_int_eq(cfg.retention_ms, 7LL * 86400 * 1000);
   ck_assert_int_eq(cfg.durability, CFG_DURABILITY_NORMAL);
@@ -414,6 +415,52 @@ START_TEST(test_duration_bad) {
 }
 END_TEST
 
+START_TEST(test_size_good) {
+  static const struct {
+    const char *text;
+    int64_t bytes;
+  } cases[] = {{"0", 0},          {"4096", 4096},
+               {"64K", 64 << 10}, {"512M", 512LL << 20},
+               {"1G", 1LL << 30}, {"1GB", 1LL << 30},
+               {"2T", 2LL << 40}, {"8388607T", 8388607LL << 40}};
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+    int64_t bytes = -1;
+    ck_assert_msg(cfg_parse_size(cases[i].text, &bytes) == 0, "%s",
+                  cases[i].text);
+    ck_assert_int_eq(bytes, cases[i].bytes);
+  }
+}
+END_TEST
+
+START_TEST(test_size_bad) {
+  static const char *const cases[] = {
+      "",   "G",    "-1G", " 1G", "1 G",      "1.5G",
+      "1g", "1GiB", "1Gx", "1P",  "8388608T", "99999999999999999999"};
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+    int64_t bytes = 42;
+    ck_assert_msg(cfg_parse_size(cases[i], &bytes) == -1, "\"%s\" accepted",
+                  cases[i]);
+    ck_assert_int_eq(bytes, 42);
+  }
+  ck_assert_int_eq(cfg_parse_size(NULL, &(int64_t){0}), -1);
+}
+END_TEST
+
+START_TEST(test_memory_limit) {
+  cfg_t cfg;
+  char err[1024], *path;
+  char text[sizeof(minimal_text) + 64];
+
+  snprintf(text, sizeof(text), "memory_limit = \"3G\";\n%s", minimal_text);
+  ck_assert_msg(load_text(&cfg, text, err, sizeof(err), &path) == 0, "%s", err);
+  ck_assert_int_eq(cfg.memory_limit, 3LL << 30);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
 /* ------------------------------------------------------------ bad files */
 
 /* Pieces of the bad files below: KAFKA is one line, PIPE_OPEN three (the
@@ -466,6 +513,13 @@ static const struct bad_case {
     {"max_batch out of range",
      KAFKA PIPE_OPEN "    max_batch = 100001;\n" PIPE_CLOSE,
      ":5: pipelines[0].max_batch: must be between 1 and 100000 (got 100001)"},
+    {"memory_limit with an unknown unit",
+     "memory_limit = \"1Q\";\n" KAFKA PIPE_OPEN PIPE_CLOSE,
+     ":1: memory_limit: must be a size such as \"512M\" or \"2G\" (K, M, G, "
+     "T; got \"1Q\")"},
+    {"memory_limit too small",
+     "memory_limit = 1024;\n" KAFKA PIPE_OPEN PIPE_CLOSE,
+     ":1: memory_limit: must be at least 16M (got 1024 bytes)"},
     {"bad duration",
      "shutdown_timeout = \"30 s\";\n" KAFKA PIPE_OPEN PIPE_CLOSE,
      ":1: shutdown_timeout: must be a duration"},
@@ -904,6 +958,7 @@ Suite *config_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_full_file);
   tcase_add_test(tc, test_defaults);
+  tcase_add_test(tc, test_memory_limit);
   tcase_add_test(tc, test_failure_settings);
   tcase_add_test(tc, test_plugin_dir_from_env);
   tcase_add_test(tc, test_http_and_instance_id);
@@ -916,6 +971,8 @@ Suite *config_suite(void) {
   tc = tcase_create("duration");
   tcase_add_test(tc, test_duration_good);
   tcase_add_test(tc, test_duration_bad);
+  tcase_add_test(tc, test_size_good);
+  tcase_add_test(tc, test_size_bad);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("bad");

@@ -90,6 +90,43 @@ START_TEST(test_member_gets_khost_offset_management) {
 }
 END_TEST
 
+/* memory_limit shared by every member of every pipeline, each member's
+ * share as its librdkafka prefetch byte limit. */
+START_TEST(test_prefetch_limit_is_a_share_of_memory_limit) {
+  cfg_pipeline_t pipes[2] = {{.members = 3}, {.members = 1}};
+  g_cfg.pipelines = pipes;
+  g_cfg.n_pipelines = 2;
+  g_cfg.memory_limit = 2LL << 30;
+  rd_kafka_conf_t *conf = conf_for(KAFKA_MEMBER);
+  /* 2 GB over 4 members: 512 MB each. */
+  ck_assert_str_eq(get(conf, "queued.max.messages.kbytes"), "524288");
+  rd_kafka_conf_destroy(conf);
+  /* Within librdkafka's range: at most 2097151 KB, at least 1 KB. */
+  pipes[0].members = pipes[1].members = 1;
+  g_cfg.memory_limit = 8LL << 30;
+  ck_assert_int_eq(kafka_prefetch_kbytes(&g_cfg), 2097151);
+  g_cfg.memory_limit = 1;
+  ck_assert_int_eq(kafka_prefetch_kbytes(&g_cfg), 1);
+  /* Not a member: librdkafka's default stays. */
+  g_cfg.memory_limit = 2LL << 30;
+  char *dflt = default_of("queued.max.messages.kbytes");
+  conf = conf_for(KAFKA_CONSUMER);
+  ck_assert_str_eq(get(conf, "queued.max.messages.kbytes"), dflt);
+  rd_kafka_conf_destroy(conf);
+  free(dflt);
+}
+END_TEST
+
+START_TEST(test_users_prefetch_limit_wins) {
+  g_override[0].name = "queued.max.messages.kbytes";
+  g_override[0].value = "4096";
+  g_cfg.memory_limit = 2LL << 30;
+  rd_kafka_conf_t *conf = conf_for(KAFKA_MEMBER);
+  ck_assert_str_eq(get(conf, "queued.max.messages.kbytes"), "4096");
+  rd_kafka_conf_destroy(conf);
+}
+END_TEST
+
 START_TEST(test_consumer_defaults_to_earliest) {
   g_global[1].name = "session.timeout.ms";
   g_global[1].value = "6000";
@@ -240,6 +277,9 @@ static void reset_props(void) {
   g_global[1].value = "latest";
   g_override[0].name = "fetch.wait.max.ms";
   g_override[0].value = "7";
+  g_cfg.pipelines = NULL;
+  g_cfg.n_pipelines = 0;
+  g_cfg.memory_limit = 0;
 }
 
 Suite *kafka_client_suite(void) {
@@ -247,6 +287,8 @@ Suite *kafka_client_suite(void) {
   TCase *tc = tcase_create("conf");
   tcase_add_checked_fixture(tc, reset_props, NULL);
   tcase_add_test(tc, test_member_gets_khost_offset_management);
+  tcase_add_test(tc, test_prefetch_limit_is_a_share_of_memory_limit);
+  tcase_add_test(tc, test_users_prefetch_limit_wins);
   tcase_add_test(tc, test_consumer_defaults_to_earliest);
   tcase_add_test(tc, test_admin_gets_only_the_users_properties);
   tcase_add_test(tc, test_producer_leaves_out_consumer_only_properties);
