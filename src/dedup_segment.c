@@ -1,0 +1,464 @@
+/*
+ * Dedup segments: see dedup_segment.h for the layout.
+ *
+ * Running out of memory aborts, as glib's allocators do.
+ */
+#include "dedup_segment.h"
+
+#include <glib.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dedup_filter.h"
+
+#define BLOCK_SHIFT 24
+#define KEY_MAX_HEAD 5 /* scope and the form byte */
+#define FORM_RAW 0
+#define FORM_UUID 1
+
+const char *const dseg_schema_sql =
+    "CREATE TABLE IF NOT EXISTS segments("
+    " id INTEGER PRIMARY KEY, ids INTEGER NOT NULL,"
+    " oldest_ms INTEGER NOT NULL, newest_ms INTEGER NOT NULL,"
+    " filter BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS segment_blocks("
+    " pos INTEGER PRIMARY KEY, first_key BLOB NOT NULL,"
+    " newest_ms INTEGER NOT NULL, keys BLOB NOT NULL);";
+
+struct dseg {
+  int64_t id;
+  uint64_t ids;
+  int64_t oldest_ms, newest_ms;
+  dfilter_t *filter;
+  size_t blocks;
+  size_t *first_off; /* blocks + 1 offsets into first_keys */
+  uint8_t *first_keys;
+};
+
+static dseg_counters_t counters;
+
+void dseg_counters(dseg_counters_t *out) {
+  out->filter_passes =
+      __atomic_load_n(&counters.filter_passes, __ATOMIC_RELAXED);
+  out->blocks_read = __atomic_load_n(&counters.blocks_read, __ATOMIC_RELAXED);
+  out->keys_decoded = __atomic_load_n(&counters.keys_decoded, __ATOMIC_RELAXED);
+}
+
+/* ----------------------------------------------------------------- keys */
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  return -1;
+}
+
+/* The 16 bytes of a canonical lower-case UUID; 0 when id is not one (an
+ * upper-case UUID stays as it is, so that it decodes to its own bytes). */
+static int uuid_bytes(const uint8_t *id, size_t len, uint8_t out[16]) {
+  size_t o = 0;
+  if (len != 36)
+    return 0;
+  for (size_t i = 0; i < 36; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (id[i] != '-')
+        return 0;
+      continue;
+    }
+    int v = hexval(id[i]);
+    if (v < 0)
+      return 0;
+    out[o / 2] = (uint8_t)(o % 2 ? out[o / 2] | v : v << 4);
+    o++;
+  }
+  return 1;
+}
+
+/* The packed key of (scope, id) into out (room for KEY_MAX_HEAD + len
+ * bytes); returns its length. */
+static size_t key_encode(uint32_t scope, const void *id, size_t len,
+                         uint8_t *out) {
+  out[0] = (uint8_t)(scope >> 24);
+  out[1] = (uint8_t)(scope >> 16);
+  out[2] = (uint8_t)(scope >> 8);
+  out[3] = (uint8_t)scope;
+  if (uuid_bytes(id, len, out + 5)) {
+    out[4] = FORM_UUID;
+    return KEY_MAX_HEAD + 16;
+  }
+  out[4] = FORM_RAW;
+  if (len)
+    memcpy(out + 5, id, len);
+  return KEY_MAX_HEAD + len;
+}
+
+static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b,
+                   size_t blen) {
+  int c = memcmp(a, b, alen < blen ? alen : blen);
+  if (c)
+    return c;
+  return alen < blen ? -1 : alen > blen;
+}
+
+static void varint_put(GByteArray *b, uint64_t v) {
+  while (v >= 0x80) {
+    uint8_t c = (uint8_t)(v | 0x80);
+    g_byte_array_append(b, &c, 1);
+    v >>= 7;
+  }
+  uint8_t c = (uint8_t)v;
+  g_byte_array_append(b, &c, 1);
+}
+
+/* A varint at *p (before end); 0 when it is cut short. */
+static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t r = 0;
+  for (int shift = 0; *p < end && shift < 64; shift += 7) {
+    uint8_t c = *(*p)++;
+    r |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *v = r;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- write */
+
+typedef struct ent {
+  const uint8_t *k;
+  size_t len;
+  int64_t ms;
+} ent_t;
+
+static int ent_cmp(const void *a, const void *b) {
+  const ent_t *x = a, *y = b;
+  return key_cmp(x->k, x->len, y->k, y->len);
+}
+
+/* Encode and sort every key, one copy of each (the newest handled_ms);
+ * returns the count left. The filter gets every hash. */
+static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
+                        ent_t *ents, dfilter_t *f) {
+  size_t room = 0, at = 0, m = 0;
+  for (size_t i = 0; i < n; i++)
+    room += KEY_MAX_HEAD + keys[i].len;
+  *arena = g_malloc(room ? room : 1);
+  for (size_t i = 0; i < n; i++) {
+    ents[i].k = *arena + at;
+    ents[i].len =
+        key_encode(keys[i].scope, keys[i].id, keys[i].len, *arena + at);
+    ents[i].ms = keys[i].handled_ms;
+    at += ents[i].len;
+    dfilter_add(f, keys[i].hash);
+  }
+  qsort(ents, n, sizeof(*ents), ent_cmp);
+  for (size_t i = 0; i < n; i++) {
+    if (m > 0 && ent_cmp(&ents[m - 1], &ents[i]) == 0) {
+      if (ents[i].ms > ents[m - 1].ms)
+        ents[m - 1].ms = ents[i].ms;
+      continue;
+    }
+    ents[m++] = ents[i];
+  }
+  return m;
+}
+
+static int put_block(sqlite3_stmt *st, int64_t pos, const ent_t *first,
+                     int64_t newest, const GByteArray *b) {
+  sqlite3_bind_int64(st, 1, pos);
+  sqlite3_bind_blob(st, 2, first->k, (int)first->len, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 3, newest);
+  sqlite3_bind_blob(st, 4, b->data, (int)b->len, SQLITE_STATIC);
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Pack the sorted keys into blocks of about DSEG_BLOCK_BYTES. */
+static int put_blocks(sqlite3 *db, int64_t seg_id, const ent_t *e, size_t n) {
+  sqlite3_stmt *st = NULL;
+  GByteArray *b = g_byte_array_new();
+  int64_t pos = seg_id << BLOCK_SHIFT, newest = INT64_MIN;
+  size_t first = 0;
+  int rc = sqlite3_prepare_v2(db,
+                              "INSERT INTO segment_blocks(pos, first_key,"
+                              " newest_ms, keys) VALUES(?1, ?2, ?3, ?4)",
+                              -1, &st, NULL) == SQLITE_OK
+               ? 0
+               : -1;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (b->len > 0 && b->len + e[i].len + 2 > DSEG_BLOCK_BYTES) {
+      rc = put_block(st, pos++, &e[first], newest, b);
+      g_byte_array_set_size(b, 0);
+      first = i;
+      newest = INT64_MIN;
+    }
+    varint_put(b, e[i].len);
+    g_byte_array_append(b, e[i].k, (guint)e[i].len);
+    if (e[i].ms > newest)
+      newest = e[i].ms;
+  }
+  if (rc == 0 && b->len > 0)
+    rc = put_block(st, pos, &e[first], newest, b);
+  sqlite3_finalize(st);
+  g_byte_array_free(b, TRUE);
+  return rc;
+}
+
+static int put_segment(sqlite3 *db, int64_t seg_id, const ent_t *e, size_t n,
+                       const dfilter_t *f) {
+  sqlite3_stmt *st = NULL;
+  int64_t oldest = INT64_MAX, newest = INT64_MIN;
+  size_t flen;
+  uint8_t *fbytes = dfilter_encode(f, &flen);
+  int rc = -1;
+  for (size_t i = 0; i < n; i++) {
+    oldest = e[i].ms < oldest ? e[i].ms : oldest;
+    newest = e[i].ms > newest ? e[i].ms : newest;
+  }
+  if (sqlite3_prepare_v2(db,
+                         "INSERT INTO segments(id, ids, oldest_ms,"
+                         " newest_ms, filter) VALUES(?1, ?2, ?3, ?4, ?5)",
+                         -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, seg_id);
+    sqlite3_bind_int64(st, 2, (int64_t)n);
+    sqlite3_bind_int64(st, 3, n ? oldest : 0);
+    sqlite3_bind_int64(st, 4, n ? newest : 0);
+    sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+  }
+  sqlite3_finalize(st);
+  g_free(fbytes);
+  return rc;
+}
+
+int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, dseg_key_t *keys,
+               size_t n, unsigned bits_per_id, char *err, size_t errlen) {
+  dfilter_t *f = dfilter_new(n, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
+  ent_t *ents = g_new(ent_t, n ? n : 1);
+  uint8_t *arena = NULL;
+  size_t m = sort_keys(keys, n, &arena, ents, f);
+  int rc = put_blocks(db, seg_id, ents, m);
+  if (rc == 0)
+    rc = put_segment(db, seg_id, ents, m, f);
+  if (rc != 0)
+    snprintf(err, errlen, "%s: segment %lld: %s", path, (long long)seg_id,
+             sqlite3_errmsg(db));
+  g_free(arena);
+  g_free(ents);
+  dfilter_free(f);
+  return rc;
+}
+
+/* ----------------------------------------------------------------- load */
+
+static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
+                    char *err, size_t errlen) {
+  snprintf(err, errlen, "%s: segment %lld: %s", path, (long long)id,
+           what ? what : sqlite3_errmsg(db));
+  return -1;
+}
+
+static int load_meta(sqlite3 *db, dseg_t *g) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT ids, oldest_ms, newest_ms, filter"
+                         " FROM segments WHERE id = ?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(st, 1, g->id);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    g->ids = (uint64_t)sqlite3_column_int64(st, 0);
+    g->oldest_ms = sqlite3_column_int64(st, 1);
+    g->newest_ms = sqlite3_column_int64(st, 2);
+    g->filter = dfilter_decode(sqlite3_column_blob(st, 3),
+                               (size_t)sqlite3_column_bytes(st, 3));
+    rc = g->filter ? 0 : -2;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* The first key of every block, in block order: the index a lookup
+ * searches. */
+static int load_index(sqlite3 *db, dseg_t *g) {
+  sqlite3_stmt *st = NULL;
+  GByteArray *keys = g_byte_array_new();
+  GArray *off = g_array_new(FALSE, FALSE, sizeof(size_t));
+  int rc;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT first_key FROM segment_blocks"
+                         " WHERE pos BETWEEN ?1 AND ?2 ORDER BY pos",
+                         -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, g->id << BLOCK_SHIFT);
+    sqlite3_bind_int64(st, 2,
+                       (g->id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      size_t at = keys->len;
+      g_array_append_val(off, at);
+      g_byte_array_append(keys, sqlite3_column_blob(st, 0),
+                          (guint)sqlite3_column_bytes(st, 0));
+    }
+  } else
+    rc = SQLITE_ERROR;
+  sqlite3_finalize(st);
+  g->blocks = off->len;
+  size_t end = keys->len;
+  g_array_append_val(off, end);
+  g->first_off = (size_t *)g_array_free(off, FALSE);
+  g->first_keys = g_byte_array_free(keys, FALSE);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int dseg_load(sqlite3 *db, const char *path, int64_t seg_id, dseg_t **out,
+              char *err, size_t errlen) {
+  dseg_t *g = g_new0(dseg_t, 1);
+  int rc;
+  g->id = seg_id;
+  rc = load_meta(db, g);
+  if (rc == -2)
+    rc = seg_fail(path, seg_id, db, "filter of a wrong size", err, errlen);
+  else if (rc != 0 || load_index(db, g) != 0)
+    rc = seg_fail(path, seg_id, db, NULL, err, errlen);
+  if (rc != 0) {
+    dseg_free(g);
+    return -1;
+  }
+  *out = g;
+  return 0;
+}
+
+int dseg_list(sqlite3 *db, const char *path, int64_t **ids, size_t *n,
+              char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  GArray *a = g_array_new(FALSE, FALSE, sizeof(int64_t));
+  int rc = SQLITE_ERROR;
+  if (sqlite3_prepare_v2(db, "SELECT id FROM segments ORDER BY id", -1, &st,
+                         NULL) == SQLITE_OK)
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      int64_t id = sqlite3_column_int64(st, 0);
+      g_array_append_val(a, id);
+    }
+  sqlite3_finalize(st);
+  *n = a->len;
+  *ids = (int64_t *)g_array_free(a, FALSE);
+  if (rc != SQLITE_DONE) {
+    g_free(*ids);
+    *ids = NULL;
+    *n = 0;
+    snprintf(err, errlen, "%s: segments: %s", path, sqlite3_errmsg(db));
+    return -1;
+  }
+  return 0;
+}
+
+void dseg_free(dseg_t *g) {
+  if (!g)
+    return;
+  dfilter_free(g->filter);
+  g_free(g->first_off);
+  g_free(g->first_keys);
+  g_free(g);
+}
+
+void dseg_info(const dseg_t *g, dseg_info_t *out) {
+  *out = (dseg_info_t){
+      .id = g->id,
+      .ids = g->ids,
+      .oldest_ms = g->oldest_ms,
+      .newest_ms = g->newest_ms,
+      .blocks = g->blocks,
+      .memory = dfilter_size(g->filter) + g->first_off[g->blocks] +
+                (g->blocks + 1) * sizeof(size_t),
+  };
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+/* The last block whose first key is at or before key; -1 when key sorts
+ * before every block. */
+static ssize_t block_for(const dseg_t *g, const uint8_t *key, size_t len) {
+  size_t lo = 0, hi = g->blocks;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const uint8_t *k = g->first_keys + g->first_off[mid];
+    size_t klen = g->first_off[mid + 1] - g->first_off[mid];
+    if (key_cmp(k, klen, key, len) <= 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return (ssize_t)lo - 1;
+}
+
+/* 1 when the packed keys of a block hold key (sorted: stop past it). */
+static int block_holds(const uint8_t *p, const uint8_t *end, const uint8_t *key,
+                       size_t len) {
+  uint64_t klen;
+  int c = 1;
+  while (c > 0 && p < end && varint_get(&p, end, &klen) &&
+         klen <= (uint64_t)(end - p)) {
+    __atomic_add_fetch(&counters.keys_decoded, 1, __ATOMIC_RELAXED);
+    c = key_cmp(key, len, p, (size_t)klen);
+    p += klen;
+  }
+  return c == 0;
+}
+
+static int read_block(sqlite3 *db, int64_t pos, const uint8_t *key, size_t len,
+                      int64_t *block_ms) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT newest_ms, keys FROM segment_blocks"
+                         " WHERE pos = ?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(st, 1, pos);
+  switch (sqlite3_step(st)) {
+  case SQLITE_ROW: {
+    const uint8_t *p = sqlite3_column_blob(st, 1);
+    size_t n = (size_t)sqlite3_column_bytes(st, 1);
+    __atomic_add_fetch(&counters.blocks_read, 1, __ATOMIC_RELAXED);
+    rc = p && block_holds(p, p + n, key, len);
+    if (rc == 1 && block_ms)
+      *block_ms = sqlite3_column_int64(st, 0);
+    break;
+  }
+  case SQLITE_DONE:
+    /* Never "absent": a segment loaded must not lose its blocks. */
+    rc = -2;
+    break;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
+                const void *id, size_t len, uint64_t hash, int64_t *block_ms,
+                char *err, size_t errlen) {
+  uint8_t small[KEY_MAX_HEAD + 64], *key;
+  size_t klen;
+  ssize_t b;
+  int rc;
+  if (!dfilter_maybe(g->filter, hash))
+    return 0;
+  __atomic_add_fetch(&counters.filter_passes, 1, __ATOMIC_RELAXED);
+  key = len <= 64 ? small : g_malloc(KEY_MAX_HEAD + len);
+  klen = key_encode(scope, id, len, key);
+  b = block_for(g, key, klen);
+  rc = b < 0 ? 0
+             : read_block(db, (g->id << BLOCK_SHIFT) + b, key, klen, block_ms);
+  if (rc < 0)
+    seg_fail(path, g->id, db, rc == -2 ? "block missing" : NULL, err, errlen);
+  rc = rc < 0 ? -1 : rc;
+  if (key != small)
+    g_free(key);
+  return rc;
+}
