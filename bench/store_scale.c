@@ -64,7 +64,7 @@ static void build_segment(sqlite3 *db, const char *path, int64_t seg,
   }
   if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
     die_db(db, "BEGIN");
-  if (dseg_write(db, path, seg, k, n, 0, err, sizeof err) != 0) {
+  if (dseg_write(db, path, seg, 0, k, n, 0, err, sizeof err) != 0) {
     fprintf(stderr, "store-scale: %s\n", err);
     exit(1);
   }

@@ -20,7 +20,7 @@
 
 const char *const dseg_schema_sql =
     "CREATE TABLE IF NOT EXISTS segments("
-    " id INTEGER PRIMARY KEY, ids INTEGER NOT NULL,"
+    " id INTEGER PRIMARY KEY, tag INTEGER NOT NULL, ids INTEGER NOT NULL,"
     " oldest_ms INTEGER NOT NULL, newest_ms INTEGER NOT NULL,"
     " filter BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS segment_blocks("
@@ -28,7 +28,7 @@ const char *const dseg_schema_sql =
     " newest_ms INTEGER NOT NULL, keys BLOB NOT NULL);";
 
 struct dseg {
-  int64_t id;
+  int64_t id, tag;
   uint64_t ids;
   int64_t oldest_ms, newest_ms;
   dfilter_t *filter;
@@ -210,8 +210,8 @@ static int put_blocks(sqlite3 *db, int64_t seg_id, const ent_t *e, size_t n) {
   return rc;
 }
 
-static int put_segment(sqlite3 *db, int64_t seg_id, const ent_t *e, size_t n,
-                       const dfilter_t *f) {
+static int put_segment(sqlite3 *db, int64_t seg_id, int64_t tag, const ent_t *e,
+                       size_t n, const dfilter_t *f) {
   sqlite3_stmt *st = NULL;
   int64_t oldest = INT64_MAX, newest = INT64_MIN;
   size_t flen;
@@ -223,13 +223,15 @@ static int put_segment(sqlite3 *db, int64_t seg_id, const ent_t *e, size_t n,
   }
   if (sqlite3_prepare_v2(db,
                          "INSERT INTO segments(id, ids, oldest_ms,"
-                         " newest_ms, filter) VALUES(?1, ?2, ?3, ?4, ?5)",
+                         " newest_ms, filter, tag)"
+                         " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
                          -1, &st, NULL) == SQLITE_OK) {
     sqlite3_bind_int64(st, 1, seg_id);
     sqlite3_bind_int64(st, 2, (int64_t)n);
     sqlite3_bind_int64(st, 3, n ? oldest : 0);
     sqlite3_bind_int64(st, 4, n ? newest : 0);
     sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, tag);
     rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
   }
   sqlite3_finalize(st);
@@ -237,15 +239,16 @@ static int put_segment(sqlite3 *db, int64_t seg_id, const ent_t *e, size_t n,
   return rc;
 }
 
-int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, dseg_key_t *keys,
-               size_t n, unsigned bits_per_id, char *err, size_t errlen) {
+int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
+               dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
+               size_t errlen) {
   dfilter_t *f = dfilter_new(n, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
   ent_t *ents = g_new(ent_t, n ? n : 1);
   uint8_t *arena = NULL;
   size_t m = sort_keys(keys, n, &arena, ents, f);
   int rc = put_blocks(db, seg_id, ents, m);
   if (rc == 0)
-    rc = put_segment(db, seg_id, ents, m, f);
+    rc = put_segment(db, seg_id, tag, ents, m, f);
   if (rc != 0)
     snprintf(err, errlen, "%s: segment %lld: %s", path, (long long)seg_id,
              sqlite3_errmsg(db));
@@ -268,7 +271,7 @@ static int load_meta(sqlite3 *db, dseg_t *g) {
   sqlite3_stmt *st = NULL;
   int rc = -1;
   if (sqlite3_prepare_v2(db,
-                         "SELECT ids, oldest_ms, newest_ms, filter"
+                         "SELECT ids, oldest_ms, newest_ms, filter, tag"
                          " FROM segments WHERE id = ?1",
                          -1, &st, NULL) != SQLITE_OK)
     return -1;
@@ -279,6 +282,7 @@ static int load_meta(sqlite3 *db, dseg_t *g) {
     g->newest_ms = sqlite3_column_int64(st, 2);
     g->filter = dfilter_decode(sqlite3_column_blob(st, 3),
                                (size_t)sqlite3_column_bytes(st, 3));
+    g->tag = sqlite3_column_int64(st, 4);
     rc = g->filter ? 0 : -2;
   }
   sqlite3_finalize(st);
@@ -370,6 +374,7 @@ void dseg_free(dseg_t *g) {
 void dseg_info(const dseg_t *g, dseg_info_t *out) {
   *out = (dseg_info_t){
       .id = g->id,
+      .tag = g->tag,
       .ids = g->ids,
       .oldest_ms = g->oldest_ms,
       .newest_ms = g->newest_ms,
@@ -461,4 +466,33 @@ int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
   if (key != small)
     g_free(key);
   return rc;
+}
+
+int dseg_maybe(const dseg_t *g, uint64_t hash) {
+  return dfilter_maybe(g->filter, hash);
+}
+
+int dseg_delete(sqlite3 *db, const char *path, int64_t seg_id, char *err,
+                size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "DELETE FROM segment_blocks WHERE pos BETWEEN ?1 AND"
+                         " ?2; ",
+                         -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, seg_id << BLOCK_SHIFT);
+    sqlite3_bind_int64(st, 2,
+                       (seg_id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    st = NULL;
+  }
+  if (rc == 0 && sqlite3_prepare_v2(db, "DELETE FROM segments WHERE id = ?1",
+                                    -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, seg_id);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+  } else
+    rc = -1;
+  sqlite3_finalize(st);
+  return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
 }

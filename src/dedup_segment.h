@@ -50,13 +50,14 @@ typedef struct dseg_key {
   int64_t handled_ms;
 } dseg_key_t;
 
-/* Write keys[0..n) as segment seg_id inside the caller's open write
+/* Write keys[0..n) as segment seg_id, with the caller's tag (the store:
+ * the newest mark's seq in it), inside the caller's open write
  * transaction (keys are only read; duplicates keep the newest
  * handled_ms). bits_per_id sizes the filter (0: DSEG_BITS_PER_ID).
  * Errors name path and SQLite's message. */
 int dseg_write(struct sqlite3 *db, const char *path, int64_t seg_id,
-               dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
-               size_t errlen);
+               int64_t tag, dseg_key_t *keys, size_t n, unsigned bits_per_id,
+               char *err, size_t errlen);
 
 /* Load segment seg_id's metadata, filter and block index (never its
  * keys). */
@@ -67,6 +68,13 @@ int dseg_list(struct sqlite3 *db, const char *path, int64_t **ids, size_t *n,
               char *err, size_t errlen);
 void dseg_free(dseg_t *g);
 
+/* 0 when the segment's filter rules hash out; no disk read. */
+int dseg_maybe(const dseg_t *g, uint64_t hash);
+/* Delete segment seg_id's rows inside the caller's open write
+ * transaction. */
+int dseg_delete(struct sqlite3 *db, const char *path, int64_t seg_id, char *err,
+                size_t errlen);
+
 /* 1 when the segment holds (scope, id), with the newest handled_at of its
  * block in *block_ms (may be NULL); 0 when it does not; -1 when SQLite
  * fails (err names path and message). */
@@ -75,7 +83,7 @@ int dseg_lookup(const dseg_t *g, struct sqlite3 *db, const char *path,
                 int64_t *block_ms, char *err, size_t errlen);
 
 typedef struct dseg_info {
-  int64_t id;
+  int64_t id, tag;
   uint64_t ids;
   int64_t oldest_ms, newest_ms;
   size_t blocks;

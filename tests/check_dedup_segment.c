@@ -77,9 +77,9 @@ static void write_seg(fx_t *f, int64_t seg, uint32_t scope, unsigned first,
                         ms + (int64_t)i};
   }
   ck_assert_int_eq(sqlite3_exec(f->db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
-  ck_assert_msg(
-      dseg_write(f->db, f->path, seg, k, n, bits_per_id, err, sizeof err) == 0,
-      "dseg_write: %s", err);
+  ck_assert_msg(dseg_write(f->db, f->path, seg, 0, k, n, bits_per_id, err,
+                           sizeof err) == 0,
+                "dseg_write: %s", err);
   ck_assert_int_eq(sqlite3_exec(f->db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
   free(ids);
   free(k);
@@ -226,7 +226,7 @@ START_TEST(test_block_time_and_duplicates) {
                      {7, u, 36, XXH3_64bits(u, 36), 9000}};
   fx_init(&f);
   ck_assert_int_eq(sqlite3_exec(f.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
-  ck_assert_int_eq(dseg_write(f.db, f.path, 1, k, 2, 0, err, sizeof err), 0);
+  ck_assert_int_eq(dseg_write(f.db, f.path, 1, 0, k, 2, 0, err, sizeof err), 0);
   ck_assert_int_eq(sqlite3_exec(f.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
   dseg_t **g = load_all(&f, &n);
   int64_t ms = 0;
