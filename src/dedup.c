@@ -676,6 +676,10 @@ out:
   return rc;
 }
 
+size_t dedup_memory_ids(uint64_t bytes) {
+  return (size_t)(bytes / 196);
+}
+
 int dedup_segment_now(dedup_store_t *s, size_t *moved, char *err,
                       size_t errlen) {
   GArray *keys = g_array_new(FALSE, FALSE, sizeof(dseg_key_t));

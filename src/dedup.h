@@ -123,6 +123,11 @@ typedef struct dedup_stats {
 
 void dedup_stats(dedup_store_t *s, dedup_stats_t *out);
 
+/* The memory_ids that fit a budget of bytes: the set takes about 56
+ * bytes per ID, and writing a segment copies, sorts and packs its IDs
+ * (about 140 bytes per UUID more, for the moment it takes). */
+size_t dedup_memory_ids(uint64_t bytes);
+
 /* Move every committed mark not yet in a segment into a new segment (one
  * transaction), then forget those IDs in memory; *moved (may be NULL)
  * gets their count. What the segment thread does once the set is over
