@@ -719,12 +719,57 @@ out:
   return rc;
 }
 
-/* Drop whole segments past retention, one short transaction each. Called
- * under prune_lock. */
-static int seg_prune(dedup_store_t *s, int64_t cutoff, char *err,
-                     size_t errlen) {
-  int64_t *ids = NULL;
-  size_t n = dsegs_take_expired(s->segs, cutoff, &ids);
+/* Write the merged segment in one transaction and publish it, unpublish
+ * its inputs, then delete them in a second one: a crash in between leaves
+ * IDs in two segments, which answers the same. */
+static int merge_put(dedup_store_t *s, const int64_t *ids, size_t n,
+                     uint64_t total, int64_t tag, char *err, size_t errlen) {
+  int64_t id = dsegs_next_id(s->segs);
+  dseg_t *g = NULL;
+  int rc;
+  pthread_mutex_lock(&s->write_lock);
+  rc = db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen);
+  if (rc == 0)
+    rc = dseg_merge(s->prune_db, s->path, ids, n, total, id, tag, err, errlen);
+  if (rc == 0)
+    rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
+  if (!sqlite3_get_autocommit(s->prune_db))
+    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
+  pthread_mutex_unlock(&s->write_lock);
+  if (rc == 0)
+    rc = dseg_load(s->prune_db, s->path, id, &g, err, errlen);
+  if (rc == 0)
+    dsegs_replace(s->segs, ids, n, g);
+  return rc;
+}
+
+static int seg_drop(dedup_store_t *s, const int64_t *ids, size_t n, char *err,
+                    size_t errlen);
+
+int dedup_merge_now(dedup_store_t *s, size_t *merged, char *err,
+                    size_t errlen) {
+  int64_t ids[DSEGS_MERGE_FANIN], tag;
+  uint64_t total;
+  size_t n;
+  int rc = 0;
+  if (merged)
+    *merged = 0;
+  pthread_mutex_lock(&s->prune_lock);
+  while (rc == 0 && !stopping(s) &&
+         (n = dsegs_pick_merge(s->segs, ids, &total, &tag)) > 0) {
+    rc = merge_put(s, ids, n, total, tag, err, errlen);
+    if (rc == 0)
+      rc = seg_drop(s, ids, n, err, errlen);
+    if (rc == 0 && merged)
+      (*merged)++;
+  }
+  pthread_mutex_unlock(&s->prune_lock);
+  return rc;
+}
+
+/* Delete segments no longer published, one short transaction each. */
+static int seg_drop(dedup_store_t *s, const int64_t *ids, size_t n, char *err,
+                    size_t errlen) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < n; i++) {
     pthread_mutex_lock(&s->write_lock);
@@ -737,6 +782,16 @@ static int seg_prune(dedup_store_t *s, int64_t cutoff, char *err,
       sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
     pthread_mutex_unlock(&s->write_lock);
   }
+  return rc;
+}
+
+/* Drop whole segments past retention, one short transaction each. Called
+ * under prune_lock. */
+static int seg_prune(dedup_store_t *s, int64_t cutoff, char *err,
+                     size_t errlen) {
+  int64_t *ids = NULL;
+  size_t n = dsegs_take_expired(s->segs, cutoff, &ids);
+  int rc = seg_drop(s, ids, n, err, errlen);
   g_free(ids);
   return rc;
 }
@@ -927,6 +982,8 @@ static void *segmenter_main(void *arg) {
     pthread_mutex_unlock(&s->stop_lock);
     if (dedup_segment_now(s, NULL, err, sizeof err) < 0)
       log_msg(KHOST_LOG_WARNING, "dedup", "writing a segment: %s", err);
+    else if (dedup_merge_now(s, NULL, err, sizeof err) < 0)
+      log_msg(KHOST_LOG_WARNING, "dedup", "merging segments: %s", err);
     pthread_mutex_lock(&s->stop_lock);
   }
   pthread_mutex_unlock(&s->stop_lock);

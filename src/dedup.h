@@ -135,6 +135,11 @@ size_t dedup_memory_ids(uint64_t bytes);
 int dedup_segment_now(dedup_store_t *s, size_t *moved, char *err,
                       size_t errlen);
 
+/* Merge segments, tier by tier, while DSEGS_MERGE_FANIN (4) of a tier
+ * exist (dedup_segs.h); *merged (may be NULL) gets the merges done. What
+ * the segment thread does after each segment; thread-safe. */
+int dedup_merge_now(dedup_store_t *s, size_t *merged, char *err, size_t errlen);
+
 /* Remove marks handled before now_ms - retention from disk and memory, in
  * small transactions, and the replay ranges recorded before that time.
  * *removed (may be NULL) gets the count of marks. */

@@ -13,6 +13,9 @@
 
 #include "dedup_filter.h"
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #define BLOCK_SHIFT 24
 #define KEY_MAX_HEAD 5 /* scope and the form byte */
 #define FORM_RAW 0
@@ -127,12 +130,112 @@ static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
   return 0;
 }
 
+static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
+                    char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- write */
+
+/* A segment written key by key, in key order: blocks go out as they
+ * fill, so memory stays at one block and the filter. */
+typedef struct builder {
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  int64_t seg_id, pos;
+  GByteArray *block, *first;
+  int64_t block_newest, oldest, newest;
+  uint64_t ids;
+  dfilter_t *filter;
+  int failed;
+} builder_t;
+
+static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
+                        size_t expected, unsigned bits_per_id) {
+  *w = (builder_t){.db = db,
+                   .seg_id = seg_id,
+                   .pos = seg_id << BLOCK_SHIFT,
+                   .block = g_byte_array_new(),
+                   .first = g_byte_array_new(),
+                   .block_newest = INT64_MIN,
+                   .oldest = INT64_MAX,
+                   .newest = INT64_MIN};
+  w->filter =
+      dfilter_new(expected, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
+  return sqlite3_prepare_v2(db,
+                            "INSERT INTO segment_blocks(pos, first_key,"
+                            " newest_ms, keys) VALUES(?1, ?2, ?3, ?4)",
+                            -1, &w->st, NULL) == SQLITE_OK
+             ? 0
+             : -1;
+}
+
+static void builder_flush(builder_t *w) {
+  if (w->block->len == 0 || w->failed)
+    return;
+  sqlite3_bind_int64(w->st, 1, w->pos++);
+  sqlite3_bind_blob(w->st, 2, w->first->data, (int)w->first->len,
+                    SQLITE_STATIC);
+  sqlite3_bind_int64(w->st, 3, w->block_newest);
+  sqlite3_bind_blob(w->st, 4, w->block->data, (int)w->block->len,
+                    SQLITE_STATIC);
+  w->failed = sqlite3_step(w->st) != SQLITE_DONE;
+  sqlite3_reset(w->st);
+  g_byte_array_set_size(w->block, 0);
+  w->block_newest = INT64_MIN;
+}
+
+/* Add the next key (greater than the last one). */
+static void builder_add(builder_t *w, const uint8_t *k, size_t len, int64_t ms,
+                        uint64_t hash) {
+  if (w->block->len > 0 && w->block->len + len + 2 > DSEG_BLOCK_BYTES)
+    builder_flush(w);
+  if (w->block->len == 0) {
+    g_byte_array_set_size(w->first, 0);
+    g_byte_array_append(w->first, k, (guint)len);
+  }
+  varint_put(w->block, len);
+  g_byte_array_append(w->block, k, (guint)len);
+  w->block_newest = ms > w->block_newest ? ms : w->block_newest;
+  w->oldest = ms < w->oldest ? ms : w->oldest;
+  w->newest = ms > w->newest ? ms : w->newest;
+  w->ids++;
+  dfilter_add(w->filter, hash);
+}
+
+/* The last block and the segment's row; frees the builder. */
+static int builder_close(builder_t *w, int64_t tag) {
+  sqlite3_stmt *st = NULL;
+  size_t flen = 0;
+  uint8_t *fbytes = NULL;
+  builder_flush(w);
+  if (!w->failed && sqlite3_prepare_v2(w->db,
+                                       "INSERT INTO segments(id, ids,"
+                                       " oldest_ms, newest_ms, filter, tag)"
+                                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                                       -1, &st, NULL) == SQLITE_OK) {
+    fbytes = dfilter_encode(w->filter, &flen);
+    sqlite3_bind_int64(st, 1, w->seg_id);
+    sqlite3_bind_int64(st, 2, (int64_t)w->ids);
+    sqlite3_bind_int64(st, 3, w->ids ? w->oldest : 0);
+    sqlite3_bind_int64(st, 4, w->ids ? w->newest : 0);
+    sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, tag);
+    w->failed = sqlite3_step(st) != SQLITE_DONE;
+  } else
+    w->failed = 1;
+  sqlite3_finalize(st);
+  sqlite3_finalize(w->st);
+  g_free(fbytes);
+  g_byte_array_free(w->block, TRUE);
+  g_byte_array_free(w->first, TRUE);
+  dfilter_free(w->filter);
+  return w->failed ? -1 : 0;
+}
 
 typedef struct ent {
   const uint8_t *k;
   size_t len;
   int64_t ms;
+  uint64_t hash;
 } ent_t;
 
 static int ent_cmp(const void *a, const void *b) {
@@ -141,9 +244,9 @@ static int ent_cmp(const void *a, const void *b) {
 }
 
 /* Encode and sort every key, one copy of each (the newest handled_ms);
- * returns the count left. The filter gets every hash. */
+ * returns the count left. */
 static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
-                        ent_t *ents, dfilter_t *f) {
+                        ent_t *ents) {
   size_t room = 0, at = 0, m = 0;
   for (size_t i = 0; i < n; i++)
     room += KEY_MAX_HEAD + keys[i].len;
@@ -153,8 +256,8 @@ static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
     ents[i].len =
         key_encode(keys[i].scope, keys[i].id, keys[i].len, *arena + at);
     ents[i].ms = keys[i].handled_ms;
+    ents[i].hash = keys[i].hash;
     at += ents[i].len;
-    dfilter_add(f, keys[i].hash);
   }
   qsort(ents, n, sizeof(*ents), ent_cmp);
   for (size_t i = 0; i < n; i++) {
@@ -168,93 +271,22 @@ static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
   return m;
 }
 
-static int put_block(sqlite3_stmt *st, int64_t pos, const ent_t *first,
-                     int64_t newest, const GByteArray *b) {
-  sqlite3_bind_int64(st, 1, pos);
-  sqlite3_bind_blob(st, 2, first->k, (int)first->len, SQLITE_STATIC);
-  sqlite3_bind_int64(st, 3, newest);
-  sqlite3_bind_blob(st, 4, b->data, (int)b->len, SQLITE_STATIC);
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  return rc == SQLITE_DONE ? 0 : -1;
-}
-
-/* Pack the sorted keys into blocks of about DSEG_BLOCK_BYTES. */
-static int put_blocks(sqlite3 *db, int64_t seg_id, const ent_t *e, size_t n) {
-  sqlite3_stmt *st = NULL;
-  GByteArray *b = g_byte_array_new();
-  int64_t pos = seg_id << BLOCK_SHIFT, newest = INT64_MIN;
-  size_t first = 0;
-  int rc = sqlite3_prepare_v2(db,
-                              "INSERT INTO segment_blocks(pos, first_key,"
-                              " newest_ms, keys) VALUES(?1, ?2, ?3, ?4)",
-                              -1, &st, NULL) == SQLITE_OK
-               ? 0
-               : -1;
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    if (b->len > 0 && b->len + e[i].len + 2 > DSEG_BLOCK_BYTES) {
-      rc = put_block(st, pos++, &e[first], newest, b);
-      g_byte_array_set_size(b, 0);
-      first = i;
-      newest = INT64_MIN;
-    }
-    varint_put(b, e[i].len);
-    g_byte_array_append(b, e[i].k, (guint)e[i].len);
-    if (e[i].ms > newest)
-      newest = e[i].ms;
-  }
-  if (rc == 0 && b->len > 0)
-    rc = put_block(st, pos, &e[first], newest, b);
-  sqlite3_finalize(st);
-  g_byte_array_free(b, TRUE);
-  return rc;
-}
-
-static int put_segment(sqlite3 *db, int64_t seg_id, int64_t tag, const ent_t *e,
-                       size_t n, const dfilter_t *f) {
-  sqlite3_stmt *st = NULL;
-  int64_t oldest = INT64_MAX, newest = INT64_MIN;
-  size_t flen;
-  uint8_t *fbytes = dfilter_encode(f, &flen);
-  int rc = -1;
-  for (size_t i = 0; i < n; i++) {
-    oldest = e[i].ms < oldest ? e[i].ms : oldest;
-    newest = e[i].ms > newest ? e[i].ms : newest;
-  }
-  if (sqlite3_prepare_v2(db,
-                         "INSERT INTO segments(id, ids, oldest_ms,"
-                         " newest_ms, filter, tag)"
-                         " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-                         -1, &st, NULL) == SQLITE_OK) {
-    sqlite3_bind_int64(st, 1, seg_id);
-    sqlite3_bind_int64(st, 2, (int64_t)n);
-    sqlite3_bind_int64(st, 3, n ? oldest : 0);
-    sqlite3_bind_int64(st, 4, n ? newest : 0);
-    sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, tag);
-    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-  }
-  sqlite3_finalize(st);
-  g_free(fbytes);
-  return rc;
-}
-
 int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
                dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
                size_t errlen) {
-  dfilter_t *f = dfilter_new(n, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
   ent_t *ents = g_new(ent_t, n ? n : 1);
   uint8_t *arena = NULL;
-  size_t m = sort_keys(keys, n, &arena, ents, f);
-  int rc = put_blocks(db, seg_id, ents, m);
-  if (rc == 0)
-    rc = put_segment(db, seg_id, tag, ents, m, f);
+  size_t m = sort_keys(keys, n, &arena, ents);
+  builder_t w;
+  int rc = builder_open(&w, db, seg_id, m, bits_per_id);
+  for (size_t i = 0; i < m; i++)
+    builder_add(&w, ents[i].k, ents[i].len, ents[i].ms, ents[i].hash);
+  if (builder_close(&w, tag) < 0)
+    rc = -1;
   if (rc != 0)
-    snprintf(err, errlen, "%s: segment %lld: %s", path, (long long)seg_id,
-             sqlite3_errmsg(db));
+    seg_fail(path, seg_id, db, NULL, err, errlen);
   g_free(arena);
   g_free(ents);
-  dfilter_free(f);
   return rc;
 }
 
@@ -494,5 +526,122 @@ int dseg_delete(sqlite3 *db, const char *path, int64_t seg_id, char *err,
   } else
     rc = -1;
   sqlite3_finalize(st);
+  return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
+}
+
+/* ---------------------------------------------------------------- merge */
+
+/* One input of a merge: its blocks in order, one key at a time. */
+typedef struct cursor {
+  sqlite3_stmt *st;
+  const uint8_t *p, *end; /* the rest of the current block */
+  const uint8_t *key;     /* the current key; NULL at the end */
+  size_t len;
+  int64_t ms; /* its block's newest handled_at */
+  int failed;
+} cursor_t;
+
+static void cursor_next(cursor_t *c) {
+  uint64_t klen;
+  while (c->p >= c->end) {
+    int rc = sqlite3_step(c->st);
+    if (rc != SQLITE_ROW) {
+      c->failed = rc != SQLITE_DONE;
+      c->key = NULL;
+      return;
+    }
+    c->ms = sqlite3_column_int64(c->st, 0);
+    c->p = sqlite3_column_blob(c->st, 1);
+    c->end = c->p + sqlite3_column_bytes(c->st, 1);
+  }
+  if (!varint_get(&c->p, c->end, &klen) || klen > (uint64_t)(c->end - c->p)) {
+    c->failed = 1;
+    c->key = NULL;
+    return;
+  }
+  c->key = c->p;
+  c->len = (size_t)klen;
+  c->p += klen;
+}
+
+static int cursor_open(cursor_t *c, sqlite3 *db, int64_t seg_id) {
+  *c = (cursor_t){0};
+  if (sqlite3_prepare_v2(db,
+                         "SELECT newest_ms, keys FROM segment_blocks"
+                         " WHERE pos BETWEEN ?1 AND ?2 ORDER BY pos",
+                         -1, &c->st, NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(c->st, 1, seg_id << BLOCK_SHIFT);
+  sqlite3_bind_int64(c->st, 2,
+                     (seg_id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
+  cursor_next(c);
+  return c->failed ? -1 : 0;
+}
+
+/* The ID's hash again from its packed key (the filter needs the hash of
+ * the ID as the flow core has it: a UUID as its text). */
+static uint64_t key_hash(const uint8_t *k, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  char text[36];
+  if (k[4] != FORM_UUID)
+    return XXH3_64bits(k + KEY_MAX_HEAD, len - KEY_MAX_HEAD);
+  for (size_t i = 0, o = 0; i < 16; i++) {
+    if (o == 8 || o == 13 || o == 18 || o == 23)
+      text[o++] = '-';
+    text[o++] = hex[k[KEY_MAX_HEAD + i] >> 4];
+    text[o++] = hex[k[KEY_MAX_HEAD + i] & 15];
+  }
+  return XXH3_64bits(text, sizeof text);
+}
+
+/* The cursor with the smallest key (NULL when all are done). */
+static cursor_t *cursor_min(cursor_t *c, size_t n) {
+  cursor_t *min = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (c[i].key &&
+        (!min || key_cmp(c[i].key, c[i].len, min->key, min->len) < 0))
+      min = &c[i];
+  return min;
+}
+
+/* Merge the cursors' keys into w: one copy of each key, with the newest
+ * time any input has for it. The key is copied before its cursor moves
+ * (the cursor's block goes with the step). */
+static int merge_into(builder_t *w, cursor_t *c, size_t n) {
+  GByteArray *k = g_byte_array_new();
+  cursor_t *min;
+  while ((min = cursor_min(c, n))) {
+    int64_t ms = INT64_MIN;
+    g_byte_array_set_size(k, 0);
+    g_byte_array_append(k, min->key, (guint)min->len);
+    for (size_t i = 0; i < n; i++)
+      while (c[i].key && key_cmp(c[i].key, c[i].len, k->data, k->len) == 0) {
+        ms = c[i].ms > ms ? c[i].ms : ms;
+        cursor_next(&c[i]);
+      }
+    builder_add(w, k->data, k->len, ms, key_hash(k->data, k->len));
+  }
+  g_byte_array_free(k, TRUE);
+  for (size_t i = 0; i < n; i++)
+    if (c[i].failed)
+      return -1;
+  return 0;
+}
+
+int dseg_merge(sqlite3 *db, const char *path, const int64_t *ids, size_t n,
+               uint64_t total_ids, int64_t seg_id, int64_t tag, char *err,
+               size_t errlen) {
+  cursor_t *c = g_new0(cursor_t, n);
+  builder_t w;
+  int rc = builder_open(&w, db, seg_id, total_ids, 0);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = cursor_open(&c[i], db, ids[i]);
+  if (rc == 0)
+    rc = merge_into(&w, c, n);
+  if (builder_close(&w, tag) < 0)
+    rc = -1;
+  for (size_t i = 0; i < n; i++)
+    sqlite3_finalize(c[i].st);
+  g_free(c);
   return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
 }

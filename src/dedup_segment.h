@@ -59,6 +59,15 @@ int dseg_write(struct sqlite3 *db, const char *path, int64_t seg_id,
                int64_t tag, dseg_key_t *keys, size_t n, unsigned bits_per_id,
                char *err, size_t errlen);
 
+/* Merge segments ids[0..n) (total_ids IDs together, to size the filter)
+ * into a new segment seg_id with the caller's tag, inside the caller's
+ * open write transaction, reading them block by block: memory holds one
+ * block per input and the new filter. An ID in several inputs is kept
+ * once, with the newest block time. The inputs stay (dseg_delete()). */
+int dseg_merge(struct sqlite3 *db, const char *path, const int64_t *ids,
+               size_t n, uint64_t total_ids, int64_t seg_id, int64_t tag,
+               char *err, size_t errlen);
+
 /* Load segment seg_id's metadata, filter and block index (never its
  * keys). */
 int dseg_load(struct sqlite3 *db, const char *path, int64_t seg_id,

@@ -71,19 +71,28 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
   if (__atomic_load_n(&l->count, __ATOMIC_ACQUIRE) == 0)
     return 0;
   hash = XXH3_64bits(id, len);
+  *tag = INT64_MIN;
+  *ms = INT64_MIN;
   pthread_rwlock_rdlock(&l->lock);
-  for (guint i = l->segs->len; r == 0 && i-- > 0;) {
+  /* Every segment: an ID may be in more than one (marked again later),
+   * and the newest time and tag decide. */
+  for (guint i = 0; r >= 0 && i < l->segs->len; i++) {
     const dseg_t *g = l->segs->pdata[i];
+    int64_t at = INT64_MIN;
+    int found;
     if (!dseg_maybe(g, hash))
       continue;
     pthread_mutex_lock(&l->db_lock);
-    r = dseg_lookup(g, l->db, l->path, scope, id, len, hash, ms, err, errlen);
+    found =
+        dseg_lookup(g, l->db, l->path, scope, id, len, hash, &at, err, errlen);
     pthread_mutex_unlock(&l->db_lock);
-    if (r == 1) {
+    if (found == 1) {
       dseg_info_t info;
       dseg_info(g, &info);
-      *tag = info.tag;
+      *tag = info.tag > *tag ? info.tag : *tag;
+      *ms = at > *ms ? at : *ms;
     }
+    r = found < 0 ? -1 : (r | found);
   }
   pthread_rwlock_unlock(&l->lock);
   return r;
@@ -96,6 +105,56 @@ void dsegs_add(dsegs_t *l, dseg_t *g) {
   g_ptr_array_add(l->segs, g);
   if (info.id >= l->next_id)
     l->next_id = info.id + 1;
+  __atomic_store_n(&l->count, (int)l->segs->len, __ATOMIC_RELEASE);
+  pthread_rwlock_unlock(&l->lock);
+}
+
+/* A segment's tier: its size in powers of MERGE_RATIO. */
+static int tier_of(uint64_t ids) {
+  int t = 0;
+  while (ids >= DSEGS_MERGE_RATIO) {
+    ids /= DSEGS_MERGE_RATIO;
+    t++;
+  }
+  return t;
+}
+
+size_t dsegs_pick_merge(dsegs_t *l, int64_t ids[DSEGS_MERGE_FANIN],
+                        uint64_t *total, int64_t *tag) {
+  size_t n = 0;
+  pthread_rwlock_rdlock(&l->lock);
+  for (int t = 0; n < DSEGS_MERGE_FANIN && t < 64; t++) {
+    n = 0;
+    *total = 0;
+    *tag = INT64_MIN;
+    for (guint i = 0; n < DSEGS_MERGE_FANIN && i < l->segs->len; i++) {
+      dseg_info_t info;
+      dseg_info(l->segs->pdata[i], &info);
+      if (tier_of(info.ids) != t)
+        continue;
+      ids[n++] = info.id;
+      *total += info.ids;
+      *tag = info.tag > *tag ? info.tag : *tag;
+    }
+  }
+  pthread_rwlock_unlock(&l->lock);
+  return n == DSEGS_MERGE_FANIN ? n : 0;
+}
+
+void dsegs_replace(dsegs_t *l, const int64_t *ids, size_t n, dseg_t *merged) {
+  dsegs_add(l, merged);
+  pthread_rwlock_wrlock(&l->lock);
+  for (guint i = 0; i < l->segs->len;) {
+    dseg_info_t info;
+    size_t j = 0;
+    dseg_info(l->segs->pdata[i], &info);
+    while (j < n && ids[j] != info.id)
+      j++;
+    if (j < n)
+      g_ptr_array_remove_index(l->segs, i);
+    else
+      i++;
+  }
   __atomic_store_n(&l->count, (int)l->segs->len, __ATOMIC_RELEASE);
   pthread_rwlock_unlock(&l->lock);
 }

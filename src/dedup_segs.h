@@ -36,6 +36,22 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
 
 /* Publish a loaded segment (the list owns it). */
 void dsegs_add(dsegs_t *l, dseg_t *g);
+/* Tiered merging: a segment's tier is its ID count in powers of
+ * DSEGS_MERGE_RATIO; once DSEGS_MERGE_FANIN segments share a tier they are
+ * merged into one of the next tier. A store of N IDs thus keeps about
+ * FANIN - 1 segments per tier, log_RATIO(N / budget) tiers: few filters
+ * to ask per new ID, and each ID rewritten about once per tier. */
+#define DSEGS_MERGE_FANIN 4
+#define DSEGS_MERGE_RATIO 4
+
+/* The ids of DSEGS_MERGE_FANIN segments of the lowest tier that has as
+ * many (oldest first), their total IDs and newest tag; 0 when no tier
+ * has enough. */
+size_t dsegs_pick_merge(dsegs_t *l, int64_t ids[DSEGS_MERGE_FANIN],
+                        uint64_t *total, int64_t *tag);
+/* Publish merged, then unpublish ids[0..n) (a lookup meanwhile finds an
+ * ID in one or the other). */
+void dsegs_replace(dsegs_t *l, const int64_t *ids, size_t n, dseg_t *merged);
 /* The id for the next segment. */
 int64_t dsegs_next_id(dsegs_t *l);
 /* Unpublish the segments whose newest key was handled before cutoff_ms;

@@ -1418,6 +1418,38 @@ START_TEST(test_open_migrates_schema_2) {
 }
 END_TEST
 
+/* Four segments of one tier merge into one, in the background thread
+ * too; the answers stay exact, also for an ID marked again in a later
+ * segment (its newest time wins for claims again), and after a reopen. */
+START_TEST(test_segments_merge) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t merged = 0;
+  char err[512] = "", id[37];
+  fx_init(&f, HOUR_MS, 0);
+  for (uint64_t i = 0; i < 4; i++) {
+    commit_uuids(f.s, f.scope, i * 100, 100, now - 10000);
+    if (i == 3)
+      commit_uuids(f.s, f.scope, 0, 1, now);
+    segment_now(f.s);
+  }
+  expect_stats(f.s, 401, 0, 4);
+  ck_assert_msg(dedup_merge_now(f.s, &merged, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(merged, 1);
+  expect_stats(f.s, 400, 0, 1);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 1);
+  expect_uuids(f.s, f.scope, 0, 400, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 400, 400, DEDUP_NEW);
+  uuid_of(id, 0);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, now),
+                   DEDUP_SEEN);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 400, 0, 1);
+  expect_uuids(f.s, f.scope, 0, 400, DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
@@ -1484,6 +1516,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_claim_again);
   tcase_add_test(tc, test_segments_memory_budget);
   tcase_add_test(tc, test_segments_admin_forget_and_prune);
+  tcase_add_test(tc, test_segments_merge);
   tcase_add_test(tc, test_open_migrates_schema_2);
   suite_add_tcase(s, tc);
 

@@ -251,6 +251,49 @@ START_TEST(test_block_time_and_duplicates) {
 }
 END_TEST
 
+/* Three overlapping segments merged into one: every ID once, found, with
+ * the newest time any input had; absent IDs stay absent. */
+START_TEST(test_merge_keeps_every_id_once) {
+  fx_t f;
+  size_t n;
+  char err[512] = "";
+  int64_t ids[3] = {1, 2, 3};
+  fx_init(&f);
+  write_seg(&f, 1, 7, 0, 2000, 1000, 0);
+  write_seg(&f, 2, 7, 1000, 2000, 5000, 0);
+  write_seg(&f, 3, 7, 2500, 1000, 9000, 0);
+  ck_assert_int_eq(sqlite3_exec(f.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  ck_assert_msg(
+      dseg_merge(f.db, f.path, ids, 3, 5000, 4, 77, err, sizeof err) == 0,
+      "dseg_merge: %s", err);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(dseg_delete(f.db, f.path, ids[i], err, sizeof err), 0);
+  ck_assert_int_eq(sqlite3_exec(f.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  dseg_t **g = load_all(&f, &n);
+  ck_assert_uint_eq(n, 1);
+  dseg_info_t info;
+  dseg_info(g[0], &info);
+  ck_assert_uint_eq(info.ids, 3500);
+  ck_assert_int_eq(info.tag, 77);
+  ck_assert_int_ge(info.oldest_ms, 1000);
+  ck_assert_int_eq(info.newest_ms, 9000 + 999);
+  for (unsigned i = 0; i < 3500; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 1);
+  for (unsigned i = 3500; i < 5000; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 0);
+  /* ID 2999 was in all three: its block's time is at least the newest. */
+  char id[200];
+  size_t len = make_id(2999, id, sizeof id);
+  int64_t ms = 0;
+  ck_assert_int_eq(dseg_lookup(g[0], f.db, f.path, 7, id, len,
+                               XXH3_64bits(id, len), &ms, err, sizeof err),
+                   1);
+  ck_assert_int_ge(ms, 9000 + 499);
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
 Suite *dedup_segment_suite(void) {
   Suite *s = suite_create("dedup_segment");
   TCase *tc = tcase_create("filter");
@@ -263,6 +306,7 @@ Suite *dedup_segment_suite(void) {
   tcase_add_test(tc, test_filter_false_positive_never_seen);
   tcase_add_test(tc, test_reopen_same_answers_without_reading_ids);
   tcase_add_test(tc, test_block_time_and_duplicates);
+  tcase_add_test(tc, test_merge_keeps_every_id_once);
   suite_add_tcase(s, tc);
   return s;
 }
