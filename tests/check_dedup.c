@@ -1450,6 +1450,34 @@ START_TEST(test_segments_merge) {
 }
 END_TEST
 
+/* Time is kept per block: a merge keeps the newest time an input had for
+ * an ID, so that an ID marked again after an older segment was written is
+ * not claimed again by a replay recorded before the newer mark. */
+START_TEST(test_segments_merge_keeps_newest_time) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t merged = 0;
+  char err[512] = "", id[37];
+  fx_init(&f, HOUR_MS, 0);
+  for (uint64_t i = 0; i < 3; i++) {
+    commit_uuids(f.s, f.scope, i, 1, now - 10000);
+    segment_now(f.s);
+  }
+  commit_uuids(f.s, f.scope, 0, 1, now);
+  segment_now(f.s);
+  ck_assert_msg(dedup_merge_now(f.s, &merged, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(merged, 1);
+  expect_stats(f.s, 3, 0, 1);
+  uuid_of(id, 0);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, now),
+                   DEDUP_SEEN);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, now + 1),
+                   DEDUP_NEW);
+  dedup_release(f.s, f.scope, id, 36);
+  fx_done(&f);
+}
+END_TEST
+
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
@@ -1517,6 +1545,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_memory_budget);
   tcase_add_test(tc, test_segments_admin_forget_and_prune);
   tcase_add_test(tc, test_segments_merge);
+  tcase_add_test(tc, test_segments_merge_keeps_newest_time);
   tcase_add_test(tc, test_open_migrates_schema_2);
   suite_add_tcase(s, tc);
 
