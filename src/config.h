@@ -73,6 +73,9 @@ typedef struct cfg_pipeline {
   int line;
 } cfg_pipeline_t;
 
+#define CFG_DEDUP_MEMORY_DEFAULT ((uint64_t)256 << 20)
+#define CFG_DEDUP_MEMORY_MIN ((uint64_t)1 << 20)
+
 typedef struct cfg {
   config_t lc; /* the parsed tree; kept for plugin config groups */
   char *path;  /* the file as given */
@@ -90,6 +93,7 @@ typedef struct cfg {
   char *dedup_path;       /* default "khost-dedup.db" */
   int64_t retention_ms;   /* default 7 days */
   cfg_durab_t durability; /* default normal */
+  uint64_t dedup_memory;  /* bytes for the recent IDs, default 256 MiB */
   /* embedded mock cluster: mock_brokers > 0 starts one in-process */
   int mock_brokers;
   int mock_partitions;     /* partitions of every pipeline topic, default 3 */

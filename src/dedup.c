@@ -37,8 +37,13 @@
 #include <time.h>
 
 #include "dedup_file.h"
+#include "dedup_segment.h"
+#include "dedup_segs.h"
 #include "dedup_set.h"
 #include "log.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #define DEFAULT_BUSY_MS 10000
 #define PRUNE_BATCH 5000
@@ -50,7 +55,7 @@ static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS scopes("
     " id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);"
     "CREATE TABLE IF NOT EXISTS marks("
-    " seq INTEGER PRIMARY KEY, scope INTEGER NOT NULL,"
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, scope INTEGER NOT NULL,"
     " event_id BLOB NOT NULL, topic TEXT NOT NULL,"
     " partition INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
     " handled_at INTEGER NOT NULL, outcome INTEGER NOT NULL);"
@@ -62,7 +67,15 @@ static const char *const schema_sql =
     " stop INTEGER NOT NULL, mode INTEGER NOT NULL,"
     " created_at INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS replays_partition"
-    " ON replays(scope, topic, partition);";
+    " ON replays(scope, topic, partition);"
+    /* version 3: segments (dseg_schema_sql) and how far the marks went
+     * into them */
+    "CREATE TABLE IF NOT EXISTS segmented("
+    " id INTEGER PRIMARY KEY CHECK(id = 1), last_seq INTEGER NOT NULL);"
+    /* IDs (event_id NULL: a whole scope) `khost dedup forget` removed:
+     * segments whose marks all come before upto_seq no longer hold them */
+    "CREATE TABLE IF NOT EXISTS forgotten("
+    " scope INTEGER NOT NULL, event_id BLOB, upto_seq INTEGER NOT NULL);";
 
 /* The oldest marks, at most PRUNE_BATCH of them, with what the in-memory
  * set needs to forget them. */
@@ -104,6 +117,17 @@ struct dedup_store {
 
   struct attempts *att; /* calls recorded before they were made (the end
                            of this file) */
+
+  /* Segments: IDs moved out of the set to disk (segments.c below). */
+  dsegs_t *segs;
+  GHashTable *forgotten; /* GBytes (scope[, 0, ID]) -> upto_seq; read-only
+                            after open */
+  size_t memory_ids;     /* segment when the set holds more; 0: never */
+  int64_t seg_mark;      /* marks with seq up to this are in segments (under
+                            prune_lock) */
+  int seg_due;           /* under stop_lock: the set is over its budget */
+  int has_seg_thread;
+  pthread_t seg_thread;
 };
 
 _Static_assert((int)DEDUP_SEEN == (int)DSET_SEEN &&
@@ -111,8 +135,55 @@ _Static_assert((int)DEDUP_SEEN == (int)DSET_SEEN &&
                    (int)DEDUP_IN_FLIGHT == (int)DSET_IN_FLIGHT,
                "dedup.h and dedup_set.h answer claims alike");
 
+/* The key of a forgotten ID (a whole scope when id is NULL). */
+static GBytes *forgotten_key(uint32_t scope, const void *id, size_t len) {
+  uint8_t *k = g_malloc(sizeof(scope) + 1 + len);
+  memcpy(k, &scope, sizeof(scope));
+  k[sizeof(scope)] = 0;
+  if (id && len)
+    memcpy(k + sizeof(scope) + 1, id, len);
+  return g_bytes_new_take(k, id ? sizeof(scope) + 1 + len : sizeof(scope));
+}
+
+/* 1 when (scope, id) was forgotten after every mark of the segment tagged
+ * tag (its newest seq) was written. */
+static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
+                           size_t len, int64_t tag) {
+  int hit = 0;
+  if (g_hash_table_size(s->forgotten) == 0)
+    return 0;
+  for (int whole = 0; !hit && whole < 2; whole++) {
+    GBytes *k = forgotten_key(scope, whole ? NULL : id, len);
+    const int64_t *upto = g_hash_table_lookup(s->forgotten, k);
+    hit = upto && *upto >= tag;
+    g_bytes_unref(k);
+  }
+  return hit;
+}
+
+/* The set claimed (scope, id) as new: the segments decide. Handled
+ * before at or after before_ms there: seen (the claim goes back); a block
+ * that cannot be read: in flight, never a wrong "new" (the caller waits
+ * and asks again). */
+static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
+                      size_t len, int64_t before_ms) {
+  char err[512];
+  int64_t ms = INT64_MAX, tag = 0;
+  int r = dsegs_find(s->segs, scope, id, len, &tag, &ms, err, sizeof err);
+  if (r == 1 && forgotten_since(s, scope, id, len, tag))
+    r = 0;
+  if (r == 0 || (r == 1 && ms < before_ms))
+    return DEDUP_NEW;
+  dset_release(s->set, scope, id, len);
+  if (r == 1)
+    return DEDUP_SEEN;
+  log_msg(KHOST_LOG_WARNING, "dedup", "looking up an event ID: %s", err);
+  return DEDUP_IN_FLIGHT;
+}
+
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len) {
-  return dset_claim(s->set, scope, id, len);
+  int r = dset_claim(s->set, scope, id, len);
+  return r == DSET_NEW ? seg_decide(s, scope, id, len, INT64_MIN) : r;
 }
 
 int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
@@ -122,7 +193,8 @@ int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
 
 int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
                              size_t len, int64_t before_ms) {
-  return dset_claim_again(s->set, scope, id, len, before_ms);
+  int r = dset_claim_again(s->set, scope, id, len, before_ms);
+  return r == DSET_NEW ? seg_decide(s, scope, id, len, before_ms) : r;
 }
 
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
@@ -132,9 +204,14 @@ void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
 
 void dedup_stats(dedup_store_t *s, dedup_stats_t *out) {
   dset_stats_t st;
+  dsegs_stats_t sg;
   dset_stats(s->set, &st);
+  dsegs_stats(s->segs, &sg);
   *out = (dedup_stats_t){
-      .ids = st.ids,
+      .ids = st.ids + sg.ids,
+      .recent_ids = st.ids,
+      .segments = sg.segments,
+      .segment_memory = sg.memory,
       .arena_chunks = st.chunks,
       .arena_bytes = st.bytes,
       .pruned = __atomic_load_n(&s->pruned, __ATOMIC_RELAXED),
@@ -153,7 +230,9 @@ int dedup_history_check_due(dedup_store_t *s, uint32_t scope) {
 }
 
 size_t dedup_size(dedup_store_t *s) {
-  return dset_size(s->set);
+  dedup_stats_t st;
+  dedup_stats(s, &st);
+  return st.ids;
 }
 
 int64_t dedup_now_ms(void) {
@@ -263,6 +342,41 @@ out:
   return rc;
 }
 
+/* Version 3 keeps segments of the marks up to a seq: seqs must never be
+ * reused once the newest marks are deleted (a forget, a prune of
+ * everything), so the marks of versions 1 and 2 move to a table with
+ * AUTOINCREMENT, in the caller's transaction. */
+static const char *const marks_v3_sql =
+    "CREATE TABLE marks_v3("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, scope INTEGER NOT NULL,"
+    " event_id BLOB NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
+    " handled_at INTEGER NOT NULL, outcome INTEGER NOT NULL);"
+    "INSERT INTO marks_v3 SELECT seq, scope, event_id, topic, partition,"
+    " \"offset\", handled_at, outcome FROM marks ORDER BY seq;";
+static const char *const marks_v3_swap_sql =
+    "DROP TABLE marks; ALTER TABLE marks_v3 RENAME TO marks;";
+
+static int migrate_marks(sqlite3 *db, const char *path, int version, char *err,
+                         size_t errlen) {
+  struct timespec t0, t1;
+  if (version < 1 || version >= 3)
+    return 0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  log_msg(KHOST_LOG_INFO, "dedup",
+          "%s: converting the marks of schema version %d to version 3", path,
+          version);
+  if (path_exec(path, db, marks_v3_sql, err, errlen) < 0)
+    return -1;
+  int n = sqlite3_changes(db); /* the INSERT's rows */
+  if (path_exec(path, db, marks_v3_swap_sql, err, errlen) < 0)
+    return -1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  log_msg(KHOST_LOG_INFO, "dedup", "%s: %d marks converted in %.1f s", path, n,
+          (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+  return 0;
+}
+
 int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
   int version = 0, rc = -1;
   char sql[64];
@@ -271,7 +385,9 @@ int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
   if (dedup_db_version(db, path, &version, err, errlen) < 0)
     goto out;
   snprintf(sql, sizeof sql, "PRAGMA user_version=%d", DEDUP_SCHEMA_VERSION);
-  if (path_exec(path, db, schema_sql, err, errlen) < 0 ||
+  if (migrate_marks(db, path, version, err, errlen) < 0 ||
+      path_exec(path, db, schema_sql, err, errlen) < 0 ||
+      path_exec(path, db, dseg_schema_sql, err, errlen) < 0 ||
       path_exec(path, db, sql, err, errlen) < 0)
     goto out;
   rc = path_exec(path, db, "COMMIT", err, errlen);
@@ -285,18 +401,20 @@ static int64_t retention_cutoff(const dedup_store_t *s, int64_t now_ms) {
   return s->retention_ms > 0 ? now_ms - s->retention_ms : INT64_MIN;
 }
 
-/* Fill the set from the marks inside retention. A full scan in rowid
- * order reads the table sequentially, which beats the handled_at index
- * when (as after pruning) nearly every row qualifies. */
+/* Fill the set from the marks inside retention that no segment holds: a
+ * rowid range from the segments' mark on, read sequentially, so a start
+ * reads only the marks since the last segment, whatever the store's
+ * size. */
 static int load_marks(dedup_store_t *s, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   int rc;
   if (db_prepare(s, s->db,
-                 "SELECT scope, event_id, handled_at FROM marks NOT INDEXED"
-                 " WHERE handled_at >= ?1",
+                 "SELECT scope, event_id, handled_at FROM marks"
+                 " WHERE seq > ?2 AND handled_at >= ?1",
                  &st, err, errlen) < 0)
     return -1;
   sqlite3_bind_int64(st, 1, retention_cutoff(s, dedup_now_ms()));
+  sqlite3_bind_int64(st, 2, s->seg_mark);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const void *id = sqlite3_column_blob(st, 1); /* before _bytes() */
     dset_mark_committed(s->set, (uint32_t)sqlite3_column_int64(st, 0), id,
@@ -340,6 +458,9 @@ out:
 }
 
 /* ---------------------------------------------------------------- pruning */
+
+static int seg_prune(dedup_store_t *s, int64_t cutoff, char *err,
+                     size_t errlen);
 
 /* Delete up to PRUNE_BATCH old marks in one short transaction and forget
  * their IDs. Returns the number deleted, or -1. */
@@ -423,6 +544,8 @@ int dedup_prune(dedup_store_t *s, int64_t now_ms, int64_t *removed, char *err,
     total += n;
   }
   if (rc == 0 && !stopping(s))
+    rc = seg_prune(s, retention_cutoff(s, now_ms), err, errlen);
+  if (rc == 0 && !stopping(s))
     rc = prune_ranges(s, retention_cutoff(s, now_ms), err, errlen);
   /* Long IDs can make a batch's keys big: do not keep that around. */
   dset_keys_trim(s->prune_keys, PRUNE_KEEP_BYTES);
@@ -431,6 +554,245 @@ int dedup_prune(dedup_store_t *s, int64_t now_ms, int64_t *removed, char *err,
 out:
   if (removed)
     *removed = total;
+  return rc;
+}
+
+/* --------------------------------------------------------------- segments */
+
+/* How far the marks went into segments (0: none yet). */
+static int seg_mark_load(dedup_store_t *s, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc;
+  if (db_prepare(s, s->db, "SELECT last_seq FROM segmented WHERE id = 1", &st,
+                 err, errlen) < 0)
+    return -1;
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    s->seg_mark = sqlite3_column_int64(st, 0);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    db_fail(s, s->db, err, errlen);
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* What `khost dedup forget` removed from segments (few rows). */
+static int forgotten_load(dedup_store_t *s, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc;
+  if (db_prepare(s, s->db, "SELECT scope, event_id, upto_seq FROM forgotten",
+                 &st, err, errlen) < 0)
+    return -1;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const void *id = sqlite3_column_blob(st, 1); /* before _bytes() */
+    int whole = sqlite3_column_type(st, 1) == SQLITE_NULL;
+    GBytes *k = forgotten_key((uint32_t)sqlite3_column_int64(st, 0),
+                              whole ? NULL : (id ? id : ""),
+                              (size_t)sqlite3_column_bytes(st, 1));
+    int64_t *upto = g_hash_table_lookup(s->forgotten, k);
+    if (!upto) {
+      upto = g_new0(int64_t, 1);
+      g_hash_table_insert(s->forgotten, g_bytes_ref(k), upto);
+    }
+    if (sqlite3_column_int64(st, 2) > *upto)
+      *upto = sqlite3_column_int64(st, 2);
+    g_bytes_unref(k);
+  }
+  if (rc != SQLITE_DONE)
+    db_fail(s, s->db, err, errlen);
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int segs_open(dedup_store_t *s, char *err, size_t errlen) {
+  sqlite3 *db;
+  if (seg_mark_load(s, err, errlen) < 0 || forgotten_load(s, err, errlen) < 0 ||
+      db_open(s, &db, err, errlen) < 0)
+    return -1;
+  return dsegs_open(&s->segs, db, s->path, err, errlen);
+}
+
+/* The marks after the segments' mark, as segment keys; their bytes go to
+ * buf (kept until the keys are written). *last gets the newest seq. */
+static int seg_read_marks(dedup_store_t *s, GArray *keys, dset_buf_t *buf,
+                          int64_t *last, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc;
+  if (db_prepare(s, s->prune_db,
+                 "SELECT seq, scope, event_id, handled_at FROM marks"
+                 " WHERE seq > ?1 ORDER BY seq",
+                 &st, err, errlen) < 0)
+    return -1;
+  sqlite3_bind_int64(st, 1, s->seg_mark);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const void *id = sqlite3_column_blob(st, 2); /* before _bytes() */
+    size_t len = (size_t)sqlite3_column_bytes(st, 2);
+    dseg_key_t k = {.scope = (uint32_t)sqlite3_column_int64(st, 1),
+                    .id = (const void *)dset_buf_put(buf, id, len),
+                    .len = len,
+                    .handled_ms = sqlite3_column_int64(st, 3)};
+    *last = sqlite3_column_int64(st, 0);
+    g_array_append_val(keys, k);
+  }
+  if (rc != SQLITE_DONE)
+    db_fail(s, s->prune_db, err, errlen);
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* The keys' IDs were stored as offsets into buf (it may have moved while
+ * it grew): make them pointers and hash them. */
+static void seg_fix_keys(GArray *keys, const dset_buf_t *buf,
+                         dset_keys_t *forget, int64_t *newest) {
+  for (guint i = 0; i < keys->len; i++) {
+    dseg_key_t *k = &g_array_index(keys, dseg_key_t, i);
+    k->id = buf->data + (size_t)k->id;
+    k->hash = XXH3_64bits(k->id, k->len);
+    if (k->handled_ms > *newest)
+      *newest = k->handled_ms;
+    dset_keys_add(forget, k->scope, k->id, k->len, 0);
+  }
+}
+
+/* Write the segment and move the mark in one transaction. */
+static int seg_put(dedup_store_t *s, int64_t id, GArray *keys, int64_t last,
+                   char *err, size_t errlen) {
+  char sql[128];
+  int rc = -1;
+  snprintf(sql, sizeof sql,
+           "INSERT OR REPLACE INTO segmented(id, last_seq) VALUES(1, %" PRId64
+           ")",
+           last);
+  pthread_mutex_lock(&s->write_lock);
+  if (db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen) < 0 ||
+      dseg_write(s->prune_db, s->path, id, last, (dseg_key_t *)keys->data,
+                 keys->len, 0, err, errlen) < 0 ||
+      db_exec(s, s->prune_db, sql, err, errlen) < 0)
+    goto out;
+  rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
+out:
+  if (!sqlite3_get_autocommit(s->prune_db))
+    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
+  pthread_mutex_unlock(&s->write_lock);
+  return rc;
+}
+
+size_t dedup_memory_ids(uint64_t bytes) {
+  return (size_t)(bytes / 196);
+}
+
+int dedup_segment_now(dedup_store_t *s, size_t *moved, char *err,
+                      size_t errlen) {
+  GArray *keys = g_array_new(FALSE, FALSE, sizeof(dseg_key_t));
+  dset_buf_t buf = {0};
+  dset_keys_t *forget = dset_keys_new();
+  int64_t last = 0, newest = INT64_MIN, id;
+  dseg_t *g = NULL;
+  int rc = -1;
+  pthread_mutex_lock(&s->prune_lock);
+  if (seg_read_marks(s, keys, &buf, &last, err, errlen) < 0)
+    goto out;
+  rc = 0;
+  if (keys->len == 0)
+    goto out;
+  seg_fix_keys(keys, &buf, forget, &newest);
+  id = dsegs_next_id(s->segs);
+  rc = -1;
+  if (seg_put(s, id, keys, last, err, errlen) < 0 ||
+      dseg_load(s->prune_db, s->path, id, &g, err, errlen) < 0)
+    goto out;
+  s->seg_mark = last;
+  /* Published first, forgotten after: a claim between the two finds the
+   * ID in the set or in the segment. An ID marked again since (a newer
+   * handled_at) stays in the set. */
+  dsegs_add(s->segs, g);
+  dset_forget_if_older(s->set, forget, newest + 1);
+  log_msg(KHOST_LOG_INFO, "dedup", "%s: segment %" PRId64 ": %u IDs", s->path,
+          id, keys->len);
+  rc = 0;
+out:
+  pthread_mutex_unlock(&s->prune_lock);
+  if (moved)
+    *moved = rc == 0 ? keys->len : 0;
+  g_array_free(keys, TRUE);
+  dset_buf_free(&buf);
+  dset_keys_free(forget);
+  return rc;
+}
+
+/* Write the merged segment in one transaction and publish it, unpublish
+ * its inputs, then delete them in a second one: a crash in between leaves
+ * IDs in two segments, which answers the same. */
+static int merge_put(dedup_store_t *s, const int64_t *ids, size_t n,
+                     uint64_t total, int64_t tag, char *err, size_t errlen) {
+  int64_t id = dsegs_next_id(s->segs);
+  dseg_t *g = NULL;
+  int rc;
+  pthread_mutex_lock(&s->write_lock);
+  rc = db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen);
+  if (rc == 0)
+    rc = dseg_merge(s->prune_db, s->path, ids, n, total, id, tag, err, errlen);
+  if (rc == 0)
+    rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
+  if (!sqlite3_get_autocommit(s->prune_db))
+    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
+  pthread_mutex_unlock(&s->write_lock);
+  if (rc == 0)
+    rc = dseg_load(s->prune_db, s->path, id, &g, err, errlen);
+  if (rc == 0)
+    dsegs_replace(s->segs, ids, n, g);
+  return rc;
+}
+
+static int seg_drop(dedup_store_t *s, const int64_t *ids, size_t n, char *err,
+                    size_t errlen);
+
+int dedup_merge_now(dedup_store_t *s, size_t *merged, char *err,
+                    size_t errlen) {
+  int64_t ids[DSEGS_MERGE_FANIN], tag;
+  uint64_t total;
+  size_t n;
+  int rc = 0;
+  if (merged)
+    *merged = 0;
+  pthread_mutex_lock(&s->prune_lock);
+  while (rc == 0 && !stopping(s) &&
+         (n = dsegs_pick_merge(s->segs, ids, &total, &tag)) > 0) {
+    rc = merge_put(s, ids, n, total, tag, err, errlen);
+    if (rc == 0)
+      rc = seg_drop(s, ids, n, err, errlen);
+    if (rc == 0 && merged)
+      (*merged)++;
+  }
+  pthread_mutex_unlock(&s->prune_lock);
+  return rc;
+}
+
+/* Delete segments no longer published, one short transaction each. */
+static int seg_drop(dedup_store_t *s, const int64_t *ids, size_t n, char *err,
+                    size_t errlen) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    pthread_mutex_lock(&s->write_lock);
+    rc = db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen);
+    if (rc == 0)
+      rc = dseg_delete(s->prune_db, s->path, ids[i], err, errlen);
+    if (rc == 0)
+      rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
+    if (!sqlite3_get_autocommit(s->prune_db))
+      sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
+    pthread_mutex_unlock(&s->write_lock);
+  }
+  return rc;
+}
+
+/* Drop whole segments past retention, one short transaction each. Called
+ * under prune_lock. */
+static int seg_prune(dedup_store_t *s, int64_t cutoff, char *err,
+                     size_t errlen) {
+  int64_t *ids = NULL;
+  size_t n = dsegs_take_expired(s->segs, cutoff, &ids);
+  int rc = seg_drop(s, ids, n, err, errlen);
+  g_free(ids);
   return rc;
 }
 
@@ -605,6 +967,52 @@ static int pruner_start(dedup_store_t *s, char *err, size_t errlen) {
   return 0;
 }
 
+/* Segment whenever a writer found the set over its budget, until
+ * dedup_close() wakes the thread. */
+static void *segmenter_main(void *arg) {
+  dedup_store_t *s = arg;
+  char err[512];
+  pthread_mutex_lock(&s->stop_lock);
+  for (;;) {
+    while (!s->stopping && !s->seg_due)
+      pthread_cond_wait(&s->stop_cond, &s->stop_lock);
+    if (s->stopping)
+      break;
+    s->seg_due = 0;
+    pthread_mutex_unlock(&s->stop_lock);
+    if (dedup_segment_now(s, NULL, err, sizeof err) < 0)
+      log_msg(KHOST_LOG_WARNING, "dedup", "writing a segment: %s", err);
+    else if (dedup_merge_now(s, NULL, err, sizeof err) < 0)
+      log_msg(KHOST_LOG_WARNING, "dedup", "merging segments: %s", err);
+    pthread_mutex_lock(&s->stop_lock);
+  }
+  pthread_mutex_unlock(&s->stop_lock);
+  return NULL;
+}
+
+static int segmenter_start(dedup_store_t *s, char *err, size_t errlen) {
+  if (s->memory_ids == 0)
+    return 0;
+  int e = pthread_create(&s->seg_thread, NULL, segmenter_main, s);
+  if (e != 0) {
+    snprintf(err, errlen, "%s: cannot start the segment thread: %s", s->path,
+             g_strerror(e));
+    return -1;
+  }
+  s->has_seg_thread = 1;
+  return 0;
+}
+
+/* After a commit: wake the segmenter when the set is over its budget. */
+static void segmenter_poke(dedup_store_t *s) {
+  if (!s->has_seg_thread || dset_size(s->set) <= s->memory_ids)
+    return;
+  pthread_mutex_lock(&s->stop_lock);
+  s->seg_due = 1;
+  pthread_cond_broadcast(&s->stop_cond);
+  pthread_mutex_unlock(&s->stop_lock);
+}
+
 /* ------------------------------------------------------------ open, close */
 
 static int attempts_open(dedup_store_t *s, char *err, size_t errlen);
@@ -615,6 +1023,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   s->path = g_strdup(opts->path);
   s->retention_ms = opts->retention_ms;
   s->prune_interval_ms = opts->prune_interval_ms;
+  s->memory_ids = opts->memory_ids;
   s->durability_full = opts->durability_full;
   s->busy_ms =
       opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
@@ -631,6 +1040,8 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   pthread_condattr_destroy(&ca);
   s->prune_keys = dset_keys_new();
   s->history_asked = g_hash_table_new(g_direct_hash, g_direct_equal);
+  s->forgotten = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                       (GDestroyNotify)g_bytes_unref, g_free);
   return s;
 }
 
@@ -650,8 +1061,9 @@ int dedup_open(dedup_store_t **out, const dedup_opts_t *opts, char *err,
       dfile_identify(s->path, &s->file, err, errlen) < 0 ||
       db_open(s, &s->prune_db, err, errlen) < 0 ||
       db_prepare(s, s->prune_db, prune_sql, &s->prune_del, err, errlen) < 0 ||
-      load_marks(s, err, errlen) < 0 || attempts_open(s, err, errlen) < 0 ||
-      pruner_start(s, err, errlen) < 0)
+      segs_open(s, err, errlen) < 0 || load_marks(s, err, errlen) < 0 ||
+      attempts_open(s, err, errlen) < 0 || pruner_start(s, err, errlen) < 0 ||
+      segmenter_start(s, err, errlen) < 0)
     goto out;
   rc = 0;
 out:
@@ -668,10 +1080,13 @@ void dedup_close(dedup_store_t *s) {
     return;
   pthread_mutex_lock(&s->stop_lock);
   __atomic_store_n(&s->stopping, 1, __ATOMIC_RELAXED);
-  pthread_cond_signal(&s->stop_cond);
+  pthread_cond_broadcast(&s->stop_cond);
   pthread_mutex_unlock(&s->stop_lock);
   if (s->has_thread)
     pthread_join(s->thread, NULL);
+  if (s->has_seg_thread)
+    pthread_join(s->seg_thread, NULL);
+  dsegs_free(s->segs);
   attempts_close(s);
   sqlite3_finalize(s->prune_del);
   sqlite3_close(s->prune_db);
@@ -679,6 +1094,7 @@ void dedup_close(dedup_store_t *s) {
   dset_free(s->set);
   dset_keys_free(s->prune_keys);
   g_hash_table_destroy(s->history_asked);
+  g_hash_table_destroy(s->forgotten);
   pthread_cond_destroy(&s->stop_cond);
   pthread_mutex_destroy(&s->stop_lock);
   pthread_mutex_destroy(&s->prune_lock);
@@ -889,6 +1305,7 @@ int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
   if (rc != SQLITE_OK || moved)
     return -1;
   dedup_writer_discard(w);
+  segmenter_poke(w->s);
   return 0;
 }
 
@@ -951,7 +1368,7 @@ static int attempts_load(dedup_store_t *s, char *err, size_t errlen) {
     const void *id = sqlite3_column_blob(sel, 1); /* before _bytes() */
     size_t len = (size_t)sqlite3_column_bytes(sel, 1);
     GBytes *key = attempts_key(scope, id, len);
-    if (dset_claim(s->set, scope, id, len) == DSET_NEW) {
+    if (dedup_claim(s, scope, id, len) == DEDUP_NEW) {
       dset_release(s->set, scope, id, len);
       attempts_set(s->att, key, (uint32_t)sqlite3_column_int(sel, 2));
     } else {

@@ -40,6 +40,9 @@ typedef struct dedup_opts {
   int64_t prune_interval_ms; /* background prune period; 0 = no thread */
   int busy_timeout_ms;       /* how long a writer waits for the write lock
                                 before reporting busy; 0 = 10 s */
+  size_t memory_ids;         /* IDs the in-memory set may hold before a
+                                background thread moves the committed
+                                ones to a segment on disk; 0: never */
 } dedup_opts_t;
 
 /* Outcome recorded with a mark. */
@@ -103,18 +106,39 @@ void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
  * already has a history elsewhere (committed offsets) that the store
  * lacks. 0 otherwise. */
 int dedup_history_check_due(dedup_store_t *s, uint32_t scope);
-/* IDs currently remembered (committed or claimed). */
+/* IDs currently remembered (committed or claimed, in memory or in
+ * segments). */
 size_t dedup_size(dedup_store_t *s);
 
 typedef struct dedup_stats {
-  size_t ids;          /* as dedup_size() */
-  size_t arena_chunks; /* memory blocks holding the remembered IDs */
-  size_t arena_bytes;  /* their size */
-  int64_t pruned;      /* marks removed by pruning since open */
-  int64_t prune_runs;  /* dedup_prune() calls completed since open */
+  size_t ids;            /* as dedup_size(): in memory and in segments */
+  size_t recent_ids;     /* in the in-memory set */
+  size_t segments;       /* segments on disk */
+  size_t segment_memory; /* bytes their filters and indexes take */
+  size_t arena_chunks;   /* memory blocks holding the remembered IDs */
+  size_t arena_bytes;    /* their size */
+  int64_t pruned;        /* marks removed by pruning since open */
+  int64_t prune_runs;    /* dedup_prune() calls completed since open */
 } dedup_stats_t;
 
 void dedup_stats(dedup_store_t *s, dedup_stats_t *out);
+
+/* The memory_ids that fit a budget of bytes: the set takes about 56
+ * bytes per ID, and writing a segment copies, sorts and packs its IDs
+ * (about 140 bytes per UUID more, for the moment it takes). */
+size_t dedup_memory_ids(uint64_t bytes);
+
+/* Move every committed mark not yet in a segment into a new segment (one
+ * transaction), then forget those IDs in memory; *moved (may be NULL)
+ * gets their count. What the segment thread does once the set is over
+ * memory_ids; thread-safe. */
+int dedup_segment_now(dedup_store_t *s, size_t *moved, char *err,
+                      size_t errlen);
+
+/* Merge segments, tier by tier, while DSEGS_MERGE_FANIN (4) of a tier
+ * exist (dedup_segs.h); *merged (may be NULL) gets the merges done. What
+ * the segment thread does after each segment; thread-safe. */
+int dedup_merge_now(dedup_store_t *s, size_t *merged, char *err, size_t errlen);
 
 /* Remove marks handled before now_ms - retention from disk and memory, in
  * small transactions, and the replay ranges recorded before that time.
@@ -171,7 +195,7 @@ int dedup_replay_ranges(dedup_store_t *s, uint32_t scope, const char *topic,
  * The same database seen from a connection of the caller's own (the admin
  * tools of dedup_admin.h, which run beside a host). */
 
-#define DEDUP_SCHEMA_VERSION 2
+#define DEDUP_SCHEMA_VERSION 3
 
 struct sqlite3;
 /* Read the schema version into *version; -1 with the path when SQLite

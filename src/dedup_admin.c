@@ -19,6 +19,7 @@
 
 #include "dedup.h"
 #include "dedup_file.h"
+#include "dedup_segment.h"
 
 #define ADMIN_BUSY_MS 10000
 #define SWEEP_BATCH 5000
@@ -371,6 +372,55 @@ static int write_one(dadm_t *a, const char *sql, int64_t param, char *err,
   return rc;
 }
 
+/* Note a forget for the store's segments (dedup.c): segments whose marks
+ * all came before upto_seq (the newest mark when the forget began) no
+ * longer answer for the ID, or the whole scope when id is NULL. */
+static int note_forgotten(dadm_t *a, uint32_t scope, const void *id, size_t len,
+                          int64_t upto_seq, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = prepare(a,
+                   "INSERT INTO forgotten(scope, event_id, upto_seq)"
+                   " VALUES(?1, ?2, ?3)",
+                   &st, err, errlen);
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 1, scope);
+    if (id)
+      sqlite3_bind_blob64(st, 2, len ? id : "", len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, upto_seq);
+    if (sqlite3_step(st) != SQLITE_DONE)
+      rc = fail(a, err, errlen);
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* Drop the segments whose newest mark was handled before cutoff_ms. */
+static int prune_segments(dadm_t *a, int64_t cutoff_ms, char *err,
+                          size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
+  int rc = prepare(a, "SELECT id FROM segments WHERE newest_ms < ?1", &st, err,
+                   errlen);
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 1, cutoff_ms);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      int64_t id = sqlite3_column_int64(st, 0);
+      g_array_append_val(ids, id);
+    }
+  }
+  sqlite3_finalize(st);
+  for (guint i = 0; rc == 0 && i < ids->len; i++) {
+    rc = exec(a, "BEGIN IMMEDIATE", err, errlen);
+    if (rc == 0)
+      rc = dseg_delete(a->db, a->path, g_array_index(ids, int64_t, i), err,
+                       errlen);
+    rc = rc == 0 ? exec(a, "COMMIT", err, errlen) : rc;
+    dadm_rollback(a);
+  }
+  g_array_free(ids, TRUE);
+  return rc;
+}
+
 /* :max comes last: it takes the number after those of `where`. */
 #define BATCH_SQL(where)                                                       \
   "SELECT seq FROM marks WHERE seq > ?1 AND " where " AND seq <= :max"         \
@@ -379,28 +429,38 @@ static int write_one(dadm_t *a, const char *sql, int64_t param, char *err,
 int dadm_forget_id(dadm_t *a, uint32_t scope, const void *id, size_t len,
                    int dry_run, int64_t *removed, char *err, size_t errlen) {
   sqlite3_stmt *find = NULL;
+  int64_t upto = 0;
   int rc =
       prepare(a, BATCH_SQL("scope = ?2 AND event_id = ?3"), &find, err, errlen);
   *removed = 0;
+  if (rc == 0)
+    rc = newest_seq(a, &upto, err, errlen);
   if (rc == 0) {
     sqlite3_bind_int64(find, 2, scope);
     sqlite3_bind_blob64(find, 3, len ? id : "", len, SQLITE_STATIC);
     rc = sweep(a, find, dry_run, removed, err, errlen);
   }
   sqlite3_finalize(find);
+  if (rc == 0 && !dry_run)
+    rc = note_forgotten(a, scope, len ? id : "", len, upto, err, errlen);
   return rc;
 }
 
 int dadm_forget_scope(dadm_t *a, uint32_t scope, int dry_run, int64_t *removed,
                       char *err, size_t errlen) {
   sqlite3_stmt *find = NULL;
+  int64_t upto = 0;
   int rc = prepare(a, BATCH_SQL("scope = ?2"), &find, err, errlen);
   *removed = 0;
+  if (rc == 0)
+    rc = newest_seq(a, &upto, err, errlen);
   if (rc == 0) {
     sqlite3_bind_int64(find, 2, scope);
     rc = sweep(a, find, dry_run, removed, err, errlen);
   }
   sqlite3_finalize(find);
+  if (rc == 0 && !dry_run)
+    rc = note_forgotten(a, scope, NULL, 0, upto, err, errlen);
   if (rc == 0 && !dry_run)
     rc = write_one(a, "DELETE FROM replays WHERE scope = ?1", scope, err,
                    errlen);
@@ -417,6 +477,8 @@ int dadm_prune(dadm_t *a, int64_t cutoff_ms, int64_t *removed, char *err,
     rc = sweep(a, find, 0, removed, err, errlen);
   }
   sqlite3_finalize(find);
+  if (rc == 0)
+    rc = prune_segments(a, cutoff_ms, err, errlen);
   if (rc == 0)
     rc = write_one(a, "DELETE FROM replays WHERE created_at < ?1", cutoff_ms,
                    err, errlen);

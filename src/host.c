@@ -80,6 +80,7 @@ static int open_dedup(host_t *h, char *err, size_t errlen) {
       .retention_ms = cfg->retention_ms,
       .durability_full = cfg->durability == CFG_DURABILITY_FULL,
       .prune_interval_ms = prune_interval(cfg->retention_ms),
+      .memory_ids = dedup_memory_ids(cfg->dedup_memory),
   };
   store_stats_t st;
   if (store_sqlite_open(&h->store, &o, err, errlen) != 0)

@@ -62,7 +62,7 @@ static const char full_text[] =
     "  linger_ms = 0.5;\n"                                       /* 8 */
     "};\n"                                                       /* 9 */
     "dedup = { path = \"/var/tmp/d.db\"; retention = \"12h\";\n" /* 10 */
-    "  durability = \"full\"; };\n"                              /* 11 */
+    "  durability = \"full\"; memory = \"64M\"; };\n"            /* 11 */
     "mock = { brokers = 1; partitions = 4; sample_records = 100;\n"
     "  sample_duplicates = 10; };\n"
     "pipelines = (\n"
@@ -101,6 +101,7 @@ START_TEST(test_full_file) {
   ck_assert_ptr_null(cfg_prop_find(cfg.kafka, cfg.n_kafka, "fetch_max_bytes"));
   ck_assert_str_eq(cfg.dedup_path, "/var/tmp/d.db");
   ck_assert_int_eq(cfg.retention_ms, 12LL * 3600 * 1000);
+  ck_assert_uint_eq(cfg.dedup_memory, (uint64_t)64 << 20);
   ck_assert_int_eq(cfg.durability, CFG_DURABILITY_FULL);
   ck_assert_int_eq(cfg.mock_brokers, 1);
   ck_assert_int_eq(cfg.mock_partitions, 4);
@@ -166,6 +167,7 @@ START_TEST(test_defaults) {
   ck_assert_str_eq(cfg.dedup_path, "khost-dedup.db");
   ck_assert_int_eq(cfg.retention_ms, 7LL * 86400 * 1000);
   ck_assert_int_eq(cfg.durability, CFG_DURABILITY_NORMAL);
+  ck_assert_uint_eq(cfg.dedup_memory, (uint64_t)256 << 20);
   ck_assert_int_eq(cfg.mock_brokers, 0);
   ck_assert_uint_eq(cfg.n_pipelines, 1);
 
@@ -528,6 +530,13 @@ static const struct bad_case {
     {"retention too short",
      KAFKA "dedup = {\n  retention = \"0s\";\n};\n" PIPE_OPEN PIPE_CLOSE,
      ":3: dedup.retention: must be at least 1s (got \"0s\")"},
+    {"bad dedup memory",
+     KAFKA "dedup = { memory = \"256 MB\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: dedup.memory: must be a size: a number of bytes, or with K, M, G or "
+     "T (got \"256 MB\")"},
+    {"dedup memory too small",
+     KAFKA "dedup = { memory = 4096; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: dedup.memory: must be at least 1048576 bytes"},
     {"bad durability word",
      KAFKA "dedup = { durability = \"fsync\"; };\n" PIPE_OPEN PIPE_CLOSE,
      ":2: dedup.durability: must be normal or full (got \"fsync\")"},

@@ -1166,6 +1166,318 @@ START_TEST(test_admin_forget_and_prune) {
 }
 END_TEST
 
+/* ------------------------------------------------------------- segments */
+
+/* Commit IDs [first, first + n) (UUIDs) handled at at_ms. */
+static void commit_uuids(dedup_store_t *s, uint32_t scope, uint64_t first,
+                         uint64_t n, int64_t at_ms) {
+  dedup_writer_t *w = writer_open(s);
+  char id[37];
+  for (uint64_t i = first; i < first + n; i++) {
+    uuid_of(id, i);
+    add_mark(w, scope, id, 36, at_ms);
+  }
+  commit_ok(w);
+  dedup_writer_close(w);
+}
+
+static size_t segment_now(dedup_store_t *s) {
+  size_t moved = 0;
+  char err[512] = "";
+  ck_assert_msg(dedup_segment_now(s, &moved, err, sizeof err) == 0,
+                "dedup_segment_now: %s", err);
+  return moved;
+}
+
+/* Each ID of [first, first + n): DEDUP_SEEN or, released at once,
+ * DEDUP_NEW, as want says. */
+static void expect_uuids(dedup_store_t *s, uint32_t scope, uint64_t first,
+                         uint64_t n, int want) {
+  char id[37];
+  for (uint64_t i = first; i < first + n; i++) {
+    uuid_of(id, i);
+    int r = dedup_claim(s, scope, id, 36);
+    ck_assert_msg(r == want, "ID %llu: %d, want %d", (unsigned long long)i, r,
+                  want);
+    if (r == DEDUP_NEW)
+      dedup_release(s, scope, id, 36);
+  }
+}
+
+static void expect_stats(dedup_store_t *s, size_t ids, size_t recent,
+                         size_t segments) {
+  dedup_stats_t st;
+  dedup_stats(s, &st);
+  ck_assert_uint_eq(st.ids, ids);
+  ck_assert_uint_eq(st.recent_ids, recent);
+  ck_assert_uint_eq(st.segments, segments);
+}
+
+/* Two segments and the set: exact answers from all three; a reopened
+ * store gives the same answers and loads only the marks no segment holds
+ * into memory. */
+START_TEST(test_segments_exact_and_reopen) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 1000, now);
+  ck_assert_uint_eq(segment_now(f.s), 1000);
+  commit_uuids(f.s, f.scope, 1000, 1000, now);
+  ck_assert_uint_eq(segment_now(f.s), 1000);
+  ck_assert_uint_eq(segment_now(f.s), 0);
+  commit_uuids(f.s, f.scope, 2000, 500, now);
+  expect_stats(f.s, 2500, 500, 2);
+  expect_uuids(f.s, f.scope, 0, 2500, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 2500, 1000, DEDUP_NEW);
+  expect_uuids(f.s, scope_of(f.s, "other"), 0, 100, DEDUP_NEW);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 2500, 500, 2);
+  expect_uuids(f.s, f.scope, 0, 2500, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 2500, 1000, DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+/* A segment whose newest mark is past retention goes whole; a newer one
+ * stays; the marks log is pruned as before. */
+START_TEST(test_segments_pruned_whole) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms(), removed = 0;
+  char err[512] = "";
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 300, now - 2 * HOUR_MS);
+  segment_now(f.s);
+  commit_uuids(f.s, f.scope, 300, 300, now);
+  segment_now(f.s);
+  expect_stats(f.s, 600, 0, 2);
+  ck_assert_msg(dedup_prune(f.s, now, &removed, err, sizeof err) == 0, "%s",
+                err);
+  expect_stats(f.s, 300, 0, 1);
+  expect_uuids(f.s, f.scope, 0, 300, DEDUP_NEW);
+  expect_uuids(f.s, f.scope, 300, 300, DEDUP_SEEN);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 1);
+  fx_done(&f);
+}
+END_TEST
+
+/* Replays over segmented IDs: claimed again when handled before the
+ * limit (and seen again once released), seen when handled at or after. */
+START_TEST(test_segments_claim_again) {
+  fx_t f = {0};
+  int64_t t0 = dedup_now_ms() - 1000;
+  char id[37];
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 10, t0);
+  segment_now(f.s);
+  uuid_of(id, 3);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, t0),
+                   DEDUP_SEEN);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, t0 + 1),
+                   DEDUP_NEW);
+  dedup_release(f.s, f.scope, id, 36);
+  ck_assert_int_eq(dedup_claim(f.s, f.scope, id, 36), DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
+/* With a memory budget, the background thread moves committed IDs to
+ * segments once the set is over it; every ID stays seen. */
+START_TEST(test_segments_memory_budget) {
+  fx_t f = {0};
+  dedup_opts_t o = {.retention_ms = HOUR_MS, .memory_ids = 200};
+  dedup_stats_t st = {0};
+  char err[512] = "";
+  int64_t now = dedup_now_ms();
+  f.dir = tu_tempdir();
+  ck_assert_int_ge(asprintf(&f.path, "%s/dedup.db", f.dir), 0);
+  o.path = f.path;
+  ck_assert_msg(dedup_open(&f.s, &o, err, sizeof err) == 0, "%s", err);
+  f.scope = scope_of(f.s, "orders");
+  for (uint64_t i = 0; i < 10; i++)
+    commit_uuids(f.s, f.scope, i * 100, 100, now);
+  TU_WAIT_UNTIL((dedup_stats(f.s, &st), st.recent_ids <= 200), 10000,
+                "the set back under its budget");
+  ck_assert_uint_ge(st.segments, 1);
+  ck_assert_uint_eq(st.ids, 1000);
+  expect_uuids(f.s, f.scope, 0, 1000, DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
+/* `khost dedup forget` and `prune` (dadm_) reach segmented IDs: after a
+ * reopen a forgotten ID (and a forgotten scope) is new, an ID marked again
+ * after the forget is seen again, and a segment older than the admin's
+ * cutoff is dropped. */
+START_TEST(test_segments_admin_forget_and_prune) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms(), removed = 0;
+  uint32_t other;
+  char err[512] = "", id[37];
+  fx_init(&f, 0, 0);
+  other = scope_of(f.s, "payments");
+  commit_uuids(f.s, f.scope, 0, 100, now - 3 * HOUR_MS);
+  segment_now(f.s);
+  commit_uuids(f.s, f.scope, 100, 100, now);
+  commit_uuids(f.s, other, 0, 100, now);
+  segment_now(f.s);
+  dadm_t *a = adm_open(f.path, 0);
+  uuid_of(id, 150);
+  ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 0, &removed, err, 512),
+                   0);
+  ck_assert_int_eq(removed, 1);
+  uuid_of(id, 151);
+  ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 0, &removed, err, 512),
+                   0);
+  ck_assert_int_eq(dadm_forget_scope(a, other, 0, &removed, err, 512), 0);
+  ck_assert_int_eq(dadm_prune(a, now - HOUR_MS, &removed, err, 512), 0);
+  dadm_close(a);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 1);
+  fx_reopen(&f, 0, 0);
+  expect_uuids(f.s, f.scope, 0, 100, DEDUP_NEW);
+  expect_uuids(f.s, f.scope, 150, 2, DEDUP_NEW);
+  expect_uuids(f.s, f.scope, 100, 50, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 152, 48, DEDUP_SEEN);
+  expect_uuids(f.s, other, 0, 100, DEDUP_NEW);
+  /* Handled again after the forget, segmented again: seen. */
+  commit_uuids(f.s, f.scope, 150, 1, now);
+  segment_now(f.s);
+  fx_reopen(&f, 0, 0);
+  expect_uuids(f.s, f.scope, 150, 1, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 151, 1, DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+/* The schema of version 2, as khost wrote it before segments. */
+static const char *const schema_v2_sql =
+    "CREATE TABLE scopes(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);"
+    "CREATE TABLE marks(seq INTEGER PRIMARY KEY, scope INTEGER NOT NULL,"
+    " event_id BLOB NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
+    " handled_at INTEGER NOT NULL, outcome INTEGER NOT NULL);"
+    "CREATE INDEX marks_handled_at ON marks(handled_at);"
+    "CREATE TABLE replays(seq INTEGER PRIMARY KEY, scope INTEGER NOT NULL,"
+    " topic TEXT NOT NULL, partition INTEGER NOT NULL, first INTEGER NOT NULL,"
+    " stop INTEGER NOT NULL, mode INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE INDEX replays_partition ON replays(scope, topic, partition);"
+    "INSERT INTO scopes(id, name) VALUES(1, 'orders');"
+    "PRAGMA user_version=2;";
+
+/* A version 2 database keeps its history: its marks move to the table of
+ * version 3, every ID is seen, and once segmented and its newest mark
+ * forgotten, a new mark does not reuse that seq (it would be taken for
+ * one already in a segment and never be loaded again). */
+START_TEST(test_open_migrates_schema_2) {
+  fx_t f = {0};
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  char id[37], err[512] = "";
+  int64_t now = dedup_now_ms(), removed = 0;
+  f.dir = tu_tempdir();
+  ck_assert_int_ge(asprintf(&f.path, "%s/dedup.db", f.dir), 0);
+  ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, schema_v2_sql, NULL, NULL, NULL),
+                   SQLITE_OK);
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "INSERT INTO marks(scope, event_id,"
+                                      " topic, partition, \"offset\","
+                                      " handled_at, outcome)"
+                                      " VALUES(1, ?1, 't', 0, 0, ?2, 0)",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  for (uint64_t i = 0; i < 100; i++) {
+    uuid_of(id, i);
+    sqlite3_bind_blob(st, 1, id, 36, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, now);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  fx_open(&f, HOUR_MS, 0);
+  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"), 3);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM sqlite_master"
+                                   " WHERE name = 'marks'"
+                                   " AND sql LIKE '%AUTOINCREMENT%'"),
+                   1);
+  ck_assert_int_eq(disk_rows(f.path), 100);
+  expect_uuids(f.s, f.scope, 0, 100, DEDUP_SEEN);
+  segment_now(f.s);
+  dadm_t *a = adm_open(f.path, 0);
+  uuid_of(id, 99);
+  ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 0, &removed, err, 512),
+                   0);
+  dadm_close(a);
+  commit_uuids(f.s, f.scope, 1000, 1, now);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_uuids(f.s, f.scope, 1000, 1, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 0, 99, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 99, 1, DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+/* Four segments of one tier merge into one, in the background thread
+ * too; the answers stay exact, also for an ID marked again in a later
+ * segment (its newest time wins for claims again), and after a reopen. */
+START_TEST(test_segments_merge) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t merged = 0;
+  char err[512] = "", id[37];
+  fx_init(&f, HOUR_MS, 0);
+  for (uint64_t i = 0; i < 4; i++) {
+    commit_uuids(f.s, f.scope, i * 100, 100, now - 10000);
+    if (i == 3)
+      commit_uuids(f.s, f.scope, 0, 1, now);
+    segment_now(f.s);
+  }
+  expect_stats(f.s, 401, 0, 4);
+  ck_assert_msg(dedup_merge_now(f.s, &merged, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(merged, 1);
+  expect_stats(f.s, 400, 0, 1);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 1);
+  expect_uuids(f.s, f.scope, 0, 400, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 400, 400, DEDUP_NEW);
+  uuid_of(id, 0);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, now),
+                   DEDUP_SEEN);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 400, 0, 1);
+  expect_uuids(f.s, f.scope, 0, 400, DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
+/* Time is kept per block: a merge keeps the newest time an input had for
+ * an ID, so that an ID marked again after an older segment was written is
+ * not claimed again by a replay recorded before the newer mark. */
+START_TEST(test_segments_merge_keeps_newest_time) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t merged = 0;
+  char err[512] = "", id[37];
+  fx_init(&f, HOUR_MS, 0);
+  for (uint64_t i = 0; i < 3; i++) {
+    commit_uuids(f.s, f.scope, i, 1, now - 10000);
+    segment_now(f.s);
+  }
+  commit_uuids(f.s, f.scope, 0, 1, now);
+  segment_now(f.s);
+  ck_assert_msg(dedup_merge_now(f.s, &merged, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(merged, 1);
+  expect_stats(f.s, 3, 0, 1);
+  uuid_of(id, 0);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, now),
+                   DEDUP_SEEN);
+  ck_assert_int_eq(dedup_claim_again_before(f.s, f.scope, id, 36, now + 1),
+                   DEDUP_NEW);
+  dedup_release(f.s, f.scope, id, 36);
+  fx_done(&f);
+}
+END_TEST
+
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
@@ -1224,6 +1536,17 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_admin_stats_and_lookup);
   tcase_add_test(tc, test_admin_forget_and_prune);
   tcase_set_timeout(tc, 60);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("segments");
+  tcase_add_test(tc, test_segments_exact_and_reopen);
+  tcase_add_test(tc, test_segments_pruned_whole);
+  tcase_add_test(tc, test_segments_claim_again);
+  tcase_add_test(tc, test_segments_memory_budget);
+  tcase_add_test(tc, test_segments_admin_forget_and_prune);
+  tcase_add_test(tc, test_segments_merge);
+  tcase_add_test(tc, test_segments_merge_keeps_newest_time);
+  tcase_add_test(tc, test_open_migrates_schema_2);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("set");

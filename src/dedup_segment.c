@@ -1,0 +1,647 @@
+/*
+ * Dedup segments: see dedup_segment.h for the layout.
+ *
+ * Running out of memory aborts, as glib's allocators do.
+ */
+#include "dedup_segment.h"
+
+#include <glib.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dedup_filter.h"
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#define BLOCK_SHIFT 24
+#define KEY_MAX_HEAD 5 /* scope and the form byte */
+#define FORM_RAW 0
+#define FORM_UUID 1
+
+const char *const dseg_schema_sql =
+    "CREATE TABLE IF NOT EXISTS segments("
+    " id INTEGER PRIMARY KEY, tag INTEGER NOT NULL, ids INTEGER NOT NULL,"
+    " oldest_ms INTEGER NOT NULL, newest_ms INTEGER NOT NULL,"
+    " filter BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS segment_blocks("
+    " pos INTEGER PRIMARY KEY, first_key BLOB NOT NULL,"
+    " newest_ms INTEGER NOT NULL, keys BLOB NOT NULL);";
+
+struct dseg {
+  int64_t id, tag;
+  uint64_t ids;
+  int64_t oldest_ms, newest_ms;
+  dfilter_t *filter;
+  size_t blocks;
+  size_t *first_off; /* blocks + 1 offsets into first_keys */
+  uint8_t *first_keys;
+};
+
+static dseg_counters_t counters;
+
+void dseg_counters(dseg_counters_t *out) {
+  out->filter_passes =
+      __atomic_load_n(&counters.filter_passes, __ATOMIC_RELAXED);
+  out->blocks_read = __atomic_load_n(&counters.blocks_read, __ATOMIC_RELAXED);
+  out->keys_decoded = __atomic_load_n(&counters.keys_decoded, __ATOMIC_RELAXED);
+}
+
+/* ----------------------------------------------------------------- keys */
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  return -1;
+}
+
+/* The 16 bytes of a canonical lower-case UUID; 0 when id is not one (an
+ * upper-case UUID stays as it is, so that it decodes to its own bytes). */
+static int uuid_bytes(const uint8_t *id, size_t len, uint8_t out[16]) {
+  size_t o = 0;
+  if (len != 36)
+    return 0;
+  for (size_t i = 0; i < 36; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (id[i] != '-')
+        return 0;
+      continue;
+    }
+    int v = hexval(id[i]);
+    if (v < 0)
+      return 0;
+    out[o / 2] = (uint8_t)(o % 2 ? out[o / 2] | v : v << 4);
+    o++;
+  }
+  return 1;
+}
+
+/* The packed key of (scope, id) into out (room for KEY_MAX_HEAD + len
+ * bytes); returns its length. */
+static size_t key_encode(uint32_t scope, const void *id, size_t len,
+                         uint8_t *out) {
+  out[0] = (uint8_t)(scope >> 24);
+  out[1] = (uint8_t)(scope >> 16);
+  out[2] = (uint8_t)(scope >> 8);
+  out[3] = (uint8_t)scope;
+  if (uuid_bytes(id, len, out + 5)) {
+    out[4] = FORM_UUID;
+    return KEY_MAX_HEAD + 16;
+  }
+  out[4] = FORM_RAW;
+  if (len)
+    memcpy(out + 5, id, len);
+  return KEY_MAX_HEAD + len;
+}
+
+static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b,
+                   size_t blen) {
+  int c = memcmp(a, b, alen < blen ? alen : blen);
+  if (c)
+    return c;
+  return alen < blen ? -1 : alen > blen;
+}
+
+static void varint_put(GByteArray *b, uint64_t v) {
+  while (v >= 0x80) {
+    uint8_t c = (uint8_t)(v | 0x80);
+    g_byte_array_append(b, &c, 1);
+    v >>= 7;
+  }
+  uint8_t c = (uint8_t)v;
+  g_byte_array_append(b, &c, 1);
+}
+
+/* A varint at *p (before end); 0 when it is cut short. */
+static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t r = 0;
+  for (int shift = 0; *p < end && shift < 64; shift += 7) {
+    uint8_t c = *(*p)++;
+    r |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *v = r;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
+                    char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- write */
+
+/* A segment written key by key, in key order: blocks go out as they
+ * fill, so memory stays at one block and the filter. */
+typedef struct builder {
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  int64_t seg_id, pos;
+  GByteArray *block, *first;
+  int64_t block_newest, oldest, newest;
+  uint64_t ids;
+  dfilter_t *filter;
+  int failed;
+} builder_t;
+
+static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
+                        size_t expected, unsigned bits_per_id) {
+  *w = (builder_t){.db = db,
+                   .seg_id = seg_id,
+                   .pos = seg_id << BLOCK_SHIFT,
+                   .block = g_byte_array_new(),
+                   .first = g_byte_array_new(),
+                   .block_newest = INT64_MIN,
+                   .oldest = INT64_MAX,
+                   .newest = INT64_MIN};
+  w->filter =
+      dfilter_new(expected, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
+  return sqlite3_prepare_v2(db,
+                            "INSERT INTO segment_blocks(pos, first_key,"
+                            " newest_ms, keys) VALUES(?1, ?2, ?3, ?4)",
+                            -1, &w->st, NULL) == SQLITE_OK
+             ? 0
+             : -1;
+}
+
+static void builder_flush(builder_t *w) {
+  if (w->block->len == 0 || w->failed)
+    return;
+  sqlite3_bind_int64(w->st, 1, w->pos++);
+  sqlite3_bind_blob(w->st, 2, w->first->data, (int)w->first->len,
+                    SQLITE_STATIC);
+  sqlite3_bind_int64(w->st, 3, w->block_newest);
+  sqlite3_bind_blob(w->st, 4, w->block->data, (int)w->block->len,
+                    SQLITE_STATIC);
+  w->failed = sqlite3_step(w->st) != SQLITE_DONE;
+  sqlite3_reset(w->st);
+  g_byte_array_set_size(w->block, 0);
+  w->block_newest = INT64_MIN;
+}
+
+/* Add the next key (greater than the last one). */
+static void builder_add(builder_t *w, const uint8_t *k, size_t len, int64_t ms,
+                        uint64_t hash) {
+  if (w->block->len > 0 && w->block->len + len + 2 > DSEG_BLOCK_BYTES)
+    builder_flush(w);
+  if (w->block->len == 0) {
+    g_byte_array_set_size(w->first, 0);
+    g_byte_array_append(w->first, k, (guint)len);
+  }
+  varint_put(w->block, len);
+  g_byte_array_append(w->block, k, (guint)len);
+  w->block_newest = ms > w->block_newest ? ms : w->block_newest;
+  w->oldest = ms < w->oldest ? ms : w->oldest;
+  w->newest = ms > w->newest ? ms : w->newest;
+  w->ids++;
+  dfilter_add(w->filter, hash);
+}
+
+/* The last block and the segment's row; frees the builder. */
+static int builder_close(builder_t *w, int64_t tag) {
+  sqlite3_stmt *st = NULL;
+  size_t flen = 0;
+  uint8_t *fbytes = NULL;
+  builder_flush(w);
+  if (!w->failed && sqlite3_prepare_v2(w->db,
+                                       "INSERT INTO segments(id, ids,"
+                                       " oldest_ms, newest_ms, filter, tag)"
+                                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                                       -1, &st, NULL) == SQLITE_OK) {
+    fbytes = dfilter_encode(w->filter, &flen);
+    sqlite3_bind_int64(st, 1, w->seg_id);
+    sqlite3_bind_int64(st, 2, (int64_t)w->ids);
+    sqlite3_bind_int64(st, 3, w->ids ? w->oldest : 0);
+    sqlite3_bind_int64(st, 4, w->ids ? w->newest : 0);
+    sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, tag);
+    w->failed = sqlite3_step(st) != SQLITE_DONE;
+  } else
+    w->failed = 1;
+  sqlite3_finalize(st);
+  sqlite3_finalize(w->st);
+  g_free(fbytes);
+  g_byte_array_free(w->block, TRUE);
+  g_byte_array_free(w->first, TRUE);
+  dfilter_free(w->filter);
+  return w->failed ? -1 : 0;
+}
+
+typedef struct ent {
+  const uint8_t *k;
+  size_t len;
+  int64_t ms;
+  uint64_t hash;
+} ent_t;
+
+static int ent_cmp(const void *a, const void *b) {
+  const ent_t *x = a, *y = b;
+  return key_cmp(x->k, x->len, y->k, y->len);
+}
+
+/* Encode and sort every key, one copy of each (the newest handled_ms);
+ * returns the count left. */
+static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
+                        ent_t *ents) {
+  size_t room = 0, at = 0, m = 0;
+  for (size_t i = 0; i < n; i++)
+    room += KEY_MAX_HEAD + keys[i].len;
+  *arena = g_malloc(room ? room : 1);
+  for (size_t i = 0; i < n; i++) {
+    ents[i].k = *arena + at;
+    ents[i].len =
+        key_encode(keys[i].scope, keys[i].id, keys[i].len, *arena + at);
+    ents[i].ms = keys[i].handled_ms;
+    ents[i].hash = keys[i].hash;
+    at += ents[i].len;
+  }
+  qsort(ents, n, sizeof(*ents), ent_cmp);
+  for (size_t i = 0; i < n; i++) {
+    if (m > 0 && ent_cmp(&ents[m - 1], &ents[i]) == 0) {
+      if (ents[i].ms > ents[m - 1].ms)
+        ents[m - 1].ms = ents[i].ms;
+      continue;
+    }
+    ents[m++] = ents[i];
+  }
+  return m;
+}
+
+int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
+               dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
+               size_t errlen) {
+  ent_t *ents = g_new(ent_t, n ? n : 1);
+  uint8_t *arena = NULL;
+  size_t m = sort_keys(keys, n, &arena, ents);
+  builder_t w;
+  int rc = builder_open(&w, db, seg_id, m, bits_per_id);
+  for (size_t i = 0; i < m; i++)
+    builder_add(&w, ents[i].k, ents[i].len, ents[i].ms, ents[i].hash);
+  if (builder_close(&w, tag) < 0)
+    rc = -1;
+  if (rc != 0)
+    seg_fail(path, seg_id, db, NULL, err, errlen);
+  g_free(arena);
+  g_free(ents);
+  return rc;
+}
+
+/* ----------------------------------------------------------------- load */
+
+static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
+                    char *err, size_t errlen) {
+  snprintf(err, errlen, "%s: segment %lld: %s", path, (long long)id,
+           what ? what : sqlite3_errmsg(db));
+  return -1;
+}
+
+static int load_meta(sqlite3 *db, dseg_t *g) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT ids, oldest_ms, newest_ms, filter, tag"
+                         " FROM segments WHERE id = ?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(st, 1, g->id);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    g->ids = (uint64_t)sqlite3_column_int64(st, 0);
+    g->oldest_ms = sqlite3_column_int64(st, 1);
+    g->newest_ms = sqlite3_column_int64(st, 2);
+    g->filter = dfilter_decode(sqlite3_column_blob(st, 3),
+                               (size_t)sqlite3_column_bytes(st, 3));
+    g->tag = sqlite3_column_int64(st, 4);
+    rc = g->filter ? 0 : -2;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* The first key of every block, in block order: the index a lookup
+ * searches. */
+static int load_index(sqlite3 *db, dseg_t *g) {
+  sqlite3_stmt *st = NULL;
+  GByteArray *keys = g_byte_array_new();
+  GArray *off = g_array_new(FALSE, FALSE, sizeof(size_t));
+  int rc;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT first_key FROM segment_blocks"
+                         " WHERE pos BETWEEN ?1 AND ?2 ORDER BY pos",
+                         -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, g->id << BLOCK_SHIFT);
+    sqlite3_bind_int64(st, 2,
+                       (g->id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      size_t at = keys->len;
+      g_array_append_val(off, at);
+      g_byte_array_append(keys, sqlite3_column_blob(st, 0),
+                          (guint)sqlite3_column_bytes(st, 0));
+    }
+  } else
+    rc = SQLITE_ERROR;
+  sqlite3_finalize(st);
+  g->blocks = off->len;
+  size_t end = keys->len;
+  g_array_append_val(off, end);
+  g->first_off = (size_t *)g_array_free(off, FALSE);
+  g->first_keys = g_byte_array_free(keys, FALSE);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int dseg_load(sqlite3 *db, const char *path, int64_t seg_id, dseg_t **out,
+              char *err, size_t errlen) {
+  dseg_t *g = g_new0(dseg_t, 1);
+  int rc;
+  g->id = seg_id;
+  rc = load_meta(db, g);
+  if (rc == -2)
+    rc = seg_fail(path, seg_id, db, "filter of a wrong size", err, errlen);
+  else if (rc != 0 || load_index(db, g) != 0)
+    rc = seg_fail(path, seg_id, db, NULL, err, errlen);
+  if (rc != 0) {
+    dseg_free(g);
+    return -1;
+  }
+  *out = g;
+  return 0;
+}
+
+int dseg_list(sqlite3 *db, const char *path, int64_t **ids, size_t *n,
+              char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  GArray *a = g_array_new(FALSE, FALSE, sizeof(int64_t));
+  int rc = SQLITE_ERROR;
+  if (sqlite3_prepare_v2(db, "SELECT id FROM segments ORDER BY id", -1, &st,
+                         NULL) == SQLITE_OK)
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+      int64_t id = sqlite3_column_int64(st, 0);
+      g_array_append_val(a, id);
+    }
+  sqlite3_finalize(st);
+  *n = a->len;
+  *ids = (int64_t *)g_array_free(a, FALSE);
+  if (rc != SQLITE_DONE) {
+    g_free(*ids);
+    *ids = NULL;
+    *n = 0;
+    snprintf(err, errlen, "%s: segments: %s", path, sqlite3_errmsg(db));
+    return -1;
+  }
+  return 0;
+}
+
+void dseg_free(dseg_t *g) {
+  if (!g)
+    return;
+  dfilter_free(g->filter);
+  g_free(g->first_off);
+  g_free(g->first_keys);
+  g_free(g);
+}
+
+void dseg_info(const dseg_t *g, dseg_info_t *out) {
+  *out = (dseg_info_t){
+      .id = g->id,
+      .tag = g->tag,
+      .ids = g->ids,
+      .oldest_ms = g->oldest_ms,
+      .newest_ms = g->newest_ms,
+      .blocks = g->blocks,
+      .memory = dfilter_size(g->filter) + g->first_off[g->blocks] +
+                (g->blocks + 1) * sizeof(size_t),
+  };
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+/* The last block whose first key is at or before key; -1 when key sorts
+ * before every block. */
+static ssize_t block_for(const dseg_t *g, const uint8_t *key, size_t len) {
+  size_t lo = 0, hi = g->blocks;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    const uint8_t *k = g->first_keys + g->first_off[mid];
+    size_t klen = g->first_off[mid + 1] - g->first_off[mid];
+    if (key_cmp(k, klen, key, len) <= 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return (ssize_t)lo - 1;
+}
+
+/* 1 when the packed keys of a block hold key (sorted: stop past it). */
+static int block_holds(const uint8_t *p, const uint8_t *end, const uint8_t *key,
+                       size_t len) {
+  uint64_t klen;
+  int c = 1;
+  while (c > 0 && p < end && varint_get(&p, end, &klen) &&
+         klen <= (uint64_t)(end - p)) {
+    __atomic_add_fetch(&counters.keys_decoded, 1, __ATOMIC_RELAXED);
+    c = key_cmp(key, len, p, (size_t)klen);
+    p += klen;
+  }
+  return c == 0;
+}
+
+static int read_block(sqlite3 *db, int64_t pos, const uint8_t *key, size_t len,
+                      int64_t *block_ms) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT newest_ms, keys FROM segment_blocks"
+                         " WHERE pos = ?1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(st, 1, pos);
+  switch (sqlite3_step(st)) {
+  case SQLITE_ROW: {
+    const uint8_t *p = sqlite3_column_blob(st, 1);
+    size_t n = (size_t)sqlite3_column_bytes(st, 1);
+    __atomic_add_fetch(&counters.blocks_read, 1, __ATOMIC_RELAXED);
+    rc = p && block_holds(p, p + n, key, len);
+    if (rc == 1 && block_ms)
+      *block_ms = sqlite3_column_int64(st, 0);
+    break;
+  }
+  case SQLITE_DONE:
+    /* Never "absent": a segment loaded must not lose its blocks. */
+    rc = -2;
+    break;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
+                const void *id, size_t len, uint64_t hash, int64_t *block_ms,
+                char *err, size_t errlen) {
+  uint8_t small[KEY_MAX_HEAD + 64], *key;
+  size_t klen;
+  ssize_t b;
+  int rc;
+  if (!dfilter_maybe(g->filter, hash))
+    return 0;
+  __atomic_add_fetch(&counters.filter_passes, 1, __ATOMIC_RELAXED);
+  key = len <= 64 ? small : g_malloc(KEY_MAX_HEAD + len);
+  klen = key_encode(scope, id, len, key);
+  b = block_for(g, key, klen);
+  rc = b < 0 ? 0
+             : read_block(db, (g->id << BLOCK_SHIFT) + b, key, klen, block_ms);
+  if (rc < 0)
+    seg_fail(path, g->id, db, rc == -2 ? "block missing" : NULL, err, errlen);
+  rc = rc < 0 ? -1 : rc;
+  if (key != small)
+    g_free(key);
+  return rc;
+}
+
+int dseg_maybe(const dseg_t *g, uint64_t hash) {
+  return dfilter_maybe(g->filter, hash);
+}
+
+int dseg_delete(sqlite3 *db, const char *path, int64_t seg_id, char *err,
+                size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "DELETE FROM segment_blocks WHERE pos BETWEEN ?1 AND"
+                         " ?2; ",
+                         -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, seg_id << BLOCK_SHIFT);
+    sqlite3_bind_int64(st, 2,
+                       (seg_id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    st = NULL;
+  }
+  if (rc == 0 && sqlite3_prepare_v2(db, "DELETE FROM segments WHERE id = ?1",
+                                    -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, seg_id);
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+  } else
+    rc = -1;
+  sqlite3_finalize(st);
+  return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
+}
+
+/* ---------------------------------------------------------------- merge */
+
+/* One input of a merge: its blocks in order, one key at a time. */
+typedef struct cursor {
+  sqlite3_stmt *st;
+  const uint8_t *p, *end; /* the rest of the current block */
+  const uint8_t *key;     /* the current key; NULL at the end */
+  size_t len;
+  int64_t ms; /* its block's newest handled_at */
+  int failed;
+} cursor_t;
+
+static void cursor_next(cursor_t *c) {
+  uint64_t klen;
+  while (c->p >= c->end) {
+    int rc = sqlite3_step(c->st);
+    if (rc != SQLITE_ROW) {
+      c->failed = rc != SQLITE_DONE;
+      c->key = NULL;
+      return;
+    }
+    c->ms = sqlite3_column_int64(c->st, 0);
+    c->p = sqlite3_column_blob(c->st, 1);
+    c->end = c->p + sqlite3_column_bytes(c->st, 1);
+  }
+  if (!varint_get(&c->p, c->end, &klen) || klen > (uint64_t)(c->end - c->p)) {
+    c->failed = 1;
+    c->key = NULL;
+    return;
+  }
+  c->key = c->p;
+  c->len = (size_t)klen;
+  c->p += klen;
+}
+
+static int cursor_open(cursor_t *c, sqlite3 *db, int64_t seg_id) {
+  *c = (cursor_t){0};
+  if (sqlite3_prepare_v2(db,
+                         "SELECT newest_ms, keys FROM segment_blocks"
+                         " WHERE pos BETWEEN ?1 AND ?2 ORDER BY pos",
+                         -1, &c->st, NULL) != SQLITE_OK)
+    return -1;
+  sqlite3_bind_int64(c->st, 1, seg_id << BLOCK_SHIFT);
+  sqlite3_bind_int64(c->st, 2,
+                     (seg_id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
+  cursor_next(c);
+  return c->failed ? -1 : 0;
+}
+
+/* The ID's hash again from its packed key (the filter needs the hash of
+ * the ID as the flow core has it: a UUID as its text). */
+static uint64_t key_hash(const uint8_t *k, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  char text[36];
+  if (k[4] != FORM_UUID)
+    return XXH3_64bits(k + KEY_MAX_HEAD, len - KEY_MAX_HEAD);
+  for (size_t i = 0, o = 0; i < 16; i++) {
+    if (o == 8 || o == 13 || o == 18 || o == 23)
+      text[o++] = '-';
+    text[o++] = hex[k[KEY_MAX_HEAD + i] >> 4];
+    text[o++] = hex[k[KEY_MAX_HEAD + i] & 15];
+  }
+  return XXH3_64bits(text, sizeof text);
+}
+
+/* The cursor with the smallest key (NULL when all are done). */
+static cursor_t *cursor_min(cursor_t *c, size_t n) {
+  cursor_t *min = NULL;
+  for (size_t i = 0; i < n; i++)
+    if (c[i].key &&
+        (!min || key_cmp(c[i].key, c[i].len, min->key, min->len) < 0))
+      min = &c[i];
+  return min;
+}
+
+/* Merge the cursors' keys into w: one copy of each key, with the newest
+ * time any input has for it. The key is copied before its cursor moves
+ * (the cursor's block goes with the step). */
+static int merge_into(builder_t *w, cursor_t *c, size_t n) {
+  GByteArray *k = g_byte_array_new();
+  cursor_t *min;
+  while ((min = cursor_min(c, n))) {
+    int64_t ms = INT64_MIN;
+    g_byte_array_set_size(k, 0);
+    g_byte_array_append(k, min->key, (guint)min->len);
+    for (size_t i = 0; i < n; i++)
+      while (c[i].key && key_cmp(c[i].key, c[i].len, k->data, k->len) == 0) {
+        ms = c[i].ms > ms ? c[i].ms : ms;
+        cursor_next(&c[i]);
+      }
+    builder_add(w, k->data, k->len, ms, key_hash(k->data, k->len));
+  }
+  g_byte_array_free(k, TRUE);
+  for (size_t i = 0; i < n; i++)
+    if (c[i].failed)
+      return -1;
+  return 0;
+}
+
+int dseg_merge(sqlite3 *db, const char *path, const int64_t *ids, size_t n,
+               uint64_t total_ids, int64_t seg_id, int64_t tag, char *err,
+               size_t errlen) {
+  cursor_t *c = g_new0(cursor_t, n);
+  builder_t w;
+  int rc = builder_open(&w, db, seg_id, total_ids, 0);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = cursor_open(&c[i], db, ids[i]);
+  if (rc == 0)
+    rc = merge_into(&w, c, n);
+  if (builder_close(&w, tag) < 0)
+    rc = -1;
+  for (size_t i = 0; i < n; i++)
+    sqlite3_finalize(c[i].st);
+  g_free(c);
+  return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
+}

@@ -1,0 +1,111 @@
+/*
+ * Dedup segments: immutable, ID-sorted runs of remembered (scope, event
+ * ID) keys in the dedup database, each with a filter (dedup_filter.h) in
+ * front, so that the store can answer "seen?" for IDs that are no longer
+ * in its bounded in-memory set without keeping them in memory.
+ *
+ * On disk (tables `segments` and `segment_blocks`): a segment row holds
+ * its ID count, the oldest and newest handled_at of its keys and the
+ * filter; its keys are packed, in key order, into blocks of about
+ * DSEG_BLOCK_BYTES, one row each, keyed by (segment << 24 | block) so that
+ * a segment is written as an append in rowid order. A block row keeps its
+ * first key (for the in-memory index) and the newest handled_at of its
+ * keys: time is kept per block, not per ID.
+ *
+ * Keys: the scope (4 bytes, big-endian) and the ID; an ID in the
+ * canonical lower-case UUID text form (36 bytes) is kept as its 16 binary
+ * bytes, any other ID as it is, so that the packed key is at most 22
+ * bytes for UUIDs and decodes back to the exact bytes.
+ *
+ * In memory, per segment: the filter and the first key of each block. A
+ * lookup that passes the filter reads the one block that could hold the
+ * key: the answer is exact (a filter false positive costs one block read,
+ * never a wrong "seen").
+ *
+ * Threads: a loaded dseg_t is read-only and may be shared; each lookup
+ * uses the caller's connection. Statistics are atomic.
+ */
+#ifndef KHOST_DEDUP_SEGMENT_H
+#define KHOST_DEDUP_SEGMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sqlite3;
+
+#define DSEG_BLOCK_BYTES 4096
+#define DSEG_BITS_PER_ID 12 /* filter size: about 0.3 % false positives */
+
+extern const char *const dseg_schema_sql;
+
+typedef struct dseg dseg_t;
+
+/* One key to write: id is borrowed; hash is the ID's 64-bit hash (the one
+ * the flow core computed; XXH3_64bits of the ID bytes). */
+typedef struct dseg_key {
+  uint32_t scope;
+  const void *id;
+  size_t len;
+  uint64_t hash;
+  int64_t handled_ms;
+} dseg_key_t;
+
+/* Write keys[0..n) as segment seg_id, with the caller's tag (the store:
+ * the newest mark's seq in it), inside the caller's open write
+ * transaction (keys are only read; duplicates keep the newest
+ * handled_ms). bits_per_id sizes the filter (0: DSEG_BITS_PER_ID).
+ * Errors name path and SQLite's message. */
+int dseg_write(struct sqlite3 *db, const char *path, int64_t seg_id,
+               int64_t tag, dseg_key_t *keys, size_t n, unsigned bits_per_id,
+               char *err, size_t errlen);
+
+/* Merge segments ids[0..n) (total_ids IDs together, to size the filter)
+ * into a new segment seg_id with the caller's tag, inside the caller's
+ * open write transaction, reading them block by block: memory holds one
+ * block per input and the new filter. An ID in several inputs is kept
+ * once, with the newest block time. The inputs stay (dseg_delete()). */
+int dseg_merge(struct sqlite3 *db, const char *path, const int64_t *ids,
+               size_t n, uint64_t total_ids, int64_t seg_id, int64_t tag,
+               char *err, size_t errlen);
+
+/* Load segment seg_id's metadata, filter and block index (never its
+ * keys). */
+int dseg_load(struct sqlite3 *db, const char *path, int64_t seg_id,
+              dseg_t **out, char *err, size_t errlen);
+/* The ids of every segment, oldest first; *ids is g_malloc'd (g_free()). */
+int dseg_list(struct sqlite3 *db, const char *path, int64_t **ids, size_t *n,
+              char *err, size_t errlen);
+void dseg_free(dseg_t *g);
+
+/* 0 when the segment's filter rules hash out; no disk read. */
+int dseg_maybe(const dseg_t *g, uint64_t hash);
+/* Delete segment seg_id's rows inside the caller's open write
+ * transaction. */
+int dseg_delete(struct sqlite3 *db, const char *path, int64_t seg_id, char *err,
+                size_t errlen);
+
+/* 1 when the segment holds (scope, id), with the newest handled_at of its
+ * block in *block_ms (may be NULL); 0 when it does not; -1 when SQLite
+ * fails (err names path and message). */
+int dseg_lookup(const dseg_t *g, struct sqlite3 *db, const char *path,
+                uint32_t scope, const void *id, size_t len, uint64_t hash,
+                int64_t *block_ms, char *err, size_t errlen);
+
+typedef struct dseg_info {
+  int64_t id, tag;
+  uint64_t ids;
+  int64_t oldest_ms, newest_ms;
+  size_t blocks;
+  size_t memory; /* bytes the filter and index take */
+} dseg_info_t;
+void dseg_info(const dseg_t *g, dseg_info_t *out);
+
+/* Process-wide counters (for tests and the benchmark). */
+typedef struct dseg_counters {
+  uint64_t filter_passes; /* lookups the filter let through */
+  uint64_t blocks_read;   /* block rows read by lookups */
+  uint64_t keys_decoded;  /* keys read back from blocks */
+} dseg_counters_t;
+void dseg_counters(dseg_counters_t *out);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * The dedup store's segments (dedup_segment.h) as one list: the IDs the
+ * store moved out of its in-memory set, answered from disk. Private to
+ * dedup.c.
+ *
+ * Lookups hash the ID once and ask every segment's filter, newest first;
+ * only a filter pass reads a block, on a connection of the list's own
+ * (under a mutex: with filters of about 0.3 % false positives, reads are
+ * rare). A segment is published (dsegs_add()) before its IDs leave the
+ * set and is unpublished (dsegs_take_expired()) before its rows go, so a
+ * lookup never misses an ID that is in neither place.
+ *
+ * Threads: thread-safe.
+ */
+#ifndef KHOST_DEDUP_SEGS_H
+#define KHOST_DEDUP_SEGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dedup_segment.h"
+
+typedef struct dsegs dsegs_t;
+
+/* Load every segment of the database on db (the list's own connection
+ * from now on, also on failure: closed by dsegs_free()). */
+int dsegs_open(dsegs_t **out, struct sqlite3 *db, const char *path, char *err,
+               size_t errlen);
+void dsegs_free(dsegs_t *l);
+
+/* 1 when a segment holds (scope, id), with the newest such segment's tag
+ * in *tag and its block's newest handled_at in *ms; 0 when none does; -1
+ * when a block could not be read (err). */
+int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
+               int64_t *tag, int64_t *ms, char *err, size_t errlen);
+
+/* Publish a loaded segment (the list owns it). */
+void dsegs_add(dsegs_t *l, dseg_t *g);
+/* Tiered merging: a segment's tier is its ID count in powers of
+ * DSEGS_MERGE_RATIO; once DSEGS_MERGE_FANIN segments share a tier they are
+ * merged into one of the next tier. A store of N IDs thus keeps about
+ * FANIN - 1 segments per tier, log_RATIO(N / budget) tiers: few filters
+ * to ask per new ID, and each ID rewritten about once per tier. */
+#define DSEGS_MERGE_FANIN 4
+#define DSEGS_MERGE_RATIO 4
+
+/* The ids of DSEGS_MERGE_FANIN segments of the lowest tier that has as
+ * many (oldest first), their total IDs and newest tag; 0 when no tier
+ * has enough. */
+size_t dsegs_pick_merge(dsegs_t *l, int64_t ids[DSEGS_MERGE_FANIN],
+                        uint64_t *total, int64_t *tag);
+/* Publish merged, then unpublish ids[0..n) (a lookup meanwhile finds an
+ * ID in one or the other). */
+void dsegs_replace(dsegs_t *l, const int64_t *ids, size_t n, dseg_t *merged);
+/* The id for the next segment. */
+int64_t dsegs_next_id(dsegs_t *l);
+/* Unpublish the segments whose newest key was handled before cutoff_ms;
+ * their ids go to *ids (g_free()), the count is returned. */
+size_t dsegs_take_expired(dsegs_t *l, int64_t cutoff_ms, int64_t **ids);
+
+typedef struct dsegs_stats {
+  size_t segments;
+  uint64_t ids;
+  size_t memory; /* filters and block indexes */
+} dsegs_stats_t;
+void dsegs_stats(dsegs_t *l, dsegs_stats_t *out);
+
+#endif

@@ -1,0 +1,312 @@
+/*
+ * Dedup segments and their filters (src/dedup_segment.c,
+ * src/dedup_filter.c): exact answers across several segments and ID forms,
+ * a filter false positive never answers "seen", a reopened database gives
+ * the same answers, and loading a segment reads no IDs.
+ */
+#include <check.h>
+#include <glib.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "dedup_filter.h"
+#include "dedup_segment.h"
+#include "testutil.h"
+
+#define NSEG 3
+#define PER_SEG 3000
+
+typedef struct fx {
+  char *dir, *path;
+  sqlite3 *db;
+} fx_t;
+
+static void fx_open_db(fx_t *f) {
+  ck_assert_int_eq(sqlite3_open(f->path, &f->db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(f->db, dseg_schema_sql, NULL, NULL, NULL),
+                   SQLITE_OK);
+}
+
+static void fx_init(fx_t *f) {
+  f->dir = tu_tempdir();
+  ck_assert_ptr_nonnull(f->dir);
+  f->path = tu_path(f->dir, "seg.db");
+  fx_open_db(f);
+}
+
+static void fx_done(fx_t *f) {
+  sqlite3_close(f->db);
+  tu_rm_rf(f->dir);
+  free(f->path);
+  free(f->dir);
+}
+
+/* ID number i in one of four forms: lower-case UUID (kept binary),
+ * upper-case UUID and short text (kept as they are), and a long ID. */
+static size_t make_id(unsigned i, char *out, size_t room) {
+  switch (i % 4) {
+  case 0:
+    return (size_t)snprintf(out, room, "%08x-0000-4000-8000-%012x", i, i * 7);
+  case 1:
+    return (size_t)snprintf(out, room, "%08X-0000-4000-8000-%012X", i, i * 7);
+  case 2:
+    return (size_t)snprintf(out, room, "ev-%u", i);
+  default:
+    memset(out, 'x', 150);
+    return 150 + (size_t)snprintf(out + 150, room - 150, "%u", i);
+  }
+}
+
+/* Write segment seg with IDs [first, first + n) of scope, handled at
+ * ms + i; bits_per_id as dseg_write()'s. */
+static void write_seg(fx_t *f, int64_t seg, uint32_t scope, unsigned first,
+                      size_t n, int64_t ms, unsigned bits_per_id) {
+  dseg_key_t *k = calloc(n, sizeof(*k));
+  char(*ids)[200] = calloc(n, 200);
+  char err[512] = "";
+  ck_assert_ptr_nonnull(k);
+  ck_assert_ptr_nonnull(ids);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = make_id(first + (unsigned)i, ids[i], 200);
+    k[i] = (dseg_key_t){scope, ids[i], len, XXH3_64bits(ids[i], len),
+                        ms + (int64_t)i};
+  }
+  ck_assert_int_eq(sqlite3_exec(f->db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  ck_assert_msg(dseg_write(f->db, f->path, seg, 0, k, n, bits_per_id, err,
+                           sizeof err) == 0,
+                "dseg_write: %s", err);
+  ck_assert_int_eq(sqlite3_exec(f->db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  free(ids);
+  free(k);
+}
+
+/* Every segment of the database, loaded. */
+static dseg_t **load_all(fx_t *f, size_t *n) {
+  int64_t *ids = NULL;
+  char err[512] = "";
+  ck_assert_msg(dseg_list(f->db, f->path, &ids, n, err, sizeof err) == 0,
+                "dseg_list: %s", err);
+  dseg_t **g = calloc(*n + 1, sizeof(*g));
+  for (size_t i = 0; i < *n; i++)
+    ck_assert_msg(dseg_load(f->db, f->path, ids[i], &g[i], err, sizeof err) ==
+                      0,
+                  "dseg_load: %s", err);
+  g_free(ids);
+  return g;
+}
+
+static void free_all(dseg_t **g, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    dseg_free(g[i]);
+  free(g);
+}
+
+/* The segments (of n) that hold ID number i of scope, as a bit mask. */
+static unsigned holders(fx_t *f, dseg_t **g, size_t n, uint32_t scope,
+                        unsigned i) {
+  char id[200], err[512] = "";
+  size_t len = make_id(i, id, sizeof id);
+  unsigned mask = 0;
+  for (size_t s = 0; s < n; s++) {
+    int r = dseg_lookup(g[s], f->db, f->path, scope, id, len,
+                        XXH3_64bits(id, len), NULL, err, sizeof err);
+    ck_assert_msg(r >= 0, "dseg_lookup: %s", err);
+    mask |= (unsigned)r << s;
+  }
+  return mask;
+}
+
+START_TEST(test_filter_never_misses_added) {
+  dfilter_t *f = dfilter_new(10000, DSEG_BITS_PER_ID);
+  size_t passes = 0;
+  for (uint64_t i = 0; i < 10000; i++)
+    dfilter_add(f, XXH3_64bits(&i, sizeof i));
+  for (uint64_t i = 0; i < 10000; i++)
+    ck_assert_int_eq(dfilter_maybe(f, XXH3_64bits(&i, sizeof i)), 1);
+  for (uint64_t i = 10000; i < 110000; i++)
+    passes += (size_t)dfilter_maybe(f, XXH3_64bits(&i, sizeof i));
+  /* About 0.3 % expected at 12 bits per ID; 2 % means a broken filter. */
+  ck_assert_uint_lt(passes, 2000);
+  size_t len;
+  uint8_t *bytes = dfilter_encode(f, &len);
+  dfilter_t *back = dfilter_decode(bytes, len);
+  ck_assert_ptr_nonnull(back);
+  for (uint64_t i = 0; i < 10000; i++)
+    ck_assert_int_eq(dfilter_maybe(back, XXH3_64bits(&i, sizeof i)), 1);
+  ck_assert_ptr_null(dfilter_decode(bytes, len - 1));
+  g_free(bytes);
+  dfilter_free(back);
+  dfilter_free(f);
+}
+END_TEST
+
+/* Three segments of different IDs in all four forms, two scopes: every
+ * ID is found in exactly its own segment and nowhere else. */
+START_TEST(test_segments_answer_exactly) {
+  fx_t f;
+  size_t n;
+  fx_init(&f);
+  for (unsigned s = 0; s < NSEG; s++)
+    write_seg(&f, s + 1, 7, s * PER_SEG, PER_SEG, 1000, 0);
+  dseg_t **g = load_all(&f, &n);
+  ck_assert_uint_eq(n, NSEG);
+  for (unsigned i = 0; i < NSEG * PER_SEG; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 1u << (i / PER_SEG));
+  for (unsigned i = NSEG * PER_SEG; i < NSEG * PER_SEG + 2000; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 0);
+  for (unsigned i = 0; i < 500; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 8, i), 0);
+  dseg_info_t info;
+  dseg_info(g[0], &info);
+  ck_assert_uint_eq(info.ids, PER_SEG);
+  ck_assert_uint_gt(info.blocks, 1);
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
+/* A filter of one bit per ID passes most absent IDs: each is read from
+ * its block and still answered absent. */
+START_TEST(test_filter_false_positive_never_seen) {
+  fx_t f;
+  size_t n;
+  dseg_counters_t before, after;
+  fx_init(&f);
+  write_seg(&f, 1, 7, 0, 2000, 1000, 1);
+  dseg_t **g = load_all(&f, &n);
+  dseg_counters(&before);
+  for (unsigned i = 2000; i < 4000; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 0);
+  dseg_counters(&after);
+  ck_assert_uint_gt(after.filter_passes - before.filter_passes, 1000);
+  ck_assert_uint_gt(after.blocks_read - before.blocks_read, 1000);
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
+/* Reopened, the same answers; loading reads metadata, filters and block
+ * first keys, never a block of IDs. */
+START_TEST(test_reopen_same_answers_without_reading_ids) {
+  fx_t f;
+  size_t n;
+  dseg_counters_t before, after;
+  fx_init(&f);
+  for (unsigned s = 0; s < NSEG; s++)
+    write_seg(&f, s + 1, 7, s * PER_SEG, PER_SEG, 1000, 0);
+  sqlite3_close(f.db);
+  fx_open_db(&f);
+  dseg_counters(&before);
+  dseg_t **g = load_all(&f, &n);
+  dseg_counters(&after);
+  ck_assert_uint_eq(after.blocks_read, before.blocks_read);
+  ck_assert_uint_eq(after.keys_decoded, before.keys_decoded);
+  ck_assert_uint_eq(n, NSEG);
+  for (unsigned i = 0; i < NSEG * PER_SEG; i += 7)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 1u << (i / PER_SEG));
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
+/* Time is kept per block: a found ID reports its block's newest
+ * handled_at, never an older one than its own; a duplicate keeps the
+ * newer time; a UUID takes 16 bytes, not 36. */
+START_TEST(test_block_time_and_duplicates) {
+  fx_t f;
+  size_t n;
+  char err[512] = "";
+  const char *u = "0f0e0d0c-0b0a-4009-8807-060504030201";
+  dseg_key_t k[2] = {{7, u, 36, XXH3_64bits(u, 36), 5000},
+                     {7, u, 36, XXH3_64bits(u, 36), 9000}};
+  fx_init(&f);
+  ck_assert_int_eq(sqlite3_exec(f.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  ck_assert_int_eq(dseg_write(f.db, f.path, 1, 0, k, 2, 0, err, sizeof err), 0);
+  ck_assert_int_eq(sqlite3_exec(f.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  dseg_t **g = load_all(&f, &n);
+  int64_t ms = 0;
+  ck_assert_int_eq(dseg_lookup(g[0], f.db, f.path, 7, u, 36, XXH3_64bits(u, 36),
+                               &ms, err, sizeof err),
+                   1);
+  ck_assert_int_eq(ms, 9000);
+  dseg_info_t info;
+  dseg_info(g[0], &info);
+  ck_assert_uint_eq(info.ids, 1);
+  ck_assert_int_eq(info.oldest_ms, 9000);
+  sqlite3_stmt *st;
+  ck_assert_int_eq(sqlite3_prepare_v2(f.db,
+                                      "SELECT length(keys) FROM segment_blocks",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+  ck_assert_int_eq(sqlite3_column_int(st, 0), 1 + 4 + 1 + 16);
+  sqlite3_finalize(st);
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
+/* Three overlapping segments merged into one: every ID once, found, with
+ * the newest time any input had; absent IDs stay absent. */
+START_TEST(test_merge_keeps_every_id_once) {
+  fx_t f;
+  size_t n;
+  char err[512] = "";
+  int64_t ids[3] = {1, 2, 3};
+  fx_init(&f);
+  write_seg(&f, 1, 7, 0, 2000, 1000, 0);
+  write_seg(&f, 2, 7, 1000, 2000, 5000, 0);
+  write_seg(&f, 3, 7, 2500, 1000, 9000, 0);
+  ck_assert_int_eq(sqlite3_exec(f.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  ck_assert_msg(
+      dseg_merge(f.db, f.path, ids, 3, 5000, 4, 77, err, sizeof err) == 0,
+      "dseg_merge: %s", err);
+  for (int i = 0; i < 3; i++)
+    ck_assert_int_eq(dseg_delete(f.db, f.path, ids[i], err, sizeof err), 0);
+  ck_assert_int_eq(sqlite3_exec(f.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  dseg_t **g = load_all(&f, &n);
+  ck_assert_uint_eq(n, 1);
+  dseg_info_t info;
+  dseg_info(g[0], &info);
+  ck_assert_uint_eq(info.ids, 3500);
+  ck_assert_int_eq(info.tag, 77);
+  ck_assert_int_ge(info.oldest_ms, 1000);
+  ck_assert_int_eq(info.newest_ms, 9000 + 999);
+  for (unsigned i = 0; i < 3500; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 1);
+  for (unsigned i = 3500; i < 5000; i++)
+    ck_assert_uint_eq(holders(&f, g, n, 7, i), 0);
+  /* ID 2999 was in all three: its block's time is at least the newest. */
+  char id[200];
+  size_t len = make_id(2999, id, sizeof id);
+  int64_t ms = 0;
+  ck_assert_int_eq(dseg_lookup(g[0], f.db, f.path, 7, id, len,
+                               XXH3_64bits(id, len), &ms, err, sizeof err),
+                   1);
+  ck_assert_int_ge(ms, 9000 + 499);
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
+Suite *dedup_segment_suite(void) {
+  Suite *s = suite_create("dedup_segment");
+  TCase *tc = tcase_create("filter");
+  tcase_add_test(tc, test_filter_never_misses_added);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("segment");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_segments_answer_exactly);
+  tcase_add_test(tc, test_filter_false_positive_never_seen);
+  tcase_add_test(tc, test_reopen_same_answers_without_reading_ids);
+  tcase_add_test(tc, test_block_time_and_duplicates);
+  tcase_add_test(tc, test_merge_keeps_every_id_once);
+  suite_add_tcase(s, tc);
+  return s;
+}
