@@ -529,56 +529,6 @@ static void load_top_scalars(loader_t *ld, const scope_t *top) {
   get_size(ld, top, "memory_limit", CFG_MEMORY_LIMIT_MIN, &cfg->memory_limit);
 }
 
-/* "4096", "512K", "256M", "2G" (binary multiples) into bytes; -1 when it
- * is none of those. */
-static int parse_size(const char *text, uint64_t *out) {
-  static const char units[] = "KMGT";
-  char *end = NULL;
-  uint64_t v;
-  if (!g_ascii_isdigit(*text))
-    return -1;
-  v = g_ascii_strtoull(text, &end, 10);
-  if (*end) {
-    const char *u = strchr(units, g_ascii_toupper(*end));
-    if (!u || end[1])
-      return -1;
-    for (const char *p = units; p <= u; p++) {
-      if (v > UINT64_MAX / 1024)
-        return -1;
-      v *= 1024;
-    }
-  }
-  *out = v;
-  return 0;
-}
-
-/* A size in bytes of at least min, written as "256M" or an integer. */
-static void get_size(loader_t *ld, const scope_t *sc, const char *name,
-                     uint64_t min, uint64_t *out) {
-  config_setting_t *s =
-      lookup_typed(ld, sc, name, INT_MASK | (1u << CONFIG_TYPE_STRING),
-                   "a size such as \"256M\"");
-  uint64_t v = 0;
-  if (!s)
-    return;
-  if (config_setting_type(s) == CONFIG_TYPE_STRING) {
-    if (parse_size(config_setting_get_string(s), &v) < 0) {
-      problem(ld, sc, name, s,
-              "must be a size: a number of bytes, or with K, M, G or T "
-              "(got \"%s\")",
-              config_setting_get_string(s));
-      return;
-    }
-  } else if (config_setting_get_int64(s) >= 0) {
-    v = (uint64_t)config_setting_get_int64(s);
-  }
-  if (v < min) {
-    problem(ld, sc, name, s, "must be at least %" PRIu64 " bytes", min);
-    return;
-  }
-  *out = v;
-}
-
 static void load_dedup(loader_t *ld, const scope_t *top) {
   cfg_t *cfg = ld->cfg;
   scope_t sc = {get_group(ld, top, "dedup"), "dedup"};
@@ -593,7 +543,9 @@ static void load_dedup(loader_t *ld, const scope_t *top) {
   get_duration(ld, &sc, "retention", MS_PER_S, INT64_MAX, &cfg->retention_ms);
   get_word(ld, &sc, "durability", durability_words, &durability);
   cfg->durability = (cfg_durab_t)durability;
-  get_size(ld, &sc, "memory", CFG_DEDUP_MEMORY_MIN, &cfg->dedup_memory);
+  int64_t memory = (int64_t)cfg->dedup_memory;
+  get_size(ld, &sc, "memory", (int64_t)CFG_DEDUP_MEMORY_MIN, &memory);
+  cfg->dedup_memory = (uint64_t)memory;
 }
 
 static void get_ratio(loader_t *ld, const scope_t *sc, const char *name,

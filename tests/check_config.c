@@ -532,11 +532,11 @@ static const struct bad_case {
      ":3: dedup.retention: must be at least 1s (got \"0s\")"},
     {"bad dedup memory",
      KAFKA "dedup = { memory = \"256 MB\"; };\n" PIPE_OPEN PIPE_CLOSE,
-     ":2: dedup.memory: must be a size: a number of bytes, or with K, M, G or "
-     "T (got \"256 MB\")"},
+     ":2: dedup.memory: must be a size such as \"512M\" or \"2G\" (K, M, G, "
+     "T; got \"256 MB\")"},
     {"dedup memory too small",
      KAFKA "dedup = { memory = 4096; };\n" PIPE_OPEN PIPE_CLOSE,
-     ":2: dedup.memory: must be at least 1048576 bytes"},
+     ":2: dedup.memory: must be at least 1M (got 4096 bytes)"},
     {"bad durability word",
      KAFKA "dedup = { durability = \"fsync\"; };\n" PIPE_OPEN PIPE_CLOSE,
      ":2: dedup.durability: must be normal or full (got \"fsync\")"},
