@@ -19,6 +19,7 @@
 
 #include <glib.h>
 
+#include "listen_addr.h"
 #include "log.h"
 #include "metrics.h"
 #include "prom.h"
@@ -31,38 +32,6 @@ struct http {
   int port;
 };
 
-int http_parse_listen(const char *addr, char *host, size_t hostlen, int *port,
-                      char *err, size_t errlen) {
-  const char *colon, *start = addr, *end;
-  char *num_end = NULL;
-  if (addr[0] == '[') {
-    end = strchr(addr, ']');
-    if (!end || end[1] != ':') {
-      snprintf(err, errlen, "\"%s\": expected [IPv6]:PORT", addr);
-      return -1;
-    }
-    start = addr + 1;
-    colon = end + 1;
-  } else {
-    colon = strrchr(addr, ':');
-    end = colon;
-  }
-  if (!colon || end == start || (size_t)(end - start) >= hostlen) {
-    snprintf(err, errlen, "\"%s\": expected HOST:PORT (e.g. 127.0.0.1:9464)",
-             addr);
-    return -1;
-  }
-  long v = strtol(colon + 1, &num_end, 10);
-  if (!g_ascii_isdigit(colon[1]) || *num_end || v < 0 || v > 65535) {
-    snprintf(err, errlen, "\"%s\": the port must be a number 0..65535", addr);
-    return -1;
-  }
-  memcpy(host, start, (size_t)(end - start));
-  host[end - start] = '\0';
-  *port = (int)v;
-  return 0;
-}
-
 /* A listening socket on listen; -1 with err set. */
 static int bind_listen(const char *addr, char *err, size_t errlen) {
   char host[256], port_s[8];
@@ -70,7 +39,7 @@ static int bind_listen(const char *addr, char *err, size_t errlen) {
   struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_NUMERICSERV | AI_PASSIVE},
                   *ai = NULL;
-  if (http_parse_listen(addr, host, sizeof(host), &port, err, errlen) != 0)
+  if (listen_addr_parse(addr, host, sizeof(host), &port, err, errlen) != 0)
     return -1;
   snprintf(port_s, sizeof(port_s), "%d", port);
   if ((rc = getaddrinfo(host, port_s, &hints, &ai)) != 0) {
