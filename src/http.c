@@ -27,7 +27,7 @@
 
 struct http {
   struct MHD_Daemon *d;
-  host_t *host;
+  host_view_t view; /* a copy of what the host handed down */
   int fd;
   int port;
 };
@@ -82,10 +82,10 @@ static char *json_body(json_t *j) {
 static enum MHD_Result readyz(http_t *s, struct MHD_Connection *c) {
   GPtrArray *why = g_ptr_array_new_with_free_func(g_free);
   json_t *reasons = json_array();
-  if (host_stopping(s->host))
+  if (view_stopping(&s->view))
     g_ptr_array_add(why, g_strdup("the host is stopping"));
-  for (size_t i = 0; i < host_pipeline_count(s->host); i++)
-    host_pipeline_ready(s->host, i, why);
+  for (size_t i = 0; i < view_pipeline_count(&s->view); i++)
+    view_pipeline_ready(&s->view, i, why);
   for (guint i = 0; i < why->len; i++)
     json_array_append_new(reasons, json_string(why->pdata[i]));
   int ready = why->len == 0;
@@ -102,14 +102,14 @@ static enum MHD_Result route(http_t *s, struct MHD_Connection *c,
                  strdup("only GET and HEAD\n"));
   if (strcmp(url, "/metrics") == 0)
     return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-                 prom_render(s->host));
+                 prom_render(&s->view));
   if (strcmp(url, "/healthz") == 0)
     return reply(c, MHD_HTTP_OK, "application/json",
                  strdup("{\"healthy\":true}"));
   if (strcmp(url, "/readyz") == 0)
     return readyz(s, c);
   if (strcmp(url, "/status.json") == 0)
-    return reply(c, MHD_HTTP_OK, "application/json", status_json(s->host));
+    return reply(c, MHD_HTTP_OK, "application/json", status_json(&s->view));
   if (strcmp(url, "/") == 0)
     return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8",
                  strdup(status_page_html));
@@ -124,9 +124,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
   http_t *s = cls;
   (void)version, (void)data, (void)data_size, (void)con_cls;
   /* A reload swaps the pipelines: not while a page is made of them. */
-  host_view_begin(s->host);
+  view_begin(&s->view);
   enum MHD_Result r = route(s, c, url, method);
-  host_view_end(s->host);
+  view_end(&s->view);
   return r;
 }
 
@@ -135,12 +135,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
   log_vmsg(KHOST_LOG_WARNING, "http", fmt, ap);
 }
 
-int http_start(http_t **out, const char *addr, host_t *h, char *err,
+int http_start(http_t **out, const char *addr, const host_view_t *h, char *err,
                size_t errlen) {
   http_t *s = calloc(1, sizeof(*s));
   struct sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  s->host = h;
+  s->view = *h;
   s->fd = bind_listen(addr, err, errlen);
   if (s->fd < 0)
     goto fail;
