@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 
 #include "file_trust.h"
-#include "http.h"
+#include "listen_addr.h"
 #include "log.h"
 #include "topics.h"
 
@@ -613,7 +613,7 @@ static void load_http(loader_t *ld, const scope_t *top) {
     return;
   const char *v = config_setting_get_string(s);
   if (v[0] &&
-      http_parse_listen(v, host, sizeof(host), &port, why, sizeof(why)) != 0) {
+      listen_addr_parse(v, host, sizeof(host), &port, why, sizeof(why)) != 0) {
     problem(ld, &sc, "listen", s, "%s", why);
     return;
   }

@@ -30,6 +30,9 @@ static int64_t prune_interval(int64_t retention_ms) {
   return every < 1000 ? 1000 : every;
 }
 
+/* What the listener and the monitor may read of h (host_view.h). */
+static host_view_t view_of(host_t *h);
+
 /* Load and start (init()) pipeline i's plugin; errors name the config
  * file, line and key. */
 static int load_plugin(const cfg_t *cfg, size_t i, plugin_t **out, char *err,
@@ -120,8 +123,9 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
   h->stats = calloc(h->n, sizeof(*h->stats));
   h->notes = calloc(h->n, sizeof(*h->notes));
   open_metrics(h);
+  host_view_t view = view_of(h);
   if (cfg->http_listen[0] &&
-      http_start(&h->http, cfg->http_listen, h, err, errlen) != 0)
+      http_start(&h->http, cfg->http_listen, &view, err, errlen) != 0)
     goto fail;
   if (load_plugins(h, err, errlen) != 0)
     goto fail;
@@ -181,7 +185,8 @@ int host_start(host_t *h, char *err, size_t errlen) {
       return HOST_EXIT_CONFIG;
     }
   }
-  h->monitor = monitor_start(h);
+  host_view_t view = view_of(h);
+  h->monitor = monitor_start(&view);
   return 0;
 }
 
@@ -309,11 +314,16 @@ size_t host_describe_busy(host_t *h, char *buf, size_t len) {
   return n;
 }
 
-void host_view_begin(host_t *h) {
+/* Readers of the per-pipeline state from another thread (the HTTP
+ * listener, the monitor) hold the view lock shared around what they read,
+ * so that a reload cannot change the pipelines under them. */
+static void view_begin_of(void *host) {
+  host_t *h = host;
   pthread_rwlock_rdlock(&h->view);
 }
 
-void host_view_end(host_t *h) {
+static void view_end_of(void *host) {
+  host_t *h = host;
   pthread_rwlock_unlock(&h->view);
 }
 
@@ -331,7 +341,8 @@ void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out) {
   pthread_mutex_unlock(&h->mu);
 }
 
-int host_pipeline_ready(host_t *h, size_t i, GPtrArray *why) {
+static int pipeline_ready_of(void *host, size_t i, GPtrArray *why) {
+  host_t *h = host;
   pthread_mutex_lock(&h->mu);
   pipeline_t *pl = h->pipelines[i];
   int stopping = pl ? pipeline_stopping(pl) : h->finished;
@@ -349,11 +360,13 @@ const cfg_t *host_config(const host_t *h) {
   return h->cfg;
 }
 
-metrics_t *host_metrics(host_t *h, size_t i) {
+static metrics_t *metrics_of(void *host, size_t i) {
+  host_t *h = host;
   return h->metrics[i];
 }
 
-int64_t host_dedup_ids(host_t *h) {
+static int64_t dedup_ids_of(void *host) {
+  host_t *h = host;
   store_stats_t st;
   if (!h->store)
     return -1;
@@ -361,7 +374,8 @@ int64_t host_dedup_ids(host_t *h) {
   return (int64_t)st.ids;
 }
 
-int64_t host_dedup_bytes(host_t *h) {
+static int64_t dedup_bytes_of(void *host) {
+  host_t *h = host;
   static const char *const suffixes[] = {"", "-wal", "-shm"};
   int64_t bytes = 0;
   struct stat st;
@@ -376,7 +390,8 @@ int64_t host_dedup_bytes(host_t *h) {
   return bytes;
 }
 
-int64_t host_records_left(host_t *h) {
+static int64_t records_left_of(void *host) {
+  host_t *h = host;
   int64_t left = -1;
   pthread_mutex_lock(&h->mu);
   for (size_t i = 0; i < h->n; i++) {
@@ -389,6 +404,41 @@ int64_t host_records_left(host_t *h) {
   }
   pthread_mutex_unlock(&h->mu);
   return left;
+}
+
+/* The public accessors, in the shape of the view's table. */
+static size_t pipeline_count_of(void *host) {
+  return host_pipeline_count(host);
+}
+
+static const cfg_t *config_of(void *host) {
+  return host_config(host);
+}
+
+static void pipeline_stats_of(void *host, size_t i, pipeline_stats_t *out) {
+  host_pipeline_stats(host, i, out);
+}
+
+static int stopping_of(void *host) {
+  return host_stopping(host);
+}
+
+static const host_view_ops_t view_ops = {
+    .begin = view_begin_of,
+    .end = view_end_of,
+    .pipeline_count = pipeline_count_of,
+    .config = config_of,
+    .metrics = metrics_of,
+    .pipeline_stats = pipeline_stats_of,
+    .pipeline_ready = pipeline_ready_of,
+    .stopping = stopping_of,
+    .dedup_ids = dedup_ids_of,
+    .dedup_bytes = dedup_bytes_of,
+    .records_left = records_left_of,
+};
+
+static host_view_t view_of(host_t *h) {
+  return (host_view_t){.ops = &view_ops, .host = h};
 }
 
 int host_http_port(const host_t *h) {

@@ -57,20 +57,7 @@ int host_report(host_t *h, FILE *out);
 size_t host_describe_busy(host_t *h, char *buf, size_t len);
 
 size_t host_pipeline_count(const host_t *h);
-/* What operators see (http.c, prom.c, status.c); each is safe from any
- * thread between host_open() and host_close(). */
 const cfg_t *host_config(const host_t *h);
-metrics_t *host_metrics(host_t *h, size_t i);
-/* Event IDs the dedup store remembers, and the bytes of its files; -1
- * when no pipeline uses the store. */
-int64_t host_dedup_ids(host_t *h);
-int64_t host_dedup_bytes(host_t *h);
-/* 1 when pipeline i is ready (metrics_ready()) and not stopping; else 0
- * with the reasons added to why (strings it frees). */
-int host_pipeline_ready(host_t *h, size_t i, GPtrArray *why);
-/* --exit-at-end: the records every pipeline still has to go; -1 without
- * --exit-at-end. */
-int64_t host_records_left(host_t *h);
 /* The port the HTTP listener is bound to; 0 when it is off. */
 int host_http_port(const host_t *h);
 void host_pipeline_stats(host_t *h, size_t i, pipeline_stats_t *out);
@@ -83,12 +70,6 @@ mock_t *host_mock(host_t *h);
  * http.listen, mock), is refused with the reasons and changes nothing.
  * Logs what it does; 0 applied, -1 refused. Main thread only. */
 int host_reload(host_t *h, const char *path);
-
-/* Readers of the per-pipeline state from another thread (the HTTP
- * listener, the monitor) hold this around what they read, so that a
- * reload cannot change the pipelines under them. */
-void host_view_begin(host_t *h);
-void host_view_end(host_t *h);
 
 /* `khost check`: load every plugin and create (then destroy) one instance
  * of each pipeline's plugin with its config, touching no Kafka and no

@@ -19,6 +19,7 @@
 
 #include <glib.h>
 
+#include "listen_addr.h"
 #include "log.h"
 #include "metrics.h"
 #include "prom.h"
@@ -26,42 +27,10 @@
 
 struct http {
   struct MHD_Daemon *d;
-  host_t *host;
+  host_view_t view; /* a copy of what the host handed down */
   int fd;
   int port;
 };
-
-int http_parse_listen(const char *addr, char *host, size_t hostlen, int *port,
-                      char *err, size_t errlen) {
-  const char *colon, *start = addr, *end;
-  char *num_end = NULL;
-  if (addr[0] == '[') {
-    end = strchr(addr, ']');
-    if (!end || end[1] != ':') {
-      snprintf(err, errlen, "\"%s\": expected [IPv6]:PORT", addr);
-      return -1;
-    }
-    start = addr + 1;
-    colon = end + 1;
-  } else {
-    colon = strrchr(addr, ':');
-    end = colon;
-  }
-  if (!colon || end == start || (size_t)(end - start) >= hostlen) {
-    snprintf(err, errlen, "\"%s\": expected HOST:PORT (e.g. 127.0.0.1:9464)",
-             addr);
-    return -1;
-  }
-  long v = strtol(colon + 1, &num_end, 10);
-  if (!g_ascii_isdigit(colon[1]) || *num_end || v < 0 || v > 65535) {
-    snprintf(err, errlen, "\"%s\": the port must be a number 0..65535", addr);
-    return -1;
-  }
-  memcpy(host, start, (size_t)(end - start));
-  host[end - start] = '\0';
-  *port = (int)v;
-  return 0;
-}
 
 /* A listening socket on listen; -1 with err set. */
 static int bind_listen(const char *addr, char *err, size_t errlen) {
@@ -70,7 +39,7 @@ static int bind_listen(const char *addr, char *err, size_t errlen) {
   struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_NUMERICSERV | AI_PASSIVE},
                   *ai = NULL;
-  if (http_parse_listen(addr, host, sizeof(host), &port, err, errlen) != 0)
+  if (listen_addr_parse(addr, host, sizeof(host), &port, err, errlen) != 0)
     return -1;
   snprintf(port_s, sizeof(port_s), "%d", port);
   if ((rc = getaddrinfo(host, port_s, &hints, &ai)) != 0) {
@@ -113,10 +82,10 @@ static char *json_body(json_t *j) {
 static enum MHD_Result readyz(http_t *s, struct MHD_Connection *c) {
   GPtrArray *why = g_ptr_array_new_with_free_func(g_free);
   json_t *reasons = json_array();
-  if (host_stopping(s->host))
+  if (view_stopping(&s->view))
     g_ptr_array_add(why, g_strdup("the host is stopping"));
-  for (size_t i = 0; i < host_pipeline_count(s->host); i++)
-    host_pipeline_ready(s->host, i, why);
+  for (size_t i = 0; i < view_pipeline_count(&s->view); i++)
+    view_pipeline_ready(&s->view, i, why);
   for (guint i = 0; i < why->len; i++)
     json_array_append_new(reasons, json_string(why->pdata[i]));
   int ready = why->len == 0;
@@ -133,14 +102,14 @@ static enum MHD_Result route(http_t *s, struct MHD_Connection *c,
                  strdup("only GET and HEAD\n"));
   if (strcmp(url, "/metrics") == 0)
     return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-                 prom_render(s->host));
+                 prom_render(&s->view));
   if (strcmp(url, "/healthz") == 0)
     return reply(c, MHD_HTTP_OK, "application/json",
                  strdup("{\"healthy\":true}"));
   if (strcmp(url, "/readyz") == 0)
     return readyz(s, c);
   if (strcmp(url, "/status.json") == 0)
-    return reply(c, MHD_HTTP_OK, "application/json", status_json(s->host));
+    return reply(c, MHD_HTTP_OK, "application/json", status_json(&s->view));
   if (strcmp(url, "/") == 0)
     return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8",
                  strdup(status_page_html));
@@ -155,9 +124,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
   http_t *s = cls;
   (void)version, (void)data, (void)data_size, (void)con_cls;
   /* A reload swaps the pipelines: not while a page is made of them. */
-  host_view_begin(s->host);
+  view_begin(&s->view);
   enum MHD_Result r = route(s, c, url, method);
-  host_view_end(s->host);
+  view_end(&s->view);
   return r;
 }
 
@@ -166,12 +135,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
   log_vmsg(KHOST_LOG_WARNING, "http", fmt, ap);
 }
 
-int http_start(http_t **out, const char *addr, host_t *h, char *err,
+int http_start(http_t **out, const char *addr, const host_view_t *h, char *err,
                size_t errlen) {
   http_t *s = calloc(1, sizeof(*s));
   struct sockaddr_storage ss;
   socklen_t len = sizeof(ss);
-  s->host = h;
+  s->view = *h;
   s->fd = bind_listen(addr, err, errlen);
   if (s->fd < 0)
     goto fail;

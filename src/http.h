@@ -11,18 +11,13 @@
 
 #include <stddef.h>
 
-#include "host.h"
+#include "host_view.h"
 
 typedef struct http http_t;
 
-/* Check the shape of a listen address: "HOST:PORT", "[IPv6]:PORT". 0 or
- * -1 with the reason in err. */
-int http_parse_listen(const char *addr, char *host, size_t hostlen, int *port,
-                      char *err, size_t errlen);
-
-/* Bind addr (see http_parse_listen) and serve h. Returns 0, or -1 with
+/* Bind addr (listen_addr.h) and serve what h shows. Returns 0, or -1 with
  * err naming the address and the reason (e.g. already in use). */
-int http_start(http_t **out, const char *addr, host_t *h, char *err,
+int http_start(http_t **out, const char *addr, const host_view_t *h, char *err,
                size_t errlen);
 /* The bound port (useful with port 0). */
 int http_port(const http_t *s);

@@ -5,9 +5,10 @@
  *
  * The host owns one metrics_t per pipeline for as long as the config
  * has it, so the HTTP thread may read it while pipelines start and stop
- * (a reload frees a dropped pipeline's under host_view_begin()). Members update
- * it from their own threads: plain counters are atomics; the partition
- * table, the recent failures and the throughput samples are under mu.
+ * (a reload frees a dropped pipeline's while no reader is between the
+ * begin() and end() of host_view.h). Members update it from their own
+ * threads: plain counters are atomics; the partition table, the recent
+ * failures and the throughput samples are under mu.
  * Every update function accepts a NULL metrics_t (a pipeline run without
  * a host) and does nothing then.
  */

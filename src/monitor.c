@@ -23,7 +23,7 @@
 #define MONITOR_SAMPLE_MS 5000
 
 struct monitor {
-  host_t *h;
+  host_view_t view; /* a copy of what the host handed down */
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cond; /* signalled on quit */
@@ -52,17 +52,17 @@ static void notify(const char *state) {
 }
 
 static void sample(monitor_t *mon) {
-  for (size_t i = 0; i < host_pipeline_count(mon->h); i++) {
+  for (size_t i = 0; i < view_pipeline_count(&mon->view); i++) {
     pipeline_stats_t s;
-    host_pipeline_stats(mon->h, i, &s);
-    metrics_sample(host_metrics(mon->h, i),
+    view_pipeline_stats(&mon->view, i, &s);
+    metrics_sample(view_metrics(&mon->view, i),
                    s.handled + s.duplicates + s.failed);
   }
 }
 
 static int all_joined(monitor_t *mon) {
-  for (size_t i = 0; i < host_pipeline_count(mon->h); i++) {
-    metrics_t *mx = host_metrics(mon->h, i);
+  for (size_t i = 0; i < view_pipeline_count(&mon->view); i++) {
+    metrics_t *mx = view_metrics(&mon->view, i);
     for (int m = 0; m < mx->n_members; m++)
       if (!atomic_load(&mx->members[m].joined))
         return 0;
@@ -74,8 +74,8 @@ static int all_joined(monitor_t *mon) {
  * as "pipeline member N for M ms" in buf; 0 when every one moves. */
 static int find_stuck(monitor_t *mon, char *buf, size_t len) {
   int64_t now = mono_ms();
-  for (size_t i = 0; i < host_pipeline_count(mon->h); i++) {
-    metrics_t *mx = host_metrics(mon->h, i);
+  for (size_t i = 0; i < view_pipeline_count(&mon->view); i++) {
+    metrics_t *mx = view_metrics(&mon->view, i);
     for (int m = 0; m < mx->n_members; m++) {
       int64_t tick = atomic_load(&mx->members[m].tick_ms);
       if (tick == 0 || now - tick <= mx->stuck_ms)
@@ -117,7 +117,7 @@ static void turn(monitor_t *mon) {
     mon->last_sample = now;
     sample(mon);
   }
-  if (!mon->stopping_sent && host_stopping(mon->h)) {
+  if (!mon->stopping_sent && view_stopping(&mon->view)) {
     mon->stopping_sent = 1;
     notify("STOPPING=1");
   }
@@ -128,7 +128,7 @@ static void turn(monitor_t *mon) {
   }
   watchdog(mon, now);
   if (!mon->stopping_sent)
-    progress_update(mon->progress, host_records_left(mon->h), now);
+    progress_update(mon->progress, view_records_left(&mon->view), now);
 }
 
 static void *monitor_main(void *arg) {
@@ -138,9 +138,9 @@ static void *monitor_main(void *arg) {
   pthread_mutex_lock(&mon->mu);
   while (!mon->quit) {
     pthread_mutex_unlock(&mon->mu);
-    host_view_begin(mon->h);
+    view_begin(&mon->view);
     turn(mon);
-    host_view_end(mon->h);
+    view_end(&mon->view);
     pthread_mutex_lock(&mon->mu);
     clock_gettime(CLOCK_MONOTONIC, &at);
     at.tv_nsec += MONITOR_TICK_MS * 1000000L;
@@ -156,10 +156,10 @@ static void *monitor_main(void *arg) {
   return NULL;
 }
 
-monitor_t *monitor_start(host_t *h) {
+monitor_t *monitor_start(const host_view_t *h) {
   monitor_t *mon = calloc(1, sizeof(*mon));
   pthread_condattr_t ca;
-  mon->h = h;
+  mon->view = *h;
   mon->progress = progress_new();
   pthread_mutex_init(&mon->mu, NULL);
   pthread_condattr_init(&ca);

@@ -9,13 +9,13 @@
 #ifndef KHOST_MONITOR_H
 #define KHOST_MONITOR_H
 
-#include "host.h"
+#include "host_view.h"
 
 typedef struct monitor monitor_t;
 
 /* Start watching h (after host_start()); NULL when the thread cannot be
  * started (logged: the host runs on without it). */
-monitor_t *monitor_start(host_t *h);
+monitor_t *monitor_start(const host_view_t *h);
 /* Stop (before host_close()); NULL does nothing. */
 void monitor_stop(monitor_t *mon);
 

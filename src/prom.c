@@ -64,14 +64,14 @@ static const counter_def_t stat_counters[] = {
      offsetof(pipeline_stats_t, breaker_trips)},
 };
 
-static void render_stat_counters(GString *o, host_t *h) {
-  size_t n = host_pipeline_count(h);
-  const cfg_t *cfg = host_config(h);
+static void render_stat_counters(GString *o, const host_view_t *h) {
+  size_t n = view_pipeline_count(h);
+  const cfg_t *cfg = view_config(h);
   for (size_t c = 0; c < G_N_ELEMENTS(stat_counters); c++) {
     head(o, stat_counters[c].name, "counter", stat_counters[c].help);
     for (size_t i = 0; i < n; i++) {
       pipeline_stats_t s;
-      host_pipeline_stats(h, i, &s);
+      view_pipeline_stats(h, i, &s);
       uint64_t v =
           *(const uint64_t *)((const char *)&s + stat_counters[c].offset);
       pl_sample(o, stat_counters[c].name, cfg->pipelines[i].name, NULL, v);
@@ -81,25 +81,25 @@ static void render_stat_counters(GString *o, host_t *h) {
        "Partitions the pipeline's members own now.");
   for (size_t i = 0; i < n; i++) {
     pipeline_stats_t s;
-    host_pipeline_stats(h, i, &s);
+    view_pipeline_stats(h, i, &s);
     pl_sample(o, "khost_partitions_assigned", cfg->pipelines[i].name, NULL,
               s.assigned);
   }
 }
 
-static void render_metric_counters(GString *o, host_t *h) {
-  size_t n = host_pipeline_count(h);
+static void render_metric_counters(GString *o, const host_view_t *h) {
+  size_t n = view_pipeline_count(h);
   head(o, "khost_records_dead_lettered_total", "counter",
        "Records written to the dead-letter topic.");
   for (size_t i = 0; i < n; i++) {
-    metrics_t *mx = host_metrics(h, i);
+    metrics_t *mx = view_metrics(h, i);
     pl_sample(o, "khost_records_dead_lettered_total", mx->pipeline, NULL,
               atomic_load(&mx->dead_lettered));
   }
   head(o, "khost_offset_commits_total", "counter",
        "Offset commits acknowledged by Kafka (result=ok) or refused.");
   for (size_t i = 0; i < n; i++) {
-    metrics_t *mx = host_metrics(h, i);
+    metrics_t *mx = view_metrics(h, i);
     pl_sample(o, "khost_offset_commits_total", mx->pipeline, ",result=\"ok\"",
               atomic_load(&mx->commits_ok));
     pl_sample(o, "khost_offset_commits_total", mx->pipeline,
@@ -108,7 +108,7 @@ static void render_metric_counters(GString *o, host_t *h) {
   head(o, "khost_rebalance_events_total", "counter",
        "Partition assignments, revocations and losses seen by the members.");
   for (size_t i = 0; i < n; i++) {
-    metrics_t *mx = host_metrics(h, i);
+    metrics_t *mx = view_metrics(h, i);
     pl_sample(o, "khost_rebalance_events_total", mx->pipeline,
               ",event=\"assigned\"", atomic_load(&mx->assigned_events));
     pl_sample(o, "khost_rebalance_events_total", mx->pipeline,
@@ -119,18 +119,19 @@ static void render_metric_counters(GString *o, host_t *h) {
   head(o, "khost_circuit_breaker_open", "gauge",
        "1 while the pipeline's circuit breaker is open.");
   for (size_t i = 0; i < n; i++) {
-    metrics_t *mx = host_metrics(h, i);
+    metrics_t *mx = view_metrics(h, i);
     pl_sample(o, "khost_circuit_breaker_open", mx->pipeline, NULL,
               (uint64_t)atomic_load(&mx->breaker_open));
   }
 }
 
 /* A gauge per member: which field of metrics_member_t is chosen by get. */
-static void render_member_gauge(GString *o, host_t *h, const char *name,
-                                const char *help, int queued) {
+static void render_member_gauge(GString *o, const host_view_t *h,
+                                const char *name, const char *help,
+                                int queued) {
   head(o, name, "gauge", help);
-  for (size_t i = 0; i < host_pipeline_count(h); i++) {
-    metrics_t *mx = host_metrics(h, i);
+  for (size_t i = 0; i < view_pipeline_count(h); i++) {
+    metrics_t *mx = view_metrics(h, i);
     for (int m = 0; m < mx->n_members; m++) {
       char extra[32];
       snprintf(extra, sizeof(extra), ",member=\"%d\"", m);
@@ -171,7 +172,7 @@ static int64_t part_lag(const metrics_part_t *pt) {
   return pt->high > from ? pt->high - from : 0;
 }
 
-static void render_partitions(GString *o, host_t *h) {
+static void render_partitions(GString *o, const host_view_t *h) {
   static const char *const names[] = {"khost_partition_committed_offset",
                                       "khost_partition_end_offset",
                                       "khost_consumer_lag_records"};
@@ -181,8 +182,8 @@ static void render_partitions(GString *o, host_t *h) {
       "Records between the committed offset and the log end."};
   for (int k = 0; k < 3; k++) {
     head(o, names[k], "gauge", helps[k]);
-    for (size_t i = 0; i < host_pipeline_count(h); i++) {
-      metrics_t *mx = host_metrics(h, i);
+    for (size_t i = 0; i < view_pipeline_count(h); i++) {
+      metrics_t *mx = view_metrics(h, i);
       GPtrArray *parts = metrics_parts(mx);
       for (guint j = 0; j < parts->len; j++) {
         const metrics_part_t *pt = parts->pdata[j];
@@ -196,14 +197,14 @@ static void render_partitions(GString *o, host_t *h) {
 }
 
 /* The age of the oldest record not handled yet, per partition owned. */
-static void render_lag_seconds(GString *o, host_t *h) {
+static void render_lag_seconds(GString *o, const host_view_t *h) {
   static const char *const name = "khost_consumer_lag_seconds";
   int64_t now_ms = g_get_real_time() / 1000;
   head(o, name, "gauge",
        "Age of the partition's oldest record fetched and not handled yet "
        "(0 when none waits).");
-  for (size_t i = 0; i < host_pipeline_count(h); i++) {
-    metrics_t *mx = host_metrics(h, i);
+  for (size_t i = 0; i < view_pipeline_count(h); i++) {
+    metrics_t *mx = view_metrics(h, i);
     GPtrArray *parts = metrics_parts(mx);
     for (guint j = 0; j < parts->len; j++) {
       const metrics_part_t *pt = parts->pdata[j];
@@ -216,11 +217,11 @@ static void render_lag_seconds(GString *o, host_t *h) {
   }
 }
 
-static void render_hist(GString *o, host_t *h, const char *name,
+static void render_hist(GString *o, const host_view_t *h, const char *name,
                         const char *help, int durable) {
   head(o, name, "histogram", help);
-  for (size_t i = 0; i < host_pipeline_count(h); i++) {
-    metrics_t *mx = host_metrics(h, i);
+  for (size_t i = 0; i < view_pipeline_count(h); i++) {
+    metrics_t *mx = view_metrics(h, i);
     metrics_hist_t *hi = durable ? &mx->durable : &mx->handle;
     uint64_t cum = 0;
     GString *lbl = g_string_new(NULL);
@@ -244,8 +245,8 @@ static void render_hist(GString *o, host_t *h, const char *name,
   }
 }
 
-static void render_dedup(GString *o, host_t *h) {
-  int64_t ids = host_dedup_ids(h), bytes = host_dedup_bytes(h);
+static void render_dedup(GString *o, const host_view_t *h) {
+  int64_t ids = view_dedup_ids(h), bytes = view_dedup_bytes(h);
   if (ids < 0)
     return;
   head(o, "khost_dedup_event_ids", "gauge",
@@ -340,7 +341,7 @@ static void render_process(GString *o) {
   }
 }
 
-char *prom_render(host_t *h) {
+char *prom_render(const host_view_t *h) {
   GString *o = g_string_new(NULL);
   render_stat_counters(o, h);
   render_metric_counters(o, h);

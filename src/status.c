@@ -79,14 +79,14 @@ static json_t *failures_json(metrics_t *mx) {
   return arr;
 }
 
-static json_t *pipeline_json(host_t *h, size_t i) {
-  const cfg_pipeline_t *pc = &host_config(h)->pipelines[i];
-  metrics_t *mx = host_metrics(h, i);
+static json_t *pipeline_json(const host_view_t *h, size_t i) {
+  const cfg_pipeline_t *pc = &view_config(h)->pipelines[i];
+  metrics_t *mx = view_metrics(h, i);
   pipeline_stats_t s;
   GPtrArray *why = g_ptr_array_new_with_free_func(g_free);
   json_t *reasons = json_array(), *topics = json_array();
-  host_pipeline_stats(h, i, &s);
-  int ready = host_pipeline_ready(h, i, why);
+  view_pipeline_stats(h, i, &s);
+  int ready = view_pipeline_ready(h, i, why);
   for (guint j = 0; j < why->len; j++)
     json_array_append_new(reasons, json_string(why->pdata[j]));
   g_ptr_array_unref(why);
@@ -106,17 +106,17 @@ static json_t *pipeline_json(host_t *h, size_t i) {
                    throughput_json(mx), "failures", failures_json(mx));
 }
 
-char *status_json(host_t *h) {
+char *status_json(const host_view_t *h) {
   json_t *pipelines = json_array(), *dedup = json_null();
-  int64_t ids = host_dedup_ids(h);
-  for (size_t i = 0; i < host_pipeline_count(h); i++)
+  int64_t ids = view_dedup_ids(h);
+  for (size_t i = 0; i < view_pipeline_count(h); i++)
     json_array_append_new(pipelines, pipeline_json(h, i));
   if (ids >= 0)
-    dedup = json_pack("{s:s, s:I, s:I}", "path", host_config(h)->dedup_path,
+    dedup = json_pack("{s:s, s:I, s:I}", "path", view_config(h)->dedup_path,
                       "event_ids", (json_int_t)ids, "bytes",
-                      (json_int_t)host_dedup_bytes(h));
+                      (json_int_t)view_dedup_bytes(h));
   json_t *root = json_pack("{s:o, s:o, s:b}", "pipelines", pipelines, "dedup",
-                           dedup, "stopping", host_stopping(h));
+                           dedup, "stopping", view_stopping(h));
   char *out = json_dumps(root, JSON_COMPACT);
   json_decref(root);
   return out;
