@@ -1,9 +1,10 @@
 /*
  * The store interface (src/store.h) as a contract: every case runs on
  * each implementation (loop index 0: the in-memory store of the unit
- * tests, 1: the SQLite store), so that the fake the flow core is tested
- * with keeps the rules of the real one, and a new store can be held to
- * the same cases.
+ * tests, 1: the SQLite store, 2: the PostgreSQL store on a throwaway
+ * server of its own, skipped when the server binaries are missing), so
+ * that the fake the flow core is tested with keeps the rules of the real
+ * one, and a new store can be held to the same cases.
  */
 #include <check.h>
 #include <glib.h>
@@ -11,22 +12,31 @@
 #include <string.h>
 
 #include "dedup.h"
+#include "pgutil.h"
 #include "store.h"
+#include "store_pg.h"
 #include "testutil.h"
 
-enum { IMPL_MEM = 0, IMPL_SQLITE = 1, IMPLS };
+enum { IMPL_MEM = 0, IMPL_SQLITE = 1, IMPL_PG = 2, IMPLS };
 
 static store_t *s;
 static dedup_store_t *raw; /* IMPL_SQLITE: a second handle, for set-ups */
 static char *dir;
+static pgu_t *pg; /* IMPL_PG: its server */
 static uint32_t scope;
 
 static void open_store(int impl) {
   char err[512];
   s = NULL;
   dir = NULL;
+  pg = NULL;
   if (impl == IMPL_MEM) {
     s = store_mem_new();
+  } else if (impl == IMPL_PG) {
+    pg = pgu_start();
+    ck_assert_ptr_nonnull(pg);
+    store_pg_opts_t o = {.conninfo = pg->conninfo, .create = 1};
+    ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
   } else {
     dir = tu_tempdir();
     ck_assert_ptr_nonnull(dir);
@@ -40,6 +50,7 @@ static void open_store(int impl) {
 
 static void close_store(void) {
   store_close(s);
+  pgu_free(pg);
   if (dir) {
     tu_rm_rf(dir);
     free(dir);
@@ -187,11 +198,18 @@ END_TEST
  * `khost replay` does; the store is reopened around it). */
 static void add_two_ranges(int impl) {
   char err[512];
+  store_range_t older = {0, 10, STORE_REPLAY_SKIP, 1000},
+                newer = {5, 20, STORE_REPLAY_REPROCESS, 2000};
   if (impl == IMPL_MEM) {
-    store_range_t older = {0, 10, STORE_REPLAY_SKIP, 1000},
-                  newer = {5, 20, STORE_REPLAY_REPROCESS, 2000};
     store_mem_add_range(s, scope, "t", 3, &older);
     store_mem_add_range(s, scope, "t", 3, &newer);
+    return;
+  }
+  if (impl == IMPL_PG) {
+    ck_assert_int_eq(
+        store_pg_add_range(s, scope, "t", 3, &older, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        store_pg_add_range(s, scope, "t", 3, &newer, err, sizeof(err)), 0);
     return;
   }
   char *path = g_strdup_printf("%s/dedup.db", dir);
@@ -234,14 +252,15 @@ END_TEST
 Suite *store_suite(void) {
   Suite *su = suite_create("store");
   TCase *tc = tcase_create("contract");
-  tcase_add_loop_test(tc, test_scopes, 0, IMPLS);
-  tcase_add_loop_test(tc, test_claim_release, 0, IMPLS);
-  tcase_add_loop_test(tc, test_lookup_claims_nothing, 0, IMPLS);
-  tcase_add_loop_test(tc, test_commit_makes_seen, 0, IMPLS);
-  tcase_add_loop_test(tc, test_discard_writes_nothing, 0, IMPLS);
-  tcase_add_loop_test(tc, test_claim_again, 0, IMPLS);
-  tcase_add_loop_test(tc, test_attempts, 0, IMPLS);
-  tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, IMPLS);
+  int impls = pgu_available("check_store") ? IMPLS : IMPL_PG;
+  tcase_add_loop_test(tc, test_scopes, 0, impls);
+  tcase_add_loop_test(tc, test_claim_release, 0, impls);
+  tcase_add_loop_test(tc, test_lookup_claims_nothing, 0, impls);
+  tcase_add_loop_test(tc, test_commit_makes_seen, 0, impls);
+  tcase_add_loop_test(tc, test_discard_writes_nothing, 0, impls);
+  tcase_add_loop_test(tc, test_claim_again, 0, impls);
+  tcase_add_loop_test(tc, test_attempts, 0, impls);
+  tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, impls);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(su, tc);
   return su;
