@@ -148,7 +148,10 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
     goto fail;
   if (load_plugins(h, err, errlen) != 0)
     goto fail;
-  rc = HOST_EXIT_RUNTIME;
+  /* A shared store that refuses at start is a setting to fix (address,
+   * credentials, schema), not a fault of this run. */
+  rc = cfg->store_backend == CFG_STORE_POSTGRESQL ? HOST_EXIT_CONFIG
+                                                  : HOST_EXIT_RUNTIME;
   if (open_dedup(h, err, errlen) != 0)
     goto fail;
   if (cfg->mock_brokers > 0 && demo_open(&h->demo, cfg, err, errlen) != 0)

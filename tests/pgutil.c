@@ -118,8 +118,12 @@ int pgu_stop(pgu_t *p) {
 }
 
 pgu_t *pgu_start(void) {
+  return pgu_start_password(NULL);
+}
+
+pgu_t *pgu_start_password(const char *password) {
   pgu_t *p = g_new0(pgu_t, 1);
-  char *data;
+  char *data, *pwfile = NULL, *pwopt = NULL;
   p->bin = pgu_bin();
   p->dir = tu_tempdir();
   if (!p->bin || !p->dir || give_dir(p->dir) != 0) {
@@ -127,14 +131,30 @@ pgu_t *pgu_start(void) {
     return NULL;
   }
   data = g_build_filename(p->dir, "data", NULL);
-  const char *initdb[] = {"initdb", "-D",        data, "-A",   "trust", "-U",
-                          "khost",  "--no-sync", "-E", "UTF8", NULL};
-  if (pg_run(p, initdb) != 0 || pgu_restart(p) != 0) {
-    g_free(data);
+  if (password) {
+    pwfile = tu_write_file(p->dir, "pw", password);
+    pwopt = g_strdup_printf("--pwfile=%s", pwfile);
+  }
+  const char *initdb[] = {"initdb",
+                          "-D",
+                          data,
+                          "-A",
+                          password ? "scram-sha-256" : "trust",
+                          "-U",
+                          "khost",
+                          "--no-sync",
+                          "-E",
+                          "UTF8",
+                          pwopt,
+                          NULL};
+  int rc = pg_run(p, initdb) == 0 ? pgu_restart(p) : -1;
+  g_free(data);
+  free(pwfile);
+  g_free(pwopt);
+  if (rc != 0) {
     pgu_free(p);
     return NULL;
   }
-  g_free(data);
   p->conninfo = g_strdup_printf("host=%s dbname=postgres user=khost", p->dir);
   return p;
 }

@@ -20,8 +20,10 @@ char *pgu_bin(void);
  * with a printed SKIP otherwise. */
 int pgu_available(const char *suite);
 /* A started server (initdb, pg_ctl start -w), or NULL with a message on
- * stderr. */
+ * stderr. Its user khost connects without a password (trust), or, from
+ * pgu_start_password(), only with that one (scram-sha-256). */
 pgu_t *pgu_start(void);
+pgu_t *pgu_start_password(const char *password);
 /* pg_ctl stop / start on the same data directory: 0 when done. */
 int pgu_stop(pgu_t *p);
 int pgu_restart(pgu_t *p);
