@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store_pg.h"
@@ -34,6 +35,10 @@ typedef struct pg_store {
   int was_empty;      /* no marks at open */
   GHashTable *checks; /* scopes asked history_check_due */
   int64_t pruned, prune_runs;
+  /* Lease renewal: a thread of its own, with its own connection. */
+  pthread_t renewer;
+  int renewing, stopping;
+  pthread_cond_t wake;
 } pg_store_t;
 
 typedef struct pg_mark {
@@ -221,8 +226,52 @@ static int schema_check(pg_store_t *p, int create, char *err, size_t errlen) {
 /* ------------------------------------------------------------------------
  * Operations. */
 
+#define NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+/* Every lease/3, this process's claims are extended: a claim outlives its
+ * lease only when this process stops renewing it (it died, or lost the
+ * server for longer than the lease). */
+static void *renew_main(void *arg) {
+  pg_store_t *p = arg;
+  PGconn *c = PQconnectdb(p->conninfo);
+  char lease[24];
+  const char *v[] = {p->owner, lease};
+  snprintf(lease, sizeof(lease), "%lld", (long long)p->lease_ms);
+  pthread_mutex_lock(&p->mu);
+  while (!p->stopping) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    int64_t ns = until.tv_nsec + (p->lease_ms / 3) * 1000000LL;
+    until.tv_sec += ns / 1000000000LL;
+    until.tv_nsec = ns % 1000000000LL;
+    pthread_cond_timedwait(&p->wake, &p->mu, &until);
+    if (p->stopping)
+      break;
+    pthread_mutex_unlock(&p->mu);
+    PQclear(run(p, c,
+                "UPDATE khost_claims SET lease_until = " NOW_MS " + $2 "
+                "WHERE owner = $1",
+                2, v, NULL, NULL, NULL, NULL, 0));
+    pthread_mutex_lock(&p->mu);
+  }
+  pthread_mutex_unlock(&p->mu);
+  /* A clean stop gives its claims back at once. */
+  PQclear(run(p, c, "DELETE FROM khost_claims WHERE owner = $1", 1, v, NULL,
+              NULL, NULL, NULL, 0));
+  PQfinish(c);
+  return NULL;
+}
+
 static void pg_close(store_t *s) {
   pg_store_t *p = pgs(s);
+  if (p->renewing) {
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_signal(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->renewer, NULL);
+  }
+  pthread_cond_destroy(&p->wake);
   PQfinish(p->conn);
   g_hash_table_destroy(p->checks);
   pthread_mutex_destroy(&p->mu);
@@ -250,8 +299,6 @@ static int pg_scope(store_t *s, const char *pipeline, uint32_t *scope,
   PQclear(r);
   return 0;
 }
-
-#define NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
 /* First statement of a claim: is there a mark (and is it older than
  * $4), a live claim, and did this call take the claim (none, or an
@@ -620,6 +667,7 @@ int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
   char host[64] = "";
   p->base.ops = &pg_ops;
   pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->wake, NULL);
   p->checks = g_hash_table_new(g_direct_hash, g_direct_equal);
   p->conninfo = g_strdup(opts->conninfo);
   p->display = store_pg_display(opts->conninfo);
@@ -634,6 +682,7 @@ int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
     pg_close(&p->base);
     return -1;
   }
+  p->renewing = pthread_create(&p->renewer, NULL, renew_main, p) == 0;
   *out = &p->base;
   return 0;
 }

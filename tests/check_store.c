@@ -8,6 +8,7 @@
  */
 #include <check.h>
 #include <glib.h>
+#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -249,6 +250,74 @@ START_TEST(test_replay_ranges_newest_first) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The PostgreSQL store shared by two hosts (two handles on one server). */
+
+static store_t *open_pg(int64_t lease_ms) {
+  char err[512];
+  store_t *x = NULL;
+  store_pg_opts_t o = {.conninfo = pg->conninfo, .lease_ms = lease_ms};
+  ck_assert_msg(store_pg_open(&x, &o, err, sizeof(err)) == 0, "%s", err);
+  return x;
+}
+
+static int claim_on(store_t *x, const char *id) {
+  return store_claim(x, scope, id, strlen(id), STORE_CLAIM, 0);
+}
+
+/* A claim of one host is in flight for the other until its mark
+ * commits; then it is seen there. */
+START_TEST(test_pg_two_hosts) {
+  const char *ids[] = {"x", NULL};
+  open_store(IMPL_PG);
+  store_t *other = open_pg(0);
+  ck_assert_int_eq(claim("x", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim_on(other, "x"), STORE_IN_FLIGHT);
+  commit_marks(ids, 1000);
+  ck_assert_int_eq(claim_on(other, "x"), STORE_SEEN);
+  store_close(other);
+  close_store();
+}
+END_TEST
+
+/* A claim whose owner stopped renewing it (a host that died) is taken
+ * over once its lease ends; a live owner's claim is renewed and holds
+ * past its lease. */
+START_TEST(test_pg_lease) {
+  open_store(IMPL_PG);
+  store_t *live = open_pg(1000);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  char *sql = g_strdup_printf(
+      "INSERT INTO khost_claims VALUES (%u, 'dead', 'gone-host', "
+      "(extract(epoch from clock_timestamp()) * 1000)::bigint + 1000)",
+      scope);
+  PGresult *r = PQexec(c, sql);
+  ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  ck_assert_int_eq(claim("dead", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  ck_assert_int_eq(claim_on(live, "held"), STORE_NEW);
+  int64_t deadline = tu_mono_ms() + 10000, taken = 0;
+  while (!taken && tu_mono_ms() < deadline) {
+    taken = claim("dead", STORE_CLAIM, 0) == STORE_NEW;
+    if (!taken)
+      g_usleep(50 * 1000);
+  }
+  ck_assert_msg(taken, "the dead host's claim was never taken over");
+  /* Three leases long, the live host's claim holds. */
+  deadline = tu_mono_ms() + 3000;
+  while (tu_mono_ms() < deadline) {
+    ck_assert_int_eq(claim("held", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+    g_usleep(100 * 1000);
+  }
+  /* Its clean stop gives the claim back at once. */
+  store_close(live);
+  ck_assert_int_eq(claim("held", STORE_CLAIM, 0), STORE_NEW);
+  PQfinish(c);
+  g_free(sql);
+  close_store();
+}
+END_TEST
+
 Suite *store_suite(void) {
   Suite *su = suite_create("store");
   TCase *tc = tcase_create("contract");
@@ -263,5 +332,12 @@ Suite *store_suite(void) {
   tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, impls);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(su, tc);
+  if (impls == IMPLS) {
+    tc = tcase_create("postgresql");
+    tcase_add_test(tc, test_pg_two_hosts);
+    tcase_add_test(tc, test_pg_lease);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(su, tc);
+  }
   return su;
 }
