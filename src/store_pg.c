@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "store_pg.h"
 
 typedef struct pg_store {
@@ -38,6 +39,7 @@ typedef struct pg_store {
   /* Lease renewal: a thread of its own, with its own connection. */
   pthread_t renewer;
   int renewing, stopping;
+  int claims_down; /* the last claim failed (logged once) */
   pthread_cond_t wake;
 } pg_store_t;
 
@@ -337,6 +339,18 @@ static int claim_recheck(pg_store_t *p, const char *const *v, const int *len,
   return ok ? STORE_SEEN : STORE_IN_FLIGHT;
 }
 
+/* Said once when claims start failing and once when they work again
+ * (mu held): meanwhile records wait for their claims. */
+static void claims_health(pg_store_t *p, int ok, const char *err) {
+  if (!ok && !p->claims_down)
+    log_msg(KHOST_LOG_WARNING, "dedup",
+            "%s; records wait for their claims until it answers", err);
+  else if (ok && p->claims_down)
+    log_msg(KHOST_LOG_NOTICE, "dedup",
+            "postgresql store (%s): claims work again", p->display);
+  p->claims_down = !ok;
+}
+
 static int claim_answer(const PGresult *r, int mode) {
   int marked = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
   int took = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
@@ -366,8 +380,11 @@ static int pg_claim(store_t *s, uint32_t scope, const void *id, size_t len,
                      mode == STORE_CLAIM_AGAIN ? "true" : "false"};
   int lens[] = {0, (int)len, 0, 0, 0, 0, 0}, bin[] = {0, 1, 0, 0, 0, 0, 0};
   int ans = STORE_IN_FLIGHT; /* store unreachable: the caller waits */
+  char err[512];
   pthread_mutex_lock(&p->mu);
-  PGresult *r = run(p, p->conn, claim_sql, 7, v, lens, bin, NULL, NULL, 0);
+  PGresult *r =
+      run(p, p->conn, claim_sql, 7, v, lens, bin, NULL, err, sizeof(err));
+  claims_health(p, r != NULL, err);
   if (r)
     ans = claim_answer(r, mode);
   if (r && ans == STORE_NEW && mode == STORE_CLAIM)

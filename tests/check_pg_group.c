@@ -2,7 +2,9 @@
  * Two khost processes in one group (6 partitions, a mock cluster in its
  * own process, tests/mockd) sharing one PostgreSQL store on a throwaway
  * server (pgutil.h): an event re-published with the same eventId to other
- * partitions, so to the other host, is handled once across both hosts.
+ * partitions, so to the other host, is handled once across both hosts;
+ * the server stopped mid-run and started again: nothing lost, nothing
+ * committed while it was down, consumption resumes.
  * Skipped, saying so, without the server binaries, unless
  * KHOST_REQUIRE_POSTGRES=1.
  */
@@ -110,9 +112,65 @@ START_TEST(test_two_hosts_handle_once) {
 }
 END_TEST
 
+/* Every event ID ev-000 .. ev-(n-1) has exactly one effect. */
+static void assert_once(fu_world_t *w, int n, const char *prefix) {
+  GHashTable *h = effects_by_id(w);
+  for (int i = 0; i < n; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "%s%03d", prefix, i);
+    guint c = GPOINTER_TO_UINT(g_hash_table_lookup(h, id));
+    ck_assert_msg(c == 1, "%s handled %u times", id, c);
+  }
+  g_hash_table_destroy(h);
+}
+
+static void publish(fu_world_t *w, const char *prefix, int n) {
+  for (int i = 0; i < n; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "%s%03d", prefix, i);
+    fu_produce_raw(w, FU_TOPIC, i % PARTITIONS, id, NULL, "ok", 2, NULL);
+  }
+  fu_flush(w);
+}
+
+/* The server stops mid-run: the host says so, commits nothing while it
+ * is down, and once it is back handles what arrived meanwhile. */
+START_TEST(test_server_stopped_mid_run) {
+  fu_world_t w;
+  int64_t before[PARTITIONS];
+  pgu_t *pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  fu_start(&w, 1, PARTITIONS);
+  char *cfg = pg_config(&w, pg->conninfo);
+  store_init(&w, cfg);
+  fu_proc_t *a = fu_khost(&w, "a", cfg, 0, 0);
+  fu_wait_stderr(a, "assigned", 1, 30000);
+  publish(&w, "up-", 30);
+  fu_wait_all_committed(&w, 60000);
+  for (int p = 0; p < PARTITIONS; p++)
+    before[p] = fu_committed(&w, p, 5000);
+  ck_assert_int_eq(pgu_stop(pg), 0);
+  publish(&w, "down-", 30);
+  fu_wait_stderr(a, "records wait for their claims", 1, 30000);
+  for (int p = 0; p < PARTITIONS; p++)
+    ck_assert_int_eq(fu_committed(&w, p, 5000), before[p]);
+  ck_assert_int_eq(pgu_restart(pg), 0);
+  fu_wait_stderr(a, "claims work again", 1, 30000);
+  fu_wait_all_committed(&w, 60000);
+  fu_stop_host(a);
+  assert_once(&w, 30, "up-");
+  assert_once(&w, 30, "down-");
+  free(cfg);
+  fu_stop(&w);
+  pgu_free(pg);
+}
+END_TEST
+
 Suite *pg_group_suite(void) {
   Suite *su = suite_create("pg_group");
-  if (pgu_available("check_pg_group"))
+  if (pgu_available("check_pg_group")) {
     FU_SCENARIO(su, test_two_hosts_handle_once, 180);
+    FU_SCENARIO(su, test_server_stopped_mid_run, 180);
+  }
   return su;
 }
