@@ -9,6 +9,7 @@
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pgutil.h"
 #include "testutil.h"
@@ -150,6 +151,30 @@ START_TEST(test_wrong_password) {
 }
 END_TEST
 
+/* The commands not on the shared store yet say so, and open no SQLite
+ * file in its place. */
+START_TEST(test_sqlite_only_commands_refused) {
+  char *out, *err, *cfg = config("host=/nonexistent dbname=k");
+  char *db = g_build_filename(dir, "khost-dedup.db", NULL);
+  ck_assert_int_eq(khost(&out, &err, "dedup", "stats", "-c", cfg), 2);
+  assert_has(err, "dedup stats: not supported by the postgresql store yet");
+  g_free(out);
+  g_free(err);
+  const char *argv[] = {KHOST,    "replay", "-c",       cfg, "-p",
+                        "orders", "--from", "earliest", NULL};
+  int status;
+  ck_assert(g_spawn_sync(dir, (char **)argv, NULL, 0, NULL, NULL, &out, &err,
+                         &status, NULL));
+  ck_assert_int_eq(WEXITSTATUS(status), 2);
+  assert_has(err, "replay: not supported by the postgresql store yet");
+  ck_assert_msg(access(db, F_OK) != 0, "%s created", db);
+  g_free(out);
+  g_free(err);
+  g_free(db);
+  free(cfg);
+}
+END_TEST
+
 Suite *store_pg_suite(void) {
   Suite *su = suite_create("store_pg");
   TCase *tc = tcase_create("cli");
@@ -159,6 +184,7 @@ Suite *store_pg_suite(void) {
     tcase_add_test(tc, test_unknown_schema_refused);
     tcase_add_test(tc, test_unreachable_at_start);
     tcase_add_test(tc, test_wrong_password);
+    tcase_add_test(tc, test_sqlite_only_commands_refused);
   }
   tcase_set_timeout(tc, 120);
   suite_add_tcase(su, tc);
