@@ -120,6 +120,16 @@ static const struct {
      "\n"
      "Exit status: 0 done or previewed; 1 lookup found nothing, or the\n"
      "database is missing or failed; 2 usage, config, unknown pipeline.\n"},
+    {"store",
+     "Usage: khost store init    -c FILE\n"
+     "       khost store migrate -c FILE\n"
+     "\n"
+     "Create (init) or upgrade (migrate) the schema of the PostgreSQL store\n"
+     "that store.conninfo names; khost run only uses a schema it knows.\n"
+     "With the SQLite store there is nothing to do.\n"
+     "\n"
+     "Exit status: 0 done; 1 the server refused or is unreachable; 2 usage\n"
+     "or config.\n"},
     {"test-plugin",
      "Usage: khost test-plugin PLUGIN --records FILE.jsonl\n"
      "                         [--config KEY=VALUE ...] [--retries N]\n"

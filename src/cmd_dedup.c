@@ -350,6 +350,11 @@ int cmd_dedup(int argc, char **argv) {
     return rc;
   }
   rc = cli_load_config(&c.cfg, c.config);
+  /* Not on the shared store yet: say so rather than open a SQLite file. */
+  if (rc == 0 && c.cfg.store_backend == CFG_STORE_POSTGRESQL)
+    rc = cli_usage_error("dedup %s: not supported by the postgresql store "
+                         "yet (%s: store.backend)",
+                         c.action, c.cfg.path);
   if (rc == 0 && c.pipeline && !find_pipeline(&c.cfg, c.pipeline))
     rc = cli_usage_error("dedup %s: %s has no pipeline named \"%s\"", c.action,
                          c.cfg.path, c.pipeline);

@@ -11,10 +11,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <glib.h>
+
 #include "commands.h"
 #include "host.h"
 #include "log.h"
 #include "preflight.h"
+#include "store_pg.h"
 
 typedef struct run_opts {
   const char *config;
@@ -83,6 +86,12 @@ int cmd_check(int argc, char **argv) {
   if (rc == 0)
     printf("%s: OK (%zu pipeline%s)\n", cfg.path, cfg.n_pipelines,
            cfg.n_pipelines == 1 ? "" : "s");
+  if (rc == 0 && cfg.store_backend == CFG_STORE_POSTGRESQL) {
+    char *shown = store_pg_display(cfg.store_conninfo);
+    printf("postgresql store (%s): reachable, schema version %d\n", shown,
+           STORE_PG_SCHEMA);
+    g_free(shown);
+  }
   cfg_free(&cfg);
   return rc;
 }

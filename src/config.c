@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -48,12 +49,16 @@ typedef struct scope {
 } scope_t;
 
 static const char *const top_keys[] = {
-    "plugin_dir", "log_level",   "log_format",   "shutdown_timeout",
-    "kafka",      "dedup",       "mock",         "pipelines",
-    "http",       "instance_id", "memory_limit", NULL};
+    "plugin_dir",  "log_level",    "log_format", "shutdown_timeout", "kafka",
+    "dedup",       "store",        "mock",       "pipelines",        "http",
+    "instance_id", "memory_limit", NULL};
 static const char *const http_keys[] = {"listen", NULL};
 static const char *const dedup_keys[] = {"path", "retention", "durability",
                                          "memory", NULL};
+static const char *const store_keys[] = {"backend", "path",      "conninfo",
+                                         "lease",   "retention", "durability",
+                                         "memory",  NULL};
+static const char *const backend_words[] = {"sqlite", "postgresql", NULL};
 static const char *const mock_keys[] = {"brokers",        "partitions",
                                         "sample_records", "sample_duplicates",
                                         "generate",       NULL};
@@ -529,23 +534,88 @@ static void load_top_scalars(loader_t *ld, const scope_t *top) {
   get_size(ld, top, "memory_limit", CFG_MEMORY_LIMIT_MIN, &cfg->memory_limit);
 }
 
-static void load_dedup(loader_t *ld, const scope_t *top) {
+/* What dedup = { ... } and store = { ... } share. */
+static void load_store_file(loader_t *ld, const scope_t *sc) {
   cfg_t *cfg = ld->cfg;
-  scope_t sc = {get_group(ld, top, "dedup"), "dedup"};
   const char *path = NULL;
   int durability = (int)cfg->durability;
 
-  check_keys(ld, &sc, dedup_keys);
-  if (get_string(ld, &sc, "path", 0, &path)) {
+  if (get_string(ld, sc, "path", 0, &path)) {
     g_free(cfg->dedup_path);
     cfg->dedup_path = g_strdup(path);
   }
-  get_duration(ld, &sc, "retention", MS_PER_S, INT64_MAX, &cfg->retention_ms);
-  get_word(ld, &sc, "durability", durability_words, &durability);
+  get_duration(ld, sc, "retention", MS_PER_S, INT64_MAX, &cfg->retention_ms);
+  get_word(ld, sc, "durability", durability_words, &durability);
   cfg->durability = (cfg_durab_t)durability;
   int64_t memory = (int64_t)cfg->dedup_memory;
-  get_size(ld, &sc, "memory", (int64_t)CFG_DEDUP_MEMORY_MIN, &memory);
+  get_size(ld, sc, "memory", (int64_t)CFG_DEDUP_MEMORY_MIN, &memory);
   cfg->dedup_memory = (uint64_t)memory;
+}
+
+static void load_dedup(loader_t *ld, const scope_t *top) {
+  scope_t sc = {get_group(ld, top, "dedup"), "dedup"};
+
+  check_keys(ld, &sc, dedup_keys);
+  load_store_file(ld, &sc);
+}
+
+/* store.conninfo: parsed as libpq would. libpq's own message is not
+ * repeated: it may quote the string, password included. */
+static void check_conninfo(loader_t *ld, const scope_t *sc, const char *ci) {
+  char *perr = NULL;
+  PQconninfoOption *o = PQconninfoParse(ci, &perr);
+
+  if (!o)
+    problem(ld, sc, "conninfo",
+            config_setting_get_member(sc->group, "conninfo"),
+            "not a libpq connection string (key=value pairs or a "
+            "postgresql:// URI)");
+  PQconninfoFree(o);
+  PQfreemem(perr);
+}
+
+/* Settings of one backend given to the other. */
+static void check_backend_keys(loader_t *ld, const scope_t *sc, int backend) {
+  static const char *const sqlite_only[] = {"path", "durability", "memory",
+                                            NULL};
+  static const char *const pg_only[] = {"conninfo", "lease", NULL};
+  const char *const *wrong =
+      backend == CFG_STORE_SQLITE ? pg_only : sqlite_only;
+
+  for (size_t i = 0; wrong[i]; i++) {
+    config_setting_t *s = config_setting_get_member(sc->group, wrong[i]);
+    if (s)
+      problem(ld, sc, wrong[i], s, "not a setting of backend = \"%s\"",
+              backend_words[backend]);
+  }
+}
+
+/* store = { backend = "sqlite" | "postgresql"; ... }: dedup = { ... }
+ * is the older spelling of the SQLite one. */
+static void load_store(loader_t *ld, const scope_t *top) {
+  cfg_t *cfg = ld->cfg;
+  scope_t sc = {get_group(ld, top, "store"), "store"};
+  const char *conninfo = NULL;
+  int backend = CFG_STORE_SQLITE;
+
+  if (!sc.group)
+    return;
+  if (config_setting_get_member(top->group, "dedup"))
+    problem(ld, &sc, "", sc.group,
+            "store = { ... } and dedup = { ... } both given: keep one");
+  check_keys(ld, &sc, store_keys);
+  get_word(ld, &sc, "backend", backend_words, &backend);
+  cfg->store_backend = (cfg_store_t)backend;
+  check_backend_keys(ld, &sc, backend);
+  load_store_file(ld, &sc);
+  get_duration(ld, &sc, "lease", MS_PER_S, 3600 * MS_PER_S,
+               &cfg->store_lease_ms);
+  if (backend != CFG_STORE_POSTGRESQL)
+    return;
+  if (!get_string(ld, &sc, "conninfo", 1, &conninfo))
+    return;
+  check_conninfo(ld, &sc, conninfo);
+  cfg->store_conninfo = g_strdup(conninfo);
 }
 
 static void get_ratio(loader_t *ld, const scope_t *sc, const char *name,
@@ -945,6 +1015,7 @@ static void set_defaults(cfg_t *cfg, const char *path) {
   cfg->shutdown_timeout_ms = 30000;
   cfg->memory_limit = CFG_MEMORY_LIMIT;
   cfg->dedup_path = g_strdup("khost-dedup.db");
+  cfg->store_lease_ms = 20 * MS_PER_S;
   /* The test suite sets port 0 here, so that hosts started side by side
    * do not compete for one port. */
   addr = getenv("KHOST_HTTP_LISTEN");
@@ -1107,6 +1178,7 @@ int cfg_load(cfg_t *cfg, const char *path, char *err, size_t errlen) {
   load_top_scalars(&ld, &top);
   load_kafka(&ld, &top, &cfg->kafka, &cfg->n_kafka);
   load_dedup(&ld, &top);
+  load_store(&ld, &top);
   load_mock(&ld, &top);
   load_http(&ld, &top);
   load_instance_id(&ld, &top);
@@ -1155,6 +1227,7 @@ void cfg_free(cfg_t *cfg) {
   g_free(cfg->pipelines);
   free_props(cfg->kafka, cfg->n_kafka);
   g_free(cfg->dedup_path);
+  g_free(cfg->store_conninfo);
   g_free(cfg->http_listen);
   g_free(cfg->instance_id);
   g_free(cfg->plugin_dir);

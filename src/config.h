@@ -22,6 +22,7 @@ typedef struct cfg_prop {
 typedef enum { CFG_EID_HEADER = 0, CFG_EID_KEY = 1 } cfg_eid_source_t;
 typedef enum { CFG_MISSING_PROCESS = 0, CFG_MISSING_FAIL = 1 } cfg_missing_t;
 typedef enum { CFG_DURABILITY_NORMAL = 0, CFG_DURABILITY_FULL = 1 } cfg_durab_t;
+typedef enum { CFG_STORE_SQLITE = 0, CFG_STORE_POSTGRESQL = 1 } cfg_store_t;
 /* What a plugin's KHOST_FATAL stops. */
 typedef enum {
   CFG_FATAL_STOP_HOST = 0,
@@ -89,11 +90,15 @@ typedef struct cfg {
   int64_t memory_limit;
   cfg_prop_t *kafka; /* global librdkafka properties */
   size_t n_kafka;
-  /* dedup store */
-  char *dedup_path;       /* default "khost-dedup.db" */
-  int64_t retention_ms;   /* default 7 days */
-  cfg_durab_t durability; /* default normal */
-  uint64_t dedup_memory;  /* bytes for the recent IDs, default 256 MiB */
+  /* dedup store: store = { ... } or the older dedup = { ... } */
+  cfg_store_t store_backend; /* default sqlite */
+  char *store_conninfo;      /* postgresql: libpq conninfo (secret) */
+  int64_t store_lease_ms;    /* postgresql: claim lease, default 20 s */
+  char *dedup_path;          /* sqlite: default "khost-dedup.db" */
+  int64_t retention_ms;      /* default 7 days */
+  cfg_durab_t durability;    /* default normal */
+  uint64_t dedup_memory;     /* sqlite: bytes for the recent IDs, default
+                                256 MiB */
   /* embedded mock cluster: mock_brokers > 0 starts one in-process */
   int mock_brokers;
   int mock_partitions;     /* partitions of every pipeline topic, default 3 */

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "store.h"
+#include "store_pg.h"
 
 /* The pruner runs often enough to keep memory near the retention window,
  * and at most once a minute. */
@@ -71,6 +72,26 @@ static int load_plugins(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
+/* The shared store. Its schema is made by `khost store init`, never by
+ * run: a host started against the wrong database creates nothing there.
+ * No pruning thread yet: `khost dedup prune` is the SQLite file's. */
+static int open_pg(host_t *h, char *err, size_t errlen) {
+  const cfg_t *cfg = h->cfg;
+  store_pg_opts_t o = {.conninfo = cfg->store_conninfo,
+                       .lease_ms = cfg->store_lease_ms,
+                       .retention_ms = cfg->retention_ms};
+  store_stats_t st;
+  char *shown;
+  if (store_pg_open(&h->store, &o, err, errlen) != 0)
+    return -1;
+  store_stats(h->store, &st);
+  shown = store_pg_display(cfg->store_conninfo);
+  log_msg(KHOST_LOG_INFO, "dedup", "postgresql store (%s): about %zu event IDs",
+          shown, st.ids);
+  g_free(shown);
+  return 0;
+}
+
 static int open_dedup(host_t *h, char *err, size_t errlen) {
   const cfg_t *cfg = h->cfg;
   int wanted = 0;
@@ -78,6 +99,8 @@ static int open_dedup(host_t *h, char *err, size_t errlen) {
     wanted |= cfg->pipelines[i].dedup;
   if (!wanted)
     return 0;
+  if (cfg->store_backend == CFG_STORE_POSTGRESQL)
+    return open_pg(h, err, errlen);
   dedup_opts_t o = {
       .path = cfg->dedup_path,
       .retention_ms = cfg->retention_ms,
@@ -129,7 +152,10 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
     goto fail;
   if (load_plugins(h, err, errlen) != 0)
     goto fail;
-  rc = HOST_EXIT_RUNTIME;
+  /* A shared store that refuses at start is a setting to fix (address,
+   * credentials, schema), not a fault of this run. */
+  rc = cfg->store_backend == CFG_STORE_POSTGRESQL ? HOST_EXIT_CONFIG
+                                                  : HOST_EXIT_RUNTIME;
   if (open_dedup(h, err, errlen) != 0)
     goto fail;
   if (cfg->mock_brokers > 0 && demo_open(&h->demo, cfg, err, errlen) != 0)

@@ -45,6 +45,8 @@ static const char usage_text[] =
     "  dedup forget -c FILE -p PIPELINE (--event-id ID | --all) [--execute]\n"
     "  dedup prune  -c FILE [--older-than DURATION]\n"
     "          inspect and edit the dedup database (also while khost runs)\n"
+    "  store init|migrate -c FILE\n"
+    "          create or upgrade the shared PostgreSQL store's schema\n"
     "  test-plugin PLUGIN --records FILE.jsonl [--config KEY=VALUE ...]\n"
     "              [-c FILE -p PIPELINE] [--retries N]\n"
     "          run a plugin over records written as JSON lines, without\n"
@@ -67,6 +69,7 @@ static const struct {
     {"replay", cmd_replay},
     {"offsets", cmd_offsets},
     {"dedup", cmd_dedup},
+    {"store", cmd_store},
     {"plugin-info", cmd_plugin_info},
     {"test-plugin", cmd_test_plugin},
 };
@@ -110,7 +113,7 @@ int main(int argc, char **argv) {
   if (argc < 2)
     return cli_usage_error(
         "a command is required (run, check, plugin-info, replay, offsets, "
-        "dedup or test-plugin)");
+        "dedup, store or test-plugin)");
   const char *first = argv[1];
   /* `khost --help`: every command; `khost COMMAND --help`: that one. */
   for (int i = 1; i < argc; i++)

@@ -7,6 +7,7 @@
  * syntax is checked here, whole.
  */
 #include "preflight.h"
+#include "store_pg.h"
 
 #include <errno.h>
 #include <glib.h>
@@ -167,10 +168,26 @@ static void check_dedup(pf_t *pf) {
   g_free(dir);
 }
 
+/* The shared store: reachable, credentials accepted, a schema this khost
+ * knows. */
+static void check_pg(pf_t *pf) {
+  const cfg_t *cfg = pf->cfg;
+  config_setting_t *s = config_lookup(&cfg->lc, "store.conninfo");
+  store_pg_opts_t o = {.conninfo = cfg->store_conninfo};
+  store_t *st = NULL;
+  char err[1024];
+  if (store_pg_open(&st, &o, err, sizeof(err)) != 0)
+    problem(pf, s ? (int)config_setting_source_line(s) : 0, "store.conninfo",
+            "%s", err);
+  store_close(st);
+}
+
 int preflight_check(const cfg_t *cfg, int what, char *err, size_t errlen) {
   pf_t pf = {cfg, what, g_string_new(err), 0};
   check_bootstrap(&pf);
-  if (what & PREFLIGHT_DEDUP)
+  if ((what & PREFLIGHT_DEDUP) && cfg->store_backend == CFG_STORE_POSTGRESQL)
+    check_pg(&pf);
+  else if (what & PREFLIGHT_DEDUP)
     check_dedup(&pf);
   if (errlen > 0)
     g_strlcpy(err, pf.err->str, errlen);

@@ -691,9 +691,84 @@ static const struct bad_case {
      ":2: syntax error: the string opened on this line goes on past its end"},
     {"group never closed", KAFKA "mock = {\n  brokers = 1;\n",
      ":2: syntax error: the '{' opened on this line is never closed with '}'"},
+    {"store and dedup both given",
+     KAFKA
+     "dedup = { path = \"a.db\"; };\nstore = { path = \"b.db\"; };\n" PIPE_OPEN
+         PIPE_CLOSE,
+     ":3: store: store = { ... } and dedup = { ... } both given: keep one"},
+    {"unknown store backend",
+     KAFKA "store = {\n backend = \"mysql\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: store.backend: must be sqlite or postgresql"},
+    {"postgresql store without conninfo",
+     KAFKA "store = {\n backend = \"postgresql\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":2: store.conninfo: required"},
+    {"a file path given to the postgresql store",
+     KAFKA "store = { backend = \"postgresql\"; conninfo = \"host=h\";\n"
+           "  path = \"x.db\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: store.path: not a setting of backend = \"postgresql\""},
+    {"a lease given to the sqlite store",
+     KAFKA "store = {\n lease = \"5s\"; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: store.lease: not a setting of backend = \"sqlite\""},
     {"text without quotes", KAFKA "log_level = info;\n" PIPE_OPEN PIPE_CLOSE,
      ":2: syntax error: text needs double quotes: log_level = \"info\";"},
 };
+
+/* store = { backend = "postgresql"; ... } parsed; store = { path } is
+ * dedup = { path }. */
+START_TEST(test_store_group) {
+  cfg_t cfg;
+  char err[4096], *path;
+
+  ck_assert_msg(
+      load_text(
+          &cfg,
+          KAFKA
+          "store = { backend = \"postgresql\";\n"
+          "  conninfo = \"host=db dbname=k\";\n"
+          "  lease = \"7s\"; retention = \"2d\"; };\n" PIPE_OPEN PIPE_CLOSE,
+          err, sizeof(err), &path) == 0,
+      "%s", err);
+  ck_assert_int_eq(cfg.store_backend, CFG_STORE_POSTGRESQL);
+  ck_assert_str_eq(cfg.store_conninfo, "host=db dbname=k");
+  ck_assert_int_eq(cfg.store_lease_ms, 7000);
+  ck_assert_int_eq(cfg.retention_ms, 2 * 86400000LL);
+  cfg_free(&cfg);
+  free(path);
+  ck_assert_msg(load_text(&cfg,
+                          KAFKA "store = { backend = \"sqlite\"; path = "
+                                "\"s.db\"; };\n" PIPE_OPEN PIPE_CLOSE,
+                          err, sizeof(err), &path) == 0,
+                "%s", err);
+  ck_assert_int_eq(cfg.store_backend, CFG_STORE_SQLITE);
+  ck_assert_str_eq(cfg.dedup_path, "s.db");
+  ck_assert_ptr_null(cfg.store_conninfo);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
+
+/* A conninfo libpq cannot parse is named, its password never shown. */
+START_TEST(test_conninfo_bad_password_hidden) {
+  cfg_t cfg;
+  char err[4096], *path;
+
+  ck_assert_int_eq(
+      load_text(
+          &cfg,
+          KAFKA
+          "store = { backend = \"postgresql\";\n"
+          "  conninfo = \"host=db password=Sesame42 junk\"; };\n" PIPE_OPEN
+              PIPE_CLOSE,
+          err, sizeof(err), &path),
+      -1);
+  ck_assert_msg(strstr(err, ":3: store.conninfo: not a libpq connection "
+                            "string") != NULL,
+                "%s", err);
+  ck_assert_msg(strstr(err, "Sesame42") == NULL, "%s", err);
+  cfg_free(&cfg);
+  free(path);
+}
+END_TEST
 
 START_TEST(test_bad_file) {
   const struct bad_case *c = &bad_cases[_i];
@@ -975,6 +1050,7 @@ Suite *config_suite(void) {
   tcase_add_test(tc, test_mock_generate);
   tcase_add_test(tc, test_example_loads);
   tcase_add_test(tc, test_include_relative_to_file);
+  tcase_add_test(tc, test_store_group);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("duration");
@@ -992,6 +1068,7 @@ Suite *config_suite(void) {
   tcase_add_test(tc, test_all_problems_reported);
   tcase_add_test(tc, test_error_truncated);
   tcase_add_test(tc, test_secret_value_not_shown);
+  tcase_add_test(tc, test_conninfo_bad_password_hidden);
   tcase_add_test(tc, test_loose_secrets_warned);
   suite_add_tcase(s, tc);
 

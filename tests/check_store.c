@@ -1,32 +1,43 @@
 /*
  * The store interface (src/store.h) as a contract: every case runs on
  * each implementation (loop index 0: the in-memory store of the unit
- * tests, 1: the SQLite store), so that the fake the flow core is tested
- * with keeps the rules of the real one, and a new store can be held to
- * the same cases.
+ * tests, 1: the SQLite store, 2: the PostgreSQL store on a throwaway
+ * server of its own, skipped when the server binaries are missing), so
+ * that the fake the flow core is tested with keeps the rules of the real
+ * one, and a new store can be held to the same cases.
  */
 #include <check.h>
 #include <glib.h>
+#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dedup.h"
+#include "pgutil.h"
 #include "store.h"
+#include "store_pg.h"
 #include "testutil.h"
 
-enum { IMPL_MEM = 0, IMPL_SQLITE = 1, IMPLS };
+enum { IMPL_MEM = 0, IMPL_SQLITE = 1, IMPL_PG = 2, IMPLS };
 
 static store_t *s;
 static dedup_store_t *raw; /* IMPL_SQLITE: a second handle, for set-ups */
 static char *dir;
+static pgu_t *pg; /* IMPL_PG: its server */
 static uint32_t scope;
 
 static void open_store(int impl) {
   char err[512];
   s = NULL;
   dir = NULL;
+  pg = NULL;
   if (impl == IMPL_MEM) {
     s = store_mem_new();
+  } else if (impl == IMPL_PG) {
+    pg = pgu_start();
+    ck_assert_ptr_nonnull(pg);
+    store_pg_opts_t o = {.conninfo = pg->conninfo, .create = 1};
+    ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
   } else {
     dir = tu_tempdir();
     ck_assert_ptr_nonnull(dir);
@@ -40,6 +51,7 @@ static void open_store(int impl) {
 
 static void close_store(void) {
   store_close(s);
+  pgu_free(pg);
   if (dir) {
     tu_rm_rf(dir);
     free(dir);
@@ -187,11 +199,18 @@ END_TEST
  * `khost replay` does; the store is reopened around it). */
 static void add_two_ranges(int impl) {
   char err[512];
+  store_range_t older = {0, 10, STORE_REPLAY_SKIP, 1000},
+                newer = {5, 20, STORE_REPLAY_REPROCESS, 2000};
   if (impl == IMPL_MEM) {
-    store_range_t older = {0, 10, STORE_REPLAY_SKIP, 1000},
-                  newer = {5, 20, STORE_REPLAY_REPROCESS, 2000};
     store_mem_add_range(s, scope, "t", 3, &older);
     store_mem_add_range(s, scope, "t", 3, &newer);
+    return;
+  }
+  if (impl == IMPL_PG) {
+    ck_assert_int_eq(
+        store_pg_add_range(s, scope, "t", 3, &older, err, sizeof(err)), 0);
+    ck_assert_int_eq(
+        store_pg_add_range(s, scope, "t", 3, &newer, err, sizeof(err)), 0);
     return;
   }
   char *path = g_strdup_printf("%s/dedup.db", dir);
@@ -231,18 +250,94 @@ START_TEST(test_replay_ranges_newest_first) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------
+ * The PostgreSQL store shared by two hosts (two handles on one server). */
+
+static store_t *open_pg(int64_t lease_ms) {
+  char err[512];
+  store_t *x = NULL;
+  store_pg_opts_t o = {.conninfo = pg->conninfo, .lease_ms = lease_ms};
+  ck_assert_msg(store_pg_open(&x, &o, err, sizeof(err)) == 0, "%s", err);
+  return x;
+}
+
+static int claim_on(store_t *x, const char *id) {
+  return store_claim(x, scope, id, strlen(id), STORE_CLAIM, 0);
+}
+
+/* A claim of one host is in flight for the other until its mark
+ * commits; then it is seen there. */
+START_TEST(test_pg_two_hosts) {
+  const char *ids[] = {"x", NULL};
+  open_store(IMPL_PG);
+  store_t *other = open_pg(0);
+  ck_assert_int_eq(claim("x", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim_on(other, "x"), STORE_IN_FLIGHT);
+  commit_marks(ids, 1000);
+  ck_assert_int_eq(claim_on(other, "x"), STORE_SEEN);
+  store_close(other);
+  close_store();
+}
+END_TEST
+
+/* A claim whose owner stopped renewing it (a host that died) is taken
+ * over once its lease ends; a live owner's claim is renewed and holds
+ * past its lease. */
+START_TEST(test_pg_lease) {
+  open_store(IMPL_PG);
+  store_t *live = open_pg(1000);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  char *sql = g_strdup_printf(
+      "INSERT INTO khost_claims VALUES (%u, 'dead', 'gone-host', "
+      "(extract(epoch from clock_timestamp()) * 1000)::bigint + 1000)",
+      scope);
+  PGresult *r = PQexec(c, sql);
+  ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+  PQclear(r);
+  ck_assert_int_eq(claim("dead", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  ck_assert_int_eq(claim_on(live, "held"), STORE_NEW);
+  int64_t deadline = tu_mono_ms() + 10000, taken = 0;
+  while (!taken && tu_mono_ms() < deadline) {
+    taken = claim("dead", STORE_CLAIM, 0) == STORE_NEW;
+    if (!taken)
+      g_usleep(50 * 1000);
+  }
+  ck_assert_msg(taken, "the dead host's claim was never taken over");
+  /* Three leases long, the live host's claim holds. */
+  deadline = tu_mono_ms() + 3000;
+  while (tu_mono_ms() < deadline) {
+    ck_assert_int_eq(claim("held", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+    g_usleep(100 * 1000);
+  }
+  /* Its clean stop gives the claim back at once. */
+  store_close(live);
+  ck_assert_int_eq(claim("held", STORE_CLAIM, 0), STORE_NEW);
+  PQfinish(c);
+  g_free(sql);
+  close_store();
+}
+END_TEST
+
 Suite *store_suite(void) {
   Suite *su = suite_create("store");
   TCase *tc = tcase_create("contract");
-  tcase_add_loop_test(tc, test_scopes, 0, IMPLS);
-  tcase_add_loop_test(tc, test_claim_release, 0, IMPLS);
-  tcase_add_loop_test(tc, test_lookup_claims_nothing, 0, IMPLS);
-  tcase_add_loop_test(tc, test_commit_makes_seen, 0, IMPLS);
-  tcase_add_loop_test(tc, test_discard_writes_nothing, 0, IMPLS);
-  tcase_add_loop_test(tc, test_claim_again, 0, IMPLS);
-  tcase_add_loop_test(tc, test_attempts, 0, IMPLS);
-  tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, IMPLS);
+  int impls = pgu_available("check_store") ? IMPLS : IMPL_PG;
+  tcase_add_loop_test(tc, test_scopes, 0, impls);
+  tcase_add_loop_test(tc, test_claim_release, 0, impls);
+  tcase_add_loop_test(tc, test_lookup_claims_nothing, 0, impls);
+  tcase_add_loop_test(tc, test_commit_makes_seen, 0, impls);
+  tcase_add_loop_test(tc, test_discard_writes_nothing, 0, impls);
+  tcase_add_loop_test(tc, test_claim_again, 0, impls);
+  tcase_add_loop_test(tc, test_attempts, 0, impls);
+  tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, impls);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(su, tc);
+  if (impls == IMPLS) {
+    tc = tcase_create("postgresql");
+    tcase_add_test(tc, test_pg_two_hosts);
+    tcase_add_test(tc, test_pg_lease);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(su, tc);
+  }
   return su;
 }

@@ -1,0 +1,35 @@
+/*
+ * The store on PostgreSQL (store_pg.c): one database shared by every host
+ * of a group, so that dedup marks and claims hold across hosts.
+ */
+#ifndef KHOST_STORE_PG_H
+#define KHOST_STORE_PG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/* The schema version this khost reads and writes. */
+#define STORE_PG_SCHEMA 1
+
+typedef struct store_pg_opts {
+  const char *conninfo; /* libpq connection string (may hold a password) */
+  int64_t lease_ms;     /* how long a claim holds without renewal */
+  int64_t retention_ms; /* marks older than this are pruned; <= 0: never */
+  int create;           /* 1: create or upgrade the schema (store init) */
+} store_pg_opts_t;
+
+int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
+                  size_t errlen);
+
+/* conninfo without its password, for messages and logs; caller frees
+ * (g_free). A string libpq cannot parse gives "(unparsable conninfo)". */
+char *store_pg_display(const char *conninfo);
+
+/* Record a replayed range, as `khost replay` does. */
+int store_pg_add_range(store_t *s, uint32_t scope, const char *topic,
+                       int32_t partition, const store_range_t *r, char *err,
+                       size_t errlen);
+
+#endif
