@@ -38,6 +38,7 @@ typedef struct op {
 struct sstate_buf {
   GArray *ops;      /* op_t, in the order made */
   GByteArray *data; /* their bytes */
+  GHashTable *last; /* "scope/partition/topic" -> index + 1 of its offset */
 };
 
 static int fail(sstate_t *st, char *err, size_t errlen) {
@@ -81,6 +82,7 @@ sstate_buf_t *sstate_buf_new(void) {
   sstate_buf_t *b = g_new0(sstate_buf_t, 1);
   b->ops = g_array_new(FALSE, FALSE, sizeof(op_t));
   b->data = g_byte_array_new();
+  b->last = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   return b;
 }
 
@@ -89,12 +91,14 @@ void sstate_buf_free(sstate_buf_t *b) {
     return;
   g_array_free(b->ops, TRUE);
   g_byte_array_free(b->data, TRUE);
+  g_hash_table_destroy(b->last);
   g_free(b);
 }
 
 void sstate_buf_clear(sstate_buf_t *b) {
   g_array_set_size(b->ops, 0);
   g_byte_array_set_size(b->data, 0);
+  g_hash_table_remove_all(b->last);
 }
 
 size_t sstate_buf_len(const sstate_buf_t *b) {
@@ -114,8 +118,18 @@ void sstate_buf_put(sstate_buf_t *b, uint32_t scope, const void *key,
   g_array_append_val(b->ops, o);
 }
 
+/* One row per partition and batch: a later offset replaces the one
+ * buffered (every record of the batch sets it). */
 void sstate_buf_offset(sstate_buf_t *b, uint32_t scope, const char *topic,
                        int32_t partition, int64_t next) {
+  char *k = g_strdup_printf("%u/%d/%s", scope, partition, topic);
+  guint at = GPOINTER_TO_UINT(g_hash_table_lookup(b->last, k));
+  if (at) {
+    g_array_index(b->ops, op_t, at - 1).next = next;
+    g_free(k);
+    return;
+  }
+  g_hash_table_insert(b->last, k, GUINT_TO_POINTER(b->ops->len + 1));
   op_t o = {.kind = OP_OFFSET,
             .scope = scope,
             .partition = partition,
@@ -228,23 +242,31 @@ static void kv_clear(gpointer p) {
   g_bytes_unref(x->val);
 }
 
-/* The rows of a scan, read under the mutex so that fn may read again. */
-static int scan_rows(sstate_t *st, uint32_t scope, const void *prefix,
-                     size_t plen, GArray *rows, char *err, size_t errlen) {
-  GBytes *end = prefix_end(prefix, plen);
+#define SCAN_CHUNK 256
+
+/* Up to SCAN_CHUNK rows of a scan from key `from` on (after: past it),
+ * below end (NULL: no bound), read under the mutex; fn is called without
+ * it, so that fn may read again, and a scan holds one chunk in memory. */
+static int scan_rows(sstate_t *st, uint32_t scope, GBytes *from, int after,
+                     GBytes *end, GArray *rows, char *err, size_t errlen) {
   sqlite3_stmt *q = NULL;
   int rc = -1, s;
+  gsize fl;
+  const void *f = g_bytes_get_data(from, &fl);
   pthread_mutex_lock(&st->mu);
   if (sqlite3_prepare_v2(st->db,
-                         "SELECT key, value FROM state WHERE scope = ?1"
-                         " AND key >= ?2 AND (?3 IS NULL OR key < ?3)"
-                         " ORDER BY key",
+                         after ? "SELECT key, value FROM state WHERE scope = ?1"
+                                 " AND key > ?2 AND (?3 IS NULL OR key < ?3)"
+                                 " ORDER BY key LIMIT " G_STRINGIFY(SCAN_CHUNK)
+                               : "SELECT key, value FROM state WHERE scope = ?1"
+                                 " AND key >= ?2 AND (?3 IS NULL OR key < ?3)"
+                                 " ORDER BY key LIMIT " G_STRINGIFY(SCAN_CHUNK),
                          -1, &q, NULL) != SQLITE_OK) {
     fail(st, err, errlen);
     goto out;
   }
   sqlite3_bind_int64(q, 1, scope);
-  sqlite3_bind_blob64(q, 2, plen ? prefix : "", plen, SQLITE_STATIC);
+  sqlite3_bind_blob64(q, 2, fl ? f : "", fl, SQLITE_STATIC);
   if (end)
     sqlite3_bind_blob64(q, 3, g_bytes_get_data(end, NULL),
                         g_bytes_get_size(end), SQLITE_STATIC);
@@ -262,25 +284,36 @@ static int scan_rows(sstate_t *st, uint32_t scope, const void *prefix,
 out:
   sqlite3_finalize(q);
   pthread_mutex_unlock(&st->mu);
-  if (end)
-    g_bytes_unref(end);
   return rc;
 }
 
 int sstate_scan(sstate_t *st, uint32_t scope, const void *prefix, size_t plen,
                 store_state_fn fn, void *arg, char *err, size_t errlen) {
   GArray *rows = g_array_new(FALSE, FALSE, sizeof(kv_t));
-  int rc;
+  GBytes *end = prefix_end(prefix, plen);
+  GBytes *from = g_bytes_new(prefix, plen);
+  int rc = 0, after = 0;
   g_array_set_clear_func(rows, kv_clear);
-  rc = scan_rows(st, scope, prefix, plen, rows, err, errlen);
-  for (guint i = 0; rc == 0 && i < rows->len; i++) {
-    const kv_t *x = &g_array_index(rows, kv_t, i);
-    gsize kl, vl;
-    const void *k = g_bytes_get_data(x->key, &kl);
-    const void *v = g_bytes_get_data(x->val, &vl);
-    rc = fn(arg, k, kl, v, vl);
-  }
+  do {
+    g_array_set_size(rows, 0);
+    rc = scan_rows(st, scope, from, after, end, rows, err, errlen);
+    for (guint i = 0; rc == 0 && i < rows->len; i++) {
+      const kv_t *x = &g_array_index(rows, kv_t, i);
+      gsize kl, vl;
+      const void *k = g_bytes_get_data(x->key, &kl);
+      const void *v = g_bytes_get_data(x->val, &vl);
+      rc = fn(arg, k, kl, v ? v : "", vl);
+    }
+    if (rows->len > 0) {
+      g_bytes_unref(from);
+      from = g_bytes_ref(g_array_index(rows, kv_t, rows->len - 1).key);
+      after = 1;
+    }
+  } while (rc == 0 && rows->len == SCAN_CHUNK);
   g_array_free(rows, TRUE);
+  g_bytes_unref(from);
+  if (end)
+    g_bytes_unref(end);
   return rc;
 }
 

@@ -342,6 +342,33 @@ START_TEST(test_state_scan_prefix_in_order) {
 }
 END_TEST
 
+static int count_keys(void *arg, const void *k, size_t kl, const void *v,
+                      size_t vl) {
+  (void)k, (void)kl, (void)v, (void)vl;
+  (*(int *)arg)++;
+  return 0;
+}
+
+/* A scan longer than one chunk of reads sees every key once. */
+START_TEST(test_state_scan_many) {
+  char err[512], k[32];
+  store_batch_t *b;
+  int n = 0;
+  open_store(_i);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  for (int i = 0; i < 1000; i++) {
+    snprintf(k, sizeof k, "k%04d", i);
+    put(b, k, "v");
+  }
+  commit(b);
+  ck_assert_int_eq(
+      store_state_scan(s, scope, "k", 1, count_keys, &n, err, sizeof(err)), 0);
+  ck_assert_int_eq(n, 1000);
+  store_batch_close(b);
+  close_store();
+}
+END_TEST
+
 /* Offsets are stored with the batch's marks and state, and read back
  * (after a reopen for the file). */
 START_TEST(test_offsets_with_batch) {
@@ -421,6 +448,7 @@ Suite *store_suite(void) {
   tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, IMPLS);
   tcase_add_loop_test(tc, test_state_durable_on_commit_only, 0, IMPLS);
   tcase_add_loop_test(tc, test_state_scan_prefix_in_order, 0, IMPLS);
+  tcase_add_loop_test(tc, test_state_scan_many, 0, IMPLS);
   tcase_add_loop_test(tc, test_offsets_with_batch, 0, IMPLS);
   tcase_add_test(tc, test_failed_commit_keeps_state_buffered);
   tcase_set_timeout(tc, 60);
