@@ -45,6 +45,11 @@ static const char usage_text[] =
     "  dedup forget -c FILE -p PIPELINE (--event-id ID | --all) [--execute]\n"
     "  dedup prune  -c FILE [--older-than DURATION]\n"
     "          inspect and edit the dedup database (also while khost runs)\n"
+    "  state get   -c FILE -p PIPELINE --key KEY\n"
+    "  state scan  -c FILE -p PIPELINE [--prefix KEY]\n"
+    "  state stats -c FILE -p PIPELINE\n"
+    "  state reset -c FILE -p PIPELINE [--execute]\n"
+    "          the plugin state a pipeline keeps (reset: pipeline stopped)\n"
     "  test-plugin PLUGIN --records FILE.jsonl [--config KEY=VALUE ...]\n"
     "              [-c FILE -p PIPELINE] [--retries N]\n"
     "          run a plugin over records written as JSON lines, without\n"
@@ -67,6 +72,7 @@ static const struct {
     {"replay", cmd_replay},
     {"offsets", cmd_offsets},
     {"dedup", cmd_dedup},
+    {"state", cmd_state},
     {"plugin-info", cmd_plugin_info},
     {"test-plugin", cmd_test_plugin},
 };

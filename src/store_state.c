@@ -369,3 +369,53 @@ out:
   pthread_mutex_unlock(&st->mu);
   return rc;
 }
+
+/* One row of one or two integers (NULL *b: one). */
+static int query_ints(sstate_t *st, const char *sql, uint32_t scope,
+                      const char *name, int64_t *a, int64_t *b, char *err,
+                      size_t errlen) {
+  sqlite3_stmt *q = NULL;
+  int rc = -1, s;
+  pthread_mutex_lock(&st->mu);
+  if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
+    fail(st, err, errlen);
+    goto out;
+  }
+  if (name)
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_int64(q, 1, scope);
+  s = sqlite3_step(q);
+  if (s == SQLITE_ROW) {
+    *a = sqlite3_column_int64(q, 0);
+    if (b)
+      *b = sqlite3_column_int64(q, 1);
+    rc = 1;
+  } else if (s == SQLITE_DONE) {
+    rc = 0;
+  } else {
+    fail(st, err, errlen);
+  }
+out:
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+int sstate_scope(sstate_t *st, const char *pipeline, uint32_t *scope, char *err,
+                 size_t errlen) {
+  int64_t id = 0;
+  int rc = query_ints(st, "SELECT id FROM scopes WHERE name = ?1", 0, pipeline,
+                      &id, NULL, err, errlen);
+  *scope = (uint32_t)id;
+  return rc;
+}
+
+int sstate_stats(sstate_t *st, uint32_t scope, int64_t *keys, int64_t *bytes,
+                 char *err, size_t errlen) {
+  int rc = query_ints(st,
+                      "SELECT count(*), coalesce(sum(length(key) +"
+                      " length(value)), 0) FROM state WHERE scope = ?1",
+                      scope, NULL, keys, bytes, err, errlen);
+  return rc < 0 ? -1 : 0;
+}

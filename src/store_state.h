@@ -53,4 +53,11 @@ int sstate_offset_get(sstate_t *st, uint32_t scope, const char *topic,
                       int32_t partition, int64_t *next, char *err,
                       size_t errlen);
 
+/* For `khost state`: the scope of a pipeline name (1; 0 when the file
+ * has none), and the keys and bytes (keys and values) of a scope. */
+int sstate_scope(sstate_t *st, const char *pipeline, uint32_t *scope, char *err,
+                 size_t errlen);
+int sstate_stats(sstate_t *st, uint32_t scope, int64_t *keys, int64_t *bytes,
+                 char *err, size_t errlen);
+
 #endif
