@@ -41,6 +41,11 @@ struct sstate_buf {
   GHashTable *last; /* "scope/partition/topic" -> index + 1 of its offset */
 };
 
+/* The last statement found no state table yet (nothing was stored). */
+static int absent(sstate_t *st) {
+  return strncmp(sqlite3_errmsg(st->db), "no such table", 13) == 0;
+}
+
 static int fail(sstate_t *st, char *err, size_t errlen) {
   snprintf(err, errlen, "%s: state: %s", st->path, sqlite3_errmsg(st->db));
   return -1;
@@ -56,8 +61,10 @@ int sstate_open(sstate_t **out, const char *path, int busy_ms, char *err,
                       NULL) != SQLITE_OK)
     goto out;
   sqlite3_busy_timeout(st->db, busy_ms > 0 ? busy_ms : 10000);
-  if (sqlite3_exec(st->db, state_schema_sql, NULL, NULL, NULL) != SQLITE_OK)
-    goto out;
+  /* A file that cannot take the tables now (a full disk) still opens:
+   * every commit creates them in its own transaction when absent, and
+   * reads find nothing until then. */
+  sqlite3_exec(st->db, state_schema_sql, NULL, NULL, NULL);
   rc = 0;
 out:
   if (rc < 0) {
@@ -174,7 +181,7 @@ int sstate_buf_write(sqlite3 *db, void *arg) {
       [OP_OFFSET] = "INSERT OR REPLACE INTO offsets(scope, topic, partition,"
                     " next) VALUES(?1, ?2, ?3, ?4)"};
   sqlite3_stmt *q[3] = {NULL, NULL, NULL};
-  int rc = SQLITE_OK;
+  int rc = sqlite3_exec(db, state_schema_sql, NULL, NULL, NULL);
   for (int k = 0; rc == SQLITE_OK && k < 3; k++)
     rc = sqlite3_prepare_v3(db, sql[k], -1, SQLITE_PREPARE_PERSISTENT, &q[k],
                             NULL);
@@ -197,7 +204,10 @@ int sstate_get(sstate_t *st, uint32_t scope, const void *key, size_t klen,
   if (sqlite3_prepare_v2(
           st->db, "SELECT value FROM state WHERE scope = ?1 AND key = ?2", -1,
           &q, NULL) != SQLITE_OK) {
-    fail(st, err, errlen);
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
     goto out;
   }
   sqlite3_bind_int64(q, 1, scope);
@@ -262,7 +272,10 @@ static int scan_rows(sstate_t *st, uint32_t scope, GBytes *from, int after,
                                  " AND key >= ?2 AND (?3 IS NULL OR key < ?3)"
                                  " ORDER BY key LIMIT " G_STRINGIFY(SCAN_CHUNK),
                          -1, &q, NULL) != SQLITE_OK) {
-    fail(st, err, errlen);
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
     goto out;
   }
   sqlite3_bind_int64(q, 1, scope);
@@ -323,8 +336,14 @@ int sstate_reset(sstate_t *st, uint32_t scope, int64_t *removed, char *err,
   int rc = -1;
   pthread_mutex_lock(&st->mu);
   if (sqlite3_prepare_v2(st->db, "DELETE FROM state WHERE scope = ?1", -1, &q,
-                         NULL) != SQLITE_OK)
+                         NULL) != SQLITE_OK) {
+    if (absent(st)) {
+      rc = 0;
+      if (removed)
+        *removed = 0;
+    }
     goto out;
+  }
   sqlite3_bind_int64(q, 1, scope);
   if (sqlite3_step(q) != SQLITE_DONE)
     goto out;
@@ -349,7 +368,10 @@ int sstate_offset_get(sstate_t *st, uint32_t scope, const char *topic,
                          "SELECT next FROM offsets WHERE scope = ?1"
                          " AND topic = ?2 AND partition = ?3",
                          -1, &q, NULL) != SQLITE_OK) {
-    fail(st, err, errlen);
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
     goto out;
   }
   sqlite3_bind_int64(q, 1, scope);
@@ -378,7 +400,10 @@ static int query_ints(sstate_t *st, const char *sql, uint32_t scope,
   int rc = -1, s;
   pthread_mutex_lock(&st->mu);
   if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
-    fail(st, err, errlen);
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
     goto out;
   }
   if (name)
