@@ -47,7 +47,7 @@ static char *counter_config(void) {
       "dedup = { path = \"%s\"; };\n"
       "pipelines = ( {\n"
       "  name = \"" FU_PIPELINE "\"; group_id = \"" FU_GROUP "\";\n"
-      "  topics = [ \"" FU_TOPIC "\" ]; members = 2;\n"
+      "  topics = [ \"" FU_TOPIC "\" ]; members = 1;\n"
       "  plugin = \"%s\";\n"
       "  retry = { max = 3; backoff = \"10ms\"; backoff_max = \"50ms\"; };\n"
       "} );\n",
