@@ -7,6 +7,8 @@
  *   (b) khost with a no-op plugin, dedup off,
  *   (c) the same with dedup on (random-UUID event IDs), empty store,
  *   (d) the same with a store already holding 10 million IDs,
+ *   (e) (c) with one host-state put per record (the noop plugin's
+ *       state_put), which the target puts at >= 0.8 of (c),
  * and the ratios to (a), all measured in one run (this machine is noisy:
  * only ratios within a run mean something).
  *
@@ -299,6 +301,7 @@ static double run_raw(bench_t *b) {
   return report(&r, got, secs, end);
 }
 
+/* dedup: 0 off, 1 on, 2 on with one state put per record. */
 static char *write_config(bench_t *b, const run_t *r, int dedup,
                           const char *db) {
   char *path = NULL;
@@ -313,9 +316,10 @@ static char *write_config(bench_t *b, const run_t *r, int dedup,
           "dedup = { path = \"%s\"; retention = \"30d\"; };\n"
           "pipelines = ({ name = \"bench\"; group_id = \"khost-%s\";\n"
           "  topics = [\"%s\"]; members = 1; plugin = \"%s\";\n"
-          "  dedup = %s; max_batch = 500; });\n",
+          "  dedup = %s; max_batch = 500;\n"
+          "  config = { state_put = %s; }; });\n",
           b->bootstraps, db, r->group, r->topic, b->noop,
-          dedup ? "true" : "false");
+          dedup ? "true" : "false", dedup == 2 ? "true" : "false");
   fclose(f);
   return path;
 }
@@ -471,7 +475,7 @@ static void main_mock(bench_t *b, int rounds) {
          "eventId headers;\nproducer at most %ld records ahead; %d round(s), "
          "medians reported\n\n",
          b->n, PARTITIONS, VALUE_SIZE, b->window, rounds);
-  double a[16], bb[16], ce[16], cf[16];
+  double a[16], bb[16], ce[16], cf[16], cs[16];
   for (int i = 0; i < rounds; i++) {
     printf("round %d\n", i + 1);
     snprintf(empty, sizeof(empty), "%s/empty.db", b->dir);
@@ -479,13 +483,16 @@ static void main_mock(bench_t *b, int rounds) {
     a[i] = run_raw(b);
     bb[i] = run_khost(b, 0, empty);
     ce[i] = run_khost(b, 1, empty);
+    remove_db(empty);
+    cs[i] = run_khost(b, 2, empty);
     copy_db(template, full);
     cf[i] = run_khost(b, 1, full);
     remove_db(empty);
     remove_db(full);
   }
   double ma = median(a, rounds), mb = median(bb, rounds),
-         mce = median(ce, rounds), mcf = median(cf, rounds);
+         mce = median(ce, rounds), mcf = median(cf, rounds),
+         mcs = median(cs, rounds);
   printf("\n%-52s %12s %8s\n", "mode", "records/s", "ratio");
   printf("%-52s %12.0f %8.2f\n", "(a) raw librdkafka consumer loop", ma, 1.0);
   printf("%-52s %12.0f %8.2f\n", "(b) khost, no-op plugin, dedup off", mb,
@@ -496,9 +503,14 @@ static void main_mock(bench_t *b, int rounds) {
   snprintf(label, sizeof(label),
            "(c) khost, no-op plugin, dedup on, %ld IDs stored", stored);
   printf("%-52s %12.0f %8.2f\n", label, mcf, mcf / ma);
+  printf("%-52s %12.0f %8.2f\n",
+         "(e) khost, no-op plugin, dedup on, a state put each", mcs, mcs / ma);
   printf("\nb/a = %.2f (target >= 0.9), c/a with %ld stored IDs = %.2f "
          "(target >= 0.4)\n",
          mb / ma, stored, mcf / ma);
+  printf("e/c (a state put per record against dedup alone) = %.2f "
+         "(target >= 0.8)\n",
+         mcs / mce);
   mock_stop(b->mock);
 }
 

@@ -1,25 +1,57 @@
 /*
  * noop: the benchmark's plugin. Accepts every record and does nothing, so
- * the benchmark measures khost itself.
- * Threads: handle() runs on its member's thread; there is no state.
+ * the benchmark measures khost itself. With `state_put = true` in its
+ * config it makes one host-state put per record (a small value under one
+ * of 1024 keys per partition), to measure what host state costs.
+ * Threads: handle() runs on its member's thread; an instance is its own.
  */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <khost/plugin.h>
+
+typedef struct noop {
+  const khost_api_t *api;
+  khost_host_t *host;
+  int state_put;
+} noop_t;
 
 static int noop_create(const khost_api_t *api, khost_host_t *host,
                        void **instance, char *err, size_t errlen) {
-  (void)api, (void)host, (void)err, (void)errlen;
-  *instance = NULL;
+  noop_t *n = calloc(1, sizeof(*n));
+  if (!n || api->config_bool(host, "state_put", &n->state_put) < 0) {
+    snprintf(err, errlen, "state_put must be a boolean");
+    free(n);
+    return -1;
+  }
+  n->api = api;
+  n->host = host;
+  *instance = n;
   return 0;
 }
 
 static khost_result_t noop_handle(void *instance, const khost_record_t *rec) {
-  (void)instance, (void)rec;
+  noop_t *n = instance;
+  char key[32];
+  if (!n->state_put)
+    return KHOST_OK;
+  int len = snprintf(key, sizeof(key), "p%d:%d", (int)rec->partition,
+                     (int)(rec->offset % 1024));
+  if (n->api->state_put(n->host, key, (size_t)len, &rec->offset,
+                        sizeof(rec->offset)) != 0)
+    return KHOST_FATAL;
   return KHOST_OK;
+}
+
+static void noop_destroy(void *instance) {
+  free(instance);
 }
 
 static const khost_plugin_t noop_plugin = {
     KHOST_PLUGIN_INIT,     .name = "noop",        .version = "1.0",
-    .create = noop_create, .handle = noop_handle,
+    .create = noop_create, .handle = noop_handle, .destroy = noop_destroy,
 };
 
 const khost_plugin_t *khost_plugin_entry(void) {

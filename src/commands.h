@@ -14,6 +14,7 @@ int cmd_replay(int argc, char **argv);      /* cmd_replay.c */
 int cmd_offsets(int argc, char **argv);     /* cmd_offsets.c */
 int cmd_dedup(int argc, char **argv);       /* cmd_dedup.c */
 int cmd_store(int argc, char **argv);       /* cmd_store.c */
+int cmd_state(int argc, char **argv);       /* cmd_state.c */
 int cmd_plugin_info(int argc, char **argv); /* cmd_plugin_info.c */
 int cmd_test_plugin(int argc, char **argv); /* cmd_test_plugin.c */
 

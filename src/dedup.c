@@ -1275,15 +1275,23 @@ static int is_transient(int rc) {
 
 int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
                         size_t errlen) {
+  return dedup_writer_commit_with(w, NULL, NULL, transient, err, errlen);
+}
+
+int dedup_writer_commit_with(dedup_writer_t *w, dedup_writer_extra_fn extra,
+                             void *arg, int *transient, char *err,
+                             size_t errlen) {
   int rc = SQLITE_OK, moved = 0;
   if (transient)
     *transient = 0;
-  if (w->marks->len == 0)
+  if (w->marks->len == 0 && !extra)
     return 0;
   pthread_mutex_lock(&w->s->write_lock);
   rc = stmt_run(w->begin);
   if (rc == SQLITE_OK)
     rc = writer_insert(w);
+  if (rc == SQLITE_OK && extra)
+    rc = extra(w->db, arg);
   if (rc == SQLITE_OK)
     rc = stmt_run(w->commit);
   /* Durable in a file that no later start reads is not durable: a

@@ -167,6 +167,15 @@ int dedup_writer_commit(dedup_writer_t *w, int *transient, char *err,
                         size_t errlen);
 /* Drop buffered marks without writing (their claims must be released). */
 void dedup_writer_discard(dedup_writer_t *w);
+/* As dedup_writer_commit(), and extra(db, arg) writes the store's other
+ * tables (plugin state, stored offsets) on the writer's connection inside
+ * the same transaction, after the marks; it returns an SQLite result code.
+ * With extra set the transaction runs even when no mark is buffered. */
+struct sqlite3;
+typedef int (*dedup_writer_extra_fn)(struct sqlite3 *db, void *arg);
+int dedup_writer_commit_with(dedup_writer_t *w, dedup_writer_extra_fn extra,
+                             void *arg, int *transient, char *err,
+                             size_t errlen);
 
 /* Wall clock in ms since the epoch. */
 int64_t dedup_now_ms(void);

@@ -117,6 +117,11 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
     store_batch_add_mark(b->sb, &mark);
     g_ptr_array_add(b->claims, rec);
   }
+  /* The partition's next offset is stored with the batch (a member
+   * assigned the partition later starts there). */
+  if (b->sb && !f->ops->is_end(rec))
+    store_batch_set_offset(b->sb, f->conf->scope, f->ops->topic(rec),
+                           f->ops->partition(rec), f->ops->offset(rec) + 1);
   g_ptr_array_add(b->done, rec);
   pt->started = pt->claimed = pt->dead_letter = pt->dl_flying = 0;
   pt->waits_claim = 0;

@@ -87,6 +87,10 @@ typedef struct flow_conf {
   void (*failed)(void *ctx, const char *topic, int32_t partition,
                  int64_t offset, const char *reason, int dead_lettered);
   void *failed_ctx;
+  /* A batch's store batch was made durable or abandoned (the state
+   * overlay of its writes goes). May be NULL. */
+  void (*batch_end)(void *ctx, store_batch_t *sb);
+  void *batch_end_ctx;
 } flow_conf_t;
 
 /* Opens the store batches (two: one in the air while one fills). Errors

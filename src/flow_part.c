@@ -264,6 +264,8 @@ static void batch_clear(flow_t *f, flow_batch_t *b) {
 }
 
 void flow_batch_durable(flow_t *f, flow_batch_t *b) {
+  if (f->conf->batch_end && b->sb)
+    f->conf->batch_end(f->conf->batch_end_ctx, b->sb);
   advance(f, b);
   batch_clear(f, b);
 }
@@ -283,6 +285,8 @@ void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
   }
   if (b->sb)
     store_batch_discard(b->sb);
+  if (c->batch_end && b->sb)
+    c->batch_end(c->batch_end_ctx, b->sb);
   batch_clear(f, b);
 }
 

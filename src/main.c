@@ -47,6 +47,11 @@ static const char usage_text[] =
     "          inspect and edit the dedup database (also while khost runs)\n"
     "  store init|migrate -c FILE\n"
     "          create or upgrade the shared PostgreSQL store's schema\n"
+    "  state get   -c FILE -p PIPELINE --key KEY\n"
+    "  state scan  -c FILE -p PIPELINE [--prefix KEY]\n"
+    "  state stats -c FILE -p PIPELINE\n"
+    "  state reset -c FILE -p PIPELINE [--execute]\n"
+    "          the plugin state a pipeline keeps (reset: pipeline stopped)\n"
     "  test-plugin PLUGIN --records FILE.jsonl [--config KEY=VALUE ...]\n"
     "              [-c FILE -p PIPELINE] [--retries N]\n"
     "          run a plugin over records written as JSON lines, without\n"
@@ -70,6 +75,7 @@ static const struct {
     {"offsets", cmd_offsets},
     {"dedup", cmd_dedup},
     {"store", cmd_store},
+    {"state", cmd_state},
     {"plugin-info", cmd_plugin_info},
     {"test-plugin", cmd_test_plugin},
 };

@@ -41,6 +41,7 @@
 #include "log.h"
 #include "member_int.h"
 #include "record.h"
+#include "state.h"
 
 /* A head that waits less than this (a short retry backoff, an event ID in
  * flight elsewhere) does not pause its partition: resuming costs a refetch
@@ -189,8 +190,14 @@ static void handle_ready(member_t *m) {
       dead_letter_start(m, &job);
       continue;
     }
+    if (m->state)
+      state_record_drop(m->state); /* writes of an earlier RETRY */
     khost_result_t res = call_plugin(m, &job);
     now = member_now_ms();
+    /* The record's state writes go with its outcome: into the batch its
+     * mark goes to (OK, FAIL), or nowhere (RETRY, FATAL). */
+    if (m->state && (res == KHOST_OK || res == KHOST_FAIL))
+      state_record_join(m->state, flow_batch_store(flow_cur(m->flow)));
     if (flow_outcome_why(m->flow, &job, res, plugin_instance_reason(m->inst),
                          now) != 0) {
       rd_kafka_message_t *msg = job.rec;
@@ -307,6 +314,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     for (int i = 0; i < parts->cnt; i++)
       flow_assign(m->flow, parts->elems[i].topic, parts->elems[i].partition);
     m->env->start_offsets(m->env->ctx, parts);
+    if (m->state)
+      state_start_offsets(m, parts);
     plugin_instance_assigned(m->inst, parts);
     if (cooperative)
       error = rd_kafka_incremental_assign(rk, parts);
@@ -431,6 +440,10 @@ static void record_failed(void *ctx, const char *topic, int32_t partition,
   metrics_failed(ctx, topic, partition, offset, reason, dead_lettered);
 }
 
+static void batch_end(void *ctx, store_batch_t *sb) {
+  state_batch_end(ctx, sb);
+}
+
 /* The flow core's settings, from the pipeline's. */
 static void flow_setup(member_t *m) {
   const member_env_t *env = m->env;
@@ -458,6 +471,8 @@ static void flow_setup(member_t *m) {
       .at_end_ctx = env->ctx,
       .failed = record_failed,
       .failed_ctx = env->metrics,
+      .batch_end = m->state ? batch_end : NULL,
+      .batch_end_ctx = m->state,
   };
 }
 
@@ -473,6 +488,9 @@ static int setup(member_t *m, char *err, size_t errlen) {
       .closing_note = env->keep_closing_notes ? env->closing_note : NULL,
       .closing_ctx = env->ctx,
   };
+  if (env->store && store_has_state(env->store))
+    m->state = state_new(env->store, env->scope);
+  opts.state = m->state;
   if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
     return -1;
   flow_setup(m);
@@ -527,6 +545,8 @@ static void shut_down(member_t *m) {
   /* Outcomes left were not made durable: their claims go back. */
   flow_close(m->flow);
   m->flow = NULL;
+  state_free(m->state);
+  m->state = NULL;
 }
 
 static void *member_main(void *arg) {

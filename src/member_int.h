@@ -33,6 +33,7 @@ struct member {
 
   flow_conf_t fc;             /* the flow core's settings */
   flow_t *flow;               /* partitions, records, batches, positions */
+  struct state *state;        /* host-managed plugin state (NULL: no store) */
   int breaker_open;           /* as the flow core last said (for the metrics) */
   int64_t recommit_at;        /* a commit failed: when to send it again */
   rd_kafka_queue_t *commit_q; /* the result of the async commit */
@@ -126,5 +127,10 @@ void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* member_lag.c: the oldest waiting record of each partition, for the
  * consumer lag in seconds (a few times a second at most). */
 void member_report_oldest(member_t *m);
+
+/* state_assign.c */
+/* Newly assigned parts start at the offset stored with the last durable
+ * batch where it is ahead of the group's committed offset. */
+void state_start_offsets(member_t *m, rd_kafka_topic_partition_list_t *parts);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "state.h"
 
 void plugin_host_init(khost_host_t *h, const char *pipeline, int member,
                       char *who, const char *config_file,
@@ -232,6 +233,55 @@ static void api_fail_reason(khost_host_t *h, const char *fmt, ...) {
       *c = ' ';
 }
 
+/* ---------------------------------------------------------------- state */
+
+static int no_state(khost_host_t *h, const char *what) {
+  log_msg(KHOST_LOG_ERR, h ? h->who : NULL, "state_%s: %s", what,
+          h && h->state ? "writes are made in handle() only"
+                        : "this pipeline keeps no state (dedup is off, or its "
+                          "store keeps no plugin state yet)");
+  return -1;
+}
+
+static int api_state_get(khost_host_t *h, const void *key, size_t klen,
+                         const void **value, size_t *len) {
+  char err[512];
+  if (!h || !h->state)
+    return no_state(h, "get");
+  int rc = state_get(h->state, key, klen, value, len, err, sizeof(err));
+  if (rc < 0)
+    log_msg(KHOST_LOG_ERR, h->who, "state_get: %s", err);
+  return rc;
+}
+
+static int api_state_put(khost_host_t *h, const void *key, size_t klen,
+                         const void *value, size_t len) {
+  if (!h || !h->state || !h->in_handle)
+    return no_state(h, "put");
+  state_put(h->state, key, klen, value, len);
+  return 0;
+}
+
+static int api_state_delete(khost_host_t *h, const void *key, size_t klen) {
+  if (!h || !h->state || !h->in_handle)
+    return no_state(h, "delete");
+  state_del(h->state, key, klen);
+  return 0;
+}
+
+static int api_state_scan(khost_host_t *h, const void *prefix, size_t plen,
+                          int (*fn)(void *arg, const void *key, size_t klen,
+                                    const void *value, size_t len),
+                          void *arg) {
+  char err[512];
+  if (!h || !h->state)
+    return no_state(h, "scan");
+  int rc = state_scan(h->state, prefix, plen, fn, arg, err, sizeof(err));
+  if (rc < 0)
+    log_msg(KHOST_LOG_ERR, h->who, "state_scan: %s", err);
+  return rc;
+}
+
 static const khost_api_t pl_api = {
     .struct_size = sizeof(khost_api_t),
     .abi_major = KHOST_ABI_MAJOR,
@@ -248,6 +298,10 @@ static const khost_api_t pl_api = {
     .pipeline_name = api_pipeline_name,
     .member_index = api_member_index,
     .fail_reason = api_fail_reason,
+    .state_get = api_state_get,
+    .state_put = api_state_put,
+    .state_delete = api_state_delete,
+    .state_scan = api_state_scan,
 };
 
 const khost_api_t *plugin_host_api(void) {

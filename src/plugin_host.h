@@ -39,6 +39,8 @@ struct khost_host {
   /* fail_reason() of the record being handled ("": none); cleared before
    * each handle() call. */
   char reason[256];
+  struct state *state; /* the member's host-managed state, or NULL */
+  int in_handle;       /* handle() is running: state writes are allowed */
 };
 
 /* Fill h (zeroed) for a plugin instance or module: who is taken over

@@ -312,6 +312,7 @@ static plugin_instance_t *pi_new(plugin_t *p,
   h->schema = p->schema;
   h->closing_note = opts->closing_note;
   h->closing_ctx = opts->closing_ctx;
+  h->state = opts->state;
   return pi;
 }
 
@@ -408,7 +409,9 @@ out:
 khost_result_t plugin_instance_handle(plugin_instance_t *pi,
                                       const khost_record_t *rec) {
   pi->host.reason[0] = '\0';
+  pi->host.in_handle = 1;
   int r = (int)pi->plugin->desc->handle(pi->state, rec);
+  pi->host.in_handle = 0;
   if (r >= KHOST_OK && r <= KHOST_FATAL)
     return (khost_result_t)r;
   if (!pi->warned_result) {

@@ -55,6 +55,8 @@ typedef struct plugin_instance_opts {
    * instead of the log, on the thread that destroys the instance. */
   void (*closing_note)(void *ctx, const char *line);
   void *closing_ctx;
+  /* Optional: the member's host-managed state (khost_api_t.state_*). */
+  struct state *state;
 } plugin_instance_opts_t;
 
 /* Create an instance. Fails (-1, *out NULL) with one problem per line:

@@ -12,11 +12,15 @@
  * lost). Until then the ID is in flight (STORE_IN_FLIGHT), not seen.
  *
  * Batches: a store_batch_t gathers what must become durable together
- * (today the dedup marks of handled records) and commits it in one
- * transaction. The batch is the unit that later also carries plugin state
- * writes and the consumed offsets, so that all of them are durable
- * together or not at all: new kinds of entries get their own
- * store_batch_*() call and a new entry at the end of store_ops_t.
+ * (the dedup marks of handled records, the plugin state writes of those
+ * records, the next offset of each partition covered) and commits it in
+ * one transaction, so that all of them are durable together or not at
+ * all: new kinds of entries get their own store_batch_*() call and a new
+ * entry at the end of store_ops_t.
+ *
+ * State: a key-value map per scope (pipeline) with byte keys and values.
+ * Reads (store_state_get/scan) see only what is durable; read-your-writes
+ * over batches not yet committed is the caller's (state.c).
  *
  * Threads: a store_t is shared by all members and is thread-safe. A
  * store_batch_t belongs to one thread at a time (it may be handed over,
@@ -30,6 +34,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct store store_t;
 typedef struct store_batch store_batch_t;
@@ -93,6 +98,10 @@ typedef struct store_stats {
   int64_t prune_runs; /* prunes completed since open */
 } store_stats_t;
 
+/* A scanned key and its value, borrowed for the call. */
+typedef int (*store_state_fn)(void *arg, const void *key, size_t klen,
+                              const void *val, size_t vlen);
+
 /* The operations of one implementation. The table only grows: new
  * entries go at the end. Every err names the store (file, server) and the
  * implementation's own message. */
@@ -147,6 +156,31 @@ typedef struct store_ops {
    * already has a history elsewhere (committed offsets) that the store
    * lacks. 0 otherwise. */
   int (*history_check_due)(store_t *s, uint32_t scope);
+  /* Plugin state (store_state_*() below): buffer a put or a delete of one
+   * key for the next commit, in the order made (copied). */
+  int (*batch_put_state)(store_batch_t *b, uint32_t scope, const void *key,
+                         size_t klen, const void *val, size_t vlen);
+  int (*batch_del_state)(store_batch_t *b, uint32_t scope, const void *key,
+                         size_t klen);
+  /* Buffer the next offset of a partition the batch covered. */
+  int (*batch_set_offset)(store_batch_t *b, uint32_t scope, const char *topic,
+                          int32_t partition, int64_t next);
+  /* 1 and *val (malloc'd, caller frees; NULL when vlen is 0) when the key
+   * has a durable value, 0 when not, -1 on error. */
+  int (*state_get)(store_t *s, uint32_t scope, const void *key, size_t klen,
+                   void **val, size_t *vlen, char *err, size_t errlen);
+  /* Every durable key starting with prefix, in byte order, until fn
+   * returns non-zero (that value is returned). */
+  int (*state_scan)(store_t *s, uint32_t scope, const void *prefix, size_t plen,
+                    store_state_fn fn, void *arg, char *err, size_t errlen);
+  /* Forget every key of scope (`khost state reset`); *removed may be
+   * NULL. */
+  int (*state_reset)(store_t *s, uint32_t scope, int64_t *removed, char *err,
+                     size_t errlen);
+  /* 1 and *next when the partition has a stored offset, 0 when not, -1 on
+   * error. */
+  int (*offset_get)(store_t *s, uint32_t scope, const char *topic,
+                    int32_t partition, int64_t *next, char *err, size_t errlen);
 } store_ops_t;
 
 /* Implementations embed these first. */
@@ -224,8 +258,79 @@ static inline int store_attempts_set(store_batch_t *b, const store_attempt_t *a,
 static inline void store_stats(store_t *s, store_stats_t *out) {
   s->ops->stats(s, out);
 }
+/* 1 when the store keeps plugin state (the SQLite file, the in-memory
+ * store); 0 when not yet (postgresql). */
+static inline int store_has_state(const store_t *s) {
+  return s->ops->batch_put_state != NULL && s->ops->state_get != NULL;
+}
 static inline int store_history_check_due(store_t *s, uint32_t scope) {
   return s->ops->history_check_due(s, scope);
+}
+
+static inline int store_batch_put_state(store_batch_t *b, uint32_t scope,
+                                        const void *key, size_t klen,
+                                        const void *val, size_t vlen) {
+  int rc = b->store->ops->batch_put_state(b, scope, key, klen, val, vlen);
+  if (rc == 0)
+    b->pending++;
+  return rc;
+}
+static inline int store_batch_del_state(store_batch_t *b, uint32_t scope,
+                                        const void *key, size_t klen) {
+  int rc = b->store->ops->batch_del_state(b, scope, key, klen);
+  if (rc == 0)
+    b->pending++;
+  return rc;
+}
+static inline int store_batch_set_offset(store_batch_t *b, uint32_t scope,
+                                         const char *topic, int32_t partition,
+                                         int64_t next) {
+  /* A store without stored offsets (postgresql, for now): the Kafka
+   * commit alone says where a member starts. */
+  if (!b->store->ops->batch_set_offset)
+    return 0;
+  int rc = b->store->ops->batch_set_offset(b, scope, topic, partition, next);
+  if (rc == 0)
+    b->pending++;
+  return rc;
+}
+static inline int store_state_get(store_t *s, uint32_t scope, const void *key,
+                                  size_t klen, void **val, size_t *vlen,
+                                  char *err, size_t errlen) {
+  if (!s->ops->state_get) {
+    snprintf(err, errlen, "the %s store keeps no plugin state yet",
+             s->ops->name);
+    return -1;
+  }
+  return s->ops->state_get(s, scope, key, klen, val, vlen, err, errlen);
+}
+static inline int store_state_scan(store_t *s, uint32_t scope,
+                                   const void *prefix, size_t plen,
+                                   store_state_fn fn, void *arg, char *err,
+                                   size_t errlen) {
+  if (!s->ops->state_scan) {
+    snprintf(err, errlen, "the %s store keeps no plugin state yet",
+             s->ops->name);
+    return -1;
+  }
+  return s->ops->state_scan(s, scope, prefix, plen, fn, arg, err, errlen);
+}
+static inline int store_state_reset(store_t *s, uint32_t scope,
+                                    int64_t *removed, char *err,
+                                    size_t errlen) {
+  if (!s->ops->state_reset) {
+    snprintf(err, errlen, "the %s store keeps no plugin state yet",
+             s->ops->name);
+    return -1;
+  }
+  return s->ops->state_reset(s, scope, removed, err, errlen);
+}
+static inline int store_offset_get(store_t *s, uint32_t scope,
+                                   const char *topic, int32_t partition,
+                                   int64_t *next, char *err, size_t errlen) {
+  if (!s->ops->offset_get)
+    return 0;
+  return s->ops->offset_get(s, scope, topic, partition, next, err, errlen);
 }
 
 /* ------------------------------------------------------------------------

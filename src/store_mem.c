@@ -29,6 +29,8 @@ typedef struct mem_store {
   GHashTable *scopes;   /* pipeline name -> scope (GUINT_TO_POINTER) */
   GPtrArray *ranges;    /* mem_range_t * */
   GHashTable *firsts;   /* "topic/partition" -> first calls counted */
+  GTree *state;         /* GBytes (scope, key) -> GBytes value */
+  GHashTable *offsets;  /* "scope/topic/partition" -> int64_t * next */
   int unclean;
   int fail_commits, fail_transient;
   int64_t pruned, prune_runs;
@@ -46,9 +48,17 @@ typedef struct mem_mark {
   int64_t handled;
 } mem_mark_t;
 
+/* A state write (val NULL: delete) or, with okey, a stored offset. */
+typedef struct mem_op {
+  GBytes *key, *val;
+  char *okey;
+  int64_t next;
+} mem_op_t;
+
 typedef struct mem_batch {
   store_batch_t base;
   GArray *marks; /* mem_mark_t */
+  GArray *ops;   /* mem_op_t, in the order made */
 } mem_batch_t;
 
 static mem_store_t *mem(store_t *s) {
@@ -74,6 +84,8 @@ static void m_close(store_t *s) {
   g_hash_table_destroy(m->attempts);
   g_hash_table_destroy(m->scopes);
   g_hash_table_destroy(m->firsts);
+  g_tree_destroy(m->state);
+  g_hash_table_destroy(m->offsets);
   g_ptr_array_free(m->ranges, TRUE);
   pthread_mutex_destroy(&m->mu);
   g_free(m);
@@ -143,6 +155,7 @@ static int m_batch_open(store_t *s, store_batch_t **out, char *err,
   mem_batch_t *b = g_new0(mem_batch_t, 1);
   b->base.store = s;
   b->marks = g_array_new(FALSE, FALSE, sizeof(mem_mark_t));
+  b->ops = g_array_new(FALSE, FALSE, sizeof(mem_op_t));
   *out = &b->base;
   (void)err;
   (void)errlen;
@@ -154,12 +167,22 @@ static void m_batch_discard(store_batch_t *bb) {
   for (guint i = 0; i < b->marks->len; i++)
     g_bytes_unref(g_array_index(b->marks, mem_mark_t, i).key);
   g_array_set_size(b->marks, 0);
+  for (guint i = 0; i < b->ops->len; i++) {
+    mem_op_t *o = &g_array_index(b->ops, mem_op_t, i);
+    if (o->key)
+      g_bytes_unref(o->key);
+    if (o->val)
+      g_bytes_unref(o->val);
+    g_free(o->okey);
+  }
+  g_array_set_size(b->ops, 0);
 }
 
 static void m_batch_close(store_batch_t *bb) {
   mem_batch_t *b = (mem_batch_t *)bb;
   m_batch_discard(bb);
   g_array_free(b->marks, TRUE);
+  g_array_free(b->ops, TRUE);
   g_free(b);
 }
 
@@ -189,6 +212,19 @@ static void commit_mark(mem_store_t *m, const mem_mark_t *x) {
     e->handled = x->handled;
 }
 
+/* A durable state write or offset (mu held). */
+static void commit_op(mem_store_t *m, const mem_op_t *o) {
+  if (o->okey) {
+    int64_t *n = g_new(int64_t, 1);
+    *n = o->next;
+    g_hash_table_insert(m->offsets, g_strdup(o->okey), n);
+  } else if (o->val) {
+    g_tree_insert(m->state, g_bytes_ref(o->key), g_bytes_ref(o->val));
+  } else {
+    g_tree_remove(m->state, o->key);
+  }
+}
+
 static int m_batch_commit(store_batch_t *bb, int *transient, char *err,
                           size_t errlen) {
   mem_batch_t *b = (mem_batch_t *)bb;
@@ -204,6 +240,8 @@ static int m_batch_commit(store_batch_t *bb, int *transient, char *err,
   } else {
     for (guint i = 0; i < b->marks->len; i++)
       commit_mark(m, &g_array_index(b->marks, mem_mark_t, i));
+    for (guint i = 0; i < b->ops->len; i++)
+      commit_op(m, &g_array_index(b->ops, mem_op_t, i));
   }
   pthread_mutex_unlock(&m->mu);
   if (rc == 0)
@@ -308,6 +346,160 @@ static int m_history_check_due(store_t *s, uint32_t scope) {
   return 0;
 }
 
+/* ------------------------------------------------------------- state */
+
+static int bytes_cmp(gconstpointer a, gconstpointer b, gpointer unused) {
+  (void)unused;
+  return g_bytes_compare(a, b);
+}
+
+static char *offset_key(uint32_t scope, const char *topic, int32_t partition) {
+  return g_strdup_printf("%u/%s/%d", scope, topic, partition);
+}
+
+static int m_put_state(store_batch_t *bb, uint32_t scope, const void *key,
+                       size_t klen, const void *val, size_t vlen) {
+  mem_batch_t *b = (mem_batch_t *)bb;
+  mem_op_t o = {.key = key_of(scope, key, klen), .val = g_bytes_new(val, vlen)};
+  g_array_append_val(b->ops, o);
+  return 0;
+}
+
+static int m_del_state(store_batch_t *bb, uint32_t scope, const void *key,
+                       size_t klen) {
+  mem_batch_t *b = (mem_batch_t *)bb;
+  mem_op_t o = {.key = key_of(scope, key, klen)};
+  g_array_append_val(b->ops, o);
+  return 0;
+}
+
+static int m_set_offset(store_batch_t *bb, uint32_t scope, const char *topic,
+                        int32_t partition, int64_t next) {
+  mem_batch_t *b = (mem_batch_t *)bb;
+  mem_op_t o = {.okey = offset_key(scope, topic, partition), .next = next};
+  g_array_append_val(b->ops, o);
+  return 0;
+}
+
+static int m_state_get(store_t *s, uint32_t scope, const void *key, size_t klen,
+                       void **val, size_t *vlen, char *err, size_t errlen) {
+  mem_store_t *m = mem(s);
+  GBytes *k = key_of(scope, key, klen);
+  int rc = 0;
+  (void)err;
+  (void)errlen;
+  *val = NULL;
+  *vlen = 0;
+  pthread_mutex_lock(&m->mu);
+  GBytes *v = g_tree_lookup(m->state, k);
+  if (v) {
+    gsize n;
+    const void *d = g_bytes_get_data(v, &n);
+    *val = n ? g_memdup2(d, n) : NULL;
+    *vlen = n;
+    rc = 1;
+  }
+  pthread_mutex_unlock(&m->mu);
+  g_bytes_unref(k);
+  return rc;
+}
+
+typedef struct scan_ctx {
+  GBytes *prefix;  /* (scope, prefix) */
+  GPtrArray *hits; /* key, value, key, value ... (refs) */
+} scan_ctx_t;
+
+static int has_prefix(GBytes *key, GBytes *prefix) {
+  gsize pl, kl;
+  const guint8 *p = g_bytes_get_data(prefix, &pl);
+  const guint8 *k = g_bytes_get_data(key, &kl);
+  return kl >= pl && memcmp(k, p, pl) == 0;
+}
+
+static gboolean scan_one(gpointer key, gpointer val, gpointer arg) {
+  scan_ctx_t *c = arg;
+  if (has_prefix(key, c->prefix)) {
+    g_ptr_array_add(c->hits, g_bytes_ref(key));
+    g_ptr_array_add(c->hits, g_bytes_ref(val));
+  }
+  return FALSE;
+}
+
+/* The hits are gathered under mu and handed to fn after, so that fn may
+ * read the store again. */
+static int m_state_scan(store_t *s, uint32_t scope, const void *prefix,
+                        size_t plen, store_state_fn fn, void *arg, char *err,
+                        size_t errlen) {
+  mem_store_t *m = mem(s);
+  scan_ctx_t c = {
+      key_of(scope, prefix, plen),
+      g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref)};
+  int rc = 0;
+  (void)err;
+  (void)errlen;
+  pthread_mutex_lock(&m->mu);
+  g_tree_foreach(m->state, scan_one, &c);
+  pthread_mutex_unlock(&m->mu);
+  for (guint i = 0; rc == 0 && i < c.hits->len; i += 2) {
+    gsize kl, vl;
+    const guint8 *k = g_bytes_get_data(c.hits->pdata[i], &kl);
+    const void *v = g_bytes_get_data(c.hits->pdata[i + 1], &vl);
+    rc = fn(arg, k + sizeof(scope), kl - sizeof(scope), v, vl);
+  }
+  g_ptr_array_free(c.hits, TRUE);
+  g_bytes_unref(c.prefix);
+  return rc;
+}
+
+/* Keys only: the tree cannot change while it is walked. */
+static gboolean collect_key(gpointer key, gpointer val, gpointer arg) {
+  scan_ctx_t *c = arg;
+  (void)val;
+  if (has_prefix(key, c->prefix))
+    g_ptr_array_add(c->hits, g_bytes_ref(key));
+  return FALSE;
+}
+
+static int m_state_reset(store_t *s, uint32_t scope, int64_t *removed,
+                         char *err, size_t errlen) {
+  mem_store_t *m = mem(s);
+  scan_ctx_t c = {key_of(scope, NULL, 0), g_ptr_array_new()};
+  (void)err;
+  (void)errlen;
+  pthread_mutex_lock(&m->mu);
+  g_tree_foreach(m->state, collect_key, &c);
+  for (guint i = 0; i < c.hits->len; i++) {
+    GBytes *k = c.hits->pdata[i];
+    g_tree_remove(m->state, k); /* drops the tree's ref */
+    g_bytes_unref(k);           /* and ours */
+  }
+  pthread_mutex_unlock(&m->mu);
+  if (removed)
+    *removed = c.hits->len;
+  g_ptr_array_free(c.hits, TRUE);
+  g_bytes_unref(c.prefix);
+  return 0;
+}
+
+static int m_offset_get(store_t *s, uint32_t scope, const char *topic,
+                        int32_t partition, int64_t *next, char *err,
+                        size_t errlen) {
+  mem_store_t *m = mem(s);
+  char *k = offset_key(scope, topic, partition);
+  int rc = 0;
+  (void)err;
+  (void)errlen;
+  pthread_mutex_lock(&m->mu);
+  const int64_t *n = g_hash_table_lookup(m->offsets, k);
+  if (n) {
+    *next = *n;
+    rc = 1;
+  }
+  pthread_mutex_unlock(&m->mu);
+  g_free(k);
+  return rc;
+}
+
 static const store_ops_t mem_ops = {
     .name = "memory",
     .close = m_close,
@@ -325,6 +517,13 @@ static const store_ops_t mem_ops = {
     .attempts_set = m_attempts_set,
     .stats = m_stats,
     .history_check_due = m_history_check_due,
+    .batch_put_state = m_put_state,
+    .batch_del_state = m_del_state,
+    .batch_set_offset = m_set_offset,
+    .state_get = m_state_get,
+    .state_scan = m_state_scan,
+    .state_reset = m_state_reset,
+    .offset_get = m_offset_get,
 };
 
 store_t *store_mem_new(void) {
@@ -338,6 +537,10 @@ store_t *store_mem_new(void) {
   m->scopes = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   m->firsts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   m->ranges = g_ptr_array_new_with_free_func(range_free);
+  m->state = g_tree_new_full((GCompareDataFunc)bytes_cmp, NULL,
+                             (GDestroyNotify)g_bytes_unref,
+                             (GDestroyNotify)g_bytes_unref);
+  m->offsets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   return &m->base;
 }
 

@@ -12,15 +12,18 @@
 
 #include "dedup.h"
 #include "store.h"
+#include "store_state.h"
 
 typedef struct sqlite_store {
   store_t base;
   dedup_store_t *d;
+  sstate_t *st; /* plugin state and stored offsets */
 } sqlite_store_t;
 
 typedef struct sqlite_batch {
   store_batch_t base;
   dedup_writer_t *w;
+  sstate_buf_t *sb; /* state writes and offsets, committed with the marks */
 } sqlite_batch_t;
 
 static dedup_store_t *dstore(store_t *s) {
@@ -31,7 +34,16 @@ static dedup_writer_t *writer(store_batch_t *b) {
   return ((sqlite_batch_t *)b)->w;
 }
 
+static sstate_t *sstate(store_t *s) {
+  return ((sqlite_store_t *)s)->st;
+}
+
+static sstate_buf_t *sbuf(store_batch_t *b) {
+  return ((sqlite_batch_t *)b)->sb;
+}
+
 static void sq_close(store_t *s) {
+  sstate_close(sstate(s));
   dedup_close(dstore(s));
   free(s);
 }
@@ -67,12 +79,14 @@ static int sq_batch_open(store_t *s, store_batch_t **out, char *err,
     return -1;
   }
   b->base.store = s;
+  b->sb = sstate_buf_new();
   *out = &b->base;
   return 0;
 }
 
 static void sq_batch_close(store_batch_t *b) {
   dedup_writer_close(writer(b));
+  sstate_buf_free(sbuf(b));
   free(b);
 }
 
@@ -87,11 +101,61 @@ static int sq_batch_add_mark(store_batch_t *b, const store_mark_t *m) {
 
 static int sq_batch_commit(store_batch_t *b, int *transient, char *err,
                            size_t errlen) {
-  return dedup_writer_commit(writer(b), transient, err, errlen);
+  sstate_buf_t *sb = sbuf(b);
+  if (sstate_buf_len(sb) == 0)
+    return dedup_writer_commit(writer(b), transient, err, errlen);
+  if (dedup_writer_commit_with(writer(b), sstate_buf_write, sb, transient, err,
+                               errlen) != 0)
+    return -1;
+  sstate_buf_clear(sb);
+  return 0;
 }
 
 static void sq_batch_discard(store_batch_t *b) {
   dedup_writer_discard(writer(b));
+  sstate_buf_clear(sbuf(b));
+}
+
+static int sq_put_state(store_batch_t *b, uint32_t scope, const void *key,
+                        size_t klen, const void *val, size_t vlen) {
+  sstate_buf_put(sbuf(b), scope, key, klen, val, vlen, 0);
+  return 0;
+}
+
+static int sq_del_state(store_batch_t *b, uint32_t scope, const void *key,
+                        size_t klen) {
+  sstate_buf_put(sbuf(b), scope, key, klen, NULL, 0, 1);
+  return 0;
+}
+
+static int sq_set_offset(store_batch_t *b, uint32_t scope, const char *topic,
+                         int32_t partition, int64_t next) {
+  sstate_buf_offset(sbuf(b), scope, topic, partition, next);
+  return 0;
+}
+
+static int sq_state_get(store_t *s, uint32_t scope, const void *key,
+                        size_t klen, void **val, size_t *vlen, char *err,
+                        size_t errlen) {
+  return sstate_get(sstate(s), scope, key, klen, val, vlen, err, errlen);
+}
+
+static int sq_state_scan(store_t *s, uint32_t scope, const void *prefix,
+                         size_t plen, store_state_fn fn, void *arg, char *err,
+                         size_t errlen) {
+  return sstate_scan(sstate(s), scope, prefix, plen, fn, arg, err, errlen);
+}
+
+static int sq_state_reset(store_t *s, uint32_t scope, int64_t *removed,
+                          char *err, size_t errlen) {
+  return sstate_reset(sstate(s), scope, removed, err, errlen);
+}
+
+static int sq_offset_get(store_t *s, uint32_t scope, const char *topic,
+                         int32_t partition, int64_t *next, char *err,
+                         size_t errlen) {
+  return sstate_offset_get(sstate(s), scope, topic, partition, next, err,
+                           errlen);
 }
 
 static int sq_prune(store_t *s, int64_t now_ms, int64_t *removed, char *err,
@@ -155,6 +219,13 @@ static const store_ops_t sqlite_ops = {
     .attempts_set = sq_attempts_set,
     .stats = sq_stats,
     .history_check_due = sq_history_check_due,
+    .batch_put_state = sq_put_state,
+    .batch_del_state = sq_del_state,
+    .batch_set_offset = sq_set_offset,
+    .state_get = sq_state_get,
+    .state_scan = sq_state_scan,
+    .state_reset = sq_state_reset,
+    .offset_get = sq_offset_get,
 };
 
 /* The casts above rely on these. */
@@ -182,6 +253,12 @@ int store_sqlite_open(store_t **out, const struct dedup_opts *opts, char *err,
                       size_t errlen) {
   sqlite_store_t *s = calloc(1, sizeof(*s));
   if (!s || dedup_open(&s->d, opts, err, errlen) != 0) {
+    free(s);
+    return -1;
+  }
+  if (sstate_open(&s->st, opts->path, opts->busy_timeout_ms, err, errlen) !=
+      0) {
+    dedup_close(s->d);
     free(s);
     return -1;
   }

@@ -869,6 +869,80 @@ START_TEST(test_run_progress_lines) {
 }
 END_TEST
 
+/* khost state ACTION -c cfg -p orders [extra]: the exit status, stdout
+ * and stderr. */
+static int state_cmd(const char *action, const char *cfg, const char *extra,
+                     char **out, char **err) {
+  proc_t p;
+  spawn_khost(&p, action, "state", (char *)action, "-c", (char *)cfg, "-p",
+              "orders", (char *)extra, (char *)NULL);
+  int status = finish(&p, QUICK_TIMEOUT_MS);
+  *out = slurp(p.out);
+  *err = slurp(p.err);
+  assert_no_sanitizer_report(*err);
+  proc_free(&p);
+  return status;
+}
+
+/* The counters of `state scan` added up; *lines gets the keys. */
+static int64_t scan_sum(const char *cfg, size_t *lines) {
+  char *out, *err;
+  int64_t sum = 0;
+  int status = state_cmd("scan", cfg, NULL, &out, &err);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  *lines = 0;
+  for (char *l = out; l && *l;) {
+    char *tab = strchr(l, '\t'), *nl = strchr(l, '\n');
+    ck_assert_msg(tab && strncmp(l, "count:", 6) == 0, "scan line: %s", l);
+    sum += strtoll(tab + 1, NULL, 10);
+    (*lines)++;
+    l = nl ? nl + 1 : NULL;
+  }
+  free(out);
+  free(err);
+  return sum;
+}
+
+/* khost state over what a run of the counter fixture (a counter per value
+ * and partition in host state) left: the counters add up to the records
+ * handled; reset previews, then removes. */
+START_TEST(test_state_commands) {
+  char *so = tu_fixture("counter");
+  char *cfg = mock_cfg("state.cfg", "", 300, 30, "", so, "");
+  char *out, *err, *want = NULL;
+  size_t keys = 0, left = 1;
+  int status = run_khost("run", RUN_TIMEOUT_MS, &out, &err, "run", "-c", cfg,
+                         "--exit-at-end");
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, tail(err));
+  assert_has(err, "handled 270, duplicates skipped 30", "stderr");
+  free(out);
+  free(err);
+  ck_assert_int_eq(scan_sum(cfg, &keys), 270);
+  ck_assert_uint_gt(keys, 0);
+  ck_assert_int_eq(state_cmd("stats", cfg, NULL, &out, &err), 0);
+  ck_assert_int_ge(asprintf(&want, "pipeline orders: %zu keys", keys), 0);
+  assert_has(out, want, "stdout");
+  free(want);
+  free(out);
+  free(err);
+  ck_assert_int_eq(state_cmd("reset", cfg, NULL, &out, &err), 0);
+  assert_has(out, "preview only, nothing changed", "stdout");
+  free(out);
+  free(err);
+  ck_assert_int_eq(scan_sum(cfg, &left), 270);
+  ck_assert_int_eq(state_cmd("reset", cfg, "--execute", &out, &err), 0);
+  ck_assert_int_ge(asprintf(&want, "removed %zu keys", keys), 0);
+  assert_has(out, want, "stdout");
+  free(want);
+  free(out);
+  free(err);
+  ck_assert_int_eq(scan_sum(cfg, &left), 0);
+  ck_assert_uint_eq(left, 0);
+  free(cfg);
+  free(so);
+}
+END_TEST
+
 /* SIGTERM while consuming: exit 0, and what the summary counts as handled
  * is exactly what reached the JSONL file. */
 START_TEST(test_sigterm_is_graceful) {
@@ -1756,7 +1830,8 @@ Suite *cli_suite(void) {
               {test_readme_quickstart, "readme", 120},
               {test_readme_kcat_to_mock, "readme", 120},
               {test_sigterm_is_graceful, "run", 90},
-              {test_file_size_limit_is_an_io_error, "run", 90}};
+              {test_file_size_limit_is_an_io_error, "run", 90},
+              {test_state_commands, "run", 90}};
   for (size_t i = 0; i < G_N_ELEMENTS(slow); i++) {
     TCase *tc = tu_case(s, slow[i].test->name + strlen("test_"),
                         slow[i].timeout_s, slow[i].tag);

@@ -628,6 +628,53 @@ START_TEST(test_abandoned_batch_releases_claims) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ offsets */
+
+static int batch_ends;
+static void count_batch_end(void *ctx, store_batch_t *sb) {
+  (void)ctx;
+  ck_assert_ptr_nonnull(sb);
+  batch_ends++;
+}
+
+static int64_t stored(tmember_t *m, int32_t partition) {
+  int64_t next = -1;
+  char err[256];
+  int r = store_offset_get(store, m->conf.scope, "t", partition, &next, err,
+                           sizeof(err));
+  ck_assert_int_ge(r, 0);
+  return r == 1 ? next : -1;
+}
+
+/* Every partition a batch covered has its next offset stored in the
+ * batch's transaction; the end of a batch, durable or abandoned, is told
+ * to batch_end (the state overlay's cue). */
+START_TEST(test_offsets_stored_with_batch) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.batch_end = count_batch_end;
+  batch_ends = 0;
+  member_open(&m);
+  push(&m, 0, 0, "a");
+  push(&m, 0, 1, "b");
+  push(&m, 1, 5, "c");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  answer(&m, 0, 1, 5, KHOST_FAIL);
+  answer(&m, 0, 0, 1, KHOST_OK);
+  ck_assert_int_eq(stored(&m, 0), -1); /* not before the commit */
+  make_durable(&m);
+  ck_assert_int_eq(batch_ends, 1);
+  ck_assert_int_eq(stored(&m, 0), 2);
+  ck_assert_int_eq(stored(&m, 1), 6);
+  push(&m, 0, 2, "d");
+  answer(&m, 0, 0, 2, KHOST_OK);
+  flow_batch_abandon(m.f, flow_cur(m.f));
+  ck_assert_int_eq(batch_ends, 2);
+  ck_assert_int_eq(stored(&m, 0), 2); /* abandoned: not stored */
+  flow_close(m.f);
+}
+END_TEST
+
 /* ------------------------------------------------------------ replays */
 
 START_TEST(test_replay_reprocess_handles_seen_again) {
@@ -684,6 +731,7 @@ Suite *flow_suite(void) {
   tcase_add_test(tc, test_positions_never_go_backwards);
   tcase_add_test(tc, test_batch_not_durable_holds_commits);
   tcase_add_test(tc, test_abandoned_batch_releases_claims);
+  tcase_add_test(tc, test_offsets_stored_with_batch);
   tcase_add_test(tc, test_replay_reprocess_handles_seen_again);
   suite_add_tcase(s, tc);
   return s;

@@ -318,6 +318,210 @@ START_TEST(test_pg_lease) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ state */
+
+static void put(store_batch_t *b, const char *k, const char *v) {
+  ck_assert_int_eq(store_batch_put_state(b, scope, k, strlen(k), v, strlen(v)),
+                   0);
+}
+
+/* 1 and the value in out (NUL-terminated) when k is durable. */
+static int get(const char *k, char *out, size_t outlen) {
+  char err[512];
+  void *v = NULL;
+  size_t n = 0;
+  int r = store_state_get(s, scope, k, strlen(k), &v, &n, err, sizeof(err));
+  ck_assert_msg(r >= 0, "%s", err);
+  if (r == 1) {
+    ck_assert_uint_lt(n, outlen);
+    memcpy(out, v ? v : "", n);
+    out[n] = '\0';
+  }
+  free(v);
+  return r;
+}
+
+static void commit(store_batch_t *b) {
+  char err[512];
+  ck_assert_msg(store_batch_commit(b, NULL, err, sizeof(err)) == 0, "%s", err);
+}
+
+START_TEST(test_state_durable_on_commit_only) {
+  char err[512], v[64];
+  store_batch_t *b;
+  open_store(_i);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  put(b, "user:1", "10");
+  put(b, "user:2", "20");
+  ck_assert_uint_eq(store_batch_pending(b), 2);
+  ck_assert_int_eq(get("user:1", v, sizeof v), 0);
+  commit(b);
+  ck_assert_int_eq(get("user:1", v, sizeof v), 1);
+  ck_assert_str_eq(v, "10");
+  /* The last write of a key in a batch wins; a delete removes it. */
+  put(b, "user:1", "11");
+  put(b, "user:1", "12");
+  ck_assert_int_eq(store_batch_del_state(b, scope, "user:2", 6), 0);
+  commit(b);
+  ck_assert_int_eq(get("user:1", v, sizeof v), 1);
+  ck_assert_str_eq(v, "12");
+  ck_assert_int_eq(get("user:2", v, sizeof v), 0);
+  /* Discarded writes leave nothing. */
+  put(b, "user:3", "30");
+  store_batch_discard(b);
+  commit(b);
+  ck_assert_int_eq(get("user:3", v, sizeof v), 0);
+  store_batch_close(b);
+  close_store();
+}
+END_TEST
+
+static int collect(void *arg, const void *k, size_t kl, const void *v,
+                   size_t vl) {
+  GString *g = arg;
+  g_string_append_len(g, k, (gssize)kl);
+  g_string_append_c(g, '=');
+  g_string_append_len(g, v, (gssize)vl);
+  g_string_append_c(g, ';');
+  return 0;
+}
+
+START_TEST(test_state_scan_prefix_in_order) {
+  char err[512];
+  store_batch_t *b;
+  GString *g = g_string_new(NULL);
+  uint32_t other;
+  open_store(_i);
+  ck_assert_int_eq(store_scope(s, "other", &other, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  put(b, "b:2", "y");
+  put(b, "a:1", "w");
+  put(b, "b:1", "x");
+  put(b, "b\xff", "z");
+  put(b, "c", "v");
+  ck_assert_int_eq(store_batch_put_state(b, other, "b:3", 3, "o", 1), 0);
+  commit(b);
+  ck_assert_int_eq(
+      store_state_scan(s, scope, "b", 1, collect, g, err, sizeof(err)), 0);
+  ck_assert_str_eq(g->str, "b:1=x;b:2=y;b\xff=z;");
+  g_string_truncate(g, 0);
+  ck_assert_int_eq(
+      store_state_scan(s, scope, "b\xff", 2, collect, g, err, sizeof(err)), 0);
+  ck_assert_str_eq(g->str, "b\xff=z;");
+  g_string_truncate(g, 0);
+  ck_assert_int_eq(
+      store_state_scan(s, scope, "", 0, collect, g, err, sizeof(err)), 0);
+  ck_assert_str_eq(g->str, "a:1=w;b:1=x;b:2=y;b\xff=z;c=v;");
+  /* Reset forgets one scope's keys only. */
+  int64_t removed = -1;
+  ck_assert_int_eq(store_state_reset(s, scope, &removed, err, sizeof(err)), 0);
+  ck_assert_int_eq(removed, 5);
+  g_string_truncate(g, 0);
+  ck_assert_int_eq(
+      store_state_scan(s, scope, "", 0, collect, g, err, sizeof(err)), 0);
+  ck_assert_str_eq(g->str, "");
+  ck_assert_int_eq(
+      store_state_scan(s, other, "", 0, collect, g, err, sizeof(err)), 0);
+  ck_assert_str_eq(g->str, "b:3=o;");
+  g_string_free(g, TRUE);
+  store_batch_close(b);
+  close_store();
+}
+END_TEST
+
+static int count_keys(void *arg, const void *k, size_t kl, const void *v,
+                      size_t vl) {
+  (void)k, (void)kl, (void)v, (void)vl;
+  (*(int *)arg)++;
+  return 0;
+}
+
+/* A scan longer than one chunk of reads sees every key once. */
+START_TEST(test_state_scan_many) {
+  char err[512], k[32];
+  store_batch_t *b;
+  int n = 0;
+  open_store(_i);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  for (int i = 0; i < 1000; i++) {
+    snprintf(k, sizeof k, "k%04d", i);
+    put(b, k, "v");
+  }
+  commit(b);
+  ck_assert_int_eq(
+      store_state_scan(s, scope, "k", 1, count_keys, &n, err, sizeof(err)), 0);
+  ck_assert_int_eq(n, 1000);
+  store_batch_close(b);
+  close_store();
+}
+END_TEST
+
+/* Offsets are stored with the batch's marks and state, and read back
+ * (after a reopen for the file). */
+START_TEST(test_offsets_with_batch) {
+  char err[512];
+  store_batch_t *b;
+  int64_t next = -1;
+  open_store(_i);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_offset_get(s, scope, "t", 0, &next, err, sizeof err),
+                   0);
+  ck_assert_int_eq(store_batch_set_offset(b, scope, "t", 0, 42), 0);
+  put(b, "k", "v");
+  store_mark_t m = {.scope = scope,
+                    .event_id = "e1",
+                    .event_id_len = 2,
+                    .topic = "t",
+                    .offset = 41,
+                    .handled_at_ms = 1};
+  ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  ck_assert_int_eq(store_offset_get(s, scope, "t", 0, &next, err, sizeof err),
+                   0);
+  commit(b);
+  ck_assert_int_eq(store_batch_set_offset(b, scope, "t", 0, 50), 0);
+  commit(b); /* offsets alone make a transaction too */
+  store_batch_close(b);
+  if (_i == IMPL_SQLITE) {
+    char *path = g_strdup_printf("%s/dedup.db", dir);
+    dedup_opts_t o = {.path = path};
+    store_close(s);
+    ck_assert_int_eq(store_sqlite_open(&s, &o, err, sizeof(err)), 0);
+    g_free(path);
+  }
+  ck_assert_int_eq(store_offset_get(s, scope, "t", 0, &next, err, sizeof err),
+                   1);
+  ck_assert_int_eq(next, 50);
+  ck_assert_int_eq(store_offset_get(s, scope, "t", 1, &next, err, sizeof err),
+                   0);
+  ck_assert_int_eq(claim("e1", STORE_LOOKUP, 0), STORE_SEEN);
+  close_store();
+}
+END_TEST
+
+/* A refused commit writes none of marks, state and offsets, and keeps
+ * them for the retry. */
+START_TEST(test_failed_commit_keeps_state_buffered) {
+  char err[512], v[64];
+  store_batch_t *b;
+  int64_t next = -1;
+  open_store(IMPL_MEM);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  put(b, "k", "v");
+  ck_assert_int_eq(store_batch_set_offset(b, scope, "t", 0, 7), 0);
+  store_mem_fail_commits(s, 1, 1);
+  ck_assert_int_ne(store_batch_commit(b, NULL, err, sizeof(err)), 0);
+  ck_assert_int_eq(get("k", v, sizeof v), 0);
+  ck_assert_int_eq(store_offset_get(s, scope, "t", 0, &next, err, sizeof err),
+                   0);
+  commit(b);
+  ck_assert_int_eq(get("k", v, sizeof v), 1);
+  ck_assert_int_eq(store_offset_get(s, scope, "t", 0, &next, err, sizeof err),
+                   1);
+  store_batch_close(b);
+  close_store();
+}
+END_TEST
+
 Suite *store_suite(void) {
   Suite *su = suite_create("store");
   TCase *tc = tcase_create("contract");
@@ -330,6 +534,12 @@ Suite *store_suite(void) {
   tcase_add_loop_test(tc, test_claim_again, 0, impls);
   tcase_add_loop_test(tc, test_attempts, 0, impls);
   tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, impls);
+  /* Plugin state and stored offsets: not in the PostgreSQL store yet. */
+  tcase_add_loop_test(tc, test_state_durable_on_commit_only, 0, IMPL_PG);
+  tcase_add_loop_test(tc, test_state_scan_prefix_in_order, 0, IMPL_PG);
+  tcase_add_loop_test(tc, test_state_scan_many, 0, IMPL_PG);
+  tcase_add_loop_test(tc, test_offsets_with_batch, 0, IMPL_PG);
+  tcase_add_test(tc, test_failed_commit_keeps_state_buffered);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(su, tc);
   if (impls == IMPLS) {

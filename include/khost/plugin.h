@@ -29,7 +29,9 @@
  *        revoked (the member's partitions), settings (a declared config
  *        schema, checked by the host and shown by `khost plugin-info`);
  *        KHOST_API_HAS(); khost_api_t: fail_reason (why handle() failed the
- *        record). Plugins built for 1.0 load and behave as before.
+ *        record); state_get, state_put, state_delete, state_scan
+ *        (host-managed state, durable with the records' dedup marks).
+ *        Plugins built for 1.0 load and behave as before.
  *
  * Threads: khost creates one plugin instance per consumer-group member and
  * calls every callback of one instance from that member's thread only, never
@@ -242,6 +244,47 @@ typedef struct khost_api {
    */
   void (*fail_reason)(khost_host_t *host, const char *fmt, ...)
       KHOST_PRINTF(2, 3);
+
+  /* ---- ABI 1.1: host-managed state (check with KHOST_API_HAS) ----
+   *
+   * A key-value map per pipeline, byte keys and values, kept by khost in
+   * its dedup store. Writes made in handle() belong to the record being
+   * handled: when its outcome is KHOST_OK or KHOST_FAIL they become
+   * durable in the same transaction as the record's dedup mark and its
+   * partition's offset, so that after a crash at any instant a record's
+   * writes are applied exactly once; after KHOST_RETRY (or when the batch
+   * is not made durable) they are dropped and the record is handled
+   * again. Reads see the writes of the records handled before, durable
+   * or not (read-your-writes), and the current record's own.
+   *
+   * Two records writing one key: the one finished later wins. A member
+   * finishes the records of a partition in offset order; records of
+   * different partitions have no order between them, so key the state by
+   * what picks the partition (the record key), as the demo plugins do.
+   *
+   * Calls are made on the instance's thread: reads in handle(), flush(),
+   * assigned() and revoked(); writes in handle() only (elsewhere they
+   * return -1). Every call returns -1 when the pipeline has no dedup
+   * store (dedup = false), which state needs.
+   */
+  /** 1 with *value and *len (owned by the host, valid until the next
+   *  state call of this instance or the end of the callback) when key has
+   *  a value, 0 when not, -1 on error (logged). */
+  int (*state_get)(khost_host_t *host, const void *key, size_t klen,
+                   const void **value, size_t *len);
+  /** Set key to value (both copied); 0, or -1 outside handle(). */
+  int (*state_put)(khost_host_t *host, const void *key, size_t klen,
+                   const void *value, size_t len);
+  /** Remove key; 0, or -1 outside handle(). */
+  int (*state_delete)(khost_host_t *host, const void *key, size_t klen);
+  /** fn for every key starting with prefix (plen 0: all), in byte order,
+   *  with key and value valid during the call; fn may call the state
+   *  entries. Stops at fn's first non-zero answer and returns it; 0 when
+   *  fn never stopped it, -1 on error (logged). */
+  int (*state_scan)(khost_host_t *host, const void *prefix, size_t plen,
+                    int (*fn)(void *arg, const void *key, size_t klen,
+                              const void *value, size_t len),
+                    void *arg);
 } khost_api_t;
 
 /**

@@ -1,0 +1,214 @@
+/*
+ * khost state get|scan|stats|reset: the plugin state a pipeline keeps in
+ * the dedup database (store_state.h), read and reset from the command
+ * line, with a connection of its own.
+ *
+ * reset previews by default, as replay and dedup forget do: it removes
+ * only with --execute. It is meant for a stopped pipeline (a running
+ * member may hold writes not yet durable, and writes them after the
+ * reset): reset, then replay from earliest with --dedup reprocess to
+ * rebuild the state from the topic (README.md, "Replay").
+ *
+ * Keys and values print as text, bytes outside printable ASCII (and the
+ * backslash) as \xNN.
+ *
+ * Exit status: 0 done (or previewed); 1 get found nothing, or SQLite
+ * failed; 2 usage, config, unknown pipeline.
+ */
+#include <getopt.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "host.h"
+#include "store_state.h"
+
+typedef struct state_cli {
+  const char *action; /* get, scan, stats, reset */
+  const char *config, *pipeline, *key, *prefix;
+  int execute;
+  cfg_t cfg;
+  sstate_t *st;
+  uint32_t scope;
+  char err[1024];
+} state_cli_t;
+
+static int parse(int argc, char **argv, state_cli_t *c) {
+  static const struct option longopts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"pipeline", required_argument, NULL, 'p'},
+      {"key", required_argument, NULL, 'k'},
+      {"prefix", required_argument, NULL, 'x'},
+      {"execute", no_argument, NULL, 'e'},
+      {NULL, 0, NULL, 0}};
+  int opt;
+  optind = 1;
+  opterr = 0;
+  while ((opt = getopt_long(argc, argv, "+:c:p:", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 'c':
+      c->config = optarg;
+      break;
+    case 'p':
+      c->pipeline = optarg;
+      break;
+    case 'k':
+      c->key = optarg;
+      break;
+    case 'x':
+      c->prefix = optarg;
+      break;
+    case 'e':
+      c->execute = 1;
+      break;
+    case ':':
+      return cli_usage_error("state %s: %s needs a value", c->action,
+                             argv[optind - 1]);
+    default:
+      return cli_usage_error("state %s: unknown option '%s'", c->action,
+                             argv[optind - 1]);
+    }
+  }
+  if (optind < argc)
+    return cli_usage_error("state %s: unexpected argument '%s'", c->action,
+                           argv[optind]);
+  if (!c->config || !c->pipeline)
+    return cli_usage_error("state %s: -c FILE and -p PIPELINE are required",
+                           c->action);
+  if ((strcmp(c->action, "get") == 0) != (c->key != NULL))
+    return cli_usage_error("state %s: --key KEY goes with get, which needs it",
+                           c->action);
+  if (c->prefix && strcmp(c->action, "scan") != 0)
+    return cli_usage_error("state %s: --prefix goes with scan", c->action);
+  if (c->execute && strcmp(c->action, "reset") != 0)
+    return cli_usage_error("state %s: --execute goes with reset", c->action);
+  return -1;
+}
+
+static void print_bytes(const void *data, size_t len) {
+  const unsigned char *p = data;
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\')
+      putchar(p[i]);
+    else
+      printf("\\x%02x", p[i]);
+  }
+}
+
+static int print_row(void *arg, const void *k, size_t kl, const void *v,
+                     size_t vl) {
+  (void)arg;
+  print_bytes(k, kl);
+  putchar('\t');
+  print_bytes(v, vl);
+  putchar('\n');
+  return 0;
+}
+
+static int fail(state_cli_t *c) {
+  fprintf(stderr, "khost: state %s: %s\n", c->action, c->err);
+  return HOST_EXIT_RUNTIME;
+}
+
+static int do_get(state_cli_t *c) {
+  void *v = NULL;
+  size_t n = 0;
+  int r = sstate_get(c->st, c->scope, c->key, strlen(c->key), &v, &n, c->err,
+                     sizeof(c->err));
+  if (r < 0)
+    return fail(c);
+  if (r == 0) {
+    fprintf(stderr, "khost: state get: key %s: not found in pipeline %s\n",
+            c->key, c->pipeline);
+    return HOST_EXIT_RUNTIME;
+  }
+  print_bytes(v, n);
+  putchar('\n');
+  g_free(v);
+  return HOST_EXIT_OK;
+}
+
+static int do_scan(state_cli_t *c) {
+  const char *p = c->prefix ? c->prefix : "";
+  if (sstate_scan(c->st, c->scope, p, strlen(p), print_row, NULL, c->err,
+                  sizeof(c->err)) < 0)
+    return fail(c);
+  return HOST_EXIT_OK;
+}
+
+static int do_stats(state_cli_t *c) {
+  int64_t keys = 0, bytes = 0;
+  if (sstate_stats(c->st, c->scope, &keys, &bytes, c->err, sizeof(c->err)) < 0)
+    return fail(c);
+  printf("pipeline %s: %" PRId64 " keys, %" PRId64 " bytes\n", c->pipeline,
+         keys, bytes);
+  return HOST_EXIT_OK;
+}
+
+static int do_reset(state_cli_t *c) {
+  int64_t keys = 0, bytes = 0;
+  if (!c->execute) {
+    if (sstate_stats(c->st, c->scope, &keys, &bytes, c->err, sizeof(c->err)) <
+        0)
+      return fail(c);
+    printf("would remove %" PRId64 " keys of pipeline %s\n"
+           "preview only, nothing changed: add --execute to remove them\n",
+           keys, c->pipeline);
+    return HOST_EXIT_OK;
+  }
+  if (sstate_reset(c->st, c->scope, &keys, c->err, sizeof(c->err)) < 0)
+    return fail(c);
+  printf("removed %" PRId64 " keys of pipeline %s\n", keys, c->pipeline);
+  return HOST_EXIT_OK;
+}
+
+/* The database and the pipeline's scope. Returns -1 to go on. */
+static int open_state(state_cli_t *c) {
+  int found = 0;
+  if (!g_file_test(c->cfg.dedup_path, G_FILE_TEST_EXISTS)) {
+    /* Nothing to show: a pipeline that never ran keeps no state. */
+    snprintf(c->err, sizeof(c->err), "%s: no such database", c->cfg.dedup_path);
+    return fail(c);
+  }
+  if (sstate_open(&c->st, c->cfg.dedup_path, 0, c->err, sizeof(c->err)) < 0 ||
+      (found = sstate_scope(c->st, c->pipeline, &c->scope, c->err,
+                            sizeof(c->err))) < 0)
+    return fail(c);
+  if (!found)
+    c->scope = UINT32_MAX; /* never handled a record: no keys */
+  return -1;
+}
+
+static int has_pipeline(const cfg_t *cfg, const char *name) {
+  for (size_t i = 0; i < cfg->n_pipelines; i++)
+    if (strcmp(cfg->pipelines[i].name, name) == 0)
+      return 1;
+  return 0;
+}
+
+int cmd_state(int argc, char **argv) {
+  state_cli_t c = {.action = argc > 1 ? argv[1] : ""};
+  static const char *const actions[] = {"get", "scan", "stats", "reset"};
+  static int (*const run[])(state_cli_t *) = {do_get, do_scan, do_stats,
+                                              do_reset};
+  int rc, which = -1;
+  for (int i = 0; i < 4; i++)
+    if (strcmp(c.action, actions[i]) == 0)
+      which = i;
+  if (which < 0)
+    return cli_usage_error("state: give get, scan, stats or reset");
+  if ((rc = parse(argc - 1, argv + 1, &c)) >= 0)
+    return rc;
+  if ((rc = cli_load_config(&c.cfg, c.config)) != 0)
+    return rc;
+  if (!has_pipeline(&c.cfg, c.pipeline))
+    rc = cli_usage_error("state %s: no pipeline named %s in %s", c.action,
+                         c.pipeline, c.config);
+  else if ((rc = open_state(&c)) < 0)
+    rc = run[which](&c);
+  sstate_close(c.st);
+  cfg_free(&c.cfg);
+  return rc;
+}

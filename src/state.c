@@ -1,0 +1,238 @@
+/*
+ * Host-managed plugin state of one member (see state.h): a buffer of the
+ * record being handled, an overlay per store batch not yet durable, the
+ * store below them.
+ */
+#include "state.h"
+
+#include <glib.h>
+#include <string.h>
+
+/* Writes not durable yet: key -> value, or NULL for a delete. */
+typedef struct overlay {
+  store_batch_t *sb; /* NULL: slot free */
+  uint64_t gen;      /* higher: joined later */
+  GHashTable *kv;
+} overlay_t;
+
+/* The flow core has two batches: the one filling, the one in the air. */
+#define OVERLAYS 2
+
+struct state {
+  store_t *store;
+  uint32_t scope;
+  GHashTable *rec; /* the record's writes */
+  overlay_t ov[OVERLAYS];
+  uint64_t gen;
+  GBytes *last; /* what state_get() returned last */
+};
+
+static GHashTable *kv_new(void) {
+  return g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                               (GDestroyNotify)g_bytes_unref,
+                               (GDestroyNotify)g_bytes_unref);
+}
+
+state_t *state_new(store_t *store, uint32_t scope) {
+  state_t *st = g_new0(state_t, 1);
+  st->store = store;
+  st->scope = scope;
+  st->rec = kv_new();
+  for (int i = 0; i < OVERLAYS; i++)
+    st->ov[i].kv = kv_new();
+  return st;
+}
+
+void state_free(state_t *st) {
+  if (!st)
+    return;
+  g_hash_table_destroy(st->rec);
+  for (int i = 0; i < OVERLAYS; i++)
+    g_hash_table_destroy(st->ov[i].kv);
+  if (st->last)
+    g_bytes_unref(st->last);
+  g_free(st);
+}
+
+void state_record_drop(state_t *st) {
+  g_hash_table_remove_all(st->rec);
+}
+
+static overlay_t *overlay_of(state_t *st, store_batch_t *sb) {
+  overlay_t *free_slot = NULL;
+  for (int i = 0; i < OVERLAYS; i++) {
+    if (st->ov[i].sb == sb)
+      return &st->ov[i];
+    if (!st->ov[i].sb && !free_slot)
+      free_slot = &st->ov[i];
+  }
+  if (free_slot)
+    free_slot->sb = sb;
+  return free_slot;
+}
+
+void state_record_join(state_t *st, store_batch_t *sb) {
+  GHashTableIter it;
+  gpointer k, v;
+  if (g_hash_table_size(st->rec) == 0)
+    return;
+  overlay_t *o = overlay_of(st, sb);
+  g_return_if_fail(o != NULL); /* one per batch: never more than two */
+  o->gen = ++st->gen;
+  g_hash_table_iter_init(&it, st->rec);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    gsize kl, vl = 0;
+    const void *kd = g_bytes_get_data(k, &kl);
+    const void *vd = v ? g_bytes_get_data(v, &vl) : NULL;
+    if (v)
+      store_batch_put_state(sb, st->scope, kd, kl, vd, vl);
+    else
+      store_batch_del_state(sb, st->scope, kd, kl);
+    g_hash_table_insert(o->kv, g_bytes_ref(k), v ? g_bytes_ref(v) : NULL);
+  }
+  g_hash_table_remove_all(st->rec);
+}
+
+void state_batch_end(state_t *st, store_batch_t *sb) {
+  for (int i = 0; i < OVERLAYS; i++) {
+    if (st->ov[i].sb == sb) {
+      g_hash_table_remove_all(st->ov[i].kv);
+      st->ov[i].sb = NULL;
+    }
+  }
+}
+
+/* The overlays, newest first. */
+static void overlays_newest_first(state_t *st, overlay_t **out) {
+  int newer = st->ov[1].gen > st->ov[0].gen;
+  out[0] = &st->ov[newer];
+  out[1] = &st->ov[!newer];
+}
+
+/* 1 with *v (a ref, NULL for a delete) when a write not yet durable
+ * answers for k. */
+static int pending_lookup(state_t *st, GBytes *k, GBytes **v) {
+  overlay_t *o[OVERLAYS];
+  gpointer found;
+  if (g_hash_table_lookup_extended(st->rec, k, NULL, &found))
+    goto hit;
+  overlays_newest_first(st, o);
+  for (int i = 0; i < OVERLAYS; i++)
+    if (o[i]->sb && g_hash_table_lookup_extended(o[i]->kv, k, NULL, &found))
+      goto hit;
+  return 0;
+hit:
+  *v = found ? g_bytes_ref(found) : NULL;
+  return 1;
+}
+
+int state_get(state_t *st, const void *key, size_t klen, const void **val,
+              size_t *vlen, char *err, size_t errlen) {
+  GBytes *k = g_bytes_new(key, klen), *v = NULL;
+  int rc = 1;
+  if (st->last)
+    g_bytes_unref(st->last);
+  st->last = NULL;
+  if (!pending_lookup(st, k, &v)) {
+    void *data = NULL;
+    size_t n = 0;
+    rc = store_state_get(st->store, st->scope, key, klen, &data, &n, err,
+                         errlen);
+    if (rc == 1)
+      v = g_bytes_new_take(data, n);
+  }
+  if (rc == 1 && !v)
+    rc = 0; /* deleted, not durable yet */
+  if (rc == 1) {
+    st->last = v;
+    *val = g_bytes_get_data(v, vlen);
+    if (!*val)
+      *val = "";
+  }
+  g_bytes_unref(k);
+  return rc;
+}
+
+void state_put(state_t *st, const void *key, size_t klen, const void *val,
+               size_t vlen) {
+  g_hash_table_insert(st->rec, g_bytes_new(key, klen), g_bytes_new(val, vlen));
+}
+
+void state_del(state_t *st, const void *key, size_t klen) {
+  g_hash_table_insert(st->rec, g_bytes_new(key, klen), NULL);
+}
+
+/* ------------------------------------------------------------- scans */
+
+typedef struct scan {
+  GTree *t; /* GBytes key -> GBytes value */
+  const guint8 *prefix;
+  size_t plen;
+} scan_t;
+
+static int keep_row(void *arg, const void *k, size_t kl, const void *v,
+                    size_t vl) {
+  scan_t *s = arg;
+  g_tree_insert(s->t, g_bytes_new(k, kl), g_bytes_new(v, vl));
+  return 0;
+}
+
+/* Lay the writes of kv that match the prefix over the tree. */
+static void lay_over(scan_t *s, GHashTable *kv) {
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, kv);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    gsize kl;
+    const guint8 *kd = g_bytes_get_data(k, &kl);
+    if (kl < s->plen || (s->plen && memcmp(kd, s->prefix, s->plen) != 0))
+      continue;
+    if (v)
+      g_tree_insert(s->t, g_bytes_ref(k), g_bytes_ref(v));
+    else
+      g_tree_remove(s->t, k);
+  }
+}
+
+static gint bytes_cmp(gconstpointer a, gconstpointer b, gpointer unused) {
+  (void)unused;
+  return g_bytes_compare(a, b);
+}
+
+typedef struct walk {
+  store_state_fn fn;
+  void *arg;
+  int rc;
+} walk_t;
+
+static gboolean walk_one(gpointer k, gpointer v, gpointer arg) {
+  walk_t *w = arg;
+  gsize kl, vl;
+  const void *kd = g_bytes_get_data(k, &kl);
+  const void *vd = g_bytes_get_data(v, &vl);
+  w->rc = w->fn(w->arg, kd, kl, vd ? vd : "", vl);
+  return w->rc != 0;
+}
+
+int state_scan(state_t *st, const void *prefix, size_t plen, store_state_fn fn,
+               void *arg, char *err, size_t errlen) {
+  scan_t s = {g_tree_new_full(bytes_cmp, NULL, (GDestroyNotify)g_bytes_unref,
+                              (GDestroyNotify)g_bytes_unref),
+              prefix, plen};
+  walk_t w = {fn, arg, 0};
+  overlay_t *o[OVERLAYS];
+  int rc = store_state_scan(st->store, st->scope, prefix, plen, keep_row, &s,
+                            err, errlen);
+  if (rc == 0) {
+    overlays_newest_first(st, o);
+    for (int i = OVERLAYS - 1; i >= 0; i--)
+      if (o[i]->sb)
+        lay_over(&s, o[i]->kv);
+    lay_over(&s, st->rec);
+    /* fn may write: the tree is the scan's own copy. */
+    g_tree_foreach(s.t, walk_one, &w);
+    rc = w.rc;
+  }
+  g_tree_destroy(s.t);
+  return rc;
+}

@@ -1,0 +1,59 @@
+/*
+ * Host-managed plugin state of one member: what the state entries of the
+ * plugin API (khost_api_t.state_get/put/delete/scan) read and write.
+ *
+ * Writes made while handling a record are buffered for that record. When
+ * its outcome is final (OK or FAIL) they join the member's current store
+ * batch (state_record_join()) and become durable in the batch's one
+ * transaction, with its dedup marks and offsets; a RETRY drops them
+ * (state_record_drop()). Until a batch is durable its writes are kept in
+ * an overlay, so that reads see the writes of the records already
+ * handled, also those of the batch in the air on the durability thread
+ * (read-your-writes). A batch that ends, durable or abandoned, drops its
+ * overlay (state_batch_end()): durable, the store now answers the same;
+ * abandoned, its records come again and write again.
+ *
+ * Two records writing the same key: the write joined last wins, in the
+ * order the member finishes records (its completion order). Records of
+ * one partition finish in offset order; records of different partitions
+ * (or members) have no order between them, so a plugin keys its state by
+ * what orders its records (the record key, which picks the partition).
+ *
+ * Threads: a state_t belongs to its member's thread; the store batches
+ * it joins are committed on the durability thread without it.
+ */
+#ifndef KHOST_STATE_H
+#define KHOST_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct state state_t;
+
+state_t *state_new(store_t *store, uint32_t scope);
+void state_free(state_t *st);
+
+/* The record's writes are dropped (it asked for a retry, or a new record
+ * starts). */
+void state_record_drop(state_t *st);
+/* The record's writes join sb (the batch its outcome went to). */
+void state_record_join(state_t *st, store_batch_t *sb);
+/* sb was made durable or abandoned: its overlay goes. */
+void state_batch_end(state_t *st, store_batch_t *sb);
+
+/* 1 with *val and *vlen (owned by st, valid until the next call on st),
+ * 0 when absent, -1 on a store error (err says which). */
+int state_get(state_t *st, const void *key, size_t klen, const void **val,
+              size_t *vlen, char *err, size_t errlen);
+void state_put(state_t *st, const void *key, size_t klen, const void *val,
+               size_t vlen);
+void state_del(state_t *st, const void *key, size_t klen);
+/* Keys starting with prefix in byte order, as read by state_get(); fn's
+ * key and value are valid during the call, which may use st. Stops at
+ * fn's first non-zero answer and returns it; -1 on a store error. */
+int state_scan(state_t *st, const void *prefix, size_t plen, store_state_fn fn,
+               void *arg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,446 @@
+/*
+ * Plugin state and stored offsets in the SQLite file: see store_state.h.
+ */
+#include <glib.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_state.h"
+
+static const char *const state_schema_sql =
+    "CREATE TABLE IF NOT EXISTS state("
+    " scope INTEGER NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,"
+    " PRIMARY KEY(scope, key)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS offsets("
+    " scope INTEGER NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, next INTEGER NOT NULL,"
+    " PRIMARY KEY(scope, topic, partition)) WITHOUT ROWID;";
+
+struct sstate {
+  char *path;
+  pthread_mutex_t mu;
+  sqlite3 *db; /* reads and resets */
+};
+
+enum { OP_PUT, OP_DEL, OP_OFFSET };
+
+typedef struct op {
+  int kind;
+  uint32_t scope;
+  int32_t partition;
+  int64_t next;
+  size_t off, klen, vlen; /* key (or topic), then value, at off */
+} op_t;
+
+struct sstate_buf {
+  GArray *ops;      /* op_t, in the order made */
+  GByteArray *data; /* their bytes */
+  GHashTable *last; /* "scope/partition/topic" -> index + 1 of its offset */
+};
+
+/* The last statement found no state table yet (nothing was stored). */
+static int absent(sstate_t *st) {
+  return strncmp(sqlite3_errmsg(st->db), "no such table", 13) == 0;
+}
+
+static int fail(sstate_t *st, char *err, size_t errlen) {
+  snprintf(err, errlen, "%s: state: %s", st->path, sqlite3_errmsg(st->db));
+  return -1;
+}
+
+int sstate_open(sstate_t **out, const char *path, int busy_ms, char *err,
+                size_t errlen) {
+  sstate_t *st = g_new0(sstate_t, 1);
+  int rc = -1;
+  st->path = g_strdup(path);
+  pthread_mutex_init(&st->mu, NULL);
+  if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                      NULL) != SQLITE_OK)
+    goto out;
+  sqlite3_busy_timeout(st->db, busy_ms > 0 ? busy_ms : 10000);
+  /* A file that cannot take the tables now (a full disk) still opens:
+   * every commit creates them in its own transaction when absent, and
+   * reads find nothing until then. */
+  sqlite3_exec(st->db, state_schema_sql, NULL, NULL, NULL);
+  rc = 0;
+out:
+  if (rc < 0) {
+    fail(st, err, errlen);
+    sstate_close(st);
+    st = NULL;
+  }
+  *out = st;
+  return rc;
+}
+
+void sstate_close(sstate_t *st) {
+  if (!st)
+    return;
+  sqlite3_close(st->db);
+  pthread_mutex_destroy(&st->mu);
+  g_free(st->path);
+  g_free(st);
+}
+
+sstate_buf_t *sstate_buf_new(void) {
+  sstate_buf_t *b = g_new0(sstate_buf_t, 1);
+  b->ops = g_array_new(FALSE, FALSE, sizeof(op_t));
+  b->data = g_byte_array_new();
+  b->last = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  return b;
+}
+
+void sstate_buf_free(sstate_buf_t *b) {
+  if (!b)
+    return;
+  g_array_free(b->ops, TRUE);
+  g_byte_array_free(b->data, TRUE);
+  g_hash_table_destroy(b->last);
+  g_free(b);
+}
+
+void sstate_buf_clear(sstate_buf_t *b) {
+  g_array_set_size(b->ops, 0);
+  g_byte_array_set_size(b->data, 0);
+  g_hash_table_remove_all(b->last);
+}
+
+size_t sstate_buf_len(const sstate_buf_t *b) {
+  return b->ops->len;
+}
+
+void sstate_buf_put(sstate_buf_t *b, uint32_t scope, const void *key,
+                    size_t klen, const void *val, size_t vlen, int is_del) {
+  op_t o = {.kind = is_del ? OP_DEL : OP_PUT,
+            .scope = scope,
+            .off = b->data->len,
+            .klen = klen,
+            .vlen = is_del ? 0 : vlen};
+  g_byte_array_append(b->data, key, klen);
+  if (o.vlen)
+    g_byte_array_append(b->data, val, vlen);
+  g_array_append_val(b->ops, o);
+}
+
+/* One row per partition and batch: a later offset replaces the one
+ * buffered (every record of the batch sets it). */
+void sstate_buf_offset(sstate_buf_t *b, uint32_t scope, const char *topic,
+                       int32_t partition, int64_t next) {
+  char *k = g_strdup_printf("%u/%d/%s", scope, partition, topic);
+  guint at = GPOINTER_TO_UINT(g_hash_table_lookup(b->last, k));
+  if (at) {
+    g_array_index(b->ops, op_t, at - 1).next = next;
+    g_free(k);
+    return;
+  }
+  g_hash_table_insert(b->last, k, GUINT_TO_POINTER(b->ops->len + 1));
+  op_t o = {.kind = OP_OFFSET,
+            .scope = scope,
+            .partition = partition,
+            .next = next,
+            .off = b->data->len,
+            .klen = strlen(topic)};
+  g_byte_array_append(b->data, (const guint8 *)topic, o.klen);
+  g_array_append_val(b->ops, o);
+}
+
+/* Bytes at off; never NULL (SQLite binds NULL as SQL NULL). */
+static const void *bytes_at(const sstate_buf_t *b, size_t off, size_t len) {
+  return len ? (const void *)(b->data->data + off) : "";
+}
+
+static int op_run(sqlite3_stmt *q, const sstate_buf_t *b, const op_t *o) {
+  sqlite3_bind_int64(q, 1, o->scope);
+  if (o->kind == OP_OFFSET) {
+    sqlite3_bind_text64(q, 2, bytes_at(b, o->off, o->klen), o->klen,
+                        SQLITE_STATIC, SQLITE_UTF8);
+    sqlite3_bind_int(q, 3, o->partition);
+    sqlite3_bind_int64(q, 4, o->next);
+  } else {
+    sqlite3_bind_blob64(q, 2, bytes_at(b, o->off, o->klen), o->klen,
+                        SQLITE_STATIC);
+    if (o->kind == OP_PUT)
+      sqlite3_bind_blob64(q, 3, bytes_at(b, o->off + o->klen, o->vlen), o->vlen,
+                          SQLITE_STATIC);
+  }
+  int rc = sqlite3_step(q);
+  sqlite3_reset(q);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Applied in the order made, so that the last write of a key wins. */
+int sstate_buf_write(sqlite3 *db, void *arg) {
+  const sstate_buf_t *b = arg;
+  static const char *const sql[] = {
+      [OP_PUT] = "INSERT OR REPLACE INTO state(scope, key, value)"
+                 " VALUES(?1, ?2, ?3)",
+      [OP_DEL] = "DELETE FROM state WHERE scope = ?1 AND key = ?2",
+      [OP_OFFSET] = "INSERT OR REPLACE INTO offsets(scope, topic, partition,"
+                    " next) VALUES(?1, ?2, ?3, ?4)"};
+  sqlite3_stmt *q[3] = {NULL, NULL, NULL};
+  int rc = sqlite3_exec(db, state_schema_sql, NULL, NULL, NULL);
+  for (int k = 0; rc == SQLITE_OK && k < 3; k++)
+    rc = sqlite3_prepare_v3(db, sql[k], -1, SQLITE_PREPARE_PERSISTENT, &q[k],
+                            NULL);
+  for (guint i = 0; rc == SQLITE_OK && i < b->ops->len; i++) {
+    const op_t *o = &g_array_index(b->ops, op_t, i);
+    rc = op_run(q[o->kind], b, o);
+  }
+  for (int k = 0; k < 3; k++)
+    sqlite3_finalize(q[k]);
+  return rc;
+}
+
+int sstate_get(sstate_t *st, uint32_t scope, const void *key, size_t klen,
+               void **val, size_t *vlen, char *err, size_t errlen) {
+  sqlite3_stmt *q = NULL;
+  int rc = -1;
+  *val = NULL;
+  *vlen = 0;
+  pthread_mutex_lock(&st->mu);
+  if (sqlite3_prepare_v2(
+          st->db, "SELECT value FROM state WHERE scope = ?1 AND key = ?2", -1,
+          &q, NULL) != SQLITE_OK) {
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
+    goto out;
+  }
+  sqlite3_bind_int64(q, 1, scope);
+  sqlite3_bind_blob64(q, 2, klen ? key : "", klen, SQLITE_STATIC);
+  int s = sqlite3_step(q);
+  if (s == SQLITE_ROW) {
+    *vlen = (size_t)sqlite3_column_bytes(q, 0);
+    *val = *vlen ? g_memdup2(sqlite3_column_blob(q, 0), *vlen) : NULL;
+    rc = 1;
+  } else if (s == SQLITE_DONE) {
+    rc = 0;
+  } else {
+    fail(st, err, errlen);
+  }
+out:
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+/* The smallest key above every key starting with prefix: prefix with its
+ * trailing 0xff bytes dropped and the last byte raised; NULL when there
+ * is none (no upper bound). */
+static GBytes *prefix_end(const void *prefix, size_t plen) {
+  const guint8 *p = prefix;
+  while (plen > 0 && p[plen - 1] == 0xff)
+    plen--;
+  if (plen == 0)
+    return NULL;
+  guint8 *e = g_memdup2(p, plen);
+  e[plen - 1]++;
+  return g_bytes_new_take(e, plen);
+}
+
+typedef struct kv {
+  GBytes *key, *val;
+} kv_t;
+
+static void kv_clear(gpointer p) {
+  kv_t *x = p;
+  g_bytes_unref(x->key);
+  g_bytes_unref(x->val);
+}
+
+#define SCAN_CHUNK 256
+
+/* Up to SCAN_CHUNK rows of a scan from key `from` on (after: past it),
+ * below end (NULL: no bound), read under the mutex; fn is called without
+ * it, so that fn may read again, and a scan holds one chunk in memory. */
+static int scan_rows(sstate_t *st, uint32_t scope, GBytes *from, int after,
+                     GBytes *end, GArray *rows, char *err, size_t errlen) {
+  sqlite3_stmt *q = NULL;
+  int rc = -1, s;
+  gsize fl;
+  const void *f = g_bytes_get_data(from, &fl);
+  pthread_mutex_lock(&st->mu);
+  if (sqlite3_prepare_v2(st->db,
+                         after ? "SELECT key, value FROM state WHERE scope = ?1"
+                                 " AND key > ?2 AND (?3 IS NULL OR key < ?3)"
+                                 " ORDER BY key LIMIT " G_STRINGIFY(SCAN_CHUNK)
+                               : "SELECT key, value FROM state WHERE scope = ?1"
+                                 " AND key >= ?2 AND (?3 IS NULL OR key < ?3)"
+                                 " ORDER BY key LIMIT " G_STRINGIFY(SCAN_CHUNK),
+                         -1, &q, NULL) != SQLITE_OK) {
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
+    goto out;
+  }
+  sqlite3_bind_int64(q, 1, scope);
+  sqlite3_bind_blob64(q, 2, fl ? f : "", fl, SQLITE_STATIC);
+  if (end)
+    sqlite3_bind_blob64(q, 3, g_bytes_get_data(end, NULL),
+                        g_bytes_get_size(end), SQLITE_STATIC);
+  while ((s = sqlite3_step(q)) == SQLITE_ROW) {
+    kv_t x = {
+        g_bytes_new(sqlite3_column_blob(q, 0), sqlite3_column_bytes(q, 0)),
+        g_bytes_new(sqlite3_column_blob(q, 1), sqlite3_column_bytes(q, 1))};
+    g_array_append_val(rows, x);
+  }
+  if (s != SQLITE_DONE) {
+    fail(st, err, errlen);
+    goto out;
+  }
+  rc = 0;
+out:
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+int sstate_scan(sstate_t *st, uint32_t scope, const void *prefix, size_t plen,
+                store_state_fn fn, void *arg, char *err, size_t errlen) {
+  GArray *rows = g_array_new(FALSE, FALSE, sizeof(kv_t));
+  GBytes *end = prefix_end(prefix, plen);
+  GBytes *from = g_bytes_new(prefix, plen);
+  int rc = 0, after = 0;
+  g_array_set_clear_func(rows, kv_clear);
+  do {
+    g_array_set_size(rows, 0);
+    rc = scan_rows(st, scope, from, after, end, rows, err, errlen);
+    for (guint i = 0; rc == 0 && i < rows->len; i++) {
+      const kv_t *x = &g_array_index(rows, kv_t, i);
+      gsize kl, vl;
+      const void *k = g_bytes_get_data(x->key, &kl);
+      const void *v = g_bytes_get_data(x->val, &vl);
+      rc = fn(arg, k, kl, v ? v : "", vl);
+    }
+    if (rows->len > 0) {
+      g_bytes_unref(from);
+      from = g_bytes_ref(g_array_index(rows, kv_t, rows->len - 1).key);
+      after = 1;
+    }
+  } while (rc == 0 && rows->len == SCAN_CHUNK);
+  g_array_free(rows, TRUE);
+  g_bytes_unref(from);
+  if (end)
+    g_bytes_unref(end);
+  return rc;
+}
+
+int sstate_reset(sstate_t *st, uint32_t scope, int64_t *removed, char *err,
+                 size_t errlen) {
+  sqlite3_stmt *q = NULL;
+  int rc = -1;
+  pthread_mutex_lock(&st->mu);
+  if (sqlite3_prepare_v2(st->db, "DELETE FROM state WHERE scope = ?1", -1, &q,
+                         NULL) != SQLITE_OK) {
+    if (absent(st)) {
+      rc = 0;
+      if (removed)
+        *removed = 0;
+    }
+    goto out;
+  }
+  sqlite3_bind_int64(q, 1, scope);
+  if (sqlite3_step(q) != SQLITE_DONE)
+    goto out;
+  if (removed)
+    *removed = sqlite3_changes64(st->db);
+  rc = 0;
+out:
+  if (rc < 0)
+    fail(st, err, errlen);
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+int sstate_offset_get(sstate_t *st, uint32_t scope, const char *topic,
+                      int32_t partition, int64_t *next, char *err,
+                      size_t errlen) {
+  sqlite3_stmt *q = NULL;
+  int rc = -1, s;
+  pthread_mutex_lock(&st->mu);
+  if (sqlite3_prepare_v2(st->db,
+                         "SELECT next FROM offsets WHERE scope = ?1"
+                         " AND topic = ?2 AND partition = ?3",
+                         -1, &q, NULL) != SQLITE_OK) {
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
+    goto out;
+  }
+  sqlite3_bind_int64(q, 1, scope);
+  sqlite3_bind_text(q, 2, topic, -1, SQLITE_STATIC);
+  sqlite3_bind_int(q, 3, partition);
+  s = sqlite3_step(q);
+  if (s == SQLITE_ROW) {
+    *next = sqlite3_column_int64(q, 0);
+    rc = 1;
+  } else if (s == SQLITE_DONE) {
+    rc = 0;
+  } else {
+    fail(st, err, errlen);
+  }
+out:
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+/* One row of one or two integers (NULL *b: one). */
+static int query_ints(sstate_t *st, const char *sql, uint32_t scope,
+                      const char *name, int64_t *a, int64_t *b, char *err,
+                      size_t errlen) {
+  sqlite3_stmt *q = NULL;
+  int rc = -1, s;
+  pthread_mutex_lock(&st->mu);
+  if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
+    if (absent(st))
+      rc = 0;
+    else
+      fail(st, err, errlen);
+    goto out;
+  }
+  if (name)
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+  else
+    sqlite3_bind_int64(q, 1, scope);
+  s = sqlite3_step(q);
+  if (s == SQLITE_ROW) {
+    *a = sqlite3_column_int64(q, 0);
+    if (b)
+      *b = sqlite3_column_int64(q, 1);
+    rc = 1;
+  } else if (s == SQLITE_DONE) {
+    rc = 0;
+  } else {
+    fail(st, err, errlen);
+  }
+out:
+  sqlite3_finalize(q);
+  pthread_mutex_unlock(&st->mu);
+  return rc;
+}
+
+int sstate_scope(sstate_t *st, const char *pipeline, uint32_t *scope, char *err,
+                 size_t errlen) {
+  int64_t id = 0;
+  int rc = query_ints(st, "SELECT id FROM scopes WHERE name = ?1", 0, pipeline,
+                      &id, NULL, err, errlen);
+  *scope = (uint32_t)id;
+  return rc;
+}
+
+int sstate_stats(sstate_t *st, uint32_t scope, int64_t *keys, int64_t *bytes,
+                 char *err, size_t errlen) {
+  int rc = query_ints(st,
+                      "SELECT count(*), coalesce(sum(length(key) +"
+                      " length(value)), 0) FROM state WHERE scope = ?1",
+                      scope, NULL, keys, bytes, err, errlen);
+  return rc < 0 ? -1 : 0;
+}

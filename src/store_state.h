@@ -1,0 +1,63 @@
+/*
+ * Plugin state and stored offsets in the SQLite file (store_sqlite.c):
+ * the two tables, a batch's buffer of their writes, which the batch's
+ * commit writes inside the same transaction as its dedup marks
+ * (dedup_writer_commit_with()), and the reads of what is durable.
+ *
+ * Tables (created at open when absent, so that a file of an older khost
+ * gains them without touching the dedup tables):
+ *   state(scope, key BLOB, value BLOB, PRIMARY KEY(scope, key))
+ *   offsets(scope, topic, partition, next, PRIMARY KEY(...))
+ * both WITHOUT ROWID: looked up and scanned by their keys only.
+ *
+ * Threads: an sstate_t is thread-safe (one read connection under a
+ * mutex); a buffer belongs to its batch's thread.
+ */
+#ifndef KHOST_STORE_STATE_H
+#define KHOST_STORE_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+typedef struct sstate sstate_t;
+typedef struct sstate_buf sstate_buf_t;
+
+int sstate_open(sstate_t **out, const char *path, int busy_ms, char *err,
+                size_t errlen);
+void sstate_close(sstate_t *st);
+
+sstate_buf_t *sstate_buf_new(void);
+void sstate_buf_free(sstate_buf_t *b);
+void sstate_buf_clear(sstate_buf_t *b);
+size_t sstate_buf_len(const sstate_buf_t *b);
+/* A put, or with is_del a delete (val ignored), of one key (copied). */
+void sstate_buf_put(sstate_buf_t *b, uint32_t scope, const void *key,
+                    size_t klen, const void *val, size_t vlen, int is_del);
+void sstate_buf_offset(sstate_buf_t *b, uint32_t scope, const char *topic,
+                       int32_t partition, int64_t next);
+/* Write the buffer on db (inside the caller's transaction): an SQLite
+ * result code. arg is the sstate_buf_t. */
+struct sqlite3;
+int sstate_buf_write(struct sqlite3 *db, void *arg);
+
+/* As store.h's state_get, state_scan, state_reset and offset_get. */
+int sstate_get(sstate_t *st, uint32_t scope, const void *key, size_t klen,
+               void **val, size_t *vlen, char *err, size_t errlen);
+int sstate_scan(sstate_t *st, uint32_t scope, const void *prefix, size_t plen,
+                store_state_fn fn, void *arg, char *err, size_t errlen);
+int sstate_reset(sstate_t *st, uint32_t scope, int64_t *removed, char *err,
+                 size_t errlen);
+int sstate_offset_get(sstate_t *st, uint32_t scope, const char *topic,
+                      int32_t partition, int64_t *next, char *err,
+                      size_t errlen);
+
+/* For `khost state`: the scope of a pipeline name (1; 0 when the file
+ * has none), and the keys and bytes (keys and values) of a scope. */
+int sstate_scope(sstate_t *st, const char *pipeline, uint32_t *scope, char *err,
+                 size_t errlen);
+int sstate_stats(sstate_t *st, uint32_t scope, int64_t *keys, int64_t *bytes,
+                 char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,148 @@
+/*
+ * Host-managed plugin state of a member (src/state.c) over the in-memory
+ * store: a record's writes join the batch of its outcome or are dropped,
+ * reads see every write not yet durable (read-your-writes), a batch that
+ * ends drops its overlay, scans merge the store with what is pending.
+ */
+#include <check.h>
+#include <glib.h>
+#include <string.h>
+
+#include "state.h"
+#include "store.h"
+#include "testutil.h"
+
+static store_t *s;
+static state_t *st;
+static uint32_t scope;
+static store_batch_t *b1, *b2;
+
+static void setup(void) {
+  char err[256];
+  s = store_mem_new();
+  ck_assert_int_eq(store_scope(s, "p", &scope, err, sizeof(err)), 0);
+  st = state_new(s, scope);
+  ck_assert_int_eq(store_batch_open(s, &b1, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_batch_open(s, &b2, err, sizeof(err)), 0);
+}
+
+static void teardown(void) {
+  state_free(st);
+  store_batch_close(b1);
+  store_batch_close(b2);
+  store_close(s);
+}
+
+static void put(const char *k, const char *v) {
+  state_put(st, k, strlen(k), v, strlen(v));
+}
+
+/* The value of k as a string ("-" when absent). */
+static const char *get(const char *k) {
+  static char buf[64];
+  char err[256];
+  const void *v;
+  size_t n;
+  int r = state_get(st, k, strlen(k), &v, &n, err, sizeof(err));
+  ck_assert_msg(r >= 0, "%s", err);
+  if (r == 0)
+    return "-";
+  ck_assert_uint_lt(n, sizeof(buf));
+  memcpy(buf, v, n);
+  buf[n] = '\0';
+  return buf;
+}
+
+static void commit(store_batch_t *b) {
+  char err[256];
+  ck_assert_int_eq(store_batch_commit(b, NULL, err, sizeof(err)), 0);
+  state_batch_end(st, b);
+}
+
+START_TEST(test_read_your_writes) {
+  put("a", "1");
+  ck_assert_str_eq(get("a"), "1"); /* the record's own write */
+  state_record_join(st, b1);
+  ck_assert_str_eq(get("a"), "1"); /* a handled record's, batch filling */
+  put("a", "2");
+  state_record_join(st, b2); /* b1 in the air, b2 filling */
+  ck_assert_str_eq(get("a"), "2");
+  commit(b1);
+  ck_assert_str_eq(get("a"), "2"); /* the newer batch still answers */
+  commit(b2);
+  ck_assert_str_eq(get("a"), "2"); /* the store now */
+  state_del(st, "a", 1);
+  ck_assert_str_eq(get("a"), "-");
+  state_record_join(st, b1);
+  ck_assert_str_eq(get("a"), "-");
+  commit(b1);
+  ck_assert_str_eq(get("a"), "-");
+}
+END_TEST
+
+START_TEST(test_retry_leaves_nothing) {
+  put("a", "1");
+  state_record_drop(st); /* the record asked for a retry */
+  ck_assert_str_eq(get("a"), "-");
+  state_record_join(st, b1);
+  ck_assert_uint_eq(store_batch_pending(b1), 0);
+  commit(b1);
+  ck_assert_str_eq(get("a"), "-");
+}
+END_TEST
+
+START_TEST(test_abandoned_batch_leaves_nothing) {
+  char err[256];
+  void *v = NULL;
+  size_t n;
+  put("a", "1");
+  state_record_join(st, b1);
+  ck_assert_uint_eq(store_batch_pending(b1), 1);
+  store_batch_discard(b1); /* what flow_batch_abandon() does */
+  state_batch_end(st, b1);
+  ck_assert_str_eq(get("a"), "-");
+  commit(b1);
+  ck_assert_int_eq(store_state_get(s, scope, "a", 1, &v, &n, err, sizeof err),
+                   0);
+}
+END_TEST
+
+static int collect(void *arg, const void *k, size_t kl, const void *v,
+                   size_t vl) {
+  GString *g = arg;
+  g_string_append_printf(g, "%.*s=%.*s;", (int)kl, (const char *)k, (int)vl,
+                         (const char *)v);
+  return 0;
+}
+
+START_TEST(test_scan_merges_pending) {
+  char err[256];
+  GString *g = g_string_new(NULL);
+  put("k:a", "1");
+  put("k:b", "2");
+  put("x", "9");
+  state_record_join(st, b1);
+  commit(b1); /* durable: k:a, k:b, x */
+  state_del(st, "k:a", 3);
+  put("k:c", "3");
+  state_record_join(st, b1); /* in the air */
+  put("k:b", "4");
+  state_record_join(st, b2); /* filling */
+  put("k:d", "5");           /* the record's own */
+  ck_assert_int_eq(state_scan(st, "k:", 2, collect, g, err, sizeof err), 0);
+  ck_assert_str_eq(g->str, "k:b=4;k:c=3;k:d=5;");
+  g_string_free(g, TRUE);
+}
+END_TEST
+
+Suite *state_suite(void) {
+  Suite *su = suite_create("state");
+  TCase *tc = tcase_create("member");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_read_your_writes);
+  tcase_add_test(tc, test_retry_leaves_nothing);
+  tcase_add_test(tc, test_abandoned_batch_leaves_nothing);
+  tcase_add_test(tc, test_scan_merges_pending);
+  suite_add_tcase(su, tc);
+  return su;
+}

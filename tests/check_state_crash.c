@@ -1,0 +1,159 @@
+/*
+ * Kill -9 torture of host-managed state: the `counter` fixture keeps a
+ * plain counter per record value and partition in host state, with no
+ * idempotency code of its own. The host is killed at random moments while a
+ * producer feeds the topic, restarted each time, and at the end every counter
+ * must equal the count of its value among the produced records: nothing lost,
+ * nothing applied twice. Values ending in '!' make the first attempt
+ * write and then ask for a retry, whose write must leave nothing.
+ *
+ * KHOST_STATE_KILLS sets the number of kills (default 20), and
+ * KHOST_TEST_SEED the moments (the seed is printed).
+ */
+#include <check.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "faultutil.h"
+#include "store_state.h"
+#include "testutil.h"
+
+#define VALUES 7
+
+static fu_world_t w;
+
+/* Record n's value: "c0".."c6", every 40th asking for a retry first. */
+static const char *value_of(unsigned n) {
+  static const char *const plain[VALUES] = {"c0", "c1", "c2", "c3",
+                                            "c4", "c5", "c6"};
+  static const char *const retry[VALUES] = {"c0!", "c1!", "c2!", "c3!",
+                                            "c4!", "c5!", "c6!"};
+  return n % 40 == 9 ? retry[n % VALUES] : plain[n % VALUES];
+}
+
+static char *counter_config(void) {
+  char *so = tu_fixture("counter"), *db = fu_db_path(&w, 0);
+  char *path = tu_write_filef(
+      w.dir, "khost.cfg",
+      "log_level = \"info\";\n"
+      "kafka = { bootstrap_servers = \"%s\";\n"
+      "  session_timeout_ms = 1500; heartbeat_interval_ms = 150;\n"
+      "  topic_metadata_refresh_interval_ms = 1000; };\n"
+      "dedup = { path = \"%s\"; };\n"
+      "pipelines = ( {\n"
+      "  name = \"" FU_PIPELINE "\"; group_id = \"" FU_GROUP "\";\n"
+      "  topics = [ \"" FU_TOPIC "\" ]; members = 1;\n"
+      "  plugin = \"%s\";\n"
+      "  retry = { max = 3; backoff = \"10ms\"; backoff_max = \"50ms\"; };\n"
+      "} );\n",
+      w.bootstraps, db, so);
+  chmod(path, 0644);
+  free(so);
+  free(db);
+  return path;
+}
+
+typedef struct counts {
+  int64_t v[VALUES];
+} counts_t;
+
+static int add_count(void *arg, const void *k, size_t kl, const void *v,
+                     size_t vl) {
+  counts_t *c = arg;
+  char num[32];
+  int i;
+  ck_assert_uint_ge(kl, 11); /* "count:cN:pP" */
+  i = ((const char *)k)[7] - '0';
+  ck_assert(i >= 0 && i < VALUES);
+  ck_assert_uint_lt(vl, sizeof(num));
+  memcpy(num, v, vl);
+  num[vl] = '\0';
+  c->v[i] += strtoll(num, NULL, 10);
+  return 0;
+}
+
+/* The counters durable in the database (no host running). */
+static counts_t stored_counts(void) {
+  counts_t c = {{0}};
+  char err[512], *db = fu_db_path(&w, 0);
+  sstate_t *st = NULL;
+  uint32_t scope;
+  if (access(db, F_OK) == 0) {
+    ck_assert_msg(sstate_open(&st, db, 0, err, sizeof(err)) == 0, "%s", err);
+    if (sstate_scope(st, FU_PIPELINE, &scope, err, sizeof(err)) == 1)
+      ck_assert_msg(sstate_scan(st, scope, "count:", 6, add_count, &c, err,
+                                sizeof(err)) == 0,
+                    "%s", err);
+    sstate_close(st);
+  }
+  free(db);
+  return c;
+}
+
+static int64_t total(const counts_t *c) {
+  int64_t t = 0;
+  for (int i = 0; i < VALUES; i++)
+    t += c->v[i];
+  return t;
+}
+
+static int kills_wanted(void) {
+  const char *env = getenv("KHOST_STATE_KILLS");
+  return env ? atoi(env) : 20;
+}
+
+START_TEST(test_state_survives_kill9) {
+  const char *env = getenv("KHOST_TEST_SEED");
+  guint32 seed = env ? (guint32)strtoul(env, NULL, 10) : 20261207u;
+  GRand *rand = g_rand_new_with_seed(seed);
+  int kills = kills_wanted(), in_flight = 0;
+  fprintf(stderr, "test_state_survives_kill9: seed %" PRIu32 "\n", seed);
+  fu_start(&w, 1, 4);
+  char *cfg = counter_config();
+  fu_feed_start(&w, 3, value_of);
+  for (int k = 0; k < kills; k++) {
+    char tag[32];
+    snprintf(tag, sizeof(tag), "run%d", k);
+    counts_t before = stored_counts();
+    fu_proc_t *p = fu_khost(&w, tag, cfg, 0, 0);
+    /* One kill in four while the host starts and joins; the others
+     * while it consumes. */
+    int consuming = k % 4 != 0;
+    if (consuming)
+      fu_wait_stderr(p, "assigned", 1, 30000);
+    usleep((useconds_t)g_rand_int_range(rand, 0, consuming ? 600 : 1500) *
+           1000);
+    fu_kill9(p);
+    counts_t after = stored_counts();
+    in_flight += total(&after) > total(&before);
+  }
+  fu_feed_stop(&w);
+  fu_run_to_end(&w, "last", cfg, 0);
+  counts_t want = {{0}}, got = stored_counts();
+  size_t produced = fu_produced(&w);
+  for (unsigned n = 0; n < produced; n++)
+    want.v[n % VALUES]++;
+  fprintf(stderr,
+          "%d kills, %d of them while records were handled; %zu records\n",
+          kills, in_flight, produced);
+  for (int i = 0; i < VALUES; i++)
+    ck_assert_msg(got.v[i] == want.v[i],
+                  "count:c%d is %" PRId64 ", the produced records say %" PRId64,
+                  i, got.v[i], want.v[i]);
+  ck_assert_int_ge(in_flight, kills / 2);
+  g_rand_free(rand);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+Suite *state_crash_suite(void) {
+  Suite *s = suite_create("state_crash");
+  FU_SCENARIO(s, test_state_survives_kill9, 3600);
+  return s;
+}
