@@ -68,7 +68,8 @@ static mem_store_t *mem(store_t *s) {
 static GBytes *key_of(uint32_t scope, const void *id, size_t len) {
   guint8 *k = g_malloc(sizeof(scope) + len);
   memcpy(k, &scope, sizeof(scope));
-  memcpy(k + sizeof(scope), id, len);
+  if (len) /* an empty prefix may come as NULL */
+    memcpy(k + sizeof(scope), id, len);
   return g_bytes_new_take(k, sizeof(scope) + len);
 }
 
