@@ -248,7 +248,7 @@ static int api_state_get(khost_host_t *h, const void *key, size_t klen,
   char err[512];
   if (!h || !h->state)
     return no_state(h, "get");
-  int rc = state_get(h->state, key, klen, value, len, err, sizeof(err));
+  int rc = state_read(h->state, key, klen, value, len, err, sizeof(err));
   if (rc < 0)
     log_msg(KHOST_LOG_ERR, h->who, "state_get: %s", err);
   return rc;
@@ -276,7 +276,7 @@ static int api_state_scan(khost_host_t *h, const void *prefix, size_t plen,
   char err[512];
   if (!h || !h->state)
     return no_state(h, "scan");
-  int rc = state_scan(h->state, prefix, plen, fn, arg, err, sizeof(err));
+  int rc = state_read_prefix(h->state, prefix, plen, fn, arg, err, sizeof(err));
   if (rc < 0)
     log_msg(KHOST_LOG_ERR, h->who, "state_scan: %s", err);
   return rc;

@@ -24,7 +24,7 @@ struct state {
   GHashTable *rec; /* the record's writes */
   overlay_t ov[OVERLAYS];
   uint64_t gen;
-  GBytes *last; /* what state_get() returned last */
+  GBytes *last; /* what state_read() returned last */
 };
 
 static GHashTable *kv_new(void) {
@@ -126,8 +126,8 @@ hit:
   return 1;
 }
 
-int state_get(state_t *st, const void *key, size_t klen, const void **val,
-              size_t *vlen, char *err, size_t errlen) {
+int state_read(state_t *st, const void *key, size_t klen, const void **val,
+               size_t *vlen, char *err, size_t errlen) {
   GBytes *k = g_bytes_new(key, klen), *v = NULL;
   int rc = 1;
   if (st->last)
@@ -214,8 +214,8 @@ static gboolean walk_one(gpointer k, gpointer v, gpointer arg) {
   return w->rc != 0;
 }
 
-int state_scan(state_t *st, const void *prefix, size_t plen, store_state_fn fn,
-               void *arg, char *err, size_t errlen) {
+int state_read_prefix(state_t *st, const void *prefix, size_t plen,
+                      store_state_fn fn, void *arg, char *err, size_t errlen) {
   scan_t s = {g_tree_new_full(bytes_cmp, NULL, (GDestroyNotify)g_bytes_unref,
                               (GDestroyNotify)g_bytes_unref),
               prefix, plen};

@@ -45,15 +45,15 @@ void state_batch_end(state_t *st, store_batch_t *sb);
 
 /* 1 with *val and *vlen (owned by st, valid until the next call on st),
  * 0 when absent, -1 on a store error (err says which). */
-int state_get(state_t *st, const void *key, size_t klen, const void **val,
-              size_t *vlen, char *err, size_t errlen);
+int state_read(state_t *st, const void *key, size_t klen, const void **val,
+               size_t *vlen, char *err, size_t errlen);
 void state_put(state_t *st, const void *key, size_t klen, const void *val,
                size_t vlen);
 void state_del(state_t *st, const void *key, size_t klen);
-/* Keys starting with prefix in byte order, as read by state_get(); fn's
+/* Keys starting with prefix in byte order, as read by state_read(); fn's
  * key and value are valid during the call, which may use st. Stops at
  * fn's first non-zero answer and returns it; -1 on a store error. */
-int state_scan(state_t *st, const void *prefix, size_t plen, store_state_fn fn,
-               void *arg, char *err, size_t errlen);
+int state_read_prefix(state_t *st, const void *prefix, size_t plen,
+                      store_state_fn fn, void *arg, char *err, size_t errlen);
 
 #endif

@@ -43,7 +43,7 @@ static const char *get(const char *k) {
   char err[256];
   const void *v;
   size_t n;
-  int r = state_get(st, k, strlen(k), &v, &n, err, sizeof(err));
+  int r = state_read(st, k, strlen(k), &v, &n, err, sizeof(err));
   ck_assert_msg(r >= 0, "%s", err);
   if (r == 0)
     return "-";
@@ -129,7 +129,8 @@ START_TEST(test_scan_merges_pending) {
   put("k:b", "4");
   state_record_join(st, b2); /* filling */
   put("k:d", "5");           /* the record's own */
-  ck_assert_int_eq(state_scan(st, "k:", 2, collect, g, err, sizeof err), 0);
+  ck_assert_int_eq(state_read_prefix(st, "k:", 2, collect, g, err, sizeof err),
+                   0);
   ck_assert_str_eq(g->str, "k:b=4;k:c=3;k:d=5;");
   g_string_free(g, TRUE);
 }
