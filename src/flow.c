@@ -111,7 +111,9 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
         .topic = f->ops->topic(rec),
         .partition = f->ops->partition(rec),
         .offset = f->ops->offset(rec),
-        .handled_at_ms = f->conf->wall_ms(),
+        /* A parked record's mark has the time it was parked: `khost
+         * parked replay` tells a mark made since by a later time. */
+        .handled_at_ms = pt->parked_at ? pt->parked_at : f->conf->wall_ms(),
         .outcome = outcome,
     };
     store_batch_add_mark(b->sb, &mark);
@@ -127,6 +129,7 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
   pt->waits_claim = 0;
   pt->attempts = 0;
   pt->wait_until = 0;
+  pt->parked_at = 0;
 }
 
 /* A record failed for good: counted, and told to the adapter. */
@@ -166,8 +169,8 @@ static int breaker_holds(flow_t *f, flow_part_t *pt, const void *rec,
 
 /* Park rec in the current batch, durable with its mark (store.h). Returns
  * 0, or -1 with line saying why it was not parked. */
-static int park(flow_t *f, const flow_part_t *pt, const void *rec,
-                const char *reason, char *line, size_t size) {
+static int park(flow_t *f, flow_part_t *pt, const void *rec, const char *reason,
+                char *line, size_t size) {
   const flow_conf_t *c = f->conf;
   void *headers = NULL;
   if (!f->cur.sb) {
@@ -190,16 +193,18 @@ static int park(flow_t *f, const flow_part_t *pt, const void *rec,
   p.parked_at_ms = c->wall_ms();
   int rc = store_batch_park(f->cur.sb, &p);
   g_free(headers);
-  if (rc < 0)
+  if (rc < 0) {
     snprintf(line, size,
              "%s; not kept: the %s store has no parking lot (set "
              "dead_letter_topic to keep such records)",
              reason, f->cur.sb->store->ops->name);
-  else
-    snprintf(line, size,
-             "%s; parked in the store: see `khost parked list -c %s -p %s`",
-             reason, c->config_path ? c->config_path : "FILE", c->pipeline);
-  return rc;
+    return -1;
+  }
+  pt->parked_at = p.parked_at_ms;
+  snprintf(line, size,
+           "%s; parked in the store: see `khost parked list -c %s -p %s`",
+           reason, c->config_path ? c->config_path : "FILE", c->pipeline);
+  return 0;
 }
 
 /* The head failed for good (FAIL, retries used up, or no event ID): to the
