@@ -316,6 +316,21 @@ static void log_repeat_sweep(int64_t now, GPtrArray *due) {
   }
 }
 
+void log_repeats_flush(void) {
+  GPtrArray *due = g_ptr_array_new_with_free_func(g_free);
+  pthread_mutex_lock(&log_repeat_mu);
+  int64_t now = log_clock ? log_clock() : log_mono_ms();
+  /* Every window ends now: sweep as if it had. */
+  if (log_repeats) {
+    log_repeat_sweep(now + LOG_REPEAT_MS, due);
+    g_hash_table_remove_all(log_repeats);
+  }
+  pthread_mutex_unlock(&log_repeat_mu);
+  for (guint i = 0; i < due->len; i += 2)
+    log_emit(KHOST_LOG_WARNING, due->pdata[i], NULL, due->pdata[i + 1]);
+  g_ptr_array_free(due, TRUE);
+}
+
 /* Is this warning held (a repeat inside its window)? msg NULL: a line
  * that is never held. Also says, in *due, which counts are due (who,
  * line, who, line, ...). */

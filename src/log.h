@@ -31,6 +31,9 @@ void log_set_fd(int fd);
 /* The monotonic clock (ms) repeated warnings are counted by; NULL: the
  * system's. Forgets the repeats followed so far. For tests. */
 void log_set_clock(int64_t (*now_ms)(void));
+/* Say now the counts of repeated warnings held back (at exit: the window
+ * they wait for may never end). */
+void log_repeats_flush(void);
 
 /* The record a line is about. In text the line reads
  *   ... [who] TOPIC [PARTITION] offset OFFSET eventId ID: message

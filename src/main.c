@@ -144,7 +144,10 @@ int main(int argc, char **argv) {
     return cli_usage_error("unknown option '%s' (a command comes first)",
                            first);
   for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++)
-    if (strcmp(first, commands[i].name) == 0)
-      return commands[i].run(argc - 1, argv + 1);
+    if (strcmp(first, commands[i].name) == 0) {
+      int rc = commands[i].run(argc - 1, argv + 1);
+      log_repeats_flush(); /* counts of warnings held back, not yet said */
+      return rc;
+    }
   return cli_usage_error("unknown command '%s'", first);
 }

@@ -261,6 +261,31 @@ START_TEST(test_repeated_warning_counted) {
 }
 END_TEST
 
+/* At exit the window may never end: the held count is said at once, and
+ * only once. */
+START_TEST(test_repeats_flushed_at_exit) {
+  char *text;
+  log_set_fd(log_fd);
+  log_set_clock(fake_clock);
+  fake_now = 1000;
+  for (int i = 0; i < 4; i++, fake_now += 100)
+    log_msg(KHOST_LOG_WARNING, "orders/0", "rebalance in progress");
+  log_repeats_flush();
+  log_repeats_flush();
+  text = tu_read_file(log_path);
+  ck_assert_int_eq(count_in(text, "rebalance in progress"), 2);
+  ck_assert_int_eq(count_in(text, "rebalance in progress (repeated 3 times in "
+                                  "the last 1 s)\n"),
+                   1);
+  free(text);
+  log_msg(KHOST_LOG_WARNING, "orders/0", "rebalance in progress");
+  text = tu_read_file(log_path);
+  ck_assert_int_eq(count_in(text, "rebalance in progress"), 3);
+  free(text);
+  log_set_clock(NULL);
+}
+END_TEST
+
 Suite *log_suite(void) {
   Suite *s = suite_create("log");
   TCase *tc = tcase_create("write-failures");
@@ -278,6 +303,7 @@ Suite *log_suite(void) {
   tc = tcase_create("repeats");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_repeated_warning_counted);
+  tcase_add_test(tc, test_repeats_flushed_at_exit);
   suite_add_tcase(s, tc);
   return s;
 }
