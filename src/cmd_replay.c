@@ -24,6 +24,7 @@ typedef struct replay_cli {
   int dry_run;
   int execute;
   int json;
+  char shift[48]; /* "shift-by N", what the plan prints for --shift-by */
 } replay_cli_t;
 
 static int parse_partition(const char *s, int32_t *out) {
@@ -45,6 +46,10 @@ static int parse_option(replay_cli_t *c, int opt, char **argv) {
     return -1;
   case 'f':
     c->o.from = optarg;
+    return -1;
+  case 's':
+    c->o.shift_by = optarg;
+    snprintf(c->shift, sizeof(c->shift), "shift-by %s", optarg);
     return -1;
   case 't':
     c->o.topic = optarg;
@@ -101,7 +106,8 @@ static void print_plan(const replay_plan_t *p, const replay_cli_t *c) {
     if ((int)strlen(replay_part(p, i)->topic) > tw)
       tw = (int)strlen(replay_part(p, i)->topic);
   printf("pipeline %s, group %s, from %s, dedup %s\n", pc->name,
-         replay_group(p), c->o.from, dedup_word(p, c));
+         replay_group(p), c->o.shift_by ? c->shift : c->o.from,
+         dedup_word(p, c));
   printf("%-*s  %-9s  %-10s  %-10s  %-10s  %-10s  %s\n", tw, "TOPIC",
          "PARTITION", "COMMITTED", "NEW", "END", "BACKLOG", "REPLAYED");
   for (size_t i = 0; i < replay_part_count(p); i++) {
@@ -145,8 +151,8 @@ static void print_plan_json(const replay_plan_t *p, const replay_cli_t *c) {
   json_t *o =
       json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:b}", "pipeline",
                 replay_pipeline(p)->name, "group", replay_group(p), "from",
-                c->o.from, "dedup", dedup_word(p, c), "partitions", rows,
-                "backlog", (json_int_t)backlog, "replayed",
+                c->o.shift_by ? c->shift : c->o.from, "dedup", dedup_word(p, c),
+                "partitions", rows, "backlog", (json_int_t)backlog, "replayed",
                 (json_int_t)replayed, "execute", c->execute);
   json_dumpf(o, stdout, JSON_INDENT(2));
   putchar('\n');
@@ -159,6 +165,7 @@ static int parse(int argc, char **argv, replay_cli_t *c) {
       {"config", required_argument, NULL, 'c'},
       {"pipeline", required_argument, NULL, 'p'},
       {"from", required_argument, NULL, 'f'},
+      {"shift-by", required_argument, NULL, 's'},
       {"topic", required_argument, NULL, 't'},
       {"partition", required_argument, NULL, 'P'},
       {"group", required_argument, NULL, 'g'},
@@ -175,9 +182,11 @@ static int parse(int argc, char **argv, replay_cli_t *c) {
       return rc;
   if (optind < argc)
     return cli_usage_error("replay: unexpected argument '%s'", argv[optind]);
-  if (!c->config || !c->o.pipeline || !c->o.from)
+  if (!c->config || !c->o.pipeline || (!c->o.from && !c->o.shift_by))
     return cli_usage_error("replay: -c FILE, -p PIPELINE and --from POSITION "
-                           "are required");
+                           "(or --shift-by N) are required");
+  if (c->o.from && c->o.shift_by)
+    return cli_usage_error("replay: --from or --shift-by, not both");
   if (c->dry_run && c->execute)
     return cli_usage_error("replay: --dry-run (a preview) or --execute, not "
                            "both");

@@ -15,6 +15,7 @@ int cmd_offsets(int argc, char **argv);     /* cmd_offsets.c */
 int cmd_dedup(int argc, char **argv);       /* cmd_dedup.c */
 int cmd_store(int argc, char **argv);       /* cmd_store.c */
 int cmd_state(int argc, char **argv);       /* cmd_state.c */
+int cmd_parked(int argc, char **argv);      /* cmd_parked.c */
 int cmd_plugin_info(int argc, char **argv); /* cmd_plugin_info.c */
 int cmd_test_plugin(int argc, char **argv); /* cmd_test_plugin.c */
 

@@ -41,6 +41,7 @@
 #include "dedup_segs.h"
 #include "dedup_set.h"
 #include "log.h"
+#include "store_parked.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -388,6 +389,8 @@ int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
   if (migrate_marks(db, path, version, err, errlen) < 0 ||
       path_exec(path, db, schema_sql, err, errlen) < 0 ||
       path_exec(path, db, dseg_schema_sql, err, errlen) < 0 ||
+      /* version 4: the parking lot */
+      path_exec(path, db, sparked_schema_sql, err, errlen) < 0 ||
       path_exec(path, db, sql, err, errlen) < 0)
     goto out;
   rc = path_exec(path, db, "COMMIT", err, errlen);

@@ -204,7 +204,8 @@ int dedup_replay_ranges(dedup_store_t *s, uint32_t scope, const char *topic,
  * The same database seen from a connection of the caller's own (the admin
  * tools of dedup_admin.h, which run beside a host). */
 
-#define DEDUP_SCHEMA_VERSION 3
+/* 4: the parking lot (store_parked.h) */
+#define DEDUP_SCHEMA_VERSION 4
 
 struct sqlite3;
 /* Read the schema version into *version; -1 with the path when SQLite

@@ -9,7 +9,7 @@
  *                          with jitter) while the other partitions go on;
  *                          after retry.max attempts it counts as FAIL
  *                 FAIL  -> dead-letter topic (once the broker acknowledged
- *                          it) or logged; marked
+ *                          it) or parked in the store; marked
  *                 FATAL -> the pipeline stops; nothing past it commits
  *
  * Outcomes gather in the current batch; flow_batch.c makes positions out
@@ -111,7 +111,9 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
         .topic = f->ops->topic(rec),
         .partition = f->ops->partition(rec),
         .offset = f->ops->offset(rec),
-        .handled_at_ms = f->conf->wall_ms(),
+        /* A parked record's mark has the time it was parked: `khost
+         * parked replay` tells a mark made since by a later time. */
+        .handled_at_ms = pt->parked_at ? pt->parked_at : f->conf->wall_ms(),
         .outcome = outcome,
     };
     store_batch_add_mark(b->sb, &mark);
@@ -127,6 +129,7 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
   pt->waits_claim = 0;
   pt->attempts = 0;
   pt->wait_until = 0;
+  pt->parked_at = 0;
 }
 
 /* A record failed for good: counted, and told to the adapter. */
@@ -164,11 +167,52 @@ static int breaker_holds(flow_t *f, flow_part_t *pt, const void *rec,
   return 1;
 }
 
+/* Park rec in the current batch, durable with its mark (store.h). Returns
+ * 0, or -1 with line saying why it was not parked. */
+static int park(flow_t *f, flow_part_t *pt, const void *rec, const char *reason,
+                char *line, size_t size) {
+  const flow_conf_t *c = f->conf;
+  void *headers = NULL;
+  if (!f->cur.sb) {
+    snprintf(line, size,
+             "%s; not kept: dedup is off, so the pipeline has no store to "
+             "park it in (set dead_letter_topic to keep such records)",
+             reason);
+    return -1;
+  }
+  store_parked_t p = {.timestamp_ms = -1};
+  if (f->ops->payload)
+    f->ops->payload(rec, &p, &headers);
+  p.scope = c->scope;
+  p.topic = f->ops->topic(rec);
+  p.partition = f->ops->partition(rec);
+  p.offset = f->ops->offset(rec);
+  flow_event_id(f, rec, &p.event_id, &p.event_id_len);
+  p.reason = reason;
+  p.attempts = pt->attempts;
+  p.parked_at_ms = c->wall_ms();
+  int rc = store_batch_park(f->cur.sb, &p);
+  g_free(headers);
+  if (rc < 0) {
+    snprintf(line, size,
+             "%s; not kept: the %s store has no parking lot (set "
+             "dead_letter_topic to keep such records)",
+             reason, f->cur.sb->store->ops->name);
+    return -1;
+  }
+  pt->parked_at = p.parked_at_ms;
+  snprintf(line, size,
+           "%s; parked in the store: see `khost parked list -c %s -p %s`",
+           reason, c->config_path ? c->config_path : "FILE", c->pipeline);
+  return 0;
+}
+
 /* The head failed for good (FAIL, retries used up, or no event ID): to the
- * dead-letter topic (the next flow_next() asks for the write), or logged
- * and marked failed. */
+ * dead-letter topic (the next flow_next() asks for the write), or parked
+ * in the store and marked failed. */
 static void fail_head(flow_t *f, flow_part_t *pt, const void *rec,
                       const char *reason, int counts_for_breaker, int64_t now) {
+  char line[1024];
   if (counts_for_breaker && breaker_holds(f, pt, rec, now))
     return;
   snprintf(pt->reason, sizeof(pt->reason), "%s", reason);
@@ -176,7 +220,8 @@ static void fail_head(flow_t *f, flow_part_t *pt, const void *rec,
     pt->dead_letter = 1;
     return;
   }
-  flow_log_record(f, KHOST_LOG_ERR, rec, reason);
+  park(f, pt, rec, reason, line, sizeof(line));
+  flow_log_record(f, KHOST_LOG_ERR, rec, line);
   failed(f, rec, reason, 0);
   finish(f, pt, STORE_OUTCOME_FAIL);
 }

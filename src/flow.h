@@ -52,6 +52,11 @@ typedef struct flow_rec_ops {
   int (*header)(const void *rec, const char *name, const void **value,
                 size_t *len);
   void (*free)(void *rec);
+  /* What a parked record keeps beyond the above: timestamp, key, value
+   * and, in *headers (malloc'd with glib, the caller frees it), the
+   * headers as parked_hdr.h encodes them. May be NULL: only the fields
+   * above are parked. */
+  void (*payload)(const void *rec, store_parked_t *p, void **headers);
 } flow_rec_ops_t;
 
 /* The pipeline's counters, shared by its members. */
@@ -69,9 +74,12 @@ typedef struct flow_conf {
   size_t max_batch;     /* outcomes per batch at most */
   int64_t linger_ms;    /* a batch is due once its oldest waited this */
   int64_t pause_min_ms; /* shorter waits do not pause their partition */
-  const char *dead_letter_topic; /* NULL: failures are logged and marked */
-  breaker_t *breaker;            /* NULL: none */
-  double breaker_ratio;          /* for its log line */
+  /* NULL: failures are parked in the store (or, without one, logged),
+   * and marked */
+  const char *dead_letter_topic;
+  const char *config_path; /* for the `khost parked` hint; may be NULL */
+  breaker_t *breaker;      /* NULL: none */
+  double breaker_ratio;    /* for its log line */
   int breaker_cooldown_ms;
   store_t *store; /* NULL: dedup off */
   uint32_t scope; /* the pipeline's, in store */

@@ -25,6 +25,7 @@ struct flow_part {
   int waits_claim;    /* the head's event ID is in flight elsewhere */
   char reason[512];   /* why it failed */
   int64_t wait_until; /* monotonic ms: the head is not tried before */
+  int64_t parked_at;  /* the head was parked then (its mark's time); 0 */
   int paused;         /* paused by the adapter */
   int64_t next;       /* durable next offset to commit; -1 none yet */
   int64_t committed;  /* last next offset a commit was acknowledged for */

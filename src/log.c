@@ -1,7 +1,8 @@
 /*
  * khost logger. Lines go to one file descriptor (stderr by default), each
  * written with a single write() so that lines of different threads never
- * interleave.
+ * interleave. A warning repeated word for word is written once per
+ * LOG_REPEAT_MS, then counted (see log_repeat_hold()).
  */
 #include "log.h"
 
@@ -9,6 +10,7 @@
 #include <glib.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,19 @@ static atomic_int log_status_shown;
  * that write's errno. */
 static atomic_ulong log_lost;
 static atomic_int log_lost_errno;
+
+/* Repeated warnings: one line per window, then how many were held. */
+#define LOG_REPEAT_MS 5000
+#define LOG_REPEAT_KEYS 256 /* warnings followed at once, at most */
+typedef struct log_repeat {
+  char *who, *msg;
+  int64_t since; /* the window's start (log_clock) */
+  int64_t last;  /* the last one held */
+  uint64_t held; /* lines not written since `since` */
+} log_repeat_t;
+static pthread_mutex_t log_repeat_mu = PTHREAD_MUTEX_INITIALIZER;
+static GHashTable *log_repeats; /* "who\nmsg" -> log_repeat_t * */
+static int64_t (*log_clock)(void);
 
 static const char *const level_names[] = {
     [KHOST_LOG_ERR] = "err",       [KHOST_LOG_WARNING] = "warning",
@@ -183,11 +198,9 @@ static int log_format_json(char *line, const char *stamp, int level,
 }
 
 static int log_format(char *line, int level, const char *who,
-                      const log_record_t *rec, const char *fmt, va_list ap) {
-  char stamp[96], msg[LOG_LINE_MAX];
+                      const log_record_t *rec, const char *msg) {
+  char stamp[96];
   log_time(stamp, sizeof(stamp));
-  if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
-    msg[0] = '\0';
   if (!who)
     who = "khost";
   if (log_json)
@@ -213,11 +226,13 @@ static int log_formatf(char *line, int level, const char *who, const char *fmt,
 
 static int log_formatf(char *line, int level, const char *who, const char *fmt,
                        ...) {
+  char msg[LOG_LINE_MAX];
   va_list ap;
   va_start(ap, fmt);
-  int n = log_format(line, level, who, NULL, fmt, ap);
+  if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+    msg[0] = '\0';
   va_end(ap);
-  return n;
+  return log_format(line, level, who, NULL, msg);
 }
 
 /* Before the first line that can be written again: how many were lost
@@ -234,18 +249,12 @@ static void log_note_lost(void) {
     atomic_fetch_add(&log_lost, lost);
 }
 
-/* A log that cannot be written (stderr a pipe whose reader went away, a
- * closed descriptor, a full disk) must not stop the host: the line is
- * counted as lost, and once writing works again one line says how many
- * were lost and why. With SIGPIPE ignored (main()), a write to a pipe
- * without reader fails with EPIPE instead of killing the process. */
-static void log_vrec(int level, const char *who, const log_record_t *rec,
-                     const char *fmt, va_list ap) {
+/* One formatted line out (a status line cleared first). */
+static void log_emit(int level, const char *who, const log_record_t *rec,
+                     const char *msg) {
   char line[LOG_LINE_MAX + 4];
-  if (level > log_level)
-    return;
   /* Room for the escape that clears a status line in the same write. */
-  int n = log_format(line + 4, level, who, rec, fmt, ap);
+  int n = log_format(line + 4, level, who, rec, msg);
   if (n < 0)
     return;
   char *out = line + 4;
@@ -257,6 +266,131 @@ static void log_vrec(int level, const char *who, const log_record_t *rec,
   log_note_lost();
   if (log_write(out, n) < 0)
     atomic_fetch_add(&log_lost, 1);
+}
+
+/* ------------------------------------------------------------ repeats */
+
+static int64_t log_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void log_repeat_free(gpointer p) {
+  log_repeat_t *r = p;
+  g_free(r->who);
+  g_free(r->msg);
+  g_free(r);
+}
+
+void log_set_clock(int64_t (*now_ms)(void)) {
+  pthread_mutex_lock(&log_repeat_mu);
+  log_clock = now_ms;
+  if (log_repeats)
+    g_hash_table_remove_all(log_repeats);
+  pthread_mutex_unlock(&log_repeat_mu);
+}
+
+/* Windows that are over (log_repeat_mu held): those that held lines give
+ * their count to *due (the entries themselves go on, counting anew);
+ * those that held none are forgotten, so that the next one is written. */
+static void log_repeat_sweep(int64_t now, GPtrArray *due) {
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, log_repeats);
+  while (g_hash_table_iter_next(&it, NULL, &v)) {
+    log_repeat_t *r = v;
+    if (now - r->since < LOG_REPEAT_MS)
+      continue;
+    if (r->held == 0) {
+      g_hash_table_iter_remove(&it);
+      continue;
+    }
+    int64_t secs = (r->last - r->since + 999) / 1000;
+    g_ptr_array_add(due, g_strdup(r->who));
+    g_ptr_array_add(due, g_strdup_printf("%s (repeated %" PRIu64
+                                         " times in the last %" PRId64 " s)",
+                                         r->msg, r->held, secs > 0 ? secs : 1));
+    r->since = now;
+    r->held = 0;
+  }
+}
+
+void log_repeats_flush(void) {
+  GPtrArray *due = g_ptr_array_new_with_free_func(g_free);
+  pthread_mutex_lock(&log_repeat_mu);
+  int64_t now = log_clock ? log_clock() : log_mono_ms();
+  /* Every window ends now: sweep as if it had. */
+  if (log_repeats) {
+    log_repeat_sweep(now + LOG_REPEAT_MS, due);
+    g_hash_table_remove_all(log_repeats);
+  }
+  pthread_mutex_unlock(&log_repeat_mu);
+  for (guint i = 0; i < due->len; i += 2)
+    log_emit(KHOST_LOG_WARNING, due->pdata[i], NULL, due->pdata[i + 1]);
+  g_ptr_array_free(due, TRUE);
+}
+
+/* Is this warning held (a repeat inside its window)? msg NULL: a line
+ * that is never held. Also says, in *due, which counts are due (who,
+ * line, who, line, ...). */
+static int log_repeat_hold(const char *who, const char *msg, GPtrArray *due) {
+  int held = 0;
+  pthread_mutex_lock(&log_repeat_mu);
+  int64_t now = log_clock ? log_clock() : log_mono_ms();
+  if (!log_repeats)
+    log_repeats =
+        g_hash_table_new_full(g_str_hash, g_str_equal, g_free, log_repeat_free);
+  log_repeat_sweep(now, due);
+  if (msg) {
+    char *key = g_strconcat(who, "\n", msg, NULL);
+    log_repeat_t *r = g_hash_table_lookup(log_repeats, key);
+    if (r) {
+      r->held++;
+      r->last = now;
+      held = 1;
+      g_free(key);
+    } else if (g_hash_table_size(log_repeats) < LOG_REPEAT_KEYS) {
+      r = g_new0(log_repeat_t, 1);
+      r->who = g_strdup(who);
+      r->msg = g_strdup(msg);
+      r->since = r->last = now;
+      g_hash_table_insert(log_repeats, key, r);
+    } else {
+      g_free(key);
+    }
+  }
+  pthread_mutex_unlock(&log_repeat_mu);
+  return held;
+}
+
+/* A log that cannot be written (stderr a pipe whose reader went away, a
+ * closed descriptor, a full disk) must not stop the host: the line is
+ * counted as lost, and once writing works again one line says how many
+ * were lost and why. With SIGPIPE ignored (main()), a write to a pipe
+ * without reader fails with EPIPE instead of killing the process.
+ * A warning not about one record, repeated word for word (a commit
+ * refused during a rebalance, hundreds of times a second), is written
+ * the first time; the repeats of the next LOG_REPEAT_MS are counted and
+ * said in one line once that window is over (with the next line logged),
+ * and so on while it goes on. */
+static void log_vrec(int level, const char *who, const log_record_t *rec,
+                     const char *fmt, va_list ap) {
+  char msg[LOG_LINE_MAX];
+  if (level > log_level)
+    return;
+  if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+    msg[0] = '\0';
+  if (!who)
+    who = "khost";
+  GPtrArray *due = g_ptr_array_new_with_free_func(g_free);
+  int held = log_repeat_hold(
+      who, level == KHOST_LOG_WARNING && !rec ? msg : NULL, due);
+  for (guint i = 0; i < due->len; i += 2)
+    log_emit(KHOST_LOG_WARNING, due->pdata[i], NULL, due->pdata[i + 1]);
+  g_ptr_array_free(due, TRUE);
+  if (!held)
+    log_emit(level, who, rec, msg);
 }
 
 void log_status(const char *text) {

@@ -6,6 +6,9 @@
  * Thread-safe: every line is written with a single write(). A write that
  * fails (EPIPE, EBADF, ENOSPC, ...) loses its line and nothing else; the
  * next line that goes through says how many were lost.
+ * A warning (not about a record) repeated word for word is written once
+ * every 5 s; the line after that window says
+ *   <message> (repeated N times in the last S s)
  */
 #ifndef KHOST_LOG_H
 #define KHOST_LOG_H
@@ -25,6 +28,12 @@ const char *log_level_name(int level);
 
 /* Redirect output to fd (default 2). For tests. */
 void log_set_fd(int fd);
+/* The monotonic clock (ms) repeated warnings are counted by; NULL: the
+ * system's. Forgets the repeats followed so far. For tests. */
+void log_set_clock(int64_t (*now_ms)(void));
+/* Say now the counts of repeated warnings held back (at exit: the window
+ * they wait for may never end). */
+void log_repeats_flush(void);
 
 /* The record a line is about. In text the line reads
  *   ... [who] TOPIC [PARTITION] offset OFFSET eventId ID: message

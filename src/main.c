@@ -52,6 +52,13 @@ static const char usage_text[] =
     "  state stats -c FILE -p PIPELINE\n"
     "  state reset -c FILE -p PIPELINE [--execute]\n"
     "          the plugin state a pipeline keeps (reset: pipeline stopped)\n"
+    "  parked list   -c FILE -p PIPELINE [--topic T [--partition N]] [--json]\n"
+    "  parked show   -c FILE -p PIPELINE --topic T --partition N --offset O\n"
+    "  parked replay -c FILE -p PIPELINE [--topic T ...] [--execute]\n"
+    "  parked skip   -c FILE -p PIPELINE (--topic T ... --offset O | --all)\n"
+    "                [--execute]\n"
+    "          records that failed without a dead-letter topic: inspect,\n"
+    "          send through the plugin again (khost stopped), drop\n"
     "  test-plugin PLUGIN --records FILE.jsonl [--config KEY=VALUE ...]\n"
     "              [-c FILE -p PIPELINE] [--retries N]\n"
     "          run a plugin over records written as JSON lines, without\n"
@@ -76,6 +83,7 @@ static const struct {
     {"dedup", cmd_dedup},
     {"store", cmd_store},
     {"state", cmd_state},
+    {"parked", cmd_parked},
     {"plugin-info", cmd_plugin_info},
     {"test-plugin", cmd_test_plugin},
 };
@@ -119,7 +127,7 @@ int main(int argc, char **argv) {
   if (argc < 2)
     return cli_usage_error(
         "a command is required (run, check, plugin-info, replay, offsets, "
-        "dedup, store or test-plugin)");
+        "dedup, store, state, parked or test-plugin)");
   const char *first = argv[1];
   /* `khost --help`: every command; `khost COMMAND --help`: that one. */
   for (int i = 1; i < argc; i++)
@@ -136,7 +144,10 @@ int main(int argc, char **argv) {
     return cli_usage_error("unknown option '%s' (a command comes first)",
                            first);
   for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++)
-    if (strcmp(first, commands[i].name) == 0)
-      return commands[i].run(argc - 1, argv + 1);
+    if (strcmp(first, commands[i].name) == 0) {
+      int rc = commands[i].run(argc - 1, argv + 1);
+      log_repeats_flush(); /* counts of warnings held back, not yet said */
+      return rc;
+    }
   return cli_usage_error("unknown command '%s'", first);
 }

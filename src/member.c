@@ -460,6 +460,7 @@ static void flow_setup(member_t *m) {
       .linger_ms = MEMBER_LINGER_MS,
       .pause_min_ms = MEMBER_PAUSE_MIN_MS,
       .dead_letter_topic = pc->dead_letter_topic,
+      .config_path = env->cfg->path,
       .breaker = env->breaker,
       .breaker_ratio = pc->breaker_ratio,
       .breaker_cooldown_ms = pc->breaker_cooldown_ms,

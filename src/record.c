@@ -3,6 +3,10 @@
  */
 #include "record.h"
 
+#include <string.h>
+
+#include "parked_hdr.h"
+
 /* The flow core's view of a librdkafka message. */
 static const char *rec_topic(const void *rec) {
   return rd_kafka_topic_name(((const rd_kafka_message_t *)rec)->rkt);
@@ -30,6 +34,30 @@ static int rec_header(const void *rec, const char *name, const void **value,
          rd_kafka_header_get_last(hdrs, name, value, len) ==
              RD_KAFKA_RESP_ERR_NO_ERROR;
 }
+/* What a parked record keeps of the message (flow.h). */
+static void rec_payload(const void *rec, store_parked_t *p, void **headers) {
+  rd_kafka_message_t *msg = (rd_kafka_message_t *)rec;
+  rd_kafka_headers_t *hdrs = NULL;
+  rd_kafka_timestamp_type_t tstype;
+  GByteArray *buf = g_byte_array_new();
+  const char *name;
+  const void *val;
+  size_t len;
+  p->timestamp_ms = rd_kafka_message_timestamp(msg, &tstype);
+  p->key = msg->key;
+  p->key_len = msg->key_len;
+  p->value = msg->payload;
+  p->value_len = msg->len;
+  if (rd_kafka_message_headers(msg, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &len) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR;
+         i++)
+      parked_hdr_add(buf, name, strlen(name), val, len);
+  p->headers_len = buf->len;
+  *headers = g_byte_array_free(buf, FALSE);
+  p->headers = *headers;
+}
+
 static void rec_free(void *rec) {
   rd_kafka_message_destroy(rec);
 }
@@ -42,6 +70,7 @@ const flow_rec_ops_t record_ops = {
     .key = rec_key,
     .header = rec_header,
     .free = rec_free,
+    .payload = rec_payload,
 };
 
 void record_for_plugin(const flow_job_t *job, khost_record_t *out) {

@@ -72,10 +72,39 @@ static void format_time(int64_t ms, char *buf, size_t size) {
     g_date_time_unref(dt);
 }
 
+/* "-1h", "-30m", "-2d": a duration with its unit, back from now. */
+static int parse_ago(const char *s, int64_t now_ms, int64_t *ms) {
+  int64_t d;
+  size_t n = strlen(s);
+  if (n < 3 || s[0] != '-' || !isalpha((unsigned char)s[n - 1]) ||
+      cfg_parse_duration(s + 1, &d) != 0 || d <= 0)
+    return -1;
+  *ms = now_ms - d;
+  return 0;
+}
+
+int replay_parse_shift(const char *s, replay_from_t *out, char *err,
+                       size_t errlen) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (!*s || *end || errno) {
+    snprintf(err, errlen,
+             "--shift-by %s: not a number of offsets (e.g. -100 to go back, "
+             "50 to skip ahead)",
+             s);
+    return -1;
+  }
+  *out = (replay_from_t){REPLAY_FROM_SHIFT, v};
+  return 0;
+}
+
 int replay_parse_from(const char *s, int64_t now_ms, replay_from_t *out,
                       char *err, size_t errlen) {
   char now[64];
-  if (strcmp(s, "earliest") == 0) {
+  if (parse_ago(s, now_ms, &out->value) == 0) {
+    out->kind = REPLAY_FROM_TIME;
+  } else if (strcmp(s, "earliest") == 0) {
     *out = (replay_from_t){REPLAY_FROM_EARLIEST, 0};
   } else if (strcmp(s, "latest") == 0) {
     *out = (replay_from_t){REPLAY_FROM_LATEST, 0};
@@ -97,9 +126,10 @@ int replay_parse_from(const char *s, int64_t now_ms, replay_from_t *out,
     }
   } else {
     snprintf(err, errlen,
-             "--from %s: not earliest, latest, an offset or an ISO-8601 time "
+             "--from %s: not earliest, latest, an offset, an ISO-8601 time "
              "with a timezone (e.g. 2026-03-01T08:00:00Z, "
-             "2026-03-01T17:00:00.250+09:00)",
+             "2026-03-01T17:00:00.250+09:00) or a time back from now "
+             "(-1h, -30m, -2d)",
              s);
     return -1;
   }
@@ -320,9 +350,29 @@ static int resolve_times(replay_plan_t *p, int64_t t_ms, char *err,
   return rc;
 }
 
+/* Each committed offset moved by the shift, within the log. */
+static int resolve_shift(replay_plan_t *p, int64_t by, char *err,
+                         size_t errlen) {
+  for (size_t i = 0; i < p->n; i++) {
+    replay_part_t *rp = &p->parts[i];
+    if (rp->committed < 0) {
+      snprintf(err, errlen,
+               "--shift-by %" PRId64 ": group %s has no committed offset on "
+               "%s [%" PRId32 "] to move: give --from instead",
+               by, p->group, rp->topic, rp->partition);
+      return HOST_EXIT_CONFIG;
+    }
+    int64_t t = rp->committed + by;
+    rp->target = t < rp->start ? rp->start : t > rp->end ? rp->end : t;
+  }
+  return HOST_EXIT_OK;
+}
+
 static int resolve_targets(replay_plan_t *p, char *err, size_t errlen) {
   if (p->pos.kind == REPLAY_FROM_TIME)
     return resolve_times(p, p->pos.value, err, errlen);
+  if (p->pos.kind == REPLAY_FROM_SHIFT)
+    return resolve_shift(p, p->pos.value, err, errlen);
   for (size_t i = 0; i < p->n; i++) {
     replay_part_t *rp = &p->parts[i];
     if (p->pos.kind == REPLAY_FROM_EARLIEST)
@@ -352,7 +402,9 @@ int replay_plan(replay_plan_t **out, const cfg_t *cfg, const replay_opts_t *o,
       o->join_timeout_ms > 0 ? o->join_timeout_ms : REPLAY_JOIN_TIMEOUT_MS;
   p->pc = find_pipeline(cfg, o->pipeline, err, errlen);
   if (!p->pc ||
-      replay_parse_from(o->from, dedup_now_ms(), &p->pos, err, errlen) != 0)
+      (o->shift_by ? replay_parse_shift(o->shift_by, &p->pos, err, errlen)
+                   : replay_parse_from(o->from, dedup_now_ms(), &p->pos, err,
+                                       errlen)) != 0)
     goto out;
   p->group = g_strdup(o->group ? o->group : p->pc->group_id);
   rc = offs_client_open(&p->client, cfg, p->pc, err, errlen);

@@ -42,8 +42,9 @@
 typedef enum {
   REPLAY_FROM_EARLIEST,
   REPLAY_FROM_LATEST,
-  REPLAY_FROM_TIME,  /* value: ms since the epoch */
-  REPLAY_FROM_OFFSET /* value: the offset */
+  REPLAY_FROM_TIME,   /* value: ms since the epoch */
+  REPLAY_FROM_OFFSET, /* value: the offset */
+  REPLAY_FROM_SHIFT   /* value: added to the committed offset */
 } replay_from_kind_t;
 
 typedef struct replay_from {
@@ -51,11 +52,16 @@ typedef struct replay_from {
   int64_t value;
 } replay_from_t;
 
-/* Parse --from: "earliest", "latest", an offset (digits), or an ISO-8601
+/* Parse --from: "earliest", "latest", an offset (digits), an ISO-8601
  * time with a timezone ("2026-03-01T08:00:00Z", "...+09:00", optional
- * fractional seconds). A time after now_ms is refused. 0 or -1 with err. */
+ * fractional seconds), or a time before now_ms ("-1h", "-30m", "-2d":
+ * a minus and a duration with its unit). A time after now_ms is refused.
+ * 0 or -1 with err. */
 int replay_parse_from(const char *s, int64_t now_ms, replay_from_t *out,
                       char *err, size_t errlen);
+/* Parse --shift-by: a signed number of offsets (REPLAY_FROM_SHIFT). */
+int replay_parse_shift(const char *s, replay_from_t *out, char *err,
+                       size_t errlen);
 
 typedef struct replay_opts {
   const char *pipeline;    /* a pipeline name of the config */
@@ -65,6 +71,9 @@ typedef struct replay_opts {
   const char *group;       /* NULL: the pipeline's group_id */
   int dedup_mode;          /* DEDUP_REPLAY_* */
   int64_t join_timeout_ms; /* joining the group; 0: 60 s */
+  /* --shift-by N instead of from: each partition's committed offset
+   * moved by N, kept within the log's start and end. */
+  const char *shift_by;
 } replay_opts_t;
 
 typedef struct replay_part {

@@ -13,9 +13,9 @@
  *
  * Batches: a store_batch_t gathers what must become durable together
  * (the dedup marks of handled records, the plugin state writes of those
- * records, the next offset of each partition covered) and commits it in
- * one transaction, so that all of them are durable together or not at
- * all: new kinds of entries get their own store_batch_*() call and a new
+ * records, the next offset of each partition covered, the records parked) and
+ * commits it in one transaction, so that all of them are durable together or
+ * not at all: new kinds of entries get their own store_batch_*() call and a new
  * entry at the end of store_ops_t.
  *
  * State: a key-value map per scope (pipeline) with byte keys and values.
@@ -91,6 +91,29 @@ typedef struct store_attempt {
   int64_t offset;
   uint32_t attempts; /* calls made, this one included; 0: forget them */
 } store_attempt_t;
+
+/* A record parked for a person to look at (`khost parked`): a record that
+ * failed for good while no dead-letter topic was set, as it came, with
+ * why and when. headers is parked_hdr.h's encoding. Retention leaves
+ * parked records alone. */
+typedef struct store_parked {
+  uint32_t scope;
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+  int64_t timestamp_ms; /* the record's; -1: none */
+  const void *key;      /* NULL: none */
+  size_t key_len;
+  const void *value; /* NULL: none (a tombstone) */
+  size_t value_len;
+  const void *headers;
+  size_t headers_len;
+  const void *event_id; /* NULL: none */
+  size_t event_id_len;
+  const char *reason;
+  uint32_t attempts;
+  int64_t parked_at_ms; /* wall clock */
+} store_parked_t;
 
 typedef struct store_stats {
   size_t ids;         /* event IDs remembered (committed or claimed) */
@@ -181,6 +204,10 @@ typedef struct store_ops {
    * error. */
   int (*offset_get)(store_t *s, uint32_t scope, const char *topic,
                     int32_t partition, int64_t *next, char *err, size_t errlen);
+  /* Buffer a parked record (copied) for the next commit: one per record
+   * (topic, partition, offset), a later one replaces it. NULL: the store
+   * has no parking lot (postgresql, for now). */
+  int (*batch_park)(store_batch_t *b, const store_parked_t *p);
 } store_ops_t;
 
 /* Implementations embed these first. */
@@ -333,6 +360,19 @@ static inline int store_offset_get(store_t *s, uint32_t scope,
   return s->ops->offset_get(s, scope, topic, partition, next, err, errlen);
 }
 
+/* 1 when the store keeps parked records. */
+static inline int store_has_parking(const store_t *s) {
+  return s->ops->batch_park != NULL;
+}
+static inline int store_batch_park(store_batch_t *b, const store_parked_t *p) {
+  if (!b->store->ops->batch_park)
+    return -1;
+  int rc = b->store->ops->batch_park(b, p);
+  if (rc == 0)
+    b->pending++;
+  return rc;
+}
+
 /* ------------------------------------------------------------------------
  * Implementations. */
 
@@ -351,5 +391,11 @@ void store_mem_add_range(store_t *s, uint32_t scope, const char *topic,
                          int32_t partition, const store_range_t *r);
 /* Mark the store as left behind by an unclean stop. */
 void store_mem_set_unclean(store_t *s, int unclean);
+/* The durable parked record of (topic, partition, offset): 1 and *out
+ * (borrowed until the store closes or the record is parked again), or 0. */
+int store_mem_parked(store_t *s, const char *topic, int32_t partition,
+                     int64_t offset, store_parked_t *out);
+/* Parked records, durable, in every scope. */
+size_t store_mem_parked_count(store_t *s);
 
 #endif

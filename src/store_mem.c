@@ -2,8 +2,8 @@
  * The store in memory: store.h's operations on a hash table, for the unit
  * tests of the flow core (no file, nothing survives close). It keeps the
  * rules of the real store (claims, re-claims, marks durable only on
- * commit, replay ranges, crash attempts) and can be told to refuse
- * commits, as a full disk or a locked database would.
+ * commit, replay ranges, crash attempts, parked records) and can be told to
+ * refuse commits, as a full disk or a locked database would.
  *
  * Threads: one mutex around everything; a batch belongs to one thread.
  */
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "store_parked.h"
 
 typedef struct mem_entry {
   int committed;   /* a durable mark backs it */
@@ -31,6 +32,7 @@ typedef struct mem_store {
   GHashTable *firsts;   /* "topic/partition" -> first calls counted */
   GTree *state;         /* GBytes (scope, key) -> GBytes value */
   GHashTable *offsets;  /* "scope/topic/partition" -> int64_t * next */
+  GHashTable *parked;   /* "scope/topic/partition/offset" -> store_parked_t * */
   int unclean;
   int fail_commits, fail_transient;
   int64_t pruned, prune_runs;
@@ -48,11 +50,13 @@ typedef struct mem_mark {
   int64_t handled;
 } mem_mark_t;
 
-/* A state write (val NULL: delete) or, with okey, a stored offset. */
+/* A state write (val NULL: delete), with okey a stored offset, or with
+ * park a parked record. */
 typedef struct mem_op {
   GBytes *key, *val;
   char *okey;
   int64_t next;
+  store_parked_t *park;
 } mem_op_t;
 
 typedef struct mem_batch {
@@ -73,6 +77,12 @@ static GBytes *key_of(uint32_t scope, const void *id, size_t len) {
   return g_bytes_new_take(k, sizeof(scope) + len);
 }
 
+static char *parked_key(uint32_t scope, const char *topic, int32_t partition,
+                        int64_t offset) {
+  return g_strdup_printf("%u/%s/%d/%" G_GINT64_FORMAT, scope, topic, partition,
+                         offset);
+}
+
 static void range_free(gpointer p) {
   mem_range_t *r = p;
   g_free(r->topic);
@@ -87,6 +97,7 @@ static void m_close(store_t *s) {
   g_hash_table_destroy(m->firsts);
   g_tree_destroy(m->state);
   g_hash_table_destroy(m->offsets);
+  g_hash_table_destroy(m->parked);
   g_ptr_array_free(m->ranges, TRUE);
   pthread_mutex_destroy(&m->mu);
   g_free(m);
@@ -175,6 +186,7 @@ static void m_batch_discard(store_batch_t *bb) {
     if (o->val)
       g_bytes_unref(o->val);
     g_free(o->okey);
+    store_parked_free(o->park);
   }
   g_array_set_size(b->ops, 0);
 }
@@ -214,8 +226,14 @@ static void commit_mark(mem_store_t *m, const mem_mark_t *x) {
 }
 
 /* A durable state write or offset (mu held). */
-static void commit_op(mem_store_t *m, const mem_op_t *o) {
-  if (o->okey) {
+static void commit_op(mem_store_t *m, mem_op_t *o) {
+  if (o->park) {
+    const store_parked_t *p = o->park;
+    g_hash_table_replace(
+        m->parked, parked_key(p->scope, p->topic, p->partition, p->offset),
+        o->park);
+    o->park = NULL; /* the table's now */
+  } else if (o->okey) {
     int64_t *n = g_new(int64_t, 1);
     *n = o->next;
     g_hash_table_insert(m->offsets, g_strdup(o->okey), n);
@@ -382,6 +400,13 @@ static int m_set_offset(store_batch_t *bb, uint32_t scope, const char *topic,
   return 0;
 }
 
+static int m_park(store_batch_t *bb, const store_parked_t *p) {
+  mem_batch_t *b = (mem_batch_t *)bb;
+  mem_op_t o = {.park = store_parked_dup(p)};
+  g_array_append_val(b->ops, o);
+  return 0;
+}
+
 static int m_state_get(store_t *s, uint32_t scope, const void *key, size_t klen,
                        void **val, size_t *vlen, char *err, size_t errlen) {
   mem_store_t *m = mem(s);
@@ -525,6 +550,7 @@ static const store_ops_t mem_ops = {
     .state_scan = m_state_scan,
     .state_reset = m_state_reset,
     .offset_get = m_offset_get,
+    .batch_park = m_park,
 };
 
 store_t *store_mem_new(void) {
@@ -542,6 +568,8 @@ store_t *store_mem_new(void) {
                              (GDestroyNotify)g_bytes_unref,
                              (GDestroyNotify)g_bytes_unref);
   m->offsets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  m->parked = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                    (GDestroyNotify)store_parked_free);
   return &m->base;
 }
 
@@ -571,4 +599,31 @@ void store_mem_set_unclean(store_t *s, int unclean) {
   pthread_mutex_lock(&m->mu);
   m->unclean = unclean;
   pthread_mutex_unlock(&m->mu);
+}
+
+int store_mem_parked(store_t *s, const char *topic, int32_t partition,
+                     int64_t offset, store_parked_t *out) {
+  mem_store_t *m = mem(s);
+  int found = 0;
+  pthread_mutex_lock(&m->mu);
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, m->parked);
+  while (!found && g_hash_table_iter_next(&it, NULL, &v)) {
+    const store_parked_t *p = v;
+    found = p->partition == partition && p->offset == offset &&
+            strcmp(p->topic, topic) == 0;
+    if (found)
+      *out = *p;
+  }
+  pthread_mutex_unlock(&m->mu);
+  return found;
+}
+
+size_t store_mem_parked_count(store_t *s) {
+  mem_store_t *m = mem(s);
+  pthread_mutex_lock(&m->mu);
+  size_t n = g_hash_table_size(m->parked);
+  pthread_mutex_unlock(&m->mu);
+  return n;
 }

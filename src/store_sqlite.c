@@ -12,6 +12,7 @@
 
 #include "dedup.h"
 #include "store.h"
+#include "store_parked.h"
 #include "store_state.h"
 
 typedef struct sqlite_store {
@@ -23,7 +24,8 @@ typedef struct sqlite_store {
 typedef struct sqlite_batch {
   store_batch_t base;
   dedup_writer_t *w;
-  sstate_buf_t *sb; /* state writes and offsets, committed with the marks */
+  sstate_buf_t *sb;  /* state writes and offsets, committed with the marks */
+  sparked_buf_t *pb; /* parked records, likewise */
 } sqlite_batch_t;
 
 static dedup_store_t *dstore(store_t *s) {
@@ -80,6 +82,7 @@ static int sq_batch_open(store_t *s, store_batch_t **out, char *err,
   }
   b->base.store = s;
   b->sb = sstate_buf_new();
+  b->pb = sparked_buf_new();
   *out = &b->base;
   return 0;
 }
@@ -87,6 +90,7 @@ static int sq_batch_open(store_t *s, store_batch_t **out, char *err,
 static void sq_batch_close(store_batch_t *b) {
   dedup_writer_close(writer(b));
   sstate_buf_free(sbuf(b));
+  sparked_buf_free(((sqlite_batch_t *)b)->pb);
   free(b);
 }
 
@@ -99,21 +103,39 @@ static int sq_batch_add_mark(store_batch_t *b, const store_mark_t *m) {
   return rc;
 }
 
+/* The entries beside the marks, inside the marks' transaction. */
+static int write_extras(sqlite3 *db, void *arg) {
+  sqlite_batch_t *b = arg;
+  int rc = SQLITE_OK;
+  if (sstate_buf_len(b->sb) > 0)
+    rc = sstate_buf_write(db, b->sb);
+  if (rc == SQLITE_OK && sparked_buf_len(b->pb) > 0)
+    rc = sparked_buf_write(db, b->pb);
+  return rc;
+}
+
 static int sq_batch_commit(store_batch_t *b, int *transient, char *err,
                            size_t errlen) {
-  sstate_buf_t *sb = sbuf(b);
-  if (sstate_buf_len(sb) == 0)
+  sqlite_batch_t *sb = (sqlite_batch_t *)b;
+  if (sstate_buf_len(sb->sb) == 0 && sparked_buf_len(sb->pb) == 0)
     return dedup_writer_commit(writer(b), transient, err, errlen);
-  if (dedup_writer_commit_with(writer(b), sstate_buf_write, sb, transient, err,
+  if (dedup_writer_commit_with(writer(b), write_extras, sb, transient, err,
                                errlen) != 0)
     return -1;
-  sstate_buf_clear(sb);
+  sstate_buf_clear(sb->sb);
+  sparked_buf_clear(sb->pb);
   return 0;
 }
 
 static void sq_batch_discard(store_batch_t *b) {
   dedup_writer_discard(writer(b));
   sstate_buf_clear(sbuf(b));
+  sparked_buf_clear(((sqlite_batch_t *)b)->pb);
+}
+
+static int sq_park(store_batch_t *b, const store_parked_t *p) {
+  sparked_buf_add(((sqlite_batch_t *)b)->pb, p);
+  return 0;
 }
 
 static int sq_put_state(store_batch_t *b, uint32_t scope, const void *key,
@@ -226,6 +248,7 @@ static const store_ops_t sqlite_ops = {
     .state_scan = sq_state_scan,
     .state_reset = sq_state_reset,
     .offset_get = sq_offset_get,
+    .batch_park = sq_park,
 };
 
 /* The casts above rely on these. */

@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +22,8 @@
 
 #include "dedup.h"
 #include "mockutil.h"
+#include "parked_hdr.h"
+#include "store.h"
 #include "testutil.h"
 
 #define KHOST TOP_BUILDDIR "/src/khost"
@@ -637,6 +640,262 @@ START_TEST(test_dedup_admin_beside_a_writer) {
 }
 END_TEST
 
+/* ------------------------------------------------------------- parked */
+
+/* Park one record of pipeline (as a failing run does: its FAIL mark with
+ * the same time); handled_since > 0: a later OK mark of its ID then. */
+static void park(store_t *s, const char *pipeline, int32_t part, int64_t off,
+                 const char *id, const void *value, size_t vlen, int64_t at,
+                 int64_t handled_since) {
+  char err[512];
+  uint32_t scope;
+  store_batch_t *b = NULL;
+  GByteArray *hdrs = g_byte_array_new();
+  parked_hdr_add(hdrs, "eventId", 7, id, strlen(id));
+  parked_hdr_add(hdrs, "bin", 3, "\x00\x01", 2);
+  ck_assert_int_eq(store_scope(s, pipeline, &scope, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  char key[16];
+  snprintf(key, sizeof(key), "k%" PRId64, off);
+  store_parked_t p = {.scope = scope,
+                      .topic = TOPIC,
+                      .partition = part,
+                      .offset = off,
+                      .timestamp_ms = at - 5000,
+                      .key = key,
+                      .key_len = strlen(key),
+                      .value = value,
+                      .value_len = vlen,
+                      .headers = hdrs->data,
+                      .headers_len = hdrs->len,
+                      .event_id = id,
+                      .event_id_len = strlen(id),
+                      .reason = "the plugin failed the record: the "
+                                "dependency is down",
+                      .attempts = 1,
+                      .parked_at_ms = at};
+  store_mark_t m = {.scope = scope,
+                    .event_id = id,
+                    .event_id_len = strlen(id),
+                    .topic = TOPIC,
+                    .partition = part,
+                    .offset = off,
+                    .handled_at_ms = at,
+                    .outcome = STORE_OUTCOME_FAIL};
+  ck_assert_int_eq(store_batch_park(b, &p), 0);
+  ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  if (handled_since > 0) {
+    m.handled_at_ms = handled_since;
+    m.outcome = STORE_OUTCOME_OK;
+    ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  }
+  ck_assert_msg(store_batch_commit(b, NULL, err, sizeof(err)) == 0, "%s", err);
+  store_batch_close(b);
+  g_byte_array_free(hdrs, TRUE);
+}
+
+/* orders: p0 o3 fails again ("fail: still bad"), p0 o5 and p2 o9 (a
+ * value that is not text) go through now, p1 o7 was handled since it was
+ * parked; coupons: p0 o1. */
+static void pfx_init(dbfx_t *f) {
+  char err[512];
+  store_t *s = NULL;
+  int64_t at = dedup_now_ms() - 60000;
+  f->dir = tu_tempdir();
+  f->cfg = write_cfg(f->dir, "127.0.0.1:1");
+  f->db = dir_file(f->dir, "dedup.db");
+  dedup_opts_t o = {.path = f->db};
+  ck_assert_msg(store_sqlite_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  park(s, "orders", 0, 5, "evt-5", "order", 5, at, 0);
+  park(s, "orders", 0, 3, "evt-3", "fail: still bad", 15, at, 0);
+  park(s, "orders", 1, 7, "evt-7", "order", 5, at, at + 30000);
+  park(s, "orders", 2, 9, "evt-9", "\xff\xfe", 2, at, 0);
+  park(s, "coupons", 0, 1, "evt-1", "coupon", 6, at, 0);
+  store_close(s);
+}
+
+static int64_t parked_of(const dbfx_t *f, const char *pipeline) {
+  char sql[256];
+  snprintf(sql, sizeof(sql),
+           "SELECT count(*) FROM parked JOIN scopes ON scopes.id ="
+           " parked.scope WHERE scopes.name = '%s'",
+           pipeline);
+  return sql_count(f->db, sql);
+}
+
+/* Offsets of the lines of r.out that start with TOPIC, in order. */
+static int row_offsets(const run_t *r, int64_t *offs, int max) {
+  int n = 0;
+  for (const char *l = r->out; l && *l && n < max; l = strchr(l, '\n')) {
+    l += *l == '\n';
+    int part;
+    long long off;
+    if (sscanf(l, TOPIC " %d %lld", &part, &off) == 2)
+      offs[n++] = part * 100 + off;
+  }
+  return n;
+}
+
+START_TEST(test_parked_list_and_show) {
+  dbfx_t f;
+  int64_t offs[8];
+  pfx_init(&f);
+  run_t r = khost("parked", "list", "-c", f.cfg, "-p", "orders", NULL);
+  assert_run(&r, 0, "TOPIC");
+  ck_assert_int_eq(row_offsets(&r, offs, 8), 4);
+  ck_assert_int_eq(offs[0], 3); /* by partition, then offset */
+  ck_assert_int_eq(offs[1], 5);
+  ck_assert_int_eq(offs[2], 107);
+  ck_assert_int_eq(offs[3], 209);
+  ck_assert_ptr_nonnull(strstr(r.out, "the dependency is down"));
+  ck_assert_ptr_null(strstr(r.out, "evt-1 "));
+  run_free(&r);
+  r = khost("parked", "list", "-c", f.cfg, "-p", "orders", "--topic", TOPIC,
+            "--partition", "0", "--json", NULL);
+  assert_run(&r, 0, NULL);
+  json_error_t je;
+  json_t *j = json_loads(r.out, 0, &je);
+  ck_assert_msg(j && json_array_size(j) == 2, "%s", r.out);
+  ck_assert_str_eq(
+      json_string_value(json_object_get(json_array_get(j, 1), "event_id")),
+      "evt-5");
+  ck_assert_int_eq(
+      json_integer_value(json_object_get(json_array_get(j, 1), "attempts")), 1);
+  json_decref(j);
+  run_free(&r);
+  r = khost("parked", "show", "-c", f.cfg, "-p", "orders", "--topic", TOPIC,
+            "--partition", "0", "--offset", "5", NULL);
+  assert_run(&r, 0, "value      order\n");
+  ck_assert_ptr_nonnull(strstr(r.out, "key        k5\n"));
+  ck_assert_ptr_nonnull(strstr(r.out, "header     eventId: evt-5\n"));
+  ck_assert_ptr_nonnull(strstr(r.out, "header     bin: base64:AAE=\n"));
+  ck_assert_ptr_nonnull(strstr(r.out, "attempts   1\n"));
+  run_free(&r);
+  r = khost("parked", "show", "-c", f.cfg, "-p", "orders", "--topic", TOPIC,
+            "--partition", "2", "--offset", "9", "--json", NULL);
+  assert_run(&r, 0, NULL);
+  j = json_loads(r.out, 0, &je);
+  ck_assert_msg(j != NULL, "%s", r.out);
+  ck_assert_str_eq(json_string_value(json_object_get(j, "value")), "//4=");
+  ck_assert_str_eq(json_string_value(json_object_get(j, "value_encoding")),
+                   "base64");
+  json_decref(j);
+  run_free(&r);
+  r = khost("parked", "show", "-c", f.cfg, "-p", "orders", "--topic", TOPIC,
+            "--partition", "0", "--offset", "4", NULL);
+  assert_run(&r, 1, "nothing parked at " TOPIC " [0] offset 4");
+  run_free(&r);
+  r = khost("parked", "show", "-c", f.cfg, "-p", "orders", NULL);
+  assert_run(&r, 2, "give --topic T --partition N --offset O");
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
+START_TEST(test_parked_skip) {
+  dbfx_t f;
+  pfx_init(&f);
+  run_t r = khost("parked", "skip", "-c", f.cfg, "-p", "orders", "--topic",
+                  TOPIC, "--partition", "2", "--offset", "9", NULL);
+  assert_run(&r, 0, "would drop 1 parked record(s) of pipeline orders");
+  ck_assert_int_eq(parked_of(&f, "orders"), 4);
+  run_free(&r);
+  r = khost("parked", "skip", "-c", f.cfg, "-p", "orders", "--topic", TOPIC,
+            "--partition", "2", "--offset", "9", "--execute", NULL);
+  assert_run(&r, 0, "dropped 1 parked record(s) of pipeline orders");
+  ck_assert_int_eq(parked_of(&f, "orders"), 3);
+  run_free(&r);
+  r = khost("parked", "skip", "-c", f.cfg, "-p", "orders", NULL);
+  assert_run(&r, 2, "or --all");
+  run_free(&r);
+  r = khost("parked", "skip", "-c", f.cfg, "-p", "orders", "--all", "--execute",
+            NULL);
+  assert_run(&r, 0, "dropped 3 parked record(s)");
+  ck_assert_int_eq(parked_of(&f, "orders"), 0);
+  ck_assert_int_eq(parked_of(&f, "coupons"), 1);
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
+/* The plugin's calls in calls.log: "topic partition offset attempt id
+ * result ms flags" per line; the offsets (partition * 100 + offset) in
+ * order, and whether each had the replay flag. */
+static int calls_of(const dbfx_t *f, int64_t *offs, int max, int *replay) {
+  char *path = dir_file(f->dir, "calls.log");
+  char *text = tu_read_file(path);
+  int n = 0;
+  *replay = 1;
+  for (char *l = text; l && *l && n < max;) {
+    int part;
+    long long off, ms;
+    unsigned attempt, flags;
+    int res;
+    char id[64];
+    if (sscanf(l, TOPIC " %d %lld %u %63s %d %lld %u", &part, &off, &attempt,
+               id, &res, &ms, &flags) == 7) {
+      offs[n++] = part * 100 + off;
+      *replay &= (flags & KHOST_RECORD_REPLAY) != 0;
+    }
+    l = strchr(l, '\n');
+    l = l ? l + 1 : NULL;
+  }
+  free(text);
+  free(path);
+  return n;
+}
+
+/* replay previews; refuses while the store is open elsewhere; then sends
+ * the records through the plugin in offset order per partition: OK
+ * leaves the lot, FAIL stays with the new reason and attempts, a record
+ * handled since is not called and leaves the lot. */
+START_TEST(test_parked_replay) {
+  dbfx_t f;
+  char err[512];
+  int64_t offs[8];
+  int replay;
+  store_t *s = NULL;
+  pfx_init(&f);
+  run_t r = khost("parked", "replay", "-c", f.cfg, "-p", "orders", NULL);
+  assert_run(&r, 0, "would replay 4 parked record(s) of pipeline orders");
+  ck_assert_int_eq(calls_of(&f, offs, 8, &replay), 0);
+  run_free(&r);
+  /* A running host has the store open. */
+  dedup_opts_t o = {.path = f.db};
+  ck_assert_msg(store_sqlite_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  r = khost("parked", "replay", "-c", f.cfg, "-p", "orders", "--execute", NULL);
+  assert_run(&r, 2, "in use by a running khost: stop it first");
+  ck_assert_int_eq(calls_of(&f, offs, 8, &replay), 0);
+  run_free(&r);
+  store_close(s);
+  r = khost("parked", "replay", "-c", f.cfg, "-p", "orders", "--execute", NULL);
+  assert_run(&r, 0, "2 OK and 1 handled since (out of the lot), 1 FAIL");
+  ck_assert_int_eq(calls_of(&f, offs, 8, &replay), 3);
+  ck_assert_int_eq(offs[0], 3);
+  ck_assert_int_eq(offs[1], 5);
+  ck_assert_int_eq(offs[2], 209);
+  ck_assert(replay);
+  run_free(&r);
+  ck_assert_int_eq(parked_of(&f, "orders"), 1);
+  ck_assert_int_eq(sql_count(f.db, "SELECT attempts FROM parked WHERE"
+                                   " \"offset\" = 3 AND reason = 'the plugin"
+                                   " failed the record: still bad'"),
+                   2);
+  ck_assert_int_eq(parked_of(&f, "coupons"), 1);
+  /* Its ID is marked OK now: a copy delivered later is a duplicate. */
+  ck_assert_int_eq(sql_count(f.db, "SELECT count(*) FROM marks WHERE"
+                                   " event_id = CAST('evt-5' AS BLOB)"
+                                   " AND outcome = 0"),
+                   1);
+  /* Again: the record that failed is called again, nothing else. */
+  r = khost("parked", "replay", "-c", f.cfg, "-p", "orders", "--execute", NULL);
+  assert_run(&r, 0, "0 OK and 0 handled since (out of the lot), 1 FAIL");
+  ck_assert_int_eq(calls_of(&f, offs, 8, &replay), 4);
+  run_free(&r);
+  dbfx_done(&f);
+}
+END_TEST
+
 Suite *admin_suite(void) {
   Suite *s = suite_create("admin");
   TCase *db = tcase_create("dedup");
@@ -648,6 +907,9 @@ Suite *admin_suite(void) {
   tcase_add_test(db, test_dedup_prune);
   tcase_add_test(db, test_dedup_admin_beside_a_writer);
   tcase_add_test(db, test_nothing_to_inspect);
+  tcase_add_test(db, test_parked_list_and_show);
+  tcase_add_test(db, test_parked_skip);
+  tcase_add_test(db, test_parked_replay);
   suite_add_tcase(s, db);
   /* Each test a case of its own, run beside the others. */
   TU_CASE(s, test_replay_bad_input, 120, "mock-cluster");

@@ -382,7 +382,7 @@ START_TEST(test_command_help) {
       {"run", "--from-beginning"}, {"check", "create()"},
       {"replay", "--execute"},     {"offsets", "--json"},
       {"dedup", "forget"},         {"test-plugin", "--records"},
-      {"plugin-info", "--json"},
+      {"plugin-info", "--json"},   {"parked", "--execute"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     char *out, *err, want[64], tag[32];

@@ -1396,7 +1396,8 @@ START_TEST(test_open_migrates_schema_2) {
   sqlite3_finalize(st);
   sqlite3_close(db);
   fx_open(&f, HOUR_MS, 0);
-  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"), 3);
+  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"),
+                   DEDUP_SCHEMA_VERSION);
   ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM sqlite_master"
                                    " WHERE name = 'marks'"
                                    " AND sql LIKE '%AUTOINCREMENT%'"),

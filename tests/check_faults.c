@@ -235,6 +235,73 @@ START_TEST(test_dead_letter_topic) {
 }
 END_TEST
 
+/* The parked row of (TOPIC, partition, offset): its columns joined with
+ * '|' (key|value|event_id|reason|attempts), or "" when there is none. */
+static char *parked_row(mu_cluster_t *c, int32_t partition, int64_t offset) {
+  char *path = dir_file(c, "dedup.db");
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  char *row = NULL;
+  ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                   SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  ck_assert_msg(sqlite3_prepare_v2(
+                    db,
+                    "SELECT CAST(key AS TEXT) || '|' || CAST(value AS TEXT)"
+                    " || '|' || CAST(event_id AS TEXT) || '|' || reason"
+                    " || '|' || attempts FROM parked WHERE topic = ?1"
+                    " AND partition = ?2 AND \"offset\" = ?3",
+                    -1, &st, NULL) == SQLITE_OK,
+                "%s", sqlite3_errmsg(db));
+  sqlite3_bind_text(st, 1, TOPIC, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 2, partition);
+  sqlite3_bind_int64(st, 3, offset);
+  if (sqlite3_step(st) == SQLITE_ROW)
+    row = strdup((const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  free(path);
+  return row ? row : strdup("");
+}
+
+/* Without a dead-letter topic a failed record is not dropped: it is
+ * parked in the store with its key, value, event ID, reason and attempts,
+ * the log line says where, and its offset is committed past it. */
+START_TEST(test_failed_record_parked_without_dead_letter_topic) {
+  mu_cluster_t c;
+  start_with_failing_record(&c);
+  char *cfg = write_cfg(&c, NULL, NULL, NULL);
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_WARNING);
+  pipeline_stats_t s = run_to_end(cfg, 0);
+  mu_log_restore(fd);
+  ck_assert_uint_eq(s.handled, 2);
+  ck_assert_uint_eq(s.failed, 1);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 3);
+  ck_assert_int_eq(file_count(&c, "khost.log",
+                              "the plugin failed the record: bad amount; "
+                              "parked in the store: see `khost parked list "
+                              "-c "),
+                   1);
+  char *row = parked_row(&c, 0, 1);
+  ck_assert_str_eq(row, "k1|fail: bad amount|evt-1|the plugin failed the "
+                        "record: bad amount|1");
+  free(row);
+  row = parked_row(&c, 0, 0);
+  ck_assert_str_eq(row, "");
+  free(row);
+  /* Delivered again, it is a duplicate: still parked once. */
+  mu_commit(&c, GROUP, TOPIC, 0, 0);
+  s = run_to_end(cfg, 0);
+  ck_assert_uint_eq(s.duplicates, 3);
+  ck_assert_uint_eq(s.failed, 0);
+  row = parked_row(&c, 0, 1);
+  ck_assert_str_ne(row, "");
+  free(row);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* Produce requests the mock broker (id 1) has yet to refuse. */
 static size_t refusals_left(mu_cluster_t *c) {
   size_t n = 0;
@@ -642,6 +709,8 @@ Suite *faults_suite(void) {
   /* Each test a case of its own, run beside the others; the longest
    * first. */
   TU_CASE(s, test_dead_letter_topic, 120, "mock-cluster");
+  TU_CASE(s, test_failed_record_parked_without_dead_letter_topic, 120,
+          "mock-cluster");
   TU_CASE(s, test_dead_letter_write_fails, 120, "mock-cluster");
   TU_CASE(s, test_circuit_breaker_closes_after_cooldown, 120, "mock-cluster");
   TU_CASE(s, test_circuit_breaker_stops_dead_lettering, 120, "mock-cluster");

@@ -54,7 +54,7 @@ static void r_free(void *r) {
 }
 
 static const flow_rec_ops_t ops = {r_topic, r_partition, r_offset, r_is_end,
-                                   r_key,   r_header,    r_free};
+                                   r_key,   r_header,    r_free,   NULL};
 
 /* ------------------------------------------------------------ harness */
 
@@ -338,6 +338,45 @@ START_TEST(test_retry_backoff_grows_then_fails) {
   make_durable(&m);
   ck_assert_int_eq(lookup(&m, "r"), STORE_SEEN);
   ck_assert_int_eq(position(&m, 0), 1);
+  /* No dead-letter topic: the record is in the parking lot. */
+  store_parked_t p;
+  ck_assert_int_eq(store_mem_parked(store, "t", 0, 0, &p), 1);
+  ck_assert_uint_eq(p.attempts, 4);
+  ck_assert_msg(strstr(p.reason, "still failing after 4 attempts") != NULL,
+                "%s", p.reason);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A FAIL without a dead-letter topic is parked with its mark: in the
+ * batch's transaction, so not before the batch is durable. */
+START_TEST(test_fail_parked_with_the_batch) {
+  tmember_t m;
+  char err[256];
+  member_start(&m);
+  push(&m, 0, 7, "p");
+  flow_job_t job = expect_call(&m, 0, 0, 7);
+  ck_assert_int_eq(flow_outcome_why(m.f, &job, KHOST_FAIL, "no such SKU", 0),
+                   0);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  store_mem_fail_commits(store, 1, 1);
+  ck_assert_int_ne(store_batch_commit(flow_batch_store(flow_cur(m.f)), NULL,
+                                      err, sizeof(err)),
+                   0);
+  ck_assert_uint_eq(store_mem_parked_count(store), 0);
+  make_durable(&m);
+  store_parked_t p;
+  ck_assert_int_eq(store_mem_parked(store, "t", 0, 7, &p), 1);
+  ck_assert_uint_eq(store_mem_parked_count(store), 1);
+  ck_assert_uint_eq(p.scope, m.conf.scope);
+  ck_assert_uint_eq(p.event_id_len, 1);
+  ck_assert_int_eq(memcmp(p.event_id, "p", 1), 0);
+  ck_assert_uint_eq(p.attempts, 1);
+  ck_assert_int_eq(p.parked_at_ms, wall_now);
+  ck_assert_int_eq(p.timestamp_ms, -1); /* the fake records have none */
+  ck_assert_msg(strstr(p.reason, "no such SKU") != NULL, "%s", p.reason);
+  ck_assert_int_eq(lookup(&m, "p"), STORE_SEEN);
+  ck_assert_int_eq(position(&m, 0), 8);
   flow_close(m.f);
 }
 END_TEST
@@ -716,6 +755,7 @@ Suite *flow_suite(void) {
   tc = tcase_create("failures");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_retry_backoff_grows_then_fails);
+  tcase_add_test(tc, test_fail_parked_with_the_batch);
   tcase_add_test(tc, test_retries_used_up_to_dead_letter);
   tcase_add_test(tc, test_dead_letter_refused_holds_its_partition);
   tcase_add_test(tc, test_long_retry_wait_keeps_polling);

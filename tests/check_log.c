@@ -191,6 +191,101 @@ START_TEST(test_json_lines) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ repeats */
+
+static int64_t fake_now;
+static int64_t fake_clock(void) {
+  return fake_now;
+}
+
+static int count_in(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+    n++;
+  return n;
+}
+
+/* The same warning 1,811 times in 2 s: the first is written, the others
+ * are counted in one line once the 5 s window is over; meanwhile other
+ * lines, and lines about a record, go through. */
+START_TEST(test_repeated_warning_counted) {
+  const char *w = "offset commit failed: Broker: Group rebalance in "
+                  "progress: t[0]@5 (sent again in 200 ms)";
+  char *text;
+  log_record_t rec = {"t", 0, 5, "e-1"};
+  log_set_fd(log_fd);
+  log_set_clock(fake_clock);
+  fake_now = 1000;
+  for (int i = 0; i < 1811; i++, fake_now += 1)
+    log_msg(KHOST_LOG_WARNING, "orders/0", "%s", w);
+  log_msg(KHOST_LOG_WARNING, "orders/1", "%s", w); /* another member's */
+  log_rec(KHOST_LOG_WARNING, "orders/0", &rec, "same record");
+  log_rec(KHOST_LOG_WARNING, "orders/0", &rec, "same record");
+  log_msg(KHOST_LOG_INFO, "orders/0", "tick");
+  log_msg(KHOST_LOG_INFO, "orders/0", "tick");
+  text = tu_read_file(log_path);
+  ck_assert_int_eq(count_in(text, w), 2);
+  ck_assert_int_eq(count_in(text, "same record"), 2);
+  ck_assert_int_eq(count_in(text, "tick"), 2);
+  ck_assert_int_eq(count_in(text, "repeated"), 0);
+  free(text);
+  /* The window is over: the next line comes after the count. */
+  fake_now = 6000;
+  log_msg(KHOST_LOG_INFO, "orders/0", "later");
+  text = tu_read_file(log_path);
+  char *want = g_strdup_printf("[orders/0] %s (repeated 1810 times in the "
+                               "last 2 s)\n",
+                               w);
+  ck_assert_msg(strstr(text, want) != NULL, "no \"%s\" in:\n%s", want, text);
+  ck_assert_msg(strstr(text, want) < strstr(text, "later"), "%s", text);
+  ck_assert_int_eq(count_in(text, "repeated"), 1);
+  g_free(want);
+  free(text);
+  /* Still going on: counted again, said again after the next window. */
+  fake_now = 6500;
+  log_msg(KHOST_LOG_WARNING, "orders/0", "%s", w);
+  fake_now = 11000;
+  log_msg(KHOST_LOG_INFO, "orders/0", "later");
+  text = tu_read_file(log_path);
+  ck_assert_int_eq(count_in(text, "(repeated 1 times in the last 1 s)"), 1);
+  free(text);
+  /* A window without repeats forgets it: the next one is written. */
+  fake_now = 17000;
+  log_msg(KHOST_LOG_INFO, "orders/0", "quiet");
+  log_msg(KHOST_LOG_WARNING, "orders/0", "%s", w);
+  text = tu_read_file(log_path);
+  ck_assert_int_eq(count_in(text, w), 5);
+  ck_assert_int_eq(count_in(text, "repeated"), 2);
+  free(text);
+  log_set_clock(NULL);
+}
+END_TEST
+
+/* At exit the window may never end: the held count is said at once, and
+ * only once. */
+START_TEST(test_repeats_flushed_at_exit) {
+  char *text;
+  log_set_fd(log_fd);
+  log_set_clock(fake_clock);
+  fake_now = 1000;
+  for (int i = 0; i < 4; i++, fake_now += 100)
+    log_msg(KHOST_LOG_WARNING, "orders/0", "rebalance in progress");
+  log_repeats_flush();
+  log_repeats_flush();
+  text = tu_read_file(log_path);
+  ck_assert_int_eq(count_in(text, "rebalance in progress"), 2);
+  ck_assert_int_eq(count_in(text, "rebalance in progress (repeated 3 times in "
+                                  "the last 1 s)\n"),
+                   1);
+  free(text);
+  log_msg(KHOST_LOG_WARNING, "orders/0", "rebalance in progress");
+  text = tu_read_file(log_path);
+  ck_assert_int_eq(count_in(text, "rebalance in progress"), 3);
+  free(text);
+  log_set_clock(NULL);
+}
+END_TEST
+
 Suite *log_suite(void) {
   Suite *s = suite_create("log");
   TCase *tc = tcase_create("write-failures");
@@ -204,6 +299,11 @@ Suite *log_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_text_record_line);
   tcase_add_test(tc, test_json_lines);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("repeats");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_repeated_warning_counted);
+  tcase_add_test(tc, test_repeats_flushed_at_exit);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -279,23 +279,73 @@ static void iso_at(int64_t ms, int tz_s, char *buf, size_t size) {
 }
 
 /* The new offset of every partition for --from `from` (a plan only). */
-static void assert_targets(const char *cfg_path, const char *from,
-                           int64_t want) {
+/* The plan of o must put every partition at want. */
+static void assert_plan(const char *cfg_path, const replay_opts_t *o,
+                        const char *what, int64_t want) {
   char err[4096];
   cfg_t cfg;
   replay_plan_t *plan = NULL;
-  replay_opts_t o = opts_from(from, DEDUP_REPLAY_SKIP);
   ck_assert_int_eq(cfg_load(&cfg, cfg_path, err, sizeof(err)), 0);
-  ck_assert_msg(replay_plan(&plan, &cfg, &o, err, sizeof(err)) == 0, "%s: %s",
-                from, err);
+  ck_assert_msg(replay_plan(&plan, &cfg, o, err, sizeof(err)) == 0, "%s: %s",
+                what, err);
   ck_assert_uint_eq(replay_part_count(plan), PARTS);
   for (size_t i = 0; i < PARTS; i++)
     ck_assert_msg(replay_part(plan, i)->target == want,
-                  "--from %s: partition %zu at %lld, not %lld", from, i,
+                  "%s: partition %zu at %lld, not %lld", what, i,
                   (long long)replay_part(plan, i)->target, (long long)want);
   replay_free(plan);
   cfg_free(&cfg);
 }
+
+static void assert_targets(const char *cfg_path, const char *from,
+                           int64_t want) {
+  replay_opts_t o = opts_from(from, DEDUP_REPLAY_SKIP);
+  assert_plan(cfg_path, &o, from, want);
+}
+
+static void assert_shift(const char *cfg_path, const char *by, int64_t want) {
+  replay_opts_t o = opts_from(NULL, DEDUP_REPLAY_SKIP);
+  o.shift_by = by;
+  assert_plan(cfg_path, &o, by, want);
+}
+
+/* Relative positions: 30 records per partition stamped two hours ago,
+ * then 30 stamped ten minutes ago. --from -1h lands on the first of the
+ * recent ones, -3h on the log start, -1m on the end; --shift-by moves the
+ * committed offset (40) back or ahead, kept within the log, and is
+ * refused for a group without a committed offset. */
+START_TEST(test_replay_relative_positions) {
+  mu_cluster_t c;
+  char err[4096];
+  int64_t now = dedup_now_ms();
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  produce(&c, 30, now - 2 * 3600 * 1000);
+  produce(&c, 30, now - 600 * 1000);
+  char *cfg = write_cfg(&c, NULL);
+  assert_targets(cfg, "-1h", 30);
+  assert_targets(cfg, "-60m", 30);
+  assert_targets(cfg, "-3h", 0);
+  assert_targets(cfg, "-1m", 60);
+  for (int p = 0; p < PARTS; p++)
+    mu_commit(&c, GROUP, TOPIC, p, 40);
+  assert_shift(cfg, "-15", 25);
+  assert_shift(cfg, "5", 45);
+  assert_shift(cfg, "-100", 0); /* the log start */
+  assert_shift(cfg, "100", 60); /* the end */
+  /* Applied: the group's offsets move back by 10. */
+  replay_opts_t o = opts_from(NULL, DEDUP_REPLAY_SKIP);
+  o.shift_by = "-10";
+  replay_ok(cfg, &o);
+  assert_committed(&c, GROUP, 30);
+  /* A group that has committed nothing has nothing to shift. */
+  o.group = "a-new-group";
+  ck_assert_int_eq(replay(cfg, &o, 0, err, sizeof(err)), 2);
+  ck_assert_msg(strstr(err, "has no committed offset") != NULL, "%s", err);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
 
 /* Records stamped base + i s: --from a time lands on the first record at
  * or after it, in every partition; before the log: the log start; after
@@ -660,6 +710,35 @@ START_TEST(test_parse_from) {
 }
 END_TEST
 
+/* --from -DURATION is a time back from now; --shift-by a signed count. */
+START_TEST(test_parse_relative) {
+  replay_from_t f;
+  char err[512];
+  int64_t now = 1767225600000; /* 2026-01-01T00:00:00Z */
+  ck_assert_int_eq(replay_parse_from("-1h", now, &f, err, 512), 0);
+  ck_assert_int_eq(f.kind, REPLAY_FROM_TIME);
+  ck_assert_int_eq(f.value, now - 3600 * 1000);
+  ck_assert_int_eq(replay_parse_from("-30m", now, &f, err, 512), 0);
+  ck_assert_int_eq(f.value, now - 1800 * 1000);
+  ck_assert_int_eq(replay_parse_from("-2d", now, &f, err, 512), 0);
+  ck_assert_int_eq(f.value, now - 2 * 86400 * 1000);
+  const char *bad[] = {"-0h", "-h", "-1x", "--1h", "-1"};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++)
+    ck_assert_msg(replay_parse_from(bad[i], now, &f, err, 512) == -1,
+                  "accepted \"%s\"", bad[i]);
+  ck_assert_msg(strstr(err, "(-1h, -30m, -2d)") != NULL, "%s", err);
+  ck_assert_int_eq(replay_parse_shift("-100", &f, err, 512), 0);
+  ck_assert_int_eq(f.kind, REPLAY_FROM_SHIFT);
+  ck_assert_int_eq(f.value, -100);
+  ck_assert_int_eq(replay_parse_shift("+25", &f, err, 512), 0);
+  ck_assert_int_eq(f.value, 25);
+  const char *bad_shift[] = {"", "ten", "-5x", "1h"};
+  for (size_t i = 0; i < G_N_ELEMENTS(bad_shift); i++)
+    ck_assert_msg(replay_parse_shift(bad_shift[i], &f, err, 512) == -1,
+                  "accepted \"%s\"", bad_shift[i]);
+}
+END_TEST
+
 /* Big-endian consumer-protocol assignment bytes. */
 static size_t put16(uint8_t *p, int v) {
   p[0] = (uint8_t)(v >> 8);
@@ -709,12 +788,14 @@ Suite *replay_suite(void) {
   Suite *s = suite_create("replay");
   TCase *unit = tcase_create("parsers");
   tcase_add_test(unit, test_parse_from);
+  tcase_add_test(unit, test_parse_relative);
   tcase_add_test(unit, test_parse_assignment);
   suite_add_tcase(s, unit);
   /* Each test a case of its own, run beside the others; the longest
    * first. */
   TU_CASE(s, test_run_from_beginning, 120, "mock-cluster");
   TU_CASE(s, test_replay_from_time_lands_on_offsets, 120, "mock-cluster");
+  TU_CASE(s, test_replay_relative_positions, 120, "mock-cluster");
   TU_CASE(s, test_replay_regex_topic, 120, "mock-cluster");
   TU_CASE(s, test_replay_refused_while_member_active, 120, "mock-cluster");
   TU_CASE(s, test_replay_earliest_reprocess_handles_all_flagged, 120,
