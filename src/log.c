@@ -308,9 +308,11 @@ static void log_repeat_sweep(int64_t now, GPtrArray *due) {
     }
     int64_t secs = (r->last - r->since + 999) / 1000;
     g_ptr_array_add(due, g_strdup(r->who));
-    g_ptr_array_add(due, g_strdup_printf("%s (repeated %" PRIu64
-                                         " times in the last %" PRId64 " s)",
-                                         r->msg, r->held, secs > 0 ? secs : 1));
+    g_ptr_array_add(due,
+                    g_strdup_printf("%s (repeated %" PRIu64
+                                    " more time%s in the last %" PRId64 " s)",
+                                    r->msg, r->held, r->held == 1 ? "" : "s",
+                                    secs > 0 ? secs : 1));
     r->since = now;
     r->held = 0;
   }

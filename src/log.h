@@ -8,7 +8,7 @@
  * next line that goes through says how many were lost.
  * A warning (not about a record) repeated word for word is written once
  * every 5 s; the line after that window says
- *   <message> (repeated N times in the last S s)
+ *   <message> (repeated N more times in the last S s)
  */
 #ifndef KHOST_LOG_H
 #define KHOST_LOG_H

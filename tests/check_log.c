@@ -233,7 +233,7 @@ START_TEST(test_repeated_warning_counted) {
   fake_now = 6000;
   log_msg(KHOST_LOG_INFO, "orders/0", "later");
   text = tu_read_file(log_path);
-  char *want = g_strdup_printf("[orders/0] %s (repeated 1810 times in the "
+  char *want = g_strdup_printf("[orders/0] %s (repeated 1810 more times in the "
                                "last 2 s)\n",
                                w);
   ck_assert_msg(strstr(text, want) != NULL, "no \"%s\" in:\n%s", want, text);
@@ -247,7 +247,7 @@ START_TEST(test_repeated_warning_counted) {
   fake_now = 11000;
   log_msg(KHOST_LOG_INFO, "orders/0", "later");
   text = tu_read_file(log_path);
-  ck_assert_int_eq(count_in(text, "(repeated 1 times in the last 1 s)"), 1);
+  ck_assert_int_eq(count_in(text, "(repeated 1 more time in the last 1 s)"), 1);
   free(text);
   /* A window without repeats forgets it: the next one is written. */
   fake_now = 17000;
@@ -274,7 +274,7 @@ START_TEST(test_repeats_flushed_at_exit) {
   log_repeats_flush();
   text = tu_read_file(log_path);
   ck_assert_int_eq(count_in(text, "rebalance in progress"), 2);
-  ck_assert_int_eq(count_in(text, "rebalance in progress (repeated 3 times in "
+  ck_assert_int_eq(count_in(text, "rebalance in progress (repeated 3 more times in "
                                   "the last 1 s)\n"),
                    1);
   free(text);
