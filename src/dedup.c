@@ -121,6 +121,7 @@ struct dedup_store {
 
   /* Segments: IDs moved out of the set to disk (segments.c below). */
   dsegs_t *segs;
+  sqlite3 *seg_db;       /* segment writes and merges (under prune_lock) */
   GHashTable *forgotten; /* GBytes (scope[, 0, ID]) -> upto_seq; read-only
                             after open */
   size_t memory_ids;     /* segment when the set holds more; 0: never */
@@ -609,6 +610,7 @@ static int forgotten_load(dedup_store_t *s, char *err, size_t errlen) {
 static int segs_open(dedup_store_t *s, char *err, size_t errlen) {
   sqlite3 *db;
   if (seg_mark_load(s, err, errlen) < 0 || forgotten_load(s, err, errlen) < 0 ||
+      db_open(s, &s->seg_db, err, errlen) < 0 ||
       db_open(s, &db, err, errlen) < 0)
     return -1;
   return dsegs_open(&s->segs, db, s->path, err, errlen);
@@ -656,26 +658,88 @@ static void seg_fix_keys(GArray *keys, const dset_buf_t *buf,
   }
 }
 
-/* Write the segment and move the mark in one transaction. */
-static int seg_put(dedup_store_t *s, int64_t id, GArray *keys, int64_t last,
-                   char *err, size_t errlen) {
+/* Segment writes and merges go to disk in transactions of about
+ * SEG_CHUNK_MS each, each under write_lock (dseg_chunks_t): a batch commit
+ * waits for one chunk at most, never for a whole segment (writing a few
+ * million IDs in one transaction held the write lock for 1-2 s, and the
+ * durability threads' commits, so the offsets, waited that long). Chunks
+ * rather than a side file attached later: the blocks go to the one file
+ * the store already syncs and backs up, and a segment becomes visible only
+ * with its row, written in the last chunk (with the segments' mark, for a
+ * new segment). Blocks of a write that never finished are invisible and
+ * deleted by the next write at that id. */
+#define SEG_CHUNK_MS 50
+
+typedef struct seg_txn {
+  dedup_store_t *s;
+  int64_t last_seq; /* a new segment: the segments' mark moves here */
+  char why[256];    /* a BEGIN or COMMIT that failed */
+} seg_txn_t;
+
+static int seg_txn_begin(void *arg) {
+  seg_txn_t *t = arg;
+  sqlite3 *db = t->s->seg_db;
+  pthread_mutex_lock(&t->s->write_lock);
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK)
+    return 0;
+  snprintf(t->why, sizeof t->why, "%s", sqlite3_errmsg(db));
+  pthread_mutex_unlock(&t->s->write_lock);
+  return -1;
+}
+
+static int seg_txn_end(void *arg, int commit) {
+  seg_txn_t *t = arg;
+  sqlite3 *db = t->s->seg_db;
+  int rc = 0;
+  if (commit && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    snprintf(t->why, sizeof t->why, "%s", sqlite3_errmsg(db));
+    rc = -1;
+  }
+  if (!sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  pthread_mutex_unlock(&t->s->write_lock);
+  return rc;
+}
+
+static int seg_txn_last(void *arg) {
+  seg_txn_t *t = arg;
   char sql[128];
-  int rc = -1;
+  if (t->last_seq <= 0)
+    return 0;
   snprintf(sql, sizeof sql,
            "INSERT OR REPLACE INTO segmented(id, last_seq) VALUES(1, %" PRId64
            ")",
-           last);
-  pthread_mutex_lock(&s->write_lock);
-  if (db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen) < 0 ||
-      dseg_write(s->prune_db, s->path, id, last, (dseg_key_t *)keys->data,
-                 keys->len, 0, err, errlen) < 0 ||
-      db_exec(s, s->prune_db, sql, err, errlen) < 0)
-    goto out;
-  rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
-out:
-  if (!sqlite3_get_autocommit(s->prune_db))
-    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
-  pthread_mutex_unlock(&s->write_lock);
+           t->last_seq);
+  return sqlite3_exec(t->s->seg_db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0
+                                                                        : -1;
+}
+
+static dseg_chunks_t seg_chunks(seg_txn_t *t) {
+  return (dseg_chunks_t){.begin = seg_txn_begin,
+                         .end = seg_txn_end,
+                         .last = seg_txn_last,
+                         .arg = t,
+                         .budget_ms = SEG_CHUNK_MS};
+}
+
+/* A chunked write that failed: BEGIN or COMMIT say why, when it was one
+ * of them. */
+static void seg_txn_why(const seg_txn_t *t, const dedup_store_t *s, int64_t id,
+                        char *err, size_t errlen) {
+  if (t->why[0])
+    snprintf(err, errlen, "%s: segment %" PRId64 ": %s", s->path, id, t->why);
+}
+
+/* Write the segment, moving the segments' mark with its last chunk. */
+static int seg_put(dedup_store_t *s, int64_t id, GArray *keys, int64_t last,
+                   char *err, size_t errlen) {
+  seg_txn_t t = {.s = s, .last_seq = last};
+  dseg_chunks_t ch = seg_chunks(&t);
+  int rc =
+      dseg_write_chunked(s->seg_db, s->path, id, last, (dseg_key_t *)keys->data,
+                         keys->len, 0, &ch, err, errlen);
+  if (rc < 0)
+    seg_txn_why(&t, s, id, err, errlen);
   return rc;
 }
 
@@ -722,23 +786,20 @@ out:
   return rc;
 }
 
-/* Write the merged segment in one transaction and publish it, unpublish
- * its inputs, then delete them in a second one: a crash in between leaves
- * IDs in two segments, which answers the same. */
+/* Write the merged segment (in chunks: its inputs are read on prune_db,
+ * the output written on seg_db) and publish it, unpublish its inputs, then
+ * delete them: a crash in between leaves IDs in two segments, which
+ * answers the same. */
 static int merge_put(dedup_store_t *s, const int64_t *ids, size_t n,
                      uint64_t total, int64_t tag, char *err, size_t errlen) {
   int64_t id = dsegs_next_id(s->segs);
+  seg_txn_t t = {.s = s};
+  dseg_chunks_t ch = seg_chunks(&t);
   dseg_t *g = NULL;
-  int rc;
-  pthread_mutex_lock(&s->write_lock);
-  rc = db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen);
-  if (rc == 0)
-    rc = dseg_merge(s->prune_db, s->path, ids, n, total, id, tag, err, errlen);
-  if (rc == 0)
-    rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
-  if (!sqlite3_get_autocommit(s->prune_db))
-    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
-  pthread_mutex_unlock(&s->write_lock);
+  int rc = dseg_merge_chunked(s->prune_db, s->seg_db, s->path, ids, n, total,
+                              id, tag, &ch, err, errlen);
+  if (rc < 0)
+    seg_txn_why(&t, s, id, err, errlen);
   if (rc == 0)
     rc = dseg_load(s->prune_db, s->path, id, &g, err, errlen);
   if (rc == 0)
@@ -1090,6 +1151,7 @@ void dedup_close(dedup_store_t *s) {
   if (s->has_seg_thread)
     pthread_join(s->seg_thread, NULL);
   dsegs_free(s->segs);
+  sqlite3_close(s->seg_db);
   attempts_close(s);
   sqlite3_finalize(s->prune_del);
   sqlite3_close(s->prune_db);
