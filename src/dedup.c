@@ -166,7 +166,17 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
 /* The set claimed (scope, id) as new: the segments decide. Handled
  * before at or after before_ms there: seen (the claim goes back); a block
  * that cannot be read: in flight, never a wrong "new" (the caller waits
- * and asks again). */
+ * and asks again).
+ *
+ * The claim-again rule for IDs in segments: a segment keeps one time per
+ * block, the newest handled_at of the block's keys, not one per ID. A
+ * claim again (dedup_claim_again_before()) of an ID found in a segment
+ * therefore compares before_ms with its block's newest time: when any key
+ * of the block was marked at or after before_ms (a merge can put an old
+ * ID next to a new one), the ID counts as handled since, and the replay
+ * skips it instead of handling it again. The error is always towards
+ * "seen": an ID is never handled twice in one replay, but an old one may
+ * be skipped where a per-ID time would have handled it again. */
 static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
                       size_t len, int64_t before_ms) {
   char err[512];
