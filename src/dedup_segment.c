@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "dedup_filter.h"
+#include "dedup_pack.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -52,35 +53,6 @@ void dseg_counters(dseg_counters_t *out) {
 
 /* ----------------------------------------------------------------- keys */
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
-/* The 16 bytes of a canonical lower-case UUID; 0 when id is not one (an
- * upper-case UUID stays as it is, so that it decodes to its own bytes). */
-static int uuid_bytes(const uint8_t *id, size_t len, uint8_t out[16]) {
-  size_t o = 0;
-  if (len != 36)
-    return 0;
-  for (size_t i = 0; i < 36; i++) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (id[i] != '-')
-        return 0;
-      continue;
-    }
-    int v = hexval(id[i]);
-    if (v < 0)
-      return 0;
-    out[o / 2] = (uint8_t)(o % 2 ? out[o / 2] | v : v << 4);
-    o++;
-  }
-  return 1;
-}
-
 /* The packed key of (scope, id) into out (room for KEY_MAX_HEAD + len
  * bytes); returns its length. */
 static size_t key_encode(uint32_t scope, const void *id, size_t len,
@@ -89,7 +61,7 @@ static size_t key_encode(uint32_t scope, const void *id, size_t len,
   out[1] = (uint8_t)(scope >> 16);
   out[2] = (uint8_t)(scope >> 8);
   out[3] = (uint8_t)scope;
-  if (uuid_bytes(id, len, out + 5)) {
+  if (dpack_uuid_bytes(id, len, out + 5)) {
     out[4] = FORM_UUID;
     return KEY_MAX_HEAD + 16;
   }
@@ -105,30 +77,6 @@ static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b,
   if (c)
     return c;
   return alen < blen ? -1 : alen > blen;
-}
-
-static void varint_put(GByteArray *b, uint64_t v) {
-  while (v >= 0x80) {
-    uint8_t c = (uint8_t)(v | 0x80);
-    g_byte_array_append(b, &c, 1);
-    v >>= 7;
-  }
-  uint8_t c = (uint8_t)v;
-  g_byte_array_append(b, &c, 1);
-}
-
-/* A varint at *p (before end); 0 when it is cut short. */
-static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-  uint64_t r = 0;
-  for (int shift = 0; *p < end && shift < 64; shift += 7) {
-    uint8_t c = *(*p)++;
-    r |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) {
-      *v = r;
-      return 1;
-    }
-  }
-  return 0;
 }
 
 static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
@@ -252,7 +200,7 @@ static void builder_add(builder_t *w, const uint8_t *k, size_t len, int64_t ms,
     g_byte_array_set_size(w->first, 0);
     g_byte_array_append(w->first, k, (guint)len);
   }
-  varint_put(w->block, len);
+  dpack_varint_put(w->block, len);
   g_byte_array_append(w->block, k, (guint)len);
   w->block_newest = ms > w->block_newest ? ms : w->block_newest;
   w->oldest = ms < w->oldest ? ms : w->oldest;
@@ -525,7 +473,7 @@ static int block_holds(const uint8_t *p, const uint8_t *end, const uint8_t *key,
                        size_t len) {
   uint64_t klen;
   int c = 1;
-  while (c > 0 && p < end && varint_get(&p, end, &klen) &&
+  while (c > 0 && p < end && dpack_varint_get(&p, end, &klen) &&
          klen <= (uint64_t)(end - p)) {
     __atomic_add_fetch(&counters.keys_decoded, 1, __ATOMIC_RELAXED);
     c = key_cmp(key, len, p, (size_t)klen);
@@ -640,7 +588,8 @@ static void cursor_next(cursor_t *c) {
     c->p = sqlite3_column_blob(c->st, 1);
     c->end = c->p + sqlite3_column_bytes(c->st, 1);
   }
-  if (!varint_get(&c->p, c->end, &klen) || klen > (uint64_t)(c->end - c->p)) {
+  if (!dpack_varint_get(&c->p, c->end, &klen) ||
+      klen > (uint64_t)(c->end - c->p)) {
     c->failed = 1;
     c->key = NULL;
     return;
@@ -667,16 +616,10 @@ static int cursor_open(cursor_t *c, sqlite3 *db, int64_t seg_id) {
 /* The ID's hash again from its packed key (the filter needs the hash of
  * the ID as the flow core has it: a UUID as its text). */
 static uint64_t key_hash(const uint8_t *k, size_t len) {
-  static const char hex[] = "0123456789abcdef";
   char text[36];
   if (k[4] != FORM_UUID)
     return XXH3_64bits(k + KEY_MAX_HEAD, len - KEY_MAX_HEAD);
-  for (size_t i = 0, o = 0; i < 16; i++) {
-    if (o == 8 || o == 13 || o == 18 || o == 23)
-      text[o++] = '-';
-    text[o++] = hex[k[KEY_MAX_HEAD + i] >> 4];
-    text[o++] = hex[k[KEY_MAX_HEAD + i] & 15];
-  }
+  dpack_uuid_text(k + KEY_MAX_HEAD, text);
   return XXH3_64bits(text, sizeof text);
 }
 
