@@ -102,7 +102,10 @@ struct dedup_store {
   GHashTable *history_asked; /* fresh: scopes dedup_history_check_due()
                                 answered for (under db_lock) */
   dset_t *set;
-  pthread_mutex_t write_lock; /* see the lock order at the top */
+  pthread_mutex_t write_lock;  /* see the lock order at the top */
+  pthread_cond_t writers_done; /* with write_lock: batch commits waiting
+                                  went through (seg_txn_begin()) */
+  int writers_waiting;         /* batch commits waiting for write_lock */
 
   pthread_mutex_t db_lock; /* db: scopes */
   sqlite3 *db;
@@ -777,10 +780,15 @@ typedef struct seg_txn {
   char why[256];    /* a BEGIN or COMMIT that failed */
 } seg_txn_t;
 
+/* A mutex is not fair: a chunk taken again at once after the last one
+ * could keep a waiting batch commit out for many chunks. Batch commits
+ * that wait go first. */
 static int seg_txn_begin(void *arg) {
   seg_txn_t *t = arg;
   sqlite3 *db = t->s->seg_db;
   pthread_mutex_lock(&t->s->write_lock);
+  while (__atomic_load_n(&t->s->writers_waiting, __ATOMIC_ACQUIRE) > 0)
+    pthread_cond_wait(&t->s->writers_done, &t->s->write_lock);
   if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK)
     return 0;
   snprintf(t->why, sizeof t->why, "%s", sqlite3_errmsg(db));
@@ -1195,6 +1203,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   s->set = dset_new();
   s->opened_ms = dedup_now_ms();
   pthread_mutex_init(&s->write_lock, NULL);
+  pthread_cond_init(&s->writers_done, NULL);
   pthread_mutex_init(&s->db_lock, NULL);
   pthread_mutex_init(&s->prune_lock, NULL);
   pthread_mutex_init(&s->stop_lock, NULL);
@@ -1266,6 +1275,7 @@ void dedup_close(dedup_store_t *s) {
   pthread_mutex_destroy(&s->prune_lock);
   pthread_mutex_destroy(&s->db_lock);
   pthread_mutex_destroy(&s->write_lock);
+  pthread_cond_destroy(&s->writers_done);
   g_free(s->path);
   g_free(s);
 }
@@ -1479,7 +1489,9 @@ int dedup_writer_commit_with(dedup_writer_t *w, dedup_writer_extra_fn extra,
   if (w->marks->len == 0 && !extra)
     return 0;
   writer_pack(w);
+  __atomic_add_fetch(&w->s->writers_waiting, 1, __ATOMIC_ACQ_REL);
   pthread_mutex_lock(&w->s->write_lock);
+  __atomic_sub_fetch(&w->s->writers_waiting, 1, __ATOMIC_ACQ_REL);
   rc = stmt_run(w->begin);
   if (rc == SQLITE_OK)
     rc = writer_insert(w);
@@ -1503,6 +1515,7 @@ int dedup_writer_commit_with(dedup_writer_t *w, dedup_writer_extra_fn extra,
       stmt_run(w->rollback);
   }
   pthread_mutex_unlock(&w->s->write_lock);
+  pthread_cond_broadcast(&w->s->writers_done);
   if (rc != SQLITE_OK || moved)
     return -1;
   dedup_writer_discard(w);
