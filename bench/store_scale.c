@@ -1,16 +1,16 @@
 /*
- * The store-scale curve of the dedup segments (not a test): stores of
- * 0, 10M, 100M... IDs built in bulk as segments (dedup_segment.h), then,
- * in a fresh child process per store, the time to load every segment's
- * metadata, filter and block index (what a start needs), the rate of
- * lookups of new IDs (the hot path: nearly all answered by the filters)
- * and of IDs the store holds (one block read each), peak RSS, and bytes
- * per ID on disk. See bench/README.md.
+ * The store-scale curve of the SQLite dedup store (not a test): stores of
+ * 0, 10M, 100M... IDs built through the store's own write path (batches of
+ * marks into the packed log, segments written and merged as a host's
+ * segment thread does), then, in a fresh child process per store, the
+ * time dedup_open() takes (what a start needs), the rate of new records
+ * through the store (claim, mark, one commit per batch), lookups of IDs
+ * the store holds, peak RSS, and the database's bytes per ID. See
+ * bench/README.md.
  */
 #include <getopt.h>
 #include <glib.h>
 #include <inttypes.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,12 +23,15 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "dedup_segment.h"
+#include "dedup.h"
+
+#define BATCH 500
+#define SEEN_QUERIES 100000
 
 typedef struct opts {
   const char *dir;
-  uint64_t seg_ids; /* IDs per segment */
-  uint64_t queries;
+  uint64_t memory_ids; /* the set's budget, as dedup.memory gives it */
+  uint64_t records;    /* new records measured */
 } opts_t;
 
 static double now_s(void) {
@@ -46,54 +49,70 @@ static void uuid_of(uint64_t seed, uint64_t i, char out[37]) {
            (unsigned)(b >> 48) & 0xfff, b & UINT64_C(0xffffffffffff));
 }
 
-static void die_db(sqlite3 *db, const char *what) {
-  fprintf(stderr, "store-scale: %s: %s\n", what, sqlite3_errmsg(db));
+static void die(const char *what, const char *err) {
+  fprintf(stderr, "store-scale: %s: %s\n", what, err);
   exit(1);
 }
 
-/* Segment seg of IDs [first, first + n) of stream 1. */
-static void build_segment(sqlite3 *db, const char *path, int64_t seg,
-                          uint64_t first, uint64_t n) {
-  dseg_key_t *k = g_new(dseg_key_t, n);
-  char(*ids)[37] = g_malloc(n * 37);
+static dedup_store_t *open_store(const char *path, uint64_t memory_ids,
+                                 uint32_t *scope) {
+  dedup_opts_t o = {.path = path, .memory_ids = memory_ids};
+  dedup_store_t *s = NULL;
   char err[512];
-  for (uint64_t i = 0; i < n; i++) {
-    uuid_of(1, first + i, ids[i]);
-    k[i] = (dseg_key_t){1, ids[i], 36, XXH3_64bits(ids[i], 36),
-                        1000 + (int64_t)(first + i)};
+  if (dedup_open(&s, &o, err, sizeof err) != 0 ||
+      dedup_scope(s, "bench", scope, err, sizeof err) != 0)
+    die(path, err);
+  return s;
+}
+
+/* Mark IDs [first, first + n) of stream seed in one batch; claim them
+ * first when claim is set (each must be new). */
+static void put_batch(dedup_store_t *s, dedup_writer_t *w, uint32_t scope,
+                      uint64_t seed, uint64_t first, uint64_t n, int claim) {
+  char id[37], err[512];
+  for (uint64_t i = first; i < first + n; i++) {
+    uuid_of(seed, i, id);
+    if (claim && dedup_claim(s, scope, id, 36) != DEDUP_NEW)
+      die("claim", "a new ID was not new");
+    dedup_mark_t m = {.scope = scope,
+                      .event_id = id,
+                      .event_id_len = 36,
+                      .topic = "orders",
+                      .partition = (int32_t)(i % 3),
+                      .offset = (int64_t)(i / 3),
+                      .handled_at_ms = dedup_now_ms()};
+    dedup_writer_add(w, &m);
   }
-  if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-    die_db(db, "BEGIN");
-  if (dseg_write(db, path, seg, 0, k, n, 0, err, sizeof err) != 0) {
-    fprintf(stderr, "store-scale: %s\n", err);
-    exit(1);
-  }
-  if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-    die_db(db, "COMMIT");
-  g_free(ids);
-  g_free(k);
+  if (dedup_writer_commit(w, NULL, err, sizeof err) != 0)
+    die("commit", err);
 }
 
 /* The store of `ids` IDs under o->dir, built once (a file left by an
- * earlier run is reused). */
+ * earlier run is reused): batches through the writer, and a segment (then
+ * merges) each time the set holds memory_ids, as the segment thread does
+ * (here in line, so that building cannot outrun it). */
 static char *build_store(const opts_t *o, uint64_t ids) {
   char *path = g_strdup_printf("%s/store-%" PRIu64 ".db", o->dir, ids);
-  char *tmp = g_strdup_printf("%s.tmp", path);
-  sqlite3 *db;
+  char *tmp = g_strdup_printf("%s.tmp", path), err[512];
   struct stat st;
+  uint32_t scope;
   if (stat(path, &st) == 0)
     goto out;
   unlink(tmp);
   double t0 = now_s();
-  if (sqlite3_open(tmp, &db) != SQLITE_OK ||
-      sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) !=
-          SQLITE_OK ||
-      sqlite3_exec(db, dseg_schema_sql, NULL, NULL, NULL) != SQLITE_OK)
-    die_db(db, tmp);
-  for (uint64_t first = 0, seg = 1; first < ids; first += o->seg_ids, seg++)
-    build_segment(db, tmp, (int64_t)seg, first, MIN(o->seg_ids, ids - first));
-  sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
-  sqlite3_close(db);
+  dedup_store_t *s = open_store(tmp, 0, &scope);
+  dedup_writer_t *w = NULL;
+  if (dedup_writer_open(s, &w, err, sizeof err) != 0)
+    die(tmp, err);
+  for (uint64_t i = 0; i < ids; i += BATCH) {
+    put_batch(s, w, scope, 1, i, MIN(BATCH, ids - i), 0);
+    if (o->memory_ids && dedup_size(s) > o->memory_ids &&
+        (dedup_segment_now(s, NULL, err, sizeof err) != 0 ||
+         dedup_merge_now(s, NULL, err, sizeof err) != 0))
+      die(tmp, err);
+  }
+  dedup_writer_close(w);
+  dedup_close(s);
   if (rename(tmp, path) != 0) {
     perror(path);
     exit(1);
@@ -104,116 +123,118 @@ out:
   return path;
 }
 
-/* Lookups of n IDs of stream seed (indices spread over [0, range)) in
- * every segment; returns how many were found. */
-static uint64_t lookups(sqlite3 *db, const char *path, dseg_t **g, size_t ng,
-                        uint64_t seed, uint64_t n, uint64_t range) {
-  char id[37], err[512];
-  uint64_t found = 0;
+/* IDs the store holds, looked up at random: how many are seen. */
+static uint64_t seen_lookups(dedup_store_t *s, uint32_t scope, uint64_t ids,
+                             uint64_t n) {
+  char id[37];
+  uint64_t seen = 0;
   for (uint64_t q = 0; q < n; q++) {
-    uint64_t i = range ? XXH3_64bits(&q, sizeof q) % range : q;
-    uuid_of(seed, i, id);
-    uint64_t h = XXH3_64bits(id, 36);
-    for (size_t s = 0; s < ng; s++) {
-      int r = dseg_lookup(g[s], db, path, 1, id, 36, h, NULL, err, sizeof err);
-      if (r < 0) {
-        fprintf(stderr, "store-scale: %s\n", err);
-        exit(1);
-      }
-      if (r) {
-        found++;
-        break;
-      }
-    }
+    uuid_of(1, XXH3_64bits(&q, sizeof q) % ids, id);
+    seen += dedup_claim(s, scope, id, 36) == DEDUP_SEEN;
   }
-  return found;
+  return seen;
 }
 
-/* One store, in a process of its own (so that its peak RSS is its own). */
-static int measure(const char *path, uint64_t ids, uint64_t queries) {
-  sqlite3 *db;
-  int64_t *segs;
-  size_t ng;
-  char err[512];
+/* Bytes of the database and its write-ahead log. */
+static uint64_t disk_bytes(const char *path) {
+  char *wal = g_strdup_printf("%s-wal", path);
   struct stat st;
+  uint64_t n = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+  n += stat(wal, &st) == 0 ? (uint64_t)st.st_size : 0;
+  g_free(wal);
+  return n;
+}
+
+/* One store, in a process of its own (so that its peak RSS is its own):
+ * the new records go to a copy's end of the log, so a store is measured
+ * as built each time. */
+static int measure(const char *path, uint64_t ids, const opts_t *o) {
+  uint32_t scope;
+  char err[512];
   double t0 = now_s();
-  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-      dseg_list(db, path, &segs, &ng, err, sizeof err) != 0)
-    die_db(db, path);
-  dseg_t **g = g_new0(dseg_t *, ng + 1);
-  for (size_t i = 0; i < ng; i++)
-    if (dseg_load(db, path, segs[i], &g[i], err, sizeof err) != 0) {
-      fprintf(stderr, "store-scale: %s\n", err);
-      return 1;
-    }
-  double load = now_s() - t0;
+  uint64_t bytes = disk_bytes(path);
+  dedup_store_t *s = open_store(path, o->memory_ids, &scope);
+  double start = now_s() - t0;
+  dedup_writer_t *w = NULL;
+  if (dedup_writer_open(s, &w, err, sizeof err) != 0)
+    die(path, err);
   t0 = now_s();
-  uint64_t fp = lookups(db, path, g, ng, 2, queries, 0);
-  double new_rate = queries / (now_s() - t0);
-  dseg_counters_t c;
-  dseg_counters(&c);
-  uint64_t blocks_new = c.blocks_read;
+  for (uint64_t i = 0; i < o->records; i += BATCH)
+    put_batch(s, w, scope, 2, i, MIN(BATCH, o->records - i), 1);
+  double rate = o->records / (now_s() - t0);
   t0 = now_s();
-  uint64_t hit = ids ? lookups(db, path, g, ng, 1, queries / 10, ids) : 0;
-  double seen_rate = ids ? (queries / 10) / (now_s() - t0) : 0;
+  uint64_t hit = ids ? seen_lookups(s, scope, ids, SEEN_QUERIES) : 0;
+  double seen_rate = ids ? SEEN_QUERIES / (now_s() - t0) : 0;
+  dedup_stats_t st;
+  dedup_stats(s, &st);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  stat(path, &st);
-  printf("%12" PRIu64 " IDs  %3zu segments  load %.3f s  new %9.0f/s"
-         " (%" PRIu64 " block reads, %" PRIu64 " found)  seen %8.0f/s"
-         " (%" PRIu64 " found)  peak RSS %5.1f MB  %5.1f B/ID on disk\n",
-         ids, ng, load, new_rate, blocks_new, fp, seen_rate, hit,
-         ru.ru_maxrss / 1024.0, ids ? (double)st.st_size / ids : 0.0);
-  for (size_t i = 0; i < ng; i++)
-    dseg_free(g[i]);
-  g_free(g);
-  g_free(segs);
-  sqlite3_close(db);
-  return fp != 0 || (ids && hit != queries / 10);
+  printf("%12" PRIu64 " IDs  start %.3f s  %8.0f records/s  seen %7.0f/s"
+         " (%" PRIu64 "/%d)  %3zu segments  peak RSS %6.1f MB"
+         "  %5.1f B/ID on disk\n",
+         ids, start, rate, seen_rate, hit, ids ? SEEN_QUERIES : 0, st.segments,
+         ru.ru_maxrss / 1024.0, ids ? (double)bytes / ids : 0.0);
+  fflush(stdout);
+  dedup_writer_close(w);
+  dedup_close(s);
+  return ids && hit != SEEN_QUERIES;
+}
+
+/* A throwaway copy of the store (the measurement writes to it). */
+static char *copy_store(const char *path) {
+  char *copy = g_strdup_printf("%s.run", path);
+  char *cmd = g_strdup_printf("cp --sparse=never '%s' '%s'", path, copy);
+  char *wal = g_strdup_printf("%s-wal", copy),
+       *shm = g_strdup_printf("%s-shm", copy);
+  unlink(wal);
+  unlink(shm);
+  if (system(cmd) != 0) {
+    fprintf(stderr, "store-scale: %s failed\n", cmd);
+    exit(1);
+  }
+  g_free(cmd);
+  g_free(wal);
+  g_free(shm);
+  return copy;
 }
 
 static void usage(void) {
-  fprintf(stderr,
-          "usage: khost-store-scale [-d DIR] [-s IDS_PER_SEGMENT] [-q QUERIES]"
-          " SIZE...\n");
+  fprintf(stderr, "usage: khost-store-scale [-d DIR] [-m MEMORY_IDS]"
+                  " [-r RECORDS] SIZE...\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
-  opts_t o = {
-      .dir = "/tmp/khost-store-scale", .seg_ids = 5000000, .queries = 1000000};
+  opts_t o = {.dir = "/tmp/khost-store-scale",
+              .memory_ids = dedup_memory_ids((uint64_t)256 << 20),
+              .records = 2000000};
   int c, bad = 0;
-  if (argc == 5 && strcmp(argv[1], "--measure") == 0)
-    return measure(argv[2], strtoull(argv[3], NULL, 10),
-                   strtoull(argv[4], NULL, 10));
-  while ((c = getopt(argc, argv, "d:s:q:")) != -1) {
+  while ((c = getopt(argc, argv, "d:m:r:")) != -1) {
     if (c == 'd')
       o.dir = optarg;
-    else if (c == 's')
-      o.seg_ids = strtoull(optarg, NULL, 10);
-    else if (c == 'q')
-      o.queries = strtoull(optarg, NULL, 10);
+    else if (c == 'm')
+      o.memory_ids = strtoull(optarg, NULL, 10);
+    else if (c == 'r')
+      o.records = strtoull(optarg, NULL, 10);
     else
       usage();
   }
-  if (optind >= argc || o.seg_ids == 0)
+  if (optind >= argc || o.records == 0)
     usage();
   g_mkdir_with_parents(o.dir, 0700);
   for (int i = optind; i < argc; i++) {
     uint64_t ids = strtoull(argv[i], NULL, 10);
     char *path = build_store(&o, ids);
-    char q[32], n[32];
-    snprintf(n, sizeof n, "%" PRIu64, ids);
-    snprintf(q, sizeof q, "%" PRIu64, o.queries);
+    char *copy = copy_store(path);
     fflush(stdout);
     pid_t pid = fork();
-    if (pid == 0) {
-      execl("/proc/self/exe", argv[0], "--measure", path, n, q, (char *)NULL);
-      _exit(127);
-    }
+    if (pid == 0)
+      _exit(measure(copy, ids, &o));
     int status = 0;
     waitpid(pid, &status, 0);
     bad |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    unlink(copy);
+    g_free(copy);
     g_free(path);
   }
   return bad;

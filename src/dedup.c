@@ -1,12 +1,14 @@
 /*
  * Dedup store. See dedup.h for the contract.
  *
- * On disk: `marks`, an append-only rowid table (plus an index on
- * handled_at, which also grows at its right edge because marks arrive in
- * time order), `scopes`, the pipeline names, and `replays`, the offset
- * ranges `khost replay` put back in front of a pipeline (a handful of rows
- * per replay). There is no index on the event ID: inserting random keys
- * into a large B-tree costs a dirty page per row.
+ * On disk: `batches`, the log of marks: an append-only rowid table of one
+ * row per batch and scope, its marks packed (dedup_log.h), plus an index
+ * on each row's newest handled_at for pruning (one entry per batch, at its
+ * right edge because batches arrive in time order); `scopes`, the
+ * pipeline names; `replays`, the offset ranges `khost replay` put back in
+ * front of a pipeline (a handful of rows per replay); and the segments
+ * (dedup_segment.h). There is no index on the event ID: inserting random
+ * keys into a large B-tree costs a dirty page per row.
  *
  * In memory: the exact set of (scope, event ID) inside the retention window
  * (dedup_set.c). This file keeps it in step with the table: IDs are added
@@ -37,6 +39,7 @@
 #include <time.h>
 
 #include "dedup_file.h"
+#include "dedup_log.h"
 #include "dedup_segment.h"
 #include "dedup_segs.h"
 #include "dedup_set.h"
@@ -47,20 +50,12 @@
 #include <xxhash.h>
 
 #define DEFAULT_BUSY_MS 10000
-#define PRUNE_BATCH 5000
+#define PRUNE_ROWS 200 /* batch rows deleted per transaction */
 #define PRUNE_KEEP_BYTES ((size_t)1 << 20)
-#define INSERT_ROWS 50
-#define INSERT_COLS 7
 
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS scopes("
     " id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS marks("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT, scope INTEGER NOT NULL,"
-    " event_id BLOB NOT NULL, topic TEXT NOT NULL,"
-    " partition INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
-    " handled_at INTEGER NOT NULL, outcome INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS marks_handled_at ON marks(handled_at);"
     /* version 2 */
     "CREATE TABLE IF NOT EXISTS replays("
     " seq INTEGER PRIMARY KEY, scope INTEGER NOT NULL, topic TEXT NOT NULL,"
@@ -76,14 +71,22 @@ static const char *const schema_sql =
     /* IDs (event_id NULL: a whole scope) `khost dedup forget` removed:
      * segments whose marks all come before upto_seq no longer hold them */
     "CREATE TABLE IF NOT EXISTS forgotten("
-    " scope INTEGER NOT NULL, event_id BLOB, upto_seq INTEGER NOT NULL);";
+    " scope INTEGER NOT NULL, event_id BLOB, upto_seq INTEGER NOT NULL);"
+    /* version 5: the log of marks, one row per batch and scope; seq goes
+     * on from the marks of version 3 (segments and forgets name seqs) */
+    "CREATE TABLE IF NOT EXISTS batches("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, scope INTEGER NOT NULL,"
+    " first_at INTEGER NOT NULL, last_at INTEGER NOT NULL,"
+    " n INTEGER NOT NULL, marks BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS batches_last_at ON batches(last_at);";
 
-/* The oldest marks, at most PRUNE_BATCH of them, with what the in-memory
- * set needs to forget them. */
+/* The oldest batches whose every mark is past the cutoff, at most
+ * PRUNE_ROWS of them, with what the in-memory set needs to forget their
+ * IDs. */
 static const char *const prune_sql =
-    "DELETE FROM marks WHERE seq IN (SELECT seq FROM marks"
-    " WHERE handled_at < ?1 ORDER BY handled_at LIMIT " G_STRINGIFY(
-        PRUNE_BATCH) ") RETURNING scope, event_id";
+    "DELETE FROM batches WHERE seq IN (SELECT seq FROM batches"
+    " WHERE last_at < ?1 ORDER BY last_at LIMIT " G_STRINGIFY(
+        PRUNE_ROWS) ") RETURNING seq, scope, first_at, marks";
 
 /* ------------------------------------------------------------------ store */
 
@@ -99,7 +102,10 @@ struct dedup_store {
   GHashTable *history_asked; /* fresh: scopes dedup_history_check_due()
                                 answered for (under db_lock) */
   dset_t *set;
-  pthread_mutex_t write_lock; /* see the lock order at the top */
+  pthread_mutex_t write_lock;  /* see the lock order at the top */
+  pthread_cond_t writers_done; /* with write_lock: batch commits waiting
+                                  went through (seg_txn_begin()) */
+  int writers_waiting;         /* batch commits waiting for write_lock */
 
   pthread_mutex_t db_lock; /* db: scopes */
   sqlite3 *db;
@@ -121,6 +127,7 @@ struct dedup_store {
 
   /* Segments: IDs moved out of the set to disk (segments.c below). */
   dsegs_t *segs;
+  sqlite3 *seg_db;       /* segment writes and merges (under prune_lock) */
   GHashTable *forgotten; /* GBytes (scope[, 0, ID]) -> upto_seq; read-only
                             after open */
   size_t memory_ids;     /* segment when the set holds more; 0: never */
@@ -165,7 +172,17 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
 /* The set claimed (scope, id) as new: the segments decide. Handled
  * before at or after before_ms there: seen (the claim goes back); a block
  * that cannot be read: in flight, never a wrong "new" (the caller waits
- * and asks again). */
+ * and asks again).
+ *
+ * The claim-again rule for IDs in segments: a segment keeps one time per
+ * block, the newest handled_at of the block's keys, not one per ID. A
+ * claim again (dedup_claim_again_before()) of an ID found in a segment
+ * therefore compares before_ms with its block's newest time: when any key
+ * of the block was marked at or after before_ms (a merge can put an old
+ * ID next to a new one), the ID counts as handled since, and the replay
+ * skips it instead of handling it again. The error is always towards
+ * "seen": an ID is never handled twice in one replay, but an old one may
+ * be skipped where a per-ID time would have handled it again. */
 static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
                       size_t len, int64_t before_ms) {
   char err[512];
@@ -378,30 +395,102 @@ static int migrate_marks(sqlite3 *db, const char *path, int version, char *err,
   return 0;
 }
 
+/* 1 when table name exists in *found. */
+static int table_exists(sqlite3 *db, const char *path, const char *name,
+                        int *found, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "SELECT count(*) FROM sqlite_master"
+                         " WHERE type = 'table' AND name = ?1",
+                         -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      *found = sqlite3_column_int(st, 0) > 0;
+      rc = 0;
+    }
+  }
+  if (rc < 0)
+    path_fail(path, db, err, errlen);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* Batches go on numbering after every seq the marks ever used. */
+static const char *const batches_seq_sql =
+    "INSERT INTO sqlite_sequence(name, seq) SELECT 'batches', 0"
+    " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'batches');"
+    "UPDATE sqlite_sequence SET seq = max(seq,"
+    " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'marks'), 0),"
+    " coalesce((SELECT max(seq) FROM marks), 0)) WHERE name = 'batches';";
+
 int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
-  int version = 0, rc = -1;
+  int version = 0, rc = -1, has_marks = 0;
   char sql[64];
   if (path_exec(path, db, "BEGIN IMMEDIATE", err, errlen) < 0)
     return -1;
   if (dedup_db_version(db, path, &version, err, errlen) < 0)
     goto out;
   snprintf(sql, sizeof sql, "PRAGMA user_version=%d", DEDUP_SCHEMA_VERSION);
-  if (migrate_marks(db, path, version, err, errlen) < 0 ||
+  if (table_exists(db, path, "marks", &has_marks, err, errlen) < 0 ||
+      (has_marks && migrate_marks(db, path, version, err, errlen) < 0) ||
       path_exec(path, db, schema_sql, err, errlen) < 0 ||
       path_exec(path, db, dseg_schema_sql, err, errlen) < 0 ||
       /* version 4: the parking lot */
-      path_exec(path, db, sparked_schema_sql, err, errlen) < 0 ||
-      path_exec(path, db, sql, err, errlen) < 0)
+      path_exec(path, db, sparked_schema_sql, err, errlen) < 0)
+    goto out;
+  /* The marks of versions 1-4 (a row each) are converted in chunks after
+   * this transaction; the version moves once they are all in the log. */
+  if (has_marks ? path_exec(path, db, batches_seq_sql, err, errlen) < 0
+                : path_exec(path, db, sql, err, errlen) < 0)
     goto out;
   rc = path_exec(path, db, "COMMIT", err, errlen);
 out:
   if (!sqlite3_get_autocommit(db))
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  if (rc == 0 && has_marks)
+    rc = dedup_convert_marks(db, path, err, errlen);
   return rc;
 }
 
 static int64_t retention_cutoff(const dedup_store_t *s, int64_t now_ms) {
   return s->retention_ms > 0 ? now_ms - s->retention_ms : INT64_MIN;
+}
+
+/* What is done with each mark of a row of the log. */
+typedef void (*row_mark_fn)(void *arg, uint32_t scope, const dlog_mark_t *m);
+
+/* Call fn for every mark of the current row of st, whose columns from
+ * col on are scope, first_at and marks (the blob); -1 (err names the
+ * row's seq, column 0) when the blob is malformed. */
+static int row_marks(const dedup_store_t *s, sqlite3_stmt *st, int col,
+                     row_mark_fn fn, void *arg, char *err, size_t errlen) {
+  dlog_reader_t r;
+  dlog_mark_t m;
+  uint32_t scope = (uint32_t)sqlite3_column_int64(st, col);
+  const void *blob = sqlite3_column_blob(st, col + 2); /* before _bytes() */
+  int rc = dlog_read_start(&r, blob, (size_t)sqlite3_column_bytes(st, col + 2),
+                           sqlite3_column_int64(st, col + 1));
+  while (rc == 0 && (rc = dlog_read_next(&r, &m)) == 1) {
+    fn(arg, scope, &m);
+    rc = 0;
+  }
+  dlog_read_done(&r);
+  if (rc < 0)
+    snprintf(err, errlen, "%s: batch %" PRId64 " of the log is malformed",
+             s->path, (int64_t)sqlite3_column_int64(st, 0));
+  return rc < 0 ? -1 : 0;
+}
+
+typedef struct load_arg {
+  dedup_store_t *s;
+  int64_t cutoff;
+} load_arg_t;
+
+static void load_mark(void *arg, uint32_t scope, const dlog_mark_t *m) {
+  load_arg_t *a = arg;
+  if (m->handled_at >= a->cutoff)
+    dset_mark_committed(a->s->set, scope, m->id, m->id_len, m->handled_at);
 }
 
 /* Fill the set from the marks inside retention that no segment holds: a
@@ -410,21 +499,18 @@ static int64_t retention_cutoff(const dedup_store_t *s, int64_t now_ms) {
  * size. */
 static int load_marks(dedup_store_t *s, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  int rc;
+  load_arg_t a = {s, retention_cutoff(s, dedup_now_ms())};
+  int rc = SQLITE_DONE;
   if (db_prepare(s, s->db,
-                 "SELECT scope, event_id, handled_at FROM marks"
-                 " WHERE seq > ?2 AND handled_at >= ?1",
+                 "SELECT seq, scope, first_at, marks FROM batches"
+                 " WHERE seq > ?2 AND last_at >= ?1",
                  &st, err, errlen) < 0)
     return -1;
-  sqlite3_bind_int64(st, 1, retention_cutoff(s, dedup_now_ms()));
+  sqlite3_bind_int64(st, 1, a.cutoff);
   sqlite3_bind_int64(st, 2, s->seg_mark);
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    const void *id = sqlite3_column_blob(st, 1); /* before _bytes() */
-    dset_mark_committed(s->set, (uint32_t)sqlite3_column_int64(st, 0), id,
-                        (size_t)sqlite3_column_bytes(st, 1),
-                        sqlite3_column_int64(st, 2));
-  }
-  if (rc != SQLITE_DONE)
+  while (rc == SQLITE_DONE && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    rc = row_marks(s, st, 1, load_mark, &a, err, errlen) < 0 ? -1 : SQLITE_DONE;
+  if (rc != SQLITE_DONE && rc != -1)
     db_fail(s, s->db, err, errlen);
   sqlite3_finalize(st);
   return rc == SQLITE_DONE ? 0 : -1;
@@ -465,27 +551,35 @@ out:
 static int seg_prune(dedup_store_t *s, int64_t cutoff, char *err,
                      size_t errlen);
 
-/* Delete up to PRUNE_BATCH old marks in one short transaction and forget
- * their IDs. Returns the number deleted, or -1. */
-static int64_t prune_batch(dedup_store_t *s, int64_t cutoff, char *err,
-                           size_t errlen) {
+/* handled_at is not needed to forget: the cutoff decides. */
+static void prune_mark(void *arg, uint32_t scope, const dlog_mark_t *m) {
+  dset_keys_add(arg, scope, m->id, m->id_len, 0);
+}
+
+/* Delete up to PRUNE_ROWS batches of old marks in one short transaction
+ * and forget their IDs. Returns the number of marks deleted (*rows: of
+ * batches), or -1. */
+static int64_t prune_batch(dedup_store_t *s, int64_t cutoff, int64_t *rows,
+                           char *err, size_t errlen) {
   sqlite3_stmt *del = s->prune_del;
   int64_t n = -1;
-  int rc;
+  int rc = SQLITE_DONE;
+  *rows = 0;
   dset_keys_clear(s->prune_keys);
   pthread_mutex_lock(&s->write_lock);
   if (db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen) < 0)
     goto out;
   sqlite3_bind_int64(del, 1, cutoff);
-  while ((rc = sqlite3_step(del)) == SQLITE_ROW) {
-    const void *id = sqlite3_column_blob(del, 1); /* before _bytes() */
-    /* handled_at is not needed to forget: the cutoff decides. */
-    dset_keys_add(s->prune_keys, (uint32_t)sqlite3_column_int64(del, 0), id,
-                  (size_t)sqlite3_column_bytes(del, 1), 0);
+  while (rc == SQLITE_DONE && (rc = sqlite3_step(del)) == SQLITE_ROW) {
+    (*rows)++;
+    rc = row_marks(s, del, 1, prune_mark, s->prune_keys, err, errlen) < 0
+             ? -1
+             : SQLITE_DONE;
   }
   sqlite3_reset(del);
   if (rc != SQLITE_DONE) {
-    db_fail(s, s->prune_db, err, errlen);
+    if (rc != -1)
+      db_fail(s, s->prune_db, err, errlen);
     goto out;
   }
   if (db_exec(s, s->prune_db, "COMMIT", err, errlen) < 0)
@@ -531,15 +625,15 @@ static int stopping(dedup_store_t *s) {
 
 int dedup_prune(dedup_store_t *s, int64_t now_ms, int64_t *removed, char *err,
                 size_t errlen) {
-  int64_t total = 0, n = PRUNE_BATCH;
+  int64_t total = 0, n, rows = PRUNE_ROWS;
   int rc = 0;
   if (s->retention_ms <= 0)
     goto out;
   pthread_mutex_lock(&s->prune_lock);
-  /* Batch after batch, each releasing the write lock, so that writers
-   * commit between them; a closing store stops between batches. */
-  while (n == PRUNE_BATCH && !stopping(s)) {
-    n = prune_batch(s, retention_cutoff(s, now_ms), err, errlen);
+  /* Transaction after transaction, each releasing the write lock, so that
+   * writers commit between them; a closing store stops between them. */
+  while (rows == PRUNE_ROWS && !stopping(s)) {
+    n = prune_batch(s, retention_cutoff(s, now_ms), &rows, err, errlen);
     if (n < 0) {
       rc = -1;
       break;
@@ -609,9 +703,25 @@ static int forgotten_load(dedup_store_t *s, char *err, size_t errlen) {
 static int segs_open(dedup_store_t *s, char *err, size_t errlen) {
   sqlite3 *db;
   if (seg_mark_load(s, err, errlen) < 0 || forgotten_load(s, err, errlen) < 0 ||
+      db_open(s, &s->seg_db, err, errlen) < 0 ||
       db_open(s, &db, err, errlen) < 0)
     return -1;
   return dsegs_open(&s->segs, db, s->path, err, errlen);
+}
+
+typedef struct seg_read {
+  GArray *keys;
+  dset_buf_t *buf;
+} seg_read_t;
+
+/* The ID's offset into buf stands in for the pointer (buf may move). */
+static void seg_read_mark(void *arg, uint32_t scope, const dlog_mark_t *m) {
+  seg_read_t *r = arg;
+  dseg_key_t k = {.scope = scope,
+                  .id = (const void *)dset_buf_put(r->buf, m->id, m->id_len),
+                  .len = m->id_len,
+                  .handled_ms = m->handled_at};
+  g_array_append_val(r->keys, k);
 }
 
 /* The marks after the segments' mark, as segment keys; their bytes go to
@@ -619,24 +729,20 @@ static int segs_open(dedup_store_t *s, char *err, size_t errlen) {
 static int seg_read_marks(dedup_store_t *s, GArray *keys, dset_buf_t *buf,
                           int64_t *last, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  int rc;
+  seg_read_t r = {keys, buf};
+  int rc = SQLITE_DONE;
   if (db_prepare(s, s->prune_db,
-                 "SELECT seq, scope, event_id, handled_at FROM marks"
+                 "SELECT seq, scope, first_at, marks FROM batches"
                  " WHERE seq > ?1 ORDER BY seq",
                  &st, err, errlen) < 0)
     return -1;
   sqlite3_bind_int64(st, 1, s->seg_mark);
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    const void *id = sqlite3_column_blob(st, 2); /* before _bytes() */
-    size_t len = (size_t)sqlite3_column_bytes(st, 2);
-    dseg_key_t k = {.scope = (uint32_t)sqlite3_column_int64(st, 1),
-                    .id = (const void *)dset_buf_put(buf, id, len),
-                    .len = len,
-                    .handled_ms = sqlite3_column_int64(st, 3)};
+  while (rc == SQLITE_DONE && (rc = sqlite3_step(st)) == SQLITE_ROW) {
     *last = sqlite3_column_int64(st, 0);
-    g_array_append_val(keys, k);
+    rc = row_marks(s, st, 1, seg_read_mark, &r, err, errlen) < 0 ? -1
+                                                                 : SQLITE_DONE;
   }
-  if (rc != SQLITE_DONE)
+  if (rc != SQLITE_DONE && rc != -1)
     db_fail(s, s->prune_db, err, errlen);
   sqlite3_finalize(st);
   return rc == SQLITE_DONE ? 0 : -1;
@@ -656,26 +762,93 @@ static void seg_fix_keys(GArray *keys, const dset_buf_t *buf,
   }
 }
 
-/* Write the segment and move the mark in one transaction. */
-static int seg_put(dedup_store_t *s, int64_t id, GArray *keys, int64_t last,
-                   char *err, size_t errlen) {
+/* Segment writes and merges go to disk in transactions of about
+ * SEG_CHUNK_MS each, each under write_lock (dseg_chunks_t): a batch commit
+ * waits for one chunk at most, never for a whole segment (writing a few
+ * million IDs in one transaction held the write lock for 1-2 s, and the
+ * durability threads' commits, so the offsets, waited that long). Chunks
+ * rather than a side file attached later: the blocks go to the one file
+ * the store already syncs and backs up, and a segment becomes visible only
+ * with its row, written in the last chunk (with the segments' mark, for a
+ * new segment). Blocks of a write that never finished are invisible and
+ * deleted by the next write at that id. */
+#define SEG_CHUNK_MS 50
+
+typedef struct seg_txn {
+  dedup_store_t *s;
+  int64_t last_seq; /* a new segment: the segments' mark moves here */
+  char why[256];    /* a BEGIN or COMMIT that failed */
+} seg_txn_t;
+
+/* A mutex is not fair: a chunk taken again at once after the last one
+ * could keep a waiting batch commit out for many chunks. Batch commits
+ * that wait go first. */
+static int seg_txn_begin(void *arg) {
+  seg_txn_t *t = arg;
+  sqlite3 *db = t->s->seg_db;
+  pthread_mutex_lock(&t->s->write_lock);
+  while (__atomic_load_n(&t->s->writers_waiting, __ATOMIC_ACQUIRE) > 0)
+    pthread_cond_wait(&t->s->writers_done, &t->s->write_lock);
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK)
+    return 0;
+  snprintf(t->why, sizeof t->why, "%s", sqlite3_errmsg(db));
+  pthread_mutex_unlock(&t->s->write_lock);
+  return -1;
+}
+
+static int seg_txn_end(void *arg, int commit) {
+  seg_txn_t *t = arg;
+  sqlite3 *db = t->s->seg_db;
+  int rc = 0;
+  if (commit && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    snprintf(t->why, sizeof t->why, "%s", sqlite3_errmsg(db));
+    rc = -1;
+  }
+  if (!sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  pthread_mutex_unlock(&t->s->write_lock);
+  return rc;
+}
+
+static int seg_txn_last(void *arg) {
+  seg_txn_t *t = arg;
   char sql[128];
-  int rc = -1;
+  if (t->last_seq <= 0)
+    return 0;
   snprintf(sql, sizeof sql,
            "INSERT OR REPLACE INTO segmented(id, last_seq) VALUES(1, %" PRId64
            ")",
-           last);
-  pthread_mutex_lock(&s->write_lock);
-  if (db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen) < 0 ||
-      dseg_write(s->prune_db, s->path, id, last, (dseg_key_t *)keys->data,
-                 keys->len, 0, err, errlen) < 0 ||
-      db_exec(s, s->prune_db, sql, err, errlen) < 0)
-    goto out;
-  rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
-out:
-  if (!sqlite3_get_autocommit(s->prune_db))
-    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
-  pthread_mutex_unlock(&s->write_lock);
+           t->last_seq);
+  return sqlite3_exec(t->s->seg_db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0
+                                                                        : -1;
+}
+
+static dseg_chunks_t seg_chunks(seg_txn_t *t) {
+  return (dseg_chunks_t){.begin = seg_txn_begin,
+                         .end = seg_txn_end,
+                         .last = seg_txn_last,
+                         .arg = t,
+                         .budget_ms = SEG_CHUNK_MS};
+}
+
+/* A chunked write that failed: BEGIN or COMMIT say why, when it was one
+ * of them. */
+static void seg_txn_why(const seg_txn_t *t, const dedup_store_t *s, int64_t id,
+                        char *err, size_t errlen) {
+  if (t->why[0])
+    snprintf(err, errlen, "%s: segment %" PRId64 ": %s", s->path, id, t->why);
+}
+
+/* Write the segment, moving the segments' mark with its last chunk. */
+static int seg_put(dedup_store_t *s, int64_t id, GArray *keys, int64_t last,
+                   char *err, size_t errlen) {
+  seg_txn_t t = {.s = s, .last_seq = last};
+  dseg_chunks_t ch = seg_chunks(&t);
+  int rc =
+      dseg_write_chunked(s->seg_db, s->path, id, last, (dseg_key_t *)keys->data,
+                         keys->len, 0, &ch, err, errlen);
+  if (rc < 0)
+    seg_txn_why(&t, s, id, err, errlen);
   return rc;
 }
 
@@ -722,23 +895,20 @@ out:
   return rc;
 }
 
-/* Write the merged segment in one transaction and publish it, unpublish
- * its inputs, then delete them in a second one: a crash in between leaves
- * IDs in two segments, which answers the same. */
+/* Write the merged segment (in chunks: its inputs are read on prune_db,
+ * the output written on seg_db) and publish it, unpublish its inputs, then
+ * delete them: a crash in between leaves IDs in two segments, which
+ * answers the same. */
 static int merge_put(dedup_store_t *s, const int64_t *ids, size_t n,
                      uint64_t total, int64_t tag, char *err, size_t errlen) {
   int64_t id = dsegs_next_id(s->segs);
+  seg_txn_t t = {.s = s};
+  dseg_chunks_t ch = seg_chunks(&t);
   dseg_t *g = NULL;
-  int rc;
-  pthread_mutex_lock(&s->write_lock);
-  rc = db_exec(s, s->prune_db, "BEGIN IMMEDIATE", err, errlen);
-  if (rc == 0)
-    rc = dseg_merge(s->prune_db, s->path, ids, n, total, id, tag, err, errlen);
-  if (rc == 0)
-    rc = db_exec(s, s->prune_db, "COMMIT", err, errlen);
-  if (!sqlite3_get_autocommit(s->prune_db))
-    sqlite3_exec(s->prune_db, "ROLLBACK", NULL, NULL, NULL);
-  pthread_mutex_unlock(&s->write_lock);
+  int rc = dseg_merge_chunked(s->prune_db, s->seg_db, s->path, ids, n, total,
+                              id, tag, &ch, err, errlen);
+  if (rc < 0)
+    seg_txn_why(&t, s, id, err, errlen);
   if (rc == 0)
     rc = dseg_load(s->prune_db, s->path, id, &g, err, errlen);
   if (rc == 0)
@@ -1033,6 +1203,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   s->set = dset_new();
   s->opened_ms = dedup_now_ms();
   pthread_mutex_init(&s->write_lock, NULL);
+  pthread_cond_init(&s->writers_done, NULL);
   pthread_mutex_init(&s->db_lock, NULL);
   pthread_mutex_init(&s->prune_lock, NULL);
   pthread_mutex_init(&s->stop_lock, NULL);
@@ -1090,6 +1261,7 @@ void dedup_close(dedup_store_t *s) {
   if (s->has_seg_thread)
     pthread_join(s->seg_thread, NULL);
   dsegs_free(s->segs);
+  sqlite3_close(s->seg_db);
   attempts_close(s);
   sqlite3_finalize(s->prune_del);
   sqlite3_close(s->prune_db);
@@ -1103,6 +1275,7 @@ void dedup_close(dedup_store_t *s) {
   pthread_mutex_destroy(&s->prune_lock);
   pthread_mutex_destroy(&s->db_lock);
   pthread_mutex_destroy(&s->write_lock);
+  pthread_cond_destroy(&s->writers_done);
   g_free(s->path);
   g_free(s);
 }
@@ -1117,42 +1290,37 @@ typedef struct pending {
   size_t id_off, id_len, topic_off, topic_len;
 } pending_t;
 
+/* One row of the log, packed before the write lock is taken. */
+typedef struct packed {
+  uint32_t scope;
+  int64_t first_at, last_at;
+  size_t n;
+  GByteArray *blob;
+} packed_t;
+
 struct dedup_writer {
   dedup_store_t *s;
   sqlite3 *db;
-  sqlite3_stmt *begin, *commit, *rollback;
-  sqlite3_stmt *insert1, *insertn; /* one row; INSERT_ROWS rows */
-  GArray *marks;                   /* pending_t */
-  dset_buf_t bytes;                /* event IDs and topics of the marks */
+  sqlite3_stmt *begin, *commit, *rollback, *insert;
+  GArray *marks;     /* pending_t */
+  dset_buf_t bytes;  /* event IDs and topics of the marks */
   dset_keys_t *keys; /* their set keys, built before any lock is taken */
+  GArray *rows;      /* packed_t: the rows of the next commit */
+  size_t nrows;      /* rows used in it */
+  GArray *scratch;   /* dlog_mark_t of one row */
 };
 
-/* An INSERT of `rows` marks. Several rows per statement spread SQLite's
- * per-statement work (cursors, halting) over many rows. */
-static char *insert_sql(int rows) {
-  GString *sql = g_string_new("INSERT INTO marks(scope, event_id, topic,"
-                              " partition, \"offset\", handled_at, outcome)"
-                              " VALUES");
-  for (int i = 0; i < rows; i++)
-    g_string_append(sql, i ? ",(?,?,?,?,?,?,?)" : "(?,?,?,?,?,?,?)");
-  return g_string_free(sql, FALSE);
-}
-
 static int writer_prepare(dedup_writer_t *w, char *err, size_t errlen) {
-  char *one = insert_sql(1), *many = insert_sql(INSERT_ROWS);
   const dedup_store_t *s = w->s;
-  int rc = -1;
   if (db_prepare(s, w->db, "BEGIN IMMEDIATE", &w->begin, err, errlen) < 0 ||
       db_prepare(s, w->db, "COMMIT", &w->commit, err, errlen) < 0 ||
       db_prepare(s, w->db, "ROLLBACK", &w->rollback, err, errlen) < 0 ||
-      db_prepare(s, w->db, one, &w->insert1, err, errlen) < 0 ||
-      db_prepare(s, w->db, many, &w->insertn, err, errlen) < 0)
-    goto out;
-  rc = 0;
-out:
-  g_free(one);
-  g_free(many);
-  return rc;
+      db_prepare(s, w->db,
+                 "INSERT INTO batches(scope, first_at, last_at, n, marks)"
+                 " VALUES(?1, ?2, ?3, ?4, ?5)",
+                 &w->insert, err, errlen) < 0)
+    return -1;
+  return 0;
 }
 
 int dedup_writer_open(dedup_store_t *s, dedup_writer_t **out, char *err,
@@ -1162,6 +1330,8 @@ int dedup_writer_open(dedup_store_t *s, dedup_writer_t **out, char *err,
   w->s = s;
   w->marks = g_array_new(FALSE, FALSE, sizeof(pending_t));
   w->keys = dset_keys_new();
+  w->rows = g_array_new(FALSE, TRUE, sizeof(packed_t));
+  w->scratch = g_array_new(FALSE, FALSE, sizeof(dlog_mark_t));
   if (db_open(s, &w->db, err, errlen) < 0 || writer_prepare(w, err, errlen) < 0)
     goto out;
   rc = 0;
@@ -1178,11 +1348,14 @@ void dedup_writer_close(dedup_writer_t *w) {
   if (!w)
     return;
   sqlite3_finalize(w->begin);
-  sqlite3_finalize(w->insert1);
-  sqlite3_finalize(w->insertn);
+  sqlite3_finalize(w->insert);
   sqlite3_finalize(w->commit);
   sqlite3_finalize(w->rollback);
   sqlite3_close(w->db);
+  for (guint i = 0; i < w->rows->len; i++)
+    g_byte_array_free(g_array_index(w->rows, packed_t, i).blob, TRUE);
+  g_array_free(w->rows, TRUE);
+  g_array_free(w->scratch, TRUE);
   g_array_free(w->marks, TRUE);
   dset_buf_free(&w->bytes);
   dset_keys_free(w->keys);
@@ -1224,39 +1397,65 @@ void dedup_writer_discard(dedup_writer_t *w) {
   dset_keys_clear(w->keys);
 }
 
-/* Bytes of the writer's buffer at off; never NULL, because SQLite binds a
- * NULL pointer as SQL NULL even when the length is zero. */
-static const char *writer_bytes(const dedup_writer_t *w, size_t off,
-                                size_t len) {
-  return len ? (const char *)w->bytes.data + off : "";
+/* The next row of the commit, its blob kept from earlier commits. */
+static packed_t *writer_row(dedup_writer_t *w) {
+  if (w->nrows == w->rows->len) {
+    packed_t p = {.blob = g_byte_array_new()};
+    g_array_append_val(w->rows, p);
+  }
+  return &g_array_index(w->rows, packed_t, w->nrows++);
 }
 
-/* Bind mark p as the row starting at parameter base + 1. */
-static void writer_bind(dedup_writer_t *w, sqlite3_stmt *st, int base,
-                        const pending_t *p) {
-  sqlite3_bind_int64(st, base + 1, p->scope);
-  sqlite3_bind_blob64(st, base + 2, writer_bytes(w, p->id_off, p->id_len),
-                      p->id_len, SQLITE_STATIC);
-  sqlite3_bind_text64(st, base + 3, writer_bytes(w, p->topic_off, p->topic_len),
-                      p->topic_len, SQLITE_STATIC, SQLITE_UTF8);
-  sqlite3_bind_int(st, base + 4, p->partition);
-  sqlite3_bind_int64(st, base + 5, p->offset);
-  sqlite3_bind_int64(st, base + 6, p->handled_at);
-  sqlite3_bind_int(st, base + 7, p->outcome);
+/* Pack the marks of scope (from mark first on) into a row of the log. */
+static void writer_pack_scope(dedup_writer_t *w, uint32_t scope, size_t first) {
+  const pending_t *p = (const pending_t *)w->marks->data;
+  packed_t *row = writer_row(w);
+  g_array_set_size(w->scratch, 0);
+  for (size_t i = first; i < w->marks->len; i++) {
+    if (p[i].scope != scope)
+      continue;
+    dlog_mark_t m = {.id = w->bytes.data + p[i].id_off,
+                     .id_len = p[i].id_len,
+                     .topic = (const char *)w->bytes.data + p[i].topic_off,
+                     .topic_len = p[i].topic_len,
+                     .partition = p[i].partition,
+                     .offset = p[i].offset,
+                     .handled_at = p[i].handled_at,
+                     .outcome = p[i].outcome};
+    g_array_append_val(w->scratch, m);
+  }
+  row->scope = scope;
+  row->n = w->scratch->len;
+  dlog_pack(row->blob, (const dlog_mark_t *)w->scratch->data, row->n,
+            &row->first_at, &row->last_at);
+}
+
+/* The buffered marks as rows of the log, one per scope (in the order the
+ * scopes first appear; a member's batch has one). Done before the write
+ * lock is taken. */
+static void writer_pack(dedup_writer_t *w) {
+  const pending_t *p = (const pending_t *)w->marks->data;
+  w->nrows = 0;
+  for (size_t i = 0; i < w->marks->len; i++) {
+    int done = 0;
+    for (size_t j = 0; j < w->nrows && !done; j++)
+      done = g_array_index(w->rows, packed_t, j).scope == p[i].scope;
+    if (!done)
+      writer_pack_scope(w, p[i].scope, i);
+  }
 }
 
 static int writer_insert(dedup_writer_t *w) {
-  const pending_t *p = (const pending_t *)w->marks->data;
-  size_t n = w->marks->len, i = 0;
   int rc = SQLITE_OK;
-  for (; rc == SQLITE_OK && n - i >= INSERT_ROWS; i += INSERT_ROWS) {
-    for (int r = 0; r < INSERT_ROWS; r++)
-      writer_bind(w, w->insertn, r * INSERT_COLS, &p[i + r]);
-    rc = stmt_run(w->insertn);
-  }
-  for (; rc == SQLITE_OK && i < n; i++) {
-    writer_bind(w, w->insert1, 0, &p[i]);
-    rc = stmt_run(w->insert1);
+  for (size_t i = 0; rc == SQLITE_OK && i < w->nrows; i++) {
+    const packed_t *row = &g_array_index(w->rows, packed_t, i);
+    sqlite3_bind_int64(w->insert, 1, row->scope);
+    sqlite3_bind_int64(w->insert, 2, row->first_at);
+    sqlite3_bind_int64(w->insert, 3, row->last_at);
+    sqlite3_bind_int64(w->insert, 4, (int64_t)row->n);
+    sqlite3_bind_blob64(w->insert, 5, row->blob->data, row->blob->len,
+                        SQLITE_STATIC);
+    rc = stmt_run(w->insert);
   }
   return rc;
 }
@@ -1289,7 +1488,10 @@ int dedup_writer_commit_with(dedup_writer_t *w, dedup_writer_extra_fn extra,
     *transient = 0;
   if (w->marks->len == 0 && !extra)
     return 0;
+  writer_pack(w);
+  __atomic_add_fetch(&w->s->writers_waiting, 1, __ATOMIC_ACQ_REL);
   pthread_mutex_lock(&w->s->write_lock);
+  __atomic_sub_fetch(&w->s->writers_waiting, 1, __ATOMIC_ACQ_REL);
   rc = stmt_run(w->begin);
   if (rc == SQLITE_OK)
     rc = writer_insert(w);
@@ -1313,6 +1515,7 @@ int dedup_writer_commit_with(dedup_writer_t *w, dedup_writer_extra_fn extra,
       stmt_run(w->rollback);
   }
   pthread_mutex_unlock(&w->s->write_lock);
+  pthread_cond_broadcast(&w->s->writers_done);
   if (rc != SQLITE_OK || moved)
     return -1;
   dedup_writer_discard(w);

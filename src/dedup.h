@@ -204,8 +204,9 @@ int dedup_replay_ranges(dedup_store_t *s, uint32_t scope, const char *topic,
  * The same database seen from a connection of the caller's own (the admin
  * tools of dedup_admin.h, which run beside a host). */
 
-/* 4: the parking lot (store_parked.h) */
-#define DEDUP_SCHEMA_VERSION 4
+/* 4: the parking lot (store_parked.h); 5: the marks in a packed log
+ * (dedup_log.h) */
+#define DEDUP_SCHEMA_VERSION 5
 
 struct sqlite3;
 /* Read the schema version into *version; -1 with the path when SQLite

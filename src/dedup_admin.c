@@ -3,9 +3,10 @@
  * the tables.
  *
  * Deletions never scan under the write lock: a read finds the next batch
- * of rows (by seq, after the last one seen), then a short write
- * transaction deletes exactly those rows. A running host's writers wait
- * at most one such transaction.
+ * of rows of the log (by seq, after the last one seen), then a short write
+ * transaction deletes exactly those rows (or rewrites one without an ID
+ * forgotten). A running host's writers wait at most one such
+ * transaction.
  */
 #include "dedup_admin.h"
 
@@ -19,6 +20,7 @@
 
 #include "dedup.h"
 #include "dedup_file.h"
+#include "dedup_log.h"
 #include "dedup_segment.h"
 
 #define ADMIN_BUSY_MS 10000
@@ -178,27 +180,30 @@ static int stats_scopes(dadm_t *a, GArray *v, GHashTable *by_id, char *err,
   return step == SQLITE_DONE ? 0 : fail(a, err, errlen);
 }
 
-/* One sequential pass over the marks (a GROUP BY on the unindexed scope
- * would sort the whole table). */
+/* One sequential pass over the log's rows, reading their counts and
+ * times, never their marks (a GROUP BY on the unindexed scope would sort
+ * the whole table). */
 static int stats_marks(dadm_t *a, GArray *v, GHashTable *by_id, char *err,
                        size_t errlen) {
   sqlite3_stmt *st = NULL;
   int step;
-  if (prepare(a, "SELECT scope, handled_at FROM marks NOT INDEXED", &st, err,
-              errlen) < 0)
+  if (prepare(a, "SELECT scope, first_at, last_at, n FROM batches NOT INDEXED",
+              &st, err, errlen) < 0)
     return -1;
   while ((step = sqlite3_step(st)) == SQLITE_ROW) {
     guint idx = GPOINTER_TO_UINT(
         g_hash_table_lookup(by_id, GINT_TO_POINTER(sqlite3_column_int(st, 0))));
-    if (idx == 0)
+    int64_t n = sqlite3_column_int64(st, 3);
+    if (idx == 0 || n <= 0)
       continue; /* a mark of no known scope: not reachable by name */
     dadm_stats_t *e = &g_array_index(v, dadm_stats_t, idx - 1);
-    int64_t at = sqlite3_column_int64(st, 1);
-    if (e->marks == 0 || at < e->oldest_ms)
-      e->oldest_ms = at;
-    if (e->marks == 0 || at > e->newest_ms)
-      e->newest_ms = at;
-    e->marks++;
+    int64_t first = sqlite3_column_int64(st, 1);
+    int64_t last = sqlite3_column_int64(st, 2);
+    if (e->marks == 0 || first < e->oldest_ms)
+      e->oldest_ms = first;
+    if (e->marks == 0 || last > e->newest_ms)
+      e->newest_ms = last;
+    e->marks += n;
   }
   sqlite3_finalize(st);
   return step == SQLITE_DONE ? 0 : fail(a, err, errlen);
@@ -244,38 +249,78 @@ void dadm_file_sizes(const char *path, int64_t *db, int64_t *wal) {
 
 /* ----------------------------------------------------------------- lookup */
 
+int dadm_each_mark(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
+                   char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = 0, step;
+  if (prepare(a,
+              "SELECT seq, scope, first_at, marks FROM batches"
+              " WHERE ?1 < 0 OR scope = ?1 ORDER BY seq",
+              &st, err, errlen) < 0)
+    return -1;
+  sqlite3_bind_int64(st, 1, scope);
+  while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    dlog_reader_t r;
+    dlog_mark_t m;
+    int64_t seq = sqlite3_column_int64(st, 0);
+    uint32_t sc = (uint32_t)sqlite3_column_int64(st, 1);
+    const void *blob = sqlite3_column_blob(st, 3); /* before _bytes() */
+    rc = dlog_read_start(&r, blob, (size_t)sqlite3_column_bytes(st, 3),
+                         sqlite3_column_int64(st, 2));
+    while (rc == 0 && (rc = dlog_read_next(&r, &m)) == 1)
+      rc = fn(arg, seq, sc, &m);
+    dlog_read_done(&r);
+    if (rc < 0)
+      snprintf(err, errlen, "%s: batch %lld of the log is malformed", a->path,
+               (long long)seq);
+    rc = rc < 0 ? -1 : 0;
+  }
+  if (rc == 0 && step != SQLITE_DONE)
+    rc = fail(a, err, errlen);
+  sqlite3_finalize(st);
+  return rc;
+}
+
+typedef struct find_id {
+  const void *id;
+  size_t len;
+  GArray *marks; /* dadm_mark_t */
+  GArray *seqs;  /* int64_t: the rows that hold the ID (each once) */
+} find_id_t;
+
+static int find_id_mark(void *arg, int64_t seq, uint32_t scope,
+                        const dlog_mark_t *m) {
+  find_id_t *f = arg;
+  (void)scope;
+  if (m->id_len != f->len || (f->len && memcmp(m->id, f->id, f->len) != 0))
+    return 0;
+  if (f->marks) {
+    dadm_mark_t d = {.topic = g_strndup(m->topic, m->topic_len),
+                     .partition = m->partition,
+                     .offset = m->offset,
+                     .handled_at_ms = m->handled_at,
+                     .outcome = m->outcome};
+    g_array_append_val(f->marks, d);
+  }
+  if (f->seqs && (f->seqs->len == 0 ||
+                  g_array_index(f->seqs, int64_t, f->seqs->len - 1) != seq))
+    g_array_append_val(f->seqs, seq);
+  return 0;
+}
+
 int dadm_lookup(dadm_t *a, uint32_t scope, const void *id, size_t len,
                 dadm_mark_t **out, size_t *n, char *err, size_t errlen) {
-  sqlite3_stmt *st = NULL;
-  GArray *v = g_array_new(FALSE, TRUE, sizeof(dadm_mark_t));
-  int rc = -1, step;
-  if (prepare(a,
-              "SELECT topic, partition, \"offset\", handled_at, outcome"
-              " FROM marks WHERE scope = ?1 AND event_id = ?2 ORDER BY seq",
-              &st, err, errlen) < 0)
-    goto out;
-  sqlite3_bind_int64(st, 1, scope);
-  sqlite3_bind_blob64(st, 2, len ? id : "", len, SQLITE_STATIC);
-  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-    dadm_mark_t m = {
-        .topic = g_strdup((const char *)sqlite3_column_text(st, 0)),
-        .partition = sqlite3_column_int(st, 1),
-        .offset = sqlite3_column_int64(st, 2),
-        .handled_at_ms = sqlite3_column_int64(st, 3),
-        .outcome = sqlite3_column_int(st, 4),
-    };
-    g_array_append_val(v, m);
-  }
-  rc = step == SQLITE_DONE ? 0 : fail(a, err, errlen);
-out:
-  sqlite3_finalize(st);
-  for (guint i = 0; rc < 0 && i < v->len; i++)
-    g_free(g_array_index(v, dadm_mark_t, i).topic);
-  *n = rc == 0 ? v->len : 0;
+  find_id_t f = {.id = id,
+                 .len = len,
+                 .marks = g_array_new(FALSE, TRUE, sizeof(dadm_mark_t))};
+  int rc = dadm_each_mark(a, scope, find_id_mark, &f, err, errlen);
+  for (guint i = 0; rc < 0 && i < f.marks->len; i++)
+    g_free(g_array_index(f.marks, dadm_mark_t, i).topic);
+  *n = rc == 0 ? f.marks->len : 0;
   *out = *n ? g_malloc(*n * sizeof(**out)) : NULL;
   if (*out)
-    memcpy(*out, v->data, *n * sizeof(**out));
-  g_array_free(v, TRUE);
+    memcpy(*out, f.marks->data, *n * sizeof(**out));
+  g_array_free(f.marks, TRUE);
   return rc;
 }
 
@@ -287,21 +332,25 @@ void dadm_marks_free(dadm_mark_t *v, size_t n) {
 
 /* --------------------------------------------------------------- deleting */
 
-/* Delete the marks with these seqs in one short write transaction. */
+/* Delete the log's rows with these seqs in one short write transaction;
+ * *removed counts their marks. */
 static int delete_seqs(dadm_t *a, const GArray *seqs, int64_t *removed,
                        char *err, size_t errlen) {
   sqlite3_stmt *del = NULL;
-  int rc = -1;
-  if (prepare(a, "DELETE FROM marks WHERE seq = ?1", &del, err, errlen) < 0 ||
+  int rc = -1, step;
+  if (prepare(a, "DELETE FROM batches WHERE seq = ?1 RETURNING n", &del, err,
+              errlen) < 0 ||
       exec(a, "BEGIN IMMEDIATE", err, errlen) < 0)
     goto out;
   for (guint i = 0; i < seqs->len; i++) {
     sqlite3_bind_int64(del, 1, g_array_index(seqs, int64_t, i));
-    if (sqlite3_step(del) != SQLITE_DONE) {
+    /* No row if the pruner was first. */
+    while ((step = sqlite3_step(del)) == SQLITE_ROW)
+      *removed += sqlite3_column_int64(del, 0);
+    if (step != SQLITE_DONE) {
       fail(a, err, errlen);
       goto out;
     }
-    *removed += sqlite3_changes(a->db); /* 0 if the pruner was first */
     sqlite3_reset(del);
   }
   rc = exec(a, "COMMIT", err, errlen);
@@ -316,7 +365,7 @@ out:
 static int newest_seq(dadm_t *a, int64_t *seq, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   int rc =
-      prepare(a, "SELECT coalesce(max(seq), 0) FROM marks", &st, err, errlen);
+      prepare(a, "SELECT coalesce(max(seq), 0) FROM batches", &st, err, errlen);
   if (rc == 0 && sqlite3_step(st) != SQLITE_ROW)
     rc = fail(a, err, errlen);
   if (rc == 0)
@@ -326,10 +375,11 @@ static int newest_seq(dadm_t *a, int64_t *seq, char *err, size_t errlen) {
 }
 
 /* Find the rows of `find` (parameter 1: the last seq seen, :max: the
- * newest seq to consider; it returns up to SWEEP_BATCH seqs in order)
- * batch by batch, and delete each batch unless dry_run; *count gets the
- * rows found (dry run) or deleted. Marks written after the sweep starts
- * are left alone, so that a busy host cannot keep it going forever. */
+ * newest seq to consider; it returns up to SWEEP_BATCH seqs and their
+ * mark counts, in order) batch by batch, and delete each batch unless
+ * dry_run; *count gets the marks found (dry run) or deleted. Rows written
+ * after the sweep starts are left alone, so that a busy host cannot keep
+ * it going forever. */
 static int sweep(dadm_t *a, sqlite3_stmt *find, int dry_run, int64_t *count,
                  char *err, size_t errlen) {
   GArray *seqs = g_array_new(FALSE, FALSE, sizeof(int64_t));
@@ -343,12 +393,14 @@ static int sweep(dadm_t *a, sqlite3_stmt *find, int dry_run, int64_t *count,
     while ((step = sqlite3_step(find)) == SQLITE_ROW) {
       last = sqlite3_column_int64(find, 0);
       g_array_append_val(seqs, last);
+      if (dry_run)
+        *count += sqlite3_column_int64(find, 1);
     }
     sqlite3_reset(find);
     if (step != SQLITE_DONE)
       rc = fail(a, err, errlen);
     else if (dry_run)
-      *count += seqs->len;
+      ;
     else if (seqs->len > 0)
       rc = delete_seqs(a, seqs, count, err, errlen);
     if (seqs->len < SWEEP_BATCH)
@@ -423,26 +475,140 @@ static int prune_segments(dadm_t *a, int64_t cutoff_ms, char *err,
 
 /* :max comes last: it takes the number after those of `where`. */
 #define BATCH_SQL(where)                                                       \
-  "SELECT seq FROM marks WHERE seq > ?1 AND " where " AND seq <= :max"         \
+  "SELECT seq, n FROM batches WHERE seq > ?1 AND " where " AND seq <= :max"    \
   " ORDER BY seq LIMIT " G_STRINGIFY(SWEEP_BATCH)
+
+typedef struct keep_others {
+  const void *id;
+  size_t len;
+  GArray *kept; /* dlog_mark_t, pointing into bytes by offset */
+  GByteArray *bytes;
+  int64_t removed;
+} keep_others_t;
+
+static int keep_other(void *arg, int64_t seq, uint32_t scope,
+                      const dlog_mark_t *m) {
+  keep_others_t *k = arg;
+  dlog_mark_t c = *m;
+  (void)seq;
+  (void)scope;
+  if (m->id_len == k->len && (!k->len || memcmp(m->id, k->id, k->len) == 0)) {
+    k->removed++;
+    return 0;
+  }
+  c.id = (const void *)(uintptr_t)k->bytes->len;
+  g_byte_array_append(k->bytes, m->id, (guint)m->id_len);
+  c.topic = (const char *)(uintptr_t)k->bytes->len;
+  g_byte_array_append(k->bytes, (const uint8_t *)m->topic, (guint)m->topic_len);
+  g_array_append_val(k->kept, c);
+  return 0;
+}
+
+/* Write row seq again with the marks other than the ID's (delete it when
+ * none is left), inside the open transaction. */
+static int rewrite_row(dadm_t *a, int64_t seq, keep_others_t *k) {
+  sqlite3_stmt *st = NULL;
+  GByteArray *blob = g_byte_array_new();
+  int64_t first = 0, last = 0;
+  int rc;
+  for (guint i = 0; i < k->kept->len; i++) {
+    dlog_mark_t *m = &g_array_index(k->kept, dlog_mark_t, i);
+    m->id = k->bytes->data + (uintptr_t)m->id;
+    m->topic = (const char *)k->bytes->data + (uintptr_t)m->topic;
+  }
+  if (k->kept->len)
+    dlog_pack(blob, (dlog_mark_t *)k->kept->data, k->kept->len, &first, &last);
+  rc = sqlite3_prepare_v2(
+      a->db,
+      k->kept->len ? "UPDATE batches SET first_at = ?2, last_at = ?3,"
+                     " n = ?4, marks = ?5 WHERE seq = ?1"
+                   : "DELETE FROM batches WHERE seq = ?1",
+      -1, &st, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, seq);
+    if (k->kept->len) {
+      sqlite3_bind_int64(st, 2, first);
+      sqlite3_bind_int64(st, 3, last);
+      sqlite3_bind_int64(st, 4, k->kept->len);
+      sqlite3_bind_blob(st, 5, blob->data, (int)blob->len, SQLITE_STATIC);
+    }
+    rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+  }
+  sqlite3_finalize(st);
+  g_byte_array_free(blob, TRUE);
+  return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Remove the ID's marks from row seq in one short write transaction (the
+ * row is read again in it: the pruner may have deleted it). */
+static int forget_in_row(dadm_t *a, int64_t seq, const void *id, size_t len,
+                         int64_t *removed, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  keep_others_t k = {.id = id,
+                     .len = len,
+                     .kept = g_array_new(FALSE, FALSE, sizeof(dlog_mark_t)),
+                     .bytes = g_byte_array_new()};
+  int rc = exec(a, "BEGIN IMMEDIATE", err, errlen), step = SQLITE_DONE;
+  if (rc == 0)
+    rc = prepare(a, "SELECT first_at, marks FROM batches WHERE seq = ?1", &st,
+                 err, errlen);
+  if (rc == 0) {
+    sqlite3_bind_int64(st, 1, seq);
+    step = sqlite3_step(st);
+  }
+  if (rc == 0 && step == SQLITE_ROW) {
+    dlog_reader_t r;
+    dlog_mark_t m;
+    const void *blob = sqlite3_column_blob(st, 1); /* before _bytes() */
+    int got = dlog_read_start(&r, blob, (size_t)sqlite3_column_bytes(st, 1),
+                              sqlite3_column_int64(st, 0));
+    while (got == 0 && (got = dlog_read_next(&r, &m)) == 1)
+      got = keep_other(&k, seq, 0, &m);
+    dlog_read_done(&r);
+    if (got < 0) {
+      snprintf(err, errlen, "%s: batch %lld of the log is malformed", a->path,
+               (long long)seq);
+      rc = -1;
+    } else if (k.removed > 0 && rewrite_row(a, seq, &k) < 0)
+      rc = fail(a, err, errlen);
+  } else if (rc == 0 && step != SQLITE_DONE)
+    rc = fail(a, err, errlen);
+  sqlite3_finalize(st);
+  if (rc == 0)
+    rc = exec(a, "COMMIT", err, errlen);
+  if (rc == 0)
+    *removed += k.removed;
+  dadm_rollback(a);
+  g_array_free(k.kept, TRUE);
+  g_byte_array_free(k.bytes, TRUE);
+  return rc;
+}
 
 int dadm_forget_id(dadm_t *a, uint32_t scope, const void *id, size_t len,
                    int dry_run, int64_t *removed, char *err, size_t errlen) {
-  sqlite3_stmt *find = NULL;
+  find_id_t f = {.id = len ? id : "",
+                 .len = len,
+                 .seqs = g_array_new(FALSE, FALSE, sizeof(int64_t))};
+  GArray *marks = g_array_new(FALSE, TRUE, sizeof(dadm_mark_t));
   int64_t upto = 0;
-  int rc =
-      prepare(a, BATCH_SQL("scope = ?2 AND event_id = ?3"), &find, err, errlen);
+  int rc = newest_seq(a, &upto, err, errlen);
   *removed = 0;
+  f.marks = dry_run ? marks : NULL;
+  /* Found by a read, removed row by row in short transactions. */
   if (rc == 0)
-    rc = newest_seq(a, &upto, err, errlen);
-  if (rc == 0) {
-    sqlite3_bind_int64(find, 2, scope);
-    sqlite3_bind_blob64(find, 3, len ? id : "", len, SQLITE_STATIC);
-    rc = sweep(a, find, dry_run, removed, err, errlen);
-  }
-  sqlite3_finalize(find);
+    rc = dadm_each_mark(a, scope, find_id_mark, &f, err, errlen);
+  if (rc == 0 && dry_run)
+    *removed = marks->len;
+  for (guint i = 0; rc == 0 && !dry_run && i < f.seqs->len; i++)
+    if (g_array_index(f.seqs, int64_t, i) <= upto)
+      rc = forget_in_row(a, g_array_index(f.seqs, int64_t, i), f.id, len,
+                         removed, err, errlen);
   if (rc == 0 && !dry_run)
-    rc = note_forgotten(a, scope, len ? id : "", len, upto, err, errlen);
+    rc = note_forgotten(a, scope, f.id, len, upto, err, errlen);
+  for (guint i = 0; i < marks->len; i++)
+    g_free(g_array_index(marks, dadm_mark_t, i).topic);
+  g_array_free(marks, TRUE);
+  g_array_free(f.seqs, TRUE);
   return rc;
 }
 
@@ -470,7 +636,7 @@ int dadm_forget_scope(dadm_t *a, uint32_t scope, int dry_run, int64_t *removed,
 int dadm_prune(dadm_t *a, int64_t cutoff_ms, int64_t *removed, char *err,
                size_t errlen) {
   sqlite3_stmt *find = NULL;
-  int rc = prepare(a, BATCH_SQL("handled_at < ?2"), &find, err, errlen);
+  int rc = prepare(a, BATCH_SQL("last_at < ?2"), &find, err, errlen);
   *removed = 0;
   if (rc == 0) {
     sqlite3_bind_int64(find, 2, cutoff_ms);

@@ -63,10 +63,21 @@ typedef struct dadm_mark {
 } dadm_mark_t;
 
 /* Every mark of one event ID in one scope, oldest first. The event ID is
- * not indexed (see dedup.c): this scans the marks. */
+ * not indexed (see dedup.c): this scans the scope's log. */
 int dadm_lookup(dadm_t *a, uint32_t scope, const void *id, size_t len,
                 dadm_mark_t **out, size_t *n, char *err, size_t errlen);
 void dadm_marks_free(dadm_mark_t *v, size_t n);
+
+/* Every mark of a scope (scope < 0: of every scope), in the order they
+ * were written, to fn with the seq of its row of the log; m and what it
+ * points to are valid only during the call (m->topic is not
+ * NUL-terminated: m->topic_len). fn returns 0, or -1 to stop with an
+ * error. */
+struct dlog_mark;
+typedef int (*dadm_mark_fn)(void *arg, int64_t seq, uint32_t scope,
+                            const struct dlog_mark *m);
+int dadm_each_mark(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
+                   char *err, size_t errlen);
 
 /* Delete the marks of one event ID in a scope (dry_run: only count them);
  * *removed gets the count. */
@@ -75,7 +86,9 @@ int dadm_forget_id(dadm_t *a, uint32_t scope, const void *id, size_t len,
 /* Delete every mark and replay range of a scope (dry_run: count marks). */
 int dadm_forget_scope(dadm_t *a, uint32_t scope, int dry_run, int64_t *removed,
                       char *err, size_t errlen);
-/* Delete marks handled, and replay ranges recorded, before cutoff_ms. */
+/* Delete the batches of marks whose newest mark was handled before
+ * cutoff_ms (a batch goes whole), the segments likewise, and the replay
+ * ranges recorded before cutoff_ms. */
 int dadm_prune(dadm_t *a, int64_t cutoff_ms, int64_t *removed, char *err,
                size_t errlen);
 

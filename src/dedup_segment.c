@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dedup_filter.h"
+#include "dedup_pack.h"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -51,35 +53,6 @@ void dseg_counters(dseg_counters_t *out) {
 
 /* ----------------------------------------------------------------- keys */
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
-/* The 16 bytes of a canonical lower-case UUID; 0 when id is not one (an
- * upper-case UUID stays as it is, so that it decodes to its own bytes). */
-static int uuid_bytes(const uint8_t *id, size_t len, uint8_t out[16]) {
-  size_t o = 0;
-  if (len != 36)
-    return 0;
-  for (size_t i = 0; i < 36; i++) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (id[i] != '-')
-        return 0;
-      continue;
-    }
-    int v = hexval(id[i]);
-    if (v < 0)
-      return 0;
-    out[o / 2] = (uint8_t)(o % 2 ? out[o / 2] | v : v << 4);
-    o++;
-  }
-  return 1;
-}
-
 /* The packed key of (scope, id) into out (room for KEY_MAX_HEAD + len
  * bytes); returns its length. */
 static size_t key_encode(uint32_t scope, const void *id, size_t len,
@@ -88,7 +61,7 @@ static size_t key_encode(uint32_t scope, const void *id, size_t len,
   out[1] = (uint8_t)(scope >> 16);
   out[2] = (uint8_t)(scope >> 8);
   out[3] = (uint8_t)scope;
-  if (uuid_bytes(id, len, out + 5)) {
+  if (dpack_uuid_bytes(id, len, out + 5)) {
     out[4] = FORM_UUID;
     return KEY_MAX_HEAD + 16;
   }
@@ -106,30 +79,6 @@ static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b,
   return alen < blen ? -1 : alen > blen;
 }
 
-static void varint_put(GByteArray *b, uint64_t v) {
-  while (v >= 0x80) {
-    uint8_t c = (uint8_t)(v | 0x80);
-    g_byte_array_append(b, &c, 1);
-    v >>= 7;
-  }
-  uint8_t c = (uint8_t)v;
-  g_byte_array_append(b, &c, 1);
-}
-
-/* A varint at *p (before end); 0 when it is cut short. */
-static int varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-  uint64_t r = 0;
-  for (int shift = 0; *p < end && shift < 64; shift += 7) {
-    uint8_t c = *(*p)++;
-    r |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) {
-      *v = r;
-      return 1;
-    }
-  }
-  return 0;
-}
-
 static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
                     char *err, size_t errlen);
 
@@ -140,6 +89,10 @@ static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
 typedef struct builder {
   sqlite3 *db;
   sqlite3_stmt *st;
+  const dseg_chunks_t *ch; /* NULL: the caller's one transaction */
+  int64_t txn_start_ms;    /* when ch's current transaction began */
+  char why[256];           /* the first failure's message, kept before a
+                              rollback replaces SQLite's */
   int64_t seg_id, pos;
   GByteArray *block, *first;
   int64_t block_newest, oldest, newest;
@@ -148,9 +101,60 @@ typedef struct builder {
   int failed;
 } builder_t;
 
+static int64_t mono_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Delete the blocks at segment ids from seg_id on (with to_end) or of
+ * seg_id alone. */
+static int blocks_delete(sqlite3 *db, int64_t seg_id, int to_end) {
+  sqlite3_stmt *st = NULL;
+  int rc = -1;
+  if (sqlite3_prepare_v2(db,
+                         "DELETE FROM segment_blocks WHERE pos BETWEEN ?1 AND"
+                         " ?2",
+                         -1, &st, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(st, 1, seg_id << BLOCK_SHIFT);
+    sqlite3_bind_int64(st, 2,
+                       to_end ? INT64_MAX
+                              : (seg_id << BLOCK_SHIFT) |
+                                    ((1 << BLOCK_SHIFT) - 1));
+    rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+  }
+  sqlite3_finalize(st);
+  return rc;
+}
+
+/* The first of ch's transactions; blocks a failed or interrupted write
+ * left (at this id or later ones: ids only grow) go first. */
+static int chunk_first(builder_t *w) {
+  if (w->ch->begin(w->ch->arg) < 0)
+    return -1;
+  w->txn_start_ms = mono_ms();
+  if (blocks_delete(w->db, w->seg_id, 1) == 0)
+    return 0;
+  w->ch->end(w->ch->arg, 0);
+  return -1;
+}
+
+/* Between two blocks: commit and begin again once the budget is used. */
+static void chunk_next(builder_t *w) {
+  if (!w->ch || w->failed || mono_ms() - w->txn_start_ms < w->ch->budget_ms)
+    return;
+  if (w->ch->end(w->ch->arg, 1) < 0 || w->ch->begin(w->ch->arg) < 0) {
+    w->failed = 2; /* no transaction open */
+    return;
+  }
+  w->txn_start_ms = mono_ms();
+}
+
 static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
-                        size_t expected, unsigned bits_per_id) {
+                        size_t expected, unsigned bits_per_id,
+                        const dseg_chunks_t *ch) {
   *w = (builder_t){.db = db,
+                   .ch = ch,
                    .seg_id = seg_id,
                    .pos = seg_id << BLOCK_SHIFT,
                    .block = g_byte_array_new(),
@@ -160,12 +164,15 @@ static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
                    .newest = INT64_MIN};
   w->filter =
       dfilter_new(expected, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
-  return sqlite3_prepare_v2(db,
-                            "INSERT INTO segment_blocks(pos, first_key,"
-                            " newest_ms, keys) VALUES(?1, ?2, ?3, ?4)",
-                            -1, &w->st, NULL) == SQLITE_OK
-             ? 0
-             : -1;
+  if (sqlite3_prepare_v2(db,
+                         "INSERT INTO segment_blocks(pos, first_key,"
+                         " newest_ms, keys) VALUES(?1, ?2, ?3, ?4)",
+                         -1, &w->st, NULL) != SQLITE_OK ||
+      (ch && chunk_first(w) < 0)) {
+    w->failed = 2;
+    return -1;
+  }
+  return 0;
 }
 
 static void builder_flush(builder_t *w) {
@@ -181,6 +188,7 @@ static void builder_flush(builder_t *w) {
   sqlite3_reset(w->st);
   g_byte_array_set_size(w->block, 0);
   w->block_newest = INT64_MIN;
+  chunk_next(w);
 }
 
 /* Add the next key (greater than the last one). */
@@ -192,13 +200,28 @@ static void builder_add(builder_t *w, const uint8_t *k, size_t len, int64_t ms,
     g_byte_array_set_size(w->first, 0);
     g_byte_array_append(w->first, k, (guint)len);
   }
-  varint_put(w->block, len);
+  dpack_varint_put(w->block, len);
   g_byte_array_append(w->block, k, (guint)len);
   w->block_newest = ms > w->block_newest ? ms : w->block_newest;
   w->oldest = ms < w->oldest ? ms : w->oldest;
   w->newest = ms > w->newest ? ms : w->newest;
   w->ids++;
   dfilter_add(w->filter, hash);
+}
+
+/* With chunks: the final transaction ends (committed when all went
+ * well); a failed write takes back the blocks it committed. */
+static void chunk_close(builder_t *w) {
+  if (!w->ch)
+    return;
+  if (!w->failed && w->ch->last && w->ch->last(w->ch->arg) < 0)
+    w->failed = 1;
+  if (w->failed != 2 && w->ch->end(w->ch->arg, !w->failed) < 0)
+    w->failed = 1;
+  if (w->failed && !w->why[0])
+    snprintf(w->why, sizeof w->why, "%s", sqlite3_errmsg(w->db));
+  if (w->failed && w->ch->begin(w->ch->arg) == 0)
+    w->ch->end(w->ch->arg, blocks_delete(w->db, w->seg_id, 0) == 0);
 }
 
 /* The last block and the segment's row; frees the builder. */
@@ -220,10 +243,13 @@ static int builder_close(builder_t *w, int64_t tag) {
     sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, tag);
     w->failed = sqlite3_step(st) != SQLITE_DONE;
-  } else
+  } else if (!w->failed)
     w->failed = 1;
+  if (w->failed && !w->why[0])
+    snprintf(w->why, sizeof w->why, "%s", sqlite3_errmsg(w->db));
   sqlite3_finalize(st);
   sqlite3_finalize(w->st);
+  chunk_close(w);
   g_free(fbytes);
   g_byte_array_free(w->block, TRUE);
   g_byte_array_free(w->first, TRUE);
@@ -271,23 +297,31 @@ static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
   return m;
 }
 
-int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
-               dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
-               size_t errlen) {
+int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
+                       int64_t tag, dseg_key_t *keys, size_t n,
+                       unsigned bits_per_id, const dseg_chunks_t *ch, char *err,
+                       size_t errlen) {
   ent_t *ents = g_new(ent_t, n ? n : 1);
   uint8_t *arena = NULL;
   size_t m = sort_keys(keys, n, &arena, ents);
   builder_t w;
-  int rc = builder_open(&w, db, seg_id, m, bits_per_id);
+  int rc = builder_open(&w, db, seg_id, m, bits_per_id, ch);
   for (size_t i = 0; i < m; i++)
     builder_add(&w, ents[i].k, ents[i].len, ents[i].ms, ents[i].hash);
   if (builder_close(&w, tag) < 0)
     rc = -1;
   if (rc != 0)
-    seg_fail(path, seg_id, db, NULL, err, errlen);
+    seg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
   g_free(arena);
   g_free(ents);
   return rc;
+}
+
+int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
+               dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
+               size_t errlen) {
+  return dseg_write_chunked(db, path, seg_id, tag, keys, n, bits_per_id, NULL,
+                            err, errlen);
 }
 
 /* ----------------------------------------------------------------- load */
@@ -439,7 +473,7 @@ static int block_holds(const uint8_t *p, const uint8_t *end, const uint8_t *key,
                        size_t len) {
   uint64_t klen;
   int c = 1;
-  while (c > 0 && p < end && varint_get(&p, end, &klen) &&
+  while (c > 0 && p < end && dpack_varint_get(&p, end, &klen) &&
          klen <= (uint64_t)(end - p)) {
     __atomic_add_fetch(&counters.keys_decoded, 1, __ATOMIC_RELAXED);
     c = key_cmp(key, len, p, (size_t)klen);
@@ -554,7 +588,8 @@ static void cursor_next(cursor_t *c) {
     c->p = sqlite3_column_blob(c->st, 1);
     c->end = c->p + sqlite3_column_bytes(c->st, 1);
   }
-  if (!varint_get(&c->p, c->end, &klen) || klen > (uint64_t)(c->end - c->p)) {
+  if (!dpack_varint_get(&c->p, c->end, &klen) ||
+      klen > (uint64_t)(c->end - c->p)) {
     c->failed = 1;
     c->key = NULL;
     return;
@@ -581,16 +616,10 @@ static int cursor_open(cursor_t *c, sqlite3 *db, int64_t seg_id) {
 /* The ID's hash again from its packed key (the filter needs the hash of
  * the ID as the flow core has it: a UUID as its text). */
 static uint64_t key_hash(const uint8_t *k, size_t len) {
-  static const char hex[] = "0123456789abcdef";
   char text[36];
   if (k[4] != FORM_UUID)
     return XXH3_64bits(k + KEY_MAX_HEAD, len - KEY_MAX_HEAD);
-  for (size_t i = 0, o = 0; i < 16; i++) {
-    if (o == 8 || o == 13 || o == 18 || o == 23)
-      text[o++] = '-';
-    text[o++] = hex[k[KEY_MAX_HEAD + i] >> 4];
-    text[o++] = hex[k[KEY_MAX_HEAD + i] & 15];
-  }
+  dpack_uuid_text(k + KEY_MAX_HEAD, text);
   return XXH3_64bits(text, sizeof text);
 }
 
@@ -628,20 +657,33 @@ static int merge_into(builder_t *w, cursor_t *c, size_t n) {
   return 0;
 }
 
-int dseg_merge(sqlite3 *db, const char *path, const int64_t *ids, size_t n,
-               uint64_t total_ids, int64_t seg_id, int64_t tag, char *err,
-               size_t errlen) {
+int dseg_merge_chunked(sqlite3 *read_db, sqlite3 *write_db, const char *path,
+                       const int64_t *ids, size_t n, uint64_t total_ids,
+                       int64_t seg_id, int64_t tag, const dseg_chunks_t *ch,
+                       char *err, size_t errlen) {
   cursor_t *c = g_new0(cursor_t, n);
   builder_t w;
-  int rc = builder_open(&w, db, seg_id, total_ids, 0);
+  int rc = builder_open(&w, write_db, seg_id, total_ids, 0, ch);
   for (size_t i = 0; rc == 0 && i < n; i++)
-    rc = cursor_open(&c[i], db, ids[i]);
+    rc = cursor_open(&c[i], read_db, ids[i]);
   if (rc == 0)
     rc = merge_into(&w, c, n);
+  /* An input that failed: the segment's row must not be written. */
+  if (rc != 0 && !w.failed)
+    w.failed = 1;
   if (builder_close(&w, tag) < 0)
     rc = -1;
   for (size_t i = 0; i < n; i++)
     sqlite3_finalize(c[i].st);
   g_free(c);
-  return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
+  return rc < 0 ? seg_fail(path, seg_id, write_db, w.why[0] ? w.why : NULL, err,
+                           errlen)
+                : 0;
+}
+
+int dseg_merge(sqlite3 *db, const char *path, const int64_t *ids, size_t n,
+               uint64_t total_ids, int64_t seg_id, int64_t tag, char *err,
+               size_t errlen) {
+  return dseg_merge_chunked(db, db, path, ids, n, total_ids, seg_id, tag, NULL,
+                            err, errlen);
 }

@@ -50,6 +50,26 @@ typedef struct dseg_key {
   int64_t handled_ms;
 } dseg_key_t;
 
+/* A segment written in several transactions (dseg_write_chunked(),
+ * dseg_merge_chunked()), so that no single one holds the database's write
+ * lock for long: begin() takes the write lock and opens a write
+ * transaction, end(arg, 1) commits it (end(arg, 0) rolls it back) and
+ * releases the lock; last() (may be NULL) runs inside the final
+ * transaction, which also writes the segment's row. Until that row is
+ * committed the segment does not exist for dseg_list() and dseg_load():
+ * its blocks written so far are invisible, and a write that fails or
+ * never ends (a crash) leaves blocks only at ids from seg_id on, which the
+ * next write at that id deletes first. Each callback returns 0, or -1 with
+ * the database's error on db. A transaction is committed once it has run
+ * budget_ms (between two blocks). */
+typedef struct dseg_chunks {
+  int (*begin)(void *arg);
+  int (*end)(void *arg, int commit);
+  int (*last)(void *arg);
+  void *arg;
+  int64_t budget_ms;
+} dseg_chunks_t;
+
 /* Write keys[0..n) as segment seg_id, with the caller's tag (the store:
  * the newest mark's seq in it), inside the caller's open write
  * transaction (keys are only read; duplicates keep the newest
@@ -59,6 +79,13 @@ int dseg_write(struct sqlite3 *db, const char *path, int64_t seg_id,
                int64_t tag, dseg_key_t *keys, size_t n, unsigned bits_per_id,
                char *err, size_t errlen);
 
+/* dseg_write() in transactions of ch's (none may be open on db): the keys
+ * are encoded and sorted before the first one. */
+int dseg_write_chunked(struct sqlite3 *db, const char *path, int64_t seg_id,
+                       int64_t tag, dseg_key_t *keys, size_t n,
+                       unsigned bits_per_id, const dseg_chunks_t *ch, char *err,
+                       size_t errlen);
+
 /* Merge segments ids[0..n) (total_ids IDs together, to size the filter)
  * into a new segment seg_id with the caller's tag, inside the caller's
  * open write transaction, reading them block by block: memory holds one
@@ -67,6 +94,13 @@ int dseg_write(struct sqlite3 *db, const char *path, int64_t seg_id,
 int dseg_merge(struct sqlite3 *db, const char *path, const int64_t *ids,
                size_t n, uint64_t total_ids, int64_t seg_id, int64_t tag,
                char *err, size_t errlen);
+
+/* dseg_merge() reading the inputs on read_db (one read transaction,
+ * outside ch's) and writing on write_db in transactions of ch's. */
+int dseg_merge_chunked(struct sqlite3 *read_db, struct sqlite3 *write_db,
+                       const char *path, const int64_t *ids, size_t n,
+                       uint64_t total_ids, int64_t seg_id, int64_t tag,
+                       const dseg_chunks_t *ch, char *err, size_t errlen);
 
 /* Load segment seg_id's metadata, filter and block index (never its
  * keys). */

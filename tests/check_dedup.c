@@ -4,6 +4,7 @@
  * the administration functions (dedup_admin.h); and the in-memory set
  * (dset_) on its own, without SQLite. */
 #include <check.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -124,8 +125,11 @@ static int64_t sql_int(const char *path, const char *sql) {
   return v;
 }
 
+static dadm_t *adm_open(const char *path, int create);
+
+/* Marks in the log. */
 static int64_t disk_rows(const char *path) {
-  return sql_int(path, "SELECT count(*) FROM marks");
+  return sql_int(path, "SELECT coalesce(sum(n), 0) FROM batches");
 }
 
 /* -------------------------------------------------------------- claims */
@@ -209,9 +213,16 @@ START_TEST(test_mark_without_topic_or_id_bytes) {
   ck_assert_int_eq(dedup_writer_add(w, &m), 0); /* empty ID, no topic */
   commit_ok(w);
   ck_assert_int_eq(dedup_claim(f.s, f.scope, NULL, 0), DEDUP_SEEN);
-  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM marks"
-                                   " WHERE topic = '' AND event_id = x''"),
-                   1);
+  dadm_t *a = adm_open(f.path, 0);
+  dadm_mark_t *v = NULL;
+  size_t n = 0;
+  char err[512] = "";
+  ck_assert_msg(dadm_lookup(a, f.scope, "", 0, &v, &n, err, sizeof err) == 0,
+                "%s", err);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(v[0].topic, "");
+  dadm_marks_free(v, n);
+  dadm_close(a);
   dedup_writer_close(w);
   fx_done(&f);
 }
@@ -344,6 +355,8 @@ START_TEST(test_prune_removes_old_keeps_new) {
     uuid_of(id, (uint64_t)i);
     ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_NEW);
     add_mark(w, f.scope, id, 36, i < 11000 ? t0 : t0 + 900);
+    if (i == 10999) /* a batch goes whole: the old ones in their own */
+      commit_ok(w);
   }
   commit_ok(w);
   int64_t removed = -1;
@@ -353,7 +366,7 @@ START_TEST(test_prune_removes_old_keeps_new) {
   ck_assert_int_eq(removed, 11000);
   ck_assert_uint_eq(dedup_size(f.s), 1000);
   ck_assert_int_eq(disk_rows(f.path), 1000);
-  ck_assert_int_eq(sql_int(f.path, "SELECT min(handled_at) FROM marks"),
+  ck_assert_int_eq(sql_int(f.path, "SELECT min(first_at) FROM batches"),
                    t0 + 900);
   uuid_of(id, 0);
   ck_assert_int_eq(claim_str(f.s, f.scope, id), DEDUP_NEW);
@@ -675,12 +688,12 @@ START_TEST(test_permanent_commit_failure) {
   add_mark(w, f.scope, "evt-1", 5, dedup_now_ms());
   sqlite3 *db = NULL;
   ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
-  ck_assert_int_eq(sqlite3_exec(db, "DROP TABLE marks", NULL, NULL, NULL),
+  ck_assert_int_eq(sqlite3_exec(db, "DROP TABLE batches", NULL, NULL, NULL),
                    SQLITE_OK);
   sqlite3_close(db);
   ck_assert_int_eq(dedup_writer_commit(w, &transient, err, sizeof err), -1);
   ck_assert_int_eq(transient, 0);
-  ck_assert_msg(strstr(err, f.path) && strstr(err, "marks"), "err: %s", err);
+  ck_assert_msg(strstr(err, f.path) && strstr(err, "batches"), "err: %s", err);
   ck_assert_uint_eq(dedup_writer_pending(w), 1);
   ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_NEW);
   dedup_writer_close(w);
@@ -1064,8 +1077,8 @@ START_TEST(test_admin_open) {
 }
 END_TEST
 
-/* orders: 12000 marks (more than one deletion batch), the oldest at t0;
- * evt-1 twice; payments: evt-1 once. */
+/* orders: 12000 marks in batches of 1000 (more than one deletion
+ * batch), the oldest at t0; evt-1 twice; payments: evt-1 once. */
 static void admin_fixture(fx_t *f, int64_t t0, uint32_t *payments) {
   char id[37];
   fx_init(f, 0, 0);
@@ -1074,6 +1087,8 @@ static void admin_fixture(fx_t *f, int64_t t0, uint32_t *payments) {
   for (int i = 0; i < 12000; i++) {
     uuid_of(id, (uint64_t)i);
     add_mark(w, f->scope, id, 36, t0 + i);
+    if (i % 1000 == 999)
+      commit_ok(w);
   }
   add_mark(w, f->scope, "evt-1", 5, t0 + 20000);
   add_mark(w, f->scope, "evt-1", 5, t0 + 30000);
@@ -1147,7 +1162,7 @@ START_TEST(test_admin_forget_and_prune) {
   /* Older than t0 + 6000: the first 6000 of orders, in batches. */
   ck_assert_int_eq(dadm_prune(a, t0 + 6000, &removed, err, 512), 0);
   ck_assert_int_eq(removed, 6000);
-  ck_assert_int_eq(sql_int(f.path, "SELECT min(handled_at) FROM marks"),
+  ck_assert_int_eq(sql_int(f.path, "SELECT min(first_at) FROM batches"),
                    t0 + 6000);
   ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM replays"), 1);
   ck_assert_int_eq(dadm_forget_scope(a, f.scope, 1, &removed, err, 512), 0);
@@ -1364,10 +1379,11 @@ static const char *const schema_v2_sql =
     "INSERT INTO scopes(id, name) VALUES(1, 'orders');"
     "PRAGMA user_version=2;";
 
-/* A version 2 database keeps its history: its marks move to the table of
- * version 3, every ID is seen, and once segmented and its newest mark
- * forgotten, a new mark does not reuse that seq (it would be taken for
- * one already in a segment and never be loaded again). */
+/* A version 2 database keeps its history: its marks move to the log of
+ * version 5 (through the table of version 3), every ID is seen, and once
+ * segmented and its newest mark forgotten, a new mark does not reuse that seq
+ * (it would be taken for one already in a segment and never be loaded again).
+ */
 START_TEST(test_open_migrates_schema_2) {
   fx_t f = {0};
   sqlite3 *db = NULL;
@@ -1399,9 +1415,8 @@ START_TEST(test_open_migrates_schema_2) {
   ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"),
                    DEDUP_SCHEMA_VERSION);
   ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM sqlite_master"
-                                   " WHERE name = 'marks'"
-                                   " AND sql LIKE '%AUTOINCREMENT%'"),
-                   1);
+                                   " WHERE name = 'marks'"),
+                   0);
   ck_assert_int_eq(disk_rows(f.path), 100);
   expect_uuids(f.s, f.scope, 0, 100, DEDUP_SEEN);
   segment_now(f.s);
@@ -1479,6 +1494,114 @@ START_TEST(test_segments_merge_keeps_newest_time) {
 }
 END_TEST
 
+/* The schema of version 3: one row per mark, segments beside them. */
+static const char *const schema_v3_sql =
+    "CREATE TABLE scopes(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);"
+    "INSERT INTO scopes(id, name) VALUES(1, 'orders'), (2, 'payments');"
+    "CREATE TABLE marks(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " scope INTEGER NOT NULL, event_id BLOB NOT NULL, topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
+    " handled_at INTEGER NOT NULL, outcome INTEGER NOT NULL);"
+    "CREATE INDEX marks_handled_at ON marks(handled_at);"
+    "CREATE TABLE replays(seq INTEGER PRIMARY KEY, scope INTEGER NOT NULL,"
+    " topic TEXT NOT NULL, partition INTEGER NOT NULL, first INTEGER NOT NULL,"
+    " stop INTEGER NOT NULL, mode INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE TABLE segmented(id INTEGER PRIMARY KEY CHECK(id = 1),"
+    " last_seq INTEGER NOT NULL);"
+    "CREATE TABLE forgotten(scope INTEGER NOT NULL, event_id BLOB,"
+    " upto_seq INTEGER NOT NULL);"
+    "PRAGMA user_version=3;";
+
+#define V3_MARKS 45000 /* more than one conversion chunk (20000) */
+
+/* Mark i of the version 3 file: scope 1, or 2 for every 7th run of 100;
+ * a UUID, or a short ID for every 10th; outcome FAIL for every 13th. */
+static void v3_mark(sqlite3_stmt *st, uint64_t i, int64_t now) {
+  char id[37];
+  if (i % 10 == 9)
+    snprintf(id, sizeof id, "ev-%" PRIu64, i);
+  else
+    uuid_of(id, i);
+  sqlite3_bind_int(st, 1, (i / 100) % 7 == 6 ? 2 : 1);
+  sqlite3_bind_blob(st, 2, id, (int)strlen(id), SQLITE_TRANSIENT);
+  sqlite3_bind_text(st, 3, i % 2 ? "orders" : "refunds", -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 4, (int)(i % 3));
+  sqlite3_bind_int64(st, 5, (int64_t)i * 5);
+  sqlite3_bind_int64(st, 6, now - 1000 + (int64_t)(i % 1000));
+  sqlite3_bind_int(st, 7, i % 13 == 0);
+}
+
+static void write_v3(const char *path, int64_t now) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, schema_v3_sql, NULL, NULL, NULL),
+                   SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "INSERT INTO marks(scope, event_id,"
+                                      " topic, partition, \"offset\","
+                                      " handled_at, outcome)"
+                                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  for (uint64_t i = 0; i < V3_MARKS; i++) {
+    v3_mark(st, i, now);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+/* A version 3 database (one row per mark) opens as the current version: every
+ * mark is in the log, each ID is seen in its own scope only, and `khost dedup
+ * lookup` finds a mark's topic, partition, offset, time and outcome. */
+START_TEST(test_open_converts_schema_3) {
+  fx_t f = {0};
+  char id[37], err[512] = "";
+  int64_t now = dedup_now_ms();
+  f.dir = tu_tempdir();
+  ck_assert_int_ge(asprintf(&f.path, "%s/dedup.db", f.dir), 0);
+  write_v3(f.path, now);
+  fx_open(&f, HOUR_MS, 0);
+  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"),
+                   DEDUP_SCHEMA_VERSION);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM sqlite_master"
+                                   " WHERE name = 'marks'"),
+                   0);
+  ck_assert_int_eq(disk_rows(f.path), V3_MARKS);
+  uint32_t payments = scope_of(f.s, "payments");
+  for (uint64_t i = 0; i < V3_MARKS; i++) {
+    uint32_t mine = (i / 100) % 7 == 6 ? payments : f.scope;
+    if (i % 10 == 9)
+      snprintf(id, sizeof id, "ev-%" PRIu64, i);
+    else
+      uuid_of(id, i);
+    ck_assert_int_eq(claim_str(f.s, mine, id), DEDUP_SEEN);
+    ck_assert_int_eq(claim_str(f.s, mine == f.scope ? payments : f.scope, id),
+                     DEDUP_NEW);
+  }
+  dadm_t *a = adm_open(f.path, 0);
+  dadm_mark_t *v = NULL;
+  size_t n = 0;
+  uuid_of(id, 26);
+  ck_assert_msg(dadm_lookup(a, f.scope, id, 36, &v, &n, err, sizeof err) == 0,
+                "%s", err);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(v[0].topic, "refunds");
+  ck_assert_int_eq(v[0].partition, 2);
+  ck_assert_int_eq(v[0].offset, 130);
+  ck_assert_int_eq(v[0].handled_at_ms, now - 1000 + 26);
+  ck_assert_int_eq(v[0].outcome, DEDUP_OUTCOME_FAIL);
+  dadm_marks_free(v, n);
+  dadm_close(a);
+  fx_done(&f);
+}
+END_TEST
+
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
@@ -1548,6 +1671,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_merge);
   tcase_add_test(tc, test_segments_merge_keeps_newest_time);
   tcase_add_test(tc, test_open_migrates_schema_2);
+  tcase_add_test(tc, test_open_converts_schema_3);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("set");

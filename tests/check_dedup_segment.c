@@ -2,10 +2,13 @@
  * Dedup segments and their filters (src/dedup_segment.c,
  * src/dedup_filter.c): exact answers across several segments and ID forms,
  * a filter false positive never answers "seen", a reopened database gives
- * the same answers, and loading a segment reads no IDs.
+ * the same answers, and loading a segment reads no IDs; the store writes a
+ * big segment without holding up batch commits.
  */
 #include <check.h>
 #include <glib.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "dedup.h"
 #include "dedup_filter.h"
 #include "dedup_segment.h"
 #include "testutil.h"
@@ -294,6 +298,99 @@ START_TEST(test_merge_keeps_every_id_once) {
 }
 END_TEST
 
+/* ------------------------------------------------ store: chunked writes */
+
+#define BIG_IDS 2000000
+#define BIG_BATCH 50000
+#define HOLD_BOUND_MS 500
+
+typedef struct seg_job {
+  dedup_store_t *s;
+  size_t moved;
+  int rc, done;
+  char err[512];
+} seg_job_t;
+
+static void *segment_main(void *arg) {
+  seg_job_t *j = arg;
+  j->rc = dedup_segment_now(j->s, &j->moved, j->err, sizeof j->err);
+  __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+static void uuid_id(unsigned i, char out[37]) {
+  snprintf(out, 37, "%08x-0000-4000-8000-%012x", i * 2654435761u, i);
+}
+
+/* Commit IDs [first, first + n) in one batch; returns how long the commit
+ * took in ms. */
+static int64_t commit_range(dedup_writer_t *w, uint32_t scope, unsigned first,
+                            unsigned n) {
+  char id[37], err[512] = "";
+  for (unsigned i = first; i < first + n; i++) {
+    uuid_id(i, id);
+    dedup_mark_t m = {.scope = scope,
+                      .event_id = id,
+                      .event_id_len = 36,
+                      .topic = "t",
+                      .partition = 0,
+                      .offset = i,
+                      .handled_at_ms = dedup_now_ms()};
+    ck_assert_int_eq(dedup_writer_add(w, &m), 0);
+  }
+  int64_t t0 = tu_mono_ms();
+  ck_assert_msg(dedup_writer_commit(w, NULL, err, sizeof err) == 0, "%s", err);
+  return tu_mono_ms() - t0;
+}
+
+START_TEST(test_segment_write_leaves_commits_alone) {
+  char *dir = tu_tempdir(), *path = tu_path(dir, "dedup.db"), err[512] = "";
+  dedup_opts_t o = {.path = path};
+  dedup_store_t *s = NULL;
+  dedup_writer_t *w = NULL;
+  uint32_t scope;
+  seg_job_t job = {0};
+  pthread_t th;
+  int64_t longest = 0, commits = 0;
+  unsigned next = BIG_IDS;
+  ck_assert_msg(dedup_open(&s, &o, err, sizeof err) == 0, "%s", err);
+  ck_assert_int_eq(dedup_scope(s, "p", &scope, err, sizeof err), 0);
+  ck_assert_int_eq(dedup_writer_open(s, &w, err, sizeof err), 0);
+  for (unsigned i = 0; i < BIG_IDS; i += BIG_BATCH)
+    commit_range(w, scope, i, BIG_BATCH);
+  job.s = s;
+  ck_assert_int_eq(pthread_create(&th, NULL, segment_main, &job), 0);
+  /* Small batches, one after the other, for as long as the segment of two
+   * million IDs is being built. */
+  while (!__atomic_load_n(&job.done, __ATOMIC_ACQUIRE)) {
+    int64_t ms = commit_range(w, scope, next, 100);
+    longest = ms > longest ? ms : longest;
+    commits++;
+    next += 100;
+  }
+  pthread_join(th, NULL);
+  ck_assert_msg(job.rc == 0, "dedup_segment_now: %s", job.err);
+  ck_assert_uint_ge(job.moved, BIG_IDS);
+  ck_assert_int_gt(commits, 1);
+  ck_assert_msg(longest < HOLD_BOUND_MS,
+                "a batch commit waited %" PRId64 " ms for the segment write",
+                longest);
+  /* The segment answers for what left the set, the set for the rest. */
+  char id[37];
+  for (unsigned i = 0; i < next; i += 9973) {
+    uuid_id(i, id);
+    ck_assert_int_eq(dedup_claim(s, scope, id, 36), DEDUP_SEEN);
+  }
+  uuid_id(next, id);
+  ck_assert_int_eq(dedup_claim(s, scope, id, 36), DEDUP_NEW);
+  dedup_writer_close(w);
+  dedup_close(s);
+  tu_rm_rf(dir);
+  free(path);
+  free(dir);
+}
+END_TEST
+
 Suite *dedup_segment_suite(void) {
   Suite *s = suite_create("dedup_segment");
   TCase *tc = tcase_create("filter");
@@ -307,6 +404,11 @@ Suite *dedup_segment_suite(void) {
   tcase_add_test(tc, test_reopen_same_answers_without_reading_ids);
   tcase_add_test(tc, test_block_time_and_duplicates);
   tcase_add_test(tc, test_merge_keeps_every_id_once);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("chunks");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, test_segment_write_leaves_commits_alone);
   suite_add_tcase(s, tc);
   return s;
 }

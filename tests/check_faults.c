@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "dead_letter.h"
+#include "dedup_admin.h"
+#include "dedup_log.h"
 #include "log.h"
 #include "mockutil.h"
 #include "testutil.h"
@@ -62,28 +64,32 @@ static int file_count(mu_cluster_t *c, const char *name, const char *needle) {
   return n;
 }
 
-/* Marks of event_id in the dedup database (read-only: the host writes). */
+typedef struct count_id {
+  const char *id;
+  int n;
+} count_id_t;
+
+static int count_mark(void *arg, int64_t seq, uint32_t scope,
+                      const dlog_mark_t *m) {
+  count_id_t *c = arg;
+  (void)seq;
+  (void)scope;
+  c->n += m->id_len == strlen(c->id) && memcmp(m->id, c->id, m->id_len) == 0;
+  return 0;
+}
+
+/* Marks of event_id in the dedup database, in any pipeline (a reader
+ * beside the host that writes). */
 static int marks_of(mu_cluster_t *c, const char *event_id) {
-  char *path = dir_file(c, "dedup.db");
-  sqlite3 *db = NULL;
-  sqlite3_stmt *st = NULL;
-  int n = -1;
-  ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
-                   SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  ck_assert_msg(sqlite3_prepare_v2(db,
-                                   "SELECT count(*) FROM marks"
-                                   " WHERE event_id = ?1",
-                                   -1, &st, NULL) == SQLITE_OK,
-                "%s", sqlite3_errmsg(db));
-  sqlite3_bind_blob(st, 1, event_id, (int)strlen(event_id), SQLITE_STATIC);
-  if (sqlite3_step(st) == SQLITE_ROW)
-    n = sqlite3_column_int(st, 0);
-  ck_assert_msg(n >= 0, "%s", sqlite3_errmsg(db));
-  sqlite3_finalize(st);
-  sqlite3_close(db);
+  char *path = dir_file(c, "dedup.db"), err[512] = "";
+  dadm_t *a = NULL;
+  count_id_t count = {event_id, 0};
+  ck_assert_msg(dadm_open(&a, path, 0, err, sizeof err) == 0, "%s", err);
+  ck_assert_msg(dadm_each_mark(a, -1, count_mark, &count, err, sizeof err) == 0,
+                "%s", err);
+  dadm_close(a);
   free(path);
-  return n;
+  return count.n;
 }
 
 static pipeline_stats_t run_to_end(const char *cfg, int want_status) {

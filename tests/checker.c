@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dedup_admin.h"
+#include "dedup_log.h"
 #include "khost/plugin.h"
 
 /* Violations described in `why`; the count goes on past it. */
@@ -202,35 +204,36 @@ int chk_load_effects(chk_t *c, const char *path, char *err, size_t errlen) {
   return rc;
 }
 
+typedef struct load_arg {
+  chk_t *c;
+  int db;
+} load_arg_t;
+
+static int load_mark(void *arg, int64_t seq, uint32_t scope,
+                     const dlog_mark_t *m) {
+  load_arg_t *a = arg;
+  char *id = g_strndup(m->id, m->id_len);
+  char *topic = g_strndup(m->topic, m->topic_len);
+  (void)seq;
+  (void)scope;
+  chk_add_mark(a->c, a->db, id, topic, m->partition, m->offset, m->handled_at,
+               m->outcome);
+  g_free(topic);
+  g_free(id);
+  return 0;
+}
+
 int chk_load_marks(chk_t *c, int db, const char *path, const char *pipeline,
                    char *err, size_t errlen) {
-  sqlite3 *h = NULL;
-  sqlite3_stmt *st = NULL;
-  int rc = -1, step;
-  if (sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-      sqlite3_prepare_v2(h,
-                         "SELECT m.event_id, m.topic, m.partition,"
-                         " m.\"offset\", m.handled_at, m.outcome"
-                         " FROM marks m JOIN scopes s ON s.id = m.scope"
-                         " WHERE s.name = ?1 ORDER BY m.seq",
-                         -1, &st, NULL) != SQLITE_OK)
-    goto out;
-  sqlite3_bind_text(st, 1, pipeline, -1, SQLITE_STATIC);
-  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-    char *id = g_strndup(sqlite3_column_blob(st, 0),
-                         (gsize)sqlite3_column_bytes(st, 0));
-    chk_add_mark(c, db, id, (const char *)sqlite3_column_text(st, 1),
-                 sqlite3_column_int(st, 2), sqlite3_column_int64(st, 3),
-                 sqlite3_column_int64(st, 4), sqlite3_column_int(st, 5));
-    g_free(id);
-  }
-  rc = step == SQLITE_DONE ? 0 : -1;
-out:
-  if (rc < 0)
-    snprintf(err, errlen, "%s: %s", path,
-             h ? sqlite3_errmsg(h) : "out of memory");
-  sqlite3_finalize(st);
-  sqlite3_close(h);
+  dadm_t *a = NULL;
+  load_arg_t arg = {c, db};
+  uint32_t scope = 0;
+  int found = 0, rc = dadm_open(&a, path, 0, err, errlen);
+  if (rc == 0)
+    rc = dadm_scope(a, pipeline, 0, &scope, &found, err, errlen);
+  if (rc == 0 && found)
+    rc = dadm_each_mark(a, scope, load_mark, &arg, err, errlen);
+  dadm_close(a);
   return rc;
 }
 
