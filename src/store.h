@@ -208,6 +208,12 @@ typedef struct store_ops {
    * (topic, partition, offset), a later one replaces it. NULL: the store
    * has no parking lot (postgresql, for now). */
   int (*batch_park)(store_batch_t *b, const store_parked_t *p);
+  /* The IDs the caller will claim next (STORE_CLAIM, in this order): a
+   * store with a round trip per claim takes them in one, and answers
+   * their store_claim() and store_attempts() from what it found. NULL
+   * where claims are cheap. */
+  void (*claim_ahead)(store_t *s, uint32_t scope, const void *const *ids,
+                      const size_t *lens, size_t n);
 } store_ops_t;
 
 /* Implementations embed these first. */
@@ -371,6 +377,15 @@ static inline int store_batch_park(store_batch_t *b, const store_parked_t *p) {
   if (rc == 0)
     b->pending++;
   return rc;
+}
+static inline int store_wants_ahead(const store_t *s) {
+  return s->ops->claim_ahead != NULL;
+}
+static inline void store_claim_ahead(store_t *s, uint32_t scope,
+                                     const void *const *ids, const size_t *lens,
+                                     size_t n) {
+  if (s->ops->claim_ahead && n > 0)
+    s->ops->claim_ahead(s, scope, ids, lens, n);
 }
 
 /* ------------------------------------------------------------------------

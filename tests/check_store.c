@@ -318,6 +318,98 @@ START_TEST(test_pg_lease) {
 }
 END_TEST
 
+static void commit(store_batch_t *b);
+
+/* A batch of 500 records costs a few statements, not one per record:
+ * claims taken ahead in one, marks committed in one; the answers are
+ * those of claims one by one (a marked ID seen, another host's live
+ * claim in flight, the rest new, recorded attempts found). */
+START_TEST(test_pg_batch_round_trips) {
+  enum { N = 500 };
+  char ids[N][16], err[512];
+  const void *ptr[N];
+  size_t lens[N];
+  const char *marked[] = {"id-0", NULL};
+  store_batch_t *b;
+  open_store(IMPL_PG);
+  store_t *other = open_pg(0);
+  commit_marks(marked, 1000);
+  ck_assert_int_eq(claim_on(other, "id-1"), STORE_NEW);
+  store_attempt_t at = {.scope = scope,
+                        .event_id = "id-2",
+                        .event_id_len = 4,
+                        .topic = "t",
+                        .attempts = 2};
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_attempts_set(b, &at, err, sizeof(err)), 0);
+  for (int i = 0; i < N; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "id-%d", i);
+    ptr[i] = ids[i];
+    lens[i] = strlen(ids[i]);
+  }
+  int64_t before = store_pg_round_trips(s);
+  store_claim_ahead(s, scope, ptr, lens, N);
+  for (int i = 0; i < N; i++) {
+    int want = i == 0 ? STORE_SEEN : i == 1 ? STORE_IN_FLIGHT : STORE_NEW;
+    ck_assert_int_eq(claim(ids[i], STORE_CLAIM, 0), want);
+    if (want != STORE_NEW)
+      continue;
+    uint32_t n = 99;
+    at.event_id = ids[i];
+    at.event_id_len = lens[i];
+    store_attempts(s, &at, 10, &n);
+    ck_assert_uint_eq(n, i == 2 ? 2 : 0);
+    store_mark_t m = {.scope = scope,
+                      .event_id = ids[i],
+                      .event_id_len = lens[i],
+                      .topic = "t",
+                      .offset = i,
+                      .handled_at_ms = 2000};
+    ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  }
+  commit(b);
+  int64_t trips = store_pg_round_trips(s) - before;
+  /* Ahead: 2; the in-flight one: 1; BEGIN, marks, COMMIT: 3. */
+  ck_assert_msg(trips <= 8, "%lld statements for %d records", (long long)trips,
+                N);
+  for (int i = 2; i < N; i += 97)
+    ck_assert_int_eq(claim_on(other, ids[i]), STORE_SEEN);
+  at.event_id = "id-2";
+  at.event_id_len = 4;
+  uint32_t n = 99;
+  store_attempts(other, &at, 10, &n);
+  ck_assert_uint_eq(n, 0); /* the mark cleared the recorded attempts */
+  store_batch_close(b);
+  store_close(other);
+  close_store();
+}
+END_TEST
+
+/* Claims taken ahead that are never asked for (the partition went to
+ * another member) are given back by the renewer: the other host gets
+ * them within a few leases. */
+START_TEST(test_pg_ahead_given_back) {
+  const void *ptr[] = {"a1", "a2"};
+  size_t lens[] = {2, 2};
+  open_store(IMPL_PG);
+  store_t *live = open_pg(300);
+  store_claim_ahead(live, scope, ptr, lens, 2);
+  ck_assert_int_eq(claim("a1", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  int64_t deadline = tu_mono_ms() + 10000;
+  int taken = 0;
+  while (!taken && tu_mono_ms() < deadline) {
+    taken = claim("a1", STORE_CLAIM, 0) == STORE_NEW;
+    if (!taken)
+      g_usleep(50 * 1000);
+  }
+  ck_assert_msg(taken, "a claim taken ahead was never given back");
+  /* The live host now asks for it one by one: in flight. */
+  ck_assert_int_eq(claim_on(live, "a1"), STORE_IN_FLIGHT);
+  store_close(live);
+  close_store();
+}
+END_TEST
+
 /* ------------------------------------------------------------ state */
 
 static void put(store_batch_t *b, const char *k, const char *v) {
@@ -546,6 +638,8 @@ Suite *store_suite(void) {
     tc = tcase_create("postgresql");
     tcase_add_test(tc, test_pg_two_hosts);
     tcase_add_test(tc, test_pg_lease);
+    tcase_add_test(tc, test_pg_batch_round_trips);
+    tcase_add_test(tc, test_pg_ahead_given_back);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(su, tc);
   }
