@@ -291,8 +291,7 @@ static inline int store_attempts_set(store_batch_t *b, const store_attempt_t *a,
 static inline void store_stats(store_t *s, store_stats_t *out) {
   s->ops->stats(s, out);
 }
-/* 1 when the store keeps plugin state (the SQLite file, the in-memory
- * store); 0 when not yet (postgresql). */
+/* 1 when the store keeps plugin state (every store here does). */
 static inline int store_has_state(const store_t *s) {
   return s->ops->batch_put_state != NULL && s->ops->state_get != NULL;
 }
@@ -318,8 +317,8 @@ static inline int store_batch_del_state(store_batch_t *b, uint32_t scope,
 static inline int store_batch_set_offset(store_batch_t *b, uint32_t scope,
                                          const char *topic, int32_t partition,
                                          int64_t next) {
-  /* A store without stored offsets (postgresql, for now): the Kafka
-   * commit alone says where a member starts. */
+  /* A store without stored offsets: the Kafka commit alone says where a
+   * member starts. */
   if (!b->store->ops->batch_set_offset)
     return 0;
   int rc = b->store->ops->batch_set_offset(b, scope, topic, partition, next);

@@ -1,7 +1,8 @@
 /*
  * The store on PostgreSQL: store.h's operations over libpq, plain SQL
  * (PostgreSQL 13 or newer, no extensions, READ COMMITTED), so that every
- * host of a group can point at one database and share its marks.
+ * host of a group can point at one database and share its marks, claims,
+ * plugin state and stored offsets.
  *
  * This file opens and closes the store and answers for scopes and
  * statistics; store_pg_int.h says where the rest lives.
@@ -102,6 +103,13 @@ static const store_ops_t pg_ops = {
     .attempts_set = pg_attempts_set,
     .stats = pg_stats,
     .history_check_due = pg_history_check_due,
+    .batch_put_state = pg_batch_put_state,
+    .batch_del_state = pg_batch_del_state,
+    .batch_set_offset = pg_batch_set_offset,
+    .state_get = pg_state_get,
+    .state_scan = pg_state_scan,
+    .state_reset = pg_state_reset,
+    .offset_get = pg_offset_get,
     .claim_ahead = pg_claim_ahead,
 };
 

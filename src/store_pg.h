@@ -1,6 +1,7 @@
 /*
  * The store on PostgreSQL (store_pg.c): one database shared by every host
- * of a group, so that dedup marks and claims hold across hosts.
+ * of a group, so that dedup marks, claims, plugin state and stored
+ * offsets hold across hosts.
  */
 #ifndef KHOST_STORE_PG_H
 #define KHOST_STORE_PG_H
@@ -11,7 +12,7 @@
 #include "store.h"
 
 /* The schema version this khost reads and writes. */
-#define STORE_PG_SCHEMA 1
+#define STORE_PG_SCHEMA 2
 
 typedef struct store_pg_opts {
   const char *conninfo;      /* libpq connection string (may hold a password) */

@@ -1,8 +1,10 @@
 /*
  * A batch on the PostgreSQL store: what it buffers, committed in one
  * transaction on the batch's own connection, one statement per kind of
- * entry (the marks, with their claims and recorded attempts removed),
- * whatever the number of records.
+ * entry (the marks, with their claims and recorded attempts removed; the
+ * state writes; the offsets), whatever the number of records. State
+ * writes and offsets are buffered as their last value per key: the last
+ * write of a key in a batch wins, as it would written in order.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +21,26 @@ typedef struct pg_mark {
   int outcome;
 } pg_mark_t;
 
+typedef struct pg_offset {
+  uint32_t scope;
+  int32_t partition;
+  int64_t next;
+  char *topic;
+} pg_offset_t;
+
 typedef struct pg_batch {
   store_batch_t base;
   PGconn *conn;
-  GArray *marks; /* pg_mark_t */
+  GArray *marks;       /* pg_mark_t */
+  GHashTable *state;   /* scope + key (GBytes) -> value, NULL: deleted */
+  GHashTable *offsets; /* "scope/partition/topic" -> pg_offset_t */
 } pg_batch_t;
+
+static void offset_free(void *x) {
+  pg_offset_t *o = x;
+  g_free(o->topic);
+  g_free(o);
+}
 
 int pg_batch_open(store_t *s, store_batch_t **out, char *err, size_t errlen) {
   pg_batch_t *b = g_new0(pg_batch_t, 1);
@@ -34,6 +51,11 @@ int pg_batch_open(store_t *s, store_batch_t **out, char *err, size_t errlen) {
   }
   b->base.store = s;
   b->marks = g_array_new(FALSE, FALSE, sizeof(pg_mark_t));
+  b->state = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                   (GDestroyNotify)g_bytes_unref,
+                                   (GDestroyNotify)g_bytes_unref);
+  b->offsets =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, offset_free);
   *out = &b->base;
   return 0;
 }
@@ -46,12 +68,16 @@ void pg_batch_discard(store_batch_t *bb) {
     g_free(m->topic);
   }
   g_array_set_size(b->marks, 0);
+  g_hash_table_remove_all(b->state);
+  g_hash_table_remove_all(b->offsets);
 }
 
 void pg_batch_close(store_batch_t *bb) {
   pg_batch_t *b = (pg_batch_t *)bb;
   pg_batch_discard(bb);
   g_array_free(b->marks, TRUE);
+  g_hash_table_destroy(b->state);
+  g_hash_table_destroy(b->offsets);
   PQfinish(b->conn);
   g_free(b);
 }
@@ -110,16 +136,123 @@ static int commit_marks(pg_batch_t *b, int *transient, char *err,
   return rc;
 }
 
+/* ------------------------------------------------------------ state */
+
+static GBytes *state_key(uint32_t scope, const void *key, size_t klen) {
+  GByteArray *a = g_byte_array_sized_new((guint)klen + 4);
+  g_byte_array_append(a, (const guint8 *)&scope, 4);
+  g_byte_array_append(a, key, (guint)klen);
+  return g_byte_array_free_to_bytes(a);
+}
+
+int pg_batch_put_state(store_batch_t *bb, uint32_t scope, const void *key,
+                       size_t klen, const void *val, size_t vlen) {
+  pg_batch_t *b = (pg_batch_t *)bb;
+  g_hash_table_replace(b->state, state_key(scope, key, klen),
+                       g_bytes_new(val, vlen));
+  return 0;
+}
+
+int pg_batch_del_state(store_batch_t *bb, uint32_t scope, const void *key,
+                       size_t klen) {
+  pg_batch_t *b = (pg_batch_t *)bb;
+  g_hash_table_replace(b->state, state_key(scope, key, klen), NULL);
+  return 0;
+}
+
+int pg_batch_set_offset(store_batch_t *bb, uint32_t scope, const char *topic,
+                        int32_t partition, int64_t next) {
+  pg_batch_t *b = (pg_batch_t *)bb;
+  pg_offset_t *o = g_new0(pg_offset_t, 1);
+  o->scope = scope;
+  o->partition = partition;
+  o->next = next;
+  o->topic = g_strdup(topic);
+  g_hash_table_replace(b->offsets,
+                       g_strdup_printf("%u/%d/%s", scope, partition, topic), o);
+  return 0;
+}
+
+/* The puts upserted, the deletes deleted: keys are distinct, so the two
+ * never touch one row. */
+static const char state_sql[] =
+    "WITH w AS (SELECT * FROM unnest($1::integer[], $2::bytea[],"
+    "   $3::bytea[]) AS u(scope, k, v)),"
+    " d AS (DELETE FROM khost_state s USING w WHERE w.v IS NULL AND"
+    "   s.scope = w.scope AND s.key = w.k)"
+    " INSERT INTO khost_state SELECT scope, k, v FROM w WHERE v IS NOT NULL"
+    " ORDER BY scope, k ON CONFLICT (scope, key) DO UPDATE SET"
+    " val = EXCLUDED.val";
+
+static int commit_state(pg_batch_t *b, int *transient, char *err,
+                        size_t errlen) {
+  pg_store_t *p = pgs(b->base.store);
+  pgp_t a = {0};
+  GString *scopes = pgp_array(&a), *keys = pgp_array(&a), *vals = pgp_array(&a);
+  GHashTableIter it;
+  gpointer k, v;
+  int rc;
+  g_hash_table_iter_init(&it, b->state);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    gsize klen, vlen = 0;
+    const guint8 *kd = g_bytes_get_data(k, &klen);
+    const void *vd = v ? g_bytes_get_data(v, &vlen) : NULL;
+    uint32_t scope;
+    memcpy(&scope, kd, 4);
+    pga_i64(scopes, scope);
+    pga_bytes(keys, kd + 4, klen - 4);
+    pga_bytes(vals, v ? (vd ? vd : "") : NULL, vlen);
+  }
+  rc = pg_exec0(p, b->conn, state_sql, &a, transient, err, errlen);
+  pgp_free(&a);
+  return rc;
+}
+
+static int commit_offsets(pg_batch_t *b, int *transient, char *err,
+                          size_t errlen) {
+  pg_store_t *p = pgs(b->base.store);
+  pgp_t a = {0};
+  GString *col[4];
+  GHashTableIter it;
+  gpointer k, v;
+  int rc;
+  for (int i = 0; i < 4; i++)
+    col[i] = pgp_array(&a);
+  g_hash_table_iter_init(&it, b->offsets);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    const pg_offset_t *o = v;
+    pga_i64(col[0], o->scope);
+    pga_str(col[1], o->topic);
+    pga_i64(col[2], o->partition);
+    pga_i64(col[3], o->next);
+  }
+  rc = pg_exec0(p, b->conn,
+                "INSERT INTO khost_offsets SELECT * FROM unnest($1::integer[],"
+                " $2::text[], $3::integer[], $4::bigint[]) ORDER BY 1, 2, 3"
+                " ON CONFLICT (scope, topic, part) DO UPDATE SET"
+                " next = EXCLUDED.next",
+                &a, transient, err, errlen);
+  pgp_free(&a);
+  return rc;
+}
+
+/* ------------------------------------------------------------ commit */
+
 int pg_batch_commit(store_batch_t *bb, int *transient, char *err,
                     size_t errlen) {
   pg_batch_t *b = (pg_batch_t *)bb;
   pg_store_t *p = pgs(bb->store);
   int t = 0, rc;
-  if (b->marks->len == 0)
+  guint ns = g_hash_table_size(b->state), no = g_hash_table_size(b->offsets);
+  if (b->marks->len == 0 && ns == 0 && no == 0)
     return 0;
   rc = pg_exec0(p, b->conn, "BEGIN", NULL, &t, err, errlen);
-  if (rc == 0)
+  if (rc == 0 && b->marks->len > 0)
     rc = commit_marks(b, &t, err, errlen);
+  if (rc == 0 && ns > 0)
+    rc = commit_state(b, &t, err, errlen);
+  if (rc == 0 && no > 0)
+    rc = commit_offsets(b, &t, err, errlen);
   if (rc == 0)
     rc = pg_exec0(p, b->conn, "COMMIT", NULL, &t, err, errlen);
   if (rc != 0 && PQstatus(b->conn) == CONNECTION_OK)

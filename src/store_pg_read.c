@@ -1,5 +1,6 @@
 /*
- * The PostgreSQL store's reads (replay ranges) and its pruning.
+ * The PostgreSQL store's reads (plugin state, stored offsets, replay
+ * ranges) and its pruning. Reads see what is committed.
  *
  * Pruning deletes marks past the retention in small transactions (a few
  * thousand rows each) on a connection of its own, so that it never holds
@@ -17,6 +18,129 @@
 
 /* Marks deleted per transaction. */
 #define PRUNE_CHUNK 2000
+/* State rows read per statement of a scan. */
+#define SCAN_CHUNK 1000
+
+/* ------------------------------------------------------------ state */
+
+int pg_state_get(store_t *s, uint32_t scope, const void *key, size_t klen,
+                 void **val, size_t *vlen, char *err, size_t errlen) {
+  pg_store_t *p = pgs(s);
+  pgp_t a = {0};
+  int found;
+  pgp_i64(&a, scope);
+  pgp_bytes(&a, key, klen);
+  *val = NULL;
+  *vlen = 0;
+  pthread_mutex_lock(&p->mu);
+  PGresult *r = pg_exec(p, p->conn,
+                        "SELECT val FROM khost_state WHERE scope = $1 AND "
+                        "key = $2",
+                        &a, 1, NULL, err, errlen);
+  pthread_mutex_unlock(&p->mu);
+  if (!r)
+    return -1;
+  found = PQntuples(r) > 0;
+  if (found && PQgetlength(r, 0, 0) > 0) {
+    *vlen = (size_t)PQgetlength(r, 0, 0);
+    *val = g_memdup2(PQgetvalue(r, 0, 0), *vlen);
+  }
+  PQclear(r);
+  return found;
+}
+
+/* The next chunk of a scan: keys from `from` on (included when first). */
+static PGresult *scan_chunk(pg_store_t *p, uint32_t scope, const void *from,
+                            size_t flen, int first, char *err, size_t errlen) {
+  pgp_t a = {0};
+  pgp_i64(&a, scope);
+  pgp_bytes(&a, from, flen);
+  pgp_i64(&a, SCAN_CHUNK);
+  pthread_mutex_lock(&p->mu);
+  PGresult *r = pg_exec(p, p->conn,
+                        first ? "SELECT key, val FROM khost_state WHERE scope "
+                                "= $1 AND key >= $2 ORDER BY key LIMIT $3"
+                              : "SELECT key, val FROM khost_state WHERE scope "
+                                "= $1 AND key > $2 ORDER BY key LIMIT $3",
+                        &a, 1, NULL, err, errlen);
+  pthread_mutex_unlock(&p->mu);
+  return r;
+}
+
+/* The callbacks run without the store's lock: they may call the store. */
+int pg_state_scan(store_t *s, uint32_t scope, const void *prefix, size_t plen,
+                  store_state_fn fn, void *arg, char *err, size_t errlen) {
+  pg_store_t *p = pgs(s);
+  GBytes *from = g_bytes_new(prefix, plen);
+  int rc = 0, rows = SCAN_CHUNK, first = 1;
+  while (rc == 0 && rows == SCAN_CHUNK) {
+    gsize flen;
+    const void *f = g_bytes_get_data(from, &flen);
+    PGresult *r = scan_chunk(p, scope, f, flen, first, err, errlen);
+    if (!r) {
+      rc = -1;
+      break;
+    }
+    rows = PQntuples(r);
+    for (int i = 0; rc == 0 && i < rows; i++) {
+      const char *k = PQgetvalue(r, i, 0);
+      size_t kl = (size_t)PQgetlength(r, i, 0);
+      if (kl < plen || memcmp(k, prefix, plen) != 0) {
+        rows = 0; /* past the prefix */
+        break;
+      }
+      rc = fn(arg, k, kl, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1));
+      if (i == rows - 1) {
+        g_bytes_unref(from);
+        from = g_bytes_new(k, kl);
+      }
+    }
+    first = 0;
+    PQclear(r);
+  }
+  g_bytes_unref(from);
+  return rc;
+}
+
+int pg_state_reset(store_t *s, uint32_t scope, int64_t *removed, char *err,
+                   size_t errlen) {
+  pg_store_t *p = pgs(s);
+  pgp_t a = {0};
+  pgp_i64(&a, scope);
+  pthread_mutex_lock(&p->mu);
+  PGresult *r = pg_exec(p, p->conn, "DELETE FROM khost_state WHERE scope = $1",
+                        &a, 0, NULL, err, errlen);
+  pthread_mutex_unlock(&p->mu);
+  if (r && removed)
+    *removed = strtoll(PQcmdTuples(r), NULL, 10);
+  PQclear(r);
+  return r ? 0 : -1;
+}
+
+int pg_offset_get(store_t *s, uint32_t scope, const char *topic,
+                  int32_t partition, int64_t *next, char *err, size_t errlen) {
+  pg_store_t *p = pgs(s);
+  pgp_t a = {0};
+  int found;
+  pgp_i64(&a, scope);
+  pgp_str(&a, topic);
+  pgp_i64(&a, partition);
+  pthread_mutex_lock(&p->mu);
+  PGresult *r = pg_exec(p, p->conn,
+                        "SELECT next FROM khost_offsets WHERE scope = $1 AND "
+                        "topic = $2 AND part = $3",
+                        &a, 1, NULL, err, errlen);
+  pthread_mutex_unlock(&p->mu);
+  if (!r)
+    return -1;
+  found = PQntuples(r) > 0;
+  if (found)
+    *next = pg_int(r, 0, 0);
+  PQclear(r);
+  return found;
+}
+
+/* ------------------------------------------------------------ ranges */
 
 int pg_replay_ranges(store_t *s, uint32_t scope, const char *topic,
                      int32_t partition, store_range_t **out, size_t *n,

@@ -34,8 +34,17 @@ static const char *const schema_v1[] = {
     " attempts integer NOT NULL, PRIMARY KEY (scope, id))",
     "INSERT INTO khost_schema VALUES (1)", NULL};
 
+/* Version 2: plugin state and stored offsets, shared by the hosts. */
+static const char *const schema_v2[] = {
+    "CREATE TABLE khost_state (scope integer NOT NULL, key bytea NOT NULL,"
+    " val bytea NOT NULL, PRIMARY KEY (scope, key))",
+    "CREATE TABLE khost_offsets (scope integer NOT NULL, topic text NOT NULL,"
+    " part integer NOT NULL, next bigint NOT NULL,"
+    " PRIMARY KEY (scope, topic, part))",
+    "UPDATE khost_schema SET version = 2", NULL};
+
 /* Each version's steps from the one before; [0] is unused. */
-static const char *const *const schema_steps[] = {NULL, schema_v1};
+static const char *const *const schema_steps[] = {NULL, schema_v1, schema_v2};
 
 /* The version found (0: no schema), or -1 with err. */
 static int schema_version(pg_store_t *p, char *err, size_t errlen) {

@@ -320,6 +320,34 @@ END_TEST
 
 static void commit(store_batch_t *b);
 
+/* Plugin state and stored offsets committed by one host are read by the
+ * other. */
+START_TEST(test_pg_state_shared) {
+  char err[512];
+  store_batch_t *b;
+  void *v = NULL;
+  size_t n = 0;
+  int64_t next = -1;
+  open_store(IMPL_PG);
+  store_t *other = open_pg(0);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_batch_put_state(b, scope, "count", 5, "7", 1), 0);
+  ck_assert_int_eq(store_batch_set_offset(b, scope, "t", 3, 99), 0);
+  commit(b);
+  ck_assert_int_eq(
+      store_state_get(other, scope, "count", 5, &v, &n, err, sizeof(err)), 1);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_int_eq(memcmp(v, "7", 1), 0);
+  ck_assert_int_eq(
+      store_offset_get(other, scope, "t", 3, &next, err, sizeof(err)), 1);
+  ck_assert_int_eq(next, 99);
+  free(v);
+  store_batch_close(b);
+  store_close(other);
+  close_store();
+}
+END_TEST
+
 /* A batch of 500 records costs a few statements, not one per record:
  * claims taken ahead in one, marks committed in one; the answers are
  * those of claims one by one (a marked ID seen, another host's live
@@ -626,11 +654,10 @@ Suite *store_suite(void) {
   tcase_add_loop_test(tc, test_claim_again, 0, impls);
   tcase_add_loop_test(tc, test_attempts, 0, impls);
   tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, impls);
-  /* Plugin state and stored offsets: not in the PostgreSQL store yet. */
-  tcase_add_loop_test(tc, test_state_durable_on_commit_only, 0, IMPL_PG);
-  tcase_add_loop_test(tc, test_state_scan_prefix_in_order, 0, IMPL_PG);
-  tcase_add_loop_test(tc, test_state_scan_many, 0, IMPL_PG);
-  tcase_add_loop_test(tc, test_offsets_with_batch, 0, IMPL_PG);
+  tcase_add_loop_test(tc, test_state_durable_on_commit_only, 0, impls);
+  tcase_add_loop_test(tc, test_state_scan_prefix_in_order, 0, impls);
+  tcase_add_loop_test(tc, test_state_scan_many, 0, impls);
+  tcase_add_loop_test(tc, test_offsets_with_batch, 0, impls);
   tcase_add_test(tc, test_failed_commit_keeps_state_buffered);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(su, tc);
@@ -639,6 +666,7 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_two_hosts);
     tcase_add_test(tc, test_pg_lease);
     tcase_add_test(tc, test_pg_batch_round_trips);
+    tcase_add_test(tc, test_pg_state_shared);
     tcase_add_test(tc, test_pg_ahead_given_back);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(su, tc);

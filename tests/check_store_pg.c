@@ -40,6 +40,7 @@ static char *config(const char *conninfo) {
       dir, "khost.cfg",
       "plugin_dir = \"" PLUGIN_DIR "\";\n"
       "mock = { brokers = 1; partitions = 3; };\n"
+      "http = { listen = \"\"; };\n"
       "store = { backend = \"postgresql\"; conninfo = \"%s\"; };\n"
       "pipelines = ( { name = \"orders\"; group_id = \"g\";\n"
       "  topics = [ \"orders\" ]; plugin = \"log\"; } );\n",
@@ -80,11 +81,11 @@ START_TEST(test_init_then_check) {
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
-  assert_has(out, "schema version 1");
+  assert_has(out, "schema version 2");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
-  assert_has(out, "reachable, schema version 1");
+  assert_has(out, "reachable, schema version 2");
   g_free(out);
   g_free(err);
   free(cfg);
@@ -109,7 +110,55 @@ START_TEST(test_unknown_schema_refused) {
             status == 0);
   g_free(psql);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 9, this khost knows version 1");
+  assert_has(err, "schema version 9, this khost knows version 2");
+  g_free(out);
+  g_free(err);
+  free(cfg);
+}
+END_TEST
+
+/* psql -c sql on the test server: 0 when it succeeded. */
+static int psql(const char *sql) {
+  char *bin = g_build_filename(pg->bin, "psql", NULL);
+  const char *argv[] = {bin, pg->conninfo, "-qc", sql, NULL};
+  int status = -1;
+  int ok = g_spawn_sync(dir, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL,
+                        NULL, NULL, NULL, NULL, &status, NULL) &&
+           WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  g_free(bin);
+  return ok ? 0 : -1;
+}
+
+/* A schema of version 1 (no state, no offsets): run refuses it and says
+ * how to upgrade; store migrate upgrades it, keeping its marks. */
+START_TEST(test_migrate_from_v1) {
+  char *out, *err, *cfg;
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  cfg = config(pg->conninfo);
+  ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
+  g_free(out);
+  g_free(err);
+  ck_assert_int_eq(psql("DROP TABLE khost_state, khost_offsets;"
+                        "UPDATE khost_schema SET version = 1;"
+                        "INSERT INTO khost_marks VALUES (1, 'kept', 1, 't', "
+                        "0, 0, 0)"),
+                   0);
+  ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
+  assert_has(err, "schema version 1, this khost knows version 2: upgrade it "
+                  "with `khost store migrate -c FILE`");
+  g_free(out);
+  g_free(err);
+  ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
+                err);
+  assert_has(out, "schema version 2");
+  g_free(out);
+  g_free(err);
+  ck_assert_int_eq(psql("SELECT 1/count(*) FROM khost_marks WHERE id = "
+                        "'kept'; SELECT count(*) FROM khost_state, "
+                        "khost_offsets"),
+                   0);
+  ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
   g_free(out);
   g_free(err);
   free(cfg);
@@ -182,6 +231,7 @@ Suite *store_pg_suite(void) {
   if (pgu_available("check_store_pg")) {
     tcase_add_test(tc, test_init_then_check);
     tcase_add_test(tc, test_unknown_schema_refused);
+    tcase_add_test(tc, test_migrate_from_v1);
     tcase_add_test(tc, test_unreachable_at_start);
     tcase_add_test(tc, test_wrong_password);
     tcase_add_test(tc, test_sqlite_only_commands_refused);
