@@ -9,6 +9,7 @@
 #include <check.h>
 #include <glib.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,6 +320,113 @@ START_TEST(test_pg_lease) {
 END_TEST
 
 static void commit(store_batch_t *b);
+
+/* ------------------------------------------------------------ pruning */
+
+static int64_t pg_count(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+                PQresultErrorMessage(r));
+  int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  return n;
+}
+
+static void pg_do(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
+                    PQresultStatus(r) == PGRES_TUPLES_OK,
+                "%s: %s", sql, PQresultErrorMessage(r));
+  PQclear(r);
+}
+
+/* n marks handled at 1 ms (long past any retention), then "last" at 2. */
+static void old_marks(PGconn *c, int n) {
+  char *sql = g_strdup_printf(
+      "INSERT INTO khost_marks SELECT %u, ('old-' || g)::bytea, 1, 't', 0, "
+      "g, 0 FROM generate_series(1, %d) g;"
+      "INSERT INTO khost_marks VALUES (%u, 'last', 2, 't', 0, 0, 0)",
+      scope, n, scope);
+  pg_do(c, sql);
+  g_free(sql);
+}
+
+static void *prune_main(void *arg) {
+  char err[512];
+  int64_t *removed = arg;
+  if (store_prune(s, g_get_real_time() / 1000, removed, err, sizeof(err)))
+    *removed = -1;
+  return NULL;
+}
+
+/* Pruning deletes in small transactions and holds no lock of the store:
+ * while one old mark is locked by another transaction (the prune waits
+ * on it), the marks before it are already gone for everyone, and claims
+ * and commits go on. */
+START_TEST(test_pg_prune_small_transactions) {
+  const char *ids[] = {"fresh", NULL};
+  char err[512];
+  int64_t removed = 0;
+  pthread_t t;
+  dir = NULL;
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  store_pg_opts_t o = {
+      .conninfo = pg->conninfo, .create = 1, .retention_ms = 60000};
+  ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(store_scope(s, "orders", &scope, err, sizeof(err)), 0);
+  PGconn *c = PQconnectdb(pg->conninfo), *lock = PQconnectdb(pg->conninfo);
+  old_marks(c, 20000);
+  pg_do(lock, "BEGIN");
+  pg_do(lock, "SELECT 1 FROM khost_marks WHERE id = 'last' FOR UPDATE");
+  ck_assert_int_eq(pthread_create(&t, NULL, prune_main, &removed), 0);
+  int64_t left = 20001, deadline = tu_mono_ms() + 20000;
+  while (left == 20001 && tu_mono_ms() < deadline) {
+    left = pg_count(c, "SELECT count(*) FROM khost_marks");
+    if (left == 20001)
+      g_usleep(20 * 1000);
+  }
+  ck_assert_msg(left < 20001, "no chunk of the prune committed on its own");
+  ck_assert_int_eq(claim("fresh", STORE_CLAIM, 0), STORE_NEW);
+  commit_marks(ids, g_get_real_time() / 1000);
+  ck_assert_int_eq(claim("fresh", STORE_LOOKUP, 0), STORE_SEEN);
+  pg_do(lock, "COMMIT");
+  pthread_join(t, NULL);
+  ck_assert_int_eq(removed, 20001);
+  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_marks"), 1);
+  PQfinish(lock);
+  PQfinish(c);
+  close_store();
+}
+END_TEST
+
+/* The pruner thread prunes on its own, every prune_interval_ms. */
+START_TEST(test_pg_pruner_thread) {
+  char err[512];
+  store_stats_t st = {0};
+  dir = NULL;
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  store_pg_opts_t o = {.conninfo = pg->conninfo,
+                       .create = 1,
+                       .retention_ms = 60000,
+                       .prune_interval_ms = 100};
+  ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(store_scope(s, "orders", &scope, err, sizeof(err)), 0);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  old_marks(c, 5000);
+  int64_t deadline = tu_mono_ms() + 20000;
+  while (st.pruned < 5001 && tu_mono_ms() < deadline) {
+    store_stats(s, &st);
+    if (st.pruned < 5001)
+      g_usleep(20 * 1000);
+  }
+  ck_assert_int_eq(st.pruned, 5001);
+  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_marks"), 0);
+  PQfinish(c);
+  close_store();
+}
+END_TEST
 
 /* Plugin state and stored offsets committed by one host are read by the
  * other. */
@@ -667,6 +775,8 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_lease);
     tcase_add_test(tc, test_pg_batch_round_trips);
     tcase_add_test(tc, test_pg_state_shared);
+    tcase_add_test(tc, test_pg_prune_small_transactions);
+    tcase_add_test(tc, test_pg_pruner_thread);
     tcase_add_test(tc, test_pg_ahead_given_back);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(su, tc);
