@@ -92,38 +92,43 @@ int pg_batch_add_mark(store_batch_t *bb, const store_mark_t *m) {
   return 0;
 }
 
-/* Every mark of the batch: the newest handling of an ID kept, its claim
- * and its recorded calls gone (the record has an outcome). Rows in ID
- * order: two hosts' batches lock them in one order. */
+/* The marks of one scope: the newest handling of an ID kept, its claim
+ * and its recorded calls gone (the record has an outcome). Claims and
+ * attempts are found with `id = ANY` on their primary keys, whatever the
+ * planner thinks of the tables' sizes; rows in ID order, so that two
+ * hosts' batches lock them in one order. */
 static const char marks_sql[] =
-    "WITH b AS (SELECT DISTINCT ON (scope, id) * FROM unnest($1::integer[],"
-    "   $2::bytea[], $3::bigint[], $4::text[], $5::integer[], $6::bigint[],"
-    "   $7::smallint[]) AS u(scope, id, handled_at, topic, part, off,"
-    "   outcome) ORDER BY scope, id, handled_at DESC),"
-    " c AS (DELETE FROM khost_claims k USING b WHERE k.scope = b.scope AND"
-    "   k.id = b.id AND k.owner = $8),"
-    " a AS (DELETE FROM khost_attempts x USING b WHERE x.scope = b.scope AND"
-    "   x.id = b.id)"
-    " INSERT INTO khost_marks SELECT * FROM b ORDER BY scope, id"
+    "WITH c AS (DELETE FROM khost_claims WHERE scope = $1::integer AND"
+    "   id = ANY ($2::bytea[]) AND owner = $8),"
+    " a AS (DELETE FROM khost_attempts WHERE scope = $1::integer AND"
+    "   id = ANY ($2::bytea[])),"
+    " b AS (SELECT DISTINCT ON (id) * FROM unnest($2::bytea[], $3::bigint[],"
+    "   $4::text[], $5::integer[], $6::bigint[], $7::smallint[]) AS u(id,"
+    "   handled_at, topic, part, off, outcome) ORDER BY id, handled_at DESC)"
+    " INSERT INTO khost_marks SELECT $1::integer, id, handled_at, topic, part,"
+    " off, outcome FROM b ORDER BY id"
     " ON CONFLICT (scope, id) DO UPDATE SET handled_at ="
     " GREATEST(khost_marks.handled_at, EXCLUDED.handled_at),"
     " topic = EXCLUDED.topic, part = EXCLUDED.part,"
     " off = EXCLUDED.off, outcome = EXCLUDED.outcome";
 
-static int commit_marks(pg_batch_t *b, int *transient, char *err,
-                        size_t errlen) {
+/* The marks of scope (a batch has one, its pipeline's, but need not). */
+static int commit_scope(pg_batch_t *b, uint32_t scope, int *transient,
+                        char *err, size_t errlen) {
   pg_store_t *p = pgs(b->base.store);
   pgp_t a = {0};
   GString *col[7];
   int rc;
-  for (int i = 0; i < 7; i++)
+  pgp_i64(&a, scope);
+  for (int i = 1; i < 7; i++)
     col[i] = pgp_array(&a);
   pgp_str(&a, p->owner);
   for (guint i = 0; i < b->marks->len; i++) {
     const pg_mark_t *m = &g_array_index(b->marks, pg_mark_t, i);
     gsize idlen;
     const void *id = g_bytes_get_data(m->id, &idlen);
-    pga_i64(col[0], m->scope);
+    if (m->scope != scope)
+      continue;
     pga_bytes(col[1], id ? id : "", idlen);
     pga_i64(col[2], m->handled);
     pga_str(col[3], m->topic);
@@ -133,6 +138,19 @@ static int commit_marks(pg_batch_t *b, int *transient, char *err,
   }
   rc = pg_exec0(p, b->conn, marks_sql, &a, transient, err, errlen);
   pgp_free(&a);
+  return rc;
+}
+
+static int commit_marks(pg_batch_t *b, int *transient, char *err,
+                        size_t errlen) {
+  GHashTable *done = g_hash_table_new(g_direct_hash, g_direct_equal);
+  int rc = 0;
+  for (guint i = 0; rc == 0 && i < b->marks->len; i++) {
+    uint32_t scope = g_array_index(b->marks, pg_mark_t, i).scope;
+    if (g_hash_table_add(done, GUINT_TO_POINTER(scope + 1u)))
+      rc = commit_scope(b, scope, transient, err, errlen);
+  }
+  g_hash_table_destroy(done);
   return rc;
 }
 
