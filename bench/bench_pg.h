@@ -1,8 +1,8 @@
 /*
  * The benchmark's PostgreSQL server (bench.c, --postgresql): started as
  * the tests start theirs (initdb and pg_ctl, a Unix socket only, fsync
- * off, as nobody when run as root), its data kept under DIR/pg so that the
- * store of many IDs is built once.
+ * off, as nobody when run as root; shared_buffers 2 GB), its data kept
+ * under DIR/pg so that the store of many IDs is built once.
  */
 #ifndef KHOST_BENCH_PG_H
 #define KHOST_BENCH_PG_H
