@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_pg.h"
 #include "config.h"
 #include "dedup.h"
 #include "host.h"
@@ -71,9 +72,11 @@ typedef struct bench {
   const char *topic;
   int partitions;
   int value_size;
-  int runs;      /* runs so far: each gets a group of its own */
-  int store_set; /* -s given: real-broker mode adds mode (d) */
-  double wall;   /* records/s of the last run over its wall time */
+  int runs;             /* runs so far: each gets a group of its own */
+  int store_set;        /* -s given: real-broker mode adds mode (d) */
+  int pg;               /* --postgresql: mock mode adds mode (f) */
+  const char *conninfo; /* the run's store is PostgreSQL, not db */
+  double wall;          /* records/s of the last run over its wall time */
 } bench_t;
 
 typedef struct run {
@@ -310,16 +313,22 @@ static char *write_config(bench_t *b, const run_t *r, int dedup,
   FILE *f = fopen(path, "w");
   if (!f)
     die(path, "cannot write");
+  fprintf(f, "log_level = \"warning\";\n");
+  if (b->conninfo)
+    fprintf(f,
+            "store = { backend = \"postgresql\"; conninfo = \"%s\";\n"
+            "  retention = \"30d\"; };\n",
+            b->conninfo);
+  else
+    fprintf(f, "dedup = { path = \"%s\"; retention = \"30d\"; };\n", db);
   fprintf(f,
-          "log_level = \"warning\";\n"
           "kafka = { bootstrap_servers = \"%s\"; };\n"
-          "dedup = { path = \"%s\"; retention = \"30d\"; };\n"
           "pipelines = ({ name = \"bench\"; group_id = \"khost-%s\";\n"
           "  topics = [\"%s\"]; members = 1; plugin = \"%s\";\n"
           "  dedup = %s; max_batch = 500;\n"
           "  config = { state_put = %s; }; });\n",
-          b->bootstraps, db, r->group, r->topic, b->noop,
-          dedup ? "true" : "false", dedup == 2 ? "true" : "false");
+          b->bootstraps, r->group, r->topic, b->noop, dedup ? "true" : "false",
+          dedup == 2 ? "true" : "false");
   fclose(f);
   return path;
 }
@@ -467,6 +476,7 @@ static void main_mock(bench_t *b, int rounds) {
   snprintf(template, sizeof(template), "%s/store-%ld.db", b->dir, b->store_ids);
   snprintf(full, sizeof(full), "%s/store-run.db", b->dir);
   long stored = prepare_store(b, template, b->store_ids);
+  char *conninfo = b->pg ? bench_pg_start(b->dir, b->store_ids) : NULL;
   if (mock_start(&b->mock, 1, err, sizeof(err)) != 0)
     die("mock cluster", err);
   b->bootstraps = mock_bootstraps(b->mock);
@@ -475,7 +485,7 @@ static void main_mock(bench_t *b, int rounds) {
          "eventId headers;\nproducer at most %ld records ahead; %d round(s), "
          "medians reported\n\n",
          b->n, PARTITIONS, VALUE_SIZE, b->window, rounds);
-  double a[16], bb[16], ce[16], cf[16], cs[16];
+  double a[16], bb[16], ce[16], cf[16], cs[16], cp[16];
   for (int i = 0; i < rounds; i++) {
     printf("round %d\n", i + 1);
     snprintf(empty, sizeof(empty), "%s/empty.db", b->dir);
@@ -489,6 +499,13 @@ static void main_mock(bench_t *b, int rounds) {
     cf[i] = run_khost(b, 1, full);
     remove_db(empty);
     remove_db(full);
+    if (conninfo) {
+      int64_t since = dedup_now_ms();
+      b->conninfo = conninfo;
+      cp[i] = run_khost(b, 1, NULL);
+      b->conninfo = NULL;
+      bench_pg_reset(conninfo, since);
+    }
   }
   double ma = median(a, rounds), mb = median(bb, rounds),
          mce = median(ce, rounds), mcf = median(cf, rounds),
@@ -511,6 +528,15 @@ static void main_mock(bench_t *b, int rounds) {
   printf("e/c (a state put per record against dedup alone) = %.2f "
          "(target >= 0.8)\n",
          mcs / mce);
+  if (conninfo) {
+    double mcp = median(cp, rounds);
+    printf("(f) khost, no-op plugin, dedup on, postgresql, %ld IDs: %.0f "
+           "records/s (target >= 100000), %.2f of (a), %.2f of (c) with the "
+           "SQLite file of %ld IDs\n",
+           stored, mcp, mcp / ma, mcp / mcf, stored);
+    bench_pg_stop(b->dir);
+    free(conninfo);
+  }
   mock_stop(b->mock);
 }
 
@@ -637,6 +663,7 @@ static int usage(void) {
   fprintf(stderr,
           "usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d "
           "DIR]\n"
+          "                   [--postgresql]\n"
           "       khost-bench --bootstrap SERVERS --topic TOPIC --produce\n"
           "                   [--partitions N] [--value-size BYTES] [-n "
           "RECORDS]\n"
@@ -653,6 +680,7 @@ int main(int argc, char **argv) {
       {"produce", no_argument, NULL, 'P'},
       {"partitions", required_argument, NULL, 'p'},
       {"value-size", required_argument, NULL, 'v'},
+      {"postgresql", no_argument, NULL, 'G'},
       {NULL, 0, NULL, 0}};
   bench_t b = {.n = 1000000,
                .store_ids = 10000000,
@@ -689,6 +717,9 @@ int main(int argc, char **argv) {
       break;
     case 'v':
       b.value_size = atoi(optarg);
+      break;
+    case 'G':
+      b.pg = 1;
       break;
     default:
       return usage();

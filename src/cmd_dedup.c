@@ -1,7 +1,9 @@
 /*
  * khost dedup stats|lookup|forget|prune: the command line of
- * dedup_admin.h. Safe beside a running host; what it deletes, a running
- * host keeps remembering in memory until it restarts (it says so).
+ * dedup_admin.h, or of store_pg_admin.h with `store.backend =
+ * "postgresql"`. Safe beside a running host; what it deletes from a
+ * SQLite file, a running host keeps remembering in memory until it
+ * restarts (it says so); hosts on PostgreSQL forget it at once.
  *
  * forget previews by default, as replay does: it removes only with
  * --execute (--yes, its old name, still works, with a note).
@@ -21,6 +23,8 @@
 #include "dedup.h"
 #include "dedup_admin.h"
 #include "host.h"
+#include "store_pg.h"
+#include "store_pg_admin.h"
 
 static const char running_note[] =
     "a running khost keeps remembering these event IDs in memory until it "
@@ -35,7 +39,10 @@ typedef struct dedup_cli {
   int all, execute, old_yes;
   json_t *json; /* --json: the rows of stats or lookup, printed at the end */
   cfg_t cfg;
-  dadm_t *adm;
+  dadm_t *adm;      /* the SQLite file, or */
+  store_t *pg;      /* the PostgreSQL store */
+  char *where;      /* the file, or the server without its password */
+  const char *note; /* after a delete: what running hosts still know */
   char err[4096];
 } dedup_cli_t;
 
@@ -150,8 +157,10 @@ static int fail(dedup_cli_t *c) {
 
 /* The scope of -p; *found = 0 when the database has no marks of it. */
 static int scope_of(dedup_cli_t *c, uint32_t *scope, int *found) {
-  if (dadm_scope(c->adm, c->pipeline, 0, scope, found, c->err, sizeof(c->err)) <
-      0)
+  if ((c->pg ? store_pg_find_scope(c->pg, c->pipeline, scope, found, c->err,
+                                   sizeof(c->err))
+             : dadm_scope(c->adm, c->pipeline, 0, scope, found, c->err,
+                          sizeof(c->err))) < 0)
     return fail(c);
   return HOST_EXIT_OK;
 }
@@ -182,13 +191,18 @@ static void print_stats_row(json_t *json, const char *name,
 static int do_stats(dedup_cli_t *c) {
   dadm_stats_t *v = NULL;
   size_t n = 0;
-  int64_t db, wal;
-  if (dadm_stats(c->adm, &v, &n, c->err, sizeof(c->err)) < 0)
+  int64_t db = 0, wal = 0;
+  if ((c->pg ? store_pg_dedup_stats(c->pg, &v, &n, c->err, sizeof(c->err))
+             : dadm_stats(c->adm, &v, &n, c->err, sizeof(c->err))) < 0)
     return fail(c);
-  dadm_file_sizes(c->cfg.dedup_path, &db, &wal);
-  if (!c->json) {
+  if (!c->pg)
+    dadm_file_sizes(c->cfg.dedup_path, &db, &wal);
+  if (!c->json && c->pg)
+    printf("database %s\n", c->where);
+  else if (!c->json)
     printf("database %s: %" PRId64 " bytes (+ %" PRId64 " bytes of WAL)\n",
            c->cfg.dedup_path, db, wal);
+  if (!c->json) {
     printf("%-24s  %-10s  %-24s  %-24s  %s\n", "PIPELINE", "MARKS", "OLDEST",
            "NEWEST", "REPLAYS");
   }
@@ -206,7 +220,10 @@ static int do_stats(dedup_cli_t *c) {
     if (!find_pipeline(&c->cfg, v[k].pipeline) && !c->pipeline)
       print_stats_row(c->json, v[k].pipeline, &v[k]);
   dadm_stats_free(v, n);
-  if (c->json)
+  if (c->json && c->pg)
+    c->json =
+        json_pack("{s:s, s:o}", "database", c->where, "pipelines", c->json);
+  else if (c->json)
     c->json = json_pack("{s:s, s:I, s:I, s:o}", "database", c->cfg.dedup_path,
                         "bytes", (json_int_t)db, "wal_bytes", (json_int_t)wal,
                         "pipelines", c->json);
@@ -222,8 +239,10 @@ static int do_lookup(dedup_cli_t *c) {
   size_t n = 0;
   int rc = scope_of(c, &scope, &found);
   if (rc == HOST_EXIT_OK && found &&
-      dadm_lookup(c->adm, scope, c->event_id, strlen(c->event_id), &v, &n,
-                  c->err, sizeof(c->err)) < 0)
+      (c->pg ? store_pg_lookup(c->pg, scope, c->event_id, strlen(c->event_id),
+                               &v, &n, c->err, sizeof(c->err))
+             : dadm_lookup(c->adm, scope, c->event_id, strlen(c->event_id), &v,
+                           &n, c->err, sizeof(c->err))) < 0)
     rc = fail(c);
   if (rc != HOST_EXIT_OK)
     return rc;
@@ -259,6 +278,21 @@ static int do_lookup(dedup_cli_t *c) {
 
 /* -------------------------------------------------------------- forget */
 
+static int forget(dedup_cli_t *c, uint32_t scope, int64_t *count) {
+  const void *id = c->event_id;
+  size_t len = id ? strlen(c->event_id) : 0;
+  char *e = c->err;
+  size_t el = sizeof(c->err);
+  if (c->pg)
+    return c->all
+               ? store_pg_forget_scope(c->pg, scope, !c->execute, count, e, el)
+               : store_pg_forget_id(c->pg, scope, id, len, !c->execute, count,
+                                    e, el);
+  return c->all ? dadm_forget_scope(c->adm, scope, !c->execute, count, e, el)
+                : dadm_forget_id(c->adm, scope, id, len, !c->execute, count, e,
+                                 el);
+}
+
 static int do_forget(dedup_cli_t *c) {
   uint32_t scope;
   int found = 0;
@@ -269,12 +303,7 @@ static int do_forget(dedup_cli_t *c) {
                    : g_strdup_printf("the marks of event ID %s in "
                                      "pipeline %s",
                                      c->event_id, c->pipeline);
-  if (rc == HOST_EXIT_OK && found &&
-      (c->all
-           ? dadm_forget_scope(c->adm, scope, !c->execute, &count, c->err,
-                               sizeof(c->err))
-           : dadm_forget_id(c->adm, scope, c->event_id, strlen(c->event_id),
-                            !c->execute, &count, c->err, sizeof(c->err))) < 0)
+  if (rc == HOST_EXIT_OK && found && forget(c, scope, &count) < 0)
     rc = fail(c);
   if (rc != HOST_EXIT_OK)
     goto out;
@@ -284,11 +313,10 @@ static int do_forget(dedup_cli_t *c) {
   if (!c->execute) {
     printf("would remove %s from %s: %" PRId64 " mark(s)%s\n"
            "preview only, nothing changed: add --execute to remove them\n",
-           what, c->cfg.dedup_path, count,
-           c->all ? " and the replay ranges" : "");
+           what, c->where, count, c->all ? " and the replay ranges" : "");
   } else {
-    printf("removed %s from %s: %" PRId64 " mark(s)\n%s\n", what,
-           c->cfg.dedup_path, count, running_note);
+    printf("removed %s from %s: %" PRId64 " mark(s)\n%s\n", what, c->where,
+           count, c->note);
   }
 out:
   g_free(what);
@@ -310,15 +338,34 @@ static int do_prune(dedup_cli_t *c) {
                            "dedup.retention): give --older-than DURATION",
                            c->cfg.path);
   int64_t at = dedup_now_ms() - age;
-  if (dadm_prune(c->adm, at, &removed, c->err, sizeof(c->err)) < 0)
+  if ((c->pg
+           ? store_pg_prune_before(c->pg, at, &removed, c->err, sizeof(c->err))
+           : dadm_prune(c->adm, at, &removed, c->err, sizeof(c->err))) < 0)
     return fail(c);
   format_time(at, cutoff, sizeof(cutoff));
   printf("removed %" PRId64 " mark(s) handled before %s from %s\n%s\n", removed,
-         cutoff, c->cfg.dedup_path, running_note);
+         cutoff, c->where, c->note);
   return HOST_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- main */
+
+/* The SQLite file, or the PostgreSQL store the config names (its schema
+ * as run wants it: these commands create nothing). */
+static int open_store(dedup_cli_t *c) {
+  if (c->cfg.store_backend != CFG_STORE_POSTGRESQL) {
+    c->where = g_strdup(c->cfg.dedup_path);
+    c->note = running_note;
+    return dadm_open(&c->adm, c->cfg.dedup_path, 0, c->err, sizeof(c->err));
+  }
+  store_pg_opts_t o = {.conninfo = c->cfg.store_conninfo,
+                       .lease_ms = c->cfg.store_lease_ms};
+  char *shown = store_pg_display(c->cfg.store_conninfo);
+  c->where = g_strdup_printf("postgresql store (%s)", shown);
+  c->note = "every host on this store forgets them at once";
+  g_free(shown);
+  return store_pg_open(&c->pg, &o, c->err, sizeof(c->err));
+}
 
 static const struct {
   const char *name;
@@ -350,16 +397,10 @@ int cmd_dedup(int argc, char **argv) {
     return rc;
   }
   rc = cli_load_config(&c.cfg, c.config);
-  /* Not on the shared store yet: say so rather than open a SQLite file. */
-  if (rc == 0 && c.cfg.store_backend == CFG_STORE_POSTGRESQL)
-    rc = cli_usage_error("dedup %s: not supported by the postgresql store "
-                         "yet (%s: store.backend)",
-                         c.action, c.cfg.path);
   if (rc == 0 && c.pipeline && !find_pipeline(&c.cfg, c.pipeline))
     rc = cli_usage_error("dedup %s: %s has no pipeline named \"%s\"", c.action,
                          c.cfg.path, c.pipeline);
-  if (rc == 0 &&
-      dadm_open(&c.adm, c.cfg.dedup_path, 0, c.err, sizeof(c.err)) < 0)
+  if (rc == 0 && open_store(&c) < 0)
     rc = fail(&c);
   if (rc == 0)
     rc = run(&c);
@@ -369,6 +410,8 @@ int cmd_dedup(int argc, char **argv) {
   }
   json_decref(c.json);
   dadm_close(c.adm);
+  store_close(c.pg);
+  g_free(c.where);
   cfg_free(&c.cfg);
   return rc;
 }

@@ -1,7 +1,8 @@
 /*
  * khost state get|scan|stats|reset: the plugin state a pipeline keeps in
- * the dedup database (store_state.h), read and reset from the command
- * line, with a connection of its own.
+ * the dedup database (store_state.h), or in the PostgreSQL store with
+ * `store.backend = "postgresql"` (store.h, store_pg_admin.h), read and
+ * reset from the command line, with a connection of its own.
  *
  * reset previews by default, as replay and dedup forget do: it removes
  * only with --execute. It is meant for a stopped pipeline (a running
@@ -12,17 +13,20 @@
  * Keys and values print as text, bytes outside printable ASCII (and the
  * backslash) as \xNN.
  *
- * Exit status: 0 done (or previewed); 1 get found nothing, or SQLite
- * failed; 2 usage, config, unknown pipeline.
+ * Exit status: 0 done (or previewed); 1 get found nothing, or the
+ * database failed; 2 usage, config, unknown pipeline.
  */
 #include <getopt.h>
 #include <glib.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
 #include "host.h"
+#include "store_pg.h"
+#include "store_pg_admin.h"
 #include "store_state.h"
 
 typedef struct state_cli {
@@ -30,7 +34,8 @@ typedef struct state_cli {
   const char *config, *pipeline, *key, *prefix;
   int execute;
   cfg_t cfg;
-  sstate_t *st;
+  sstate_t *st; /* the SQLite file, or */
+  store_t *pg;  /* the PostgreSQL store */
   uint32_t scope;
   char err[1024];
 } state_cli_t;
@@ -115,8 +120,10 @@ static int fail(state_cli_t *c) {
 static int do_get(state_cli_t *c) {
   void *v = NULL;
   size_t n = 0;
-  int r = sstate_get(c->st, c->scope, c->key, strlen(c->key), &v, &n, c->err,
-                     sizeof(c->err));
+  int r = c->pg ? store_state_get(c->pg, c->scope, c->key, strlen(c->key), &v,
+                                  &n, c->err, sizeof(c->err))
+                : sstate_get(c->st, c->scope, c->key, strlen(c->key), &v, &n,
+                             c->err, sizeof(c->err));
   if (r < 0)
     return fail(c);
   if (r == 0) {
@@ -126,21 +133,33 @@ static int do_get(state_cli_t *c) {
   }
   print_bytes(v, n);
   putchar('\n');
-  g_free(v);
+  if (c->pg)
+    free(v); /* store.h: malloc'd */
+  else
+    g_free(v);
   return HOST_EXIT_OK;
 }
 
 static int do_scan(state_cli_t *c) {
   const char *p = c->prefix ? c->prefix : "";
-  if (sstate_scan(c->st, c->scope, p, strlen(p), print_row, NULL, c->err,
-                  sizeof(c->err)) < 0)
+  if ((c->pg ? store_state_scan(c->pg, c->scope, p, strlen(p), print_row, NULL,
+                                c->err, sizeof(c->err))
+             : sstate_scan(c->st, c->scope, p, strlen(p), print_row, NULL,
+                           c->err, sizeof(c->err))) < 0)
     return fail(c);
   return HOST_EXIT_OK;
 }
 
+static int stats(state_cli_t *c, int64_t *keys, int64_t *bytes) {
+  if (c->pg)
+    return store_pg_state_stats(c->pg, c->scope, keys, bytes, c->err,
+                                sizeof(c->err));
+  return sstate_stats(c->st, c->scope, keys, bytes, c->err, sizeof(c->err));
+}
+
 static int do_stats(state_cli_t *c) {
   int64_t keys = 0, bytes = 0;
-  if (sstate_stats(c->st, c->scope, &keys, &bytes, c->err, sizeof(c->err)) < 0)
+  if (stats(c, &keys, &bytes) < 0)
     return fail(c);
   printf("pipeline %s: %" PRId64 " keys, %" PRId64 " bytes\n", c->pipeline,
          keys, bytes);
@@ -150,23 +169,40 @@ static int do_stats(state_cli_t *c) {
 static int do_reset(state_cli_t *c) {
   int64_t keys = 0, bytes = 0;
   if (!c->execute) {
-    if (sstate_stats(c->st, c->scope, &keys, &bytes, c->err, sizeof(c->err)) <
-        0)
+    if (stats(c, &keys, &bytes) < 0)
       return fail(c);
     printf("would remove %" PRId64 " keys of pipeline %s\n"
            "preview only, nothing changed: add --execute to remove them\n",
            keys, c->pipeline);
     return HOST_EXIT_OK;
   }
-  if (sstate_reset(c->st, c->scope, &keys, c->err, sizeof(c->err)) < 0)
+  if ((c->pg
+           ? store_state_reset(c->pg, c->scope, &keys, c->err, sizeof(c->err))
+           : sstate_reset(c->st, c->scope, &keys, c->err, sizeof(c->err))) < 0)
     return fail(c);
   printf("removed %" PRId64 " keys of pipeline %s\n", keys, c->pipeline);
   return HOST_EXIT_OK;
 }
 
+/* The PostgreSQL store and the pipeline's scope. Returns -1 to go on. */
+static int open_pg(state_cli_t *c) {
+  int found = 0;
+  store_pg_opts_t o = {.conninfo = c->cfg.store_conninfo,
+                       .lease_ms = c->cfg.store_lease_ms};
+  if (store_pg_open(&c->pg, &o, c->err, sizeof(c->err)) < 0 ||
+      store_pg_find_scope(c->pg, c->pipeline, &c->scope, &found, c->err,
+                          sizeof(c->err)) < 0)
+    return fail(c);
+  if (!found)
+    c->scope = UINT32_MAX; /* never handled a record: no keys */
+  return -1;
+}
+
 /* The database and the pipeline's scope. Returns -1 to go on. */
 static int open_state(state_cli_t *c) {
   int found = 0;
+  if (c->cfg.store_backend == CFG_STORE_POSTGRESQL)
+    return open_pg(c);
   if (!g_file_test(c->cfg.dedup_path, G_FILE_TEST_EXISTS)) {
     /* Nothing to show: a pipeline that never ran keeps no state. */
     snprintf(c->err, sizeof(c->err), "%s: no such database", c->cfg.dedup_path);
@@ -209,6 +245,7 @@ int cmd_state(int argc, char **argv) {
   else if ((rc = open_state(&c)) < 0)
     rc = run[which](&c);
   sstate_close(c.st);
+  store_close(c.pg);
   cfg_free(&c.cfg);
   return rc;
 }

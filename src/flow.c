@@ -284,6 +284,31 @@ static void wait_for_claim(flow_t *f, flow_part_t *pt, const void *rec,
   pt->wait_until = now + FLOW_CLAIM_RECHECK_MS;
 }
 
+/* The event IDs of the records queued from the head on (max_batch
+ * records at most) go to the store in one call, so that a shared store
+ * answers their claims without a round trip each. Records of a
+ * reprocessed replay range are left to claims of their own. */
+static void claim_ahead(flow_t *f, flow_part_t *pt) {
+  const flow_conf_t *c = f->conf;
+  const void **ids = g_new(const void *, c->max_batch);
+  size_t *lens = g_new(size_t, c->max_batch), n = 0, seen = 0;
+  for (GList *l = pt->queue.head; l && seen < c->max_batch; l = l->next) {
+    const void *rec = l->data;
+    if (f->ops->is_end(rec))
+      continue;
+    int64_t off = f->ops->offset(rec);
+    const store_range_t *r = replay_range(pt, off);
+    pt->ahead_to = off + 1;
+    seen++;
+    if ((!r || r->mode != STORE_REPLAY_REPROCESS) &&
+        flow_event_id(f, rec, &ids[n], &lens[n]))
+      n++;
+  }
+  store_claim_ahead(c->store, c->scope, ids, lens, n);
+  g_free(ids);
+  g_free(lens);
+}
+
 /* First look at a head: no event ID, or already handled? Returns 1 to go
  * on to the plugin, 0 when the head is settled or waits. */
 static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
@@ -302,6 +327,9 @@ static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
     return 1;
   const store_range_t *r = replay_range(pt, f->ops->offset(rec));
   int again = r && r->mode == STORE_REPLAY_REPROCESS;
+  if (!again && store_wants_ahead(c->store) &&
+      f->ops->offset(rec) >= pt->ahead_to)
+    claim_ahead(f, pt);
   /* Reprocess: handled again once per replay, even across a restart in
    * the middle of it (marks newer than the replay count as seen). */
   int claim = store_claim(c->store, c->scope, id, len,

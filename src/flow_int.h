@@ -31,7 +31,8 @@ struct flow_part {
   int64_t committed;  /* last next offset a commit was acknowledged for */
   store_range_t *ranges; /* replayed ranges (khost replay), or NULL */
   size_t n_ranges;
-  void *user; /* the adapter's */
+  int64_t ahead_to; /* records below this offset were claimed ahead */
+  void *user;       /* the adapter's */
 };
 
 /* Outcomes on their way to being durable: the records, the claimed ones

@@ -74,12 +74,13 @@ static int load_plugins(host_t *h, char *err, size_t errlen) {
 
 /* The shared store. Its schema is made by `khost store init`, never by
  * run: a host started against the wrong database creates nothing there.
- * No pruning thread yet: `khost dedup prune` is the SQLite file's. */
+ * Its pruner runs on every host, in small transactions. */
 static int open_pg(host_t *h, char *err, size_t errlen) {
   const cfg_t *cfg = h->cfg;
   store_pg_opts_t o = {.conninfo = cfg->store_conninfo,
                        .lease_ms = cfg->store_lease_ms,
-                       .retention_ms = cfg->retention_ms};
+                       .retention_ms = cfg->retention_ms,
+                       .prune_interval_ms = prune_interval(cfg->retention_ms)};
   store_stats_t st;
   char *shown;
   if (store_pg_open(&h->store, &o, err, errlen) != 0)

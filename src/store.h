@@ -208,6 +208,12 @@ typedef struct store_ops {
    * (topic, partition, offset), a later one replaces it. NULL: the store
    * has no parking lot (postgresql, for now). */
   int (*batch_park)(store_batch_t *b, const store_parked_t *p);
+  /* The IDs the caller will claim next (STORE_CLAIM, in this order): a
+   * store with a round trip per claim takes them in one, and answers
+   * their store_claim() and store_attempts() from what it found. NULL
+   * where claims are cheap. */
+  void (*claim_ahead)(store_t *s, uint32_t scope, const void *const *ids,
+                      const size_t *lens, size_t n);
 } store_ops_t;
 
 /* Implementations embed these first. */
@@ -285,8 +291,7 @@ static inline int store_attempts_set(store_batch_t *b, const store_attempt_t *a,
 static inline void store_stats(store_t *s, store_stats_t *out) {
   s->ops->stats(s, out);
 }
-/* 1 when the store keeps plugin state (the SQLite file, the in-memory
- * store); 0 when not yet (postgresql). */
+/* 1 when the store keeps plugin state (every store here does). */
 static inline int store_has_state(const store_t *s) {
   return s->ops->batch_put_state != NULL && s->ops->state_get != NULL;
 }
@@ -312,8 +317,8 @@ static inline int store_batch_del_state(store_batch_t *b, uint32_t scope,
 static inline int store_batch_set_offset(store_batch_t *b, uint32_t scope,
                                          const char *topic, int32_t partition,
                                          int64_t next) {
-  /* A store without stored offsets (postgresql, for now): the Kafka
-   * commit alone says where a member starts. */
+  /* A store without stored offsets: the Kafka commit alone says where a
+   * member starts. */
   if (!b->store->ops->batch_set_offset)
     return 0;
   int rc = b->store->ops->batch_set_offset(b, scope, topic, partition, next);
@@ -371,6 +376,15 @@ static inline int store_batch_park(store_batch_t *b, const store_parked_t *p) {
   if (rc == 0)
     b->pending++;
   return rc;
+}
+static inline int store_wants_ahead(const store_t *s) {
+  return s->ops->claim_ahead != NULL;
+}
+static inline void store_claim_ahead(store_t *s, uint32_t scope,
+                                     const void *const *ids, const size_t *lens,
+                                     size_t n) {
+  if (s->ops->claim_ahead && n > 0)
+    s->ops->claim_ahead(s, scope, ids, lens, n);
 }
 
 /* ------------------------------------------------------------------------

@@ -4,18 +4,24 @@
  * server (pgutil.h): an event re-published with the same eventId to other
  * partitions, so to the other host, is handled once across both hosts;
  * the server stopped mid-run and started again: nothing lost, nothing
- * committed while it was down, consumption resumes.
+ * committed while it was down, consumption resumes; one host killed with
+ * kill -9 again and again while both run, with the `counter` fixture on
+ * host state: every counter equals the produced records' count, nothing
+ * lost, nothing applied twice (KHOST_PG_KILLS kills, default 12;
+ * KHOST_TEST_SEED the moments).
  * Skipped, saying so, without the server binaries, unless
  * KHOST_REQUIRE_POSTGRES=1.
  */
 #include <check.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "faultutil.h"
 #include "pgutil.h"
+#include "store_pg.h"
 #include "testutil.h"
 
 #define KHOST TOP_BUILDDIR "/src/khost"
@@ -29,6 +35,7 @@ static char *pg_config(fu_world_t *w, const char *conninfo) {
   char *path = tu_write_filef(
       w->dir, "khost.cfg",
       "log_level = \"info\";\n"
+      "http = { listen = \"\"; };\n"
       "kafka = { bootstrap_servers = \"%s\";\n"
       "  session_timeout_ms = 3000; heartbeat_interval_ms = 300; };\n"
       "store = { backend = \"postgresql\"; conninfo = \"%s\"; };\n"
@@ -166,11 +173,146 @@ START_TEST(test_server_stopped_mid_run) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ kill -9 */
+
+#define VALUES 7
+
+/* Record n's value: "c0".."c6", every 40th asking for a retry first (its
+ * first attempt's write must leave nothing). */
+static const char *value_of(unsigned n) {
+  static const char *const plain[VALUES] = {"c0", "c1", "c2", "c3",
+                                            "c4", "c5", "c6"};
+  static const char *const retry[VALUES] = {"c0!", "c1!", "c2!", "c3!",
+                                            "c4!", "c5!", "c6!"};
+  return n % 40 == 9 ? retry[n % VALUES] : plain[n % VALUES];
+}
+
+/* The counter fixture on the shared store; a lease well under the
+ * session timeout plus a rebalance. */
+static char *counter_config(fu_world_t *w, const char *conninfo) {
+  char *so = tu_fixture("counter");
+  char *path = tu_write_filef(
+      w->dir, "counter.cfg",
+      "log_level = \"info\";\n"
+      "http = { listen = \"\"; };\n"
+      "kafka = { bootstrap_servers = \"%s\";\n"
+      "  session_timeout_ms = 3000; heartbeat_interval_ms = 300; };\n"
+      "store = { backend = \"postgresql\"; conninfo = \"%s\";\n"
+      "  lease = \"1s\"; };\n"
+      "pipelines = ( {\n"
+      "  name = \"" FU_PIPELINE "\"; group_id = \"" FU_GROUP "\";\n"
+      "  topics = [ \"" FU_TOPIC "\" ]; members = 1; plugin = \"%s\";\n"
+      "  retry = { max = 3; backoff = \"10ms\"; backoff_max = \"50ms\"; };\n"
+      "} );\n",
+      w->bootstraps, conninfo, so);
+  free(so);
+  return path;
+}
+
+typedef struct counts {
+  int64_t v[VALUES];
+} counts_t;
+
+static int add_count(void *arg, const void *k, size_t kl, const void *v,
+                     size_t vl) {
+  counts_t *c = arg;
+  char num[32];
+  int i;
+  ck_assert_uint_ge(kl, 11); /* "count:cN:pP" */
+  i = ((const char *)k)[7] - '0';
+  ck_assert(i >= 0 && i < VALUES);
+  ck_assert_uint_lt(vl, sizeof(num));
+  memcpy(num, v, vl);
+  num[vl] = '\0';
+  c->v[i] += strtoll(num, NULL, 10);
+  return 0;
+}
+
+/* The counters durable in the shared store. */
+static counts_t stored_counts(const pgu_t *pg) {
+  counts_t c = {{0}};
+  char err[512];
+  store_t *s = NULL;
+  uint32_t scope;
+  store_pg_opts_t o = {.conninfo = pg->conninfo};
+  ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(store_scope(s, FU_PIPELINE, &scope, err, sizeof(err)) == 0,
+                "%s", err);
+  ck_assert_msg(store_state_scan(s, scope, "count:", 6, add_count, &c, err,
+                                 sizeof(err)) == 0,
+                "%s", err);
+  store_close(s);
+  return c;
+}
+
+static int64_t total(const counts_t *c) {
+  int64_t t = 0;
+  for (int i = 0; i < VALUES; i++)
+    t += c->v[i];
+  return t;
+}
+
+/* Both hosts run while a producer feeds the topic; one of them (each in
+ * turn) is killed with kill -9 at a random moment and started again. */
+START_TEST(test_two_hosts_kill9) {
+  const char *env = getenv("KHOST_TEST_SEED"), *kenv = getenv("KHOST_PG_KILLS");
+  guint32 seed = env ? (guint32)strtoul(env, NULL, 10) : 20261207u;
+  GRand *rand = g_rand_new_with_seed(seed);
+  int kills = kenv ? atoi(kenv) : 12, in_flight = 0;
+  fu_world_t w;
+  fu_proc_t *host[2];
+  pgu_t *pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  fprintf(stderr, "test_two_hosts_kill9: seed %" PRIu32 "\n", seed);
+  fu_start(&w, 1, PARTITIONS);
+  char *cfg = counter_config(&w, pg->conninfo);
+  store_init(&w, cfg);
+  fu_feed_start(&w, 2, value_of);
+  host[0] = fu_khost(&w, "a0", cfg, 0, 0);
+  fu_wait_stderr(host[0], "assigned", 1, 30000);
+  host[1] = fu_khost(&w, "b0", cfg, 1, 0);
+  fu_wait_stderr(host[1], "assigned", 1, 30000);
+  for (int k = 0; k < kills; k++) {
+    char tag[32];
+    int v = k % 2;
+    counts_t before = stored_counts(pg);
+    fu_wait_stderr(host[v], "assigned", 1, 30000);
+    usleep((useconds_t)g_rand_int_range(rand, 0, 800) * 1000);
+    fu_kill9(host[v]);
+    counts_t after = stored_counts(pg);
+    in_flight += total(&after) > total(&before);
+    snprintf(tag, sizeof(tag), "%c%d", v ? 'b' : 'a', k + 1);
+    host[v] = fu_khost(&w, tag, cfg, v, 0);
+  }
+  fu_feed_stop(&w);
+  fu_stop_host(host[0]);
+  fu_stop_host(host[1]);
+  fu_run_to_end(&w, "last", cfg, 0);
+  counts_t want = {{0}}, got = stored_counts(pg);
+  size_t produced = fu_produced(&w);
+  for (unsigned n = 0; n < produced; n++)
+    want.v[n % VALUES]++;
+  fprintf(stderr,
+          "%d kills, %d of them while records were handled; %zu records\n",
+          kills, in_flight, produced);
+  for (int i = 0; i < VALUES; i++)
+    ck_assert_msg(got.v[i] == want.v[i],
+                  "count:c%d is %" PRId64 ", the produced records say %" PRId64,
+                  i, got.v[i], want.v[i]);
+  ck_assert_int_ge(in_flight, kills / 2);
+  g_rand_free(rand);
+  free(cfg);
+  fu_stop(&w);
+  pgu_free(pg);
+}
+END_TEST
+
 Suite *pg_group_suite(void) {
   Suite *su = suite_create("pg_group");
   if (pgu_available("check_pg_group")) {
     FU_SCENARIO(su, test_two_hosts_handle_once, 180);
     FU_SCENARIO(su, test_server_stopped_mid_run, 180);
+    FU_SCENARIO(su, test_two_hosts_kill9, 900);
   }
   return su;
 }

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <glib.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -318,6 +319,233 @@ START_TEST(test_pg_lease) {
 }
 END_TEST
 
+static void commit(store_batch_t *b);
+
+/* ------------------------------------------------------------ pruning */
+
+static int64_t pg_count(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+                PQresultErrorMessage(r));
+  int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  return n;
+}
+
+static void pg_do(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
+  ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
+                    PQresultStatus(r) == PGRES_TUPLES_OK,
+                "%s: %s", sql, PQresultErrorMessage(r));
+  PQclear(r);
+}
+
+/* n marks handled at 1 ms (long past any retention), then "last" at 2. */
+static void old_marks(PGconn *c, int n) {
+  char *sql = g_strdup_printf(
+      "INSERT INTO khost_marks SELECT %u, ('old-' || g)::bytea, 1, 't', 0, "
+      "g, 0 FROM generate_series(1, %d) g;"
+      "INSERT INTO khost_marks VALUES (%u, 'last', 2, 't', 0, 0, 0)",
+      scope, n, scope);
+  pg_do(c, sql);
+  g_free(sql);
+}
+
+static void *prune_main(void *arg) {
+  char err[512];
+  int64_t *removed = arg;
+  if (store_prune(s, g_get_real_time() / 1000, removed, err, sizeof(err)))
+    *removed = -1;
+  return NULL;
+}
+
+/* Pruning deletes in small transactions and holds no lock of the store:
+ * while one old mark is locked by another transaction (the prune waits
+ * on it), the marks before it are already gone for everyone, and claims
+ * and commits go on. */
+START_TEST(test_pg_prune_small_transactions) {
+  const char *ids[] = {"fresh", NULL};
+  char err[512];
+  int64_t removed = 0;
+  pthread_t t;
+  dir = NULL;
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  store_pg_opts_t o = {
+      .conninfo = pg->conninfo, .create = 1, .retention_ms = 60000};
+  ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(store_scope(s, "orders", &scope, err, sizeof(err)), 0);
+  PGconn *c = PQconnectdb(pg->conninfo), *lock = PQconnectdb(pg->conninfo);
+  old_marks(c, 20000);
+  pg_do(lock, "BEGIN");
+  pg_do(lock, "SELECT 1 FROM khost_marks WHERE id = 'last' FOR UPDATE");
+  ck_assert_int_eq(pthread_create(&t, NULL, prune_main, &removed), 0);
+  int64_t left = 20001, deadline = tu_mono_ms() + 20000;
+  while (left == 20001 && tu_mono_ms() < deadline) {
+    left = pg_count(c, "SELECT count(*) FROM khost_marks");
+    if (left == 20001)
+      g_usleep(20 * 1000);
+  }
+  ck_assert_msg(left < 20001, "no chunk of the prune committed on its own");
+  ck_assert_int_eq(claim("fresh", STORE_CLAIM, 0), STORE_NEW);
+  commit_marks(ids, g_get_real_time() / 1000);
+  ck_assert_int_eq(claim("fresh", STORE_LOOKUP, 0), STORE_SEEN);
+  pg_do(lock, "COMMIT");
+  pthread_join(t, NULL);
+  ck_assert_int_eq(removed, 20001);
+  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_marks"), 1);
+  PQfinish(lock);
+  PQfinish(c);
+  close_store();
+}
+END_TEST
+
+/* The pruner thread prunes on its own, every prune_interval_ms. */
+START_TEST(test_pg_pruner_thread) {
+  char err[512];
+  store_stats_t st = {0};
+  dir = NULL;
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  store_pg_opts_t o = {.conninfo = pg->conninfo,
+                       .create = 1,
+                       .retention_ms = 60000,
+                       .prune_interval_ms = 100};
+  ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(store_scope(s, "orders", &scope, err, sizeof(err)), 0);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  old_marks(c, 5000);
+  int64_t deadline = tu_mono_ms() + 20000;
+  while (st.pruned < 5001 && tu_mono_ms() < deadline) {
+    store_stats(s, &st);
+    if (st.pruned < 5001)
+      g_usleep(20 * 1000);
+  }
+  ck_assert_int_eq(st.pruned, 5001);
+  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_marks"), 0);
+  PQfinish(c);
+  close_store();
+}
+END_TEST
+
+/* Plugin state and stored offsets committed by one host are read by the
+ * other. */
+START_TEST(test_pg_state_shared) {
+  char err[512];
+  store_batch_t *b;
+  void *v = NULL;
+  size_t n = 0;
+  int64_t next = -1;
+  open_store(IMPL_PG);
+  store_t *other = open_pg(0);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_batch_put_state(b, scope, "count", 5, "7", 1), 0);
+  ck_assert_int_eq(store_batch_set_offset(b, scope, "t", 3, 99), 0);
+  commit(b);
+  ck_assert_int_eq(
+      store_state_get(other, scope, "count", 5, &v, &n, err, sizeof(err)), 1);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_int_eq(memcmp(v, "7", 1), 0);
+  ck_assert_int_eq(
+      store_offset_get(other, scope, "t", 3, &next, err, sizeof(err)), 1);
+  ck_assert_int_eq(next, 99);
+  free(v);
+  store_batch_close(b);
+  store_close(other);
+  close_store();
+}
+END_TEST
+
+/* A batch of 500 records costs a few statements, not one per record:
+ * claims taken ahead in one, marks committed in one; the answers are
+ * those of claims one by one (a marked ID seen, another host's live
+ * claim in flight, the rest new, recorded attempts found). */
+START_TEST(test_pg_batch_round_trips) {
+  enum { N = 500 };
+  char ids[N][16], err[512];
+  const void *ptr[N];
+  size_t lens[N];
+  const char *marked[] = {"id-0", NULL};
+  store_batch_t *b;
+  open_store(IMPL_PG);
+  store_t *other = open_pg(0);
+  commit_marks(marked, 1000);
+  ck_assert_int_eq(claim_on(other, "id-1"), STORE_NEW);
+  store_attempt_t at = {.scope = scope,
+                        .event_id = "id-2",
+                        .event_id_len = 4,
+                        .topic = "t",
+                        .attempts = 2};
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  ck_assert_int_eq(store_attempts_set(b, &at, err, sizeof(err)), 0);
+  for (int i = 0; i < N; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "id-%d", i);
+    ptr[i] = ids[i];
+    lens[i] = strlen(ids[i]);
+  }
+  int64_t before = store_pg_round_trips(s);
+  store_claim_ahead(s, scope, ptr, lens, N);
+  for (int i = 0; i < N; i++) {
+    int want = i == 0 ? STORE_SEEN : i == 1 ? STORE_IN_FLIGHT : STORE_NEW;
+    ck_assert_int_eq(claim(ids[i], STORE_CLAIM, 0), want);
+    if (want != STORE_NEW)
+      continue;
+    uint32_t n = 99;
+    at.event_id = ids[i];
+    at.event_id_len = lens[i];
+    store_attempts(s, &at, 10, &n);
+    ck_assert_uint_eq(n, i == 2 ? 2 : 0);
+    store_mark_t m = {.scope = scope,
+                      .event_id = ids[i],
+                      .event_id_len = lens[i],
+                      .topic = "t",
+                      .offset = i,
+                      .handled_at_ms = 2000};
+    ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  }
+  commit(b);
+  int64_t trips = store_pg_round_trips(s) - before;
+  /* Ahead: 2; the in-flight one: 1; BEGIN, marks, COMMIT: 3. */
+  ck_assert_msg(trips <= 8, "%lld statements for %d records", (long long)trips,
+                N);
+  for (int i = 2; i < N; i += 97)
+    ck_assert_int_eq(claim_on(other, ids[i]), STORE_SEEN);
+  at.event_id = "id-2";
+  at.event_id_len = 4;
+  uint32_t n = 99;
+  store_attempts(other, &at, 10, &n);
+  ck_assert_uint_eq(n, 0); /* the mark cleared the recorded attempts */
+  store_batch_close(b);
+  store_close(other);
+  close_store();
+}
+END_TEST
+
+/* Claims taken ahead that are never asked for (the partition went to
+ * another member) are given back by the renewer: the other host gets
+ * them within a few leases. */
+START_TEST(test_pg_ahead_given_back) {
+  const void *ptr[] = {"a1", "a2"};
+  size_t lens[] = {2, 2};
+  open_store(IMPL_PG);
+  store_t *live = open_pg(300);
+  store_claim_ahead(live, scope, ptr, lens, 2);
+  ck_assert_int_eq(claim("a1", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  int64_t deadline = tu_mono_ms() + 10000;
+  int taken = 0;
+  while (!taken && tu_mono_ms() < deadline) {
+    taken = claim("a1", STORE_CLAIM, 0) == STORE_NEW;
+    if (!taken)
+      g_usleep(50 * 1000);
+  }
+  ck_assert_msg(taken, "a claim taken ahead was never given back");
+  /* The live host now asks for it one by one: in flight. */
+  ck_assert_int_eq(claim_on(live, "a1"), STORE_IN_FLIGHT);
+  store_close(live);
+  close_store();
+}
+END_TEST
+
 /* ------------------------------------------------------------ state */
 
 static void put(store_batch_t *b, const char *k, const char *v) {
@@ -534,11 +762,10 @@ Suite *store_suite(void) {
   tcase_add_loop_test(tc, test_claim_again, 0, impls);
   tcase_add_loop_test(tc, test_attempts, 0, impls);
   tcase_add_loop_test(tc, test_replay_ranges_newest_first, 0, impls);
-  /* Plugin state and stored offsets: not in the PostgreSQL store yet. */
-  tcase_add_loop_test(tc, test_state_durable_on_commit_only, 0, IMPL_PG);
-  tcase_add_loop_test(tc, test_state_scan_prefix_in_order, 0, IMPL_PG);
-  tcase_add_loop_test(tc, test_state_scan_many, 0, IMPL_PG);
-  tcase_add_loop_test(tc, test_offsets_with_batch, 0, IMPL_PG);
+  tcase_add_loop_test(tc, test_state_durable_on_commit_only, 0, impls);
+  tcase_add_loop_test(tc, test_state_scan_prefix_in_order, 0, impls);
+  tcase_add_loop_test(tc, test_state_scan_many, 0, impls);
+  tcase_add_loop_test(tc, test_offsets_with_batch, 0, impls);
   tcase_add_test(tc, test_failed_commit_keeps_state_buffered);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(su, tc);
@@ -546,6 +773,11 @@ Suite *store_suite(void) {
     tc = tcase_create("postgresql");
     tcase_add_test(tc, test_pg_two_hosts);
     tcase_add_test(tc, test_pg_lease);
+    tcase_add_test(tc, test_pg_batch_round_trips);
+    tcase_add_test(tc, test_pg_state_shared);
+    tcase_add_test(tc, test_pg_prune_small_transactions);
+    tcase_add_test(tc, test_pg_pruner_thread);
+    tcase_add_test(tc, test_pg_ahead_given_back);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(su, tc);
   }

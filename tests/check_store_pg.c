@@ -2,7 +2,8 @@
  * The PostgreSQL store seen from the command line, against a throwaway
  * server (pgutil.h): `khost store init` and `khost check`, a schema run
  * refuses, an unreachable server and a wrong password (exit 2, clear
- * message, the password in none of it). Skipped, saying so, without the
+ * message, the password in none of it), `khost dedup` and `khost state`
+ * on the shared store. Skipped, saying so, without the
  * server binaries, unless KHOST_REQUIRE_POSTGRES=1.
  */
 #include <check.h>
@@ -40,6 +41,7 @@ static char *config(const char *conninfo) {
       dir, "khost.cfg",
       "plugin_dir = \"" PLUGIN_DIR "\";\n"
       "mock = { brokers = 1; partitions = 3; };\n"
+      "http = { listen = \"\"; };\n"
       "store = { backend = \"postgresql\"; conninfo = \"%s\"; };\n"
       "pipelines = ( { name = \"orders\"; group_id = \"g\";\n"
       "  topics = [ \"orders\" ]; plugin = \"log\"; } );\n",
@@ -80,11 +82,11 @@ START_TEST(test_init_then_check) {
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
-  assert_has(out, "schema version 1");
+  assert_has(out, "schema version 2");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
-  assert_has(out, "reachable, schema version 1");
+  assert_has(out, "reachable, schema version 2");
   g_free(out);
   g_free(err);
   free(cfg);
@@ -109,7 +111,55 @@ START_TEST(test_unknown_schema_refused) {
             status == 0);
   g_free(psql);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 9, this khost knows version 1");
+  assert_has(err, "schema version 9, this khost knows version 2");
+  g_free(out);
+  g_free(err);
+  free(cfg);
+}
+END_TEST
+
+/* psql -c sql on the test server: 0 when it succeeded. */
+static int psql(const char *sql) {
+  char *bin = g_build_filename(pg->bin, "psql", NULL);
+  const char *argv[] = {bin, pg->conninfo, "-qc", sql, NULL};
+  int status = -1;
+  int ok = g_spawn_sync(dir, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL,
+                        NULL, NULL, NULL, NULL, &status, NULL) &&
+           WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  g_free(bin);
+  return ok ? 0 : -1;
+}
+
+/* A schema of version 1 (no state, no offsets): run refuses it and says
+ * how to upgrade; store migrate upgrades it, keeping its marks. */
+START_TEST(test_migrate_from_v1) {
+  char *out, *err, *cfg;
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  cfg = config(pg->conninfo);
+  ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
+  g_free(out);
+  g_free(err);
+  ck_assert_int_eq(psql("DROP TABLE khost_state, khost_offsets;"
+                        "UPDATE khost_schema SET version = 1;"
+                        "INSERT INTO khost_marks VALUES (1, 'kept', 1, 't', "
+                        "0, 0, 0)"),
+                   0);
+  ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
+  assert_has(err, "schema version 1, this khost knows version 2: upgrade it "
+                  "with `khost store migrate -c FILE`");
+  g_free(out);
+  g_free(err);
+  ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
+                err);
+  assert_has(out, "schema version 2");
+  g_free(out);
+  g_free(err);
+  ck_assert_int_eq(psql("SELECT 1/count(*) FROM khost_marks WHERE id = "
+                        "'kept'; SELECT count(*) FROM khost_state, "
+                        "khost_offsets"),
+                   0);
+  ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
   g_free(out);
   g_free(err);
   free(cfg);
@@ -151,15 +201,11 @@ START_TEST(test_wrong_password) {
 }
 END_TEST
 
-/* The commands not on the shared store yet say so, and open no SQLite
+/* replay is not on the shared store yet: it says so, and opens no SQLite
  * file in its place. */
-START_TEST(test_sqlite_only_commands_refused) {
+START_TEST(test_replay_refused) {
   char *out, *err, *cfg = config("host=/nonexistent dbname=k");
   char *db = g_build_filename(dir, "khost-dedup.db", NULL);
-  ck_assert_int_eq(khost(&out, &err, "dedup", "stats", "-c", cfg), 2);
-  assert_has(err, "dedup stats: not supported by the postgresql store yet");
-  g_free(out);
-  g_free(err);
   const char *argv[] = {KHOST,    "replay", "-c",       cfg, "-p",
                         "orders", "--from", "earliest", NULL};
   int status;
@@ -175,6 +221,108 @@ START_TEST(test_sqlite_only_commands_refused) {
 }
 END_TEST
 
+/* khost ARGV (NULL-terminated, without the program) to its end: the exit
+ * status; stdout and stderr. */
+static int khostv(char **out, char **err, const char *const *args) {
+  const char *argv[16] = {KHOST};
+  int status = -1;
+  for (int i = 0; args[i] && i < 14; i++)
+    argv[i + 1] = args[i];
+  ck_assert(g_spawn_sync(dir, (char **)argv, NULL, 0, NULL, NULL, out, err,
+                         &status, NULL));
+  ck_assert_msg(WIFEXITED(status), "khost %s died: %s", args[0], *err);
+  return WEXITSTATUS(status);
+}
+
+/* khost ARGS, expected to exit with want; its stdout (caller frees). */
+static char *expect(int want, const char *const *args) {
+  char *out, *err;
+  int rc = khostv(&out, &err, args);
+  ck_assert_msg(rc == want, "khost %s %s: exit %d, not %d:\n%s%s", args[0],
+                args[1], rc, want, out, err);
+  g_free(err);
+  return out;
+}
+
+/* A store with marks (one old, one new) and plugin state of "orders". */
+static char *seeded_store(void) {
+  char *out, *err, *cfg;
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  cfg = config(pg->conninfo);
+  ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
+  g_free(out);
+  g_free(err);
+  char *sql = g_strdup_printf(
+      "INSERT INTO khost_scopes (pipeline) VALUES ('orders');"
+      "INSERT INTO khost_marks VALUES (1, 'e-new', %lld, 'orders', 2, 41, 0),"
+      " (1, 'e-old', 1000, 'orders', 0, 7, 1);"
+      "INSERT INTO khost_state VALUES (1, 'user:1', '10'), (1, 'user:2', "
+      "'20'), (1, 'other', 'x')",
+      (long long)(g_get_real_time() / 1000));
+  ck_assert_int_eq(psql(sql), 0);
+  g_free(sql);
+  return cfg;
+}
+
+/* khost dedup stats|lookup|forget|prune on the shared store. */
+START_TEST(test_dedup_commands) {
+  char *cfg = seeded_store(), *out;
+  out = expect(0, (const char *[]){"dedup", "stats", "-c", cfg, NULL});
+  assert_has(out, "database postgresql store (");
+  ck_assert_msg(g_regex_match_simple("orders +2 ", out, 0, 0), "%s", out);
+  g_free(out);
+  out = expect(0, (const char *[]){"dedup", "lookup", "-c", cfg, "-p", "orders",
+                                   "--event-id", "e-new", NULL});
+  ck_assert_msg(g_regex_match_simple("orders +orders +2 +41 ", out, 0, 0), "%s",
+                out);
+  g_free(out);
+  out = expect(0, (const char *[]){"dedup", "forget", "-c", cfg, "-p", "orders",
+                                   "--event-id", "e-new", NULL});
+  assert_has(out, "would remove the marks of event ID e-new");
+  g_free(out);
+  out = expect(0, (const char *[]){"dedup", "forget", "-c", cfg, "-p", "orders",
+                                   "--event-id", "e-new", "--execute", NULL});
+  assert_has(out, "1 mark(s)");
+  assert_has(out, "every host on this store forgets them at once");
+  g_free(out);
+  g_free(expect(1, (const char *[]){"dedup", "lookup", "-c", cfg, "-p",
+                                    "orders", "--event-id", "e-new", NULL}));
+  out = expect(0, (const char *[]){"dedup", "prune", "-c", cfg, "--older-than",
+                                   "1d", NULL});
+  assert_has(out, "removed 1 mark(s) handled before");
+  g_free(out);
+  g_free(expect(1, (const char *[]){"dedup", "lookup", "-c", cfg, "-p",
+                                    "orders", "--event-id", "e-old", NULL}));
+  free(cfg);
+}
+END_TEST
+
+/* khost state get|scan|stats|reset on the shared store. */
+START_TEST(test_state_commands) {
+  char *cfg = seeded_store(), *out;
+  out = expect(0, (const char *[]){"state", "get", "-c", cfg, "-p", "orders",
+                                   "--key", "user:2", NULL});
+  ck_assert_str_eq(out, "20\n");
+  g_free(out);
+  out = expect(0, (const char *[]){"state", "scan", "-c", cfg, "-p", "orders",
+                                   "--prefix", "user:", NULL});
+  ck_assert_str_eq(out, "user:1\t10\nuser:2\t20\n");
+  g_free(out);
+  out = expect(
+      0, (const char *[]){"state", "stats", "-c", cfg, "-p", "orders", NULL});
+  assert_has(out, "pipeline orders: 3 keys, 22 bytes");
+  g_free(out);
+  out = expect(0, (const char *[]){"state", "reset", "-c", cfg, "-p", "orders",
+                                   "--execute", NULL});
+  assert_has(out, "removed 3 keys of pipeline orders");
+  g_free(out);
+  g_free(expect(1, (const char *[]){"state", "get", "-c", cfg, "-p", "orders",
+                                    "--key", "user:2", NULL}));
+  free(cfg);
+}
+END_TEST
+
 Suite *store_pg_suite(void) {
   Suite *su = suite_create("store_pg");
   TCase *tc = tcase_create("cli");
@@ -182,9 +330,12 @@ Suite *store_pg_suite(void) {
   if (pgu_available("check_store_pg")) {
     tcase_add_test(tc, test_init_then_check);
     tcase_add_test(tc, test_unknown_schema_refused);
+    tcase_add_test(tc, test_migrate_from_v1);
     tcase_add_test(tc, test_unreachable_at_start);
     tcase_add_test(tc, test_wrong_password);
-    tcase_add_test(tc, test_sqlite_only_commands_refused);
+    tcase_add_test(tc, test_replay_refused);
+    tcase_add_test(tc, test_dedup_commands);
+    tcase_add_test(tc, test_state_commands);
   }
   tcase_set_timeout(tc, 120);
   suite_add_tcase(su, tc);

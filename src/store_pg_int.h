@@ -1,0 +1,140 @@
+/*
+ * Inside the PostgreSQL store (store_pg.h): what its files share.
+ *
+ *   store_pg.c         open, close, scopes, statistics, the operations
+ *   store_pg_sql.c     connections, statements, parameters, errors
+ *   store_pg_schema.c  the versioned schema: check, create, upgrade
+ *   store_pg_claim.c   claims (one by one, or a batch's ahead), leases
+ *   store_pg_batch.c   a batch: marks, state writes, offsets, attempts
+ *   store_pg_read.c    state and offset reads, replay ranges, pruning
+ *
+ * Threads: the store's own connection (conn) and the claim-ahead cache
+ * are under mu; a batch's connection belongs to the batch's thread; the
+ * renewer and the pruner each have a connection of their own.
+ */
+#ifndef KHOST_STORE_PG_INT_H
+#define KHOST_STORE_PG_INT_H
+
+#include <glib.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "store_pg.h"
+
+/* The server's clock in ms since the epoch: leases are on one clock. */
+#define PG_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+typedef struct pg_store {
+  store_t base;
+  pthread_mutex_t mu;
+  PGconn *conn; /* the store's own calls, under mu */
+  char *conninfo;
+  char *display; /* conninfo without its password */
+  char owner[96];
+  int64_t lease_ms, retention_ms, prune_interval_ms;
+  int was_empty;              /* no marks at open */
+  GHashTable *checks;         /* scopes asked history_check_due */
+  int64_t pruned, prune_runs; /* atomic */
+  int64_t round_trips;        /* statements sent, atomic */
+  /* Claims taken (or found marked) ahead of their store_claim() call:
+   * "scope/id" bytes -> pg_ahead_t, under mu (store_pg_claim.c). */
+  GHashTable *ahead;
+  uint64_t tick;   /* renewer rounds, under mu */
+  int claims_down; /* the last claim failed (logged once), under mu */
+  /* The renewer and the pruner threads, stopped by stopping + wake. */
+  pthread_t renewer, pruner;
+  int renewing, pruning, stopping;
+  pthread_cond_t wake;
+} pg_store_t;
+
+static inline pg_store_t *pgs(store_t *s) {
+  return (pg_store_t *)s;
+}
+
+/* Parameters of one statement: text, or binary for bytea. Arrays are
+ * text literals built with pgp_array_*(). */
+#define PGP_MAX 12
+typedef struct pgp {
+  int n;
+  const char *v[PGP_MAX];
+  int len[PGP_MAX], bin[PGP_MAX];
+  char num[PGP_MAX][24];
+  GString *arr[PGP_MAX];
+} pgp_t;
+
+void pgp_i64(pgp_t *p, int64_t v);
+void pgp_str(pgp_t *p, const char *s);
+void pgp_bytes(pgp_t *p, const void *data, size_t len);
+/* An array parameter: '{' opened; elements appended with the calls
+ * below; closed by pg_exec(). */
+GString *pgp_array(pgp_t *p);
+void pga_bytes(GString *a, const void *data, size_t len); /* NULL: null */
+void pga_str(GString *a, const char *s);
+void pga_i64(GString *a, int64_t v);
+void pgp_free(pgp_t *p);
+
+/* Faults that may clear by themselves (connection, serialization,
+ * server shutdown). */
+int pg_is_transient(PGconn *c, const PGresult *r);
+void pg_set_err(pg_store_t *p, PGconn *c, const PGresult *r, const char *what,
+                char *err, size_t errlen);
+/* A connection, or NULL with err. */
+PGconn *pg_connect(pg_store_t *p, char *err, size_t errlen);
+/* Run sql: the result (caller clears; binary columns when binary) or
+ * NULL with err and *transient (either may be NULL). */
+PGresult *pg_exec(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
+                  int binary, int *transient, char *err, size_t errlen);
+/* A statement whose result is not needed: 0 or -1. */
+int pg_exec0(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
+             int *transient, char *err, size_t errlen);
+/* A binary int8/int4/int2 column of a binary result. */
+int64_t pg_int(const PGresult *r, int row, int col);
+
+/* store_pg_schema.c: the schema this khost knows (created or upgraded
+ * when create), or -1 with err naming both versions. */
+int pg_schema_check(pg_store_t *p, int create, char *err, size_t errlen);
+
+/* store_pg_claim.c */
+int pg_claim(store_t *s, uint32_t scope, const void *id, size_t len, int mode,
+             int64_t before_ms);
+void pg_release(store_t *s, uint32_t scope, const void *id, size_t len);
+void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
+                    const size_t *lens, size_t n);
+int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
+                uint32_t *count);
+void *pg_renew_main(void *arg);
+void pg_ahead_init(pg_store_t *p);
+
+/* store_pg_batch.c */
+int pg_batch_open(store_t *s, store_batch_t **out, char *err, size_t errlen);
+void pg_batch_close(store_batch_t *b);
+int pg_batch_add_mark(store_batch_t *b, const store_mark_t *m);
+int pg_batch_commit(store_batch_t *b, int *transient, char *err, size_t errlen);
+void pg_batch_discard(store_batch_t *b);
+int pg_attempts_set(store_batch_t *b, const store_attempt_t *a, char *err,
+                    size_t errlen);
+int pg_batch_put_state(store_batch_t *b, uint32_t scope, const void *key,
+                       size_t klen, const void *val, size_t vlen);
+int pg_batch_del_state(store_batch_t *b, uint32_t scope, const void *key,
+                       size_t klen);
+int pg_batch_set_offset(store_batch_t *b, uint32_t scope, const char *topic,
+                        int32_t partition, int64_t next);
+
+/* store_pg_read.c */
+int pg_state_get(store_t *s, uint32_t scope, const void *key, size_t klen,
+                 void **val, size_t *vlen, char *err, size_t errlen);
+int pg_state_scan(store_t *s, uint32_t scope, const void *prefix, size_t plen,
+                  store_state_fn fn, void *arg, char *err, size_t errlen);
+int pg_state_reset(store_t *s, uint32_t scope, int64_t *removed, char *err,
+                   size_t errlen);
+int pg_offset_get(store_t *s, uint32_t scope, const char *topic,
+                  int32_t partition, int64_t *next, char *err, size_t errlen);
+int pg_replay_ranges(store_t *s, uint32_t scope, const char *topic,
+                     int32_t partition, store_range_t **out, size_t *n,
+                     char *err, size_t errlen);
+int pg_prune(store_t *s, int64_t now_ms, int64_t *removed, char *err,
+             size_t errlen);
+void *pg_prune_main(void *arg);
+
+#endif

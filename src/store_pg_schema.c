@@ -1,0 +1,106 @@
+/*
+ * The PostgreSQL store's schema, versioned: `khost store init` creates
+ * it, `khost store migrate` upgrades an older one, step by step, in one
+ * transaction; `run` refuses any version but its own, naming both.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_pg_int.h"
+
+static const char *const schema_v1[] = {
+    "CREATE TABLE khost_schema (version integer NOT NULL)",
+    "CREATE TABLE khost_scopes (scope serial PRIMARY KEY,"
+    " pipeline text NOT NULL UNIQUE)",
+    /* One row per ID: the newest handling of it. */
+    "CREATE TABLE khost_marks (scope integer NOT NULL, id bytea NOT NULL,"
+    " handled_at bigint NOT NULL, topic text NOT NULL, part integer NOT NULL,"
+    " off bigint NOT NULL, outcome smallint NOT NULL,"
+    " PRIMARY KEY (scope, id))",
+    "CREATE INDEX khost_marks_handled ON khost_marks (handled_at)",
+    /* Primary key (scope, id): a batch of claims is one
+     * INSERT ... ON CONFLICT ... RETURNING. */
+    "CREATE TABLE khost_claims (scope integer NOT NULL, id bytea NOT NULL,"
+    " owner text NOT NULL, lease_until bigint NOT NULL,"
+    " PRIMARY KEY (scope, id))",
+    "CREATE INDEX khost_claims_owner ON khost_claims (owner)",
+    "CREATE TABLE khost_replay (seq bigserial PRIMARY KEY,"
+    " scope integer NOT NULL, topic text NOT NULL, part integer NOT NULL,"
+    " from_off bigint NOT NULL, to_off bigint NOT NULL,"
+    " mode smallint NOT NULL, recorded_at bigint NOT NULL)",
+    "CREATE TABLE khost_attempts (scope integer NOT NULL, id bytea NOT NULL,"
+    " topic text NOT NULL, part integer NOT NULL, off bigint NOT NULL,"
+    " attempts integer NOT NULL, PRIMARY KEY (scope, id))",
+    "INSERT INTO khost_schema VALUES (1)", NULL};
+
+/* Version 2: plugin state and stored offsets, shared by the hosts. */
+static const char *const schema_v2[] = {
+    "CREATE TABLE khost_state (scope integer NOT NULL, key bytea NOT NULL,"
+    " val bytea NOT NULL, PRIMARY KEY (scope, key))",
+    "CREATE TABLE khost_offsets (scope integer NOT NULL, topic text NOT NULL,"
+    " part integer NOT NULL, next bigint NOT NULL,"
+    " PRIMARY KEY (scope, topic, part))",
+    "UPDATE khost_schema SET version = 2", NULL};
+
+/* Each version's steps from the one before; [0] is unused. */
+static const char *const *const schema_steps[] = {NULL, schema_v1, schema_v2};
+
+/* The version found (0: no schema), or -1 with err. */
+static int schema_version(pg_store_t *p, char *err, size_t errlen) {
+  PGresult *r =
+      pg_exec(p, p->conn, "SELECT to_regclass('khost_schema') IS NOT NULL",
+              NULL, 0, NULL, err, errlen);
+  int v = -1;
+  if (!r)
+    return -1;
+  if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+    PQclear(r);
+    return 0;
+  }
+  PQclear(r);
+  r = pg_exec(p, p->conn, "SELECT max(version) FROM khost_schema", NULL, 0,
+              NULL, err, errlen);
+  if (r)
+    v = atoi(PQgetvalue(r, 0, 0));
+  PQclear(r);
+  return v;
+}
+
+/* From version `from` to this khost's, in one transaction. */
+static int schema_upgrade(pg_store_t *p, int from, char *err, size_t errlen) {
+  int rc = pg_exec0(p, p->conn, "BEGIN", NULL, NULL, err, errlen);
+  for (int v = from + 1; rc == 0 && v <= STORE_PG_SCHEMA; v++)
+    for (int i = 0; rc == 0 && schema_steps[v][i]; i++)
+      rc = pg_exec0(p, p->conn, schema_steps[v][i], NULL, NULL, err, errlen);
+  if (rc == 0)
+    return pg_exec0(p, p->conn, "COMMIT", NULL, NULL, err, errlen);
+  PQclear(PQexec(p->conn, "ROLLBACK"));
+  return -1;
+}
+
+int pg_schema_check(pg_store_t *p, int create, char *err, size_t errlen) {
+  int v = schema_version(p, err, errlen);
+  if (v < 0)
+    return -1;
+  if (v < STORE_PG_SCHEMA && create)
+    return schema_upgrade(p, v, err, errlen);
+  if (v == STORE_PG_SCHEMA)
+    return 0;
+  if (v == 0)
+    snprintf(err, errlen,
+             "postgresql store (%s): no khost schema: create it with "
+             "`khost store init -c FILE`",
+             p->display);
+  else if (v < STORE_PG_SCHEMA)
+    snprintf(err, errlen,
+             "postgresql store (%s): schema version %d, this khost knows "
+             "version %d: upgrade it with `khost store migrate -c FILE`",
+             p->display, v, STORE_PG_SCHEMA);
+  else
+    snprintf(err, errlen,
+             "postgresql store (%s): schema version %d, this khost knows "
+             "version %d",
+             p->display, v, STORE_PG_SCHEMA);
+  return -1;
+}
