@@ -203,6 +203,9 @@ int flow_next(flow_t *f, int64_t now, flow_job_t *job);
  * back, nothing of it batched). */
 int flow_outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
                  int64_t now);
+/* 1 when job's partition was dropped while the job was out: its answer
+ * will only let it go. */
+int flow_job_dropped(const flow_job_t *job);
 /* flow_outcome() with the plugin's reason for a FAIL or RETRY (NULL:
  * none): it joins the log line and the failure's reason. */
 int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,

@@ -363,6 +363,10 @@ static void orphan_free(flow_t *f, flow_part_t *lane) {
   free(lane);
 }
 
+int flow_job_dropped(const flow_job_t *job) {
+  return job->part->orphan;
+}
+
 int flow_lanes_answered(flow_t *f, flow_part_t *lane, const void *rec) {
   (void)rec;
   f->in_flight--;

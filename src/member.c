@@ -184,10 +184,15 @@ static void handle_ready(member_t *m) {
     m->breaker_open = !m->breaker_open;
     metrics_breaker(m->env->metrics, m->breaker_open);
   }
+  member_answers(m);
   while (!member_stopping(m) &&
          (what = flow_next(m->flow, now, &job)) != FLOW_NONE) {
     if (what == FLOW_DEAD_LETTER) {
       dead_letter_start(m, &job);
+      continue;
+    }
+    if (m->workers) {
+      member_dispatch(m, &job);
       continue;
     }
     if (m->state)
@@ -281,6 +286,9 @@ static void check_dedup_history(member_t *m,
 
 static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
   int lost = rd_kafka_assignment_lost(m->rk);
+  /* The jobs out finish first (as a handle() call would): their
+   * outcomes join the batch made durable below. */
+  member_drain(m);
   if (lost) {
     /* Someone else owns these now: their results must not be committed. */
     log_partitions(m, "lost", parts);
@@ -293,7 +301,7 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
     settle(m, 1, 0);
   }
   /* The batch in flight is finished or abandoned; the partitions go. */
-  plugin_instance_revoked(m->inst, parts, lost);
+  member_plugin_revoked(m, parts, lost);
   drop_partitions(m, parts);
 }
 
@@ -316,7 +324,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     m->env->start_offsets(m->env->ctx, parts);
     if (m->state)
       state_start_offsets(m, parts);
-    plugin_instance_assigned(m->inst, parts);
+    member_plugin_assigned(m, parts);
     if (cooperative)
       error = rd_kafka_incremental_assign(rk, parts);
     else
@@ -474,6 +482,15 @@ static void flow_setup(member_t *m) {
       .failed_ctx = env->metrics,
       .batch_end = m->state ? batch_end : NULL,
       .batch_end_ctx = m->state,
+      .concurrency = pc->concurrency,
+      .order_by = (flow_order_t)pc->order_by,
+      .order_header = pc->order_header,
+      /* Enough records to find concurrency distinct ordering values, and
+       * the member's share of memory_limit. */
+      .queue_max =
+          (size_t)(pc->max_batch > 16 * pc->concurrency ? pc->max_batch
+                                                        : 16 * pc->concurrency),
+      .queue_bytes = (size_t)kafka_prefetch_kbytes(env->cfg) * 1024,
   };
 }
 
@@ -492,7 +509,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
   if (env->store && store_has_state(env->store))
     m->state = state_new(env->store, env->scope);
   opts.state = m->state;
-  if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
+  if (member_instances_create(m, &opts, err, errlen) != 0)
     return -1;
   flow_setup(m);
   if (flow_open(&m->flow, &m->fc, &record_ops, err, errlen) != 0)
@@ -501,6 +518,8 @@ static int setup(member_t *m, char *err, size_t errlen) {
       durable_start(&m->durable, m->who, m->env->metrics, err, errlen) != 0)
     return -1;
   if (create_consumer(m, err, errlen) != 0)
+    return -1;
+  if (member_workers_start(m, err, errlen) != 0)
     return -1;
   if (open_dead_letter(m, err, errlen) != 0)
     return -1;
@@ -512,6 +531,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
  * the group. */
 static void shut_down(member_t *m) {
   if (m->rk) {
+    member_workers_stop(m); /* every job out answered first */
     land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 0, 1);
     /* Refused while the group rebalances (other members leaving too):
@@ -540,9 +560,7 @@ static void shut_down(member_t *m) {
     part_drop(m, flow_part_at(m->flow, 0));
   dead_letter_close(m->dlq);
   m->dlq = NULL;
-  if (m->inst)
-    plugin_instance_destroy(m->inst);
-  m->inst = NULL;
+  member_instances_destroy(m);
   /* Outcomes left were not made durable: their claims go back. */
   flow_close(m->flow);
   m->flow = NULL;
@@ -573,6 +591,7 @@ static void *member_main(void *arg) {
 }
 
 static void member_free(member_t *m) {
+  workers_free(m->workers);
   free(m);
 }
 
@@ -596,6 +615,8 @@ void member_join(member_t *m) {
 
 int member_busy(member_t *m, int64_t *since, const char **topic,
                 int32_t *partition, int64_t *offset) {
+  if (m->workers)
+    return workers_busy(m->workers, since, topic, partition, offset);
   *since = atomic_load(&m->busy_since);
   if (*since == 0)
     return 0;

@@ -57,7 +57,10 @@ static int poll_timeout(const member_t *m) {
 /* Poll until max_batch records are queued or none is waiting. */
 void poll_records(member_t *m) {
   int timeout = poll_timeout(m);
-  size_t max = (size_t)m->env->pc->max_batch;
+  /* With concurrency > 1 the queues hold more than a batch: enough
+   * records to keep every lane busy. */
+  size_t max =
+      m->fc.concurrency > 1 ? m->fc.queue_max : (size_t)m->env->pc->max_batch;
   do {
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
     if (!msg)
