@@ -174,6 +174,9 @@ int flow_push(flow_t *f, void *rec);
 size_t flow_queued(const flow_t *f);
 /* Jobs handed out without an answer yet (concurrency > 1; else 0). */
 size_t flow_in_flight(const flow_t *f);
+/* concurrency > 1: the queues hold queue_max records or queue_bytes (take
+ * no more for now). 0 with concurrency 1. */
+int flow_full(const flow_t *f);
 
 enum {
   FLOW_NONE = 0,   /* nothing ready now (see flow_ready_in()) */

@@ -103,6 +103,6 @@ void flow_lanes_idle(flow_t *f, flow_part_t *lane);
 void flow_lanes_durable(flow_t *f, flow_part_t *pt, const void *rec);
 void flow_lanes_abandoned(flow_t *f, flow_part_t *pt, const void *rec);
 void *flow_lanes_head(const flow_part_t *pt);
-int flow_lanes_want_pause(const flow_t *f, const flow_part_t *pt);
+int flow_lanes_want_pause(const flow_t *f, const flow_part_t *pt, int64_t now);
 
 #endif

@@ -341,11 +341,35 @@ int64_t flow_lanes_ready_in(flow_t *f, int64_t now, int64_t cap) {
   return t < 0 ? 0 : t;
 }
 
-int flow_lanes_want_pause(const flow_t *f, const flow_part_t *pt) {
+static int full_at(const flow_t *f, size_t div) {
   const flow_conf_t *c = f->conf;
-  int full = (c->queue_max && f->queued >= c->queue_max) ||
-             (c->queue_bytes && f->queued_bytes >= c->queue_bytes);
-  return full && pt->lanes->queued > 0;
+  return (c->queue_max && f->queued >= c->queue_max / div) ||
+         (c->queue_bytes && f->queued_bytes >= c->queue_bytes / div);
+}
+
+int flow_full(const flow_t *f) {
+  return f->conf->concurrency > 1 && full_at(f, 1);
+}
+
+static int any_ready(const flow_t *f, int64_t now) {
+  for (GList *l = f->ready.head; l; l = l->next)
+    if (flow_head_ready(f, l->data, now))
+      return 1;
+  return 0;
+}
+
+/* A full queue is the normal state while the workers drain it: the member
+ * then takes no more records from librdkafka (whose own queue is bounded)
+ * rather than pause, since a resumed partition waits for the fetch in
+ * flight (up to fetch.wait.max.ms). A full queue that cannot move
+ * (nothing out, no lane ready: retries, a dead-letter write refused)
+ * pauses the partitions with records queued, until it is below half. */
+int flow_lanes_want_pause(const flow_t *f, const flow_part_t *pt, int64_t now) {
+  if (pt->lanes->queued == 0)
+    return 0;
+  if (pt->paused)
+    return full_at(f, 2);
+  return full_at(f, 1) && f->in_flight == 0 && !any_ready(f, now);
 }
 
 /* ------------------------------------------------------------ orphans */

@@ -160,7 +160,7 @@ void flow_part_set_user(flow_part_t *pt, void *user) {
 
 int flow_part_wants_pause(const flow_t *f, const flow_part_t *pt, int64_t now) {
   if (pt->lanes)
-    return f->hold || f->breaker_open || flow_lanes_want_pause(f, pt);
+    return f->hold || f->breaker_open || flow_lanes_want_pause(f, pt, now);
   return f->hold || f->breaker_open ||
          (pt->queue.length > 0 && pt->wait_until > now + f->conf->pause_min_ms);
 }

@@ -37,6 +37,7 @@ struct member {
   struct state **views;     /* each worker's view of state, or NULL */
   workers_t *workers;       /* NULL with concurrency 1 */
   rd_kafka_queue_t *wake_q; /* the consumer queue, yielded on an answer */
+  int64_t polled_at;        /* the last rd_kafka_consumer_poll() (poll.c) */
   dead_letter_t *dlq;       /* NULL without a dead-letter topic */
 
   flow_conf_t fc;             /* the flow core's settings */
@@ -146,6 +147,8 @@ void member_workers_stop(member_t *m);
 void member_answers(member_t *m);
 /* Wait for every job out and give its answer to the flow core. */
 void member_drain(member_t *m);
+/* Wait up to ms for one answer and give it to the flow core. */
+void member_answer_wait(member_t *m, int64_t ms);
 /* Hand a FLOW_CALL job to an idle worker. */
 void member_dispatch(member_t *m, const flow_job_t *job);
 /* flush() every instance (each while its worker is idle). */

@@ -101,6 +101,12 @@ void member_answers(member_t *m) {
     answer(m, &a);
 }
 
+void member_answer_wait(member_t *m, int64_t ms) {
+  worker_answer_t a;
+  if (m->workers && workers_take(m->workers, &a, ms))
+    answer(m, &a);
+}
+
 void member_drain(member_t *m) {
   worker_answer_t a;
   while (m->workers && m->wake_q && workers_out(m->workers) > 0)

@@ -957,24 +957,44 @@ START_TEST(test_lanes_abandoned_never_passed) {
 }
 END_TEST
 
-/* A member's queue is bounded: past queue_max records every partition with
- * records queued wants a pause; the pauses end as records go. */
+/* A member's queue is bounded (queue_max): full is normal while jobs run
+ * (the member takes no more records meanwhile, flow_full()); a full queue
+ * that cannot move (a retry holds the only lane) pauses the partitions
+ * with records queued, until the queue is below half. */
 START_TEST(test_lanes_queue_bound_pauses) {
   tmember_t m;
   member_conf(&m);
   m.conf.concurrency = 4;
-  m.conf.queue_max = 3;
+  m.conf.queue_max = 4;
   member_open(&m);
   flow_part_t *p0 = flow_find(m.f, "t", 0), *p1 = flow_find(m.f, "t", 1);
-  push_key(&m, 0, 0, "a", "q0");
-  push_key(&m, 0, 1, "a", "q1");
-  ck_assert(!flow_part_wants_pause(m.f, p0, 0));
-  push_key(&m, 0, 2, "a", "q2");
-  ck_assert(flow_part_wants_pause(m.f, p0, 0));
-  ck_assert(!flow_part_wants_pause(m.f, p1, 0)); /* nothing of it queued */
+  for (int i = 0; i < 3; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "q%d", i);
+    push_key(&m, 0, i, "a", id);
+  }
+  ck_assert(!flow_full(m.f));
+  push_key(&m, 0, 3, "a", "q3");
+  ck_assert(flow_full(m.f));
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0)); /* a lane is ready */
   flow_job_t j = next_call(&m, 0);
-  reply(&m, &j, KHOST_OK, 0);
-  ck_assert(!flow_part_wants_pause(m.f, p0, 0));
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0)); /* a job is out */
+  reply(&m, &j, KHOST_RETRY, 0);                 /* the lane waits now */
+  push_key(&m, 0, 4, "a", "q4");
+  ck_assert(flow_full(m.f));
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));  /* stuck */
+  ck_assert(!flow_part_wants_pause(m.f, p1, 0)); /* nothing of it queued */
+  flow_part_set_paused(p0, 1);
+  j = next_call(&m, 1000); /* the retry */
+  reply(&m, &j, KHOST_OK, 1000);
+  j = next_call(&m, 1000);
+  reply(&m, &j, KHOST_OK, 1000);
+  j = next_call(&m, 1000);
+  reply(&m, &j, KHOST_OK, 1000);
+  ck_assert(flow_part_wants_pause(m.f, p0, 1000)); /* 2 queued: half */
+  j = next_call(&m, 1000);
+  reply(&m, &j, KHOST_OK, 1000);
+  ck_assert(!flow_part_wants_pause(m.f, p0, 1000)); /* 1: below half */
   flow_close(m.f);
 }
 END_TEST
