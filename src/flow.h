@@ -147,6 +147,9 @@ const char *flow_part_topic(const flow_part_t *pt);
 int32_t flow_part_partition(const flow_part_t *pt);
 /* The oldest record of the partition without an outcome yet, or NULL. */
 void *flow_part_head(const flow_part_t *pt);
+/* The partition of a head: pt itself, or the partition of a lane (a
+ * job's part with concurrency > 1). */
+flow_part_t *flow_part_owner(flow_part_t *pt);
 /* The adapter's own pointer per partition (a dead-letter write). */
 void *flow_part_user(const flow_part_t *pt);
 void flow_part_set_user(flow_part_t *pt, void *user);

@@ -387,6 +387,10 @@ static void orphan_free(flow_t *f, flow_part_t *lane) {
   free(lane);
 }
 
+flow_part_t *flow_part_owner(flow_part_t *pt) {
+  return pt->owner ? pt->owner : pt;
+}
+
 int flow_job_dropped(const flow_job_t *job) {
   return job->part->orphan;
 }

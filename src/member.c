@@ -64,13 +64,17 @@ static int64_t coarse_ms(void) {
 }
 
 /* Forget a partition: its queued records were never handled and go to the
- * next owner; a dead-letter write of its head, written or not, is made
- * again by the next owner. */
+ * next owner; a dead-letter write of its head (of one of its lanes, with
+ * concurrency > 1), written or not, is made again by the next owner. */
 static void part_drop(member_t *m, flow_part_t *pt) {
-  dead_letter_write_t *dlw = flow_part_user(pt);
-  if (dlw)
-    dead_letter_forget(m->dlq, dlw);
-  flow_part_set_user(pt, NULL);
+  for (guint i = m->dl_heads->len; i-- > 0;) {
+    flow_part_t *head = m->dl_heads->pdata[i];
+    if (flow_part_owner(head) != pt)
+      continue;
+    dead_letter_forget(m->dlq, flow_part_user(head));
+    flow_part_set_user(head, NULL);
+    g_ptr_array_remove_index_fast(m->dl_heads, i);
+  }
   flow_drop(m->flow, pt);
 }
 
@@ -127,6 +131,7 @@ static int dead_letter_check(member_t *m, flow_part_t *pt, int poll_ms) {
   if (r == 1)
     return 1;
   flow_part_set_user(pt, NULL); /* taken: freed */
+  g_ptr_array_remove_fast(m->dl_heads, pt);
   flow_dead_letter_done(m->flow, pt, r < 0 ? -1 : 0, err, member_now_ms());
   return 0;
 }
@@ -143,15 +148,24 @@ static void dead_letter_start(member_t *m, const flow_job_t *job) {
     return;
   }
   flow_part_set_user(job->part, dlw);
+  g_ptr_array_add(m->dl_heads, job->part);
   dead_letter_check(m, job->part, 0);
 }
 
+/* Look at every write in flight once, for up to poll_ms each; 1 while
+ * one still is. (A head answered leaves dl_heads; the loop runs from the
+ * end, so that the ones moved into its place were looked at already.) */
+static int dead_letters_check(member_t *m, int poll_ms) {
+  int waiting = 0;
+  for (guint i = m->dl_heads->len; i-- > 0;)
+    if (i < m->dl_heads->len &&
+        dead_letter_check(m, m->dl_heads->pdata[i], poll_ms))
+      waiting = 1;
+  return waiting;
+}
+
 static void dead_letters_poll(member_t *m) {
-  for (size_t i = 0; i < flow_parts(m->flow); i++) {
-    flow_part_t *pt = flow_part_at(m->flow, i);
-    if (flow_part_user(pt))
-      dead_letter_check(m, pt, 0);
-  }
+  dead_letters_check(m, 0);
 }
 
 /* Wait up to ms for the dead-letter writes in flight and finish the heads
@@ -160,15 +174,9 @@ static void dead_letters_poll(member_t *m) {
  * next owner. */
 static void land_dead_letters(member_t *m, int64_t ms) {
   int64_t deadline = member_now_ms() + ms;
-  for (int waiting = 1; waiting && member_now_ms() < deadline;) {
-    waiting = 0;
-    for (size_t i = 0; i < flow_parts(m->flow); i++) {
-      flow_part_t *pt = flow_part_at(m->flow, i);
-      if (flow_part_user(pt) &&
-          dead_letter_check(m, pt, MEMBER_DEAD_LETTER_POLL_MS))
-        waiting = 1;
-    }
-  }
+  while (dead_letters_check(m, MEMBER_DEAD_LETTER_POLL_MS) &&
+         member_now_ms() < deadline)
+    ;
 }
 
 /* Handle the ready heads, round robin over the partitions, until the
@@ -592,6 +600,7 @@ static void *member_main(void *arg) {
 
 static void member_free(member_t *m) {
   workers_free(m->workers);
+  g_ptr_array_free(m->dl_heads, TRUE);
   free(m);
 }
 
@@ -599,6 +608,7 @@ int member_spawn(member_t **out, const member_env_t *env, int index) {
   member_t *m = calloc(1, sizeof(*m));
   m->env = env;
   m->index = index;
+  m->dl_heads = g_ptr_array_new();
   snprintf(m->who, sizeof(m->who), "%s/%d", env->pipeline, index);
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
     member_free(m);

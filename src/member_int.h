@@ -8,6 +8,7 @@
 #ifndef KHOST_MEMBER_INT_H
 #define KHOST_MEMBER_INT_H
 
+#include <glib.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -39,6 +40,9 @@ struct member {
   rd_kafka_queue_t *wake_q; /* the consumer queue, yielded on an answer */
   int64_t polled_at;        /* the last rd_kafka_consumer_poll() (poll.c) */
   dead_letter_t *dlq;       /* NULL without a dead-letter topic */
+  /* The heads (flow_part_t, a partition's or a lane's) whose dead-letter
+   * write is in flight: the write is their user pointer. */
+  GPtrArray *dl_heads;
 
   flow_conf_t fc;             /* the flow core's settings */
   flow_t *flow;               /* partitions, records, batches, positions */

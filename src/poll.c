@@ -36,10 +36,7 @@ void poll_enqueue(member_t *m, rd_kafka_message_t *msg) {
 
 /* Is a dead-letter write in flight? */
 static int dead_letters_flying(const member_t *m) {
-  for (size_t i = 0; i < flow_parts(m->flow); i++)
-    if (flow_part_user(flow_part_at(m->flow, i)))
-      return 1;
-  return 0;
+  return m->dl_heads->len > 0;
 }
 
 /* How long the next poll may wait: not at all when a head is ready, else

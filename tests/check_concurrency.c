@@ -19,6 +19,7 @@
 
 #define TOPIC "order-completed"
 #define GROUP "data-platform-consumer-group"
+#define DLT "order-completed.dlt"
 
 enum { PARTS = 3 };
 
@@ -319,6 +320,28 @@ START_TEST(test_breaker_with_concurrency) {
 }
 END_TEST
 
+/* Failed records of several keys out at once go to the dead-letter topic:
+ * each write in flight holds only its key, and every one lands. */
+START_TEST(test_dead_letters_with_concurrency) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  mu_topic(&c, DLT, 1);
+  produce_keyed(&c, 120, 12, half_fail);
+  char *cfg = cfg_for(&c, "d.cfg", 1, "calls.log",
+                      "concurrency = 8; max_batch = 20; "
+                      "dead_letter_topic = \"" DLT "\";",
+                      NULL);
+  pipeline_stats_t s = mu_run_to_end(cfg, 0, 90000);
+  ck_assert_uint_eq(s.handled, 60);
+  ck_assert_uint_eq(s.failed, 60);
+  ck_assert_uint_eq(mu_consume(&c, DLT, 61, 3000, NULL, NULL), 60);
+  assert_committed_at_end(&c);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* khost replay --dedup reprocess, then a run with concurrency: every
  * record handled again, flagged as replayed, each key in order. */
 START_TEST(test_replay_with_concurrency) {
@@ -374,6 +397,7 @@ Suite *concurrency_suite(void) {
   TU_CASE(s, test_retry_holds_only_its_key, 120, "mock-cluster");
   TU_CASE(s, test_stop_mid_stream, 120, "mock-cluster");
   TU_CASE(s, test_breaker_with_concurrency, 120, "mock-cluster");
+  TU_CASE(s, test_dead_letters_with_concurrency, 120, "mock-cluster");
   TU_CASE(s, test_replay_with_concurrency, 120, "mock-cluster");
   return s;
 }
