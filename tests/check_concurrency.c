@@ -4,7 +4,7 @@
  * every call. Each record's event ID names its key and its sequence
  * number within the key ("k007-00012"), so that the log alone shows the
  * per-key order: the sequence numbers of one key's OK calls must come
- * strictly increasing.
+ * strictly increasing (mu_key_order_violations()).
  */
 #include <check.h>
 #include <glib.h>
@@ -53,30 +53,6 @@ static void produce_keyed(mu_cluster_t *c, int records, int keys,
   free(seq);
 }
 
-/* The per-key order checker: the OK calls of each key (in log order) carry
- * strictly increasing sequence numbers. Returns the violations. */
-static size_t key_order_violations(const mu_line_t *l, size_t n, GString *why) {
-  GHashTable *last =
-      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-  size_t bad = 0;
-  for (size_t i = 0; i < n; i++) {
-    char key[16];
-    int seq;
-    if (l[i].result != 0 || sscanf(l[i].event_id, "%15[^-]-%d", key, &seq) != 2)
-      continue;
-    gpointer prev;
-    if (g_hash_table_lookup_extended(last, key, NULL, &prev) &&
-        GPOINTER_TO_INT(prev) >= seq + 1) {
-      if (bad++ < 5)
-        g_string_append_printf(why, "key %s: sequence %d after %d\n", key, seq,
-                               GPOINTER_TO_INT(prev) - 1);
-    }
-    g_hash_table_insert(last, g_strdup(key), GINT_TO_POINTER(seq + 1));
-  }
-  g_hash_table_destroy(last);
-  return bad;
-}
-
 static void assert_committed_at_end(mu_cluster_t *c) {
   for (int p = 0; p < PARTS; p++) {
     int64_t end = mu_end_offset(c, TOPIC, p);
@@ -107,7 +83,7 @@ static void key_order(int n, const char *assignor) {
   mu_line_t *lines = mu_read_lines(log, &nl);
   GString *why = g_string_new(NULL);
   ck_assert_uint_eq(mu_assert_ok_ids_distinct(lines, nl), RECORDS);
-  ck_assert_msg(key_order_violations(lines, nl, why) == 0, "%s", why->str);
+  ck_assert_msg(mu_key_order_violations(lines, nl, why) == 0, "%s", why->str);
   ck_assert_uint_eq(s.handled, RECORDS);
   assert_committed_at_end(&c);
   g_string_free(why, TRUE);
@@ -225,7 +201,7 @@ START_TEST(test_retry_holds_only_its_key) {
   ck_assert_int_gt(retried_ok, 0);
   ck_assert_msg(others_last < retried_ok,
                 "other keys of partition 1 waited for the retrying key");
-  ck_assert_msg(key_order_violations(l, nl, why) == 0, "%s", why->str);
+  ck_assert_msg(mu_key_order_violations(l, nl, why) == 0, "%s", why->str);
   ck_assert_uint_eq(mu_assert_ok_ids_distinct(l, nl), 300);
   assert_committed_at_end(&c);
   g_string_free(why, TRUE);
@@ -374,7 +350,7 @@ START_TEST(test_replay_with_concurrency) {
   ck_assert_uint_eq(nl, 2 * RECORDS);
   for (size_t i = RECORDS; i < nl; i++)
     ck_assert_uint_eq(l[i].flags & KHOST_RECORD_REPLAY, KHOST_RECORD_REPLAY);
-  ck_assert_msg(key_order_violations(l + RECORDS, RECORDS, why) == 0, "%s",
+  ck_assert_msg(mu_key_order_violations(l + RECORDS, RECORDS, why) == 0, "%s",
                 why->str);
   assert_committed_at_end(&c);
   g_string_free(why, TRUE);
