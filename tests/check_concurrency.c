@@ -361,6 +361,45 @@ START_TEST(test_replay_with_concurrency) {
 }
 END_TEST
 
+/* examples/demo.cfg with concurrency = 8 in every pipeline, its
+ * databases in dir and the plugins of the build tree, run by the khost
+ * program with --exit-at-end: every pipeline reconciled (produced =
+ * handled + duplicates skipped), no coupon over its stock. */
+START_TEST(test_demo_with_concurrency) {
+  char *dir = tu_tempdir(),
+       *text = tu_read_file(TOP_SRCDIR "/examples/demo.cfg");
+  char *out = NULL, *err = NULL, *dbs = g_strdup_printf("%s/khost-demo", dir);
+  GError *e = NULL;
+  int status = -1;
+  ck_assert_ptr_nonnull(text);
+  GString *cfg = g_string_new(text);
+  g_string_replace(cfg, "/tmp/khost-demo", dbs, 0);
+  g_string_replace(cfg, "\"plugins/.libs\"",
+                   "\"" TOP_BUILDDIR "/plugins/.libs\"", 0);
+  ck_assert_uint_eq(
+      g_string_replace(cfg, "members = 1;", "members = 1; concurrency = 8;", 0),
+      3);
+  char *path = tu_write_file(dir, "demo8.cfg", cfg->str);
+  char *argv[] = {TOP_BUILDDIR "/src/khost", "run", "-c", path,
+                  "--exit-at-end",           NULL};
+  ck_assert_msg(g_spawn_sync(NULL, argv, NULL, G_SPAWN_DEFAULT, NULL, NULL,
+                             &out, &err, &status, &e),
+                "%s", e ? e->message : "spawn");
+  ck_assert_msg(g_spawn_check_wait_status(status, NULL), "exit %d: %s", status,
+                err);
+  ck_assert_msg(strstr(out, "Every pipeline reconciled."), "%s", out);
+  ck_assert_msg(strstr(out, "0 coupon(s) over stock"), "%s", out);
+  g_string_free(cfg, TRUE);
+  g_free(dbs);
+  g_free(out);
+  g_free(err);
+  free(path);
+  free(text);
+  tu_rm_rf(dir);
+  free(dir);
+}
+END_TEST
+
 Suite *concurrency_suite(void) {
   Suite *s = suite_create("concurrency");
   TU_CASE(s, test_key_order_64_cooperative, 120, "mock-cluster");
@@ -375,5 +414,6 @@ Suite *concurrency_suite(void) {
   TU_CASE(s, test_breaker_with_concurrency, 120, "mock-cluster");
   TU_CASE(s, test_dead_letters_with_concurrency, 120, "mock-cluster");
   TU_CASE(s, test_replay_with_concurrency, 120, "mock-cluster");
+  TU_CASE(s, test_demo_with_concurrency, 120, "mock-cluster");
   return s;
 }
