@@ -80,6 +80,8 @@ static const char *const pipeline_keys[] = {"name",
                                             "on_fatal",
                                             "handler_timeout",
                                             "circuit_breaker",
+                                            "concurrency",
+                                            "order_by",
                                             NULL};
 static const char *const retry_keys[] = {"max", "backoff", "backoff_max", NULL};
 static const char *const breaker_keys[] = {"window", "failure_ratio",
@@ -800,6 +802,30 @@ static void load_event_id(loader_t *ld, const scope_t *sc, cfg_pipeline_t *p) {
   }
 }
 
+static void load_order_by(loader_t *ld, const scope_t *sc, cfg_pipeline_t *p) {
+  static const char *const words[] = {"key", "", "event_id", "partition",
+                                      "none"};
+  const char *v = NULL;
+
+  if (!get_string(ld, sc, "order_by", 0, &v))
+    return;
+  if (g_str_has_prefix(v, "header:") && v[strlen("header:")]) {
+    p->order_by = CFG_ORDER_HEADER;
+    p->order_header = g_strdup(v + strlen("header:"));
+    return;
+  }
+  for (size_t i = 0; i < G_N_ELEMENTS(words); i++) {
+    if (words[i][0] && strcmp(v, words[i]) == 0) {
+      p->order_by = (cfg_order_t)i;
+      return;
+    }
+  }
+  problem(ld, sc, "order_by", config_setting_get_member(sc->group, "order_by"),
+          "must be \"key\", \"header:<name>\", \"event_id\", \"partition\" "
+          "or \"none\" (got \"%s\")",
+          v);
+}
+
 static void load_retry(loader_t *ld, const scope_t *parent, cfg_pipeline_t *p) {
   char path[48];
   scope_t sc = {get_group(ld, parent, "retry"), path};
@@ -931,6 +957,9 @@ static void load_pipeline(loader_t *ld, config_setting_t *s, size_t i,
   load_dead_letter(ld, &sc, p);
   get_int(ld, &sc, "members", 1, 256, &p->members);
   get_int(ld, &sc, "max_batch", 1, 100000, &p->max_batch);
+  p->concurrency = 1;
+  get_int(ld, &sc, "concurrency", 1, 4096, &p->concurrency);
+  load_order_by(ld, &sc, p);
   get_bool(ld, &sc, "dedup", &p->dedup);
   load_event_id(ld, &sc, p);
   get_word(ld, &sc, "on_missing_id", missing_words, &missing);
@@ -1214,6 +1243,7 @@ static void free_pipeline(cfg_pipeline_t *p) {
   g_free(p->plugin);
   g_free(p->plugin_path);
   g_free(p->eid_header);
+  g_free(p->order_header);
   g_free(p->dead_letter_topic);
   free_props(p->kafka, p->n_kafka);
 }

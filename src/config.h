@@ -21,6 +21,14 @@ typedef struct cfg_prop {
 
 typedef enum { CFG_EID_HEADER = 0, CFG_EID_KEY = 1 } cfg_eid_source_t;
 typedef enum { CFG_MISSING_PROCESS = 0, CFG_MISSING_FAIL = 1 } cfg_missing_t;
+/* What stays in order with concurrency > 1 (order_by). */
+typedef enum {
+  CFG_ORDER_KEY = 0,
+  CFG_ORDER_HEADER,
+  CFG_ORDER_EVENT_ID,
+  CFG_ORDER_PARTITION,
+  CFG_ORDER_NONE
+} cfg_order_t;
 typedef enum { CFG_DURABILITY_NORMAL = 0, CFG_DURABILITY_FULL = 1 } cfg_durab_t;
 typedef enum { CFG_STORE_SQLITE = 0, CFG_STORE_POSTGRESQL = 1 } cfg_store_t;
 /* What a plugin's KHOST_FATAL stops. */
@@ -52,6 +60,10 @@ typedef struct cfg_pipeline {
   char *eid_header; /* header name when eid_source is header ("eventId") */
   cfg_missing_t on_missing_id; /* default process */
   int max_batch;               /* 1..100000, default 500 */
+  int concurrency;             /* records in flight per member, 1..4096,
+                                * default 1 */
+  cfg_order_t order_by;        /* default key */
+  char *order_header;          /* order_by = "header:NAME": NAME */
   int dedup;                   /* bool, default 1 */
   int retry_max;            /* attempts after the first, 0..1000, default 16 */
   int retry_backoff_ms;     /* first backoff, default 200 */

@@ -120,8 +120,11 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
     g_ptr_array_add(b->claims, rec);
   }
   /* The partition's next offset is stored with the batch (a member
-   * assigned the partition later starts there). */
-  if (b->sb && !f->ops->is_end(rec))
+   * assigned the partition later starts there); a lane's partition knows
+   * its lowest record without an outcome. */
+  if (pt->owner)
+    flow_lanes_finished(f, pt, rec, b);
+  else if (b->sb && !f->ops->is_end(rec))
     store_batch_set_offset(b->sb, f->conf->scope, f->ops->topic(rec),
                            f->ops->partition(rec), f->ops->offset(rec) + 1);
   g_ptr_array_add(b->done, rec);
@@ -226,8 +229,8 @@ static void fail_head(flow_t *f, flow_part_t *pt, const void *rec,
   finish(f, pt, STORE_OUTCOME_FAIL);
 }
 
-void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,
-                           int64_t now) {
+static void dead_letter_done(flow_t *f, flow_part_t *pt, int rc,
+                             const char *err, int64_t now) {
   char line[768];
   void *rec = g_queue_peek_head(&pt->queue);
   pt->dl_flying = 0;
@@ -246,6 +249,15 @@ void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,
   flow_log_record(f, KHOST_LOG_ERR, rec, line);
   failed(f, rec, pt->reason, 1);
   finish(f, pt, STORE_OUTCOME_FAIL);
+}
+
+void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,
+                           int64_t now) {
+  if (pt->owner)
+    f->in_flight--;
+  dead_letter_done(f, pt, rc, err, now);
+  if (pt->owner)
+    flow_lanes_idle(f, pt);
 }
 
 /* ------------------------------------------------------------ claims */
@@ -413,14 +425,14 @@ static void attempt_returned(flow_t *f, const flow_job_t *job) {
 
 /* ------------------------------------------------------------ the head */
 
-static int head_ready(const flow_t *f, const flow_part_t *pt, int64_t now) {
+int flow_head_ready(const flow_t *f, const flow_part_t *pt, int64_t now) {
   return pt->queue.length > 0 && pt->wait_until <= now && !pt->dl_flying &&
-         !f->hold && !f->breaker_open;
+         !pt->busy && !f->hold && !f->breaker_open;
 }
 
 /* Take pt's head one step: a job for the adapter (FLOW_CALL or
  * FLOW_DEAD_LETTER), or FLOW_NONE when it was settled here or waits. */
-static int step_head(flow_t *f, flow_part_t *pt, int64_t now, flow_job_t *job) {
+int flow_step_head(flow_t *f, flow_part_t *pt, int64_t now, flow_job_t *job) {
   void *rec = g_queue_peek_head(&pt->queue);
   const void *id;
   size_t len;
@@ -450,6 +462,8 @@ static int step_head(flow_t *f, flow_part_t *pt, int64_t now, flow_job_t *job) {
 
 int flow_next(flow_t *f, int64_t now, flow_job_t *job) {
   size_t n = f->parts->len;
+  if (f->conf->concurrency > 1)
+    return flow_lanes_next(f, now, job);
   for (int moved = 1; moved && n > 0;) {
     moved = 0;
     for (size_t k = 0; k < n; k++) {
@@ -457,10 +471,10 @@ int flow_next(flow_t *f, int64_t now, flow_job_t *job) {
       if (f->cur.done->len >= f->conf->max_batch)
         return FLOW_NONE;
       flow_part_t *pt = f->parts->pdata[f->rr++ % n];
-      if (!head_ready(f, pt, now))
+      if (!flow_head_ready(f, pt, now))
         continue;
       guint before = f->cur.done->len;
-      int r = step_head(f, pt, now, job);
+      int r = flow_step_head(f, pt, now, job);
       if (r != FLOW_NONE)
         return r;
       moved |= f->cur.done->len != before;
@@ -496,8 +510,9 @@ int flow_outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
   return flow_outcome_why(f, job, res, NULL, now);
 }
 
-int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,
-                     const char *reason, int64_t now) {
+/* The plugin's answer for pt's head (a partition's or a lane's). */
+static int outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
+                   const char *reason, int64_t now) {
   char why[512];
   const flow_conf_t *c = f->conf;
   flow_part_t *pt = job->part;
@@ -526,6 +541,18 @@ int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,
   }
 }
 
+int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,
+                     const char *reason, int64_t now) {
+  flow_part_t *pt = job->part;
+  if (!pt->owner && !pt->orphan)
+    return outcome(f, job, res, reason, now);
+  if (flow_lanes_answered(f, pt, job->rec))
+    return 0;
+  int rc = outcome(f, job, res, reason, now);
+  flow_lanes_idle(f, pt);
+  return rc;
+}
+
 void flow_release_head(flow_t *f, flow_part_t *pt) {
   void *rec = g_queue_peek_head(&pt->queue);
   const void *id;
@@ -539,9 +566,11 @@ void flow_release_head(flow_t *f, flow_part_t *pt) {
 
 int64_t flow_ready_in(flow_t *f, int64_t now, int64_t cap) {
   int64_t t = cap;
+  if (f->conf->concurrency > 1)
+    return flow_lanes_ready_in(f, now, cap);
   for (guint i = 0; i < f->parts->len; i++) {
     const flow_part_t *pt = f->parts->pdata[i];
-    if (head_ready(f, pt, now))
+    if (flow_head_ready(f, pt, now))
       return 0;
     if (pt->queue.length > 0 && !pt->dl_flying && pt->wait_until - now < t)
       t = pt->wait_until - now;

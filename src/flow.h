@@ -57,7 +57,20 @@ typedef struct flow_rec_ops {
    * headers as parked_hdr.h encodes them. May be NULL: only the fields
    * above are parked. */
   void (*payload)(const void *rec, store_parked_t *p, void **headers);
+  /* Bytes the record holds (its key and value), for the bound on what a
+   * member queues with concurrency > 1. May be NULL (counted as 0). */
+  size_t (*size)(const void *rec);
 } flow_rec_ops_t;
+
+/* What stays in offset order with concurrency > 1 (flow_conf_t.order_by):
+ * records with one ordering value in one partition form a lane. */
+typedef enum flow_order {
+  FLOW_ORDER_KEY = 0,   /* the record key */
+  FLOW_ORDER_HEADER,    /* the header order_header */
+  FLOW_ORDER_EVENT_ID,  /* the event ID */
+  FLOW_ORDER_PARTITION, /* the whole partition (one lane) */
+  FLOW_ORDER_NONE       /* nothing: every record its own lane */
+} flow_order_t;
 
 /* The pipeline's counters, shared by its members. */
 typedef struct flow_counts {
@@ -99,6 +112,16 @@ typedef struct flow_conf {
    * overlay of its writes goes). May be NULL. */
   void (*batch_end)(void *ctx, store_batch_t *sb);
   void *batch_end_ctx;
+  /* Concurrency inside a partition (flow_lanes.c). 1 (or 0): one head per
+   * partition, one job at a time. N > 1: up to N jobs handed out at once,
+   * at most one per lane (order_by); a record without an ordering value
+   * (a null key, a missing header) joins its partition's null lane. */
+  int concurrency;
+  flow_order_t order_by;
+  const char *order_header; /* FLOW_ORDER_HEADER: the header's name */
+  /* With concurrency > 1: records and bytes queued per member before its
+   * partitions want a pause (0: no bound). */
+  size_t queue_max, queue_bytes;
 } flow_conf_t;
 
 /* Opens the store batches (two: one in the air while one fills). Errors
@@ -124,6 +147,9 @@ const char *flow_part_topic(const flow_part_t *pt);
 int32_t flow_part_partition(const flow_part_t *pt);
 /* The oldest record of the partition without an outcome yet, or NULL. */
 void *flow_part_head(const flow_part_t *pt);
+/* The partition of a head: pt itself, or the partition of a lane (a
+ * job's part with concurrency > 1). */
+flow_part_t *flow_part_owner(flow_part_t *pt);
 /* The adapter's own pointer per partition (a dead-letter write). */
 void *flow_part_user(const flow_part_t *pt);
 void flow_part_set_user(flow_part_t *pt, void *user);
@@ -133,7 +159,9 @@ int flow_part_wants_pause(const flow_t *f, const flow_part_t *pt, int64_t now);
 int flow_part_paused(const flow_part_t *pt);
 void flow_part_set_paused(flow_part_t *pt, int paused);
 /* The position to commit: the next offset after the durable outcomes, or
- * -1 when there is none (or, unless all, when it is committed already). */
+ * -1 when there is none (or, unless all, when it is committed already).
+ * With concurrency > 1 outcomes land out of order: the position is the
+ * lowest offset without a durable outcome. */
 int64_t flow_part_position(const flow_part_t *pt, int all);
 /* A commit of the partition up to offset was acknowledged. Positions only
  * move forward. */
@@ -147,6 +175,11 @@ void flow_committed(flow_t *f, const char *topic, int32_t partition,
 int flow_push(flow_t *f, void *rec);
 /* Records queued in all partitions. */
 size_t flow_queued(const flow_t *f);
+/* Jobs handed out without an answer yet (concurrency > 1; else 0). */
+size_t flow_in_flight(const flow_t *f);
+/* concurrency > 1: the queues hold queue_max records or queue_bytes (take
+ * no more for now). 0 with concurrency 1. */
+int flow_full(const flow_t *f);
 
 enum {
   FLOW_NONE = 0,   /* nothing ready now (see flow_ready_in()) */
@@ -165,12 +198,20 @@ typedef struct flow_job {
 } flow_job_t;
 
 /* The next job, round robin over the partitions, at most one per ready
- * head: FLOW_NONE when no head is ready or the batch is full. */
+ * head: FLOW_NONE when no head is ready or the batch is full. With
+ * concurrency > 1 the adapter asks again before answering: up to
+ * concurrency jobs are out at once, at most one per lane, and the batch
+ * counts the jobs out (it never grows past max_batch outcomes). */
 int flow_next(flow_t *f, int64_t now, flow_job_t *job);
 /* The plugin's answer to job (a FLOW_CALL). Returns -1 for KHOST_FATAL
- * (the pipeline stops; nothing past it is committed), else 0. */
+ * (the pipeline stops; nothing past it is committed), else 0. A job of a
+ * partition dropped while it was out is only let go (its claim given
+ * back, nothing of it batched). */
 int flow_outcome(flow_t *f, const flow_job_t *job, khost_result_t res,
                  int64_t now);
+/* 1 when job's partition was dropped while the job was out: its answer
+ * will only let it go. */
+int flow_job_dropped(const flow_job_t *job);
 /* flow_outcome() with the plugin's reason for a FAIL or RETRY (NULL:
  * none): it joins the log line and the failure's reason. */
 int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,

@@ -33,6 +33,16 @@ struct flow_part {
   size_t n_ranges;
   int64_t ahead_to; /* records below this offset were claimed ahead */
   void *user;       /* the adapter's */
+  /* Concurrency > 1 (flow_lanes.c). A partition has lanes; a lane is a
+   * flow_part_t of its own whose queue and head fields above are the
+   * lane's, with owner its partition (NULL once that partition was
+   * dropped while the lane's head was out: an orphan). */
+  struct flow_lanes *lanes; /* a partition split into lanes, or NULL */
+  flow_part_t *owner;       /* a lane: its partition */
+  GBytes *lane_value;       /* a lane: its ordering value (NULL: null) */
+  GList *ready_link;        /* a lane in f->ready, or NULL */
+  int busy;                 /* a lane: its head is with the plugin */
+  int orphan;               /* a lane: its partition went meanwhile */
 };
 
 /* Outcomes on their way to being durable: the records, the claimed ones
@@ -55,6 +65,11 @@ struct flow {
   int hold;              /* the batch cannot be made durable: all paused */
   int breaker_open;      /* the pipeline's circuit breaker is open */
   int64_t first_done_at; /* when the oldest outcome of cur was reached */
+  /* Concurrency > 1 (flow_lanes.c). */
+  GQueue ready;        /* lanes with records and no job out, oldest first */
+  size_t in_flight;    /* jobs handed out, not answered yet */
+  size_t queued_bytes; /* what the queued records hold */
+  GPtrArray *orphans;  /* lanes whose partition went while their job was out */
 };
 
 /* flow.c */
@@ -64,5 +79,31 @@ void flow_log_record(const flow_t *f, int level, const void *rec,
                      const char *what);
 /* Give back the claim of pt's head, which will not get an outcome here. */
 void flow_release_head(flow_t *f, flow_part_t *pt);
+/* One step of pt's head (a partition's, or a lane's): a job, or FLOW_NONE
+ * when it was settled here or waits. */
+int flow_step_head(flow_t *f, flow_part_t *pt, int64_t now, flow_job_t *job);
+int flow_head_ready(const flow_t *f, const flow_part_t *pt, int64_t now);
+
+/* flow_lanes.c: concurrency > 1 */
+void flow_lanes_init(flow_t *f, flow_part_t *pt);
+void flow_lanes_drop(flow_t *f, flow_part_t *pt);
+void flow_lanes_free_orphans(flow_t *f);
+int flow_lanes_push(flow_t *f, flow_part_t *pt, void *rec);
+int flow_lanes_next(flow_t *f, int64_t now, flow_job_t *job);
+int64_t flow_lanes_ready_in(flow_t *f, int64_t now, int64_t cap);
+/* A lane's head is settled (in batch b): its partition learns it. */
+void flow_lanes_finished(flow_t *f, flow_part_t *lane, const void *rec,
+                         flow_batch_t *b);
+/* An answer came for lane's job: 1 when the lane is an orphan (the answer
+ * is dropped, the lane freed), 0 to go on. */
+int flow_lanes_answered(flow_t *f, flow_part_t *lane, const void *rec);
+/* The lane's job is answered and its head moved on: ready again, or
+ * freed when it has nothing left. */
+void flow_lanes_idle(flow_t *f, flow_part_t *lane);
+/* rec of pt (with lanes) is durable, or will not be (abandoned). */
+void flow_lanes_durable(flow_t *f, flow_part_t *pt, const void *rec);
+void flow_lanes_abandoned(flow_t *f, flow_part_t *pt, const void *rec);
+void *flow_lanes_head(const flow_part_t *pt);
+int flow_lanes_want_pause(const flow_t *f, const flow_part_t *pt, int64_t now);
 
 #endif

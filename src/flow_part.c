@@ -26,6 +26,7 @@ int flow_open(flow_t **out, const flow_conf_t *conf, const flow_rec_ops_t *ops,
   f->conf = conf;
   f->ops = ops;
   f->parts = g_ptr_array_new();
+  f->orphans = g_ptr_array_new();
   if (batch_init(f, &f->cur, why, sizeof(why)) != 0 ||
       batch_init(f, &f->air, why, sizeof(why)) != 0) {
     snprintf(err, errlen, "%s: %s", conf->who, why);
@@ -50,9 +51,11 @@ void flow_close(flow_t *f) {
     return;
   while (f->parts->len > 0)
     flow_drop(f, f->parts->pdata[0]);
-  g_ptr_array_free(f->parts, TRUE);
+  flow_lanes_free_orphans(f);
+  g_ptr_array_free(f->orphans, TRUE);
   batch_free(f, &f->cur);
   batch_free(f, &f->air);
+  g_ptr_array_free(f->parts, TRUE);
   free(f);
 }
 
@@ -102,12 +105,16 @@ flow_part_t *flow_assign(flow_t *f, const char *topic, int32_t partition) {
   pt->next = pt->committed = -1;
   g_queue_init(&pt->queue);
   load_ranges(f, pt);
+  if (f->conf->concurrency > 1)
+    flow_lanes_init(f, pt);
   g_ptr_array_add(f->parts, pt);
   return pt;
 }
 
 void flow_drop(flow_t *f, flow_part_t *pt) {
   void *rec;
+  if (pt->lanes)
+    flow_lanes_drop(f, pt);
   flow_release_head(f, pt);
   while ((rec = g_queue_pop_head(&pt->queue))) {
     f->ops->free(rec);
@@ -138,6 +145,8 @@ int32_t flow_part_partition(const flow_part_t *pt) {
 }
 
 void *flow_part_head(const flow_part_t *pt) {
+  if (pt->lanes)
+    return flow_lanes_head(pt);
   return pt->queue.head ? pt->queue.head->data : NULL;
 }
 
@@ -150,6 +159,8 @@ void flow_part_set_user(flow_part_t *pt, void *user) {
 }
 
 int flow_part_wants_pause(const flow_t *f, const flow_part_t *pt, int64_t now) {
+  if (pt->lanes)
+    return f->hold || f->breaker_open || flow_lanes_want_pause(f, pt, now);
   return f->hold || f->breaker_open ||
          (pt->queue.length > 0 && pt->wait_until > now + f->conf->pause_min_ms);
 }
@@ -187,6 +198,10 @@ static void advance(flow_t *f, const flow_batch_t *b) {
     flow_part_t *pt = flow_find(f, topic, o->partition(rec));
     if (!pt) /* revoked meanwhile; its next owner gets it */
       continue;
+    if (pt->lanes) {
+      flow_lanes_durable(f, pt, rec);
+      continue;
+    }
     if (!o->is_end(rec)) {
       if (offset + 1 > pt->next)
         pt->next = offset + 1;
@@ -210,6 +225,8 @@ int flow_push(flow_t *f, void *rec) {
   if (!pt)
     return -1;
   f->last = pt;
+  if (pt->lanes)
+    return flow_lanes_push(f, pt, rec);
   g_queue_push_tail(&pt->queue, rec);
   f->queued++;
   return 0;
@@ -217,6 +234,10 @@ int flow_push(flow_t *f, void *rec) {
 
 size_t flow_queued(const flow_t *f) {
   return f->queued;
+}
+
+size_t flow_in_flight(const flow_t *f) {
+  return f->in_flight;
 }
 
 /* ------------------------------------------------------------ batches */
@@ -282,6 +303,13 @@ void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
     size_t len;
     if (flow_event_id(f, b->claims->pdata[i], &id, &len))
       store_release(c->store, c->scope, id, len);
+  }
+  /* A partition with lanes never commits past them. */
+  for (guint i = 0; i < b->done->len; i++) {
+    const void *rec = b->done->pdata[i];
+    flow_part_t *pt = flow_find(f, f->ops->topic(rec), f->ops->partition(rec));
+    if (pt && pt->lanes)
+      flow_lanes_abandoned(f, pt, rec);
   }
   if (b->sb)
     store_batch_discard(b->sb);

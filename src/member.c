@@ -64,13 +64,17 @@ static int64_t coarse_ms(void) {
 }
 
 /* Forget a partition: its queued records were never handled and go to the
- * next owner; a dead-letter write of its head, written or not, is made
- * again by the next owner. */
+ * next owner; a dead-letter write of its head (of one of its lanes, with
+ * concurrency > 1), written or not, is made again by the next owner. */
 static void part_drop(member_t *m, flow_part_t *pt) {
-  dead_letter_write_t *dlw = flow_part_user(pt);
-  if (dlw)
-    dead_letter_forget(m->dlq, dlw);
-  flow_part_set_user(pt, NULL);
+  for (guint i = m->dl_heads->len; i-- > 0;) {
+    flow_part_t *head = m->dl_heads->pdata[i];
+    if (flow_part_owner(head) != pt)
+      continue;
+    dead_letter_forget(m->dlq, flow_part_user(head));
+    flow_part_set_user(head, NULL);
+    g_ptr_array_remove_index_fast(m->dl_heads, i);
+  }
   flow_drop(m->flow, pt);
 }
 
@@ -127,6 +131,7 @@ static int dead_letter_check(member_t *m, flow_part_t *pt, int poll_ms) {
   if (r == 1)
     return 1;
   flow_part_set_user(pt, NULL); /* taken: freed */
+  g_ptr_array_remove_fast(m->dl_heads, pt);
   flow_dead_letter_done(m->flow, pt, r < 0 ? -1 : 0, err, member_now_ms());
   return 0;
 }
@@ -143,15 +148,24 @@ static void dead_letter_start(member_t *m, const flow_job_t *job) {
     return;
   }
   flow_part_set_user(job->part, dlw);
+  g_ptr_array_add(m->dl_heads, job->part);
   dead_letter_check(m, job->part, 0);
 }
 
+/* Look at every write in flight once, for up to poll_ms each; 1 while
+ * one still is. (A head answered leaves dl_heads; the loop runs from the
+ * end, so that the ones moved into its place were looked at already.) */
+static int dead_letters_check(member_t *m, int poll_ms) {
+  int waiting = 0;
+  for (guint i = m->dl_heads->len; i-- > 0;)
+    if (i < m->dl_heads->len &&
+        dead_letter_check(m, m->dl_heads->pdata[i], poll_ms))
+      waiting = 1;
+  return waiting;
+}
+
 static void dead_letters_poll(member_t *m) {
-  for (size_t i = 0; i < flow_parts(m->flow); i++) {
-    flow_part_t *pt = flow_part_at(m->flow, i);
-    if (flow_part_user(pt))
-      dead_letter_check(m, pt, 0);
-  }
+  dead_letters_check(m, 0);
 }
 
 /* Wait up to ms for the dead-letter writes in flight and finish the heads
@@ -160,15 +174,9 @@ static void dead_letters_poll(member_t *m) {
  * next owner. */
 static void land_dead_letters(member_t *m, int64_t ms) {
   int64_t deadline = member_now_ms() + ms;
-  for (int waiting = 1; waiting && member_now_ms() < deadline;) {
-    waiting = 0;
-    for (size_t i = 0; i < flow_parts(m->flow); i++) {
-      flow_part_t *pt = flow_part_at(m->flow, i);
-      if (flow_part_user(pt) &&
-          dead_letter_check(m, pt, MEMBER_DEAD_LETTER_POLL_MS))
-        waiting = 1;
-    }
-  }
+  while (dead_letters_check(m, MEMBER_DEAD_LETTER_POLL_MS) &&
+         member_now_ms() < deadline)
+    ;
 }
 
 /* Handle the ready heads, round robin over the partitions, until the
@@ -184,10 +192,15 @@ static void handle_ready(member_t *m) {
     m->breaker_open = !m->breaker_open;
     metrics_breaker(m->env->metrics, m->breaker_open);
   }
+  member_answers(m);
   while (!member_stopping(m) &&
          (what = flow_next(m->flow, now, &job)) != FLOW_NONE) {
     if (what == FLOW_DEAD_LETTER) {
       dead_letter_start(m, &job);
+      continue;
+    }
+    if (m->workers) {
+      member_dispatch(m, &job);
       continue;
     }
     if (m->state)
@@ -281,6 +294,9 @@ static void check_dedup_history(member_t *m,
 
 static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
   int lost = rd_kafka_assignment_lost(m->rk);
+  /* The jobs out finish first (as a handle() call would): their
+   * outcomes join the batch made durable below. */
+  member_drain(m);
   if (lost) {
     /* Someone else owns these now: their results must not be committed. */
     log_partitions(m, "lost", parts);
@@ -293,7 +309,7 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
     settle(m, 1, 0);
   }
   /* The batch in flight is finished or abandoned; the partitions go. */
-  plugin_instance_revoked(m->inst, parts, lost);
+  member_plugin_revoked(m, parts, lost);
   drop_partitions(m, parts);
 }
 
@@ -316,7 +332,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     m->env->start_offsets(m->env->ctx, parts);
     if (m->state)
       state_start_offsets(m, parts);
-    plugin_instance_assigned(m->inst, parts);
+    member_plugin_assigned(m, parts);
     if (cooperative)
       error = rd_kafka_incremental_assign(rk, parts);
     else
@@ -474,6 +490,15 @@ static void flow_setup(member_t *m) {
       .failed_ctx = env->metrics,
       .batch_end = m->state ? batch_end : NULL,
       .batch_end_ctx = m->state,
+      .concurrency = pc->concurrency,
+      .order_by = (flow_order_t)pc->order_by,
+      .order_header = pc->order_header,
+      /* Enough records to find concurrency distinct ordering values, and
+       * the member's share of memory_limit. */
+      .queue_max =
+          (size_t)(pc->max_batch > 16 * pc->concurrency ? pc->max_batch
+                                                        : 16 * pc->concurrency),
+      .queue_bytes = (size_t)kafka_prefetch_kbytes(env->cfg) * 1024,
   };
 }
 
@@ -492,7 +517,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
   if (env->store && store_has_state(env->store))
     m->state = state_new(env->store, env->scope);
   opts.state = m->state;
-  if (plugin_instance_create(&m->inst, env->plugin, &opts, err, errlen) != 0)
+  if (member_instances_create(m, &opts, err, errlen) != 0)
     return -1;
   flow_setup(m);
   if (flow_open(&m->flow, &m->fc, &record_ops, err, errlen) != 0)
@@ -501,6 +526,8 @@ static int setup(member_t *m, char *err, size_t errlen) {
       durable_start(&m->durable, m->who, m->env->metrics, err, errlen) != 0)
     return -1;
   if (create_consumer(m, err, errlen) != 0)
+    return -1;
+  if (member_workers_start(m, err, errlen) != 0)
     return -1;
   if (open_dead_letter(m, err, errlen) != 0)
     return -1;
@@ -512,6 +539,7 @@ static int setup(member_t *m, char *err, size_t errlen) {
  * the group. */
 static void shut_down(member_t *m) {
   if (m->rk) {
+    member_workers_stop(m); /* every job out answered first */
     land_dead_letters(m, dead_letter_timeout_ms(m));
     settle(m, 0, 1);
     /* Refused while the group rebalances (other members leaving too):
@@ -540,9 +568,7 @@ static void shut_down(member_t *m) {
     part_drop(m, flow_part_at(m->flow, 0));
   dead_letter_close(m->dlq);
   m->dlq = NULL;
-  if (m->inst)
-    plugin_instance_destroy(m->inst);
-  m->inst = NULL;
+  member_instances_destroy(m);
   /* Outcomes left were not made durable: their claims go back. */
   flow_close(m->flow);
   m->flow = NULL;
@@ -573,6 +599,8 @@ static void *member_main(void *arg) {
 }
 
 static void member_free(member_t *m) {
+  workers_free(m->workers);
+  g_ptr_array_free(m->dl_heads, TRUE);
   free(m);
 }
 
@@ -580,6 +608,7 @@ int member_spawn(member_t **out, const member_env_t *env, int index) {
   member_t *m = calloc(1, sizeof(*m));
   m->env = env;
   m->index = index;
+  m->dl_heads = g_ptr_array_new();
   snprintf(m->who, sizeof(m->who), "%s/%d", env->pipeline, index);
   if (pthread_create(&m->thread, NULL, member_main, m) != 0) {
     member_free(m);
@@ -596,6 +625,8 @@ void member_join(member_t *m) {
 
 int member_busy(member_t *m, int64_t *since, const char **topic,
                 int32_t *partition, int64_t *offset) {
+  if (m->workers)
+    return workers_busy(m->workers, since, topic, partition, offset);
   *since = atomic_load(&m->busy_since);
   if (*since == 0)
     return 0;

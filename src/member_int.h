@@ -8,6 +8,7 @@
 #ifndef KHOST_MEMBER_INT_H
 #define KHOST_MEMBER_INT_H
 
+#include <glib.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -21,6 +22,7 @@
 #include "flow.h"
 #include "member.h"
 #include "plugin_loader.h"
+#include "workers.h"
 
 struct member {
   const member_env_t *env;
@@ -28,8 +30,19 @@ struct member {
   char who[160];
   pthread_t thread;
   rd_kafka_t *rk;
-  plugin_instance_t *inst;
-  dead_letter_t *dlq; /* NULL without a dead-letter topic */
+  plugin_instance_t *inst; /* insts[0] */
+  /* One instance per worker (concurrency > 1; else one, and no worker):
+   * member_workers.c. */
+  plugin_instance_t **insts;
+  int n_insts;
+  struct state **views;     /* each worker's view of state, or NULL */
+  workers_t *workers;       /* NULL with concurrency 1 */
+  rd_kafka_queue_t *wake_q; /* the consumer queue, yielded on an answer */
+  int64_t polled_at;        /* the last rd_kafka_consumer_poll() (poll.c) */
+  dead_letter_t *dlq;       /* NULL without a dead-letter topic */
+  /* The heads (flow_part_t, a partition's or a lane's) whose dead-letter
+   * write is in flight: the write is their user pointer. */
+  GPtrArray *dl_heads;
 
   flow_conf_t fc;             /* the flow core's settings */
   flow_t *flow;               /* partitions, records, batches, positions */
@@ -123,6 +136,33 @@ void commit_due(member_t *m);
 /* The result of a commit (librdkafka's offset commit callback). */
 void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                    rd_kafka_topic_partition_list_t *offsets, void *opaque);
+
+/* member_workers.c */
+/* Create the member's plugin instance(s): concurrency of them, each with
+ * its worker index and state view (opts is filled in). */
+int member_instances_create(member_t *m, plugin_instance_opts_t *opts,
+                            char *err, size_t errlen);
+void member_instances_destroy(member_t *m);
+/* Start the workers (concurrency > 1), after the consumer exists. */
+int member_workers_start(member_t *m, char *err, size_t errlen);
+/* Wait for every answer, give them to the flow core, join the workers. */
+void member_workers_stop(member_t *m);
+/* Give the answers that came to the flow core (no waiting). */
+void member_answers(member_t *m);
+/* Wait for every job out and give its answer to the flow core. */
+void member_drain(member_t *m);
+/* Wait up to ms for one answer and give it to the flow core. */
+void member_answer_wait(member_t *m, int64_t ms);
+/* Hand a FLOW_CALL job to an idle worker. */
+void member_dispatch(member_t *m, const flow_job_t *job);
+/* flush() every instance (each while its worker is idle). */
+int member_flush(member_t *m, char *err, size_t errlen);
+/* assigned() / revoked() of every instance, its worker idle. */
+void member_plugin_assigned(member_t *m,
+                            const rd_kafka_topic_partition_list_t *parts);
+void member_plugin_revoked(member_t *m,
+                           const rd_kafka_topic_partition_list_t *parts,
+                           int lost);
 
 /* member_lag.c: the oldest waiting record of each partition, for the
  * consumer lag in seconds (a few times a second at most). */

@@ -220,6 +220,10 @@ static int api_member_index(khost_host_t *h) {
   return h ? h->member : -1;
 }
 
+static int api_worker_index(khost_host_t *h) {
+  return h && h->member >= 0 ? h->worker : -1;
+}
+
 /* One line: a reason is quoted in log lines and a header. */
 static void api_fail_reason(khost_host_t *h, const char *fmt, ...) {
   va_list ap;
@@ -302,6 +306,7 @@ static const khost_api_t pl_api = {
     .state_put = api_state_put,
     .state_delete = api_state_delete,
     .state_scan = api_state_scan,
+    .worker_index = api_worker_index,
 };
 
 const khost_api_t *plugin_host_api(void) {

@@ -22,7 +22,8 @@
 struct khost_host {
   char *pipeline;
   int member;
-  char *who; /* "pipeline/member/plugin" */
+  int worker; /* the instance's worker (concurrency > 1), else 0 */
+  char *who;  /* "pipeline/member/plugin" */
   char *config_file;
   config_setting_t *group;  /* NULL: the plugin has no settings */
   unsigned char *looked_up; /* one flag per setting of group */

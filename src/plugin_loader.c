@@ -307,12 +307,16 @@ static plugin_instance_t *pi_new(plugin_t *p,
   pi->plugin = p;
   plugin_host_init(
       h, pipeline, opts->member,
-      g_strdup_printf("%s/%d/%s", pipeline, opts->member, p->known.name),
+      opts->worker > 0
+          ? g_strdup_printf("%s/%d.%d/%s", pipeline, opts->member, opts->worker,
+                            p->known.name)
+          : g_strdup_printf("%s/%d/%s", pipeline, opts->member, p->known.name),
       opts->config_file, opts->config);
   h->schema = p->schema;
   h->closing_note = opts->closing_note;
   h->closing_ctx = opts->closing_ctx;
   h->state = opts->state;
+  h->worker = opts->worker;
   return pi;
 }
 

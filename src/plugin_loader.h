@@ -57,6 +57,8 @@ typedef struct plugin_instance_opts {
   void *closing_ctx;
   /* Optional: the member's host-managed state (khost_api_t.state_*). */
   struct state *state;
+  /* The instance's worker (khost_api_t.worker_index), 0 with one. */
+  int worker;
 } plugin_instance_opts_t;
 
 /* Create an instance. Fails (-1, *out NULL) with one problem per line:

@@ -36,10 +36,7 @@ void poll_enqueue(member_t *m, rd_kafka_message_t *msg) {
 
 /* Is a dead-letter write in flight? */
 static int dead_letters_flying(const member_t *m) {
-  for (size_t i = 0; i < flow_parts(m->flow); i++)
-    if (flow_part_user(flow_part_at(m->flow, i)))
-      return 1;
-  return 0;
+  return m->dl_heads->len > 0;
 }
 
 /* How long the next poll may wait: not at all when a head is ready, else
@@ -54,17 +51,35 @@ static int poll_timeout(const member_t *m) {
   return (int)flow_ready_in(m->flow, member_now_ms(), t);
 }
 
-/* Poll until max_batch records are queued or none is waiting. */
+/* Has the member taken what it may for now? With concurrency > 1 the
+ * queues hold more than a batch: enough records to keep every lane busy. */
+static int poll_enough(member_t *m) {
+  if (m->fc.concurrency > 1)
+    return flow_full(m->flow);
+  return flow_queued(m->flow) >= (size_t)m->env->pc->max_batch;
+}
+
+/* Poll until max_batch records are queued or none is waiting. With
+ * concurrency > 1 and the queues full, the records wait in librdkafka's
+ * own queue (bounded by queued.max.messages.kbytes) while the member waits
+ * for a worker's answer instead; it still polls every POLL_MS (rebalance
+ * callbacks, max.poll.interval.ms), one record past the bound at most. */
 void poll_records(member_t *m) {
   int timeout = poll_timeout(m);
-  size_t max = (size_t)m->env->pc->max_batch;
+  int64_t now = member_now_ms();
+  if (m->workers && flow_full(m->flow) && workers_out(m->workers) > 0 &&
+      now - m->polled_at < POLL_MS) {
+    member_answer_wait(m, timeout);
+    return;
+  }
+  m->polled_at = now;
   do {
     rd_kafka_message_t *msg = rd_kafka_consumer_poll(m->rk, timeout);
     if (!msg)
       return;
     poll_enqueue(m, msg);
     timeout = 0;
-  } while (flow_queued(m->flow) < max && !member_stopping(m));
+  } while (!poll_enough(m) && !member_stopping(m));
 }
 
 /* Poll for up to ms without handling anything (records are queued). */

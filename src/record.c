@@ -58,6 +58,11 @@ static void rec_payload(const void *rec, store_parked_t *p, void **headers) {
   p->headers = *headers;
 }
 
+static size_t rec_size(const void *rec) {
+  const rd_kafka_message_t *m = rec;
+  return m->len + m->key_len;
+}
+
 static void rec_free(void *rec) {
   rd_kafka_message_destroy(rec);
 }
@@ -71,6 +76,7 @@ const flow_rec_ops_t record_ops = {
     .header = rec_header,
     .free = rec_free,
     .payload = rec_payload,
+    .size = rec_size,
 };
 
 void record_for_plugin(const flow_job_t *job, khost_record_t *out) {

@@ -43,7 +43,7 @@ static int make_durable(member_t *m, flow_batch_t *b, int wait,
     if (attempt == 1 && first) {
       snprintf(err, sizeof(err), "%s", first);
       transient = first_transient;
-    } else if (plugin_instance_flush(m->inst, err, sizeof(err)) == 0 &&
+    } else if (member_flush(m, err, sizeof(err)) == 0 &&
                (!sb || store_batch_pending(sb) == 0 ||
                 store_batch_commit(sb, &transient, err, sizeof(err)) == 0)) {
       break;
@@ -143,7 +143,7 @@ void settle_due(member_t *m) {
   }
   if (settle_land(m, 1, 1) != 0)
     return; /* abandoned, the current batch too */
-  if (plugin_instance_flush(m->inst, err, sizeof(err)) != 0)
+  if (member_flush(m, err, sizeof(err)) != 0)
     settle(m, 0, 1); /* waits the flush out, then made durable here */
   else
     take_off(m);

@@ -6,6 +6,7 @@
 #include "state.h"
 
 #include <glib.h>
+#include <pthread.h>
 #include <string.h>
 
 /* Writes not durable yet: key -> value, or NULL for a delete. */
@@ -18,13 +19,21 @@ typedef struct overlay {
 /* The flow core has two batches: the one filling, the one in the air. */
 #define OVERLAYS 2
 
-struct state {
+/* What every view of a member's state shares: the overlays, under mu
+ * (workers read them while the member's thread joins and ends batches). */
+typedef struct shared {
   store_t *store;
   uint32_t scope;
-  GHashTable *rec; /* the record's writes */
   overlay_t ov[OVERLAYS];
   uint64_t gen;
-  GBytes *last; /* what state_read() returned last */
+  pthread_mutex_t mu;
+} shared_t;
+
+struct state {
+  shared_t *sh;
+  int base;        /* the member's own (state_new()): frees sh */
+  GHashTable *rec; /* the record's writes */
+  GBytes *last;    /* what state_read() returned last */
 };
 
 static GHashTable *kv_new(void) {
@@ -35,22 +44,36 @@ static GHashTable *kv_new(void) {
 
 state_t *state_new(store_t *store, uint32_t scope) {
   state_t *st = g_new0(state_t, 1);
-  st->store = store;
-  st->scope = scope;
-  st->rec = kv_new();
+  st->sh = g_new0(shared_t, 1);
+  st->sh->store = store;
+  st->sh->scope = scope;
+  pthread_mutex_init(&st->sh->mu, NULL);
   for (int i = 0; i < OVERLAYS; i++)
-    st->ov[i].kv = kv_new();
+    st->sh->ov[i].kv = kv_new();
+  st->base = 1;
+  st->rec = kv_new();
   return st;
+}
+
+state_t *state_view(state_t *st) {
+  state_t *v = g_new0(state_t, 1);
+  v->sh = st->sh;
+  v->rec = kv_new();
+  return v;
 }
 
 void state_free(state_t *st) {
   if (!st)
     return;
   g_hash_table_destroy(st->rec);
-  for (int i = 0; i < OVERLAYS; i++)
-    g_hash_table_destroy(st->ov[i].kv);
   if (st->last)
     g_bytes_unref(st->last);
+  if (st->base) {
+    for (int i = 0; i < OVERLAYS; i++)
+      g_hash_table_destroy(st->sh->ov[i].kv);
+    pthread_mutex_destroy(&st->sh->mu);
+    g_free(st->sh);
+  }
   g_free(st);
 }
 
@@ -58,13 +81,13 @@ void state_record_drop(state_t *st) {
   g_hash_table_remove_all(st->rec);
 }
 
-static overlay_t *overlay_of(state_t *st, store_batch_t *sb) {
+static overlay_t *overlay_of(shared_t *sh, store_batch_t *sb) {
   overlay_t *free_slot = NULL;
   for (int i = 0; i < OVERLAYS; i++) {
-    if (st->ov[i].sb == sb)
-      return &st->ov[i];
-    if (!st->ov[i].sb && !free_slot)
-      free_slot = &st->ov[i];
+    if (sh->ov[i].sb == sb)
+      return &sh->ov[i];
+    if (!sh->ov[i].sb && !free_slot)
+      free_slot = &sh->ov[i];
   }
   if (free_slot)
     free_slot->sb = sb;
@@ -74,49 +97,58 @@ static overlay_t *overlay_of(state_t *st, store_batch_t *sb) {
 void state_record_join(state_t *st, store_batch_t *sb) {
   GHashTableIter it;
   gpointer k, v;
+  shared_t *sh = st->sh;
   if (g_hash_table_size(st->rec) == 0)
     return;
-  overlay_t *o = overlay_of(st, sb);
-  g_return_if_fail(o != NULL); /* one per batch: never more than two */
-  o->gen = ++st->gen;
+  pthread_mutex_lock(&sh->mu);
+  overlay_t *o = overlay_of(sh, sb);
+  if (!o) { /* one per batch: never more than two */
+    pthread_mutex_unlock(&sh->mu);
+    g_return_if_reached();
+  }
+  o->gen = ++sh->gen;
   g_hash_table_iter_init(&it, st->rec);
   while (g_hash_table_iter_next(&it, &k, &v)) {
     gsize kl, vl = 0;
     const void *kd = g_bytes_get_data(k, &kl);
     const void *vd = v ? g_bytes_get_data(v, &vl) : NULL;
     if (v)
-      store_batch_put_state(sb, st->scope, kd, kl, vd, vl);
+      store_batch_put_state(sb, sh->scope, kd, kl, vd, vl);
     else
-      store_batch_del_state(sb, st->scope, kd, kl);
+      store_batch_del_state(sb, sh->scope, kd, kl);
     g_hash_table_insert(o->kv, g_bytes_ref(k), v ? g_bytes_ref(v) : NULL);
   }
+  pthread_mutex_unlock(&sh->mu);
   g_hash_table_remove_all(st->rec);
 }
 
 void state_batch_end(state_t *st, store_batch_t *sb) {
+  shared_t *sh = st->sh;
+  pthread_mutex_lock(&sh->mu);
   for (int i = 0; i < OVERLAYS; i++) {
-    if (st->ov[i].sb == sb) {
-      g_hash_table_remove_all(st->ov[i].kv);
-      st->ov[i].sb = NULL;
+    if (sh->ov[i].sb == sb) {
+      g_hash_table_remove_all(sh->ov[i].kv);
+      sh->ov[i].sb = NULL;
     }
   }
+  pthread_mutex_unlock(&sh->mu);
 }
 
-/* The overlays, newest first. */
-static void overlays_newest_first(state_t *st, overlay_t **out) {
-  int newer = st->ov[1].gen > st->ov[0].gen;
-  out[0] = &st->ov[newer];
-  out[1] = &st->ov[!newer];
+/* The overlays, newest first; under sh->mu. */
+static void overlays_newest_first(shared_t *sh, overlay_t **out) {
+  int newer = sh->ov[1].gen > sh->ov[0].gen;
+  out[0] = &sh->ov[newer];
+  out[1] = &sh->ov[!newer];
 }
 
 /* 1 with *v (a ref, NULL for a delete) when a write not yet durable
- * answers for k. */
+ * answers for k; under sh->mu. */
 static int pending_lookup(state_t *st, GBytes *k, GBytes **v) {
   overlay_t *o[OVERLAYS];
   gpointer found;
   if (g_hash_table_lookup_extended(st->rec, k, NULL, &found))
     goto hit;
-  overlays_newest_first(st, o);
+  overlays_newest_first(st->sh, o);
   for (int i = 0; i < OVERLAYS; i++)
     if (o[i]->sb && g_hash_table_lookup_extended(o[i]->kv, k, NULL, &found))
       goto hit;
@@ -133,11 +165,17 @@ int state_read(state_t *st, const void *key, size_t klen, const void **val,
   if (st->last)
     g_bytes_unref(st->last);
   st->last = NULL;
-  if (!pending_lookup(st, k, &v)) {
+  /* No overlay answering means every write of k is durable (a batch's
+   * overlay goes only once the store has its writes): the store's read
+   * needs no lock. */
+  pthread_mutex_lock(&st->sh->mu);
+  int pending = pending_lookup(st, k, &v);
+  pthread_mutex_unlock(&st->sh->mu);
+  if (!pending) {
     void *data = NULL;
     size_t n = 0;
-    rc = store_state_get(st->store, st->scope, key, klen, &data, &n, err,
-                         errlen);
+    rc = store_state_get(st->sh->store, st->sh->scope, key, klen, &data, &n,
+                         err, errlen);
     if (rc == 1)
       v = g_bytes_new_take(data, n);
   }
@@ -221,13 +259,19 @@ int state_read_prefix(state_t *st, const void *prefix, size_t plen,
               prefix, plen};
   walk_t w = {fn, arg, 0};
   overlay_t *o[OVERLAYS];
-  int rc = store_state_scan(st->store, st->scope, prefix, plen, keep_row, &s,
-                            err, errlen);
+  /* Held over the store's scan: a batch landing between the scan and the
+   * overlays would be in neither. */
+  pthread_mutex_lock(&st->sh->mu);
+  int rc = store_state_scan(st->sh->store, st->sh->scope, prefix, plen,
+                            keep_row, &s, err, errlen);
   if (rc == 0) {
-    overlays_newest_first(st, o);
+    overlays_newest_first(st->sh, o);
     for (int i = OVERLAYS - 1; i >= 0; i--)
       if (o[i]->sb)
         lay_over(&s, o[i]->kv);
+  }
+  pthread_mutex_unlock(&st->sh->mu);
+  if (rc == 0) {
     lay_over(&s, st->rec);
     /* fn may write: the tree is the scan's own copy. */
     g_tree_foreach(s.t, walk_one, &w);

@@ -18,9 +18,17 @@
  * one partition finish in offset order; records of different partitions
  * (or members) have no order between them, so a plugin keys its state by
  * what orders its records (the record key, which picks the partition).
+ * With concurrency > 1 records of one lane (order_by) finish in offset
+ * order and the next one starts only once the one before has joined:
+ * read-your-writes holds within a lane, and records of other lanes see
+ * each other's writes as they finish (key the state by the ordering
+ * value).
  *
  * Threads: a state_t belongs to its member's thread; the store batches
- * it joins are committed on the durability thread without it.
+ * it joins are committed on the durability thread without it. With
+ * workers each has a view (state_view()) with a record buffer of its
+ * own, used on its thread during handle() and joined on the member's
+ * thread once the worker is idle; the overlays are shared under a lock.
  */
 #ifndef KHOST_STATE_H
 #define KHOST_STATE_H
@@ -33,6 +41,9 @@
 typedef struct state state_t;
 
 state_t *state_new(store_t *store, uint32_t scope);
+/* A view for a worker: its own record buffer over st's overlays and
+ * store. Freed (state_free()) before st. */
+state_t *state_view(state_t *st);
 void state_free(state_t *st);
 
 /* The record's writes are dropped (it asked for a retry, or a new record

@@ -70,7 +70,8 @@ static const char full_text[] =
     "    topics = [ \"order-completed\" ]; members = 3;\n"
     "    plugin = \"jsonl_sink\"; event_id = \"key\";\n"
     "    on_missing_id = \"fail\"; max_batch = 1000; dedup = false;\n"
-    "    dead_letter_topic = \"orders.dlt\";\n"
+    "    dead_letter_topic = \"orders.dlt\"; concurrency = 16;"
+    " order_by = \"header:aggregateId\";\n"
     "    retry = { max = 7; backoff = \"250ms\"; backoff_max = \"1m\"; };\n"
     "    kafka = { auto_offset_reset = \"latest\"; };\n"
     "    config = { path = \"/tmp/orders.jsonl\"; };\n"
@@ -120,6 +121,9 @@ START_TEST(test_full_file) {
   ck_assert_int_eq(p->eid_source, CFG_EID_KEY);
   ck_assert_int_eq(p->on_missing_id, CFG_MISSING_FAIL);
   ck_assert_int_eq(p->max_batch, 1000);
+  ck_assert_int_eq(p->concurrency, 16);
+  ck_assert_int_eq(p->order_by, CFG_ORDER_HEADER);
+  ck_assert_str_eq(p->order_header, "aggregateId");
   ck_assert_int_eq(p->dedup, 0);
   ck_assert_str_eq(p->dead_letter_topic, "orders.dlt");
   ck_assert_int_eq(p->retry_max, 7);
@@ -174,6 +178,8 @@ START_TEST(test_defaults) {
   const cfg_pipeline_t *p = &cfg.pipelines[0];
   ck_assert_int_eq(p->members, 1);
   ck_assert_int_eq(p->max_batch, 500);
+  ck_assert_int_eq(p->concurrency, 1);
+  ck_assert_int_eq(p->order_by, CFG_ORDER_KEY);
   ck_assert_int_eq(p->dedup, 1);
   ck_assert_int_eq(p->eid_source, CFG_EID_HEADER);
   ck_assert_str_eq(p->eid_header, "eventId");
@@ -547,6 +553,12 @@ static const struct bad_case {
      KAFKA PIPE_OPEN "    event_id = \"header:\";\n" PIPE_CLOSE,
      ":5: pipelines[0].event_id: must be \"key\" or \"header:<name>\" (got "
      "\"header:\")"},
+    {"bad order_by", KAFKA PIPE_OPEN "    order_by = \"header:\";\n" PIPE_CLOSE,
+     ":5: pipelines[0].order_by: must be \"key\", \"header:<name>\", "
+     "\"event_id\", \"partition\" or \"none\" (got \"header:\")"},
+    {"concurrency out of range",
+     KAFKA PIPE_OPEN "    concurrency = 0;\n" PIPE_CLOSE,
+     ":5: pipelines[0].concurrency: must be between 1 and 4096 (got 0)"},
     {"bad on_missing_id",
      KAFKA PIPE_OPEN "    on_missing_id = \"skip\";\n" PIPE_CLOSE,
      ":5: pipelines[0].on_missing_id: must be process or fail (got \"skip\")"},

@@ -19,8 +19,9 @@ typedef struct trec {
   char topic[32];
   int32_t partition;
   int64_t offset;
-  int end;     /* a partition-end marker */
-  char id[64]; /* the eventId header; "" for none */
+  int end;      /* a partition-end marker */
+  char id[64];  /* the eventId header; "" for none */
+  char key[32]; /* the record key; "" for a null key */
 } trec_t;
 
 static const char *r_topic(const void *r) {
@@ -36,9 +37,9 @@ static int r_is_end(const void *r) {
   return ((const trec_t *)r)->end;
 }
 static void r_key(const void *r, const void **key, size_t *len) {
-  (void)r;
-  *key = NULL;
-  *len = 0;
+  const trec_t *t = r;
+  *key = t->key[0] ? t->key : NULL;
+  *len = strlen(t->key);
 }
 static int r_header(const void *r, const char *name, const void **value,
                     size_t *len) {
@@ -53,8 +54,9 @@ static void r_free(void *r) {
   free(r);
 }
 
-static const flow_rec_ops_t ops = {r_topic, r_partition, r_offset, r_is_end,
-                                   r_key,   r_header,    r_free,   NULL};
+static const flow_rec_ops_t ops = {r_topic,  r_partition, r_offset,
+                                   r_is_end, r_key,       r_header,
+                                   r_free,   NULL,        NULL};
 
 /* ------------------------------------------------------------ harness */
 
@@ -110,14 +112,21 @@ static void member_start(tmember_t *m) {
   member_open(m);
 }
 
-static void push(tmember_t *m, int32_t partition, int64_t offset,
-                 const char *id) {
+/* A record with a key (NULL: a null key). */
+static void push_key(tmember_t *m, int32_t partition, int64_t offset,
+                     const char *key, const char *id) {
   trec_t *r = calloc(1, sizeof(*r));
   strcpy(r->topic, "t");
   r->partition = partition;
   r->offset = offset;
   snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+  snprintf(r->key, sizeof(r->key), "%s", key ? key : "");
   ck_assert_int_eq(flow_push(m->f, r), 0);
+}
+
+static void push(tmember_t *m, int32_t partition, int64_t offset,
+                 const char *id) {
+  push_key(m, partition, offset, NULL, id);
 }
 
 /* The next job must be a plugin call of (partition, offset). */
@@ -738,6 +747,292 @@ START_TEST(test_replay_reprocess_handles_seen_again) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ lanes */
+
+/* A member with concurrency n, records ordered by key. */
+static void member_lanes(tmember_t *m, int n) {
+  member_conf(m);
+  m->conf.concurrency = n;
+  m->conf.order_by = FLOW_ORDER_KEY;
+  member_open(m);
+}
+
+static flow_job_t next_call(tmember_t *m, int64_t now) {
+  flow_job_t job;
+  ck_assert_int_eq(flow_next(m->f, now, &job), FLOW_CALL);
+  return job;
+}
+
+static void reply(tmember_t *m, const flow_job_t *job, khost_result_t res,
+                  int64_t now) {
+  ck_assert_int_eq(flow_outcome(m->f, job, res, now), 0);
+}
+
+/* Outcomes land out of order; the position is the lowest offset without a
+ * durable outcome, and so is the offset stored with the batch. */
+START_TEST(test_lanes_out_of_order_position) {
+  tmember_t m;
+  member_lanes(&m, 8);
+  push_key(&m, 0, 0, "a", "e0");
+  push_key(&m, 0, 1, "b", "e1");
+  push_key(&m, 0, 2, "c", "e2");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0),
+             j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0); /* one job per lane, all out */
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  ck_assert_uint_eq(flow_in_flight(m.f), 3);
+  reply(&m, &j2, KHOST_OK, 0);
+  reply(&m, &j1, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -1); /* offset 0 has no outcome */
+  ck_assert_int_eq(stored(&m, 0), 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 3);
+  ck_assert_int_eq(stored(&m, 0), 3);
+  ck_assert_uint_eq(flow_in_flight(m.f), 0);
+  ck_assert_uint_eq(flow_queued(m.f), 0);
+  flow_close(m.f);
+}
+END_TEST
+
+/* At most one job per lane, in offset order, and at most concurrency jobs
+ * in all. */
+START_TEST(test_lanes_one_per_lane_and_concurrency) {
+  tmember_t m;
+  member_lanes(&m, 2);
+  push_key(&m, 0, 0, "a", "e0");
+  push_key(&m, 0, 1, "a", "e1");
+  push_key(&m, 1, 0, "b", "e2");
+  push_key(&m, 1, 1, "c", "e3");
+  flow_job_t ja = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(ja.rec), 0);
+  flow_job_t jb = next_call(&m, 0);
+  ck_assert_int_eq(r_partition(jb.rec), 1);
+  expect_none(&m, 0); /* two out: the concurrency */
+  reply(&m, &ja, KHOST_OK, 0);
+  flow_job_t jn = next_call(&m, 0);
+  expect_none(&m, 0);
+  reply(&m, &jb, KHOST_OK, 0);
+  flow_job_t jm = next_call(&m, 0);
+  /* Lane a's second record and lane c, in either order. */
+  ck_assert_int_eq(r_offset(jn.rec) + r_offset(jm.rec), 2);
+  ck_assert_int_ne(r_partition(jn.rec), r_partition(jm.rec));
+  reply(&m, &jn, KHOST_OK, 0);
+  reply(&m, &jm, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 2);
+  ck_assert_int_eq(position(&m, 1), 2);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A RETRY holds its lane only: the other lanes of the partition go on and
+ * the partition is not paused; the lane's later record waits for it. */
+START_TEST(test_lanes_retry_holds_only_its_lane) {
+  tmember_t m;
+  member_lanes(&m, 8);
+  push_key(&m, 0, 0, "a", "a0");
+  push_key(&m, 0, 1, "b", "b0");
+  push_key(&m, 0, 2, "a", "a1");
+  push_key(&m, 0, 3, "b", "b1");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  reply(&m, &j0, KHOST_RETRY, 0);
+  reply(&m, &j1, KHOST_OK, 0);
+  flow_job_t j3 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j3.rec), 3);
+  reply(&m, &j3, KHOST_OK, 0);
+  expect_none(&m, 0); /* offset 2 waits behind offset 0 */
+  ck_assert(!flow_part_wants_pause(m.f, flow_find(m.f, "t", 0), 0));
+  ck_assert_int_gt(flow_ready_in(m.f, 0, 10000), 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -1);
+  flow_job_t again = next_call(&m, 1000); /* after the backoff */
+  ck_assert_int_eq(r_offset(again.rec), 0);
+  ck_assert_int_eq(again.attempt, 2);
+  reply(&m, &again, KHOST_OK, 1000);
+  flow_job_t j2 = next_call(&m, 1000);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  reply(&m, &j2, KHOST_OK, 1000);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 4);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 4);
+  flow_close(m.f);
+}
+END_TEST
+
+/* Records without a key are ordered among themselves (the null lane), not
+ * with the keyed ones. */
+START_TEST(test_lanes_null_key_lane) {
+  tmember_t m;
+  member_lanes(&m, 8);
+  push_key(&m, 0, 0, NULL, "n0");
+  push_key(&m, 0, 1, NULL, "n1");
+  push_key(&m, 0, 2, "k", "k0");
+  flow_job_t j0 = next_call(&m, 0), j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  expect_none(&m, 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  flow_job_t j1 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  reply(&m, &j1, KHOST_OK, 0);
+  reply(&m, &j2, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 3);
+  flow_close(m.f);
+}
+END_TEST
+
+/* Two copies of one event ID in two lanes: the second waits on the claim
+ * of the first and is then a duplicate, never handled. */
+START_TEST(test_lanes_same_id_two_lanes) {
+  tmember_t m;
+  member_lanes(&m, 8);
+  push_key(&m, 0, 0, "a", "same");
+  push_key(&m, 0, 1, "b", "same");
+  flow_job_t j0 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  expect_none(&m, 0); /* the copy waits for the claim */
+  expect_none(&m, 50);
+  ck_assert_int_eq(atomic_load(&m.counts.duplicates), 0);
+  reply(&m, &j0, KHOST_OK, 50);
+  expect_none(&m, 100); /* now a duplicate of the batch's own */
+  ck_assert_int_eq(atomic_load(&m.counts.duplicates), 1);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 1);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 2);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A partition revoked (or lost) with jobs out: their answers are dropped,
+ * their claims go back, and nothing of the partition is committed. */
+START_TEST(test_lanes_revoke_with_jobs_out) {
+  tmember_t m;
+  member_lanes(&m, 8);
+  push_key(&m, 0, 0, "a", "out");
+  push_key(&m, 0, 1, "a", "queued");
+  push_key(&m, 0, 2, "b", "done");
+  push_key(&m, 1, 0, "c", "other");
+  flow_job_t j0 = next_call(&m, 0), j2 = next_call(&m, 0),
+             j1 = next_call(&m, 0);
+  ck_assert_int_eq(r_partition(j1.rec), 1);
+  reply(&m, &j2, KHOST_OK, 0);
+  flow_drop(m.f, flow_find(m.f, "t", 0));
+  ck_assert_uint_eq(flow_queued(m.f), 1); /* p1's, out */
+  ck_assert_uint_eq(flow_in_flight(m.f), 2);
+  reply(&m, &j0, KHOST_OK, 0); /* answered after the partition went */
+  ck_assert_uint_eq(flow_in_flight(m.f), 1);
+  ck_assert_int_eq(lookup(&m, "out"), STORE_NEW);
+  ck_assert_int_eq(lookup(&m, "queued"), STORE_NEW);
+  reply(&m, &j1, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -2); /* not owned: nothing commits */
+  ck_assert_int_eq(position(&m, 1), 1);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 2);
+  flow_assign(m.f, "t", 0); /* assigned again: starts afresh */
+  ck_assert_int_eq(position(&m, 0), -1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* An abandoned batch's outcomes are not passed: the position and the
+ * stored offset stay below them. */
+START_TEST(test_lanes_abandoned_never_passed) {
+  tmember_t m;
+  member_lanes(&m, 8);
+  push_key(&m, 0, 0, "a", "x0");
+  push_key(&m, 0, 1, "b", "x1");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  flow_batch_abandon(m.f, flow_cur(m.f));
+  reply(&m, &j1, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -1);
+  ck_assert_int_eq(stored(&m, 0), 0);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A member's queue is bounded (queue_max): full is normal while jobs run
+ * (the member takes no more records meanwhile, flow_full()); a full queue
+ * that cannot move (a retry holds the only lane) pauses the partitions
+ * with records queued, until the queue is below half. */
+START_TEST(test_lanes_queue_bound_pauses) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 4;
+  m.conf.queue_max = 4;
+  member_open(&m);
+  flow_part_t *p0 = flow_find(m.f, "t", 0), *p1 = flow_find(m.f, "t", 1);
+  for (int i = 0; i < 3; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "q%d", i);
+    push_key(&m, 0, i, "a", id);
+  }
+  ck_assert(!flow_full(m.f));
+  push_key(&m, 0, 3, "a", "q3");
+  ck_assert(flow_full(m.f));
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0)); /* a lane is ready */
+  flow_job_t j = next_call(&m, 0);
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0)); /* a job is out */
+  reply(&m, &j, KHOST_RETRY, 0);                 /* the lane waits now */
+  push_key(&m, 0, 4, "a", "q4");
+  ck_assert(flow_full(m.f));
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));  /* stuck */
+  ck_assert(!flow_part_wants_pause(m.f, p1, 0)); /* nothing of it queued */
+  flow_part_set_paused(p0, 1);
+  j = next_call(&m, 1000); /* the retry */
+  reply(&m, &j, KHOST_OK, 1000);
+  j = next_call(&m, 1000);
+  reply(&m, &j, KHOST_OK, 1000);
+  j = next_call(&m, 1000);
+  reply(&m, &j, KHOST_OK, 1000);
+  ck_assert(flow_part_wants_pause(m.f, p0, 1000)); /* 2 queued: half */
+  j = next_call(&m, 1000);
+  reply(&m, &j, KHOST_OK, 1000);
+  ck_assert(!flow_part_wants_pause(m.f, p0, 1000)); /* 1: below half */
+  flow_close(m.f);
+}
+END_TEST
+
+/* order_by = "partition" keeps today's order: one lane per partition. */
+START_TEST(test_lanes_order_by_partition) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 8;
+  m.conf.order_by = FLOW_ORDER_PARTITION;
+  member_open(&m);
+  push_key(&m, 0, 0, "a", "p0");
+  push_key(&m, 0, 1, "b", "p1");
+  push_key(&m, 1, 0, "c", "p2");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0);
+  ck_assert_int_ne(r_partition(j0.rec), r_partition(j1.rec));
+  expect_none(&m, 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  reply(&m, &j1, KHOST_OK, 0);
+  flow_job_t j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j2.rec), 1);
+  reply(&m, &j2, KHOST_OK, 0);
+  flow_close(m.f);
+}
+END_TEST
+
+static void add_lane_tests(TCase *tc) {
+  tcase_add_test(tc, test_lanes_out_of_order_position);
+  tcase_add_test(tc, test_lanes_one_per_lane_and_concurrency);
+  tcase_add_test(tc, test_lanes_retry_holds_only_its_lane);
+  tcase_add_test(tc, test_lanes_null_key_lane);
+  tcase_add_test(tc, test_lanes_same_id_two_lanes);
+  tcase_add_test(tc, test_lanes_revoke_with_jobs_out);
+  tcase_add_test(tc, test_lanes_abandoned_never_passed);
+  tcase_add_test(tc, test_lanes_queue_bound_pauses);
+  tcase_add_test(tc, test_lanes_order_by_partition);
+}
+
 Suite *flow_suite(void) {
   Suite *s = suite_create("flow");
   TCase *tc = tcase_create("records");
@@ -773,6 +1068,11 @@ Suite *flow_suite(void) {
   tcase_add_test(tc, test_abandoned_batch_releases_claims);
   tcase_add_test(tc, test_offsets_stored_with_batch);
   tcase_add_test(tc, test_replay_reprocess_handles_seen_again);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("lanes");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  add_lane_tests(tc);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -1472,6 +1472,55 @@ static TCase *cluster_case(Suite *s, const char *name, int timeout_s) {
   return tc;
 }
 
+/* ------------------------------------------------------------ concurrency */
+
+/* Key k001's first record asks for retries; the others are handled. */
+static const char *retry_first_of_k001(int key, int seq) {
+  return key == 1 && seq == 0 ? "retry" : "order";
+}
+
+/* concurrency = 64 on a real broker: two members (cooperative-sticky), 40
+ * keys each on one partition, one key retrying: every record handled
+ * once, each key in order (event IDs "kKEY-SEQ"), the retrying key's later
+ * records after it, everything committed as Kafka's tool shows it. */
+START_TEST(test_concurrency_key_order) {
+  enum { RECORDS = 600, KEYS = 40 };
+  scenario_t s;
+  int seq[KEYS] = {0};
+  char id[32], key[16];
+  scenario_open(&s, "keys", 3);
+  for (int i = 0; i < RECORDS; i++) {
+    int k = (i * 7919) % KEYS;
+    snprintf(key, sizeof(key), "k%03d", k);
+    snprintf(id, sizeof(id), "k%03d-%05d", k, seq[k]);
+    mu_produce(&s.c, s.topic, k % 3, id, key, retry_first_of_k001(k, seq[k]));
+    seq[k]++;
+  }
+  ku_flush(&s.c);
+  char *cfg = write_cfg(&s, "k.cfg", 2, "calls.log", "dedup.db",
+                        "concurrency = 64; max_batch = 50; kafka = { "
+                        "partition_assignment_strategy = "
+                        "\"cooperative-sticky\"; }; retry = { max = 5; "
+                        "backoff = \"300ms\"; backoff_max = \"300ms\"; };",
+                        "slow_ms = 1;");
+  pipeline_stats_t st = run_to_end(cfg);
+  char *log = dir_file(&s, "calls.log");
+  size_t n;
+  mu_line_t *l = mu_read_lines(log, &n);
+  GString *why = g_string_new(NULL);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(l, n), RECORDS);
+  ck_assert_msg(mu_key_order_violations(l, n, why) == 0, "%s", why->str);
+  ck_assert_uint_eq(mu_count_result(l, n, KHOST_RETRY), 2);
+  ck_assert_uint_eq(st.handled, RECORDS);
+  ck_assert_int_eq(assert_committed_at_end(&s), RECORDS);
+  g_string_free(why, TRUE);
+  free(l);
+  free(log);
+  free(cfg);
+  scenario_close(&s);
+}
+END_TEST
+
 Suite *kafka_suite(void) {
   Suite *s = suite_create("kafka");
   TCase *tc = cluster_case(s, "cluster", 240);
@@ -1491,6 +1540,8 @@ Suite *kafka_suite(void) {
   tcase_add_test(tc, test_static_membership_restart);
   tc = cluster_case(s, "dead-letter", 240);
   tcase_add_test(tc, test_dead_letter_topic);
+  tc = cluster_case(s, "concurrency", 240);
+  tcase_add_test(tc, test_concurrency_key_order);
   if (ku_nodes() >= 3) {
     tc = cluster_case(s, "three-nodes", 300);
     tcase_add_test(tc, test_partition_leader_killed);

@@ -6,6 +6,10 @@
  */
 #include <check.h>
 #include <glib.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "state.h"
@@ -38,12 +42,12 @@ static void put(const char *k, const char *v) {
 }
 
 /* The value of k as a string ("-" when absent). */
-static const char *get(const char *k) {
-  static char buf[64];
+static const char *get_in(state_t *in, const char *k) {
+  static __thread char buf[64];
   char err[256];
   const void *v;
   size_t n;
-  int r = state_read(st, k, strlen(k), &v, &n, err, sizeof(err));
+  int r = state_read(in, k, strlen(k), &v, &n, err, sizeof(err));
   ck_assert_msg(r >= 0, "%s", err);
   if (r == 0)
     return "-";
@@ -51,6 +55,10 @@ static const char *get(const char *k) {
   memcpy(buf, v, n);
   buf[n] = '\0';
   return buf;
+}
+
+static const char *get(const char *k) {
+  return get_in(st, k);
 }
 
 static void commit(store_batch_t *b) {
@@ -136,6 +144,83 @@ START_TEST(test_scan_merges_pending) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ workers */
+
+static void put_in(state_t *in, const char *k, const char *v) {
+  state_put(in, k, strlen(k), v, strlen(v));
+}
+
+/* Workers' views (concurrency > 1): a record's writes are its worker's
+ * until they join; they join in completion order (the later wins), and
+ * then every worker reads them (the next record of a lane starts only
+ * after the one before joined: read-your-writes within a lane). */
+START_TEST(test_views_join_in_completion_order) {
+  state_t *v1 = state_view(st), *v2 = state_view(st);
+  put_in(v1, "k", "1");
+  put_in(v2, "k", "2");
+  ck_assert_str_eq(get_in(v1, "k"), "1");
+  ck_assert_str_eq(get_in(v2, "k"), "2");
+  ck_assert_str_eq(get("k"), "-"); /* nothing joined yet */
+  state_record_join(v2, b1);
+  ck_assert_str_eq(get_in(v1, "k"), "1"); /* its own record's still */
+  state_record_join(v1, b1);              /* completed last: wins */
+  ck_assert_str_eq(get_in(v2, "k"), "1");
+  commit(b1);
+  ck_assert_str_eq(get_in(v2, "k"), "1");
+  state_free(v1);
+  state_free(v2);
+}
+END_TEST
+
+typedef struct reader {
+  state_t *view;
+  _Atomic int stop;
+  int went_back; /* a read older than one before it */
+  int reads;
+} reader_t;
+
+static void *read_loop(void *arg) {
+  reader_t *r = arg;
+  long last = 0;
+  while (!r->stop) {
+    const char *v = get_in(r->view, "n");
+    long now = strcmp(v, "-") == 0 ? 0 : strtol(v, NULL, 10);
+    if (now < last)
+      r->went_back = 1;
+    last = now;
+    r->reads++;
+  }
+  return NULL;
+}
+
+/* A worker reads through its view while the member joins writes and
+ * batches land (the overlays shared under a lock): it never sees a value
+ * older than one it saw. */
+START_TEST(test_view_reads_beside_landing_batches) {
+  reader_t r = {.view = state_view(st)};
+  state_t *w = state_view(st);
+  pthread_t t;
+  char num[16];
+  ck_assert_int_eq(pthread_create(&t, NULL, read_loop, &r), 0);
+  for (int i = 1; i <= 2000; i++) {
+    snprintf(num, sizeof(num), "%d", i);
+    put_in(w, "n", num);
+    state_record_join(w, i % 2 ? b1 : b2);
+    if (i % 2 == 0) {
+      commit(b1);
+      commit(b2);
+    }
+  }
+  r.stop = 1;
+  pthread_join(t, NULL);
+  ck_assert_msg(!r.went_back, "a read went back in time");
+  ck_assert_int_gt(r.reads, 0);
+  ck_assert_str_eq(get("n"), "2000");
+  state_free(w);
+  state_free(r.view);
+}
+END_TEST
+
 Suite *state_suite(void) {
   Suite *su = suite_create("state");
   TCase *tc = tcase_create("member");
@@ -144,6 +229,8 @@ Suite *state_suite(void) {
   tcase_add_test(tc, test_retry_leaves_nothing);
   tcase_add_test(tc, test_abandoned_batch_leaves_nothing);
   tcase_add_test(tc, test_scan_merges_pending);
+  tcase_add_test(tc, test_views_join_in_completion_order);
+  tcase_add_test(tc, test_view_reads_beside_landing_batches);
   suite_add_tcase(su, tc);
   return su;
 }

@@ -213,9 +213,12 @@ fu_proc_t *fu_run_to_end(fu_world_t *w, const char *tag, const char *cfg,
 /* What fu_verify() checks beyond "no duplicate effect", "in order" and
  * "committed covered by marks". */
 enum {
-  FU_CHECK_AT_END = 1 << 0,      /* the scenario is over: nothing lost, and
-                                    every partition committed to its end */
-  FU_CHECK_DEAD_LETTERS = 1 << 1 /* read FU_DLT for dead letters */
+  FU_CHECK_AT_END = 1 << 0,       /* the scenario is over: nothing lost, and
+                                     every partition committed to its end */
+  FU_CHECK_DEAD_LETTERS = 1 << 1, /* read FU_DLT for dead letters */
+  /* concurrency > 1 with records of a partition in several lanes: calls
+   * of a partition need not come in offset order */
+  FU_CHECK_ANY_ORDER = 1 << 2
 };
 /* A checker loaded with the produced records, the runs, the effects log,
  * the marks of every database the runs used and the committed offsets

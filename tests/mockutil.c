@@ -322,6 +322,27 @@ size_t mu_assert_ok_ids_distinct(const mu_line_t *l, size_t n) {
   return ok;
 }
 
+size_t mu_key_order_violations(const mu_line_t *l, size_t n, GString *why) {
+  GHashTable *last =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    char key[16];
+    int seq;
+    if (l[i].result != KHOST_OK ||
+        sscanf(l[i].event_id, "%15[^-]-%d", key, &seq) != 2)
+      continue;
+    gpointer prev;
+    if (g_hash_table_lookup_extended(last, key, NULL, &prev) &&
+        GPOINTER_TO_INT(prev) >= seq + 1 && bad++ < 5)
+      g_string_append_printf(why, "key %s: sequence %d after %d\n", key, seq,
+                             GPOINTER_TO_INT(prev) - 1);
+    g_hash_table_insert(last, g_strdup(key), GINT_TO_POINTER(seq + 1));
+  }
+  g_hash_table_destroy(last);
+  return bad;
+}
+
 size_t mu_count_result(const mu_line_t *l, size_t n, int result) {
   size_t c = 0;
   for (size_t i = 0; i < n; i++)

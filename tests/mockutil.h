@@ -4,6 +4,7 @@
 #ifndef KHOST_MOCKUTIL_H
 #define KHOST_MOCKUTIL_H
 
+#include <glib.h>
 #include <librdkafka/rdkafka.h>
 #include <stdint.h>
 
@@ -125,6 +126,11 @@ mu_line_t *mu_read_lines(const char *path, size_t *n);
 /* Every OK line has a distinct event ID (fails the test otherwise);
  * returns how many there are. */
 size_t mu_assert_ok_ids_distinct(const mu_line_t *l, size_t n);
+/* The per-key order checker, for event IDs "KEY-SEQ" (SEQ the record's
+ * number within its key, from 0 in production order): the OK lines of
+ * each key, in log order, must carry strictly increasing numbers. Returns
+ * the violations, the first few appended to why. */
+size_t mu_key_order_violations(const mu_line_t *l, size_t n, GString *why);
 /* Count of lines with that result. */
 size_t mu_count_result(const mu_line_t *l, size_t n, int result);
 

@@ -30,19 +30,26 @@
  *        schema, checked by the host and shown by `khost plugin-info`);
  *        KHOST_API_HAS(); khost_api_t: fail_reason (why handle() failed the
  *        record); state_get, state_put, state_delete, state_scan
- *        (host-managed state, durable with the records' dedup marks).
+ *        (host-managed state, durable with the records' dedup marks);
+ *        worker_index (a member with concurrency > 1 runs an instance
+ *        per worker).
  *        Plugins built for 1.0 load and behave as before.
  *
  * Threads: khost creates one plugin instance per consumer-group member and
  * calls every callback of one instance from that member's thread only, never
- * concurrently. Different instances run on different threads at the same
- * time; state shared between instances (globals) needs its own locking, or
- * can be set up in init() and torn down in fini(), which run while no
- * instance exists. A plugin's own threads may call api->log, api->vlog,
- * api->pipeline_name and api->member_index with an instance's host until
- * that instance's destroy() returns (join them in destroy()); the config
- * lookups only inside create() on the member's thread, the header functions
- * only inside handle() with the record handed to it.
+ * concurrently. With a pipeline's concurrency = N > 1 a member creates N
+ * instances (api->worker_index() tells them apart), each handle()d on a
+ * worker thread of its own; their other callbacks (create, flush,
+ * assigned, revoked, destroy) run on the member's thread while that
+ * worker is idle: still never two calls of one instance at once. Different
+ * instances run on different threads at the same time; state shared between
+ * instances (globals) needs its own locking, or can be set up in init() and
+ * torn down in fini(), which run while no instance exists. A plugin's own
+ * threads may call api->log, api->vlog, api->pipeline_name and
+ * api->member_index with an instance's host until that instance's destroy()
+ * returns (join them in destroy()); the config lookups only inside create() on
+ * the member's thread, the header functions only inside handle() with the
+ * record handed to it.
  *
  * Rules the host enforces, in one place:
  *   - create() failed: destroy() is not called for it (nothing was made);
@@ -285,6 +292,13 @@ typedef struct khost_api {
                     int (*fn)(void *arg, const void *key, size_t klen,
                               const void *value, size_t len),
                     void *arg);
+
+  /** The instance's worker, 0 .. concurrency - 1 (ABI 1.1): with a
+   *  pipeline's concurrency = N each member runs N instances, one per
+   *  worker thread, and records of one ordering value (order_by) may go
+   *  to different workers in turn. 0 with concurrency = 1; -1 for the
+   *  host of init() and fini(). */
+  int (*worker_index)(khost_host_t *host);
 } khost_api_t;
 
 /**
