@@ -18,6 +18,7 @@ struct flow_part {
   GQueue queue;       /* records, oldest first */
   int started;        /* the head passed the dedup check */
   int claimed;        /* ... and its event ID is claimed */
+  uint64_t hash;      /* the claimed ID's store_key_t hash */
   int recorded;       /* its call in progress was recorded (attempts) */
   uint32_t attempts;  /* plugin calls made for the head */
   int dead_letter;    /* the head failed: only its dead-letter write is left */
@@ -45,12 +46,18 @@ struct flow_part {
   int orphan;               /* a lane: its partition went meanwhile */
 };
 
+/* A record of a batch whose event ID was claimed, and the ID's hash. */
+typedef struct flow_claim {
+  void *rec;
+  uint64_t hash;
+} flow_claim_t;
+
 /* Outcomes on their way to being durable: the records, the claimed ones
  * among them, and the marks of those. */
 struct flow_batch {
   store_batch_t *sb; /* the marks; NULL when dedup is off */
   GPtrArray *done;   /* records with an outcome, not yet durable */
-  GPtrArray *claims; /* of those, the ones whose event ID was claimed */
+  GArray *claims;    /* flow_claim_t: of those, the claimed ones */
 };
 
 struct flow {
@@ -75,6 +82,8 @@ struct flow {
 /* flow.c */
 int flow_event_id(const flow_t *f, const void *rec, const void **id,
                   size_t *len);
+/* rec's event ID with its hash (the caller knows it has one). */
+store_key_t flow_claim_key(const flow_t *f, const flow_claim_t *c);
 void flow_log_record(const flow_t *f, int level, const void *rec,
                      const char *what);
 /* Give back the claim of pt's head, which will not get an outcome here. */

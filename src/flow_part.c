@@ -14,7 +14,7 @@
 
 static int batch_init(flow_t *f, flow_batch_t *b, char *err, size_t errlen) {
   b->done = g_ptr_array_new();
-  b->claims = g_ptr_array_new();
+  b->claims = g_array_new(FALSE, FALSE, sizeof(flow_claim_t));
   return f->conf->store ? store_batch_open(f->conf->store, &b->sb, err, errlen)
                         : 0;
 }
@@ -43,7 +43,7 @@ static void batch_free(flow_t *f, flow_batch_t *b) {
   flow_batch_abandon(f, b);
   store_batch_close(b->sb);
   g_ptr_array_free(b->done, TRUE);
-  g_ptr_array_free(b->claims, TRUE);
+  g_array_free(b->claims, TRUE);
 }
 
 void flow_close(flow_t *f) {
@@ -279,7 +279,7 @@ static void batch_clear(flow_t *f, flow_batch_t *b) {
   for (guint i = 0; i < b->done->len; i++)
     f->ops->free(b->done->pdata[i]);
   g_ptr_array_set_size(b->done, 0);
-  g_ptr_array_set_size(b->claims, 0);
+  g_array_set_size(b->claims, 0);
   if (b == &f->cur)
     f->first_done_at = 0;
 }
@@ -299,10 +299,10 @@ void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
             "again",
             b->done->len);
   for (guint i = 0; i < b->claims->len; i++) {
-    const void *id;
-    size_t len;
-    if (flow_event_id(f, b->claims->pdata[i], &id, &len))
-      store_release(c->store, c->scope, id, len);
+    store_key_t k =
+        flow_claim_key(f, &g_array_index(b->claims, flow_claim_t, i));
+    if (k.id)
+      store_release(c->store, c->scope, &k);
   }
   /* A partition with lanes never commits past them. */
   for (guint i = 0; i < b->done->len; i++) {

@@ -168,7 +168,8 @@ static int64_t position(tmember_t *m, int32_t partition) {
 
 /* What a second member would get for id now. */
 static int lookup(tmember_t *m, const char *id) {
-  return store_claim(store, m->conf.scope, id, strlen(id), STORE_LOOKUP, 0);
+  store_key_t k = store_key(m->conf.scope, id, strlen(id));
+  return store_claim(store, m->conf.scope, &k, STORE_LOOKUP, 0);
 }
 
 /* ------------------------------------------------------------ order */
