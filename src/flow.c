@@ -270,8 +270,8 @@ void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,
 
 /* ------------------------------------------------------------ claims */
 
-/* Is id claimed by a record of this member's pending batches (the one
- * being filled, or the one in the air)? Its mark becomes durable before
+/* Is id claimed by a record of one of this member's pending batches (the
+ * one being filled, or one in the air)? Its mark becomes durable before
  * this skip is committed, or neither is (every batch after one that
  * cannot be made durable is abandoned), so the copy is a duplicate now.
  * Linear, but only for in-flight IDs. */
@@ -285,6 +285,15 @@ static int batch_claims(const flow_t *f, const flow_batch_t *b,
     if (ck.len == k->len && memcmp(ck.id, k->id, k->len) == 0)
       return 1;
   }
+  return 0;
+}
+
+static int pending_claims(flow_t *f, const store_key_t *k) {
+  if (batch_claims(f, &f->cur, k))
+    return 1;
+  for (size_t i = 0; i < flow_in_air(f); i++)
+    if (batch_claims(f, flow_air_at(f, i), k))
+      return 1;
   return 0;
 }
 
@@ -359,8 +368,7 @@ static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
   int claim = store_claim(c->store, c->scope, &k,
                           again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
                           again ? r->recorded_ms : 0);
-  if (claim == STORE_IN_FLIGHT && !batch_claims(f, &f->cur, &k) &&
-      !batch_claims(f, &f->air, &k)) {
+  if (claim == STORE_IN_FLIGHT && !pending_claims(f, &k)) {
     wait_for_claim(f, pt, rec, now);
     return 0;
   }

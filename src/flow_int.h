@@ -58,17 +58,21 @@ struct flow_batch {
   store_batch_t *sb; /* the marks; NULL when dedup is off */
   GPtrArray *done;   /* records with an outcome, not yet durable */
   GArray *claims;    /* flow_claim_t: of those, the claimed ones */
+  int durable;       /* in the air, durable, waiting for older batches */
 };
 
 struct flow {
   const flow_conf_t *conf;
   const flow_rec_ops_t *ops;
-  GPtrArray *parts;      /* flow_part_t *: the partitions owned */
-  flow_part_t *last;     /* the partition of the last record queued */
-  size_t queued;         /* records in all queues */
-  size_t rr;             /* where the next look for a ready head starts */
-  flow_batch_t cur;      /* the batch being filled */
-  flow_batch_t air;      /* the batch in the air, or empty */
+  GPtrArray *parts;  /* flow_part_t *: the partitions owned */
+  flow_part_t *last; /* the partition of the last record queued */
+  size_t queued;     /* records in all queues */
+  size_t rr;         /* where the next look for a ready head starts */
+  flow_batch_t cur;  /* the batch being filled */
+  /* The batches in the air, oldest first from air_head (a ring of
+   * air_max, at most FLOW_AIR_MAX, slots). */
+  flow_batch_t air[FLOW_AIR_MAX];
+  unsigned air_head, air_n, air_max;
   int hold;              /* the batch cannot be made durable: all paused */
   int breaker_open;      /* the pipeline's circuit breaker is open */
   int64_t first_done_at; /* when the oldest outcome of cur was reached */
