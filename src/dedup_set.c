@@ -422,8 +422,12 @@ static void stripe_free(stripe_t *st) {
   pthread_mutex_destroy(&st->lock);
 }
 
+static unsigned stripe_index(uint64_t hash) {
+  return (unsigned)(hash >> (64 - STRIPE_BITS));
+}
+
 static stripe_t *stripe_of(dset_t *set, uint64_t hash) {
-  return &set->stripes[hash >> (64 - STRIPE_BITS)];
+  return &set->stripes[stripe_index(hash)];
 }
 
 /* The stripe's table calls, each with the hash k came with (hint()). */
@@ -453,13 +457,11 @@ static int is_reclaimed(const stripe_t *st, const key_rec_t *r) {
 }
 
 /* Record that k has a committed mark handled at ms (which also settles a
- * re-claim of it). */
-static void set_note(dset_t *set, const key_rec_t *k, size_t size,
-                     uint64_t hash, int64_t ms) {
-  stripe_t *st = stripe_of(set, hash);
+ * re-claim of it). The caller holds st->lock. */
+static void note_locked(stripe_t *st, const key_rec_t *k, size_t size,
+                        uint64_t hash, int64_t ms) {
   if (ms == KEY_CLAIMED) /* that value means "claimed"; a mark is older */
     ms++;
-  pthread_mutex_lock(&st->lock);
   key_rec_t *r = table_find(st, k, hash);
   if (!r) {
     r = arena_alloc(st, size);
@@ -472,6 +474,13 @@ static void set_note(dset_t *set, const key_rec_t *k, size_t size,
     if (g_hash_table_size(st->reclaimed) > 0)
       g_hash_table_remove(st->reclaimed, r);
   }
+}
+
+static void set_note(dset_t *set, const key_rec_t *k, size_t size,
+                     uint64_t hash, int64_t ms) {
+  stripe_t *st = stripe_of(set, hash);
+  pthread_mutex_lock(&st->lock);
+  note_locked(st, k, size, hash, ms);
   pthread_mutex_unlock(&st->lock);
 }
 
@@ -580,12 +589,45 @@ void dset_mark_committed(dset_t *set, uint32_t scope, const void *id,
   probe_done(&p);
 }
 
-void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
-  for (guint i = 0; i < k->refs->len; i++) {
-    const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, i);
-    const key_rec_t *r = keys_rec(k, ref);
-    set_note(set, r, ref->size, ref->hash, r->last_ms);
+/* A batch's keys in stripe order (a counting sort of their indexes into
+ * order, which has room for all), with where each stripe's run starts:
+ * stripe i's keys are order[start[i]] up to order[start[i + 1]]. */
+static void keys_by_stripe(const dset_keys_t *k, guint *order,
+                           guint start[NSTRIPES + 1]) {
+  guint at[NSTRIPES];
+  memset(start, 0, sizeof(guint) * (NSTRIPES + 1));
+  for (guint i = 0; i < k->refs->len; i++)
+    start[stripe_index(g_array_index(k->refs, key_ref_t, i).hash) + 1]++;
+  for (unsigned s = 0; s < NSTRIPES; s++) {
+    start[s + 1] += start[s];
+    at[s] = start[s];
   }
+  for (guint i = 0; i < k->refs->len; i++)
+    order[at[stripe_index(g_array_index(k->refs, key_ref_t, i).hash)]++] = i;
+}
+
+/* One lock round trip per stripe for the whole batch, not one per key:
+ * the durability thread marks a batch of hundreds of IDs while the member
+ * claims the next ones in the same stripes. */
+void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
+  guint start[NSTRIPES + 1], local[512];
+  guint *order =
+      k->refs->len <= G_N_ELEMENTS(local) ? local : g_new(guint, k->refs->len);
+  keys_by_stripe(k, order, start);
+  for (unsigned s = 0; s < NSTRIPES; s++) {
+    stripe_t *st = &set->stripes[s];
+    if (start[s] == start[s + 1])
+      continue;
+    pthread_mutex_lock(&st->lock);
+    for (guint j = start[s]; j < start[s + 1]; j++) {
+      const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, order[j]);
+      const key_rec_t *r = keys_rec(k, ref);
+      note_locked(st, r, ref->size, ref->hash, r->last_ms);
+    }
+    pthread_mutex_unlock(&st->lock);
+  }
+  if (order != local)
+    g_free(order);
 }
 
 void dset_forget_if_older(dset_t *set, const dset_keys_t *k,

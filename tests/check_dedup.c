@@ -789,6 +789,35 @@ START_TEST(test_set_carried_hash_finds_the_same_id) {
 }
 END_TEST
 
+/* A batch of marks spread over every stripe (more keys than the batch
+ * sorts on the stack), taken one stripe at a time: each claimed ID is
+ * seen after, each unclaimed one is added, and a re-claim of one settles. */
+START_TEST(test_set_batch_marks_every_stripe) {
+  dset_t *set = dset_new();
+  dset_keys_t *k = dset_keys_new();
+  char id[32];
+  for (int i = 0; i < 2000; i++) {
+    snprintf(id, sizeof(id), "ev-%d", i);
+    if (i % 2 == 0)
+      ck_assert_int_eq(dset_claim(set, 1, id, strlen(id)), DSET_NEW);
+    dset_keys_add(k, 1, id, strlen(id), 1000 + i);
+  }
+  dset_mark_committed(set, 1, "ev-7", 4, 10);
+  ck_assert_int_eq(dset_claim_again(set, 1, "ev-7", 4, 500), DSET_NEW);
+  dset_mark_committed_batch(set, k);
+  ck_assert_uint_eq(dset_size(set), 2000);
+  for (int i = 0; i < 2000; i++) {
+    snprintf(id, sizeof(id), "ev-%d", i);
+    ck_assert_int_eq(dset_claim(set, 1, id, strlen(id)), DSET_SEEN);
+  }
+  /* ev-7's re-claim ended with its mark: a second re-claim before the
+   * mark's time finds it seen. */
+  ck_assert_int_eq(dset_claim_again(set, 1, "ev-7", 4, 1006), DSET_SEEN);
+  dset_keys_free(k);
+  dset_free(set);
+}
+END_TEST
+
 START_TEST(test_set_claim_release_commit) {
   dset_t *set = dset_new();
   ck_assert_int_eq(dset_claim(set, 1, "a", 1), DSET_NEW);
@@ -1712,6 +1741,7 @@ Suite *dedup_suite(void) {
   tc = tcase_create("set");
   tcase_add_test(tc, test_set_claim_release_commit);
   tcase_add_test(tc, test_set_carried_hash_finds_the_same_id);
+  tcase_add_test(tc, test_set_batch_marks_every_stripe);
   tcase_add_test(tc, test_set_forget_keeps_claims_and_newer_marks);
   tcase_add_test(tc, test_set_chunks_freed_when_keys_forgotten);
   tcase_set_timeout(tc, 60);
