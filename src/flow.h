@@ -58,7 +58,8 @@ typedef struct flow_rec_ops {
    * above are parked. */
   void (*payload)(const void *rec, store_parked_t *p, void **headers);
   /* Bytes the record holds (its key and value), for the bound on what a
-   * member queues with concurrency > 1. May be NULL (counted as 0). */
+   * member queues with concurrency > 1 and on its batches in the air
+   * (flow_conf_t.max_air_bytes). May be NULL (counted as 0). */
   size_t (*size)(const void *rec);
 } flow_rec_ops_t;
 
@@ -125,6 +126,9 @@ typedef struct flow_conf {
   /* Batches in the air at most while the next one fills (0: the default,
    * FLOW_AIR_DEFAULT; at most FLOW_AIR_MAX). */
   unsigned max_in_air;
+  /* Record bytes (flow_rec_ops_t.size) the batches in the air may hold
+   * before no other takes off (one always may); 0: no bound. */
+  size_t max_air_bytes;
 } flow_conf_t;
 
 #define FLOW_AIR_DEFAULT 3
@@ -238,15 +242,16 @@ int flow_check_breaker(flow_t *f, int64_t now);
 flow_batch_t *flow_cur(flow_t *f);
 /* The batches in the air (taken off, not yet durable or abandoned), the
  * oldest (NULL when none), the i-th oldest, and whether another may take
- * off. */
+ * off (a free slot, and max_air_bytes not reached). */
 size_t flow_in_air(const flow_t *f);
 flow_batch_t *flow_air(flow_t *f);
 flow_batch_t *flow_air_at(flow_t *f, size_t i);
 int flow_air_room(const flow_t *f);
 /* Outcomes in the batch. */
 size_t flow_batch_len(const flow_batch_t *b);
-/* Outcomes in the air, in all batches. */
+/* Outcomes in the air, in all batches, and the bytes of their records. */
 size_t flow_air_len(const flow_t *f);
+size_t flow_air_bytes(const flow_t *f);
 /* The store batch with its marks (NULL with dedup off). */
 store_batch_t *flow_batch_store(flow_batch_t *b);
 /* Is the current batch due (max_batch outcomes, or lingered enough)? */

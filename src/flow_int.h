@@ -59,6 +59,7 @@ struct flow_batch {
   GPtrArray *done;   /* records with an outcome, not yet durable */
   GArray *claims;    /* flow_claim_t: of those, the claimed ones */
   int durable;       /* in the air, durable, waiting for older batches */
+  size_t bytes;      /* in the air: its records' bytes */
 };
 
 struct flow {
@@ -73,6 +74,7 @@ struct flow {
    * air_max, at most FLOW_AIR_MAX, slots). */
   flow_batch_t air[FLOW_AIR_MAX];
   unsigned air_head, air_n, air_max;
+  size_t air_bytes;      /* of the records in the air */
   int hold;              /* the batch cannot be made durable: all paused */
   int breaker_open;      /* the pipeline's circuit breaker is open */
   int64_t first_done_at; /* when the oldest outcome of cur was reached */

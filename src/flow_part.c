@@ -270,7 +270,22 @@ flow_batch_t *flow_air(flow_t *f) {
 }
 
 int flow_air_room(const flow_t *f) {
-  return f->air_n < f->air_max;
+  if (f->air_n >= f->air_max)
+    return 0;
+  return f->air_n == 0 || !f->conf->max_air_bytes ||
+         f->air_bytes < f->conf->max_air_bytes;
+}
+
+size_t flow_air_bytes(const flow_t *f) {
+  return f->air_bytes;
+}
+
+/* The bytes of b's records (0 when the adapter does not say). */
+static size_t batch_bytes(const flow_t *f, const flow_batch_t *b) {
+  size_t n = 0;
+  for (guint i = 0; f->ops->size && i < b->done->len; i++)
+    n += f->ops->size(b->done->pdata[i]);
+  return n;
 }
 
 size_t flow_batch_len(const flow_batch_t *b) {
@@ -303,9 +318,11 @@ int flow_batch_due(flow_t *f, int64_t now) {
 store_batch_t *flow_batch_take_off(flow_t *f) {
   flow_batch_t *slot = &f->air[(f->air_head + f->air_n) % f->air_max];
   flow_batch_t spare = *slot;
-  g_assert(flow_air_room(f));
+  g_assert(f->air_n < f->air_max);
   *slot = f->cur;
   slot->durable = 0;
+  slot->bytes = batch_bytes(f, slot);
+  f->air_bytes += slot->bytes;
   f->cur = spare;
   f->air_n++;
   f->first_done_at = 0;
@@ -318,6 +335,7 @@ static void batch_clear(flow_t *f, flow_batch_t *b) {
   g_ptr_array_set_size(b->done, 0);
   g_array_set_size(b->claims, 0);
   b->durable = 0;
+  b->bytes = 0;
   if (b == &f->cur)
     f->first_done_at = 0;
 }
@@ -328,6 +346,7 @@ static void land_durable(flow_t *f) {
   flow_batch_t *b;
   while ((b = flow_air(f)) && b->durable) {
     advance(f, b);
+    f->air_bytes -= b->bytes;
     batch_clear(f, b);
     f->air_head = (f->air_head + 1) % f->air_max;
     f->air_n--;
@@ -382,8 +401,10 @@ void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
       from = i;
   /* Newest first: the current batch, then the air down to b. */
   abandon_one(f, &f->cur);
-  for (unsigned i = f->air_n; i-- > from;)
+  for (unsigned i = f->air_n; i-- > from;) {
+    f->air_bytes -= flow_air_at(f, i)->bytes;
     abandon_one(f, flow_air_at(f, i));
+  }
   f->air_n = from;
 }
 

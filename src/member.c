@@ -498,6 +498,7 @@ static void flow_setup(member_t *m) {
           (size_t)(pc->max_batch > 16 * pc->concurrency ? pc->max_batch
                                                         : 16 * pc->concurrency),
       .queue_bytes = (size_t)kafka_prefetch_kbytes(env->cfg) * 1024,
+      .max_air_bytes = kafka_air_bytes(env->cfg),
   };
 }
 

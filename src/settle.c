@@ -176,7 +176,8 @@ void settle(member_t *m, int sync, int wait) {
 
 /* The batch is due: with a durability thread, make it durable there once
  * the plugin has flushed its effects, while the member goes on; it waits
- * only when every slot in the air is taken. */
+ * only while no other batch may take off (every slot taken, or the
+ * member's share of memory_limit for them used). */
 void settle_due(member_t *m) {
   char err[512];
   if (!m->durable ||
@@ -184,7 +185,10 @@ void settle_due(member_t *m) {
     settle(m, 0, 1);
     return;
   }
-  if (land(m, flow_air_room(m->flow) ? 0 : 1, 1) < 0)
+  int r = land(m, 0, 1);
+  while (r >= 0 && !flow_air_room(m->flow))
+    r = land(m, 1, 1);
+  if (r < 0)
     return; /* abandoned, the current batch too */
   if (member_flush(m, err, sizeof(err)) != 0)
     settle(m, 0, 1); /* waits the flush out, then made durable here */

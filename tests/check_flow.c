@@ -53,10 +53,15 @@ static int r_header(const void *r, const char *name, const void **value,
 static void r_free(void *r) {
   free(r);
 }
+/* Every record counts as a value of 100 bytes. */
+static size_t r_size(const void *r) {
+  (void)r;
+  return 100;
+}
 
 static const flow_rec_ops_t ops = {r_topic,  r_partition, r_offset,
                                    r_is_end, r_key,       r_header,
-                                   r_free,   NULL,        NULL};
+                                   r_free,   NULL,        r_size};
 
 /* ------------------------------------------------------------ harness */
 
@@ -856,6 +861,44 @@ START_TEST(test_air_copy_of_claim_in_the_air_is_duplicate) {
 }
 END_TEST
 
+/* The batches in the air hold at most max_air_bytes of records (their
+ * share of memory_limit): another takes off only below it, the first
+ * always (a batch bigger than the bound still goes), and landing frees
+ * room. */
+START_TEST(test_air_bytes_bound_room) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.max_air_bytes = 250; /* two records of 100 bytes and a half */
+  member_open(&m);
+  push(&m, 0, 0, "a");
+  push(&m, 0, 1, "b");
+  push(&m, 0, 2, "c");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  answer(&m, 0, 0, 1, KHOST_OK);
+  answer(&m, 0, 0, 2, KHOST_OK);
+  ck_assert(flow_air_room(m.f));
+  store_batch_t *b0 = flow_batch_take_off(m.f); /* 300 bytes: over */
+  ck_assert_uint_eq(flow_air_bytes(m.f), 300);
+  ck_assert(!flow_air_room(m.f));
+  lands(&m, 0, b0);
+  ck_assert_uint_eq(flow_air_bytes(m.f), 0);
+  store_batch_t *b1 = fly_one(&m, 1, 0, "d");
+  store_batch_t *b2 = fly_one(&m, 1, 1, "e");
+  ck_assert_uint_eq(flow_air_bytes(m.f), 200);
+  ck_assert(flow_air_room(m.f)); /* below the bound: one more may go */
+  store_batch_t *b3 = fly_one(&m, 1, 2, "f");
+  ck_assert(!flow_air_room(m.f)); /* 300 bytes, and every slot taken */
+  flow_batch_abandon(m.f, flow_air_at(m.f, 1));
+  ck_assert_uint_eq(flow_air_bytes(m.f), 100);
+  ck_assert(flow_air_room(m.f));
+  lands(&m, 0, b1);
+  ck_assert_int_eq(position(&m, 1), 1);
+  (void)b2;
+  (void)b3;
+  flow_close(m.f);
+}
+END_TEST
+
 /* ------------------------------------------------------------ replays */
 
 START_TEST(test_replay_reprocess_handles_seen_again) {
@@ -1214,6 +1257,7 @@ Suite *flow_suite(void) {
   tcase_add_test(tc, test_air_abandoned_middle_takes_later_ones);
   tcase_add_test(tc, test_air_revoke_with_batches_in_the_air);
   tcase_add_test(tc, test_air_copy_of_claim_in_the_air_is_duplicate);
+  tcase_add_test(tc, test_air_bytes_bound_room);
   suite_add_tcase(s, tc);
   return s;
 }
