@@ -43,6 +43,7 @@
 #include "dedup_segment.h"
 #include "dedup_segs.h"
 #include "dedup_set.h"
+#include "id_hash.h"
 #include "log.h"
 #include "store_parked.h"
 
@@ -184,7 +185,7 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
  * "seen": an ID is never handled twice in one replay, but an old one may
  * be skipped where a per-ID time would have handled it again. */
 static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
-                      size_t len, int64_t before_ms) {
+                      size_t len, uint64_t hash, int64_t before_ms) {
   char err[512];
   int64_t ms = INT64_MAX, tag = 0;
   int r = dsegs_find(s->segs, scope, id, len, &tag, &ms, err, sizeof err);
@@ -192,16 +193,25 @@ static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
     r = 0;
   if (r == 0 || (r == 1 && ms < before_ms))
     return DEDUP_NEW;
-  dset_release(s->set, scope, id, len);
+  dset_release_h(s->set, scope, id, len, hash);
   if (r == 1)
     return DEDUP_SEEN;
   log_msg(KHOST_LOG_WARNING, "dedup", "looking up an event ID: %s", err);
   return DEDUP_IN_FLIGHT;
 }
 
+int dedup_claim_h(dedup_store_t *s, uint32_t scope, const void *id, size_t len,
+                  uint64_t hash, int again, int64_t before_ms) {
+  hash = id_hash_or(hash, scope, id, len);
+  int r = again ? dset_claim_again_h(s->set, scope, id, len, hash, before_ms)
+                : dset_claim_h(s->set, scope, id, len, hash);
+  if (r != DSET_NEW)
+    return r;
+  return seg_decide(s, scope, id, len, hash, again ? before_ms : INT64_MIN);
+}
+
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len) {
-  int r = dset_claim(s->set, scope, id, len);
-  return r == DSET_NEW ? seg_decide(s, scope, id, len, INT64_MIN) : r;
+  return dedup_claim_h(s, scope, id, len, ID_HASH_NONE, 0, 0);
 }
 
 int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
@@ -211,13 +221,17 @@ int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
 
 int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
                              size_t len, int64_t before_ms) {
-  int r = dset_claim_again(s->set, scope, id, len, before_ms);
-  return r == DSET_NEW ? seg_decide(s, scope, id, len, before_ms) : r;
+  return dedup_claim_h(s, scope, id, len, ID_HASH_NONE, 1, before_ms);
 }
 
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,
                    size_t len) {
   dset_release(s->set, scope, id, len);
+}
+
+void dedup_release_h(dedup_store_t *s, uint32_t scope, const void *id,
+                     size_t len, uint64_t hash) {
+  dset_release_h(s->set, scope, id, len, hash);
 }
 
 void dedup_stats(dedup_store_t *s, dedup_stats_t *out) {
@@ -1382,7 +1396,8 @@ int dedup_writer_add(dedup_writer_t *w, const dedup_mark_t *m) {
     p.topic_off = last->topic_off;
   else
     p.topic_off = dset_buf_put(&w->bytes, topic, p.topic_len);
-  dset_keys_add(w->keys, p.scope, m->event_id, p.id_len, p.handled_at);
+  dset_keys_add_h(w->keys, p.scope, m->event_id, p.id_len, p.handled_at,
+                  m->id_hash);
   g_array_append_val(w->marks, p);
   return 0;
 }

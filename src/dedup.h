@@ -57,6 +57,7 @@ typedef struct dedup_mark {
   int64_t offset;
   int64_t handled_at_ms; /* wall clock, ms since the epoch */
   int outcome;           /* DEDUP_OUTCOME_* */
+  uint64_t id_hash;      /* id_hash() of (scope, event_id); 0: not known */
 } dedup_mark_t;
 
 /* What a claim found (dedup_claim()). */
@@ -97,6 +98,14 @@ int dedup_claim_again(dedup_store_t *s, uint32_t scope, const void *id,
  * an event is handled again once per replay, across restarts too. */
 int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
                              size_t len, int64_t before_ms);
+/* dedup_claim() (again 0) or dedup_claim_again_before() (again 1) with
+ * the ID's id_hash() (id_hash.h) from the caller (ID_HASH_NONE: computed
+ * here). */
+int dedup_claim_h(dedup_store_t *s, uint32_t scope, const void *id, size_t len,
+                  uint64_t hash, int again, int64_t before_ms);
+/* dedup_release() with the ID's id_hash() (ID_HASH_NONE: computed). */
+void dedup_release_h(dedup_store_t *s, uint32_t scope, const void *id,
+                     size_t len, uint64_t hash);
 /* Give back a claim whose mark will never be committed. An ID whose mark
  * was committed stays seen. */
 void dedup_release(dedup_store_t *s, uint32_t scope, const void *id,

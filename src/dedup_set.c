@@ -28,8 +28,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+#include "id_hash.h"
 
 #define STRIPE_BITS 4
 #define NSTRIPES (1u << STRIPE_BITS)
@@ -156,12 +155,45 @@ static size_t key_ident_len(const key_rec_t *r) {
   return KEY_IDENT_HDR + len;
 }
 
+/* The ID's bytes back from a packed UUID (r->form says which case). */
+static void uuid_unpack(char out[UUID_TEXT_LEN], const key_rec_t *r) {
+  const char *digits =
+      r->form == KEY_UUID_UPPER ? "0123456789ABCDEF" : "0123456789abcdef";
+  memset(out, '-', UUID_TEXT_LEN);
+  for (int i = 0; i < UUID_BYTES; i++) {
+    out[uuid_digit_pos[i]] = digits[r->body[i] >> 4];
+    out[uuid_digit_pos[i] + 1] = digits[r->body[i] & 0xf];
+  }
+}
+
+/* id_hash() of the ID a record holds: the hash the caller computed, from
+ * the bytes it was built from. Only needed where no hash came with the
+ * key (key_hash() without a hint). */
 static uint64_t key_hash64(const key_rec_t *r) {
-  return XXH3_64bits(&r->scope, key_ident_len(r));
+  char text[UUID_TEXT_LEN];
+  size_t len;
+  if (r->form != KEY_RAW) {
+    uuid_unpack(text, r);
+    return id_hash(r->scope, text, UUID_TEXT_LEN);
+  }
+  size_t n = varint_get(r->body, &len);
+  return id_hash(r->scope, r->body + n, len);
+}
+
+/* The key whose hash is known on this thread, for the GHashTable call
+ * about to be made with it under its stripe's lock: every lookup, add and
+ * remove passes the hash the key came with, so that a record's ID is
+ * hashed once (id_hash.h), not once per table call. */
+static __thread const key_rec_t *hint_rec;
+static __thread uint64_t hint_hash;
+
+static void hint(const key_rec_t *r, uint64_t hash) {
+  hint_rec = r;
+  hint_hash = hash;
 }
 
 static guint key_hash(gconstpointer k) {
-  return (guint)key_hash64(k);
+  return (guint)(k == hint_rec ? hint_hash : key_hash64(k));
 }
 
 static gboolean key_equal(gconstpointer a, gconstpointer b) {
@@ -181,11 +213,12 @@ typedef struct probe {
   } inl;
 } probe_t;
 
-static void probe_init(probe_t *p, uint32_t scope, const void *id, size_t len) {
+static void probe_init(probe_t *p, uint32_t scope, const void *id, size_t len,
+                       uint64_t hash) {
   size_t room = key_room(len);
   p->rec = room <= sizeof p->inl ? &p->inl.hdr : g_malloc(room);
   p->size = key_build(p->rec, scope, id, len);
-  p->hash = key_hash64(p->rec);
+  p->hash = id_hash_or(hash, scope, id, len);
 }
 
 static void probe_done(probe_t *p) {
@@ -246,13 +279,18 @@ void dset_keys_free(dset_keys_t *k) {
 
 void dset_keys_add(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
                    int64_t handled_ms) {
+  dset_keys_add_h(k, scope, id, len, handled_ms, ID_HASH_NONE);
+}
+
+void dset_keys_add_h(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
+                     int64_t handled_ms, uint64_t hash) {
   key_ref_t ref;
   ref.off = buf_grow(&k->bytes, key_room(len), 8);
   key_rec_t *r = (key_rec_t *)(k->bytes.data + ref.off);
   ref.size = key_build(r, scope, id, len);
   r->last_ms = handled_ms; /* set_note() keeps it off KEY_CLAIMED */
   k->bytes.len = ref.off + ref.size;
-  ref.hash = key_hash64(r);
+  ref.hash = id_hash_or(hash, scope, id, len);
   g_array_append_val(k->refs, ref);
 }
 
@@ -384,8 +422,32 @@ static void stripe_free(stripe_t *st) {
   pthread_mutex_destroy(&st->lock);
 }
 
+static unsigned stripe_index(uint64_t hash) {
+  return (unsigned)(hash >> (64 - STRIPE_BITS));
+}
+
 static stripe_t *stripe_of(dset_t *set, uint64_t hash) {
-  return &set->stripes[hash >> (64 - STRIPE_BITS)];
+  return &set->stripes[stripe_index(hash)];
+}
+
+/* The stripe's table calls, each with the hash k came with (hint()). */
+static key_rec_t *table_find(stripe_t *st, const key_rec_t *k, uint64_t hash) {
+  hint(k, hash);
+  key_rec_t *r = g_hash_table_lookup(st->set, k);
+  hint(NULL, 0);
+  return r;
+}
+
+static void table_add(stripe_t *st, key_rec_t *r, uint64_t hash) {
+  hint(r, hash);
+  g_hash_table_add(st->set, r);
+  hint(NULL, 0);
+}
+
+static void table_remove(stripe_t *st, key_rec_t *r, uint64_t hash) {
+  hint(r, hash);
+  g_hash_table_remove(st->set, r);
+  hint(NULL, 0);
 }
 
 /* r is a committed key of st claimed again. The caller holds st->lock. */
@@ -395,25 +457,30 @@ static int is_reclaimed(const stripe_t *st, const key_rec_t *r) {
 }
 
 /* Record that k has a committed mark handled at ms (which also settles a
- * re-claim of it). */
-static void set_note(dset_t *set, const key_rec_t *k, size_t size,
-                     uint64_t hash, int64_t ms) {
-  stripe_t *st = stripe_of(set, hash);
+ * re-claim of it). The caller holds st->lock. */
+static void note_locked(stripe_t *st, const key_rec_t *k, size_t size,
+                        uint64_t hash, int64_t ms) {
   if (ms == KEY_CLAIMED) /* that value means "claimed"; a mark is older */
     ms++;
-  pthread_mutex_lock(&st->lock);
-  key_rec_t *r = g_hash_table_lookup(st->set, k);
+  key_rec_t *r = table_find(st, k, hash);
   if (!r) {
     r = arena_alloc(st, size);
     memcpy(r, k, size);
     r->last_ms = ms;
-    g_hash_table_add(st->set, r);
+    table_add(st, r, hash);
   } else {
     if (r->last_ms < ms)
       r->last_ms = ms;
     if (g_hash_table_size(st->reclaimed) > 0)
       g_hash_table_remove(st->reclaimed, r);
   }
+}
+
+static void set_note(dset_t *set, const key_rec_t *k, size_t size,
+                     uint64_t hash, int64_t ms) {
+  stripe_t *st = stripe_of(set, hash);
+  pthread_mutex_lock(&st->lock);
+  note_locked(st, k, size, hash, ms);
   pthread_mutex_unlock(&st->lock);
 }
 
@@ -423,10 +490,10 @@ static void set_forget(dset_t *set, const key_rec_t *k, uint64_t hash,
                        int64_t cutoff) {
   stripe_t *st = stripe_of(set, hash);
   pthread_mutex_lock(&st->lock);
-  key_rec_t *r = g_hash_table_lookup(st->set, k);
+  key_rec_t *r = table_find(st, k, hash);
   if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff &&
       !is_reclaimed(st, r)) {
-    g_hash_table_remove(st->set, r);
+    table_remove(st, r, hash);
     arena_free(st, r);
   }
   pthread_mutex_unlock(&st->lock);
@@ -449,19 +516,19 @@ void dset_free(dset_t *set) {
   g_free(set);
 }
 
-/* dset_claim(), or with again set dset_claim_again(). */
+/* dset_claim_h(), or with again set dset_claim_again_h(). */
 static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
-                 int again, int64_t before_ms) {
+                 uint64_t hash, int again, int64_t before_ms) {
   probe_t p;
   int found = DSET_NEW;
-  probe_init(&p, scope, id, len);
+  probe_init(&p, scope, id, len, hash);
   stripe_t *st = stripe_of(set, p.hash);
   pthread_mutex_lock(&st->lock);
-  key_rec_t *r = g_hash_table_lookup(st->set, p.rec);
+  key_rec_t *r = table_find(st, p.rec, p.hash);
   if (!r) {
     r = arena_alloc(st, p.size);
     memcpy(r, p.rec, p.size);
-    g_hash_table_add(st->set, r);
+    table_add(st, r, p.hash);
   } else if (r->last_ms == KEY_CLAIMED) {
     found = DSET_IN_FLIGHT;
   } else if (again && r->last_ms < before_ms && !is_reclaimed(st, r)) {
@@ -475,22 +542,37 @@ static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
 }
 
 int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len) {
-  return claim(set, scope, id, len, 0, 0);
+  return claim(set, scope, id, len, ID_HASH_NONE, 0, 0);
+}
+
+int dset_claim_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                 uint64_t hash) {
+  return claim(set, scope, id, len, hash, 0, 0);
 }
 
 int dset_claim_again(dset_t *set, uint32_t scope, const void *id, size_t len,
                      int64_t before_ms) {
-  return claim(set, scope, id, len, 1, before_ms);
+  return claim(set, scope, id, len, ID_HASH_NONE, 1, before_ms);
+}
+
+int dset_claim_again_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                       uint64_t hash, int64_t before_ms) {
+  return claim(set, scope, id, len, hash, 1, before_ms);
 }
 
 void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len) {
+  dset_release_h(set, scope, id, len, ID_HASH_NONE);
+}
+
+void dset_release_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                    uint64_t hash) {
   probe_t p;
-  probe_init(&p, scope, id, len);
+  probe_init(&p, scope, id, len, hash);
   stripe_t *st = stripe_of(set, p.hash);
   pthread_mutex_lock(&st->lock);
-  key_rec_t *r = g_hash_table_lookup(st->set, p.rec);
+  key_rec_t *r = table_find(st, p.rec, p.hash);
   if (r && r->last_ms == KEY_CLAIMED) {
-    g_hash_table_remove(st->set, r);
+    table_remove(st, r, p.hash);
     arena_free(st, r);
   } else if (r && g_hash_table_size(st->reclaimed) > 0) {
     g_hash_table_remove(st->reclaimed, r); /* stays committed */
@@ -502,17 +584,50 @@ void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len) {
 void dset_mark_committed(dset_t *set, uint32_t scope, const void *id,
                          size_t len, int64_t handled_ms) {
   probe_t p;
-  probe_init(&p, scope, id, len);
+  probe_init(&p, scope, id, len, ID_HASH_NONE);
   set_note(set, p.rec, p.size, p.hash, handled_ms);
   probe_done(&p);
 }
 
-void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
-  for (guint i = 0; i < k->refs->len; i++) {
-    const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, i);
-    const key_rec_t *r = keys_rec(k, ref);
-    set_note(set, r, ref->size, ref->hash, r->last_ms);
+/* A batch's keys in stripe order (a counting sort of their indexes into
+ * order, which has room for all), with where each stripe's run starts:
+ * stripe i's keys are order[start[i]] up to order[start[i + 1]]. */
+static void keys_by_stripe(const dset_keys_t *k, guint *order,
+                           guint start[NSTRIPES + 1]) {
+  guint at[NSTRIPES];
+  memset(start, 0, sizeof(guint) * (NSTRIPES + 1));
+  for (guint i = 0; i < k->refs->len; i++)
+    start[stripe_index(g_array_index(k->refs, key_ref_t, i).hash) + 1]++;
+  for (unsigned s = 0; s < NSTRIPES; s++) {
+    start[s + 1] += start[s];
+    at[s] = start[s];
   }
+  for (guint i = 0; i < k->refs->len; i++)
+    order[at[stripe_index(g_array_index(k->refs, key_ref_t, i).hash)]++] = i;
+}
+
+/* One lock round trip per stripe for the whole batch, not one per key:
+ * the durability thread marks a batch of hundreds of IDs while the member
+ * claims the next ones in the same stripes. */
+void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
+  guint start[NSTRIPES + 1], local[512];
+  guint *order =
+      k->refs->len <= G_N_ELEMENTS(local) ? local : g_new(guint, k->refs->len);
+  keys_by_stripe(k, order, start);
+  for (unsigned s = 0; s < NSTRIPES; s++) {
+    stripe_t *st = &set->stripes[s];
+    if (start[s] == start[s + 1])
+      continue;
+    pthread_mutex_lock(&st->lock);
+    for (guint j = start[s]; j < start[s + 1]; j++) {
+      const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, order[j]);
+      const key_rec_t *r = keys_rec(k, ref);
+      note_locked(st, r, ref->size, ref->hash, r->last_ms);
+    }
+    pthread_mutex_unlock(&st->lock);
+  }
+  if (order != local)
+    g_free(order);
 }
 
 void dset_forget_if_older(dset_t *set, const dset_keys_t *k,

@@ -50,6 +50,14 @@ int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len);
  * forget a re-claimed ID. id is copied. */
 int dset_claim_again(dset_t *set, uint32_t scope, const void *id, size_t len,
                      int64_t before_ms);
+/* The same with the ID's id_hash() (id_hash.h) computed by the caller,
+ * which the set then does not compute again (ID_HASH_NONE: computed). */
+int dset_claim_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                 uint64_t hash);
+int dset_claim_again_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                       uint64_t hash, int64_t before_ms);
+void dset_release_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                    uint64_t hash);
 /* Forget (scope, id) if it is claimed and not committed; a committed ID
  * stays (a re-claim of it ends). */
 void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len);
@@ -87,6 +95,9 @@ void dset_keys_free(dset_keys_t *k);
  * handled_ms is used by dset_mark_committed_batch() only. */
 void dset_keys_add(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
                    int64_t handled_ms);
+/* dset_keys_add() with the ID's id_hash() (ID_HASH_NONE: computed). */
+void dset_keys_add_h(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
+                     int64_t handled_ms, uint64_t hash);
 /* Keys in the batch. */
 size_t dset_keys_count(const dset_keys_t *k);
 /* Empty the batch, keeping its memory for the next one. */

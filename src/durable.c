@@ -1,6 +1,7 @@
 /*
- * The durability thread (durable.h): one store transaction at a time,
- * handed over and taken back under one mutex.
+ * The durability thread (durable.h): a queue of store batches, committed
+ * one transaction at a time in the order they were sent, handed over and
+ * taken back under one mutex.
  */
 #include "durable.h"
 
@@ -9,8 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Where the batch handed to the thread is. */
-enum { AIR_NONE, AIR_FLYING, AIR_LANDED };
+/* One batch sent: in the air until landed. */
+typedef struct flight {
+  store_batch_t *batch; /* the thread's until landed */
+  int landed;
+  int rc, transient;
+  char err[512];
+} flight_t;
 
 struct durable {
   char who[160];
@@ -18,27 +24,37 @@ struct durable {
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cond;
-  store_batch_t *batch; /* the thread's while AIR_FLYING */
-  int state;            /* AIR_* */
+  flight_t q[DURABLE_MAX]; /* a ring: n sent from head, oldest first */
+  unsigned head, n;
+  unsigned landed; /* of those, the first landed ones */
+  /* A commit failed: the batches after it are not tried (a later batch
+   * durable before an earlier one could store offsets past records
+   * whose marks are not), until the member has taken every batch back. */
+  int failed;
   int quit;
-  int rc, transient;
-  char err[512];
 };
 
-/* Commit the batch in the air (mu not held: it belongs to this thread
- * until it is AIR_LANDED). */
-static void fly(durable_t *d) {
-  int transient = 0;
-  char err[sizeof(d->err)];
-  int64_t t0 = metrics_now_us();
-  int rc = store_batch_commit(d->batch, &transient, err, sizeof(err));
-  metrics_observe_durable(d->mx, t0);
+/* Commit f (mu not held: f->batch belongs to this thread until
+ * landed), or pass it over after a failure. */
+static void fly(durable_t *d, flight_t *f, int skip) {
+  int transient = 1, rc = DURABLE_NOT_TRIED;
+  char err[sizeof(f->err)];
+  snprintf(err, sizeof(err), "not tried after an earlier batch failed");
+  if (!skip) {
+    int64_t t0 = metrics_now_us();
+    transient = 0;
+    rc = store_batch_commit(f->batch, &transient, err, sizeof(err));
+    metrics_observe_durable(d->mx, t0);
+  }
   pthread_mutex_lock(&d->mu);
-  d->rc = rc;
-  d->transient = transient;
+  f->rc = rc;
+  f->transient = transient;
   if (rc)
-    memcpy(d->err, err, sizeof(err));
-  d->state = AIR_LANDED;
+    memcpy(f->err, err, sizeof(err));
+  f->landed = 1;
+  d->landed++;
+  if (rc)
+    d->failed = 1;
   pthread_cond_broadcast(&d->cond);
   pthread_mutex_unlock(&d->mu);
 }
@@ -50,12 +66,14 @@ static void *durable_main(void *arg) {
   pthread_setname_np(pthread_self(), name);
   pthread_mutex_lock(&d->mu);
   for (;;) {
-    while (d->state != AIR_FLYING && !d->quit)
+    while (d->landed == d->n && !d->quit)
       pthread_cond_wait(&d->cond, &d->mu);
-    if (d->state != AIR_FLYING)
+    if (d->landed == d->n)
       break;
+    flight_t *f = &d->q[(d->head + d->landed) % DURABLE_MAX];
+    int skip = d->failed;
     pthread_mutex_unlock(&d->mu);
-    fly(d);
+    fly(d, f, skip);
     pthread_mutex_lock(&d->mu);
   }
   pthread_mutex_unlock(&d->mu);
@@ -97,26 +115,34 @@ void durable_stop(durable_t *d) {
 
 void durable_send(durable_t *d, store_batch_t *b) {
   pthread_mutex_lock(&d->mu);
-  d->batch = b;
-  d->state = AIR_FLYING;
+  flight_t *f = &d->q[(d->head + d->n) % DURABLE_MAX];
+  *f = (flight_t){.batch = b};
+  d->n++;
   pthread_cond_broadcast(&d->cond);
   pthread_mutex_unlock(&d->mu);
 }
 
-int durable_land(durable_t *d, int block, int *rc, int *transient, char *err,
-                 size_t errlen) {
-  int flying;
+int durable_land(durable_t *d, int block, store_batch_t **b, int *rc,
+                 int *transient, char *err, size_t errlen) {
+  int flying = 0;
+  *b = NULL;
   pthread_mutex_lock(&d->mu);
-  while (block && d->state == AIR_FLYING)
+  while (block && d->n > 0 && d->landed == 0)
     pthread_cond_wait(&d->cond, &d->mu);
-  flying = d->state == AIR_FLYING;
-  if (!flying) {
-    *rc = d->state == AIR_LANDED ? d->rc : 0;
-    *transient = d->transient;
-    if (*rc)
-      snprintf(err, errlen, "%s", d->err);
-    d->state = AIR_NONE;
-    d->batch = NULL;
+  if (d->n > 0 && d->landed == 0) {
+    flying = 1;
+  } else if (d->n > 0) {
+    flight_t *f = &d->q[d->head];
+    *b = f->batch;
+    *rc = f->rc;
+    *transient = f->transient;
+    if (f->rc)
+      snprintf(err, errlen, "%s", f->err);
+    d->head = (d->head + 1) % DURABLE_MAX;
+    d->n--;
+    d->landed--;
+    if (d->n == 0)
+      d->failed = 0;
   }
   pthread_mutex_unlock(&d->mu);
   return flying;

@@ -45,6 +45,12 @@ int flow_event_id(const flow_t *f, const void *rec, const void **id,
   return 1;
 }
 
+store_key_t flow_claim_key(const flow_t *f, const flow_claim_t *c) {
+  store_key_t k = {.hash = c->hash};
+  flow_event_id(f, c->rec, &k.id, &k.len);
+  return k;
+}
+
 /* A printable copy of an event ID for log lines. */
 static const char *printable(char *buf, size_t size, const void *data,
                              size_t len) {
@@ -115,9 +121,11 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
          * parked replay` tells a mark made since by a later time. */
         .handled_at_ms = pt->parked_at ? pt->parked_at : f->conf->wall_ms(),
         .outcome = outcome,
+        .id_hash = pt->hash,
     };
+    flow_claim_t claim = {rec, pt->hash};
     store_batch_add_mark(b->sb, &mark);
-    g_ptr_array_add(b->claims, rec);
+    g_array_append_val(b->claims, claim);
   }
   /* The partition's next offset is stored with the batch (a member
    * assigned the partition later starts there); a lane's partition knows
@@ -262,20 +270,30 @@ void flow_dead_letter_done(flow_t *f, flow_part_t *pt, int rc, const char *err,
 
 /* ------------------------------------------------------------ claims */
 
-/* Is id claimed by a record of this member's pending batches (the one
- * being filled, or the one in the air)? Its mark becomes durable before
+/* Is id claimed by a record of one of this member's pending batches (the
+ * one being filled, or one in the air)? Its mark becomes durable before
  * this skip is committed, or neither is (every batch after one that
  * cannot be made durable is abandoned), so the copy is a duplicate now.
  * Linear, but only for in-flight IDs. */
-static int batch_claims(const flow_t *f, const flow_batch_t *b, const void *id,
-                        size_t len) {
+static int batch_claims(const flow_t *f, const flow_batch_t *b,
+                        const store_key_t *k) {
   for (guint i = 0; i < b->claims->len; i++) {
-    const void *cid;
-    size_t clen;
-    if (flow_event_id(f, b->claims->pdata[i], &cid, &clen) && clen == len &&
-        memcmp(cid, id, len) == 0)
+    const flow_claim_t *c = &g_array_index(b->claims, flow_claim_t, i);
+    if (c->hash != k->hash)
+      continue;
+    store_key_t ck = flow_claim_key(f, c);
+    if (ck.len == k->len && memcmp(ck.id, k->id, k->len) == 0)
       return 1;
   }
+  return 0;
+}
+
+static int pending_claims(flow_t *f, const store_key_t *k) {
+  if (batch_claims(f, &f->cur, k))
+    return 1;
+  for (size_t i = 0; i < flow_in_air(f); i++)
+    if (batch_claims(f, flow_air_at(f, i), k))
+      return 1;
   return 0;
 }
 
@@ -344,11 +362,13 @@ static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
     claim_ahead(f, pt);
   /* Reprocess: handled again once per replay, even across a restart in
    * the middle of it (marks newer than the replay count as seen). */
-  int claim = store_claim(c->store, c->scope, id, len,
+  /* The ID's one hash: the claim, the mark and a release all carry it. */
+  store_key_t k = store_key(c->scope, id, len);
+  pt->hash = k.hash;
+  int claim = store_claim(c->store, c->scope, &k,
                           again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
                           again ? r->recorded_ms : 0);
-  if (claim == STORE_IN_FLIGHT && !batch_claims(f, &f->cur, id, len) &&
-      !batch_claims(f, &f->air, id, len)) {
+  if (claim == STORE_IN_FLIGHT && !pending_claims(f, &k)) {
     wait_for_claim(f, pt, rec, now);
     return 0;
   }
@@ -555,10 +575,13 @@ int flow_outcome_why(flow_t *f, const flow_job_t *job, khost_result_t res,
 
 void flow_release_head(flow_t *f, flow_part_t *pt) {
   void *rec = g_queue_peek_head(&pt->queue);
-  const void *id;
-  size_t len;
-  if (rec && pt->claimed && flow_event_id(f, rec, &id, &len))
-    store_release(f->conf->store, f->conf->scope, id, len);
+  flow_claim_t c = {rec, pt->hash};
+  store_key_t k;
+  if (rec && pt->claimed) {
+    k = flow_claim_key(f, &c);
+    if (k.id)
+      store_release(f->conf->store, f->conf->scope, &k);
+  }
   pt->started = pt->claimed = pt->dead_letter = pt->dl_flying = 0;
   pt->waits_claim = pt->recorded = 0;
   pt->attempts = 0;

@@ -21,8 +21,8 @@
  * waits (retry backoff, a claim held elsewhere, the breaker) holds only
  * its partition and says until when (flow_ready_in()).
  *
- * Threads: a flow_t belongs to its member's thread; only the store batch
- * handed out by flow_batch_take_off() goes to the durability thread.
+ * Threads: a flow_t belongs to its member's thread; only the store
+ * batches handed out by flow_batch_take_off() go to the durability thread.
  */
 #ifndef KHOST_FLOW_H
 #define KHOST_FLOW_H
@@ -58,7 +58,8 @@ typedef struct flow_rec_ops {
    * above are parked. */
   void (*payload)(const void *rec, store_parked_t *p, void **headers);
   /* Bytes the record holds (its key and value), for the bound on what a
-   * member queues with concurrency > 1. May be NULL (counted as 0). */
+   * member queues with concurrency > 1 and on its batches in the air
+   * (flow_conf_t.max_air_bytes). May be NULL (counted as 0). */
   size_t (*size)(const void *rec);
 } flow_rec_ops_t;
 
@@ -122,10 +123,20 @@ typedef struct flow_conf {
   /* With concurrency > 1: records and bytes queued per member before its
    * partitions want a pause (0: no bound). */
   size_t queue_max, queue_bytes;
+  /* Batches in the air at most while the next one fills (0: the default,
+   * FLOW_AIR_DEFAULT; at most FLOW_AIR_MAX). */
+  unsigned max_in_air;
+  /* Record bytes (flow_rec_ops_t.size) the batches in the air may hold
+   * before no other takes off (one always may); 0: no bound. */
+  size_t max_air_bytes;
 } flow_conf_t;
 
-/* Opens the store batches (two: one in the air while one fills). Errors
- * name the member. conf and ops must outlive the flow. */
+#define FLOW_AIR_DEFAULT 3
+#define FLOW_AIR_MAX 4
+
+/* Opens the store batches (the one being filled and one per batch that
+ * may be in the air). Errors name the member. conf and ops must outlive
+ * the flow. */
 int flow_open(flow_t **out, const flow_conf_t *conf, const flow_rec_ops_t *ops,
               char *err, size_t errlen);
 /* Free queued records and batches; claims still held are released. */
@@ -227,22 +238,37 @@ int flow_check_breaker(flow_t *f, int64_t now);
 
 /* ------------------------------------------------------------ batches */
 
-/* The batch being filled and the one in the air (may be empty). */
+/* The batch being filled. */
 flow_batch_t *flow_cur(flow_t *f);
+/* The batches in the air (taken off, not yet durable or abandoned), the
+ * oldest (NULL when none), the i-th oldest, and whether another may take
+ * off (a free slot, and max_air_bytes not reached). */
+size_t flow_in_air(const flow_t *f);
 flow_batch_t *flow_air(flow_t *f);
+flow_batch_t *flow_air_at(flow_t *f, size_t i);
+int flow_air_room(const flow_t *f);
 /* Outcomes in the batch. */
 size_t flow_batch_len(const flow_batch_t *b);
+/* Outcomes in the air, in all batches, and the bytes of their records. */
+size_t flow_air_len(const flow_t *f);
+size_t flow_air_bytes(const flow_t *f);
 /* The store batch with its marks (NULL with dedup off). */
 store_batch_t *flow_batch_store(flow_batch_t *b);
 /* Is the current batch due (max_batch outcomes, or lingered enough)? */
 int flow_batch_due(flow_t *f, int64_t now);
-/* The current batch goes in the air (the air batch must be empty): its
- * store batch is returned for the durability thread. */
+/* The current batch goes in the air, the newest there (flow_air_room()
+ * must be 1): its store batch is returned for the durability thread. */
 store_batch_t *flow_batch_take_off(flow_t *f);
-/* b is durable: its records' positions advance, and the records go. */
+/* b is durable. Positions only advance in order: the records of b and of
+ * every durable batch after it go once every batch before b is durable
+ * too (b waits in the air until then). b may be the current batch only
+ * while nothing is in the air. */
 void flow_batch_durable(flow_t *f, flow_batch_t *b);
-/* b will not be made durable: its claims go back and its records are
- * delivered again (to whoever owns their partitions then). */
+/* b will not be made durable, and so no batch after it either (their
+ * positions would pass b's records): the claims of b, of every later
+ * batch in the air and of the current one go back, and their records are
+ * delivered again (to whoever owns their partitions then). Batches in the
+ * air must not be in a durability thread's hands any more. */
 void flow_batch_abandon(flow_t *f, flow_batch_t *b);
 /* While held, no head is ready and every partition wants a pause (a
  * batch cannot be made durable). */

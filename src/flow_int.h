@@ -18,6 +18,7 @@ struct flow_part {
   GQueue queue;       /* records, oldest first */
   int started;        /* the head passed the dedup check */
   int claimed;        /* ... and its event ID is claimed */
+  uint64_t hash;      /* the claimed ID's store_key_t hash */
   int recorded;       /* its call in progress was recorded (attempts) */
   uint32_t attempts;  /* plugin calls made for the head */
   int dead_letter;    /* the head failed: only its dead-letter write is left */
@@ -45,23 +46,35 @@ struct flow_part {
   int orphan;               /* a lane: its partition went meanwhile */
 };
 
+/* A record of a batch whose event ID was claimed, and the ID's hash. */
+typedef struct flow_claim {
+  void *rec;
+  uint64_t hash;
+} flow_claim_t;
+
 /* Outcomes on their way to being durable: the records, the claimed ones
  * among them, and the marks of those. */
 struct flow_batch {
   store_batch_t *sb; /* the marks; NULL when dedup is off */
   GPtrArray *done;   /* records with an outcome, not yet durable */
-  GPtrArray *claims; /* of those, the ones whose event ID was claimed */
+  GArray *claims;    /* flow_claim_t: of those, the claimed ones */
+  int durable;       /* in the air, durable, waiting for older batches */
+  size_t bytes;      /* in the air: its records' bytes */
 };
 
 struct flow {
   const flow_conf_t *conf;
   const flow_rec_ops_t *ops;
-  GPtrArray *parts;      /* flow_part_t *: the partitions owned */
-  flow_part_t *last;     /* the partition of the last record queued */
-  size_t queued;         /* records in all queues */
-  size_t rr;             /* where the next look for a ready head starts */
-  flow_batch_t cur;      /* the batch being filled */
-  flow_batch_t air;      /* the batch in the air, or empty */
+  GPtrArray *parts;  /* flow_part_t *: the partitions owned */
+  flow_part_t *last; /* the partition of the last record queued */
+  size_t queued;     /* records in all queues */
+  size_t rr;         /* where the next look for a ready head starts */
+  flow_batch_t cur;  /* the batch being filled */
+  /* The batches in the air, oldest first from air_head (a ring of
+   * air_max, at most FLOW_AIR_MAX, slots). */
+  flow_batch_t air[FLOW_AIR_MAX];
+  unsigned air_head, air_n, air_max;
+  size_t air_bytes;      /* of the records in the air */
   int hold;              /* the batch cannot be made durable: all paused */
   int breaker_open;      /* the pipeline's circuit breaker is open */
   int64_t first_done_at; /* when the oldest outcome of cur was reached */
@@ -75,6 +88,8 @@ struct flow {
 /* flow.c */
 int flow_event_id(const flow_t *f, const void *rec, const void **id,
                   size_t *len);
+/* rec's event ID with its hash (the caller knows it has one). */
+store_key_t flow_claim_key(const flow_t *f, const flow_claim_t *c);
 void flow_log_record(const flow_t *f, int level, const void *rec,
                      const char *what);
 /* Give back the claim of pt's head, which will not get an outcome here. */

@@ -377,10 +377,12 @@ int flow_lanes_want_pause(const flow_t *f, const flow_part_t *pt, int64_t now) {
 /* Let an orphan's head go: its claim back, the record freed. */
 static void orphan_free(flow_t *f, flow_part_t *lane) {
   void *rec = g_queue_pop_head(&lane->queue);
-  const void *id;
-  size_t len;
-  if (rec && lane->claimed && flow_event_id(f, rec, &id, &len))
-    store_release(f->conf->store, f->conf->scope, id, len);
+  flow_claim_t c = {rec, lane->hash};
+  store_key_t k = {NULL, 0, 0};
+  if (rec && lane->claimed)
+    k = flow_claim_key(f, &c);
+  if (k.id)
+    store_release(f->conf->store, f->conf->scope, &k);
   if (rec)
     f->ops->free(rec);
   g_ptr_array_remove_fast(f->orphans, lane);

@@ -14,7 +14,7 @@
 
 static int batch_init(flow_t *f, flow_batch_t *b, char *err, size_t errlen) {
   b->done = g_ptr_array_new();
-  b->claims = g_ptr_array_new();
+  b->claims = g_array_new(FALSE, FALSE, sizeof(flow_claim_t));
   return f->conf->store ? store_batch_open(f->conf->store, &b->sb, err, errlen)
                         : 0;
 }
@@ -27,8 +27,13 @@ int flow_open(flow_t **out, const flow_conf_t *conf, const flow_rec_ops_t *ops,
   f->ops = ops;
   f->parts = g_ptr_array_new();
   f->orphans = g_ptr_array_new();
-  if (batch_init(f, &f->cur, why, sizeof(why)) != 0 ||
-      batch_init(f, &f->air, why, sizeof(why)) != 0) {
+  f->air_max = conf->max_in_air ? conf->max_in_air : FLOW_AIR_DEFAULT;
+  if (f->air_max > FLOW_AIR_MAX)
+    f->air_max = FLOW_AIR_MAX;
+  int rc = batch_init(f, &f->cur, why, sizeof(why));
+  for (unsigned i = 0; rc == 0 && i < f->air_max; i++)
+    rc = batch_init(f, &f->air[i], why, sizeof(why));
+  if (rc != 0) {
     snprintf(err, errlen, "%s: %s", conf->who, why);
     flow_close(f);
     return -1;
@@ -37,13 +42,15 @@ int flow_open(flow_t **out, const flow_conf_t *conf, const flow_rec_ops_t *ops,
   return 0;
 }
 
+static void abandon_one(flow_t *f, flow_batch_t *b);
+
 static void batch_free(flow_t *f, flow_batch_t *b) {
   if (!b->done)
     return;
-  flow_batch_abandon(f, b);
+  abandon_one(f, b);
   store_batch_close(b->sb);
   g_ptr_array_free(b->done, TRUE);
-  g_ptr_array_free(b->claims, TRUE);
+  g_array_free(b->claims, TRUE);
 }
 
 void flow_close(flow_t *f) {
@@ -53,8 +60,12 @@ void flow_close(flow_t *f) {
     flow_drop(f, f->parts->pdata[0]);
   flow_lanes_free_orphans(f);
   g_ptr_array_free(f->orphans, TRUE);
+  /* Newest first, as flow_batch_abandon() goes. */
+  if (f->air_n > 0)
+    flow_batch_abandon(f, flow_air(f));
   batch_free(f, &f->cur);
-  batch_free(f, &f->air);
+  for (unsigned i = 0; i < FLOW_AIR_MAX; i++)
+    batch_free(f, &f->air[i]);
   g_ptr_array_free(f->parts, TRUE);
   free(f);
 }
@@ -246,12 +257,46 @@ flow_batch_t *flow_cur(flow_t *f) {
   return &f->cur;
 }
 
+size_t flow_in_air(const flow_t *f) {
+  return f->air_n;
+}
+
+flow_batch_t *flow_air_at(flow_t *f, size_t i) {
+  return i < f->air_n ? &f->air[(f->air_head + i) % f->air_max] : NULL;
+}
+
 flow_batch_t *flow_air(flow_t *f) {
-  return &f->air;
+  return flow_air_at(f, 0);
+}
+
+int flow_air_room(const flow_t *f) {
+  if (f->air_n >= f->air_max)
+    return 0;
+  return f->air_n == 0 || !f->conf->max_air_bytes ||
+         f->air_bytes < f->conf->max_air_bytes;
+}
+
+size_t flow_air_bytes(const flow_t *f) {
+  return f->air_bytes;
+}
+
+/* The bytes of b's records (0 when the adapter does not say). */
+static size_t batch_bytes(const flow_t *f, const flow_batch_t *b) {
+  size_t n = 0;
+  for (guint i = 0; f->ops->size && i < b->done->len; i++)
+    n += f->ops->size(b->done->pdata[i]);
+  return n;
 }
 
 size_t flow_batch_len(const flow_batch_t *b) {
   return b->done->len;
+}
+
+size_t flow_air_len(const flow_t *f) {
+  size_t n = 0;
+  for (unsigned i = 0; i < f->air_n; i++)
+    n += f->air[(f->air_head + i) % f->air_max].done->len;
+  return n;
 }
 
 store_batch_t *flow_batch_store(flow_batch_t *b) {
@@ -267,31 +312,62 @@ int flow_batch_due(flow_t *f, int64_t now) {
          now - f->first_done_at >= f->conf->linger_ms;
 }
 
+/* The current batch swaps places with the free slot after the newest
+ * batch in the air: the batches keep their store batches (connections),
+ * only the roles move. */
 store_batch_t *flow_batch_take_off(flow_t *f) {
-  flow_batch_t spare = f->air;
-  f->air = f->cur;
+  flow_batch_t *slot = &f->air[(f->air_head + f->air_n) % f->air_max];
+  flow_batch_t spare = *slot;
+  g_assert(f->air_n < f->air_max);
+  *slot = f->cur;
+  slot->durable = 0;
+  slot->bytes = batch_bytes(f, slot);
+  f->air_bytes += slot->bytes;
   f->cur = spare;
+  f->air_n++;
   f->first_done_at = 0;
-  return f->air.sb;
+  return slot->sb;
 }
 
 static void batch_clear(flow_t *f, flow_batch_t *b) {
   for (guint i = 0; i < b->done->len; i++)
     f->ops->free(b->done->pdata[i]);
   g_ptr_array_set_size(b->done, 0);
-  g_ptr_array_set_size(b->claims, 0);
+  g_array_set_size(b->claims, 0);
+  b->durable = 0;
+  b->bytes = 0;
   if (b == &f->cur)
     f->first_done_at = 0;
+}
+
+/* The oldest batches in the air that are durable land: their positions
+ * advance, in the order the batches took off. */
+static void land_durable(flow_t *f) {
+  flow_batch_t *b;
+  while ((b = flow_air(f)) && b->durable) {
+    advance(f, b);
+    f->air_bytes -= b->bytes;
+    batch_clear(f, b);
+    f->air_head = (f->air_head + 1) % f->air_max;
+    f->air_n--;
+  }
 }
 
 void flow_batch_durable(flow_t *f, flow_batch_t *b) {
   if (f->conf->batch_end && b->sb)
     f->conf->batch_end(f->conf->batch_end_ctx, b->sb);
-  advance(f, b);
-  batch_clear(f, b);
+  if (b == &f->cur) {
+    g_assert(f->air_n == 0);
+    advance(f, b);
+    batch_clear(f, b);
+    return;
+  }
+  b->durable = 1;
+  land_durable(f);
 }
 
-void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
+/* b's claims go back and its records go (delivered again later). */
+static void abandon_one(flow_t *f, flow_batch_t *b) {
   const flow_conf_t *c = f->conf;
   if (b->done->len > 0)
     log_msg(KHOST_LOG_WARNING, c->who,
@@ -299,10 +375,10 @@ void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
             "again",
             b->done->len);
   for (guint i = 0; i < b->claims->len; i++) {
-    const void *id;
-    size_t len;
-    if (flow_event_id(f, b->claims->pdata[i], &id, &len))
-      store_release(c->store, c->scope, id, len);
+    store_key_t k =
+        flow_claim_key(f, &g_array_index(b->claims, flow_claim_t, i));
+    if (k.id)
+      store_release(c->store, c->scope, &k);
   }
   /* A partition with lanes never commits past them. */
   for (guint i = 0; i < b->done->len; i++) {
@@ -316,6 +392,20 @@ void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
   if (c->batch_end && b->sb)
     c->batch_end(c->batch_end_ctx, b->sb);
   batch_clear(f, b);
+}
+
+void flow_batch_abandon(flow_t *f, flow_batch_t *b) {
+  unsigned from = f->air_n;
+  for (unsigned i = 0; i < f->air_n; i++)
+    if (flow_air_at(f, i) == b)
+      from = i;
+  /* Newest first: the current batch, then the air down to b. */
+  abandon_one(f, &f->cur);
+  for (unsigned i = f->air_n; i-- > from;) {
+    f->air_bytes -= flow_air_at(f, i)->bytes;
+    abandon_one(f, flow_air_at(f, i));
+  }
+  f->air_n = from;
 }
 
 void flow_set_hold(flow_t *f, int hold) {

@@ -138,12 +138,22 @@ int kafka_user_set(const kafka_settings_t *ks, const char *name) {
 #define KAFKA_PREFETCH_KBYTES_MIN 1
 #define KAFKA_PREFETCH_KBYTES_MAX 2097151
 
-long kafka_prefetch_kbytes(const cfg_t *cfg) {
+/* Each member's equal share of memory_limit. */
+static int64_t member_share(const cfg_t *cfg) {
   int64_t limit = cfg->memory_limit > 0 ? cfg->memory_limit : CFG_MEMORY_LIMIT;
-  int64_t members = 0, kb;
+  int64_t members = 0;
   for (size_t i = 0; i < cfg->n_pipelines; i++)
     members += cfg->pipelines[i].members;
-  kb = limit / 1024 / (members > 0 ? members : 1);
+  return limit / (members > 0 ? members : 1);
+}
+
+size_t kafka_air_bytes(const cfg_t *cfg) {
+  return (size_t)(member_share(cfg) / KAFKA_AIR_SHARE);
+}
+
+long kafka_prefetch_kbytes(const cfg_t *cfg) {
+  int64_t share = member_share(cfg);
+  int64_t kb = (share - share / KAFKA_AIR_SHARE) / 1024;
   if (kb < KAFKA_PREFETCH_KBYTES_MIN)
     kb = KAFKA_PREFETCH_KBYTES_MIN;
   if (kb > KAFKA_PREFETCH_KBYTES_MAX)

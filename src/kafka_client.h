@@ -50,10 +50,14 @@ rd_kafka_conf_t *kafka_conf_empty(void);
 /* 1 when the user set property name, globally or for the pipeline. */
 int kafka_user_set(const kafka_settings_t *ks, const char *name);
 
-/* Each member's prefetch limit (queued.max.messages.kbytes) derived from
- * cfg's memory_limit: an equal share for every member of every pipeline,
- * within librdkafka's range (1..2097151 KB). */
+/* cfg's memory_limit goes in equal shares to every member of every
+ * pipeline; of a member's share, 1/KAFKA_AIR_SHARE bounds the records of
+ * its batches in the air (handled, not yet durable: kafka_air_bytes()),
+ * the rest is its prefetch limit (queued.max.messages.kbytes), within
+ * librdkafka's range (1..2097151 KB). */
+#define KAFKA_AIR_SHARE 16
 long kafka_prefetch_kbytes(const cfg_t *cfg);
+size_t kafka_air_bytes(const cfg_t *cfg);
 
 /* Set one property; -1 with librdkafka's reason in err. */
 int kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,

@@ -226,11 +226,10 @@ static void handle_ready(member_t *m) {
 
 static void cycle(member_t *m) {
   metrics_tick(m->env->metrics, m->index, m->rk, flow_queued(m->flow),
-               flow_batch_len(flow_cur(m->flow)) +
-                   (m->flying ? flow_batch_len(flow_air(m->flow)) : 0));
+               flow_batch_len(flow_cur(m->flow)) + flow_air_len(m->flow));
   poll_records(m);
   member_report_oldest(m);
-  settle_land(m, 0, 1); /* commit a landed batch's offsets without delay */
+  settle_land(m, 0, 1); /* commit landed batches' offsets without delay */
   handle_ready(m);
   if (flow_batch_due(m->flow, member_now_ms()))
     settle_due(m);
@@ -499,6 +498,7 @@ static void flow_setup(member_t *m) {
           (size_t)(pc->max_batch > 16 * pc->concurrency ? pc->max_batch
                                                         : 16 * pc->concurrency),
       .queue_bytes = (size_t)kafka_prefetch_kbytes(env->cfg) * 1024,
+      .max_air_bytes = kafka_air_bytes(env->cfg),
   };
 }
 

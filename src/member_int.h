@@ -54,12 +54,11 @@ struct member {
   int commit_behind;          /* a commit waits for the one in flight */
   int closing;                /* rd_kafka_consumer_close() is under way */
 
-  /* With dedup on, a batch is made durable (its store transaction) on
-   * the member's durability thread (durable.h) while the member handles
-   * the next: at most one batch is in the air, and its offsets are
-   * committed only once it has landed. */
+  /* With dedup on, batches are made durable (a store transaction each)
+   * on the member's durability thread (durable.h) while the member
+   * handles the next: the flow's batches in the air, whose offsets are
+   * committed only once they have landed, in order. */
   durable_t *durable; /* NULL with dedup off */
-  int flying;         /* the flow's air batch is in the air */
 
   /* What handle() is busy with, for the watchdog (0: idle). */
   _Atomic int64_t busy_since;
@@ -114,16 +113,17 @@ void poll_pauses(member_t *m);
 
 /* settle.c */
 /* Make the pending outcomes durable, then commit their offsets, here and
- * now: the batch in the air first, then the current one. wait: transient
+ * now: the batches in the air first, then the current one. wait: transient
  * faults are waited out (polling); else one try (inside a rebalance
  * callback, where polling is not allowed). */
 void settle(member_t *m, int sync, int wait);
 /* The current batch is due: made durable on the durability thread when
  * there is one, while the member goes on. */
 void settle_due(member_t *m);
-/* Take the batch in the air back once it has landed (block: wait for it)
- * and commit past it. 1 while it is in the air, 0 when nothing is, -1
- * when it was abandoned (the current batch with it). */
+/* Take the batches in the air back as they land (block: wait for all)
+ * and commit past them. 1 while some are in the air, 0 when none is, -1
+ * when one was abandoned (every later one and the current batch with
+ * it). */
 int settle_land(member_t *m, int block, int wait);
 
 /* commit.c */

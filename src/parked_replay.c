@@ -116,8 +116,9 @@ static int replay_one(pr_run_t *r, store_parked_t *p) {
   if (p->event_id) {
     /* Claimed again only when its newest mark is the one it was parked
      * with (same time): a later mark means it was handled since. */
-    int claim = store_claim(r->store, r->scope, p->event_id, p->event_id_len,
-                            STORE_CLAIM_AGAIN, p->parked_at_ms + 1);
+    store_key_t k = store_key(r->scope, p->event_id, p->event_id_len);
+    int claim = store_claim(r->store, r->scope, &k, STORE_CLAIM_AGAIN,
+                            p->parked_at_ms + 1);
     if (claim != STORE_NEW) {
       print_line(p, "skipped: handled since it was parked; leaves the lot");
       g_ptr_array_add(r->leave, p);
@@ -148,7 +149,8 @@ static int replay_one(pr_run_t *r, store_parked_t *p) {
 static void release_claims(pr_run_t *r) {
   for (guint i = 0; i < r->claimed->len; i++) {
     const store_parked_t *p = r->claimed->pdata[i];
-    store_release(r->store, r->scope, p->event_id, p->event_id_len);
+    store_key_t k = store_key(r->scope, p->event_id, p->event_id_len);
+    store_release(r->store, r->scope, &k);
   }
 }
 

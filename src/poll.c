@@ -44,7 +44,7 @@ static int dead_letters_flying(const member_t *m) {
  * durable or the broker's answer to a dead-letter write is awaited. */
 static int poll_timeout(const member_t *m) {
   int64_t t = POLL_MS;
-  if (flow_batch_len(flow_cur(m->flow)) > 0 || m->flying)
+  if (flow_batch_len(flow_cur(m->flow)) > 0 || flow_in_air(m->flow) > 0)
     t = MEMBER_LINGER_MS;
   if (t > MEMBER_DEAD_LETTER_POLL_MS && dead_letters_flying(m))
     t = MEMBER_DEAD_LETTER_POLL_MS;

@@ -6,9 +6,11 @@
  * on) until it can, or is abandoned with every batch after it, so that
  * offsets stay in order.
  *
- * Threads: the member's thread; the batch in the air is committed on the
+ * Threads: the member's thread; the batches in the air are committed on the
  * durability thread (durable.h).
  */
+#include <glib.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "log.h"
@@ -90,42 +92,82 @@ static int settle_batch(member_t *m, flow_batch_t *b, int wait,
   return 0;
 }
 
-/* Hand the current batch to the durability thread; the (empty) batch that
- * landed last becomes the current one. */
+/* Hand the current batch to the durability thread (the flow has room for
+ * it in the air). */
 static void take_off(member_t *m) {
-  m->flying = 1;
   durable_send(m->durable, flow_batch_take_off(m->flow));
 }
 
-/* Take the batch in the air back once it has landed (block: wait for it)
- * and advance past it, or settle it here when its transaction failed
- * (wait: as make_durable()). Returns 1 while it is still in the air, 0
- * when nothing is in the air any more, -1 when it was abandoned (and the
- * current batch with it: its records come after). */
-int settle_land(member_t *m, int block, int wait) {
+/* Take back every batch still in the air without looking at its result:
+ * they are abandoned with an older one, and must be out of the durability
+ * thread's hands first (it tries none after the failure, so this is
+ * quick). */
+static void land_all(member_t *m) {
+  store_batch_t *sb;
   int rc, transient;
   char err[512];
-  if (!m->flying)
-    return 0;
-  if (durable_land(m->durable, block, &rc, &transient, err, sizeof(err)))
-    return 1;
-  m->flying = 0;
+  do
+    durable_land(m->durable, 1, &sb, &rc, &transient, err, sizeof(err));
+  while (sb);
+}
+
+/* The oldest batch in the air, sb, has landed: advance past it, or settle
+ * it here when its transaction failed or was not tried (wait: as
+ * make_durable()). -1 when it was abandoned, and every later batch with
+ * it (their records come after). */
+static int landed(member_t *m, store_batch_t *sb, int rc, int transient,
+                  const char *err, int wait) {
+  flow_batch_t *b = flow_air(m->flow);
+  g_assert(b && flow_batch_store(b) == sb);
   if (rc == 0) {
-    flow_batch_durable(m->flow, flow_air(m->flow));
-  } else if (settle_batch(m, flow_air(m->flow), wait, err, transient) != 0) {
-    flow_batch_abandon(m->flow, flow_cur(m->flow));
-    return -1;
+    flow_batch_durable(m->flow, b);
+    return 0;
   }
-  commit_positions(m, 0);
-  return 0;
+  if (make_durable(m, b, wait, rc == DURABLE_NOT_TRIED ? NULL : err,
+                   transient) == 0) {
+    flow_batch_durable(m->flow, b);
+    return 0;
+  }
+  land_all(m);
+  flow_batch_abandon(m->flow, b);
+  return -1;
+}
+
+/* Take the batches in the air back as they land, oldest first, and
+ * advance past them, or settle here those whose transaction failed (wait:
+ * as make_durable()). min: how many to wait for at least (SIZE_MAX: all).
+ * Returns 1 while some are still in the air, 0 when none is, -1 when one
+ * was abandoned (and every later one, the current batch too). */
+static int land(member_t *m, size_t min, int wait) {
+  store_batch_t *sb;
+  int rc = 0, transient = 0, r = 0, moved = 0;
+  char err[512];
+  for (size_t n = 0; r == 0 && flow_in_air(m->flow) > 0; n++) {
+    if (durable_land(m->durable, n < min, &sb, &rc, &transient, err,
+                     sizeof(err)))
+      break;
+    r = landed(m, sb, rc, transient, err, wait);
+    moved = 1;
+  }
+  if (moved)
+    commit_positions(m, 0);
+  if (r < 0)
+    return -1;
+  return flow_in_air(m->flow) > 0;
+}
+
+int settle_land(member_t *m, int block, int wait) {
+  if (!m->durable)
+    return 0;
+  return land(m, block ? SIZE_MAX : 0, wait);
 }
 
 /* Make the pending outcomes durable, then commit their offsets, here and
- * now: the batch in the air first, then the current one. wait: transient
- * faults are waited out (polling); else one try (inside a rebalance
- * callback, where polling is not allowed). A batch that cannot be made
- * durable is abandoned, and so is every later one (offsets stay in
- * order). */
+ * now: the batches in the air first, then the current one. wait:
+ * transient faults are waited out (polling); else one try (inside a
+ * rebalance callback, where polling is not allowed). A batch that cannot
+ * be made durable is abandoned, and so is every later one (offsets stay
+ * in order). */
 void settle(member_t *m, int sync, int wait) {
   if (settle_land(m, 1, wait) == 0)
     settle_batch(m, flow_cur(m->flow), wait, NULL, 0);
@@ -133,7 +175,9 @@ void settle(member_t *m, int sync, int wait) {
 }
 
 /* The batch is due: with a durability thread, make it durable there once
- * the plugin has flushed its effects, while the member goes on. */
+ * the plugin has flushed its effects, while the member goes on; it waits
+ * only while no other batch may take off (every slot taken, or the
+ * member's share of memory_limit for them used). */
 void settle_due(member_t *m) {
   char err[512];
   if (!m->durable ||
@@ -141,7 +185,10 @@ void settle_due(member_t *m) {
     settle(m, 0, 1);
     return;
   }
-  if (settle_land(m, 1, 1) != 0)
+  int r = land(m, 0, 1);
+  while (r >= 0 && !flow_air_room(m->flow))
+    r = land(m, 1, 1);
+  if (r < 0)
     return; /* abandoned, the current batch too */
   if (member_flush(m, err, sizeof(err)) != 0)
     settle(m, 0, 1); /* waits the flush out, then made durable here */

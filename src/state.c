@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "flow.h"
+
 /* Writes not durable yet: key -> value, or NULL for a delete. */
 typedef struct overlay {
   store_batch_t *sb; /* NULL: slot free */
@@ -16,8 +18,8 @@ typedef struct overlay {
   GHashTable *kv;
 } overlay_t;
 
-/* The flow core has two batches: the one filling, the one in the air. */
-#define OVERLAYS 2
+/* The flow core's batches: the one filling and those in the air. */
+#define OVERLAYS (1 + FLOW_AIR_MAX)
 
 /* What every view of a member's state shares: the overlays, under mu
  * (workers read them while the member's thread joins and ends batches). */
@@ -102,7 +104,7 @@ void state_record_join(state_t *st, store_batch_t *sb) {
     return;
   pthread_mutex_lock(&sh->mu);
   overlay_t *o = overlay_of(sh, sb);
-  if (!o) { /* one per batch: never more than two */
+  if (!o) { /* one per batch the flow can have */
     pthread_mutex_unlock(&sh->mu);
     g_return_if_reached();
   }
@@ -136,9 +138,12 @@ void state_batch_end(state_t *st, store_batch_t *sb) {
 
 /* The overlays, newest first; under sh->mu. */
 static void overlays_newest_first(shared_t *sh, overlay_t **out) {
-  int newer = sh->ov[1].gen > sh->ov[0].gen;
-  out[0] = &sh->ov[newer];
-  out[1] = &sh->ov[!newer];
+  for (int i = 0; i < OVERLAYS; i++) {
+    int j = i;
+    for (; j > 0 && out[j - 1]->gen < sh->ov[i].gen; j--)
+      out[j] = out[j - 1];
+    out[j] = &sh->ov[i];
+  }
 }
 
 /* 1 with *v (a ref, NULL for a delete) when a write not yet durable

@@ -8,7 +8,7 @@
  * transaction, with its dedup marks and offsets; a RETRY drops them
  * (state_record_drop()). Until a batch is durable its writes are kept in
  * an overlay, so that reads see the writes of the records already
- * handled, also those of the batch in the air on the durability thread
+ * handled, also those of the batches in the air on the durability thread
  * (read-your-writes). A batch that ends, durable or abandoned, drops its
  * overlay (state_batch_end()): durable, the store now answers the same;
  * abandoned, its records come again and write again.

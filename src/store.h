@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "id_hash.h"
+
 typedef struct store store_t;
 typedef struct store_batch store_batch_t;
 
@@ -60,6 +62,20 @@ enum {
 /* Outcome recorded with a mark. */
 enum { STORE_OUTCOME_OK = 0, STORE_OUTCOME_FAIL = 1 };
 
+/* An event ID and its id_hash() (scope seeded), computed once where the
+ * ID is learnt and passed with it to every call about it: the stores that
+ * hash IDs (the SQLite file's set) use it instead of hashing again. */
+typedef struct store_key {
+  const void *id;
+  size_t len;
+  uint64_t hash; /* id_hash(scope, id, len); ID_HASH_NONE: computed */
+} store_key_t;
+
+static inline store_key_t store_key(uint32_t scope, const void *id,
+                                    size_t len) {
+  return (store_key_t){id, len, id_hash(scope, id, len)};
+}
+
 typedef struct store_mark {
   uint32_t scope; /* from store_scope() */
   const void *event_id;
@@ -69,6 +85,7 @@ typedef struct store_mark {
   int64_t offset;
   int64_t handled_at_ms; /* wall clock, ms since the epoch */
   int outcome;           /* STORE_OUTCOME_* */
+  uint64_t id_hash;      /* the event ID's store_key_t hash; 0: not known */
 } store_mark_t;
 
 /* Replay ranges: offsets [from, to) of one partition that `khost replay`
@@ -136,10 +153,10 @@ typedef struct store_ops {
   int (*scope)(store_t *s, const char *pipeline, uint32_t *scope, char *err,
                size_t errlen);
   /* STORE_NEW, STORE_SEEN or STORE_IN_FLIGHT; mode: STORE_CLAIM*. */
-  int (*claim)(store_t *s, uint32_t scope, const void *id, size_t len, int mode,
+  int (*claim)(store_t *s, uint32_t scope, const store_key_t *k, int mode,
                int64_t before_ms);
   /* Give back a claim whose mark will never be committed. */
-  void (*release)(store_t *s, uint32_t scope, const void *id, size_t len);
+  void (*release)(store_t *s, uint32_t scope, const store_key_t *k);
   /* A batch of the caller's thread (its own connection, where there is
    * one), and its end (entries still buffered are dropped). */
   int (*batch_open)(store_t *s, store_batch_t **out, char *err, size_t errlen);
@@ -233,13 +250,13 @@ static inline int store_scope(store_t *s, const char *pipeline, uint32_t *scope,
                               char *err, size_t errlen) {
   return s->ops->scope(s, pipeline, scope, err, errlen);
 }
-static inline int store_claim(store_t *s, uint32_t scope, const void *id,
-                              size_t len, int mode, int64_t before_ms) {
-  return s->ops->claim(s, scope, id, len, mode, before_ms);
+static inline int store_claim(store_t *s, uint32_t scope, const store_key_t *k,
+                              int mode, int64_t before_ms) {
+  return s->ops->claim(s, scope, k, mode, before_ms);
 }
-static inline void store_release(store_t *s, uint32_t scope, const void *id,
-                                 size_t len) {
-  s->ops->release(s, scope, id, len);
+static inline void store_release(store_t *s, uint32_t scope,
+                                 const store_key_t *k) {
+  s->ops->release(s, scope, k);
 }
 static inline int store_batch_open(store_t *s, store_batch_t **out, char *err,
                                    size_t errlen) {

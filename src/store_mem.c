@@ -130,10 +130,10 @@ static int claim_present(mem_entry_t *e, int mode, int64_t before_ms) {
   return STORE_NEW;
 }
 
-static int m_claim(store_t *s, uint32_t scope, const void *id, size_t len,
-                   int mode, int64_t before_ms) {
+static int m_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
+                   int64_t before_ms) {
   mem_store_t *m = mem(s);
-  GBytes *k = key_of(scope, id, len);
+  GBytes *k = key_of(scope, key->id, key->len);
   int r = STORE_NEW;
   pthread_mutex_lock(&m->mu);
   mem_entry_t *e = g_hash_table_lookup(m->ids, k);
@@ -149,9 +149,9 @@ static int m_claim(store_t *s, uint32_t scope, const void *id, size_t len,
   return r;
 }
 
-static void m_release(store_t *s, uint32_t scope, const void *id, size_t len) {
+static void m_release(store_t *s, uint32_t scope, const store_key_t *key) {
   mem_store_t *m = mem(s);
-  GBytes *k = key_of(scope, id, len);
+  GBytes *k = key_of(scope, key->id, key->len);
   pthread_mutex_lock(&m->mu);
   mem_entry_t *e = g_hash_table_lookup(m->ids, k);
   if (e && e->committed)

@@ -167,9 +167,12 @@ static int ahead_answer(pg_store_t *p, uint32_t scope, const void *id,
   return ans;
 }
 
-int pg_claim(store_t *s, uint32_t scope, const void *id, size_t len, int mode,
+/* The key's hash is of no use to the server: only the ID goes. */
+int pg_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
              int64_t before_ms) {
   pg_store_t *p = pgs(s);
+  const void *id = key->id;
+  size_t len = key->len;
   pthread_mutex_lock(&p->mu);
   int ans = ahead_answer(p, scope, id, len, mode);
   if (ans < 0)
@@ -178,8 +181,10 @@ int pg_claim(store_t *s, uint32_t scope, const void *id, size_t len, int mode,
   return ans;
 }
 
-void pg_release(store_t *s, uint32_t scope, const void *id, size_t len) {
+void pg_release(store_t *s, uint32_t scope, const store_key_t *key) {
   pg_store_t *p = pgs(s);
+  const void *id = key->id;
+  size_t len = key->len;
   pgp_t a = {0};
   GBytes *k = ahead_key(scope, id, len);
   pgp_i64(&a, scope);

@@ -96,9 +96,9 @@ int64_t pg_int(const PGresult *r, int row, int col);
 int pg_schema_check(pg_store_t *p, int create, char *err, size_t errlen);
 
 /* store_pg_claim.c */
-int pg_claim(store_t *s, uint32_t scope, const void *id, size_t len, int mode,
+int pg_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
              int64_t before_ms);
-void pg_release(store_t *s, uint32_t scope, const void *id, size_t len);
+void pg_release(store_t *s, uint32_t scope, const store_key_t *key);
 void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
                     const size_t *lens, size_t n);
 int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,

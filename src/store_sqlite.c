@@ -56,21 +56,19 @@ static int sq_scope(store_t *s, const char *pipeline, uint32_t *scope,
 }
 
 /* DEDUP_* and STORE_* answers have the same values (checked below). */
-static int sq_claim(store_t *s, uint32_t scope, const void *id, size_t len,
-                    int mode, int64_t before_ms) {
+static int sq_claim(store_t *s, uint32_t scope, const store_key_t *k, int mode,
+                    int64_t before_ms) {
   dedup_store_t *d = dstore(s);
-  int r;
-  if (mode == STORE_CLAIM_AGAIN)
-    return dedup_claim_again_before(d, scope, id, len, before_ms);
-  r = dedup_claim(d, scope, id, len);
+  int again = mode == STORE_CLAIM_AGAIN;
+  int r = dedup_claim_h(d, scope, k->id, k->len, k->hash, again, before_ms);
   /* A look only: what was claimed for it goes back at once. */
   if (mode == STORE_LOOKUP && r == DEDUP_NEW)
-    dedup_release(d, scope, id, len);
+    dedup_release_h(d, scope, k->id, k->len, k->hash);
   return r;
 }
 
-static void sq_release(store_t *s, uint32_t scope, const void *id, size_t len) {
-  dedup_release(dstore(s), scope, id, len);
+static void sq_release(store_t *s, uint32_t scope, const store_key_t *k) {
+  dedup_release_h(dstore(s), scope, k->id, k->len, k->hash);
 }
 
 static int sq_batch_open(store_t *s, store_batch_t **out, char *err,

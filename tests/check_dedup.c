@@ -14,6 +14,7 @@
 #include "dedup.h"
 #include "dedup_admin.h"
 #include "dedup_set.h"
+#include "id_hash.h"
 #include "testutil.h"
 
 #define HOUR_MS (INT64_C(3600) * 1000)
@@ -753,6 +754,69 @@ START_TEST(test_open_newer_schema) {
 END_TEST
 
 /* ------------------------------------------------ in-memory set alone */
+
+/* The hash a caller carries (id_hash()) and the one the set computes
+ * when none comes are the same, for every form a key takes (packed UUIDs
+ * of either case, raw bytes): an ID claimed with its carried hash is
+ * found by calls without one, and the other way round. */
+START_TEST(test_set_carried_hash_finds_the_same_id) {
+  static const char *ids[] = {"3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+                              "3F2504E0-4F89-11D3-9A0C-0305E82C3301",
+                              "order-17", "x"};
+  dset_t *set = dset_new();
+  dset_keys_t *k = dset_keys_new();
+  for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+    size_t n = strlen(ids[i]);
+    uint64_t h = id_hash(3, ids[i], n);
+    ck_assert_uint_ne(h, ID_HASH_NONE);
+    ck_assert_int_eq(dset_claim_h(set, 3, ids[i], n, h), DSET_NEW);
+    ck_assert_int_eq(dset_claim(set, 3, ids[i], n), DSET_IN_FLIGHT);
+    dset_release(set, 3, ids[i], n);
+    ck_assert_int_eq(dset_claim(set, 3, ids[i], n), DSET_NEW);
+    ck_assert_int_eq(dset_claim_h(set, 3, ids[i], n, h), DSET_IN_FLIGHT);
+    dset_keys_add_h(k, 3, ids[i], n, 1000, i % 2 ? h : ID_HASH_NONE);
+  }
+  dset_mark_committed_batch(set, k);
+  for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+    size_t n = strlen(ids[i]);
+    ck_assert_int_eq(dset_claim_h(set, 3, ids[i], n, id_hash(3, ids[i], n)),
+                     DSET_SEEN);
+    ck_assert_int_eq(dset_claim(set, 3, ids[i], n), DSET_SEEN);
+  }
+  ck_assert_uint_eq(dset_size(set), 4);
+  dset_keys_free(k);
+  dset_free(set);
+}
+END_TEST
+
+/* A batch of marks spread over every stripe (more keys than the batch
+ * sorts on the stack), taken one stripe at a time: each claimed ID is
+ * seen after, each unclaimed one is added, and a re-claim of one settles. */
+START_TEST(test_set_batch_marks_every_stripe) {
+  dset_t *set = dset_new();
+  dset_keys_t *k = dset_keys_new();
+  char id[32];
+  for (int i = 0; i < 2000; i++) {
+    snprintf(id, sizeof(id), "ev-%d", i);
+    if (i % 2 == 0)
+      ck_assert_int_eq(dset_claim(set, 1, id, strlen(id)), DSET_NEW);
+    dset_keys_add(k, 1, id, strlen(id), 1000 + i);
+  }
+  dset_mark_committed(set, 1, "ev-7", 4, 10);
+  ck_assert_int_eq(dset_claim_again(set, 1, "ev-7", 4, 500), DSET_NEW);
+  dset_mark_committed_batch(set, k);
+  ck_assert_uint_eq(dset_size(set), 2000);
+  for (int i = 0; i < 2000; i++) {
+    snprintf(id, sizeof(id), "ev-%d", i);
+    ck_assert_int_eq(dset_claim(set, 1, id, strlen(id)), DSET_SEEN);
+  }
+  /* ev-7's re-claim ended with its mark: a second re-claim before the
+   * mark's time finds it seen. */
+  ck_assert_int_eq(dset_claim_again(set, 1, "ev-7", 4, 1006), DSET_SEEN);
+  dset_keys_free(k);
+  dset_free(set);
+}
+END_TEST
 
 START_TEST(test_set_claim_release_commit) {
   dset_t *set = dset_new();
@@ -1676,6 +1740,8 @@ Suite *dedup_suite(void) {
 
   tc = tcase_create("set");
   tcase_add_test(tc, test_set_claim_release_commit);
+  tcase_add_test(tc, test_set_carried_hash_finds_the_same_id);
+  tcase_add_test(tc, test_set_batch_marks_every_stripe);
   tcase_add_test(tc, test_set_forget_keeps_claims_and_newer_marks);
   tcase_add_test(tc, test_set_chunks_freed_when_keys_forgotten);
   tcase_set_timeout(tc, 60);

@@ -53,10 +53,15 @@ static int r_header(const void *r, const char *name, const void **value,
 static void r_free(void *r) {
   free(r);
 }
+/* Every record counts as a value of 100 bytes. */
+static size_t r_size(const void *r) {
+  (void)r;
+  return 100;
+}
 
 static const flow_rec_ops_t ops = {r_topic,  r_partition, r_offset,
                                    r_is_end, r_key,       r_header,
-                                   r_free,   NULL,        NULL};
+                                   r_free,   NULL,        r_size};
 
 /* ------------------------------------------------------------ harness */
 
@@ -168,7 +173,8 @@ static int64_t position(tmember_t *m, int32_t partition) {
 
 /* What a second member would get for id now. */
 static int lookup(tmember_t *m, const char *id) {
-  return store_claim(store, m->conf.scope, id, strlen(id), STORE_LOOKUP, 0);
+  store_key_t k = store_key(m->conf.scope, id, strlen(id));
+  return store_claim(store, m->conf.scope, &k, STORE_LOOKUP, 0);
 }
 
 /* ------------------------------------------------------------ order */
@@ -723,6 +729,176 @@ START_TEST(test_offsets_stored_with_batch) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ in the air */
+
+/* Handle one record of partition and send the batch it is in up, as the
+ * member does with a durability thread; returns its store batch. */
+static store_batch_t *fly_one(tmember_t *m, int32_t partition, int64_t offset,
+                              const char *id) {
+  push(m, partition, offset, id);
+  answer(m, 0, partition, offset, KHOST_OK);
+  ck_assert(flow_air_room(m->f));
+  return flow_batch_take_off(m->f);
+}
+
+/* The durability thread made the i-th oldest batch in the air durable. */
+static void lands(tmember_t *m, size_t i, store_batch_t *sb) {
+  char err[256];
+  flow_batch_t *b = flow_air_at(m->f, i);
+  ck_assert_ptr_eq(flow_batch_store(b), sb);
+  ck_assert_int_eq(store_batch_commit(sb, NULL, err, sizeof(err)), 0);
+  flow_batch_durable(m->f, b);
+}
+
+/* Several batches in the air, made durable newest first: positions move
+ * only once the oldest is durable, then past all of them at once. */
+START_TEST(test_air_out_of_order_durable_waits_for_older) {
+  tmember_t m;
+  member_start(&m);
+  store_batch_t *b0 = fly_one(&m, 0, 0, "a");
+  store_batch_t *b1 = fly_one(&m, 0, 1, "b");
+  store_batch_t *b2 = fly_one(&m, 1, 7, "c");
+  ck_assert_uint_eq(flow_in_air(m.f), 3);
+  ck_assert(!flow_air_room(m.f));
+  ck_assert_uint_eq(flow_air_len(m.f), 3);
+  lands(&m, 2, b2);
+  ck_assert_int_eq(position(&m, 1), -1); /* b0, b1 are older */
+  lands(&m, 1, b1);
+  ck_assert_int_eq(position(&m, 0), -1);
+  ck_assert_uint_eq(flow_in_air(m.f), 3);
+  lands(&m, 0, b0);
+  ck_assert_uint_eq(flow_in_air(m.f), 0);
+  ck_assert_int_eq(position(&m, 0), 2);
+  ck_assert_int_eq(position(&m, 1), 8);
+  /* The ring goes round: three more take off and land in order. */
+  b0 = fly_one(&m, 0, 2, "d");
+  b1 = fly_one(&m, 0, 3, "e");
+  lands(&m, 0, b0);
+  ck_assert_int_eq(position(&m, 0), 3);
+  b2 = fly_one(&m, 0, 4, "f");
+  lands(&m, 0, b1);
+  lands(&m, 0, b2);
+  ck_assert_int_eq(position(&m, 0), 5);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A batch in the middle of the air is abandoned: the later ones (one of
+ * them durable already) and the current one go with it, their claims go
+ * back unless durable, and no position ever passes its records, not even
+ * once the older batch is durable. */
+START_TEST(test_air_abandoned_middle_takes_later_ones) {
+  tmember_t m;
+  member_start(&m);
+  store_batch_t *b0 = fly_one(&m, 0, 0, "a");
+  store_batch_t *b1 = fly_one(&m, 0, 1, "b");
+  (void)b1;
+  store_batch_t *b2 = fly_one(&m, 1, 5, "c");
+  push(&m, 1, 6, "d");
+  answer(&m, 0, 1, 6, KHOST_OK); /* in the current batch */
+  lands(&m, 2, b2);
+  flow_batch_abandon(m.f, flow_air_at(m.f, 1));
+  ck_assert_uint_eq(flow_in_air(m.f), 1);
+  ck_assert_uint_eq(flow_batch_len(flow_cur(m.f)), 0);
+  ck_assert_int_eq(lookup(&m, "b"), STORE_NEW);
+  ck_assert_int_eq(lookup(&m, "c"), STORE_SEEN); /* durable: stays seen */
+  ck_assert_int_eq(lookup(&m, "d"), STORE_NEW);
+  ck_assert_int_eq(lookup(&m, "a"), STORE_IN_FLIGHT);
+  lands(&m, 0, b0);
+  ck_assert_int_eq(position(&m, 0), 1); /* "a" only */
+  ck_assert_int_eq(position(&m, 1), -1);
+  ck_assert_uint_eq(flow_in_air(m.f), 0);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A revoke with batches in the air: the member takes every batch back
+ * before the partitions go (here: all durable, out of order), so the
+ * revoked partition's positions are complete when they are committed;
+ * a partition lost with batches in the air gets no position from them. */
+START_TEST(test_air_revoke_with_batches_in_the_air) {
+  tmember_t m;
+  member_start(&m);
+  store_batch_t *b0 = fly_one(&m, 0, 0, "a");
+  store_batch_t *b1 = fly_one(&m, 1, 3, "b");
+  store_batch_t *b2 = fly_one(&m, 0, 1, "c");
+  push(&m, 0, 2, "queued");
+  lands(&m, 1, b1);
+  lands(&m, 2, b2);
+  lands(&m, 0, b0);
+  ck_assert_int_eq(position(&m, 0), 2); /* revoked: committed, then gone */
+  flow_drop(m.f, flow_find(m.f, "t", 0));
+  ck_assert_uint_eq(flow_queued(m.f), 0);
+  /* Lost with two batches in the air: nothing of it is committed. */
+  b0 = fly_one(&m, 1, 4, "d");
+  b1 = fly_one(&m, 1, 5, "e");
+  flow_drop(m.f, flow_find(m.f, "t", 1));
+  lands(&m, 1, b1);
+  lands(&m, 0, b0);
+  ck_assert_int_eq(position(&m, 1), -2);
+  flow_assign(m.f, "t", 1);
+  ck_assert_int_eq(position(&m, 1), -1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A copy of an ID claimed by a batch in the air (not durable yet) is a
+ * duplicate here: that batch becomes durable before the copy's position
+ * is committed, or the copy is abandoned with it. */
+START_TEST(test_air_copy_of_claim_in_the_air_is_duplicate) {
+  tmember_t m;
+  member_start(&m);
+  store_batch_t *b0 = fly_one(&m, 0, 0, "a");
+  fly_one(&m, 0, 1, "b");
+  push(&m, 1, 0, "a");
+  expect_none(&m, 0); /* skipped, not called */
+  ck_assert_uint_eq(flow_batch_len(flow_cur(m.f)), 1);
+  ck_assert_uint_eq(m.counts.duplicates, 1);
+  lands(&m, 0, b0);
+  ck_assert_int_eq(position(&m, 0), 1);
+  flow_close(m.f); /* the batch still in the air is abandoned */
+  ck_assert_int_eq(lookup(&m, "b"), STORE_NEW);
+}
+END_TEST
+
+/* The batches in the air hold at most max_air_bytes of records (their
+ * share of memory_limit): another takes off only below it, the first
+ * always (a batch bigger than the bound still goes), and landing frees
+ * room. */
+START_TEST(test_air_bytes_bound_room) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.max_air_bytes = 250; /* two records of 100 bytes and a half */
+  member_open(&m);
+  push(&m, 0, 0, "a");
+  push(&m, 0, 1, "b");
+  push(&m, 0, 2, "c");
+  answer(&m, 0, 0, 0, KHOST_OK);
+  answer(&m, 0, 0, 1, KHOST_OK);
+  answer(&m, 0, 0, 2, KHOST_OK);
+  ck_assert(flow_air_room(m.f));
+  store_batch_t *b0 = flow_batch_take_off(m.f); /* 300 bytes: over */
+  ck_assert_uint_eq(flow_air_bytes(m.f), 300);
+  ck_assert(!flow_air_room(m.f));
+  lands(&m, 0, b0);
+  ck_assert_uint_eq(flow_air_bytes(m.f), 0);
+  store_batch_t *b1 = fly_one(&m, 1, 0, "d");
+  store_batch_t *b2 = fly_one(&m, 1, 1, "e");
+  ck_assert_uint_eq(flow_air_bytes(m.f), 200);
+  ck_assert(flow_air_room(m.f)); /* below the bound: one more may go */
+  store_batch_t *b3 = fly_one(&m, 1, 2, "f");
+  ck_assert(!flow_air_room(m.f)); /* 300 bytes, and every slot taken */
+  flow_batch_abandon(m.f, flow_air_at(m.f, 1));
+  ck_assert_uint_eq(flow_air_bytes(m.f), 100);
+  ck_assert(flow_air_room(m.f));
+  lands(&m, 0, b1);
+  ck_assert_int_eq(position(&m, 1), 1);
+  (void)b2;
+  (void)b3;
+  flow_close(m.f);
+}
+END_TEST
+
 /* ------------------------------------------------------------ replays */
 
 START_TEST(test_replay_reprocess_handles_seen_again) {
@@ -1073,6 +1249,15 @@ Suite *flow_suite(void) {
   tc = tcase_create("lanes");
   tcase_add_checked_fixture(tc, setup, teardown);
   add_lane_tests(tc);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("in the air");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_air_out_of_order_durable_waits_for_older);
+  tcase_add_test(tc, test_air_abandoned_middle_takes_later_ones);
+  tcase_add_test(tc, test_air_revoke_with_batches_in_the_air);
+  tcase_add_test(tc, test_air_copy_of_claim_in_the_air_is_duplicate);
+  tcase_add_test(tc, test_air_bytes_bound_room);
   suite_add_tcase(s, tc);
   return s;
 }

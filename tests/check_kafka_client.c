@@ -90,16 +90,18 @@ START_TEST(test_member_gets_khost_offset_management) {
 }
 END_TEST
 
-/* memory_limit shared by every member of every pipeline, each member's
- * share as its librdkafka prefetch byte limit. */
+/* memory_limit shared by every member of every pipeline: 15/16 of each
+ * member's share as its librdkafka prefetch byte limit, 1/16 for its
+ * batches in the air. */
 START_TEST(test_prefetch_limit_is_a_share_of_memory_limit) {
   cfg_pipeline_t pipes[2] = {{.members = 3}, {.members = 1}};
   g_cfg.pipelines = pipes;
   g_cfg.n_pipelines = 2;
   g_cfg.memory_limit = 2LL << 30;
   rd_kafka_conf_t *conf = conf_for(KAFKA_MEMBER);
-  /* 2 GB over 4 members: 512 MB each. */
-  ck_assert_str_eq(get(conf, "queued.max.messages.kbytes"), "524288");
+  /* 2 GB over 4 members: 512 MB each, 480 MB of it to prefetch. */
+  ck_assert_str_eq(get(conf, "queued.max.messages.kbytes"), "491520");
+  ck_assert_uint_eq(kafka_air_bytes(&g_cfg), 32u << 20);
   rd_kafka_conf_destroy(conf);
   /* Within librdkafka's range: at most 2097151 KB, at least 1 KB. */
   pipes[0].members = pipes[1].members = 1;

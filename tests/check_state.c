@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "flow.h"
 #include "state.h"
 #include "store.h"
 #include "testutil.h"
@@ -85,6 +86,42 @@ START_TEST(test_read_your_writes) {
   ck_assert_str_eq(get("a"), "-");
   commit(b1);
   ck_assert_str_eq(get("a"), "-");
+}
+END_TEST
+
+/* A counter kept across every batch the flow can have at once (the one
+ * filling and FLOW_AIR_MAX in the air): each increment reads the one
+ * before it, whichever batch holds it, and nothing is lost when the
+ * batches become durable oldest first. */
+START_TEST(test_read_your_writes_every_batch_in_the_air) {
+  char err[256], val[16];
+  store_batch_t *b[1 + FLOW_AIR_MAX];
+  for (int i = 0; i < 1 + FLOW_AIR_MAX; i++) {
+    ck_assert_int_eq(store_batch_open(s, &b[i], err, sizeof(err)), 0);
+    for (int r = 0; r < 3; r++) {
+      int n = atoi(get("count")[0] == '-' ? "0" : get("count"));
+      snprintf(val, sizeof(val), "%d", n + 1);
+      put("count", val);
+      state_record_join(st, b[i]);
+    }
+    snprintf(val, sizeof(val), "%d", 3 * (i + 1));
+    ck_assert_str_eq(get("count"), val);
+  }
+  /* Every write joined a batch: nothing is left with the record. */
+  state_record_drop(st);
+  for (int i = 0; i < 1 + FLOW_AIR_MAX; i++) {
+    ck_assert_uint_eq(store_batch_pending(b[i]), 3);
+    commit(b[i]);
+    ck_assert_str_eq(get("count"), val);
+    store_batch_close(b[i]);
+  }
+  void *v = NULL;
+  size_t n = 0;
+  ck_assert_int_eq(
+      store_state_get(s, scope, "count", 5, &v, &n, err, sizeof err), 1);
+  ck_assert_int_eq((int)n, (int)strlen(val));
+  ck_assert_int_eq(memcmp(v, val, n), 0);
+  free(v);
 }
 END_TEST
 
@@ -226,6 +263,7 @@ Suite *state_suite(void) {
   TCase *tc = tcase_create("member");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_read_your_writes);
+  tcase_add_test(tc, test_read_your_writes_every_batch_in_the_air);
   tcase_add_test(tc, test_retry_leaves_nothing);
   tcase_add_test(tc, test_abandoned_batch_leaves_nothing);
   tcase_add_test(tc, test_scan_merges_pending);

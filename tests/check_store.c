@@ -60,7 +60,13 @@ static void close_store(void) {
 }
 
 static int claim(const char *id, int mode, int64_t before) {
-  return store_claim(s, scope, id, strlen(id), mode, before);
+  store_key_t k = store_key(scope, id, strlen(id));
+  return store_claim(s, scope, &k, mode, before);
+}
+
+static void release(const char *id) {
+  store_key_t k = store_key(scope, id, strlen(id));
+  store_release(s, scope, &k);
 }
 
 /* Mark ids (NULL-terminated) handled at handled_ms and commit them. */
@@ -100,7 +106,7 @@ START_TEST(test_claim_release) {
   open_store(_i);
   ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_NEW);
   ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_IN_FLIGHT);
-  store_release(s, scope, "a", 1);
+  release("a");
   ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_NEW);
   close_store();
 }
@@ -122,7 +128,7 @@ START_TEST(test_commit_makes_seen) {
   commit_marks(ids, 1000); /* "b" was never claimed: seen too */
   ck_assert_int_eq(claim("a", STORE_CLAIM, 0), STORE_SEEN);
   ck_assert_int_eq(claim("b", STORE_CLAIM, 0), STORE_SEEN);
-  store_release(s, scope, "a", 1); /* a committed ID stays seen */
+  release("a"); /* a committed ID stays seen */
   ck_assert_int_eq(claim("a", STORE_LOOKUP, 0), STORE_SEEN);
   close_store();
 }
@@ -158,7 +164,7 @@ START_TEST(test_claim_again) {
   ck_assert_int_eq(claim("old", STORE_CLAIM_AGAIN, 2000), STORE_NEW);
   ck_assert_int_eq(claim("old", STORE_CLAIM_AGAIN, 2000), STORE_SEEN);
   ck_assert_int_eq(claim("old", STORE_CLAIM, 0), STORE_SEEN);
-  store_release(s, scope, "old", 3);
+  release("old");
   ck_assert_int_eq(claim("old", STORE_LOOKUP, 0), STORE_SEEN);
   ck_assert_int_eq(claim("new", STORE_CLAIM_AGAIN, 2000), STORE_NEW);
   ck_assert_int_eq(claim("new", STORE_CLAIM_AGAIN, 2000), STORE_IN_FLIGHT);
@@ -263,7 +269,8 @@ static store_t *open_pg(int64_t lease_ms) {
 }
 
 static int claim_on(store_t *x, const char *id) {
-  return store_claim(x, scope, id, strlen(id), STORE_CLAIM, 0);
+  store_key_t k = store_key(scope, id, strlen(id));
+  return store_claim(x, scope, &k, STORE_CLAIM, 0);
 }
 
 /* A claim of one host is in flight for the other until its mark
