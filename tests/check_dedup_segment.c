@@ -359,6 +359,7 @@ START_TEST(test_segment_write_leaves_commits_alone) {
   for (unsigned i = 0; i < BIG_IDS; i += BIG_BATCH)
     commit_range(w, scope, i, BIG_BATCH);
   job.s = s;
+  int64_t t0 = tu_mono_ms();
   ck_assert_int_eq(pthread_create(&th, NULL, segment_main, &job), 0);
   /* Small batches, one after the other, for as long as the segment of two
    * million IDs is being built. */
@@ -369,12 +370,19 @@ START_TEST(test_segment_write_leaves_commits_alone) {
     next += 100;
   }
   pthread_join(th, NULL);
+  int64_t build_ms = tu_mono_ms() - t0;
   ck_assert_msg(job.rc == 0, "dedup_segment_now: %s", job.err);
   ck_assert_uint_ge(job.moved, BIG_IDS);
   ck_assert_int_gt(commits, 1);
-  ck_assert_msg(longest < HOLD_BOUND_MS,
-                "a batch commit waited %" PRId64 " ms for the segment write",
-                longest);
+  /* Held for the whole write, a commit would wait about build_ms; a slow
+   * (busy, sanitized) machine stretches both, so the bound grows with the
+   * build. */
+  int64_t bound = build_ms / 4 > HOLD_BOUND_MS ? build_ms / 4 : HOLD_BOUND_MS;
+  ck_assert_msg(longest < bound,
+                "a batch commit waited %" PRId64
+                " ms for a segment write of %" PRId64 " ms (bound %" PRId64
+                " ms)",
+                longest, build_ms, bound);
   /* The segment answers for what left the set, the set for the rest. */
   char id[37];
   for (unsigned i = 0; i < next; i += 9973) {
