@@ -4,7 +4,8 @@
  * dead-letter topic was set. list and show read beside a running host;
  * skip removes records on purpose; replay sends them through the
  * pipeline's plugin again (parked_replay.h) and is refused while a host
- * has the store open.
+ * has the SQLite file open. On the PostgreSQL store every action works
+ * beside running hosts: they share one lot.
  *
  * replay and skip preview by default, as replay and dedup forget do: they
  * act only with --execute.
@@ -12,7 +13,7 @@
  * Keys, values and headers print as text when they are printable UTF-8,
  * else as base64 (said so).
  *
- * Exit status: 0 done (or previewed); 1 show found nothing, SQLite failed,
+ * Exit status: 0 done (or previewed); 1 show found nothing, the store failed,
  * or the plugin answered FATAL; 2 usage, config, unknown pipeline, a
  * store in use (replay).
  */
@@ -30,6 +31,7 @@
 #include "parked_hdr.h"
 #include "parked_replay.h"
 #include "store_parked.h"
+#include "store_pg.h"
 
 typedef struct parked_cli {
   const char *action; /* list, show, replay, skip */
@@ -40,6 +42,7 @@ typedef struct parked_cli {
   cfg_t cfg;
   const cfg_pipeline_t *pc;
   padm_t *adm;
+  store_t *pg; /* the PostgreSQL store, when the config names one */
   uint32_t scope;
   int found; /* the store knows the pipeline */
   char err[4096];
@@ -427,19 +430,31 @@ static const cfg_pipeline_t *find_pipeline(const cfg_t *cfg, const char *name) {
   return NULL;
 }
 
+/* The PostgreSQL store the config names (its schema as run wants it:
+ * nothing is created here). */
+static int open_pg(parked_cli_t *c) {
+  store_pg_opts_t o = {.conninfo = c->cfg.store_conninfo,
+                       .lease_ms = c->cfg.store_lease_ms};
+  if (store_pg_open(&c->pg, &o, c->err, sizeof(c->err)) < 0)
+    return fail(c);
+  c->adm = padm_of_pg(c->pg);
+  if (padm_scope(c->adm, c->pipeline, &c->scope, &c->found, c->err,
+                 sizeof(c->err)) < 0)
+    return fail(c);
+  return -1;
+}
+
 /* Config, pipeline and store; -1 to go on, or an exit status. */
 static int open_store(parked_cli_t *c) {
   int rc = cli_load_config(&c->cfg, c->config);
   if (rc != 0)
     return rc;
-  if (c->cfg.store_backend == CFG_STORE_POSTGRESQL)
-    return cli_usage_error("parked %s: the postgresql store has no parking "
-                           "lot yet (%s: store.backend)",
-                           c->action, c->cfg.path);
   c->pc = find_pipeline(&c->cfg, c->pipeline);
   if (!c->pc)
     return cli_usage_error("parked %s: %s has no pipeline named \"%s\"",
                            c->action, c->cfg.path, c->pipeline);
+  if (c->cfg.store_backend == CFG_STORE_POSTGRESQL)
+    return open_pg(c);
   /* Before this process opens the file itself. */
   if (strcmp(c->action, "replay") == 0 && c->execute &&
       padm_check_unused(c->cfg.dedup_path, c->err, sizeof(c->err)) < 0) {
@@ -478,6 +493,7 @@ int cmd_parked(int argc, char **argv) {
   }
   json_decref(c.json);
   padm_close(c.adm);
+  store_close(c.pg);
   cfg_free(&c.cfg);
   return rc;
 }

@@ -93,19 +93,6 @@ static int open_pg(host_t *h, char *err, size_t errlen) {
   return 0;
 }
 
-/* A store without a parking lot keeps nothing of a record that fails for
- * good where no dead-letter topic is set: said once at start. */
-static void warn_unparked(const host_t *h) {
-  const cfg_t *cfg = h->cfg;
-  for (size_t i = 0; h->store && !store_has_parking(h->store) && i < h->n; i++)
-    if (cfg->pipelines[i].dedup && !cfg->pipelines[i].dead_letter_topic)
-      log_msg(KHOST_LOG_WARNING, cfg->pipelines[i].name,
-              "the %s store has no parking lot yet: a record that fails for "
-              "good is logged and skipped; set dead_letter_topic to keep "
-              "such records",
-              h->store->ops->name);
-}
-
 static int open_dedup(host_t *h, char *err, size_t errlen) {
   const cfg_t *cfg = h->cfg;
   int wanted = 0;
@@ -172,7 +159,6 @@ int host_open(host_t **out, const cfg_t *cfg, const host_opts_t *opts,
                                                   : HOST_EXIT_RUNTIME;
   if (open_dedup(h, err, errlen) != 0)
     goto fail;
-  warn_unparked(h);
   if (cfg->mock_brokers > 0 && demo_open(&h->demo, cfg, err, errlen) != 0)
     goto fail;
   *out = h;

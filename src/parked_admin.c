@@ -10,6 +10,7 @@
 
 #include "dedup_admin.h"
 #include "store_parked.h"
+#include "store_pg_admin.h"
 
 #define PADM_BUSY_MS 10000
 
@@ -17,6 +18,7 @@ struct padm {
   char *path;
   dadm_t *dadm; /* scopes, and the schema brought up to date */
   sqlite3 *db;
+  store_t *pg; /* instead of the three above: the PostgreSQL store */
 };
 
 static int fail(const padm_t *a, char *err, size_t errlen) {
@@ -45,6 +47,16 @@ out:
   return rc;
 }
 
+padm_t *padm_of_pg(store_t *s) {
+  padm_t *a = g_new0(padm_t, 1);
+  a->pg = s;
+  return a;
+}
+
+store_t *padm_store(const padm_t *a) {
+  return a->pg;
+}
+
 void padm_close(padm_t *a) {
   if (!a)
     return;
@@ -56,6 +68,8 @@ void padm_close(padm_t *a) {
 
 int padm_scope(padm_t *a, const char *pipeline, uint32_t *scope, int *found,
                char *err, size_t errlen) {
+  if (a->pg)
+    return store_pg_find_scope(a->pg, pipeline, scope, found, err, errlen);
   return dadm_scope(a->dadm, pipeline, 0, scope, found, err, errlen);
 }
 
@@ -89,8 +103,11 @@ static store_parked_t *row_of(sqlite3_stmt *st, uint32_t scope) {
 int padm_list(padm_t *a, uint32_t scope, const padm_filter_t *f,
               store_parked_t ***out, size_t *n, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  GPtrArray *v = g_ptr_array_new();
+  GPtrArray *v;
   int step, rc = -1;
+  if (a->pg)
+    return store_parked_list(a->pg, scope, f, out, n, err, errlen);
+  v = g_ptr_array_new();
   if (sqlite3_prepare_v2(
           a->db,
           "SELECT topic, partition, \"offset\", timestamp, key, value,"
@@ -128,15 +145,15 @@ out:
 }
 
 void padm_list_free(store_parked_t **v, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    store_parked_free(v[i]);
-  g_free(v);
+  store_parked_list_free(v, n);
 }
 
 int padm_remove(padm_t *a, const store_parked_t *p, int *removed, char *err,
                 size_t errlen) {
   sqlite3_stmt *st = NULL;
   int rc = -1;
+  if (a->pg)
+    return store_parked_remove(a->pg, p, removed, err, errlen);
   if (sqlite3_prepare_v2(a->db,
                          "DELETE FROM parked WHERE scope = ?1 AND topic = ?2"
                          " AND partition = ?3 AND \"offset\" = ?4",

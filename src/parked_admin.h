@@ -19,6 +19,11 @@ typedef struct padm padm_t;
 /* Open the database at path, which must exist; its schema is brought up
  * to date (dedup_admin.h). Errors name the path. */
 int padm_open(padm_t **out, const char *path, char *err, size_t errlen);
+/* The lot of the PostgreSQL store s (borrowed: closed by the caller, after
+ * padm_close()), read and changed beside running hosts. */
+padm_t *padm_of_pg(store_t *s);
+/* The PostgreSQL store of padm_of_pg(), NULL for a SQLite file. */
+store_t *padm_store(const padm_t *a);
 void padm_close(padm_t *a);
 
 /* The scope of a pipeline; *found = 0 when the database has never seen
@@ -28,11 +33,7 @@ int padm_scope(padm_t *a, const char *pipeline, uint32_t *scope, int *found,
 
 /* Which parked records: topic NULL for every topic, partition -1 for
  * every partition, offset -1 for every offset. */
-typedef struct padm_filter {
-  const char *topic;
-  int32_t partition;
-  int64_t offset;
-} padm_filter_t;
+typedef store_parked_filter_t padm_filter_t;
 
 /* The parked records of scope that pass f, by topic, partition and
  * offset; each a store_parked_t that owns its memory. */

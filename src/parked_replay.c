@@ -13,6 +13,7 @@
 #include "host.h"
 #include "parked_hdr.h"
 #include "plugin_loader.h"
+#include "state.h"
 
 /* What became of one record. */
 enum { PR_OK, PR_FAIL, PR_SKIPPED, PR_FATAL };
@@ -20,12 +21,12 @@ enum { PR_OK, PR_FAIL, PR_SKIPPED, PR_FATAL };
 typedef struct pr_run {
   const cfg_pipeline_t *pc;
   store_t *store;
+  int own_store; /* opened here (the SQLite file), closed here */
   store_batch_t *batch;
+  state_t *state; /* the pipeline's host state, over store */
   uint32_t scope;
   plugin_t *plugin;
   plugin_instance_t *inst;
-  GPtrArray *leave;   /* store_parked_t * (borrowed): out of the lot after the
-                         commit */
   GPtrArray *claimed; /* store_parked_t * (borrowed): claims to give back if
                          nothing is committed */
   uint64_t ok, failed, skipped;
@@ -66,6 +67,8 @@ static khost_result_t call(pr_run_t *r, const store_parked_t *p,
   int64_t wait = r->pc->retry_backoff_ms;
   for (int retries = 0;; retries++) {
     rec.attempt = ++*attempts;
+    /* A retried call starts over: what the last one wrote is dropped. */
+    state_record_drop(r->state);
     res = plugin_instance_handle(r->inst, &rec);
     const char *reason = plugin_instance_reason(r->inst);
     if (res == KHOST_RETRY)
@@ -83,11 +86,18 @@ static khost_result_t call(pr_run_t *r, const store_parked_t *p,
   return res == KHOST_RETRY ? KHOST_FAIL : res;
 }
 
-/* The outcome of p goes into the batch: a mark, and for a failure the
- * record parked again, both with the same time. */
+/* The outcome of p goes into the batch: a mark, and with it the record's
+ * state writes and its removal from the lot (OK), or the record parked
+ * again with the same time and none of its writes (a failure). */
 static void buffer_outcome(pr_run_t *r, const store_parked_t *p, int ok,
                            uint32_t attempts, const char *why) {
   int64_t now = dedup_now_ms();
+  if (ok) {
+    state_record_join(r->state, r->batch);
+    store_batch_unpark(r->batch, p);
+  } else {
+    state_record_drop(r->state);
+  }
   if (p->event_id) {
     store_mark_t m = {.scope = r->scope,
                       .event_id = p->event_id,
@@ -121,7 +131,7 @@ static int replay_one(pr_run_t *r, store_parked_t *p) {
                             p->parked_at_ms + 1);
     if (claim != STORE_NEW) {
       print_line(p, "skipped: handled since it was parked; leaves the lot");
-      g_ptr_array_add(r->leave, p);
+      store_batch_unpark(r->batch, p);
       r->skipped++;
       return PR_SKIPPED;
     }
@@ -131,12 +141,12 @@ static int replay_one(pr_run_t *r, store_parked_t *p) {
   if (res == KHOST_FATAL) {
     print_line(p, "FATAL: the plugin is unusable; stopped here, the record "
                   "stays parked");
+    state_record_drop(r->state);
     return PR_FATAL;
   }
   buffer_outcome(r, p, res == KHOST_OK, attempts, why);
   if (res == KHOST_OK) {
     print_line(p, "OK: leaves the lot");
-    g_ptr_array_add(r->leave, p);
     r->ok++;
     return PR_OK;
   }
@@ -154,33 +164,47 @@ static void release_claims(pr_run_t *r) {
   }
 }
 
-/* flush(), then the batch; on failure nothing is durable and the claims
- * go back. */
+/* flush(), then the batch (marks, state writes, the lot's changes in one
+ * transaction); on failure nothing is durable and the claims go back. */
 static int make_durable(pr_run_t *r, char *err, size_t errlen) {
   char why[1024];
-  if (plugin_instance_flush(r->inst, why, sizeof(why)) != 0) {
+  int rc = -1;
+  if (plugin_instance_flush(r->inst, why, sizeof(why)) != 0)
     snprintf(err, errlen, "the plugin's flush() failed: %s", why);
-  } else if (store_batch_commit(r->batch, NULL, why, sizeof(why)) != 0) {
+  else if (store_batch_commit(r->batch, NULL, why, sizeof(why)) != 0)
     snprintf(err, errlen, "%s", why);
-  } else {
-    return 0;
+  else
+    rc = 0;
+  if (rc != 0) {
+    store_batch_discard(r->batch);
+    release_claims(r);
   }
-  store_batch_discard(r->batch);
-  release_claims(r);
-  return -1;
+  state_batch_end(r->state, r->batch);
+  return rc;
 }
 
-static int open_all(pr_run_t *r, const cfg_t *cfg, char *err, size_t errlen) {
+/* The store (the PostgreSQL one of adm, or the SQLite file opened here),
+ * the pipeline's state over it, the plugin with that state. */
+static int open_all(pr_run_t *r, const cfg_t *cfg, padm_t *adm, char *err,
+                    size_t errlen) {
   dedup_opts_t o = {.path = cfg->dedup_path,
                     .retention_ms = cfg->retention_ms,
                     .durability_full = cfg->durability == CFG_DURABILITY_FULL};
   plugin_instance_opts_t io = {.pipeline = r->pc->name,
                                .config = r->pc->plugin_config,
                                .config_file = cfg->path};
-  if (store_sqlite_open(&r->store, &o, err, errlen) != 0 ||
-      store_scope(r->store, r->pc->name, &r->scope, err, errlen) != 0 ||
-      store_batch_open(r->store, &r->batch, err, errlen) != 0 ||
-      plugin_load(&r->plugin, r->pc->plugin_path, err, errlen) != 0 ||
+  r->store = padm_store(adm);
+  if (!r->store) {
+    if (store_sqlite_open(&r->store, &o, err, errlen) != 0)
+      return -1;
+    r->own_store = 1;
+  }
+  if (store_scope(r->store, r->pc->name, &r->scope, err, errlen) != 0 ||
+      store_batch_open(r->store, &r->batch, err, errlen) != 0)
+    return -1;
+  r->state = state_new(r->store, r->scope);
+  io.state = r->state;
+  if (plugin_load(&r->plugin, r->pc->plugin_path, err, errlen) != 0 ||
       plugin_start(r->plugin, err, errlen) != 0 ||
       plugin_instance_create(&r->inst, r->plugin, &io, err, errlen) != 0)
     return -1;
@@ -198,31 +222,17 @@ static rd_kafka_topic_partition_list_t *partitions_of(store_parked_t **recs,
   return l;
 }
 
-/* The records that leave the lot, once their outcomes are durable. A
- * crash before this only leaves them parked: the next replay finds them
- * handled since (their marks are newer) and removes them. */
-static int leave_lot(pr_run_t *r, padm_t *adm, char *err, size_t errlen) {
-  for (guint i = 0; i < r->leave->len; i++) {
-    int removed;
-    if (padm_remove(adm, r->leave->pdata[i], &removed, err, errlen) != 0)
-      return -1;
-  }
-  return 0;
-}
-
 int parked_replay(const cfg_t *cfg, const cfg_pipeline_t *pc, padm_t *adm,
                   store_parked_t **recs, size_t n, char *err, size_t errlen) {
-  pr_run_t r = {
-      .pc = pc, .leave = g_ptr_array_new(), .claimed = g_ptr_array_new()};
+  pr_run_t r = {.pc = pc, .claimed = g_ptr_array_new()};
   rd_kafka_topic_partition_list_t *parts = partitions_of(recs, n);
   int rc = HOST_EXIT_RUNTIME, fatal = 0;
-  if (open_all(&r, cfg, err, errlen) != 0)
+  if (open_all(&r, cfg, adm, err, errlen) != 0)
     goto out;
   plugin_instance_assigned(r.inst, parts);
   for (size_t i = 0; i < n && !fatal; i++)
     fatal = replay_one(&r, recs[i]) == PR_FATAL;
-  if (make_durable(&r, err, errlen) != 0 ||
-      leave_lot(&r, adm, err, errlen) != 0)
+  if (make_durable(&r, err, errlen) != 0)
     goto out;
   if (!fatal)
     plugin_instance_revoked(r.inst, parts, 0);
@@ -237,9 +247,10 @@ out:
   rd_kafka_topic_partition_list_destroy(parts);
   plugin_instance_destroy(r.inst);
   plugin_unload(r.plugin);
+  state_free(r.state);
   store_batch_close(r.batch);
-  store_close(r.store);
-  g_ptr_array_free(r.leave, TRUE);
+  if (r.own_store)
+    store_close(r.store);
   g_ptr_array_free(r.claimed, TRUE);
   return rc;
 }

@@ -3,12 +3,18 @@
  * pipeline's plugin again, in this process, as a member would: in offset
  * order per partition, with the pipeline's retries, dedup respected (a
  * record whose event ID was marked since it was parked is not called),
- * the plugin's flush() before anything is made durable. A record that
- * ends OK (or was handled since) leaves the lot; one that fails again is
- * parked again with the new reason, in the transaction of its mark.
+ * the plugin's flush() before anything is made durable. The plugin has
+ * the pipeline's host state: its reads see the stored state (and the
+ * writes of the records replayed before it), the writes of a record that
+ * ends OK become durable with its mark and its removal from the lot, in
+ * one transaction; a record handled since leaves the lot likewise; one
+ * that fails again writes nothing and is parked again with the new
+ * reason, in the transaction of its mark.
  *
- * The caller has made sure no running host has the store open
- * (padm_check_unused()): it would not see the marks made here.
+ * On the SQLite file the caller has made sure no running host has it open
+ * (padm_check_unused()): it would not see the marks made here. On the
+ * PostgreSQL store, claims keep a replayed record from a running host's
+ * hands as they do between hosts.
  *
  * Threads: the caller's only.
  */

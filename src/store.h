@@ -132,6 +132,14 @@ typedef struct store_parked {
   int64_t parked_at_ms; /* wall clock */
 } store_parked_t;
 
+/* Which parked records: topic NULL for every topic, partition -1 for
+ * every partition, offset -1 for every offset. */
+typedef struct store_parked_filter {
+  const char *topic;
+  int32_t partition;
+  int64_t offset;
+} store_parked_filter_t;
+
 typedef struct store_stats {
   size_t ids;         /* event IDs remembered (committed or claimed) */
   int64_t pruned;     /* marks removed by pruning since open */
@@ -223,7 +231,7 @@ typedef struct store_ops {
                     int32_t partition, int64_t *next, char *err, size_t errlen);
   /* Buffer a parked record (copied) for the next commit: one per record
    * (topic, partition, offset), a later one replaces it. NULL: the store
-   * has no parking lot (postgresql, for now). */
+   * has no parking lot. */
   int (*batch_park)(store_batch_t *b, const store_parked_t *p);
   /* The IDs the caller will claim next (STORE_CLAIM, in this order): a
    * store with a round trip per claim takes them in one, and answers
@@ -231,6 +239,19 @@ typedef struct store_ops {
    * where claims are cheap. */
   void (*claim_ahead)(store_t *s, uint32_t scope, const void *const *ids,
                       const size_t *lens, size_t n);
+  /* The parked records of scope that pass f, by topic, partition and
+   * offset: *out is an array of copies (store_parked_list_free()). */
+  int (*parked_list)(store_t *s, uint32_t scope, const store_parked_filter_t *f,
+                     store_parked_t ***out, size_t *n, char *err,
+                     size_t errlen);
+  /* Remove one parked record now, in a transaction of its own (*removed:
+   * 0 when it was not there). */
+  int (*parked_remove)(store_t *s, const store_parked_t *p, int *removed,
+                       char *err, size_t errlen);
+  /* Buffer the removal of a parked record (p's scope, topic, partition,
+   * offset) for the next commit: a replayed record leaves the lot in the
+   * transaction of its mark and its state writes. */
+  int (*batch_unpark)(store_batch_t *b, const store_parked_t *p);
 } store_ops_t;
 
 /* Implementations embed these first. */
@@ -394,6 +415,37 @@ static inline int store_batch_park(store_batch_t *b, const store_parked_t *p) {
     b->pending++;
   return rc;
 }
+static inline int store_batch_unpark(store_batch_t *b,
+                                     const store_parked_t *p) {
+  if (!b->store->ops->batch_unpark)
+    return -1;
+  int rc = b->store->ops->batch_unpark(b, p);
+  if (rc == 0)
+    b->pending++;
+  return rc;
+}
+static inline int store_parked_list(store_t *s, uint32_t scope,
+                                    const store_parked_filter_t *f,
+                                    store_parked_t ***out, size_t *n, char *err,
+                                    size_t errlen) {
+  *out = NULL;
+  *n = 0;
+  if (!s->ops->parked_list) {
+    snprintf(err, errlen, "the %s store has no parking lot", s->ops->name);
+    return -1;
+  }
+  return s->ops->parked_list(s, scope, f, out, n, err, errlen);
+}
+static inline int store_parked_remove(store_t *s, const store_parked_t *p,
+                                      int *removed, char *err, size_t errlen) {
+  if (!s->ops->parked_remove) {
+    snprintf(err, errlen, "the %s store has no parking lot", s->ops->name);
+    return -1;
+  }
+  return s->ops->parked_remove(s, p, removed, err, errlen);
+}
+/* The end of store_parked_list()'s array (store_parked.c). */
+void store_parked_list_free(store_parked_t **v, size_t n);
 static inline int store_wants_ahead(const store_t *s) {
   return s->ops->claim_ahead != NULL;
 }

@@ -57,6 +57,7 @@ typedef struct mem_op {
   char *okey;
   int64_t next;
   store_parked_t *park;
+  int unpark; /* park names a parked record to remove */
 } mem_op_t;
 
 typedef struct mem_batch {
@@ -227,7 +228,12 @@ static void commit_mark(mem_store_t *m, const mem_mark_t *x) {
 
 /* A durable state write or offset (mu held). */
 static void commit_op(mem_store_t *m, mem_op_t *o) {
-  if (o->park) {
+  if (o->park && o->unpark) {
+    const store_parked_t *p = o->park;
+    char *k = parked_key(p->scope, p->topic, p->partition, p->offset);
+    g_hash_table_remove(m->parked, k);
+    g_free(k);
+  } else if (o->park) {
     const store_parked_t *p = o->park;
     g_hash_table_replace(
         m->parked, parked_key(p->scope, p->topic, p->partition, p->offset),
@@ -407,6 +413,63 @@ static int m_park(store_batch_t *bb, const store_parked_t *p) {
   return 0;
 }
 
+static int m_unpark(store_batch_t *bb, const store_parked_t *p) {
+  mem_batch_t *b = (mem_batch_t *)bb;
+  mem_op_t o = {.park = store_parked_dup(p), .unpark = 1};
+  g_array_append_val(b->ops, o);
+  return 0;
+}
+
+static int passes(const store_parked_t *p, uint32_t scope,
+                  const store_parked_filter_t *f) {
+  return p->scope == scope && (!f->topic || strcmp(p->topic, f->topic) == 0) &&
+         (f->partition < 0 || p->partition == f->partition) &&
+         (f->offset < 0 || p->offset == f->offset);
+}
+
+static gint parked_cmp(gconstpointer a, gconstpointer b) {
+  const store_parked_t *x = *(store_parked_t *const *)a;
+  const store_parked_t *y = *(store_parked_t *const *)b;
+  int t = strcmp(x->topic, y->topic);
+  if (t != 0)
+    return t;
+  if (x->partition != y->partition)
+    return x->partition < y->partition ? -1 : 1;
+  return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static int m_parked_list(store_t *s, uint32_t scope,
+                         const store_parked_filter_t *f, store_parked_t ***out,
+                         size_t *n, char *err, size_t errlen) {
+  mem_store_t *m = mem(s);
+  GPtrArray *v = g_ptr_array_new();
+  GHashTableIter it;
+  gpointer x;
+  (void)err, (void)errlen;
+  pthread_mutex_lock(&m->mu);
+  g_hash_table_iter_init(&it, m->parked);
+  while (g_hash_table_iter_next(&it, NULL, &x))
+    if (passes(x, scope, f))
+      g_ptr_array_add(v, store_parked_dup(x));
+  pthread_mutex_unlock(&m->mu);
+  g_ptr_array_sort(v, parked_cmp);
+  *n = v->len;
+  *out = (store_parked_t **)g_ptr_array_free(v, FALSE);
+  return 0;
+}
+
+static int m_parked_remove(store_t *s, const store_parked_t *p, int *removed,
+                           char *err, size_t errlen) {
+  mem_store_t *m = mem(s);
+  char *k = parked_key(p->scope, p->topic, p->partition, p->offset);
+  (void)err, (void)errlen;
+  pthread_mutex_lock(&m->mu);
+  *removed = g_hash_table_remove(m->parked, k);
+  pthread_mutex_unlock(&m->mu);
+  g_free(k);
+  return 0;
+}
+
 static int m_state_get(store_t *s, uint32_t scope, const void *key, size_t klen,
                        void **val, size_t *vlen, char *err, size_t errlen) {
   mem_store_t *m = mem(s);
@@ -551,6 +614,9 @@ static const store_ops_t mem_ops = {
     .state_reset = m_state_reset,
     .offset_get = m_offset_get,
     .batch_park = m_park,
+    .parked_list = m_parked_list,
+    .parked_remove = m_parked_remove,
+    .batch_unpark = m_unpark,
 };
 
 store_t *store_mem_new(void) {

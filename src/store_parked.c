@@ -16,6 +16,7 @@ const char *const sparked_schema_sql =
 
 struct sparked_buf {
   GPtrArray *recs; /* store_parked_t *, copies */
+  GPtrArray *gone; /* store_parked_t *, copies: rows to remove */
 };
 
 store_parked_t *store_parked_dup(const store_parked_t *p) {
@@ -45,6 +46,7 @@ void store_parked_free(store_parked_t *p) {
 sparked_buf_t *sparked_buf_new(void) {
   sparked_buf_t *b = g_new0(sparked_buf_t, 1);
   b->recs = g_ptr_array_new_with_free_func((GDestroyNotify)store_parked_free);
+  b->gone = g_ptr_array_new_with_free_func((GDestroyNotify)store_parked_free);
   return b;
 }
 
@@ -52,6 +54,7 @@ void sparked_buf_free(sparked_buf_t *b) {
   if (!b)
     return;
   g_ptr_array_free(b->recs, TRUE);
+  g_ptr_array_free(b->gone, TRUE);
   g_free(b);
 }
 
@@ -59,12 +62,23 @@ void sparked_buf_add(sparked_buf_t *b, const store_parked_t *p) {
   g_ptr_array_add(b->recs, store_parked_dup(p));
 }
 
+void sparked_buf_remove(sparked_buf_t *b, const store_parked_t *p) {
+  g_ptr_array_add(b->gone, store_parked_dup(p));
+}
+
 size_t sparked_buf_len(const sparked_buf_t *b) {
-  return b->recs->len;
+  return b->recs->len + b->gone->len;
 }
 
 void sparked_buf_clear(sparked_buf_t *b) {
   g_ptr_array_set_size(b->recs, 0);
+  g_ptr_array_set_size(b->gone, 0);
+}
+
+void store_parked_list_free(store_parked_t **v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    store_parked_free(v[i]);
+  g_free(v);
 }
 
 /* A blob column: SQL NULL for an absent one, never NULL for an empty. */
@@ -93,10 +107,33 @@ static int row_write(sqlite3_stmt *q, const store_parked_t *p) {
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+static int rows_remove(sqlite3 *db, const sparked_buf_t *b) {
+  sqlite3_stmt *q = NULL;
+  int rc = sqlite3_prepare_v2(db,
+                              "DELETE FROM parked WHERE scope = ?1 AND"
+                              " topic = ?2 AND partition = ?3 AND"
+                              " \"offset\" = ?4",
+                              -1, &q, NULL);
+  for (guint i = 0; rc == SQLITE_OK && i < b->gone->len; i++) {
+    const store_parked_t *p = b->gone->pdata[i];
+    sqlite3_bind_int64(q, 1, p->scope);
+    sqlite3_bind_text(q, 2, p->topic, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 3, p->partition);
+    sqlite3_bind_int64(q, 4, p->offset);
+    rc = sqlite3_step(q) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
+    sqlite3_reset(q);
+  }
+  sqlite3_finalize(q);
+  return rc;
+}
+
 int sparked_buf_write(sqlite3 *db, void *arg) {
   const sparked_buf_t *b = arg;
   sqlite3_stmt *q = NULL;
-  int rc = sqlite3_prepare_v2(
+  int rc = b->gone->len > 0 ? rows_remove(db, b) : SQLITE_OK;
+  if (rc != SQLITE_OK || b->recs->len == 0)
+    return rc;
+  rc = sqlite3_prepare_v2(
       db,
       "INSERT OR REPLACE INTO parked(scope, topic, partition, \"offset\","
       " timestamp, key, value, headers, event_id, reason, attempts,"

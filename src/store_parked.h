@@ -27,10 +27,13 @@ typedef struct sparked_buf sparked_buf_t;
 sparked_buf_t *sparked_buf_new(void);
 void sparked_buf_free(sparked_buf_t *b);
 void sparked_buf_add(sparked_buf_t *b, const store_parked_t *p);
+/* The removal of p's row (scope, topic, partition, offset). */
+void sparked_buf_remove(sparked_buf_t *b, const store_parked_t *p);
 size_t sparked_buf_len(const sparked_buf_t *b);
 void sparked_buf_clear(sparked_buf_t *b);
-/* Write them inside the caller's transaction on db: an SQLite code. A
- * record parked again replaces its row (the newest reason). */
+/* Write them inside the caller's transaction on db, the removals first:
+ * an SQLite code. A record parked again replaces its row (the newest
+ * reason). */
 int sparked_buf_write(sqlite3 *db, void *arg);
 
 #endif

@@ -111,6 +111,10 @@ static const store_ops_t pg_ops = {
     .state_reset = pg_state_reset,
     .offset_get = pg_offset_get,
     .claim_ahead = pg_claim_ahead,
+    .batch_park = pg_batch_park,
+    .parked_list = pg_parked_list,
+    .parked_remove = pg_parked_remove,
+    .batch_unpark = pg_batch_unpark,
 };
 
 static int was_empty(pg_store_t *p, char *err, size_t errlen) {

@@ -34,6 +34,7 @@ typedef struct pg_batch {
   GArray *marks;       /* pg_mark_t */
   GHashTable *state;   /* scope + key (GBytes) -> value, NULL: deleted */
   GHashTable *offsets; /* "scope/partition/topic" -> pg_offset_t */
+  pg_parked_buf_t *parked;
 } pg_batch_t;
 
 static void offset_free(void *x) {
@@ -56,6 +57,7 @@ int pg_batch_open(store_t *s, store_batch_t **out, char *err, size_t errlen) {
                                    (GDestroyNotify)g_bytes_unref);
   b->offsets =
       g_hash_table_new_full(g_str_hash, g_str_equal, g_free, offset_free);
+  b->parked = pg_parked_new();
   *out = &b->base;
   return 0;
 }
@@ -70,6 +72,7 @@ void pg_batch_discard(store_batch_t *bb) {
   g_array_set_size(b->marks, 0);
   g_hash_table_remove_all(b->state);
   g_hash_table_remove_all(b->offsets);
+  pg_parked_clear(b->parked);
 }
 
 void pg_batch_close(store_batch_t *bb) {
@@ -78,6 +81,7 @@ void pg_batch_close(store_batch_t *bb) {
   g_array_free(b->marks, TRUE);
   g_hash_table_destroy(b->state);
   g_hash_table_destroy(b->offsets);
+  pg_parked_free(b->parked);
   PQfinish(b->conn);
   g_free(b);
 }
@@ -262,7 +266,8 @@ int pg_batch_commit(store_batch_t *bb, int *transient, char *err,
   pg_store_t *p = pgs(bb->store);
   int t = 0, rc;
   guint ns = g_hash_table_size(b->state), no = g_hash_table_size(b->offsets);
-  if (b->marks->len == 0 && ns == 0 && no == 0)
+  size_t np = pg_parked_len(b->parked);
+  if (b->marks->len == 0 && ns == 0 && no == 0 && np == 0)
     return 0;
   rc = pg_exec0(p, b->conn, "BEGIN", NULL, &t, err, errlen);
   if (rc == 0 && b->marks->len > 0)
@@ -271,6 +276,8 @@ int pg_batch_commit(store_batch_t *bb, int *transient, char *err,
     rc = commit_state(b, &t, err, errlen);
   if (rc == 0 && no > 0)
     rc = commit_offsets(b, &t, err, errlen);
+  if (rc == 0 && np > 0)
+    rc = pg_parked_commit(p, b->conn, b->parked, &t, err, errlen);
   if (rc == 0)
     rc = pg_exec0(p, b->conn, "COMMIT", NULL, &t, err, errlen);
   if (rc != 0 && PQstatus(b->conn) == CONNECTION_OK)
@@ -280,6 +287,16 @@ int pg_batch_commit(store_batch_t *bb, int *transient, char *err,
   else if (transient)
     *transient = t;
   return rc;
+}
+
+int pg_batch_park(store_batch_t *bb, const store_parked_t *p) {
+  pg_parked_add(((pg_batch_t *)bb)->parked, p, 0);
+  return 0;
+}
+
+int pg_batch_unpark(store_batch_t *bb, const store_parked_t *p) {
+  pg_parked_add(((pg_batch_t *)bb)->parked, p, 1);
+  return 0;
 }
 
 int pg_attempts_set(store_batch_t *bb, const store_attempt_t *a, char *err,

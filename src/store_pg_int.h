@@ -7,6 +7,7 @@
  *   store_pg_claim.c   claims (one by one, or a batch's ahead), leases
  *   store_pg_batch.c   a batch: marks, state writes, offsets, attempts
  *   store_pg_read.c    state and offset reads, replay ranges, pruning
+ *   store_pg_parked.c  the parking lot: a batch's parked records, the lot
  *
  * Threads: the store's own connection (conn) and the claim-ahead cache
  * are under mu; a batch's connection belongs to the batch's thread; the
@@ -136,5 +137,22 @@ int pg_replay_ranges(store_t *s, uint32_t scope, const char *topic,
 int pg_prune(store_t *s, int64_t now_ms, int64_t *removed, char *err,
              size_t errlen);
 void *pg_prune_main(void *arg);
+
+/* store_pg_parked.c: a batch's parked records and removals (remove: 1),
+ * written by pg_parked_commit() inside the batch's transaction. */
+typedef struct pg_parked_buf pg_parked_buf_t;
+pg_parked_buf_t *pg_parked_new(void);
+void pg_parked_free(pg_parked_buf_t *b);
+void pg_parked_clear(pg_parked_buf_t *b);
+size_t pg_parked_len(const pg_parked_buf_t *b);
+void pg_parked_add(pg_parked_buf_t *b, const store_parked_t *p, int remove);
+int pg_parked_commit(pg_store_t *s, PGconn *c, const pg_parked_buf_t *b,
+                     int *transient, char *err, size_t errlen);
+int pg_parked_list(store_t *s, uint32_t scope, const store_parked_filter_t *f,
+                   store_parked_t ***out, size_t *n, char *err, size_t errlen);
+int pg_parked_remove(store_t *s, const store_parked_t *rec, int *removed,
+                     char *err, size_t errlen);
+int pg_batch_park(store_batch_t *b, const store_parked_t *p);
+int pg_batch_unpark(store_batch_t *b, const store_parked_t *p);
 
 #endif

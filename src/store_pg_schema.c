@@ -43,8 +43,18 @@ static const char *const schema_v2[] = {
     " PRIMARY KEY (scope, topic, part))",
     "UPDATE khost_schema SET version = 2", NULL};
 
+/* Version 3: the parking lot (store_pg_parked.c), one for every host. */
+static const char *const schema_v3[] = {
+    "CREATE TABLE khost_parked (scope integer NOT NULL, topic text NOT NULL,"
+    " part integer NOT NULL, off bigint NOT NULL, ts bigint NOT NULL,"
+    " key bytea, val bytea, headers bytea NOT NULL, event_id bytea,"
+    " reason text NOT NULL, attempts integer NOT NULL,"
+    " parked_at bigint NOT NULL, PRIMARY KEY (scope, topic, part, off))",
+    "UPDATE khost_schema SET version = 3", NULL};
+
 /* Each version's steps from the one before; [0] is unused. */
-static const char *const *const schema_steps[] = {NULL, schema_v1, schema_v2};
+static const char *const *const schema_steps[] = {NULL, schema_v1, schema_v2,
+                                                  schema_v3};
 
 /* The version found (0: no schema), or -1 with err. */
 static int schema_version(pg_store_t *p, char *err, size_t errlen) {

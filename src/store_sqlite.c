@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dedup.h"
+#include "parked_admin.h"
 #include "store.h"
 #include "store_parked.h"
 #include "store_state.h"
@@ -19,6 +20,7 @@ typedef struct sqlite_store {
   store_t base;
   dedup_store_t *d;
   sstate_t *st; /* plugin state and stored offsets */
+  char *path;
 } sqlite_store_t;
 
 typedef struct sqlite_batch {
@@ -47,6 +49,7 @@ static sstate_buf_t *sbuf(store_batch_t *b) {
 static void sq_close(store_t *s) {
   sstate_close(sstate(s));
   dedup_close(dstore(s));
+  free(((sqlite_store_t *)s)->path);
   free(s);
 }
 
@@ -134,6 +137,34 @@ static void sq_batch_discard(store_batch_t *b) {
 static int sq_park(store_batch_t *b, const store_parked_t *p) {
   sparked_buf_add(((sqlite_batch_t *)b)->pb, p);
   return 0;
+}
+
+static int sq_unpark(store_batch_t *b, const store_parked_t *p) {
+  sparked_buf_remove(((sqlite_batch_t *)b)->pb, p);
+  return 0;
+}
+
+/* The lot is read and changed on a connection of its own, as `khost
+ * parked` does beside a running host (parked_admin.h). */
+static int sq_parked_list(store_t *s, uint32_t scope,
+                          const store_parked_filter_t *f, store_parked_t ***out,
+                          size_t *n, char *err, size_t errlen) {
+  padm_t *a = NULL;
+  int rc = padm_open(&a, ((sqlite_store_t *)s)->path, err, errlen);
+  if (rc == 0)
+    rc = padm_list(a, scope, f, out, n, err, errlen);
+  padm_close(a);
+  return rc;
+}
+
+static int sq_parked_remove(store_t *s, const store_parked_t *p, int *removed,
+                            char *err, size_t errlen) {
+  padm_t *a = NULL;
+  int rc = padm_open(&a, ((sqlite_store_t *)s)->path, err, errlen);
+  if (rc == 0)
+    rc = padm_remove(a, p, removed, err, errlen);
+  padm_close(a);
+  return rc;
 }
 
 static int sq_put_state(store_batch_t *b, uint32_t scope, const void *key,
@@ -247,6 +278,9 @@ static const store_ops_t sqlite_ops = {
     .state_reset = sq_state_reset,
     .offset_get = sq_offset_get,
     .batch_park = sq_park,
+    .parked_list = sq_parked_list,
+    .parked_remove = sq_parked_remove,
+    .batch_unpark = sq_unpark,
 };
 
 /* The casts above rely on these. */
@@ -284,6 +318,7 @@ int store_sqlite_open(store_t **out, const struct dedup_opts *opts, char *err,
     return -1;
   }
   s->base.ops = &sqlite_ops;
+  s->path = strdup(opts->path);
   *out = &s->base;
   return 0;
 }

@@ -757,6 +757,95 @@ START_TEST(test_failed_commit_keeps_state_buffered) {
 }
 END_TEST
 
+/* ------------------------------------------------------------- parked */
+
+/* Park one record of partition 0 at off (a binary key, no value). */
+static void park_one(store_batch_t *b, int64_t off, const char *reason) {
+  char id[32];
+  snprintf(id, sizeof(id), "ev-%lld", (long long)off);
+  store_parked_t p = {.scope = scope,
+                      .topic = "orders",
+                      .partition = 0,
+                      .offset = off,
+                      .timestamp_ms = 1000 + off,
+                      .key = "\x00k",
+                      .key_len = 2,
+                      .headers = "",
+                      .event_id = id,
+                      .event_id_len = strlen(id),
+                      .reason = reason,
+                      .attempts = 3,
+                      .parked_at_ms = 5000};
+  ck_assert_int_eq(store_batch_park(b, &p), 0);
+}
+
+static size_t lot_size(const store_parked_filter_t *f, int64_t *first) {
+  char err[512];
+  store_parked_t **v;
+  size_t n;
+  ck_assert_msg(store_parked_list(s, scope, f, &v, &n, err, sizeof err) == 0,
+                "%s", err);
+  if (n > 0 && first)
+    *first = v[0]->offset;
+  store_parked_list_free(v, n);
+  return n;
+}
+
+/* park (durable with the batch only) -> list (filters, order, fields) ->
+ * skip (one removed now) -> unpark (with the next batch). */
+START_TEST(test_park_list_skip) {
+  char err[512];
+  store_batch_t *b;
+  store_parked_t **v;
+  size_t n;
+  int removed;
+  store_parked_filter_t all = {NULL, -1, -1}, one = {"orders", 0, 7};
+  open_store(_i);
+  ck_assert_int_eq(store_batch_open(s, &b, err, sizeof(err)), 0);
+  park_one(b, 9, "bad");
+  park_one(b, 7, "worse");
+  ck_assert_uint_eq(lot_size(&all, NULL), 0);
+  commit(b);
+  int64_t first = -1;
+  ck_assert_uint_eq(lot_size(&all, &first), 2);
+  ck_assert_int_eq(first, 7);
+  ck_assert_int_eq(store_parked_list(s, scope, &one, &v, &n, err, sizeof err),
+                   0);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(v[0]->reason, "worse");
+  ck_assert_uint_eq(v[0]->key_len, 2);
+  ck_assert_int_eq(memcmp(v[0]->key, "\x00k", 2), 0);
+  ck_assert_ptr_null(v[0]->value);
+  ck_assert_int_eq(v[0]->timestamp_ms, 1007);
+  ck_assert_uint_eq(v[0]->attempts, 3);
+  ck_assert_mem_eq(v[0]->event_id, "ev-7", 4);
+  /* Parked again: the row is replaced (the newest reason). */
+  park_one(b, 7, "worst");
+  commit(b);
+  ck_assert_uint_eq(lot_size(&all, NULL), 2);
+  /* Skip: gone at once; a second time finds nothing. */
+  ck_assert_int_eq(store_parked_remove(s, v[0], &removed, err, sizeof err), 0);
+  ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(store_parked_remove(s, v[0], &removed, err, sizeof err), 0);
+  ck_assert_int_eq(removed, 0);
+  store_parked_list_free(v, n);
+  ck_assert_uint_eq(lot_size(&all, &first), 1);
+  ck_assert_int_eq(first, 9);
+  /* Unpark: with the batch's commit, not before; a discard keeps it. */
+  store_parked_t gone = {.scope = scope, .topic = "orders", .offset = 9};
+  ck_assert_int_eq(store_batch_unpark(b, &gone), 0);
+  store_batch_discard(b);
+  commit(b);
+  ck_assert_uint_eq(lot_size(&all, NULL), 1);
+  ck_assert_int_eq(store_batch_unpark(b, &gone), 0);
+  ck_assert_uint_eq(lot_size(&all, NULL), 1);
+  commit(b);
+  ck_assert_uint_eq(lot_size(&all, NULL), 0);
+  store_batch_close(b);
+  close_store();
+}
+END_TEST
+
 Suite *store_suite(void) {
   Suite *su = suite_create("store");
   TCase *tc = tcase_create("contract");
@@ -773,6 +862,7 @@ Suite *store_suite(void) {
   tcase_add_loop_test(tc, test_state_scan_prefix_in_order, 0, impls);
   tcase_add_loop_test(tc, test_state_scan_many, 0, impls);
   tcase_add_loop_test(tc, test_offsets_with_batch, 0, impls);
+  tcase_add_loop_test(tc, test_park_list_skip, 0, impls);
   tcase_add_test(tc, test_failed_commit_keeps_state_buffered);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(su, tc);

@@ -3,7 +3,8 @@
  * server (pgutil.h): `khost store init` and `khost check`, a schema run
  * refuses, an unreachable server and a wrong password (exit 2, clear
  * message, the password in none of it), `khost dedup` and `khost state`
- * on the shared store. Skipped, saying so, without the
+ * on the shared store, `khost parked` on its parking lot (replay with
+ * host state). Skipped, saying so, without the
  * server binaries, unless KHOST_REQUIRE_POSTGRES=1.
  */
 #include <check.h>
@@ -82,11 +83,11 @@ START_TEST(test_init_then_check) {
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
-  assert_has(out, "schema version 2");
+  assert_has(out, "schema version 3");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
-  assert_has(out, "reachable, schema version 2");
+  assert_has(out, "reachable, schema version 3");
   g_free(out);
   g_free(err);
   free(cfg);
@@ -111,7 +112,7 @@ START_TEST(test_unknown_schema_refused) {
             status == 0);
   g_free(psql);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 9, this khost knows version 2");
+  assert_has(err, "schema version 9, this khost knows version 3");
   g_free(out);
   g_free(err);
   free(cfg);
@@ -140,19 +141,19 @@ START_TEST(test_migrate_from_v1) {
   ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
   g_free(out);
   g_free(err);
-  ck_assert_int_eq(psql("DROP TABLE khost_state, khost_offsets;"
+  ck_assert_int_eq(psql("DROP TABLE khost_state, khost_offsets, khost_parked;"
                         "UPDATE khost_schema SET version = 1;"
                         "INSERT INTO khost_marks VALUES (1, 'kept', 1, 't', "
                         "0, 0, 0)"),
                    0);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 1, this khost knows version 2: upgrade it "
+  assert_has(err, "schema version 1, this khost knows version 3: upgrade it "
                   "with `khost store migrate -c FILE`");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
                 err);
-  assert_has(out, "schema version 2");
+  assert_has(out, "schema version 3");
   g_free(out);
   g_free(err);
   ck_assert_int_eq(psql("SELECT 1/count(*) FROM khost_marks WHERE id = "
@@ -323,6 +324,126 @@ START_TEST(test_state_commands) {
 }
 END_TEST
 
+/* A schema of version 2 (no parking lot): run refuses it; store migrate
+ * adds the lot, keeping the state. */
+START_TEST(test_migrate_from_v2) {
+  char *out, *err, *cfg = seeded_store();
+  ck_assert_int_eq(psql("DROP TABLE khost_parked;"
+                        "UPDATE khost_schema SET version = 2"),
+                   0);
+  ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
+  assert_has(err, "schema version 2, this khost knows version 3: upgrade it "
+                  "with `khost store migrate -c FILE`");
+  g_free(out);
+  g_free(err);
+  ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
+                err);
+  assert_has(out, "schema version 3");
+  g_free(out);
+  g_free(err);
+  ck_assert_int_eq(psql("SELECT count(*) FROM khost_parked;"
+                        "SELECT 1/count(*) FROM khost_state"),
+                   0);
+  free(cfg);
+}
+END_TEST
+
+/* Two parked records of "orders" (scope 1): apple at [0] 5, pear at
+ * [1] 6, with their event IDs p-5 and p-6. */
+static void seed_lot(void) {
+  ck_assert_int_eq(
+      psql("INSERT INTO khost_parked VALUES"
+           " (1, 'orders', 0, 5, 1000, NULL, 'apple', '', 'p-5', 'bad apple',"
+           "  7, 2000), (1, 'orders', 1, 6, 1000, 'k', 'pear', '', 'p-6',"
+           "  'bad pear', 7, 2000);"
+           "INSERT INTO khost_marks VALUES (1, 'p-5', 2000, 'orders', 0, 5, 1),"
+           " (1, 'p-6', 2000, 'orders', 1, 6, 1)"),
+      0);
+}
+
+/* list, show and skip on the shared lot. */
+START_TEST(test_parked_commands) {
+  char *cfg = seeded_store(), *out;
+  seed_lot();
+  out = expect(
+      0, (const char *[]){"parked", "list", "-c", cfg, "-p", "orders", NULL});
+  ck_assert_msg(
+      g_regex_match_simple("orders +0 +5 +p-5 +7 .*bad apple", out, 0, 0), "%s",
+      out);
+  assert_has(out, "bad pear");
+  g_free(out);
+  out = expect(0, (const char *[]){"parked", "show", "-c", cfg, "-p", "orders",
+                                   "--topic", "orders", "--partition", "1",
+                                   "--offset", "6", NULL});
+  assert_has(out, "value      pear");
+  assert_has(out, "key        k");
+  g_free(out);
+  out = expect(0, (const char *[]){"parked", "skip", "-c", cfg, "-p", "orders",
+                                   "--topic", "orders", "--partition", "1",
+                                   "--offset", "6", "--execute", NULL});
+  assert_has(out, "dropped 1 parked record(s) of pipeline orders on purpose");
+  g_free(out);
+  out = expect(
+      0, (const char *[]){"parked", "list", "-c", cfg, "-p", "orders", NULL});
+  ck_assert_msg(strstr(out, "bad pear") == NULL, "%s", out);
+  assert_has(out, "bad apple");
+  g_free(out);
+  free(cfg);
+}
+END_TEST
+
+/* The seeded store's config with the counter fixture as the plugin. */
+static char *counter_config(void) {
+  char *so = tu_fixture("counter");
+  char *cfg = tu_write_filef(
+      dir, "counter.cfg",
+      "mock = { brokers = 1; partitions = 3; };\n"
+      "http = { listen = \"\"; };\n"
+      "store = { backend = \"postgresql\"; conninfo = \"%s\"; };\n"
+      "pipelines = ( { name = \"orders\"; group_id = \"g\";\n"
+      "  topics = [ \"orders\" ]; plugin = \"%s\"; } );\n",
+      pg->conninfo, so);
+  free(so);
+  return cfg;
+}
+
+/* replay with host state: the counter plugin reads the stored state and
+ * its write lands with the record's mark and its leaving the lot; a
+ * second replay finds nothing to do and counts nothing again. */
+START_TEST(test_parked_replay_with_state) {
+  char *cfg = seeded_store(), *ccfg = counter_config(), *out;
+  ck_assert_int_eq(psql("INSERT INTO khost_state VALUES (1, 'count:apple:p0',"
+                        " '41')"),
+                   0);
+  seed_lot();
+  for (int run = 0; run < 2; run++) {
+    out = expect(0, (const char *[]){"parked", "replay", "-c", ccfg, "-p",
+                                     "orders", "--execute", NULL});
+    assert_has(out, run == 0 ? "2 OK and 0 handled since"
+                             : "nothing parked to replay");
+    g_free(out);
+    out = expect(0, (const char *[]){"state", "get", "-c", cfg, "-p", "orders",
+                                     "--key", "count:apple:p0", NULL});
+    ck_assert_str_eq(out, "42\n");
+    g_free(out);
+    out = expect(0, (const char *[]){"state", "get", "-c", cfg, "-p", "orders",
+                                     "--key", "count:pear:p1", NULL});
+    ck_assert_str_eq(out, "1\n");
+    g_free(out);
+  }
+  out = expect(
+      0, (const char *[]){"parked", "list", "-c", cfg, "-p", "orders", NULL});
+  ck_assert_msg(strstr(out, "bad") == NULL, "%s", out);
+  g_free(out);
+  out = expect(0, (const char *[]){"dedup", "lookup", "-c", cfg, "-p", "orders",
+                                   "--event-id", "p-5", NULL});
+  ck_assert_msg(g_regex_match_simple(" ok\\n", out, 0, 0), "%s", out);
+  g_free(out);
+  free(ccfg);
+  free(cfg);
+}
+END_TEST
+
 Suite *store_pg_suite(void) {
   Suite *su = suite_create("store_pg");
   TCase *tc = tcase_create("cli");
@@ -336,6 +457,9 @@ Suite *store_pg_suite(void) {
     tcase_add_test(tc, test_replay_refused);
     tcase_add_test(tc, test_dedup_commands);
     tcase_add_test(tc, test_state_commands);
+    tcase_add_test(tc, test_migrate_from_v2);
+    tcase_add_test(tc, test_parked_commands);
+    tcase_add_test(tc, test_parked_replay_with_state);
   }
   tcase_set_timeout(tc, 120);
   suite_add_tcase(su, tc);
