@@ -414,6 +414,7 @@ START_TEST(test_man_page) {
       ".B khost run",           ".B khost check",
       ".B khost replay",        ".B khost offsets",
       ".B khost dedup",         ".B khost test\\-plugin",
+      ".B khost state",         ".B state reset",
       ".B khost plugin\\-info", ".SH SIGNALS",
       ".SH EXIT STATUS",        "128+N",
       ".SH CONFIGURATION",      "KHOST_PLUGIN_DIR",
