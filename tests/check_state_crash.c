@@ -13,7 +13,6 @@
 #include <check.h>
 #include <glib.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,7 @@
 #include <unistd.h>
 
 #include "faultutil.h"
+#include "shoputil.h"
 #include "store_state.h"
 #include "testutil.h"
 
@@ -218,256 +218,15 @@ END_TEST
 
 /* ------------------------------------------------- the demo scenario */
 
-/* The demo's three pipelines under kill -9: order_analytics,
- * coupon_issuer and balance_ledger, which keep their state in khost and
- * have no idempotency code of their own. A feeder publishes the shop's
- * events (a tenth of them again with an earlier event's ID, key and value,
- * as a retrying publisher does) while the host is killed at random moments
- * and restarted; at the end the coupons issued and refused per coupon,
- * every user's balance, seq and entries, and every hour's orders and
- * revenue must equal what the produced events say, exactly. */
+/* The demo's three pipelines under kill -9 (tests/shoputil.h): the
+ * feeder publishes the shop's events while the host is killed at random
+ * moments and restarted; at the end the plugins' state must equal what
+ * the produced events add up to, exactly. */
 
-#define DEMO_COUPONS 4
-#define DEMO_USERS 7
-#define DEMO_HOURS 5
-#define DEMO_STOCK 40
-
-/* The reference: what the events produced so far add up to. */
-typedef struct shop {
-  int64_t requests[DEMO_COUPONS + 1];
-  int64_t balance[DEMO_USERS + 1], seq[DEMO_USERS + 1];
-  int64_t orders[DEMO_HOURS], revenue[DEMO_HOURS];
-  int64_t events; /* originals */
-} shop_t;
-
-static pthread_mutex_t shop_mu = PTHREAD_MUTEX_INITIALIZER;
-static shop_t shop;
-static volatile int shop_stop;
-
-typedef struct shop_event {
-  const char *topic;
-  char id[24], key[24], value[160];
-} shop_event_t;
-
-/* Event n, an original: kind n % 3, its figures added to the reference. */
-static void shop_original(unsigned n, shop_event_t *e) {
-  unsigned kind = n % 3, k = n / 3;
-  if (kind == 0) {
-    int hour = (int)(k / 37) % DEMO_HOURS;
-    int64_t amount = 100 + (int64_t)(k * 7919 % 40000);
-    e->topic = "order-completed";
-    e->key[0] = '\0';
-    snprintf(e->value, sizeof(e->value),
-             "{\"orderId\":%u,\"amount\":%" PRId64
-             ",\"occurredOn\":\"2026-01-01T%02d:%02u:00Z\"}",
-             n, amount, 8 + hour, k % 60);
-    shop.orders[hour]++;
-    shop.revenue[hour] += amount;
-  } else if (kind == 1) {
-    unsigned coupon = k % DEMO_COUPONS + 1;
-    e->topic = "coupon-issue";
-    snprintf(e->key, sizeof(e->key), "%u", coupon);
-    snprintf(e->value, sizeof(e->value),
-             "{\"couponId\":%u,\"userId\":%u,\"requestId\":%u}", coupon,
-             k % DEMO_USERS + 1, n);
-    shop.requests[coupon]++;
-  } else {
-    unsigned user = k % DEMO_USERS + 1;
-    int64_t amount = (int64_t)(k % 11) * 500 - 2000;
-    e->topic = "balance-activity";
-    snprintf(e->key, sizeof(e->key), "user:%u", user);
-    snprintf(e->value, sizeof(e->value),
-             "{\"userId\":%u,\"seq\":%" PRId64 ",\"amount\":%" PRId64 "}", user,
-             ++shop.seq[user], amount);
-    shop.balance[user] += amount;
-  }
-  snprintf(e->id, sizeof(e->id), "shop-%06u", n);
-  shop.events++;
-}
-
-static void *shop_feed(void *arg) {
-  GArray *sent = g_array_new(FALSE, FALSE, sizeof(shop_event_t));
-  (void)arg;
-  for (unsigned n = 0; !shop_stop; n++) {
-    shop_event_t e;
-    if (n % 10 == 9) {
-      e = g_array_index(sent, shop_event_t, n * 7 % sent->len); /* again */
-    } else {
-      pthread_mutex_lock(&shop_mu);
-      shop_original(n, &e);
-      pthread_mutex_unlock(&shop_mu);
-      g_array_append_val(sent, e);
-    }
-    fu_produce_raw(&w, e.topic, -1, e.id, e.key[0] ? e.key : NULL, e.value,
-                   strlen(e.value), NULL);
-    usleep(4000); /* the pace of a shop, not a wait for anything */
-  }
-  g_array_free(sent, TRUE);
-  return NULL;
-}
-
-static char *shop_config(void) {
-  char *db = fu_db_path(&w, 0);
-  char *path = tu_write_filef(
-      w.dir, "shop.cfg",
-      "log_level = \"info\";\n"
-      "kafka = { bootstrap_servers = \"%s\";\n"
-      "  session_timeout_ms = 3000; heartbeat_interval_ms = 300;\n"
-      "  topic_metadata_refresh_interval_ms = 1000; };\n"
-      "dedup = { path = \"%s\"; };\n"
-      "pipelines = (\n"
-      "  { name = \"order-analytics\"; group_id = \"data-platform\";\n"
-      "    topics = [ \"order-completed\" ];\n"
-      "    plugin = \"" TOP_BUILDDIR "/plugins/.libs/order_analytics.so\"; },\n"
-      "  { name = \"coupon-issuer\"; group_id = \"coupon-issue\";\n"
-      "    topics = [ \"coupon-issue\" ];\n"
-      "    plugin = \"" TOP_BUILDDIR "/plugins/.libs/coupon_issuer.so\";\n"
-      "    config = { stock = %d; }; },\n"
-      "  { name = \"balance-ledger\"; group_id = \"balance-ledger\";\n"
-      "    topics = [ \"balance-activity\" ];\n"
-      "    plugin = \"" TOP_BUILDDIR "/plugins/.libs/balance_ledger.so\"; }\n"
-      ");\n",
-      w.bootstraps, db, DEMO_STOCK);
-  chmod(path, 0644);
-  free(db);
-  return path;
-}
-
-/* What the plugins' state in the database says, in the reference's
- * shape; gaps and reorders summed over the users. */
-typedef struct shop_state {
-  shop_t s;
-  int64_t issued[DEMO_COUPONS + 1], refused[DEMO_COUPONS + 1];
-  int64_t entries[DEMO_USERS + 1], violations, unknown;
-} shop_state_t;
-
-static void ints(const void *v, size_t n, int64_t *out, int count) {
-  char *text = g_strndup(v, n), *p = text;
-  for (int i = 0; i < count; i++)
-    out[i] = g_ascii_strtoll(p, &p, 10);
-  g_free(text);
-}
-
-/* "<prefix><number>..." of a key: the number, or -1. */
-static long key_number(const void *k, size_t kl, size_t at) {
-  char *text = g_strndup(k, kl);
-  long n = kl > at ? strtol(text + at, NULL, 10) : -1;
-  g_free(text);
-  return n;
-}
-
-static int shop_hour(void *arg, const void *k, size_t kl, const void *v,
-                     size_t vl) {
-  shop_state_t *st = arg;
-  int64_t x[2];
-  long hour = key_number(k, kl, strlen("hour:2026-01-01T")) - 8;
-  ints(v, vl, x, 2);
-  if (hour < 0 || hour >= DEMO_HOURS)
-    st->unknown++;
-  else {
-    st->s.orders[hour] += x[0];
-    st->s.revenue[hour] += x[1];
-  }
-  return 0;
-}
-
-static int shop_coupon(void *arg, const void *k, size_t kl, const void *v,
-                       size_t vl) {
-  shop_state_t *st = arg;
-  long c = key_number(k, kl, strlen("coupon:"));
-  int64_t x[2];
-  ints(v, vl, x, 2);
-  if (c < 1 || c > DEMO_COUPONS)
-    st->unknown++;
-  else {
-    st->issued[c] = x[0];
-    st->refused[c] = x[1];
-    st->s.requests[c] = x[0] + x[1];
-  }
-  return 0;
-}
-
-static int shop_user(void *arg, const void *k, size_t kl, const void *v,
-                     size_t vl) {
-  shop_state_t *st = arg;
-  long u = key_number(k, kl, strlen("user:"));
-  int64_t x[5];
-  ints(v, vl, x, 5);
-  if (u < 1 || u > DEMO_USERS)
-    st->unknown++;
-  else {
-    st->s.seq[u] = x[0];
-    st->s.balance[u] = x[1];
-    st->entries[u] = x[2];
-    st->violations += x[3] + x[4];
-  }
-  return 0;
-}
-
-static shop_state_t shop_stored(void) {
-  static const struct {
-    const char *pipeline, *prefix;
-    store_state_fn fn;
-  } scans[] = {{"order-analytics", "hour:", shop_hour},
-               {"coupon-issuer", "coupon:", shop_coupon},
-               {"balance-ledger", "user:", shop_user}};
-  shop_state_t st = {0};
-  char err[512], *db = fu_db_path(&w, 0);
-  sstate_t *ss = NULL;
-  uint32_t scope;
-  if (access(db, F_OK) == 0) {
-    ck_assert_msg(sstate_open(&ss, db, 1000, err, sizeof(err)) == 0, "%s", err);
-    for (size_t i = 0; i < G_N_ELEMENTS(scans); i++)
-      if (sstate_scope(ss, scans[i].pipeline, &scope, err, sizeof(err)) == 1)
-        ck_assert_msg(sstate_scan(ss, scope, scans[i].prefix,
-                                  strlen(scans[i].prefix), scans[i].fn, &st,
-                                  err, sizeof(err)) == 0,
-                      "%s", err);
-    sstate_close(ss);
-  }
-  free(db);
-  return st;
-}
-
-/* Events whose effects are durable: orders, requests, ledger entries. */
-static int64_t shop_applied(const shop_state_t *st) {
-  int64_t n = 0;
-  for (int h = 0; h < DEMO_HOURS; h++)
-    n += st->s.orders[h];
-  for (int c = 1; c <= DEMO_COUPONS; c++)
-    n += st->s.requests[c];
-  for (int u = 1; u <= DEMO_USERS; u++)
-    n += st->entries[u];
-  return n;
-}
-
-static void shop_compare(const shop_state_t *got, const shop_t *want) {
-  for (int c = 1; c <= DEMO_COUPONS; c++) {
-    int64_t issued = MIN(DEMO_STOCK, want->requests[c]);
-    ck_assert_msg(got->issued[c] == issued &&
-                      got->refused[c] == want->requests[c] - issued,
-                  "coupon %d: issued %" PRId64 ", refused %" PRId64
-                  "; the %" PRId64 " requests say %" PRId64 " and %" PRId64,
-                  c, got->issued[c], got->refused[c], want->requests[c], issued,
-                  want->requests[c] - issued);
-  }
-  for (int u = 1; u <= DEMO_USERS; u++)
-    ck_assert_msg(
-        got->s.balance[u] == want->balance[u] &&
-            got->s.seq[u] == want->seq[u] && got->entries[u] == want->seq[u],
-        "user %d: balance %" PRId64 ", seq %" PRId64 ", entries %" PRId64
-        "; the changes say %" PRId64 " over %" PRId64,
-        u, got->s.balance[u], got->s.seq[u], got->entries[u], want->balance[u],
-        want->seq[u]);
-  for (int h = 0; h < DEMO_HOURS; h++)
-    ck_assert_msg(got->s.orders[h] == want->orders[h] &&
-                      got->s.revenue[h] == want->revenue[h],
-                  "hour %d: %" PRId64 " orders, revenue %" PRId64
-                  "; the orders say %" PRId64 " and %" PRId64,
-                  8 + h, got->s.orders[h], got->s.revenue[h], want->orders[h],
-                  want->revenue[h]);
-  ck_assert_int_eq(got->violations, 0);
-  ck_assert_int_eq(got->unknown, 0);
+static void shop_produce(void *ctx, const shop_event_t *e, const char *topic) {
+  (void)ctx;
+  fu_produce_raw(&w, topic, -1, e->id, e->key[0] ? e->key : NULL, e->value,
+                 strlen(e->value), NULL);
 }
 
 START_TEST(test_demo_survives_kill9) {
@@ -475,19 +234,21 @@ START_TEST(test_demo_survives_kill9) {
   guint32 seed = env ? (guint32)strtoul(env, NULL, 10) : 20261207u;
   GRand *rand = g_rand_new_with_seed(seed);
   int kills = kills_wanted(), in_flight = 0;
-  pthread_t feeder;
+  shop_t shop;
   fprintf(stderr, "test_demo_survives_kill9: seed %" PRIu32 "\n", seed);
   fu_start(&w, 1, 3);
-  fu_mockd(&w, "topic coupon-issue 3");
-  fu_mockd(&w, "topic balance-activity 3");
-  char *cfg = shop_config();
-  memset(&shop, 0, sizeof(shop));
-  shop_stop = 0;
-  ck_assert_int_eq(pthread_create(&feeder, NULL, shop_feed, NULL), 0);
+  fu_mockd(&w, "topic " SHOP_REQUESTS " 3");
+  fu_mockd(&w, "topic " SHOP_CHANGES " 3");
+  char *db = fu_db_path(&w, 0);
+  char *cfg = shop_config(w.dir, "shop.cfg", w.bootstraps, db,
+                          "session_timeout_ms = 3000; heartbeat_interval_ms = "
+                          "300; topic_metadata_refresh_interval_ms = 1000;",
+                          NULL, NULL);
+  shop_feed_start(&shop, shop_produce, NULL, 4000, NULL);
   for (int k = 0; k < kills; k++) {
     char tag[32];
     snprintf(tag, sizeof(tag), "shop%d", k);
-    shop_state_t was = shop_stored();
+    shop_state_t was = shop_stored(db);
     int64_t before = shop_applied(&was);
     fu_proc_t *p = fu_khost(&w, tag, cfg, 0, 0);
     /* One kill in four while the host starts and joins; the others
@@ -497,28 +258,26 @@ START_TEST(test_demo_survives_kill9) {
       fu_wait_stderr(p, "assigned", 3, 30000);
     usleep((useconds_t)g_rand_int_range(rand, 0, consuming ? 800 : 2000) *
            1000);
-    pthread_mutex_lock(&shop_mu);
-    int64_t produced = shop.events;
-    pthread_mutex_unlock(&shop_mu);
+    int64_t produced = shop_events(&shop);
     fu_kill9(p);
-    shop_state_t after = shop_stored();
+    shop_state_t after = shop_stored(db);
     /* It had handled records and had more to handle when it died. */
     in_flight +=
         shop_applied(&after) > before && shop_applied(&after) < produced;
   }
-  shop_stop = 1;
-  pthread_join(feeder, NULL);
+  shop_feed_stop(&shop);
   fu_flush(&w);
   fu_run_to_end(&w, "last", cfg, 0);
-  shop_state_t got = shop_stored();
+  shop_state_t got = shop_stored(db);
   fprintf(stderr,
           "%d kills, %d of them while records were in flight; %" PRId64
           " events (and their re-published copies), %" PRId64 " applied\n",
-          kills, in_flight, shop.events, shop_applied(&got));
-  shop_compare(&got, &shop);
+          kills, in_flight, shop.ref.events, shop_applied(&got));
+  shop_compare(&got, &shop.ref);
   ck_assert_int_ge(in_flight, kills / 2);
   g_rand_free(rand);
   free(cfg);
+  free(db);
   fu_stop(&w);
 }
 END_TEST
