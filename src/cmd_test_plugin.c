@@ -11,8 +11,12 @@
  * comes from the pipeline's event_id source, RETRY is answered by calling
  * handle() again with the next attempt number up to the retry limit (at
  * once: no backoff here), and flush() runs after every max_batch records
- * and at the end. What it does not: no dedup (a repeated event ID is
- * handed to the plugin again), no dead letters, no commits.
+ * and at the end. Host state (khost_api_t.state_*) is kept in memory for
+ * the run, as a member keeps it: a record's writes join the batch with an
+ * outcome (OK, FAIL), a RETRY's are dropped, and the batch is committed
+ * after its flush(); so a stateful plugin reads back what it wrote. What it
+ * does not: no dedup (a repeated event ID is handed to the plugin again),
+ * no dead letters, no commits to Kafka, nothing kept after the run.
  */
 #include <getopt.h>
 #include <glib.h>
@@ -25,6 +29,8 @@
 #include "config.h"
 #include "host.h"
 #include "plugin_loader.h"
+#include "state.h"
+#include "store.h"
 #include "test_records.h"
 
 #ifndef KHOST_PLUGIN_DIR
@@ -46,6 +52,9 @@ typedef struct tp_opts {
 
 typedef struct tp_run {
   plugin_instance_t *inst;
+  store_t *store; /* in memory, for the plugin's state */
+  state_t *state;
+  store_batch_t *sb;      /* the writes of the records since the last flush */
   const char *eid_header; /* NULL: the event ID is the key */
   int retries;
   int batch;
@@ -219,6 +228,7 @@ static khost_result_t handle_one(tp_run_t *run, const trec_t *t) {
   khost_result_t r;
   record_view(run, t, &rec);
   for (rec.attempt = 1;; rec.attempt++) {
+    state_record_drop(run->state); /* a RETRY's writes leave nothing */
     r = plugin_instance_handle(run->inst, &rec);
     if (r != KHOST_RETRY)
       break;
@@ -238,6 +248,8 @@ static khost_result_t handle_one(tp_run_t *run, const trec_t *t) {
                                    "this one is handled"
                : r == KHOST_FAIL ? plugin_instance_reason(run->inst)
                                  : NULL);
+  if (r == KHOST_OK || r == KHOST_FAIL)
+    state_record_join(run->state, run->sb);
   run->ok += r == KHOST_OK;
   run->failed += r == KHOST_FAIL;
   run->fatal += r == KHOST_FATAL;
@@ -247,7 +259,9 @@ static khost_result_t handle_one(tp_run_t *run, const trec_t *t) {
 static int flush_batch(tp_run_t *run, size_t done) {
   char err[1024];
   run->flushes++;
-  if (plugin_instance_flush(run->inst, err, sizeof(err)) == 0) {
+  if (plugin_instance_flush(run->inst, err, sizeof(err)) == 0 &&
+      store_batch_commit(run->sb, NULL, err, sizeof(err)) == 0) {
+    state_batch_end(run->state, run->sb);
     printf("flush after %zu records: OK\n", done);
     return 0;
   }
@@ -342,6 +356,28 @@ static char *plugin_file(const tp_ctx_t *x) {
                          g_str_has_suffix(name, ".so") ? "" : ".so");
 }
 
+/* The in-memory store and state of the run; an exit status on failure. */
+static int open_state(tp_run_t *run, const char *pipeline) {
+  char err[512];
+  uint32_t scope;
+  run->store = store_mem_new();
+  if (store_scope(run->store, pipeline, &scope, err, sizeof(err)) != 0 ||
+      store_batch_open(run->store, &run->sb, err, sizeof(err)) != 0) {
+    fprintf(stderr, "test-plugin: state: %s\n", err);
+    return HOST_EXIT_RUNTIME;
+  }
+  run->state = state_new(run->store, scope);
+  return -1;
+}
+
+static void close_state(tp_run_t *run) {
+  state_free(run->state);
+  if (run->sb)
+    store_batch_close(run->sb);
+  if (run->store)
+    store_close(run->store);
+}
+
 /* Load the plugin and create its instance; an exit status on failure. */
 static int open_instance(tp_ctx_t *x, plugin_t **plugin, tp_run_t *run) {
   char err[8192];
@@ -350,6 +386,10 @@ static int open_instance(tp_ctx_t *x, plugin_t **plugin, tp_run_t *run) {
       .config = x->group,
       .config_file = x->has_cfg ? x->cfg.path : "--config",
   };
+  int rc = open_state(run, io.pipeline);
+  if (rc >= 0)
+    return rc;
+  io.state = run->state;
   if (plugin_load(plugin, x->path, err, sizeof(err)) != 0 ||
       plugin_start(*plugin, err, sizeof(err)) != 0 ||
       plugin_instance_create(&run->inst, *plugin, &io, err, sizeof(err)) != 0) {
@@ -390,7 +430,8 @@ static int test_plugin(tp_ctx_t *x) {
     rc = run_records(&run, &recs);
 out:
   fflush(stdout);
-  plugin_instance_destroy(run.inst);
+  plugin_instance_destroy(run.inst); /* may read the state: before it goes */
+  close_state(&run);
   plugin_unload(plugin);
   trec_list_free(&recs);
   return rc;

@@ -75,6 +75,9 @@ static void part_drop(member_t *m, flow_part_t *pt) {
     flow_part_set_user(head, NULL);
     g_ptr_array_remove_index_fast(m->dl_heads, i);
   }
+  if (m->state)
+    state_held_drop_partition(m->state, flow_part_topic(pt),
+                              flow_part_partition(pt));
   flow_drop(m->flow, pt);
 }
 
@@ -203,17 +206,26 @@ static void handle_ready(member_t *m) {
       member_dispatch(m, &job);
       continue;
     }
-    if (m->state)
-      state_record_drop(m->state); /* writes of an earlier RETRY */
+    rd_kafka_message_t *msg = job.rec;
+    if (m->state) {
+      /* Writes of an earlier RETRY, or of a FAIL handled again. */
+      state_record_drop(m->state);
+      state_held_drop(m->state, rd_kafka_topic_name(msg->rkt), msg->partition,
+                      msg->offset);
+    }
     khost_result_t res = call_plugin(m, &job);
     now = member_now_ms();
     /* The record's state writes go with its outcome: into the batch its
-     * mark goes to (OK, FAIL), or nowhere (RETRY, FATAL). */
-    if (m->state && (res == KHOST_OK || res == KHOST_FAIL))
+     * mark goes to (OK), or nowhere (RETRY, FATAL). A FAIL's mark may wait
+     * for the dead-letter topic and land in a later batch: its writes are
+     * held until record_failed() says it is marked. */
+    if (m->state && res == KHOST_OK)
       state_record_join(m->state, flow_batch_store(flow_cur(m->flow)));
+    else if (m->state && res == KHOST_FAIL)
+      state_record_hold(m->state, rd_kafka_topic_name(msg->rkt), msg->partition,
+                        msg->offset);
     if (flow_outcome_why(m->flow, &job, res, plugin_instance_reason(m->inst),
                          now) != 0) {
-      rd_kafka_message_t *msg = job.rec;
       member_fail(m,
                   "%s: plugin reported a fatal error at %s [%" PRId32
                   "] offset %" PRId64,
@@ -449,10 +461,17 @@ static int64_t wall_coarse_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The flow core marks the failed record right after this, in its current
+ * batch: the record's held state writes go there with it. */
 static void record_failed(void *ctx, const char *topic, int32_t partition,
                           int64_t offset, const char *reason,
                           int dead_lettered) {
-  metrics_failed(ctx, topic, partition, offset, reason, dead_lettered);
+  member_t *m = ctx;
+  metrics_failed(m->env->metrics, topic, partition, offset, reason,
+                 dead_lettered);
+  if (m->state)
+    state_held_join(m->state, topic, partition, offset,
+                    flow_batch_store(flow_cur(m->flow)));
 }
 
 static void batch_end(void *ctx, store_batch_t *sb) {
@@ -486,7 +505,7 @@ static void flow_setup(member_t *m) {
       .at_end = env->progress,
       .at_end_ctx = env->ctx,
       .failed = record_failed,
-      .failed_ctx = env->metrics,
+      .failed_ctx = m,
       .batch_end = m->state ? batch_end : NULL,
       .batch_end_ctx = m->state,
       .concurrency = pc->concurrency,

@@ -79,15 +79,23 @@ void member_workers_stop(member_t *m) {
 static void answer(member_t *m, const worker_answer_t *a) {
   struct state *view = m->views ? m->views[a->index] : NULL;
   khost_result_t res = a->res;
-  if (view && (res == KHOST_OK || res == KHOST_FAIL) &&
-      !flow_job_dropped(&a->job))
+  rd_kafka_message_t *msg = a->job.rec;
+  int kept = view && !flow_job_dropped(&a->job);
+  if (kept) /* writes held for an earlier FAIL of this record */
+    state_held_drop(view, rd_kafka_topic_name(msg->rkt), msg->partition,
+                    msg->offset);
+  /* A FAIL's mark may wait for the dead-letter topic: its writes are held
+   * until the flow core marks it (member.c, record_failed()). */
+  if (kept && res == KHOST_OK)
     state_record_join(view, flow_batch_store(flow_cur(m->flow)));
+  else if (kept && res == KHOST_FAIL)
+    state_record_hold(view, rd_kafka_topic_name(msg->rkt), msg->partition,
+                      msg->offset);
   else if (view)
     state_record_drop(view);
   if (flow_outcome_why(m->flow, &a->job, res,
                        plugin_instance_reason(m->insts[a->index]),
                        member_now_ms()) != 0) {
-    rd_kafka_message_t *msg = a->job.rec;
     member_fail(
         m,
         "%s: plugin reported a fatal error at %s [%" PRId32 "] offset %" PRId64,

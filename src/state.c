@@ -28,6 +28,9 @@ typedef struct shared {
   uint32_t scope;
   overlay_t ov[OVERLAYS];
   uint64_t gen;
+  /* "topic\x1fpartition\x1foffset" -> writes of a failed record whose
+   * mark waits (its dead-letter write flies) */
+  GHashTable *held;
   pthread_mutex_t mu;
 } shared_t;
 
@@ -50,6 +53,8 @@ state_t *state_new(store_t *store, uint32_t scope) {
   st->sh->store = store;
   st->sh->scope = scope;
   pthread_mutex_init(&st->sh->mu, NULL);
+  st->sh->held = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                       (GDestroyNotify)g_hash_table_unref);
   for (int i = 0; i < OVERLAYS; i++)
     st->sh->ov[i].kv = kv_new();
   st->base = 1;
@@ -73,6 +78,7 @@ void state_free(state_t *st) {
   if (st->base) {
     for (int i = 0; i < OVERLAYS; i++)
       g_hash_table_destroy(st->sh->ov[i].kv);
+    g_hash_table_destroy(st->sh->held);
     pthread_mutex_destroy(&st->sh->mu);
     g_free(st->sh);
   }
@@ -96,11 +102,11 @@ static overlay_t *overlay_of(shared_t *sh, store_batch_t *sb) {
   return free_slot;
 }
 
-void state_record_join(state_t *st, store_batch_t *sb) {
+/* Move the writes of kv into sb and its overlay; kv is left empty. */
+static void join_writes(shared_t *sh, GHashTable *kv, store_batch_t *sb) {
   GHashTableIter it;
   gpointer k, v;
-  shared_t *sh = st->sh;
-  if (g_hash_table_size(st->rec) == 0)
+  if (g_hash_table_size(kv) == 0)
     return;
   pthread_mutex_lock(&sh->mu);
   overlay_t *o = overlay_of(sh, sb);
@@ -109,7 +115,7 @@ void state_record_join(state_t *st, store_batch_t *sb) {
     g_return_if_reached();
   }
   o->gen = ++sh->gen;
-  g_hash_table_iter_init(&it, st->rec);
+  g_hash_table_iter_init(&it, kv);
   while (g_hash_table_iter_next(&it, &k, &v)) {
     gsize kl, vl = 0;
     const void *kd = g_bytes_get_data(k, &kl);
@@ -118,10 +124,82 @@ void state_record_join(state_t *st, store_batch_t *sb) {
       store_batch_put_state(sb, sh->scope, kd, kl, vd, vl);
     else
       store_batch_del_state(sb, sh->scope, kd, kl);
-    g_hash_table_insert(o->kv, g_bytes_ref(k), v ? g_bytes_ref(v) : NULL);
+    /* Moved, not copied: the overlay takes the record's references. */
+    g_hash_table_iter_steal(&it);
+    g_hash_table_insert(o->kv, k, v);
   }
   pthread_mutex_unlock(&sh->mu);
-  g_hash_table_remove_all(st->rec);
+}
+
+void state_record_join(state_t *st, store_batch_t *sb) {
+  join_writes(st->sh, st->rec, sb);
+}
+
+static char *held_key(const char *topic, int32_t partition, int64_t offset) {
+  return g_strdup_printf("%s\x1f%" G_GINT32_FORMAT "\x1f%" G_GINT64_FORMAT,
+                         topic, partition, offset);
+}
+
+void state_record_hold(state_t *st, const char *topic, int32_t partition,
+                       int64_t offset) {
+  shared_t *sh = st->sh;
+  char *k = held_key(topic, partition, offset);
+  pthread_mutex_lock(&sh->mu);
+  if (g_hash_table_size(st->rec) == 0) {
+    g_hash_table_remove(sh->held, k);
+    g_free(k);
+  } else {
+    g_hash_table_insert(sh->held, k, st->rec);
+    st->rec = kv_new();
+  }
+  pthread_mutex_unlock(&sh->mu);
+}
+
+void state_held_join(state_t *st, const char *topic, int32_t partition,
+                     int64_t offset, store_batch_t *sb) {
+  shared_t *sh = st->sh;
+  gpointer key = NULL, kv = NULL;
+  pthread_mutex_lock(&sh->mu);
+  if (g_hash_table_size(sh->held) > 0) {
+    char *k = held_key(topic, partition, offset);
+    g_hash_table_steal_extended(sh->held, k, &key, &kv);
+    g_free(k);
+  }
+  pthread_mutex_unlock(&sh->mu);
+  if (kv) {
+    join_writes(sh, kv, sb);
+    g_hash_table_unref(kv);
+  }
+  g_free(key);
+}
+
+void state_held_drop(state_t *st, const char *topic, int32_t partition,
+                     int64_t offset) {
+  shared_t *sh = st->sh;
+  pthread_mutex_lock(&sh->mu);
+  /* Every record calls this: no key built for nothing. */
+  if (g_hash_table_size(sh->held) > 0) {
+    char *k = held_key(topic, partition, offset);
+    g_hash_table_remove(sh->held, k);
+    g_free(k);
+  }
+  pthread_mutex_unlock(&sh->mu);
+}
+
+void state_held_drop_partition(state_t *st, const char *topic,
+                               int32_t partition) {
+  shared_t *sh = st->sh;
+  GHashTableIter it;
+  gpointer k;
+  char *prefix =
+      g_strdup_printf("%s\x1f%" G_GINT32_FORMAT "\x1f", topic, partition);
+  pthread_mutex_lock(&sh->mu);
+  g_hash_table_iter_init(&it, sh->held);
+  while (g_hash_table_iter_next(&it, &k, NULL))
+    if (g_str_has_prefix(k, prefix))
+      g_hash_table_iter_remove(&it);
+  pthread_mutex_unlock(&sh->mu);
+  g_free(prefix);
 }
 
 void state_batch_end(state_t *st, store_batch_t *sb) {

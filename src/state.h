@@ -3,11 +3,12 @@
  * plugin API (khost_api_t.state_get/put/delete/scan) read and write.
  *
  * Writes made while handling a record are buffered for that record. When
- * its outcome is final (OK or FAIL) they join the member's current store
- * batch (state_record_join()) and become durable in the batch's one
- * transaction, with its dedup marks and offsets; a RETRY drops them
- * (state_record_drop()). Until a batch is durable its writes are kept in
- * an overlay, so that reads see the writes of the records already
+ * its outcome is final (OK or FAIL) they join the store batch its mark goes
+ * to (state_record_join(), or for a FAIL, whose mark may wait for a
+ * dead-letter write, state_record_hold() then state_held_join()) and become
+ * durable in the batch's one transaction, with its dedup marks and offsets;
+ * a RETRY drops them (state_record_drop()). Until a batch is durable its writes
+ * are kept in an overlay, so that reads see the writes of the records already
  * handled, also those of the batches in the air on the durability thread
  * (read-your-writes). A batch that ends, durable or abandoned, drops its
  * overlay (state_batch_end()): durable, the store now answers the same;
@@ -51,6 +52,20 @@ void state_free(state_t *st);
 void state_record_drop(state_t *st);
 /* The record's writes join sb (the batch its outcome went to). */
 void state_record_join(state_t *st, store_batch_t *sb);
+/* The record failed, and its mark may wait (for the dead-letter topic's
+ * answer): its writes are held aside, shared by every view and unseen by
+ * reads, until the mark is made (state_held_join(), into the batch of the
+ * mark) or the record goes back (state_held_drop(): it is handled again;
+ * state_held_drop_partition(): its partition is gone). No writes: an
+ * earlier hold of that record is dropped. */
+void state_record_hold(state_t *st, const char *topic, int32_t partition,
+                       int64_t offset);
+void state_held_join(state_t *st, const char *topic, int32_t partition,
+                     int64_t offset, store_batch_t *sb);
+void state_held_drop(state_t *st, const char *topic, int32_t partition,
+                     int64_t offset);
+void state_held_drop_partition(state_t *st, const char *topic,
+                               int32_t partition);
 /* sb was made durable or abandoned: its overlay goes. */
 void state_batch_end(state_t *st, store_batch_t *sb);
 

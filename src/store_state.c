@@ -22,7 +22,8 @@ static const char *const state_schema_sql =
 struct sstate {
   char *path;
   pthread_mutex_t mu;
-  sqlite3 *db; /* reads and resets */
+  sqlite3 *db;        /* reads and resets */
+  sqlite3_stmt *read; /* sstate_get()'s, kept: plugins read per record */
 };
 
 enum { OP_PUT, OP_DEL, OP_OFFSET };
@@ -38,8 +39,32 @@ typedef struct op {
 struct sstate_buf {
   GArray *ops;      /* op_t, in the order made */
   GByteArray *data; /* their bytes */
-  GHashTable *last; /* "scope/partition/topic" -> index + 1 of its offset */
+  GHashTable *last; /* part_key_t -> index + 1 of its offset */
 };
+
+/* A partition of a scope, as the key of its offset in a buffer. Looked
+ * up from the stack for every record (no allocation); copied once per
+ * partition and batch. Kafka topic names have at most 249 bytes. */
+typedef struct part_key {
+  uint32_t scope;
+  int32_t partition;
+  size_t tlen;
+  char topic[256];
+} part_key_t;
+
+static guint part_hash(gconstpointer p) {
+  const part_key_t *k = p;
+  guint h = k->scope * 31u + (guint)k->partition;
+  for (size_t i = 0; i < k->tlen; i++)
+    h = h * 31u + (guchar)k->topic[i];
+  return h;
+}
+
+static gboolean part_equal(gconstpointer a, gconstpointer b) {
+  const part_key_t *x = a, *y = b;
+  return x->scope == y->scope && x->partition == y->partition &&
+         x->tlen == y->tlen && memcmp(x->topic, y->topic, x->tlen) == 0;
+}
 
 /* The last statement found no state table yet (nothing was stored). */
 static int absent(sstate_t *st) {
@@ -79,6 +104,7 @@ out:
 void sstate_close(sstate_t *st) {
   if (!st)
     return;
+  sqlite3_finalize(st->read);
   sqlite3_close(st->db);
   pthread_mutex_destroy(&st->mu);
   g_free(st->path);
@@ -89,7 +115,7 @@ sstate_buf_t *sstate_buf_new(void) {
   sstate_buf_t *b = g_new0(sstate_buf_t, 1);
   b->ops = g_array_new(FALSE, FALSE, sizeof(op_t));
   b->data = g_byte_array_new();
-  b->last = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  b->last = g_hash_table_new_full(part_hash, part_equal, g_free, NULL);
   return b;
 }
 
@@ -129,20 +155,22 @@ void sstate_buf_put(sstate_buf_t *b, uint32_t scope, const void *key,
  * buffered (every record of the batch sets it). */
 void sstate_buf_offset(sstate_buf_t *b, uint32_t scope, const char *topic,
                        int32_t partition, int64_t next) {
-  char *k = g_strdup_printf("%u/%d/%s", scope, partition, topic);
-  guint at = GPOINTER_TO_UINT(g_hash_table_lookup(b->last, k));
+  part_key_t k = {.scope = scope, .partition = partition};
+  k.tlen = strnlen(topic, sizeof(k.topic) - 1);
+  memcpy(k.topic, topic, k.tlen);
+  guint at = GPOINTER_TO_UINT(g_hash_table_lookup(b->last, &k));
   if (at) {
     g_array_index(b->ops, op_t, at - 1).next = next;
-    g_free(k);
     return;
   }
-  g_hash_table_insert(b->last, k, GUINT_TO_POINTER(b->ops->len + 1));
+  g_hash_table_insert(b->last, g_memdup2(&k, sizeof(k)),
+                      GUINT_TO_POINTER(b->ops->len + 1));
   op_t o = {.kind = OP_OFFSET,
             .scope = scope,
             .partition = partition,
             .next = next,
             .off = b->data->len,
-            .klen = strlen(topic)};
+            .klen = k.tlen};
   g_byte_array_append(b->data, (const guint8 *)topic, o.klen);
   g_array_append_val(b->ops, o);
 }
@@ -196,34 +224,37 @@ int sstate_buf_write(sqlite3 *db, void *arg) {
 
 int sstate_get(sstate_t *st, uint32_t scope, const void *key, size_t klen,
                void **val, size_t *vlen, char *err, size_t errlen) {
-  sqlite3_stmt *q = NULL;
   int rc = -1;
   *val = NULL;
   *vlen = 0;
   pthread_mutex_lock(&st->mu);
-  if (sqlite3_prepare_v2(
+  if (!st->read &&
+      sqlite3_prepare_v3(
           st->db, "SELECT value FROM state WHERE scope = ?1 AND key = ?2", -1,
-          &q, NULL) != SQLITE_OK) {
+          SQLITE_PREPARE_PERSISTENT, &st->read, NULL) != SQLITE_OK) {
     if (absent(st))
       rc = 0;
     else
       fail(st, err, errlen);
     goto out;
   }
-  sqlite3_bind_int64(q, 1, scope);
-  sqlite3_bind_blob64(q, 2, klen ? key : "", klen, SQLITE_STATIC);
-  int s = sqlite3_step(q);
+  sqlite3_bind_int64(st->read, 1, scope);
+  sqlite3_bind_blob64(st->read, 2, klen ? key : "", klen, SQLITE_STATIC);
+  int s = sqlite3_step(st->read);
   if (s == SQLITE_ROW) {
-    *vlen = (size_t)sqlite3_column_bytes(q, 0);
-    *val = *vlen ? g_memdup2(sqlite3_column_blob(q, 0), *vlen) : NULL;
+    *vlen = (size_t)sqlite3_column_bytes(st->read, 0);
+    *val = *vlen ? g_memdup2(sqlite3_column_blob(st->read, 0), *vlen) : NULL;
     rc = 1;
   } else if (s == SQLITE_DONE) {
     rc = 0;
   } else {
     fail(st, err, errlen);
   }
+  /* Reset at once: a statement left running would hold a read
+   * transaction open and keep the WAL from being checkpointed. */
+  sqlite3_reset(st->read);
+  sqlite3_clear_bindings(st->read);
 out:
-  sqlite3_finalize(q);
   pthread_mutex_unlock(&st->mu);
   return rc;
 }

@@ -414,6 +414,7 @@ START_TEST(test_man_page) {
       ".B khost run",           ".B khost check",
       ".B khost replay",        ".B khost offsets",
       ".B khost dedup",         ".B khost test\\-plugin",
+      ".B khost state",         ".B state reset",
       ".B khost plugin\\-info", ".SH SIGNALS",
       ".SH EXIT STATUS",        "128+N",
       ".SH CONFIGURATION",      "KHOST_PLUGIN_DIR",
@@ -1667,6 +1668,41 @@ START_TEST(test_test_plugin_example_records) {
 }
 END_TEST
 
+/* A stateful plugin reads back what it wrote: host state in memory for the
+ * run, the writes of each record joining the batch of its outcome. The
+ * demo's coupon_issuer with a stock of 2 refuses the third request for a
+ * coupon, and its closing summary reads the counts from the state. */
+START_TEST(test_test_plugin_state) {
+  char *out, *err;
+  char *records =
+      write_cfg("coupons.jsonl", "{\"topic\": \"c\", \"key\": \"1\", "
+                                 "\"value\": {\"couponId\": 1, \"userId\": 1}, "
+                                 "\"headers\": {\"eventId\": \"r1\"}}\n"
+                                 "{\"topic\": \"c\", \"key\": \"1\", "
+                                 "\"value\": {\"couponId\": 1, \"userId\": 2}, "
+                                 "\"headers\": {\"eventId\": \"r2\"}}\n"
+                                 "{\"topic\": \"c\", \"key\": \"1\", "
+                                 "\"value\": {\"couponId\": 1, \"userId\": 3}, "
+                                 "\"headers\": {\"eventId\": \"r3\"}}\n");
+  int status = run_khost_v("state", &out, &err, "test-plugin",
+                           TOP_BUILDDIR "/plugins/.libs/coupon_issuer.so",
+                           "--records", records, "--config", "stock=2", NULL);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  assert_has(out, "3 of 3 records handled: 3 OK, 0 FAIL", "stdout");
+  assert_has(err,
+             "offset 2 eventId r3: coupon 1 sold out (stock 2): request of "
+             "user 3 refused",
+             "stderr");
+  assert_has(err,
+             "coupon 1: issued 2 of stock 2, 1 sold-out request(s) "
+             "refused",
+             "stderr");
+  free(out);
+  free(err);
+  free(records);
+}
+END_TEST
+
 /* The calls a member makes, in its order: init, create, assigned with every
  * partition of the file, handle per record, revoked, destroy, fini. */
 START_TEST(test_test_plugin_lifecycle) {
@@ -1850,6 +1886,7 @@ Suite *cli_suite(void) {
   tcase_add_test(tp, test_test_plugin_errors);
   tcase_add_test(tp, test_test_plugin_pipeline);
   tcase_add_test(tp, test_test_plugin_example_records);
+  tcase_add_test(tp, test_test_plugin_state);
   tcase_add_test(tp, test_test_plugin_lifecycle);
   tcase_add_test(tp, test_test_plugin_readme);
   suite_add_tcase(s, tp);

@@ -152,6 +152,50 @@ START_TEST(test_abandoned_batch_leaves_nothing) {
 }
 END_TEST
 
+/* A FAIL whose mark waits for the dead-letter topic: its writes stay out of
+ * the batches made durable meanwhile and join the batch of its mark. */
+START_TEST(test_failed_record_writes_wait_for_its_mark) {
+  put("a", "1");
+  state_record_hold(st, "t", 0, 7); /* failed: its dead letter flies */
+  ck_assert_str_eq(get("a"), "-");
+  put("b", "1"); /* another partition's record, handled meanwhile */
+  state_record_join(st, b1);
+  ck_assert_uint_eq(store_batch_pending(b1), 1);
+  commit(b1); /* durable without the failed record's write */
+  ck_assert_str_eq(get("a"), "-");
+  state_held_join(st, "t", 1, 7, b2); /* another partition's mark */
+  ck_assert_uint_eq(store_batch_pending(b2), 0);
+  state_held_join(st, "t", 0, 7, b2); /* its mark goes to b2 */
+  ck_assert_uint_eq(store_batch_pending(b2), 1);
+  ck_assert_str_eq(get("a"), "1");
+  commit(b2);
+  ck_assert_str_eq(get("a"), "1");
+  ck_assert_str_eq(get("b"), "1");
+}
+END_TEST
+
+/* A held write of a record handled again (a circuit breaker held its
+ * failure), or of a partition that is gone, leaves nothing. */
+START_TEST(test_held_writes_dropped) {
+  put("a", "1");
+  state_record_hold(st, "t", 0, 7);
+  state_held_drop(st, "t", 0, 7); /* handled again */
+  put("a", "5");
+  state_record_hold(st, "t", 3, 9);
+  state_record_hold(st, "t", 3, 9); /* failed again, without a write */
+  put("b", "1");
+  state_record_hold(st, "t", 4, 2);
+  state_held_drop_partition(st, "t", 4); /* its partition is gone */
+  state_held_join(st, "t", 0, 7, b1);
+  state_held_join(st, "t", 3, 9, b1);
+  state_held_join(st, "t", 4, 2, b1);
+  ck_assert_uint_eq(store_batch_pending(b1), 0);
+  commit(b1);
+  ck_assert_str_eq(get("a"), "-");
+  ck_assert_str_eq(get("b"), "-");
+}
+END_TEST
+
 static int collect(void *arg, const void *k, size_t kl, const void *v,
                    size_t vl) {
   GString *g = arg;
@@ -270,6 +314,8 @@ Suite *state_suite(void) {
   tcase_add_test(tc, test_scan_merges_pending);
   tcase_add_test(tc, test_views_join_in_completion_order);
   tcase_add_test(tc, test_view_reads_beside_landing_batches);
+  tcase_add_test(tc, test_failed_record_writes_wait_for_its_mark);
+  tcase_add_test(tc, test_held_writes_dropped);
   suite_add_tcase(su, tc);
   return su;
 }

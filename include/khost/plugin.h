@@ -270,9 +270,10 @@ typedef struct khost_api {
    * what picks the partition (the record key), as the demo plugins do.
    *
    * Calls are made on the instance's thread: reads in handle(), flush(),
-   * assigned() and revoked(); writes in handle() only (elsewhere they
-   * return -1). Every call returns -1 when the pipeline has no dedup
-   * store (dedup = false), which state needs.
+   * assigned(), revoked() and destroy() (a summary of what is durable);
+   * writes in handle() only (elsewhere they return -1). Every call
+   * returns -1 when the pipeline has no dedup store (dedup = false),
+   * which state needs.
    */
   /** 1 with *value and *len (owned by the host, valid until the next
    *  state call of this instance or the end of the callback) when key has
