@@ -63,7 +63,7 @@ START_TEST(test_several_in_the_air_land_in_order) {
   store_batch_t *b[DURABLE_MAX];
   ck_assert_int_eq(durable_start(&d, "orders/0", NULL, err, sizeof(err)), 0);
   for (int i = 0; i < DURABLE_MAX; i++) {
-    char id[8];
+    char id[16];
     snprintf(id, sizeof(id), "id%d", i);
     durable_send(d, b[i] = batch_of(id));
   }
