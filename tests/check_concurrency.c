@@ -247,7 +247,7 @@ START_TEST(test_stop_mid_stream) {
   for (int p = 0; p < PARTS; p++) {
     int64_t committed = mu_committed(&c, GROUP, TOPIC, p);
     for (int64_t o = 0; o < committed; o++) {
-      char k[32];
+      char k[48];
       snprintf(k, sizeof(k), "%d/%lld", p, (long long)o);
       ck_assert_msg(g_hash_table_contains(done, k),
                     "partition %d committed at %lld past offset %lld, "
