@@ -251,6 +251,7 @@ static int do_lookup(dedup_cli_t *c) {
             "khost: dedup lookup: event ID %s: not found in pipeline "
             "%s\n",
             c->event_id, c->pipeline);
+    dadm_marks_free(v, n);
     return HOST_EXIT_RUNTIME;
   }
   if (!c->json)
