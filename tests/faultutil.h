@@ -41,6 +41,13 @@ enum {
 /* A khost run ends within this when nothing is wrong (a first group join
  * alone takes the mock coordinator's 3 s). */
 #define FU_RUN_MS 60000
+/* khost's default shutdown_timeout: a SIGTERMed khost whose members have
+ * not finished by then exits by itself, with status 1. */
+#define FU_SHUTDOWN_MS 30000
+/* What a khost does after its members finished, at most at the deadline:
+ * threads joined, the store closed (its claims given back), the plugins
+ * unloaded, and under ASan the leak check at exit. */
+#define FU_AFTER_DEADLINE_MS 10000
 
 /* One child process. */
 typedef struct fu_proc {
@@ -197,7 +204,8 @@ size_t fu_watch_commits_stop(fu_world_t *w);
 /* Produce per_partition records of value to every partition of FU_TOPIC
  * and wait for their acknowledgements. */
 void fu_produce_n(fu_world_t *w, int per_partition, const char *value);
-/* SIGTERM a running khost; it must stop cleanly (exit 0). */
+/* SIGTERM a running khost; it must stop cleanly (exit 0), within its
+ * default shutdown_timeout (FU_SHUTDOWN_MS). */
 void fu_stop_host(fu_proc_t *p);
 /* Run khost --exit-at-end on database db; it must exit 0. */
 fu_proc_t *fu_run_to_end(fu_world_t *w, const char *tag, const char *cfg,
