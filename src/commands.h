@@ -28,5 +28,7 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Load and validate the config at path, printing every problem on stderr.
  * Returns 0, or the config exit status (2). cfg must be cfg_free()d. */
 int cli_load_config(cfg_t *cfg, const char *path);
+/* The pipeline of cfg named name, or NULL. */
+const cfg_pipeline_t *cli_find_pipeline(const cfg_t *cfg, const char *name);
 
 #endif

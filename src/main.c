@@ -109,6 +109,13 @@ int cli_load_config(cfg_t *cfg, const char *path) {
   return 0;
 }
 
+const cfg_pipeline_t *cli_find_pipeline(const cfg_t *cfg, const char *name) {
+  for (size_t i = 0; i < cfg->n_pipelines; i++)
+    if (strcmp(cfg->pipelines[i].name, name) == 0)
+      return &cfg->pipelines[i];
+  return NULL;
+}
+
 static void print_version(void) {
   printf("khost %s (plugin ABI %d.%d; librdkafka %s, SQLite %s)\n",
          PACKAGE_VERSION, KHOST_ABI_MAJOR, KHOST_ABI_MINOR,
