@@ -90,12 +90,8 @@ static int parse(int argc, char **argv, dedup_cli_t *c) {
       if (!c->json)
         c->json = json_array();
       break;
-    case ':':
-      return cli_usage_error("dedup %s: %s needs a value", c->action,
-                             argv[optind - 1]);
     default:
-      return cli_usage_error("dedup %s: unknown option '%s'", c->action,
-                             argv[optind - 1]);
+      return cli_option_error("dedup", c->action, opt, argv[optind - 1]);
     }
   }
   if (optind < argc)

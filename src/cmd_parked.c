@@ -94,12 +94,8 @@ static int parse_opt(parked_cli_t *c, int opt, char **argv) {
     if (!c->json)
       c->json = json_array();
     return -1;
-  case ':':
-    return cli_usage_error("parked %s: %s needs a value", c->action,
-                           argv[optind - 1]);
   default:
-    return cli_usage_error("parked %s: unknown option '%s'", c->action,
-                           argv[optind - 1]);
+    return cli_option_error("parked", c->action, opt, argv[optind - 1]);
   }
 }
 
