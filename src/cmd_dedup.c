@@ -25,6 +25,7 @@
 #include "host.h"
 #include "store_pg.h"
 #include "store_pg_admin.h"
+#include "timefmt.h"
 
 static const char running_note[] =
     "a running khost keeps remembering these event IDs in memory until it "
@@ -89,12 +90,8 @@ static int parse(int argc, char **argv, dedup_cli_t *c) {
       if (!c->json)
         c->json = json_array();
       break;
-    case ':':
-      return cli_usage_error("dedup %s: %s needs a value", c->action,
-                             argv[optind - 1]);
     default:
-      return cli_usage_error("dedup %s: unknown option '%s'", c->action,
-                             argv[optind - 1]);
+      return cli_option_error("dedup", c->action, opt, argv[optind - 1]);
     }
   }
   if (optind < argc)
@@ -134,22 +131,6 @@ static int check_options(const dedup_cli_t *c) {
 
 /* ------------------------------------------------------------- helpers */
 
-static void format_time(int64_t ms, char *buf, size_t size) {
-  GDateTime *dt = g_date_time_new_from_unix_utc(ms / 1000);
-  char *s = dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%S") : NULL;
-  snprintf(buf, size, "%s.%03dZ", s ? s : "?", (int)(ms % 1000));
-  g_free(s);
-  if (dt)
-    g_date_time_unref(dt);
-}
-
-static const cfg_pipeline_t *find_pipeline(const cfg_t *cfg, const char *name) {
-  for (size_t i = 0; i < cfg->n_pipelines; i++)
-    if (strcmp(cfg->pipelines[i].name, name) == 0)
-      return &cfg->pipelines[i];
-  return NULL;
-}
-
 static int fail(dedup_cli_t *c) {
   fprintf(stderr, "khost: dedup %s: %s\n", c->action, c->err);
   return HOST_EXIT_RUNTIME;
@@ -172,8 +153,8 @@ static void print_stats_row(json_t *json, const char *name,
   char oldest[40] = "-", newest[40] = "-";
   int any = e && e->marks > 0;
   if (any) {
-    format_time(e->oldest_ms, oldest, sizeof(oldest));
-    format_time(e->newest_ms, newest, sizeof(newest));
+    timefmt_utc_ms(e->oldest_ms, oldest, sizeof(oldest));
+    timefmt_utc_ms(e->newest_ms, newest, sizeof(newest));
   }
   if (json) {
     json_array_append_new(
@@ -217,7 +198,7 @@ static int do_stats(dedup_cli_t *c) {
       print_stats_row(c->json, name, e);
   }
   for (size_t k = 0; k < n; k++)
-    if (!find_pipeline(&c->cfg, v[k].pipeline) && !c->pipeline)
+    if (!cli_find_pipeline(&c->cfg, v[k].pipeline) && !c->pipeline)
       print_stats_row(c->json, v[k].pipeline, &v[k]);
   dadm_stats_free(v, n);
   if (c->json && c->pg)
@@ -260,7 +241,7 @@ static int do_lookup(dedup_cli_t *c) {
   for (size_t i = 0; i < n; i++) {
     char at[40];
     const char *outcome = v[i].outcome == DEDUP_OUTCOME_OK ? "ok" : "failed";
-    format_time(v[i].handled_at_ms, at, sizeof(at));
+    timefmt_utc_ms(v[i].handled_at_ms, at, sizeof(at));
     if (c->json) {
       json_array_append_new(
           c->json, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "pipeline",
@@ -343,7 +324,7 @@ static int do_prune(dedup_cli_t *c) {
            ? store_pg_prune_before(c->pg, at, &removed, c->err, sizeof(c->err))
            : dadm_prune(c->adm, at, &removed, c->err, sizeof(c->err))) < 0)
     return fail(c);
-  format_time(at, cutoff, sizeof(cutoff));
+  timefmt_utc_ms(at, cutoff, sizeof(cutoff));
   printf("removed %" PRId64 " mark(s) handled before %s from %s\n%s\n", removed,
          cutoff, c->where, c->note);
   return HOST_EXIT_OK;
@@ -398,7 +379,7 @@ int cmd_dedup(int argc, char **argv) {
     return rc;
   }
   rc = cli_load_config(&c.cfg, c.config);
-  if (rc == 0 && c.pipeline && !find_pipeline(&c.cfg, c.pipeline))
+  if (rc == 0 && c.pipeline && !cli_find_pipeline(&c.cfg, c.pipeline))
     rc = cli_usage_error("dedup %s: %s has no pipeline named \"%s\"", c.action,
                          c.cfg.path, c.pipeline);
   if (rc == 0 && open_store(&c) < 0)

@@ -32,6 +32,7 @@
 #include "parked_replay.h"
 #include "store_parked.h"
 #include "store_pg.h"
+#include "timefmt.h"
 
 typedef struct parked_cli {
   const char *action; /* list, show, replay, skip */
@@ -93,12 +94,8 @@ static int parse_opt(parked_cli_t *c, int opt, char **argv) {
     if (!c->json)
       c->json = json_array();
     return -1;
-  case ':':
-    return cli_usage_error("parked %s: %s needs a value", c->action,
-                           argv[optind - 1]);
   default:
-    return cli_usage_error("parked %s: unknown option '%s'", c->action,
-                           argv[optind - 1]);
+    return cli_option_error("parked", c->action, opt, argv[optind - 1]);
   }
 }
 
@@ -161,17 +158,12 @@ static int check_options(const parked_cli_t *c) {
 
 /* ------------------------------------------------------------- helpers */
 
+/* "-" for a time the record or the store does not have. */
 static void format_time(int64_t ms, char *buf, size_t size) {
-  if (ms < 0) {
+  if (ms < 0)
     snprintf(buf, size, "-");
-    return;
-  }
-  GDateTime *dt = g_date_time_new_from_unix_utc(ms / 1000);
-  char *s = dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%S") : NULL;
-  snprintf(buf, size, "%s.%03dZ", s ? s : "?", (int)(ms % 1000));
-  g_free(s);
-  if (dt)
-    g_date_time_unref(dt);
+  else
+    timefmt_utc_ms(ms, buf, size);
 }
 
 static int fail(parked_cli_t *c) {
@@ -423,13 +415,6 @@ static const struct {
     {"skip", do_skip},
 };
 
-static const cfg_pipeline_t *find_pipeline(const cfg_t *cfg, const char *name) {
-  for (size_t i = 0; i < cfg->n_pipelines; i++)
-    if (strcmp(cfg->pipelines[i].name, name) == 0)
-      return &cfg->pipelines[i];
-  return NULL;
-}
-
 /* The PostgreSQL store the config names (its schema as run wants it:
  * nothing is created here). */
 static int open_pg(parked_cli_t *c) {
@@ -449,7 +434,7 @@ static int open_store(parked_cli_t *c) {
   int rc = cli_load_config(&c->cfg, c->config);
   if (rc != 0)
     return rc;
-  c->pc = find_pipeline(&c->cfg, c->pipeline);
+  c->pc = cli_find_pipeline(&c->cfg, c->pipeline);
   if (!c->pc)
     return cli_usage_error("parked %s: %s has no pipeline named \"%s\"",
                            c->action, c->cfg.path, c->pipeline);

@@ -68,12 +68,8 @@ static int parse(int argc, char **argv, state_cli_t *c) {
     case 'e':
       c->execute = 1;
       break;
-    case ':':
-      return cli_usage_error("state %s: %s needs a value", c->action,
-                             argv[optind - 1]);
     default:
-      return cli_usage_error("state %s: unknown option '%s'", c->action,
-                             argv[optind - 1]);
+      return cli_option_error("state", c->action, opt, argv[optind - 1]);
     }
   }
   if (optind < argc)

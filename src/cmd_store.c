@@ -23,12 +23,8 @@ static int parse(int argc, char **argv, const char *action,
   while ((opt = getopt_long(argc, argv, "+:c:", longopts, NULL)) != -1) {
     if (opt == 'c')
       *config = optarg;
-    else if (opt == ':')
-      return cli_usage_error("store %s: %s needs a value", action,
-                             argv[optind - 1]);
     else
-      return cli_usage_error("store %s: unknown option '%s'", action,
-                             argv[optind - 1]);
+      return cli_option_error("store", action, opt, argv[optind - 1]);
   }
   if (optind < argc)
     return cli_usage_error("store %s: unexpected argument '%s'", action,

@@ -28,5 +28,11 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Load and validate the config at path, printing every problem on stderr.
  * Returns 0, or the config exit status (2). cfg must be cfg_free()d. */
 int cli_load_config(cfg_t *cfg, const char *path);
+/* getopt's opt for the option arg of "<command> <action>": a missing
+ * value (':') or else an unknown option, as cli_usage_error() says it. */
+int cli_option_error(const char *command, const char *action, int opt,
+                     const char *arg);
+/* The pipeline of cfg named name, or NULL. */
+const cfg_pipeline_t *cli_find_pipeline(const cfg_t *cfg, const char *name);
 
 #endif

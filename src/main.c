@@ -109,6 +109,20 @@ int cli_load_config(cfg_t *cfg, const char *path) {
   return 0;
 }
 
+int cli_option_error(const char *command, const char *action, int opt,
+                     const char *arg) {
+  if (opt == ':')
+    return cli_usage_error("%s %s: %s needs a value", command, action, arg);
+  return cli_usage_error("%s %s: unknown option '%s'", command, action, arg);
+}
+
+const cfg_pipeline_t *cli_find_pipeline(const cfg_t *cfg, const char *name) {
+  for (size_t i = 0; i < cfg->n_pipelines; i++)
+    if (strcmp(cfg->pipelines[i].name, name) == 0)
+      return &cfg->pipelines[i];
+  return NULL;
+}
+
 static void print_version(void) {
   printf("khost %s (plugin ABI %d.%d; librdkafka %s, SQLite %s)\n",
          PACKAGE_VERSION, KHOST_ABI_MAJOR, KHOST_ABI_MINOR,

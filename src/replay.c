@@ -18,6 +18,7 @@
 #include "kafka_client.h"
 #include "log.h"
 #include "offsets.h"
+#include "timefmt.h"
 #include "topics.h"
 
 /* Default wait for this replay's membership of the group: the broker
@@ -61,15 +62,6 @@ static int parse_time(const char *s, int64_t *ms) {
   *ms = g_date_time_to_unix(dt) * 1000 + g_date_time_get_microsecond(dt) / 1000;
   g_date_time_unref(dt);
   return 0;
-}
-
-static void format_time(int64_t ms, char *buf, size_t size) {
-  GDateTime *dt = g_date_time_new_from_unix_utc(ms / 1000);
-  char *s = dt ? g_date_time_format(dt, "%Y-%m-%dT%H:%M:%S") : NULL;
-  snprintf(buf, size, "%s.%03dZ", s ? s : "?", (int)(ms % 1000));
-  g_free(s);
-  if (dt)
-    g_date_time_unref(dt);
 }
 
 /* "-1h", "-30m", "-2d": a duration with its unit, back from now. */
@@ -119,7 +111,7 @@ int replay_parse_from(const char *s, int64_t now_ms, replay_from_t *out,
   } else if (parse_time(s, &out->value) == 0) {
     out->kind = REPLAY_FROM_TIME;
     if (out->value > now_ms) {
-      format_time(now_ms, now, sizeof(now));
+      timefmt_utc_ms(now_ms, now, sizeof(now));
       snprintf(err, errlen, "--from %s: that time is in the future (now is %s)",
                s, now);
       return -1;

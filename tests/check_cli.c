@@ -443,6 +443,12 @@ START_TEST(test_usage_errors) {
        "--exit-at-end goes with run"},
       {{"run", "-c", "x.cfg", "extra"}, "unexpected argument 'extra'"},
       {{"--no-such-option", NULL}, "no-such-option"},
+      {{"dedup", "stats", "--bogus", NULL},
+       "dedup stats: unknown option '--bogus'"},
+      {{"parked", "list", "-c", NULL}, "parked list: -c needs a value"},
+      {{"state", "get", "--bogus", NULL},
+       "state get: unknown option '--bogus'"},
+      {{"store", "init", "-c", NULL}, "store init: -c needs a value"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     char *out, *err, tag[32];

@@ -31,6 +31,7 @@
 #include "dedup.h"
 #include "kafkautil.h"
 #include "pgutil.h"
+#include "readmeutil.h"
 #include "shoputil.h"
 #include "store.h"
 #include "store_pg.h"
@@ -874,21 +875,7 @@ static void khost_offsets(scenario_t *s, const char *cfg, offsets_row_t *out) {
 #define README_STEPS "spprodxrt"
 /* `--partitions 3` */
 #define EXAMPLE_PARTS 3
-
-/* README.md's worked replay example, from its heading to the next one
- * (g_free()). */
-static char *readme_example(void) {
-  char *readme = tu_read_file(TOP_SRCDIR "/README.md");
-  ck_assert_msg(readme != NULL, "cannot read README.md");
-  const char *start = strstr(readme, README_EXAMPLE);
-  ck_assert_msg(start != NULL, "README.md has no \"%s\"", README_EXAMPLE);
-  const char *body = start + strlen(README_EXAMPLE);
-  const char *h2 = strstr(body, "\n## "), *h3 = strstr(body, "\n### ");
-  const char *end = h2 && (!h3 || h2 < h3) ? h2 : h3;
-  char *section = g_strndup(start, end ? (size_t)(end - start) : strlen(start));
-  free(readme);
-  return section;
-}
+#define WHAT "worked replay example"
 
 /* text with every `from` replaced by `to` (g_free()); fails when from does
  * not occur. */
@@ -899,45 +886,6 @@ static char *replace_all(const char *text, const char *from, const char *to) {
   char *out = g_strjoinv(to, parts);
   g_strfreev(parts);
   return out;
-}
-
-/* The example says `words` (a line break counts as a space). */
-static void assert_readme_says(const char *section, const char *words) {
-  gchar *flat = g_strdup(section);
-  g_strdelimit(flat, "\n", ' ');
-  ck_assert_msg(strstr(flat, words) != NULL,
-                "README.md's worked replay example does not say \"%s\"", words);
-  g_free(flat);
-}
-
-/* The commands of the ```sh blocks of section, in order: one per line, a
- * command with a here-document (<<EOF) with its lines up to EOF. */
-static GPtrArray *example_commands(const char *section) {
-  GPtrArray *cmds = g_ptr_array_new_with_free_func(g_free);
-  const char *p = section;
-  while ((p = strstr(p, "```sh\n")) != NULL) {
-    p += strlen("```sh\n");
-    const char *end = strstr(p, "```");
-    ck_assert_msg(end != NULL, "README.md: a ```sh block does not end");
-    gchar *block = g_strndup(p, (size_t)(end - p));
-    gchar **lines = g_strsplit(block, "\n", -1);
-    for (size_t i = 0; lines[i]; i++) {
-      if (!lines[i][0])
-        continue;
-      GString *cmd = g_string_new(lines[i]);
-      while (strstr(cmd->str, "<<EOF") &&
-             !g_str_has_suffix(cmd->str, "\nEOF")) {
-        ck_assert_msg(lines[i + 1] != NULL, "README.md: no EOF after %s",
-                      cmd->str);
-        g_string_append_printf(cmd, "\n%s", lines[++i]);
-      }
-      g_ptr_array_add(cmds, g_string_free(cmd, FALSE));
-    }
-    g_strfreev(lines);
-    g_free(block);
-    p = end + 3;
-  }
-  return cmds;
 }
 
 /* What a command of the example does, as a letter of README_STEPS ('.'
@@ -1144,18 +1092,20 @@ START_TEST(test_readme_replay) {
   snprintf(s.group, sizeof(s.group), "data-platform-consumer-group-%d",
            (int)getpid());
   s.partitions = EXAMPLE_PARTS;
-  char *section = readme_example();
-  assert_readme_says(section, "handled 6, duplicates skipped 1, ...");
-  assert_readme_says(section, "7 record(s) in front of the pipeline, 7 of "
-                              "them consumed before (replayed)");
-  assert_readme_says(section, "preview only, nothing changed: add --execute "
-                              "to move the offsets");
-  assert_readme_says(section, "`/tmp/orders.jsonl` holds one line per order");
+  char *section = ru_section(README_EXAMPLE);
+  ru_assert_says(section, WHAT, "handled 6, duplicates skipped 1, ...");
+  ru_assert_says(section, WHAT,
+                 "7 record(s) in front of the pipeline, 7 of "
+                 "them consumed before (replayed)");
+  ru_assert_says(section, WHAT,
+                 "preview only, nothing changed: add --execute "
+                 "to move the offsets");
+  ru_assert_says(section, WHAT, "`/tmp/orders.jsonl` holds one line per order");
   gchar *dir = g_strdup_printf("%s/", s.c.dir);
   char *a = replace_all(section, "/tmp/", dir);
   char *b = replace_all(a, "order-completed", s.topic);
   char *text = replace_all(b, "data-platform-consumer-group", s.group);
-  GPtrArray *cmds = example_commands(text);
+  GPtrArray *cmds = ru_sh_commands(text);
   check_example_plan(cmds);
 
   char *tree = example_tree(&s);

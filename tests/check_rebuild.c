@@ -20,63 +20,12 @@
 #include <unistd.h>
 
 #include "mockutil.h"
+#include "readmeutil.h"
 #include "testutil.h"
 
 #define HEADING "### Worked example: rebuild a plugin's state\n"
 #define TOPIC "coupon-issue"
-
-/* README.md's section, from its heading to the next one (g_free()). */
-static char *readme_section(void) {
-  char *readme = tu_read_file(TOP_SRCDIR "/README.md");
-  ck_assert_msg(readme != NULL, "cannot read README.md");
-  const char *start = strstr(readme, HEADING);
-  ck_assert_msg(start != NULL, "README.md has no \"%s\"", HEADING);
-  const char *body = start + strlen(HEADING);
-  const char *h2 = strstr(body, "\n## "), *h3 = strstr(body, "\n### ");
-  const char *end = h2 && (!h3 || h2 < h3) ? h2 : h3;
-  char *section = g_strndup(start, end ? (size_t)(end - start) : strlen(start));
-  free(readme);
-  return section;
-}
-
-/* The section says words (a line break counts as a space). */
-static void assert_says(const char *section, const char *words) {
-  gchar *flat = g_strdup(section);
-  g_strdelimit(flat, "\n", ' ');
-  ck_assert_msg(strstr(flat, words) != NULL,
-                "README.md's state rebuild example does not say \"%s\"", words);
-  g_free(flat);
-}
-
-/* The commands of the ```sh blocks, in order: one per line, a command
- * with a here-document (<<EOF) with its lines up to EOF. */
-static GPtrArray *commands(const char *section) {
-  GPtrArray *cmds = g_ptr_array_new_with_free_func(g_free);
-  const char *p = section;
-  while ((p = strstr(p, "```sh\n")) != NULL) {
-    p += strlen("```sh\n");
-    const char *end = strstr(p, "```");
-    ck_assert_msg(end != NULL, "README.md: a ```sh block does not end");
-    gchar *block = g_strndup(p, (size_t)(end - p));
-    gchar **lines = g_strsplit(block, "\n", -1);
-    for (size_t i = 0; lines[i]; i++) {
-      if (!lines[i][0])
-        continue;
-      GString *cmd = g_string_new(lines[i]);
-      while (strstr(cmd->str, "<<EOF") &&
-             !g_str_has_suffix(cmd->str, "\nEOF")) {
-        ck_assert_msg(lines[i + 1] != NULL, "README.md: no EOF after %s",
-                      cmd->str);
-        g_string_append_printf(cmd, "\n%s", lines[++i]);
-      }
-      g_ptr_array_add(cmds, g_string_free(cmd, FALSE));
-    }
-    g_strfreev(lines);
-    g_free(block);
-    p = end + 3;
-  }
-  return cmds;
-}
+#define WHAT "state rebuild example"
 
 /* <dir>/tree: src and plugins of the build, and the stand-in broker
  * script, which logs its calls to <tree>/tests/kafka/calls. */
@@ -167,18 +116,19 @@ START_TEST(test_readme_state_rebuild) {
     return;
   }
   g_free(kcat);
-  char *section = readme_section();
-  assert_says(section, "handled 4, duplicates skipped 1, ...");
-  assert_says(section, "prints `coupon:1` with `2 2`");
-  assert_says(section, "prints `coupon:1` with `3 1`");
-  assert_says(section, "`would remove 1 keys of pipeline coupon-issuer`");
-  assert_says(section, "`removed 1 keys of pipeline coupon-issuer`");
+  char *section = ru_section(HEADING);
+  ru_assert_says(section, WHAT, "handled 4, duplicates skipped 1, ...");
+  ru_assert_says(section, WHAT, "prints `coupon:1` with `2 2`");
+  ru_assert_says(section, WHAT, "prints `coupon:1` with `3 1`");
+  ru_assert_says(section, WHAT,
+                 "`would remove 1 keys of pipeline coupon-issuer`");
+  ru_assert_says(section, WHAT, "`removed 1 keys of pipeline coupon-issuer`");
   mu_start(&c, 1);
   mu_topic(&c, TOPIC, 3);
   gchar *dir = g_strdup_printf("%s/", c.dir);
   gchar **parts = g_strsplit(section, "/tmp/", -1);
   gchar *text = g_strjoinv(dir, parts);
-  GPtrArray *cmds = commands(text);
+  GPtrArray *cmds = ru_sh_commands(text);
   char *tree = make_tree(&c);
   GString *vars = g_string_new(NULL);
   for (guint i = 0; i < cmds->len; i++) {
