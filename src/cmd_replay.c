@@ -204,13 +204,6 @@ int cmd_replay(int argc, char **argv) {
   rc = cli_load_config(&cfg, c.config);
   if (rc != 0)
     goto out;
-  /* Not on the shared store yet: say so rather than open a SQLite file. */
-  if (cfg.store_backend == CFG_STORE_POSTGRESQL) {
-    rc = cli_usage_error("replay: not supported by the postgresql store yet "
-                         "(%s: store.backend)",
-                         cfg.path);
-    goto out;
-  }
   rc = replay_plan(&plan, &cfg, &c.o, err, sizeof(err));
   if (rc != 0) {
     fprintf(stderr, "khost: replay: %s (nothing changed)\n", err);

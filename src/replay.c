@@ -13,11 +13,11 @@
 #include <string.h>
 
 #include "dedup.h"
-#include "dedup_admin.h"
 #include "host.h"
 #include "kafka_client.h"
 #include "log.h"
 #include "offsets.h"
+#include "replay_store.h"
 #include "timefmt.h"
 #include "topics.h"
 
@@ -635,25 +635,6 @@ out:
   return rc;
 }
 
-/* The replayed ranges, in a transaction left open for the caller. */
-static int record_ranges(replay_plan_t *p, dadm_t **adm, char *err,
-                         size_t errlen) {
-  uint32_t scope = 0;
-  int found = 0;
-  if (dadm_open(adm, p->cfg->dedup_path, 1, err, errlen) < 0 ||
-      dadm_scope(*adm, p->pc->name, 1, &scope, &found, err, errlen) < 0 ||
-      dadm_begin(*adm, err, errlen) < 0)
-    return HOST_EXIT_RUNTIME;
-  for (size_t i = 0; i < p->n; i++) {
-    const replay_part_t *rp = &p->parts[i];
-    if (replay_part_replayed(p, rp) > 0 &&
-        dadm_replay_add(*adm, scope, rp->topic, rp->partition, rp->target,
-                        rp->handled_before, p->dedup_mode, err, errlen) < 0)
-      return HOST_EXIT_RUNTIME;
-  }
-  return HOST_EXIT_OK;
-}
-
 static int commit_offsets(replay_plan_t *p, rd_kafka_t *rk, char *err,
                           size_t errlen) {
   rd_kafka_topic_partition_list_t *l =
@@ -743,27 +724,32 @@ static int alter_offsets(replay_plan_t *p, char *err, size_t errlen) {
   return rc;
 }
 
-/* Ranges and offsets: both or neither. rk NULL: with the admin API. */
+/* The Kafka commit inside the store's transaction. */
+typedef struct apply_arg {
+  replay_plan_t *p;
+  rd_kafka_t *rk; /* NULL: with the admin API */
+} apply_arg_t;
+
+static int apply_offsets(void *arg, char *err, size_t errlen) {
+  apply_arg_t *a = arg;
+  return a->rk ? commit_offsets(a->p, a->rk, err, errlen)
+               : alter_offsets(a->p, err, errlen);
+}
+
+/* Ranges (and stored offsets) and the group's offsets: both or
+ * neither. */
 static int commit_both(replay_plan_t *p, rd_kafka_t *rk, char *err,
                        size_t errlen) {
-  dadm_t *adm = NULL;
-  int rc = p->pc->dedup ? record_ranges(p, &adm, err, errlen) : HOST_EXIT_OK;
-  if (rc == HOST_EXIT_OK)
-    rc =
-        rk ? commit_offsets(p, rk, err, errlen) : alter_offsets(p, err, errlen);
-  if (adm && rc == HOST_EXIT_OK && dadm_commit(adm, err, errlen) < 0) {
-    char why[1024];
-    snprintf(why, sizeof(why), "%s", err);
-    snprintf(err, errlen,
-             "the new offsets are committed, but the replayed ranges could "
-             "not be recorded (%s): already handled event IDs are skipped",
-             why);
-    rc = HOST_EXIT_RUNTIME;
-  }
-  if (adm && rc != HOST_EXIT_OK)
-    dadm_rollback(adm);
-  dadm_close(adm);
-  return rc;
+  apply_arg_t a = {p, rk};
+  replay_write_t w = {.cfg = p->cfg,
+                      .pc = p->pc,
+                      .parts = p->parts,
+                      .n = p->n,
+                      .mode = p->dedup_mode,
+                      .own_group = strcmp(p->group, p->pc->group_id) == 0,
+                      .apply = apply_offsets,
+                      .arg = &a};
+  return replay_store_write(&w, err, errlen);
 }
 
 static void print_notes(const replay_plan_t *p, FILE *f) {
@@ -774,13 +760,19 @@ static void print_notes(const replay_plan_t *p, FILE *f) {
   if (!p->pc->dedup)
     fprintf(f, "pipeline %s has dedup off: --dedup does not apply\n",
             p->pc->name);
-  else if (replayed > 0)
+  else if (replayed > 0) {
+    char *where = replay_store_where(p->cfg);
     fprintf(f,
             "recorded the replayed ranges in %s: event IDs already handled "
             "are %s\n",
-            p->cfg->dedup_path,
+            where,
             p->dedup_mode == DEDUP_REPLAY_REPROCESS ? "handled again"
                                                     : "skipped");
+    g_free(where);
+  }
+  if (p->pc->dedup && p->cfg->store_backend == CFG_STORE_POSTGRESQL &&
+      strcmp(p->group, p->pc->group_id) == 0)
+    fprintf(f, "moved the pipeline's stored offsets to the new ones\n");
   if (strcmp(p->group, p->pc->group_id) != 0)
     fprintf(f,
             "to consume from there, set group_id = \"%s\"; in pipeline %s "

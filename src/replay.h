@@ -27,8 +27,8 @@
  * the plugin sees KHOST_RECORD_REPLAY on them.
  *
  * Functions return HOST_EXIT_OK, HOST_EXIT_CONFIG (bad input: nothing
- * changed) or HOST_EXIT_RUNTIME (Kafka or SQLite failed, or the group has
- * active members), with err set.
+ * changed) or HOST_EXIT_RUNTIME (Kafka or the store failed, or the group
+ * has active members), with err set.
  */
 #ifndef KHOST_REPLAY_H
 #define KHOST_REPLAY_H
@@ -104,10 +104,10 @@ const replay_part_t *replay_part(const replay_plan_t *p, size_t i);
 int64_t replay_part_replayed(const replay_plan_t *p, const replay_part_t *rp);
 
 /* Refuse while the group has members, else commit the new offsets and
- * record the replayed ranges (one SQLite transaction around the Kafka
- * commit: both happen or neither). Notes for the user go to `notes`. On
- * failure nothing has changed, unless err says that the offsets are
- * committed (the ranges could then not be recorded). */
+ * record the replayed ranges (one transaction of the store around the
+ * Kafka commit: both happen or neither; replay_store.h). Notes for the user go
+ * to `notes`. On failure nothing has changed, unless err says that the offsets
+ * are committed (the ranges could then not be recorded). */
 int replay_apply(replay_plan_t *p, FILE *notes, char *err, size_t errlen);
 
 #endif

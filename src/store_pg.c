@@ -34,6 +34,7 @@ static void pg_close(store_t *s) {
   PQfinish(p->conn);
   g_hash_table_destroy(p->checks);
   g_hash_table_destroy(p->ahead);
+  pg_crash_free(p);
   pthread_mutex_destroy(&p->mu);
   g_free(p->conninfo);
   g_free(p->display);
@@ -99,7 +100,7 @@ static const store_ops_t pg_ops = {
     .batch_discard = pg_batch_discard,
     .prune = pg_prune,
     .replay_ranges = pg_replay_ranges,
-    .attempts = pg_attempts,
+    .attempts = pg_crash_attempts,
     .attempts_set = pg_attempts_set,
     .stats = pg_stats,
     .history_check_due = pg_history_check_due,
@@ -152,7 +153,7 @@ int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
   pg_store_t *p = pg_new(opts);
   p->conn = pg_connect(p, err, errlen);
   if (!p->conn || pg_schema_check(p, opts->create, err, errlen) != 0 ||
-      was_empty(p, err, errlen) != 0) {
+      was_empty(p, err, errlen) != 0 || pg_crash_open(p, err, errlen) != 0) {
     pg_close(&p->base);
     return -1;
   }

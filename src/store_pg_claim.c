@@ -293,8 +293,8 @@ void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
 }
 
 /* Calls recorded for a record: found with its claim when it was taken
- * ahead. Whether the process before stopped uncleanly is not known to
- * this store: only recorded calls count. */
+ * ahead. The calls to record after an unclean stop are
+ * store_pg_crash.c's. */
 int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
                 uint32_t *count) {
   pg_store_t *p = pgs(s);

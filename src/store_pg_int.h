@@ -8,6 +8,7 @@
  *   store_pg_batch.c   a batch: marks, state writes, offsets, attempts
  *   store_pg_read.c    state and offset reads, replay ranges, pruning
  *   store_pg_parked.c  the parking lot: a batch's parked records, the lot
+ *   store_pg_crash.c   the crash-attempt guard: unclean stops, from claims
  *
  * Threads: the store's own connection (conn) and the claim-ahead cache
  * are under mu; a batch's connection belongs to the batch's thread; the
@@ -47,6 +48,7 @@ typedef struct pg_store {
   pthread_t renewer, pruner;
   int renewing, pruning, stopping;
   pthread_cond_t wake;
+  struct pg_crash *crash; /* store_pg_crash.c */
 } pg_store_t;
 
 static inline pg_store_t *pgs(store_t *s) {
@@ -154,5 +156,13 @@ int pg_parked_remove(store_t *s, const store_parked_t *rec, int *removed,
                      char *err, size_t errlen);
 int pg_batch_park(store_batch_t *b, const store_parked_t *p);
 int pg_batch_unpark(store_batch_t *b, const store_parked_t *p);
+
+/* store_pg_crash.c: the crash-attempt guard (store.h's attempts): after
+ * an unclean stop found at open (0, or -1 with err when the store did
+ * not answer) or later, the first calls of each partition are recorded. */
+int pg_crash_open(pg_store_t *p, char *err, size_t errlen);
+void pg_crash_free(pg_store_t *p);
+int pg_crash_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
+                      uint32_t *count);
 
 #endif

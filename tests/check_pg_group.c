@@ -15,6 +15,7 @@
 #include <check.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +30,10 @@
 #define PARTITIONS 6
 
 /* A config for one pipeline of FU_TOPIC on the effects fixture, its store
- * the server's database. */
-static char *pg_config(fu_world_t *w, const char *conninfo) {
+ * the server's database; store_more and pipeline_more are added to the
+ * store's and the pipeline's groups. */
+static char *pg_config_with(fu_world_t *w, const char *conninfo,
+                            const char *store_more, const char *pipeline_more) {
   char *so = tu_fixture("effects");
   char *path = tu_write_filef(
       w->dir, "khost.cfg",
@@ -38,15 +41,20 @@ static char *pg_config(fu_world_t *w, const char *conninfo) {
       "http = { listen = \"\"; };\n"
       "kafka = { bootstrap_servers = \"%s\";\n"
       "  session_timeout_ms = 3000; heartbeat_interval_ms = 300; };\n"
-      "store = { backend = \"postgresql\"; conninfo = \"%s\"; };\n"
+      "store = { backend = \"postgresql\"; conninfo = \"%s\"; %s };\n"
       "pipelines = ( {\n"
       "  name = \"" FU_PIPELINE "\"; group_id = \"" FU_GROUP "\";\n"
       "  topics = [ \"" FU_TOPIC "\" ]; plugin = \"%s\";\n"
       "  config = { log_path = \"%s/effects.log\"; };\n"
+      "  %s\n"
       "} );\n",
-      w->bootstraps, conninfo, so, w->dir);
+      w->bootstraps, conninfo, store_more, so, w->dir, pipeline_more);
   free(so);
   return path;
+}
+
+static char *pg_config(fu_world_t *w, const char *conninfo) {
+  return pg_config_with(w, conninfo, "", "");
 }
 
 static void store_init(fu_world_t *w, const char *cfg) {
@@ -307,12 +315,62 @@ START_TEST(test_two_hosts_kill9) {
 }
 END_TEST
 
+/* The plugin crashes the host on one record, on the shared store.
+ * Restarted each time (as a supervisor would), khost learns from the
+ * claim the killed process left behind that it stopped uncleanly,
+ * records its calls before making them, and after retry.max + 1
+ * recorded attempts dead-letters the record: no endless crash loop. */
+START_TEST(test_crashing_record_is_dead_lettered) {
+  enum { RETRY_MAX = 2 };
+  fu_world_t w;
+  int crashes = 0, status = -1, noticed = 0;
+  pgu_t *pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  fu_start(&w, 1, 3);
+  fu_mockd(&w, "topic %s 1", FU_DLT);
+  fu_produce_n(&w, 4, "ok");
+  g_free(fu_produce(&w, 1, "crash"));
+  fu_produce_n(&w, 4, "ok");
+  char *cfg = pg_config_with(&w, pg->conninfo, "lease = \"1s\";",
+                             "dead_letter_topic = \"" FU_DLT "\";\n"
+                             "  retry = { max = 2; backoff = \"20ms\"; };");
+  store_init(&w, cfg);
+  fu_proc_t *p = NULL;
+  for (int run = 0; run < RETRY_MAX + 4 && status != 0; run++) {
+    char tag[16];
+    snprintf(tag, sizeof(tag), "run%d", run);
+    p = fu_khost(&w, tag, cfg, 0, FU_EXIT_AT_END);
+    status = fu_wait_exit(p, FU_RUN_MS);
+    noticed += fu_stderr_count(p, "did not stop cleanly (claims left");
+    if (status == 0)
+      break;
+    /* Killed by SIGSEGV, or by the sanitizer that caught the write. */
+    ck_assert_msg(status == 128 + SIGSEGV ||
+                      fu_stderr_count(p, "SEGV on unknown address") > 0 ||
+                      fu_stderr_count(p, "store to null pointer") > 0,
+                  "%s ended with %d (see %s)", tag, status, p->err);
+    crashes++;
+  }
+  ck_assert_int_eq(status, 0);
+  ck_assert_int_ge(crashes, 1);
+  ck_assert_int_le(crashes, RETRY_MAX + 2);
+  ck_assert_int_ge(noticed, 1);
+  ck_assert_int_eq(fu_stderr_count(p, "no outcome after 3 recorded attempts"),
+                   1);
+  ck_assert(fu_all_committed(&w));
+  free(cfg);
+  fu_stop(&w);
+  pgu_free(pg);
+}
+END_TEST
+
 Suite *pg_group_suite(void) {
   Suite *su = suite_create("pg_group");
   if (pgu_available("check_pg_group")) {
     FU_SCENARIO(su, test_two_hosts_handle_once, 180);
     FU_SCENARIO(su, test_server_stopped_mid_run, 180);
     FU_SCENARIO(su, test_two_hosts_kill9, 900);
+    FU_SCENARIO(su, test_crashing_record_is_dead_lettered, 180);
   }
   return su;
 }

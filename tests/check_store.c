@@ -10,8 +10,11 @@
 #include <glib.h>
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "dedup.h"
 #include "pgutil.h"
@@ -846,6 +849,98 @@ START_TEST(test_park_list_skip) {
 }
 END_TEST
 
+/* ------------------------------------------------- crash attempts */
+
+/* attempts(budget 2) of a call of partition p: what it answers. */
+static int attempts_of(store_t *x, int32_t p) {
+  uint32_t n = 99;
+  store_attempt_t a = {.scope = scope,
+                       .event_id = "other",
+                       .event_id_len = 5,
+                       .topic = "t",
+                       .partition = p};
+  int rec = store_attempts(x, &a, 2, &n);
+  ck_assert_uint_eq(n, 0); /* no call of "other" recorded */
+  return rec;
+}
+
+/* A process killed while it holds a claim (a record in its plugin) leaves
+ * it behind: the next process on this host knows at open that the one
+ * before stopped uncleanly, and records the first 2 calls of each
+ * partition. Once the claim is gone (taken over after its lease and
+ * given back), a start is clean again. */
+START_TEST(test_pg_unclean_stop) {
+  char err[512];
+  int status;
+  store_pg_opts_t o = {.create = 1, .lease_ms = 1000};
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  o.conninfo = pg->conninfo;
+  ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(store_scope(s, "orders", &scope, err, sizeof(err)), 0);
+  store_close(s);
+  fflush(NULL);
+  pid_t child = fork();
+  ck_assert_int_ge(child, 0);
+  if (child == 0) {
+    store_t *x = NULL;
+    if (store_pg_open(&x, &o, err, sizeof(err)) != 0 ||
+        claim_on(x, "crashy") != STORE_NEW)
+      _exit(1);
+    raise(SIGKILL); /* killed holding the claim */
+  }
+  ck_assert_int_eq(waitpid(child, &status, 0), child);
+  ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                "the child did not claim (status %d)", status);
+  s = open_pg(1000);
+  ck_assert_int_eq(attempts_of(s, 0), 1);
+  ck_assert_int_eq(attempts_of(s, 0), 1);
+  ck_assert_int_eq(attempts_of(s, 0), 0);
+  ck_assert_int_eq(attempts_of(s, 1), 1);
+  TU_WAIT_UNTIL(claim("crashy", STORE_CLAIM, 0) == STORE_NEW, 10000,
+                "the dead process's claim taken over");
+  release("crashy");
+  store_close(s);
+  s = open_pg(1000);
+  ck_assert_int_eq(attempts_of(s, 0), 0);
+  close_store();
+}
+END_TEST
+
+/* Another host died (its claims' leases ran out) while this one runs: a
+ * partition first called after that records its first calls, one called
+ * before does not. Claims whose leases ran out long ago are no trace. */
+START_TEST(test_pg_dead_host_found_later) {
+  int32_t p = 1;
+  open_store(IMPL_PG);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  char *sql = g_strdup_printf(
+      "INSERT INTO khost_claims VALUES (%u, 'stale', 'old-host/8/gone', "
+      "(extract(epoch from clock_timestamp()) * 1000)::bigint - 3600000)",
+      scope);
+  pg_do(c, sql);
+  g_free(sql);
+  store_t *late = open_pg(0);
+  ck_assert_int_eq(attempts_of(late, 0), 0);
+  ck_assert_int_eq(attempts_of(s, 0), 0);
+  sql = g_strdup_printf(
+      "INSERT INTO khost_claims VALUES (%u, 'left', 'far-host/7/dead', "
+      "(extract(epoch from clock_timestamp()) * 1000)::bigint - 1000)",
+      scope);
+  pg_do(c, sql);
+  g_free(sql);
+  /* A look at most once a second: new partitions until one records. */
+  TU_WAIT_UNTIL(attempts_of(s, p++) == 1, 10000,
+                "a newly called partition records its first calls");
+  ck_assert_int_eq(attempts_of(s, p - 1), 1);
+  ck_assert_int_eq(attempts_of(s, p - 1), 0);
+  ck_assert_int_eq(attempts_of(s, 0), 0);
+  store_close(late);
+  PQfinish(c);
+  close_store();
+}
+END_TEST
+
 Suite *store_suite(void) {
   Suite *su = suite_create("store");
   TCase *tc = tcase_create("contract");
@@ -875,6 +970,8 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_prune_small_transactions);
     tcase_add_test(tc, test_pg_pruner_thread);
     tcase_add_test(tc, test_pg_ahead_given_back);
+    tcase_add_test(tc, test_pg_unclean_stop);
+    tcase_add_test(tc, test_pg_dead_host_found_later);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(su, tc);
   }

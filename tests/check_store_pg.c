@@ -202,26 +202,6 @@ START_TEST(test_wrong_password) {
 }
 END_TEST
 
-/* replay is not on the shared store yet: it says so, and opens no SQLite
- * file in its place. */
-START_TEST(test_replay_refused) {
-  char *out, *err, *cfg = config("host=/nonexistent dbname=k");
-  char *db = g_build_filename(dir, "khost-dedup.db", NULL);
-  const char *argv[] = {KHOST,    "replay", "-c",       cfg, "-p",
-                        "orders", "--from", "earliest", NULL};
-  int status;
-  ck_assert(g_spawn_sync(dir, (char **)argv, NULL, 0, NULL, NULL, &out, &err,
-                         &status, NULL));
-  ck_assert_int_eq(WEXITSTATUS(status), 2);
-  assert_has(err, "replay: not supported by the postgresql store yet");
-  ck_assert_msg(access(db, F_OK) != 0, "%s created", db);
-  g_free(out);
-  g_free(err);
-  g_free(db);
-  free(cfg);
-}
-END_TEST
-
 /* khost ARGV (NULL-terminated, without the program) to its end: the exit
  * status; stdout and stderr. */
 static int khostv(char **out, char **err, const char *const *args) {
@@ -454,7 +434,6 @@ Suite *store_pg_suite(void) {
     tcase_add_test(tc, test_migrate_from_v1);
     tcase_add_test(tc, test_unreachable_at_start);
     tcase_add_test(tc, test_wrong_password);
-    tcase_add_test(tc, test_replay_refused);
     tcase_add_test(tc, test_dedup_commands);
     tcase_add_test(tc, test_state_commands);
     tcase_add_test(tc, test_migrate_from_v2);
