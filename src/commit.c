@@ -4,6 +4,7 @@
  *
  * Threads: the member's thread (librdkafka serves the results there).
  */
+#include <glib.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -16,6 +17,8 @@
 #define COMMIT_DRAIN_MS 10000
 /* Longest single wait for the result of a commit in flight. */
 #define COMMIT_POLL_MS 100
+/* The pause between two tries of the last commit (shutdown). */
+#define COMMIT_FINAL_PAUSE_MS 300
 
 /* The result of a commit (sync or async). */
 void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -60,21 +63,26 @@ static void on_async_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   commit_result(rk, err, offsets, opaque);
 }
 
-/* Serve the result of the async commit in flight, waiting up to ms for
- * it. */
-static void drain(member_t *m, int64_t ms) {
-  int64_t deadline = member_now_ms() + ms;
+/* Serve the result of the async commit in flight, waiting for it until
+ * deadline (monotonic ms). Returns 0 once it is in, -1 when it is not. */
+static int drain_until(member_t *m, int64_t deadline) {
   while (m->commit_in_flight) {
     int64_t left = deadline - member_now_ms();
-    if (left <= 0) {
-      log_msg(KHOST_LOG_WARNING, m->who,
-              "an offset commit is still without a result after %" PRId64 " ms",
-              ms);
-      return;
-    }
+    if (left <= 0)
+      return -1;
     rd_kafka_queue_poll_callback(
         m->commit_q, (int)(left < COMMIT_POLL_MS ? left : COMMIT_POLL_MS));
   }
+  return 0;
+}
+
+/* Serve the result of the async commit in flight, waiting up to ms for
+ * it. */
+static void drain(member_t *m, int64_t ms) {
+  if (drain_until(m, member_now_ms() + ms) != 0)
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "an offset commit is still without a result after %" PRId64 " ms",
+            ms);
 }
 
 /* Commit the durable positions of partitions this member still owns:
@@ -148,4 +156,55 @@ void commit_due(member_t *m) {
   } else if (m->commit_behind) {
     commit_positions(m, 0);
   }
+}
+
+/* 1 while a partition has a durable position not committed yet. */
+static int commit_pending(member_t *m) {
+  for (size_t i = 0; i < flow_parts(m->flow); i++)
+    if (flow_part_position(flow_part_at(m->flow, i), 0) >= 0)
+      return 1;
+  return 0;
+}
+
+/* The durable positions the last commit did not reach: their records are
+ * delivered again after the stop. */
+static void log_uncommitted(member_t *m) {
+  char buf[1024];
+  size_t off = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < flow_parts(m->flow) && off < sizeof(buf) - 1; i++) {
+    flow_part_t *pt = flow_part_at(m->flow, i);
+    int64_t next = flow_part_position(pt, 0);
+    if (next >= 0)
+      off += (size_t)snprintf(
+          buf + off, sizeof(buf) - off, "%s%s[%" PRId32 "]@%" PRId64,
+          off ? " " : "", flow_part_topic(pt), flow_part_partition(pt), next);
+  }
+  log_msg(KHOST_LOG_WARNING, m->who,
+          "stopping without committing %s (no answer or refused before the "
+          "shutdown deadline): the records below these offsets not "
+          "committed before are delivered again%s",
+          buf, m->env->store ? ", and dedup skips those already handled" : "");
+}
+
+int commit_final(member_t *m, int64_t deadline, int tries) {
+  int rc = -1;
+  if (drain_until(m, deadline) != 0)
+    goto out;
+  for (int i = 0; i < tries && commit_pending(m); i++) {
+    int64_t left = deadline - member_now_ms();
+    if (i > 0 && left > COMMIT_FINAL_PAUSE_MS)
+      g_usleep(COMMIT_FINAL_PAUSE_MS * 1000);
+    else if (i > 0)
+      goto out;
+    m->recommit_at = 0;
+    commit_positions(m, 0);
+    if (!m->commit_in_flight || drain_until(m, deadline) != 0)
+      goto out; /* nothing it may commit (assignment lost), or no answer */
+  }
+  rc = commit_pending(m) ? -1 : 0;
+out:
+  if (rc != 0 && commit_pending(m))
+    log_uncommitted(m);
+  return rc;
 }

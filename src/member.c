@@ -47,8 +47,11 @@
  * flight elsewhere) does not pause its partition: resuming costs a refetch
  * of what librdkafka had prefetched, far more than the wait. */
 #define MEMBER_PAUSE_MIN_MS 100
-/* Sync commits tried at shutdown, 300 ms apart. */
+/* Commits tried at shutdown, 300 ms apart (within its deadline). */
 #define SHUTDOWN_COMMIT_TRIES 10
+/* The most of shutdown_timeout kept for closing the plugins and the store
+ * after a member is done with Kafka (a fifth of it when that is less). */
+#define SHUTDOWN_RESERVE_MS 3000
 /* Longest wait for the broker's answer to a dead-letter write. */
 #define MEMBER_DEAD_LETTER_TIMEOUT_MS 30000
 /* Longest wait for the group's committed offsets (dedup history check). */
@@ -553,32 +556,91 @@ static int setup(member_t *m, char *err, size_t errlen) {
   return subscribe(m, err, errlen);
 }
 
-/* Last outcomes made durable, last synchronous commit (tried a few times:
- * what it does not commit is delivered again and skipped by dedup), leave
- * the group. */
+/* When a stopping member must be done with Kafka: shutdown_timeout from
+ * now, less a share left for closing the plugins and the store, so that
+ * the process ends before its own deadline (cmd_run.c) ends it with
+ * status 1 and a stuck plugin call as the only explanation. */
+static int64_t shutdown_deadline(const member_t *m) {
+  int64_t t = m->env->cfg->shutdown_timeout_ms;
+  int64_t reserve = t / 5 < SHUTDOWN_RESERVE_MS ? t / 5 : SHUTDOWN_RESERVE_MS;
+  return member_now_ms() + t - reserve;
+}
+
+/* An event of the closing consumer: a revoke goes to the rebalance
+ * callback, as rd_kafka_consumer_close() would have passed it; records
+ * fetched meanwhile are dropped (the next owner reads them again). */
+static void closing_event(member_t *m, rd_kafka_event_t *ev) {
+  if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+    on_rebalance(m->rk, rd_kafka_event_error(ev),
+                 rd_kafka_event_topic_partition_list(ev),
+                 rd_kafka_opaque(m->rk));
+  else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_ERROR)
+    log_msg(KHOST_LOG_WARNING, m->who, "leaving the group: %s",
+            rd_kafka_event_error_string(ev));
+  rd_kafka_event_destroy(ev);
+}
+
+/* Leave the group by deadline. rd_kafka_consumer_close() has no timeout
+ * (it waits for the coordinator's answers); closing through a queue of
+ * our own, served here as events (the callbacks of the consumer queue
+ * cannot serve the records it carries too), stops waiting at the
+ * deadline. Returns 1 when the consumer closed. */
+static int leave_group(member_t *m, int64_t deadline) {
+  rd_kafka_queue_t *q = rd_kafka_queue_new(m->rk);
+  rd_kafka_error_t *error = rd_kafka_consumer_close_queue(m->rk, q);
+  int64_t left;
+  if (error) {
+    log_msg(KHOST_LOG_WARNING, m->who, "leaving the group: %s",
+            rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+  }
+  while (!error && !rd_kafka_consumer_closed(m->rk) &&
+         (left = deadline - member_now_ms()) > 0) {
+    rd_kafka_event_t *ev =
+        rd_kafka_queue_poll(q, (int)(left < 100 ? left : 100));
+    if (ev)
+      closing_event(m, ev);
+  }
+  int closed = !error && rd_kafka_consumer_closed(m->rk);
+  if (!error && !closed)
+    log_msg(KHOST_LOG_WARNING, m->who,
+            "leaving the group did not finish before the shutdown deadline: "
+            "the group rebalances once the session times out");
+  rd_kafka_queue_destroy(q);
+  return closed;
+}
+
+/* Stop: the jobs out answered, the dead-letter writes and the last batch
+ * landed, the durable positions committed, the group left; all of it with
+ * Kafka ends by one deadline derived from shutdown_timeout. What is left
+ * uncommitted then is delivered again, never lost. */
 static void shut_down(member_t *m) {
   if (m->rk) {
+    int64_t deadline = shutdown_deadline(m), left;
     member_workers_stop(m); /* every job out answered first */
-    land_dead_letters(m, dead_letter_timeout_ms(m));
+    left = deadline - member_now_ms();
+    land_dead_letters(
+        m, left < dead_letter_timeout_ms(m) ? left : dead_letter_timeout_ms(m));
     settle(m, 0, 1);
     /* Refused while the group rebalances (other members leaving too):
-     * tried again for a few seconds. What stays uncommitted is delivered
-     * again and skipped by dedup. */
-    for (int i = 0; i < SHUTDOWN_COMMIT_TRIES && commit_positions(m, 1); i++)
-      g_usleep(300 * 1000);
+     * tried again a few times. A quarter of the time left is kept for
+     * leaving the group. */
+    left = deadline - member_now_ms();
+    commit_final(m, deadline - (left > 0 ? left / 4 : 0),
+                 SHUTDOWN_COMMIT_TRIES);
     /* Leaving the group runs the revoke callback, which makes nothing
      * durable any more (all is) and commits nothing, and drops every
      * partition with its unhandled records. */
     m->closing = 1;
-    rd_kafka_resp_err_t e = rd_kafka_consumer_close(m->rk);
-    if (e)
-      log_msg(KHOST_LOG_WARNING, m->who, "leaving the group: %s",
-              rd_kafka_err2str(e));
+    int closed = leave_group(m, deadline);
     while (flow_parts(m->flow) > 0)
       part_drop(m, flow_part_at(m->flow, 0));
     rd_kafka_queue_destroy(m->commit_q);
     m->commit_q = NULL;
-    kafka_destroy(m->rk);
+    if (closed)
+      kafka_destroy(m->rk);
+    else
+      kafka_destroy_unjoined(m->rk);
     m->rk = NULL;
   }
   durable_stop(m->durable);

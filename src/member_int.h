@@ -133,6 +133,14 @@ rd_kafka_resp_err_t commit_positions(member_t *m, int sync);
 /* Serve the async commit's result; send what waited for it, or what
  * failed once its time has come. */
 void commit_due(member_t *m);
+/* The last commit of the durable positions (shutdown): sent, as an async
+ * commit, up to tries times while it is refused, COMMIT_FINAL_PAUSE_MS
+ * apart, every wait for an answer ending by deadline (monotonic ms). A
+ * sync commit would not do: librdkafka waits for its answer without a
+ * timeout, and a broker slow to answer would hold the member past the
+ * shutdown deadline. Returns 0 once every durable position is committed,
+ * -1 when some are not (logged, with their offsets). */
+int commit_final(member_t *m, int64_t deadline, int tries);
 /* The result of a commit (librdkafka's offset commit callback). */
 void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                    rd_kafka_topic_partition_list_t *offsets, void *opaque);

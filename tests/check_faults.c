@@ -690,6 +690,70 @@ START_TEST(test_locked_dedup_db_holds_commits) {
 }
 END_TEST
 
+/* shutdown_timeout of the host stopped while its offset commits wait for
+ * an answer, and what the test allows on top of it (a busy machine). */
+#define SLOW_COMMIT_SHUTDOWN_MS 4000
+#define SLOW_COMMIT_MARGIN_MS 4000
+/* The coordinator's delay of each OffsetCommit answer: far longer than
+ * both. */
+#define SLOW_COMMIT_RTT_MS 30000
+
+/* The coordinator answers OffsetCommit only after 30 s while the host
+ * stops: the whole shutdown (the commit in flight, the last commit,
+ * leaving the group) ends within shutdown_timeout, and the host says
+ * which offsets it leaves uncommitted. */
+START_TEST(test_slow_commit_does_not_hold_the_shutdown) {
+  mu_cluster_t c;
+  mu_host_t h;
+  pipeline_stats_t s;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  mu_cfg_t o = {.group = GROUP,
+                .top = "shutdown_timeout = \"4s\";\nhttp = { listen = \"\"; };",
+                .pipeline = "max_batch = 10;"};
+  char *cfg = mu_write_cfg(&c, &o);
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_WARNING);
+  mu_host_start(&h, cfg, 0);
+  produce_n(&c, 0, 10, "order");
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 10, 30000,
+                "the first records committed");
+  /* Every OffsetCommit from now on: answered after SLOW_COMMIT_RTT_MS. */
+  ck_assert_int_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                       mock_cluster(c.mock), 1, 8 /* OffsetCommit */, 4,
+                       RD_KAFKA_RESP_ERR_NO_ERROR, SLOW_COMMIT_RTT_MS,
+                       RD_KAFKA_RESP_ERR_NO_ERROR, SLOW_COMMIT_RTT_MS,
+                       RD_KAFKA_RESP_ERR_NO_ERROR, SLOW_COMMIT_RTT_MS,
+                       RD_KAFKA_RESP_ERR_NO_ERROR, SLOW_COMMIT_RTT_MS),
+                   RD_KAFKA_RESP_ERR_NO_ERROR);
+  for (int i = 10; i < 20; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(&c, TOPIC, 0, id, NULL, "order");
+  }
+  mu_flush(&c);
+  TU_WAIT_UNTIL((mu_host_stats(&h, &s), s.handled == 20), 30000,
+                "the later records handled");
+  int64_t t0 = tu_mono_ms();
+  host_request_stop(h.host);
+  ck_assert_msg(
+      host_wait(h.host, SLOW_COMMIT_SHUTDOWN_MS + SLOW_COMMIT_MARGIN_MS),
+      "still stopping %d ms after the stop (shutdown_timeout %d ms)",
+      SLOW_COMMIT_SHUTDOWN_MS + SLOW_COMMIT_MARGIN_MS, SLOW_COMMIT_SHUTDOWN_MS);
+  int64_t took = tu_mono_ms() - t0;
+  h.status = host_finish(h.host);
+  mu_log_restore(fd);
+  ck_assert_int_eq(h.status, 0);
+  ck_assert_msg(took < SLOW_COMMIT_SHUTDOWN_MS + SLOW_COMMIT_MARGIN_MS,
+                "the shutdown took %" PRId64 " ms", took);
+  ck_assert_msg(file_count(&c, "khost.log",
+                           "stopping without committing " TOPIC "[0]@20"),
+                "the host does not say what it left uncommitted");
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 START_TEST(test_slow_handler_is_reported) {
   mu_cluster_t c;
   mu_start(&c, 1);
@@ -728,6 +792,7 @@ Suite *faults_suite(void) {
   TU_CASE(s, test_retry_pauses_only_its_partition, 120, "mock-cluster");
   TU_CASE(s, test_slow_handler_is_reported, 120, "mock-cluster");
   TU_CASE(s, test_commit_errors_are_retried, 120, "mock-cluster");
+  TU_CASE(s, test_slow_commit_does_not_hold_the_shutdown, 120, "mock-cluster");
   TU_CASE(s, test_fatal_stops_the_host, 120, "mock-cluster");
   TU_CASE(s, test_fatal_stops_only_its_pipeline, 120, "mock-cluster");
   return s;
