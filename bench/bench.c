@@ -11,7 +11,8 @@
  *       state_put), which the target puts at >= 0.8 of (c),
  * and the ratios to (a), all measured in one run (this machine is noisy:
  * only ratios within a run mean something). --modes runs only the modes
- * it names (`--modes ce` for e/c alone).
+ * it names (`--modes ce` for e/c alone); --state-keys sets how many keys
+ * per partition mode (e) writes (1024, see noop.c).
  *
  * The mock cluster keeps only a bounded window of each partition (~29k
  * records of this size), so the producer runs concurrently, at most
@@ -30,7 +31,7 @@
  * opening the host, with its store) to the last record.
  *
  * Usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d DIR]
- *                    [--modes LETTERS]
+ *                    [--modes LETTERS] [--state-keys N]
  *        khost-bench --bootstrap SERVERS --topic TOPIC --produce
  *                    [--partitions N] [--value-size BYTES] [-n RECORDS]
  *        khost-bench --bootstrap SERVERS --topic TOPIC [-n RECORDS] [-d DIR]
@@ -79,6 +80,7 @@ typedef struct bench {
   int pg;               /* --postgresql: mock mode adds mode (f) */
   const char *conninfo; /* the run's store is PostgreSQL, not db */
   const char *modes;    /* --modes: the mock-mode letters to run */
+  long state_keys;      /* --state-keys: mode (e)'s keys per partition */
   double wall;          /* records/s of the last run over its wall time */
 } bench_t;
 
@@ -329,9 +331,9 @@ static char *write_config(bench_t *b, const run_t *r, int dedup,
           "pipelines = ({ name = \"bench\"; group_id = \"khost-%s\";\n"
           "  topics = [\"%s\"]; members = 1; plugin = \"%s\";\n"
           "  dedup = %s; max_batch = 500;\n"
-          "  config = { state_put = %s; }; });\n",
+          "  config = { state_put = %s; state_keys = %ld; }; });\n",
           b->bootstraps, r->group, r->topic, b->noop, dedup ? "true" : "false",
-          dedup == 2 ? "true" : "false");
+          dedup == 2 ? "true" : "false", b->state_keys);
   fclose(f);
   return path;
 }
@@ -682,7 +684,8 @@ static int usage(void) {
   fprintf(stderr,
           "usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d "
           "DIR]\n"
-          "                   [--postgresql] [--modes LETTERS]\n"
+          "                   [--postgresql] [--modes LETTERS] [--state-keys "
+          "N]\n"
           "       khost-bench --bootstrap SERVERS --topic TOPIC --produce\n"
           "                   [--partitions N] [--value-size BYTES] [-n "
           "RECORDS]\n"
@@ -701,12 +704,14 @@ int main(int argc, char **argv) {
       {"value-size", required_argument, NULL, 'v'},
       {"postgresql", no_argument, NULL, 'G'},
       {"modes", required_argument, NULL, 'M'},
+      {"state-keys", required_argument, NULL, 'K'},
       {NULL, 0, NULL, 0}};
   bench_t b = {.n = 1000000,
                .store_ids = 10000000,
                .dir = "/tmp/khost-bench",
                .partitions = 3,
-               .value_size = 200};
+               .value_size = 200,
+               .state_keys = 1024};
   int rounds = 0, produce = 0, c;
   while ((c = getopt_long(argc, argv, "n:r:s:d:", longopts, NULL)) != -1) {
     switch (c) {
@@ -744,6 +749,9 @@ int main(int argc, char **argv) {
     case 'M':
       b.modes = optarg;
       break;
+    case 'K':
+      b.state_keys = atol(optarg);
+      break;
     default:
       return usage();
     }
@@ -753,9 +761,9 @@ int main(int argc, char **argv) {
   if (rounds == 0)
     rounds = b.bootstraps ? 1 : 3; /* the real topic is big already */
   if (rounds < 1 || rounds > 16 || b.n < 1000 || b.partitions < 1 ||
-      b.value_size < 1)
-    die("usage", "-r takes 1..16, -n at least 1000, --partitions and "
-                 "--value-size at least 1");
+      b.value_size < 1 || b.state_keys < 1)
+    die("usage", "-r takes 1..16, -n at least 1000, --partitions, "
+                 "--value-size and --state-keys at least 1");
   mkdir(b.dir, 0755);
   b.noop = getenv("KHOST_BENCH_PLUGIN") ? getenv("KHOST_BENCH_PLUGIN")
                                         : "bench/.libs/noop.so";
