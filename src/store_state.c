@@ -36,11 +36,20 @@ typedef struct op {
   size_t off, klen, vlen; /* key (or topic), then value, at off */
 } op_t;
 
+/* A put or delete to sort: its scope and first 8 key bytes (big-endian,
+ * zeros past the end) decide most comparisons without reaching the
+ * key. */
+typedef struct sort_key {
+  uint64_t pre;
+  uint32_t scope;
+  guint at; /* index in ops */
+} sort_key_t;
+
 struct sstate_buf {
   GArray *ops;      /* op_t, in the order made */
   GByteArray *data; /* their bytes */
   GHashTable *last; /* part_key_t -> index + 1 of its offset */
-  GArray *order;    /* guint: the puts and deletes to write, by key */
+  GArray *order;    /* sort_key_t: the puts and deletes to write, by key */
   /* The statements of sstate_buf_write(), kept on the connection they
    * were made on (a batch commits on one connection, again and again):
    * preparing them and checking the schema cost a tenth of a batch's
@@ -123,7 +132,7 @@ sstate_buf_t *sstate_buf_new(void) {
   b->ops = g_array_new(FALSE, FALSE, sizeof(op_t));
   b->data = g_byte_array_new();
   b->last = g_hash_table_new_full(part_hash, part_equal, g_free, NULL);
-  b->order = g_array_new(FALSE, FALSE, sizeof(guint));
+  b->order = g_array_new(FALSE, FALSE, sizeof(sort_key_t));
   return b;
 }
 
@@ -243,43 +252,57 @@ static int stmts_on(sstate_buf_t *b, sqlite3 *db) {
 /* By scope and key; equal keys in the order made. */
 static gint op_cmp(gconstpointer x, gconstpointer y, gpointer arg) {
   const sstate_buf_t *b = arg;
-  guint i = *(const guint *)x, j = *(const guint *)y;
-  const op_t *p = &g_array_index(b->ops, op_t, i);
-  const op_t *q = &g_array_index(b->ops, op_t, j);
-  if (p->scope != q->scope)
-    return p->scope < q->scope ? -1 : 1;
-  int c = memcmp(b->data->data + p->off, b->data->data + q->off,
-                 MIN(p->klen, q->klen));
+  const sort_key_t *s = x, *t = y;
+  if (s->scope != t->scope)
+    return s->scope < t->scope ? -1 : 1;
+  if (s->pre != t->pre)
+    return s->pre < t->pre ? -1 : 1;
+  const op_t *p = &g_array_index(b->ops, op_t, s->at);
+  const op_t *q = &g_array_index(b->ops, op_t, t->at);
+  size_t n = MIN(p->klen, q->klen);
+  int c = n > 8 ? memcmp(b->data->data + p->off + 8, b->data->data + q->off + 8,
+                         n - 8)
+                : 0;
   if (c == 0 && p->klen != q->klen)
     c = p->klen < q->klen ? -1 : 1;
   if (c == 0)
-    c = i < j ? -1 : 1;
+    c = s->at < t->at ? -1 : 1;
   return c;
 }
 
-static int same_key(const sstate_buf_t *b, const op_t *p, const op_t *q) {
+static sort_key_t sort_key(const sstate_buf_t *b, guint at) {
+  const op_t *o = &g_array_index(b->ops, op_t, at);
+  sort_key_t k = {.scope = o->scope, .at = at};
+  for (size_t i = 0; i < 8; i++)
+    k.pre = k.pre << 8 | (i < o->klen ? b->data->data[o->off + i] : 0);
+  return k;
+}
+
+static int same_key(const sstate_buf_t *b, guint i, guint j) {
+  const op_t *p = &g_array_index(b->ops, op_t, i);
+  const op_t *q = &g_array_index(b->ops, op_t, j);
   return p->scope == q->scope && p->klen == q->klen &&
          memcmp(b->data->data + p->off, b->data->data + q->off, p->klen) == 0;
 }
 
 /* The puts and deletes to write into b->order: the last one of each key
- * (the one that wins), in key order, so that the rows of a batch walk
- * the state table's pages once, in order. */
+ * (the one that wins), in key order. */
 static void order_writes(sstate_buf_t *b) {
   g_array_set_size(b->order, 0);
-  for (guint i = 0; i < b->ops->len; i++)
-    if (g_array_index(b->ops, op_t, i).kind != OP_OFFSET)
-      g_array_append_val(b->order, i);
+  for (guint i = 0; i < b->ops->len; i++) {
+    if (g_array_index(b->ops, op_t, i).kind == OP_OFFSET)
+      continue;
+    sort_key_t k = sort_key(b, i);
+    g_array_append_val(b->order, k);
+  }
   g_array_sort_with_data(b->order, op_cmp, b);
   guint n = 0;
   for (guint i = 0; i < b->order->len; i++) {
-    guint at = g_array_index(b->order, guint, i);
-    if (i + 1 < b->order->len &&
-        same_key(b, &g_array_index(b->ops, op_t, at),
-                 &g_array_index(b->ops, op_t,
-                                g_array_index(b->order, guint, i + 1))))
+    const sort_key_t *k = &g_array_index(b->order, sort_key_t, i);
+    if (i + 1 < b->order->len && k->pre == k[1].pre &&
+        same_key(b, k->at, k[1].at))
       continue; /* a later write of this key follows */
-    g_array_index(b->order, guint, n++) = at;
+    g_array_index(b->order, sort_key_t, n++) = *k;
   }
   g_array_set_size(b->order, n);
 }
@@ -292,7 +315,7 @@ int sstate_buf_write(sqlite3 *db, void *arg) {
   order_writes(b);
   for (guint i = 0; rc == SQLITE_OK && i < b->order->len; i++) {
     const op_t *o =
-        &g_array_index(b->ops, op_t, g_array_index(b->order, guint, i));
+        &g_array_index(b->ops, op_t, g_array_index(b->order, sort_key_t, i).at);
     rc = op_run(b->q[o->kind], b, o);
   }
   for (guint i = 0; rc == SQLITE_OK && i < b->ops->len; i++) {

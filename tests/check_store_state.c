@@ -82,28 +82,33 @@ static char *rows(sqlite3 *d) {
 }
 
 /* SQLite's text of a blob. */
-static void hex(GString *g, const char *s) {
+static void hex(GString *g, const char *s, size_t n) {
   g_string_append(g, "x'");
-  for (; *s; s++)
-    g_string_append_printf(g, "%02x", (unsigned char)*s);
+  for (size_t i = 0; i < n; i++)
+    g_string_append_printf(g, "%02x", (unsigned char)s[i]);
   g_string_append_c(g, '\'');
 }
 
 /* The statements a put and a delete run, as traced. */
-static void expect_put(GString *g, uint32_t scope, const char *k,
-                       const char *v) {
+static void expect_put_n(GString *g, uint32_t scope, const char *k, size_t klen,
+                         const char *v) {
   g_string_append_printf(
       g, "INSERT OR REPLACE INTO state(scope, key, value) VALUES(%u, ", scope);
-  hex(g, k);
+  hex(g, k, klen);
   g_string_append(g, ", ");
-  hex(g, v);
+  hex(g, v, strlen(v));
   g_string_append(g, ")\n");
+}
+
+static void expect_put(GString *g, uint32_t scope, const char *k,
+                       const char *v) {
+  expect_put_n(g, scope, k, strlen(k), v);
 }
 
 static void expect_del(GString *g, uint32_t scope, const char *k) {
   g_string_append_printf(
       g, "DELETE FROM state WHERE scope = %u AND key = ", scope);
-  hex(g, k);
+  hex(g, k, strlen(k));
   g_string_append_c(g, '\n');
 }
 
@@ -134,6 +139,29 @@ START_TEST(test_last_write_of_each_key_in_key_order) {
   char *got = rows(db);
   ck_assert_str_eq(got, "1 user:1=d;1 user:10=f;1 user:2=e;2 user:1=c;");
   g_free(got);
+  sstate_buf_free(b);
+}
+END_TEST
+
+/* Keys longer than 8 bytes that share them, and keys that differ only
+ * past their end (a NUL byte), keep byte order and meet their later
+ * writes. */
+START_TEST(test_long_and_binary_keys) {
+  sstate_buf_t *b = sstate_buf_new();
+  put(b, 1, "account:0002", "a");
+  put(b, 1, "account:0001", "b");
+  sstate_buf_put(b, 1, "ab\0", 3, "c", 1, 0);
+  put(b, 1, "ab", "d");
+  put(b, 1, "account:0002", "e");
+  sstate_buf_put(b, 1, "ab\0", 3, "f", 1, 0);
+  write_on(db, b);
+  GString *want = g_string_new(NULL);
+  expect_put(want, 1, "ab", "d");
+  expect_put_n(want, 1, "ab\0", 3, "f");
+  expect_put(want, 1, "account:0001", "b");
+  expect_put(want, 1, "account:0002", "e");
+  ck_assert_str_eq(trace->str, want->str);
+  g_string_free(want, TRUE);
   sstate_buf_free(b);
 }
 END_TEST
@@ -170,6 +198,7 @@ Suite *store_state_suite(void) {
   TCase *tc = tcase_create("buffer");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_last_write_of_each_key_in_key_order);
+  tcase_add_test(tc, test_long_and_binary_keys);
   tcase_add_test(tc, test_statements_kept_per_connection);
   suite_add_tcase(su, tc);
   return su;
