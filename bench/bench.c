@@ -10,7 +10,9 @@
  *   (e) (c) with one host-state put per record (the noop plugin's
  *       state_put), which the target puts at >= 0.8 of (c),
  * and the ratios to (a), all measured in one run (this machine is noisy:
- * only ratios within a run mean something).
+ * only ratios within a run mean something). --modes runs only the modes
+ * it names (`--modes ce` for e/c alone); --state-keys sets how many keys
+ * per partition mode (e) writes (1024, see noop.c).
  *
  * The mock cluster keeps only a bounded window of each partition (~29k
  * records of this size), so the producer runs concurrently, at most
@@ -29,6 +31,7 @@
  * opening the host, with its store) to the last record.
  *
  * Usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d DIR]
+ *                    [--modes LETTERS] [--state-keys N]
  *        khost-bench --bootstrap SERVERS --topic TOPIC --produce
  *                    [--partitions N] [--value-size BYTES] [-n RECORDS]
  *        khost-bench --bootstrap SERVERS --topic TOPIC [-n RECORDS] [-d DIR]
@@ -76,6 +79,8 @@ typedef struct bench {
   int store_set;        /* -s given: real-broker mode adds mode (d) */
   int pg;               /* --postgresql: mock mode adds mode (f) */
   const char *conninfo; /* the run's store is PostgreSQL, not db */
+  const char *modes;    /* --modes: the mock-mode letters to run */
+  long state_keys;      /* --state-keys: mode (e)'s keys per partition */
   double wall;          /* records/s of the last run over its wall time */
 } bench_t;
 
@@ -326,9 +331,9 @@ static char *write_config(bench_t *b, const run_t *r, int dedup,
           "pipelines = ({ name = \"bench\"; group_id = \"khost-%s\";\n"
           "  topics = [\"%s\"]; members = 1; plugin = \"%s\";\n"
           "  dedup = %s; max_batch = 500;\n"
-          "  config = { state_put = %s; }; });\n",
+          "  config = { state_put = %s; state_keys = %ld; }; });\n",
           b->bootstraps, r->group, r->topic, b->noop, dedup ? "true" : "false",
-          dedup == 2 ? "true" : "false");
+          dedup == 2 ? "true" : "false", b->state_keys);
   fclose(f);
   return path;
 }
@@ -469,6 +474,22 @@ static double median(double *v, int n) {
 
 /* ------------------------------------------------------------ mock mode */
 
+/* Mode m (a letter of "abcde") is to run: every mode without --modes. */
+static int want(const bench_t *b, char m) {
+  return !b->modes || strchr(b->modes, m) != NULL;
+}
+
+/* One line of the table; the ratio to (a) only when (a) ran. */
+static void print_mode(const bench_t *b, char m, const char *label, double rate,
+                       double ma) {
+  if (!want(b, m))
+    return;
+  if (want(b, 'a'))
+    printf("%-52s %12.0f %8.2f\n", label, rate, rate / ma);
+  else
+    printf("%-52s %12.0f %8s\n", label, rate, "-");
+}
+
 static void main_mock(bench_t *b, int rounds) {
   char err[512], template[512], full[512], empty[512];
   /* Runs add the IDs they consume: each (c, full) run gets a copy of the
@@ -490,13 +511,13 @@ static void main_mock(bench_t *b, int rounds) {
     printf("round %d\n", i + 1);
     snprintf(empty, sizeof(empty), "%s/empty.db", b->dir);
     remove_db(empty);
-    a[i] = run_raw(b);
-    bb[i] = run_khost(b, 0, empty);
-    ce[i] = run_khost(b, 1, empty);
+    a[i] = want(b, 'a') ? run_raw(b) : 0;
+    bb[i] = want(b, 'b') ? run_khost(b, 0, empty) : 0;
+    ce[i] = want(b, 'c') ? run_khost(b, 1, empty) : 0;
     remove_db(empty);
-    cs[i] = run_khost(b, 2, empty);
+    cs[i] = want(b, 'e') ? run_khost(b, 2, empty) : 0;
     copy_db(template, full);
-    cf[i] = run_khost(b, 1, full);
+    cf[i] = want(b, 'd') ? run_khost(b, 1, full) : 0;
     remove_db(empty);
     remove_db(full);
     if (conninfo) {
@@ -511,23 +532,23 @@ static void main_mock(bench_t *b, int rounds) {
          mce = median(ce, rounds), mcf = median(cf, rounds),
          mcs = median(cs, rounds);
   printf("\n%-52s %12s %8s\n", "mode", "records/s", "ratio");
-  printf("%-52s %12.0f %8.2f\n", "(a) raw librdkafka consumer loop", ma, 1.0);
-  printf("%-52s %12.0f %8.2f\n", "(b) khost, no-op plugin, dedup off", mb,
-         mb / ma);
-  printf("%-52s %12.0f %8.2f\n",
-         "(c) khost, no-op plugin, dedup on, empty store", mce, mce / ma);
+  print_mode(b, 'a', "(a) raw librdkafka consumer loop", ma, ma);
+  print_mode(b, 'b', "(b) khost, no-op plugin, dedup off", mb, ma);
+  print_mode(b, 'c', "(c) khost, no-op plugin, dedup on, empty store", mce, ma);
   char label[96];
   snprintf(label, sizeof(label),
            "(c) khost, no-op plugin, dedup on, %ld IDs stored", stored);
-  printf("%-52s %12.0f %8.2f\n", label, mcf, mcf / ma);
-  printf("%-52s %12.0f %8.2f\n",
-         "(e) khost, no-op plugin, dedup on, a state put each", mcs, mcs / ma);
-  printf("\nb/a = %.2f (target >= 0.9), c/a with %ld stored IDs = %.2f "
-         "(target >= 0.4)\n",
-         mb / ma, stored, mcf / ma);
-  printf("e/c (a state put per record against dedup alone) = %.2f "
-         "(target >= 0.8)\n",
-         mcs / mce);
+  print_mode(b, 'd', label, mcf, ma);
+  print_mode(b, 'e', "(e) khost, no-op plugin, dedup on, a state put each", mcs,
+             ma);
+  if (want(b, 'a') && want(b, 'b') && want(b, 'd'))
+    printf("\nb/a = %.2f (target >= 0.9), c/a with %ld stored IDs = %.2f "
+           "(target >= 0.4)\n",
+           mb / ma, stored, mcf / ma);
+  if (want(b, 'c') && want(b, 'e'))
+    printf("e/c (a state put per record against dedup alone) = %.2f "
+           "(target >= 0.8)\n",
+           mcs / mce);
   if (conninfo) {
     double mcp = median(cp, rounds);
     printf("(f) khost, no-op plugin, dedup on, postgresql, %ld IDs: %.0f "
@@ -663,7 +684,8 @@ static int usage(void) {
   fprintf(stderr,
           "usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d "
           "DIR]\n"
-          "                   [--postgresql]\n"
+          "                   [--postgresql] [--modes LETTERS] [--state-keys "
+          "N]\n"
           "       khost-bench --bootstrap SERVERS --topic TOPIC --produce\n"
           "                   [--partitions N] [--value-size BYTES] [-n "
           "RECORDS]\n"
@@ -681,12 +703,15 @@ int main(int argc, char **argv) {
       {"partitions", required_argument, NULL, 'p'},
       {"value-size", required_argument, NULL, 'v'},
       {"postgresql", no_argument, NULL, 'G'},
+      {"modes", required_argument, NULL, 'M'},
+      {"state-keys", required_argument, NULL, 'K'},
       {NULL, 0, NULL, 0}};
   bench_t b = {.n = 1000000,
                .store_ids = 10000000,
                .dir = "/tmp/khost-bench",
                .partitions = 3,
-               .value_size = 200};
+               .value_size = 200,
+               .state_keys = 1024};
   int rounds = 0, produce = 0, c;
   while ((c = getopt_long(argc, argv, "n:r:s:d:", longopts, NULL)) != -1) {
     switch (c) {
@@ -721,6 +746,12 @@ int main(int argc, char **argv) {
     case 'G':
       b.pg = 1;
       break;
+    case 'M':
+      b.modes = optarg;
+      break;
+    case 'K':
+      b.state_keys = atol(optarg);
+      break;
     default:
       return usage();
     }
@@ -730,9 +761,9 @@ int main(int argc, char **argv) {
   if (rounds == 0)
     rounds = b.bootstraps ? 1 : 3; /* the real topic is big already */
   if (rounds < 1 || rounds > 16 || b.n < 1000 || b.partitions < 1 ||
-      b.value_size < 1)
-    die("usage", "-r takes 1..16, -n at least 1000, --partitions and "
-                 "--value-size at least 1");
+      b.value_size < 1 || b.state_keys < 1)
+    die("usage", "-r takes 1..16, -n at least 1000, --partitions, "
+                 "--value-size and --state-keys at least 1");
   mkdir(b.dir, 0755);
   b.noop = getenv("KHOST_BENCH_PLUGIN") ? getenv("KHOST_BENCH_PLUGIN")
                                         : "bench/.libs/noop.so";

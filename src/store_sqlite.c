@@ -89,8 +89,8 @@ static int sq_batch_open(store_t *s, store_batch_t **out, char *err,
 }
 
 static void sq_batch_close(store_batch_t *b) {
+  sstate_buf_free(sbuf(b)); /* its statements, on the writer's connection */
   dedup_writer_close(writer(b));
-  sstate_buf_free(sbuf(b));
   sparked_buf_free(((sqlite_batch_t *)b)->pb);
   free(b);
 }

@@ -38,7 +38,10 @@ void sstate_buf_put(sstate_buf_t *b, uint32_t scope, const void *key,
 void sstate_buf_offset(sstate_buf_t *b, uint32_t scope, const char *topic,
                        int32_t partition, int64_t next);
 /* Write the buffer on db (inside the caller's transaction): an SQLite
- * result code. arg is the sstate_buf_t. */
+ * result code. arg is the sstate_buf_t. Of the puts and deletes of one
+ * key only the last one is written, and keys are written in order. The
+ * buffer keeps its statements on db for the next write: free it
+ * (sstate_buf_free()) before db is closed. */
 struct sqlite3;
 int sstate_buf_write(struct sqlite3 *db, void *arg);
 
