@@ -13,15 +13,9 @@
 #include <time.h>
 
 #include "dedup_filter.h"
-#include "dedup_log.h"
 #include "dedup_pack.h"
 #include "dedup_segkey.h"
-#include "id_hash.h"
-
-#define BLOCK_SHIFT 24
-#define KEY_MAX_HEAD 5 /* scope and the form byte */
-#define FORM_RAW 0
-#define FORM_UUID 1
+#include "dedup_segment_int.h"
 
 const char *const dseg_schema_sql =
     "CREATE TABLE IF NOT EXISTS segments("
@@ -73,36 +67,14 @@ static size_t key_encode(uint32_t scope, const void *id, size_t len,
   return KEY_MAX_HEAD + len;
 }
 
-static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b,
-                   size_t blen) {
+int dseg_key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
   int c = memcmp(a, b, alen < blen ? alen : blen);
   if (c)
     return c;
   return alen < blen ? -1 : alen > blen;
 }
 
-static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
-                    char *err, size_t errlen);
-
 /* ---------------------------------------------------------------- write */
-
-/* A segment written key by key, in key order: blocks go out as they
- * fill, so memory stays at one block and the filter. */
-typedef struct builder {
-  sqlite3 *db;
-  sqlite3_stmt *st;
-  const dseg_chunks_t *ch; /* NULL: the caller's one transaction */
-  int64_t txn_start_ms;    /* when ch's current transaction began */
-  char why[256];           /* the first failure's message, kept before a
-                              rollback replaces SQLite's */
-  int64_t seg_id, pos;
-  GByteArray *block, *first, *prev; /* prev: the block's last key */
-  dsrc_table_t *srcs; /* the segment's sources, bases and newest set */
-  int64_t block_newest, oldest, newest;
-  uint64_t ids;
-  dfilter_t *filter;
-  int failed;
-} builder_t;
 
 static int64_t mono_ms(void) {
   struct timespec t;
@@ -132,7 +104,7 @@ static int blocks_delete(sqlite3 *db, int64_t seg_id, int to_end) {
 
 /* The first of ch's transactions; blocks a failed or interrupted write
  * left (at this id or later ones: ids only grow) go first. */
-static int chunk_first(builder_t *w) {
+static int chunk_first(dsegb_t *w) {
   if (w->ch->begin(w->ch->arg) < 0)
     return -1;
   w->txn_start_ms = mono_ms();
@@ -143,7 +115,7 @@ static int chunk_first(builder_t *w) {
 }
 
 /* Between two blocks: commit and begin again once the budget is used. */
-static void chunk_next(builder_t *w) {
+static void chunk_next(dsegb_t *w) {
   if (!w->ch || w->failed || mono_ms() - w->txn_start_ms < w->ch->budget_ms)
     return;
   if (w->ch->end(w->ch->arg, 1) < 0 || w->ch->begin(w->ch->arg) < 0) {
@@ -153,20 +125,20 @@ static void chunk_next(builder_t *w) {
   w->txn_start_ms = mono_ms();
 }
 
-static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
-                        size_t expected, unsigned bits_per_id,
-                        dsrc_table_t *srcs, const dseg_chunks_t *ch) {
-  *w = (builder_t){.db = db,
-                   .ch = ch,
-                   .seg_id = seg_id,
-                   .pos = seg_id << BLOCK_SHIFT,
-                   .block = g_byte_array_new(),
-                   .first = g_byte_array_new(),
-                   .prev = g_byte_array_new(),
-                   .srcs = srcs,
-                   .block_newest = INT64_MIN,
-                   .oldest = INT64_MAX,
-                   .newest = INT64_MIN};
+int dsegb_open(dsegb_t *w, sqlite3 *db, int64_t seg_id, size_t expected,
+               unsigned bits_per_id, dsrc_table_t *srcs,
+               const dseg_chunks_t *ch) {
+  *w = (dsegb_t){.db = db,
+                 .ch = ch,
+                 .seg_id = seg_id,
+                 .pos = seg_id << BLOCK_SHIFT,
+                 .block = g_byte_array_new(),
+                 .first = g_byte_array_new(),
+                 .prev = g_byte_array_new(),
+                 .srcs = srcs,
+                 .block_newest = INT64_MIN,
+                 .oldest = INT64_MAX,
+                 .newest = INT64_MIN};
   w->filter =
       dfilter_new(expected, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
   if (sqlite3_prepare_v2(db,
@@ -180,7 +152,7 @@ static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
   return 0;
 }
 
-static void builder_flush(builder_t *w) {
+static void builder_flush(dsegb_t *w) {
   if (w->block->len == 0 || w->failed)
     return;
   sqlite3_bind_int64(w->st, 1, w->pos++);
@@ -196,18 +168,10 @@ static void builder_flush(builder_t *w) {
   chunk_next(w);
 }
 
-/* A key's mark: its source (an index into the builder's), outcome,
- * offset and time. */
-typedef struct meta {
-  uint32_t src;
-  int outcome;
-  int64_t offset, ms;
-} meta_t;
-
 /* Add the next key (greater than the last one) with its mark, which its
  * source's range covers. */
-static void builder_add(builder_t *w, const uint8_t *k, size_t len,
-                        const meta_t *m, uint64_t hash) {
+void dsegb_add(dsegb_t *w, const uint8_t *k, size_t len, const dsegb_meta_t *m,
+               uint64_t hash) {
   dsrc_t *s = &g_array_index(w->srcs->v, dsrc_t, m->src);
   int64_t ms = m->ms;
   if (w->block->len > 0 &&
@@ -233,7 +197,7 @@ static void builder_add(builder_t *w, const uint8_t *k, size_t len,
 
 /* With chunks: the final transaction ends (committed when all went
  * well); a failed write takes back the blocks it committed. */
-static void chunk_close(builder_t *w) {
+static void chunk_close(dsegb_t *w) {
   if (!w->ch)
     return;
   if (!w->failed && w->ch->last && w->ch->last(w->ch->arg) < 0)
@@ -247,7 +211,7 @@ static void chunk_close(builder_t *w) {
 }
 
 /* The last block and the segment's row; frees the builder. */
-static int builder_close(builder_t *w, int64_t tag) {
+int dsegb_close(dsegb_t *w, int64_t tag) {
   sqlite3_stmt *st = NULL;
   size_t flen = 0;
   uint8_t *fbytes = NULL;
@@ -289,12 +253,12 @@ typedef struct ent {
   const uint8_t *k;
   size_t len;
   uint64_t hash;
-  meta_t m;
+  dsegb_meta_t m;
 } ent_t;
 
 static int ent_cmp(const void *a, const void *b) {
   const ent_t *x = a, *y = b;
-  return key_cmp(x->k, x->len, y->k, y->len);
+  return dseg_key_cmp(x->k, x->len, y->k, y->len);
 }
 
 /* Encode and sort every key, one copy of each (the newest mark), its
@@ -310,7 +274,7 @@ static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
     ents[i].k = *arena + at;
     ents[i].len = key_encode(k->scope, k->id, k->len, *arena + at);
     ents[i].hash = k->hash;
-    ents[i].m = (meta_t){
+    ents[i].m = (dsegb_meta_t){
         .src = dsrc_find(srcs, k->scope, k->topic, k->topic_len, k->partition),
         .outcome = k->outcome,
         .offset = k->offset,
@@ -339,14 +303,14 @@ int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
   dsrc_table_t srcs;
   dsrc_table_init(&srcs);
   size_t m = sort_keys(keys, n, &arena, ents, &srcs);
-  builder_t w;
-  int rc = builder_open(&w, db, seg_id, m, bits_per_id, &srcs, ch);
+  dsegb_t w;
+  int rc = dsegb_open(&w, db, seg_id, m, bits_per_id, &srcs, ch);
   for (size_t i = 0; i < m; i++)
-    builder_add(&w, ents[i].k, ents[i].len, &ents[i].m, ents[i].hash);
-  if (builder_close(&w, tag) < 0)
+    dsegb_add(&w, ents[i].k, ents[i].len, &ents[i].m, ents[i].hash);
+  if (dsegb_close(&w, tag) < 0)
     rc = -1;
   if (rc != 0)
-    seg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
+    dseg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
   dsrc_table_free(&srcs);
   g_free(arena);
   g_free(ents);
@@ -362,8 +326,8 @@ int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
 
 /* ----------------------------------------------------------------- load */
 
-static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
-                    char *err, size_t errlen) {
+int dseg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
+              char *err, size_t errlen) {
   snprintf(err, errlen, "%s: segment %lld: %s", path, (long long)id,
            what ? what : sqlite3_errmsg(db));
   return -1;
@@ -372,8 +336,7 @@ static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
 /* The sources of a segment's row (column col) into srcs, their bytes
  * copied to *blob; -3 when the row has none (a segment of schema version
  * 5 or older) or they are malformed. */
-static int load_sources(sqlite3_stmt *st, int col, uint8_t **blob,
-                        GArray *srcs) {
+int dseg_load_sources(sqlite3_stmt *st, int col, uint8_t **blob, GArray *srcs) {
   const void *p = sqlite3_column_blob(st, col); /* before _bytes() */
   size_t len = (size_t)sqlite3_column_bytes(st, col);
   if (!p)
@@ -398,7 +361,7 @@ static int load_meta(sqlite3 *db, dseg_t *g) {
     g->filter = dfilter_decode(sqlite3_column_blob(st, 3),
                                (size_t)sqlite3_column_bytes(st, 3));
     g->tag = sqlite3_column_int64(st, 4);
-    rc = g->filter ? load_sources(st, 5, &g->src_blob, g->srcs) : -2;
+    rc = g->filter ? dseg_load_sources(st, 5, &g->src_blob, g->srcs) : -2;
   }
   sqlite3_finalize(st);
   return rc;
@@ -443,13 +406,13 @@ int dseg_load(sqlite3 *db, const char *path, int64_t seg_id, dseg_t **out,
   g->srcs = g_array_new(FALSE, FALSE, sizeof(dsrc_t));
   rc = load_meta(db, g);
   if (rc == -2)
-    rc = seg_fail(path, seg_id, db, "filter of a wrong size", err, errlen);
+    rc = dseg_fail(path, seg_id, db, "filter of a wrong size", err, errlen);
   else if (rc == -3)
-    rc = seg_fail(path, seg_id, db,
-                  "no table of sources (a segment of schema version 5)", err,
-                  errlen);
+    rc = dseg_fail(path, seg_id, db,
+                   "no table of sources (a segment of schema version 5)", err,
+                   errlen);
   else if (rc != 0 || load_index(db, g) != 0)
-    rc = seg_fail(path, seg_id, db, NULL, err, errlen);
+    rc = dseg_fail(path, seg_id, db, NULL, err, errlen);
   if (rc != 0) {
     dseg_free(g);
     return -1;
@@ -518,7 +481,7 @@ static ssize_t block_for(const dseg_t *g, const uint8_t *key, size_t len) {
     size_t mid = lo + (hi - lo) / 2;
     const uint8_t *k = g->first_keys + g->first_off[mid];
     size_t klen = g->first_off[mid + 1] - g->first_off[mid];
-    if (key_cmp(k, klen, key, len) <= 0)
+    if (dseg_key_cmp(k, klen, key, len) <= 0)
       lo = mid + 1;
     else
       hi = mid;
@@ -536,7 +499,7 @@ static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
   dkey_reader_block(&r, p, n);
   while (c > 0 && (got = dkey_reader_next(&r)) == 1) {
     __atomic_add_fetch(&counters.keys_decoded, 1, __ATOMIC_RELAXED);
-    c = key_cmp(key, len, r.key, r.len);
+    c = dseg_key_cmp(key, len, r.key, r.len);
   }
   if (c == 0 && r.src < g->srcs->len && ms)
     *ms = g_array_index(g->srcs, dsrc_t, r.src).newest_ms - (int64_t)r.ms_delta;
@@ -588,11 +551,11 @@ int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
   b = block_for(g, key, klen);
   rc = b < 0 ? 0 : read_block(g, db, (g->id << BLOCK_SHIFT) + b, key, klen, ms);
   if (rc < 0)
-    seg_fail(path, g->id, db,
-             rc == -2   ? "block missing"
-             : rc == -3 ? "block malformed"
-                        : NULL,
-             err, errlen);
+    dseg_fail(path, g->id, db,
+              rc == -2   ? "block missing"
+              : rc == -3 ? "block malformed"
+                         : NULL,
+              err, errlen);
   rc = rc < 0 ? -1 : rc;
   if (key != small)
     g_free(key);
@@ -625,246 +588,7 @@ int dseg_delete(sqlite3 *db, const char *path, int64_t seg_id, char *err,
   } else
     rc = -1;
   sqlite3_finalize(st);
-  return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
-}
-
-/* ---------------------------------------------------------------- merge */
-
-/* One segment read in key order, block by block, entry by entry. */
-typedef struct cursor {
-  sqlite3_stmt *st;
-  dkey_reader_t r; /* the current entry, when has */
-  int has, failed;
-  uint8_t *blob; /* the sources' bytes */
-  GArray *srcs;  /* dsrc_t, into blob */
-  uint32_t *map; /* a merge: input source -> output source */
-} cursor_t;
-
-static void cursor_next(cursor_t *c) {
-  int got;
-  while ((got = dkey_reader_next(&c->r)) == 0) {
-    int rc = sqlite3_step(c->st);
-    if (rc != SQLITE_ROW) {
-      c->failed = rc != SQLITE_DONE;
-      c->has = 0;
-      return;
-    }
-    const void *p = sqlite3_column_blob(c->st, 0); /* before _bytes() */
-    dkey_reader_block(&c->r, p, (size_t)sqlite3_column_bytes(c->st, 0));
-  }
-  c->has = got == 1 && c->r.src < c->srcs->len;
-  c->failed = !c->has;
-}
-
-static int cursor_sources(cursor_t *c, sqlite3 *db, int64_t seg_id) {
-  sqlite3_stmt *st = NULL;
-  int rc = -1;
-  if (sqlite3_prepare_v2(db, "SELECT sources FROM segments WHERE id = ?1", -1,
-                         &st, NULL) != SQLITE_OK)
-    return -1;
-  sqlite3_bind_int64(st, 1, seg_id);
-  if (sqlite3_step(st) == SQLITE_ROW)
-    rc = load_sources(st, 0, &c->blob, c->srcs) == 0 ? 0 : -3;
-  sqlite3_finalize(st);
-  return rc;
-}
-
-/* -3: the segment has no sources (schema version 5). */
-static int cursor_open(cursor_t *c, sqlite3 *db, int64_t seg_id) {
-  int rc;
-  *c = (cursor_t){.srcs = g_array_new(FALSE, FALSE, sizeof(dsrc_t))};
-  dkey_reader_init(&c->r);
-  if ((rc = cursor_sources(c, db, seg_id)) < 0)
-    return rc;
-  if (sqlite3_prepare_v2(db,
-                         "SELECT keys FROM segment_blocks"
-                         " WHERE pos BETWEEN ?1 AND ?2 ORDER BY pos",
-                         -1, &c->st, NULL) != SQLITE_OK)
-    return -1;
-  sqlite3_bind_int64(c->st, 1, seg_id << BLOCK_SHIFT);
-  sqlite3_bind_int64(c->st, 2,
-                     (seg_id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
-  cursor_next(c);
-  return c->failed ? -1 : 0;
-}
-
-static void cursor_close(cursor_t *c) {
-  sqlite3_finalize(c->st);
-  dkey_reader_done(&c->r);
-  if (c->srcs)
-    g_array_free(c->srcs, TRUE);
-  g_free(c->blob);
-  g_free(c->map);
-}
-
-/* The current entry's mark, its source as the cursor's own (map NULL) or
- * mapped to the merge's output. */
-static meta_t cursor_meta(const cursor_t *c) {
-  const dsrc_t *s = &g_array_index(c->srcs, dsrc_t, c->r.src);
-  return (meta_t){.src = c->map ? c->map[c->r.src] : c->r.src,
-                  .outcome = c->r.outcome,
-                  .offset = s->base_offset + (int64_t)c->r.offset_delta,
-                  .ms = s->newest_ms - (int64_t)c->r.ms_delta};
-}
-
-/* The ID's hash again from its packed key, as the flow core has it:
- * id_hash() of the scope and the ID (a UUID as its text). */
-static uint64_t key_hash(const uint8_t *k, size_t len) {
-  char text[36];
-  uint32_t scope =
-      (uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 | (uint32_t)k[2] << 8 | k[3];
-  if (k[4] != FORM_UUID)
-    return id_hash(scope, k + KEY_MAX_HEAD, len - KEY_MAX_HEAD);
-  dpack_uuid_text(k + KEY_MAX_HEAD, text);
-  return id_hash(scope, text, sizeof text);
-}
-
-/* The cursor with the smallest key (NULL when all are done). */
-static cursor_t *cursor_min(cursor_t *c, size_t n) {
-  cursor_t *min = NULL;
-  for (size_t i = 0; i < n; i++)
-    if (c[i].has &&
-        (!min || key_cmp(c[i].r.key, c[i].r.len, min->r.key, min->r.len) < 0))
-      min = &c[i];
-  return min;
-}
-
-/* Merge the cursors' keys into w: one copy of each key, with the newest
- * mark any input has for it. The key is copied before its cursor moves
- * (the cursor's buffer goes with the step). */
-static int merge_into(builder_t *w, cursor_t *c, size_t n) {
-  GByteArray *k = g_byte_array_new();
-  cursor_t *min;
-  while ((min = cursor_min(c, n))) {
-    meta_t best = {.ms = INT64_MIN};
-    g_byte_array_set_size(k, 0);
-    g_byte_array_append(k, min->r.key, (guint)min->r.len);
-    for (size_t i = 0; i < n; i++)
-      while (c[i].has &&
-             key_cmp(c[i].r.key, c[i].r.len, k->data, k->len) == 0) {
-        meta_t m = cursor_meta(&c[i]);
-        if (m.ms > best.ms)
-          best = m;
-        cursor_next(&c[i]);
-      }
-    builder_add(w, k->data, k->len, &best, key_hash(k->data, k->len));
-  }
-  g_byte_array_free(k, TRUE);
-  for (size_t i = 0; i < n; i++)
-    if (c[i].failed)
-      return -1;
-  return 0;
-}
-
-/* The output's sources: every input's, each input's mapped to them. */
-static void merge_sources(cursor_t *c, size_t n, dsrc_table_t *out) {
-  for (size_t i = 0; i < n; i++) {
-    c[i].map = g_new0(uint32_t, c[i].srcs->len ? c[i].srcs->len : 1);
-    for (guint j = 0; j < c[i].srcs->len; j++) {
-      const dsrc_t *s = &g_array_index(c[i].srcs, dsrc_t, j);
-      c[i].map[j] =
-          dsrc_find(out, s->scope, s->topic, s->topic_len, s->partition);
-      if (s->count)
-        dsrc_widen(out, c[i].map[j], s->base_offset, s->newest_ms);
-    }
-  }
-}
-
-int dseg_merge_chunked(sqlite3 *read_db, sqlite3 *write_db, const char *path,
-                       const int64_t *ids, size_t n, uint64_t total_ids,
-                       int64_t seg_id, int64_t tag, const dseg_chunks_t *ch,
-                       char *err, size_t errlen) {
-  cursor_t *c = g_new0(cursor_t, n);
-  builder_t w = {0};
-  dsrc_table_t srcs;
-  int rc = 0, opened = 0;
-  dsrc_table_init(&srcs);
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    rc = cursor_open(&c[i], read_db, ids[i]);
-  if (rc == 0) {
-    merge_sources(c, n, &srcs);
-    rc = builder_open(&w, write_db, seg_id, total_ids, 0, &srcs, ch);
-    opened = 1;
-  }
-  if (rc == 0)
-    rc = merge_into(&w, c, n);
-  /* An input that failed: the segment's row must not be written. */
-  if (rc != 0 && opened && !w.failed)
-    w.failed = 1;
-  if (opened && builder_close(&w, tag) < 0)
-    rc = -1;
-  for (size_t i = 0; i < n; i++)
-    cursor_close(&c[i]);
-  g_free(c);
-  dsrc_table_free(&srcs);
-  if (rc < 0)
-    seg_fail(path, seg_id, opened ? write_db : read_db,
-             w.why[0]   ? w.why
-             : rc == -3 ? "an input has no table of sources"
-                        : NULL,
-             err, errlen);
-  return rc < 0 ? -1 : 0;
-}
-
-int dseg_merge(sqlite3 *db, const char *path, const int64_t *ids, size_t n,
-               uint64_t total_ids, int64_t seg_id, int64_t tag, char *err,
-               size_t errlen) {
-  return dseg_merge_chunked(db, db, path, ids, n, total_ids, seg_id, tag, NULL,
-                            err, errlen);
-}
-
-/* ----------------------------------------------------------------- each */
-
-/* The current entry of c as a mark; text holds a UUID's. */
-static void cursor_mark(const cursor_t *c, dlog_mark_t *m, uint32_t *scope,
-                        char text[36]) {
-  const uint8_t *k = c->r.key;
-  const dsrc_t *s = &g_array_index(c->srcs, dsrc_t, c->r.src);
-  meta_t meta = cursor_meta(c);
-  *scope =
-      (uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 | (uint32_t)k[2] << 8 | k[3];
-  if (k[4] == FORM_UUID) {
-    dpack_uuid_text(k + KEY_MAX_HEAD, text);
-    m->id = text;
-    m->id_len = 36;
-  } else {
-    m->id = c->r.len > KEY_MAX_HEAD ? (const void *)(k + KEY_MAX_HEAD) : "";
-    m->id_len = c->r.len - KEY_MAX_HEAD;
-  }
-  m->topic = s->topic_len ? s->topic : "";
-  m->topic_len = s->topic_len;
-  m->partition = s->partition;
-  m->offset = meta.offset;
-  m->handled_at = meta.ms;
-  m->outcome = meta.outcome;
-}
-
-int dseg_each(sqlite3 *db, const char *path, int64_t seg_id, dseg_mark_fn fn,
-              void *arg, char *err, size_t errlen) {
-  cursor_t c;
-  char text[36];
-  int rc = cursor_open(&c, db, seg_id);
-  while (rc == 0 && c.has) {
-    dlog_mark_t m;
-    uint32_t scope;
-    if (c.r.len < KEY_MAX_HEAD) {
-      c.failed = 1;
-      break;
-    }
-    cursor_mark(&c, &m, &scope, text);
-    rc = fn(arg, scope, &m);
-    if (rc == 0)
-      cursor_next(&c);
-  }
-  if (rc == 0 && c.failed)
-    rc = -1;
-  if (rc < 0)
-    seg_fail(path, seg_id, db,
-             rc == -3 ? "no table of sources (a segment of schema version 5)"
-                      : NULL,
-             err, errlen);
-  cursor_close(&c);
-  return rc < 0 ? -1 : 0;
+  return rc < 0 ? dseg_fail(path, seg_id, db, NULL, err, errlen) : 0;
 }
 
 int dseg_schema_upgrade(sqlite3 *db) {
