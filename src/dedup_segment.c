@@ -182,8 +182,8 @@ void dsegb_add(dsegb_t *w, const uint8_t *k, size_t len, const dsegb_meta_t *m,
     g_byte_array_append(w->first, k, (guint)len);
   }
   dkey_put(w->block, w->prev->data, w->block->len ? w->prev->len : 0, k, len,
-           m->src, m->outcome, (uint64_t)(m->offset - s->base_offset),
-           (uint64_t)(s->newest_ms - ms));
+           m->src, m->outcome, (uint64_t)m->offset - (uint64_t)s->base_offset,
+           (uint64_t)s->newest_ms - (uint64_t)ms);
   g_byte_array_set_size(w->prev, 0);
   g_byte_array_append(w->prev, k, (guint)len);
   s->count++;
@@ -502,7 +502,8 @@ static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
     c = dseg_key_cmp(key, len, r.key, r.len);
   }
   if (c == 0 && r.src < g->srcs->len && ms)
-    *ms = g_array_index(g->srcs, dsrc_t, r.src).newest_ms - (int64_t)r.ms_delta;
+    *ms = (int64_t)((uint64_t)g_array_index(g->srcs, dsrc_t, r.src).newest_ms -
+                    r.ms_delta);
   dkey_reader_done(&r);
   if (got < 0 || (c == 0 && r.src >= g->srcs->len))
     return -3;

@@ -86,10 +86,11 @@ static void cursor_close(cursor_t *c) {
  * mapped to the merge's output. */
 static dsegb_meta_t cursor_meta(const cursor_t *c) {
   const dsrc_t *s = &g_array_index(c->srcs, dsrc_t, c->r.src);
-  return (dsegb_meta_t){.src = c->map ? c->map[c->r.src] : c->r.src,
-                        .outcome = c->r.outcome,
-                        .offset = s->base_offset + (int64_t)c->r.offset_delta,
-                        .ms = s->newest_ms - (int64_t)c->r.ms_delta};
+  return (dsegb_meta_t){
+      .src = c->map ? c->map[c->r.src] : c->r.src,
+      .outcome = c->r.outcome,
+      .offset = (int64_t)((uint64_t)s->base_offset + c->r.offset_delta),
+      .ms = (int64_t)((uint64_t)s->newest_ms - c->r.ms_delta)};
 }
 
 /* The ID's hash again from its packed key, as the flow core has it:
