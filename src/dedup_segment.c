@@ -200,8 +200,11 @@ void dsegb_add(dsegb_t *w, const uint8_t *k, size_t len, const dsegb_meta_t *m,
 static void chunk_close(dsegb_t *w) {
   if (!w->ch)
     return;
-  if (!w->failed && w->ch->last && w->ch->last(w->ch->arg) < 0)
+  if (!w->failed && w->ch->last && w->ch->last(w->ch->arg) < 0) {
     w->failed = 1;
+    /* Before the rollback replaces SQLite's message. */
+    snprintf(w->why, sizeof w->why, "%s", sqlite3_errmsg(w->db));
+  }
   if (w->failed != 2 && w->ch->end(w->ch->arg, !w->failed) < 0)
     w->failed = 1;
   if (w->failed && !w->why[0])

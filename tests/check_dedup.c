@@ -1404,15 +1404,35 @@ START_TEST(test_segments_admin_forget_and_prune) {
   commit_uuids(f.s, other, 0, 100, now);
   segment_now(f.s);
   dadm_t *a = adm_open(f.path, 0);
+  dadm_mark_t *m = NULL;
+  size_t n = 0;
+  uuid_of(id, 120); /* in a segment alone */
+  ck_assert_int_eq(disk_rows(f.path), 0);
+  ck_assert_msg(dadm_lookup(a, f.scope, id, 36, &m, &n, err, 512) == 0, "%s",
+                err);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(m[0].topic, "order-completed");
+  ck_assert_int_eq(m[0].partition, 3);
+  ck_assert_int_eq(m[0].offset, 42);
+  ck_assert_int_eq(m[0].handled_at_ms, now);
+  ck_assert_int_eq(m[0].outcome, DEDUP_OUTCOME_OK);
+  dadm_marks_free(m, n);
   uuid_of(id, 150);
+  ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 1, &removed, err, 512),
+                   0);
+  ck_assert_int_eq(removed, 1); /* a dry run finds it */
   ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 0, &removed, err, 512),
                    0);
   ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(dadm_lookup(a, f.scope, id, 36, &m, &n, err, 512), 0);
+  ck_assert_uint_eq(n, 0);
   uuid_of(id, 151);
   ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 0, &removed, err, 512),
                    0);
   ck_assert_int_eq(dadm_forget_scope(a, other, 0, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 100);
   ck_assert_int_eq(dadm_prune(a, now - HOUR_MS, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 100); /* the older segment */
   dadm_close(a);
   ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 1);
   fx_reopen(&f, 0, 0);
@@ -1427,6 +1447,45 @@ START_TEST(test_segments_admin_forget_and_prune) {
   fx_reopen(&f, 0, 0);
   expect_uuids(f.s, f.scope, 150, 1, DEDUP_SEEN);
   expect_uuids(f.s, f.scope, 151, 1, DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+static void exec_sql(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s",
+                sql, sqlite3_errmsg(db));
+  sqlite3_close(db);
+}
+
+/* A segment that cannot be recorded (its last transaction fails) leaves
+ * the log's rows where they are: no segment, every ID seen, also after a
+ * reopen; once the fault clears, the next segment takes the rows. */
+START_TEST(test_segments_failed_write_keeps_log) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t moved = 1;
+  char err[512] = "";
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 1000, now);
+  exec_sql(f.path, "CREATE TRIGGER full BEFORE INSERT ON segmented"
+                   " BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  ck_assert_int_eq(dedup_segment_now(f.s, &moved, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "disk full") != NULL, "%s", err);
+  ck_assert_uint_eq(moved, 0);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 0);
+  ck_assert_int_eq(disk_rows(f.path), 1000);
+  expect_uuids(f.s, f.scope, 0, 1000, DEDUP_SEEN);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 1000, 1000, 0);
+  expect_uuids(f.s, f.scope, 0, 1000, DEDUP_SEEN);
+  exec_sql(f.path, "DROP TRIGGER full");
+  ck_assert_uint_eq(segment_now(f.s), 1000);
+  ck_assert_int_eq(disk_rows(f.path), 0);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 1000, 0, 1);
+  expect_uuids(f.s, f.scope, 0, 1000, DEDUP_SEEN);
   fx_done(&f);
 }
 END_TEST
@@ -1912,6 +1971,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_admin_forget_and_prune);
   tcase_add_test(tc, test_segments_merge);
   tcase_add_test(tc, test_segments_merge_keeps_newest_time);
+  tcase_add_test(tc, test_segments_failed_write_keeps_log);
   tcase_add_test(tc, test_open_migrates_schema_2);
   tcase_add_test(tc, test_open_converts_schema_3);
   tcase_add_test(tc, test_open_converts_schema_5);
