@@ -320,6 +320,22 @@ int dadm_each_mark(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
   return rc;
 }
 
+/* The marks of one ID: in segments (found, not scanned), then in the
+ * log, in one read transaction. */
+static int each_mark_of_id(dadm_t *a, uint32_t scope, const void *id,
+                           size_t len, dadm_mark_fn fn, void *arg, char *err,
+                           size_t errlen) {
+  int own = sqlite3_get_autocommit(a->db);
+  int rc = own ? exec(a, "BEGIN", err, errlen) : 0;
+  if (rc == 0)
+    rc = dadm_segs_find(a, scope, id, len, fn, arg, err, errlen);
+  if (rc == 0)
+    rc = each_log_mark(a, scope, fn, arg, err, errlen);
+  if (own)
+    dadm_rollback(a);
+  return rc;
+}
+
 typedef struct find_id {
   const void *id;
   size_t len;
@@ -385,7 +401,7 @@ int dadm_lookup(dadm_t *a, uint32_t scope, const void *id, size_t len,
   find_id_t f = {.id = id,
                  .len = len,
                  .marks = g_array_new(FALSE, TRUE, sizeof(dadm_mark_t))};
-  int rc = dadm_each_mark(a, scope, find_id_mark, &f, err, errlen);
+  int rc = each_mark_of_id(a, scope, id, len, find_id_mark, &f, err, errlen);
   for (guint i = 0; rc < 0 && i < f.marks->len; i++)
     g_free(g_array_index(f.marks, dadm_mark_t, i).topic);
   if (rc == 0)
@@ -676,7 +692,7 @@ int dadm_forget_id(dadm_t *a, uint32_t scope, const void *id, size_t len,
   f.marks = dry_run ? marks : NULL;
   /* Found by a read, removed row by row in short transactions. */
   if (rc == 0)
-    rc = dadm_each_mark(a, scope, find_id_mark, &f, err, errlen);
+    rc = each_mark_of_id(a, scope, f.id, len, find_id_mark, &f, err, errlen);
   if (rc == 0 && dry_run)
     *removed = marks->len;
   if (rc == 0 && !dry_run)

@@ -21,6 +21,11 @@ struct dadm {
 int dadm_segs_each(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
                    char *err, size_t errlen);
 
+/* The marks segments hold of one ID (as dadm_segs_each()), found
+ * through each segment's filter and block index. */
+int dadm_segs_find(dadm_t *a, uint32_t scope, const void *id, size_t len,
+                   dadm_mark_fn fn, void *arg, char *err, size_t errlen);
+
 /* The segments' tables of sources to fn: marks, oldest and newest
  * handled_at per source, without reading a block. A scope forgotten whole
  * after a segment was written has nothing there; an ID forgotten alone is

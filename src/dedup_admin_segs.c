@@ -15,6 +15,7 @@
 #include "dedup_log.h"
 #include "dedup_segkey.h"
 #include "dedup_segment.h"
+#include "id_hash.h"
 
 static int fail(const dadm_t *a, char *err, size_t errlen) {
   snprintf(err, errlen, "%s: %s", a->path, sqlite3_errmsg(a->db));
@@ -105,17 +106,14 @@ typedef struct seg_ref {
   int64_t id, tag;
 } seg_ref_t;
 
-/* The marks that live in segments, segment by segment. */
-static int each_segment_mark(dadm_t *a, seg_each_t *e, char *err,
-                             size_t errlen) {
+/* The segments of version 6, oldest first. */
+static int list_segments(dadm_t *a, GArray *segs, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  GArray *segs = g_array_new(FALSE, FALSE, sizeof(seg_ref_t));
-  int rc = forgotten_load(a, e->forgotten, err, errlen), step = SQLITE_DONE;
-  if (rc == 0)
-    rc = prepare(a,
-                 "SELECT id, tag FROM segments WHERE sources IS NOT NULL"
-                 " ORDER BY id",
-                 &st, err, errlen);
+  int step = SQLITE_DONE;
+  int rc = prepare(a,
+                   "SELECT id, tag FROM segments WHERE sources IS NOT NULL"
+                   " ORDER BY id",
+                   &st, err, errlen);
   while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
     seg_ref_t seg = {sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1)};
     g_array_append_val(segs, seg);
@@ -123,6 +121,16 @@ static int each_segment_mark(dadm_t *a, seg_each_t *e, char *err,
   if (rc == 0 && step != SQLITE_DONE)
     rc = fail(a, err, errlen);
   sqlite3_finalize(st);
+  return rc;
+}
+
+/* The marks that live in segments, segment by segment. */
+static int each_segment_mark(dadm_t *a, seg_each_t *e, char *err,
+                             size_t errlen) {
+  GArray *segs = g_array_new(FALSE, FALSE, sizeof(seg_ref_t));
+  int rc = forgotten_load(a, e->forgotten, err, errlen);
+  if (rc == 0)
+    rc = list_segments(a, segs, err, errlen);
   for (guint i = 0; rc == 0 && i < segs->len; i++) {
     const seg_ref_t *seg = &g_array_index(segs, seg_ref_t, i);
     e->tag = seg->tag;
@@ -137,6 +145,34 @@ int dadm_segs_each(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
   seg_each_t e = {
       .fn = fn, .arg = arg, .scope = scope, .forgotten = forgotten_new()};
   int rc = each_segment_mark(a, &e, err, errlen);
+  g_hash_table_destroy(e.forgotten);
+  return rc;
+}
+
+/* One ID: each segment's filter and block index, then the one block that
+ * could hold it (never a scan). */
+int dadm_segs_find(dadm_t *a, uint32_t scope, const void *id, size_t len,
+                   dadm_mark_fn fn, void *arg, char *err, size_t errlen) {
+  seg_each_t e = {.forgotten = forgotten_new()};
+  GArray *segs = g_array_new(FALSE, FALSE, sizeof(seg_ref_t));
+  uint64_t hash = id_hash(scope, id, len);
+  int rc = forgotten_load(a, e.forgotten, err, errlen);
+  if (rc == 0)
+    rc = list_segments(a, segs, err, errlen);
+  for (guint i = 0; rc == 0 && i < segs->len; i++) {
+    const seg_ref_t *seg = &g_array_index(segs, seg_ref_t, i);
+    dseg_t *g = NULL;
+    dlog_mark_t m;
+    int found = -1;
+    if (dseg_load(a->db, a->path, seg->id, &g, err, errlen) == 0)
+      found = dseg_lookup_mark(g, a->db, a->path, scope, id, len, hash, &m, err,
+                               errlen);
+    if (found == 1 && !forgotten_since(e.forgotten, scope, id, len, seg->tag))
+      rc = fn(arg, 0, scope, &m);
+    rc = found < 0 ? -1 : rc;
+    dseg_free(g);
+  }
+  g_array_free(segs, TRUE);
   g_hash_table_destroy(e.forgotten);
   return rc;
 }

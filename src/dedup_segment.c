@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "dedup_filter.h"
+#include "dedup_log.h"
 #include "dedup_pack.h"
 #include "dedup_segkey.h"
 #include "dedup_segment_int.h"
@@ -492,10 +493,22 @@ static ssize_t block_for(const dseg_t *g, const uint8_t *key, size_t len) {
   return (ssize_t)lo - 1;
 }
 
+/* The mark of the entry r is at (its source in range). */
+static void entry_mark(const dseg_t *g, const dkey_reader_t *r,
+                       dlog_mark_t *m) {
+  const dsrc_t *s = &g_array_index(g->srcs, dsrc_t, r->src);
+  m->topic = s->topic_len ? s->topic : "";
+  m->topic_len = s->topic_len;
+  m->partition = s->partition;
+  m->offset = (int64_t)((uint64_t)s->base_offset + r->offset_delta);
+  m->handled_at = (int64_t)((uint64_t)s->newest_ms - r->ms_delta);
+  m->outcome = r->outcome;
+}
+
 /* 1 when the entries of a block hold key (sorted: stop past it), with
- * its mark's time in *ms; -3 when the block is malformed. */
+ * its mark in *m (but its ID); -3 when the block is malformed. */
 static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
-                       const uint8_t *key, size_t len, int64_t *ms) {
+                       const uint8_t *key, size_t len, dlog_mark_t *m) {
   dkey_reader_t r;
   int c = 1, got = 0;
   dkey_reader_init(&r);
@@ -504,9 +517,8 @@ static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
     __atomic_add_fetch(&counters.keys_decoded, 1, __ATOMIC_RELAXED);
     c = dseg_key_cmp(key, len, r.key, r.len);
   }
-  if (c == 0 && r.src < g->srcs->len && ms)
-    *ms = (int64_t)((uint64_t)g_array_index(g->srcs, dsrc_t, r.src).newest_ms -
-                    r.ms_delta);
+  if (c == 0 && r.src < g->srcs->len)
+    entry_mark(g, &r, m);
   dkey_reader_done(&r);
   if (got < 0 || (c == 0 && r.src >= g->srcs->len))
     return -3;
@@ -514,7 +526,7 @@ static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
 }
 
 static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
-                      const uint8_t *key, size_t len, int64_t *ms) {
+                      const uint8_t *key, size_t len, dlog_mark_t *m) {
   sqlite3_stmt *st = NULL;
   int rc = -1;
   if (sqlite3_prepare_v2(db,
@@ -528,7 +540,7 @@ static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
     const uint8_t *p = sqlite3_column_blob(st, 1);
     size_t n = (size_t)sqlite3_column_bytes(st, 1);
     __atomic_add_fetch(&counters.blocks_read, 1, __ATOMIC_RELAXED);
-    rc = p ? block_holds(g, p, n, key, len, ms) : -3;
+    rc = p ? block_holds(g, p, n, key, len, m) : -3;
     break;
   }
   case SQLITE_DONE:
@@ -540,9 +552,9 @@ static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
   return rc;
 }
 
-int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
-                const void *id, size_t len, uint64_t hash, int64_t *ms,
-                char *err, size_t errlen) {
+int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
+                     uint32_t scope, const void *id, size_t len, uint64_t hash,
+                     dlog_mark_t *m, char *err, size_t errlen) {
   uint8_t small[KEY_MAX_HEAD + 64], *key;
   size_t klen;
   ssize_t b;
@@ -553,7 +565,11 @@ int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
   key = len <= 64 ? small : g_malloc(KEY_MAX_HEAD + len);
   klen = key_encode(scope, id, len, key);
   b = block_for(g, key, klen);
-  rc = b < 0 ? 0 : read_block(g, db, (g->id << BLOCK_SHIFT) + b, key, klen, ms);
+  rc = b < 0 ? 0 : read_block(g, db, (g->id << BLOCK_SHIFT) + b, key, klen, m);
+  if (rc == 1) {
+    m->id = len ? id : "";
+    m->id_len = len;
+  }
   if (rc < 0)
     dseg_fail(path, g->id, db,
               rc == -2   ? "block missing"
@@ -563,6 +579,16 @@ int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
   rc = rc < 0 ? -1 : rc;
   if (key != small)
     g_free(key);
+  return rc;
+}
+
+int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
+                const void *id, size_t len, uint64_t hash, int64_t *ms,
+                char *err, size_t errlen) {
+  dlog_mark_t m;
+  int rc = dseg_lookup_mark(g, db, path, scope, id, len, hash, &m, err, errlen);
+  if (rc == 1 && ms)
+    *ms = m.handled_at;
   return rc;
 }
 

@@ -141,10 +141,16 @@ int dseg_lookup(const dseg_t *g, struct sqlite3 *db, const char *path,
                 uint32_t scope, const void *id, size_t len, uint64_t hash,
                 int64_t *ms, char *err, size_t errlen);
 
+/* As dseg_lookup(), with the mark found in *m (its ID is the caller's;
+ * its topic points into g). */
+struct dlog_mark;
+int dseg_lookup_mark(const dseg_t *g, struct sqlite3 *db, const char *path,
+                     uint32_t scope, const void *id, size_t len, uint64_t hash,
+                     struct dlog_mark *m, char *err, size_t errlen);
+
 /* Every mark of segment seg_id, in key order, to fn (m and what it points
  * to valid only during the call; fn returns 0, or -1 to stop). Reads on
  * db in the caller's transaction, if any. -1 with err on failure. */
-struct dlog_mark;
 typedef int (*dseg_mark_fn)(void *arg, uint32_t scope,
                             const struct dlog_mark *m);
 int dseg_each(struct sqlite3 *db, const char *path, int64_t seg_id,
