@@ -87,6 +87,14 @@ static void put_batch(dedup_store_t *s, dedup_writer_t *w, uint32_t scope,
     die("commit", err);
 }
 
+/* The IDs in the store's in-memory set (dedup_size() counts those in
+ * segments too). */
+static size_t recent_ids(dedup_store_t *s) {
+  dedup_stats_t st;
+  dedup_stats(s, &st);
+  return st.recent_ids;
+}
+
 /* The store of `ids` IDs under o->dir, built once (a file left by an
  * earlier run is reused): batches through the writer, and a segment (then
  * merges) each time the set holds memory_ids, as the segment thread does
@@ -106,7 +114,7 @@ static char *build_store(const opts_t *o, uint64_t ids) {
     die(tmp, err);
   for (uint64_t i = 0; i < ids; i += BATCH) {
     put_batch(s, w, scope, 1, i, MIN(BATCH, ids - i), 0);
-    if (o->memory_ids && dedup_size(s) > o->memory_ids &&
+    if (o->memory_ids && recent_ids(s) > o->memory_ids &&
         (dedup_segment_now(s, NULL, err, sizeof err) != 0 ||
          dedup_merge_now(s, NULL, err, sizeof err) != 0))
       die(tmp, err);

@@ -4,7 +4,8 @@
  * On disk: `batches`, the log of marks: an append-only rowid table of one
  * row per batch and scope, its marks packed (dedup_log.h), plus an index
  * on each row's newest handled_at for pruning (one entry per batch, at its
- * right edge because batches arrive in time order); `scopes`, the
+ * right edge because batches arrive in time order), whose rows go once a
+ * segment holds their marks (version 6); `scopes`, the
  * pipeline names; `replays`, the offset ranges `khost replay` put back in
  * front of a pipeline (a handful of rows per replay); and the segments
  * (dedup_segment.h). There is no index on the event ID: inserting random
@@ -46,9 +47,6 @@
 #include "id_hash.h"
 #include "log.h"
 #include "store_parked.h"
-
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 
 #define DEFAULT_BUSY_MS 10000
 #define PRUNE_ROWS 200 /* batch rows deleted per transaction */
@@ -175,20 +173,15 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
  * that cannot be read: in flight, never a wrong "new" (the caller waits
  * and asks again).
  *
- * The claim-again rule for IDs in segments: a segment keeps one time per
- * block, the newest handled_at of the block's keys, not one per ID. A
- * claim again (dedup_claim_again_before()) of an ID found in a segment
- * therefore compares before_ms with its block's newest time: when any key
- * of the block was marked at or after before_ms (a merge can put an old
- * ID next to a new one), the ID counts as handled since, and the replay
- * skips it instead of handling it again. The error is always towards
- * "seen": an ID is never handled twice in one replay, but an old one may
- * be skipped where a per-ID time would have handled it again. */
+ * The claim-again rule for IDs in segments: a segment keeps the newest
+ * mark of each ID (a merge keeps the newest of its inputs'), so a claim
+ * again (dedup_claim_again_before()) compares before_ms with the newest
+ * time any segment has for the ID. */
 static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
                       size_t len, uint64_t hash, int64_t before_ms) {
   char err[512];
   int64_t ms = INT64_MAX, tag = 0;
-  int r = dsegs_find(s->segs, scope, id, len, &tag, &ms, err, sizeof err);
+  int r = dsegs_find(s->segs, scope, id, len, hash, &tag, &ms, err, sizeof err);
   if (r == 1 && forgotten_since(s, scope, id, len, tag))
     r = 0;
   if (r == 0 || (r == 1 && ms < before_ms))
@@ -439,7 +432,7 @@ static const char *const batches_seq_sql =
     " coalesce((SELECT max(seq) FROM marks), 0)) WHERE name = 'batches';";
 
 int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
-  int version = 0, rc = -1, has_marks = 0;
+  int version = 0, rc = -1, has_marks = 0, older;
   char sql[64];
   if (path_exec(path, db, "BEGIN IMMEDIATE", err, errlen) < 0)
     return -1;
@@ -453,10 +446,17 @@ int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
       /* version 4: the parking lot */
       path_exec(path, db, sparked_schema_sql, err, errlen) < 0)
     goto out;
-  /* The marks of versions 1-4 (a row each) are converted in chunks after
-   * this transaction; the version moves once they are all in the log. */
+  /* version 6: segments carry their marks */
+  if (dseg_schema_upgrade(db) < 0) {
+    path_fail(path, db, err, errlen);
+    goto out;
+  }
+  /* The marks of versions 1-4 (a row each) and then the segments of
+   * versions 3-5 are converted in chunks after this transaction; the
+   * version moves once they are all done. */
+  older = version > 0 && version < DEDUP_SCHEMA_VERSION;
   if (has_marks ? path_exec(path, db, batches_seq_sql, err, errlen) < 0
-                : path_exec(path, db, sql, err, errlen) < 0)
+                : !older && path_exec(path, db, sql, err, errlen) < 0)
     goto out;
   rc = path_exec(path, db, "COMMIT", err, errlen);
 out:
@@ -464,6 +464,8 @@ out:
     sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
   if (rc == 0 && has_marks)
     rc = dedup_convert_marks(db, path, err, errlen);
+  if (rc == 0 && older)
+    rc = dedup_convert_segments(db, path, err, errlen);
   return rc;
 }
 
@@ -726,15 +728,28 @@ static int segs_open(dedup_store_t *s, char *err, size_t errlen) {
 typedef struct seg_read {
   GArray *keys;
   dset_buf_t *buf;
+  size_t topic, topic_len; /* the last topic put into buf */
 } seg_read_t;
 
-/* The ID's offset into buf stands in for the pointer (buf may move). */
+/* The ID's and topic's offsets into buf stand in for pointers (buf may
+ * move); a topic like the last mark's is not copied again. */
 static void seg_read_mark(void *arg, uint32_t scope, const dlog_mark_t *m) {
   seg_read_t *r = arg;
   dseg_key_t k = {.scope = scope,
                   .id = (const void *)dset_buf_put(r->buf, m->id, m->id_len),
                   .len = m->id_len,
-                  .handled_ms = m->handled_at};
+                  .handled_ms = m->handled_at,
+                  .topic_len = m->topic_len,
+                  .partition = m->partition,
+                  .offset = m->offset,
+                  .outcome = m->outcome};
+  if (r->keys->len == 0 || m->topic_len != r->topic_len ||
+      (m->topic_len &&
+       memcmp(r->buf->data + r->topic, m->topic, m->topic_len) != 0)) {
+    r->topic = dset_buf_put(r->buf, m->topic, m->topic_len);
+    r->topic_len = m->topic_len;
+  }
+  k.topic = (const char *)r->topic;
   g_array_append_val(r->keys, k);
 }
 
@@ -743,7 +758,7 @@ static void seg_read_mark(void *arg, uint32_t scope, const dlog_mark_t *m) {
 static int seg_read_marks(dedup_store_t *s, GArray *keys, dset_buf_t *buf,
                           int64_t *last, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  seg_read_t r = {keys, buf};
+  seg_read_t r = {.keys = keys, .buf = buf};
   int rc = SQLITE_DONE;
   if (db_prepare(s, s->prune_db,
                  "SELECT seq, scope, first_at, marks FROM batches"
@@ -762,14 +777,15 @@ static int seg_read_marks(dedup_store_t *s, GArray *keys, dset_buf_t *buf,
   return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* The keys' IDs were stored as offsets into buf (it may have moved while
- * it grew): make them pointers and hash them. */
+/* The keys' IDs and topics were stored as offsets into buf (it may have
+ * moved while it grew): make them pointers and hash the IDs. */
 static void seg_fix_keys(GArray *keys, const dset_buf_t *buf,
                          dset_keys_t *forget, int64_t *newest) {
   for (guint i = 0; i < keys->len; i++) {
     dseg_key_t *k = &g_array_index(keys, dseg_key_t, i);
     k->id = buf->data + (size_t)k->id;
-    k->hash = XXH3_64bits(k->id, k->len);
+    k->topic = (const char *)buf->data + (size_t)k->topic;
+    k->hash = id_hash(k->scope, k->id, k->len);
     if (k->handled_ms > *newest)
       *newest = k->handled_ms;
     dset_keys_add(forget, k->scope, k->id, k->len, 0);
@@ -784,8 +800,10 @@ static void seg_fix_keys(GArray *keys, const dset_buf_t *buf,
  * rather than a side file attached later: the blocks go to the one file
  * the store already syncs and backs up, and a segment becomes visible only
  * with its row, written in the last chunk (with the segments' mark, for a
- * new segment). Blocks of a write that never finished are invisible and
- * deleted by the next write at that id. */
+ * new segment, and the deletion of the log's rows it now holds: each mark
+ * is kept once, in the log or in a segment, never in neither). Blocks of
+ * a write that never finished are invisible and deleted by the next write
+ * at that id. */
 #define SEG_CHUNK_MS 50
 
 typedef struct seg_txn {
@@ -826,13 +844,13 @@ static int seg_txn_end(void *arg, int commit) {
 
 static int seg_txn_last(void *arg) {
   seg_txn_t *t = arg;
-  char sql[128];
+  char sql[192];
   if (t->last_seq <= 0)
     return 0;
   snprintf(sql, sizeof sql,
            "INSERT OR REPLACE INTO segmented(id, last_seq) VALUES(1, %" PRId64
-           ")",
-           t->last_seq);
+           "); DELETE FROM batches WHERE seq <= %" PRId64,
+           t->last_seq, t->last_seq);
   return sqlite3_exec(t->s->seg_db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0
                                                                         : -1;
 }

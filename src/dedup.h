@@ -215,7 +215,7 @@ int dedup_replay_ranges(dedup_store_t *s, uint32_t scope, const char *topic,
 
 /* 4: the parking lot (store_parked.h); 5: the marks in a packed log
  * (dedup_log.h) */
-#define DEDUP_SCHEMA_VERSION 5
+#define DEDUP_SCHEMA_VERSION 6
 
 struct sqlite3;
 /* Read the schema version into *version; -1 with the path when SQLite

@@ -7,6 +7,12 @@
  * transaction deletes exactly those rows (or rewrites one without an ID
  * forgotten). A running host's writers wait at most one such
  * transaction.
+ *
+ * Since schema version 6 a mark lives in the log until a segment holds
+ * it, then in the segment alone: reads go through both (segments first,
+ * in one read transaction, so that no mark is seen twice or missed while
+ * the host moves rows into a segment). A mark in a segment is forgotten
+ * through the table `forgotten` (dedup.c), which reads here honour too.
  */
 #include "dedup_admin.h"
 
@@ -19,17 +25,14 @@
 #include <sys/stat.h>
 
 #include "dedup.h"
+#include "dedup_admin_int.h"
 #include "dedup_file.h"
 #include "dedup_log.h"
+#include "dedup_segkey.h"
 #include "dedup_segment.h"
 
 #define ADMIN_BUSY_MS 10000
 #define SWEEP_BATCH 5000
-
-struct dadm {
-  char *path;
-  sqlite3 *db;
-};
 
 static int fail(const dadm_t *a, char *err, size_t errlen) {
   snprintf(err, errlen, "%s: %s", a->path,
@@ -180,6 +183,38 @@ static int stats_scopes(dadm_t *a, GArray *v, GHashTable *by_id, char *err,
   return step == SQLITE_DONE ? 0 : fail(a, err, errlen);
 }
 
+static void stats_add(GArray *v, GHashTable *by_id, uint32_t scope, int64_t n,
+                      int64_t first, int64_t last) {
+  guint idx =
+      GPOINTER_TO_UINT(g_hash_table_lookup(by_id, GINT_TO_POINTER(scope)));
+  if (idx == 0 || n <= 0)
+    return; /* a mark of no known scope: not reachable by name */
+  dadm_stats_t *e = &g_array_index(v, dadm_stats_t, idx - 1);
+  if (e->marks == 0 || first < e->oldest_ms)
+    e->oldest_ms = first;
+  if (e->marks == 0 || last > e->newest_ms)
+    e->newest_ms = last;
+  e->marks += n;
+}
+
+typedef struct stats_arg {
+  GArray *v;
+  GHashTable *by_id;
+} stats_arg_t;
+
+static void stats_source(void *arg, uint32_t scope, int64_t n, int64_t first,
+                         int64_t last) {
+  stats_arg_t *sa = arg;
+  stats_add(sa->v, sa->by_id, scope, n, first, last);
+}
+
+/* The marks segments hold (dedup_admin_segs.c). */
+static int stats_segments(dadm_t *a, GArray *v, GHashTable *by_id, char *err,
+                          size_t errlen) {
+  stats_arg_t sa = {v, by_id};
+  return dadm_segs_count(a, stats_source, &sa, err, errlen);
+}
+
 /* One sequential pass over the log's rows, reading their counts and
  * times, never their marks (a GROUP BY on the unindexed scope would sort
  * the whole table). */
@@ -190,21 +225,10 @@ static int stats_marks(dadm_t *a, GArray *v, GHashTable *by_id, char *err,
   if (prepare(a, "SELECT scope, first_at, last_at, n FROM batches NOT INDEXED",
               &st, err, errlen) < 0)
     return -1;
-  while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-    guint idx = GPOINTER_TO_UINT(
-        g_hash_table_lookup(by_id, GINT_TO_POINTER(sqlite3_column_int(st, 0))));
-    int64_t n = sqlite3_column_int64(st, 3);
-    if (idx == 0 || n <= 0)
-      continue; /* a mark of no known scope: not reachable by name */
-    dadm_stats_t *e = &g_array_index(v, dadm_stats_t, idx - 1);
-    int64_t first = sqlite3_column_int64(st, 1);
-    int64_t last = sqlite3_column_int64(st, 2);
-    if (e->marks == 0 || first < e->oldest_ms)
-      e->oldest_ms = first;
-    if (e->marks == 0 || last > e->newest_ms)
-      e->newest_ms = last;
-    e->marks += n;
-  }
+  while ((step = sqlite3_step(st)) == SQLITE_ROW)
+    stats_add(v, by_id, (uint32_t)sqlite3_column_int64(st, 0),
+              sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 1),
+              sqlite3_column_int64(st, 2));
   sqlite3_finalize(st);
   return step == SQLITE_DONE ? 0 : fail(a, err, errlen);
 }
@@ -218,6 +242,7 @@ int dadm_stats(dadm_t *a, dadm_stats_t **out, size_t *n, char *err,
   if (exec(a, "BEGIN", err, errlen) < 0)
     goto out;
   if (stats_scopes(a, v, by_id, err, errlen) == 0 &&
+      stats_segments(a, v, by_id, err, errlen) == 0 &&
       stats_marks(a, v, by_id, err, errlen) == 0)
     rc = 0;
   sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL);
@@ -249,8 +274,9 @@ void dadm_file_sizes(const char *path, int64_t *db, int64_t *wal) {
 
 /* ----------------------------------------------------------------- lookup */
 
-int dadm_each_mark(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
-                   char *err, size_t errlen) {
+/* The marks of the log's rows. */
+static int each_log_mark(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
+                         char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   int rc = 0, step;
   if (prepare(a,
@@ -281,11 +307,41 @@ int dadm_each_mark(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
   return rc;
 }
 
+int dadm_each_mark(dadm_t *a, int64_t scope, dadm_mark_fn fn, void *arg,
+                   char *err, size_t errlen) {
+  int own = sqlite3_get_autocommit(a->db);
+  int rc = own ? exec(a, "BEGIN", err, errlen) : 0;
+  if (rc == 0)
+    rc = dadm_segs_each(a, scope, fn, arg, err, errlen);
+  if (rc == 0)
+    rc = each_log_mark(a, scope, fn, arg, err, errlen);
+  if (own)
+    dadm_rollback(a); /* a read transaction: nothing to keep */
+  return rc;
+}
+
+/* The marks of one ID: in segments (found, not scanned), then in the
+ * log, in one read transaction. */
+static int each_mark_of_id(dadm_t *a, uint32_t scope, const void *id,
+                           size_t len, dadm_mark_fn fn, void *arg, char *err,
+                           size_t errlen) {
+  int own = sqlite3_get_autocommit(a->db);
+  int rc = own ? exec(a, "BEGIN", err, errlen) : 0;
+  if (rc == 0)
+    rc = dadm_segs_find(a, scope, id, len, fn, arg, err, errlen);
+  if (rc == 0)
+    rc = each_log_mark(a, scope, fn, arg, err, errlen);
+  if (own)
+    dadm_rollback(a);
+  return rc;
+}
+
 typedef struct find_id {
   const void *id;
   size_t len;
-  GArray *marks; /* dadm_mark_t */
-  GArray *seqs;  /* int64_t: the rows that hold the ID (each once) */
+  GArray *marks;   /* dadm_mark_t */
+  GArray *seqs;    /* int64_t: the rows that hold the ID (each once) */
+  int64_t in_segs; /* marks found in segments */
 } find_id_t;
 
 static int find_id_mark(void *arg, int64_t seq, uint32_t scope,
@@ -302,10 +358,42 @@ static int find_id_mark(void *arg, int64_t seq, uint32_t scope,
                      .outcome = m->outcome};
     g_array_append_val(f->marks, d);
   }
-  if (f->seqs && (f->seqs->len == 0 ||
-                  g_array_index(f->seqs, int64_t, f->seqs->len - 1) != seq))
+  if (seq == 0)
+    f->in_segs++;
+  else if (f->seqs &&
+           (f->seqs->len == 0 ||
+            g_array_index(f->seqs, int64_t, f->seqs->len - 1) != seq))
     g_array_append_val(f->seqs, seq);
   return 0;
+}
+
+static int mark_cmp(const void *x, const void *y) {
+  const dadm_mark_t *a = x, *b = y;
+  if (a->handled_at_ms != b->handled_at_ms)
+    return a->handled_at_ms < b->handled_at_ms ? -1 : 1;
+  if (a->offset != b->offset)
+    return a->offset < b->offset ? -1 : 1;
+  if (a->partition != b->partition)
+    return a->partition < b->partition ? -1 : 1;
+  if (a->outcome != b->outcome)
+    return a->outcome < b->outcome ? -1 : 1;
+  return strcmp(a->topic, b->topic);
+}
+
+/* Oldest first; a mark read twice (in a merged segment and, not yet
+ * deleted, in one of its inputs) once. */
+static void marks_sort_unique(GArray *marks) {
+  guint n = 0;
+  g_array_sort(marks, mark_cmp);
+  for (guint i = 0; i < marks->len; i++) {
+    dadm_mark_t *m = &g_array_index(marks, dadm_mark_t, i);
+    if (n > 0 && mark_cmp(&g_array_index(marks, dadm_mark_t, n - 1), m) == 0) {
+      g_free(m->topic);
+      continue;
+    }
+    g_array_index(marks, dadm_mark_t, n++) = *m;
+  }
+  g_array_set_size(marks, n);
 }
 
 int dadm_lookup(dadm_t *a, uint32_t scope, const void *id, size_t len,
@@ -313,9 +401,11 @@ int dadm_lookup(dadm_t *a, uint32_t scope, const void *id, size_t len,
   find_id_t f = {.id = id,
                  .len = len,
                  .marks = g_array_new(FALSE, TRUE, sizeof(dadm_mark_t))};
-  int rc = dadm_each_mark(a, scope, find_id_mark, &f, err, errlen);
+  int rc = each_mark_of_id(a, scope, id, len, find_id_mark, &f, err, errlen);
   for (guint i = 0; rc < 0 && i < f.marks->len; i++)
     g_free(g_array_index(f.marks, dadm_mark_t, i).topic);
+  if (rc == 0)
+    marks_sort_unique(f.marks);
   *n = rc == 0 ? f.marks->len : 0;
   *out = *n ? g_malloc(*n * sizeof(**out)) : NULL;
   if (*out)
@@ -361,11 +451,15 @@ out:
   return rc;
 }
 
-/* The newest mark's seq (0 when there is none). */
+/* The newest seq the log ever gave a row (0 when none): the rows a
+ * segment holds are gone from the log, but its tag is their newest. */
 static int newest_seq(dadm_t *a, int64_t *seq, char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
-  int rc =
-      prepare(a, "SELECT coalesce(max(seq), 0) FROM batches", &st, err, errlen);
+  int rc = prepare(a,
+                   "SELECT max(coalesce((SELECT max(seq) FROM batches), 0),"
+                   " coalesce((SELECT seq FROM sqlite_sequence"
+                   " WHERE name = 'batches'), 0))",
+                   &st, err, errlen);
   if (rc == 0 && sqlite3_step(st) != SQLITE_ROW)
     rc = fail(a, err, errlen);
   if (rc == 0)
@@ -446,18 +540,20 @@ static int note_forgotten(dadm_t *a, uint32_t scope, const void *id, size_t len,
   return rc;
 }
 
-/* Drop the segments whose newest mark was handled before cutoff_ms. */
-static int prune_segments(dadm_t *a, int64_t cutoff_ms, char *err,
-                          size_t errlen) {
+/* Drop the segments whose newest mark was handled before cutoff_ms;
+ * *removed counts their IDs. */
+static int prune_segments(dadm_t *a, int64_t cutoff_ms, int64_t *removed,
+                          char *err, size_t errlen) {
   sqlite3_stmt *st = NULL;
   GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
-  int rc = prepare(a, "SELECT id FROM segments WHERE newest_ms < ?1", &st, err,
-                   errlen);
+  int rc = prepare(a, "SELECT id, ids FROM segments WHERE newest_ms < ?1", &st,
+                   err, errlen);
   if (rc == 0) {
     sqlite3_bind_int64(st, 1, cutoff_ms);
     while (sqlite3_step(st) == SQLITE_ROW) {
       int64_t id = sqlite3_column_int64(st, 0);
       g_array_append_val(ids, id);
+      *removed += sqlite3_column_int64(st, 1);
     }
   }
   sqlite3_finalize(st);
@@ -596,9 +692,11 @@ int dadm_forget_id(dadm_t *a, uint32_t scope, const void *id, size_t len,
   f.marks = dry_run ? marks : NULL;
   /* Found by a read, removed row by row in short transactions. */
   if (rc == 0)
-    rc = dadm_each_mark(a, scope, find_id_mark, &f, err, errlen);
+    rc = each_mark_of_id(a, scope, f.id, len, find_id_mark, &f, err, errlen);
   if (rc == 0 && dry_run)
     *removed = marks->len;
+  if (rc == 0 && !dry_run)
+    *removed += f.in_segs; /* gone with the note below */
   for (guint i = 0; rc == 0 && !dry_run && i < f.seqs->len; i++)
     if (g_array_index(f.seqs, int64_t, i) <= upto)
       rc = forget_in_row(a, g_array_index(f.seqs, int64_t, i), f.id, len,
@@ -609,6 +707,23 @@ int dadm_forget_id(dadm_t *a, uint32_t scope, const void *id, size_t len,
     g_free(g_array_index(marks, dadm_mark_t, i).topic);
   g_array_free(marks, TRUE);
   g_array_free(f.seqs, TRUE);
+  return rc;
+}
+
+/* Add the marks of scope that segments hold (their tables of sources) to
+ * *n. */
+static int scope_segment_marks(dadm_t *a, uint32_t scope, int64_t *n, char *err,
+                               size_t errlen) {
+  GArray *v = g_array_new(FALSE, TRUE, sizeof(dadm_stats_t));
+  GHashTable *by_id = g_hash_table_new(NULL, NULL);
+  dadm_stats_t e = {0};
+  g_array_append_val(v, e);
+  g_hash_table_insert(by_id, GINT_TO_POINTER(scope), GUINT_TO_POINTER(1));
+  int rc = stats_segments(a, v, by_id, err, errlen);
+  if (rc == 0)
+    *n += g_array_index(v, dadm_stats_t, 0).marks;
+  g_hash_table_destroy(by_id);
+  g_array_free(v, TRUE);
   return rc;
 }
 
@@ -625,6 +740,8 @@ int dadm_forget_scope(dadm_t *a, uint32_t scope, int dry_run, int64_t *removed,
     rc = sweep(a, find, dry_run, removed, err, errlen);
   }
   sqlite3_finalize(find);
+  if (rc == 0)
+    rc = scope_segment_marks(a, scope, removed, err, errlen);
   if (rc == 0 && !dry_run)
     rc = note_forgotten(a, scope, NULL, 0, upto, err, errlen);
   if (rc == 0 && !dry_run)
@@ -644,7 +761,7 @@ int dadm_prune(dadm_t *a, int64_t cutoff_ms, int64_t *removed, char *err,
   }
   sqlite3_finalize(find);
   if (rc == 0)
-    rc = prune_segments(a, cutoff_ms, err, errlen);
+    rc = prune_segments(a, cutoff_ms, removed, err, errlen);
   if (rc == 0)
     rc = write_one(a, "DELETE FROM replays WHERE created_at < ?1", cutoff_ms,
                    err, errlen);

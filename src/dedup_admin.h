@@ -63,13 +63,17 @@ typedef struct dadm_mark {
 } dadm_mark_t;
 
 /* Every mark of one event ID in one scope, oldest first. The event ID is
- * not indexed (see dedup.c): this scans the scope's log. */
+ * not indexed (see dedup.c): this scans the scope's log and every
+ * segment. */
 int dadm_lookup(dadm_t *a, uint32_t scope, const void *id, size_t len,
                 dadm_mark_t **out, size_t *n, char *err, size_t errlen);
 void dadm_marks_free(dadm_mark_t *v, size_t n);
 
-/* Every mark of a scope (scope < 0: of every scope), in the order they
- * were written, to fn with the seq of its row of the log; m and what it
+/* Every mark of a scope (scope < 0: of every scope), those in segments
+ * first (seq 0, in key order), then those of the log in the order they
+ * were written, with the seq of their row; one read transaction, so no
+ * mark is seen twice or missed while a host moves marks into a segment
+ * (but a merge's inputs and output may both be seen). m and what it
  * points to are valid only during the call (m->topic is not
  * NUL-terminated: m->topic_len). fn returns 0, or -1 to stop with an
  * error. */

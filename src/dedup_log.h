@@ -63,9 +63,18 @@ struct sqlite3;
 /* Move the rows of the `marks` table of versions 1-4 into `batches` (the table
  * and its seq numbering must exist), in order, a chunk of rows per
  * transaction (each moves its rows: a crash leaves every mark in one of
- * the tables), then drop `marks` and set the schema version
+ * the tables), then drop `marks` and set the schema version to 5
  * (dedup_convert.c). Errors name the path and SQLite's message. */
 int dedup_convert_marks(struct sqlite3 *db, const char *path, char *err,
                         size_t errlen);
+
+/* Schema version 5 to 6: the log's rows that segments of version 5 hold
+ * (seq up to the segments' mark) become segments of version 6, which keep
+ * each ID's mark, and leave the log, a chunk of rows per transaction (a
+ * crash leaves every mark in the log or a new segment); then the
+ * segments of version 5 (keys only) go and the version moves
+ * (dedup_convert.c). */
+int dedup_convert_segments(struct sqlite3 *db, const char *path, char *err,
+                           size_t errlen);
 
 #endif

@@ -13,21 +13,16 @@
 #include <time.h>
 
 #include "dedup_filter.h"
+#include "dedup_log.h"
 #include "dedup_pack.h"
-
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
-#define BLOCK_SHIFT 24
-#define KEY_MAX_HEAD 5 /* scope and the form byte */
-#define FORM_RAW 0
-#define FORM_UUID 1
+#include "dedup_segkey.h"
+#include "dedup_segment_int.h"
 
 const char *const dseg_schema_sql =
     "CREATE TABLE IF NOT EXISTS segments("
     " id INTEGER PRIMARY KEY, tag INTEGER NOT NULL, ids INTEGER NOT NULL,"
     " oldest_ms INTEGER NOT NULL, newest_ms INTEGER NOT NULL,"
-    " filter BLOB NOT NULL);"
+    " filter BLOB NOT NULL, sources BLOB);"
     "CREATE TABLE IF NOT EXISTS segment_blocks("
     " pos INTEGER PRIMARY KEY, first_key BLOB NOT NULL,"
     " newest_ms INTEGER NOT NULL, keys BLOB NOT NULL);";
@@ -37,6 +32,8 @@ struct dseg {
   uint64_t ids;
   int64_t oldest_ms, newest_ms;
   dfilter_t *filter;
+  uint8_t *src_blob; /* the sources' row bytes, which srcs point into */
+  GArray *srcs;      /* dsrc_t */
   size_t blocks;
   size_t *first_off; /* blocks + 1 offsets into first_keys */
   uint8_t *first_keys;
@@ -71,35 +68,14 @@ static size_t key_encode(uint32_t scope, const void *id, size_t len,
   return KEY_MAX_HEAD + len;
 }
 
-static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b,
-                   size_t blen) {
+int dseg_key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
   int c = memcmp(a, b, alen < blen ? alen : blen);
   if (c)
     return c;
   return alen < blen ? -1 : alen > blen;
 }
 
-static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
-                    char *err, size_t errlen);
-
 /* ---------------------------------------------------------------- write */
-
-/* A segment written key by key, in key order: blocks go out as they
- * fill, so memory stays at one block and the filter. */
-typedef struct builder {
-  sqlite3 *db;
-  sqlite3_stmt *st;
-  const dseg_chunks_t *ch; /* NULL: the caller's one transaction */
-  int64_t txn_start_ms;    /* when ch's current transaction began */
-  char why[256];           /* the first failure's message, kept before a
-                              rollback replaces SQLite's */
-  int64_t seg_id, pos;
-  GByteArray *block, *first;
-  int64_t block_newest, oldest, newest;
-  uint64_t ids;
-  dfilter_t *filter;
-  int failed;
-} builder_t;
 
 static int64_t mono_ms(void) {
   struct timespec t;
@@ -129,7 +105,7 @@ static int blocks_delete(sqlite3 *db, int64_t seg_id, int to_end) {
 
 /* The first of ch's transactions; blocks a failed or interrupted write
  * left (at this id or later ones: ids only grow) go first. */
-static int chunk_first(builder_t *w) {
+static int chunk_first(dsegb_t *w) {
   if (w->ch->begin(w->ch->arg) < 0)
     return -1;
   w->txn_start_ms = mono_ms();
@@ -140,7 +116,7 @@ static int chunk_first(builder_t *w) {
 }
 
 /* Between two blocks: commit and begin again once the budget is used. */
-static void chunk_next(builder_t *w) {
+static void chunk_next(dsegb_t *w) {
   if (!w->ch || w->failed || mono_ms() - w->txn_start_ms < w->ch->budget_ms)
     return;
   if (w->ch->end(w->ch->arg, 1) < 0 || w->ch->begin(w->ch->arg) < 0) {
@@ -150,18 +126,20 @@ static void chunk_next(builder_t *w) {
   w->txn_start_ms = mono_ms();
 }
 
-static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
-                        size_t expected, unsigned bits_per_id,
-                        const dseg_chunks_t *ch) {
-  *w = (builder_t){.db = db,
-                   .ch = ch,
-                   .seg_id = seg_id,
-                   .pos = seg_id << BLOCK_SHIFT,
-                   .block = g_byte_array_new(),
-                   .first = g_byte_array_new(),
-                   .block_newest = INT64_MIN,
-                   .oldest = INT64_MAX,
-                   .newest = INT64_MIN};
+int dsegb_open(dsegb_t *w, sqlite3 *db, int64_t seg_id, size_t expected,
+               unsigned bits_per_id, dsrc_table_t *srcs,
+               const dseg_chunks_t *ch) {
+  *w = (dsegb_t){.db = db,
+                 .ch = ch,
+                 .seg_id = seg_id,
+                 .pos = seg_id << BLOCK_SHIFT,
+                 .block = g_byte_array_new(),
+                 .first = g_byte_array_new(),
+                 .prev = g_byte_array_new(),
+                 .srcs = srcs,
+                 .block_newest = INT64_MIN,
+                 .oldest = INT64_MAX,
+                 .newest = INT64_MIN};
   w->filter =
       dfilter_new(expected, bits_per_id ? bits_per_id : DSEG_BITS_PER_ID);
   if (sqlite3_prepare_v2(db,
@@ -175,7 +153,7 @@ static int builder_open(builder_t *w, sqlite3 *db, int64_t seg_id,
   return 0;
 }
 
-static void builder_flush(builder_t *w) {
+static void builder_flush(dsegb_t *w) {
   if (w->block->len == 0 || w->failed)
     return;
   sqlite3_bind_int64(w->st, 1, w->pos++);
@@ -191,17 +169,26 @@ static void builder_flush(builder_t *w) {
   chunk_next(w);
 }
 
-/* Add the next key (greater than the last one). */
-static void builder_add(builder_t *w, const uint8_t *k, size_t len, int64_t ms,
-                        uint64_t hash) {
-  if (w->block->len > 0 && w->block->len + len + 2 > DSEG_BLOCK_BYTES)
+/* Add the next key (greater than the last one) with its mark, which its
+ * source's range covers. */
+void dsegb_add(dsegb_t *w, const uint8_t *k, size_t len, const dsegb_meta_t *m,
+               uint64_t hash) {
+  dsrc_t *s = &g_array_index(w->srcs->v, dsrc_t, m->src);
+  int64_t ms = m->ms;
+  if (w->block->len > 0 &&
+      w->block->len + DKEY_MAX_ENTRY(len) > DSEG_BLOCK_BYTES)
     builder_flush(w);
   if (w->block->len == 0) {
     g_byte_array_set_size(w->first, 0);
     g_byte_array_append(w->first, k, (guint)len);
   }
-  dpack_varint_put(w->block, len);
-  g_byte_array_append(w->block, k, (guint)len);
+  dkey_put(w->block, w->prev->data, w->block->len ? w->prev->len : 0, k, len,
+           m->src, m->outcome, (uint64_t)m->offset - (uint64_t)s->base_offset,
+           (uint64_t)s->newest_ms - (uint64_t)ms);
+  g_byte_array_set_size(w->prev, 0);
+  g_byte_array_append(w->prev, k, (guint)len);
+  s->count++;
+  s->oldest_ms = MIN(s->oldest_ms, ms);
   w->block_newest = ms > w->block_newest ? ms : w->block_newest;
   w->oldest = ms < w->oldest ? ms : w->oldest;
   w->newest = ms > w->newest ? ms : w->newest;
@@ -211,11 +198,14 @@ static void builder_add(builder_t *w, const uint8_t *k, size_t len, int64_t ms,
 
 /* With chunks: the final transaction ends (committed when all went
  * well); a failed write takes back the blocks it committed. */
-static void chunk_close(builder_t *w) {
+static void chunk_close(dsegb_t *w) {
   if (!w->ch)
     return;
-  if (!w->failed && w->ch->last && w->ch->last(w->ch->arg) < 0)
+  if (!w->failed && w->ch->last && w->ch->last(w->ch->arg) < 0) {
     w->failed = 1;
+    /* Before the rollback replaces SQLite's message. */
+    snprintf(w->why, sizeof w->why, "%s", sqlite3_errmsg(w->db));
+  }
   if (w->failed != 2 && w->ch->end(w->ch->arg, !w->failed) < 0)
     w->failed = 1;
   if (w->failed && !w->why[0])
@@ -225,17 +215,21 @@ static void chunk_close(builder_t *w) {
 }
 
 /* The last block and the segment's row; frees the builder. */
-static int builder_close(builder_t *w, int64_t tag) {
+int dsegb_close(dsegb_t *w, int64_t tag) {
   sqlite3_stmt *st = NULL;
   size_t flen = 0;
   uint8_t *fbytes = NULL;
+  GByteArray *srcs = g_byte_array_new();
   builder_flush(w);
   if (!w->failed && sqlite3_prepare_v2(w->db,
                                        "INSERT INTO segments(id, ids,"
-                                       " oldest_ms, newest_ms, filter, tag)"
-                                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                                       " oldest_ms, newest_ms, filter, tag,"
+                                       " sources)"
+                                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                                        -1, &st, NULL) == SQLITE_OK) {
     fbytes = dfilter_encode(w->filter, &flen);
+    dsrc_encode(w->srcs, srcs);
+    sqlite3_bind_blob(st, 7, srcs->data, (int)srcs->len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 1, w->seg_id);
     sqlite3_bind_int64(st, 2, (int64_t)w->ids);
     sqlite3_bind_int64(st, 3, w->ids ? w->oldest : 0);
@@ -251,8 +245,10 @@ static int builder_close(builder_t *w, int64_t tag) {
   sqlite3_finalize(w->st);
   chunk_close(w);
   g_free(fbytes);
+  g_byte_array_free(srcs, TRUE);
   g_byte_array_free(w->block, TRUE);
   g_byte_array_free(w->first, TRUE);
+  g_byte_array_free(w->prev, TRUE);
   dfilter_free(w->filter);
   return w->failed ? -1 : 0;
 }
@@ -260,36 +256,41 @@ static int builder_close(builder_t *w, int64_t tag) {
 typedef struct ent {
   const uint8_t *k;
   size_t len;
-  int64_t ms;
   uint64_t hash;
+  dsegb_meta_t m;
 } ent_t;
 
 static int ent_cmp(const void *a, const void *b) {
   const ent_t *x = a, *y = b;
-  return key_cmp(x->k, x->len, y->k, y->len);
+  return dseg_key_cmp(x->k, x->len, y->k, y->len);
 }
 
-/* Encode and sort every key, one copy of each (the newest handled_ms);
- * returns the count left. */
+/* Encode and sort every key, one copy of each (the newest mark), its
+ * source found in srcs; returns the count left. */
 static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
-                        ent_t *ents) {
+                        ent_t *ents, dsrc_table_t *srcs) {
   size_t room = 0, at = 0, m = 0;
   for (size_t i = 0; i < n; i++)
     room += KEY_MAX_HEAD + keys[i].len;
   *arena = g_malloc(room ? room : 1);
   for (size_t i = 0; i < n; i++) {
+    const dseg_key_t *k = &keys[i];
     ents[i].k = *arena + at;
-    ents[i].len =
-        key_encode(keys[i].scope, keys[i].id, keys[i].len, *arena + at);
-    ents[i].ms = keys[i].handled_ms;
-    ents[i].hash = keys[i].hash;
+    ents[i].len = key_encode(k->scope, k->id, k->len, *arena + at);
+    ents[i].hash = k->hash;
+    ents[i].m = (dsegb_meta_t){
+        .src = dsrc_find(srcs, k->scope, k->topic, k->topic_len, k->partition),
+        .outcome = k->outcome,
+        .offset = k->offset,
+        .ms = k->handled_ms};
+    dsrc_widen(srcs, ents[i].m.src, k->offset, k->handled_ms);
     at += ents[i].len;
   }
   qsort(ents, n, sizeof(*ents), ent_cmp);
   for (size_t i = 0; i < n; i++) {
     if (m > 0 && ent_cmp(&ents[m - 1], &ents[i]) == 0) {
-      if (ents[i].ms > ents[m - 1].ms)
-        ents[m - 1].ms = ents[i].ms;
+      if (ents[i].m.ms > ents[m - 1].m.ms)
+        ents[m - 1] = ents[i];
       continue;
     }
     ents[m++] = ents[i];
@@ -303,15 +304,18 @@ int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
                        size_t errlen) {
   ent_t *ents = g_new(ent_t, n ? n : 1);
   uint8_t *arena = NULL;
-  size_t m = sort_keys(keys, n, &arena, ents);
-  builder_t w;
-  int rc = builder_open(&w, db, seg_id, m, bits_per_id, ch);
+  dsrc_table_t srcs;
+  dsrc_table_init(&srcs);
+  size_t m = sort_keys(keys, n, &arena, ents, &srcs);
+  dsegb_t w;
+  int rc = dsegb_open(&w, db, seg_id, m, bits_per_id, &srcs, ch);
   for (size_t i = 0; i < m; i++)
-    builder_add(&w, ents[i].k, ents[i].len, ents[i].ms, ents[i].hash);
-  if (builder_close(&w, tag) < 0)
+    dsegb_add(&w, ents[i].k, ents[i].len, &ents[i].m, ents[i].hash);
+  if (dsegb_close(&w, tag) < 0)
     rc = -1;
   if (rc != 0)
-    seg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
+    dseg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
+  dsrc_table_free(&srcs);
   g_free(arena);
   g_free(ents);
   return rc;
@@ -326,19 +330,31 @@ int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
 
 /* ----------------------------------------------------------------- load */
 
-static int seg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
-                    char *err, size_t errlen) {
+int dseg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
+              char *err, size_t errlen) {
   snprintf(err, errlen, "%s: segment %lld: %s", path, (long long)id,
            what ? what : sqlite3_errmsg(db));
   return -1;
+}
+
+/* The sources of a segment's row (column col) into srcs, their bytes
+ * copied to *blob; -3 when the row has none (a segment of schema version
+ * 5 or older) or they are malformed. */
+int dseg_load_sources(sqlite3_stmt *st, int col, uint8_t **blob, GArray *srcs) {
+  const void *p = sqlite3_column_blob(st, col); /* before _bytes() */
+  size_t len = (size_t)sqlite3_column_bytes(st, col);
+  if (!p)
+    return -3;
+  *blob = g_memdup2(p, len);
+  return dsrc_decode(*blob, len, srcs) == 0 ? 0 : -3;
 }
 
 static int load_meta(sqlite3 *db, dseg_t *g) {
   sqlite3_stmt *st = NULL;
   int rc = -1;
   if (sqlite3_prepare_v2(db,
-                         "SELECT ids, oldest_ms, newest_ms, filter, tag"
-                         " FROM segments WHERE id = ?1",
+                         "SELECT ids, oldest_ms, newest_ms, filter, tag,"
+                         " sources FROM segments WHERE id = ?1",
                          -1, &st, NULL) != SQLITE_OK)
     return -1;
   sqlite3_bind_int64(st, 1, g->id);
@@ -349,7 +365,7 @@ static int load_meta(sqlite3 *db, dseg_t *g) {
     g->filter = dfilter_decode(sqlite3_column_blob(st, 3),
                                (size_t)sqlite3_column_bytes(st, 3));
     g->tag = sqlite3_column_int64(st, 4);
-    rc = g->filter ? 0 : -2;
+    rc = g->filter ? dseg_load_sources(st, 5, &g->src_blob, g->srcs) : -2;
   }
   sqlite3_finalize(st);
   return rc;
@@ -391,11 +407,16 @@ int dseg_load(sqlite3 *db, const char *path, int64_t seg_id, dseg_t **out,
   dseg_t *g = g_new0(dseg_t, 1);
   int rc;
   g->id = seg_id;
+  g->srcs = g_array_new(FALSE, FALSE, sizeof(dsrc_t));
   rc = load_meta(db, g);
   if (rc == -2)
-    rc = seg_fail(path, seg_id, db, "filter of a wrong size", err, errlen);
+    rc = dseg_fail(path, seg_id, db, "filter of a wrong size", err, errlen);
+  else if (rc == -3)
+    rc = dseg_fail(path, seg_id, db,
+                   "no table of sources (a segment of schema version 5)", err,
+                   errlen);
   else if (rc != 0 || load_index(db, g) != 0)
-    rc = seg_fail(path, seg_id, db, NULL, err, errlen);
+    rc = dseg_fail(path, seg_id, db, NULL, err, errlen);
   if (rc != 0) {
     dseg_free(g);
     return -1;
@@ -432,6 +453,9 @@ void dseg_free(dseg_t *g) {
   if (!g)
     return;
   dfilter_free(g->filter);
+  if (g->srcs)
+    g_array_free(g->srcs, TRUE);
+  g_free(g->src_blob);
   g_free(g->first_off);
   g_free(g->first_keys);
   g_free(g);
@@ -446,7 +470,8 @@ void dseg_info(const dseg_t *g, dseg_info_t *out) {
       .newest_ms = g->newest_ms,
       .blocks = g->blocks,
       .memory = dfilter_size(g->filter) + g->first_off[g->blocks] +
-                (g->blocks + 1) * sizeof(size_t),
+                (g->blocks + 1) * sizeof(size_t) +
+                g->srcs->len * sizeof(dsrc_t),
   };
 }
 
@@ -460,7 +485,7 @@ static ssize_t block_for(const dseg_t *g, const uint8_t *key, size_t len) {
     size_t mid = lo + (hi - lo) / 2;
     const uint8_t *k = g->first_keys + g->first_off[mid];
     size_t klen = g->first_off[mid + 1] - g->first_off[mid];
-    if (key_cmp(k, klen, key, len) <= 0)
+    if (dseg_key_cmp(k, klen, key, len) <= 0)
       lo = mid + 1;
     else
       hi = mid;
@@ -468,22 +493,40 @@ static ssize_t block_for(const dseg_t *g, const uint8_t *key, size_t len) {
   return (ssize_t)lo - 1;
 }
 
-/* 1 when the packed keys of a block hold key (sorted: stop past it). */
-static int block_holds(const uint8_t *p, const uint8_t *end, const uint8_t *key,
-                       size_t len) {
-  uint64_t klen;
-  int c = 1;
-  while (c > 0 && p < end && dpack_varint_get(&p, end, &klen) &&
-         klen <= (uint64_t)(end - p)) {
+/* The mark of the entry r is at (its source in range). */
+static void entry_mark(const dseg_t *g, const dkey_reader_t *r,
+                       dlog_mark_t *m) {
+  const dsrc_t *s = &g_array_index(g->srcs, dsrc_t, r->src);
+  m->topic = s->topic_len ? s->topic : "";
+  m->topic_len = s->topic_len;
+  m->partition = s->partition;
+  m->offset = (int64_t)((uint64_t)s->base_offset + r->offset_delta);
+  m->handled_at = (int64_t)((uint64_t)s->newest_ms - r->ms_delta);
+  m->outcome = r->outcome;
+}
+
+/* 1 when the entries of a block hold key (sorted: stop past it), with
+ * its mark in *m (but its ID); -3 when the block is malformed. */
+static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
+                       const uint8_t *key, size_t len, dlog_mark_t *m) {
+  dkey_reader_t r;
+  int c = 1, got = 0;
+  dkey_reader_init(&r);
+  dkey_reader_block(&r, p, n);
+  while (c > 0 && (got = dkey_reader_next(&r)) == 1) {
     __atomic_add_fetch(&counters.keys_decoded, 1, __ATOMIC_RELAXED);
-    c = key_cmp(key, len, p, (size_t)klen);
-    p += klen;
+    c = dseg_key_cmp(key, len, r.key, r.len);
   }
+  if (c == 0 && r.src < g->srcs->len)
+    entry_mark(g, &r, m);
+  dkey_reader_done(&r);
+  if (got < 0 || (c == 0 && r.src >= g->srcs->len))
+    return -3;
   return c == 0;
 }
 
-static int read_block(sqlite3 *db, int64_t pos, const uint8_t *key, size_t len,
-                      int64_t *block_ms) {
+static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
+                      const uint8_t *key, size_t len, dlog_mark_t *m) {
   sqlite3_stmt *st = NULL;
   int rc = -1;
   if (sqlite3_prepare_v2(db,
@@ -497,9 +540,7 @@ static int read_block(sqlite3 *db, int64_t pos, const uint8_t *key, size_t len,
     const uint8_t *p = sqlite3_column_blob(st, 1);
     size_t n = (size_t)sqlite3_column_bytes(st, 1);
     __atomic_add_fetch(&counters.blocks_read, 1, __ATOMIC_RELAXED);
-    rc = p && block_holds(p, p + n, key, len);
-    if (rc == 1 && block_ms)
-      *block_ms = sqlite3_column_int64(st, 0);
+    rc = p ? block_holds(g, p, n, key, len, m) : -3;
     break;
   }
   case SQLITE_DONE:
@@ -511,9 +552,9 @@ static int read_block(sqlite3 *db, int64_t pos, const uint8_t *key, size_t len,
   return rc;
 }
 
-int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
-                const void *id, size_t len, uint64_t hash, int64_t *block_ms,
-                char *err, size_t errlen) {
+int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
+                     uint32_t scope, const void *id, size_t len, uint64_t hash,
+                     dlog_mark_t *m, char *err, size_t errlen) {
   uint8_t small[KEY_MAX_HEAD + 64], *key;
   size_t klen;
   ssize_t b;
@@ -524,13 +565,30 @@ int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
   key = len <= 64 ? small : g_malloc(KEY_MAX_HEAD + len);
   klen = key_encode(scope, id, len, key);
   b = block_for(g, key, klen);
-  rc = b < 0 ? 0
-             : read_block(db, (g->id << BLOCK_SHIFT) + b, key, klen, block_ms);
+  rc = b < 0 ? 0 : read_block(g, db, (g->id << BLOCK_SHIFT) + b, key, klen, m);
+  if (rc == 1) {
+    m->id = len ? id : "";
+    m->id_len = len;
+  }
   if (rc < 0)
-    seg_fail(path, g->id, db, rc == -2 ? "block missing" : NULL, err, errlen);
+    dseg_fail(path, g->id, db,
+              rc == -2   ? "block missing"
+              : rc == -3 ? "block malformed"
+                         : NULL,
+              err, errlen);
   rc = rc < 0 ? -1 : rc;
   if (key != small)
     g_free(key);
+  return rc;
+}
+
+int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
+                const void *id, size_t len, uint64_t hash, int64_t *ms,
+                char *err, size_t errlen) {
+  dlog_mark_t m;
+  int rc = dseg_lookup_mark(g, db, path, scope, id, len, hash, &m, err, errlen);
+  if (rc == 1 && ms)
+    *ms = m.handled_at;
   return rc;
 }
 
@@ -560,130 +618,27 @@ int dseg_delete(sqlite3 *db, const char *path, int64_t seg_id, char *err,
   } else
     rc = -1;
   sqlite3_finalize(st);
-  return rc < 0 ? seg_fail(path, seg_id, db, NULL, err, errlen) : 0;
+  return rc < 0 ? dseg_fail(path, seg_id, db, NULL, err, errlen) : 0;
 }
 
-/* ---------------------------------------------------------------- merge */
-
-/* One input of a merge: its blocks in order, one key at a time. */
-typedef struct cursor {
-  sqlite3_stmt *st;
-  const uint8_t *p, *end; /* the rest of the current block */
-  const uint8_t *key;     /* the current key; NULL at the end */
-  size_t len;
-  int64_t ms; /* its block's newest handled_at */
-  int failed;
-} cursor_t;
-
-static void cursor_next(cursor_t *c) {
-  uint64_t klen;
-  while (c->p >= c->end) {
-    int rc = sqlite3_step(c->st);
-    if (rc != SQLITE_ROW) {
-      c->failed = rc != SQLITE_DONE;
-      c->key = NULL;
-      return;
-    }
-    c->ms = sqlite3_column_int64(c->st, 0);
-    c->p = sqlite3_column_blob(c->st, 1);
-    c->end = c->p + sqlite3_column_bytes(c->st, 1);
-  }
-  if (!dpack_varint_get(&c->p, c->end, &klen) ||
-      klen > (uint64_t)(c->end - c->p)) {
-    c->failed = 1;
-    c->key = NULL;
-    return;
-  }
-  c->key = c->p;
-  c->len = (size_t)klen;
-  c->p += klen;
-}
-
-static int cursor_open(cursor_t *c, sqlite3 *db, int64_t seg_id) {
-  *c = (cursor_t){0};
+int dseg_schema_upgrade(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  int has = 0, rc;
   if (sqlite3_prepare_v2(db,
-                         "SELECT newest_ms, keys FROM segment_blocks"
-                         " WHERE pos BETWEEN ?1 AND ?2 ORDER BY pos",
-                         -1, &c->st, NULL) != SQLITE_OK)
+                         "SELECT count(*) FROM pragma_table_info("
+                         "'segments') WHERE name = 'sources'",
+                         -1, &st, NULL) != SQLITE_OK)
     return -1;
-  sqlite3_bind_int64(c->st, 1, seg_id << BLOCK_SHIFT);
-  sqlite3_bind_int64(c->st, 2,
-                     (seg_id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
-  cursor_next(c);
-  return c->failed ? -1 : 0;
-}
-
-/* The ID's hash again from its packed key (the filter needs the hash of
- * the ID as the flow core has it: a UUID as its text). */
-static uint64_t key_hash(const uint8_t *k, size_t len) {
-  char text[36];
-  if (k[4] != FORM_UUID)
-    return XXH3_64bits(k + KEY_MAX_HEAD, len - KEY_MAX_HEAD);
-  dpack_uuid_text(k + KEY_MAX_HEAD, text);
-  return XXH3_64bits(text, sizeof text);
-}
-
-/* The cursor with the smallest key (NULL when all are done). */
-static cursor_t *cursor_min(cursor_t *c, size_t n) {
-  cursor_t *min = NULL;
-  for (size_t i = 0; i < n; i++)
-    if (c[i].key &&
-        (!min || key_cmp(c[i].key, c[i].len, min->key, min->len) < 0))
-      min = &c[i];
-  return min;
-}
-
-/* Merge the cursors' keys into w: one copy of each key, with the newest
- * time any input has for it. The key is copied before its cursor moves
- * (the cursor's block goes with the step). */
-static int merge_into(builder_t *w, cursor_t *c, size_t n) {
-  GByteArray *k = g_byte_array_new();
-  cursor_t *min;
-  while ((min = cursor_min(c, n))) {
-    int64_t ms = INT64_MIN;
-    g_byte_array_set_size(k, 0);
-    g_byte_array_append(k, min->key, (guint)min->len);
-    for (size_t i = 0; i < n; i++)
-      while (c[i].key && key_cmp(c[i].key, c[i].len, k->data, k->len) == 0) {
-        ms = c[i].ms > ms ? c[i].ms : ms;
-        cursor_next(&c[i]);
-      }
-    builder_add(w, k->data, k->len, ms, key_hash(k->data, k->len));
-  }
-  g_byte_array_free(k, TRUE);
-  for (size_t i = 0; i < n; i++)
-    if (c[i].failed)
-      return -1;
-  return 0;
-}
-
-int dseg_merge_chunked(sqlite3 *read_db, sqlite3 *write_db, const char *path,
-                       const int64_t *ids, size_t n, uint64_t total_ids,
-                       int64_t seg_id, int64_t tag, const dseg_chunks_t *ch,
-                       char *err, size_t errlen) {
-  cursor_t *c = g_new0(cursor_t, n);
-  builder_t w;
-  int rc = builder_open(&w, write_db, seg_id, total_ids, 0, ch);
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    rc = cursor_open(&c[i], read_db, ids[i]);
-  if (rc == 0)
-    rc = merge_into(&w, c, n);
-  /* An input that failed: the segment's row must not be written. */
-  if (rc != 0 && !w.failed)
-    w.failed = 1;
-  if (builder_close(&w, tag) < 0)
-    rc = -1;
-  for (size_t i = 0; i < n; i++)
-    sqlite3_finalize(c[i].st);
-  g_free(c);
-  return rc < 0 ? seg_fail(path, seg_id, write_db, w.why[0] ? w.why : NULL, err,
-                           errlen)
-                : 0;
-}
-
-int dseg_merge(sqlite3 *db, const char *path, const int64_t *ids, size_t n,
-               uint64_t total_ids, int64_t seg_id, int64_t tag, char *err,
-               size_t errlen) {
-  return dseg_merge_chunked(db, db, path, ids, n, total_ids, seg_id, tag, NULL,
-                            err, errlen);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    has = sqlite3_column_int(st, 0) > 0;
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW)
+    return -1;
+  if (has)
+    return 0;
+  return sqlite3_exec(db, "ALTER TABLE segments ADD COLUMN sources BLOB", NULL,
+                      NULL, NULL) == SQLITE_OK
+             ? 0
+             : -1;
 }

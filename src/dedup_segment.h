@@ -5,12 +5,16 @@
  * in its bounded in-memory set without keeping them in memory.
  *
  * On disk (tables `segments` and `segment_blocks`): a segment row holds
- * its ID count, the oldest and newest handled_at of its keys and the
- * filter; its keys are packed, in key order, into blocks of about
+ * its ID count, the oldest and newest handled_at of its keys, the filter
+ * and its table of sources (dedup_segkey.h: scope, topic and partition
+ * of its marks); its keys are packed, in key order, into blocks of about
  * DSEG_BLOCK_BYTES, one row each, keyed by (segment << 24 | block) so that
  * a segment is written as an append in rowid order. A block row keeps its
  * first key (for the in-memory index) and the newest handled_at of its
- * keys: time is kept per block, not per ID.
+ * keys. Each key carries its mark (dedup_segkey.h): source, offset,
+ * handled_at and outcome, so that a mark lives in its segment alone once
+ * the segment is written (schema version 6) and `khost dedup lookup`
+ * still finds it. A segment keeps one mark per key: the newest.
  *
  * Keys: the scope (4 bytes, big-endian) and the ID; an ID in the
  * canonical lower-case UUID text form (36 bytes) is kept as its 16 binary
@@ -33,21 +37,33 @@
 
 struct sqlite3;
 
-#define DSEG_BLOCK_BYTES 4096
+/* A block row (its keys, first key and time) stays below what one 4 KB
+ * page holds, so that no block spills into an overflow page. */
+#define DSEG_BLOCK_BYTES 3968
 #define DSEG_BITS_PER_ID 12 /* filter size: about 0.3 % false positives */
 
 extern const char *const dseg_schema_sql;
+/* Add the column `sources` to a `segments` table of schema versions 3-5,
+ * inside the caller's write transaction (nothing when it has it). Their
+ * segments (sources NULL) hold keys without marks: dedup_convert.c
+ * rewrites them. 0, or -1 with SQLite's error on db. */
+int dseg_schema_upgrade(struct sqlite3 *db);
 
 typedef struct dseg dseg_t;
 
-/* One key to write: id is borrowed; hash is the ID's 64-bit hash (the one
- * the flow core computed; XXH3_64bits of the ID bytes). */
+/* One key to write, with its mark: id and topic are borrowed; hash is the
+ * ID's hash as the flow core carries it (id_hash(scope, id, len)). */
 typedef struct dseg_key {
   uint32_t scope;
   const void *id;
   size_t len;
   uint64_t hash;
   int64_t handled_ms;
+  const char *topic; /* topic_len bytes (NULL when 0) */
+  size_t topic_len;
+  int32_t partition;
+  int64_t offset;
+  int outcome; /* 0-3 */
 } dseg_key_t;
 
 /* A segment written in several transactions (dseg_write_chunked(),
@@ -118,12 +134,27 @@ int dseg_maybe(const dseg_t *g, uint64_t hash);
 int dseg_delete(struct sqlite3 *db, const char *path, int64_t seg_id, char *err,
                 size_t errlen);
 
-/* 1 when the segment holds (scope, id), with the newest handled_at of its
- * block in *block_ms (may be NULL); 0 when it does not; -1 when SQLite
- * fails (err names path and message). */
+/* 1 when the segment holds (scope, id), with its mark's handled_at in
+ * *ms (may be NULL); 0 when it does not; -1 when SQLite fails (err names
+ * path and message). hash: id_hash(scope, id, len). */
 int dseg_lookup(const dseg_t *g, struct sqlite3 *db, const char *path,
                 uint32_t scope, const void *id, size_t len, uint64_t hash,
-                int64_t *block_ms, char *err, size_t errlen);
+                int64_t *ms, char *err, size_t errlen);
+
+/* As dseg_lookup(), with the mark found in *m (its ID is the caller's;
+ * its topic points into g). */
+struct dlog_mark;
+int dseg_lookup_mark(const dseg_t *g, struct sqlite3 *db, const char *path,
+                     uint32_t scope, const void *id, size_t len, uint64_t hash,
+                     struct dlog_mark *m, char *err, size_t errlen);
+
+/* Every mark of segment seg_id, in key order, to fn (m and what it points
+ * to valid only during the call; fn returns 0, or -1 to stop). Reads on
+ * db in the caller's transaction, if any. -1 with err on failure. */
+typedef int (*dseg_mark_fn)(void *arg, uint32_t scope,
+                            const struct dlog_mark *m);
+int dseg_each(struct sqlite3 *db, const char *path, int64_t seg_id,
+              dseg_mark_fn fn, void *arg, char *err, size_t errlen);
 
 typedef struct dseg_info {
   int64_t id, tag;

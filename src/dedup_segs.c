@@ -8,8 +8,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
+#include "id_hash.h"
 
 struct dsegs {
   char *path;
@@ -64,13 +63,13 @@ void dsegs_free(dsegs_t *l) {
 }
 
 int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
-               int64_t *tag, int64_t *ms, char *err, size_t errlen) {
+               uint64_t hash, int64_t *tag, int64_t *ms, char *err,
+               size_t errlen) {
   int r = 0;
-  uint64_t hash;
   /* No segment (a store below its memory budget): no hash, no lock. */
   if (__atomic_load_n(&l->count, __ATOMIC_ACQUIRE) == 0)
     return 0;
-  hash = XXH3_64bits(id, len);
+  hash = id_hash_or(hash, scope, id, len);
   *tag = INT64_MIN;
   *ms = INT64_MIN;
   pthread_rwlock_rdlock(&l->lock);

@@ -3,7 +3,8 @@
  * store moved out of its in-memory set, answered from disk. Private to
  * dedup.c.
  *
- * Lookups hash the ID once and ask every segment's filter, newest first;
+ * Lookups take the ID's hash as the flow core carries it (id_hash.h) and
+ * ask every segment's filter;
  * only a filter pass reads a block, on a connection of the list's own
  * (under a mutex: with filters of about 0.3 % false positives, reads are
  * rare). A segment is published (dsegs_add()) before its IDs leave the
@@ -29,10 +30,12 @@ int dsegs_open(dsegs_t **out, struct sqlite3 *db, const char *path, char *err,
 void dsegs_free(dsegs_t *l);
 
 /* 1 when a segment holds (scope, id), with the newest such segment's tag
- * in *tag and its block's newest handled_at in *ms; 0 when none does; -1
- * when a block could not be read (err). */
+ * in *tag and the newest handled_at of its marks there in *ms; 0 when
+ * none does; -1 when a block could not be read (err). hash: id_hash(scope,
+ * id, len), or ID_HASH_NONE to have it computed here. */
 int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
-               int64_t *tag, int64_t *ms, char *err, size_t errlen);
+               uint64_t hash, int64_t *tag, int64_t *ms, char *err,
+               size_t errlen);
 
 /* Publish a loaded segment (the list owns it). */
 void dsegs_add(dsegs_t *l, dseg_t *g);

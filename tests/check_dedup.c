@@ -13,6 +13,8 @@
 
 #include "dedup.h"
 #include "dedup_admin.h"
+#include "dedup_filter.h"
+#include "dedup_log.h"
 #include "dedup_set.h"
 #include "id_hash.h"
 #include "testutil.h"
@@ -1304,7 +1306,9 @@ START_TEST(test_segments_exact_and_reopen) {
   commit_uuids(f.s, f.scope, 1000, 1000, now);
   ck_assert_uint_eq(segment_now(f.s), 1000);
   ck_assert_uint_eq(segment_now(f.s), 0);
+  ck_assert_int_eq(disk_rows(f.path), 0); /* each mark once: in a segment */
   commit_uuids(f.s, f.scope, 2000, 500, now);
+  ck_assert_int_eq(disk_rows(f.path), 500);
   expect_stats(f.s, 2500, 500, 2);
   expect_uuids(f.s, f.scope, 0, 2500, DEDUP_SEEN);
   expect_uuids(f.s, f.scope, 2500, 1000, DEDUP_NEW);
@@ -1400,15 +1404,35 @@ START_TEST(test_segments_admin_forget_and_prune) {
   commit_uuids(f.s, other, 0, 100, now);
   segment_now(f.s);
   dadm_t *a = adm_open(f.path, 0);
+  dadm_mark_t *m = NULL;
+  size_t n = 0;
+  uuid_of(id, 120); /* in a segment alone */
+  ck_assert_int_eq(disk_rows(f.path), 0);
+  ck_assert_msg(dadm_lookup(a, f.scope, id, 36, &m, &n, err, 512) == 0, "%s",
+                err);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(m[0].topic, "order-completed");
+  ck_assert_int_eq(m[0].partition, 3);
+  ck_assert_int_eq(m[0].offset, 42);
+  ck_assert_int_eq(m[0].handled_at_ms, now);
+  ck_assert_int_eq(m[0].outcome, DEDUP_OUTCOME_OK);
+  dadm_marks_free(m, n);
   uuid_of(id, 150);
+  ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 1, &removed, err, 512),
+                   0);
+  ck_assert_int_eq(removed, 1); /* a dry run finds it */
   ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 0, &removed, err, 512),
                    0);
   ck_assert_int_eq(removed, 1);
+  ck_assert_int_eq(dadm_lookup(a, f.scope, id, 36, &m, &n, err, 512), 0);
+  ck_assert_uint_eq(n, 0);
   uuid_of(id, 151);
   ck_assert_int_eq(dadm_forget_id(a, f.scope, id, 36, 0, &removed, err, 512),
                    0);
   ck_assert_int_eq(dadm_forget_scope(a, other, 0, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 100);
   ck_assert_int_eq(dadm_prune(a, now - HOUR_MS, &removed, err, 512), 0);
+  ck_assert_int_eq(removed, 100); /* the older segment */
   dadm_close(a);
   ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 1);
   fx_reopen(&f, 0, 0);
@@ -1423,6 +1447,45 @@ START_TEST(test_segments_admin_forget_and_prune) {
   fx_reopen(&f, 0, 0);
   expect_uuids(f.s, f.scope, 150, 1, DEDUP_SEEN);
   expect_uuids(f.s, f.scope, 151, 1, DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+static void exec_sql(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s",
+                sql, sqlite3_errmsg(db));
+  sqlite3_close(db);
+}
+
+/* A segment that cannot be recorded (its last transaction fails) leaves
+ * the log's rows where they are: no segment, every ID seen, also after a
+ * reopen; once the fault clears, the next segment takes the rows. */
+START_TEST(test_segments_failed_write_keeps_log) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t moved = 1;
+  char err[512] = "";
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 1000, now);
+  exec_sql(f.path, "CREATE TRIGGER full BEFORE INSERT ON segmented"
+                   " BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  ck_assert_int_eq(dedup_segment_now(f.s, &moved, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "disk full") != NULL, "%s", err);
+  ck_assert_uint_eq(moved, 0);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 0);
+  ck_assert_int_eq(disk_rows(f.path), 1000);
+  expect_uuids(f.s, f.scope, 0, 1000, DEDUP_SEEN);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 1000, 1000, 0);
+  expect_uuids(f.s, f.scope, 0, 1000, DEDUP_SEEN);
+  exec_sql(f.path, "DROP TRIGGER full");
+  ck_assert_uint_eq(segment_now(f.s), 1000);
+  ck_assert_int_eq(disk_rows(f.path), 0);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 1000, 0, 1);
+  expect_uuids(f.s, f.scope, 0, 1000, DEDUP_SEEN);
   fx_done(&f);
 }
 END_TEST
@@ -1666,6 +1729,180 @@ START_TEST(test_open_converts_schema_3) {
 }
 END_TEST
 
+/* The schema of version 5: the log of marks, and segments of keys only
+ * (no table of sources) beside it. */
+static const char *const schema_v5_sql =
+    "CREATE TABLE scopes(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);"
+    "INSERT INTO scopes(id, name) VALUES(1, 'orders');"
+    "CREATE TABLE replays(seq INTEGER PRIMARY KEY, scope INTEGER NOT NULL,"
+    " topic TEXT NOT NULL, partition INTEGER NOT NULL, first INTEGER NOT NULL,"
+    " stop INTEGER NOT NULL, mode INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL);"
+    "CREATE TABLE segmented(id INTEGER PRIMARY KEY CHECK(id = 1),"
+    " last_seq INTEGER NOT NULL);"
+    "CREATE TABLE forgotten(scope INTEGER NOT NULL, event_id BLOB,"
+    " upto_seq INTEGER NOT NULL);"
+    "CREATE TABLE batches(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " scope INTEGER NOT NULL, first_at INTEGER NOT NULL,"
+    " last_at INTEGER NOT NULL, n INTEGER NOT NULL, marks BLOB NOT NULL);"
+    "CREATE INDEX batches_last_at ON batches(last_at);"
+    "CREATE TABLE segments(id INTEGER PRIMARY KEY, tag INTEGER NOT NULL,"
+    " ids INTEGER NOT NULL, oldest_ms INTEGER NOT NULL,"
+    " newest_ms INTEGER NOT NULL, filter BLOB NOT NULL);"
+    "CREATE TABLE segment_blocks(pos INTEGER PRIMARY KEY,"
+    " first_key BLOB NOT NULL, newest_ms INTEGER NOT NULL,"
+    " keys BLOB NOT NULL);"
+    "PRAGMA user_version=5;";
+
+#define V5_ROWS 3 /* rows of the log, V5_ROW marks each */
+#define V5_ROW 400
+
+/* Mark i of the version 5 file: a UUID, or a short ID for every 10th;
+ * topic, partition, offset, time and outcome from i. */
+static void v5_mark(dlog_mark_t *m, uint64_t i, char *id, int64_t now) {
+  if (i % 10 == 9)
+    snprintf(id, 37, "ev-%" PRIu64, i);
+  else
+    uuid_of(id, i);
+  *m = (dlog_mark_t){.id = id,
+                     .id_len = strlen(id),
+                     .topic = i % 2 ? "orders" : "refunds",
+                     .topic_len = i % 2 ? 6 : 7,
+                     .partition = (int32_t)(i % 3),
+                     .offset = (int64_t)i * 5,
+                     .handled_at = now - 1000 + (int64_t)i,
+                     .outcome = i % 13 == 0};
+}
+
+/* A segment of version 5 as it wrote them: packed keys (scope, form, ID)
+ * in one block, the filter, no sources. Its keys are never read again. */
+static void write_v5_segment(sqlite3 *db, int64_t tag, int64_t now) {
+  sqlite3_stmt *st = NULL;
+  dfilter_t *flt = dfilter_new(V5_ROW, 12);
+  size_t flen = 0;
+  uint8_t *fbytes = dfilter_encode(flt, &flen);
+  const uint8_t key[] = {0, 0, 0, 1, 0, 'e', 'v', '-', 'x'};
+  uint8_t keys[1 + sizeof key];
+  keys[0] = sizeof key;
+  memcpy(keys + 1, key, sizeof key);
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "INSERT INTO segments VALUES(1, ?1, 1,"
+                                      " ?2, ?2, ?3)",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_int64(st, 1, tag);
+  sqlite3_bind_int64(st, 2, now);
+  sqlite3_bind_blob(st, 3, fbytes, (int)flen, SQLITE_STATIC);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "INSERT INTO segment_blocks VALUES("
+                                      " 16777216, ?1, ?2, ?3)",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_blob(st, 1, key, sizeof key, SQLITE_STATIC);
+  sqlite3_bind_int64(st, 2, now);
+  sqlite3_bind_blob(st, 3, keys, sizeof keys, SQLITE_STATIC);
+  ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  g_free(fbytes);
+  dfilter_free(flt);
+}
+
+/* V5_ROWS rows of the log; the first two are in a segment of version 5
+ * (the segments' mark is the second's seq), which also holds ev-x, an ID
+ * `khost dedup forget` removed from the log. */
+static void write_v5(const char *path, int64_t now) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  GByteArray *blob = g_byte_array_new();
+  dlog_mark_t m[V5_ROW];
+  char ids[V5_ROW][37];
+  ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, schema_v5_sql, NULL, NULL, NULL),
+                   SQLITE_OK);
+  ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                      "INSERT INTO batches(seq, scope,"
+                                      " first_at, last_at, n, marks)"
+                                      " VALUES(?1, 1, ?2, ?3, ?4, ?5)",
+                                      -1, &st, NULL),
+                   SQLITE_OK);
+  for (uint64_t r = 0; r < V5_ROWS; r++) {
+    int64_t first, last;
+    for (uint64_t i = 0; i < V5_ROW; i++)
+      v5_mark(&m[i], r * V5_ROW + i, ids[i], now);
+    dlog_pack(blob, m, V5_ROW, &first, &last);
+    sqlite3_bind_int64(st, 1, (int64_t)(r + 1) * 10);
+    sqlite3_bind_int64(st, 2, first);
+    sqlite3_bind_int64(st, 3, last);
+    sqlite3_bind_int64(st, 4, V5_ROW);
+    sqlite3_bind_blob(st, 5, blob->data, (int)blob->len, SQLITE_STATIC);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_reset(st);
+  }
+  sqlite3_finalize(st);
+  write_v5_segment(db, 20, now);
+  ck_assert_int_eq(sqlite3_exec(db,
+                                "INSERT INTO segmented VALUES(1, 20);"
+                                "INSERT INTO forgotten VALUES(1, 'ev-x', 20)",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  g_byte_array_free(blob, TRUE);
+}
+
+/* A version 5 database opens as version 6: the log's rows its segments
+ * held move into segments that keep their marks (and leave the log), the
+ * segments of version 5 go, every ID is still seen, and `khost dedup
+ * lookup` and `stats` find marks that now live in a segment alone. */
+START_TEST(test_open_converts_schema_5) {
+  fx_t f = {0};
+  char id[37], err[512] = "";
+  int64_t now = dedup_now_ms();
+  dadm_mark_t *v = NULL;
+  dadm_stats_t *st = NULL;
+  size_t n = 0;
+  f.dir = tu_tempdir();
+  ck_assert_int_ge(asprintf(&f.path, "%s/dedup.db", f.dir), 0);
+  write_v5(f.path, now);
+  fx_open(&f, HOUR_MS, 0);
+  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"), 6);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"
+                                   " WHERE sources IS NULL"),
+                   0);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"), 1);
+  ck_assert_int_eq(disk_rows(f.path), V5_ROW); /* the row after the mark */
+  for (uint64_t i = 0; i < V5_ROWS * V5_ROW; i++) {
+    dlog_mark_t m;
+    v5_mark(&m, i, id, now);
+    ck_assert_msg(claim_str(f.s, f.scope, id) == DEDUP_SEEN, "%s", id);
+  }
+  expect_uuids(f.s, f.scope, V5_ROWS * V5_ROW, 100, DEDUP_NEW);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "ev-x"), DEDUP_NEW);
+  dedup_release(f.s, f.scope, "ev-x", 4);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_uuids(f.s, f.scope, 0, 9, DEDUP_SEEN);
+  dadm_t *a = adm_open(f.path, 0);
+  uuid_of(id, 26);
+  ck_assert_msg(dadm_lookup(a, f.scope, id, 36, &v, &n, err, sizeof err) == 0,
+                "%s", err);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_str_eq(v[0].topic, "refunds");
+  ck_assert_int_eq(v[0].partition, 2);
+  ck_assert_int_eq(v[0].offset, 130);
+  ck_assert_int_eq(v[0].handled_at_ms, now - 1000 + 26);
+  ck_assert_int_eq(v[0].outcome, DEDUP_OUTCOME_FAIL);
+  dadm_marks_free(v, n);
+  ck_assert_int_eq(dadm_stats(a, &st, &n, err, sizeof err), 0);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_int_eq(st[0].marks, V5_ROWS * V5_ROW);
+  ck_assert_int_eq(st[0].oldest_ms, now - 1000);
+  dadm_stats_free(st, n);
+  dadm_close(a);
+  fx_done(&f);
+}
+END_TEST
+
 Suite *dedup_suite(void) {
   Suite *s = suite_create("dedup");
   TCase *tc = tcase_create("claims");
@@ -1734,8 +1971,10 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_admin_forget_and_prune);
   tcase_add_test(tc, test_segments_merge);
   tcase_add_test(tc, test_segments_merge_keeps_newest_time);
+  tcase_add_test(tc, test_segments_failed_write_keeps_log);
   tcase_add_test(tc, test_open_migrates_schema_2);
   tcase_add_test(tc, test_open_converts_schema_3);
+  tcase_add_test(tc, test_open_converts_schema_5);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("set");

@@ -19,7 +19,9 @@
 
 #include "dedup.h"
 #include "dedup_filter.h"
+#include "dedup_log.h"
 #include "dedup_segment.h"
+#include "id_hash.h"
 #include "testutil.h"
 
 #define NSEG 3
@@ -77,8 +79,15 @@ static void write_seg(fx_t *f, int64_t seg, uint32_t scope, unsigned first,
   ck_assert_ptr_nonnull(ids);
   for (size_t i = 0; i < n; i++) {
     size_t len = make_id(first + (unsigned)i, ids[i], 200);
-    k[i] = (dseg_key_t){scope, ids[i], len, XXH3_64bits(ids[i], len),
-                        ms + (int64_t)i};
+    k[i] = (dseg_key_t){.scope = scope,
+                        .id = ids[i],
+                        .len = len,
+                        .hash = id_hash(scope, ids[i], len),
+                        .handled_ms = ms + (int64_t)i,
+                        .topic = "orders",
+                        .topic_len = 6,
+                        .partition = (int32_t)(i % 3),
+                        .offset = (int64_t)(first + i)};
   }
   ck_assert_int_eq(sqlite3_exec(f->db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
   ck_assert_msg(dseg_write(f->db, f->path, seg, 0, k, n, bits_per_id, err,
@@ -118,7 +127,7 @@ static unsigned holders(fx_t *f, dseg_t **g, size_t n, uint32_t scope,
   unsigned mask = 0;
   for (size_t s = 0; s < n; s++) {
     int r = dseg_lookup(g[s], f->db, f->path, scope, id, len,
-                        XXH3_64bits(id, len), NULL, err, sizeof err);
+                        id_hash(scope, id, len), NULL, err, sizeof err);
     ck_assert_msg(r >= 0, "dseg_lookup: %s", err);
     mask |= (unsigned)r << s;
   }
@@ -218,23 +227,37 @@ START_TEST(test_reopen_same_answers_without_reading_ids) {
 }
 END_TEST
 
-/* Time is kept per block: a found ID reports its block's newest
- * handled_at, never an older one than its own; a duplicate keeps the
- * newer time; a UUID takes 16 bytes, not 36. */
-START_TEST(test_block_time_and_duplicates) {
+static int each_mark(void *arg, uint32_t scope, const dlog_mark_t *m) {
+  GArray *v = arg;
+  ck_assert_uint_eq(scope, 7);
+  g_array_append_vals(v, m, 1);
+  ck_assert_int_eq(m->id_len, 36);
+  ck_assert_int_eq(memcmp(m->id, "0f0e0d0c-0b0a-4009-8807-060504030201", 36),
+                   0);
+  ck_assert_int_eq(m->topic_len, 6);
+  ck_assert_int_eq(memcmp(m->topic, "orders", 6), 0);
+  return 0;
+}
+
+/* A segment keeps each ID's newest mark (topic, partition, offset, time,
+ * outcome), read back by lookups and dseg_each(); a UUID takes 16 bytes,
+ * not 36, and the mark a few more. */
+START_TEST(test_mark_kept_and_duplicates) {
   fx_t f;
   size_t n;
   char err[512] = "";
   const char *u = "0f0e0d0c-0b0a-4009-8807-060504030201";
-  dseg_key_t k[2] = {{7, u, 36, XXH3_64bits(u, 36), 5000},
-                     {7, u, 36, XXH3_64bits(u, 36), 9000}};
+  dseg_key_t k[2] = {
+      {7, u, 36, id_hash(7, u, 36), 5000, "orders", 6, 2, 1000, 0},
+      {7, u, 36, id_hash(7, u, 36), 9000, "orders", 6, 2, 1001, 1}};
+  GArray *marks = g_array_new(FALSE, FALSE, sizeof(dlog_mark_t));
   fx_init(&f);
   ck_assert_int_eq(sqlite3_exec(f.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
   ck_assert_int_eq(dseg_write(f.db, f.path, 1, 0, k, 2, 0, err, sizeof err), 0);
   ck_assert_int_eq(sqlite3_exec(f.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
   dseg_t **g = load_all(&f, &n);
   int64_t ms = 0;
-  ck_assert_int_eq(dseg_lookup(g[0], f.db, f.path, 7, u, 36, XXH3_64bits(u, 36),
+  ck_assert_int_eq(dseg_lookup(g[0], f.db, f.path, 7, u, 36, id_hash(7, u, 36),
                                &ms, err, sizeof err),
                    1);
   ck_assert_int_eq(ms, 9000);
@@ -242,14 +265,25 @@ START_TEST(test_block_time_and_duplicates) {
   dseg_info(g[0], &info);
   ck_assert_uint_eq(info.ids, 1);
   ck_assert_int_eq(info.oldest_ms, 9000);
+  ck_assert_msg(dseg_each(f.db, f.path, 1, each_mark, marks, err, 512) == 0,
+                "%s", err);
+  ck_assert_uint_eq(marks->len, 1);
+  dlog_mark_t *m = &g_array_index(marks, dlog_mark_t, 0);
+  ck_assert_int_eq(m->partition, 2);
+  ck_assert_int_eq(m->offset, 1001);
+  ck_assert_int_eq(m->handled_at, 9000);
+  ck_assert_int_eq(m->outcome, 1);
   sqlite3_stmt *st;
   ck_assert_int_eq(sqlite3_prepare_v2(f.db,
                                       "SELECT length(keys) FROM segment_blocks",
                                       -1, &st, NULL),
                    SQLITE_OK);
   ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-  ck_assert_int_eq(sqlite3_column_int(st, 0), 1 + 4 + 1 + 16);
+  /* shared prefix, rest, scope, form, UUID; source and outcome, offset,
+   * time */
+  ck_assert_int_eq(sqlite3_column_int(st, 0), 1 + 1 + 4 + 1 + 16 + 1 + 1 + 1);
   sqlite3_finalize(st);
+  g_array_free(marks, TRUE);
   free_all(g, n);
   fx_done(&f);
 }
@@ -285,14 +319,14 @@ START_TEST(test_merge_keeps_every_id_once) {
     ck_assert_uint_eq(holders(&f, g, n, 7, i), 1);
   for (unsigned i = 3500; i < 5000; i++)
     ck_assert_uint_eq(holders(&f, g, n, 7, i), 0);
-  /* ID 2999 was in all three: its block's time is at least the newest. */
+  /* ID 2999 was in the last two: the newer mark's time. */
   char id[200];
   size_t len = make_id(2999, id, sizeof id);
   int64_t ms = 0;
   ck_assert_int_eq(dseg_lookup(g[0], f.db, f.path, 7, id, len,
-                               XXH3_64bits(id, len), &ms, err, sizeof err),
+                               id_hash(7, id, len), &ms, err, sizeof err),
                    1);
-  ck_assert_int_ge(ms, 9000 + 499);
+  ck_assert_int_eq(ms, 9000 + 499);
   free_all(g, n);
   fx_done(&f);
 }
@@ -410,7 +444,7 @@ Suite *dedup_segment_suite(void) {
   tcase_add_test(tc, test_segments_answer_exactly);
   tcase_add_test(tc, test_filter_false_positive_never_seen);
   tcase_add_test(tc, test_reopen_same_answers_without_reading_ids);
-  tcase_add_test(tc, test_block_time_and_duplicates);
+  tcase_add_test(tc, test_mark_kept_and_duplicates);
   tcase_add_test(tc, test_merge_keeps_every_id_once);
   suite_add_tcase(s, tc);
 

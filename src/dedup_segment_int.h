@@ -1,0 +1,67 @@
+/*
+ * What the parts of the dedup segments (dedup_segment.c: keys, writing,
+ * loading, lookups; dedup_segmerge.c: reading in key order, merging)
+ * share. Private to them.
+ */
+#ifndef KHOST_DEDUP_SEGMENT_INT_H
+#define KHOST_DEDUP_SEGMENT_INT_H
+
+#include <glib.h>
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "dedup_filter.h"
+#include "dedup_segkey.h"
+#include "dedup_segment.h"
+
+#define BLOCK_SHIFT 24
+#define KEY_MAX_HEAD 5 /* scope and the form byte */
+#define FORM_RAW 0
+#define FORM_UUID 1
+
+/* A segment written key by key, in key order: blocks go out as they
+ * fill, so memory stays at one block and the filter. */
+typedef struct dsegb {
+  sqlite3 *db;
+  sqlite3_stmt *st;
+  const dseg_chunks_t *ch; /* NULL: the caller's one transaction */
+  int64_t txn_start_ms;    /* when ch's current transaction began */
+  char why[256];           /* the first failure's message, kept before a
+                              rollback replaces SQLite's */
+  int64_t seg_id, pos;
+  GByteArray *block, *first, *prev; /* prev: the block's last key */
+  dsrc_table_t *srcs; /* the segment's sources, bases and newest set */
+  int64_t block_newest, oldest, newest;
+  uint64_t ids;
+  dfilter_t *filter;
+  int failed;
+} dsegb_t;
+
+/* A key's mark: its source (an index into the builder's), outcome,
+ * offset and time. */
+typedef struct dsegb_meta {
+  uint32_t src;
+  int outcome;
+  int64_t offset, ms;
+} dsegb_meta_t;
+
+int dseg_key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+/* err gets "path: segment id: what" (what NULL: SQLite's message on db);
+ * returns -1. */
+int dseg_fail(const char *path, int64_t id, sqlite3 *db, const char *what,
+              char *err, size_t errlen);
+/* The sources of a segment's row (column col of st) into srcs, their bytes
+ * copied to *blob; -3 when the row has none or they are malformed. */
+int dseg_load_sources(sqlite3_stmt *st, int col, uint8_t **blob, GArray *srcs);
+
+/* A builder for segment seg_id of about expected IDs, its sources in srcs
+ * (bases and newest set); with ch, in ch's transactions. */
+int dsegb_open(dsegb_t *w, sqlite3 *db, int64_t seg_id, size_t expected,
+               unsigned bits_per_id, dsrc_table_t *srcs,
+               const dseg_chunks_t *ch);
+void dsegb_add(dsegb_t *w, const uint8_t *k, size_t len, const dsegb_meta_t *m,
+               uint64_t hash);
+/* The last block and the segment's row; frees the builder. */
+int dsegb_close(dsegb_t *w, int64_t tag);
+
+#endif
