@@ -1126,6 +1126,7 @@ static struct timespec deadline_after(int64_t ms) {
 static void *pruner_main(void *arg) {
   dedup_store_t *s = arg;
   char err[512];
+  pthread_setname_np(pthread_self(), "dedup-prune");
   pthread_mutex_lock(&s->stop_lock);
   while (!s->stopping) {
     pthread_mutex_unlock(&s->stop_lock);
@@ -1159,6 +1160,8 @@ static int pruner_start(dedup_store_t *s, char *err, size_t errlen) {
 static void *segmenter_main(void *arg) {
   dedup_store_t *s = arg;
   char err[512];
+  /* Named, so that top and perf tell its work from the main thread's. */
+  pthread_setname_np(pthread_self(), "dedup-segment");
   pthread_mutex_lock(&s->stop_lock);
   for (;;) {
     while (!s->stopping && !s->seg_due)
