@@ -1144,6 +1144,7 @@ static struct timespec deadline_after(int64_t ms) {
 static void *pruner_main(void *arg) {
   dedup_store_t *s = arg;
   char err[512];
+  pthread_setname_np(pthread_self(), "dedup-prune");
   pthread_mutex_lock(&s->stop_lock);
   while (!s->stopping) {
     pthread_mutex_unlock(&s->stop_lock);
@@ -1177,6 +1178,8 @@ static int pruner_start(dedup_store_t *s, char *err, size_t errlen) {
 static void *segmenter_main(void *arg) {
   dedup_store_t *s = arg;
   char err[512];
+  /* Named, so that top and perf tell its work from the main thread's. */
+  pthread_setname_np(pthread_self(), "dedup-segment");
   pthread_mutex_lock(&s->stop_lock);
   for (;;) {
     while (!s->stopping && !s->seg_due)
@@ -1320,6 +1323,7 @@ typedef struct pending {
   int64_t offset, handled_at;
   int outcome;
   size_t id_off, id_len, topic_off, topic_len;
+  uint64_t id_hash; /* ID_HASH_NONE: computed with its key */
 } pending_t;
 
 /* One row of the log, packed before the write lock is taken. */
@@ -1336,7 +1340,7 @@ struct dedup_writer {
   sqlite3_stmt *begin, *commit, *rollback, *insert;
   GArray *marks;     /* pending_t */
   dset_buf_t bytes;  /* event IDs and topics of the marks */
-  dset_keys_t *keys; /* their set keys, built before any lock is taken */
+  dset_keys_t *keys; /* their set keys, built at commit (writer_keys()) */
   GArray *rows;      /* packed_t: the rows of the next commit */
   size_t nrows;      /* rows used in it */
   GArray *scratch;   /* dlog_mark_t of one row */
@@ -1402,7 +1406,8 @@ int dedup_writer_add(dedup_writer_t *w, const dedup_mark_t *m) {
                  .handled_at = m->handled_at_ms,
                  .outcome = m->outcome,
                  .id_len = m->event_id_len,
-                 .topic_len = strlen(topic)};
+                 .topic_len = strlen(topic),
+                 .id_hash = m->id_hash};
   p.id_off = dset_buf_put(&w->bytes, m->event_id, p.id_len);
   /* A batch usually holds one or a few topics: share the copy. */
   const pending_t *last =
@@ -1414,8 +1419,6 @@ int dedup_writer_add(dedup_writer_t *w, const dedup_mark_t *m) {
     p.topic_off = last->topic_off;
   else
     p.topic_off = dset_buf_put(&w->bytes, topic, p.topic_len);
-  dset_keys_add_h(w->keys, p.scope, m->event_id, p.id_len, p.handled_at,
-                  m->id_hash);
   g_array_append_val(w->marks, p);
   return 0;
 }
@@ -1463,11 +1466,23 @@ static void writer_pack_scope(dedup_writer_t *w, uint32_t scope, size_t first) {
             &row->first_at, &row->last_at);
 }
 
+/* The set keys of the marks buffered since the keys were last built: at
+ * commit, on the thread that commits (the durability thread), not on the
+ * member's as each mark is added; those of a failed commit stay built for
+ * the next try. */
+static void writer_keys(dedup_writer_t *w) {
+  const pending_t *p = (const pending_t *)w->marks->data;
+  for (size_t i = dset_keys_count(w->keys); i < w->marks->len; i++)
+    dset_keys_add_h(w->keys, p[i].scope, w->bytes.data + p[i].id_off,
+                    p[i].id_len, p[i].handled_at, p[i].id_hash);
+}
+
 /* The buffered marks as rows of the log, one per scope (in the order the
- * scopes first appear; a member's batch has one). Done before the write
- * lock is taken. */
+ * scopes first appear; a member's batch has one), and their set keys.
+ * Done before the write lock is taken. */
 static void writer_pack(dedup_writer_t *w) {
   const pending_t *p = (const pending_t *)w->marks->data;
+  writer_keys(w);
   w->nrows = 0;
   for (size_t i = 0; i < w->marks->len; i++) {
     int done = 0;
