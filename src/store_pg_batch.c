@@ -32,6 +32,7 @@ typedef struct pg_offset {
 typedef struct pg_batch {
   store_batch_t base;
   PGconn *conn;
+  unsigned prepared;   /* statements prepared on conn */
   GArray *marks;       /* pg_mark_t */
   GHashTable *state;   /* scope + key (GBytes) -> value, NULL: deleted */
   GHashTable *offsets; /* "scope/partition/topic" -> pg_offset_t */
@@ -120,6 +121,8 @@ static const char marks_sql[] =
     " since = CASE WHEN khost_marks.outcome = " PG_CLAIMED
     " THEN khost_marks.since ELSE EXCLUDED.since END";
 
+static const pg_stmt_t st_marks = {"khost_marks", 1u};
+
 /* The marks of scope (a batch has one, its pipeline's, but need not). */
 static int commit_scope(pg_batch_t *b, uint32_t scope, int *transient,
                         char *err, size_t errlen) {
@@ -145,7 +148,10 @@ static int commit_scope(pg_batch_t *b, uint32_t scope, int *transient,
     pga_i64(col[5], m->offset);
     pga_i64(col[6], m->outcome);
   }
-  rc = pg_exec0(p, b->conn, marks_sql, &a, transient, err, errlen);
+  PGresult *r = pg_exec_prepared(p, b->conn, &st_marks, &b->prepared, marks_sql,
+                                 &a, 0, transient, err, errlen);
+  rc = r ? 0 : -1;
+  PQclear(r);
   pgp_free(&a);
   return rc;
 }

@@ -237,6 +237,11 @@ static const char ahead_seen_sql[] =
     "SELECT id FROM khost_marks WHERE scope = $1::integer AND"
     " id = ANY ($2::bytea[]) AND outcome <> " PG_CLAIMED;
 
+/* The statements of every claim ahead, prepared on the store's
+ * connection. */
+static const pg_stmt_t st_ahead = {"khost_ahead", 1u},
+                       st_seen = {"khost_ahead_seen", 2u};
+
 static void ahead_put(pg_store_t *p, uint32_t scope, const PGresult *r, int row,
                       int state, uint32_t attempts) {
   pg_ahead_t *e = g_new0(pg_ahead_t, 1);
@@ -255,7 +260,8 @@ static void ahead_seen(pg_store_t *p, uint32_t scope, const pga_t *arr) {
   pgp_t a = {0};
   pgp_i64(&a, scope);
   pgp_bytes(&a, arr->buf->data, arr->buf->len);
-  PGresult *r = pg_exec(p, p->conn, ahead_seen_sql, &a, 1, NULL, NULL, 0);
+  PGresult *r = pg_exec_prepared(p, p->conn, &st_seen, &p->conn_prepared,
+                                 ahead_seen_sql, &a, 1, NULL, NULL, 0);
   for (int i = 0; r && i < PQntuples(r); i++)
     ahead_put(p, scope, r, i, AHEAD_SEEN, 0);
   PQclear(r);
@@ -277,8 +283,10 @@ void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
       asked++;
     }
   /* A failure is not an error: store_claim() asks again, one by one. */
-  PGresult *r =
-      asked ? pg_exec(p, p->conn, ahead_sql, &a, 1, NULL, NULL, 0) : NULL;
+  PGresult *r = asked
+                    ? pg_exec_prepared(p, p->conn, &st_ahead, &p->conn_prepared,
+                                       ahead_sql, &a, 1, NULL, NULL, 0)
+                    : NULL;
   for (int i = 0; r && i < PQntuples(r); i++)
     ahead_put(p, scope, r, i, AHEAD_CLAIMED, (uint32_t)pg_int(r, i, 1));
   if (r && (size_t)PQntuples(r) < asked)

@@ -41,7 +41,8 @@
 typedef struct pg_store {
   store_t base;
   pthread_mutex_t mu;
-  PGconn *conn; /* the store's own calls, under mu */
+  PGconn *conn;           /* the store's own calls, under mu */
+  unsigned conn_prepared; /* statements prepared on conn (pg_stmt_t) */
   char *conninfo;
   char *display;  /* conninfo without its password */
   char owner[96]; /* this process, as khost_hosts names it */
@@ -135,6 +136,18 @@ PGconn *pg_connect(pg_store_t *p, char *err, size_t errlen);
  * NULL with err and *transient (either may be NULL). */
 PGresult *pg_exec(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
                   int binary, int *transient, char *err, size_t errlen);
+/* A statement run often on one connection: prepared there once (its
+ * parse and plan, a tenth of a millisecond or more, not paid again). */
+typedef struct pg_stmt {
+  const char *name;
+  unsigned bit; /* in the connection's mask of what is prepared on it */
+} pg_stmt_t;
+/* As pg_exec(), with sql prepared on c as st unless *mask says it is
+ * (then set); a connection reset clears *mask. */
+PGresult *pg_exec_prepared(pg_store_t *p, PGconn *c, const pg_stmt_t *st,
+                           unsigned *mask, const char *sql, pgp_t *params,
+                           int binary, int *transient, char *err,
+                           size_t errlen);
 /* A statement whose result is not needed: 0 or -1. */
 int pg_exec0(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
              int *transient, char *err, size_t errlen);

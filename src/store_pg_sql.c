@@ -205,10 +205,14 @@ PGconn *pg_connect(pg_store_t *p, char *err, size_t errlen) {
   return NULL;
 }
 
-/* A lost connection is reset before use; 0 when it is usable. */
-static int pg_ready(PGconn *c) {
-  if (PQstatus(c) != CONNECTION_OK)
+/* A lost connection is reset before use; 0 when it is usable. A reset
+ * connection has none of the statements prepared on it before. */
+static int pg_ready(PGconn *c, unsigned *prepared) {
+  if (PQstatus(c) != CONNECTION_OK) {
     PQreset(c);
+    if (prepared)
+      *prepared = 0;
+  }
   return PQstatus(c) == CONNECTION_OK ? 0 : -1;
 }
 
@@ -221,10 +225,29 @@ static void what_of(const char *sql, char *out, size_t size) {
     snprintf(out, size, "%.*s...", (int)(size - 4), sql);
 }
 
-PGresult *pg_exec(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
-                  int binary, int *transient, char *err, size_t errlen) {
+/* sql run as the statement st prepared on c once (mask: what is), or
+ * with its own parse and plan when st is NULL. */
+static PGresult *pg_send(PGconn *c, const pg_stmt_t *st, unsigned *mask,
+                         const char *sql, int n, pgp_t *params, int binary) {
+  const char *const *v = n ? params->v : NULL;
+  const int *len = n ? params->len : NULL, *bin = n ? params->bin : NULL;
+  if (!st)
+    return PQexecParams(c, sql, n, NULL, v, len, bin, binary);
+  if (!(*mask & st->bit)) {
+    PGresult *r = PQprepare(c, st->name, sql, n, NULL);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+      return r;
+    PQclear(r);
+    *mask |= st->bit;
+  }
+  return PQexecPrepared(c, st->name, n, v, len, bin, binary);
+}
+
+static PGresult *pg_run(pg_store_t *p, PGconn *c, const pg_stmt_t *st,
+                        unsigned *mask, const char *sql, pgp_t *params,
+                        int binary, int *transient, char *err, size_t errlen) {
   PGresult *r = NULL;
-  ExecStatusType st;
+  ExecStatusType rs;
   char what[100];
   int n = params ? params->n : 0;
   for (int i = 0; i < n; i++)
@@ -234,13 +257,12 @@ PGresult *pg_exec(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
       params->len[i] = (int)params->arr[i].buf->len;
       params->bin[i] = 1;
     }
-  if (c && pg_ready(c) == 0) {
+  if (c && pg_ready(c, mask) == 0) {
     __atomic_add_fetch(&p->round_trips, 1, __ATOMIC_RELAXED);
-    r = PQexecParams(c, sql, n, NULL, n ? params->v : NULL,
-                     n ? params->len : NULL, n ? params->bin : NULL, binary);
+    r = pg_send(c, st, mask, sql, n, params, binary);
   }
-  st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+  rs = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK)
     return r;
   if (transient)
     *transient = c ? pg_is_transient(c, r) : 1;
@@ -248,6 +270,18 @@ PGresult *pg_exec(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
   pg_set_err(p, c, r, what, err, errlen);
   PQclear(r);
   return NULL;
+}
+
+PGresult *pg_exec(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
+                  int binary, int *transient, char *err, size_t errlen) {
+  return pg_run(p, c, NULL, NULL, sql, params, binary, transient, err, errlen);
+}
+
+PGresult *pg_exec_prepared(pg_store_t *p, PGconn *c, const pg_stmt_t *st,
+                           unsigned *mask, const char *sql, pgp_t *params,
+                           int binary, int *transient, char *err,
+                           size_t errlen) {
+  return pg_run(p, c, st, mask, sql, params, binary, transient, err, errlen);
 }
 
 int pg_exec0(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
