@@ -81,25 +81,43 @@ static long count_marks(PGconn *c) {
 }
 
 /* ids random marks in bulk: the keys are built after the rows, which is
- * many times faster than inserting 10M random keys into a B-tree. */
+ * many times faster than inserting 10M random keys into a B-tree. The
+ * IDs are random UUIDs, keyed as khost keys them (store_pg_int.h). */
 static void fill(PGconn *c, uint32_t scope, long ids) {
   char *q = g_strdup_printf(
-      "INSERT INTO khost_marks SELECT %u, convert_to(gen_random_uuid()::text,"
-      " 'UTF8'), (extract(epoch from now()) * 1000)::bigint - 86400000,"
-      " 'order-completed', g %% 6, g, 0 FROM generate_series(1, %ld) g",
+      "INSERT INTO khost_marks (scope, id, handled_at, topic, part, off,"
+      " outcome, since) SELECT %u, '\\x01'::bytea ||"
+      " uuid_send(gen_random_uuid()), t.at, 'order-completed', g %% 6, g, 0,"
+      " t.at FROM generate_series(1, %ld) g, (SELECT (extract(epoch from"
+      " now()) * 1000)::bigint - 86400000 AS at) t",
       scope, ids);
   printf("postgresql store: adding %ld IDs ...\n", ids);
   fflush(stdout);
   gint64 t = g_get_monotonic_time();
-  sql(c, "TRUNCATE khost_marks, khost_claims");
+  sql(c, "TRUNCATE khost_marks");
   sql(c, "ALTER TABLE khost_marks DROP CONSTRAINT khost_marks_pkey");
-  sql(c, "DROP INDEX khost_marks_handled");
+  sql(c, "DROP INDEX khost_marks_since");
   sql(c, "SET maintenance_work_mem = '512MB'");
   sql(c, q);
   sql(c, "ALTER TABLE khost_marks ADD PRIMARY KEY (scope, id)");
-  sql(c, "CREATE INDEX khost_marks_handled ON khost_marks (handled_at)");
+  sql(c, "CREATE INDEX khost_marks_since ON khost_marks (since)");
   sql(c, "VACUUM ANALYZE khost_marks");
   printf("postgresql store: %ld IDs in %.1f s\n", ids,
+         (double)(g_get_monotonic_time() - t) / 1e6);
+  g_free(q);
+}
+
+/* The key of the marks read into the server's buffers, as a server that
+ * has been running holds it: just started, the first claims of a run
+ * each read a leaf page of it from the kernel. */
+static void warm(PGconn *c, uint32_t scope) {
+  char *q = g_strdup_printf("SELECT count(*) FROM khost_marks WHERE scope = %u",
+                            scope);
+  gint64 t = g_get_monotonic_time();
+  sql(c, "SET enable_seqscan = off");
+  sql(c, "SET enable_bitmapscan = off");
+  sql(c, q);
+  printf("postgresql store: its key read in %.1f s\n",
          (double)(g_get_monotonic_time() - t) / 1e6);
   g_free(q);
 }
@@ -120,6 +138,7 @@ static void prepare(const char *conninfo, long ids) {
     printf("postgresql store: %ld IDs (reused)\n", have);
   else
     fill(c, scope, ids);
+  warm(c, scope);
   PQfinish(c);
 }
 
@@ -159,10 +178,10 @@ char *bench_pg_start(const char *dir, long ids) {
 
 void bench_pg_reset(const char *conninfo, int64_t since_ms) {
   PGconn *c = PQconnectdb(conninfo);
-  char *q = g_strdup_printf("DELETE FROM khost_marks WHERE handled_at >= %lld",
+  /* The run's marks, and its claims given back or left by a stop. */
+  char *q = g_strdup_printf("DELETE FROM khost_marks WHERE since >= %lld",
                             (long long)since_ms);
   sql(c, q);
-  sql(c, "TRUNCATE khost_claims");
   sql(c, "VACUUM khost_marks");
   g_free(q);
   PQfinish(c);

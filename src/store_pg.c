@@ -35,6 +35,8 @@ static void pg_close(store_t *s) {
   g_hash_table_destroy(p->checks);
   g_hash_table_destroy(p->ahead);
   pg_crash_free(p);
+  if (p->host)
+    pg_crash_mine(p->owner, 0);
   pthread_mutex_destroy(&p->mu);
   g_free(p->conninfo);
   g_free(p->display);
@@ -129,6 +131,24 @@ static int was_empty(pg_store_t *p, char *err, size_t errlen) {
   return 0;
 }
 
+/* This process's row in khost_hosts: its claims are live while the
+ * renewer keeps the row's lease ahead of the server's clock. */
+static int register_host(pg_store_t *p, char *err, size_t errlen) {
+  pgp_t a = {0};
+  pgp_str(&a, p->owner);
+  pgp_i64(&a, p->lease_ms);
+  PGresult *r = pg_exec(p, p->conn,
+                        "INSERT INTO khost_hosts (name, lease_until) VALUES"
+                        " ($1, " PG_NOW_MS " + $2::bigint) RETURNING host",
+                        &a, 0, NULL, err, errlen);
+  if (!r)
+    return -1;
+  p->host = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  pg_crash_mine(p->owner, 1);
+  return 0;
+}
+
 static pg_store_t *pg_new(const store_pg_opts_t *opts) {
   pg_store_t *p = g_new0(pg_store_t, 1);
   char host[64] = "";
@@ -153,7 +173,8 @@ int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
   pg_store_t *p = pg_new(opts);
   p->conn = pg_connect(p, err, errlen);
   if (!p->conn || pg_schema_check(p, opts->create, err, errlen) != 0 ||
-      was_empty(p, err, errlen) != 0 || pg_crash_open(p, err, errlen) != 0) {
+      was_empty(p, err, errlen) != 0 || register_host(p, err, errlen) != 0 ||
+      pg_crash_open(p, err, errlen) != 0) {
     pg_close(&p->base);
     return -1;
   }

@@ -80,7 +80,8 @@ int store_pg_dedup_stats(store_t *s, dadm_stats_t **out, size_t *n, char *err,
       "SELECT s.pipeline, count(m.id), coalesce(min(m.handled_at), 0),"
       " coalesce(max(m.handled_at), 0), (SELECT count(*) FROM khost_replay"
       " r WHERE r.scope = s.scope) FROM khost_scopes s LEFT JOIN khost_marks"
-      " m ON m.scope = s.scope GROUP BY s.scope, s.pipeline"
+      " m ON m.scope = s.scope AND m.outcome <> " PG_CLAIMED
+      " GROUP BY s.scope, s.pipeline"
       " ORDER BY s.pipeline",
       NULL, err, errlen);
   *out = NULL;
@@ -105,11 +106,12 @@ int store_pg_lookup(store_t *s, uint32_t scope, const void *id, size_t len,
                     dadm_mark_t **out, size_t *n, char *err, size_t errlen) {
   pgp_t a = {0};
   pgp_i64(&a, scope);
-  pgp_bytes(&a, id, len);
+  pgp_key(&a, id, len);
   PGresult *r = admin_exec(pgs(s),
                            "SELECT topic, part, off, handled_at,"
                            " outcome::integer FROM khost_marks"
-                           " WHERE scope = $1 AND id = $2",
+                           " WHERE scope = $1 AND id = $2 AND"
+                           " outcome <> " PG_CLAIMED,
                            &a, err, errlen);
   *out = NULL;
   *n = 0;
@@ -136,13 +138,14 @@ int store_pg_forget_id(store_t *s, uint32_t scope, const void *id, size_t len,
                        size_t errlen) {
   pgp_t a = {0};
   pgp_i64(&a, scope);
-  pgp_bytes(&a, id, len);
+  pgp_key(&a, id, len);
+  /* A claim in flight is not a mark: its host keeps it. */
   return count_of(pgs(s),
-                  dry_run
-                      ? "SELECT count(*) FROM khost_marks WHERE scope = $1 "
-                        "AND id = $2"
-                      : "WITH d AS (DELETE FROM khost_marks WHERE scope = "
-                        "$1 AND id = $2 RETURNING 1) SELECT count(*) FROM d",
+                  dry_run ? "SELECT count(*) FROM khost_marks WHERE scope = $1 "
+                            "AND id = $2 AND outcome <> " PG_CLAIMED
+                          : "WITH d AS (DELETE FROM khost_marks WHERE scope = "
+                            "$1 AND id = $2 AND outcome <> " PG_CLAIMED
+                            " RETURNING 1) SELECT count(*) FROM d",
                   &a, removed, err, errlen);
 }
 
@@ -172,7 +175,7 @@ int store_pg_prune_before(store_t *s, int64_t cutoff_ms, int64_t *removed,
   pgp_i64(&a, cutoff_ms);
   if (delete_chunks(p,
                     "DELETE FROM khost_marks WHERE ctid = ANY (ARRAY (SELECT "
-                    "ctid FROM khost_marks WHERE handled_at < $1 LIMIT $2))",
+                    "ctid FROM khost_marks WHERE since < $1 LIMIT $2))",
                     &a, removed, err, errlen) < 0)
     return -1;
   pgp_i64(&b, cutoff_ms);

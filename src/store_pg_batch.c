@@ -1,10 +1,11 @@
 /*
  * A batch on the PostgreSQL store: what it buffers, committed in one
  * transaction on the batch's own connection, one statement per kind of
- * entry (the marks, with their claims and recorded attempts removed; the
- * state writes; the offsets), whatever the number of records. State
- * writes and offsets are buffered as their last value per key: the last
- * write of a key in a batch wins, as it would written in order.
+ * entry (the marks, their claims' rows updated to them and their recorded
+ * attempts removed; the state writes; the offsets), whatever the number
+ * of records. State writes and offsets are buffered as their last value
+ * per key: the last write of a key in a batch wins, as it would written
+ * in order.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ typedef struct pg_offset {
 typedef struct pg_batch {
   store_batch_t base;
   PGconn *conn;
+  unsigned prepared;   /* statements prepared on conn */
   GArray *marks;       /* pg_mark_t */
   GHashTable *state;   /* scope + key (GBytes) -> value, NULL: deleted */
   GHashTable *offsets; /* "scope/partition/topic" -> pg_offset_t */
@@ -97,50 +99,59 @@ int pg_batch_add_mark(store_batch_t *bb, const store_mark_t *m) {
 }
 
 /* The marks of one scope: the newest handling of an ID kept, its claim
- * and its recorded calls gone (the record has an outcome). Claims and
- * attempts are found with `id = ANY` on their primary keys, whatever the
- * planner thinks of the tables' sizes; rows in ID order, so that two
- * hosts' batches lock them in one order. */
+ * (the same row) turned into its mark, its recorded calls gone (the
+ * record has an outcome). Attempts are found with `id = ANY` on their
+ * primary key, whatever the planner thinks of the table's size; rows in
+ * key order, so that two hosts' batches lock them in one order. A claim
+ * keeps its `since`: no indexed column changes, so the update can stay
+ * on the row's page. */
 static const char marks_sql[] =
-    "WITH c AS (DELETE FROM khost_claims WHERE scope = $1::integer AND"
-    "   id = ANY ($2::bytea[]) AND owner = $8),"
-    " a AS (DELETE FROM khost_attempts WHERE scope = $1::integer AND"
+    "WITH a AS (DELETE FROM khost_attempts WHERE scope = $1::integer AND"
     "   id = ANY ($2::bytea[])),"
     " b AS (SELECT DISTINCT ON (id) * FROM unnest($2::bytea[], $3::bigint[],"
-    "   $4::text[], $5::integer[], $6::bigint[], $7::smallint[]) AS u(id,"
+    "   $4::text[], $5::bigint[], $6::bigint[], $7::bigint[]) AS u(id,"
     "   handled_at, topic, part, off, outcome) ORDER BY id, handled_at DESC)"
-    " INSERT INTO khost_marks SELECT $1::integer, id, handled_at, topic, part,"
-    " off, outcome FROM b ORDER BY id"
+    " INSERT INTO khost_marks (scope, id, handled_at, topic, part, off,"
+    " outcome, owner, since) SELECT $1::integer, id, handled_at, topic, part,"
+    " off, outcome, NULL, handled_at FROM b ORDER BY id"
     " ON CONFLICT (scope, id) DO UPDATE SET handled_at ="
     " GREATEST(khost_marks.handled_at, EXCLUDED.handled_at),"
     " topic = EXCLUDED.topic, part = EXCLUDED.part,"
-    " off = EXCLUDED.off, outcome = EXCLUDED.outcome";
+    " off = EXCLUDED.off, outcome = EXCLUDED.outcome, owner = NULL,"
+    " since = CASE WHEN khost_marks.outcome = " PG_CLAIMED
+    " THEN khost_marks.since ELSE EXCLUDED.since END";
+
+static const pg_stmt_t st_marks = {"khost_marks", 1u};
 
 /* The marks of scope (a batch has one, its pipeline's, but need not). */
 static int commit_scope(pg_batch_t *b, uint32_t scope, int *transient,
                         char *err, size_t errlen) {
   pg_store_t *p = pgs(b->base.store);
+  static const uint32_t types[7] = {0,        PGA_BYTEA, PGA_INT8, PGA_TEXT,
+                                    PGA_INT8, PGA_INT8,  PGA_INT8};
   pgp_t a = {0};
-  GString *col[7];
+  pga_t *col[7];
   int rc;
   pgp_i64(&a, scope);
   for (int i = 1; i < 7; i++)
-    col[i] = pgp_array(&a);
-  pgp_str(&a, p->owner);
+    col[i] = pgp_array(&a, types[i]);
   for (guint i = 0; i < b->marks->len; i++) {
     const pg_mark_t *m = &g_array_index(b->marks, pg_mark_t, i);
     gsize idlen;
     const void *id = g_bytes_get_data(m->id, &idlen);
     if (m->scope != scope)
       continue;
-    pga_bytes(col[1], id ? id : "", idlen);
+    pga_key(col[1], id ? id : "", idlen);
     pga_i64(col[2], m->handled);
     pga_str(col[3], m->topic);
     pga_i64(col[4], m->partition);
     pga_i64(col[5], m->offset);
     pga_i64(col[6], m->outcome);
   }
-  rc = pg_exec0(p, b->conn, marks_sql, &a, transient, err, errlen);
+  PGresult *r = pg_exec_prepared(p, b->conn, &st_marks, &b->prepared, marks_sql,
+                                 &a, 0, transient, err, errlen);
+  rc = r ? 0 : -1;
+  PQclear(r);
   pgp_free(&a);
   return rc;
 }
@@ -198,7 +209,7 @@ int pg_batch_set_offset(store_batch_t *bb, uint32_t scope, const char *topic,
 /* The puts upserted, the deletes deleted: keys are distinct, so the two
  * never touch one row. */
 static const char state_sql[] =
-    "WITH w AS (SELECT * FROM unnest($1::integer[], $2::bytea[],"
+    "WITH w AS (SELECT * FROM unnest($1::bigint[], $2::bytea[],"
     "   $3::bytea[]) AS u(scope, k, v)),"
     " d AS (DELETE FROM khost_state s USING w WHERE w.v IS NULL AND"
     "   s.scope = w.scope AND s.key = w.k)"
@@ -210,7 +221,8 @@ static int commit_state(pg_batch_t *b, int *transient, char *err,
                         size_t errlen) {
   pg_store_t *p = pgs(b->base.store);
   pgp_t a = {0};
-  GString *scopes = pgp_array(&a), *keys = pgp_array(&a), *vals = pgp_array(&a);
+  pga_t *scopes = pgp_array(&a, PGA_INT8), *keys = pgp_array(&a, PGA_BYTEA),
+        *vals = pgp_array(&a, PGA_BYTEA);
   GHashTableIter it;
   gpointer k, v;
   int rc;
@@ -234,12 +246,13 @@ static int commit_offsets(pg_batch_t *b, int *transient, char *err,
                           size_t errlen) {
   pg_store_t *p = pgs(b->base.store);
   pgp_t a = {0};
-  GString *col[4];
+  static const uint32_t types[4] = {PGA_INT8, PGA_TEXT, PGA_INT8, PGA_INT8};
+  pga_t *col[4];
   GHashTableIter it;
   gpointer k, v;
   int rc;
   for (int i = 0; i < 4; i++)
-    col[i] = pgp_array(&a);
+    col[i] = pgp_array(&a, types[i]);
   g_hash_table_iter_init(&it, b->offsets);
   while (g_hash_table_iter_next(&it, &k, &v)) {
     const pg_offset_t *o = v;
@@ -249,8 +262,8 @@ static int commit_offsets(pg_batch_t *b, int *transient, char *err,
     pga_i64(col[3], o->next);
   }
   rc = pg_exec0(p, b->conn,
-                "INSERT INTO khost_offsets SELECT * FROM unnest($1::integer[],"
-                " $2::text[], $3::integer[], $4::bigint[]) ORDER BY 1, 2, 3"
+                "INSERT INTO khost_offsets SELECT * FROM unnest($1::bigint[],"
+                " $2::text[], $3::bigint[], $4::bigint[]) ORDER BY 1, 2, 3"
                 " ON CONFLICT (scope, topic, part) DO UPDATE SET"
                 " next = EXCLUDED.next",
                 &a, transient, err, errlen);
@@ -305,11 +318,14 @@ int pg_attempts_set(store_batch_t *bb, const store_attempt_t *a, char *err,
   pgp_t q = {0};
   int rc;
   pgp_i64(&q, a->scope);
-  pgp_bytes(&q, a->event_id, a->event_id_len);
-  if (a->attempts == 0)
-    return pg_exec0(pgs(bb->store), b->conn,
-                    "DELETE FROM khost_attempts WHERE scope = $1 AND id = $2",
-                    &q, NULL, err, errlen);
+  pgp_key(&q, a->event_id, a->event_id_len);
+  if (a->attempts == 0) {
+    rc = pg_exec0(pgs(bb->store), b->conn,
+                  "DELETE FROM khost_attempts WHERE scope = $1 AND id = $2", &q,
+                  NULL, err, errlen);
+    pgp_free(&q);
+    return rc;
+  }
   pgp_str(&q, a->topic);
   pgp_i64(&q, a->partition);
   pgp_i64(&q, a->offset);
@@ -319,5 +335,6 @@ int pg_attempts_set(store_batch_t *bb, const store_attempt_t *a, char *err,
                 " ON CONFLICT (scope, id) DO UPDATE SET attempts ="
                 " EXCLUDED.attempts",
                 &q, NULL, err, errlen);
+  pgp_free(&q);
   return rc;
 }

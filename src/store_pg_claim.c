@@ -1,16 +1,20 @@
 /*
- * Claims on the PostgreSQL store: rows of khost_claims with an owner (this
- * process) and a lease on the server's clock. A live claim of another
- * owner is in flight; an expired one is taken over.
+ * Claims on the PostgreSQL store: rows of khost_marks in the claimed
+ * state, owned by this process's row of khost_hosts, whose lease on the
+ * server's clock the renewer extends. A claim of a live owner is in
+ * flight; one of an owner whose lease ran out (it died) is taken over.
+ * An ID's claim and its mark are one row: inserting the claim conflicts
+ * with a mark committed meanwhile and sees it, so no second look is
+ * needed.
  *
  * No round trip per record: the flow core names the IDs it will claim
  * next (store_claim_ahead()), and one statement claims them all, finding
- * the marked ones and their recorded attempts on the way; a second one
- * gives back those whose mark committed meanwhile. store_claim() and
- * store_attempts() then answer from what it found. A claim taken ahead
- * and never asked for (its partition was revoked) is given back after
- * two rounds of the renewer, so that another host waits no longer than
- * that for it.
+ * their recorded attempts on the way; only when some were not taken does
+ * a second one tell the marked ones from those in flight. store_claim()
+ * and store_attempts() then answer from what they found. A claim taken
+ * ahead and never asked for (its partition was revoked) is given back
+ * after two rounds of the renewer, so that another host waits no longer
+ * than that for it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +41,19 @@ void pg_ahead_init(pg_store_t *p) {
                                    (GDestroyNotify)g_bytes_unref, g_free);
 }
 
-/* The cache key: the scope's 4 bytes, then the ID. */
+/* The cache key: the scope's 4 bytes, then the ID's key (pg_key()). */
 static GBytes *ahead_key(uint32_t scope, const void *id, size_t len) {
+  GByteArray *a = g_byte_array_sized_new((guint)len + 5);
+  g_byte_array_append(a, (const guint8 *)&scope, 4);
+  pg_key(a, id, len);
+  return g_byte_array_free_to_bytes(a);
+}
+
+/* The same of a key as the server returns it. */
+static GBytes *ahead_key_of(uint32_t scope, const void *key, size_t len) {
   GByteArray *a = g_byte_array_sized_new((guint)len + 4);
   g_byte_array_append(a, (const guint8 *)&scope, 4);
-  g_byte_array_append(a, id, (guint)len);
+  g_byte_array_append(a, key, (guint)len);
   return g_byte_array_free_to_bytes(a);
 }
 
@@ -58,44 +70,25 @@ static pg_ahead_t *ahead_find(pg_store_t *p, uint32_t scope, const void *id,
 
 /* ------------------------------------------------------------ one by one */
 
-/* Is there a mark (older than $4?), a live claim, and did this call take
- * the claim (none, or an expired one)? Inserting only where no mark
- * exists, except for a re-claim of an old mark. */
+/* The claim of a new ID, or of one whose claim's owner is gone; with $4,
+ * of a mark handled before $5 too (a re-claim: the row stays a mark). A
+ * row comes back when this call took it. */
 static const char claim_sql[] =
-    "WITH m AS (SELECT handled_at FROM khost_marks"
-    "   WHERE scope = $1 AND id = $2),"
-    " ins AS (INSERT INTO khost_claims (scope, id, owner, lease_until)"
-    "   SELECT $1, $2, $3, " PG_NOW_MS " + $5"
-    "   WHERE $6 AND (NOT EXISTS (SELECT 1 FROM m) OR"
-    "     ($7 AND (SELECT handled_at FROM m) < $4))"
-    "   ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner,"
-    "     lease_until = EXCLUDED.lease_until"
-    "   WHERE khost_claims.lease_until < " PG_NOW_MS " RETURNING 1)"
-    " SELECT EXISTS (SELECT 1 FROM m), EXISTS (SELECT 1 FROM ins),"
-    "  EXISTS (SELECT 1 FROM khost_claims WHERE scope = $1 AND id = $2"
-    "   AND lease_until >= " PG_NOW_MS ")";
+    "INSERT INTO khost_marks (scope, id, handled_at, topic, part, off,"
+    " outcome, owner, since) VALUES ($1::integer, $2, " PG_NOW_MS ", '', 0,"
+    " 0, " PG_CLAIMED ", $3::integer, " PG_NOW_MS ")"
+    " ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner"
+    " WHERE NOT " PG_LIVE(
+        "khost_marks") " AND (khost_marks.outcome = " PG_CLAIMED
+                       " OR ($4::boolean AND khost_marks.handled_at < "
+                       "$5::bigint))"
+                       " RETURNING 1";
 
-/* A claim taken while a mark was being committed: the second look, with
- * a snapshot of its own, sees that commit. */
-static int claim_recheck(pg_store_t *p, uint32_t scope, const void *id,
-                         size_t len) {
-  pgp_t a = {0};
-  pgp_i64(&a, scope);
-  pgp_bytes(&a, id, len);
-  pgp_str(&a, p->owner);
-  PGresult *r = pg_exec(p, p->conn,
-                        "WITH d AS (DELETE FROM khost_claims c WHERE"
-                        " c.scope = $1 AND c.id = $2 AND c.owner = $3 AND"
-                        " EXISTS (SELECT 1 FROM khost_marks k WHERE"
-                        " k.scope = $1 AND k.id = $2) RETURNING 1)"
-                        " SELECT EXISTS (SELECT 1 FROM d)",
-                        &a, 0, NULL, NULL, 0);
-  int ans = !r                                      ? STORE_IN_FLIGHT
-            : strcmp(PQgetvalue(r, 0, 0), "t") == 0 ? STORE_SEEN
-                                                    : STORE_NEW;
-  PQclear(r);
-  return ans;
-}
+/* Is there a mark, and is the row's claim live? */
+static const char look_sql[] =
+    "SELECT m.outcome <> " PG_CLAIMED
+    ", " PG_LIVE("m") " FROM khost_marks m"
+                      " WHERE m.scope = $1::integer AND m.id = $2";
 
 /* Said once when claims start failing and once when they work again
  * (mu held): meanwhile records wait for their claims. */
@@ -109,17 +102,28 @@ static void claims_health(pg_store_t *p, int ok, const char *err) {
   p->claims_down = !ok;
 }
 
-static int claim_answer(const PGresult *r, int mode) {
-  int marked = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-  int took = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
-  int live = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
-  if (took)
-    return STORE_NEW;
-  if (marked)
-    return STORE_SEEN;
-  if (live)
-    return STORE_IN_FLIGHT;
-  return mode == STORE_LOOKUP ? STORE_NEW : STORE_IN_FLIGHT;
+/* What the row of an ID says (mu held), a statement of its own: its
+ * snapshot sees the commits the claim statement waited for. An ID
+ * neither marked nor claimed by a live host is absent (STORE_LOOKUP) or
+ * was given back meanwhile (in flight: the caller asks again). */
+static int look_one(pg_store_t *p, uint32_t scope, const void *id, size_t len,
+                    int mode) {
+  pgp_t a = {0};
+  char err[512];
+  int ans = STORE_IN_FLIGHT;
+  pgp_i64(&a, scope);
+  pgp_key(&a, id, len);
+  PGresult *r = pg_exec(p, p->conn, look_sql, &a, 0, NULL, err, sizeof(err));
+  claims_health(p, r != NULL, err);
+  if (r && PQntuples(r) && strcmp(PQgetvalue(r, 0, 0), "t") == 0)
+    ans = STORE_SEEN;
+  else if (r && PQntuples(r) && strcmp(PQgetvalue(r, 0, 1), "t") == 0)
+    ans = STORE_IN_FLIGHT;
+  else if (r && mode == STORE_LOOKUP)
+    ans = STORE_NEW;
+  PQclear(r);
+  pgp_free(&a);
+  return ans;
 }
 
 /* mu held. Store unreachable: STORE_IN_FLIGHT (the caller waits). */
@@ -127,22 +131,23 @@ static int claim_one(pg_store_t *p, uint32_t scope, const void *id, size_t len,
                      int mode, int64_t before_ms) {
   pgp_t a = {0};
   char err[512];
-  int ans = STORE_IN_FLIGHT;
-  pgp_i64(&a, scope);
-  pgp_bytes(&a, id, len);
-  pgp_str(&a, p->owner);
-  pgp_i64(&a, before_ms);
-  pgp_i64(&a, p->lease_ms);
-  pgp_str(&a, mode == STORE_LOOKUP ? "false" : "true");
-  pgp_str(&a, mode == STORE_CLAIM_AGAIN ? "true" : "false");
-  PGresult *r = pg_exec(p, p->conn, claim_sql, &a, 0, NULL, err, sizeof(err));
-  claims_health(p, r != NULL, err);
-  if (r)
-    ans = claim_answer(r, mode);
-  if (r && ans == STORE_NEW && mode == STORE_CLAIM)
-    ans = claim_recheck(p, scope, id, len);
-  PQclear(r);
-  return ans;
+  int took = 0, failed = 0;
+  if (mode != STORE_LOOKUP) {
+    pgp_i64(&a, scope);
+    pgp_key(&a, id, len);
+    pgp_i64(&a, p->host);
+    pgp_str(&a, mode == STORE_CLAIM_AGAIN ? "true" : "false");
+    pgp_i64(&a, before_ms);
+    PGresult *r = pg_exec(p, p->conn, claim_sql, &a, 0, NULL, err, sizeof(err));
+    claims_health(p, r != NULL, err);
+    took = r && PQntuples(r) > 0;
+    failed = !r;
+    PQclear(r);
+    pgp_free(&a);
+  }
+  if (took)
+    return STORE_NEW;
+  return failed ? STORE_IN_FLIGHT : look_one(p, scope, id, len, mode);
 }
 
 /* What the claims taken ahead answer for id (mu held), or -1: ask the
@@ -188,46 +193,54 @@ void pg_release(store_t *s, uint32_t scope, const store_key_t *key) {
   pgp_t a = {0};
   GBytes *k = ahead_key(scope, id, len);
   pgp_i64(&a, scope);
-  pgp_bytes(&a, id, len);
-  pgp_str(&a, p->owner);
-  /* Lost with the connection: the lease frees it. */
+  pgp_key(&a, id, len);
+  pgp_i64(&a, p->host);
+  /* A claim's row goes; a re-claimed mark stays, seen. Lost with the
+   * connection: the lease frees it. */
   pthread_mutex_lock(&p->mu);
   g_hash_table_remove(p->ahead, k);
-  PQclear(pg_exec(p, p->conn,
-                  "DELETE FROM khost_claims WHERE scope = $1 AND id = $2 AND "
-                  "owner = $3",
-                  &a, 0, NULL, NULL, 0));
+  PQclear(
+      pg_exec(p, p->conn,
+              "WITH d AS (DELETE FROM khost_marks WHERE scope = $1::integer"
+              " AND id = $2 AND owner = $3::integer AND outcome = " PG_CLAIMED
+              ") UPDATE khost_marks SET owner = NULL WHERE scope ="
+              " $1::integer AND id = $2 AND owner = $3::integer AND"
+              " outcome <> " PG_CLAIMED,
+              &a, 0, NULL, NULL, 0));
   pthread_mutex_unlock(&p->mu);
+  pgp_free(&a);
   g_bytes_unref(k);
 }
 
 /* ------------------------------------------------------------ ahead */
 
-/* The IDs new to the server are claimed, in ID order (two hosts claiming
- * overlapping batches lock rows in one order), with their recorded
- * attempts; the marked ones come back with took = false. */
+/* The IDs new to the server are claimed, in key order (two hosts
+ * claiming overlapping batches lock rows in one order), with their
+ * recorded attempts; the rows of the others are left as they are. */
 static const char ahead_sql[] =
-    "WITH want AS (SELECT DISTINCT u.id FROM unnest($2::bytea[]) AS u(id)),"
-    " m AS (SELECT k.id FROM khost_marks k WHERE k.scope = $1::integer"
-    "   AND k.id IN (SELECT id FROM want)),"
-    " ins AS (INSERT INTO khost_claims (scope, id, owner, lease_until)"
-    "   SELECT $1::integer, w.id, $3, " PG_NOW_MS " + $4::bigint FROM want w"
-    "   WHERE NOT EXISTS (SELECT 1 FROM m WHERE m.id = w.id) ORDER BY w.id"
-    "   ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner,"
-    "     lease_until = EXCLUDED.lease_until"
-    "   WHERE khost_claims.lease_until < " PG_NOW_MS " RETURNING id)"
-    " SELECT ins.id, true, coalesce(a.attempts, 0) FROM ins"
-    "   LEFT JOIN khost_attempts a ON a.scope = $1::integer AND a.id = ins.id"
-    " UNION ALL SELECT id, false, 0 FROM m";
+    "WITH ins AS (INSERT INTO khost_marks (scope, id, handled_at, topic,"
+    "   part, off, outcome, owner, since)"
+    "   SELECT $1::integer, w.id, t.now, '', 0, 0, " PG_CLAIMED ","
+    "   $3::integer, t.now FROM (SELECT DISTINCT u.id FROM"
+    "   unnest($2::bytea[]) AS u(id)) w, (SELECT " PG_NOW_MS " AS now) t"
+    "   ORDER BY w.id"
+    "   ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner"
+    "   WHERE khost_marks.outcome = " PG_CLAIMED " AND NOT " PG_LIVE(
+        "khost_marks") " RETURNING id)"
+                       " SELECT ins.id, coalesce(a.attempts, 0) FROM ins"
+                       "   LEFT JOIN khost_attempts a ON a.scope = $1::integer "
+                       "AND a.id = ins.id";
 
-/* Of the IDs just claimed, those whose mark committed while the claim
- * statement ran: their claims given back, the IDs returned. */
-static const char ahead_recheck_sql[] =
-    "WITH d AS (DELETE FROM khost_claims c WHERE c.scope = $1::integer"
-    "   AND c.owner = $3 AND c.id = ANY ($2::bytea[]) AND EXISTS (SELECT 1"
-    "   FROM khost_marks k WHERE k.scope = c.scope AND k.id = c.id)"
-    "   RETURNING c.id)"
-    " SELECT id FROM d";
+/* Of the IDs not taken, the marked ones (a statement of its own, which
+ * sees the marks the claims waited for). */
+static const char ahead_seen_sql[] =
+    "SELECT id FROM khost_marks WHERE scope = $1::integer AND"
+    " id = ANY ($2::bytea[]) AND outcome <> " PG_CLAIMED;
+
+/* The statements of every claim ahead, prepared on the store's
+ * connection. */
+static const pg_stmt_t st_ahead = {"khost_ahead", 1u},
+                       st_seen = {"khost_ahead_seen", 2u};
 
 static void ahead_put(pg_store_t *p, uint32_t scope, const PGresult *r, int row,
                       int state, uint32_t attempts) {
@@ -235,58 +248,49 @@ static void ahead_put(pg_store_t *p, uint32_t scope, const PGresult *r, int row,
   e->state = state;
   e->attempts = attempts;
   e->tick = p->tick;
-  g_hash_table_replace(
-      p->ahead,
-      ahead_key(scope, PQgetvalue(r, row, 0), (size_t)PQgetlength(r, row, 0)),
-      e);
+  g_hash_table_replace(p->ahead,
+                       ahead_key_of(scope, PQgetvalue(r, row, 0),
+                                    (size_t)PQgetlength(r, row, 0)),
+                       e);
 }
 
-/* mu held: the claims of r just taken whose marks turned up are seen. */
-static void ahead_recheck(pg_store_t *p, uint32_t scope, const PGresult *r) {
+/* mu held: of the keys of arr not taken, the marked ones are seen; the
+ * rest (in flight elsewhere) are left to store_claim(). */
+static void ahead_seen(pg_store_t *p, uint32_t scope, const pga_t *arr) {
   pgp_t a = {0};
-  GString *ids;
-  int took = 0;
   pgp_i64(&a, scope);
-  ids = pgp_array(&a);
-  pgp_str(&a, p->owner);
-  for (int i = 0; i < PQntuples(r); i++)
-    if (*PQgetvalue(r, i, 1)) {
-      pga_bytes(ids, PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0));
-      took++;
-    }
-  PGresult *d =
-      took ? pg_exec(p, p->conn, ahead_recheck_sql, &a, 1, NULL, NULL, 0)
-           : NULL;
-  for (int i = 0; d && i < PQntuples(d); i++)
-    ahead_put(p, scope, d, i, AHEAD_SEEN, 0);
-  PQclear(d);
-  pgp_free(&a);
+  pgp_bytes(&a, arr->buf->data, arr->buf->len);
+  PGresult *r = pg_exec_prepared(p, p->conn, &st_seen, &p->conn_prepared,
+                                 ahead_seen_sql, &a, 1, NULL, NULL, 0);
+  for (int i = 0; r && i < PQntuples(r); i++)
+    ahead_put(p, scope, r, i, AHEAD_SEEN, 0);
+  PQclear(r);
 }
 
 void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
                     const size_t *lens, size_t n) {
   pg_store_t *p = pgs(s);
   pgp_t a = {0};
-  GString *arr;
+  pga_t *arr;
   size_t asked = 0;
   pgp_i64(&a, scope);
-  arr = pgp_array(&a);
-  pgp_str(&a, p->owner);
-  pgp_i64(&a, p->lease_ms);
+  arr = pgp_array(&a, PGA_BYTEA);
+  pgp_i64(&a, p->host);
   pthread_mutex_lock(&p->mu);
   for (size_t i = 0; i < n; i++)
     if (lens[i] > 0 && !ahead_find(p, scope, ids[i], lens[i], NULL)) {
-      pga_bytes(arr, ids[i], lens[i]);
+      pga_key(arr, ids[i], lens[i]);
       asked++;
     }
   /* A failure is not an error: store_claim() asks again, one by one. */
-  PGresult *r =
-      asked ? pg_exec(p, p->conn, ahead_sql, &a, 1, NULL, NULL, 0) : NULL;
+  PGresult *r = asked
+                    ? pg_exec_prepared(p, p->conn, &st_ahead, &p->conn_prepared,
+                                       ahead_sql, &a, 1, NULL, NULL, 0)
+                    : NULL;
   for (int i = 0; r && i < PQntuples(r); i++)
-    ahead_put(p, scope, r, i, *PQgetvalue(r, i, 1) ? AHEAD_CLAIMED : AHEAD_SEEN,
-              (uint32_t)pg_int(r, i, 2));
-  if (r)
-    ahead_recheck(p, scope, r);
+    ahead_put(p, scope, r, i, AHEAD_CLAIMED, (uint32_t)pg_int(r, i, 1));
+  if (r && (size_t)PQntuples(r) < asked)
+    ahead_seen(p, scope, arr);
   pthread_mutex_unlock(&p->mu);
   PQclear(r);
   pgp_free(&a);
@@ -312,12 +316,13 @@ int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
   }
   g_bytes_unref(k);
   pgp_i64(&q, a->scope);
-  pgp_bytes(&q, a->event_id, a->event_id_len);
+  pgp_key(&q, a->event_id, a->event_id_len);
   PGresult *r = pg_exec(p, p->conn,
                         "SELECT attempts FROM khost_attempts WHERE scope = $1 "
                         "AND id = $2",
                         &q, 0, NULL, NULL, 0);
   pthread_mutex_unlock(&p->mu);
+  pgp_free(&q);
   *count = r && PQntuples(r) ? (uint32_t)atoi(PQgetvalue(r, 0, 0)) : 0;
   PQclear(r);
   return *count > 0;
@@ -327,7 +332,7 @@ int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
 
 /* mu held: the next round; entries two rounds old leave the cache, and
  * the claims among them (taken ahead, never asked for) go into rel. */
-static void ahead_expire(pg_store_t *p, GString *scopes, GString *ids) {
+static void ahead_expire(pg_store_t *p, pga_t *scopes, pga_t *ids) {
   GHashTableIter it;
   gpointer k, v;
   p->tick++;
@@ -348,35 +353,36 @@ static void ahead_expire(pg_store_t *p, GString *scopes, GString *ids) {
   }
 }
 
-/* One round: this process's claims extended, stale ones given back. */
+/* One round: this process's lease extended, stale claims given back. */
 static void renew_round(pg_store_t *p, PGconn *c) {
   pgp_t a = {0}, b = {0};
-  GString *scopes, *ids;
-  pgp_str(&a, p->owner);
+  pga_t *scopes, *ids;
+  pgp_i64(&a, p->host);
   pgp_i64(&a, p->lease_ms);
-  pgp_str(&b, p->owner);
-  scopes = pgp_array(&b);
-  ids = pgp_array(&b);
+  pgp_i64(&b, p->host);
+  scopes = pgp_array(&b, PGA_INT8);
+  ids = pgp_array(&b, PGA_BYTEA);
   pthread_mutex_lock(&p->mu);
   ahead_expire(p, scopes, ids);
   pthread_mutex_unlock(&p->mu);
-  if (ids->len > 1)
-    pg_exec0(p, c,
-             "DELETE FROM khost_claims c USING unnest($2::integer[],"
-             " $3::bytea[]) AS u(scope, id) WHERE c.scope = u.scope AND"
-             " c.id = u.id AND c.owner = $1",
-             &b, NULL, NULL, 0);
+  if (ids->n > 0)
+    pg_exec0(
+        p, c,
+        "DELETE FROM khost_marks m USING unnest($2::bigint[],"
+        " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
+        " m.id = u.id AND m.owner = $1::integer AND m.outcome = " PG_CLAIMED,
+        &b, NULL, NULL, 0);
   pg_exec0(p, c,
-           "UPDATE khost_claims SET lease_until = " PG_NOW_MS " + $2 "
-           "WHERE owner = $1",
+           "UPDATE khost_hosts SET lease_until = " PG_NOW_MS " + $2::bigint "
+           "WHERE host = $1::integer",
            &a, NULL, NULL, 0);
   pgp_free(&a);
   pgp_free(&b);
 }
 
-/* Every lease/3, this process's claims are extended: a claim outlives its
- * lease only when this process stops renewing it (it died, or lost the
- * server for longer than the lease). */
+/* Every lease/3, this process's lease is extended: its claims outlive it
+ * only when this process stops renewing it (it died, or lost the server
+ * for longer than the lease). */
 void *pg_renew_main(void *arg) {
   pg_store_t *p = arg;
   PGconn *c = PQconnectdb(p->conninfo);
@@ -396,10 +402,10 @@ void *pg_renew_main(void *arg) {
     pthread_mutex_lock(&p->mu);
   }
   pthread_mutex_unlock(&p->mu);
-  /* A clean stop gives its claims back at once. */
-  pgp_str(&a, p->owner);
-  pg_exec0(p, c, "DELETE FROM khost_claims WHERE owner = $1", &a, NULL, NULL,
-           0);
+  /* A clean stop gives its claims back at once: they are of no host. */
+  pgp_i64(&a, p->host);
+  pg_exec0(p, c, "DELETE FROM khost_hosts WHERE host = $1::integer", &a, NULL,
+           NULL, 0);
   PQfinish(c);
   return NULL;
 }

@@ -5,18 +5,16 @@
  * that a record that crashes the host is not tried forever.
  *
  * The SQLite file keeps a note of the process that has it open; the
- * shared store learns of an unclean stop from its claims instead, with
- * no table of its own: a process holds the claim of every record it is
- * calling, renews its claims every lease/3 and gives them all back when
- * it stops cleanly. Claims left behind by another owner are the trace of
- * an unclean stop:
+ * shared store learns of an unclean stop from khost_hosts instead: a
+ * process has a row there (the owner of its claims), renews its lease
+ * every lease/3 and deletes the row when it stops cleanly. A row left
+ * behind by another process is the trace of an unclean stop:
  *   - an earlier process on this host whose pid is gone (or is this
  *     process's own: a container started again), lease run out or not:
  *     a restart after a crash, seen at once;
- *   - any owner whose claims' leases have all run out (it stopped
- *     renewing: it died, or lost the server for longer than the lease).
- * Traces older than TRACE_LEASES leases are stale (claims nobody took
- * over) and ignored.
+ *   - any process whose lease has run out (it stopped renewing: it
+ *     died, or lost the server for longer than the lease).
+ * Traces older than TRACE_LEASES leases are stale and ignored.
  *
  * The store looks at open: then, as on the SQLite file, every partition
  * records its first `budget` calls. It looks again (at most once a
@@ -54,9 +52,38 @@ typedef struct pg_crash {
   int64_t looked_ms;   /* monotonic */
 } pg_crash_t;
 
+/* The owners of the stores open in this process: a row of one of them
+ * is live, whatever its pid says. */
+static GHashTable *open_owners;
+static pthread_mutex_t mine_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void pg_crash_mine(const char *owner, int open) {
+  pthread_mutex_lock(&mine_mu);
+  if (!open_owners)
+    open_owners = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  if (open)
+    g_hash_table_add(open_owners, g_strdup(owner));
+  else
+    g_hash_table_remove(open_owners, owner);
+  if (!open && g_hash_table_size(open_owners) == 0) {
+    g_hash_table_destroy(open_owners);
+    open_owners = NULL;
+  }
+  pthread_mutex_unlock(&mine_mu);
+}
+
+static int is_mine(const char *owner) {
+  pthread_mutex_lock(&mine_mu);
+  int m = open_owners && g_hash_table_contains(open_owners, owner);
+  pthread_mutex_unlock(&mine_mu);
+  return m;
+}
+
 /* Was owner ("host/pid/tag", store_pg.c) a process of this host that is
  * no longer running? */
 static int gone_here(const pg_store_t *p, const char *owner) {
+  if (is_mine(owner))
+    return 0;
   const char *tag = strrchr(owner, '/');
   const char *mine = strrchr(p->owner, '/');
   if (!tag || !mine || tag == owner)
@@ -76,19 +103,19 @@ static int gone_here(const pg_store_t *p, const char *owner) {
   return pid == (long)getpid() || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
 }
 
-/* c->mu held (or the store opening): the owners that left claims
- * behind, added to c->dead; 1 when a new one turned up, 0 when none, -1
- * with err (may be NULL) when the store did not answer. */
+/* c->mu held (or the store opening): the processes that left their row
+ * of khost_hosts behind, added to c->dead; 1 when a new one turned up, 0
+ * when none, -1 with err (may be NULL) when the store did not answer. */
 static int look(pg_store_t *p, pg_crash_t *c, char *err, size_t errlen) {
   pgp_t a = {0};
   int found = 0;
-  pgp_str(&a, p->owner);
+  pgp_i64(&a, p->host);
   pgp_i64(&a, p->lease_ms * TRACE_LEASES);
   pthread_mutex_lock(&p->mu);
   PGresult *r = pg_exec(p, p->conn,
-                        "SELECT owner, max(lease_until) < " PG_NOW_MS
-                        " FROM khost_claims WHERE owner <> $1 GROUP BY owner"
-                        " HAVING max(lease_until) >= " PG_NOW_MS " - $2",
+                        "SELECT name, lease_until < " PG_NOW_MS
+                        " FROM khost_hosts WHERE host <> $1::integer AND"
+                        " lease_until >= " PG_NOW_MS " - $2::bigint",
                         &a, 0, NULL, err, errlen);
   pthread_mutex_unlock(&p->mu);
   c->looked_ms = g_get_monotonic_time() / 1000;
@@ -139,8 +166,9 @@ static void say_unclean(pg_store_t *p, pg_crash_t *c) {
   while (g_hash_table_iter_next(&it, &k, NULL))
     g_string_append_printf(who, "%s%s", who->len ? ", " : "", (char *)k);
   log_msg(KHOST_LOG_NOTICE, "dedup",
-          "postgresql store (%s): %s did not stop cleanly (claims left "
-          "behind): the first calls of %s partition are recorded before "
+          "postgresql store (%s): %s did not stop cleanly (its row of "
+          "khost_hosts left behind): the first calls of %s partition are "
+          "recorded before "
           "they are made, so that a record that crashes a host is not "
           "tried forever",
           p->display, who->str,

@@ -27,13 +27,26 @@
 /* The server's clock in ms since the epoch: leases are on one clock. */
 #define PG_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
+/* The outcome of a row of khost_marks that is a claim, not a mark yet
+ * (STORE_OUTCOME_* are the marks'). */
+#define PG_CLAIMED "2"
+
+/* Is the claim of row m (its owner) held by a live host: one whose
+ * renewer extended its lease in time (khost_hosts)? A mark without a
+ * claim on it has no owner. */
+#define PG_LIVE(m)                                                             \
+  "EXISTS (SELECT 1 FROM khost_hosts h WHERE h.host = " m ".owner AND"         \
+  " h.lease_until >= " PG_NOW_MS ")"
+
 typedef struct pg_store {
   store_t base;
   pthread_mutex_t mu;
-  PGconn *conn; /* the store's own calls, under mu */
+  PGconn *conn;           /* the store's own calls, under mu */
+  unsigned conn_prepared; /* statements prepared on conn (pg_stmt_t) */
   char *conninfo;
-  char *display; /* conninfo without its password */
-  char owner[96];
+  char *display;  /* conninfo without its password */
+  char owner[96]; /* this process, as khost_hosts names it */
+  int64_t host;   /* its row in khost_hosts: the owner of its claims */
   int64_t lease_ms, retention_ms, prune_interval_ms;
   int was_empty;              /* no marks at open */
   GHashTable *checks;         /* scopes asked history_check_due */
@@ -55,27 +68,62 @@ static inline pg_store_t *pgs(store_t *s) {
   return (pg_store_t *)s;
 }
 
-/* Parameters of one statement: text, or binary for bytea. Arrays are
- * text literals built with pgp_array_*(). */
+/* An array parameter in PostgreSQL's binary format, one element type:
+ * the statement casts it to that type's array ($2::bytea[]). */
+typedef struct pga {
+  GByteArray *buf; /* the header's room, then the elements */
+  int n, nulls, done;
+  uint32_t oid;
+} pga_t;
+
+/* Element types of arrays: integers all go as bigint[]. */
+#define PGA_BYTEA 17u
+#define PGA_INT8 20u
+#define PGA_TEXT 25u
+
+/* Parameters of one statement: text, or binary for bytea, event-ID keys
+ * and arrays. */
 #define PGP_MAX 12
 typedef struct pgp {
   int n;
   const char *v[PGP_MAX];
   int len[PGP_MAX], bin[PGP_MAX];
   char num[PGP_MAX][24];
-  GString *arr[PGP_MAX];
+  pga_t arr[PGP_MAX];
+  GByteArray *key[PGP_MAX];
 } pgp_t;
 
 void pgp_i64(pgp_t *p, int64_t v);
 void pgp_str(pgp_t *p, const char *s);
 void pgp_bytes(pgp_t *p, const void *data, size_t len);
-/* An array parameter: '{' opened; elements appended with the calls
- * below; closed by pg_exec(). */
-GString *pgp_array(pgp_t *p);
-void pga_bytes(GString *a, const void *data, size_t len); /* NULL: null */
-void pga_str(GString *a, const char *s);
-void pga_i64(GString *a, int64_t v);
+/* An event ID as khost_marks and khost_attempts key it (pg_key()). */
+void pgp_key(pgp_t *p, const void *id, size_t len);
+/* An array parameter of elements of type oid (PGA_*), appended with the
+ * calls below; finished by pg_exec(). */
+pga_t *pgp_array(pgp_t *p, uint32_t oid);
+void pga_bytes(pga_t *a, const void *data, size_t len); /* NULL: null */
+void pga_key(pga_t *a, const void *id, size_t len);     /* pg_key() */
+void pga_str(pga_t *a, const char *s);
+void pga_i64(pga_t *a, int64_t v);
+/* Frees what the parameters own (keys and arrays): after every
+ * statement that has any. */
 void pgp_free(pgp_t *p);
+
+/* Event IDs as keys: a UUID in its canonical lowercase text form (36
+ * characters) is its 16 bytes after the byte 1; any other ID is its
+ * bytes after the byte 0. Exact both ways, and the key of a random-UUID
+ * ID is half as long: 32 bytes an index entry instead of 56. */
+#define PG_KEY_UUID 1
+#define PG_KEY_TEXT 0
+/* The key of id appended to out. */
+void pg_key(GByteArray *out, const void *id, size_t len);
+/* The same as an SQL expression of a bytea expression `id` (the schema
+ * upgrade from keys that were the ID's bytes). */
+#define PG_KEY_SQL(id)                                                         \
+  "CASE WHEN encode(" id ", 'escape') ~ '^[0-9a-f]{8}-[0-9a-f]{4}-"            \
+  "[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN '\\x01'::bytea ||"              \
+  " decode(replace(encode(" id ", 'escape'), '-', ''), 'hex')"                 \
+  " ELSE '\\x00'::bytea || " id " END"
 
 /* Faults that may clear by themselves (connection, serialization,
  * server shutdown). */
@@ -88,6 +136,18 @@ PGconn *pg_connect(pg_store_t *p, char *err, size_t errlen);
  * NULL with err and *transient (either may be NULL). */
 PGresult *pg_exec(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
                   int binary, int *transient, char *err, size_t errlen);
+/* A statement run often on one connection: prepared there once (its
+ * parse and plan, a tenth of a millisecond or more, not paid again). */
+typedef struct pg_stmt {
+  const char *name;
+  unsigned bit; /* in the connection's mask of what is prepared on it */
+} pg_stmt_t;
+/* As pg_exec(), with sql prepared on c as st unless *mask says it is
+ * (then set); a connection reset clears *mask. */
+PGresult *pg_exec_prepared(pg_store_t *p, PGconn *c, const pg_stmt_t *st,
+                           unsigned *mask, const char *sql, pgp_t *params,
+                           int binary, int *transient, char *err,
+                           size_t errlen);
 /* A statement whose result is not needed: 0 or -1. */
 int pg_exec0(pg_store_t *p, PGconn *c, const char *sql, pgp_t *params,
              int *transient, char *err, size_t errlen);
@@ -162,6 +222,8 @@ int pg_batch_unpark(store_batch_t *b, const store_parked_t *p);
  * not answer) or later, the first calls of each partition are recorded. */
 int pg_crash_open(pg_store_t *p, char *err, size_t errlen);
 void pg_crash_free(pg_store_t *p);
+/* The owner of a store opened (1) or closed (0) in this process. */
+void pg_crash_mine(const char *owner, int open);
 int pg_crash_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
                       uint32_t *count);
 

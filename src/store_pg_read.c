@@ -2,7 +2,9 @@
  * The PostgreSQL store's reads (plugin state, stored offsets, replay
  * ranges) and its pruning. Reads see what is committed.
  *
- * Pruning deletes marks past the retention in small transactions (a few
+ * Pruning deletes marks past the retention (counted from `since`: when
+ * an ID was claimed, or marked again) and the claims left by hosts that
+ * died, in small transactions (a few
  * thousand rows each) on a connection of its own, so that it never holds
  * the store's lock nor long row locks: claims and batch commits of every
  * host go on while it runs. A pruner thread runs it every
@@ -215,7 +217,7 @@ static int prune_chunks(pg_store_t *p, PGconn *c, int64_t cutoff,
     PGresult *r =
         pg_exec(p, c,
                 "DELETE FROM khost_marks WHERE ctid = ANY (ARRAY (SELECT ctid "
-                "FROM khost_marks WHERE handled_at < $1 LIMIT $2))",
+                "FROM khost_marks WHERE since < $1 LIMIT $2))",
                 &a, 0, NULL, err, errlen);
     if (!r)
       return -1;

@@ -80,11 +80,13 @@ int store_pg_live_claims(store_t *s, uint32_t scope, int64_t *claims,
   pgp_t a = {0};
   pgp_i64(&a, scope);
   pthread_mutex_lock(&p->mu);
-  PGresult *r = pg_exec(p, p->conn,
-                        "SELECT owner, count(*) FROM khost_claims WHERE"
-                        " scope = $1 AND lease_until >= " PG_NOW_MS
-                        " GROUP BY owner ORDER BY owner",
-                        &a, 1, NULL, err, errlen);
+  PGresult *r =
+      pg_exec(p, p->conn,
+              "SELECT h.name, count(*) FROM khost_marks m JOIN"
+              " khost_hosts h ON h.host = m.owner WHERE m.scope ="
+              " $1 AND m.owner IS NOT NULL AND h.lease_until >= " PG_NOW_MS
+              " GROUP BY h.name ORDER BY h.name",
+              &a, 1, NULL, err, errlen);
   pthread_mutex_unlock(&p->mu);
   *claims = 0;
   *owners = NULL;

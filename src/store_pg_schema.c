@@ -52,9 +52,40 @@ static const char *const schema_v3[] = {
     " parked_at bigint NOT NULL, PRIMARY KEY (scope, topic, part, off))",
     "UPDATE khost_schema SET version = 3", NULL};
 
+/* Version 4: a claim is a row of khost_marks in the claimed state
+ * (outcome PG_CLAIMED) with its owner, a host of khost_hosts whose lease
+ * the host's renewer extends; its mark is the same row, updated in the
+ * batch's transaction. So an ID is written once and updated once, and a
+ * claim that meets a committed mark sees it (the one row conflicts).
+ * Event IDs are keys of pg_key() (a UUID in 16 bytes). Retention counts
+ * from `since`, set when the row is created or marked again but left
+ * alone when a claim becomes its mark: the index on it is the only one
+ * besides the key, so that update changes no indexed column and stays
+ * on its page (a heap-only update, no index entry written) when the
+ * page has room, which the fill factor leaves. Hosts are stopped while
+ * it runs: their claims of version 3 are dropped. */
+static const char *const schema_v4[] = {
+    "CREATE TABLE khost_hosts (host serial PRIMARY KEY, name text NOT NULL,"
+    " lease_until bigint NOT NULL)",
+    "DROP TABLE khost_claims",
+    "ALTER TABLE khost_marks DROP CONSTRAINT khost_marks_pkey",
+    "DROP INDEX khost_marks_handled",
+    "ALTER TABLE khost_marks ADD COLUMN owner integer,"
+    " ADD COLUMN since bigint",
+    "UPDATE khost_marks SET id = " PG_KEY_SQL("id") ", since = handled_at",
+    "ALTER TABLE khost_marks ALTER COLUMN since SET NOT NULL",
+    "ALTER TABLE khost_marks ADD PRIMARY KEY (scope, id)",
+    "CREATE INDEX khost_marks_since ON khost_marks (since)",
+    "ALTER TABLE khost_marks SET (fillfactor = 45)",
+    "ALTER TABLE khost_attempts DROP CONSTRAINT khost_attempts_pkey",
+    "UPDATE khost_attempts SET id = " PG_KEY_SQL("id"),
+    "ALTER TABLE khost_attempts ADD PRIMARY KEY (scope, id)",
+    "UPDATE khost_schema SET version = 4",
+    NULL};
+
 /* Each version's steps from the one before; [0] is unused. */
 static const char *const *const schema_steps[] = {NULL, schema_v1, schema_v2,
-                                                  schema_v3};
+                                                  schema_v3, schema_v4};
 
 /* The version found (0: no schema), or -1 with err. */
 static int schema_version(pg_store_t *p, char *err, size_t errlen) {

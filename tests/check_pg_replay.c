@@ -270,9 +270,12 @@ START_TEST(test_pg_replay_refused_while_claimed) {
   char err[4096] = "";
   start(&w, "scripted");
   ck_assert_int_eq(
-      psql(&w, "INSERT INTO khost_claims SELECT scope, 'evt-x',"
-               " 'elsewhere/42/live', (extract(epoch from now()) * 1000 +"
-               " 600000)::bigint FROM khost_scopes WHERE pipeline = 'orders'"),
+      psql(&w, "WITH h AS (INSERT INTO khost_hosts (name, lease_until)"
+               " VALUES ('elsewhere/42/live', (extract(epoch from now()) *"
+               " 1000 + 600000)::bigint) RETURNING host) INSERT INTO"
+               " khost_marks SELECT scope, '\\x00'::bytea || 'evt-x', 0, '',"
+               " 0, 0, 2, h.host, 0 FROM khost_scopes, h WHERE pipeline ="
+               " 'orders'"),
       0);
   ck_assert_int_eq(replay(&w, "earliest", DEDUP_REPLAY_SKIP, err, 4096),
                    HOST_EXIT_RUNTIME);
@@ -283,7 +286,9 @@ START_TEST(test_pg_replay_refused_while_claimed) {
   size_t n;
   free(ranges_of(&w, 0, &n));
   ck_assert_uint_eq(n, 0);
-  ck_assert_int_eq(psql(&w, "UPDATE khost_claims SET lease_until = 0"), 0);
+  ck_assert_int_eq(psql(&w, "UPDATE khost_hosts SET lease_until = 0 WHERE"
+                            " name = 'elsewhere/42/live'"),
+                   0);
   ck_assert_msg(replay(&w, "earliest", DEDUP_REPLAY_SKIP, err, 4096) == 0,
                 "replay: %s", err);
   assert_committed(&w, 0);

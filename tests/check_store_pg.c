@@ -83,11 +83,11 @@ START_TEST(test_init_then_check) {
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
-  assert_has(out, "schema version 3");
+  assert_has(out, "schema version 4");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
-  assert_has(out, "reachable, schema version 3");
+  assert_has(out, "reachable, schema version 4");
   g_free(out);
   g_free(err);
   free(cfg);
@@ -112,12 +112,49 @@ START_TEST(test_unknown_schema_refused) {
             status == 0);
   g_free(psql);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 9, this khost knows version 3");
+  assert_has(err, "schema version 9, this khost knows version 4");
   g_free(out);
   g_free(err);
   free(cfg);
 }
 END_TEST
+
+/* An event ID's key in khost_marks (not a UUID), as SQL. */
+#define KEY(id) "('\\x00'::bytea || '" id "')"
+
+/* The schema of version 3, as `khost store init` of that version made it:
+ * the claims in a table of their own, IDs as their bytes. */
+static const char schema_v3[] =
+    "CREATE TABLE khost_schema (version integer NOT NULL);"
+    "CREATE TABLE khost_scopes (scope serial PRIMARY KEY,"
+    " pipeline text NOT NULL UNIQUE);"
+    "CREATE TABLE khost_marks (scope integer NOT NULL, id bytea NOT NULL,"
+    " handled_at bigint NOT NULL, topic text NOT NULL, part integer NOT NULL,"
+    " off bigint NOT NULL, outcome smallint NOT NULL,"
+    " PRIMARY KEY (scope, id));"
+    "CREATE INDEX khost_marks_handled ON khost_marks (handled_at);"
+    "CREATE TABLE khost_claims (scope integer NOT NULL, id bytea NOT NULL,"
+    " owner text NOT NULL, lease_until bigint NOT NULL,"
+    " PRIMARY KEY (scope, id));"
+    "CREATE INDEX khost_claims_owner ON khost_claims (owner);"
+    "CREATE TABLE khost_replay (seq bigserial PRIMARY KEY,"
+    " scope integer NOT NULL, topic text NOT NULL, part integer NOT NULL,"
+    " from_off bigint NOT NULL, to_off bigint NOT NULL,"
+    " mode smallint NOT NULL, recorded_at bigint NOT NULL);"
+    "CREATE TABLE khost_attempts (scope integer NOT NULL, id bytea NOT NULL,"
+    " topic text NOT NULL, part integer NOT NULL, off bigint NOT NULL,"
+    " attempts integer NOT NULL, PRIMARY KEY (scope, id));"
+    "CREATE TABLE khost_state (scope integer NOT NULL, key bytea NOT NULL,"
+    " val bytea NOT NULL, PRIMARY KEY (scope, key));"
+    "CREATE TABLE khost_offsets (scope integer NOT NULL, topic text NOT NULL,"
+    " part integer NOT NULL, next bigint NOT NULL,"
+    " PRIMARY KEY (scope, topic, part));"
+    "CREATE TABLE khost_parked (scope integer NOT NULL, topic text NOT NULL,"
+    " part integer NOT NULL, off bigint NOT NULL, ts bigint NOT NULL,"
+    " key bytea, val bytea, headers bytea NOT NULL, event_id bytea,"
+    " reason text NOT NULL, attempts integer NOT NULL,"
+    " parked_at bigint NOT NULL, PRIMARY KEY (scope, topic, part, off));"
+    "INSERT INTO khost_schema VALUES (3)";
 
 /* psql -c sql on the test server: 0 when it succeeded. */
 static int psql(const char *sql) {
@@ -138,27 +175,25 @@ START_TEST(test_migrate_from_v1) {
   pg = pgu_start();
   ck_assert_ptr_nonnull(pg);
   cfg = config(pg->conninfo);
-  ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
-  g_free(out);
-  g_free(err);
+  ck_assert_int_eq(psql(schema_v3), 0);
   ck_assert_int_eq(psql("DROP TABLE khost_state, khost_offsets, khost_parked;"
                         "UPDATE khost_schema SET version = 1;"
                         "INSERT INTO khost_marks VALUES (1, 'kept', 1, 't', "
                         "0, 0, 0)"),
                    0);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 1, this khost knows version 3: upgrade it "
+  assert_has(err, "schema version 1, this khost knows version 4: upgrade it "
                   "with `khost store migrate -c FILE`");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
                 err);
-  assert_has(out, "schema version 3");
+  assert_has(out, "schema version 4");
   g_free(out);
   g_free(err);
-  ck_assert_int_eq(psql("SELECT 1/count(*) FROM khost_marks WHERE id = "
-                        "'kept'; SELECT count(*) FROM khost_state, "
-                        "khost_offsets"),
+  ck_assert_int_eq(psql("SELECT 1/count(*) FROM khost_marks WHERE id = " KEY(
+                       "kept") "; SELECT count(*) FROM khost_state, "
+                               "khost_offsets"),
                    0);
   ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
   g_free(out);
@@ -236,10 +271,15 @@ static char *seeded_store(void) {
   g_free(err);
   char *sql = g_strdup_printf(
       "INSERT INTO khost_scopes (pipeline) VALUES ('orders');"
-      "INSERT INTO khost_marks VALUES (1, 'e-new', %lld, 'orders', 2, 41, 0),"
-      " (1, 'e-old', 1000, 'orders', 0, 7, 1);"
-      "INSERT INTO khost_state VALUES (1, 'user:1', '10'), (1, 'user:2', "
-      "'20'), (1, 'other', 'x')",
+      "INSERT INTO khost_marks VALUES (1, " KEY(
+          "e-new") ", %lld, 'orders',"
+                   " 2, 41, 0, NULL, %lld), (1, " KEY(
+                       "e-old") ", 1000, 'orders', 0, 7, 1,"
+                                " NULL, 1000);"
+                                "INSERT INTO khost_state VALUES (1, 'user:1', "
+                                "'10'), (1, 'user:2', "
+                                "'20'), (1, 'other', 'x')",
+      (long long)(g_get_real_time() / 1000),
       (long long)(g_get_real_time() / 1000));
   ck_assert_int_eq(psql(sql), 0);
   g_free(sql);
@@ -304,26 +344,99 @@ START_TEST(test_state_commands) {
 }
 END_TEST
 
+/* A store of version 3 with "orders" (scope 1) and its state; cfg gets
+ * its config (caller frees). */
+static void old_store(char **cfg) {
+  pg = pgu_start();
+  ck_assert_ptr_nonnull(pg);
+  *cfg = config(pg->conninfo);
+  ck_assert_int_eq(psql(schema_v3), 0);
+  ck_assert_int_eq(psql("INSERT INTO khost_scopes (pipeline) VALUES "
+                        "('orders'); INSERT INTO khost_state VALUES (1, "
+                        "'user:1', '10')"),
+                   0);
+}
+
 /* A schema of version 2 (no parking lot): run refuses it; store migrate
  * adds the lot, keeping the state. */
 START_TEST(test_migrate_from_v2) {
-  char *out, *err, *cfg = seeded_store();
+  char *out, *err, *cfg;
+  old_store(&cfg);
   ck_assert_int_eq(psql("DROP TABLE khost_parked;"
                         "UPDATE khost_schema SET version = 2"),
                    0);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 2, this khost knows version 3: upgrade it "
+  assert_has(err, "schema version 2, this khost knows version 4: upgrade it "
                   "with `khost store migrate -c FILE`");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
                 err);
-  assert_has(out, "schema version 3");
+  assert_has(out, "schema version 4");
   g_free(out);
   g_free(err);
   ck_assert_int_eq(psql("SELECT count(*) FROM khost_parked;"
                         "SELECT 1/count(*) FROM khost_state"),
                    0);
+  free(cfg);
+}
+END_TEST
+
+#define UUID_LOW "0b5e9ad2-6c1f-4b1e-9a57-3f0c8e2d7a10"
+#define UUID_UP "0B5E9AD2-6C1F-4B1E-9A57-3F0C8E2D7A10"
+
+/* khost dedup lookup of id in "orders": its output (caller frees). */
+static char *lookup(const char *cfg, const char *id) {
+  return expect(0, (const char *[]){"dedup", "lookup", "-c", cfg, "-p",
+                                    "orders", "--event-id", id, NULL});
+}
+
+/* A store written by version 3 (marks keyed by their bytes, a claim, a
+ * recorded attempt): run refuses it; store migrate keys the IDs anew (a
+ * UUID in 16 bytes, the same in capitals apart), keeps marks, attempts
+ * and state, and drops the claims of the hosts it stopped. */
+START_TEST(test_migrate_from_v3) {
+  char *out, *err, *cfg;
+  old_store(&cfg);
+  ck_assert_int_eq(
+      psql("INSERT INTO khost_marks VALUES (1, '" UUID_LOW "', 5000, 'orders',"
+           " 2, 41, 0), (1, '" UUID_UP "', 6000, 'orders', 1, 17, 1),"
+           " (1, 'e-7', 7000, 'orders', 0, 7, 0);"
+           "INSERT INTO khost_claims VALUES (1, 'e-8', 'gone', 0);"
+           "INSERT INTO khost_attempts VALUES (1, 'e-9', 'orders', 0, 9, 2)"),
+      0);
+  ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
+  assert_has(err, "schema version 3, this khost knows version 4: upgrade it "
+                  "with `khost store migrate -c FILE`");
+  g_free(out);
+  g_free(err);
+  ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
+                err);
+  assert_has(out, "schema version 4");
+  g_free(out);
+  g_free(err);
+  ck_assert_int_eq(
+      psql("SELECT 1/count(*) FROM khost_marks WHERE id = '\\x01'::bytea"
+           " || decode(replace('" UUID_LOW "', '-', ''), 'hex') AND"
+           " since = 5000 AND owner IS NULL;"
+           "SELECT 1/(count(*) = 3)::int FROM khost_marks;"
+           "SELECT 1/count(*) FROM khost_attempts WHERE id = " KEY(
+               "e-9") ";"
+                      "SELECT 1/(to_regclass('khost_claims') IS NULL)::int;"
+                      "SELECT 1/count(*) FROM khost_state"),
+      0);
+  out = lookup(cfg, UUID_LOW);
+  ck_assert_msg(g_regex_match_simple("orders +orders +2 +41 ", out, 0, 0), "%s",
+                out);
+  g_free(out);
+  out = lookup(cfg, UUID_UP);
+  ck_assert_msg(g_regex_match_simple("orders +orders +1 +17 ", out, 0, 0), "%s",
+                out);
+  g_free(out);
+  out = lookup(cfg, "e-7");
+  ck_assert_msg(g_regex_match_simple("orders +orders +0 +7 ", out, 0, 0), "%s",
+                out);
+  g_free(out);
   free(cfg);
 }
 END_TEST
@@ -336,8 +449,11 @@ static void seed_lot(void) {
            " (1, 'orders', 0, 5, 1000, NULL, 'apple', '', 'p-5', 'bad apple',"
            "  7, 2000), (1, 'orders', 1, 6, 1000, 'k', 'pear', '', 'p-6',"
            "  'bad pear', 7, 2000);"
-           "INSERT INTO khost_marks VALUES (1, 'p-5', 2000, 'orders', 0, 5, 1),"
-           " (1, 'p-6', 2000, 'orders', 1, 6, 1)"),
+           "INSERT INTO khost_marks VALUES (1, " KEY(
+               "p-5") ", 2000, 'orders',"
+                      " 0, 5, 1, NULL, 2000), (1, " KEY(
+                          "p-6") ", 2000, 'orders', 1, 6, 1,"
+                                 " NULL, 2000)"),
       0);
 }
 
@@ -437,6 +553,7 @@ Suite *store_pg_suite(void) {
     tcase_add_test(tc, test_dedup_commands);
     tcase_add_test(tc, test_state_commands);
     tcase_add_test(tc, test_migrate_from_v2);
+    tcase_add_test(tc, test_migrate_from_v3);
     tcase_add_test(tc, test_parked_commands);
     tcase_add_test(tc, test_parked_replay_with_state);
   }
