@@ -300,11 +300,13 @@ typedef struct shop_window {
   rd_kafka_t *groups[3];    /* read each pipeline's committed offsets */
   int64_t dropped_to[3][3]; /* what a drop was counted up to */
   int64_t dropped, unread_max;
-  int64_t skipped, resets; /* what the hosts' fetches skipped, and how often */
-  unsigned events;         /* produced */
-  int waits;               /* the feeder waited for the backlog */
-  int unthrottled;         /* KHOST_SHOP_UNTHROTTLED: it never waits */
-  char where[320];         /* the first drop or skip */
+  int64_t trimmed, closest; /* the highest log start; its least lead over
+                               where a pipeline resumes (INT64_MAX: none) */
+  int64_t skipped, resets;  /* what the hosts' fetches skipped, and how often */
+  unsigned events;          /* produced */
+  int waits;                /* the feeder waited for the backlog */
+  int unthrottled;          /* KHOST_SHOP_UNTHROTTLED: it never waits */
+  char where[320];          /* the first drop or skip */
 } shop_window_t;
 
 static int shop_unthrottled(void) {
@@ -317,6 +319,7 @@ static void window_open(shop_window_t *sw, shop_t *shop, const char *db) {
   sw->shop = shop;
   sw->db = db;
   sw->unthrottled = shop_unthrottled();
+  sw->closest = INT64_MAX;
   for (int t = 0; t < 3; t++) {
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -391,13 +394,26 @@ static int window_read(shop_window_t *sw, int t, int64_t lo[3], int64_t hi[3],
   return ok && window_stored(sw, t, committed);
 }
 
+/* How near the log starts came to where the pipelines resume: a long
+ * run that drops nothing says by how much it missed. */
+static void window_note(shop_window_t *sw, const int64_t lo[3],
+                        const int64_t resume[3]) {
+  for (int p = 0; p < 3; p++)
+    if (lo[p] > 0) {
+      sw->trimmed = MAX(sw->trimmed, lo[p]);
+      sw->closest = MIN(sw->closest, resume[p] - lo[p]);
+    }
+}
+
 /* The most unread records any partition holds. */
 static int64_t window_unread(shop_window_t *sw) {
-  int64_t lo[3], hi[3], committed[3], most = 0;
+  int64_t lo[3], hi[3], resume[3], most = 0;
   for (int t = 0; t < 3; t++)
-    if (window_read(sw, t, lo, hi, committed))
+    if (window_read(sw, t, lo, hi, resume)) {
+      window_note(sw, lo, resume);
       for (int p = 0; p < 3; p++)
-        most = MAX(most, hi[p] - committed[p]);
+        most = MAX(most, hi[p] - resume[p]);
+    }
   sw->unread_max = MAX(sw->unread_max, most);
   return most;
 }
@@ -409,6 +425,7 @@ static void window_count_drops(shop_window_t *sw) {
   for (int t = 0; t < 3; t++) {
     ck_assert_msg(window_read(sw, t, lo, hi, resume),
                   "cannot read the offsets of %s", shop_topics[t]);
+    window_note(sw, lo, resume);
     for (int p = 0; p < 3; p++) {
       int64_t from = MAX(resume[p], sw->dropped_to[t][p]);
       if (lo[p] <= from)
@@ -593,11 +610,14 @@ START_TEST(test_demo_survives_kill9) {
           "%d kills, %d of them while records were in flight; %" PRId64
           " events (and their re-published copies), %" PRId64 " applied; "
           "at most %" PRId64 " unread on a partition (bound %u%s), the "
-          "feeder waited %d times; %" PRId64 " records dropped unread, "
-          "%" PRId64 " fetches reset to the log start skipping %" PRId64 "\n",
+          "feeder waited %d times; the highest log start %" PRId64
+          ", the least lead of a resume point over its log start %" PRId64
+          "; %" PRId64 " records dropped unread, %" PRId64
+          " fetches reset to the log start skipping %" PRId64 "\n",
           kills, in_flight, shop.ref.events, shop_applied(&got), sw.unread_max,
           (unsigned)SHOP_UNREAD_MAX, sw.unthrottled ? ", not kept" : "",
-          sw.waits, sw.dropped, sw.resets, sw.skipped);
+          sw.waits, sw.trimmed, sw.closest == INT64_MAX ? -1 : sw.closest,
+          sw.dropped, sw.resets, sw.skipped);
   ck_assert_msg(sw.dropped == 0 && sw.resets == 0,
                 "the mock cluster dropped %" PRId64
                 " records before they were read, and %" PRId64
