@@ -8,11 +8,16 @@
  * write and then ask for a retry, whose write must leave nothing.
  *
  * KHOST_STATE_KILLS sets the number of kills (default 20), and
- * KHOST_TEST_SEED the moments (the seed is printed).
+ * KHOST_TEST_SEED the moments (the seed is printed). KHOST_SHOP_UNTHROTTLED=1
+ * lets the demo's feeder publish at its own pace whatever the backlog, so
+ * that a long run can outgrow the mock cluster's window: the drop check
+ * must then say so (demo_survives_kill9); KHOST_SHOP_EVERY_US sets that
+ * pace (default 4000: an event every 4 ms).
  */
 #include <check.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,14 +116,52 @@ static int kills_wanted(void) {
   return env ? atoi(env) : 20;
 }
 
-/* Run khost to the end of what the feeder left: a long run (200 kills)
- * leaves a backlog that takes longer than FU_RUN_MS, about a second of
- * handling per kill on a busy machine. */
-static void run_backlog(const char *cfg, int kills) {
+/* The demo feeder's pause between events, in microseconds. */
+static int shop_every_us(void) {
+  const char *env = getenv("KHOST_SHOP_EVERY_US");
+  return env && atoi(env) > 0 ? atoi(env) : 4000;
+}
+
+/* The offsets stored with the pipelines' state, added up: they grow
+ * while a host makes batches durable (-1 when the file did not answer). */
+static int64_t stored_progress(void) {
+  char *db = fu_db_path(&w, 0);
+  sqlite3 *h = NULL;
+  sqlite3_stmt *q = NULL;
+  int64_t sum = -1;
+  if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+      sqlite3_busy_timeout(h, 1000) == SQLITE_OK &&
+      sqlite3_prepare_v2(h, "SELECT total(next) FROM offsets", -1, &q, NULL) ==
+          SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW)
+    sum = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  sqlite3_close(h);
+  free(db);
+  return sum;
+}
+
+/* Run khost to the end of what the feeder left. A long run leaves a
+ * backlog whose handling takes what it takes on a busy machine (minutes
+ * after 200 kills): the run fails only when it makes nothing durable for
+ * FU_RUN_MS. */
+static fu_proc_t *run_backlog(const char *cfg) {
   fu_proc_t *p = fu_khost(&w, "last", cfg, 0, FU_EXIT_AT_END);
-  int status = fu_wait_exit(p, FU_RUN_MS + (int64_t)kills * 2000);
+  int64_t seen = -1, since = tu_mono_ms();
+  while (!fu_reap(p, 1000)) {
+    int64_t now = stored_progress();
+    if (now != seen) {
+      seen = now;
+      since = tu_mono_ms();
+    }
+    ck_assert_msg(tu_mono_ms() - since < FU_RUN_MS,
+                  "the last run made nothing durable for %d s (see %s)",
+                  FU_RUN_MS / 1000, p->err);
+  }
+  int status = fu_wait_exit(p, 0);
   ck_assert_msg(status == 0, "the last run exited with %d (see %s)", status,
                 p->err);
+  return p;
 }
 
 START_TEST(test_state_survives_kill9) {
@@ -147,7 +190,7 @@ START_TEST(test_state_survives_kill9) {
     in_flight += total(&after) > total(&before);
   }
   fu_feed_stop(&w);
-  run_backlog(cfg, kills);
+  run_backlog(cfg);
   counts_t want = {{0}}, got = stored_counts();
   size_t produced = fu_produced(&w);
   for (unsigned n = 0; n < produced; n++)
@@ -253,17 +296,30 @@ static const char *const shop_groups[3] = {"order-analytics", "coupon-issuer",
 
 typedef struct shop_window {
   shop_t *shop;
+  const char *db;           /* the host's stored offsets */
   rd_kafka_t *groups[3];    /* read each pipeline's committed offsets */
-  int64_t dropped_to[3][3]; /* what a drop was counted up to */
+  int64_t dropped_to[3][3]; /* what a drop or skip was counted up to */
   int64_t dropped, unread_max;
-  unsigned events; /* produced */
-  int waits;       /* the feeder waited for the backlog */
-  char where[160]; /* the first drop */
+  int64_t trimmed, closest; /* the highest log start; its least lead over
+                               where a pipeline resumes (INT64_MAX: none) */
+  int64_t skipped, resets;  /* what the hosts' fetches skipped, and how often */
+  unsigned events;          /* produced */
+  int waits;                /* the feeder waited for the backlog */
+  int unthrottled;          /* KHOST_SHOP_UNTHROTTLED: it never waits */
+  char where[320];          /* the first drop or skip */
 } shop_window_t;
 
-static void window_open(shop_window_t *sw, shop_t *shop) {
+static int shop_unthrottled(void) {
+  const char *env = getenv("KHOST_SHOP_UNTHROTTLED");
+  return env && *env && strcmp(env, "0") != 0;
+}
+
+static void window_open(shop_window_t *sw, shop_t *shop, const char *db) {
   memset(sw, 0, sizeof(*sw));
   sw->shop = shop;
+  sw->db = db;
+  sw->unthrottled = shop_unthrottled();
+  sw->closest = INT64_MAX;
   for (int t = 0; t < 3; t++) {
     char errstr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -281,8 +337,47 @@ static void window_close(shop_window_t *sw) {
     rd_kafka_destroy(sw->groups[t]);
 }
 
-/* Topic t's log start, end and committed offsets (0 before any commit);
- * 0 when the cluster did not answer (the feeder asks again later). */
+/* Raise next[] to the offsets stored with topic t's state, where a
+ * restarted host starts when they are ahead of the group's commit; 0
+ * when the database did not answer. Read-only, so that a look while a
+ * host creates the file adds nothing to it. */
+static int window_stored(shop_window_t *sw, int t, int64_t next[3]) {
+  sqlite3 *h = NULL;
+  sqlite3_stmt *q = NULL;
+  int rc = 0;
+  if (access(sw->db, F_OK) != 0)
+    return 1;
+  if (sqlite3_open_v2(sw->db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+    goto out;
+  sqlite3_busy_timeout(h, 1000);
+  if (sqlite3_prepare_v2(h,
+                         "SELECT o.partition, o.next FROM offsets o"
+                         " JOIN scopes s ON s.id = o.scope"
+                         " WHERE s.name = ?1 AND o.topic = ?2",
+                         -1, &q, NULL) != SQLITE_OK) {
+    /* no tables yet: nothing stored */
+    rc = strstr(sqlite3_errmsg(h), "no such table") != NULL;
+    goto out;
+  }
+  sqlite3_bind_text(q, 1, shop_groups[t], -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 2, shop_topics[t], -1, SQLITE_STATIC);
+  int step;
+  while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+    int p = sqlite3_column_int(q, 0);
+    if (p >= 0 && p < 3)
+      next[p] = MAX(next[p], sqlite3_column_int64(q, 1));
+  }
+  rc = step == SQLITE_DONE;
+out:
+  sqlite3_finalize(q);
+  sqlite3_close(h);
+  return rc;
+}
+
+/* Topic t's log start, end and where its pipeline resumes: the group's
+ * committed offset or the stored one, whichever is ahead (0 before
+ * either); 0 when the cluster or the database did not answer (the
+ * feeder asks again later). */
 static int window_read(shop_window_t *sw, int t, int64_t lo[3], int64_t hi[3],
                        int64_t committed[3]) {
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(3);
@@ -296,46 +391,204 @@ static int window_read(shop_window_t *sw, int t, int64_t lo[3], int64_t hi[3],
                                           &hi[p], SHOP_QUERY_MS) == 0;
   }
   rd_kafka_topic_partition_list_destroy(l);
-  return ok;
+  return ok && window_stored(sw, t, committed);
+}
+
+/* How near the log starts came to where the pipelines resume: a long
+ * run that drops nothing says by how much it missed. */
+static void window_note(shop_window_t *sw, const int64_t lo[3],
+                        const int64_t resume[3]) {
+  for (int p = 0; p < 3; p++)
+    if (lo[p] > 0) {
+      sw->trimmed = MAX(sw->trimmed, lo[p]);
+      sw->closest = MIN(sw->closest, resume[p] - lo[p]);
+    }
 }
 
 /* The most unread records any partition holds. */
 static int64_t window_unread(shop_window_t *sw) {
-  int64_t lo[3], hi[3], committed[3], most = 0;
+  int64_t lo[3], hi[3], resume[3], most = 0;
   for (int t = 0; t < 3; t++)
-    if (window_read(sw, t, lo, hi, committed))
+    if (window_read(sw, t, lo, hi, resume)) {
+      window_note(sw, lo, resume);
       for (int p = 0; p < 3; p++)
-        most = MAX(most, hi[p] - committed[p]);
+        most = MAX(most, hi[p] - resume[p]);
+    }
   sw->unread_max = MAX(sw->unread_max, most);
   return most;
 }
 
-/* With no host running: records the cluster dropped below a group's
- * committed offset were never handled, and never will be. */
+/* With no host running: records the cluster dropped below where a
+ * pipeline resumes were never handled, and never will be. */
 static void window_count_drops(shop_window_t *sw) {
-  int64_t lo[3], hi[3], committed[3];
+  int64_t lo[3], hi[3], resume[3];
   for (int t = 0; t < 3; t++) {
-    ck_assert_msg(window_read(sw, t, lo, hi, committed),
+    ck_assert_msg(window_read(sw, t, lo, hi, resume),
                   "cannot read the offsets of %s", shop_topics[t]);
+    window_note(sw, lo, resume);
     for (int p = 0; p < 3; p++) {
-      int64_t from = MAX(committed[p], sw->dropped_to[t][p]);
+      int64_t from = MAX(resume[p], sw->dropped_to[t][p]);
       if (lo[p] <= from)
         continue;
-      if (sw->dropped == 0)
+      if (sw->dropped == 0 && sw->resets == 0)
         snprintf(sw->where, sizeof(sw->where),
-                 "%s [%d]: log starts at %" PRId64 ", %s committed %" PRId64,
-                 shop_topics[t], p, lo[p], shop_groups[t], committed[p]);
+                 "%s [%d]: log starts at %" PRId64 ", %s resumes at %" PRId64,
+                 shop_topics[t], p, lo[p], shop_groups[t], resume[p]);
       sw->dropped += lo[p] - from;
       sw->dropped_to[t][p] = lo[p];
     }
   }
 }
 
+/* A run's fetches that started below the log start: librdkafka logs
+ * each reset of such a position to the log start (khost's
+ * auto.offset.reset), and the records between were skipped. This covers
+ * drops that a run skipped past and committed over before it was killed,
+ * which the offsets after the kill no longer show. */
+#define SHOP_RESET "offset reset (at offset "
+#define SHOP_RESET_TO "BEGINNING offset "
+
+/* The topic and partition a line of librdkafka names ("TOPIC [P]: "),
+ * as indexes into shop_topics and the partitions; 0 when none. */
+static int window_line_partition(const char *line, int *t, int *p) {
+  for (*t = 0; *t < 3; (*t)++) {
+    char *needle = g_strdup_printf("%s [", shop_topics[*t]);
+    const char *at = strstr(line, needle);
+    *p = at ? atoi(at + strlen(needle)) : -1;
+    g_free(needle);
+    if (*p >= 0 && *p < 3)
+      return 1;
+  }
+  return 0;
+}
+
+/* Each reset's records from the offset it left to the log start, less
+ * what an earlier drop or skip of that partition counted already (a
+ * host killed before it made anything durable resumes at the same
+ * offset and is reset again). */
+static void window_count_skips(shop_window_t *sw, const fu_proc_t *p) {
+  char *text = fu_stderr(p);
+  for (char *at = text; (at = strstr(at, SHOP_RESET)) != NULL; at++) {
+    char *eol = strchr(at, '\n'), *line = at, *to;
+    int t, part;
+    if (eol)
+      *eol = '\0';
+    while (line > text && line[-1] != '\n')
+      line--;
+    if (sw->resets++ == 0 && sw->dropped == 0)
+      snprintf(sw->where, sizeof(sw->where), "%s in %s", at, p->err);
+    /* "to cached BEGINNING offset N" when the log start is known */
+    if ((to = strstr(at, SHOP_RESET_TO)) != NULL &&
+        window_line_partition(line, &t, &part)) {
+      int64_t start = g_ascii_strtoll(to + strlen(SHOP_RESET_TO), NULL, 10);
+      int64_t from = MAX(g_ascii_strtoll(at + strlen(SHOP_RESET), NULL, 10),
+                         sw->dropped_to[t][part]);
+      if (start > from) {
+        sw->skipped += start - from;
+        sw->dropped_to[t][part] = start;
+      }
+    }
+    if (eol)
+      *eol = '\n';
+  }
+  free(text);
+}
+
+/* The shop's topics, three partitions each (the world's own topic is
+ * SHOP_ORDERS). */
+static void shop_topics_create(void) {
+  fu_start(&w, 1, 3);
+  fu_mockd(&w, "topic " SHOP_REQUESTS " 3");
+  fu_mockd(&w, "topic " SHOP_CHANGES " 3");
+}
+
+/* Records of WIDE_BYTES, WIDE_RECORDS of them to a partition: more than
+ * the mock cluster keeps of it, so its log start moves. */
+#define WIDE_BYTES (200u * 1024)
+#define WIDE_RECORDS (MOCK_WINDOW_BYTES / WIDE_BYTES + 8)
+
+static void produce_wide(const char *topic, int32_t partition, int records) {
+  char *value = g_malloc0(WIDE_BYTES);
+  memset(value, 'w', WIDE_BYTES);
+  for (int i = 0; i < records; i++)
+    fu_produce_raw(&w, topic, partition, "wide", NULL, value, WIDE_BYTES, NULL);
+  fu_flush(&w);
+  g_free(value);
+}
+
+/* Commit offset for group t's partition p, as a stopped member did. */
+static void window_commit(shop_window_t *sw, int t, int32_t p, int64_t offset) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, shop_topics[t], p)->offset = offset;
+  rd_kafka_resp_err_t e = rd_kafka_commit(sw->groups[t], l, 0);
+  ck_assert_msg(e == 0, "commit %s [%d] at %" PRId64 ": %s", shop_topics[t], p,
+                offset, rd_kafka_err2str(e));
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+static int64_t log_start(int t, int32_t p) {
+  int64_t lo = -1, hi = -1;
+  ck_assert_int_eq(rd_kafka_query_watermark_offsets(w.producer, shop_topics[t],
+                                                    p, &lo, &hi, SHOP_QUERY_MS),
+                   0);
+  return lo;
+}
+
+/* The drop check itself, so that a long run in which it stays silent
+ * means something: with no host, the cluster deletes the oldest records
+ * of partitions filled past its window. Deleted below where the group
+ * resumes (no commit; a commit behind), they are counted, once; at or
+ * above it (a group that read them all), they are not. */
+START_TEST(test_window_drops_counted) {
+  shop_window_t sw;
+  shop_topics_create();
+  char *db = fu_db_path(&w, 0);
+  window_open(&sw, NULL, db);
+  window_commit(&sw, 2, 1, 5);
+  produce_wide(SHOP_ORDERS, 0, WIDE_RECORDS);  /* never read */
+  produce_wide(SHOP_CHANGES, 1, WIDE_RECORDS); /* read up to 5 */
+  produce_wide(SHOP_REQUESTS, 2, WIDE_RECORDS);
+  window_commit(&sw, 1, 2, WIDE_RECORDS); /* all read */
+  int64_t orders = log_start(0, 0), changes = log_start(2, 1);
+  ck_assert_msg(orders > 5 && changes > 5 && log_start(1, 2) > 0,
+                "the cluster kept %u records of %u bytes", WIDE_RECORDS,
+                WIDE_BYTES);
+  window_count_drops(&sw);
+  ck_assert_int_eq(sw.dropped, orders + changes - 5);
+  ck_assert_msg(strstr(sw.where, SHOP_ORDERS " [0]: log starts at") != NULL,
+                "%s", sw.where);
+  window_count_drops(&sw);
+  ck_assert_int_eq(sw.dropped, orders + changes - 5);
+  /* More dropped; a host then resumes at the log start, past them: what
+   * the check counted already is not counted again. */
+  produce_wide(SHOP_CHANGES, 1, 4);
+  int64_t later = log_start(2, 1);
+  ck_assert_int_gt(later, changes);
+  char *cfg = shop_config(w.dir, "shop.cfg", w.bootstraps, db,
+                          "session_timeout_ms = 3000; heartbeat_interval_ms = "
+                          "300; topic_metadata_refresh_interval_ms = 1000;",
+                          NULL, NULL);
+  fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_wait_stderr(p, SHOP_RESET, 1, 30000);
+  fu_kill9(p);
+  window_count_skips(&sw, p);
+  ck_assert_int_eq(sw.resets, 1);
+  ck_assert_int_eq(sw.skipped, later - changes);
+  ck_assert_int_eq(sw.dropped, orders + changes - 5);
+  free(cfg);
+  window_close(&sw);
+  free(db);
+  fu_stop(&w);
+}
+END_TEST
+
 static void shop_produce(void *ctx, const shop_event_t *e, const char *topic) {
   shop_window_t *sw = ctx;
-  /* Every hundredth event (a few a second), keep inside the window. */
+  /* Every hundredth event (a few a second), keep inside the window;
+   * unthrottled, only note the backlog. */
   if (sw->events++ % 100 == 0)
-    while (!sw->shop->stop && window_unread(sw) > SHOP_UNREAD_MAX) {
+    while (window_unread(sw) > SHOP_UNREAD_MAX && !sw->unthrottled &&
+           !sw->shop->stop) {
       sw->waits++;
       usleep(100 * 1000); /* the host is down or behind: it catches up */
     }
@@ -350,17 +603,15 @@ START_TEST(test_demo_survives_kill9) {
   int kills = kills_wanted(), in_flight = 0;
   shop_t shop;
   fprintf(stderr, "test_demo_survives_kill9: seed %" PRIu32 "\n", seed);
-  fu_start(&w, 1, 3);
-  fu_mockd(&w, "topic " SHOP_REQUESTS " 3");
-  fu_mockd(&w, "topic " SHOP_CHANGES " 3");
+  shop_topics_create();
   char *db = fu_db_path(&w, 0);
   char *cfg = shop_config(w.dir, "shop.cfg", w.bootstraps, db,
                           "session_timeout_ms = 3000; heartbeat_interval_ms = "
                           "300; topic_metadata_refresh_interval_ms = 1000;",
                           NULL, NULL);
   shop_window_t sw;
-  window_open(&sw, &shop);
-  shop_feed_start(&shop, shop_produce, &sw, 4000, NULL);
+  window_open(&sw, &shop, db);
+  shop_feed_start(&shop, shop_produce, &sw, shop_every_us(), NULL);
   for (int k = 0; k < kills; k++) {
     char tag[32];
     snprintf(tag, sizeof(tag), "shop%d", k);
@@ -377,6 +628,7 @@ START_TEST(test_demo_survives_kill9) {
     int64_t produced = shop_events(&shop);
     fu_kill9(p);
     window_count_drops(&sw);
+    window_count_skips(&sw, p);
     shop_state_t after = shop_stored(db);
     /* It had handled records and had more to handle when it died. */
     in_flight +=
@@ -385,20 +637,26 @@ START_TEST(test_demo_survives_kill9) {
   shop_feed_stop(&shop);
   fu_flush(&w);
   window_count_drops(&sw);
-  run_backlog(cfg, kills);
+  window_count_skips(&sw, run_backlog(cfg));
   shop_state_t got = shop_stored(db);
   fprintf(stderr,
           "%d kills, %d of them while records were in flight; %" PRId64
           " events (and their re-published copies), %" PRId64 " applied; "
-          "at most %" PRId64 " unread on a partition (bound %u), the feeder "
-          "waited %d times\n",
+          "at most %" PRId64 " unread on a partition (bound %u%s), the "
+          "feeder waited %d times; the highest log start %" PRId64
+          ", the least lead of a resume point over its log start %" PRId64
+          "; %" PRId64 " records dropped unread, %" PRId64
+          " fetches reset to the log start skipping %" PRId64 "\n",
           kills, in_flight, shop.ref.events, shop_applied(&got), sw.unread_max,
-          (unsigned)SHOP_UNREAD_MAX, sw.waits);
-  ck_assert_msg(sw.dropped == 0,
+          (unsigned)SHOP_UNREAD_MAX, sw.unthrottled ? ", not kept" : "",
+          sw.waits, sw.trimmed, sw.closest == INT64_MAX ? -1 : sw.closest,
+          sw.dropped, sw.resets, sw.skipped);
+  ck_assert_msg(sw.dropped == 0 && sw.resets == 0,
                 "the mock cluster dropped %" PRId64
-                " records before they were read (%s): the feeder outran its "
-                "window",
-                sw.dropped, sw.where);
+                " records before they were read, and %" PRId64
+                " fetches skipped %" PRId64 " (first: %s): the feeder "
+                "outran its window",
+                sw.dropped, sw.resets, sw.skipped, sw.where);
   shop_compare(&got, &shop.ref);
   ck_assert_int_ge(in_flight, kills / 2);
   window_close(&sw);
@@ -413,6 +671,7 @@ Suite *state_crash_suite(void) {
   Suite *s = suite_create("state_crash");
   FU_SCENARIO(s, test_state_survives_kill9, 3600);
   FU_SCENARIO(s, test_dead_letter_write_with_its_mark, 120);
+  FU_SCENARIO(s, test_window_drops_counted, 120);
   FU_SCENARIO(s, test_demo_survives_kill9, 3600);
   return s;
 }
