@@ -41,6 +41,7 @@
 
 #include "dedup_file.h"
 #include "dedup_log.h"
+#include "dedup_segkey.h"
 #include "dedup_segment.h"
 #include "dedup_segs.h"
 #include "dedup_set.h"
@@ -142,16 +143,6 @@ _Static_assert((int)DEDUP_SEEN == (int)DSET_SEEN &&
                    (int)DEDUP_IN_FLIGHT == (int)DSET_IN_FLIGHT,
                "dedup.h and dedup_set.h answer claims alike");
 
-/* The key of a forgotten ID (a whole scope when id is NULL). */
-static GBytes *forgotten_key(uint32_t scope, const void *id, size_t len) {
-  uint8_t *k = g_malloc(sizeof(scope) + 1 + len);
-  memcpy(k, &scope, sizeof(scope));
-  k[sizeof(scope)] = 0;
-  if (id && len)
-    memcpy(k + sizeof(scope) + 1, id, len);
-  return g_bytes_new_take(k, id ? sizeof(scope) + 1 + len : sizeof(scope));
-}
-
 /* 1 when (scope, id) was forgotten after every mark of the segment tagged
  * tag (its newest seq) was written. */
 static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
@@ -160,7 +151,7 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
   if (g_hash_table_size(s->forgotten) == 0)
     return 0;
   for (int whole = 0; !hit && whole < 2; whole++) {
-    GBytes *k = forgotten_key(scope, whole ? NULL : id, len);
+    GBytes *k = dkey_forgotten(scope, whole ? NULL : id, len);
     const int64_t *upto = g_hash_table_lookup(s->forgotten, k);
     hit = upto && *upto >= tag;
     g_bytes_unref(k);
@@ -698,9 +689,9 @@ static int forgotten_load(dedup_store_t *s, char *err, size_t errlen) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     const void *id = sqlite3_column_blob(st, 1); /* before _bytes() */
     int whole = sqlite3_column_type(st, 1) == SQLITE_NULL;
-    GBytes *k = forgotten_key((uint32_t)sqlite3_column_int64(st, 0),
-                              whole ? NULL : (id ? id : ""),
-                              (size_t)sqlite3_column_bytes(st, 1));
+    GBytes *k = dkey_forgotten((uint32_t)sqlite3_column_int64(st, 0),
+                               whole ? NULL : (id ? id : ""),
+                               (size_t)sqlite3_column_bytes(st, 1));
     int64_t *upto = g_hash_table_lookup(s->forgotten, k);
     if (!upto) {
       upto = g_new0(int64_t, 1);

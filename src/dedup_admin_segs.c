@@ -29,17 +29,6 @@ static int prepare(const dadm_t *a, const char *sql, sqlite3_stmt **st,
   return 0;
 }
 
-/* The key of a forgotten ID (a whole scope when id is NULL), as dedup.c
- * keeps it. */
-static GBytes *forgotten_key(uint32_t scope, const void *id, size_t len) {
-  uint8_t *k = g_malloc(sizeof(scope) + 1 + len);
-  memcpy(k, &scope, sizeof(scope));
-  k[sizeof(scope)] = 0;
-  if (id && len)
-    memcpy(k + sizeof(scope) + 1, id, len);
-  return g_bytes_new_take(k, id ? sizeof(scope) + 1 + len : sizeof(scope));
-}
-
 static GHashTable *forgotten_new(void) {
   return g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                (GDestroyNotify)g_bytes_unref, g_free);
@@ -55,9 +44,9 @@ static int forgotten_load(dadm_t *a, GHashTable *h, char *err, size_t errlen) {
   while ((step = sqlite3_step(st)) == SQLITE_ROW) {
     const void *id = sqlite3_column_blob(st, 1); /* before _bytes() */
     int whole = sqlite3_column_type(st, 1) == SQLITE_NULL;
-    GBytes *k = forgotten_key((uint32_t)sqlite3_column_int64(st, 0),
-                              whole ? NULL : (id ? id : ""),
-                              (size_t)sqlite3_column_bytes(st, 1));
+    GBytes *k = dkey_forgotten((uint32_t)sqlite3_column_int64(st, 0),
+                               whole ? NULL : (id ? id : ""),
+                               (size_t)sqlite3_column_bytes(st, 1));
     int64_t *upto = g_hash_table_lookup(h, k);
     if (!upto) {
       upto = g_new0(int64_t, 1);
@@ -76,7 +65,7 @@ static int forgotten_since(GHashTable *h, uint32_t scope, const void *id,
                            size_t len, int64_t tag) {
   int hit = 0;
   for (int whole = id ? 0 : 1; !hit && whole < 2; whole++) {
-    GBytes *k = forgotten_key(scope, whole ? NULL : id, len);
+    GBytes *k = dkey_forgotten(scope, whole ? NULL : id, len);
     const int64_t *upto = g_hash_table_lookup(h, k);
     hit = upto && *upto >= tag;
     g_bytes_unref(k);

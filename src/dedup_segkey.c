@@ -192,3 +192,12 @@ void dkey_put(GByteArray *block, const uint8_t *prev, size_t plen,
   dpack_varint_put(block, offset_delta);
   dpack_varint_put(block, ms_delta);
 }
+
+GBytes *dkey_forgotten(uint32_t scope, const void *id, size_t len) {
+  uint8_t *k = g_malloc(sizeof(scope) + 1 + len);
+  memcpy(k, &scope, sizeof(scope));
+  k[sizeof(scope)] = 0;
+  if (id && len)
+    memcpy(k + sizeof(scope) + 1, id, len);
+  return g_bytes_new_take(k, id ? sizeof(scope) + 1 + len : sizeof(scope));
+}

@@ -86,4 +86,9 @@ void dkey_put(GByteArray *block, const uint8_t *prev, size_t plen,
 /* The most bytes dkey_put() appends for a key of len bytes. */
 #define DKEY_MAX_ENTRY(len) ((len) + 50)
 
+/* The key under which the dedup store remembers a forgotten ID (a whole
+ * scope when id is NULL): an ID forgotten after a segment's marks is new
+ * whatever the segment says. dedup.c and the admin tools build it alike. */
+GBytes *dkey_forgotten(uint32_t scope, const void *id, size_t len);
+
 #endif
