@@ -32,6 +32,12 @@
 
 #define VALUES 7
 
+/* How long a restarted host may take to be assigned its partitions: the
+ * killed one's session (up to 3 s) runs out, then the mock coordinator's
+ * join (3 s) and the rebalance; on a busy machine under the sanitizers
+ * 30 s was once not enough. */
+#define ASSIGN_MS 90000
+
 static fu_world_t w;
 
 /* Record n's value: "c0".."c6", every 40th asking for a retry first. */
@@ -182,7 +188,7 @@ START_TEST(test_state_survives_kill9) {
      * while it consumes. */
     int consuming = k % 4 != 0;
     if (consuming)
-      fu_wait_stderr(p, "assigned", 1, 30000);
+      fu_wait_stderr(p, "assigned", 1, ASSIGN_MS);
     usleep((useconds_t)g_rand_int_range(rand, 0, consuming ? 600 : 1500) *
            1000);
     fu_kill9(p);
@@ -247,7 +253,7 @@ START_TEST(test_dead_letter_write_with_its_mark) {
                              "  kafka = { session_timeout_ms = 3000;\n"
                              "    heartbeat_interval_ms = 300; };");
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
-  fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_wait_stderr(p, "assigned", 1, ASSIGN_MS);
   fu_mockd(&w, "leader " FU_DLT " 0 -1");
   free(fu_produce(&w, 0, "x#"));
   fu_flush(&w);
@@ -622,7 +628,7 @@ START_TEST(test_demo_survives_kill9) {
      * while its three pipelines consume. */
     int consuming = k % 4 != 0;
     if (consuming)
-      fu_wait_stderr(p, "assigned", 3, 30000);
+      fu_wait_stderr(p, "assigned", 3, ASSIGN_MS);
     usleep((useconds_t)g_rand_int_range(rand, 0, consuming ? 800 : 2000) *
            1000);
     int64_t produced = shop_events(&shop);
