@@ -557,13 +557,19 @@ static int setup(member_t *m, char *err, size_t errlen) {
 }
 
 /* When a stopping member must be done with Kafka: shutdown_timeout from
- * now, less a share left for closing the plugins and the store, so that
- * the process ends before its own deadline (cmd_run.c) ends it with
- * status 1 and a stuck plugin call as the only explanation. */
+ * the moment the stop was asked for (the process's own deadline, cmd_run.c,
+ * counts from then too, and a member may notice the stop seconds later,
+ * after a plugin call or a commit in a rebalance), less a share left for
+ * closing the plugins and the store, so that the process ends before its
+ * own deadline ends it with status 1 and a stuck plugin call as the only
+ * explanation. */
 static int64_t shutdown_deadline(const member_t *m) {
-  int64_t t = m->env->cfg->shutdown_timeout_ms;
+  int64_t t = m->env->cfg->shutdown_timeout_ms, now = member_now_ms();
   int64_t reserve = t / 5 < SHUTDOWN_RESERVE_MS ? t / 5 : SHUTDOWN_RESERVE_MS;
-  return member_now_ms() + t - reserve;
+  int64_t from = m->env->stop_ms ? m->env->stop_ms(m->env->ctx) : 0;
+  if (from <= 0 || from > now)
+    from = now;
+  return from + t - reserve;
 }
 
 /* An event of the closing consumer: a revoke goes to the rebalance

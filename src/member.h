@@ -41,6 +41,8 @@ typedef struct member_env {
   void *ctx;
   /* 1 once the member should finish its batch and leave. */
   int (*stopping)(void *ctx);
+  /* When the stop was asked for (monotonic ms; 0 or NULL: not known). */
+  int64_t (*stop_ms)(void *ctx);
   /* Stop the pipeline and say why (first failure wins). */
   void (*fail)(void *ctx, const char *why);
   /* A librdkafka configuration: the group member's (producer 0) or the

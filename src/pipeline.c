@@ -21,6 +21,14 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Set the stop, remembering when it was first set. Called with p->mu
+ * held, or before the members start. */
+static void set_stop(pipeline_t *p) {
+  if (!p->stop_ms)
+    p->stop_ms = mono_ms();
+  p->stop = 1;
+}
+
 static void deadline_after(struct timespec *ts, int64_t ms) {
   clock_gettime(CLOCK_MONOTONIC, ts);
   ts->tv_sec += ms / 1000;
@@ -64,7 +72,7 @@ static void at_end(void *ctx, int partitions) {
   if (!p->stop) {
     log_msg(KHOST_LOG_NOTICE, p->name,
             "all %d partitions consumed to their end: stopping", partitions);
-    p->stop = 1;
+    set_stop(p);
     pthread_cond_broadcast(&p->cond);
   }
   pthread_mutex_unlock(&p->mu);
@@ -85,7 +93,7 @@ static int open_end_tracker(pipeline_t *p, char *err, size_t errlen) {
     return -1;
   if (end_tracker_total(p->end) == 0) {
     log_msg(KHOST_LOG_NOTICE, p->name, "no partitions to consume: stopping");
-    p->stop = 1;
+    set_stop(p);
     return 0;
   }
   return p->env.from_beginning ? 0
@@ -94,7 +102,7 @@ static int open_end_tracker(pipeline_t *p, char *err, size_t errlen) {
 
 void pipeline_request_stop(pipeline_t *p) {
   pthread_mutex_lock(&p->mu);
-  p->stop = 1;
+  set_stop(p);
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->mu);
 }
@@ -110,7 +118,7 @@ void pipeline_fail(pipeline_t *p, const char *fmt, ...) {
     p->failed = first = 1;
     log_msg(KHOST_LOG_ERR, p->name, "pipeline stops: %s", p->failure);
   }
-  p->stop = 1;
+  set_stop(p);
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->mu);
   if (first && p->env.stop_host && p->env.pc->on_fatal == CFG_FATAL_STOP_HOST)
@@ -191,6 +199,13 @@ int pipeline_stopping(pipeline_t *p) {
   return __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE);
 }
 
+int64_t pipeline_stop_ms(pipeline_t *p) {
+  pthread_mutex_lock(&p->mu);
+  int64_t t = p->stop_ms;
+  pthread_mutex_unlock(&p->mu);
+  return t;
+}
+
 int pipeline_sleep(pipeline_t *p, int64_t ms) {
   struct timespec deadline;
   deadline_after(&deadline, ms);
@@ -244,6 +259,10 @@ static void pipeline_free(pipeline_t *p) {
  * with the pipeline as ctx. */
 static int m_stopping(void *ctx) {
   return pipeline_stopping(ctx);
+}
+
+static int64_t m_stop_ms(void *ctx) {
+  return pipeline_stop_ms(ctx);
 }
 
 static void m_fail(void *ctx, const char *why) {
@@ -305,6 +324,7 @@ static void member_env(pipeline_t *p) {
       .metrics = env->metrics,
       .ctx = p,
       .stopping = m_stopping,
+      .stop_ms = m_stop_ms,
       .fail = m_fail,
       .kafka_conf = m_kafka_conf,
       .progress = m_progress,

@@ -67,6 +67,7 @@ typedef struct pipeline {
   pthread_mutex_t mu;
   pthread_cond_t cond; /* signalled on stop, member start/exit, progress */
   int stop;            /* members finish their batch and leave */
+  int64_t stop_ms;     /* when stop was first set (monotonic ms), or 0 */
   int failed;          /* a member hit a fatal condition */
   char failure[512];
   int ready, setup_failed, running; /* member start-up and exit counts */
@@ -116,6 +117,9 @@ size_t pipeline_describe_busy(pipeline_t *p, char *buf, size_t len);
 /* Stop everything and remember why (first failure wins). */
 void pipeline_fail(pipeline_t *p, const char *fmt, ...) KHOST_PRINTF(2, 3);
 int pipeline_stopping(pipeline_t *p);
+/* When the stop was first asked for (monotonic ms), 0 before: the
+ * shutdown deadline counts from then, as the process's own does. */
+int64_t pipeline_stop_ms(pipeline_t *p);
 /* Sleep up to ms unless a stop is requested; returns 1 when stopping. */
 int pipeline_sleep(pipeline_t *p, int64_t ms);
 /* A librdkafka configuration for one of this pipeline's clients
