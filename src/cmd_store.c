@@ -34,8 +34,10 @@ static int parse(int argc, char **argv, const char *action,
   return -1;
 }
 
-/* Both actions: there is one schema version so far, so migrate creates
- * what init creates and accepts what is current. */
+/* Both actions open the store with create set: the schema is created
+ * when there is none and an older version is upgraded to this khost's
+ * step by step (store_pg_schema.c), so init and migrate do the same and
+ * each accepts a current schema as it is. */
 static int init_schema(const cfg_t *cfg) {
   char err[1024];
   store_t *s = NULL;

@@ -353,12 +353,42 @@ static void ahead_expire(pg_store_t *p, pga_t *scopes, pga_t *ids) {
   }
 }
 
-/* One round: this process's lease extended, stale claims given back. */
-static void renew_round(pg_store_t *p, PGconn *c) {
+/* This process's lease extended. Its row is put back when it is gone:
+ * another host deleted it as a trace too old to keep, because this one
+ * did not reach the server for more than ten leases. The claims it
+ * still holds are then live again, as the extended lease of a row that
+ * was kept makes them. */
+static void renew_lease(pg_store_t *p, PGconn *c) {
   pgp_t a = {0}, b = {0};
-  pga_t *scopes, *ids;
   pgp_i64(&a, p->host);
   pgp_i64(&a, p->lease_ms);
+  PGresult *r = pg_exec(p, c,
+                        "UPDATE khost_hosts SET lease_until = " PG_NOW_MS
+                        " + $2::bigint WHERE host = $1::integer",
+                        &a, 0, NULL, NULL, 0);
+  int gone = r && strcmp(PQcmdTuples(r), "0") == 0;
+  PQclear(r);
+  pgp_i64(&b, p->host);
+  pgp_i64(&b, p->lease_ms);
+  pgp_str(&b, p->owner);
+  if (gone &&
+      pg_exec0(p, c,
+               "INSERT INTO khost_hosts (host, name, lease_until) VALUES"
+               " ($1::integer, $3, " PG_NOW_MS " + $2::bigint)"
+               " ON CONFLICT (host) DO NOTHING",
+               &b, NULL, NULL, 0) == 0)
+    log_msg(KHOST_LOG_WARNING, "dedup",
+            "postgresql store (%s): the row of khost_hosts of %s was gone "
+            "(the server was not reached for more than ten leases): put "
+            "back",
+            p->display, p->owner);
+}
+
+/* One round: this process's lease extended, stale claims given back,
+ * rows of processes long dead deleted. */
+static void renew_round(pg_store_t *p, PGconn *c) {
+  pgp_t b = {0};
+  pga_t *scopes, *ids;
   pgp_i64(&b, p->host);
   scopes = pgp_array(&b, PGA_INT8);
   ids = pgp_array(&b, PGA_BYTEA);
@@ -372,11 +402,8 @@ static void renew_round(pg_store_t *p, PGconn *c) {
         " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
         " m.id = u.id AND m.owner = $1::integer AND m.outcome = " PG_CLAIMED,
         &b, NULL, NULL, 0);
-  pg_exec0(p, c,
-           "UPDATE khost_hosts SET lease_until = " PG_NOW_MS " + $2::bigint "
-           "WHERE host = $1::integer",
-           &a, NULL, NULL, 0);
-  pgp_free(&a);
+  renew_lease(p, c);
+  pg_crash_forget(p, c);
   pgp_free(&b);
 }
 

@@ -14,7 +14,11 @@
  *     a restart after a crash, seen at once;
  *   - any process whose lease has run out (it stopped renewing: it
  *     died, or lost the server for longer than the lease).
- * Traces older than TRACE_LEASES leases are stale and ignored.
+ * Traces older than TRACE_LEASES leases are stale and ignored, and the
+ * renewer then deletes them (pg_crash_forget()), so that the table does
+ * not grow by a row per crash. Their claims need nothing: a claim whose
+ * owner has no row is not live (PG_LIVE), as one whose lease ran out,
+ * and is taken over; the pruner removes the claims no host took.
  *
  * The store looks at open: then, as on the SQLite file, every partition
  * records its first `budget` calls. It looks again (at most once a
@@ -130,6 +134,27 @@ static int look(pg_store_t *p, pg_crash_t *c, char *err, size_t errlen) {
   }
   PQclear(r);
   return found;
+}
+
+/* The rows of khost_hosts whose lease ran out more than TRACE_LEASES
+ * leases ago are deleted on c: no trace any more (look() skips them),
+ * and their claims have been free to take over for as long. A process
+ * that comes back after that puts its row back (store_pg_claim.c). */
+void pg_crash_forget(pg_store_t *p, PGconn *c) {
+  pgp_t a = {0};
+  pgp_i64(&a, p->host);
+  pgp_i64(&a, p->lease_ms * TRACE_LEASES);
+  PGresult *r = pg_exec(p, c,
+                        "DELETE FROM khost_hosts WHERE host <> $1::integer AND"
+                        " lease_until < " PG_NOW_MS " - $2::bigint"
+                        " RETURNING name",
+                        &a, 0, NULL, NULL, 0);
+  for (int i = 0; r && i < PQntuples(r); i++)
+    log_msg(KHOST_LOG_INFO, "dedup",
+            "postgresql store (%s): the row of khost_hosts of %s removed: "
+            "its lease ran out more than %d leases ago",
+            p->display, PQgetvalue(r, i, 0), TRACE_LEASES);
+  PQclear(r);
 }
 
 int pg_crash_open(pg_store_t *p, char *err, size_t errlen) {

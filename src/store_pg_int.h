@@ -226,5 +226,8 @@ void pg_crash_free(pg_store_t *p);
 void pg_crash_mine(const char *owner, int open);
 int pg_crash_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
                       uint32_t *count);
+/* Rows of khost_hosts too old to be a trace deleted on c (the renewer's
+ * connection); a failure is left to the next round. */
+void pg_crash_forget(pg_store_t *p, PGconn *c);
 
 #endif

@@ -941,8 +941,13 @@ START_TEST(test_pg_unclean_stop) {
                 "the dead process's claim taken over");
   release("crashy");
   store_close(s);
-  /* The dead process's row of khost_hosts is a trace for ten leases. */
+  /* The dead process's row of khost_hosts is a trace for ten leases;
+   * then the renewer deletes it. */
   TU_WAIT_UNTIL(clean_start(), 30000, "a start is clean again");
+  PGconn *c = PQconnectdb(pg->conninfo);
+  TU_WAIT_UNTIL(pg_count(c, "SELECT count(*) FROM khost_hosts") == 1, 5000,
+                "the killed process's row of khost_hosts removed");
+  PQfinish(c);
   close_store();
 }
 END_TEST
@@ -970,6 +975,60 @@ START_TEST(test_pg_dead_host_found_later) {
   ck_assert_int_eq(attempts_of(s, p - 1), 0);
   ck_assert_int_eq(attempts_of(s, 0), 0);
   store_close(late);
+  PQfinish(c);
+  close_store();
+}
+END_TEST
+
+/* Rows of khost_hosts whose lease ran out more than ten leases ago are
+ * deleted by a renewer, and their claims are taken over as those of an
+ * expired lease; a row within the ten leases is kept (the crash-attempt
+ * guard reads it). */
+START_TEST(test_pg_old_hosts_removed) {
+  open_store(IMPL_PG);
+  store_t *live = open_pg(1000);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  char *sql = g_strdup_printf(
+      "WITH h AS (INSERT INTO khost_hosts (name, lease_until) VALUES"
+      " ('old-host/9/gone', (extract(epoch from clock_timestamp()) * 1000)"
+      "::bigint - 3600000) RETURNING host) INSERT INTO khost_marks SELECT"
+      " %u, '\\x00'::bytea || 'orphan', 0, '', 0, 0, 2, host, 0 FROM h",
+      scope);
+  pg_do(c, sql);
+  pg_do(c, "INSERT INTO khost_hosts (name, lease_until) VALUES"
+           " ('recent-host/9/gone', (extract(epoch from clock_timestamp())"
+           " * 1000)::bigint - 1000)");
+  TU_WAIT_UNTIL(pg_count(c, "SELECT count(*) FROM khost_hosts WHERE"
+                            " name = 'old-host/9/gone'") == 0,
+                5000, "the row of a host dead an hour removed");
+  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_hosts WHERE"
+                               " name = 'recent-host/9/gone'"),
+                   1);
+  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_hosts"), 3);
+  /* Its claim has no owner row: taken over, once. */
+  ck_assert_int_eq(claim("orphan", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim_on(live, "orphan"), STORE_IN_FLIGHT);
+  store_close(live);
+  PQfinish(c);
+  g_free(sql);
+  close_store();
+}
+END_TEST
+
+/* A host whose row was deleted (it did not reach the server for ten
+ * leases) puts it back at its next renewal: its claims are live again. */
+START_TEST(test_pg_row_put_back) {
+  open_store(IMPL_PG);
+  store_t *live = open_pg(300);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  ck_assert_int_eq(claim_on(live, "held"), STORE_NEW);
+  pg_do(c, "DELETE FROM khost_hosts WHERE host ="
+           " (SELECT max(host) FROM khost_hosts)");
+  TU_WAIT_UNTIL(pg_count(c, "SELECT count(*) FROM khost_hosts") == 2, 5000,
+                "the deleted row put back");
+  ck_assert_int_eq(claim("held", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  store_close(live);
+  ck_assert_int_eq(claim("held", STORE_CLAIM, 0), STORE_NEW);
   PQfinish(c);
   close_store();
 }
@@ -1007,6 +1066,8 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_ahead_given_back);
     tcase_add_test(tc, test_pg_unclean_stop);
     tcase_add_test(tc, test_pg_dead_host_found_later);
+    tcase_add_test(tc, test_pg_old_hosts_removed);
+    tcase_add_test(tc, test_pg_row_put_back);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(su, tc);
   }
