@@ -1570,15 +1570,19 @@ static void pg_schema_init(const char *conninfo) {
   store_close(st);
 }
 
-/* Every event three times, on partitions i, i+2 and i+4 (mod 6), with
- * one eventId: once both hosts are in the group, each holds some copies
- * of most events. */
+/* Every event three times, on partitions i, i+1 and i+3 (mod 6), with
+ * one eventId. Partitions p and p+1 hold copies of one event for every
+ * p, so however the group splits the six partitions between two hosts,
+ * some pair p, p+1 is split and a third of the events have copies on
+ * both hosts: without one shared store those would be handled twice. */
 static void produce_copies(scenario_t *s) {
+  static const int step[3] = {0, 1, 3};
   char id[32];
   for (int i = 0; i < PG_EVENTS; i++) {
     snprintf(id, sizeof(id), "pg-%04d", i);
     for (int k = 0; k < 3; k++)
-      mu_produce(&s->c, s->topic, (i + 2 * k) % PG_PARTS, id, NULL, "order");
+      mu_produce(&s->c, s->topic, (i + step[k]) % PG_PARTS, id, NULL,
+                 "order");
   }
   ku_flush(&s->c);
 }
@@ -1633,9 +1637,9 @@ START_TEST(test_pg_two_hosts_once) {
                 90000, "every event handled, every copy found seen");
   member_host_stop(&a);
   member_host_stop(&b);
+  /* Which host handles an event first is a race (one host may win all
+   * of them); either way each event is handled once across both. */
   assert_each_once(logs, 2);
-  ck_assert_msg(count_lines(a.log) > 0 && count_lines(b.log) > 0,
-                "one host handled nothing");
   ck_assert_int_eq(assert_committed_at_end(&s), 3 * PG_EVENTS);
   member_host_free(&a);
   member_host_free(&b);
