@@ -485,18 +485,15 @@ static void set_note(dset_t *set, const key_rec_t *k, size_t size,
 }
 
 /* Forget k unless it is claimed (or claimed again) or has a mark at or
- * after cutoff. */
-static void set_forget(dset_t *set, const key_rec_t *k, uint64_t hash,
-                       int64_t cutoff) {
-  stripe_t *st = stripe_of(set, hash);
-  pthread_mutex_lock(&st->lock);
+ * after cutoff. The caller holds st->lock. */
+static void forget_locked(stripe_t *st, const key_rec_t *k, uint64_t hash,
+                          int64_t cutoff) {
   key_rec_t *r = table_find(st, k, hash);
   if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff &&
       !is_reclaimed(st, r)) {
     table_remove(st, r, hash);
     arena_free(st, r);
   }
-  pthread_mutex_unlock(&st->lock);
 }
 
 /* --------------------------------------------------------------------- set */
@@ -630,12 +627,35 @@ void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
     g_free(order);
 }
 
+/* Keys forgotten under one lock round trip: the segment thread forgets
+ * every ID of a segment it wrote (a million or more) while members claim
+ * in the same stripes, which must not wait for a whole stripe's run. */
+#define FORGET_RUN 256
+
+/* One lock round trip per FORGET_RUN keys of a stripe, not one per key. */
 void dset_forget_if_older(dset_t *set, const dset_keys_t *k,
                           int64_t cutoff_ms) {
-  for (guint i = 0; i < k->refs->len; i++) {
-    const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, i);
-    set_forget(set, keys_rec(k, ref), ref->hash, cutoff_ms);
+  guint start[NSTRIPES + 1], local[512];
+  guint *order =
+      k->refs->len <= G_N_ELEMENTS(local) ? local : g_new(guint, k->refs->len);
+  keys_by_stripe(k, order, start);
+  for (unsigned s = 0; s < NSTRIPES; s++) {
+    stripe_t *st = &set->stripes[s];
+    if (start[s] == start[s + 1])
+      continue;
+    pthread_mutex_lock(&st->lock);
+    for (guint j = start[s]; j < start[s + 1]; j++) {
+      const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, order[j]);
+      forget_locked(st, keys_rec(k, ref), ref->hash, cutoff_ms);
+      if ((j - start[s]) % FORGET_RUN == FORGET_RUN - 1) {
+        pthread_mutex_unlock(&st->lock);
+        pthread_mutex_lock(&st->lock);
+      }
+    }
+    pthread_mutex_unlock(&st->lock);
   }
+  if (order != local)
+    g_free(order);
 }
 
 void dset_stats(dset_t *set, dset_stats_t *out) {
