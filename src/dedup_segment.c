@@ -482,15 +482,22 @@ static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
   return c == 0;
 }
 
-static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
-                      const uint8_t *key, size_t len, dlog_mark_t *m) {
-  sqlite3_stmt *st = NULL;
+#define BLOCK_SQL "SELECT newest_ms, keys FROM segment_blocks WHERE pos = ?1"
+
+/* Block pos holds key? With kept, on the statement *kept (prepared on
+ * first use, left reset for the next read), else on one of its own: a
+ * prepare costs several times the block's decoding. */
+static int read_block(const dseg_t *g, sqlite3 *db, sqlite3_stmt **kept,
+                      int64_t pos, const uint8_t *key, size_t len,
+                      dlog_mark_t *m) {
+  sqlite3_stmt *st = kept ? *kept : NULL;
   int rc = -1;
-  if (sqlite3_prepare_v2(db,
-                         "SELECT newest_ms, keys FROM segment_blocks"
-                         " WHERE pos = ?1",
-                         -1, &st, NULL) != SQLITE_OK)
+  if (!st && sqlite3_prepare_v3(db, BLOCK_SQL, -1,
+                                kept ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+                                NULL) != SQLITE_OK)
     return -1;
+  if (kept)
+    *kept = st;
   sqlite3_bind_int64(st, 1, pos);
   switch (sqlite3_step(st)) {
   case SQLITE_ROW: {
@@ -505,13 +512,18 @@ static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
     rc = -2;
     break;
   }
-  sqlite3_finalize(st);
+  if (kept)
+    sqlite3_reset(st);
+  else
+    sqlite3_finalize(st);
   return rc;
 }
 
-int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
-                     uint32_t scope, const void *id, size_t len, uint64_t hash,
-                     dlog_mark_t *m, char *err, size_t errlen) {
+int dseg_lookup_mark_kept(const dseg_t *g, sqlite3 *db,
+                          struct sqlite3_stmt **kept, const char *path,
+                          uint32_t scope, const void *id, size_t len,
+                          uint64_t hash, dlog_mark_t *m, char *err,
+                          size_t errlen) {
   uint8_t small[KEY_MAX_HEAD + 64], *key;
   size_t klen;
   ssize_t b;
@@ -522,7 +534,9 @@ int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
   key = len <= 64 ? small : g_malloc(KEY_MAX_HEAD + len);
   klen = dseg_key_encode(scope, id, len, key);
   b = block_for(g, key, klen);
-  rc = b < 0 ? 0 : read_block(g, db, (g->id << BLOCK_SHIFT) + b, key, klen, m);
+  rc = b < 0
+           ? 0
+           : read_block(g, db, kept, (g->id << BLOCK_SHIFT) + b, key, klen, m);
   if (rc == 1) {
     m->id = len ? id : "";
     m->id_len = len;
@@ -537,6 +551,13 @@ int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
   if (key != small)
     g_free(key);
   return rc;
+}
+
+int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
+                     uint32_t scope, const void *id, size_t len, uint64_t hash,
+                     dlog_mark_t *m, char *err, size_t errlen) {
+  return dseg_lookup_mark_kept(g, db, NULL, path, scope, id, len, hash, m, err,
+                               errlen);
 }
 
 int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,

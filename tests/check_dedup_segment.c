@@ -183,6 +183,44 @@ START_TEST(test_segments_answer_exactly) {
 }
 END_TEST
 
+/* Lookups on one kept block statement answer as lookups on their own
+ * statements, across segments, hits and misses (a filter of one bit per
+ * ID passes most absent IDs, so the statement is reused for misses too),
+ * with each hit's mark. */
+START_TEST(test_kept_statement_answers_alike) {
+  fx_t f;
+  size_t n;
+  sqlite3_stmt *kept = NULL;
+  char err[512] = "";
+  fx_init(&f);
+  for (unsigned s = 0; s < 2; s++)
+    write_seg(&f, s + 1, 7, s * PER_SEG, PER_SEG, 1000, 1);
+  dseg_t **g = load_all(&f, &n);
+  for (unsigned i = 0; i < 3 * PER_SEG; i++) {
+    char id[200];
+    size_t len = make_id(i, id, sizeof id);
+    uint64_t h = id_hash(7, id, len);
+    for (size_t s = 0; s < n; s++) {
+      dlog_mark_t a, b;
+      int ra = dseg_lookup_mark(g[s], f.db, f.path, 7, id, len, h, &a, err,
+                                sizeof err);
+      int rb = dseg_lookup_mark_kept(g[s], f.db, &kept, f.path, 7, id, len, h,
+                                     &b, err, sizeof err);
+      ck_assert_int_eq(rb, ra);
+      ck_assert_int_eq(rb, i / PER_SEG == s);
+      if (rb == 1) {
+        ck_assert_int_eq(b.offset, a.offset);
+        ck_assert_int_eq(b.handled_at, a.handled_at);
+      }
+    }
+  }
+  ck_assert_ptr_nonnull(kept);
+  sqlite3_finalize(kept);
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
 /* A filter of one bit per ID passes most absent IDs: each is read from
  * its block and still answered absent. */
 START_TEST(test_filter_false_positive_never_seen) {
@@ -591,6 +629,7 @@ Suite *dedup_segment_suite(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_segments_answer_exactly);
   tcase_add_test(tc, test_filter_false_positive_never_seen);
+  tcase_add_test(tc, test_kept_statement_answers_alike);
   tcase_add_test(tc, test_reopen_same_answers_without_reading_ids);
   tcase_add_test(tc, test_mark_kept_and_duplicates);
   tcase_add_test(tc, test_sort_ties_and_sources);
