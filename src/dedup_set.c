@@ -86,21 +86,33 @@ static size_t varint_get(const uint8_t *p, size_t *v) {
   return n;
 }
 
-#define HEX_LOWER 0x40
-#define HEX_UPPER 0x80
+#define HEX_LOWER 0x10
+#define HEX_UPPER 0x20
+#define HEX_BAD 0x40
 
-/* 1 + the value of a hex digit, flagged with the case of a letter; 0 for
- * anything else. */
+/* The value of a hex digit, flagged with the case of a letter; HEX_BAD
+ * for anything else, so that a whole UUID is checked with one test at
+ * the end rather than a branch per digit. */
 /* clang-format off */
+#define HEX_ROW16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
 static const uint8_t hex_digit[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
-    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
-    ['a'] = 11 | HEX_LOWER, ['b'] = 12 | HEX_LOWER, ['c'] = 13 | HEX_LOWER,
-    ['d'] = 14 | HEX_LOWER, ['e'] = 15 | HEX_LOWER, ['f'] = 16 | HEX_LOWER,
-    ['A'] = 11 | HEX_UPPER, ['B'] = 12 | HEX_UPPER, ['C'] = 13 | HEX_UPPER,
-    ['D'] = 14 | HEX_UPPER, ['E'] = 15 | HEX_UPPER, ['F'] = 16 | HEX_UPPER,
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
+    HEX_BAD, HEX_BAD, /* '0'-'9' */
+    HEX_BAD, 10 | HEX_UPPER, 11 | HEX_UPPER, 12 | HEX_UPPER, 13 | HEX_UPPER,
+    14 | HEX_UPPER, 15 | HEX_UPPER, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
+    HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, /* 'A'-'F' */
+    HEX_ROW16(HEX_BAD),
+    HEX_BAD, 10 | HEX_LOWER, 11 | HEX_LOWER, 12 | HEX_LOWER, 13 | HEX_LOWER,
+    14 | HEX_LOWER, 15 | HEX_LOWER, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
+    HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, /* 'a'-'f' */
+    HEX_ROW16(HEX_BAD),
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
 };
 /* clang-format on */
+_Static_assert(sizeof hex_digit == 256, "one entry per byte value");
 
 /* Where each byte's high digit sits in 8-4-4-4-12 text. */
 static const uint8_t uuid_digit_pos[UUID_BYTES] = {
@@ -116,12 +128,10 @@ static int uuid_pack(uint8_t out[UUID_BYTES], const uint8_t *id) {
   for (int i = 0; i < UUID_BYTES; i++) {
     unsigned hi = hex_digit[id[uuid_digit_pos[i]]];
     unsigned lo = hex_digit[id[uuid_digit_pos[i] + 1]];
-    if (!hi || !lo)
-      return KEY_RAW;
     seen |= hi | lo;
-    out[i] = (uint8_t)(((hi & 0x1f) - 1) << 4 | ((lo & 0x1f) - 1));
+    out[i] = (uint8_t)((hi & 0xf) << 4 | (lo & 0xf));
   }
-  if ((seen & HEX_LOWER) && (seen & HEX_UPPER))
+  if ((seen & HEX_BAD) || ((seen & HEX_LOWER) && (seen & HEX_UPPER)))
     return KEY_RAW;
   return seen & HEX_UPPER ? KEY_UUID_UPPER : KEY_UUID_LOWER;
 }
