@@ -266,7 +266,7 @@ int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
   dsegb_t w;
   int rc = dsegb_open(&w, db, seg_id, sorted.n, bits_per_id, &srcs, ch);
   for (size_t i = 0; i < sorted.n; i++) {
-    const dseg_ent_t *e = sorted.order[i];
+    const dseg_ent_t *e = sorted.refs[i].e;
     dsegb_add(&w, e->k, e->len, &e->m, e->hash);
   }
   if (dsegb_close(&w, tag) < 0)

@@ -9,14 +9,6 @@
 
 #include "dedup_segment_int.h"
 
-/* What the sort moves: a key's first 16 bytes as two big-endian numbers
- * (zero-padded), which order most keys without reading them, and the
- * key's entry for the rest. */
-typedef struct sort_ref {
-  uint64_t w0, w1;
-  const dseg_ent_t *e;
-} sort_ref_t;
-
 static uint64_t be_word(const uint8_t *p, size_t n) {
   uint64_t w = 0;
   for (size_t i = 0; i < 8; i++)
@@ -27,7 +19,7 @@ static uint64_t be_word(const uint8_t *p, size_t n) {
 /* Equal words leave the order to the whole keys: a key padded with zeros
  * ties with a longer one that goes on with zeros, never inverts it. */
 static int ref_cmp(const void *a, const void *b) {
-  const sort_ref_t *x = a, *y = b;
+  const dseg_sref_t *x = a, *y = b;
   if (x->w0 != y->w0)
     return x->w0 < y->w0 ? -1 : 1;
   if (x->w1 != y->w1)
@@ -60,8 +52,8 @@ static uint32_t key_source(dsrc_table_t *srcs, src_cache_t *c,
   return c->src[slot];
 }
 
-static void ref_swap(sort_ref_t *a, sort_ref_t *b) {
-  sort_ref_t t = *a;
+static void ref_swap(dseg_sref_t *a, dseg_sref_t *b) {
+  dseg_sref_t t = *a;
   *a = *b;
   *b = t;
 }
@@ -69,7 +61,7 @@ static void ref_swap(sort_ref_t *a, sort_ref_t *b) {
 /* Quicksort with the comparison inlined (qsort()'s call per comparison
  * was most of the sort's cost); short runs by insertion, and qsort()
  * for a run that recursed too deep, so that no input is quadratic. */
-static void refs_sort(sort_ref_t *v, size_t n, unsigned depth) {
+static void refs_sort(dseg_sref_t *v, size_t n, unsigned depth) {
   while (n > 16) {
     if (depth-- == 0) {
       qsort(v, n, sizeof(*v), ref_cmp);
@@ -83,7 +75,7 @@ static void refs_sort(sort_ref_t *v, size_t n, unsigned depth) {
       if (ref_cmp(&v[mid], &v[0]) < 0)
         ref_swap(&v[mid], &v[0]);
     }
-    sort_ref_t pivot = v[mid];
+    dseg_sref_t pivot = v[mid];
     size_t i = 0, j = n - 1;
     for (;;) { /* Hoare: v[0] <= pivot <= v[n - 1] bound both scans */
       while (ref_cmp(&v[i], &pivot) < 0)
@@ -106,7 +98,7 @@ static void refs_sort(sort_ref_t *v, size_t n, unsigned depth) {
     }
   }
   for (size_t i = 1; i < n; i++) {
-    sort_ref_t x = v[i];
+    dseg_sref_t x = v[i];
     size_t j = i;
     for (; j > 0 && ref_cmp(&x, &v[j - 1]) < 0; j--)
       v[j] = v[j - 1];
@@ -123,7 +115,7 @@ void dseg_sort_keys(const dseg_key_t *keys, size_t n, dsrc_table_t *srcs,
     room += KEY_MAX_HEAD + keys[i].len;
   out->arena = g_malloc(room ? room : 1);
   out->ents = g_new(dseg_ent_t, n ? n : 1);
-  sort_ref_t *refs = g_new(sort_ref_t, n ? n : 1);
+  dseg_sref_t *refs = g_new(dseg_sref_t, n ? n : 1);
   for (size_t i = 0; i < n; i++) {
     const dseg_key_t *k = &keys[i];
     dseg_ent_t *e = &out->ents[i];
@@ -137,9 +129,10 @@ void dseg_sort_keys(const dseg_key_t *keys, size_t n, dsrc_table_t *srcs,
                           .ms = k->handled_ms};
     dsrc_widen(srcs, src, k->offset, k->handled_ms);
     at += e->len;
-    refs[i] = (sort_ref_t){.w0 = be_word(e->k, e->len),
-                           .w1 = e->len > 8 ? be_word(e->k + 8, e->len - 8) : 0,
-                           .e = e};
+    refs[i] =
+        (dseg_sref_t){.w0 = be_word(e->k, e->len),
+                      .w1 = e->len > 8 ? be_word(e->k + 8, e->len - 8) : 0,
+                      .e = e};
   }
   for (size_t left = n; left > 1; left >>= 1)
     depth += 2;
@@ -154,15 +147,12 @@ void dseg_sort_keys(const dseg_key_t *keys, size_t n, dsrc_table_t *srcs,
     }
     refs[m++] = refs[i];
   }
-  out->order = g_new(const dseg_ent_t *, m ? m : 1);
-  for (size_t i = 0; i < m; i++)
-    out->order[i] = refs[i].e;
+  out->refs = refs; /* the first m, kept as they are: no copy */
   out->n = m;
-  g_free(refs);
 }
 
 void dseg_sorted_free(dseg_sorted_t *s) {
-  g_free(s->order);
+  g_free(s->refs);
   g_free(s->ents);
   g_free(s->arena);
   *s = (dseg_sorted_t){0};
