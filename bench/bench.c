@@ -12,7 +12,9 @@
  * and the ratios to (a), all measured in one run (this machine is noisy:
  * only ratios within a run mean something). --modes runs only the modes
  * it names (`--modes ce` for e/c alone); --state-keys sets how many keys
- * per partition mode (e) writes (1024, see noop.c).
+ * per partition mode (e) writes (1024, see noop.c); --dedup-memory sets
+ * the store's dedup.memory (a small one makes a short run reach the
+ * steady state, where the segment thread moves IDs out of the set).
  *
  * The mock cluster keeps only a bounded window of each partition (~29k
  * records of this size), so the producer runs concurrently, at most
@@ -31,7 +33,7 @@
  * opening the host, with its store) to the last record.
  *
  * Usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d DIR]
- *                    [--modes LETTERS] [--state-keys N]
+ *                    [--modes LETTERS] [--state-keys N] [--dedup-memory SIZE]
  *        khost-bench --bootstrap SERVERS --topic TOPIC --produce
  *                    [--partitions N] [--value-size BYTES] [-n RECORDS]
  *        khost-bench --bootstrap SERVERS --topic TOPIC [-n RECORDS] [-d DIR]
@@ -75,13 +77,14 @@ typedef struct bench {
   const char *topic;
   int partitions;
   int value_size;
-  int runs;             /* runs so far: each gets a group of its own */
-  int store_set;        /* -s given: real-broker mode adds mode (d) */
-  int pg;               /* --postgresql: mock mode adds mode (f) */
-  const char *conninfo; /* the run's store is PostgreSQL, not db */
-  const char *modes;    /* --modes: the mock-mode letters to run */
-  long state_keys;      /* --state-keys: mode (e)'s keys per partition */
-  double wall;          /* records/s of the last run over its wall time */
+  int runs;                 /* runs so far: each gets a group of its own */
+  int store_set;            /* -s given: real-broker mode adds mode (d) */
+  int pg;                   /* --postgresql: mock mode adds mode (f) */
+  const char *conninfo;     /* the run's store is PostgreSQL, not db */
+  const char *modes;        /* --modes: the mock-mode letters to run */
+  long state_keys;          /* --state-keys: mode (e)'s keys per partition */
+  const char *dedup_memory; /* --dedup-memory: dedup.memory, or NULL */
+  double wall;              /* records/s of the last run over its wall time */
 } bench_t;
 
 typedef struct run {
@@ -324,6 +327,11 @@ static char *write_config(bench_t *b, const run_t *r, int dedup,
             "store = { backend = \"postgresql\"; conninfo = \"%s\";\n"
             "  retention = \"30d\"; };\n",
             b->conninfo);
+  else if (b->dedup_memory)
+    fprintf(f,
+            "dedup = { path = \"%s\"; retention = \"30d\"; memory = \"%s\"; "
+            "};\n",
+            db, b->dedup_memory);
   else
     fprintf(f, "dedup = { path = \"%s\"; retention = \"30d\"; };\n", db);
   fprintf(f,
@@ -707,6 +715,7 @@ static int usage(void) {
           "DIR]\n"
           "                   [--postgresql] [--modes LETTERS] [--state-keys "
           "N]\n"
+          "                   [--dedup-memory SIZE]\n"
           "       khost-bench --bootstrap SERVERS --topic TOPIC --produce\n"
           "                   [--partitions N] [--value-size BYTES] [-n "
           "RECORDS]\n"
@@ -726,6 +735,7 @@ int main(int argc, char **argv) {
       {"postgresql", no_argument, NULL, 'G'},
       {"modes", required_argument, NULL, 'M'},
       {"state-keys", required_argument, NULL, 'K'},
+      {"dedup-memory", required_argument, NULL, 'D'},
       {NULL, 0, NULL, 0}};
   bench_t b = {.n = 1000000,
                .store_ids = 10000000,
@@ -772,6 +782,9 @@ int main(int argc, char **argv) {
       break;
     case 'K':
       b.state_keys = atol(optarg);
+      break;
+    case 'D':
+      b.dedup_memory = optarg;
       break;
     default:
       return usage();

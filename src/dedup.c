@@ -779,7 +779,7 @@ static void seg_fix_keys(GArray *keys, const dset_buf_t *buf,
     k->hash = id_hash(k->scope, k->id, k->len);
     if (k->handled_ms > *newest)
       *newest = k->handled_ms;
-    dset_keys_add(forget, k->scope, k->id, k->len, 0);
+    dset_keys_add_h(forget, k->scope, k->id, k->len, 0, k->hash);
   }
 }
 

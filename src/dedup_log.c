@@ -27,22 +27,33 @@ static uint64_t topic_index(GArray *topics, const dlog_mark_t *m) {
   return topics->len - 1;
 }
 
+/* A mark is put together on the stack and appended at once (one call,
+ * not one per field; a long ID goes in three appends). */
 static void pack_mark(GByteArray *out, const dlog_mark_t *m, uint64_t topic,
                       int64_t *offset, int64_t *at) {
-  uint8_t uuid[16];
+  uint8_t buf[256], *p = buf, uuid[16];
   int is_uuid = dpack_uuid_bytes(m->id, m->id_len, uuid);
-  dpack_varint_put(out, (uint64_t)m->outcome << 1 | (uint64_t)is_uuid);
+  p += dpack_varint_to(p, (uint64_t)m->outcome << 1 | (uint64_t)is_uuid);
   if (is_uuid) {
-    g_byte_array_append(out, uuid, sizeof uuid);
+    memcpy(p, uuid, sizeof uuid);
+    p += sizeof uuid;
   } else {
-    dpack_varint_put(out, m->id_len);
-    if (m->id_len)
+    p += dpack_varint_to(p, m->id_len);
+    if (m->id_len <= sizeof buf - 6 * DPACK_VARINT_MAX) {
+      if (m->id_len)
+        memcpy(p, m->id, m->id_len);
+      p += m->id_len;
+    } else {
+      g_byte_array_append(out, buf, (guint)(p - buf));
       g_byte_array_append(out, m->id, (guint)m->id_len);
+      p = buf;
+    }
   }
-  dpack_varint_put(out, topic);
-  dpack_varint_put(out, dpack_zigzag(m->partition));
-  dpack_varint_put(out, dpack_zigzag(m->offset - *offset));
-  dpack_varint_put(out, dpack_zigzag(m->handled_at - *at));
+  p += dpack_varint_to(p, topic);
+  p += dpack_varint_to(p, dpack_zigzag(m->partition));
+  p += dpack_varint_to(p, dpack_zigzag(m->offset - *offset));
+  p += dpack_varint_to(p, dpack_zigzag(m->handled_at - *at));
+  g_byte_array_append(out, buf, (guint)(p - buf));
   *offset = m->offset;
   *at = m->handled_at;
 }

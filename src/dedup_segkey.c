@@ -183,14 +183,25 @@ void dkey_put(GByteArray *block, const uint8_t *prev, size_t plen,
   size_t shared = 0, most = plen < len ? plen : len;
   while (shared < most && prev[shared] == key[shared])
     shared++;
-  dpack_varint_put(block, shared);
-  dpack_varint_put(block, len - shared);
-  if (len > shared)
+  /* Put together on the stack and appended at once (one call, not one
+   * per field); a long key goes in three appends. */
+  uint8_t buf[320], *p = buf;
+  int whole = DKEY_MAX_ENTRY(len) <= sizeof buf;
+  p += dpack_varint_to(p, shared);
+  p += dpack_varint_to(p, len - shared);
+  if (whole && len > shared) {
+    memcpy(p, key + shared, len - shared);
+    p += len - shared;
+  } else if (len > shared) {
+    g_byte_array_append(block, buf, (guint)(p - buf));
     g_byte_array_append(block, key + shared, (guint)(len - shared));
-  dpack_varint_put(block, (uint64_t)src << 2 |
+    p = buf;
+  }
+  p += dpack_varint_to(p, (uint64_t)src << 2 |
                               (uint64_t)(outcome & DSRC_OUTCOME_MASK));
-  dpack_varint_put(block, offset_delta);
-  dpack_varint_put(block, ms_delta);
+  p += dpack_varint_to(p, offset_delta);
+  p += dpack_varint_to(p, ms_delta);
+  g_byte_array_append(block, buf, (guint)(p - buf));
 }
 
 GBytes *dkey_forgotten(uint32_t scope, const void *id, size_t len) {

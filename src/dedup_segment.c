@@ -50,10 +50,8 @@ void dseg_counters(dseg_counters_t *out) {
 
 /* ----------------------------------------------------------------- keys */
 
-/* The packed key of (scope, id) into out (room for KEY_MAX_HEAD + len
- * bytes); returns its length. */
-static size_t key_encode(uint32_t scope, const void *id, size_t len,
-                         uint8_t *out) {
+size_t dseg_key_encode(uint32_t scope, const void *id, size_t len,
+                       uint8_t *out) {
   out[0] = (uint8_t)(scope >> 24);
   out[1] = (uint8_t)(scope >> 16);
   out[2] = (uint8_t)(scope >> 8);
@@ -134,8 +132,6 @@ int dsegb_open(dsegb_t *w, sqlite3 *db, int64_t seg_id, size_t expected,
                  .seg_id = seg_id,
                  .pos = seg_id << BLOCK_SHIFT,
                  .block = g_byte_array_new(),
-                 .first = g_byte_array_new(),
-                 .prev = g_byte_array_new(),
                  .srcs = srcs,
                  .block_newest = INT64_MIN,
                  .oldest = INT64_MAX,
@@ -153,12 +149,21 @@ int dsegb_open(dsegb_t *w, sqlite3 *db, int64_t seg_id, size_t expected,
   return 0;
 }
 
+static void keybuf_set(dseg_keybuf_t *b, const uint8_t *k, size_t len) {
+  if (len > b->cap) {
+    b->cap = MAX(len, 2 * b->cap);
+    b->p = g_realloc(b->p, b->cap);
+  }
+  if (len)
+    memcpy(b->p, k, len);
+  b->len = len;
+}
+
 static void builder_flush(dsegb_t *w) {
   if (w->block->len == 0 || w->failed)
     return;
   sqlite3_bind_int64(w->st, 1, w->pos++);
-  sqlite3_bind_blob(w->st, 2, w->first->data, (int)w->first->len,
-                    SQLITE_STATIC);
+  sqlite3_bind_blob(w->st, 2, w->first.p, (int)w->first.len, SQLITE_STATIC);
   sqlite3_bind_int64(w->st, 3, w->block_newest);
   sqlite3_bind_blob(w->st, 4, w->block->data, (int)w->block->len,
                     SQLITE_STATIC);
@@ -178,15 +183,12 @@ void dsegb_add(dsegb_t *w, const uint8_t *k, size_t len, const dsegb_meta_t *m,
   if (w->block->len > 0 &&
       w->block->len + DKEY_MAX_ENTRY(len) > DSEG_BLOCK_BYTES)
     builder_flush(w);
-  if (w->block->len == 0) {
-    g_byte_array_set_size(w->first, 0);
-    g_byte_array_append(w->first, k, (guint)len);
-  }
-  dkey_put(w->block, w->prev->data, w->block->len ? w->prev->len : 0, k, len,
-           m->src, m->outcome, (uint64_t)m->offset - (uint64_t)s->base_offset,
+  if (w->block->len == 0)
+    keybuf_set(&w->first, k, len);
+  dkey_put(w->block, w->prev.p, w->block->len ? w->prev.len : 0, k, len, m->src,
+           m->outcome, (uint64_t)m->offset - (uint64_t)s->base_offset,
            (uint64_t)s->newest_ms - (uint64_t)ms);
-  g_byte_array_set_size(w->prev, 0);
-  g_byte_array_append(w->prev, k, (guint)len);
+  keybuf_set(&w->prev, k, len);
   s->count++;
   s->oldest_ms = MIN(s->oldest_ms, ms);
   w->block_newest = ms > w->block_newest ? ms : w->block_newest;
@@ -247,77 +249,32 @@ int dsegb_close(dsegb_t *w, int64_t tag) {
   g_free(fbytes);
   g_byte_array_free(srcs, TRUE);
   g_byte_array_free(w->block, TRUE);
-  g_byte_array_free(w->first, TRUE);
-  g_byte_array_free(w->prev, TRUE);
+  g_free(w->first.p);
+  g_free(w->prev.p);
   dfilter_free(w->filter);
   return w->failed ? -1 : 0;
-}
-
-typedef struct ent {
-  const uint8_t *k;
-  size_t len;
-  uint64_t hash;
-  dsegb_meta_t m;
-} ent_t;
-
-static int ent_cmp(const void *a, const void *b) {
-  const ent_t *x = a, *y = b;
-  return dseg_key_cmp(x->k, x->len, y->k, y->len);
-}
-
-/* Encode and sort every key, one copy of each (the newest mark), its
- * source found in srcs; returns the count left. */
-static size_t sort_keys(const dseg_key_t *keys, size_t n, uint8_t **arena,
-                        ent_t *ents, dsrc_table_t *srcs) {
-  size_t room = 0, at = 0, m = 0;
-  for (size_t i = 0; i < n; i++)
-    room += KEY_MAX_HEAD + keys[i].len;
-  *arena = g_malloc(room ? room : 1);
-  for (size_t i = 0; i < n; i++) {
-    const dseg_key_t *k = &keys[i];
-    ents[i].k = *arena + at;
-    ents[i].len = key_encode(k->scope, k->id, k->len, *arena + at);
-    ents[i].hash = k->hash;
-    ents[i].m = (dsegb_meta_t){
-        .src = dsrc_find(srcs, k->scope, k->topic, k->topic_len, k->partition),
-        .outcome = k->outcome,
-        .offset = k->offset,
-        .ms = k->handled_ms};
-    dsrc_widen(srcs, ents[i].m.src, k->offset, k->handled_ms);
-    at += ents[i].len;
-  }
-  qsort(ents, n, sizeof(*ents), ent_cmp);
-  for (size_t i = 0; i < n; i++) {
-    if (m > 0 && ent_cmp(&ents[m - 1], &ents[i]) == 0) {
-      if (ents[i].m.ms > ents[m - 1].m.ms)
-        ents[m - 1] = ents[i];
-      continue;
-    }
-    ents[m++] = ents[i];
-  }
-  return m;
 }
 
 int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
                        int64_t tag, dseg_key_t *keys, size_t n,
                        unsigned bits_per_id, const dseg_chunks_t *ch, char *err,
                        size_t errlen) {
-  ent_t *ents = g_new(ent_t, n ? n : 1);
-  uint8_t *arena = NULL;
+  dseg_sorted_t sorted;
   dsrc_table_t srcs;
   dsrc_table_init(&srcs);
-  size_t m = sort_keys(keys, n, &arena, ents, &srcs);
+  dseg_sort_keys(keys, n, &srcs, &sorted);
   dsegb_t w;
-  int rc = dsegb_open(&w, db, seg_id, m, bits_per_id, &srcs, ch);
-  for (size_t i = 0; i < m; i++)
-    dsegb_add(&w, ents[i].k, ents[i].len, &ents[i].m, ents[i].hash);
+  int rc = dsegb_open(&w, db, seg_id, sorted.n, bits_per_id, &srcs, ch);
+  for (size_t i = 0; i < sorted.n; i++) {
+    const dseg_ent_t *e = sorted.refs[i].e;
+    dsegb_add(&w, e->k, e->len, &e->m, e->hash);
+  }
   if (dsegb_close(&w, tag) < 0)
     rc = -1;
   if (rc != 0)
     dseg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
   dsrc_table_free(&srcs);
-  g_free(arena);
-  g_free(ents);
+  dseg_sorted_free(&sorted);
   return rc;
 }
 
@@ -525,15 +482,22 @@ static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
   return c == 0;
 }
 
-static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
-                      const uint8_t *key, size_t len, dlog_mark_t *m) {
-  sqlite3_stmt *st = NULL;
+#define BLOCK_SQL "SELECT newest_ms, keys FROM segment_blocks WHERE pos = ?1"
+
+/* Block pos holds key? With kept, on the statement *kept (prepared on
+ * first use, left reset for the next read), else on one of its own: a
+ * prepare costs several times the block's decoding. */
+static int read_block(const dseg_t *g, sqlite3 *db, sqlite3_stmt **kept,
+                      int64_t pos, const uint8_t *key, size_t len,
+                      dlog_mark_t *m) {
+  sqlite3_stmt *st = kept ? *kept : NULL;
   int rc = -1;
-  if (sqlite3_prepare_v2(db,
-                         "SELECT newest_ms, keys FROM segment_blocks"
-                         " WHERE pos = ?1",
-                         -1, &st, NULL) != SQLITE_OK)
+  if (!st && sqlite3_prepare_v3(db, BLOCK_SQL, -1,
+                                kept ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+                                NULL) != SQLITE_OK)
     return -1;
+  if (kept)
+    *kept = st;
   sqlite3_bind_int64(st, 1, pos);
   switch (sqlite3_step(st)) {
   case SQLITE_ROW: {
@@ -548,13 +512,18 @@ static int read_block(const dseg_t *g, sqlite3 *db, int64_t pos,
     rc = -2;
     break;
   }
-  sqlite3_finalize(st);
+  if (kept)
+    sqlite3_reset(st);
+  else
+    sqlite3_finalize(st);
   return rc;
 }
 
-int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
-                     uint32_t scope, const void *id, size_t len, uint64_t hash,
-                     dlog_mark_t *m, char *err, size_t errlen) {
+int dseg_lookup_mark_kept(const dseg_t *g, sqlite3 *db,
+                          struct sqlite3_stmt **kept, const char *path,
+                          uint32_t scope, const void *id, size_t len,
+                          uint64_t hash, dlog_mark_t *m, char *err,
+                          size_t errlen) {
   uint8_t small[KEY_MAX_HEAD + 64], *key;
   size_t klen;
   ssize_t b;
@@ -563,9 +532,11 @@ int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
     return 0;
   __atomic_add_fetch(&counters.filter_passes, 1, __ATOMIC_RELAXED);
   key = len <= 64 ? small : g_malloc(KEY_MAX_HEAD + len);
-  klen = key_encode(scope, id, len, key);
+  klen = dseg_key_encode(scope, id, len, key);
   b = block_for(g, key, klen);
-  rc = b < 0 ? 0 : read_block(g, db, (g->id << BLOCK_SHIFT) + b, key, klen, m);
+  rc = b < 0
+           ? 0
+           : read_block(g, db, kept, (g->id << BLOCK_SHIFT) + b, key, klen, m);
   if (rc == 1) {
     m->id = len ? id : "";
     m->id_len = len;
@@ -580,6 +551,13 @@ int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
   if (key != small)
     g_free(key);
   return rc;
+}
+
+int dseg_lookup_mark(const dseg_t *g, sqlite3 *db, const char *path,
+                     uint32_t scope, const void *id, size_t len, uint64_t hash,
+                     dlog_mark_t *m, char *err, size_t errlen) {
+  return dseg_lookup_mark_kept(g, db, NULL, path, scope, id, len, hash, m, err,
+                               errlen);
 }
 
 int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,

@@ -148,6 +148,16 @@ int dseg_lookup_mark(const dseg_t *g, struct sqlite3 *db, const char *path,
                      uint32_t scope, const void *id, size_t len, uint64_t hash,
                      struct dlog_mark *m, char *err, size_t errlen);
 
+/* As dseg_lookup_mark(), reading a block on the statement *kept: NULL
+ * at first, prepared on db by the first read and kept (reset) for the
+ * next lookups on db; the caller finalizes it before closing db. */
+struct sqlite3_stmt;
+int dseg_lookup_mark_kept(const dseg_t *g, struct sqlite3 *db,
+                          struct sqlite3_stmt **kept, const char *path,
+                          uint32_t scope, const void *id, size_t len,
+                          uint64_t hash, struct dlog_mark *m, char *err,
+                          size_t errlen);
+
 /* Every mark of segment seg_id, in key order, to fn (m and what it points
  * to valid only during the call; fn returns 0, or -1 to stop). Reads on
  * db in the caller's transaction, if any. -1 with err on failure. */

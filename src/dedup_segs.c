@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 
+#include "dedup_log.h"
 #include "id_hash.h"
 
 struct dsegs {
@@ -16,8 +17,9 @@ struct dsegs {
   GPtrArray *segs;       /* dseg_t, oldest first */
   int64_t next_id;
   int count;               /* segs->len, read without the lock */
-  pthread_mutex_t db_lock; /* db */
+  pthread_mutex_t db_lock; /* db, block_st */
   sqlite3 *db;
+  sqlite3_stmt *block_st; /* the lookups' block read, kept */
 };
 
 int dsegs_open(dsegs_t **out, sqlite3 *db, const char *path, char *err,
@@ -55,6 +57,7 @@ void dsegs_free(dsegs_t *l) {
   if (!l)
     return;
   g_ptr_array_free(l->segs, TRUE);
+  sqlite3_finalize(l->block_st);
   sqlite3_close(l->db);
   pthread_rwlock_destroy(&l->lock);
   pthread_mutex_destroy(&l->db_lock);
@@ -77,19 +80,19 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
    * and the newest time and tag decide. */
   for (guint i = 0; r >= 0 && i < l->segs->len; i++) {
     const dseg_t *g = l->segs->pdata[i];
-    int64_t at = INT64_MIN;
+    dlog_mark_t m;
     int found;
     if (!dseg_maybe(g, hash))
       continue;
     pthread_mutex_lock(&l->db_lock);
-    found =
-        dseg_lookup(g, l->db, l->path, scope, id, len, hash, &at, err, errlen);
+    found = dseg_lookup_mark_kept(g, l->db, &l->block_st, l->path, scope, id,
+                                  len, hash, &m, err, errlen);
     pthread_mutex_unlock(&l->db_lock);
     if (found == 1) {
       dseg_info_t info;
       dseg_info(g, &info);
       *tag = info.tag > *tag ? info.tag : *tag;
-      *ms = at > *ms ? at : *ms;
+      *ms = m.handled_at > *ms ? m.handled_at : *ms;
     }
     r = found < 0 ? -1 : (r | found);
   }

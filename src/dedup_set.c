@@ -86,21 +86,33 @@ static size_t varint_get(const uint8_t *p, size_t *v) {
   return n;
 }
 
-#define HEX_LOWER 0x40
-#define HEX_UPPER 0x80
+#define HEX_LOWER 0x10
+#define HEX_UPPER 0x20
+#define HEX_BAD 0x40
 
-/* 1 + the value of a hex digit, flagged with the case of a letter; 0 for
- * anything else. */
+/* The value of a hex digit, flagged with the case of a letter; HEX_BAD
+ * for anything else, so that a whole UUID is checked with one test at
+ * the end rather than a branch per digit. */
 /* clang-format off */
+#define HEX_ROW16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
 static const uint8_t hex_digit[256] = {
-    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
-    ['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
-    ['a'] = 11 | HEX_LOWER, ['b'] = 12 | HEX_LOWER, ['c'] = 13 | HEX_LOWER,
-    ['d'] = 14 | HEX_LOWER, ['e'] = 15 | HEX_LOWER, ['f'] = 16 | HEX_LOWER,
-    ['A'] = 11 | HEX_UPPER, ['B'] = 12 | HEX_UPPER, ['C'] = 13 | HEX_UPPER,
-    ['D'] = 14 | HEX_UPPER, ['E'] = 15 | HEX_UPPER, ['F'] = 16 | HEX_UPPER,
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
+    HEX_BAD, HEX_BAD, /* '0'-'9' */
+    HEX_BAD, 10 | HEX_UPPER, 11 | HEX_UPPER, 12 | HEX_UPPER, 13 | HEX_UPPER,
+    14 | HEX_UPPER, 15 | HEX_UPPER, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
+    HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, /* 'A'-'F' */
+    HEX_ROW16(HEX_BAD),
+    HEX_BAD, 10 | HEX_LOWER, 11 | HEX_LOWER, 12 | HEX_LOWER, 13 | HEX_LOWER,
+    14 | HEX_LOWER, 15 | HEX_LOWER, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
+    HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, /* 'a'-'f' */
+    HEX_ROW16(HEX_BAD),
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
+    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
 };
 /* clang-format on */
+_Static_assert(sizeof hex_digit == 256, "one entry per byte value");
 
 /* Where each byte's high digit sits in 8-4-4-4-12 text. */
 static const uint8_t uuid_digit_pos[UUID_BYTES] = {
@@ -116,12 +128,10 @@ static int uuid_pack(uint8_t out[UUID_BYTES], const uint8_t *id) {
   for (int i = 0; i < UUID_BYTES; i++) {
     unsigned hi = hex_digit[id[uuid_digit_pos[i]]];
     unsigned lo = hex_digit[id[uuid_digit_pos[i] + 1]];
-    if (!hi || !lo)
-      return KEY_RAW;
     seen |= hi | lo;
-    out[i] = (uint8_t)(((hi & 0x1f) - 1) << 4 | ((lo & 0x1f) - 1));
+    out[i] = (uint8_t)((hi & 0xf) << 4 | (lo & 0xf));
   }
-  if ((seen & HEX_LOWER) && (seen & HEX_UPPER))
+  if ((seen & HEX_BAD) || ((seen & HEX_LOWER) && (seen & HEX_UPPER)))
     return KEY_RAW;
   return seen & HEX_UPPER ? KEY_UUID_UPPER : KEY_UUID_LOWER;
 }
@@ -485,18 +495,15 @@ static void set_note(dset_t *set, const key_rec_t *k, size_t size,
 }
 
 /* Forget k unless it is claimed (or claimed again) or has a mark at or
- * after cutoff. */
-static void set_forget(dset_t *set, const key_rec_t *k, uint64_t hash,
-                       int64_t cutoff) {
-  stripe_t *st = stripe_of(set, hash);
-  pthread_mutex_lock(&st->lock);
+ * after cutoff. The caller holds st->lock. */
+static void forget_locked(stripe_t *st, const key_rec_t *k, uint64_t hash,
+                          int64_t cutoff) {
   key_rec_t *r = table_find(st, k, hash);
   if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff &&
       !is_reclaimed(st, r)) {
     table_remove(st, r, hash);
     arena_free(st, r);
   }
-  pthread_mutex_unlock(&st->lock);
 }
 
 /* --------------------------------------------------------------------- set */
@@ -630,12 +637,35 @@ void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
     g_free(order);
 }
 
+/* Keys forgotten under one lock round trip: the segment thread forgets
+ * every ID of a segment it wrote (a million or more) while members claim
+ * in the same stripes, which must not wait for a whole stripe's run. */
+#define FORGET_RUN 256
+
+/* One lock round trip per FORGET_RUN keys of a stripe, not one per key. */
 void dset_forget_if_older(dset_t *set, const dset_keys_t *k,
                           int64_t cutoff_ms) {
-  for (guint i = 0; i < k->refs->len; i++) {
-    const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, i);
-    set_forget(set, keys_rec(k, ref), ref->hash, cutoff_ms);
+  guint start[NSTRIPES + 1], local[512];
+  guint *order =
+      k->refs->len <= G_N_ELEMENTS(local) ? local : g_new(guint, k->refs->len);
+  keys_by_stripe(k, order, start);
+  for (unsigned s = 0; s < NSTRIPES; s++) {
+    stripe_t *st = &set->stripes[s];
+    if (start[s] == start[s + 1])
+      continue;
+    pthread_mutex_lock(&st->lock);
+    for (guint j = start[s]; j < start[s + 1]; j++) {
+      const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, order[j]);
+      forget_locked(st, keys_rec(k, ref), ref->hash, cutoff_ms);
+      if ((j - start[s]) % FORGET_RUN == FORGET_RUN - 1) {
+        pthread_mutex_unlock(&st->lock);
+        pthread_mutex_lock(&st->lock);
+      }
+    }
+    pthread_mutex_unlock(&st->lock);
   }
+  if (order != local)
+    g_free(order);
 }
 
 void dset_stats(dset_t *set, dset_stats_t *out) {

@@ -45,11 +45,17 @@ typedef struct sort_key {
   guint at; /* index in ops */
 } sort_key_t;
 
+/* Offsets found again without the hash table: a batch's records come in
+ * runs of a few partitions, each record moving its partition's offset,
+ * and building and hashing the table's key was most of that. */
+#define HOT_SLOTS 8
+
 struct sstate_buf {
-  GArray *ops;      /* op_t, in the order made */
-  GByteArray *data; /* their bytes */
-  GHashTable *last; /* part_key_t -> index + 1 of its offset */
-  GArray *order;    /* sort_key_t: the puts and deletes to write, by key */
+  GArray *ops;          /* op_t, in the order made */
+  GByteArray *data;     /* their bytes */
+  GHashTable *last;     /* part_key_t -> index + 1 of its offset */
+  guint hot[HOT_SLOTS]; /* by partition: index + 1 of an offset, or 0 */
+  GArray *order;        /* sort_key_t: the puts and deletes to write, by key */
   /* The statements of sstate_buf_write(), kept on the connection they
    * were made on (a batch commits on one connection, again and again):
    * preparing them and checking the schema cost a tenth of a batch's
@@ -159,6 +165,7 @@ void sstate_buf_clear(sstate_buf_t *b) {
   g_array_set_size(b->ops, 0);
   g_byte_array_set_size(b->data, 0);
   g_hash_table_remove_all(b->last);
+  memset(b->hot, 0, sizeof b->hot);
 }
 
 size_t sstate_buf_len(const sstate_buf_t *b) {
@@ -180,14 +187,37 @@ void sstate_buf_put(sstate_buf_t *b, uint32_t scope, const void *key,
 
 /* One row per partition and batch: a later offset replaces the one
  * buffered (every record of the batch sets it). */
+/* The offset op of (scope, topic, partition) in the hot slot, if it is
+ * there; 0 if not. */
+static guint hot_find(const sstate_buf_t *b, unsigned slot, uint32_t scope,
+                      const char *topic, int32_t partition) {
+  guint at = b->hot[slot];
+  if (!at)
+    return 0;
+  const op_t *o = &g_array_index(b->ops, op_t, at - 1);
+  const char *t = (const char *)b->data->data + o->off;
+  if (o->scope != scope || o->partition != partition ||
+      strncmp(topic, t, o->klen) != 0 || topic[o->klen] != '\0')
+    return 0;
+  return at;
+}
+
 void sstate_buf_offset(sstate_buf_t *b, uint32_t scope, const char *topic,
                        int32_t partition, int64_t next) {
+  unsigned slot = (unsigned)partition % HOT_SLOTS;
+  guint at = hot_find(b, slot, scope, topic, partition);
+  if (at) {
+    g_array_index(b->ops, op_t, at - 1).next = next;
+    return;
+  }
   part_key_t k = {.scope = scope, .partition = partition};
   k.tlen = strnlen(topic, sizeof(k.topic) - 1);
   memcpy(k.topic, topic, k.tlen);
-  guint at = GPOINTER_TO_UINT(g_hash_table_lookup(b->last, &k));
+  at = GPOINTER_TO_UINT(g_hash_table_lookup(b->last, &k));
   if (at) {
     g_array_index(b->ops, op_t, at - 1).next = next;
+    if (topic[k.tlen] == '\0') /* a whole topic, not one cut short */
+      b->hot[slot] = at;
     return;
   }
   g_hash_table_insert(b->last, g_memdup2(&k, sizeof(k)),
@@ -200,6 +230,8 @@ void sstate_buf_offset(sstate_buf_t *b, uint32_t scope, const char *topic,
             .klen = k.tlen};
   g_byte_array_append(b->data, (const guint8 *)topic, o.klen);
   g_array_append_val(b->ops, o);
+  if (topic[k.tlen] == '\0')
+    b->hot[slot] = b->ops->len;
 }
 
 /* Bytes at off; never NULL (SQLite binds NULL as SQL NULL). */

@@ -601,6 +601,9 @@ START_TEST(test_id_forms_are_exact) {
   static const char upper[] = "00112233-4455-6677-8899-AABBCCDDEEFF";
   static const char mixed[] = "00112233-4455-6677-8899-AABBccddeeff";
   static const char notuuid[] = "00112233-4455-6677-8899+aabbccddeeff";
+  /* not hex: must not pack as the UUID ending in 0 */
+  static const char nothex[] = "00112233-4455-6677-8899-aabbccddeefg";
+  static const char zero[] = "00112233-4455-6677-8899-aabbccddeef0";
   static const unsigned char packed[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55,
                                            0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb,
                                            0xcc, 0xdd, 0xee, 0xff};
@@ -612,9 +615,10 @@ START_TEST(test_id_forms_are_exact) {
   struct {
     const void *id;
     size_t len;
-  } ids[] = {{lower, 36},  {upper, 36}, {mixed, 36}, {notuuid, 36},
-             {packed, 16}, {bin, 5},    {bin, 4},    {"abc", 3},
-             {"abc", 4},   {"", 0},     {huge, big}, {huge, big - 1}};
+  } ids[] = {{lower, 36},  {upper, 36},    {mixed, 36},  {notuuid, 36},
+             {nothex, 36}, {zero, 36},     {packed, 16}, {bin, 5},
+             {bin, 4},     {"abc", 3},     {"abc", 4},   {"", 0},
+             {huge, big},  {huge, big - 1}};
   const size_t n = sizeof ids / sizeof ids[0];
   fx_init(&f, HOUR_MS, 0);
   dedup_writer_t *w = writer_open(f.s);

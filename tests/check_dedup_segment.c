@@ -183,6 +183,44 @@ START_TEST(test_segments_answer_exactly) {
 }
 END_TEST
 
+/* Lookups on one kept block statement answer as lookups on their own
+ * statements, across segments, hits and misses (a filter of one bit per
+ * ID passes most absent IDs, so the statement is reused for misses too),
+ * with each hit's mark. */
+START_TEST(test_kept_statement_answers_alike) {
+  fx_t f;
+  size_t n;
+  sqlite3_stmt *kept = NULL;
+  char err[512] = "";
+  fx_init(&f);
+  for (unsigned s = 0; s < 2; s++)
+    write_seg(&f, s + 1, 7, s * PER_SEG, PER_SEG, 1000, 1);
+  dseg_t **g = load_all(&f, &n);
+  for (unsigned i = 0; i < 3 * PER_SEG; i++) {
+    char id[200];
+    size_t len = make_id(i, id, sizeof id);
+    uint64_t h = id_hash(7, id, len);
+    for (size_t s = 0; s < n; s++) {
+      dlog_mark_t a, b;
+      int ra = dseg_lookup_mark(g[s], f.db, f.path, 7, id, len, h, &a, err,
+                                sizeof err);
+      int rb = dseg_lookup_mark_kept(g[s], f.db, &kept, f.path, 7, id, len, h,
+                                     &b, err, sizeof err);
+      ck_assert_int_eq(rb, ra);
+      ck_assert_int_eq(rb, i / PER_SEG == s);
+      if (rb == 1) {
+        ck_assert_int_eq(b.offset, a.offset);
+        ck_assert_int_eq(b.handled_at, a.handled_at);
+      }
+    }
+  }
+  ck_assert_ptr_nonnull(kept);
+  sqlite3_finalize(kept);
+  free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
 /* A filter of one bit per ID passes most absent IDs: each is read from
  * its block and still answered absent. */
 START_TEST(test_filter_false_positive_never_seen) {
@@ -285,6 +323,154 @@ START_TEST(test_mark_kept_and_duplicates) {
   sqlite3_finalize(st);
   g_array_free(marks, TRUE);
   free_all(g, n);
+  fx_done(&f);
+}
+END_TEST
+
+/* The keys dseg_each() hands out, copied, with their marks. */
+typedef struct seen_keys {
+  GPtrArray *ids; /* GBytes */
+  GArray *parts;  /* int32_t partition of each */
+  GArray *offs;   /* int64_t offset of each */
+} seen_keys_t;
+
+static int collect_key(void *arg, uint32_t scope, const dlog_mark_t *m) {
+  seen_keys_t *v = arg;
+  ck_assert_uint_eq(scope, 9);
+  g_ptr_array_add(v->ids, g_bytes_new(m->id, m->id_len));
+  g_array_append_val(v->parts, m->partition);
+  g_array_append_val(v->offs, m->offset);
+  return 0;
+}
+
+/* Keys that the sort's first 16 bytes cannot tell apart (a shared long
+ * prefix, zero bytes, one key the prefix of another) come out in byte
+ * order, each once with its newest mark and its own source, when the
+ * sources of consecutive keys change. */
+START_TEST(test_sort_ties_and_sources) {
+  static const struct {
+    const char *id;
+    size_t len;
+  } ids[] = {{"abcdefghijklmnopZ", 17},
+             {"abcdefghijklmnop", 16},
+             {"abcdefghijklmnop\0", 17},
+             {"abcdefghijklmnop\0\0", 18},
+             {"abcdefghijklmnopA", 17},
+             {"abcdefghijklmno", 15},
+             {"", 0},
+             {"\0", 1},
+             {"abcdefghijklmnopA", 17},
+             {"abcdefgh", 8},
+             {"abcdefgh\0\0\0\0\0\0\0\0\1", 17}};
+  const size_t n = G_N_ELEMENTS(ids);
+  const char *topics[] = {"orders", "payments"};
+  dseg_key_t k[G_N_ELEMENTS(ids)];
+  char err[512] = "";
+  fx_t f;
+  for (size_t i = 0; i < n; i++)
+    k[i] = (dseg_key_t){.scope = 9,
+                        .id = ids[i].id,
+                        .len = ids[i].len,
+                        .hash = id_hash(9, ids[i].id, ids[i].len),
+                        .handled_ms = 1000 + (int64_t)i,
+                        .topic = topics[i % 3 == 2],
+                        .topic_len = strlen(topics[i % 3 == 2]),
+                        .partition = (int32_t)(i / 2),
+                        .offset = (int64_t)(100 + i)};
+  fx_init(&f);
+  ck_assert_int_eq(sqlite3_exec(f.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  ck_assert_msg(dseg_write(f.db, f.path, 1, 0, k, n, 0, err, sizeof err) == 0,
+                "%s", err);
+  ck_assert_int_eq(sqlite3_exec(f.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  seen_keys_t v = {
+      g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref),
+      g_array_new(FALSE, FALSE, sizeof(int32_t)),
+      g_array_new(FALSE, FALSE, sizeof(int64_t))};
+  ck_assert_msg(dseg_each(f.db, f.path, 1, collect_key, &v, err, 512) == 0,
+                "%s", err);
+  ck_assert_uint_eq(v.ids->len, n - 1); /* one ID given twice */
+  for (guint i = 1; i < v.ids->len; i++) {
+    GBytes *a = g_ptr_array_index(v.ids, i - 1),
+           *b = g_ptr_array_index(v.ids, i);
+    size_t al, bl;
+    const uint8_t *ap = g_bytes_get_data(a, &al),
+                  *bp = g_bytes_get_data(b, &bl);
+    int c = memcmp(ap, bp, MIN(al, bl));
+    ck_assert_msg(c < 0 || (c == 0 && al < bl), "keys %u and %u out of order",
+                  i - 1, i);
+  }
+  for (guint i = 0; i < v.ids->len; i++) {
+    size_t len;
+    const void *id = g_bytes_get_data(g_ptr_array_index(v.ids, i), &len);
+    size_t last = n; /* the newest mark given for this ID */
+    for (size_t j = 0; j < n; j++)
+      if (ids[j].len == len && memcmp(ids[j].id, id, len) == 0)
+        last = j;
+    ck_assert_uint_lt(last, n);
+    ck_assert_int_eq(g_array_index(v.parts, int32_t, i), k[last].partition);
+    ck_assert_int_eq(g_array_index(v.offs, int64_t, i), k[last].offset);
+  }
+  g_ptr_array_free(v.ids, TRUE);
+  g_array_free(v.parts, TRUE);
+  g_array_free(v.offs, TRUE);
+  fx_done(&f);
+}
+END_TEST
+
+/* Inputs a quicksort can trip on: keys already in order, in reverse,
+ * and one key many times. Each ID once, in order, with its newest mark. */
+START_TEST(test_sort_sorted_and_equal_keys) {
+  enum { IDS = 3000, COPIES = 3 };
+  dseg_key_t *k = calloc(IDS * COPIES, sizeof(*k));
+  char(*ids)[16] = calloc(IDS, 16);
+  char err[512] = "";
+  fx_t f;
+  for (size_t i = 0; i < IDS; i++)
+    snprintf(ids[i], 16, "id-%06zu", i);
+  for (size_t c = 0; c < COPIES; c++)
+    for (size_t i = 0; i < IDS; i++) {
+      size_t at = c * IDS + i, id = c == 1 ? IDS - 1 - i : i;
+      if (c == 2 && i >= IDS / 2)
+        id = 7; /* half the last run: one ID again and again */
+      k[at] = (dseg_key_t){.scope = 9,
+                           .id = ids[id],
+                           .len = 9,
+                           .hash = id_hash(9, ids[id], 9),
+                           .handled_ms = (int64_t)at,
+                           .topic = "orders",
+                           .topic_len = 6,
+                           .offset = (int64_t)at};
+    }
+  fx_init(&f);
+  ck_assert_int_eq(sqlite3_exec(f.db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+  ck_assert_msg(
+      dseg_write(f.db, f.path, 1, 0, k, IDS * COPIES, 0, err, sizeof err) == 0,
+      "%s", err);
+  ck_assert_int_eq(sqlite3_exec(f.db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  seen_keys_t v = {
+      g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref),
+      g_array_new(FALSE, FALSE, sizeof(int32_t)),
+      g_array_new(FALSE, FALSE, sizeof(int64_t))};
+  ck_assert_msg(dseg_each(f.db, f.path, 1, collect_key, &v, err, 512) == 0,
+                "%s", err);
+  ck_assert_uint_eq(v.ids->len, IDS);
+  for (guint i = 0; i < IDS; i++) {
+    size_t len;
+    const char *id = g_bytes_get_data(g_ptr_array_index(v.ids, i), &len);
+    ck_assert_uint_eq(len, 9);
+    ck_assert_int_eq(memcmp(id, ids[i], 9), 0);
+    /* newest: the last run's own copy, 7's last repeat, else the reversed
+     * run's */
+    int64_t want = i < IDS / 2 ? 2 * IDS + i : IDS + (IDS - 1 - i);
+    if (i == 7)
+      want = 3 * IDS - 1;
+    ck_assert_int_eq(g_array_index(v.offs, int64_t, i), want);
+  }
+  g_ptr_array_free(v.ids, TRUE);
+  g_array_free(v.parts, TRUE);
+  g_array_free(v.offs, TRUE);
+  free(ids);
+  free(k);
   fx_done(&f);
 }
 END_TEST
@@ -443,8 +629,11 @@ Suite *dedup_segment_suite(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_segments_answer_exactly);
   tcase_add_test(tc, test_filter_false_positive_never_seen);
+  tcase_add_test(tc, test_kept_statement_answers_alike);
   tcase_add_test(tc, test_reopen_same_answers_without_reading_ids);
   tcase_add_test(tc, test_mark_kept_and_duplicates);
+  tcase_add_test(tc, test_sort_ties_and_sources);
+  tcase_add_test(tc, test_sort_sorted_and_equal_keys);
   tcase_add_test(tc, test_merge_keeps_every_id_once);
   suite_add_tcase(s, tc);
 

@@ -1,7 +1,8 @@
 /*
  * A batch's buffer of plugin state writes (src/store_state.c) written on
  * an SQLite connection of the test's own: what reaches the state table,
- * in which order, and the statements it keeps on the connection.
+ * in which order, each partition's last offset, and the statements it
+ * keeps on the connection.
  */
 #include <check.h>
 #include <glib.h>
@@ -166,6 +167,59 @@ START_TEST(test_long_and_binary_keys) {
 }
 END_TEST
 
+/* "scope topic/partition=next;" for every row of the offsets table. */
+static char *offset_rows(sqlite3 *d) {
+  sqlite3_stmt *q = NULL;
+  GString *g = g_string_new(NULL);
+  ck_assert_int_eq(sqlite3_prepare_v2(d,
+                                      "SELECT scope, topic, partition, next"
+                                      " FROM offsets ORDER BY 1, 2, 3",
+                                      -1, &q, NULL),
+                   SQLITE_OK);
+  while (sqlite3_step(q) == SQLITE_ROW)
+    g_string_append_printf(g, "%d %s/%d=%lld;", sqlite3_column_int(q, 0),
+                           (const char *)sqlite3_column_text(q, 1),
+                           sqlite3_column_int(q, 2),
+                           (long long)sqlite3_column_int64(q, 3));
+  sqlite3_finalize(q);
+  return g_string_free(g, FALSE);
+}
+
+/* Each partition's last offset of a batch is written, whatever partitions
+ * share a slot of the buffer's shortcut (0 and 8), and whatever other
+ * partition, topic (one the prefix of another) or scope came between;
+ * a cleared buffer starts again. */
+START_TEST(test_last_offset_of_each_partition) {
+  sstate_buf_t *b = sstate_buf_new();
+  sstate_buf_offset(b, 1, "t", 0, 10);
+  sstate_buf_offset(b, 1, "t", 0, 11);
+  sstate_buf_offset(b, 1, "t", 8, 20);
+  sstate_buf_offset(b, 1, "t", 0, 12);
+  sstate_buf_offset(b, 1, "tt", 0, 30);
+  sstate_buf_offset(b, 1, "t", 0, 13);
+  sstate_buf_offset(b, 2, "t", 0, 40);
+  sstate_buf_offset(b, 1, "t", 0, 14);
+  sstate_buf_offset(b, 1, "t", 8, 21);
+  sstate_buf_offset(b, 1, "tt", 0, 31);
+  sstate_buf_offset(b, 1, "", 0, 50);
+  sstate_buf_offset(b, 1, "t", 0, 15);
+  ck_assert_uint_eq(sstate_buf_len(b), 5);
+  write_on(db, b);
+  char *got = offset_rows(db);
+  ck_assert_str_eq(got, "1 /0=50;1 t/0=15;1 t/8=21;1 tt/0=31;2 t/0=40;");
+  g_free(got);
+  sstate_buf_clear(b);
+  sstate_buf_offset(b, 1, "tt", 0, 32);
+  sstate_buf_offset(b, 1, "t", 0, 16);
+  ck_assert_uint_eq(sstate_buf_len(b), 2);
+  write_on(db, b);
+  got = offset_rows(db);
+  ck_assert_str_eq(got, "1 /0=50;1 t/0=16;1 t/8=21;1 tt/0=32;2 t/0=40;");
+  g_free(got);
+  sstate_buf_free(b);
+}
+END_TEST
+
 /* The statements are made once per connection and kept for the next
  * batch; freeing the buffer finalizes them, so the connection closes. */
 START_TEST(test_statements_kept_per_connection) {
@@ -199,6 +253,7 @@ Suite *store_state_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_last_write_of_each_key_in_key_order);
   tcase_add_test(tc, test_long_and_binary_keys);
+  tcase_add_test(tc, test_last_offset_of_each_partition);
   tcase_add_test(tc, test_statements_kept_per_connection);
   suite_add_tcase(su, tc);
   return su;
