@@ -353,6 +353,36 @@ START_TEST(test_example_loads) {
       CONFIG_TRUE);
   ck_assert_str_eq(s, "/tmp/orders.jsonl");
   assert_prop(cfg.kafka, cfg.n_kafka, "bootstrap.servers", "127.0.0.1:9092");
+
+  /* The example writes each of these settings with its default (its
+   * comments say so): the values read from it are those of a file that
+   * leaves them out. */
+  cfg_t def;
+  char *path;
+  ck_assert_int_eq(load_text(&def, minimal_text, err, sizeof(err), &path), 0);
+  const cfg_pipeline_t *p = &cfg.pipelines[0], *d = &def.pipelines[0];
+  ck_assert_int_eq(cfg.log_level, def.log_level);
+  ck_assert_int_eq(cfg.log_json, def.log_json);
+  ck_assert_int_eq(cfg.shutdown_timeout_ms, def.shutdown_timeout_ms);
+  ck_assert_int_eq(cfg.memory_limit, def.memory_limit);
+  ck_assert_int_eq(cfg.retention_ms, def.retention_ms);
+  ck_assert_int_eq(cfg.durability, def.durability);
+  ck_assert_uint_eq(cfg.dedup_memory, def.dedup_memory);
+  ck_assert_int_eq(p->eid_source, d->eid_source);
+  ck_assert_str_eq(p->eid_header, d->eid_header);
+  ck_assert_int_eq(p->on_missing_id, d->on_missing_id);
+  ck_assert_int_eq(p->max_batch, d->max_batch);
+  ck_assert_int_eq(p->concurrency, d->concurrency);
+  ck_assert_int_eq(p->order_by, d->order_by);
+  ck_assert_int_eq(p->dedup, d->dedup);
+  ck_assert_int_eq(p->retry_max, d->retry_max);
+  ck_assert_int_eq(p->retry_backoff_ms, d->retry_backoff_ms);
+  ck_assert_int_eq(p->retry_backoff_max_ms, d->retry_backoff_max_ms);
+  ck_assert_int_eq(p->on_fatal, d->on_fatal);
+  ck_assert_int_eq(p->handler_timeout_ms, d->handler_timeout_ms);
+  ck_assert_ptr_null(p->dead_letter_topic);
+  cfg_free(&def);
+  free(path);
   cfg_free(&cfg);
 }
 END_TEST
