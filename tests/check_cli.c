@@ -380,9 +380,10 @@ START_TEST(test_command_help) {
     const char *command, *option;
   } cases[] = {
       {"run", "--from-beginning"}, {"check", "create()"},
-      {"replay", "--execute"},     {"offsets", "--json"},
+      {"replay", "--shift-by"},    {"offsets", "--json"},
       {"dedup", "forget"},         {"test-plugin", "--records"},
       {"plugin-info", "--json"},   {"parked", "--execute"},
+      {"state", "--prefix"},       {"store", "migrate"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     char *out, *err, want[64], tag[32];
@@ -407,18 +408,56 @@ START_TEST(test_command_help) {
 }
 END_TEST
 
+/* Every option a command's --help names (--word) is in the manual page
+ * too (written \-\-word there): the two say the same. */
+START_TEST(test_help_options_in_man_page) {
+  static const char *const commands[] = {
+      "run",   "check", "plugin-info", "replay", "offsets",
+      "dedup", "store", "state",       "parked", "test-plugin"};
+  char *man = slurp(TOP_SRCDIR "/docs/khost.1");
+  size_t options = 0;
+  for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+    char *out, *err, tag[32];
+    snprintf(tag, sizeof(tag), "manhelp%zu", i);
+    int status = run_khost(tag, QUICK_TIMEOUT_MS, &out, &err,
+                           (char *)commands[i], "--help", NULL, NULL);
+    ck_assert_msg(status == 0, "%s --help: exit %d", commands[i], status);
+    for (const char *at = out; (at = strstr(at, "--")) != NULL;) {
+      size_t n = 2;
+      while (g_ascii_isalpha(at[n]) ||
+             (at[n] == '-' && g_ascii_isalpha(at[n + 1])))
+        n++;
+      if (n > 2) {
+        GString *roff = g_string_new("\\-\\-");
+        for (size_t k = 2; k < n; k++)
+          at[k] == '-' ? g_string_append(roff, "\\-")
+                       : g_string_append_c(roff, at[k]);
+        ck_assert_msg(strstr(man, roff->str) != NULL,
+                      "khost %s --help names %.*s, docs/khost.1 does not",
+                      commands[i], (int)n, at);
+        g_string_free(roff, TRUE);
+        options++;
+      }
+      at += n;
+    }
+    free(out);
+    free(err);
+  }
+  ck_assert_uint_gt(options, 40);
+  free(man);
+}
+END_TEST
+
 /* The manual page covers every command, signal handling and exit status,
  * as README and --help do. */
 START_TEST(test_man_page) {
   static const char *const words[] = {
-      ".B khost run",           ".B khost check",
-      ".B khost replay",        ".B khost offsets",
-      ".B khost dedup",         ".B khost test\\-plugin",
-      ".B khost state",         ".B state reset",
-      ".B khost plugin\\-info", ".SH SIGNALS",
-      ".SH EXIT STATUS",        "128+N",
-      ".SH CONFIGURATION",      "KHOST_PLUGIN_DIR",
-      "\\-\\-execute",          NULL};
+      ".B khost run",     ".B khost check", ".B khost replay",
+      ".B khost offsets", ".B khost dedup", ".B khost test\\-plugin",
+      ".B khost state",   ".B state reset", ".B khost plugin\\-info",
+      ".B khost parked",  ".B khost store", ".SH SIGNALS",
+      ".SH EXIT STATUS",  "128+N",          ".SH CONFIGURATION",
+      "KHOST_PLUGIN_DIR", "\\-\\-execute",  NULL};
   char *man = slurp(TOP_SRCDIR "/docs/khost.1");
   ck_assert_msg(strncmp(man, ".\\\"", 3) == 0 || strncmp(man, ".TH", 3) == 0,
                 "not a roff page");
@@ -1839,6 +1878,7 @@ Suite *cli_suite(void) {
   tcase_add_test(usage, test_help);
   tcase_add_test(usage, test_command_help);
   tcase_add_test(usage, test_man_page);
+  tcase_add_test(usage, test_help_options_in_man_page);
   tcase_add_test(usage, test_usage_errors);
   suite_add_tcase(s, usage);
 
