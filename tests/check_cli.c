@@ -518,9 +518,11 @@ START_TEST(test_check_good) {
   ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
   ck_assert_int_ge(asprintf(&want, "%s: OK", cfg), 0);
   assert_has(out, want, "stdout");
-  /* Consumed nothing: no dedup store, no record written, no mock cluster. */
+  /* Consumed nothing: no dedup store, no mock cluster, and no file of the
+   * plugin (jsonl_sink opens its file at the first record, not in
+   * create()). */
   ck_assert_msg(access(db, F_OK) != 0, "check created %s", db);
-  ck_assert_msg(file_size(jsonl) <= 0, "check wrote records to %s", jsonl);
+  ck_assert_msg(access(jsonl, F_OK) != 0, "check created %s", jsonl);
   ck_assert_msg(strstr(err, "mock cluster") == NULL, "check started the mock");
   free(want);
   free(out);
