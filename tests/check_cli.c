@@ -1393,6 +1393,42 @@ static char *count_orders_cfg(const char *name, const char *every) {
   return cfg;
 }
 
+/* README's line that starts with start (a shell command), as written. */
+static char *readme_line(const char *readme, const char *start) {
+  char *want = g_strdup_printf("\n%s", start);
+  const char *at = strstr(readme, want);
+  ck_assert_msg(at != NULL, "README.md has no line starting \"%s\"", start);
+  const char *end = strchr(at + 1, '\n');
+  char *line = g_strndup(at + 1, (size_t)(end - at - 1));
+  g_free(want);
+  return line;
+}
+
+/* One of README's cc lines, run as written by /bin/sh in the test's
+ * directory (which holds count_orders.c) with env (NAME=VALUE pairs, or
+ * ""); the plugin it built is removed first, so it must make one. */
+static void readme_cc(const char *line, const char *env) {
+  char *so = dir_path("count_orders.so");
+  unlink(so);
+  char *cmd = g_strdup_printf("cd '%s' && %s %s", g_dir, env, line);
+  char *const sh[] = {"/bin/sh", "-c", cmd, NULL};
+  proc_t p;
+  spawn_argv(&p, "cc", sh);
+  int status = finish(&p, RUN_TIMEOUT_MS);
+  char *err = slurp(p.err);
+  ck_assert_msg(status == 0, "%s: exit %d:\n%s", line, status, tail(err));
+  ck_assert_msg(access(so, F_OK) == 0, "%s built no count_orders.so", line);
+  free(err);
+  proc_free(&p);
+  g_free(cmd);
+  free(so);
+}
+
+/* README's plugin, built with README's two cc lines as written: from the
+ * source tree (-I include), and with pkg-config and the khost-plugin.pc of
+ * this build (its include directory under a PKG_CONFIG_SYSROOT_DIR that
+ * holds this tree's header there, as make install would); then
+ * `khost plugin-info ./count_orders.so`, check and run. */
 START_TEST(test_readme_plugin) {
   char *cc = find_cc();
   if (!cc) {
@@ -1400,23 +1436,63 @@ START_TEST(test_readme_plugin) {
     return;
   }
   char *src = readme_plugin_source(), *so = dir_path("count_orders.so");
+  char *readme = slurp(TOP_SRCDIR "/README.md");
   char *out, *err;
   proc_t p;
-  char *const cc_argv[] = {cc,      "-shared",
-                           "-fPIC", "-fvisibility=hidden",
-                           "-I",    TOP_SRCDIR "/include",
-                           "-o",    so,
-                           src,     NULL};
-  spawn_argv(&p, "cc", cc_argv);
-  int status = finish(&p, RUN_TIMEOUT_MS);
-  err = slurp(p.err);
-  ck_assert_msg(status == 0, "cc failed (%d):\n%s", status, tail(err));
-  free(err);
+
+  char *pc_line = readme_line(readme, "cc -shared -fPIC -fvisibility=hidden "
+                                      "$(pkg-config --cflags khost-plugin)");
+  char *tree_line =
+      readme_line(readme, "cc -shared -fPIC -fvisibility=hidden -I include ");
+  char *inc = dir_path("include");
+  ck_assert_int_eq(symlink(TOP_SRCDIR "/include", inc), 0);
+  readme_cc(tree_line, "");
+
+  char *root = dir_path("root");
+  char *env = g_strdup_printf(
+      "PKG_CONFIG_PATH='%s' PKG_CONFIG_SYSROOT_DIR='%s'", TOP_BUILDDIR, root);
+  char *stage = g_strdup_printf(
+      "inc=$(PKG_CONFIG_PATH='%s' pkg-config --variable=includedir "
+      "khost-plugin) && mkdir -p \"%s$inc\" && ln -s '%s/include/khost' "
+      "\"%s$inc/khost\"",
+      TOP_BUILDDIR, root, TOP_SRCDIR, root);
+  char *const sh[] = {"/bin/sh", "-c", stage, NULL};
+  spawn_argv(&p, "stage", sh);
+  ck_assert_msg(finish(&p, QUICK_TIMEOUT_MS) == 0, "%s failed", stage);
   proc_free(&p);
+  char *exported = g_strdup_printf("export %s &&", env);
+  readme_cc(pc_line, exported);
+
+  /* README: "khost plugin-info ./count_orders.so prints the name, version,
+   * ABI and declared settings". */
+  ck_assert_msg(strstr(readme, "`khost plugin-info ./count_orders.so`"),
+                "README.md no longer shows plugin-info");
+  char *rel = g_strdup_printf(
+      "cd '%s' && exec '%s' plugin-info ./count_orders.so", g_dir, KHOST);
+  char *const info[] = {"/bin/sh", "-c", rel, NULL};
+  spawn_argv(&p, "info", info);
+  ck_assert_msg(finish(&p, QUICK_TIMEOUT_MS) == 0, "plugin-info failed");
+  out = slurp(p.out);
+  assert_has(out, "name:       count_orders", "plugin-info");
+  assert_has(out, "version:    1.0", "plugin-info");
+  assert_has(out, "plugin ABI: 1.", "plugin-info");
+  assert_has(out, "every    int", "plugin-info");
+  assert_has(out, "log every N-th order", "plugin-info");
+  free(out);
+  proc_free(&p);
+  g_free(rel);
+  g_free(exported);
+  g_free(stage);
+  g_free(env);
+  free(root);
+  free(inc);
+  g_free(tree_line);
+  g_free(pc_line);
+  free(readme);
 
   char *good = count_orders_cfg("every100.cfg", "100");
-  status = run_khost("good", QUICK_TIMEOUT_MS, &out, &err, "check", "-c", good,
-                     NULL);
+  int status = run_khost("good", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
+                         good, NULL);
   ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
   assert_has(out, ": OK", "stdout");
   free(out);
