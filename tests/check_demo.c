@@ -696,6 +696,28 @@ START_TEST(test_demo_program_output) {
   ck_assert_msg(run_khost(cfg, &out, &errs) == 0, "%s%s", errs, out);
   ck_assert_msg(strstr(out, "pipeline  ") && strstr(out, "  reconciled\n"),
                 "no summary table in: %s", out);
+  /* The header: one word per column, and as README shows it. */
+  const char *head = strstr(out, "\npipeline  ");
+  ck_assert_ptr_nonnull(head);
+  char *line = g_strndup(head + 1, strcspn(head + 1, "\n"));
+  gchar **words = g_strsplit_set(line, " ", -1);
+  static const char *const want[] = {"pipeline",  "topic",      "produced",
+                                     "handled",   "duplicates", "failed",
+                                     "reconciled"};
+  size_t nw = 0;
+  for (gchar **w = words; *w; w++)
+    if (**w) {
+      ck_assert_uint_lt(nw, G_N_ELEMENTS(want));
+      ck_assert_str_eq(*w, want[nw++]);
+    }
+  ck_assert_uint_eq(nw, G_N_ELEMENTS(want));
+  char *readme = tu_read_file(TOP_SRCDIR "/README.md");
+  char *shown = g_strdup_printf("\n%s\n", line);
+  ck_assert_msg(strstr(readme, shown), "README.md does not show: %s", line);
+  g_free(shown);
+  free(readme);
+  g_strfreev(words);
+  g_free(line);
   for (int i = 0; i < 3; i++) {
     unsigned long n, e, d, h, s, f;
     const char *topic = gen_topic_name(pipeline_topic[i]);
