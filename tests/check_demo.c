@@ -754,6 +754,58 @@ START_TEST(test_demo_program_output) {
 }
 END_TEST
 
+/* mock.generate with more events than the mock cluster keeps: khost says
+ * so before it produces them, and by how much, and the estimate is near
+ * what is then lost (100,000 events on one partition each: order-completed
+ * gets about 30,000 records, 6.7 MB, of which the cluster keeps 5 MB). */
+START_TEST(test_demo_program_window_warning) {
+  char *text = NULL, *out = NULL, *errs = NULL;
+  ck_assert_int_ge(
+      asprintf(&text,
+               "plugin_dir = \"%s/plugins/.libs\";\n"
+               "log_level = \"notice\";\n"
+               "mock = { brokers = 1; partitions = 1;\n"
+               "  generate = { count = 100000; seed = 7; }; };\n"
+               "dedup = { path = \"%s/dedup.db\"; };\n"
+               "pipelines = ( { name = \"order-analytics\"; group_id = "
+               "\"g1\";\n"
+               "  topics = [ \"order-completed\" ]; plugin = "
+               "\"order_analytics\"; } );\n",
+               TOP_BUILDDIR, tmpdir),
+      0);
+  char *cfg = tu_write_file(tmpdir, "big.cfg", text);
+  /* It does not reconcile: exit 1. */
+  ck_assert_int_eq(run_khost(cfg, &out, &errs), 1);
+  const char *warn = strstr(errs, "mock.generate: 100000 events put about ");
+  const char *produced = strstr(errs, "order-completed: produced ");
+  ck_assert_msg(warn != NULL, "no warning in:\n%s", errs);
+  ck_assert_msg(produced != NULL && warn < produced,
+                "the warning does not come before producing:\n%s", errs);
+  ck_assert_msg(strstr(warn, "events fit with mock.partitions = 1"), "%s",
+                warn);
+  unsigned long gone = 0, made = 0, handled = 0;
+  const char *at = strstr(warn, "partition: about ");
+  ck_assert_msg(at && sscanf(at, "partition: about %lu of them", &gone) == 1,
+                "%s", warn);
+  ck_assert_int_eq(
+      sscanf(produced, "order-completed: produced %lu records", &made), 1);
+  at = strstr(errs, "[order-analytics] handled ");
+  ck_assert_msg(at &&
+                    sscanf(at, "[order-analytics] handled %lu", &handled) == 1,
+                "%s", errs);
+  /* What the warning said would be gone, against what was: within 15 %. */
+  unsigned long lost = made - handled;
+  ck_assert_msg(lost > 0 && gone * 100 > lost * 85 && gone * 100 < lost * 115,
+                "said about %lu gone, %lu were (%lu produced, %lu handled)",
+                gone, lost, made, handled);
+  ck_assert_msg(strstr(out, "  NO\n"), "%s", out);
+  g_free(out);
+  g_free(errs);
+  free(cfg);
+  free(text);
+}
+END_TEST
+
 /* Records a pipeline neither handles nor skips make the sums differ: the
  * table says NO and khost exits 1. Here order-completed (no key) is read
  * with the key as event ID, and a record without one fails. */
@@ -818,7 +870,8 @@ Suite *demo_suite(void) {
    * "scenario"). */
   const TTest *scenarios[] = {test_demo_scenario, test_demo_program_output,
                               test_demo_program_not_reconciled,
-                              test_demo_report_stopped_early};
+                              test_demo_report_stopped_early,
+                              test_demo_program_window_warning};
   for (size_t i = 0; i < G_N_ELEMENTS(scenarios); i++) {
     tc = tu_case(s, scenarios[i]->name + strlen("test_"), 120, "scenario");
     tcase_add_checked_fixture(tc, setup, teardown);
