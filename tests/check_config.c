@@ -756,6 +756,15 @@ static const struct bad_case {
      ":3: store.lease: not a setting of backend = \"sqlite\""},
     {"text without quotes", KAFKA "log_level = info;\n" PIPE_OPEN PIPE_CLOSE,
      ":2: syntax error: text needs double quotes: log_level = \"info\";"},
+    {"a host:port without quotes, in a group on one line",
+     "kafka = { bootstrap_servers = 127.0.0.1:9092; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":1: syntax error: text needs double quotes: bootstrap_servers = "
+     "\"127.0.0.1:9092\";"},
+    {"a path without quotes",
+     KAFKA
+     "dedup = {\n  path = /var/lib/khost/d.db;\n};\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: syntax error: text needs double quotes: path = "
+     "\"/var/lib/khost/d.db\";"},
 };
 
 /* store = { backend = "postgresql"; ... } parsed; store = { path } is
