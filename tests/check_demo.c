@@ -754,6 +754,53 @@ START_TEST(test_demo_program_output) {
 }
 END_TEST
 
+/* `make demo` as README shows it: examples/demo.cfg run from the top of
+ * the built tree (its relative plugin_dir as written; its database moved
+ * to the test's directory); the summary it prints, from "Summary:" to the
+ * line under the table, is the block README.md and docs/plugins.md show
+ * (the generator's seed 42 makes the same events every time). */
+START_TEST(test_demo_cfg_summary_as_readme) {
+  char *example = tu_read_file(TOP_SRCDIR "/examples/demo.cfg");
+  gchar **parts = g_strsplit(example, "/tmp/khost-demo-dedup.db", -1);
+  ck_assert_uint_ge(g_strv_length(parts), 2); /* the path, and comments */
+  char *db = g_strdup_printf("%s/demo.db", tmpdir);
+  char *text = g_strjoinv(db, parts);
+  char *cfg = tu_write_file(tmpdir, "demo.cfg", text);
+  char *argv[] = {KHOST, "run", "-c", cfg, "--exit-at-end", NULL};
+  char *out = NULL, *errs = NULL;
+  int status = -1;
+  GError *error = NULL;
+  ck_assert_msg(g_spawn_sync(TOP_BUILDDIR, argv, NULL, G_SPAWN_DEFAULT,
+                             die_with_parent, NULL, &out, &errs, &status,
+                             &error),
+                "spawn: %s", error ? error->message : "?");
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                "status %d:\n%s%s", status, errs, out);
+  const char *from = strstr(out, "Summary: ");
+  ck_assert_msg(from != NULL, "no summary in:\n%s", out);
+  const char *end = strstr(from, "\nreconciled: ");
+  ck_assert_ptr_nonnull(end);
+  end = strchr(end + 1, '\n');
+  char *block = g_strndup(from, (size_t)(end + 1 - from));
+  static const char *const docs[] = {TOP_SRCDIR "/README.md",
+                                     TOP_SRCDIR "/docs/plugins.md"};
+  for (size_t i = 0; i < G_N_ELEMENTS(docs); i++) {
+    char *doc = tu_read_file(docs[i]);
+    ck_assert_msg(strstr(doc, block) != NULL, "%s does not show:\n%s", docs[i],
+                  block);
+    free(doc);
+  }
+  g_free(block);
+  g_free(out);
+  g_free(errs);
+  free(cfg);
+  g_free(text);
+  g_free(db);
+  g_strfreev(parts);
+  free(example);
+}
+END_TEST
+
 /* mock.generate with more events than the mock cluster keeps: khost says
  * so before it produces them, and by how much, and the estimate is near
  * what is then lost (100,000 events on one partition each: order-completed
@@ -868,10 +915,12 @@ Suite *demo_suite(void) {
 
   /* The scenarios side by side, each a case of its own (tagged
    * "scenario"). */
-  const TTest *scenarios[] = {test_demo_scenario, test_demo_program_output,
+  const TTest *scenarios[] = {test_demo_scenario,
+                              test_demo_program_output,
                               test_demo_program_not_reconciled,
                               test_demo_report_stopped_early,
-                              test_demo_program_window_warning};
+                              test_demo_program_window_warning,
+                              test_demo_cfg_summary_as_readme};
   for (size_t i = 0; i < G_N_ELEMENTS(scenarios); i++) {
     tc = tu_case(s, scenarios[i]->name + strlen("test_"), 120, "scenario");
     tcase_add_checked_fixture(tc, setup, teardown);
