@@ -40,7 +40,7 @@ void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
                             tp->topic, tp->partition, tp->offset,
                             tp->err ? "(failed)" : "");
-    if (poff < sizeof(parts) - 1)
+    if (err && poff < sizeof(parts) - 1) /* for the warning only */
       poff += (size_t)snprintf(parts + poff, sizeof(parts) - poff,
                                "%s%s[%" PRId32 "]", i ? " " : "", tp->topic,
                                tp->partition);
