@@ -24,9 +24,9 @@
 void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                    rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   member_t *m = opaque;
-  char buf[512];
-  size_t off = 0;
-  buf[0] = '\0';
+  char buf[512], parts[512];
+  size_t off = 0, poff = 0;
+  buf[0] = parts[0] = '\0';
   if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
     return;
   metrics_committed(m->env->metrics, rk, !err, offsets);
@@ -40,13 +40,22 @@ void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             "%s%s[%" PRId32 "]@%" PRId64 "%s", i ? " " : "",
                             tp->topic, tp->partition, tp->offset,
                             tp->err ? "(failed)" : "");
+    if (err && poff < sizeof(parts) - 1) /* for the warning only */
+      poff += (size_t)snprintf(parts + poff, sizeof(parts) - poff,
+                               "%s%s[%" PRId32 "]", i ? " " : "", tp->topic,
+                               tp->partition);
   }
   if (err) {
     /* Nothing is lost: the offsets are sent again shortly, and records
-     * delivered again meanwhile are skipped by dedup. */
+     * delivered again meanwhile are skipped by dedup. The warning names
+     * the partitions, not the offsets, so that a storm of refusals while
+     * records flow (a rebalance in progress: a refusal per batch) is one
+     * line repeated word for word, which the logger counts instead of
+     * writing (log.h); the offsets are in a debug line. */
     log_msg(KHOST_LOG_WARNING, m->who,
             "offset commit failed: %s: %s (sent again in %d ms)",
-            rd_kafka_err2str(err), buf, COMMIT_RETRY_MS);
+            rd_kafka_err2str(err), parts, COMMIT_RETRY_MS);
+    log_msg(KHOST_LOG_DEBUG, m->who, "offset commit failed for %s", buf);
     m->recommit_at = member_now_ms() + COMMIT_RETRY_MS;
   } else {
     log_msg(KHOST_LOG_DEBUG, m->who, "committed %s", buf);

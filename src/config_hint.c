@@ -96,15 +96,26 @@ static int ends_value(char c) {
                g_ascii_isalnum(c) || c == '.' || c == '_' || c == '-');
 }
 
-/* "name.with.dots = " or "name = word" on the line itself. */
+/* A value libconfig reads without quotes: a boolean, an integer (decimal
+ * or hex, L or LL) or a floating-point number. */
+static int plain_scalar(const char *word) {
+  return g_regex_match_simple(
+      "^(?:true|false|[-+]?(?:0[xX][0-9A-Fa-f]+|[0-9]+)(?:L|LL)?|[-+]?(?:[0-9]+"
+      "\\.?[0-9]*|\\.[0-9]+)(?:[eE][-+]?[0-9]+)?)$",
+      word, G_REGEX_CASELESS, 0);
+}
+
+/* "name.with.dots = " or "name = text without quotes" (a word, a
+ * host:port, a path) on the line itself. */
 static int hint_on_line(const char *text, GString *out) {
   GMatchInfo *m = NULL;
   int found = 0;
   GRegex *dotted = g_regex_new(
       "(?:^|[{;,(])\\s*([A-Za-z][-\\w]*(?:\\.[-\\w]+)+)\\s*[=:]", 0, 0, NULL);
-  GRegex *bare = g_regex_new(
-      "^\\s*([A-Za-z][-\\w]*)\\s*[=:]\\s*([A-Za-z][-\\w./]*)\\s*;?\\s*$", 0, 0,
-      NULL);
+  GRegex *bare = g_regex_new("(?:^|[{;,(])\\s*([A-Za-z][-\\w]*)\\s*[=:]\\s*"
+                             "((?:[^\\s\"\\[\\](){};,#/]|/(?![/*]))\\S*?)"
+                             "\\s*(?=[;,})]|$)",
+                             0, 0, NULL);
   if (g_regex_match(dotted, text, 0, &m)) {
     char *name = g_match_info_fetch(m, 1);
     char *fixed = g_strdelimit(g_strdup(name), ".", '_');
@@ -119,9 +130,10 @@ static int hint_on_line(const char *text, GString *out) {
   }
   g_match_info_free(m);
   m = NULL;
-  if (!found && g_regex_match(bare, text, 0, &m)) {
+  for (g_regex_match(bare, text, 0, &m); !found && g_match_info_matches(m);
+       g_match_info_next(m, NULL)) {
     char *name = g_match_info_fetch(m, 1), *word = g_match_info_fetch(m, 2);
-    if (g_ascii_strcasecmp(word, "true") && g_ascii_strcasecmp(word, "false")) {
+    if (!plain_scalar(word)) {
       g_string_append_printf(out, "text needs double quotes: %s = \"%s\";",
                              name, word);
       found = 1;

@@ -155,13 +155,13 @@ static void report_table(const demo_t *d, const demo_row_t *rows, size_t n,
     if ((int)strlen(topics[i]) > wt)
       wt = (int)strlen(topics[i]);
   }
-  fprintf(out, "%-*s  %-*s  %8s  %8s  %18s  %6s  %s\n", wp, "pipeline", wt,
-          "topic", "produced", "handled", "duplicates skipped", "failed",
-          "reconciled");
+  /* One word per header, so that the table splits on blanks. */
+  fprintf(out, "%-*s  %-*s  %8s  %8s  %10s  %6s  %s\n", wp, "pipeline", wt,
+          "topic", "produced", "handled", "duplicates", "failed", "reconciled");
   for (size_t i = 0; i < n; i++) {
     const pipeline_stats_t *s = rows[i].stats;
     fprintf(out,
-            "%-*s  %-*s  %8" PRIu64 "  %8" PRIu64 "  %18" PRIu64 "  %6" PRIu64
+            "%-*s  %-*s  %8" PRIu64 "  %8" PRIu64 "  %10" PRIu64 "  %6" PRIu64
             "  %s\n",
             wp, rows[i].pc->name, wt, topics[i], produced_to(d, rows[i].pc),
             s->handled, s->duplicates, s->failed, reconciled(d, &rows[i]));

@@ -486,6 +486,45 @@ void gen_report_log(const gen_report_t *r, const char *who) {
   }
 }
 
+/* A row of the JSON report; topic NULL for the total. */
+static json_t *report_row(const char *topic, uint64_t produced, uint64_t events,
+                          uint64_t duplicates, uint64_t failed) {
+  json_t *row = json_object();
+  if (topic)
+    json_object_set_new(row, "topic", json_string(topic));
+  json_object_set_new(row, "produced", json_integer((json_int_t)produced));
+  json_object_set_new(row, "events", json_integer((json_int_t)events));
+  json_object_set_new(row, "duplicates", json_integer((json_int_t)duplicates));
+  json_object_set_new(row, "failed", json_integer((json_int_t)failed));
+  return row;
+}
+
+void gen_report_print_json(const gen_report_t *r, FILE *out) {
+  uint64_t sum[3] = {0};
+  json_t *topics = json_array();
+  for (int t = 0; t < GEN_N_TOPICS; t++) {
+    uint64_t produced = gen_report_produced(r, t);
+    if (produced == 0 && r->failed[t] == 0)
+      continue;
+    json_array_append_new(topics, report_row(topic_info[t].topic, produced,
+                                             r->originals[t], r->duplicates[t],
+                                             r->failed[t]));
+    sum[0] += r->originals[t];
+    sum[1] += r->duplicates[t];
+    sum[2] += r->failed[t];
+  }
+  json_t *doc = json_object();
+  json_object_set_new(doc, "topics", topics);
+  json_object_set_new(
+      doc, "total", report_row(NULL, sum[0] + sum[1], sum[0], sum[1], sum[2]));
+  json_object_set_new(doc, "seed", json_integer((json_int_t)r->seed));
+  json_object_set_new(doc, "elapsed_ms",
+                      json_integer((json_int_t)r->elapsed_ms));
+  json_dumpf(doc, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  fputc('\n', out);
+  json_decref(doc);
+}
+
 void gen_report_print(const gen_report_t *r, FILE *out) {
   uint64_t sum[3] = {0};
   fprintf(out, "%-18s %10s %10s %10s %8s\n", "topic", "produced", "events",

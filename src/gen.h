@@ -130,5 +130,9 @@ int gen_run(rd_kafka_conf_t *conf, const gen_opts_t *o, gen_report_t *r,
 void gen_report_log(const gen_report_t *r, const char *who);
 /* The report as a table, for people. */
 void gen_report_print(const gen_report_t *r, FILE *out);
+/* The same as one JSON object: "topics" (a row per topic produced to:
+ * topic, produced, events, duplicates, failed), "total", "seed",
+ * "elapsed_ms". */
+void gen_report_print_json(const gen_report_t *r, FILE *out);
 
 #endif

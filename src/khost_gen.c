@@ -50,6 +50,7 @@ static const char usage_text[] =
     "retrying\n"
     "                           publisher does (default 0)\n"
     "      --topics LIST        comma-separated subset of the topics\n"
+    "      --json               print the report as JSON instead of a table\n"
     "  -X NAME=VALUE            a librdkafka producer property (repeatable);\n"
     "                           enable.idempotence=true and acks=all are "
     "set\n"
@@ -65,6 +66,7 @@ typedef struct cli {
   int mock_brokers;
   int partitions;
   int count_given, duration_given;
+  int json;         /* --json: the report as JSON */
   GPtrArray *props; /* "name=value" strings, borrowed from argv */
 } cli_t;
 
@@ -138,7 +140,8 @@ enum {
   OPT_USERS,
   OPT_COUPONS,
   OPT_DUPS,
-  OPT_TOPICS
+  OPT_TOPICS,
+  OPT_JSON
 };
 
 /* One option; -1 on a usage error (reported). */
@@ -190,6 +193,9 @@ static int apply(cli_t *c, int opt, const char *arg) {
   case 'X':
     g_ptr_array_add(c->props, (gpointer)arg);
     break;
+  case OPT_JSON:
+    c->json = 1;
+    break;
   }
   return rc;
 }
@@ -208,6 +214,7 @@ static int parse(cli_t *c, int argc, char **argv) {
       {"coupons", required_argument, NULL, OPT_COUPONS},
       {"duplicates", required_argument, NULL, OPT_DUPS},
       {"topics", required_argument, NULL, OPT_TOPICS},
+      {"json", no_argument, NULL, OPT_JSON},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, 'V'},
       {NULL, 0, NULL, 0}};
@@ -244,6 +251,7 @@ static int parse(cli_t *c, int argc, char **argv) {
 
 /* --mock: a cluster with the chosen topics; NULL after reporting. */
 static mock_t *start_mock(const cli_t *c) {
+  FILE *say = c->json ? stderr : stdout; /* stdout: the JSON alone */
   char err[512];
   mock_t *m = NULL;
   unsigned chosen = c->gen.topics ? c->gen.topics : (1u << GEN_N_TOPICS) - 1;
@@ -255,8 +263,8 @@ static mock_t *start_mock(const cli_t *c) {
         mock_create_topic(m, gen_topic_name(t), partitions, err, sizeof(err)) !=
             0)
       goto fail;
-  printf("mock cluster: %d broker(s) at %s, %d partitions per topic\n",
-         c->mock_brokers, mock_bootstraps(m), partitions);
+  fprintf(say, "mock cluster: %d broker(s) at %s, %d partitions per topic\n",
+          c->mock_brokers, mock_bootstraps(m), partitions);
   return m;
 fail:
   fprintf(stderr, "khost-gen: %s\n", err);
@@ -283,7 +291,10 @@ static int run(cli_t *c) {
     rc = EXIT_OK;
   else
     fprintf(stderr, "khost-gen: %s\n", err);
-  gen_report_print(&report, stdout);
+  if (c->json)
+    gen_report_print_json(&report, stdout);
+  else
+    gen_report_print(&report, stdout);
 out:
   mock_stop(mock);
   return rc;

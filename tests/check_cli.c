@@ -380,9 +380,10 @@ START_TEST(test_command_help) {
     const char *command, *option;
   } cases[] = {
       {"run", "--from-beginning"}, {"check", "create()"},
-      {"replay", "--execute"},     {"offsets", "--json"},
+      {"replay", "--shift-by"},    {"offsets", "--json"},
       {"dedup", "forget"},         {"test-plugin", "--records"},
       {"plugin-info", "--json"},   {"parked", "--execute"},
+      {"state", "--prefix"},       {"store", "migrate"},
   };
   for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
     char *out, *err, want[64], tag[32];
@@ -407,18 +408,56 @@ START_TEST(test_command_help) {
 }
 END_TEST
 
+/* Every option a command's --help names (--word) is in the manual page
+ * too (written \-\-word there): the two say the same. */
+START_TEST(test_help_options_in_man_page) {
+  static const char *const commands[] = {
+      "run",   "check", "plugin-info", "replay", "offsets",
+      "dedup", "store", "state",       "parked", "test-plugin"};
+  char *man = slurp(TOP_SRCDIR "/docs/khost.1");
+  size_t options = 0;
+  for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+    char *out, *err, tag[32];
+    snprintf(tag, sizeof(tag), "manhelp%zu", i);
+    int status = run_khost(tag, QUICK_TIMEOUT_MS, &out, &err,
+                           (char *)commands[i], "--help", NULL, NULL);
+    ck_assert_msg(status == 0, "%s --help: exit %d", commands[i], status);
+    for (const char *at = out; (at = strstr(at, "--")) != NULL;) {
+      size_t n = 2;
+      while (g_ascii_isalpha(at[n]) ||
+             (at[n] == '-' && g_ascii_isalpha(at[n + 1])))
+        n++;
+      if (n > 2) {
+        GString *roff = g_string_new("\\-\\-");
+        for (size_t k = 2; k < n; k++)
+          at[k] == '-' ? g_string_append(roff, "\\-")
+                       : g_string_append_c(roff, at[k]);
+        ck_assert_msg(strstr(man, roff->str) != NULL,
+                      "khost %s --help names %.*s, docs/khost.1 does not",
+                      commands[i], (int)n, at);
+        g_string_free(roff, TRUE);
+        options++;
+      }
+      at += n;
+    }
+    free(out);
+    free(err);
+  }
+  ck_assert_uint_gt(options, 40);
+  free(man);
+}
+END_TEST
+
 /* The manual page covers every command, signal handling and exit status,
  * as README and --help do. */
 START_TEST(test_man_page) {
   static const char *const words[] = {
-      ".B khost run",           ".B khost check",
-      ".B khost replay",        ".B khost offsets",
-      ".B khost dedup",         ".B khost test\\-plugin",
-      ".B khost state",         ".B state reset",
-      ".B khost plugin\\-info", ".SH SIGNALS",
-      ".SH EXIT STATUS",        "128+N",
-      ".SH CONFIGURATION",      "KHOST_PLUGIN_DIR",
-      "\\-\\-execute",          NULL};
+      ".B khost run",     ".B khost check", ".B khost replay",
+      ".B khost offsets", ".B khost dedup", ".B khost test\\-plugin",
+      ".B khost state",   ".B state reset", ".B khost plugin\\-info",
+      ".B khost parked",  ".B khost store", ".SH SIGNALS",
+      ".SH EXIT STATUS",  "128+N",          ".SH CONFIGURATION",
+      "KHOST_PLUGIN_DIR", "\\-\\-execute",  NULL};
   char *man = slurp(TOP_SRCDIR "/docs/khost.1");
   ck_assert_msg(strncmp(man, ".\\\"", 3) == 0 || strncmp(man, ".TH", 3) == 0,
                 "not a roff page");
@@ -479,9 +518,11 @@ START_TEST(test_check_good) {
   ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
   ck_assert_int_ge(asprintf(&want, "%s: OK", cfg), 0);
   assert_has(out, want, "stdout");
-  /* Consumed nothing: no dedup store, no record written, no mock cluster. */
+  /* Consumed nothing: no dedup store, no mock cluster, and no file of the
+   * plugin (jsonl_sink opens its file at the first record, not in
+   * create()). */
   ck_assert_msg(access(db, F_OK) != 0, "check created %s", db);
-  ck_assert_msg(file_size(jsonl) <= 0, "check wrote records to %s", jsonl);
+  ck_assert_msg(access(jsonl, F_OK) != 0, "check created %s", jsonl);
   ck_assert_msg(strstr(err, "mock cluster") == NULL, "check started the mock");
   free(want);
   free(out);
@@ -1352,6 +1393,42 @@ static char *count_orders_cfg(const char *name, const char *every) {
   return cfg;
 }
 
+/* README's line that starts with start (a shell command), as written. */
+static char *readme_line(const char *readme, const char *start) {
+  char *want = g_strdup_printf("\n%s", start);
+  const char *at = strstr(readme, want);
+  ck_assert_msg(at != NULL, "README.md has no line starting \"%s\"", start);
+  const char *end = strchr(at + 1, '\n');
+  char *line = g_strndup(at + 1, (size_t)(end - at - 1));
+  g_free(want);
+  return line;
+}
+
+/* One of README's cc lines, run as written by /bin/sh in the test's
+ * directory (which holds count_orders.c) with env (NAME=VALUE pairs, or
+ * ""); the plugin it built is removed first, so it must make one. */
+static void readme_cc(const char *line, const char *env) {
+  char *so = dir_path("count_orders.so");
+  unlink(so);
+  char *cmd = g_strdup_printf("cd '%s' && %s %s", g_dir, env, line);
+  char *const sh[] = {"/bin/sh", "-c", cmd, NULL};
+  proc_t p;
+  spawn_argv(&p, "cc", sh);
+  int status = finish(&p, RUN_TIMEOUT_MS);
+  char *err = slurp(p.err);
+  ck_assert_msg(status == 0, "%s: exit %d:\n%s", line, status, tail(err));
+  ck_assert_msg(access(so, F_OK) == 0, "%s built no count_orders.so", line);
+  free(err);
+  proc_free(&p);
+  g_free(cmd);
+  free(so);
+}
+
+/* README's plugin, built with README's two cc lines as written: from the
+ * source tree (-I include), and with pkg-config and the khost-plugin.pc of
+ * this build (its include directory under a PKG_CONFIG_SYSROOT_DIR that
+ * holds this tree's header there, as make install would); then
+ * `khost plugin-info ./count_orders.so`, check and run. */
 START_TEST(test_readme_plugin) {
   char *cc = find_cc();
   if (!cc) {
@@ -1359,23 +1436,63 @@ START_TEST(test_readme_plugin) {
     return;
   }
   char *src = readme_plugin_source(), *so = dir_path("count_orders.so");
+  char *readme = slurp(TOP_SRCDIR "/README.md");
   char *out, *err;
   proc_t p;
-  char *const cc_argv[] = {cc,      "-shared",
-                           "-fPIC", "-fvisibility=hidden",
-                           "-I",    TOP_SRCDIR "/include",
-                           "-o",    so,
-                           src,     NULL};
-  spawn_argv(&p, "cc", cc_argv);
-  int status = finish(&p, RUN_TIMEOUT_MS);
-  err = slurp(p.err);
-  ck_assert_msg(status == 0, "cc failed (%d):\n%s", status, tail(err));
-  free(err);
+
+  char *pc_line = readme_line(readme, "cc -shared -fPIC -fvisibility=hidden "
+                                      "$(pkg-config --cflags khost-plugin)");
+  char *tree_line =
+      readme_line(readme, "cc -shared -fPIC -fvisibility=hidden -I include ");
+  char *inc = dir_path("include");
+  ck_assert_int_eq(symlink(TOP_SRCDIR "/include", inc), 0);
+  readme_cc(tree_line, "");
+
+  char *root = dir_path("root");
+  char *env = g_strdup_printf(
+      "PKG_CONFIG_PATH='%s' PKG_CONFIG_SYSROOT_DIR='%s'", TOP_BUILDDIR, root);
+  char *stage = g_strdup_printf(
+      "inc=$(PKG_CONFIG_PATH='%s' pkg-config --variable=includedir "
+      "khost-plugin) && mkdir -p \"%s$inc\" && ln -s '%s/include/khost' "
+      "\"%s$inc/khost\"",
+      TOP_BUILDDIR, root, TOP_SRCDIR, root);
+  char *const sh[] = {"/bin/sh", "-c", stage, NULL};
+  spawn_argv(&p, "stage", sh);
+  ck_assert_msg(finish(&p, QUICK_TIMEOUT_MS) == 0, "%s failed", stage);
   proc_free(&p);
+  char *exported = g_strdup_printf("export %s &&", env);
+  readme_cc(pc_line, exported);
+
+  /* README: "khost plugin-info ./count_orders.so prints the name, version,
+   * ABI and declared settings". */
+  ck_assert_msg(strstr(readme, "`khost plugin-info ./count_orders.so`"),
+                "README.md no longer shows plugin-info");
+  char *rel = g_strdup_printf(
+      "cd '%s' && exec '%s' plugin-info ./count_orders.so", g_dir, KHOST);
+  char *const info[] = {"/bin/sh", "-c", rel, NULL};
+  spawn_argv(&p, "info", info);
+  ck_assert_msg(finish(&p, QUICK_TIMEOUT_MS) == 0, "plugin-info failed");
+  out = slurp(p.out);
+  assert_has(out, "name:       count_orders", "plugin-info");
+  assert_has(out, "version:    1.0", "plugin-info");
+  assert_has(out, "plugin ABI: 1.", "plugin-info");
+  assert_has(out, "every    int", "plugin-info");
+  assert_has(out, "log every N-th order", "plugin-info");
+  free(out);
+  proc_free(&p);
+  g_free(rel);
+  g_free(exported);
+  g_free(stage);
+  g_free(env);
+  free(root);
+  free(inc);
+  g_free(tree_line);
+  g_free(pc_line);
+  free(readme);
 
   char *good = count_orders_cfg("every100.cfg", "100");
-  status = run_khost("good", QUICK_TIMEOUT_MS, &out, &err, "check", "-c", good,
-                     NULL);
+  int status = run_khost("good", QUICK_TIMEOUT_MS, &out, &err, "check", "-c",
+                         good, NULL);
   ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
   assert_has(out, ": OK", "stdout");
   free(out);
@@ -1839,6 +1956,7 @@ Suite *cli_suite(void) {
   tcase_add_test(usage, test_help);
   tcase_add_test(usage, test_command_help);
   tcase_add_test(usage, test_man_page);
+  tcase_add_test(usage, test_help_options_in_man_page);
   tcase_add_test(usage, test_usage_errors);
   suite_add_tcase(s, usage);
 

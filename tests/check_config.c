@@ -1,8 +1,11 @@
 /* Tests of the config module: parsing, defaults, and error reports. */
 #include <fcntl.h>
+#include <grp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* By path: "config.h" alone would find autoconf's header in the build dir. */
 #include "../src/config.h"
@@ -353,6 +356,36 @@ START_TEST(test_example_loads) {
       CONFIG_TRUE);
   ck_assert_str_eq(s, "/tmp/orders.jsonl");
   assert_prop(cfg.kafka, cfg.n_kafka, "bootstrap.servers", "127.0.0.1:9092");
+
+  /* The example writes each of these settings with its default (its
+   * comments say so): the values read from it are those of a file that
+   * leaves them out. */
+  cfg_t def;
+  char *path;
+  ck_assert_int_eq(load_text(&def, minimal_text, err, sizeof(err), &path), 0);
+  const cfg_pipeline_t *p = &cfg.pipelines[0], *d = &def.pipelines[0];
+  ck_assert_int_eq(cfg.log_level, def.log_level);
+  ck_assert_int_eq(cfg.log_json, def.log_json);
+  ck_assert_int_eq(cfg.shutdown_timeout_ms, def.shutdown_timeout_ms);
+  ck_assert_int_eq(cfg.memory_limit, def.memory_limit);
+  ck_assert_int_eq(cfg.retention_ms, def.retention_ms);
+  ck_assert_int_eq(cfg.durability, def.durability);
+  ck_assert_uint_eq(cfg.dedup_memory, def.dedup_memory);
+  ck_assert_int_eq(p->eid_source, d->eid_source);
+  ck_assert_str_eq(p->eid_header, d->eid_header);
+  ck_assert_int_eq(p->on_missing_id, d->on_missing_id);
+  ck_assert_int_eq(p->max_batch, d->max_batch);
+  ck_assert_int_eq(p->concurrency, d->concurrency);
+  ck_assert_int_eq(p->order_by, d->order_by);
+  ck_assert_int_eq(p->dedup, d->dedup);
+  ck_assert_int_eq(p->retry_max, d->retry_max);
+  ck_assert_int_eq(p->retry_backoff_ms, d->retry_backoff_ms);
+  ck_assert_int_eq(p->retry_backoff_max_ms, d->retry_backoff_max_ms);
+  ck_assert_int_eq(p->on_fatal, d->on_fatal);
+  ck_assert_int_eq(p->handler_timeout_ms, d->handler_timeout_ms);
+  ck_assert_ptr_null(p->dead_letter_topic);
+  cfg_free(&def);
+  free(path);
   cfg_free(&cfg);
 }
 END_TEST
@@ -723,6 +756,15 @@ static const struct bad_case {
      ":3: store.lease: not a setting of backend = \"sqlite\""},
     {"text without quotes", KAFKA "log_level = info;\n" PIPE_OPEN PIPE_CLOSE,
      ":2: syntax error: text needs double quotes: log_level = \"info\";"},
+    {"a host:port without quotes, in a group on one line",
+     "kafka = { bootstrap_servers = 127.0.0.1:9092; };\n" PIPE_OPEN PIPE_CLOSE,
+     ":1: syntax error: text needs double quotes: bootstrap_servers = "
+     "\"127.0.0.1:9092\";"},
+    {"a path without quotes",
+     KAFKA
+     "dedup = {\n  path = /var/lib/khost/d.db;\n};\n" PIPE_OPEN PIPE_CLOSE,
+     ":3: syntax error: text needs double quotes: path = "
+     "\"/var/lib/khost/d.db\";"},
 };
 
 /* store = { backend = "postgresql"; ... } parsed; store = { path } is
@@ -1034,6 +1076,99 @@ START_TEST(test_preflight_dedup_dir) {
 }
 END_TEST
 
+/* preflight_check(PREFLIGHT_DEDUP) of text in a child that the file
+ * modes apply to (nobody when the test runs as root); its problems in
+ * err, their count returned. */
+static int preflight_as_other(const char *text, char *err, size_t errlen,
+                              char **path) {
+  enum { NOBODY = 65534 };
+  cfg_t cfg;
+  char lerr[4096];
+  int fds[2], status;
+  ck_assert_msg(load_text(&cfg, text, lerr, sizeof(lerr), path) == 0,
+                "config does not load: %s", lerr);
+  ck_assert_int_eq(pipe(fds), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    char why[4096] = "";
+    close(fds[0]);
+    if (geteuid() == 0 &&
+        (setgroups(0, NULL) != 0 || setgid(NOBODY) != 0 || setuid(NOBODY) != 0))
+      _exit(100);
+    int n = preflight_check(&cfg, PREFLIGHT_DEDUP, why, sizeof(why));
+    if (write(fds[1], why, strlen(why)) < 0)
+      _exit(101);
+    _exit(n);
+  }
+  close(fds[1]);
+  ssize_t got = read(fds[0], err, errlen - 1);
+  err[got > 0 ? got : 0] = '\0';
+  close(fds[0]);
+  ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) < 100,
+                "child status %d", status);
+  cfg_free(&cfg);
+  return WEXITSTATUS(status);
+}
+
+/* A directory this user cannot create files in, and a database it cannot
+ * write: each a problem naming file, line and key (the checks of
+ * test_preflight_dedup_dir, as a user the modes apply to). */
+START_TEST(test_preflight_dedup_not_writable) {
+  char *ro = NULL, *rw = NULL, *text = NULL, *db = NULL, *path, err[4096];
+  ck_assert_int_ge(asprintf(&ro, "%s/ro", tmpdir), 0);
+  ck_assert_int_ge(asprintf(&rw, "%s/rw", tmpdir), 0);
+  ck_assert_int_eq(chmod(tmpdir, 0711), 0); /* others may pass through */
+  ck_assert_int_eq(mkdir(ro, 0755), 0);
+  ck_assert_int_eq(chmod(ro, geteuid() == 0 ? 0755 : 0555), 0);
+  ck_assert_int_eq(mkdir(rw, 0777), 0);
+  ck_assert_int_eq(chmod(rw, 0777), 0); /* whatever the umask */
+
+  ck_assert_int_ge(asprintf(&text,
+                            KAFKA "\ndedup = { path = \"%s/d.db\"; "
+                                  "};\n" PIPE_OPEN PIPE_CLOSE,
+                            ro),
+                   0);
+  int n = preflight_as_other(text, err, sizeof(err), &path);
+  ck_assert_msg(n == 1, "%d problems:\n%s", n, err);
+  assert_problem(err, path,
+                 ":3: dedup.path: this user cannot create files in ");
+  assert_has_text(err, ro);
+  free(path);
+
+  /* A writable directory with a database of another user, mode 0644. */
+  ck_assert_int_ge(asprintf(&db, "%s/d.db", rw), 0);
+  free(text);
+  ck_assert_int_ge(asprintf(&text,
+                            KAFKA "\ndedup = { path = \"%s\"; "
+                                  "};\n" PIPE_OPEN PIPE_CLOSE,
+                            db),
+                   0);
+  int fd = open(db, O_CREAT | O_WRONLY, 0644);
+  ck_assert_int_ge(fd, 0);
+  close(fd);
+  ck_assert_int_eq(chmod(db, geteuid() == 0 ? 0644 : 0444), 0);
+  n = preflight_as_other(text, err, sizeof(err), &path);
+  ck_assert_msg(n == 1, "%d problems:\n%s", n, err);
+  assert_problem(err, path, ":3: dedup.path: ");
+  assert_has_text(err, "d.db: Permission denied");
+  free(path);
+
+  /* The same directory and database, once this user may write them. */
+  ck_assert_int_eq(chmod(db, 0666), 0);
+  n = preflight_as_other(text, err, sizeof(err), &path);
+  ck_assert_msg(n == 0, "a writable database refused:\n%s", err);
+  free(path);
+  ck_assert_int_eq(chmod(tmpdir, 0700), 0);
+  free(db);
+  free(text);
+  free(rw);
+  free(ro);
+}
+END_TEST
+
 /* With the mock cluster, bootstrap.servers is not used: not checked. */
 START_TEST(test_preflight_mock_skips_bootstrap) {
   static const char text[] =
@@ -1089,6 +1224,7 @@ Suite *config_suite(void) {
   tcase_add_test(tc, test_preflight_host_port);
   tcase_add_test(tc, test_preflight_resolve);
   tcase_add_test(tc, test_preflight_dedup_dir);
+  tcase_add_test(tc, test_preflight_dedup_not_writable);
   tcase_add_test(tc, test_preflight_mock_skips_bootstrap);
   suite_add_tcase(s, tc);
   return s;

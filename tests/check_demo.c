@@ -696,6 +696,28 @@ START_TEST(test_demo_program_output) {
   ck_assert_msg(run_khost(cfg, &out, &errs) == 0, "%s%s", errs, out);
   ck_assert_msg(strstr(out, "pipeline  ") && strstr(out, "  reconciled\n"),
                 "no summary table in: %s", out);
+  /* The header: one word per column, and as README shows it. */
+  const char *head = strstr(out, "\npipeline  ");
+  ck_assert_ptr_nonnull(head);
+  char *line = g_strndup(head + 1, strcspn(head + 1, "\n"));
+  gchar **words = g_strsplit_set(line, " ", -1);
+  static const char *const want[] = {"pipeline",  "topic",      "produced",
+                                     "handled",   "duplicates", "failed",
+                                     "reconciled"};
+  size_t nw = 0;
+  for (gchar **w = words; *w; w++)
+    if (**w) {
+      ck_assert_uint_lt(nw, G_N_ELEMENTS(want));
+      ck_assert_str_eq(*w, want[nw++]);
+    }
+  ck_assert_uint_eq(nw, G_N_ELEMENTS(want));
+  char *readme = tu_read_file(TOP_SRCDIR "/README.md");
+  char *shown = g_strdup_printf("\n%s\n", line);
+  ck_assert_msg(strstr(readme, shown), "README.md does not show: %s", line);
+  g_free(shown);
+  free(readme);
+  g_strfreev(words);
+  g_free(line);
   for (int i = 0; i < 3; i++) {
     unsigned long n, e, d, h, s, f;
     const char *topic = gen_topic_name(pipeline_topic[i]);
@@ -729,6 +751,105 @@ START_TEST(test_demo_program_output) {
   g_free(out);
   g_free(errs);
   free(cfg);
+}
+END_TEST
+
+/* `make demo` as README shows it: examples/demo.cfg run from the top of
+ * the built tree (its relative plugin_dir as written; its database moved
+ * to the test's directory); the summary it prints, from "Summary:" to the
+ * line under the table, is the block README.md and docs/plugins.md show
+ * (the generator's seed 42 makes the same events every time). */
+START_TEST(test_demo_cfg_summary_as_readme) {
+  char *example = tu_read_file(TOP_SRCDIR "/examples/demo.cfg");
+  gchar **parts = g_strsplit(example, "/tmp/khost-demo-dedup.db", -1);
+  ck_assert_uint_ge(g_strv_length(parts), 2); /* the path, and comments */
+  char *db = g_strdup_printf("%s/demo.db", tmpdir);
+  char *text = g_strjoinv(db, parts);
+  char *cfg = tu_write_file(tmpdir, "demo.cfg", text);
+  char *argv[] = {KHOST, "run", "-c", cfg, "--exit-at-end", NULL};
+  char *out = NULL, *errs = NULL;
+  int status = -1;
+  GError *error = NULL;
+  ck_assert_msg(g_spawn_sync(TOP_BUILDDIR, argv, NULL, G_SPAWN_DEFAULT,
+                             die_with_parent, NULL, &out, &errs, &status,
+                             &error),
+                "spawn: %s", error ? error->message : "?");
+  ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                "status %d:\n%s%s", status, errs, out);
+  const char *from = strstr(out, "Summary: ");
+  ck_assert_msg(from != NULL, "no summary in:\n%s", out);
+  const char *end = strstr(from, "\nreconciled: ");
+  ck_assert_ptr_nonnull(end);
+  end = strchr(end + 1, '\n');
+  char *block = g_strndup(from, (size_t)(end + 1 - from));
+  static const char *const docs[] = {TOP_SRCDIR "/README.md",
+                                     TOP_SRCDIR "/docs/plugins.md"};
+  for (size_t i = 0; i < G_N_ELEMENTS(docs); i++) {
+    char *doc = tu_read_file(docs[i]);
+    ck_assert_msg(strstr(doc, block) != NULL, "%s does not show:\n%s", docs[i],
+                  block);
+    free(doc);
+  }
+  g_free(block);
+  g_free(out);
+  g_free(errs);
+  free(cfg);
+  g_free(text);
+  g_free(db);
+  g_strfreev(parts);
+  free(example);
+}
+END_TEST
+
+/* mock.generate with more events than the mock cluster keeps: khost says
+ * so before it produces them, and by how much, and the estimate is near
+ * what is then lost (100,000 events on one partition each: order-completed
+ * gets about 30,000 records, 6.7 MB, of which the cluster keeps 5 MB). */
+START_TEST(test_demo_program_window_warning) {
+  char *text = NULL, *out = NULL, *errs = NULL;
+  ck_assert_int_ge(
+      asprintf(&text,
+               "plugin_dir = \"%s/plugins/.libs\";\n"
+               "log_level = \"notice\";\n"
+               "mock = { brokers = 1; partitions = 1;\n"
+               "  generate = { count = 100000; seed = 7; }; };\n"
+               "dedup = { path = \"%s/dedup.db\"; };\n"
+               "pipelines = ( { name = \"order-analytics\"; group_id = "
+               "\"g1\";\n"
+               "  topics = [ \"order-completed\" ]; plugin = "
+               "\"order_analytics\"; } );\n",
+               TOP_BUILDDIR, tmpdir),
+      0);
+  char *cfg = tu_write_file(tmpdir, "big.cfg", text);
+  /* It does not reconcile: exit 1. */
+  ck_assert_int_eq(run_khost(cfg, &out, &errs), 1);
+  const char *warn = strstr(errs, "mock.generate: 100000 events put about ");
+  const char *produced = strstr(errs, "order-completed: produced ");
+  ck_assert_msg(warn != NULL, "no warning in:\n%s", errs);
+  ck_assert_msg(produced != NULL && warn < produced,
+                "the warning does not come before producing:\n%s", errs);
+  ck_assert_msg(strstr(warn, "events fit with mock.partitions = 1"), "%s",
+                warn);
+  unsigned long gone = 0, made = 0, handled = 0;
+  const char *at = strstr(warn, "partition: about ");
+  ck_assert_msg(at && sscanf(at, "partition: about %lu of them", &gone) == 1,
+                "%s", warn);
+  ck_assert_int_eq(
+      sscanf(produced, "order-completed: produced %lu records", &made), 1);
+  at = strstr(errs, "[order-analytics] handled ");
+  ck_assert_msg(at &&
+                    sscanf(at, "[order-analytics] handled %lu", &handled) == 1,
+                "%s", errs);
+  /* What the warning said would be gone, against what was: within 15 %. */
+  unsigned long lost = made - handled;
+  ck_assert_msg(lost > 0 && gone * 100 > lost * 85 && gone * 100 < lost * 115,
+                "said about %lu gone, %lu were (%lu produced, %lu handled)",
+                gone, lost, made, handled);
+  ck_assert_msg(strstr(out, "  NO\n"), "%s", out);
+  g_free(out);
+  g_free(errs);
+  free(cfg);
+  free(text);
 }
 END_TEST
 
@@ -794,9 +915,12 @@ Suite *demo_suite(void) {
 
   /* The scenarios side by side, each a case of its own (tagged
    * "scenario"). */
-  const TTest *scenarios[] = {test_demo_scenario, test_demo_program_output,
+  const TTest *scenarios[] = {test_demo_scenario,
+                              test_demo_program_output,
                               test_demo_program_not_reconciled,
-                              test_demo_report_stopped_early};
+                              test_demo_report_stopped_early,
+                              test_demo_program_window_warning,
+                              test_demo_cfg_summary_as_readme};
   for (size_t i = 0; i < G_N_ELEMENTS(scenarios); i++) {
     tc = tu_case(s, scenarios[i]->name + strlen("test_"), 120, "scenario");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -543,6 +543,57 @@ START_TEST(test_circuit_breaker_closes_after_cooldown) {
 }
 END_TEST
 
+/* The issue khost's default retry budget is for: a handler's database
+ * down for 5 s, RETRY on every call meanwhile. With the default retry
+ * settings (16 retries, 200 ms doubling to 5 s: 31 to 61 s) nothing fails
+ * and nothing is parked; every record is handled once the database is
+ * back. */
+START_TEST(test_default_retry_rides_out_an_outage) {
+  enum { OUTAGE_MS = 5000 };
+  mu_cluster_t c;
+  mu_host_t h;
+  pipeline_stats_t s;
+  char *plugin = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  produce_n(&c, 0, 5, "order");
+  char *down = dir_file(&c, "down"), *calls = dir_file(&c, "calls.log");
+  free(tu_write_file(c.dir, "down", "database locked\n"));
+  ck_assert_int_ge(
+      asprintf(&plugin, "down_path = \"%s\"; down_answer = \"retry\";", down),
+      0);
+  char *cfg = write_cfg(&c, NULL, plugin, NULL); /* no retry group */
+  int fd = mu_log_to(&c, "khost.log", KHOST_LOG_WARNING);
+  mu_host_start(&h, cfg, 0);
+  TU_WAIT_UNTIL(tu_file_count(calls, "\n") >= 1, 30000, "the first call");
+  /* The outage: it lasts OUTAGE_MS from the first call. */
+  int64_t back = tu_mono_ms() + OUTAGE_MS;
+  while (tu_mono_ms() < back)
+    usleep(50 * 1000);
+  ck_assert_int_eq(unlink(down), 0);
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 5, 60000,
+                "every record committed once the database is back");
+  mu_host_stop(&h);
+  mu_host_stats(&h, &s);
+  mu_host_close(&h);
+  mu_log_restore(fd);
+  ck_assert_uint_eq(s.failed, 0);
+  ck_assert_uint_eq(s.handled, 5);
+  ck_assert_uint_ge(s.retries, 4); /* it did wait: 0.2+0.4+0.8+1.6 s < 5 s */
+  ck_assert_int_eq(file_count(&c, "khost.log", "still failing"), 0);
+  for (int64_t off = 0; off < 5; off++) {
+    char *row = parked_row(&c, 0, off);
+    ck_assert_str_eq(row, "");
+    free(row);
+  }
+  free(cfg);
+  free(plugin);
+  free(calls);
+  free(down);
+  mu_stop(&c);
+}
+END_TEST
+
 /* Two pipelines; the first meets a FATAL record. */
 static char *two_pipelines(mu_cluster_t *c, const char *policy) {
   char *second = NULL, *plugin = tu_fixture("scripted"), extra[64];
@@ -792,6 +843,7 @@ Suite *faults_suite(void) {
           120, "mock-cluster");
   TU_CASE(s, test_locked_dedup_db_holds_commits, 120, "mock-cluster");
   TU_CASE(s, test_retry_pauses_only_its_partition, 120, "mock-cluster");
+  TU_CASE(s, test_default_retry_rides_out_an_outage, 120, "mock-cluster");
   TU_CASE(s, test_slow_handler_is_reported, 120, "mock-cluster");
   TU_CASE(s, test_commit_errors_are_retried, 120, "mock-cluster");
   TU_CASE(s, test_slow_commit_does_not_hold_the_shutdown, 120, "mock-cluster");

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "flow.h"
 #include "store.h"
 #include "testutil.h"
@@ -358,6 +359,48 @@ START_TEST(test_retry_backoff_grows_then_fails) {
   ck_assert_int_eq(store_mem_parked(store, "t", 0, 0, &p), 1);
   ck_assert_uint_eq(p.attempts, 4);
   ck_assert_msg(strstr(p.reason, "still failing after 4 attempts") != NULL,
+                "%s", p.reason);
+  flow_close(m.f);
+}
+END_TEST
+
+/* The default retry budget (README, docs/operations.md): 16 retries, the
+ * waits doubling from 200 ms and capped at 5 s, each jittered down to no
+ * less than half: 31 to 61 s in all before the record counts as failed,
+ * enough for a dependency's routine restart. */
+START_TEST(test_retry_default_budget) {
+  tmember_t m;
+  int64_t now = 0, total = 0, d = CFG_DEFAULT_RETRY_BACKOFF_MS;
+  member_conf(&m);
+  m.conf.retry_max = CFG_DEFAULT_RETRY_MAX;
+  m.conf.retry_backoff_ms = CFG_DEFAULT_RETRY_BACKOFF_MS;
+  m.conf.retry_backoff_max_ms = CFG_DEFAULT_RETRY_BACKOFF_MAX_MS;
+  member_open(&m);
+  push(&m, 0, 0, "r");
+  for (uint32_t attempt = 1; attempt <= 16; attempt++) {
+    flow_job_t job = expect_call(&m, now, 0, 0);
+    ck_assert_uint_eq(job.attempt, attempt);
+    ck_assert_int_eq(flow_outcome(m.f, &job, KHOST_RETRY, now), 0);
+    int64_t wait = flow_ready_in(m.f, now, 100000);
+    ck_assert_msg(wait >= d / 2 && wait <= d,
+                  "wait %lld after attempt %u, not within [%lld, %lld]",
+                  (long long)wait, attempt, (long long)(d / 2), (long long)d);
+    expect_none(&m, now + wait - 1);
+    now += wait;
+    total += wait;
+    d = d * 2 > CFG_DEFAULT_RETRY_BACKOFF_MAX_MS
+            ? CFG_DEFAULT_RETRY_BACKOFF_MAX_MS
+            : d * 2; /* capped at backoff_max */
+  }
+  ck_assert_msg(total >= 30600 && total <= 61200, "waited %lld ms in all",
+                (long long)total);
+  answer(&m, now, 0, 0, KHOST_RETRY); /* the 17th call: retries used up */
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  make_durable(&m);
+  store_parked_t p;
+  ck_assert_int_eq(store_mem_parked(store, "t", 0, 0, &p), 1);
+  ck_assert_uint_eq(p.attempts, 17);
+  ck_assert_msg(strstr(p.reason, "still failing after 17 attempts") != NULL,
                 "%s", p.reason);
   flow_close(m.f);
 }
@@ -1226,6 +1269,7 @@ Suite *flow_suite(void) {
   tc = tcase_create("failures");
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_retry_backoff_grows_then_fails);
+  tcase_add_test(tc, test_retry_default_budget);
   tcase_add_test(tc, test_fail_parked_with_the_batch);
   tcase_add_test(tc, test_retries_used_up_to_dead_letter);
   tcase_add_test(tc, test_dead_letter_refused_holds_its_partition);

@@ -593,6 +593,51 @@ START_TEST(test_cli_mock_run) {
 }
 END_TEST
 
+/* --json: the report as one JSON object on stdout (the mock cluster's
+ * line goes to stderr), with the table's numbers. */
+START_TEST(test_cli_json) {
+  unsigned long long v[4];
+  cmd_t t = run_gen("--mock", "1", "-n", "300", "--duplicates", "0.1", "-s",
+                    "9", NULL);
+  cmd_t c = run_gen("--mock", "1", "-n", "300", "--duplicates", "0.1", "-s",
+                    "9", "--json", NULL);
+  ck_assert_msg(t.status == 0 && c.status == 0, "exit %d, %d: %s", t.status,
+                c.status, c.err);
+  report_total(t.out, v);
+  json_error_t jerr;
+  json_t *doc = json_loads(c.out, 0, &jerr);
+  ck_assert_msg(doc != NULL, "stdout is not JSON (%s): %s", jerr.text, c.out);
+  ck_assert_msg(strstr(c.err, "mock cluster: 1 broker(s) at "), "%s", c.err);
+  json_t *total = json_object_get(doc, "total");
+  ck_assert_int_eq(json_integer_value(json_object_get(total, "produced")),
+                   (json_int_t)v[0]);
+  ck_assert_int_eq(json_integer_value(json_object_get(total, "events")),
+                   (json_int_t)v[1]);
+  ck_assert_int_eq(json_integer_value(json_object_get(total, "duplicates")),
+                   (json_int_t)v[2]);
+  ck_assert_int_eq(json_integer_value(json_object_get(total, "failed")), 0);
+  ck_assert_int_eq(json_integer_value(json_object_get(doc, "seed")), 9);
+  json_t *topics = json_object_get(doc, "topics");
+  ck_assert_uint_eq(json_array_size(topics), GEN_N_TOPICS);
+  json_int_t sum = 0;
+  for (size_t i = 0; i < json_array_size(topics); i++) {
+    json_t *row = json_array_get(topics, i);
+    const char *name = json_string_value(json_object_get(row, "topic"));
+    ck_assert_ptr_nonnull(name);
+    json_int_t n = json_integer_value(json_object_get(row, "produced"));
+    /* The table's row of that topic says the same. */
+    char *want = g_strdup_printf("\n%-18s %10lld ", name, (long long)n);
+    ck_assert_msg(strstr(t.out, want), "no \"%s\" in: %s", want, t.out);
+    g_free(want);
+    sum += n;
+  }
+  ck_assert_int_eq(sum, (json_int_t)v[0]);
+  json_decref(doc);
+  free_cmd(&c);
+  free_cmd(&t);
+}
+END_TEST
+
 START_TEST(test_cli_topics_and_duration) {
   unsigned long long v[4];
   /* At 200 records a second for 1 s: about 200, only balance-activity. */
@@ -754,6 +799,7 @@ Suite *gen_suite(void) {
 
   tc = tu_case(s, "cli", 60, NULL);
   tcase_add_test(tc, test_cli_mock_run);
+  tcase_add_test(tc, test_cli_json);
   tcase_add_test(tc, test_cli_topics_and_duration);
   tcase_add_loop_test(tc, test_cli_usage, 0, (int)G_N_ELEMENTS(usage_cases));
   tcase_add_test(tc, test_cli_help_version);

@@ -66,6 +66,53 @@ START_TEST(test_commit_errors) {
 }
 END_TEST
 
+/* A storm of refused commits while records flow (REBALANCE_IN_PROGRESS,
+ * as during a long rebalance: a refusal per batch, each with other
+ * offsets): the warning is written once, then counted every 5 s, not once
+ * per refusal. Nothing is lost: every record is committed afterwards. */
+START_TEST(test_commit_refusals_counted) {
+  enum { REFUSALS = 150 };
+  fu_start(&w, 1, 1);
+  char *cfg =
+      fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, "max_batch = 5;", NULL);
+  fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_wait_stderr(p, "assigned", 1, 30000);
+  fu_mockd(&w, "push_errors %d REBALANCE_IN_PROGRESS*%d", FU_API_OFFSET_COMMIT,
+           REFUSALS);
+  fu_feed_start(&w, 2, NULL);
+  const char *said = "offset commit failed: Broker: Group rebalance in "
+                     "progress: " FU_TOPIC "[0] (sent again in 1000 ms)";
+  fu_wait_stderr(p, said, 1, 30000);
+  /* The refusals are used in order: a commit that lands after the first
+   * one is past them all. */
+  int64_t before = fu_committed(&w, 0, 10000);
+  TU_WAIT_UNTIL(fu_committed(&w, 0, 1000) > before, 60000,
+                "a commit lands after the refusals");
+  fu_feed_stop(&w);
+  fu_wait_all_committed(&w, 30000);
+  fu_stop_host(p); /* says the count it still holds */
+  /* Every refusal is written or counted, and the lines are few: a line
+   * is the warning itself or, with "(repeated N more times ...)", the N
+   * it held back. */
+  char *err = fu_stderr(p);
+  int lines = 0, refusals = 0;
+  for (const char *at = err; (at = strstr(at, said)) != NULL; at++) {
+    unsigned n = 0;
+    lines++;
+    if (sscanf(at + strlen(said), " (repeated %u more time", &n) == 1)
+      refusals += (int)n;
+    else
+      refusals++;
+  }
+  ck_assert_int_eq(fu_stderr_count(p, "offset commit failed"), lines);
+  ck_assert_msg(refusals == REFUSALS && lines <= 4,
+                "%d warning lines for %d refusals:\n%s", lines, refusals, err);
+  free(err);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 /* The group coordinator is unreachable for longer than the session
  * timeout while the partition leaders are not: the member handles what it
  * fetches but cannot commit, loses its assignment, and rejoins. What it
@@ -364,6 +411,7 @@ Suite *outage_suite(void) {
   FU_SCENARIO(s, test_all_brokers_down, 150);
   FU_SCENARIO(s, test_join_and_leave_cooperative, 90);
   FU_SCENARIO(s, test_commit_errors, 60);
+  FU_SCENARIO(s, test_commit_refusals_counted, 90);
   FU_SCENARIO(s, test_unknown_topic, 60);
   FU_SCENARIO(s, test_offset_out_of_range, 60);
   FU_SCENARIO(s, test_coordinator_down, 90);

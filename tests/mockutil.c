@@ -288,6 +288,12 @@ void mu_host_close(mu_host_t *h) {
 mu_line_t *mu_read_lines(const char *path, size_t *n) {
   char *text = tu_read_file(path);
   size_t cap = 64;
+  /* A line not ended by its newline yet is a write still in progress (a
+   * reader may see part of a write(2) of a line crossing a page): read
+   * once it is whole. */
+  char *end = text ? strrchr(text, '\n') : NULL;
+  if (text)
+    *(end ? end + 1 : text) = '\0';
   mu_line_t *lines = calloc(cap, sizeof(*lines));
   *n = 0;
   for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL;

@@ -121,7 +121,8 @@ typedef struct mu_line {
   unsigned flags; /* khost_record_t.flags */
 } mu_line_t;
 
-/* All lines of path; *n gets the count (0 when the file is absent). */
+/* All whole lines of path (a last line without its newline is still being
+ * written: left out); *n gets the count (0 when the file is absent). */
 mu_line_t *mu_read_lines(const char *path, size_t *n);
 /* Every OK line has a distinct event ID (fails the test otherwise);
  * returns how many there are. */
