@@ -84,6 +84,11 @@ static void key_order(int n, const char *assignor) {
   GString *why = g_string_new(NULL);
   ck_assert_uint_eq(mu_assert_ok_ids_distinct(lines, nl), RECORDS);
   ck_assert_msg(mu_key_order_violations(lines, nl, why) == 0, "%s", why->str);
+  for (size_t i = 0; i < nl; i++) {
+    ck_assert_int_ge(lines[i].worker, 0);
+    ck_assert_int_lt(lines[i].worker, n);
+    ck_assert_int_eq(lines[i].overlap, 0);
+  }
   ck_assert_uint_eq(s.handled, RECORDS);
   assert_committed_at_end(&c);
   g_string_free(why, TRUE);
@@ -120,6 +125,44 @@ END_TEST
 
 START_TEST(test_key_order_64_cooperative) {
   key_order(64, "cooperative-sticky");
+}
+END_TEST
+
+/* ------------------------------------------------------------ instances */
+
+/* concurrency = 4: the member runs four plugin instances, create() of each
+ * learns its own worker index (0..3, each once), every one of them
+ * handles records, and no instance is ever called while it is still in a
+ * call (the scripted plugin flags a call that begins inside another). */
+START_TEST(test_worker_instances) {
+  enum { RECORDS = 200, N = 4 };
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  produce_keyed(&c, RECORDS, 40, NULL);
+  char *cfg = cfg_for(&c, "w.cfg", 1, "calls.log",
+                      "concurrency = 4; max_batch = 50;", "slow_ms = 10;");
+  pipeline_stats_t s = mu_run_to_end(cfg, 0, 90000);
+  char *log = tu_path(c.dir, "calls.log");
+  size_t nl;
+  mu_line_t *l = mu_read_lines(log, &nl);
+  int calls[N] = {0};
+  for (size_t i = 0; i < nl; i++) {
+    ck_assert_msg(l[i].worker >= 0 && l[i].worker < N, "worker %d",
+                  l[i].worker);
+    ck_assert_msg(!l[i].overlap, "two calls of worker %d's instance at once",
+                  l[i].worker);
+    calls[l[i].worker]++;
+  }
+  for (int w = 0; w < N; w++)
+    ck_assert_msg(calls[w] > 0, "worker %d handled nothing", w);
+  ck_assert_uint_eq(s.handled, RECORDS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(l, nl), RECORDS);
+  assert_committed_at_end(&c);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
 }
 END_TEST
 
@@ -408,6 +451,7 @@ Suite *concurrency_suite(void) {
   TU_CASE(s, test_key_order_8_eager, 120, "mock-cluster");
   TU_CASE(s, test_key_order_1_cooperative, 120, "mock-cluster");
   TU_CASE(s, test_key_order_1_eager, 120, "mock-cluster");
+  TU_CASE(s, test_worker_instances, 120, "mock-cluster");
   TU_CASE(s, test_slow_key_does_not_slow_others, 120, "mock-cluster");
   TU_CASE(s, test_retry_holds_only_its_key, 120, "mock-cluster");
   TU_CASE(s, test_stop_mid_stream, 120, "mock-cluster");
