@@ -22,6 +22,7 @@ typedef struct trec {
   int end;      /* a partition-end marker */
   char id[64];  /* the eventId header; "" for none */
   char key[32]; /* the record key; "" for a null key */
+  char agg[32]; /* the aggregateId header; "" for none */
 } trec_t;
 
 static const char *r_topic(const void *r) {
@@ -44,10 +45,13 @@ static void r_key(const void *r, const void **key, size_t *len) {
 static int r_header(const void *r, const char *name, const void **value,
                     size_t *len) {
   const trec_t *t = r;
-  if (strcmp(name, "eventId") != 0 || !t->id[0])
+  const char *v = strcmp(name, "eventId") == 0       ? t->id
+                  : strcmp(name, "aggregateId") == 0 ? t->agg
+                                                     : "";
+  if (!v[0])
     return 0;
-  *value = t->id;
-  *len = strlen(t->id);
+  *value = v;
+  *len = strlen(v);
   return 1;
 }
 static void r_free(void *r) {
@@ -126,6 +130,19 @@ static void push_key(tmember_t *m, int32_t partition, int64_t offset,
   r->offset = offset;
   snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
   snprintf(r->key, sizeof(r->key), "%s", key ? key : "");
+  ck_assert_int_eq(flow_push(m->f, r), 0);
+}
+
+/* A record with an aggregateId header (NULL: none) and key "k". */
+static void push_agg(tmember_t *m, int32_t partition, int64_t offset,
+                     const char *agg, const char *id) {
+  trec_t *r = calloc(1, sizeof(*r));
+  strcpy(r->topic, "t");
+  r->partition = partition;
+  r->offset = offset;
+  snprintf(r->id, sizeof(r->id), "%s", id);
+  strcpy(r->key, "k");
+  snprintf(r->agg, sizeof(r->agg), "%s", agg ? agg : "");
   ck_assert_int_eq(flow_push(m->f, r), 0);
 }
 
@@ -1197,6 +1214,102 @@ START_TEST(test_lanes_order_by_partition) {
 }
 END_TEST
 
+/* order_by = "header:aggregateId": records of one aggregate one at a time
+ * in offset order, whatever their key (all "k" here); other aggregates
+ * beside them; the records without the header form one lane. */
+START_TEST(test_lanes_order_by_header) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 8;
+  m.conf.order_by = FLOW_ORDER_HEADER;
+  m.conf.order_header = "aggregateId";
+  member_open(&m);
+  push_agg(&m, 0, 0, "A", "x0");
+  push_agg(&m, 0, 1, "B", "x1");
+  push_agg(&m, 0, 2, "A", "x2");
+  push_agg(&m, 0, 3, NULL, "x3");
+  push_agg(&m, 0, 4, NULL, "x4");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0),
+             j3 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  ck_assert_int_eq(r_offset(j3.rec), 3);
+  expect_none(&m, 0); /* A's second and the second without waiting */
+  reply(&m, &j3, KHOST_OK, 0);
+  flow_job_t j4 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j4.rec), 4);
+  expect_none(&m, 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  flow_job_t j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  reply(&m, &j1, KHOST_OK, 0);
+  reply(&m, &j2, KHOST_OK, 0);
+  reply(&m, &j4, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 5);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 5);
+  flow_close(m.f);
+}
+END_TEST
+
+/* order_by = "event_id": records of one key with different event IDs run
+ * side by side. */
+START_TEST(test_lanes_order_by_event_id) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 8;
+  m.conf.order_by = FLOW_ORDER_EVENT_ID;
+  member_open(&m);
+  push_key(&m, 0, 0, "a", "e0");
+  push_key(&m, 0, 1, "a", "e1");
+  push_key(&m, 0, 2, "a", "e2");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0),
+             j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec) + r_offset(j1.rec) + r_offset(j2.rec), 3);
+  ck_assert_uint_eq(flow_in_flight(m.f), 3);
+  reply(&m, &j2, KHOST_OK, 0);
+  reply(&m, &j1, KHOST_OK, 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 3);
+  flow_close(m.f);
+}
+END_TEST
+
+/* order_by = "none": every record on its own, even of one key, at most
+ * concurrency out; answers in any order, the position waits for the
+ * lowest offset without one. */
+START_TEST(test_lanes_order_by_none) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 3;
+  m.conf.order_by = FLOW_ORDER_NONE;
+  member_open(&m);
+  for (int i = 0; i < 4; i++) {
+    char id[8];
+    snprintf(id, sizeof(id), "n%d", i);
+    push_key(&m, 0, i, "a", id);
+  }
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0),
+             j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  expect_none(&m, 0); /* three out: the concurrency */
+  reply(&m, &j2, KHOST_OK, 0);
+  flow_job_t j3 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j3.rec), 3);
+  reply(&m, &j3, KHOST_OK, 0);
+  reply(&m, &j1, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -1); /* offset 0 has no outcome */
+  reply(&m, &j0, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 4);
+  flow_close(m.f);
+}
+END_TEST
+
 static void add_lane_tests(TCase *tc) {
   tcase_add_test(tc, test_lanes_out_of_order_position);
   tcase_add_test(tc, test_lanes_one_per_lane_and_concurrency);
@@ -1207,6 +1320,9 @@ static void add_lane_tests(TCase *tc) {
   tcase_add_test(tc, test_lanes_abandoned_never_passed);
   tcase_add_test(tc, test_lanes_queue_bound_pauses);
   tcase_add_test(tc, test_lanes_order_by_partition);
+  tcase_add_test(tc, test_lanes_order_by_header);
+  tcase_add_test(tc, test_lanes_order_by_event_id);
+  tcase_add_test(tc, test_lanes_order_by_none);
 }
 
 Suite *flow_suite(void) {
