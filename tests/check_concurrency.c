@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dedup.h"
+#include "httputil.h"
 #include "mockutil.h"
 #include "replay.h"
 #include "testutil.h"
@@ -161,6 +162,54 @@ START_TEST(test_worker_instances) {
   assert_committed_at_end(&c);
   free(l);
   free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* ------------------------------------------------------------ memory */
+
+/* Every call takes 1.5 s and the member's two workers stay busy: its queue
+ * holds max(max_batch, 16 x concurrency) = 32 records and may not grow
+ * while it waits, however long the calls take (records/s of the gauge
+ * khost_records_queued, sampled through /metrics for 4 s). The member
+ * keeps its partitions meanwhile, and a second run finishes the rest. */
+START_TEST(test_queue_bounded_while_workers_busy) {
+  enum { QUEUE_MAX = 32 };
+  mu_cluster_t c;
+  mu_host_t h;
+  char *body = NULL;
+  int status = 0;
+  double most = 0;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  produce_keyed(&c, 300, 30, NULL);
+  mu_cfg_t o = {.file = "q.cfg",
+                .top = "http = { listen = \"127.0.0.1:0\"; };",
+                .pipeline = "concurrency = 2; max_batch = 10;",
+                .plugin = "slow_ms = 1500;"};
+  char *cfg = mu_write_cfg(&c, &o);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  ck_assert_int_gt(port, 0);
+  TU_WAIT_UNTIL((free(body), body = hu_get(port, "/metrics", &status),
+                 body && hu_sum(body, "khost_records_queued") >= QUEUE_MAX),
+                30000, "the queue full");
+  for (int64_t end = tu_mono_ms() + 4000; tu_mono_ms() < end;) {
+    free(body);
+    body = hu_get(port, "/metrics", &status);
+    ck_assert_ptr_nonnull(body);
+    double q = hu_sum(body, "khost_records_queued");
+    most = q > most ? q : most;
+    usleep(50 * 1000);
+  }
+  fprintf(stderr, "queue_bounded: at most %.0f records queued\n", most);
+  ck_assert_msg(most <= QUEUE_MAX + PARTS,
+                "%.0f records queued, the bound is %d", most, QUEUE_MAX);
+  free(body);
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_close(&h);
   free(cfg);
   mu_stop(&c);
 }
@@ -452,6 +501,7 @@ Suite *concurrency_suite(void) {
   TU_CASE(s, test_key_order_1_cooperative, 120, "mock-cluster");
   TU_CASE(s, test_key_order_1_eager, 120, "mock-cluster");
   TU_CASE(s, test_worker_instances, 120, "mock-cluster");
+  TU_CASE(s, test_queue_bounded_while_workers_busy, 120, "mock-cluster");
   TU_CASE(s, test_slow_key_does_not_slow_others, 120, "mock-cluster");
   TU_CASE(s, test_retry_holds_only_its_key, 120, "mock-cluster");
   TU_CASE(s, test_stop_mid_stream, 120, "mock-cluster");

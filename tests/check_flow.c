@@ -1192,6 +1192,47 @@ START_TEST(test_lanes_queue_bound_pauses) {
 }
 END_TEST
 
+/* A record that comes while the queue is full (the member polls every
+ * POLL_MS while its workers stay busy) pauses the partitions with records
+ * queued although jobs are out, until the queue is below half: the queue
+ * does not grow while the calls take long. */
+START_TEST(test_lanes_past_full_queue_pauses) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 2;
+  m.conf.queue_max = 4;
+  member_open(&m);
+  flow_part_t *p0 = flow_find(m.f, "t", 0), *p1 = flow_find(m.f, "t", 1);
+  push_key(&m, 0, 0, "a", "a0");
+  push_key(&m, 0, 1, "b", "b0");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0);
+  push_key(&m, 0, 2, "c", "c0");
+  push_key(&m, 0, 3, "d", "d0");
+  ck_assert(flow_full(m.f));                     /* two out, two queued */
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0)); /* full, jobs out: normal */
+  push_key(&m, 1, 0, "g", "g0");                 /* one past the bound */
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));
+  ck_assert(flow_part_wants_pause(m.f, p1, 0));
+  flow_part_set_paused(p0, 1);
+  flow_part_set_paused(p1, 1);
+  reply(&m, &j0, KHOST_OK, 0);
+  j0 = next_call(&m, 0); /* c out; 4 not finished */
+  reply(&m, &j1, KHOST_OK, 0);
+  j1 = next_call(&m, 0); /* d out; 3 */
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));
+  reply(&m, &j0, KHOST_OK, 0);
+  j0 = next_call(&m, 0); /* g out; 2: half */
+  ck_assert_int_eq(r_partition(j0.rec), 1);
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));
+  ck_assert(flow_part_wants_pause(m.f, p1, 0));
+  reply(&m, &j1, KHOST_OK, 0); /* 1: below half */
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0));
+  ck_assert(!flow_part_wants_pause(m.f, p1, 0));
+  reply(&m, &j0, KHOST_OK, 0);
+  flow_close(m.f);
+}
+END_TEST
+
 /* order_by = "partition" keeps today's order: one lane per partition. */
 START_TEST(test_lanes_order_by_partition) {
   tmember_t m;
@@ -1319,6 +1360,7 @@ static void add_lane_tests(TCase *tc) {
   tcase_add_test(tc, test_lanes_revoke_with_jobs_out);
   tcase_add_test(tc, test_lanes_abandoned_never_passed);
   tcase_add_test(tc, test_lanes_queue_bound_pauses);
+  tcase_add_test(tc, test_lanes_past_full_queue_pauses);
   tcase_add_test(tc, test_lanes_order_by_partition);
   tcase_add_test(tc, test_lanes_order_by_header);
   tcase_add_test(tc, test_lanes_order_by_event_id);
