@@ -215,6 +215,43 @@ START_TEST(test_queue_bounded_while_workers_busy) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ dedup */
+
+/* Two copies of one event ID under two keys of one partition, each call
+ * taking 500 ms, with concurrency = 8: both copies are ready at once, but
+ * only one is handled; the other waits on its claim and is counted as a
+ * duplicate. */
+START_TEST(test_copies_in_flight_handled_once) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  mu_produce(&c, TOPIC, 0, "same-id", "ka", "sleep 500");
+  mu_produce(&c, TOPIC, 0, "same-id", "kb", "sleep 500");
+  for (int i = 0; i < 10; i++) {
+    char id[16], key[16];
+    snprintf(id, sizeof(id), "other-%d", i);
+    snprintf(key, sizeof(key), "k%d", i);
+    mu_produce(&c, TOPIC, i % PARTS, id, key, "order");
+  }
+  mu_flush(&c);
+  char *cfg = cfg_for(&c, "d.cfg", 1, "calls.log",
+                      "concurrency = 8; max_batch = 50;", NULL);
+  pipeline_stats_t s = mu_run_to_end(cfg, 0, 90000);
+  char *log = tu_path(c.dir, "calls.log");
+  size_t nl;
+  mu_line_t *l = mu_read_lines(log, &nl);
+  ck_assert_uint_eq(nl, 11);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(l, nl), 11);
+  ck_assert_uint_eq(s.handled, 11);
+  ck_assert_uint_eq(s.duplicates, 1);
+  assert_committed_at_end(&c);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 /* ------------------------------------------------------------ slow keys */
 
 /* Key k000's first two records take 1.5 s each; the other keys' none. */
@@ -502,6 +539,7 @@ Suite *concurrency_suite(void) {
   TU_CASE(s, test_key_order_1_eager, 120, "mock-cluster");
   TU_CASE(s, test_worker_instances, 120, "mock-cluster");
   TU_CASE(s, test_queue_bounded_while_workers_busy, 120, "mock-cluster");
+  TU_CASE(s, test_copies_in_flight_handled_once, 120, "mock-cluster");
   TU_CASE(s, test_slow_key_does_not_slow_others, 120, "mock-cluster");
   TU_CASE(s, test_retry_holds_only_its_key, 120, "mock-cluster");
   TU_CASE(s, test_stop_mid_stream, 120, "mock-cluster");

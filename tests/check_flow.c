@@ -1233,6 +1233,64 @@ START_TEST(test_lanes_past_full_queue_pauses) {
 }
 END_TEST
 
+/* The queue's bound in bytes (queue_bytes, a member's share of
+ * memory_limit): records of 100 bytes, a bound of 250: full at the third,
+ * and no longer once one of them has its outcome. */
+START_TEST(test_lanes_queue_bytes_bound) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 4;
+  m.conf.queue_bytes = 250;
+  member_open(&m);
+  push_key(&m, 0, 0, "a", "y0");
+  push_key(&m, 0, 1, "b", "y1");
+  ck_assert(!flow_full(m.f));
+  push_key(&m, 0, 2, "c", "y2");
+  ck_assert(flow_full(m.f));
+  flow_job_t j = next_call(&m, 0);
+  ck_assert(flow_full(m.f)); /* out, not finished */
+  reply(&m, &j, KHOST_OK, 0);
+  ck_assert(!flow_full(m.f));
+  flow_close(m.f);
+}
+END_TEST
+
+/* Retries used up with concurrency: the record goes to the dead-letter
+ * topic while the other keys run on; its key's next record waits for the
+ * write. */
+START_TEST(test_lanes_retries_used_up_to_dead_letter) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 8;
+  m.conf.order_by = FLOW_ORDER_KEY;
+  m.conf.retry_max = 0;
+  m.conf.dead_letter_topic = "dlt";
+  member_open(&m);
+  push_key(&m, 0, 0, "a", "a0");
+  push_key(&m, 0, 1, "b", "b0");
+  push_key(&m, 0, 2, "a", "a1");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  reply(&m, &j0, KHOST_RETRY, 0); /* no retry left */
+  flow_job_t dl;
+  ck_assert_int_eq(flow_next(m.f, 0, &dl), FLOW_DEAD_LETTER);
+  ck_assert_int_eq(r_offset(dl.rec), 0);
+  expect_none(&m, 0); /* a1 waits for the write, b0 is out */
+  reply(&m, &j1, KHOST_OK, 0);
+  expect_none(&m, 0);
+  flow_dead_letter_done(m.f, dl.part, 0, NULL, 0);
+  flow_job_t j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  reply(&m, &j2, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 3);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 2);
+  flow_close(m.f);
+}
+END_TEST
+
 /* order_by = "partition" keeps today's order: one lane per partition. */
 START_TEST(test_lanes_order_by_partition) {
   tmember_t m;
@@ -1361,6 +1419,8 @@ static void add_lane_tests(TCase *tc) {
   tcase_add_test(tc, test_lanes_abandoned_never_passed);
   tcase_add_test(tc, test_lanes_queue_bound_pauses);
   tcase_add_test(tc, test_lanes_past_full_queue_pauses);
+  tcase_add_test(tc, test_lanes_queue_bytes_bound);
+  tcase_add_test(tc, test_lanes_retries_used_up_to_dead_letter);
   tcase_add_test(tc, test_lanes_order_by_partition);
   tcase_add_test(tc, test_lanes_order_by_header);
   tcase_add_test(tc, test_lanes_order_by_event_id);
