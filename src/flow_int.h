@@ -82,6 +82,7 @@ struct flow {
   GQueue ready;        /* lanes with records and no job out, oldest first */
   size_t in_flight;    /* jobs handed out, not answered yet */
   size_t queued_bytes; /* what the queued records hold */
+  int overfull;        /* the last record came while the queue was full */
   GPtrArray *orphans;  /* lanes whose partition went while their job was out */
 };
 

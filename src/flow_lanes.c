@@ -218,6 +218,13 @@ void flow_lanes_idle(flow_t *f, flow_part_t *lane) {
 
 /* ------------------------------------------------------------ records */
 
+/* Are the queues at 1/div of their bound (queue_max, queue_bytes)? */
+static int full_at(const flow_t *f, size_t div) {
+  const flow_conf_t *c = f->conf;
+  return (c->queue_max && f->queued >= c->queue_max / div) ||
+         (c->queue_bytes && f->queued_bytes >= c->queue_bytes / div);
+}
+
 int flow_lanes_push(flow_t *f, flow_part_t *pt, void *rec) {
   struct flow_lanes *L = pt->lanes;
   slot_t s = {.offset = f->ops->offset(rec), .rec = rec};
@@ -232,6 +239,10 @@ int flow_lanes_push(flow_t *f, flow_part_t *pt, void *rec) {
     return 0;
   }
   g_array_append_val(L->slots, s);
+  /* A member whose workers stay busy still polls now and then, and each
+   * such poll may bring a record past the full queue (flow_lanes_want_pause).
+   */
+  f->overfull = full_at(f, 1);
   flow_part_t *lane = lane_for(f, pt, rec);
   g_queue_push_tail(&lane->queue, rec);
   f->queued++;
@@ -341,12 +352,6 @@ int64_t flow_lanes_ready_in(flow_t *f, int64_t now, int64_t cap) {
   return t < 0 ? 0 : t;
 }
 
-static int full_at(const flow_t *f, size_t div) {
-  const flow_conf_t *c = f->conf;
-  return (c->queue_max && f->queued >= c->queue_max / div) ||
-         (c->queue_bytes && f->queued_bytes >= c->queue_bytes / div);
-}
-
 int flow_full(const flow_t *f) {
   return f->conf->concurrency > 1 && full_at(f, 1);
 }
@@ -362,14 +367,18 @@ static int any_ready(const flow_t *f, int64_t now) {
  * then takes no more records from librdkafka (whose own queue is bounded)
  * rather than pause, since a resumed partition waits for the fetch in
  * flight (up to fetch.wait.max.ms). A full queue that cannot move
- * (nothing out, no lane ready: retries, a dead-letter write refused)
- * pauses the partitions with records queued, until it is below half. */
+ * (nothing out, no lane ready: retries, a dead-letter write refused), or
+ * one that a record came to while it was full (the member polls every
+ * POLL_MS to keep its group membership, and calls that outlast that
+ * would otherwise let the queue grow by a record each time), pauses the
+ * partitions with records queued, until it is below half. */
 int flow_lanes_want_pause(const flow_t *f, const flow_part_t *pt, int64_t now) {
   if (pt->lanes->queued == 0)
     return 0;
   if (pt->paused)
     return full_at(f, 2);
-  return full_at(f, 1) && f->in_flight == 0 && !any_ready(f, now);
+  return full_at(f, 1) &&
+         (f->overfull || (f->in_flight == 0 && !any_ready(f, now)));
 }
 
 /* ------------------------------------------------------------ orphans */

@@ -35,8 +35,11 @@ struct member {
    * member_workers.c. */
   plugin_instance_t **insts;
   int n_insts;
-  struct state **views;     /* each worker's view of state, or NULL */
-  workers_t *workers;       /* NULL with concurrency 1 */
+  struct state **views; /* each worker's view of state, or NULL */
+  workers_t *workers;   /* NULL with concurrency 1 */
+  /* Per instance (concurrency > 1): its worker has a job out; it answered
+   * a record since its last flush() (member_flush()). */
+  unsigned char *inst_busy, *inst_dirty;
   rd_kafka_queue_t *wake_q; /* the consumer queue, yielded on an answer */
   int64_t polled_at;        /* the last rd_kafka_consumer_poll() (poll.c) */
   dead_letter_t *dlq;       /* NULL without a dead-letter topic */

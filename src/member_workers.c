@@ -10,6 +10,7 @@
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "member_int.h"
@@ -19,6 +20,8 @@ int member_instances_create(member_t *m, plugin_instance_opts_t *opts,
                             char *err, size_t errlen) {
   int n = m->env->pc->concurrency > 1 ? m->env->pc->concurrency : 1;
   m->insts = calloc((size_t)n, sizeof(*m->insts));
+  m->inst_busy = calloc((size_t)n, 1);
+  m->inst_dirty = calloc((size_t)n, 1);
   if (m->state && n > 1)
     m->views = calloc((size_t)n, sizeof(*m->views));
   for (int i = 0; i < n; i++) {
@@ -43,6 +46,9 @@ void member_instances_destroy(member_t *m) {
     state_free(m->views[i]);
   free(m->insts);
   free(m->views);
+  free(m->inst_busy);
+  free(m->inst_dirty);
+  m->inst_busy = m->inst_dirty = NULL;
   m->insts = NULL;
   m->views = NULL;
   m->inst = NULL;
@@ -81,6 +87,8 @@ static void answer(member_t *m, const worker_answer_t *a) {
   khost_result_t res = a->res;
   rd_kafka_message_t *msg = a->job.rec;
   int kept = view && !flow_job_dropped(&a->job);
+  m->inst_busy[a->index] = 0;
+  m->inst_dirty[a->index] = 1;
   if (kept) /* writes held for an earlier FAIL of this record */
     state_held_drop(view, rd_kafka_topic_name(msg->rkt), msg->partition,
                     msg->offset);
@@ -123,19 +131,50 @@ void member_drain(member_t *m) {
 }
 
 void member_dispatch(member_t *m, const flow_job_t *job) {
-  if (workers_send(m->workers, job) >= 0)
+  int i = workers_send(m->workers, job);
+  if (i >= 0) {
+    m->inst_busy[i] = 1;
     return;
+  }
   /* The flow core hands out no more jobs than there are workers. */
   log_msg(KHOST_LOG_ERR, m->who, "no idle worker for a job: answered RETRY");
   flow_outcome(m->flow, job, KHOST_RETRY, member_now_ms());
 }
 
-int member_flush(member_t *m, char *err, size_t errlen) {
-  if (m->n_insts > 1 && plugin_descriptor(m->env->plugin)->flush)
-    member_drain(m); /* flush() never runs beside handle() */
+/* An instance whose worker has a job out and that answered a record
+ * since its last flush(): that record's outcome is in the batch to be
+ * made durable, so the instance must be flushed, which waits for its
+ * job. */
+static int dirty_busy(const member_t *m) {
   for (int i = 0; i < m->n_insts; i++)
+    if (m->inst_busy[i] && m->inst_dirty[i])
+      return 1;
+  return 0;
+}
+
+/* flush() never runs beside handle() of its instance. The instances
+ * whose worker is idle are flushed at once; one whose worker is busy
+ * with the first record since its last flush() holds nothing of the
+ * batch and is left alone (a slow call holds no one else's batch); one
+ * that answered a record before its current job is waited for. */
+int member_flush(member_t *m, char *err, size_t errlen) {
+  worker_answer_t a;
+  if (m->n_insts <= 1)
+    return m->inst ? plugin_instance_flush(m->inst, err, errlen) : 0;
+  if (!plugin_descriptor(m->env->plugin)->flush) {
+    memset(m->inst_dirty, 0, (size_t)m->n_insts);
+    return 0;
+  }
+  while (m->workers && dirty_busy(m))
+    if (workers_take(m->workers, &a, 100))
+      answer(m, &a);
+  for (int i = 0; i < m->n_insts; i++) {
+    if (m->inst_busy[i])
+      continue;
     if (plugin_instance_flush(m->insts[i], err, errlen) != 0)
       return -1;
+    m->inst_dirty[i] = 0;
+  }
   return 0;
 }
 

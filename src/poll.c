@@ -63,7 +63,10 @@ static int poll_enough(member_t *m) {
  * concurrency > 1 and the queues full, the records wait in librdkafka's
  * own queue (bounded by queued.max.messages.kbytes) while the member waits
  * for a worker's answer instead; it still polls every POLL_MS (rebalance
- * callbacks, max.poll.interval.ms), one record past the bound at most. */
+ * callbacks, max.poll.interval.ms). A record such a poll brings past the
+ * bound pauses the partitions with records queued (poll_pauses()), so
+ * that the queue stays within a record per partition of its bound
+ * however long the calls take. */
 void poll_records(member_t *m) {
   int timeout = poll_timeout(m);
   int64_t now = member_now_ms();

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "dedup.h"
+#include "httputil.h"
 #include "mockutil.h"
 #include "replay.h"
 #include "testutil.h"
@@ -84,6 +85,11 @@ static void key_order(int n, const char *assignor) {
   GString *why = g_string_new(NULL);
   ck_assert_uint_eq(mu_assert_ok_ids_distinct(lines, nl), RECORDS);
   ck_assert_msg(mu_key_order_violations(lines, nl, why) == 0, "%s", why->str);
+  for (size_t i = 0; i < nl; i++) {
+    ck_assert_int_ge(lines[i].worker, 0);
+    ck_assert_int_lt(lines[i].worker, n);
+    ck_assert_int_eq(lines[i].overlap, 0);
+  }
   ck_assert_uint_eq(s.handled, RECORDS);
   assert_committed_at_end(&c);
   g_string_free(why, TRUE);
@@ -120,6 +126,129 @@ END_TEST
 
 START_TEST(test_key_order_64_cooperative) {
   key_order(64, "cooperative-sticky");
+}
+END_TEST
+
+/* ------------------------------------------------------------ instances */
+
+/* concurrency = 4: the member runs four plugin instances, create() of each
+ * learns its own worker index (0..3, each once), every one of them
+ * handles records, and no instance is ever called while it is still in a
+ * call (the scripted plugin flags a call that begins inside another). */
+START_TEST(test_worker_instances) {
+  enum { RECORDS = 200, N = 4 };
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  produce_keyed(&c, RECORDS, 40, NULL);
+  char *cfg = cfg_for(&c, "w.cfg", 1, "calls.log",
+                      "concurrency = 4; max_batch = 50;", "slow_ms = 10;");
+  pipeline_stats_t s = mu_run_to_end(cfg, 0, 90000);
+  char *log = tu_path(c.dir, "calls.log");
+  size_t nl;
+  mu_line_t *l = mu_read_lines(log, &nl);
+  int calls[N] = {0};
+  for (size_t i = 0; i < nl; i++) {
+    ck_assert_msg(l[i].worker >= 0 && l[i].worker < N, "worker %d",
+                  l[i].worker);
+    ck_assert_msg(!l[i].overlap, "two calls of worker %d's instance at once",
+                  l[i].worker);
+    calls[l[i].worker]++;
+  }
+  for (int w = 0; w < N; w++)
+    ck_assert_msg(calls[w] > 0, "worker %d handled nothing", w);
+  ck_assert_uint_eq(s.handled, RECORDS);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(l, nl), RECORDS);
+  assert_committed_at_end(&c);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* ------------------------------------------------------------ memory */
+
+/* Every call takes 1.5 s and the member's two workers stay busy: its queue
+ * holds max(max_batch, 16 x concurrency) = 32 records and may not grow
+ * while it waits, however long the calls take (records/s of the gauge
+ * khost_records_queued, sampled through /metrics for 4 s). The member
+ * keeps its partitions meanwhile, and a second run finishes the rest. */
+START_TEST(test_queue_bounded_while_workers_busy) {
+  enum { QUEUE_MAX = 32 };
+  mu_cluster_t c;
+  mu_host_t h;
+  char *body = NULL;
+  int status = 0;
+  double most = 0;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  produce_keyed(&c, 300, 30, NULL);
+  mu_cfg_t o = {.file = "q.cfg",
+                .top = "http = { listen = \"127.0.0.1:0\"; };",
+                .pipeline = "concurrency = 2; max_batch = 10;",
+                .plugin = "slow_ms = 1500;"};
+  char *cfg = mu_write_cfg(&c, &o);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  ck_assert_int_gt(port, 0);
+  TU_WAIT_UNTIL((free(body), body = hu_get(port, "/metrics", &status),
+                 body && hu_sum(body, "khost_records_queued") >= QUEUE_MAX),
+                30000, "the queue full");
+  for (int64_t end = tu_mono_ms() + 4000; tu_mono_ms() < end;) {
+    free(body);
+    body = hu_get(port, "/metrics", &status);
+    ck_assert_ptr_nonnull(body);
+    double q = hu_sum(body, "khost_records_queued");
+    most = q > most ? q : most;
+    usleep(50 * 1000);
+  }
+  fprintf(stderr, "queue_bounded: at most %.0f records queued\n", most);
+  ck_assert_msg(most <= QUEUE_MAX + PARTS,
+                "%.0f records queued, the bound is %d", most, QUEUE_MAX);
+  free(body);
+  mu_host_stop(&h);
+  ck_assert_int_eq(h.status, 0);
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* ------------------------------------------------------------ dedup */
+
+/* Two copies of one event ID under two keys of one partition, each call
+ * taking 500 ms, with concurrency = 8: both copies are ready at once, but
+ * only one is handled; the other waits on its claim and is counted as a
+ * duplicate. */
+START_TEST(test_copies_in_flight_handled_once) {
+  mu_cluster_t c;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, PARTS);
+  mu_produce(&c, TOPIC, 0, "same-id", "ka", "sleep 500");
+  mu_produce(&c, TOPIC, 0, "same-id", "kb", "sleep 500");
+  for (int i = 0; i < 10; i++) {
+    char id[16], key[16];
+    snprintf(id, sizeof(id), "other-%d", i);
+    snprintf(key, sizeof(key), "k%d", i);
+    mu_produce(&c, TOPIC, i % PARTS, id, key, "order");
+  }
+  mu_flush(&c);
+  char *cfg = cfg_for(&c, "d.cfg", 1, "calls.log",
+                      "concurrency = 8; max_batch = 50;", NULL);
+  pipeline_stats_t s = mu_run_to_end(cfg, 0, 90000);
+  char *log = tu_path(c.dir, "calls.log");
+  size_t nl;
+  mu_line_t *l = mu_read_lines(log, &nl);
+  ck_assert_uint_eq(nl, 11);
+  ck_assert_uint_eq(mu_assert_ok_ids_distinct(l, nl), 11);
+  ck_assert_uint_eq(s.handled, 11);
+  ck_assert_uint_eq(s.duplicates, 1);
+  assert_committed_at_end(&c);
+  free(l);
+  free(log);
+  free(cfg);
+  mu_stop(&c);
 }
 END_TEST
 
@@ -408,6 +537,9 @@ Suite *concurrency_suite(void) {
   TU_CASE(s, test_key_order_8_eager, 120, "mock-cluster");
   TU_CASE(s, test_key_order_1_cooperative, 120, "mock-cluster");
   TU_CASE(s, test_key_order_1_eager, 120, "mock-cluster");
+  TU_CASE(s, test_worker_instances, 120, "mock-cluster");
+  TU_CASE(s, test_queue_bounded_while_workers_busy, 120, "mock-cluster");
+  TU_CASE(s, test_copies_in_flight_handled_once, 120, "mock-cluster");
   TU_CASE(s, test_slow_key_does_not_slow_others, 120, "mock-cluster");
   TU_CASE(s, test_retry_holds_only_its_key, 120, "mock-cluster");
   TU_CASE(s, test_stop_mid_stream, 120, "mock-cluster");

@@ -1,6 +1,7 @@
 /* Tests of the config module: parsing, defaults, and error reports. */
 #include <fcntl.h>
 #include <grp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -512,6 +513,36 @@ END_TEST
   "  {\n"                                                                      \
   "    name = \"p\"; group_id = \"g\"; topics = [ \"t\" ]; plugin = \"x\";\n"
 #define PIPE_CLOSE "  }\n);\n"
+
+/* Every word order_by takes, with the ordering it names. */
+START_TEST(test_order_by_words) {
+  static const struct {
+    const char *word;
+    cfg_order_t order;
+    const char *header;
+  } cases[] = {{"key", CFG_ORDER_KEY, NULL},
+               {"header:aggregateId", CFG_ORDER_HEADER, "aggregateId"},
+               {"event_id", CFG_ORDER_EVENT_ID, NULL},
+               {"partition", CFG_ORDER_PARTITION, NULL},
+               {"none", CFG_ORDER_NONE, NULL}};
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    cfg_t cfg;
+    char err[1024], text[512], *path;
+    snprintf(text, sizeof(text),
+             KAFKA PIPE_OPEN
+             "    concurrency = 8; order_by = \"%s\";\n" PIPE_CLOSE,
+             cases[i].word);
+    ck_assert_msg(load_text(&cfg, text, err, sizeof(err), &path) == 0, "%s: %s",
+                  cases[i].word, err);
+    ck_assert_int_eq(cfg.pipelines[0].concurrency, 8);
+    ck_assert_int_eq(cfg.pipelines[0].order_by, cases[i].order);
+    if (cases[i].header)
+      ck_assert_str_eq(cfg.pipelines[0].order_header, cases[i].header);
+    cfg_free(&cfg);
+    free(path);
+  }
+}
+END_TEST
 
 static const struct bad_case {
   const char *what;
@@ -1189,6 +1220,7 @@ Suite *config_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_full_file);
   tcase_add_test(tc, test_defaults);
+  tcase_add_test(tc, test_order_by_words);
   tcase_add_test(tc, test_memory_limit);
   tcase_add_test(tc, test_failure_settings);
   tcase_add_test(tc, test_plugin_dir_from_env);

@@ -339,16 +339,17 @@ END_TEST
  * does not answer): SIGTERM still ends khost once shutdown_timeout has
  * passed, and the line at the deadline names the record the call is stuck
  * on instead of blaming Kafka. Nothing past that record is committed, and
- * the next run (with a handler that returns) loses nothing. */
-START_TEST(test_stuck_handler_sigterm) {
+ * the next run (with a handler that returns) loses nothing. effects_before:
+ * the effects flushed when the first run is gone. */
+static void stuck_handler_sigterm(const char *pipeline, int flags,
+                                  size_t effects_before) {
   enum { DEADLINE_MS = 3000, MARGIN_MS = 2000 };
   fu_start(&w, 3, 1);
   fu_produce_n(&w, 3, "ok");
   fu_produce_n(&w, 1, "slow"); /* offset 3 */
   fu_produce_n(&w, 2, "ok");
-  char *cfg =
-      fu_config(&w, "khost.cfg", 0, 1, "shutdown_timeout = \"3s\";", NULL,
-                "handler_timeout = \"500ms\";", "slow_ms = 3600000;");
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, "shutdown_timeout = \"3s\";",
+                        NULL, pipeline, "slow_ms = 3600000;");
   char *quick =
       fu_config(&w, "quick.cfg", 0, 1, NULL, NULL, NULL, "slow_ms = 1;");
   fu_proc_t *p = fu_khost(&w, "run1", cfg, 0, 0);
@@ -368,13 +369,31 @@ START_TEST(test_stuck_handler_sigterm) {
                 "the deadline line does not name the stuck record: %s", line);
   ck_assert_msg(strstr(line, "Kafka") == NULL, "blames Kafka: %s", line);
   ck_assert_int_le(fu_committed(&w, 0, 10000), 3);
+  ck_assert_uint_eq(fu_effects(&w), effects_before);
   fu_verify_snapshot(&w, 0);
   fu_run_to_end(&w, "run2", quick, 0);
-  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  fu_verify(&w, FU_CHECK_AT_END | flags, NULL);
   free(line);
   free(quick);
   free(cfg);
   fu_stop(&w);
+}
+
+START_TEST(test_stuck_handler_sigterm) {
+  /* The member's own thread is stuck: the batch of offsets 0..2 never
+   * reaches flush(), so none of their effects is durable. */
+  stuck_handler_sigterm("handler_timeout = \"500ms\";", 0, 0);
+}
+END_TEST
+
+/* The same with concurrency = 4 and every record a lane of its own: the
+ * records after the stuck one are handled (durably) on the other workers
+ * meanwhile, and still nothing past it is committed; the deadline ends
+ * khost, and the next run handles the stuck record only. */
+START_TEST(test_stuck_worker_sigterm) {
+  stuck_handler_sigterm("handler_timeout = \"500ms\"; concurrency = 4; "
+                        "order_by = \"none\";",
+                        FU_CHECK_ANY_ORDER, 5);
 }
 END_TEST
 
@@ -545,6 +564,7 @@ Suite *crash_suite(void) {
   FU_SCENARIO(s, test_sigterm_mid_batch, 60);
   FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60);
   FU_SCENARIO(s, test_stuck_handler_sigterm, 60);
+  FU_SCENARIO(s, test_stuck_worker_sigterm, 60);
   FU_SCENARIO(s, test_retry_storm_fail_and_kill, 90);
   FU_SCENARIO(s, test_fatal_stops_every_run, 60);
   FU_SCENARIO(s, test_crashing_record_is_dead_lettered, 120);

@@ -23,6 +23,7 @@ typedef struct trec {
   int end;      /* a partition-end marker */
   char id[64];  /* the eventId header; "" for none */
   char key[32]; /* the record key; "" for a null key */
+  char agg[32]; /* the aggregateId header; "" for none */
 } trec_t;
 
 static const char *r_topic(const void *r) {
@@ -45,10 +46,13 @@ static void r_key(const void *r, const void **key, size_t *len) {
 static int r_header(const void *r, const char *name, const void **value,
                     size_t *len) {
   const trec_t *t = r;
-  if (strcmp(name, "eventId") != 0 || !t->id[0])
+  const char *v = strcmp(name, "eventId") == 0       ? t->id
+                  : strcmp(name, "aggregateId") == 0 ? t->agg
+                                                     : "";
+  if (!v[0])
     return 0;
-  *value = t->id;
-  *len = strlen(t->id);
+  *value = v;
+  *len = strlen(v);
   return 1;
 }
 static void r_free(void *r) {
@@ -127,6 +131,19 @@ static void push_key(tmember_t *m, int32_t partition, int64_t offset,
   r->offset = offset;
   snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
   snprintf(r->key, sizeof(r->key), "%s", key ? key : "");
+  ck_assert_int_eq(flow_push(m->f, r), 0);
+}
+
+/* A record with an aggregateId header (NULL: none) and key "k". */
+static void push_agg(tmember_t *m, int32_t partition, int64_t offset,
+                     const char *agg, const char *id) {
+  trec_t *r = calloc(1, sizeof(*r));
+  strcpy(r->topic, "t");
+  r->partition = partition;
+  r->offset = offset;
+  snprintf(r->id, sizeof(r->id), "%s", id);
+  strcpy(r->key, "k");
+  snprintf(r->agg, sizeof(r->agg), "%s", agg ? agg : "");
   ck_assert_int_eq(flow_push(m->f, r), 0);
 }
 
@@ -1218,6 +1235,105 @@ START_TEST(test_lanes_queue_bound_pauses) {
 }
 END_TEST
 
+/* A record that comes while the queue is full (the member polls every
+ * POLL_MS while its workers stay busy) pauses the partitions with records
+ * queued although jobs are out, until the queue is below half: the queue
+ * does not grow while the calls take long. */
+START_TEST(test_lanes_past_full_queue_pauses) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 2;
+  m.conf.queue_max = 4;
+  member_open(&m);
+  flow_part_t *p0 = flow_find(m.f, "t", 0), *p1 = flow_find(m.f, "t", 1);
+  push_key(&m, 0, 0, "a", "a0");
+  push_key(&m, 0, 1, "b", "b0");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0);
+  push_key(&m, 0, 2, "c", "c0");
+  push_key(&m, 0, 3, "d", "d0");
+  ck_assert(flow_full(m.f));                     /* two out, two queued */
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0)); /* full, jobs out: normal */
+  push_key(&m, 1, 0, "g", "g0");                 /* one past the bound */
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));
+  ck_assert(flow_part_wants_pause(m.f, p1, 0));
+  flow_part_set_paused(p0, 1);
+  flow_part_set_paused(p1, 1);
+  reply(&m, &j0, KHOST_OK, 0);
+  j0 = next_call(&m, 0); /* c out; 4 not finished */
+  reply(&m, &j1, KHOST_OK, 0);
+  j1 = next_call(&m, 0); /* d out; 3 */
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));
+  reply(&m, &j0, KHOST_OK, 0);
+  j0 = next_call(&m, 0); /* g out; 2: half */
+  ck_assert_int_eq(r_partition(j0.rec), 1);
+  ck_assert(flow_part_wants_pause(m.f, p0, 0));
+  ck_assert(flow_part_wants_pause(m.f, p1, 0));
+  reply(&m, &j1, KHOST_OK, 0); /* 1: below half */
+  ck_assert(!flow_part_wants_pause(m.f, p0, 0));
+  ck_assert(!flow_part_wants_pause(m.f, p1, 0));
+  reply(&m, &j0, KHOST_OK, 0);
+  flow_close(m.f);
+}
+END_TEST
+
+/* The queue's bound in bytes (queue_bytes, a member's share of
+ * memory_limit): records of 100 bytes, a bound of 250: full at the third,
+ * and no longer once one of them has its outcome. */
+START_TEST(test_lanes_queue_bytes_bound) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 4;
+  m.conf.queue_bytes = 250;
+  member_open(&m);
+  push_key(&m, 0, 0, "a", "y0");
+  push_key(&m, 0, 1, "b", "y1");
+  ck_assert(!flow_full(m.f));
+  push_key(&m, 0, 2, "c", "y2");
+  ck_assert(flow_full(m.f));
+  flow_job_t j = next_call(&m, 0);
+  ck_assert(flow_full(m.f)); /* out, not finished */
+  reply(&m, &j, KHOST_OK, 0);
+  ck_assert(!flow_full(m.f));
+  flow_close(m.f);
+}
+END_TEST
+
+/* Retries used up with concurrency: the record goes to the dead-letter
+ * topic while the other keys run on; its key's next record waits for the
+ * write. */
+START_TEST(test_lanes_retries_used_up_to_dead_letter) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 8;
+  m.conf.order_by = FLOW_ORDER_KEY;
+  m.conf.retry_max = 0;
+  m.conf.dead_letter_topic = "dlt";
+  member_open(&m);
+  push_key(&m, 0, 0, "a", "a0");
+  push_key(&m, 0, 1, "b", "b0");
+  push_key(&m, 0, 2, "a", "a1");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  reply(&m, &j0, KHOST_RETRY, 0); /* no retry left */
+  flow_job_t dl;
+  ck_assert_int_eq(flow_next(m.f, 0, &dl), FLOW_DEAD_LETTER);
+  ck_assert_int_eq(r_offset(dl.rec), 0);
+  expect_none(&m, 0); /* a1 waits for the write, b0 is out */
+  reply(&m, &j1, KHOST_OK, 0);
+  expect_none(&m, 0);
+  flow_dead_letter_done(m.f, dl.part, 0, NULL, 0);
+  flow_job_t j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  reply(&m, &j2, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 3);
+  ck_assert_int_eq(atomic_load(&m.counts.failed), 1);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 2);
+  flow_close(m.f);
+}
+END_TEST
+
 /* order_by = "partition" keeps today's order: one lane per partition. */
 START_TEST(test_lanes_order_by_partition) {
   tmember_t m;
@@ -1240,6 +1356,102 @@ START_TEST(test_lanes_order_by_partition) {
 }
 END_TEST
 
+/* order_by = "header:aggregateId": records of one aggregate one at a time
+ * in offset order, whatever their key (all "k" here); other aggregates
+ * beside them; the records without the header form one lane. */
+START_TEST(test_lanes_order_by_header) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 8;
+  m.conf.order_by = FLOW_ORDER_HEADER;
+  m.conf.order_header = "aggregateId";
+  member_open(&m);
+  push_agg(&m, 0, 0, "A", "x0");
+  push_agg(&m, 0, 1, "B", "x1");
+  push_agg(&m, 0, 2, "A", "x2");
+  push_agg(&m, 0, 3, NULL, "x3");
+  push_agg(&m, 0, 4, NULL, "x4");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0),
+             j3 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  ck_assert_int_eq(r_offset(j3.rec), 3);
+  expect_none(&m, 0); /* A's second and the second without waiting */
+  reply(&m, &j3, KHOST_OK, 0);
+  flow_job_t j4 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j4.rec), 4);
+  expect_none(&m, 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  flow_job_t j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  reply(&m, &j1, KHOST_OK, 0);
+  reply(&m, &j2, KHOST_OK, 0);
+  reply(&m, &j4, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 5);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 5);
+  flow_close(m.f);
+}
+END_TEST
+
+/* order_by = "event_id": records of one key with different event IDs run
+ * side by side. */
+START_TEST(test_lanes_order_by_event_id) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 8;
+  m.conf.order_by = FLOW_ORDER_EVENT_ID;
+  member_open(&m);
+  push_key(&m, 0, 0, "a", "e0");
+  push_key(&m, 0, 1, "a", "e1");
+  push_key(&m, 0, 2, "a", "e2");
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0),
+             j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec) + r_offset(j1.rec) + r_offset(j2.rec), 3);
+  ck_assert_uint_eq(flow_in_flight(m.f), 3);
+  reply(&m, &j2, KHOST_OK, 0);
+  reply(&m, &j1, KHOST_OK, 0);
+  reply(&m, &j0, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 3);
+  flow_close(m.f);
+}
+END_TEST
+
+/* order_by = "none": every record on its own, even of one key, at most
+ * concurrency out; answers in any order, the position waits for the
+ * lowest offset without one. */
+START_TEST(test_lanes_order_by_none) {
+  tmember_t m;
+  member_conf(&m);
+  m.conf.concurrency = 3;
+  m.conf.order_by = FLOW_ORDER_NONE;
+  member_open(&m);
+  for (int i = 0; i < 4; i++) {
+    char id[8];
+    snprintf(id, sizeof(id), "n%d", i);
+    push_key(&m, 0, i, "a", id);
+  }
+  flow_job_t j0 = next_call(&m, 0), j1 = next_call(&m, 0),
+             j2 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j0.rec), 0);
+  ck_assert_int_eq(r_offset(j1.rec), 1);
+  ck_assert_int_eq(r_offset(j2.rec), 2);
+  expect_none(&m, 0); /* three out: the concurrency */
+  reply(&m, &j2, KHOST_OK, 0);
+  flow_job_t j3 = next_call(&m, 0);
+  ck_assert_int_eq(r_offset(j3.rec), 3);
+  reply(&m, &j3, KHOST_OK, 0);
+  reply(&m, &j1, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), -1); /* offset 0 has no outcome */
+  reply(&m, &j0, KHOST_OK, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 4);
+  flow_close(m.f);
+}
+END_TEST
+
 static void add_lane_tests(TCase *tc) {
   tcase_add_test(tc, test_lanes_out_of_order_position);
   tcase_add_test(tc, test_lanes_one_per_lane_and_concurrency);
@@ -1249,7 +1461,13 @@ static void add_lane_tests(TCase *tc) {
   tcase_add_test(tc, test_lanes_revoke_with_jobs_out);
   tcase_add_test(tc, test_lanes_abandoned_never_passed);
   tcase_add_test(tc, test_lanes_queue_bound_pauses);
+  tcase_add_test(tc, test_lanes_past_full_queue_pauses);
+  tcase_add_test(tc, test_lanes_queue_bytes_bound);
+  tcase_add_test(tc, test_lanes_retries_used_up_to_dead_letter);
   tcase_add_test(tc, test_lanes_order_by_partition);
+  tcase_add_test(tc, test_lanes_order_by_header);
+  tcase_add_test(tc, test_lanes_order_by_event_id);
+  tcase_add_test(tc, test_lanes_order_by_none);
 }
 
 Suite *flow_suite(void) {

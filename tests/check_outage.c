@@ -203,15 +203,19 @@ static size_t effects_of(pid_t pid) {
 
 /* A second host joins the group mid-stream, then the first one leaves
  * (SIGTERM) mid-stream. Each host has its own dedup database, as
- * separate machines would. */
-static void join_and_leave(const char *assignor) {
+ * separate machines would. pipeline and plugin go into the pipeline and
+ * its plugin's config group (NULL: nothing), value scripts the records
+ * (NULL: all OK), flags go to fu_verify(). */
+static void join_and_leave(const char *assignor, const char *pipeline,
+                           const char *plugin, const char *(*value)(unsigned),
+                           int flags) {
   char kafka[128];
   snprintf(kafka, sizeof(kafka), "partition_assignment_strategy = \"%s\";",
            assignor);
   fu_start(&w, 3, 3);
-  char *cfg_a = fu_config(&w, "a.cfg", 0, 1, NULL, kafka, NULL, NULL);
-  char *cfg_b = fu_config(&w, "b.cfg", 1, 1, NULL, kafka, NULL, NULL);
-  fu_feed_start(&w, 5, NULL);
+  char *cfg_a = fu_config(&w, "a.cfg", 0, 1, NULL, kafka, pipeline, plugin);
+  char *cfg_b = fu_config(&w, "b.cfg", 1, 1, NULL, kafka, pipeline, plugin);
+  fu_feed_start(&w, 5, value);
   fu_watch_commits_start(&w);
   fu_proc_t *a = fu_khost(&w, "a", cfg_a, 0, 0);
   fu_wait_stderr(a, "assigned 3 partition(s)", 1, 30000);
@@ -231,19 +235,42 @@ static void join_and_leave(const char *assignor) {
   fu_wait_all_committed(&w, 30000);
   fu_stop_host(b);
   fu_watch_commits_stop(&w);
-  fu_verify(&w, FU_CHECK_AT_END, NULL);
+  fu_verify(&w, FU_CHECK_AT_END | flags, NULL);
   free(cfg_a);
   free(cfg_b);
   fu_stop(&w);
 }
 
 START_TEST(test_join_and_leave_eager) {
-  join_and_leave("range");
+  join_and_leave("range", NULL, NULL, NULL, 0);
 }
 END_TEST
 
 START_TEST(test_join_and_leave_cooperative) {
-  join_and_leave("cooperative-sticky");
+  join_and_leave("cooperative-sticky", NULL, NULL, NULL, 0);
+}
+END_TEST
+
+/* Every record takes 30 ms, every 100th asks for retries. */
+static const char *slow_records(unsigned n) {
+  return n % 100 == 7 ? "retry" : "slow";
+}
+
+/* The same with concurrency = 16 and records of 30 ms: each revoke (the
+ * join, the leave) comes while many records of the revoked partitions are
+ * out on workers, finishing out of order. */
+static void join_and_leave_concurrency(const char *assignor) {
+  join_and_leave(assignor, "concurrency = 16; order_by = \"none\";",
+                 "slow_ms = 30;", slow_records, FU_CHECK_ANY_ORDER);
+}
+
+START_TEST(test_join_and_leave_concurrency_eager) {
+  join_and_leave_concurrency("range");
+}
+END_TEST
+
+START_TEST(test_join_and_leave_concurrency_cooperative) {
+  join_and_leave_concurrency("cooperative-sticky");
 }
 END_TEST
 
@@ -416,6 +443,8 @@ Suite *outage_suite(void) {
   FU_SCENARIO(s, test_offset_out_of_range, 60);
   FU_SCENARIO(s, test_coordinator_down, 90);
   FU_SCENARIO(s, test_join_and_leave_eager, 90);
+  FU_SCENARIO(s, test_join_and_leave_concurrency_cooperative, 90);
+  FU_SCENARIO(s, test_join_and_leave_concurrency_eager, 90);
   FU_SCENARIO(s, test_partition_without_leader, 60);
   outage_sqlite_cases(s);
   return s;

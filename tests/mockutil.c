@@ -302,10 +302,10 @@ mu_line_t *mu_read_lines(const char *path, size_t *n) {
       lines = realloc(lines, (cap *= 2) * sizeof(*lines));
     mu_line_t *l = &lines[(*n)++];
     long long off, ms;
-    int got =
-        sscanf(line, "%63s %d %lld %u %63s %d %lld %u", l->topic, &l->partition,
-               &off, &l->attempt, l->event_id, &l->result, &ms, &l->flags);
-    ck_assert_msg(got == 8, "bad plugin log line: %s", line);
+    int got = sscanf(line, "%63s %d %lld %u %63s %d %lld %u %d %d", l->topic,
+                     &l->partition, &off, &l->attempt, l->event_id, &l->result,
+                     &ms, &l->flags, &l->worker, &l->overlap);
+    ck_assert_msg(got == 10, "bad plugin log line: %s", line);
     l->offset = off;
     l->ms = ms;
   }

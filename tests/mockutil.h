@@ -119,6 +119,8 @@ typedef struct mu_line {
   int result;
   int64_t ms;
   unsigned flags; /* khost_record_t.flags */
+  int worker;     /* the instance's api->worker_index() */
+  int overlap;    /* 1: the call began inside another of its instance */
 } mu_line_t;
 
 /* All whole lines of path (a last line without its newline is still being
