@@ -1,0 +1,344 @@
+/*
+ * The log of plugin state writes, its fold and the overlay of the writes
+ * not folded yet: see store_state_log.h.
+ */
+#include <sqlite3.h>
+#include <string.h>
+
+#include "store_state_log.h"
+
+const char *const slog_schema_sql =
+    "CREATE TABLE IF NOT EXISTS state_log("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);";
+
+#define HEAD 13 /* flag, scope, key length, value length */
+
+static void put32(guint8 *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (guint8)(v >> (8 * i));
+}
+
+static uint32_t get32(const guint8 *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+
+void slog_pack(GByteArray *out, const slog_write_t *w) {
+  guint8 h[HEAD];
+  h[0] = w->del ? 1 : 0;
+  put32(h + 1, w->scope);
+  put32(h + 5, (uint32_t)w->klen);
+  put32(h + 9, w->del ? 0 : (uint32_t)w->vlen);
+  g_byte_array_append(out, h, HEAD);
+  g_byte_array_append(out, w->key, (guint)w->klen);
+  if (!w->del)
+    g_byte_array_append(out, w->val, (guint)w->vlen);
+}
+
+int slog_unpack(const guint8 *p, size_t n, size_t *at, slog_write_t *w) {
+  if (*at == n)
+    return 0;
+  if (n - *at < HEAD)
+    return -1;
+  const guint8 *h = p + *at;
+  w->del = h[0] == 1;
+  w->scope = get32(h + 1);
+  w->klen = get32(h + 5);
+  w->vlen = get32(h + 9);
+  if (n - *at - HEAD < w->klen || n - *at - HEAD - w->klen < w->vlen)
+    return -1;
+  w->key = h + HEAD;
+  w->val = w->del ? NULL : h + HEAD + w->klen;
+  *at += HEAD + w->klen + w->vlen;
+  return 1;
+}
+
+/* By scope, then key bytes (a shorter key first when one starts the
+ * other), as SQLite orders (scope, key BLOB). */
+static int key_cmp(uint32_t s1, const guint8 *k1, size_t l1, uint32_t s2,
+                   const guint8 *k2, size_t l2) {
+  if (s1 != s2)
+    return s1 < s2 ? -1 : 1;
+  size_t n = MIN(l1, l2);
+  int c = n ? memcmp(k1, k2, n) : 0;
+  if (c == 0 && l1 != l2)
+    c = l1 < l2 ? -1 : 1;
+  return c;
+}
+
+static gint write_cmp(gconstpointer a, gconstpointer b, gpointer u) {
+  (void)u;
+  const slog_write_t *x = a, *y = b;
+  return key_cmp(x->scope, x->key, x->klen, y->scope, y->key, y->klen);
+}
+
+typedef struct fold {
+  sqlite3_stmt *put, *del;
+  int rc;
+} fold_t;
+
+/* Bytes to bind; never NULL (SQLite binds NULL as SQL NULL). */
+static const void *nn(const void *p, size_t n) {
+  return n ? p : "";
+}
+
+static gboolean fold_one(gpointer k, gpointer v, gpointer arg) {
+  (void)v;
+  const slog_write_t *w = k;
+  fold_t *f = arg;
+  sqlite3_stmt *q = w->del ? f->del : f->put;
+  sqlite3_bind_int64(q, 1, w->scope);
+  sqlite3_bind_blob64(q, 2, nn(w->key, w->klen), w->klen, SQLITE_STATIC);
+  if (!w->del)
+    sqlite3_bind_blob64(q, 3, nn(w->val, w->vlen), w->vlen, SQLITE_STATIC);
+  int rc = sqlite3_step(q);
+  sqlite3_reset(q);
+  f->rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+  return f->rc != SQLITE_OK;
+}
+
+/* The rows of the log, oldest first, into t (the latest write of each
+ * key); their bytes are kept in rows. */
+static int fold_read(sqlite3 *db, GTree *t, GPtrArray *rows) {
+  sqlite3_stmt *q = NULL;
+  int rc = sqlite3_prepare_v2(db, "SELECT data FROM state_log ORDER BY seq", -1,
+                              &q, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    size_t n = (size_t)sqlite3_column_bytes(q, 0), at = 0;
+    GBytes *row = g_bytes_new(sqlite3_column_blob(q, 0), n);
+    const guint8 *p = g_bytes_get_data(row, NULL);
+    slog_write_t w;
+    int u;
+    g_ptr_array_add(rows, row);
+    rc = SQLITE_OK;
+    while ((u = slog_unpack(p, n, &at, &w)) == 1) {
+      slog_write_t *old = g_tree_lookup(t, &w);
+      if (old)
+        *old = w; /* a later row: its write wins */
+      else {
+        slog_write_t *x = g_memdup2(&w, sizeof(w));
+        g_tree_insert(t, x, x);
+      }
+    }
+    if (u < 0)
+      rc = SQLITE_CORRUPT;
+  }
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  sqlite3_finalize(q);
+  return rc;
+}
+
+static int last_seq(sqlite3 *db, int64_t *upto) {
+  sqlite3_stmt *q = NULL;
+  int rc = sqlite3_prepare_v2(
+      db, "SELECT seq FROM sqlite_sequence WHERE name = 'state_log'", -1, &q,
+      NULL);
+  *upto = 0;
+  if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW)
+    *upto = sqlite3_column_int64(q, 0);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  sqlite3_finalize(q);
+  return rc;
+}
+
+int slog_fold_in(sqlite3 *db, int64_t *upto) {
+  GTree *t = g_tree_new_full(write_cmp, NULL, g_free, NULL);
+  GPtrArray *rows =
+      g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+  fold_t f = {0};
+  int rc = fold_read(db, t, rows);
+  if (rc == SQLITE_OK && g_tree_nnodes(t) > 0) {
+    rc = sqlite3_prepare_v2(db,
+                            "INSERT OR REPLACE INTO state(scope, key, value)"
+                            " VALUES(?1, ?2, ?3)",
+                            -1, &f.put, NULL);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_prepare_v2(db,
+                              "DELETE FROM state WHERE scope = ?1 AND key = ?2",
+                              -1, &f.del, NULL);
+    if (rc == SQLITE_OK) {
+      g_tree_foreach(t, fold_one, &f);
+      rc = f.rc;
+    }
+  }
+  if (rc == SQLITE_OK && rows->len > 0)
+    rc = sqlite3_exec(db, "DELETE FROM state_log", NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = last_seq(db, upto);
+  sqlite3_finalize(f.put);
+  sqlite3_finalize(f.del);
+  g_tree_destroy(t);
+  g_ptr_array_free(rows, TRUE);
+  return rc;
+}
+
+int slog_fold(sqlite3 *db, int64_t *upto) {
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = slog_fold_in(db, upto);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  if (!sqlite3_get_autocommit(db))
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The overlay: the nodes in key order. */
+
+struct slog_ov {
+  GSequence *nodes;
+  size_t bytes;
+};
+
+#define NODE_BYTES (sizeof(slog_node_t) + 32) /* with the sequence's */
+
+static void node_free(gpointer p) {
+  slog_node_t *n = p;
+  g_free(n->val);
+  g_free(n);
+}
+
+static gint node_cmp(gconstpointer a, gconstpointer b, gpointer u) {
+  (void)u;
+  const slog_node_t *x = a, *y = b;
+  return key_cmp(x->scope, x->key, x->klen, y->scope, y->key, y->klen);
+}
+
+slog_ov_t *slog_ov_new(void) {
+  slog_ov_t *ov = g_new0(slog_ov_t, 1);
+  ov->nodes = g_sequence_new(node_free);
+  return ov;
+}
+
+void slog_ov_free(slog_ov_t *ov) {
+  if (!ov)
+    return;
+  g_sequence_free(ov->nodes);
+  g_free(ov);
+}
+
+static slog_node_t probe(uint32_t scope, const void *key, size_t klen) {
+  return (slog_node_t){.scope = scope, .key = (guint8 *)key, .klen = klen};
+}
+
+/* The node of p's key, or NULL; *pos: where a node of it goes. */
+static slog_node_t *locate(slog_ov_t *ov, const slog_node_t *p,
+                           GSequenceIter **pos) {
+  GSequenceIter *at = g_sequence_search(ov->nodes, (gpointer)p, node_cmp, NULL);
+  *pos = at;
+  if (g_sequence_iter_is_begin(at))
+    return NULL;
+  slog_node_t *n = g_sequence_get(g_sequence_iter_prev(at));
+  return node_cmp(n, p, NULL) == 0 ? n : NULL;
+}
+
+static void set_val(slog_ov_t *ov, slog_node_t *n, const slog_write_t *w) {
+  ov->bytes -= n->vlen;
+  g_free(n->val);
+  n->del = w->del;
+  n->vlen = w->del ? 0 : w->vlen;
+  n->val = NULL;
+  if (!w->del) {
+    n->val = g_malloc(n->vlen ? n->vlen : 1);
+    if (n->vlen)
+      memcpy(n->val, w->val, n->vlen);
+  }
+  ov->bytes += n->vlen;
+}
+
+void slog_ov_apply(slog_ov_t *ov, const slog_write_t *w, int64_t seq) {
+  slog_node_t p = probe(w->scope, w->key, w->klen);
+  GSequenceIter *pos;
+  slog_node_t *n = locate(ov, &p, &pos);
+  if (n) {
+    if (n->seq < seq) {
+      n->seq = seq;
+      set_val(ov, n, w);
+    }
+    return;
+  }
+  /* The key's bytes after the node, in one allocation. */
+  n = g_malloc0(sizeof(*n) + w->klen);
+  n->seq = seq;
+  n->scope = w->scope;
+  n->klen = w->klen;
+  n->key = (guint8 *)(n + 1);
+  memcpy(n->key, w->key, w->klen);
+  ov->bytes += NODE_BYTES + w->klen;
+  set_val(ov, n, w);
+  g_sequence_insert_before(pos, n);
+}
+
+int slog_ov_load(slog_ov_t *ov, sqlite3 *db) {
+  sqlite3_stmt *q = NULL;
+  int rc =
+      sqlite3_prepare_v2(db, "SELECT seq, data FROM state_log", -1, &q, NULL);
+  while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+    int64_t seq = sqlite3_column_int64(q, 0);
+    size_t n = (size_t)sqlite3_column_bytes(q, 1), at = 0;
+    const guint8 *p = sqlite3_column_blob(q, 1);
+    slog_write_t w;
+    int u;
+    rc = SQLITE_OK;
+    while ((u = slog_unpack(p, n, &at, &w)) == 1)
+      slog_ov_apply(ov, &w, seq);
+    if (u < 0)
+      rc = SQLITE_CORRUPT;
+  }
+  if (rc == SQLITE_DONE)
+    rc = SQLITE_OK;
+  sqlite3_finalize(q);
+  return rc;
+}
+
+void slog_ov_prune(slog_ov_t *ov, int64_t upto) {
+  GSequenceIter *it = g_sequence_get_begin_iter(ov->nodes);
+  while (!g_sequence_iter_is_end(it)) {
+    GSequenceIter *next = g_sequence_iter_next(it);
+    slog_node_t *n = g_sequence_get(it);
+    if (n->seq <= upto) {
+      ov->bytes -= NODE_BYTES + n->klen + n->vlen;
+      g_sequence_remove(it);
+    }
+    it = next;
+  }
+}
+
+const slog_node_t *slog_ov_find(slog_ov_t *ov, uint32_t scope, const void *key,
+                                size_t klen) {
+  slog_node_t p = probe(scope, key, klen);
+  GSequenceIter *pos;
+  return locate(ov, &p, &pos);
+}
+
+void slog_ov_range(slog_ov_t *ov, uint32_t scope, const void *from, size_t flen,
+                   int after, const void *to, size_t tlen, int to_incl,
+                   slog_ov_fn fn, void *arg) {
+  slog_node_t p = probe(scope, from, flen);
+  GSequenceIter *it;
+  slog_node_t *n = locate(ov, &p, &it);
+  if (n && !after)
+    it = g_sequence_iter_prev(it);
+  for (; !g_sequence_iter_is_end(it); it = g_sequence_iter_next(it)) {
+    n = g_sequence_get(it);
+    if (n->scope != scope)
+      break;
+    if (to) {
+      int c = key_cmp(scope, n->key, n->klen, scope, to, tlen);
+      if (c > 0 || (c == 0 && !to_incl))
+        break;
+    }
+    fn(arg, n);
+  }
+}
+
+size_t slog_ov_keys(const slog_ov_t *ov) {
+  return (size_t)g_sequence_get_length(ov->nodes);
+}
+
+size_t slog_ov_bytes(const slog_ov_t *ov) {
+  return ov->bytes;
+}
