@@ -24,13 +24,16 @@ const char *const sstate_schema_sql =
     "CREATE TABLE IF NOT EXISTS state_log("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);";
 
-/* When the fold thread folds: the overlay past FOLD_KEYS keys or
- * FOLD_BYTES bytes, the log past FOLD_LOG_BYTES since the last fold, or
- * FOLD_MS after it with anything to fold. */
+/* When the fold thread folds: once FOLD_ROWS batches' rows were logged
+ * since the last fold (a count, not a time, so that a fold takes the
+ * same share of the work at any rate), the overlay past FOLD_KEYS keys
+ * or FOLD_BYTES bytes, the log past FOLD_LOG_BYTES since the last fold,
+ * or FOLD_MS after it with anything to fold. */
+#define FOLD_ROWS 256
 #define FOLD_KEYS 100000
 #define FOLD_BYTES ((size_t)32 << 20)
 #define FOLD_LOG_BYTES ((size_t)64 << 20)
-#define FOLD_MS 1000
+#define FOLD_MS 5000
 
 struct sstate {
   char *path;
@@ -43,7 +46,7 @@ struct sstate {
    * was logged since the last fold. */
   slog_ov_t *ov;
   int64_t folded;
-  size_t logged;
+  size_t logged, rows;
   /* The fold thread, started by the first batch applied; its own
    * connection. */
   pthread_t thread;
@@ -139,7 +142,7 @@ static int fold_on(sstate_t *st, sqlite3 *db) {
 
 /* Under mu. */
 static int over_bound(sstate_t *st) {
-  return slog_ov_keys(st->ov) > FOLD_KEYS ||
+  return st->rows >= FOLD_ROWS || slog_ov_keys(st->ov) > FOLD_KEYS ||
          slog_ov_bytes(st->ov) > FOLD_BYTES || st->logged > FOLD_LOG_BYTES;
 }
 
@@ -151,7 +154,8 @@ static int fold_due(sstate_t *st, gint64 last) {
 
 /* Folds off the members' and the durability threads' way, on its own
  * connection: its transaction holds SQLite's write lock for the time of
- * one fold, which the batches' commits wait for (busy timeout). */
+ * one fold, which the batches' commits wait for (busy timeout). Looks
+ * every 100 ms whether a fold is due; a batch past a bound wakes it. */
 static void *fold_main(void *arg) {
   sstate_t *st = arg;
   gint64 last = g_get_monotonic_time();
@@ -169,6 +173,7 @@ static void *fold_main(void *arg) {
       continue;
     }
     st->logged = 0;
+    st->rows = 0;
     pthread_mutex_unlock(&st->mu);
     int rc = SQLITE_OK;
     if (!st->fdb) {
@@ -489,6 +494,7 @@ void sstate_buf_applied(sstate_t *st, const sstate_buf_t *b) {
       slog_ov_apply(st->ov, &w, b->seq);
     }
     st->logged += b->row->len;
+    st->rows++;
   }
   if (!st->started) {
     st->started = pthread_create(&st->thread, NULL, fold_main, st) == 0;

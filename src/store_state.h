@@ -11,10 +11,10 @@
  *   state_log(seq, data)
  * where a batch's state writes go, one row per batch (store_state_log.h).
  * A fold thread (started by the first batch applied) folds the log into
- * the state table, off the batches' way, when its writes pass a bound
- * (keys, bytes) or a second after the last fold; until then an overlay
- * in memory answers reads of them. Opening folds what a crash left in
- * the log, closing what is left: nothing is applied twice or lost.
+ * the state table, off the batches' way, once 256 batches were logged,
+ * the writes pass a bound (keys, bytes) or 5 s after the last fold; until
+ * then an overlay in memory answers reads of them. Opening folds what a crash
+ * left in the log, closing what is left: nothing is applied twice or lost.
  *
  * Threads: an sstate_t is thread-safe (one read connection under a
  * mutex, a fold thread with a connection of its own); a buffer belongs
