@@ -129,10 +129,12 @@ static const struct {
      "\n"
      "Create (init) or upgrade (migrate) the schema of the PostgreSQL store\n"
      "that store.conninfo names; khost run only uses a schema it knows.\n"
-     "With the SQLite store there is nothing to do.\n"
+     "With the SQLite store (dedup.path), which khost run creates and\n"
+     "upgrades itself, init creates the file and migrate upgrades an\n"
+     "existing one ahead of a run.\n"
      "\n"
-     "Exit status: 0 done; 1 the server refused or is unreachable; 2 usage\n"
-     "or config.\n"},
+     "Exit status: 0 done; 1 the server refused or is unreachable, or the\n"
+     "SQLite file is missing (migrate) or failed; 2 usage or config.\n"},
     {"state",
      "Usage: khost state get   -c FILE -p PIPELINE --key KEY\n"
      "       khost state scan  -c FILE -p PIPELINE [--prefix KEY]\n"

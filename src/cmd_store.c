@@ -1,7 +1,10 @@
 /*
  * khost store init|migrate -c FILE: create or upgrade the schema of the
  * shared PostgreSQL store the config names. `run` never does: a host
- * pointed at the wrong database must not create tables there.
+ * pointed at the wrong database must not create tables there. For the
+ * SQLite file, which `run` creates and upgrades itself, the same done
+ * ahead of a run: init creates it, migrate upgrades an existing one
+ * (and folds its log of state writes).
  */
 #include <getopt.h>
 #include <glib.h>
@@ -9,8 +12,11 @@
 #include <string.h>
 
 #include "commands.h"
+#include "dedup.h"
+#include "dedup_admin.h"
 #include "host.h"
 #include "store_pg.h"
+#include "store_state.h"
 
 /* -c FILE, or a usage error (returned as >= 0). */
 static int parse(int argc, char **argv, const char *action,
@@ -58,6 +64,25 @@ out:
   return rc;
 }
 
+/* The schema brought up to date (dadm_open()), the log of state writes
+ * folded into the state table (sstate_open()). */
+static int sqlite_schema(const cfg_t *cfg, int create) {
+  char err[1024];
+  dadm_t *a = NULL;
+  sstate_t *st = NULL;
+  if (dadm_open(&a, cfg->dedup_path, create, err, sizeof(err)) != 0 ||
+      sstate_open(&st, cfg->dedup_path, 0, err, sizeof(err)) != 0) {
+    fprintf(stderr, "khost: %s\n", err);
+    dadm_close(a);
+    return HOST_EXIT_RUNTIME;
+  }
+  sstate_close(st);
+  dadm_close(a);
+  printf("sqlite store (%s): schema version %d\n", cfg->dedup_path,
+         DEDUP_SCHEMA_VERSION);
+  return HOST_EXIT_OK;
+}
+
 int cmd_store(int argc, char **argv) {
   const char *action = argc > 1 ? argv[1] : NULL, *config = NULL;
   cfg_t cfg = {0};
@@ -71,8 +96,7 @@ int cmd_store(int argc, char **argv) {
   if (rc != 0)
     goto out;
   if (cfg.store_backend != CFG_STORE_POSTGRESQL)
-    printf("%s: the SQLite store needs no init: khost run creates %s\n", config,
-           cfg.dedup_path);
+    rc = sqlite_schema(&cfg, strcmp(action, "init") == 0);
   else
     rc = init_schema(&cfg);
 out:

@@ -48,6 +48,7 @@
 #include "id_hash.h"
 #include "log.h"
 #include "store_parked.h"
+#include "store_state.h"
 
 #define DEFAULT_BUSY_MS 10000
 #define PRUNE_ROWS 200 /* batch rows deleted per transaction */
@@ -435,7 +436,9 @@ int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
       path_exec(path, db, schema_sql, err, errlen) < 0 ||
       path_exec(path, db, dseg_schema_sql, err, errlen) < 0 ||
       /* version 4: the parking lot */
-      path_exec(path, db, sparked_schema_sql, err, errlen) < 0)
+      path_exec(path, db, sparked_schema_sql, err, errlen) < 0 ||
+      /* version 7: plugin state, its log of writes, stored offsets */
+      path_exec(path, db, sstate_schema_sql, err, errlen) < 0)
     goto out;
   /* version 6: segments carry their marks */
   if (dseg_schema_upgrade(db) < 0) {
@@ -444,8 +447,9 @@ int dedup_db_schema(sqlite3 *db, const char *path, char *err, size_t errlen) {
   }
   /* The marks of versions 1-4 (a row each) and then the segments of
    * versions 3-5 are converted in chunks after this transaction; the
-   * version moves once they are all done. */
-  older = version > 0 && version < DEDUP_SCHEMA_VERSION;
+   * version moves once they are all done. Version 6 moves at once (7
+   * only adds tables). */
+  older = version > 0 && version < 6;
   if (has_marks ? path_exec(path, db, batches_seq_sql, err, errlen) < 0
                 : !older && path_exec(path, db, sql, err, errlen) < 0)
     goto out;

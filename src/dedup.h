@@ -214,8 +214,9 @@ int dedup_replay_ranges(dedup_store_t *s, uint32_t scope, const char *topic,
  * tools of dedup_admin.h, which run beside a host). */
 
 /* 4: the parking lot (store_parked.h); 5: the marks in a packed log
- * (dedup_log.h) */
-#define DEDUP_SCHEMA_VERSION 6
+ * (dedup_log.h); 6: segments carry their marks; 7: plugin state writes
+ * in a log folded into the state table (store_state_log.h) */
+#define DEDUP_SCHEMA_VERSION 7
 
 struct sqlite3;
 /* Read the schema version into *version; -1 with the path when SQLite

@@ -123,6 +123,7 @@ static int sq_batch_commit(store_batch_t *b, int *transient, char *err,
   if (dedup_writer_commit_with(writer(b), write_extras, sb, transient, err,
                                errlen) != 0)
     return -1;
+  sstate_buf_applied(sstate(b->store), sb->sb);
   sstate_buf_clear(sb->sb);
   sparked_buf_clear(sb->pb);
   return 0;

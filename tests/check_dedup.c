@@ -17,6 +17,7 @@
 #include "dedup_log.h"
 #include "dedup_set.h"
 #include "id_hash.h"
+#include "store_state.h"
 #include "testutil.h"
 
 #define HOUR_MS (INT64_C(3600) * 1000)
@@ -1113,6 +1114,54 @@ START_TEST(test_open_upgrades_schema_1) {
 }
 END_TEST
 
+/* A database of schema 6 (state rows in their table, no log of state
+ * writes) is upgraded at open: the log is added, the version moves, the
+ * state rows are read as they were; a later version is refused. */
+START_TEST(test_open_upgrades_schema_6) {
+  fx_t f = {0};
+  char err[512] = "";
+  void *v = NULL;
+  size_t n = 0;
+  sstate_t *st = NULL;
+  fx_init(&f, HOUR_MS, 0);
+  dedup_close(f.s);
+  sqlite3 *db = NULL;
+  ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+  ck_assert_int_eq(
+      sqlite3_exec(db,
+                   "DROP TABLE state_log; DELETE FROM sqlite_sequence"
+                   " WHERE name = 'state_log';"
+                   "INSERT INTO state VALUES(1, x'6b', x'7631');"
+                   "PRAGMA user_version=6",
+                   NULL, NULL, NULL),
+      SQLITE_OK);
+  sqlite3_close(db);
+  fx_open(&f, HOUR_MS, 0);
+  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"), 7);
+  ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM sqlite_master"
+                                   " WHERE name = 'state_log'"),
+                   1);
+  ck_assert_msg(sstate_open(&st, f.path, 1000, err, sizeof err) == 0, "%s",
+                err);
+  ck_assert_int_eq(sstate_get(st, 1, "k", 1, &v, &n, err, sizeof err), 1);
+  ck_assert_int_eq(n, 2);
+  ck_assert_int_eq(memcmp(v, "v1", 2), 0);
+  g_free(v);
+  sstate_close(st);
+  dedup_close(f.s);
+  f.s = NULL;
+  ck_assert_int_eq(sqlite3_open(f.path, &db), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(db, "PRAGMA user_version=8", NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+  dedup_opts_t o = {.path = f.path};
+  dedup_store_t *d = NULL;
+  ck_assert_int_eq(dedup_open(&d, &o, err, sizeof err), -1);
+  ck_assert_msg(strstr(err, "version 8 is newer") != NULL, "%s", err);
+  fx_done(&f);
+}
+END_TEST
+
 /* -------------------------------------------------------- administration */
 
 static dadm_t *adm_open(const char *path, int create) {
@@ -1870,7 +1919,8 @@ START_TEST(test_open_converts_schema_5) {
   ck_assert_int_ge(asprintf(&f.path, "%s/dedup.db", f.dir), 0);
   write_v5(f.path, now);
   fx_open(&f, HOUR_MS, 0);
-  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"), 6);
+  ck_assert_int_eq(sql_int(f.path, "PRAGMA user_version"),
+                   DEDUP_SCHEMA_VERSION);
   ck_assert_int_eq(sql_int(f.path, "SELECT count(*) FROM segments"
                                    " WHERE sources IS NULL"),
                    0);
@@ -1979,6 +2029,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_open_migrates_schema_2);
   tcase_add_test(tc, test_open_converts_schema_3);
   tcase_add_test(tc, test_open_converts_schema_5);
+  tcase_add_test(tc, test_open_upgrades_schema_6);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("set");
