@@ -274,8 +274,9 @@ START_TEST(test_repeats_flushed_at_exit) {
   log_repeats_flush();
   text = tu_read_file(log_path);
   ck_assert_int_eq(count_in(text, "rebalance in progress"), 2);
-  ck_assert_int_eq(count_in(text, "rebalance in progress (repeated 3 more times in "
-                                  "the last 1 s)\n"),
+  ck_assert_int_eq(count_in(text,
+                            "rebalance in progress (repeated 3 more times in "
+                            "the last 1 s)\n"),
                    1);
   free(text);
   log_msg(KHOST_LOG_WARNING, "orders/0", "rebalance in progress");
