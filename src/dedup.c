@@ -51,6 +51,8 @@
 #include "store_state.h"
 
 #define DEFAULT_BUSY_MS 10000
+/* How long a start waits for another process's lock before saying so. */
+#define OPEN_SAY_MS 1000
 #define PRUNE_ROWS 200 /* batch rows deleted per transaction */
 #define PRUNE_KEEP_BYTES ((size_t)1 << 20)
 
@@ -97,6 +99,9 @@ struct dedup_store {
   int64_t prune_interval_ms;
   int durability_full;
   int busy_ms;
+  int opening;       /* atomic: dedup_open() is under way */
+  int open_said;     /* atomic: its wait for a lock was logged */
+  int open_gave_up;  /* atomic: its wait for a lock ran out */
   int64_t opened_ms; /* wall clock at open: marks before it are older runs' */
   dfile_id_t file;   /* the database file opened, by device and inode */
   int fresh;         /* the file was created (or empty) at open */
@@ -298,9 +303,52 @@ static int db_prepare(const dedup_store_t *s, sqlite3 *db, const char *sql,
   return 0;
 }
 
+/* The pauses of SQLite's own busy wait (sqlite3_busy_timeout()), in ms:
+ * the wait below keeps its pace. */
+static const int busy_pauses[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
+
+/* The time waited before the count-th pause (as SQLite counts). */
+static int64_t busy_waited(int count) {
+  const int n = (int)G_N_ELEMENTS(busy_pauses);
+  int64_t t = 0;
+  for (int i = 0; i < count && i < n; i++)
+    t += busy_pauses[i];
+  if (count > n)
+    t += (int64_t)(count - n) * busy_pauses[n - 1];
+  return t;
+}
+
+/* SQLite's busy wait, up to busy_ms, which also says what a start waits
+ * for: another process holding the database's lock (another khost on
+ * the file, a `khost dedup` or `state` command in a transaction) would
+ * otherwise leave the host silent for the whole timeout of each step of
+ * the open. */
+static int busy_wait(void *arg, int count) {
+  dedup_store_t *s = arg;
+  const int n = (int)G_N_ELEMENTS(busy_pauses);
+  int64_t waited = busy_waited(count);
+  int64_t pause = busy_pauses[count < n ? count : n - 1];
+  int opening = __atomic_load_n(&s->opening, __ATOMIC_RELAXED);
+  if (waited + pause > s->busy_ms)
+    pause = s->busy_ms - waited;
+  if (pause <= 0) {
+    if (opening)
+      __atomic_store_n(&s->open_gave_up, 1, __ATOMIC_RELAXED);
+    return 0;
+  }
+  if (opening && waited >= OPEN_SAY_MS &&
+      !__atomic_exchange_n(&s->open_said, 1, __ATOMIC_RELAXED))
+    log_msg(KHOST_LOG_WARNING, "dedup",
+            "%s: waiting for a lock that another process holds on the dedup "
+            "database (another khost using this file, or a khost dedup, "
+            "state or parked command); giving up after %d s",
+            s->path, (s->busy_ms + 999) / 1000);
+  sqlite3_sleep((int)pause);
+  return 1;
+}
+
 /* A connection in WAL mode with the store's durability and busy wait. */
-static int db_open(const dedup_store_t *s, sqlite3 **out, char *err,
-                   size_t errlen) {
+static int db_open(dedup_store_t *s, sqlite3 **out, char *err, size_t errlen) {
   sqlite3 *db = NULL;
   sqlite3_stmt *st = NULL;
   int rc = -1;
@@ -309,7 +357,7 @@ static int db_open(const dedup_store_t *s, sqlite3 **out, char *err,
     db_fail(s, db, err, errlen);
     goto out;
   }
-  sqlite3_busy_timeout(db, s->busy_ms);
+  sqlite3_busy_handler(db, busy_wait, s);
   if (db_prepare(s, db, "PRAGMA journal_mode=WAL", &st, err, errlen) < 0)
     goto out;
   if (sqlite3_step(st) != SQLITE_ROW) {
@@ -1232,6 +1280,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
       opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
   s->set = dset_new();
   s->opened_ms = dedup_now_ms();
+  s->opening = 1;
   pthread_mutex_init(&s->write_lock, NULL);
   pthread_cond_init(&s->writers_done, NULL);
   pthread_mutex_init(&s->db_lock, NULL);
@@ -1269,8 +1318,16 @@ int dedup_open(dedup_store_t **out, const dedup_opts_t *opts, char *err,
       attempts_open(s, err, errlen) < 0 || pruner_start(s, err, errlen) < 0 ||
       segmenter_start(s, err, errlen) < 0)
     goto out;
+  __atomic_store_n(&s->opening, 0, __ATOMIC_RELAXED);
   rc = 0;
 out:
+  if (rc < 0 && s && __atomic_load_n(&s->open_gave_up, __ATOMIC_RELAXED))
+    snprintf(err, errlen,
+             "%s: the dedup database stayed locked by another process for "
+             "%d s (another khost using this file, or a khost dedup, state "
+             "or parked command): not starting on it; stop that process, "
+             "or give each host a file of its own",
+             s->path, (s->busy_ms + 999) / 1000);
   if (rc < 0) {
     dedup_close(s);
     s = NULL;

@@ -239,7 +239,27 @@ static void handle_ready(member_t *m) {
   }
 }
 
+/* A member that subscribed and has had no answer from its group yet
+ * (no assignment, not even an empty one) says so every
+ * MEMBER_UNASSIGNED_SAY_MS: a start that stands still waiting for the
+ * coordinator is otherwise silent. */
+static void say_unassigned(member_t *m) {
+  int64_t now = member_now_ms();
+  if (!m->unassigned_since ||
+      now - (m->unassigned_said ? m->unassigned_said : m->unassigned_since) <
+          MEMBER_UNASSIGNED_SAY_MS)
+    return;
+  m->unassigned_said = now;
+  log_msg(KHOST_LOG_WARNING, m->who,
+          "no partitions from group %s yet, %" PRId64
+          " s after subscribing: waiting for the group to be joined (its "
+          "coordinator unreachable or not answering, or a rebalance waiting "
+          "for members that died without leaving the group)",
+          m->env->pc->group_id, (now - m->unassigned_since) / 1000);
+}
+
 static void cycle(member_t *m) {
+  say_unassigned(m);
   metrics_tick(m->env->metrics, m->index, m->rk, flow_queued(m->flow),
                flow_batch_len(flow_cur(m->flow)) + flow_air_len(m->flow));
   poll_records(m);
@@ -336,6 +356,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
    * group any more, while closing): ask every time. */
   const char *protocol = rd_kafka_rebalance_protocol(rk);
   int cooperative = protocol && strcmp(protocol, "COOPERATIVE") == 0;
+  m->unassigned_since = 0;
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     log_partitions(m, "assigned", parts);
     check_dedup_history(m, parts);
@@ -675,6 +696,7 @@ static void *member_main(void *arg) {
     env->fail(env->ctx, err);
   env->started(env->ctx, ok);
   if (ok) {
+    m->unassigned_since = member_now_ms();
     log_msg(KHOST_LOG_INFO, m->who, "subscribed; consuming");
     while (!member_stopping(m))
       cycle(m);

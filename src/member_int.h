@@ -56,6 +56,9 @@ struct member {
   int commit_in_flight;       /* an async commit awaits its result */
   int commit_behind;          /* a commit waits for the one in flight */
   int closing;                /* rd_kafka_consumer_close() is under way */
+  int64_t unassigned_since;   /* subscribed, no rebalance answer yet (0:
+                                 one came) */
+  int64_t unassigned_said;    /* when that wait was last logged */
 
   /* With dedup on, batches are made durable (a store transaction each)
    * on the member's durability thread (durable.h) while the member
@@ -77,6 +80,8 @@ struct member {
 #define MEMBER_LINGER_MS 10
 /* How often the broker's answer to a dead-letter write is looked for. */
 #define MEMBER_DEAD_LETTER_POLL_MS 5
+/* How often a member still waiting for its group's first answer says so. */
+#define MEMBER_UNASSIGNED_SAY_MS 20000
 
 /* Stop the pipeline, saying why. */
 static inline void member_fail(member_t *m, const char *fmt, ...)

@@ -15,6 +15,9 @@
 
 #include "log.h"
 
+/* How often a start waiting for its members says so. */
+#define SETUP_SAY_MS 10000
+
 static int64_t mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -335,11 +338,25 @@ static void member_env(pipeline_t *p) {
   };
 }
 
-/* Wait until every spawned member has either subscribed or failed. */
+/* Wait until every spawned member has either subscribed or failed. A
+ * member's setup calls the plugin's create(), which may take its time
+ * (or never return): the wait is said every SETUP_SAY_MS, so that a start
+ * that stands still says what it is waiting for. */
 static int wait_members_ready(pipeline_t *p, char *err, size_t errlen) {
+  int64_t since = mono_ms();
   pthread_mutex_lock(&p->mu);
-  while (p->ready + p->setup_failed < p->n_members)
-    pthread_cond_wait(&p->cond, &p->mu);
+  while (p->ready + p->setup_failed < p->n_members) {
+    struct timespec deadline;
+    deadline_after(&deadline, SETUP_SAY_MS);
+    if (pthread_cond_timedwait(&p->cond, &p->mu, &deadline) != ETIMEDOUT)
+      continue;
+    log_msg(KHOST_LOG_WARNING, p->name,
+            "still setting up %d of %d member(s) after %" PRId64
+            " s: waiting for the plugin's create() (plugin %s), the store "
+            "connection or the Kafka consumer",
+            p->n_members - p->ready - p->setup_failed, p->n_members,
+            (mono_ms() - since) / 1000, plugin_descriptor(p->env.plugin)->name);
+  }
   int failed = p->setup_failed > 0;
   if (failed)
     snprintf(err, errlen, "%s", p->failure);

@@ -256,6 +256,45 @@ START_TEST(test_sigstop_past_session_timeout) {
 }
 END_TEST
 
+/* A plugin whose create() takes longer than the start's patience: the
+ * start says what it waits for while it does, and goes on once create()
+ * returns. */
+START_TEST(test_slow_create_is_said) {
+  fu_start(&w, 1, 1);
+  char *cfg =
+      fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, "create_ms = 12000;");
+  fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_wait_stderr(p, "] started: group", 1, 60000);
+  char *err = fu_stderr(p);
+  const char *said = strstr(err, "still setting up 1 of 1 member(s) after ");
+  ck_assert_msg(said != NULL, "nothing said while create() ran:\n%s", err);
+  ck_assert_msg(said < strstr(err, "] started: group"),
+                "said after the start:\n%s", err);
+  ck_assert_ptr_nonnull(strstr(said, "waiting for the plugin's create()"));
+  free(err);
+  fu_stop_host(p);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
+/* A host whose group does not answer (its only broker down at start)
+ * says that it waits for it, and is assigned once the broker is back. */
+START_TEST(test_unanswered_group_is_said) {
+  fu_start(&w, 1, 1);
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, NULL, NULL);
+  fu_mockd(&w, "broker_down 1");
+  fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
+  fu_wait_stderr(p, "no partitions from group " FU_GROUP " yet", 1, 60000);
+  ck_assert_int_eq(fu_stderr_count(p, "assigned"), 0);
+  fu_mockd(&w, "broker_up 1");
+  fu_wait_stderr(p, "assigned", 1, 60000);
+  fu_stop_host(p);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 /* ------------------------------------------------------------ shutdown */
 
 /* partition -> 1 + the highest offset the effects log has an OK call for
@@ -561,6 +600,8 @@ Suite *crash_suite(void) {
   FU_SCENARIO(s, test_zombie_commits_nothing, 60);
   FU_SCENARIO(s, test_claim_in_flight_when_assignment_lost, 90);
   FU_SCENARIO(s, test_sigstop_past_session_timeout, 60);
+  FU_SCENARIO(s, test_slow_create_is_said, 90);
+  FU_SCENARIO(s, test_unanswered_group_is_said, 150);
   FU_SCENARIO(s, test_sigterm_mid_batch, 60);
   FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60);
   FU_SCENARIO(s, test_stuck_handler_sigterm, 60);

@@ -4,12 +4,14 @@
  * the administration functions (dedup_admin.h); and the in-memory set
  * (dset_) on its own, without SQLite. */
 #include <check.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dedup.h"
 #include "dedup_admin.h"
@@ -17,6 +19,7 @@
 #include "dedup_log.h"
 #include "dedup_set.h"
 #include "id_hash.h"
+#include "log.h"
 #include "store_state.h"
 #include "testutil.h"
 
@@ -742,6 +745,53 @@ START_TEST(test_open_missing_directory) {
   free(path);
   tu_rm_rf(dir);
   free(dir);
+}
+END_TEST
+
+/* A start on a database whose lock another process keeps (a second
+ * connection stands for it: SQLite locks the connections of one process
+ * against each other alike) says what it waits for, then gives up after
+ * the busy timeout with an error naming the file; once the lock is gone
+ * the open goes through. */
+START_TEST(test_open_locked_database_says_and_gives_up) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_close(f.s);
+  f.s = NULL;
+  char *log_path = NULL, *log = NULL, err[1024] = "";
+  ck_assert_int_ge(asprintf(&log_path, "%s/khost.log", f.dir), 0);
+  int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+  ck_assert_int_ge(fd, 0);
+  sqlite3 *other = NULL;
+  ck_assert_int_eq(sqlite3_open(f.path, &other), SQLITE_OK);
+  ck_assert_int_eq(sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
+                   SQLITE_OK);
+  dedup_opts_t o = {.path = f.path, .busy_timeout_ms = 1500};
+  dedup_store_t *s = NULL;
+  log_set_fd(fd);
+  int64_t t0 = tu_mono_ms();
+  int rc = dedup_open(&s, &o, err, sizeof err);
+  int64_t took = tu_mono_ms() - t0;
+  log_set_fd(2);
+  ck_assert_int_eq(rc, -1);
+  ck_assert_ptr_null(s);
+  ck_assert_msg(strstr(err, f.path) &&
+                    strstr(err, "stayed locked by another process for 2 s"),
+                "%s", err);
+  ck_assert_int_ge(took, 1500);
+  log = tu_read_file(log_path);
+  ck_assert_msg(log && strstr(log, "waiting for a lock that another process "
+                                   "holds on the dedup database"),
+                "log: %s", log ? log : "(none)");
+  ck_assert_int_eq(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(other);
+  ck_assert_msg(dedup_open(&s, &o, err, sizeof err) == 0, "%s", err);
+  f.s = s;
+  close(fd);
+  free(log);
+  free(log_path);
+  fx_done(&f);
 }
 END_TEST
 
@@ -1997,6 +2047,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_open_corrupt_file);
   tcase_add_test(tc, test_open_missing_directory);
   tcase_add_test(tc, test_open_newer_schema);
+  tcase_add_test(tc, test_open_locked_database_says_and_gives_up);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
 

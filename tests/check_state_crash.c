@@ -673,11 +673,96 @@ START_TEST(test_demo_survives_kill9) {
 }
 END_TEST
 
+/* A host killed while it starts (store open, recovery, plugin create,
+ * joining), again and again: each next start must reach its store's line
+ * and be assigned. KHOST_START_KILLS sets the number of kills (default
+ * 4); KHOST_TEST_KEEP keeps what a start that stood still left: its
+ * stderr, its threads' stacks (when gdb is installed) and, in
+ * before-start/, the database as that start found it. */
+static int start_kills_wanted(void) {
+  const char *env = getenv("KHOST_START_KILLS");
+  return env ? atoi(env) : 4;
+}
+
+/* The database and its -wal and -shm, as they are, into before-start/. */
+static void keep_store(void) {
+  static const char *const suffixes[] = {"", "-wal", "-shm"};
+  char *db = fu_db_path(&w, 0), *dir = fu_path(&w, "before-start");
+  ck_assert_int_eq(g_mkdir_with_parents(dir, 0700), 0);
+  for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+    char *from = g_strconcat(db, suffixes[i], NULL);
+    char *to = g_strdup_printf("%s/dedup-0.db%s", dir, suffixes[i]);
+    gchar *data = NULL;
+    gsize len = 0;
+    unlink(to);
+    if (g_file_get_contents(from, &data, &len, NULL))
+      ck_assert(g_file_set_contents(to, data, (gssize)len, NULL));
+    g_free(data);
+    g_free(to);
+    g_free(from);
+  }
+  free(dir);
+  free(db);
+}
+
+/* Wait for needle in p's stderr; when it does not come, the stacks of p's
+ * threads go to stacks.txt before the test fails. */
+static void wait_or_stacks(fu_proc_t *p, const char *needle,
+                           int64_t timeout_ms) {
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (fu_stderr_count(p, needle) < 1 && !fu_reap(p, 0) &&
+         tu_mono_ms() < deadline)
+    usleep(20 * 1000);
+  if (fu_stderr_count(p, needle) < 1 && !p->exited) {
+    char *cmd = g_strdup_printf(
+        "command -v gdb >/dev/null && gdb -p %d -batch -ex 'thread apply "
+        "all bt' >%s/stacks.txt 2>&1",
+        (int)p->pid, w.dir);
+    if (system(cmd) != 0)
+      fprintf(stderr, "no stacks of %d (gdb)\n", (int)p->pid);
+    g_free(cmd);
+  }
+  fu_wait_stderr(p, needle, 1, 0);
+}
+
+START_TEST(test_restarts_after_kill_while_starting) {
+  const char *env = getenv("KHOST_TEST_SEED");
+  guint32 seed = env ? (guint32)strtoul(env, NULL, 10) : 20261207u;
+  GRand *rand = g_rand_new_with_seed(seed);
+  int kills = start_kills_wanted();
+  fprintf(stderr, "test_restarts_after_kill_while_starting: seed %" PRIu32 "\n",
+          seed);
+  fu_start(&w, 1, 4);
+  char *cfg = counter_config("");
+  fu_feed_start(&w, 3, value_of);
+  for (int k = 0; k < kills; k++) {
+    char tag[32];
+    snprintf(tag, sizeof(tag), "run%d", k);
+    keep_store();
+    fu_proc_t *p = fu_khost(&w, tag, cfg, 0, 0);
+    /* Every other start is killed while it starts (0-1.5 s after exec);
+     * the one after it must start in full. */
+    int checked = k % 2 == 1;
+    if (checked) {
+      wait_or_stacks(p, "event IDs remembered", 20000);
+      wait_or_stacks(p, "assigned", ASSIGN_MS);
+    }
+    usleep((useconds_t)g_rand_int_range(rand, 0, checked ? 600 : 1500) * 1000);
+    fu_kill9(p);
+  }
+  fu_feed_stop(&w);
+  g_rand_free(rand);
+  free(cfg);
+  fu_stop(&w);
+}
+END_TEST
+
 Suite *state_crash_suite(void) {
   Suite *s = suite_create("state_crash");
   FU_SCENARIO(s, test_state_survives_kill9, 3600);
   FU_SCENARIO(s, test_dead_letter_write_with_its_mark, 120);
   FU_SCENARIO(s, test_window_drops_counted, 120);
   FU_SCENARIO(s, test_demo_survives_kill9, 3600);
+  FU_SCENARIO(s, test_restarts_after_kill_while_starting, 3600);
   return s;
 }
