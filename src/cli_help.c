@@ -136,9 +136,9 @@ static const struct {
      "Exit status: 0 done; 1 the server refused or is unreachable, or the\n"
      "SQLite file is missing (migrate) or failed; 2 usage or config.\n"},
     {"state",
-     "Usage: khost state get   -c FILE -p PIPELINE --key KEY\n"
-     "       khost state scan  -c FILE -p PIPELINE [--prefix KEY]\n"
-     "       khost state stats -c FILE -p PIPELINE\n"
+     "Usage: khost state get   -c FILE -p PIPELINE --key KEY [--json]\n"
+     "       khost state scan  -c FILE -p PIPELINE [--prefix KEY] [--json]\n"
+     "       khost state stats -c FILE -p PIPELINE [--json]\n"
      "       khost state reset -c FILE -p PIPELINE [--execute]\n"
      "\n"
      "The plugin state a pipeline keeps through the host (state_get,\n"
@@ -154,7 +154,10 @@ static const struct {
      "           reprocess --execute rebuilds the state from the topics\n"
      "\n"
      "Keys and values print as text, bytes outside printable ASCII (and the\n"
-     "backslash) as \\xNN.\n"
+     "backslash) as \\xNN. With --json, get prints an object with key and\n"
+     "value, scan an array of them, stats an object with pipeline, keys and\n"
+     "bytes; a key or value is text when it is printable UTF-8, else base64,\n"
+     "as its key_encoding or value_encoding member says.\n"
      "\n"
      "Exit status: 0 done or previewed; 1 get found nothing, or the\n"
      "database failed; 2 usage, config, unknown pipeline.\n"},

@@ -171,31 +171,9 @@ static int fail(parked_cli_t *c) {
   return HOST_EXIT_RUNTIME;
 }
 
-/* Printable UTF-8 (tabs and newlines allowed) shows as text. */
-static int printable(const void *data, size_t len) {
-  const unsigned char *s = data;
-  if (!g_utf8_validate(data, (gssize)len, NULL))
-    return 0;
-  for (size_t i = 0; i < len; i++)
-    if ((s[i] < 0x20 && s[i] != '\t' && s[i] != '\n') || s[i] == 0x7f)
-      return 0;
-  return 1;
-}
-
-/* The bytes as text, or as "base64:..." (g_free() it); NULL for none. */
-static char *shown(const void *data, size_t len, int *is_text) {
-  *is_text = 1;
-  if (!data)
-    return NULL;
-  if (printable(data, len))
-    return g_strndup(data, len);
-  *is_text = 0;
-  return g_base64_encode(data, len);
-}
-
 static char *event_id_text(const store_parked_t *p) {
   int text;
-  char *s = shown(p->event_id, p->event_id_len, &text);
+  char *s = cli_shown(p->event_id, p->event_id_len, &text);
   if (s && !text) {
     char *b = g_strconcat("base64:", s, NULL);
     g_free(s);
@@ -259,7 +237,7 @@ static int do_list(parked_cli_t *c) {
 static void show_bytes(json_t *o, const char *name, const void *data,
                        size_t len) {
   int text;
-  char *s = shown(data, len, &text);
+  char *s = cli_shown(data, len, &text);
   if (o) {
     char *enc = g_strconcat(name, "_encoding", NULL);
     json_object_set_new(o, name, s ? json_string(s) : json_null());
@@ -282,7 +260,7 @@ static int show_header(void *arg, const char *name, size_t nlen,
     json_array_append_new(arr, h);
   } else {
     int text;
-    char *v = shown(value, vlen, &text);
+    char *v = cli_shown(value, vlen, &text);
     printf("%-10s %s: %s%s\n", "header", n, v && !text ? "base64:" : "",
            v ? v : "-");
     g_free(v);

@@ -11,7 +11,9 @@
  * rebuild the state from the topic (README.md, "Replay").
  *
  * Keys and values print as text, bytes outside printable ASCII (and the
- * backslash) as \xNN.
+ * backslash) as \xNN; with --json (get, scan, stats) as a JSON document
+ * whose keys and values are text when printable UTF-8, else base64, as
+ * their *_encoding member says.
  *
  * Exit status: 0 done (or previewed); 1 get found nothing, or the
  * database failed; 2 usage, config, unknown pipeline.
@@ -19,6 +21,7 @@
 #include <getopt.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,7 @@ typedef struct state_cli {
   const char *action; /* get, scan, stats, reset */
   const char *config, *pipeline, *key, *prefix;
   int execute;
+  json_t *json; /* --json: scan's rows, printed at the end */
   cfg_t cfg;
   sstate_t *st; /* the SQLite file, or */
   store_t *pg;  /* the PostgreSQL store */
@@ -47,6 +51,7 @@ static int parse(int argc, char **argv, state_cli_t *c) {
       {"key", required_argument, NULL, 'k'},
       {"prefix", required_argument, NULL, 'x'},
       {"execute", no_argument, NULL, 'e'},
+      {"json", no_argument, NULL, 'j'},
       {NULL, 0, NULL, 0}};
   int opt;
   optind = 1;
@@ -68,6 +73,10 @@ static int parse(int argc, char **argv, state_cli_t *c) {
     case 'e':
       c->execute = 1;
       break;
+    case 'j':
+      if (!c->json)
+        c->json = json_array();
+      break;
     default:
       return cli_option_error("state", c->action, opt, argv[optind - 1]);
     }
@@ -83,6 +92,8 @@ static int parse(int argc, char **argv, state_cli_t *c) {
                            c->action);
   if (c->prefix && strcmp(c->action, "scan") != 0)
     return cli_usage_error("state %s: --prefix goes with scan", c->action);
+  if (c->json && strcmp(c->action, "reset") == 0)
+    return cli_usage_error("state reset: --json goes with get, scan or stats");
   if (c->execute && strcmp(c->action, "reset") != 0)
     return cli_usage_error("state %s: --execute goes with reset", c->action);
   return -1;
@@ -98,9 +109,37 @@ static void print_bytes(const void *data, size_t len) {
   }
 }
 
+/* NAME and NAME_encoding members of o for data. */
+static void json_bytes(json_t *o, const char *name, const void *data,
+                       size_t len) {
+  int text;
+  char *s = cli_shown(data ? data : "", len, &text);
+  char *enc = g_strconcat(name, "_encoding", NULL);
+  json_object_set_new(o, name, json_string(s));
+  json_object_set_new(o, enc, json_string(text ? "text" : "base64"));
+  g_free(enc);
+  g_free(s);
+}
+
+static json_t *json_row(const void *k, size_t kl, const void *v, size_t vl) {
+  json_t *o = json_object();
+  json_bytes(o, "key", k, kl);
+  json_bytes(o, "value", v, vl);
+  return o;
+}
+
+static void print_json(json_t *o) {
+  json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  putchar('\n');
+}
+
 static int print_row(void *arg, const void *k, size_t kl, const void *v,
                      size_t vl) {
-  (void)arg;
+  json_t *rows = arg;
+  if (rows) {
+    json_array_append_new(rows, json_row(k, kl, v, vl));
+    return 0;
+  }
   print_bytes(k, kl);
   putchar('\t');
   print_bytes(v, vl);
@@ -127,8 +166,14 @@ static int do_get(state_cli_t *c) {
             c->key, c->pipeline);
     return HOST_EXIT_RUNTIME;
   }
-  print_bytes(v, n);
-  putchar('\n');
+  if (c->json) {
+    json_t *o = json_row(c->key, strlen(c->key), v, n);
+    print_json(o);
+    json_decref(o);
+  } else {
+    print_bytes(v, n);
+    putchar('\n');
+  }
   if (c->pg)
     free(v); /* store.h: malloc'd */
   else
@@ -138,11 +183,13 @@ static int do_get(state_cli_t *c) {
 
 static int do_scan(state_cli_t *c) {
   const char *p = c->prefix ? c->prefix : "";
-  if ((c->pg ? store_state_scan(c->pg, c->scope, p, strlen(p), print_row, NULL,
-                                c->err, sizeof(c->err))
-             : sstate_scan(c->st, c->scope, p, strlen(p), print_row, NULL,
+  if ((c->pg ? store_state_scan(c->pg, c->scope, p, strlen(p), print_row,
+                                c->json, c->err, sizeof(c->err))
+             : sstate_scan(c->st, c->scope, p, strlen(p), print_row, c->json,
                            c->err, sizeof(c->err))) < 0)
     return fail(c);
+  if (c->json)
+    print_json(c->json);
   return HOST_EXIT_OK;
 }
 
@@ -157,6 +204,13 @@ static int do_stats(state_cli_t *c) {
   int64_t keys = 0, bytes = 0;
   if (stats(c, &keys, &bytes) < 0)
     return fail(c);
+  if (c->json) {
+    json_t *o = json_pack("{s:s, s:I, s:I}", "pipeline", c->pipeline, "keys",
+                          (json_int_t)keys, "bytes", (json_int_t)bytes);
+    print_json(o);
+    json_decref(o);
+    return HOST_EXIT_OK;
+  }
   printf("pipeline %s: %" PRId64 " keys, %" PRId64 " bytes\n", c->pipeline,
          keys, bytes);
   return HOST_EXIT_OK;
@@ -213,13 +267,6 @@ static int open_state(state_cli_t *c) {
   return -1;
 }
 
-static int has_pipeline(const cfg_t *cfg, const char *name) {
-  for (size_t i = 0; i < cfg->n_pipelines; i++)
-    if (strcmp(cfg->pipelines[i].name, name) == 0)
-      return 1;
-  return 0;
-}
-
 int cmd_state(int argc, char **argv) {
   state_cli_t c = {.action = argc > 1 ? argv[1] : ""};
   static const char *const actions[] = {"get", "scan", "stats", "reset"};
@@ -235,13 +282,15 @@ int cmd_state(int argc, char **argv) {
     return rc;
   if ((rc = cli_load_config(&c.cfg, c.config)) != 0)
     return rc;
-  if (!has_pipeline(&c.cfg, c.pipeline))
+  if (!cli_find_pipeline(&c.cfg, c.pipeline))
     rc = cli_usage_error("state %s: no pipeline named %s in %s", c.action,
                          c.pipeline, c.config);
   else if ((rc = open_state(&c)) < 0)
     rc = run[which](&c);
   sstate_close(c.st);
   store_close(c.pg);
+  if (c.json)
+    json_decref(c.json);
   cfg_free(&c.cfg);
   return rc;
 }

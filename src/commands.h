@@ -32,6 +32,10 @@ int cli_load_config(cfg_t *cfg, const char *path);
  * value (':') or else an unknown option, as cli_usage_error() says it. */
 int cli_option_error(const char *command, const char *action, int opt,
                      const char *arg);
+/* Bytes for a person or a JSON document: as text when they are printable
+ * UTF-8 (tabs and newlines allowed; *is_text = 1), else base64 (*is_text =
+ * 0). g_free() it; NULL for data NULL. */
+char *cli_shown(const void *data, size_t len, int *is_text);
 /* The pipeline of cfg named name, or NULL. */
 const cfg_pipeline_t *cli_find_pipeline(const cfg_t *cfg, const char *name);
 

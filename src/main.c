@@ -1,6 +1,7 @@
 /*
  * khost command line: dispatch to the subcommands of commands.h.
  */
+#include <glib.h>
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -122,6 +123,27 @@ const cfg_pipeline_t *cli_find_pipeline(const cfg_t *cfg, const char *name) {
     if (strcmp(cfg->pipelines[i].name, name) == 0)
       return &cfg->pipelines[i];
   return NULL;
+}
+
+/* Printable UTF-8 (tabs and newlines allowed) shows as text. */
+static int printable(const void *data, size_t len) {
+  const unsigned char *s = data;
+  if (!g_utf8_validate(data, (gssize)len, NULL))
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    if ((s[i] < 0x20 && s[i] != '\t' && s[i] != '\n') || s[i] == 0x7f)
+      return 0;
+  return 1;
+}
+
+char *cli_shown(const void *data, size_t len, int *is_text) {
+  *is_text = 1;
+  if (!data)
+    return NULL;
+  if (printable(data, len))
+    return g_strndup(data, len);
+  *is_text = 0;
+  return g_base64_encode(data, len);
 }
 
 static void print_version(void) {

@@ -951,6 +951,41 @@ static int64_t scan_sum(const char *cfg, size_t *lines) {
   return sum;
 }
 
+/* `state scan --json` against the text scan: the same keys with the same
+ * values, each marked as text; *first gets the first key. */
+static void assert_scan_json(const char *cfg, size_t keys, char **first) {
+  char *out, *err, *text_out, *text_err;
+  json_error_t je;
+  ck_assert_int_eq(state_cmd("scan", cfg, NULL, &text_out, &text_err), 0);
+  int status = state_cmd("scan", cfg, "--json", &out, &err);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  json_t *rows = json_loads(out, 0, &je);
+  ck_assert_msg(json_is_array(rows), "scan --json: %s\n%s", je.text, out);
+  ck_assert_uint_eq(json_array_size(rows), keys);
+  size_t i;
+  json_t *row;
+  json_array_foreach(rows, i, row) {
+    const char *k = json_string_value(json_object_get(row, "key"));
+    const char *v = json_string_value(json_object_get(row, "value"));
+    ck_assert_ptr_nonnull(k);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_str_eq(json_string_value(json_object_get(row, "key_encoding")),
+                     "text");
+    ck_assert_str_eq(json_string_value(json_object_get(row, "value_encoding")),
+                     "text");
+    char *line = g_strdup_printf("%s\t%s\n", k, v);
+    assert_has(text_out, line, "state scan");
+    g_free(line);
+    if (i == 0)
+      *first = strdup(k);
+  }
+  json_decref(rows);
+  free(out);
+  free(err);
+  free(text_out);
+  free(text_err);
+}
+
 /* khost state over what a run of the counter fixture (a counter per value
  * and partition in host state) left: the counters add up to the records
  * handled; reset previews, then removes. */
@@ -971,6 +1006,40 @@ START_TEST(test_state_commands) {
   ck_assert_int_ge(asprintf(&want, "pipeline orders: %zu keys", keys), 0);
   assert_has(out, want, "stdout");
   free(want);
+  free(out);
+  free(err);
+  char *first = NULL;
+  assert_scan_json(cfg, keys, &first);
+  ck_assert_int_eq(state_cmd("stats", cfg, "--json", &out, &err), 0);
+  json_error_t je;
+  json_t *o = json_loads(out, 0, &je);
+  ck_assert_msg(o != NULL, "stats --json: %s\n%s", je.text, out);
+  ck_assert_str_eq(json_string_value(json_object_get(o, "pipeline")), "orders");
+  ck_assert_int_eq(json_integer_value(json_object_get(o, "keys")),
+                   (json_int_t)keys);
+  ck_assert_int_gt(json_integer_value(json_object_get(o, "bytes")), 0);
+  json_decref(o);
+  free(out);
+  free(err);
+  proc_t g;
+  spawn_khost(&g, "get", "state", "get", "-c", cfg, "-p", "orders", "--key",
+              first, "--json", (char *)NULL);
+  status = finish(&g, QUICK_TIMEOUT_MS);
+  out = slurp(g.out);
+  err = slurp(g.err);
+  proc_free(&g);
+  ck_assert_msg(status == 0, "exit %d; stderr:\n%s", status, err);
+  o = json_loads(out, 0, &je);
+  ck_assert_msg(o != NULL, "get --json: %s\n%s", je.text, out);
+  ck_assert_str_eq(json_string_value(json_object_get(o, "key")), first);
+  ck_assert_int_gt(
+      strtoll(json_string_value(json_object_get(o, "value")), NULL, 10), 0);
+  json_decref(o);
+  free(out);
+  free(err);
+  free(first);
+  ck_assert_int_eq(state_cmd("reset", cfg, "--json", &out, &err), 2);
+  assert_has(err, "--json goes with get, scan or stats", "stderr");
   free(out);
   free(err);
   ck_assert_int_eq(state_cmd("reset", cfg, NULL, &out, &err), 0);
