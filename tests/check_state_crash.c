@@ -766,7 +766,7 @@ END_TEST
 Suite *state_crash_suite(void) {
   Suite *s = suite_create("state_crash");
   FU_SCENARIO(s, test_state_survives_kill9, 3600);
-  FU_SCENARIO(s, test_dead_letter_write_with_its_mark, 120);
+  FU_SCENARIO(s, test_dead_letter_write_with_its_mark, 600);
   FU_SCENARIO(s, test_window_drops_counted, 120);
   FU_SCENARIO(s, test_demo_survives_kill9, 3600);
   FU_SCENARIO(s, test_restarts_after_kill_while_starting, 3600);
