@@ -326,11 +326,21 @@ static void check_dedup_history(member_t *m,
   rd_kafka_topic_partition_list_destroy(c);
 }
 
+/* A revoke ends by one deadline, the one it already allowed the
+ * dead-letter writes in flight (dead_letter_timeout_ms(), well inside
+ * max.poll.interval.ms): the calls out for the revoked partitions finish
+ * by then or are abandoned (their outcomes dropped when they return),
+ * and the member goes on. A lost partition's calls get the same time:
+ * their outcomes are made durable (marks, not commits), so that the
+ * member skips those records rather than handling them again should the
+ * partition come back to it. */
 static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
   int lost = rd_kafka_assignment_lost(m->rk);
-  /* The jobs out finish first (as a handle() call would): their
-   * outcomes join the batch made durable below. */
-  member_drain(m);
+  int64_t ms = dead_letter_timeout_ms(m);
+  int64_t deadline = member_now_ms() + ms;
+  /* The jobs out for these partitions finish first (as a handle() call
+   * would): their outcomes join the batch made durable below. */
+  member_revoke_wait(m, parts, ms, lost);
   if (lost) {
     /* Someone else owns these now: their results must not be committed. */
     log_partitions(m, "lost", parts);
@@ -339,8 +349,10 @@ static void on_revoke(member_t *m, rd_kafka_topic_partition_list_t *parts) {
     /* Make what was handled durable and commit it synchronously before
      * the partitions go (what cannot be made durable now is delivered to
      * the next owner). */
-    land_dead_letters(m, dead_letter_timeout_ms(m));
+    land_dead_letters(m, deadline - member_now_ms());
+    m->flush_by = deadline;
     settle(m, 1, 0);
+    m->flush_by = 0;
   }
   /* The batch in flight is finished or abandoned; the partitions go. */
   member_plugin_revoked(m, parts, lost);

@@ -40,6 +40,14 @@ struct member {
   /* Per instance (concurrency > 1): its worker has a job out; it answered
    * a record since its last flush() (member_flush()). */
   unsigned char *inst_busy, *inst_dirty;
+  flow_job_t *inst_job; /* per instance: its job out, while busy */
+  /* Per instance: assigned() / revoked() calls kept for it while its
+   * worker was busy (member_workers.c, a partition_call each), made
+   * once it answers, before its next job. */
+  GPtrArray **inst_later;
+  /* A revoke's deadline (monotonic ms), while one is under way: flush()
+   * waits no longer for a busy instance (0: no deadline). */
+  int64_t flush_by;
   rd_kafka_queue_t *wake_q; /* the consumer queue, yielded on an answer */
   int64_t polled_at;        /* the last rd_kafka_consumer_poll() (poll.c) */
   dead_letter_t *dlq;       /* NULL without a dead-letter topic */
@@ -167,13 +175,23 @@ void member_workers_stop(member_t *m);
 void member_answers(member_t *m);
 /* Wait for every job out and give its answer to the flow core. */
 void member_drain(member_t *m);
+/* A revoke of parts: wait up to ms for the jobs out of those
+ * partitions only (taking every answer that comes); the calls still
+ * running then are abandoned (logged, naming the partitions revoked or
+ * lost: their outcomes will be dropped). */
+void member_revoke_wait(member_t *m,
+                        const rd_kafka_topic_partition_list_t *parts,
+                        int64_t ms, int lost);
 /* Wait up to ms for one answer and give it to the flow core. */
 void member_answer_wait(member_t *m, int64_t ms);
 /* Hand a FLOW_CALL job to an idle worker. */
 void member_dispatch(member_t *m, const flow_job_t *job);
-/* flush() every instance (each while its worker is idle). */
+/* flush() every instance (each while its worker is idle); with
+ * m->flush_by set, -1 once it passed with an instance still busy that
+ * holds an outcome of the batch. */
 int member_flush(member_t *m, char *err, size_t errlen);
-/* assigned() / revoked() of every instance, its worker idle. */
+/* assigned() / revoked() of every instance, its worker idle: at once,
+ * or for a busy one when its worker answers, before its next job. */
 void member_plugin_assigned(member_t *m,
                             const rd_kafka_topic_partition_list_t *parts);
 void member_plugin_revoked(member_t *m,

@@ -274,6 +274,122 @@ START_TEST(test_join_and_leave_concurrency_cooperative) {
 }
 END_TEST
 
+/* The offset of the first OK call of pid past offset `after` in
+ * partition, or -1; *at gets the event ID of its call at offset `at_off`
+ * when there is one (OK, by pid). */
+static int64_t handled_past(pid_t pid, int32_t partition, int64_t after,
+                            int64_t at_off, int *at) {
+  char *path = fu_path(&w, "effects.log"), *text = tu_read_file(path);
+  int64_t found = -1;
+  *at = 0;
+  for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL;
+       line; line = strtok_r(NULL, "\n", &save)) {
+    long lpid, member, part;
+    long long off;
+    unsigned attempt;
+    int result;
+    char topic[64], id[64];
+    if (sscanf(line, "%ld %ld %63s %ld %lld %u %63s %d", &lpid, &member, topic,
+               &part, &off, &attempt, id, &result) != 8 ||
+        lpid != (long)pid || part != partition || result != 0)
+      continue;
+    if (off == at_off)
+      *at = 1;
+    if (off > after && found < 0)
+      found = off;
+  }
+  free(text);
+  free(path);
+  return found;
+}
+
+/* The first partition where pid handled a record past offset 0 (OK),
+ * or -1. */
+static int32_t handling_past_first(pid_t pid) {
+  int at;
+  for (int32_t p = 0; p < 3; p++)
+    if (handled_past(pid, p, 0, 0, &at) >= 0)
+      return p;
+  return -1;
+}
+
+/* Host a (concurrency = 4) is stuck in handle() on offset 0 of every
+ * partition (calls that do not return while the test runs; the first
+ * jobs of three workers, so that no flush() waits for them) when host b
+ * joins: a's revoke gives the stuck calls up at its deadline (a third of
+ * max.poll.interval.ms, 2 s here) rather than waiting for them, so a
+ * stays in the group (the eager assignor gives it partitions again), and
+ * b gets a partition P and handles its records past offset 0 while a's
+ * call on P still runs. a logs the abandoned record. SIGTERM then ends a
+ * by its shutdown deadline in spite of the stuck workers; b handles every
+ * stuck record, and the checker holds: nothing lost, no commit (by a,
+ * above all) past a record without a mark. */
+static void revoke_stuck_call(const char *assignor) {
+  enum { DEADLINE_MS = 2000, SHUTDOWN_MS = 3000 };
+  char kafka[160], needle[64];
+  int at = 0;
+  snprintf(kafka, sizeof(kafka),
+           "partition_assignment_strategy = \"%s\"; "
+           "max_poll_interval_ms = %d;",
+           assignor, 3 * DEADLINE_MS);
+  fu_start(&w, 3, 3);
+  fu_produce_n(&w, 1, "slow"); /* offset 0 of each partition */
+  const char *pipeline =
+      "concurrency = 4; order_by = \"none\"; handler_timeout = \"300ms\";";
+  char *cfg_a = fu_config(&w, "a.cfg", 0, 1, "shutdown_timeout = \"3s\";",
+                          kafka, pipeline, "slow_ms = 3600000;");
+  char *cfg_b =
+      fu_config(&w, "b.cfg", 1, 1, NULL, kafka, pipeline, "slow_ms = 1;");
+  fu_watch_commits_start(&w);
+  fu_proc_t *a = fu_khost(&w, "a", cfg_a, 0, 0);
+  fu_wait_stderr(a, "handle() has been running for", 3, 30000);
+  fu_produce_n(&w, 20, "ok");
+  TU_WAIT_UNTIL(effects_of(a->pid) == 3 * 20, 30000,
+                "the first host handles every record but the stuck ones");
+  fu_proc_t *b = fu_khost(&w, "b", cfg_b, 1, 0);
+  fu_wait_stderr(a, "abandoned", 1, 30000);
+  int32_t p = -1;
+  TU_WAIT_UNTIL((p = handling_past_first(b->pid)) >= 0, 20000,
+                "the new owner handles records past the stuck one");
+  /* Still stuck: no call of a has returned. */
+  ck_assert_int_eq(fu_stderr_count(a, "returned after its partition went"), 0);
+  snprintf(needle, sizeof(needle), "[%d] offset 0 still runs", (int)p);
+  char *line = fu_stderr_line(a, needle);
+  ck_assert_msg(line && strstr(line, "abandoned"),
+                "no abandon line for partition %d (see %s)", (int)p, a->err);
+  handled_past(b->pid, p, 0, 0, &at);
+  ck_assert_msg(at, "the new owner did not handle the stuck record of [%d]",
+                (int)p);
+  if (strcmp(assignor, "range") == 0)
+    fu_wait_stderr(a, "assigned", 2, 30000); /* a stays in the group */
+  ck_assert_int_eq(fu_stderr_count(a, "maximum poll interval"), 0);
+  int64_t sent = tu_mono_ms();
+  kill(a->pid, SIGTERM);
+  int status = fu_wait_exit(a, SHUTDOWN_MS + 10000);
+  int64_t took = tu_mono_ms() - sent;
+  ck_assert_msg(took < SHUTDOWN_MS + 3000, "shutdown took %" PRId64 " ms",
+                took);
+  ck_assert_msg(status == 0 || status == 1, "exit status %d", status);
+  fu_wait_all_committed(&w, 30000);
+  fu_stop_host(b);
+  fu_watch_commits_stop(&w);
+  fu_verify(&w, FU_CHECK_AT_END | FU_CHECK_ANY_ORDER, NULL);
+  free(line);
+  free(cfg_a);
+  free(cfg_b);
+  fu_stop(&w);
+}
+
+START_TEST(test_revoke_stuck_call_eager) {
+  revoke_stuck_call("range");
+}
+END_TEST
+
+START_TEST(test_revoke_stuck_call_cooperative) {
+  revoke_stuck_call("cooperative-sticky");
+}
+END_TEST
+
 /* Every broker is down while records are produced, until the member's
  * session has timed out: no coordinator, no leaders, the member's
  * assignment gone. khost keeps running and catches up once they are
@@ -445,6 +561,8 @@ Suite *outage_suite(void) {
   FU_SCENARIO(s, test_join_and_leave_eager, 90);
   FU_SCENARIO(s, test_join_and_leave_concurrency_cooperative, 90);
   FU_SCENARIO(s, test_join_and_leave_concurrency_eager, 90);
+  FU_SCENARIO(s, test_revoke_stuck_call_cooperative, 90);
+  FU_SCENARIO(s, test_revoke_stuck_call_eager, 90);
   FU_SCENARIO(s, test_partition_without_leader, 60);
   outage_sqlite_cases(s);
   return s;
