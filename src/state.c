@@ -10,12 +10,13 @@
 #include <string.h>
 
 #include "flow.h"
+#include "state_buf.h"
 
-/* Writes not durable yet: key -> value, or NULL for a delete. */
+/* Writes not durable yet, the batch's (a delete: no value). */
 typedef struct overlay {
   store_batch_t *sb; /* NULL: slot free */
   uint64_t gen;      /* higher: joined later */
-  GHashTable *kv;
+  sbuf_t *buf;
 } overlay_t;
 
 /* The flow core's batches: the one filling and those in the air. */
@@ -28,24 +29,21 @@ typedef struct shared {
   uint32_t scope;
   overlay_t ov[OVERLAYS];
   uint64_t gen;
-  /* "topic\x1fpartition\x1foffset" -> writes of a failed record whose
-   * mark waits (its dead-letter write flies) */
+  /* "topic\x1fpartition\x1foffset" -> writes (sbuf_t) of a failed record
+   * whose mark waits (its dead-letter write flies) */
   GHashTable *held;
   pthread_mutex_t mu;
 } shared_t;
 
 struct state {
   shared_t *sh;
-  int base;        /* the member's own (state_new()): frees sh */
-  GHashTable *rec; /* the record's writes */
-  GBytes *last;    /* what state_read() returned last */
+  int base;    /* the member's own (state_new()): frees sh */
+  sbuf_t *rec; /* the record's writes */
+  /* What state_read() returned last: a copy, since a batch's overlay
+   * may be cleared once the lock is let go. */
+  void *last;
+  size_t last_cap;
 };
-
-static GHashTable *kv_new(void) {
-  return g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
-                               (GDestroyNotify)g_bytes_unref,
-                               (GDestroyNotify)g_bytes_unref);
-}
 
 state_t *state_new(store_t *store, uint32_t scope) {
   state_t *st = g_new0(state_t, 1);
@@ -54,30 +52,29 @@ state_t *state_new(store_t *store, uint32_t scope) {
   st->sh->scope = scope;
   pthread_mutex_init(&st->sh->mu, NULL);
   st->sh->held = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                       (GDestroyNotify)g_hash_table_unref);
+                                       (GDestroyNotify)sbuf_free);
   for (int i = 0; i < OVERLAYS; i++)
-    st->sh->ov[i].kv = kv_new();
+    st->sh->ov[i].buf = sbuf_new();
   st->base = 1;
-  st->rec = kv_new();
+  st->rec = sbuf_new();
   return st;
 }
 
 state_t *state_view(state_t *st) {
   state_t *v = g_new0(state_t, 1);
   v->sh = st->sh;
-  v->rec = kv_new();
+  v->rec = sbuf_new();
   return v;
 }
 
 void state_free(state_t *st) {
   if (!st)
     return;
-  g_hash_table_destroy(st->rec);
-  if (st->last)
-    g_bytes_unref(st->last);
+  sbuf_free(st->rec);
+  g_free(st->last);
   if (st->base) {
     for (int i = 0; i < OVERLAYS; i++)
-      g_hash_table_destroy(st->sh->ov[i].kv);
+      sbuf_free(st->sh->ov[i].buf);
     g_hash_table_destroy(st->sh->held);
     pthread_mutex_destroy(&st->sh->mu);
     g_free(st->sh);
@@ -86,7 +83,7 @@ void state_free(state_t *st) {
 }
 
 void state_record_drop(state_t *st) {
-  g_hash_table_remove_all(st->rec);
+  sbuf_clear(st->rec);
 }
 
 static overlay_t *overlay_of(shared_t *sh, store_batch_t *sb) {
@@ -102,11 +99,27 @@ static overlay_t *overlay_of(shared_t *sh, store_batch_t *sb) {
   return free_slot;
 }
 
-/* Move the writes of kv into sb and its overlay; kv is left empty. */
-static void join_writes(shared_t *sh, GHashTable *kv, store_batch_t *sb) {
-  GHashTableIter it;
-  gpointer k, v;
-  if (g_hash_table_size(kv) == 0)
+typedef struct join {
+  shared_t *sh;
+  store_batch_t *sb;
+  sbuf_t *to;
+} join_t;
+
+static int join_one(void *arg, uint32_t hash, const sbuf_write_t *w) {
+  join_t *j = arg;
+  if (w->val)
+    store_batch_put_state(j->sb, j->sh->scope, w->key, w->klen, w->val,
+                          w->vlen);
+  else
+    store_batch_del_state(j->sb, j->sh->scope, w->key, w->klen);
+  sbuf_write(j->to, hash, w->key, w->klen, w->val, w->vlen, w->val == NULL);
+  return 0;
+}
+
+/* Copy the writes of from into sb and its overlay (appended to the
+ * overlay's arena, the key's hash kept); the caller empties from. */
+static void join_writes(shared_t *sh, const sbuf_t *from, store_batch_t *sb) {
+  if (sbuf_keys(from) == 0)
     return;
   pthread_mutex_lock(&sh->mu);
   overlay_t *o = overlay_of(sh, sb);
@@ -115,24 +128,14 @@ static void join_writes(shared_t *sh, GHashTable *kv, store_batch_t *sb) {
     g_return_if_reached();
   }
   o->gen = ++sh->gen;
-  g_hash_table_iter_init(&it, kv);
-  while (g_hash_table_iter_next(&it, &k, &v)) {
-    gsize kl, vl = 0;
-    const void *kd = g_bytes_get_data(k, &kl);
-    const void *vd = v ? g_bytes_get_data(v, &vl) : NULL;
-    if (v)
-      store_batch_put_state(sb, sh->scope, kd, kl, vd, vl);
-    else
-      store_batch_del_state(sb, sh->scope, kd, kl);
-    /* Moved, not copied: the overlay takes the record's references. */
-    g_hash_table_iter_steal(&it);
-    g_hash_table_insert(o->kv, k, v);
-  }
+  join_t j = {sh, sb, o->buf};
+  sbuf_each(from, join_one, &j);
   pthread_mutex_unlock(&sh->mu);
 }
 
 void state_record_join(state_t *st, store_batch_t *sb) {
   join_writes(st->sh, st->rec, sb);
+  sbuf_clear(st->rec);
 }
 
 static char *held_key(const char *topic, int32_t partition, int64_t offset) {
@@ -145,12 +148,12 @@ void state_record_hold(state_t *st, const char *topic, int32_t partition,
   shared_t *sh = st->sh;
   char *k = held_key(topic, partition, offset);
   pthread_mutex_lock(&sh->mu);
-  if (g_hash_table_size(st->rec) == 0) {
+  if (sbuf_keys(st->rec) == 0) {
     g_hash_table_remove(sh->held, k);
     g_free(k);
   } else {
     g_hash_table_insert(sh->held, k, st->rec);
-    st->rec = kv_new();
+    st->rec = sbuf_new();
   }
   pthread_mutex_unlock(&sh->mu);
 }
@@ -158,17 +161,17 @@ void state_record_hold(state_t *st, const char *topic, int32_t partition,
 void state_held_join(state_t *st, const char *topic, int32_t partition,
                      int64_t offset, store_batch_t *sb) {
   shared_t *sh = st->sh;
-  gpointer key = NULL, kv = NULL;
+  gpointer key = NULL, buf = NULL;
   pthread_mutex_lock(&sh->mu);
   if (g_hash_table_size(sh->held) > 0) {
     char *k = held_key(topic, partition, offset);
-    g_hash_table_steal_extended(sh->held, k, &key, &kv);
+    g_hash_table_steal_extended(sh->held, k, &key, &buf);
     g_free(k);
   }
   pthread_mutex_unlock(&sh->mu);
-  if (kv) {
-    join_writes(sh, kv, sb);
-    g_hash_table_unref(kv);
+  if (buf) {
+    join_writes(sh, buf, sb);
+    sbuf_free(buf);
   }
   g_free(key);
 }
@@ -207,7 +210,7 @@ void state_batch_end(state_t *st, store_batch_t *sb) {
   pthread_mutex_lock(&sh->mu);
   for (int i = 0; i < OVERLAYS; i++) {
     if (sh->ov[i].sb == sb) {
-      g_hash_table_remove_all(sh->ov[i].kv);
+      sbuf_clear(sh->ov[i].buf); /* one call, whatever it holds */
       sh->ov[i].sb = NULL;
     }
   }
@@ -224,63 +227,71 @@ static void overlays_newest_first(shared_t *sh, overlay_t **out) {
   }
 }
 
-/* 1 with *v (a ref, NULL for a delete) when a write not yet durable
- * answers for k; under sh->mu. */
-static int pending_lookup(state_t *st, GBytes *k, GBytes **v) {
+/* 1 with *w when a write not yet durable answers for the key; under
+ * sh->mu (w points into a buffer the lock guards). */
+static int pending_lookup(state_t *st, uint32_t hash, const void *key,
+                          size_t klen, sbuf_write_t *w) {
   overlay_t *o[OVERLAYS];
-  gpointer found;
-  if (g_hash_table_lookup_extended(st->rec, k, NULL, &found))
-    goto hit;
+  if (sbuf_get(st->rec, hash, key, klen, w))
+    return 1;
   overlays_newest_first(st->sh, o);
   for (int i = 0; i < OVERLAYS; i++)
-    if (o[i]->sb && g_hash_table_lookup_extended(o[i]->kv, k, NULL, &found))
-      goto hit;
+    if (o[i]->sb && sbuf_get(o[i]->buf, hash, key, klen, w))
+      return 1;
   return 0;
-hit:
-  *v = found ? g_bytes_ref(found) : NULL;
-  return 1;
+}
+
+/* Keep a copy of a pending value as what state_read() returned. */
+static void keep_copy(state_t *st, const void *val, size_t vlen) {
+  if (st->last_cap < vlen || !st->last) {
+    g_free(st->last);
+    st->last_cap = vlen ? vlen : 1;
+    st->last = g_malloc(st->last_cap);
+  }
+  if (vlen)
+    memcpy(st->last, val, vlen);
 }
 
 int state_read(state_t *st, const void *key, size_t klen, const void **val,
                size_t *vlen, char *err, size_t errlen) {
-  GBytes *k = g_bytes_new(key, klen), *v = NULL;
-  int rc = 1;
-  if (st->last)
-    g_bytes_unref(st->last);
-  st->last = NULL;
-  /* No overlay answering means every write of k is durable (a batch's
-   * overlay goes only once the store has its writes): the store's read
-   * needs no lock. */
+  uint32_t hash = sbuf_hash(key, klen);
+  sbuf_write_t w;
+  /* No overlay answering means every write of the key is durable (a
+   * batch's overlay goes only once the store has its writes): the store's
+   * read needs no lock. */
   pthread_mutex_lock(&st->sh->mu);
-  int pending = pending_lookup(st, k, &v);
+  int pending = pending_lookup(st, hash, key, klen, &w);
+  if (pending && w.val)
+    keep_copy(st, w.val, w.vlen);
   pthread_mutex_unlock(&st->sh->mu);
-  if (!pending) {
-    void *data = NULL;
-    size_t n = 0;
-    rc = store_state_get(st->sh->store, st->sh->scope, key, klen, &data, &n,
-                         err, errlen);
-    if (rc == 1)
-      v = g_bytes_new_take(data, n);
+  if (pending) {
+    if (!w.val)
+      return 0; /* deleted, not durable yet */
+    *val = st->last;
+    *vlen = w.vlen;
+    return 1;
   }
-  if (rc == 1 && !v)
-    rc = 0; /* deleted, not durable yet */
+  void *data = NULL;
+  size_t n = 0;
+  int rc = store_state_get(st->sh->store, st->sh->scope, key, klen, &data, &n,
+                           err, errlen);
   if (rc == 1) {
-    st->last = v;
-    *val = g_bytes_get_data(v, vlen);
-    if (!*val)
-      *val = "";
+    g_free(st->last);
+    st->last = data ? data : g_malloc(1);
+    st->last_cap = data ? n : 1;
+    *val = st->last;
+    *vlen = n;
   }
-  g_bytes_unref(k);
   return rc;
 }
 
 void state_put(state_t *st, const void *key, size_t klen, const void *val,
                size_t vlen) {
-  g_hash_table_insert(st->rec, g_bytes_new(key, klen), g_bytes_new(val, vlen));
+  sbuf_write(st->rec, sbuf_hash(key, klen), key, klen, val, vlen, 0);
 }
 
 void state_del(state_t *st, const void *key, size_t klen) {
-  g_hash_table_insert(st->rec, g_bytes_new(key, klen), NULL);
+  sbuf_write(st->rec, sbuf_hash(key, klen), key, klen, NULL, 0, 1);
 }
 
 /* ------------------------------------------------------------- scans */
@@ -298,21 +309,24 @@ static int keep_row(void *arg, const void *k, size_t kl, const void *v,
   return 0;
 }
 
-/* Lay the writes of kv that match the prefix over the tree. */
-static void lay_over(scan_t *s, GHashTable *kv) {
-  GHashTableIter it;
-  gpointer k, v;
-  g_hash_table_iter_init(&it, kv);
-  while (g_hash_table_iter_next(&it, &k, &v)) {
-    gsize kl;
-    const guint8 *kd = g_bytes_get_data(k, &kl);
-    if (kl < s->plen || (s->plen && memcmp(kd, s->prefix, s->plen) != 0))
-      continue;
-    if (v)
-      g_tree_insert(s->t, g_bytes_ref(k), g_bytes_ref(v));
-    else
-      g_tree_remove(s->t, k);
+static int lay_one(void *arg, uint32_t hash, const sbuf_write_t *w) {
+  scan_t *s = arg;
+  (void)hash;
+  if (w->klen < s->plen || (s->plen && memcmp(w->key, s->prefix, s->plen) != 0))
+    return 0;
+  GBytes *k = g_bytes_new(w->key, w->klen);
+  if (w->val)
+    g_tree_insert(s->t, k, g_bytes_new(w->val, w->vlen));
+  else {
+    g_tree_remove(s->t, k);
+    g_bytes_unref(k);
   }
+  return 0;
+}
+
+/* Lay the writes of b that match the prefix over the tree. */
+static void lay_over(scan_t *s, const sbuf_t *b) {
+  sbuf_each(b, lay_one, s);
 }
 
 static gint bytes_cmp(gconstpointer a, gconstpointer b, gpointer unused) {
@@ -351,7 +365,7 @@ int state_read_prefix(state_t *st, const void *prefix, size_t plen,
     overlays_newest_first(st->sh, o);
     for (int i = OVERLAYS - 1; i >= 0; i--)
       if (o[i]->sb)
-        lay_over(&s, o[i]->kv);
+        lay_over(&s, o[i]->buf);
   }
   pthread_mutex_unlock(&st->sh->mu);
   if (rc == 0) {

@@ -14,6 +14,7 @@
 
 #include "flow.h"
 #include "state.h"
+#include "state_buf.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -303,6 +304,213 @@ START_TEST(test_view_reads_beside_landing_batches) {
 }
 END_TEST
 
+/* ---------------------------------------------- the buffer of writes */
+
+static int buf_get(sbuf_t *b, const char *k, sbuf_write_t *w) {
+  return sbuf_get(b, sbuf_hash(k, strlen(k)), k, strlen(k), w);
+}
+
+static void buf_put(sbuf_t *b, const char *k, const char *v) {
+  sbuf_write(b, sbuf_hash(k, strlen(k)), k, strlen(k), v, v ? strlen(v) : 0,
+             v == NULL);
+}
+
+static int count_each(void *arg, uint32_t hash, const sbuf_write_t *w) {
+  (void)hash;
+  (void)w;
+  ++*(int *)arg;
+  return 0;
+}
+
+/* A later write of a key hides the earlier one, a delete included, and
+ * an empty value is a put, not a delete. */
+START_TEST(test_buf_later_write_wins) {
+  sbuf_t *b = sbuf_new();
+  sbuf_write_t w;
+  int n = 0;
+  ck_assert_int_eq(buf_get(b, "a", &w), 0);
+  buf_put(b, "a", "1");
+  buf_put(b, "a", NULL);
+  ck_assert_int_eq(buf_get(b, "a", &w), 1);
+  ck_assert_ptr_null(w.val);
+  buf_put(b, "a", "22");
+  ck_assert_int_eq(buf_get(b, "a", &w), 1);
+  ck_assert_uint_eq(w.vlen, 2);
+  ck_assert_int_eq(memcmp(w.val, "22", 2), 0);
+  buf_put(b, "e", "");
+  ck_assert_int_eq(buf_get(b, "e", &w), 1);
+  ck_assert_ptr_nonnull(w.val);
+  ck_assert_uint_eq(w.vlen, 0);
+  /* "a" and "ab" are different keys (lengths differ, bytes agree) */
+  ck_assert_int_eq(buf_get(b, "ab", &w), 0);
+  ck_assert_uint_eq(sbuf_keys(b), 2);
+  sbuf_each(b, count_each, &n);
+  ck_assert_int_eq(n, 2); /* the latest write of each key only */
+  sbuf_clear(b);
+  ck_assert_uint_eq(sbuf_keys(b), 0);
+  ck_assert_int_eq(buf_get(b, "a", &w), 0);
+  ck_assert_int_eq(buf_get(b, "e", &w), 0);
+  sbuf_free(b);
+}
+END_TEST
+
+/* Enough keys to grow the index several times, and a clear by zeroing
+ * the slots of few entries in a large index as well as by zeroing all
+ * of it: after either, no key of before is found. */
+START_TEST(test_buf_many_keys) {
+  sbuf_t *b = sbuf_new();
+  sbuf_write_t w;
+  char k[32], v[32];
+  for (int round = 0; round < 3; round++) {
+    int keys = round == 1 ? 3 : 20000; /* round 2 clears few of many slots */
+    for (int i = 0; i < keys; i++) {
+      snprintf(k, sizeof k, "k%d", i);
+      snprintf(v, sizeof v, "%d.%d", round, i);
+      buf_put(b, k, v);
+    }
+    ck_assert_uint_eq(sbuf_keys(b), (size_t)keys);
+    for (int i = 0; i < 20000; i++) {
+      snprintf(k, sizeof k, "k%d", i);
+      snprintf(v, sizeof v, "%d.%d", round, i);
+      int in = buf_get(b, k, &w);
+      ck_assert_int_eq(in, i < keys);
+      if (in) {
+        ck_assert_uint_eq(w.vlen, strlen(v));
+        ck_assert_int_eq(memcmp(w.val, v, w.vlen), 0);
+      }
+    }
+    sbuf_clear(b);
+    for (int i = 0; i < 20000; i += 97) {
+      snprintf(k, sizeof k, "k%d", i);
+      ck_assert_int_eq(buf_get(b, k, &w), 0);
+    }
+  }
+  sbuf_free(b);
+}
+END_TEST
+
+/* Values larger than what a cleared buffer keeps, and keys past 8 bytes
+ * (hashed a word at a time) that differ only in their last byte. */
+START_TEST(test_buf_large_values) {
+  sbuf_t *b = sbuf_new();
+  sbuf_write_t w;
+  size_t big = (size_t)3 << 20;
+  char *v = g_malloc(big);
+  for (size_t i = 0; i < big; i++)
+    v[i] = (char)(i * 31 + 7);
+  for (int round = 0; round < 2; round++) {
+    sbuf_write(b, sbuf_hash("long-key-0001", 13), "long-key-0001", 13, v, big,
+               0);
+    buf_put(b, "long-key-0002", "small");
+    ck_assert_int_eq(buf_get(b, "long-key-0001", &w), 1);
+    ck_assert_uint_eq(w.vlen, big);
+    ck_assert_int_eq(memcmp(w.val, v, big), 0);
+    ck_assert_int_eq(buf_get(b, "long-key-0002", &w), 1);
+    ck_assert_int_eq(memcmp(w.val, "small", 5), 0);
+    ck_assert_int_eq(buf_get(b, "long-key-0003", &w), 0);
+    sbuf_clear(b); /* gives the arena back: it grew past what it keeps */
+  }
+  sbuf_free(b);
+  g_free(v);
+}
+END_TEST
+
+/* Through the state: a large value read back from the record, the batch
+ * and the store, whole. */
+START_TEST(test_large_value_read_your_writes) {
+  size_t big = (size_t)2 << 20;
+  char *v = g_malloc(big), err[256];
+  const void *got;
+  size_t n;
+  for (size_t i = 0; i < big; i++)
+    v[i] = (char)(i * 13 + 1);
+  state_put(st, "big", 3, v, big);
+  for (int where = 0; where < 3; where++) {
+    if (where == 1)
+      state_record_join(st, b1);
+    if (where == 2)
+      commit(b1);
+    ck_assert_int_eq(state_read(st, "big", 3, &got, &n, err, sizeof err), 1);
+    ck_assert_uint_eq(n, big);
+    ck_assert_int_eq(memcmp(got, v, big), 0);
+  }
+  g_free(v);
+}
+END_TEST
+
+/* Deletes then puts of one key in one record, across records of one
+ * batch and across batches: the last write joined answers, before and
+ * after the batches are durable, and a RETRY's delete leaves the put of
+ * the record before it standing. */
+START_TEST(test_deletes_then_puts) {
+  put("a", "1");
+  state_del(st, "a", 1);
+  put("a", "2");
+  state_del(st, "a", 1);
+  ck_assert_str_eq(get("a"), "-");
+  put("a", "3");
+  ck_assert_str_eq(get("a"), "3");
+  state_record_join(st, b1);
+  ck_assert_uint_eq(store_batch_pending(b1), 1); /* the last write only */
+  state_del(st, "a", 1);
+  state_record_drop(st); /* a RETRY */
+  ck_assert_str_eq(get("a"), "3");
+  state_del(st, "a", 1);
+  state_record_join(st, b1);
+  ck_assert_str_eq(get("a"), "-");
+  put("a", "4");
+  state_record_join(st, b2);
+  ck_assert_str_eq(get("a"), "4");
+  commit(b1);
+  ck_assert_str_eq(get("a"), "4");
+  commit(b2);
+  ck_assert_str_eq(get("a"), "4");
+  state_del(st, "a", 1);
+  state_record_join(st, b1);
+  commit(b1);
+  ck_assert_str_eq(get("a"), "-");
+}
+END_TEST
+
+/* Many keys in a record and its batch; a RETRY of a record that wrote
+ * many keys leaves none of them, an abandoned batch none of its own, and
+ * a batch's overlay slot reused after it ended answers nothing of it. */
+START_TEST(test_many_keys_retry_and_abandon) {
+  char k[32], v[32];
+  for (int i = 0; i < 5000; i++) {
+    snprintf(k, sizeof k, "r%d", i);
+    put(k, "x");
+  }
+  state_record_drop(st); /* RETRY */
+  ck_assert_str_eq(get("r0"), "-");
+  ck_assert_str_eq(get("r4999"), "-");
+  state_record_join(st, b1);
+  ck_assert_uint_eq(store_batch_pending(b1), 0);
+  for (int i = 0; i < 5000; i++) {
+    snprintf(k, sizeof k, "k%d", i);
+    snprintf(v, sizeof v, "%d", i);
+    put(k, v);
+    if (i % 10 == 9)
+      state_record_join(st, b1);
+  }
+  ck_assert_uint_eq(store_batch_pending(b1), 5000);
+  ck_assert_str_eq(get("k4321"), "4321");
+  store_batch_discard(b1); /* abandoned */
+  state_batch_end(st, b1);
+  for (int i = 0; i < 5000; i += 7) {
+    snprintf(k, sizeof k, "k%d", i);
+    ck_assert_str_eq(get(k), "-");
+  }
+  put("k1", "again");
+  state_record_join(st, b1); /* the slot b1 had, empty again */
+  ck_assert_str_eq(get("k1"), "again");
+  ck_assert_str_eq(get("k2"), "-");
+  commit(b1);
+  ck_assert_str_eq(get("k1"), "again");
+  ck_assert_str_eq(get("k2"), "-");
+}
+END_TEST
+
 Suite *state_suite(void) {
   Suite *su = suite_create("state");
   TCase *tc = tcase_create("member");
@@ -316,6 +524,14 @@ Suite *state_suite(void) {
   tcase_add_test(tc, test_view_reads_beside_landing_batches);
   tcase_add_test(tc, test_failed_record_writes_wait_for_its_mark);
   tcase_add_test(tc, test_held_writes_dropped);
+  tcase_add_test(tc, test_large_value_read_your_writes);
+  tcase_add_test(tc, test_deletes_then_puts);
+  tcase_add_test(tc, test_many_keys_retry_and_abandon);
   suite_add_tcase(su, tc);
+  TCase *tb = tcase_create("buffer");
+  tcase_add_test(tb, test_buf_later_write_wins);
+  tcase_add_test(tb, test_buf_many_keys);
+  tcase_add_test(tb, test_buf_large_values);
+  suite_add_tcase(su, tb);
   return su;
 }
