@@ -1428,7 +1428,7 @@ START_TEST(test_lanes_order_by_none) {
   m.conf.order_by = FLOW_ORDER_NONE;
   member_open(&m);
   for (int i = 0; i < 4; i++) {
-    char id[8];
+    char id[16];
     snprintf(id, sizeof(id), "n%d", i);
     push_key(&m, 0, i, "a", id);
   }
