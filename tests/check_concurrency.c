@@ -228,7 +228,7 @@ START_TEST(test_copies_in_flight_handled_once) {
   mu_produce(&c, TOPIC, 0, "same-id", "ka", "sleep 500");
   mu_produce(&c, TOPIC, 0, "same-id", "kb", "sleep 500");
   for (int i = 0; i < 10; i++) {
-    char id[16], key[16];
+    char id[32], key[16];
     snprintf(id, sizeof(id), "other-%d", i);
     snprintf(key, sizeof(key), "k%d", i);
     mu_produce(&c, TOPIC, i % PARTS, id, key, "order");
