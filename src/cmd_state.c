@@ -278,10 +278,12 @@ int cmd_state(int argc, char **argv) {
       which = i;
   if (which < 0)
     return cli_usage_error("state: give get, scan, stats or reset");
-  if ((rc = parse(argc - 1, argv + 1, &c)) >= 0)
+  if ((rc = parse(argc - 1, argv + 1, &c)) >= 0 ||
+      (rc = cli_load_config(&c.cfg, c.config)) != 0) {
+    if (c.json)
+      json_decref(c.json);
     return rc;
-  if ((rc = cli_load_config(&c.cfg, c.config)) != 0)
-    return rc;
+  }
   if (!cli_find_pipeline(&c.cfg, c.pipeline))
     rc = cli_usage_error("state %s: no pipeline named %s in %s", c.action,
                          c.pipeline, c.config);
