@@ -176,6 +176,23 @@ static fu_proc_t *run_backlog(const char *cfg) {
   return p;
 }
 
+/* Wait until a batch of p becomes durable, the stored offsets past
+ * `was` (stored_progress() before p started). */
+static void wait_progress(fu_proc_t *p, int64_t was) {
+  int64_t deadline = tu_mono_ms() + FU_RUN_MS;
+  while (stored_progress() <= was) {
+    ck_assert_msg(!fu_reap(p, 0),
+                  "the host exited before a batch was durable "
+                  "(see %s)",
+                  p->err);
+    ck_assert_msg(tu_mono_ms() < deadline,
+                  "no batch became durable in %d s after the assignment (see "
+                  "%s)",
+                  FU_RUN_MS / 1000, p->err);
+    usleep(20 * 1000);
+  }
+}
+
 START_TEST(test_state_survives_kill9) {
   const char *env = getenv("KHOST_TEST_SEED");
   guint32 seed = env ? (guint32)strtoul(env, NULL, 10) : 20261207u;
@@ -189,12 +206,15 @@ START_TEST(test_state_survives_kill9) {
     char tag[32];
     snprintf(tag, sizeof(tag), "run%d", k);
     counts_t before = stored_counts();
+    int64_t progress = stored_progress();
     fu_proc_t *p = fu_khost(&w, tag, cfg, 0, 0);
     /* One kill in four while the host starts and joins; the others
-     * while it consumes. */
+     * while it consumes, once it has made a batch durable. */
     int consuming = k % 4 != 0;
-    if (consuming)
+    if (consuming) {
       fu_wait_stderr(p, "assigned", 1, ASSIGN_MS);
+      wait_progress(p, progress);
+    }
     usleep((useconds_t)g_rand_int_range(rand, 0, consuming ? 600 : 1500) *
            1000);
     fu_kill9(p);
@@ -581,7 +601,7 @@ START_TEST(test_window_drops_counted) {
                           "300; topic_metadata_refresh_interval_ms = 1000;",
                           NULL, NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
-  fu_wait_stderr(p, SHOP_RESET, 1, 30000);
+  fu_wait_stderr(p, SHOP_RESET, 1, ASSIGN_MS);
   fu_kill9(p);
   window_count_skips(&sw, p);
   ck_assert_int_eq(sw.resets, 1);
@@ -612,7 +632,7 @@ START_TEST(test_demo_survives_kill9) {
   const char *env = getenv("KHOST_TEST_SEED");
   guint32 seed = env ? (guint32)strtoul(env, NULL, 10) : 20261207u;
   GRand *rand = g_rand_new_with_seed(seed);
-  int kills = kills_wanted(), in_flight = 0;
+  int kills = kills_wanted(), handled = 0, behind = 0;
   shop_t shop;
   fprintf(stderr, "test_demo_survives_kill9: seed %" PRIu32 "\n", seed);
   shop_topics_create();
@@ -628,13 +648,15 @@ START_TEST(test_demo_survives_kill9) {
     char tag[32];
     snprintf(tag, sizeof(tag), "shop%d", k);
     shop_state_t was = shop_stored(db);
-    int64_t before = shop_applied(&was);
+    int64_t before = shop_applied(&was), progress = stored_progress();
     fu_proc_t *p = fu_khost(&w, tag, cfg, 0, 0);
     /* One kill in four while the host starts and joins; the others
-     * while its three pipelines consume. */
+     * while its three pipelines consume, once a batch is durable. */
     int consuming = k % 4 != 0;
-    if (consuming)
+    if (consuming) {
       fu_wait_stderr(p, "assigned", 3, ASSIGN_MS);
+      wait_progress(p, progress);
+    }
     usleep((useconds_t)g_rand_int_range(rand, 0, consuming ? 800 : 2000) *
            1000);
     int64_t produced = shop_events(&shop);
@@ -642,9 +664,10 @@ START_TEST(test_demo_survives_kill9) {
     window_count_drops(&sw);
     window_count_skips(&sw, p);
     shop_state_t after = shop_stored(db);
-    /* It had handled records and had more to handle when it died. */
-    in_flight +=
-        shop_applied(&after) > before && shop_applied(&after) < produced;
+    /* It had handled records, and (on a machine slower than the feeder)
+     * had more to handle when it died. */
+    handled += shop_applied(&after) > before;
+    behind += shop_applied(&after) > before && shop_applied(&after) < produced;
   }
   shop_feed_stop(&shop);
   fu_flush(&w);
@@ -652,17 +675,19 @@ START_TEST(test_demo_survives_kill9) {
   window_count_skips(&sw, run_backlog(cfg));
   shop_state_t got = shop_stored(db);
   fprintf(stderr,
-          "%d kills, %d of them while records were in flight; %" PRId64
+          "%d kills, %d of them after records were handled, %d of these "
+          "with more to handle; %" PRId64
           " events (and their re-published copies), %" PRId64 " applied; "
           "at most %" PRId64 " unread on a partition (bound %u%s), the "
           "feeder waited %d times; the highest log start %" PRId64
           ", the least lead of a resume point over its log start %" PRId64
           "; %" PRId64 " records dropped unread, %" PRId64
           " fetches reset to the log start skipping %" PRId64 "\n",
-          kills, in_flight, shop.ref.events, shop_applied(&got), sw.unread_max,
-          (unsigned)SHOP_UNREAD_MAX, sw.unthrottled ? ", not kept" : "",
-          sw.waits, sw.trimmed, sw.closest == INT64_MAX ? -1 : sw.closest,
-          sw.dropped, sw.resets, sw.skipped);
+          kills, handled, behind, shop.ref.events, shop_applied(&got),
+          sw.unread_max, (unsigned)SHOP_UNREAD_MAX,
+          sw.unthrottled ? ", not kept" : "", sw.waits, sw.trimmed,
+          sw.closest == INT64_MAX ? -1 : sw.closest, sw.dropped, sw.resets,
+          sw.skipped);
   ck_assert_msg(sw.dropped == 0 && sw.resets == 0,
                 "the mock cluster dropped %" PRId64
                 " records before they were read, and %" PRId64
@@ -670,7 +695,7 @@ START_TEST(test_demo_survives_kill9) {
                 "outran its window",
                 sw.dropped, sw.resets, sw.skipped, sw.where);
   shop_compare(&got, &shop.ref);
-  ck_assert_int_ge(in_flight, kills / 2);
+  ck_assert_int_ge(handled, kills / 2);
   window_close(&sw);
   g_rand_free(rand);
   free(cfg);
@@ -750,7 +775,7 @@ START_TEST(test_restarts_after_kill_while_starting) {
      * the one after it must start in full. */
     int checked = k % 2 == 1;
     if (checked) {
-      wait_or_stacks(p, "event IDs remembered", 20000);
+      wait_or_stacks(p, "event IDs remembered", FU_RUN_MS);
       wait_or_stacks(p, "assigned", ASSIGN_MS);
     }
     usleep((useconds_t)g_rand_int_range(rand, 0, checked ? 600 : 1500) * 1000);
@@ -767,7 +792,7 @@ Suite *state_crash_suite(void) {
   Suite *s = suite_create("state_crash");
   FU_SCENARIO(s, test_state_survives_kill9, 3600);
   FU_SCENARIO(s, test_dead_letter_write_with_its_mark, 600);
-  FU_SCENARIO(s, test_window_drops_counted, 120);
+  FU_SCENARIO(s, test_window_drops_counted, 600);
   FU_SCENARIO(s, test_demo_survives_kill9, 3600);
   FU_SCENARIO(s, test_restarts_after_kill_while_starting, 3600);
   return s;
