@@ -104,7 +104,7 @@ static const store_range_t *replay_range(const flow_part_t *pt,
 /* The head has an outcome: mark it (when claimed), move it to the current
  * batch and make the partition's next record the head. */
 static void finish(flow_t *f, flow_part_t *pt, int outcome) {
-  void *rec = g_queue_pop_head(&pt->queue);
+  void *rec = flow_link_give(f, g_queue_pop_head_link(&pt->queue));
   flow_batch_t *b = &f->cur;
   const void *id;
   size_t len;
