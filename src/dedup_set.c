@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "dedup_pack.h"
 #include "id_hash.h"
 
 #define STRIPE_BITS 4
@@ -86,34 +87,6 @@ static size_t varint_get(const uint8_t *p, size_t *v) {
   return n;
 }
 
-#define HEX_LOWER 0x10
-#define HEX_UPPER 0x20
-#define HEX_BAD 0x40
-
-/* The value of a hex digit, flagged with the case of a letter; HEX_BAD
- * for anything else, so that a whole UUID is checked with one test at
- * the end rather than a branch per digit. */
-/* clang-format off */
-#define HEX_ROW16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
-static const uint8_t hex_digit[256] = {
-    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
-    HEX_BAD, HEX_BAD, /* '0'-'9' */
-    HEX_BAD, 10 | HEX_UPPER, 11 | HEX_UPPER, 12 | HEX_UPPER, 13 | HEX_UPPER,
-    14 | HEX_UPPER, 15 | HEX_UPPER, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
-    HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, /* 'A'-'F' */
-    HEX_ROW16(HEX_BAD),
-    HEX_BAD, 10 | HEX_LOWER, 11 | HEX_LOWER, 12 | HEX_LOWER, 13 | HEX_LOWER,
-    14 | HEX_LOWER, 15 | HEX_LOWER, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD,
-    HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, HEX_BAD, /* 'a'-'f' */
-    HEX_ROW16(HEX_BAD),
-    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
-    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
-    HEX_ROW16(HEX_BAD), HEX_ROW16(HEX_BAD),
-};
-/* clang-format on */
-_Static_assert(sizeof hex_digit == 256, "one entry per byte value");
-
 /* Where each byte's high digit sits in 8-4-4-4-12 text. */
 static const uint8_t uuid_digit_pos[UUID_BYTES] = {
     0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
@@ -122,18 +95,14 @@ static const uint8_t uuid_digit_pos[UUID_BYTES] = {
  * id is not one. Letters must share one case so that the packed form maps
  * back to exactly these bytes. */
 static int uuid_pack(uint8_t out[UUID_BYTES], const uint8_t *id) {
-  unsigned seen = 0;
-  if (id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-')
+  switch (dpack_uuid_parse(id, out)) {
+  case DPACK_UUID_LOWER:
+    return KEY_UUID_LOWER;
+  case DPACK_UUID_UPPER:
+    return KEY_UUID_UPPER;
+  default:
     return KEY_RAW;
-  for (int i = 0; i < UUID_BYTES; i++) {
-    unsigned hi = hex_digit[id[uuid_digit_pos[i]]];
-    unsigned lo = hex_digit[id[uuid_digit_pos[i] + 1]];
-    seen |= hi | lo;
-    out[i] = (uint8_t)((hi & 0xf) << 4 | (lo & 0xf));
   }
-  if ((seen & HEX_BAD) || ((seen & HEX_LOWER) && (seen & HEX_UPPER)))
-    return KEY_RAW;
-  return seen & HEX_UPPER ? KEY_UUID_UPPER : KEY_UUID_LOWER;
 }
 
 /* Room key_build() may need for an ID of len bytes. */

@@ -104,7 +104,7 @@ static const store_range_t *replay_range(const flow_part_t *pt,
 /* The head has an outcome: mark it (when claimed), move it to the current
  * batch and make the partition's next record the head. */
 static void finish(flow_t *f, flow_part_t *pt, int outcome) {
-  void *rec = g_queue_pop_head(&pt->queue);
+  void *rec = flow_link_give(f, g_queue_pop_head_link(&pt->queue));
   flow_batch_t *b = &f->cur;
   const void *id;
   size_t len;
@@ -135,6 +135,11 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
   else if (b->sb && !f->ops->is_end(rec))
     store_batch_set_offset(b->sb, f->conf->scope, f->ops->topic(rec),
                            f->ops->partition(rec), f->ops->offset(rec) + 1);
+  /* Its headers were parsed when its event ID came from one or the
+   * plugin saw it: only then is there something to drop. */
+  if (f->ops->settled && !f->ops->is_end(rec) &&
+      (f->conf->eid_header || pt->attempts > 0))
+    f->ops->settled(rec);
   g_ptr_array_add(b->done, rec);
   pt->started = pt->claimed = pt->dead_letter = pt->dl_flying = 0;
   pt->waits_claim = 0;

@@ -61,6 +61,11 @@ typedef struct flow_rec_ops {
    * member queues with concurrency > 1 and on its batches in the air
    * (flow_conf_t.max_air_bytes). May be NULL (counted as 0). */
   size_t (*size)(const void *rec);
+  /* rec has its outcome: drop what only its handling needed (the parsed
+   * headers), while rec itself waits in its batch until it is durable.
+   * Every op above still works on rec afterwards, at the cost of doing
+   * again what was dropped. May be NULL. */
+  void (*settled)(void *rec);
 } flow_rec_ops_t;
 
 /* What stays in offset order with concurrency > 1 (flow_conf_t.order_by):

@@ -84,7 +84,20 @@ struct flow {
   size_t queued_bytes; /* what the queued records hold */
   int overfull;        /* the last record came while the queue was full */
   GPtrArray *orphans;  /* lanes whose partition went while their job was out */
+  /* Links of partition queues whose record went, for the next records
+   * (at most FLOW_SPARE_LINKS): a record's link is allocated when it is
+   * queued and freed when it has its outcome, up to a batch later, which
+   * the allocator's per-thread cache cannot serve. */
+  GList *spare_links;
+  size_t n_spare_links;
 };
+
+#define FLOW_SPARE_LINKS 4096
+
+/* flow_part.c: a link of a partition queue taken from, or given back to,
+ * the spares. */
+GList *flow_link_take(flow_t *f, void *rec);
+void *flow_link_give(flow_t *f, GList *link);
 
 /* flow.c */
 int flow_event_id(const flow_t *f, const void *rec, const void **id,

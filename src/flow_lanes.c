@@ -244,7 +244,7 @@ int flow_lanes_push(flow_t *f, flow_part_t *pt, void *rec) {
    */
   f->overfull = full_at(f, 1);
   flow_part_t *lane = lane_for(f, pt, rec);
-  g_queue_push_tail(&lane->queue, rec);
+  g_queue_push_tail_link(&lane->queue, flow_link_take(f, rec));
   f->queued++;
   f->queued_bytes += rec_size(f, rec);
   L->queued++;

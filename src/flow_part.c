@@ -67,7 +67,32 @@ void flow_close(flow_t *f) {
   for (unsigned i = 0; i < FLOW_AIR_MAX; i++)
     batch_free(f, &f->air[i]);
   g_ptr_array_free(f->parts, TRUE);
+  g_list_free(f->spare_links);
   free(f);
+}
+
+GList *flow_link_take(flow_t *f, void *rec) {
+  GList *l = f->spare_links;
+  if (!l)
+    l = g_list_alloc();
+  else {
+    f->spare_links = l->next;
+    f->n_spare_links--;
+  }
+  *l = (GList){.data = rec};
+  return l;
+}
+
+void *flow_link_give(flow_t *f, GList *link) {
+  void *rec = link->data;
+  if (f->n_spare_links >= FLOW_SPARE_LINKS) {
+    g_list_free_1(link);
+    return rec;
+  }
+  *link = (GList){.next = f->spare_links};
+  f->spare_links = link;
+  f->n_spare_links++;
+  return rec;
 }
 
 /* ------------------------------------------------------------ partitions */
@@ -238,7 +263,7 @@ int flow_push(flow_t *f, void *rec) {
   f->last = pt;
   if (pt->lanes)
     return flow_lanes_push(f, pt, rec);
-  g_queue_push_tail(&pt->queue, rec);
+  g_queue_push_tail_link(&pt->queue, flow_link_take(f, rec));
   f->queued++;
   return 0;
 }

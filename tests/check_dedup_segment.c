@@ -20,6 +20,7 @@
 #include "dedup.h"
 #include "dedup_filter.h"
 #include "dedup_log.h"
+#include "dedup_pack.h"
 #include "dedup_segment.h"
 #include "id_hash.h"
 #include "testutil.h"
@@ -619,10 +620,84 @@ START_TEST(test_segment_write_leaves_commits_alone) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ UUID text */
+
+/* dpack_uuid_parse() digit by digit: the answer it must give. */
+static int uuid_parse_ref(const uint8_t *id, uint8_t out[16]) {
+  static const uint8_t at[16] = {0,  2,  4,  6,  9,  11, 14, 16,
+                                 19, 21, 24, 26, 28, 30, 32, 34};
+  int lower = 0, upper = 0;
+  if (id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-')
+    return DPACK_NOT_UUID;
+  for (int i = 0; i < 32; i++) {
+    unsigned c = id[at[i / 2] + i % 2], v;
+    if (c >= '0' && c <= '9')
+      v = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v = c - 'a' + 10, lower = 1;
+    else if (c >= 'A' && c <= 'F')
+      v = c - 'A' + 10, upper = 1;
+    else
+      return DPACK_NOT_UUID;
+    out[i / 2] = (uint8_t)(i % 2 ? (out[i / 2] | v) : v << 4);
+  }
+  if (lower && upper)
+    return DPACK_NOT_UUID;
+  return upper ? DPACK_UUID_UPPER : DPACK_UUID_LOWER;
+}
+
+static void expect_parse_like_ref(const char *text) {
+  uint8_t got[16], want[16];
+  int g = dpack_uuid_parse((const uint8_t *)text, got);
+  int w = uuid_parse_ref((const uint8_t *)text, want);
+  ck_assert_msg(g == w, "%.36s: parsed as %d, not %d", text, g, w);
+  if (w != DPACK_NOT_UUID)
+    ck_assert_msg(memcmp(got, want, 16) == 0, "%.36s: other bytes", text);
+  ck_assert_int_eq(dpack_uuid_bytes((const uint8_t *)text, 36, got),
+                   w == DPACK_UUID_LOWER);
+}
+
+/* The parser that takes eight digits at a time answers as one that takes
+ * them one by one: for every byte value at every position of a lower-,
+ * an upper-case and an all-digit UUID, and for random UUIDs of each case
+ * and of mixed case. */
+START_TEST(test_uuid_parse_every_byte) {
+  static const char *base[] = {"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                               "0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0",
+                               "01234567-8901-2345-6789-012345678901"};
+  char text[37];
+  for (size_t b = 0; b < G_N_ELEMENTS(base); b++)
+    for (int pos = 0; pos < 36; pos++)
+      for (int c = 0; c < 256; c++) {
+        memcpy(text, base[b], 37);
+        text[pos] = (char)c;
+        expect_parse_like_ref(text);
+      }
+  GRand *r = g_rand_new_with_seed(11);
+  static const char *alphabet[] = {"0123456789abcdef", "0123456789ABCDEF",
+                                   "0123456789abcdefABCDEF"};
+  for (int n = 0; n < 30000; n++) {
+    const char *a = alphabet[n % 3];
+    for (int i = 0; i < 36; i++)
+      text[i] = (i == 8 || i == 13 || i == 18 || i == 23)
+                    ? '-'
+                    : a[g_rand_int_range(r, 0, (gint32)strlen(a))];
+    expect_parse_like_ref(text);
+  }
+  g_rand_free(r);
+  uint8_t bytes[16];
+  ck_assert_int_eq(dpack_uuid_parse((const uint8_t *)base[0], bytes),
+                   DPACK_UUID_LOWER);
+  ck_assert_int_eq(bytes[0], 0x0f);
+  ck_assert_int_eq(bytes[15], 0xf0);
+}
+END_TEST
+
 Suite *dedup_segment_suite(void) {
   Suite *s = suite_create("dedup_segment");
   TCase *tc = tcase_create("filter");
   tcase_add_test(tc, test_filter_never_misses_added);
+  tcase_add_test(tc, test_uuid_parse_every_byte);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("segment");

@@ -24,6 +24,11 @@ typedef struct trec {
   char id[64];  /* the eventId header; "" for none */
   char key[32]; /* the record key; "" for a null key */
   char agg[32]; /* the aggregateId header; "" for none */
+  /* The parsed eventId header that r_header() points into, as
+   * librdkafka's parsed headers: r_settled() overwrites it (a pointer
+   * kept across it reads garbage) and the next r_header() parses again. */
+  char parsed[64];
+  int parses, settles;
 } trec_t;
 
 static const char *r_topic(const void *r) {
@@ -45,8 +50,12 @@ static void r_key(const void *r, const void **key, size_t *len) {
 }
 static int r_header(const void *r, const char *name, const void **value,
                     size_t *len) {
-  const trec_t *t = r;
-  const char *v = strcmp(name, "eventId") == 0       ? t->id
+  trec_t *t = (trec_t *)r; /* parsing on demand, as librdkafka does */
+  if (strcmp(name, "eventId") == 0 && t->id[0] && !t->parsed[0]) {
+    strcpy(t->parsed, t->id);
+    t->parses++;
+  }
+  const char *v = strcmp(name, "eventId") == 0       ? t->parsed
                   : strcmp(name, "aggregateId") == 0 ? t->agg
                                                      : "";
   if (!v[0])
@@ -64,9 +73,17 @@ static size_t r_size(const void *r) {
   return 100;
 }
 
-static const flow_rec_ops_t ops = {r_topic,  r_partition, r_offset,
-                                   r_is_end, r_key,       r_header,
-                                   r_free,   NULL,        r_size};
+static void r_settled(void *r) {
+  trec_t *t = r;
+  if (t->parsed[0])
+    memset(t->parsed, '#', strlen(t->parsed));
+  t->parsed[0] = '\0';
+  t->settles++;
+}
+
+static const flow_rec_ops_t ops = {r_topic, r_partition, r_offset, r_is_end,
+                                   r_key,   r_header,    r_free,   NULL,
+                                   r_size,  r_settled};
 
 /* ------------------------------------------------------------ harness */
 
@@ -123,8 +140,8 @@ static void member_start(tmember_t *m) {
 }
 
 /* A record with a key (NULL: a null key). */
-static void push_key(tmember_t *m, int32_t partition, int64_t offset,
-                     const char *key, const char *id) {
+static trec_t *push_key(tmember_t *m, int32_t partition, int64_t offset,
+                        const char *key, const char *id) {
   trec_t *r = calloc(1, sizeof(*r));
   strcpy(r->topic, "t");
   r->partition = partition;
@@ -132,6 +149,7 @@ static void push_key(tmember_t *m, int32_t partition, int64_t offset,
   snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
   snprintf(r->key, sizeof(r->key), "%s", key ? key : "");
   ck_assert_int_eq(flow_push(m->f, r), 0);
+  return r;
 }
 
 /* A record with an aggregateId header (NULL: none) and key "k". */
@@ -147,9 +165,9 @@ static void push_agg(tmember_t *m, int32_t partition, int64_t offset,
   ck_assert_int_eq(flow_push(m->f, r), 0);
 }
 
-static void push(tmember_t *m, int32_t partition, int64_t offset,
-                 const char *id) {
-  push_key(m, partition, offset, NULL, id);
+static trec_t *push(tmember_t *m, int32_t partition, int64_t offset,
+                    const char *id) {
+  return push_key(m, partition, offset, NULL, id);
 }
 
 /* The next job must be a plugin call of (partition, offset). */
@@ -738,6 +756,43 @@ START_TEST(test_abandoned_batch_releases_claims) {
   flow_batch_abandon(m.f, flow_cur(m.f));
   ck_assert_int_eq(lookup(&m, "a"), STORE_NEW);
   ck_assert_int_eq(position(&m, 0), -1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* A record with an outcome drops its parsed headers (flow_rec_ops_t
+ * settled) once its mark is taken, while it waits in its batch: the mark
+ * carries the ID read before, and a release of its claim, a later
+ * duplicate and an abandoned batch read the ID again. */
+START_TEST(test_settled_records_drop_headers) {
+  tmember_t m;
+  member_start(&m);
+  trec_t *r0 = push(&m, 0, 0, "s0");
+  push(&m, 0, 1, "s1");
+  trec_t *r2 = push(&m, 0, 2, "s0"); /* a copy of s0 */
+  answer(&m, 0, 0, 0, KHOST_OK);
+  ck_assert_int_eq(r0->settles, 1);
+  ck_assert_str_eq(r0->parsed, "");
+  answer(&m, 0, 0, 1, KHOST_OK);
+  /* The copy is skipped: s0 is claimed by this batch, which the claim's
+   * record (settled) tells by its ID parsed again. */
+  expect_none(&m, 0);
+  ck_assert_int_eq(atomic_load(&m.counts.duplicates), 1);
+  ck_assert_int_eq(r0->parses, 2);
+  ck_assert_int_eq(r2->settles, 1);
+  make_durable(&m);
+  ck_assert_int_eq(lookup(&m, "s0"), STORE_SEEN);
+  ck_assert_int_eq(lookup(&m, "s1"), STORE_SEEN);
+  ck_assert_int_eq(lookup(&m, "#"), STORE_NEW);
+  ck_assert_int_eq(lookup(&m, "##"), STORE_NEW);
+  ck_assert_int_eq(position(&m, 0), 3);
+  /* An abandoned batch gives back its claims by the ID parsed again. */
+  trec_t *r3 = push(&m, 1, 0, "s2");
+  answer(&m, 0, 1, 0, KHOST_OK);
+  ck_assert_int_eq(r3->settles, 1);
+  ck_assert_int_eq(lookup(&m, "s2"), STORE_IN_FLIGHT);
+  flow_batch_abandon(m.f, flow_cur(m.f));
+  ck_assert_int_eq(lookup(&m, "s2"), STORE_NEW);
   flow_close(m.f);
 }
 END_TEST
@@ -1478,6 +1533,7 @@ Suite *flow_suite(void) {
   tcase_add_test(tc, test_fail_reason_in_dead_letter);
   tcase_add_test(tc, test_batch_never_exceeds_max_batch);
   tcase_add_test(tc, test_duplicate_skipped);
+  tcase_add_test(tc, test_settled_records_drop_headers);
   tcase_add_test(tc, test_in_flight_elsewhere_waits_then_skips);
   tcase_add_test(tc, test_in_flight_elsewhere_abandoned_is_handled);
   tcase_add_test(tc, test_missing_id_process);
