@@ -42,8 +42,8 @@ struct dseg {
   uint8_t *src_blob; /* the sources' row bytes, which srcs point into */
   GArray *srcs;      /* dsrc_t */
   size_t blocks;
-  /* Set once each by dseg_load_rest() (NULL until then), read with
-   * acquire loads: the index before the filter. */
+  /* Set once each by dseg_load_filter() and dseg_load_rest() (NULL
+   * until then), read with acquire loads. */
   dseg_index_t *index;
   dfilter_t *filter;
 };
@@ -447,22 +447,34 @@ int dseg_load_meta(sqlite3 *db, const char *path, int64_t seg_id, dseg_t **out,
   return 0;
 }
 
-int dseg_load_rest(dseg_t *g, sqlite3 *db, const char *path, char *err,
-                   size_t errlen) {
-  dseg_index_t *x = NULL;
+int dseg_load_filter(dseg_t *g, sqlite3 *db, const char *path, char *err,
+                     size_t errlen) {
   dfilter_t *f = NULL;
   int rc = 0;
-  if (!__atomic_load_n(&g->index, __ATOMIC_ACQUIRE)) {
-    rc = load_index(db, g, &x);
-    if (rc == 0)
-      __atomic_store_n(&g->index, x, __ATOMIC_RELEASE);
-  }
-  if (rc == 0 && !__atomic_load_n(&g->filter, __ATOMIC_ACQUIRE)) {
+  if (!__atomic_load_n(&g->filter, __ATOMIC_ACQUIRE)) {
     rc = load_filter(db, g, &f);
     if (rc == 0)
       __atomic_store_n(&g->filter, f, __ATOMIC_RELEASE);
   }
   return rc == 0 ? 0 : load_fail(path, g, db, rc, err, errlen);
+}
+
+int dseg_load_rest(dseg_t *g, sqlite3 *db, const char *path, char *err,
+                   size_t errlen) {
+  dseg_index_t *x = NULL;
+  int rc = 0;
+  if (dseg_load_filter(g, db, path, err, errlen) < 0)
+    return -1;
+  if (!__atomic_load_n(&g->index, __ATOMIC_ACQUIRE)) {
+    rc = load_index(db, g, &x);
+    if (rc == 0)
+      __atomic_store_n(&g->index, x, __ATOMIC_RELEASE);
+  }
+  return rc == 0 ? 0 : load_fail(path, g, db, rc, err, errlen);
+}
+
+int dseg_has_filter(const dseg_t *g) {
+  return __atomic_load_n(&g->filter, __ATOMIC_ACQUIRE) != NULL;
 }
 
 int dseg_loaded(const dseg_t *g) {

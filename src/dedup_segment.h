@@ -129,12 +129,18 @@ int dseg_load(struct sqlite3 *db, const char *path, int64_t seg_id,
  * log2(blocks) rows, then the block): slower, as exact. */
 int dseg_load_meta(struct sqlite3 *db, const char *path, int64_t seg_id,
                    dseg_t **out, char *err, size_t errlen);
-/* The block index, then the filter, of a segment from dseg_load_meta(),
- * each published to lookups running meanwhile as soon as it is read. One
- * thread at a time per segment. */
+/* The filter of a segment from dseg_load_meta() (nothing when it has
+ * one), published to lookups running meanwhile: from then on most absent
+ * IDs are answered without a disk read. One thread at a time per
+ * segment. */
+int dseg_load_filter(dseg_t *g, struct sqlite3 *db, const char *path, char *err,
+                     size_t errlen);
+/* dseg_load_filter(), then the block index (a read of every block's first
+ * key), published the same way. */
 int dseg_load_rest(dseg_t *g, struct sqlite3 *db, const char *path, char *err,
                    size_t errlen);
-/* 1 when g's filter and index are loaded. */
+/* 1 when g's filter is loaded; dseg_loaded(): its filter and index. */
+int dseg_has_filter(const dseg_t *g);
 int dseg_loaded(const dseg_t *g);
 /* The ids of every segment, oldest first; *ids is g_malloc'd (g_free()). */
 int dseg_list(struct sqlite3 *db, const char *path, int64_t **ids, size_t *n,

@@ -107,17 +107,26 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
 
 int dsegs_load_next(dsegs_t *l, sqlite3 *db, char *err, size_t errlen) {
   dseg_t *g = NULL;
-  int rc;
+  int rc, filter_only = 1;
+  /* Every filter first (a blob each, read in place), then the indexes (a
+   * read of every block): with its filter, a segment answers most new IDs
+   * without a disk read. */
   pthread_rwlock_rdlock(&l->lock);
   for (guint i = 0; !g && i < l->segs->len; i++)
-    if (!dseg_loaded(l->segs->pdata[i]))
+    if (!dseg_has_filter(l->segs->pdata[i]))
       g = dseg_ref(l->segs->pdata[i]);
+  for (guint i = 0; !g && i < l->segs->len; i++)
+    if (!dseg_loaded(l->segs->pdata[i])) {
+      g = dseg_ref(l->segs->pdata[i]);
+      filter_only = 0;
+    }
   pthread_rwlock_unlock(&l->lock);
   if (!g)
     return 0;
   /* A merge or retention may unpublish g meanwhile: the reference keeps
    * it until this load is done. */
-  rc = dseg_load_rest(g, db, l->path, err, errlen);
+  rc = filter_only ? dseg_load_filter(g, db, l->path, err, errlen)
+                   : dseg_load_rest(g, db, l->path, err, errlen);
   dseg_free(g);
   return rc < 0 ? -1 : 1;
 }

@@ -30,10 +30,10 @@ typedef struct dsegs dsegs_t;
  * meanwhile, reading blocks from disk. */
 int dsegs_open(dsegs_t **out, struct sqlite3 *db, const char *path, int lazy,
                char *err, size_t errlen);
-/* Load the filter and index of one segment not loaded yet, on db (a
- * connection of the caller's thread): 1 when it did, 0 when every segment
- * is loaded, -1 (err) when SQLite failed (the segment stays on the
- * disk path). One caller at a time. */
+/* Load the filter of one segment that has none, or else the index of
+ * one that has none, on db (a connection of the caller's thread): 1 when
+ * it did, 0 when every segment is loaded, -1 (err) when SQLite failed (the
+ * segment stays on the disk path). One caller at a time. */
 int dsegs_load_next(dsegs_t *l, struct sqlite3 *db, char *err, size_t errlen);
 void dsegs_free(dsegs_t *l);
 

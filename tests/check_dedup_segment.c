@@ -246,8 +246,8 @@ END_TEST
 /* A segment with its metadata alone (what a start loads) answers as the
  * loaded one, mark for mark, on its own statement and on a kept one:
  * every ID held (first and last of each block among them), none absent,
- * a key sorting before every block; then again once its index alone, then
- * also its filter, arrived. */
+ * a key sorting before every block; then again once its filter alone,
+ * then also its index, arrived. */
 START_TEST(test_meta_only_answers_exactly) {
   fx_t f;
   size_t n;
@@ -269,7 +269,7 @@ START_TEST(test_meta_only_answers_exactly) {
   ck_assert_int_eq(b.loaded, 0);
   ck_assert_int_eq(a.loaded, 1);
   ck_assert_uint_lt(b.memory, a.memory);
-  for (int stage = 0; stage < 2; stage++) {
+  for (int stage = 0; stage < 3; stage++) {
     for (unsigned i = 0; i < 2 * PER_SEG + 500; i++) {
       char id[200];
       size_t len = make_id(i, id, sizeof id);
@@ -295,10 +295,14 @@ START_TEST(test_meta_only_answers_exactly) {
     ck_assert_int_eq(dseg_lookup(meta, f.db, f.path, 0, "a", 1,
                                  id_hash(0, "a", 1), NULL, err, sizeof err),
                      0);
-    ck_assert_msg(dseg_load_rest(meta, f.db, f.path, err, sizeof err) == 0,
-                  "dseg_load_rest: %s", err);
-    ck_assert_int_eq(dseg_loaded(meta), 1);
+    ck_assert_int_eq(dseg_has_filter(meta), stage > 0);
+    ck_assert_int_eq(dseg_loaded(meta), stage > 1);
+    ck_assert_msg(
+        (stage == 0 ? dseg_load_filter(meta, f.db, f.path, err, sizeof err)
+                    : dseg_load_rest(meta, f.db, f.path, err, sizeof err)) == 0,
+        "loading: %s", err);
   }
+  ck_assert_int_eq(dseg_loaded(meta), 1);
   sqlite3_finalize(kept);
   dseg_free(meta);
   free_all(full, n);
