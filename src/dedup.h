@@ -71,7 +71,9 @@ enum {
 
 /* Open (create, with mode 0600) the database, load the in-memory set from
  * marks inside the retention window, start the pruner thread (it prunes at
- * once, then every prune_interval_ms). A database, -wal or -shm file (or
+ * once, then every prune_interval_ms) and, when there are segments, the
+ * thread that loads their filters and indexes (dedup_segs.h: lookups stay
+ * exact meanwhile). A database, -wal or -shm file (or
  * their directory) this process may not write is refused before SQLite
  * touches it, naming that file. Errors name the path and SQLite's
  * message. */
