@@ -7,9 +7,11 @@
  * ask every segment's filter;
  * only a filter pass reads a block, on a connection of the list's own
  * (under a mutex: with filters of about 0.3 % false positives, reads are
- * rare). A segment is published (dsegs_add()) before its IDs leave the
- * set and is unpublished (dsegs_take_expired()) before its rows go, so a
- * lookup never misses an ID that is in neither place.
+ * rare; a segment whose filter is not loaded yet, dsegs_open()'s lazy
+ * start, reads its blocks for every lookup). A segment is published
+ * (dsegs_add()) before its IDs leave the set and is unpublished
+ * (dsegs_take_expired()) before its rows go, so a lookup never misses an ID
+ * that is in neither place.
  *
  * Threads: thread-safe.
  */
