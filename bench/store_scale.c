@@ -31,6 +31,7 @@
 typedef struct opts {
   const char *dir;
   uint64_t memory_ids; /* the set's budget, as dedup.memory gives it */
+  uint64_t merge_max;  /* the biggest merge (0: the store's default) */
   uint64_t records;    /* new records measured */
 } opts_t;
 
@@ -55,8 +56,9 @@ static void die(const char *what, const char *err) {
 }
 
 static dedup_store_t *open_store(const char *path, uint64_t memory_ids,
-                                 uint32_t *scope) {
-  dedup_opts_t o = {.path = path, .memory_ids = memory_ids};
+                                 uint64_t merge_max, uint32_t *scope) {
+  dedup_opts_t o = {
+      .path = path, .memory_ids = memory_ids, .merge_max_ids = merge_max};
   dedup_store_t *s = NULL;
   char err[512];
   if (dedup_open(&s, &o, err, sizeof err) != 0 ||
@@ -108,7 +110,7 @@ static char *build_store(const opts_t *o, uint64_t ids) {
     goto out;
   unlink(tmp);
   double t0 = now_s();
-  dedup_store_t *s = open_store(tmp, 0, &scope);
+  dedup_store_t *s = open_store(tmp, 0, o->merge_max, &scope);
   dedup_writer_t *w = NULL;
   if (dedup_writer_open(s, &w, err, sizeof err) != 0)
     die(tmp, err);
@@ -161,7 +163,7 @@ static int measure(const char *path, uint64_t ids, const opts_t *o) {
   char err[512];
   double t0 = now_s();
   uint64_t bytes = disk_bytes(path);
-  dedup_store_t *s = open_store(path, o->memory_ids, &scope);
+  dedup_store_t *s = open_store(path, o->memory_ids, o->merge_max, &scope);
   double start = now_s() - t0;
   dedup_writer_t *w = NULL;
   if (dedup_writer_open(s, &w, err, sizeof err) != 0)
@@ -208,7 +210,7 @@ static char *copy_store(const char *path) {
 
 static void usage(void) {
   fprintf(stderr, "usage: khost-store-scale [-d DIR] [-m MEMORY_IDS]"
-                  " [-r RECORDS] SIZE...\n");
+                  " [-M MERGE_MAX_IDS] [-r RECORDS] SIZE...\n");
   exit(2);
 }
 
@@ -217,11 +219,13 @@ int main(int argc, char **argv) {
               .memory_ids = dedup_memory_ids((uint64_t)256 << 20),
               .records = 2000000};
   int c, bad = 0;
-  while ((c = getopt(argc, argv, "d:m:r:")) != -1) {
+  while ((c = getopt(argc, argv, "d:m:M:r:")) != -1) {
     if (c == 'd')
       o.dir = optarg;
     else if (c == 'm')
       o.memory_ids = strtoull(optarg, NULL, 10);
+    else if (c == 'M')
+      o.merge_max = strtoull(optarg, NULL, 10);
     else if (c == 'r')
       o.records = strtoull(optarg, NULL, 10);
     else

@@ -133,15 +133,18 @@ struct dedup_store {
 
   /* Segments: IDs moved out of the set to disk (segments.c below). */
   dsegs_t *segs;
-  sqlite3 *seg_db;       /* segment writes and merges (under prune_lock) */
-  GHashTable *forgotten; /* GBytes (scope[, 0, ID]) -> upto_seq; read-only
-                            after open */
-  size_t memory_ids;     /* segment when the set holds more; 0: never */
-  int64_t seg_mark;      /* marks with seq up to this are in segments (under
-                            prune_lock) */
-  int seg_due;           /* under stop_lock: the set is over its budget */
+  sqlite3 *seg_db;        /* segment writes and merges (under prune_lock) */
+  GHashTable *forgotten;  /* GBytes (scope[, 0, ID]) -> upto_seq; read-only
+                             after open */
+  size_t memory_ids;      /* segment when the set holds more; 0: never */
+  uint64_t merge_max_ids; /* no merged segment holds more */
+  int64_t seg_mark;       /* marks with seq up to this are in segments (under
+                             prune_lock) */
+  int seg_due;            /* under stop_lock: the set is over its budget */
   int has_seg_thread;
   pthread_t seg_thread;
+  int has_load_thread; /* loads the segments' filters and indexes */
+  pthread_t load_thread;
 };
 
 _Static_assert((int)DEDUP_SEEN == (int)DSET_SEEN &&
@@ -233,6 +236,7 @@ void dedup_stats(dedup_store_t *s, dedup_stats_t *out) {
       .ids = st.ids + sg.ids,
       .recent_ids = st.ids,
       .segments = sg.segments,
+      .segments_loading = sg.loading,
       .segment_memory = sg.memory,
       .arena_chunks = st.chunks,
       .arena_bytes = st.bytes,
@@ -765,7 +769,9 @@ static int segs_open(dedup_store_t *s, char *err, size_t errlen) {
       db_open(s, &s->seg_db, err, errlen) < 0 ||
       db_open(s, &db, err, errlen) < 0)
     return -1;
-  return dsegs_open(&s->segs, db, s->path, err, errlen);
+  /* Lazily: a start reads no filter and no block index, whatever the
+   * store's size (the load thread does, below). */
+  return dsegs_open(&s->segs, db, s->path, 1, err, errlen);
 }
 
 typedef struct seg_read {
@@ -1004,7 +1010,8 @@ int dedup_merge_now(dedup_store_t *s, size_t *merged, char *err,
     *merged = 0;
   pthread_mutex_lock(&s->prune_lock);
   while (rc == 0 && !stopping(s) &&
-         (n = dsegs_pick_merge(s->segs, ids, &total, &tag)) > 0) {
+         (n = dsegs_pick_merge(s->segs, ids, &total, &tag, s->merge_max_ids)) >
+             0) {
     rc = merge_put(s, ids, n, total, tag, err, errlen);
     if (rc == 0)
       rc = seg_drop(s, ids, n, err, errlen);
@@ -1254,6 +1261,51 @@ static int segmenter_start(dedup_store_t *s, char *err, size_t errlen) {
   return 0;
 }
 
+/* Load the filters and block indexes of the segments a start found, one
+ * segment after the other, on a connection of its own; lookups read those
+ * segments' blocks until then. A closing store stops it between two
+ * segments. */
+static void *loader_main(void *arg) {
+  dedup_store_t *s = arg;
+  char err[512];
+  sqlite3 *db = NULL;
+  int rc = 0;
+  struct timespec t0, t1;
+  pthread_setname_np(pthread_self(), "dedup-load");
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  if (db_open(s, &db, err, sizeof err) < 0)
+    rc = -1;
+  while (rc == 0 && !stopping(s)) {
+    int r = dsegs_load_next(s->segs, db, err, sizeof err);
+    rc = r > 0 ? 0 : r == 0 ? 1 : -1;
+  }
+  sqlite3_close(db);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (rc < 0)
+    log_msg(KHOST_LOG_WARNING, "dedup",
+            "loading the segments' filters: %s (lookups read their blocks)",
+            err);
+  else if (rc > 0)
+    log_msg(KHOST_LOG_INFO, "dedup", "%s: segments loaded in %.1f s", s->path,
+            (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+  return NULL;
+}
+
+static int loader_start(dedup_store_t *s, char *err, size_t errlen) {
+  dsegs_stats_t st;
+  dsegs_stats(s->segs, &st);
+  if (st.loading == 0)
+    return 0;
+  int e = pthread_create(&s->load_thread, NULL, loader_main, s);
+  if (e != 0) {
+    snprintf(err, errlen, "%s: cannot start the segment load thread: %s",
+             s->path, g_strerror(e));
+    return -1;
+  }
+  s->has_load_thread = 1;
+  return 0;
+}
+
 /* After a commit: wake the segmenter when the set is over its budget. */
 static void segmenter_poke(dedup_store_t *s) {
   if (!s->has_seg_thread || dset_size(s->set) <= s->memory_ids)
@@ -1275,6 +1327,7 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   s->retention_ms = opts->retention_ms;
   s->prune_interval_ms = opts->prune_interval_ms;
   s->memory_ids = opts->memory_ids;
+  s->merge_max_ids = opts->merge_max_ids;
   s->durability_full = opts->durability_full;
   s->busy_ms =
       opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
@@ -1314,9 +1367,9 @@ int dedup_open(dedup_store_t **out, const dedup_opts_t *opts, char *err,
       dfile_identify(s->path, &s->file, err, errlen) < 0 ||
       db_open(s, &s->prune_db, err, errlen) < 0 ||
       db_prepare(s, s->prune_db, prune_sql, &s->prune_del, err, errlen) < 0 ||
-      segs_open(s, err, errlen) < 0 || load_marks(s, err, errlen) < 0 ||
-      attempts_open(s, err, errlen) < 0 || pruner_start(s, err, errlen) < 0 ||
-      segmenter_start(s, err, errlen) < 0)
+      segs_open(s, err, errlen) < 0 || loader_start(s, err, errlen) < 0 ||
+      load_marks(s, err, errlen) < 0 || attempts_open(s, err, errlen) < 0 ||
+      pruner_start(s, err, errlen) < 0 || segmenter_start(s, err, errlen) < 0)
     goto out;
   __atomic_store_n(&s->opening, 0, __ATOMIC_RELAXED);
   rc = 0;
@@ -1347,6 +1400,8 @@ void dedup_close(dedup_store_t *s) {
     pthread_join(s->thread, NULL);
   if (s->has_seg_thread)
     pthread_join(s->seg_thread, NULL);
+  if (s->has_load_thread)
+    pthread_join(s->load_thread, NULL);
   dsegs_free(s->segs);
   sqlite3_close(s->seg_db);
   attempts_close(s);

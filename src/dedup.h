@@ -43,6 +43,8 @@ typedef struct dedup_opts {
   size_t memory_ids;         /* IDs the in-memory set may hold before a
                                 background thread moves the committed
                                 ones to a segment on disk; 0: never */
+  uint64_t merge_max_ids;    /* no merge makes a segment of more IDs
+                                (dedup_segs.h); 0: DSEGS_MERGE_MAX_IDS */
 } dedup_opts_t;
 
 /* Outcome recorded with a mark. */
@@ -69,7 +71,9 @@ enum {
 
 /* Open (create, with mode 0600) the database, load the in-memory set from
  * marks inside the retention window, start the pruner thread (it prunes at
- * once, then every prune_interval_ms). A database, -wal or -shm file (or
+ * once, then every prune_interval_ms) and, when there are segments, the
+ * thread that loads their filters and indexes (dedup_segs.h: lookups stay
+ * exact meanwhile). A database, -wal or -shm file (or
  * their directory) this process may not write is refused before SQLite
  * touches it, naming that file. Errors name the path and SQLite's
  * message. */
@@ -120,14 +124,17 @@ int dedup_history_check_due(dedup_store_t *s, uint32_t scope);
 size_t dedup_size(dedup_store_t *s);
 
 typedef struct dedup_stats {
-  size_t ids;            /* as dedup_size(): in memory and in segments */
-  size_t recent_ids;     /* in the in-memory set */
-  size_t segments;       /* segments on disk */
-  size_t segment_memory; /* bytes their filters and indexes take */
-  size_t arena_chunks;   /* memory blocks holding the remembered IDs */
-  size_t arena_bytes;    /* their size */
-  int64_t pruned;        /* marks removed by pruning since open */
-  int64_t prune_runs;    /* dedup_prune() calls completed since open */
+  size_t ids;              /* as dedup_size(): in memory and in segments */
+  size_t recent_ids;       /* in the in-memory set */
+  size_t segments;         /* segments on disk */
+  size_t segments_loading; /* of them, those whose filter and index are
+                              not loaded yet (a start loads them in the
+                              background; lookups read their blocks) */
+  size_t segment_memory;   /* bytes their filters and indexes take */
+  size_t arena_chunks;     /* memory blocks holding the remembered IDs */
+  size_t arena_bytes;      /* their size */
+  int64_t pruned;          /* marks removed by pruning since open */
+  int64_t prune_runs;      /* dedup_prune() calls completed since open */
 } dedup_stats_t;
 
 void dedup_stats(dedup_store_t *s, dedup_stats_t *out);
@@ -145,8 +152,9 @@ int dedup_segment_now(dedup_store_t *s, size_t *moved, char *err,
                       size_t errlen);
 
 /* Merge segments, tier by tier, while DSEGS_MERGE_FANIN (4) of a tier
- * exist (dedup_segs.h); *merged (may be NULL) gets the merges done. What
- * the segment thread does after each segment; thread-safe. */
+ * exist and hold merge_max_ids IDs at most together (dedup_segs.h); *merged
+ * (may be NULL) gets the merges done. What the segment thread does after each
+ * segment; thread-safe. */
 int dedup_merge_now(dedup_store_t *s, size_t *merged, char *err, size_t errlen);
 
 /* Remove marks handled before now_ms - retention from disk and memory, in

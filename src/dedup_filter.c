@@ -54,6 +54,10 @@ void dfilter_add(dfilter_t *f, uint64_t hash) {
     w[i] |= UINT64_C(1) << ((m >> (64 - 6 * (i + 1))) & 63);
 }
 
+void dfilter_prefetch(const dfilter_t *f, uint64_t hash) {
+  __builtin_prefetch(block_of(f, hash));
+}
+
 int dfilter_maybe(const dfilter_t *f, uint64_t hash) {
   const uint64_t *w = block_of(f, hash);
   uint64_t m = probe_bits(hash);
@@ -86,6 +90,25 @@ dfilter_t *dfilter_decode(const void *bytes, size_t len) {
     f->words[i] = GUINT64_FROM_LE(le);
   }
   return f;
+}
+
+dfilter_t *dfilter_alloc_bytes(size_t len) {
+  if (len == 0 || len % (BLOCK_WORDS * 8) != 0)
+    return NULL;
+  return filter_alloc(len / (BLOCK_WORDS * 8));
+}
+
+void *dfilter_words(dfilter_t *f) {
+  return f->words;
+}
+
+void dfilter_from_le(dfilter_t *f) {
+#if G_BYTE_ORDER != G_LITTLE_ENDIAN
+  for (size_t i = 0; i < f->blocks * BLOCK_WORDS; i++)
+    f->words[i] = GUINT64_FROM_LE(f->words[i]);
+#else
+  (void)f;
+#endif
 }
 
 size_t dfilter_size(const dfilter_t *f) {

@@ -25,6 +25,8 @@ dfilter_t *dfilter_new(size_t n, unsigned bits_per_id);
 void dfilter_free(dfilter_t *f);
 
 void dfilter_add(dfilter_t *f, uint64_t hash);
+/* Start fetching the cache line dfilter_maybe() will read for hash. */
+void dfilter_prefetch(const dfilter_t *f, uint64_t hash);
 /* 0: certainly not added; 1: maybe added. */
 int dfilter_maybe(const dfilter_t *f, uint64_t hash);
 
@@ -34,6 +36,12 @@ uint8_t *dfilter_encode(const dfilter_t *f, size_t *len);
 /* A filter from dfilter_encode()'s bytes; NULL when len is not a whole
  * number of blocks. */
 dfilter_t *dfilter_decode(const void *bytes, size_t len);
+/* A filter of len bytes (a whole number of blocks, else NULL) to fill
+ * with dfilter_encode()'s bytes at dfilter_words(), then
+ * dfilter_from_le(): a read without a copy. */
+dfilter_t *dfilter_alloc_bytes(size_t len);
+void *dfilter_words(dfilter_t *f);
+void dfilter_from_le(dfilter_t *f);
 /* Bytes of memory the filter's bits take. */
 size_t dfilter_size(const dfilter_t *f);
 

@@ -27,16 +27,25 @@ const char *const dseg_schema_sql =
     " pos INTEGER PRIMARY KEY, first_key BLOB NOT NULL,"
     " newest_ms INTEGER NOT NULL, keys BLOB NOT NULL);";
 
+/* The first key of every block, in block order: what a lookup searches
+ * to find the one block that could hold a key. */
+typedef struct dseg_index {
+  size_t *first_off; /* blocks + 1 offsets into first_keys */
+  uint8_t *first_keys;
+} dseg_index_t;
+
 struct dseg {
+  int refs; /* atomic */
   int64_t id, tag;
   uint64_t ids;
   int64_t oldest_ms, newest_ms;
-  dfilter_t *filter;
   uint8_t *src_blob; /* the sources' row bytes, which srcs point into */
   GArray *srcs;      /* dsrc_t */
   size_t blocks;
-  size_t *first_off; /* blocks + 1 offsets into first_keys */
-  uint8_t *first_keys;
+  /* Set once each by dseg_load_filter() and dseg_load_rest() (NULL
+   * until then), read with acquire loads. */
+  dseg_index_t *index;
+  dfilter_t *filter;
 };
 
 static dseg_counters_t counters;
@@ -306,34 +315,79 @@ int dseg_load_sources(sqlite3_stmt *st, int col, uint8_t **blob, GArray *srcs) {
   return dsrc_decode(*blob, len, srcs) == 0 ? 0 : -3;
 }
 
+/* The row's numbers and sources (not the filter), and the count of
+ * blocks (a search of the rowid B-tree, not a scan). */
 static int load_meta(sqlite3 *db, dseg_t *g) {
   sqlite3_stmt *st = NULL;
   int rc = -1;
   if (sqlite3_prepare_v2(db,
-                         "SELECT ids, oldest_ms, newest_ms, filter, tag,"
-                         " sources FROM segments WHERE id = ?1",
+                         "SELECT ids, oldest_ms, newest_ms, tag, sources,"
+                         " (SELECT max(pos) FROM segment_blocks"
+                         "  WHERE pos BETWEEN ?2 AND ?3)"
+                         " FROM segments WHERE id = ?1",
                          -1, &st, NULL) != SQLITE_OK)
     return -1;
   sqlite3_bind_int64(st, 1, g->id);
+  sqlite3_bind_int64(st, 2, g->id << BLOCK_SHIFT);
+  sqlite3_bind_int64(st, 3, (g->id << BLOCK_SHIFT) | ((1 << BLOCK_SHIFT) - 1));
   if (sqlite3_step(st) == SQLITE_ROW) {
     g->ids = (uint64_t)sqlite3_column_int64(st, 0);
     g->oldest_ms = sqlite3_column_int64(st, 1);
     g->newest_ms = sqlite3_column_int64(st, 2);
-    g->filter = dfilter_decode(sqlite3_column_blob(st, 3),
-                               (size_t)sqlite3_column_bytes(st, 3));
-    g->tag = sqlite3_column_int64(st, 4);
-    rc = g->filter ? dseg_load_sources(st, 5, &g->src_blob, g->srcs) : -2;
+    g->tag = sqlite3_column_int64(st, 3);
+    g->blocks = sqlite3_column_type(st, 5) == SQLITE_NULL
+                    ? 0
+                    : (size_t)(sqlite3_column_int64(st, 5) -
+                               (g->id << BLOCK_SHIFT) + 1);
+    rc = dseg_load_sources(st, 4, &g->src_blob, g->srcs);
   }
   sqlite3_finalize(st);
   return rc;
 }
 
+/* The filter, read into its words in place (no copy of the blob). */
+static int load_filter(sqlite3 *db, dseg_t *g, dfilter_t **out) {
+  sqlite3_blob *b = NULL;
+  dfilter_t *f = NULL;
+  int rc = -1;
+  if (sqlite3_blob_open(db, "main", "segments", "filter", g->id, 0, &b) !=
+      SQLITE_OK)
+    goto out;
+  f = dfilter_alloc_bytes((size_t)sqlite3_blob_bytes(b));
+  if (!f) {
+    rc = -2;
+    goto out;
+  }
+  if (sqlite3_blob_read(b, dfilter_words(f), sqlite3_blob_bytes(b), 0) !=
+      SQLITE_OK)
+    goto out;
+  dfilter_from_le(f);
+  rc = 0;
+out:
+  sqlite3_blob_close(b);
+  if (rc < 0)
+    dfilter_free(f);
+  else
+    *out = f;
+  return rc;
+}
+
+static void index_free(dseg_index_t *x) {
+  if (!x)
+    return;
+  g_free(x->first_off);
+  g_free(x->first_keys);
+  g_free(x);
+}
+
 /* The first key of every block, in block order: the index a lookup
- * searches. */
-static int load_index(sqlite3 *db, dseg_t *g) {
+ * searches. -4 when the blocks are not as many as load_meta() counted. */
+static int load_index(sqlite3 *db, dseg_t *g, dseg_index_t **out) {
   sqlite3_stmt *st = NULL;
   GByteArray *keys = g_byte_array_new();
   GArray *off = g_array_new(FALSE, FALSE, sizeof(size_t));
+  dseg_index_t *x = g_new0(dseg_index_t, 1);
+  size_t blocks;
   int rc;
   if (sqlite3_prepare_v2(db,
                          "SELECT first_key FROM segment_blocks"
@@ -351,30 +405,89 @@ static int load_index(sqlite3 *db, dseg_t *g) {
   } else
     rc = SQLITE_ERROR;
   sqlite3_finalize(st);
-  g->blocks = off->len;
+  blocks = off->len;
   size_t end = keys->len;
   g_array_append_val(off, end);
-  g->first_off = (size_t *)g_array_free(off, FALSE);
-  g->first_keys = g_byte_array_free(keys, FALSE);
-  return rc == SQLITE_DONE ? 0 : -1;
+  x->first_off = (size_t *)g_array_free(off, FALSE);
+  x->first_keys = g_byte_array_free(keys, FALSE);
+  if (rc == SQLITE_DONE && blocks == g->blocks) {
+    *out = x;
+    return 0;
+  }
+  index_free(x);
+  return rc == SQLITE_DONE ? -4 : -1;
+}
+
+/* err for what load_meta(), load_index() or load_filter() returned. */
+static int load_fail(const char *path, const dseg_t *g, sqlite3 *db, int rc,
+                     char *err, size_t errlen) {
+  return dseg_fail(path, g->id, db,
+                   rc == -2   ? "filter of a wrong size"
+                   : rc == -3 ? "no table of sources (a segment of schema "
+                                "version 5)"
+                   : rc == -4 ? "blocks missing"
+                              : NULL,
+                   err, errlen);
+}
+
+int dseg_load_meta(sqlite3 *db, const char *path, int64_t seg_id, dseg_t **out,
+                   char *err, size_t errlen) {
+  dseg_t *g = g_new0(dseg_t, 1);
+  int rc;
+  g->refs = 1;
+  g->id = seg_id;
+  g->srcs = g_array_new(FALSE, FALSE, sizeof(dsrc_t));
+  rc = load_meta(db, g);
+  if (rc != 0) {
+    load_fail(path, g, db, rc, err, errlen);
+    dseg_free(g);
+    return -1;
+  }
+  *out = g;
+  return 0;
+}
+
+int dseg_load_filter(dseg_t *g, sqlite3 *db, const char *path, char *err,
+                     size_t errlen) {
+  dfilter_t *f = NULL;
+  int rc = 0;
+  if (!__atomic_load_n(&g->filter, __ATOMIC_ACQUIRE)) {
+    rc = load_filter(db, g, &f);
+    if (rc == 0)
+      __atomic_store_n(&g->filter, f, __ATOMIC_RELEASE);
+  }
+  return rc == 0 ? 0 : load_fail(path, g, db, rc, err, errlen);
+}
+
+int dseg_load_rest(dseg_t *g, sqlite3 *db, const char *path, char *err,
+                   size_t errlen) {
+  dseg_index_t *x = NULL;
+  int rc = 0;
+  if (dseg_load_filter(g, db, path, err, errlen) < 0)
+    return -1;
+  if (!__atomic_load_n(&g->index, __ATOMIC_ACQUIRE)) {
+    rc = load_index(db, g, &x);
+    if (rc == 0)
+      __atomic_store_n(&g->index, x, __ATOMIC_RELEASE);
+  }
+  return rc == 0 ? 0 : load_fail(path, g, db, rc, err, errlen);
+}
+
+int dseg_has_filter(const dseg_t *g) {
+  return __atomic_load_n(&g->filter, __ATOMIC_ACQUIRE) != NULL;
+}
+
+int dseg_loaded(const dseg_t *g) {
+  return __atomic_load_n(&g->filter, __ATOMIC_ACQUIRE) != NULL &&
+         __atomic_load_n(&g->index, __ATOMIC_ACQUIRE) != NULL;
 }
 
 int dseg_load(sqlite3 *db, const char *path, int64_t seg_id, dseg_t **out,
               char *err, size_t errlen) {
-  dseg_t *g = g_new0(dseg_t, 1);
-  int rc;
-  g->id = seg_id;
-  g->srcs = g_array_new(FALSE, FALSE, sizeof(dsrc_t));
-  rc = load_meta(db, g);
-  if (rc == -2)
-    rc = dseg_fail(path, seg_id, db, "filter of a wrong size", err, errlen);
-  else if (rc == -3)
-    rc = dseg_fail(path, seg_id, db,
-                   "no table of sources (a segment of schema version 5)", err,
-                   errlen);
-  else if (rc != 0 || load_index(db, g) != 0)
-    rc = dseg_fail(path, seg_id, db, NULL, err, errlen);
-  if (rc != 0) {
+  dseg_t *g = NULL;
+  if (dseg_load_meta(db, path, seg_id, &g, err, errlen) < 0)
+    return -1;
+  if (dseg_load_rest(g, db, path, err, errlen) < 0) {
     dseg_free(g);
     return -1;
   }
@@ -406,19 +519,25 @@ int dseg_list(sqlite3 *db, const char *path, int64_t **ids, size_t *n,
   return 0;
 }
 
+dseg_t *dseg_ref(dseg_t *g) {
+  __atomic_add_fetch(&g->refs, 1, __ATOMIC_RELAXED);
+  return g;
+}
+
 void dseg_free(dseg_t *g) {
-  if (!g)
+  if (!g || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) > 0)
     return;
   dfilter_free(g->filter);
   if (g->srcs)
     g_array_free(g->srcs, TRUE);
   g_free(g->src_blob);
-  g_free(g->first_off);
-  g_free(g->first_keys);
+  index_free(g->index);
   g_free(g);
 }
 
 void dseg_info(const dseg_t *g, dseg_info_t *out) {
+  const dseg_index_t *x = __atomic_load_n(&g->index, __ATOMIC_ACQUIRE);
+  const dfilter_t *f = __atomic_load_n(&g->filter, __ATOMIC_ACQUIRE);
   *out = (dseg_info_t){
       .id = g->id,
       .tag = g->tag,
@@ -426,9 +545,11 @@ void dseg_info(const dseg_t *g, dseg_info_t *out) {
       .oldest_ms = g->oldest_ms,
       .newest_ms = g->newest_ms,
       .blocks = g->blocks,
-      .memory = dfilter_size(g->filter) + g->first_off[g->blocks] +
-                (g->blocks + 1) * sizeof(size_t) +
-                g->srcs->len * sizeof(dsrc_t),
+      .loaded = x && f,
+      .memory =
+          (f ? dfilter_size(f) : 0) +
+          (x ? x->first_off[g->blocks] + (g->blocks + 1) * sizeof(size_t) : 0) +
+          g->srcs->len * sizeof(dsrc_t),
   };
 }
 
@@ -436,12 +557,13 @@ void dseg_info(const dseg_t *g, dseg_info_t *out) {
 
 /* The last block whose first key is at or before key; -1 when key sorts
  * before every block. */
-static ssize_t block_for(const dseg_t *g, const uint8_t *key, size_t len) {
+static ssize_t block_for(const dseg_t *g, const dseg_index_t *x,
+                         const uint8_t *key, size_t len) {
   size_t lo = 0, hi = g->blocks;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    const uint8_t *k = g->first_keys + g->first_off[mid];
-    size_t klen = g->first_off[mid + 1] - g->first_off[mid];
+    const uint8_t *k = x->first_keys + x->first_off[mid];
+    size_t klen = x->first_off[mid + 1] - x->first_off[mid];
     if (dseg_key_cmp(k, klen, key, len) <= 0)
       lo = mid + 1;
     else
@@ -482,7 +604,8 @@ static int block_holds(const dseg_t *g, const uint8_t *p, size_t n,
   return c == 0;
 }
 
-#define BLOCK_SQL "SELECT newest_ms, keys FROM segment_blocks WHERE pos = ?1"
+#define BLOCK_SQL                                                              \
+  "SELECT newest_ms, keys, first_key FROM segment_blocks WHERE pos = ?1"
 
 /* Block pos holds key? With kept, on the statement *kept (prepared on
  * first use, left reset for the next read), else on one of its own: a
@@ -519,24 +642,67 @@ static int read_block(const dseg_t *g, sqlite3 *db, sqlite3_stmt **kept,
   return rc;
 }
 
+/* block_for() without the index (not loaded yet) into *b: the same
+ * binary search over the blocks' first keys, read from disk, about
+ * log2(blocks) rows. -2 when a block is missing, -1 when SQLite fails. */
+static int block_search(const dseg_t *g, sqlite3 *db, sqlite3_stmt **kept,
+                        const uint8_t *key, size_t len, ssize_t *b) {
+  sqlite3_stmt *st = kept ? *kept : NULL;
+  size_t lo = 0, hi = g->blocks;
+  int rc = 0;
+  if (!st && sqlite3_prepare_v3(db, BLOCK_SQL, -1,
+                                kept ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+                                NULL) != SQLITE_OK)
+    return -1;
+  if (kept)
+    *kept = st;
+  while (rc == 0 && lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    sqlite3_bind_int64(st, 1, (g->id << BLOCK_SHIFT) + (int64_t)mid);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+      const uint8_t *k = sqlite3_column_blob(st, 2); /* before _bytes() */
+      size_t klen = (size_t)sqlite3_column_bytes(st, 2);
+      if (dseg_key_cmp(k ? k : (const uint8_t *)"", klen, key, len) <= 0)
+        lo = mid + 1;
+      else
+        hi = mid;
+    } else
+      rc = step == SQLITE_DONE ? -2 : -1;
+    sqlite3_reset(st);
+  }
+  if (!kept)
+    sqlite3_finalize(st);
+  *b = (ssize_t)lo - 1;
+  return rc;
+}
+
 int dseg_lookup_mark_kept(const dseg_t *g, sqlite3 *db,
                           struct sqlite3_stmt **kept, const char *path,
                           uint32_t scope, const void *id, size_t len,
                           uint64_t hash, dlog_mark_t *m, char *err,
                           size_t errlen) {
   uint8_t small[KEY_MAX_HEAD + 64], *key;
+  const dfilter_t *f = __atomic_load_n(&g->filter, __ATOMIC_ACQUIRE);
+  const dseg_index_t *x = __atomic_load_n(&g->index, __ATOMIC_ACQUIRE);
   size_t klen;
-  ssize_t b;
-  int rc;
-  if (!dfilter_maybe(g->filter, hash))
+  ssize_t b = -1;
+  int rc = 0;
+  /* Not loaded yet (dseg_load_meta()): the blocks answer, exactly. */
+  if (f && !dfilter_maybe(f, hash))
     return 0;
-  __atomic_add_fetch(&counters.filter_passes, 1, __ATOMIC_RELAXED);
+  if (f)
+    __atomic_add_fetch(&counters.filter_passes, 1, __ATOMIC_RELAXED);
   key = len <= 64 ? small : g_malloc(KEY_MAX_HEAD + len);
   klen = dseg_key_encode(scope, id, len, key);
-  b = block_for(g, key, klen);
-  rc = b < 0
-           ? 0
-           : read_block(g, db, kept, (g->id << BLOCK_SHIFT) + b, key, klen, m);
+  if (x)
+    b = block_for(g, x, key, klen);
+  else
+    rc = block_search(g, db, kept, key, klen, &b);
+  if (rc == 0)
+    rc = b < 0 ? 0
+               : read_block(g, db, kept, (g->id << BLOCK_SHIFT) + b, key, klen,
+                            m);
   if (rc == 1) {
     m->id = len ? id : "";
     m->id_len = len;
@@ -570,8 +736,15 @@ int dseg_lookup(const dseg_t *g, sqlite3 *db, const char *path, uint32_t scope,
   return rc;
 }
 
+void dseg_prefetch(const dseg_t *g, uint64_t hash) {
+  const dfilter_t *f = __atomic_load_n(&g->filter, __ATOMIC_ACQUIRE);
+  if (f)
+    dfilter_prefetch(f, hash);
+}
+
 int dseg_maybe(const dseg_t *g, uint64_t hash) {
-  return dfilter_maybe(g->filter, hash);
+  const dfilter_t *f = __atomic_load_n(&g->filter, __ATOMIC_ACQUIRE);
+  return !f || dfilter_maybe(f, hash);
 }
 
 int dseg_delete(sqlite3 *db, const char *path, int64_t seg_id, char *err,

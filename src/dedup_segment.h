@@ -26,8 +26,9 @@
  * key: the answer is exact (a filter false positive costs one block read,
  * never a wrong "seen").
  *
- * Threads: a loaded dseg_t is read-only and may be shared; each lookup
- * uses the caller's connection. Statistics are atomic.
+ * Threads: a dseg_t may be shared (reference-counted); its filter and
+ * index arrive once each (dseg_load_rest()) and are read-only after.
+ * Each lookup uses the caller's connection. Statistics are atomic.
  */
 #ifndef KHOST_DEDUP_SEGMENT_H
 #define KHOST_DEDUP_SEGMENT_H
@@ -119,16 +120,41 @@ int dseg_merge_chunked(struct sqlite3 *read_db, struct sqlite3 *write_db,
                        const dseg_chunks_t *ch, char *err, size_t errlen);
 
 /* Load segment seg_id's metadata, filter and block index (never its
- * keys). */
+ * keys): dseg_load_meta(), then dseg_load_rest(). */
 int dseg_load(struct sqlite3 *db, const char *path, int64_t seg_id,
               dseg_t **out, char *err, size_t errlen);
+/* Segment seg_id's metadata and table of sources alone: a few rows read,
+ * whatever its size. Until dseg_load_rest() is done, a lookup reads
+ * blocks from disk (a binary search over their first keys, about
+ * log2(blocks) rows, then the block): slower, as exact. */
+int dseg_load_meta(struct sqlite3 *db, const char *path, int64_t seg_id,
+                   dseg_t **out, char *err, size_t errlen);
+/* The filter of a segment from dseg_load_meta() (nothing when it has
+ * one), published to lookups running meanwhile: from then on most absent
+ * IDs are answered without a disk read. One thread at a time per
+ * segment. */
+int dseg_load_filter(dseg_t *g, struct sqlite3 *db, const char *path, char *err,
+                     size_t errlen);
+/* dseg_load_filter(), then the block index (a read of every block's first
+ * key), published the same way. */
+int dseg_load_rest(dseg_t *g, struct sqlite3 *db, const char *path, char *err,
+                   size_t errlen);
+/* 1 when g's filter is loaded; dseg_loaded(): its filter and index. */
+int dseg_has_filter(const dseg_t *g);
+int dseg_loaded(const dseg_t *g);
 /* The ids of every segment, oldest first; *ids is g_malloc'd (g_free()). */
 int dseg_list(struct sqlite3 *db, const char *path, int64_t **ids, size_t *n,
               char *err, size_t errlen);
+/* Another reference to g (dseg_free() drops one; the last frees it). */
+dseg_t *dseg_ref(dseg_t *g);
 void dseg_free(dseg_t *g);
 
-/* 0 when the segment's filter rules hash out; no disk read. */
+/* 0 when the segment's filter rules hash out; no disk read (1 while the
+ * filter is not loaded). */
 int dseg_maybe(const dseg_t *g, uint64_t hash);
+/* Start fetching what dseg_maybe() will read (nothing while the filter is
+ * not loaded). */
+void dseg_prefetch(const dseg_t *g, uint64_t hash);
 /* Delete segment seg_id's rows inside the caller's open write
  * transaction. */
 int dseg_delete(struct sqlite3 *db, const char *path, int64_t seg_id, char *err,
@@ -171,6 +197,7 @@ typedef struct dseg_info {
   uint64_t ids;
   int64_t oldest_ms, newest_ms;
   size_t blocks;
+  int loaded;    /* dseg_loaded() */
   size_t memory; /* bytes the filter and index take */
 } dseg_info_t;
 void dseg_info(const dseg_t *g, dseg_info_t *out);

@@ -22,8 +22,8 @@ struct dsegs {
   sqlite3_stmt *block_st; /* the lookups' block read, kept */
 };
 
-int dsegs_open(dsegs_t **out, sqlite3 *db, const char *path, char *err,
-               size_t errlen) {
+int dsegs_open(dsegs_t **out, sqlite3 *db, const char *path, int lazy,
+               char *err, size_t errlen) {
   dsegs_t *l = g_new0(dsegs_t, 1);
   int64_t *ids = NULL;
   size_t n = 0;
@@ -38,7 +38,8 @@ int dsegs_open(dsegs_t **out, sqlite3 *db, const char *path, char *err,
     goto out;
   for (size_t i = 0; i < n; i++) {
     dseg_t *g;
-    if (dseg_load(db, path, ids[i], &g, err, errlen) < 0)
+    if ((lazy ? dseg_load_meta(db, path, ids[i], &g, err, errlen)
+              : dseg_load(db, path, ids[i], &g, err, errlen)) < 0)
       goto out;
     dsegs_add(l, g);
   }
@@ -76,6 +77,10 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
   *tag = INT64_MIN;
   *ms = INT64_MIN;
   pthread_rwlock_rdlock(&l->lock);
+  /* Each filter costs a cache miss: asked for all at once, the misses
+   * overlap instead of adding up. */
+  for (guint i = 0; i < l->segs->len; i++)
+    dseg_prefetch(l->segs->pdata[i], hash);
   /* Every segment: an ID may be in more than one (marked again later),
    * and the newest time and tag decide. */
   for (guint i = 0; r >= 0 && i < l->segs->len; i++) {
@@ -100,6 +105,32 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
   return r;
 }
 
+int dsegs_load_next(dsegs_t *l, sqlite3 *db, char *err, size_t errlen) {
+  dseg_t *g = NULL;
+  int rc, filter_only = 1;
+  /* Every filter first (a blob each, read in place), then the indexes (a
+   * read of every block): with its filter, a segment answers most new IDs
+   * without a disk read. */
+  pthread_rwlock_rdlock(&l->lock);
+  for (guint i = 0; !g && i < l->segs->len; i++)
+    if (!dseg_has_filter(l->segs->pdata[i]))
+      g = dseg_ref(l->segs->pdata[i]);
+  for (guint i = 0; !g && i < l->segs->len; i++)
+    if (!dseg_loaded(l->segs->pdata[i])) {
+      g = dseg_ref(l->segs->pdata[i]);
+      filter_only = 0;
+    }
+  pthread_rwlock_unlock(&l->lock);
+  if (!g)
+    return 0;
+  /* A merge or retention may unpublish g meanwhile: the reference keeps
+   * it until this load is done. */
+  rc = filter_only ? dseg_load_filter(g, db, l->path, err, errlen)
+                   : dseg_load_rest(g, db, l->path, err, errlen);
+  dseg_free(g);
+  return rc < 0 ? -1 : 1;
+}
+
 void dsegs_add(dsegs_t *l, dseg_t *g) {
   dseg_info_t info;
   dseg_info(g, &info);
@@ -122,8 +153,10 @@ static int tier_of(uint64_t ids) {
 }
 
 size_t dsegs_pick_merge(dsegs_t *l, int64_t ids[DSEGS_MERGE_FANIN],
-                        uint64_t *total, int64_t *tag) {
+                        uint64_t *total, int64_t *tag, uint64_t max_ids) {
   size_t n = 0;
+  if (max_ids == 0)
+    max_ids = DSEGS_MERGE_MAX_IDS;
   pthread_rwlock_rdlock(&l->lock);
   for (int t = 0; n < DSEGS_MERGE_FANIN && t < 64; t++) {
     n = 0;
@@ -137,6 +170,11 @@ size_t dsegs_pick_merge(dsegs_t *l, int64_t ids[DSEGS_MERGE_FANIN],
       ids[n++] = info.id;
       *total += info.ids;
       *tag = info.tag > *tag ? info.tag : *tag;
+    }
+    /* Too big together: this tier and those above stay as they are. */
+    if (n == DSEGS_MERGE_FANIN && *total > max_ids) {
+      n = 0;
+      break;
     }
   }
   pthread_rwlock_unlock(&l->lock);
@@ -195,6 +233,7 @@ void dsegs_stats(dsegs_t *l, dsegs_stats_t *out) {
     dseg_info_t info;
     dseg_info(l->segs->pdata[i], &info);
     out->segments++;
+    out->loading += !info.loaded;
     out->ids += info.ids;
     out->memory += info.memory;
   }

@@ -7,9 +7,11 @@
  * ask every segment's filter;
  * only a filter pass reads a block, on a connection of the list's own
  * (under a mutex: with filters of about 0.3 % false positives, reads are
- * rare). A segment is published (dsegs_add()) before its IDs leave the
- * set and is unpublished (dsegs_take_expired()) before its rows go, so a
- * lookup never misses an ID that is in neither place.
+ * rare; a segment whose filter is not loaded yet, dsegs_open()'s lazy
+ * start, reads its blocks for every lookup). A segment is published
+ * (dsegs_add()) before its IDs leave the set and is unpublished
+ * (dsegs_take_expired()) before its rows go, so a lookup never misses an ID
+ * that is in neither place.
  *
  * Threads: thread-safe.
  */
@@ -24,9 +26,17 @@
 typedef struct dsegs dsegs_t;
 
 /* Load every segment of the database on db (the list's own connection
- * from now on, also on failure: closed by dsegs_free()). */
-int dsegs_open(dsegs_t **out, struct sqlite3 *db, const char *path, char *err,
-               size_t errlen);
+ * from now on, also on failure: closed by dsegs_free()). lazy: their
+ * metadata alone (dseg_load_meta(): a start reads a few rows per segment,
+ * whatever their size), the rest by dsegs_load_next(); lookups stay exact
+ * meanwhile, reading blocks from disk. */
+int dsegs_open(dsegs_t **out, struct sqlite3 *db, const char *path, int lazy,
+               char *err, size_t errlen);
+/* Load the filter of one segment that has none, or else the index of
+ * one that has none, on db (a connection of the caller's thread): 1 when
+ * it did, 0 when every segment is loaded, -1 (err) when SQLite failed (the
+ * segment stays on the disk path). One caller at a time. */
+int dsegs_load_next(dsegs_t *l, struct sqlite3 *db, char *err, size_t errlen);
 void dsegs_free(dsegs_t *l);
 
 /* 1 when a segment holds (scope, id), with the newest such segment's tag
@@ -46,12 +56,20 @@ void dsegs_add(dsegs_t *l, dseg_t *g);
  * to ask per new ID, and each ID rewritten about once per tier. */
 #define DSEGS_MERGE_FANIN 4
 #define DSEGS_MERGE_RATIO 4
+/* No merge makes a segment of more IDs than this (about 540 MB of blocks
+ * for UUIDs): a merge frees its inputs' pages only after its output is
+ * written, so the file keeps that much free space until later segments
+ * reuse it. Segments this big stay as they are; a store of N IDs then asks
+ * about N / 24Mi more filters per new ID (with dedup.memory's default,
+ * segments merge up to 22M IDs). */
+#define DSEGS_MERGE_MAX_IDS (UINT64_C(24) << 20)
 
 /* The ids of DSEGS_MERGE_FANIN segments of the lowest tier that has as
- * many (oldest first), their total IDs and newest tag; 0 when no tier
+ * many (oldest first) holding max_ids IDs at most together (0:
+ * DSEGS_MERGE_MAX_IDS), their total IDs and newest tag; 0 when no tier
  * has enough. */
 size_t dsegs_pick_merge(dsegs_t *l, int64_t ids[DSEGS_MERGE_FANIN],
-                        uint64_t *total, int64_t *tag);
+                        uint64_t *total, int64_t *tag, uint64_t max_ids);
 /* Publish merged, then unpublish ids[0..n) (a lookup meanwhile finds an
  * ID in one or the other). */
 void dsegs_replace(dsegs_t *l, const int64_t *ids, size_t n, dseg_t *merged);
@@ -63,6 +81,7 @@ size_t dsegs_take_expired(dsegs_t *l, int64_t cutoff_ms, int64_t **ids);
 
 typedef struct dsegs_stats {
   size_t segments;
+  size_t loading; /* segments whose filter or index is not loaded yet */
   uint64_t ids;
   size_t memory; /* filters and block indexes */
 } dsegs_stats_t;

@@ -1724,6 +1724,79 @@ START_TEST(test_segments_merge_keeps_newest_time) {
 }
 END_TEST
 
+/* No merge makes a segment of more IDs than merge_max_ids: four segments
+ * of one tier stay four while their sum is over it, and merge once a
+ * store allows that many; the answers stay exact either way. */
+START_TEST(test_segments_merge_capped) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t merged = 9;
+  char err[512] = "";
+  fx_init(&f, HOUR_MS, 0);
+  dedup_close(f.s);
+  dedup_opts_t o = {
+      .path = f.path, .retention_ms = HOUR_MS, .merge_max_ids = 399};
+  ck_assert_msg(dedup_open(&f.s, &o, err, sizeof err) == 0, "%s", err);
+  for (uint64_t i = 0; i < 4; i++) {
+    commit_uuids(f.s, f.scope, i * 100, 100, now);
+    segment_now(f.s);
+  }
+  ck_assert_msg(dedup_merge_now(f.s, &merged, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(merged, 0);
+  expect_stats(f.s, 400, 0, 4);
+  expect_uuids(f.s, f.scope, 0, 400, DEDUP_SEEN);
+  dedup_close(f.s);
+  o.merge_max_ids = 400;
+  ck_assert_msg(dedup_open(&f.s, &o, err, sizeof err) == 0, "%s", err);
+  ck_assert_msg(dedup_merge_now(f.s, &merged, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(merged, 1);
+  expect_stats(f.s, 400, 0, 1);
+  expect_uuids(f.s, f.scope, 0, 400, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 400, 100, DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
+static size_t segments_loading(dedup_store_t *s) {
+  dedup_stats_t st;
+  dedup_stats(s, &st);
+  return st.segments_loading;
+}
+
+/* A start loads no segment's filter or index: they load in the
+ * background, and every claim meanwhile is answered exactly (seen for
+ * each ID of the segments, new for others), then also once all are
+ * loaded. A merge while they load (a segment the loader may hold) is as
+ * exact. */
+START_TEST(test_segments_load_in_background) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  size_t merged = 0;
+  char err[512] = "";
+  fx_init(&f, HOUR_MS, 0);
+  for (uint64_t i = 0; i < 4; i++) {
+    commit_uuids(f.s, f.scope, i * 3000, 3000, now);
+    segment_now(f.s);
+  }
+  commit_uuids(f.s, f.scope, 12000, 500, now);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_uuids(f.s, f.scope, 0, 12500, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 12500, 3000, DEDUP_NEW);
+  TU_WAIT_UNTIL(segments_loading(f.s) == 0, 30000, "segments loaded");
+  expect_stats(f.s, 12500, 500, 4);
+  expect_uuids(f.s, f.scope, 0, 12500, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 12500, 3000, DEDUP_NEW);
+  fx_reopen(&f, HOUR_MS, 0);
+  ck_assert_msg(dedup_merge_now(f.s, &merged, err, sizeof err) == 0, "%s", err);
+  ck_assert_uint_eq(merged, 1);
+  expect_uuids(f.s, f.scope, 0, 12500, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 12500, 3000, DEDUP_NEW);
+  TU_WAIT_UNTIL(segments_loading(f.s) == 0, 30000, "segments loaded");
+  expect_stats(f.s, 12500, 500, 1);
+  fx_done(&f);
+}
+END_TEST
+
 /* The schema of version 3: one row per mark, segments beside them. */
 static const char *const schema_v3_sql =
     "CREATE TABLE scopes(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);"
@@ -2076,6 +2149,8 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_admin_forget_and_prune);
   tcase_add_test(tc, test_segments_merge);
   tcase_add_test(tc, test_segments_merge_keeps_newest_time);
+  tcase_add_test(tc, test_segments_merge_capped);
+  tcase_add_test(tc, test_segments_load_in_background);
   tcase_add_test(tc, test_segments_failed_write_keeps_log);
   tcase_add_test(tc, test_open_migrates_schema_2);
   tcase_add_test(tc, test_open_converts_schema_3);

@@ -244,6 +244,100 @@ END_TEST
 
 /* Reopened, the same answers; loading reads metadata, filters and block
  * first keys, never a block of IDs. */
+/* A segment with its metadata alone (what a start loads) answers as the
+ * loaded one, mark for mark, on its own statement and on a kept one:
+ * every ID held (first and last of each block among them), none absent,
+ * a key sorting before every block; then again once its filter alone,
+ * then also its index, arrived. */
+START_TEST(test_meta_only_answers_exactly) {
+  fx_t f;
+  size_t n;
+  sqlite3_stmt *kept = NULL;
+  char err[512] = "";
+  fx_init(&f);
+  write_seg(&f, 1, 7, 0, PER_SEG, 1000, 0);
+  write_seg(&f, 2, 7, PER_SEG, PER_SEG, 5000, 0);
+  dseg_t **full = load_all(&f, &n);
+  dseg_t *meta = NULL;
+  ck_assert_msg(dseg_load_meta(f.db, f.path, 1, &meta, err, sizeof err) == 0,
+                "dseg_load_meta: %s", err);
+  dseg_info_t a, b;
+  dseg_info(full[0], &a);
+  dseg_info(meta, &b);
+  ck_assert_uint_eq(b.ids, a.ids);
+  ck_assert_uint_eq(b.blocks, a.blocks);
+  ck_assert_uint_gt(b.blocks, 10);
+  ck_assert_int_eq(b.loaded, 0);
+  ck_assert_int_eq(a.loaded, 1);
+  ck_assert_uint_lt(b.memory, a.memory);
+  for (int stage = 0; stage < 3; stage++) {
+    for (unsigned i = 0; i < 2 * PER_SEG + 500; i++) {
+      char id[200];
+      size_t len = make_id(i, id, sizeof id);
+      uint64_t h = id_hash(7, id, len);
+      dlog_mark_t ma, mb, mk;
+      int ra = dseg_lookup_mark(full[0], f.db, f.path, 7, id, len, h, &ma, err,
+                                sizeof err);
+      int rb = dseg_lookup_mark(meta, f.db, f.path, 7, id, len, h, &mb, err,
+                                sizeof err);
+      int rk = dseg_lookup_mark_kept(meta, f.db, &kept, f.path, 7, id, len, h,
+                                     &mk, err, sizeof err);
+      ck_assert_msg(rb >= 0 && rk >= 0, "lookup: %s", err);
+      ck_assert_int_eq(rb, i < PER_SEG);
+      ck_assert_int_eq(rb, ra);
+      ck_assert_int_eq(rk, ra);
+      if (rb == 1) {
+        ck_assert_int_eq(mb.offset, ma.offset);
+        ck_assert_int_eq(mb.handled_at, ma.handled_at);
+        ck_assert_int_eq(mk.handled_at, ma.handled_at);
+      }
+    }
+    /* Before every key of the segment: scope 0 sorts first. */
+    ck_assert_int_eq(dseg_lookup(meta, f.db, f.path, 0, "a", 1,
+                                 id_hash(0, "a", 1), NULL, err, sizeof err),
+                     0);
+    ck_assert_int_eq(dseg_has_filter(meta), stage > 0);
+    ck_assert_int_eq(dseg_loaded(meta), stage > 1);
+    ck_assert_msg(
+        (stage == 0 ? dseg_load_filter(meta, f.db, f.path, err, sizeof err)
+                    : dseg_load_rest(meta, f.db, f.path, err, sizeof err)) == 0,
+        "loading: %s", err);
+  }
+  ck_assert_int_eq(dseg_loaded(meta), 1);
+  sqlite3_finalize(kept);
+  dseg_free(meta);
+  free_all(full, n);
+  fx_done(&f);
+}
+END_TEST
+
+/* A segment whose blocks went missing after its metadata was read: its
+ * lookups fail (never "absent"), and so does loading it. */
+START_TEST(test_meta_only_missing_blocks_fail) {
+  fx_t f;
+  dseg_t *meta = NULL;
+  char err[512] = "", id[200];
+  fx_init(&f);
+  write_seg(&f, 1, 7, 0, PER_SEG, 1000, 0);
+  ck_assert_int_eq(dseg_load_meta(f.db, f.path, 1, &meta, err, sizeof err), 0);
+  ck_assert_int_eq(sqlite3_exec(f.db,
+                                "DELETE FROM segment_blocks WHERE pos ="
+                                " (SELECT max(pos) FROM segment_blocks)",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  size_t len = make_id(PER_SEG - 4, id, sizeof id);
+  ck_assert_int_eq(dseg_lookup(meta, f.db, f.path, 7, id, len,
+                               id_hash(7, id, len), NULL, err, sizeof err),
+                   -1);
+  ck_assert_ptr_nonnull(strstr(err, "segment 1"));
+  ck_assert_int_eq(dseg_load_rest(meta, f.db, f.path, err, sizeof err), -1);
+  ck_assert_ptr_nonnull(strstr(err, "blocks missing"));
+  ck_assert_int_eq(dseg_loaded(meta), 0);
+  dseg_free(meta);
+  fx_done(&f);
+}
+END_TEST
+
 START_TEST(test_reopen_same_answers_without_reading_ids) {
   fx_t f;
   size_t n;
@@ -706,6 +800,8 @@ Suite *dedup_segment_suite(void) {
   tcase_add_test(tc, test_filter_false_positive_never_seen);
   tcase_add_test(tc, test_kept_statement_answers_alike);
   tcase_add_test(tc, test_reopen_same_answers_without_reading_ids);
+  tcase_add_test(tc, test_meta_only_answers_exactly);
+  tcase_add_test(tc, test_meta_only_missing_blocks_fail);
   tcase_add_test(tc, test_mark_kept_and_duplicates);
   tcase_add_test(tc, test_sort_ties_and_sources);
   tcase_add_test(tc, test_sort_sorted_and_equal_keys);
