@@ -30,14 +30,16 @@
  * RECORDS/S" line per mode for bench/real-broker, which adds Kafka's own
  * consumer and kcat: the rate from the first record to the last, and as
  * "MODE-wall" the rate over the wall time from creating the client (or
- * opening the host, with its store) to the last record.
+ * opening the host, with its store) to the last record. --modes runs only
+ * the modes it names here too (`--modes d` for (d) alone, e.g. under a
+ * profiler).
  *
  * Usage: khost-bench [-n RECORDS] [-r ROUNDS] [-s STORE_IDS] [-d DIR]
  *                    [--modes LETTERS] [--state-keys N] [--dedup-memory SIZE]
  *        khost-bench --bootstrap SERVERS --topic TOPIC --produce
  *                    [--partitions N] [--value-size BYTES] [-n RECORDS]
  *        khost-bench --bootstrap SERVERS --topic TOPIC [-n RECORDS] [-d DIR]
- *                    [-s STORE_IDS]
+ *                    [-s STORE_IDS] [--modes LETTERS]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -693,6 +695,8 @@ static void main_real(bench_t *b, int rounds) {
     prepare_store(b, stored, b->store_ids);
   for (int i = 0; i < rounds; i++) {
     for (int m = 0; m < modes; m++) {
+      if (!want(b, "abcd"[m]))
+        continue;
       remove_db(db);
       if (m == REAL_STORED)
         copy_db(stored, db);
@@ -704,6 +708,8 @@ static void main_real(bench_t *b, int rounds) {
   }
   printf("records %ld\n", b->n);
   for (int m = 0; m < modes; m++) {
+    if (!want(b, "abcd"[m]))
+      continue;
     printf("%s %.0f\n", real_names[m], median(rate[m], rounds));
     printf("%s-wall %.0f\n", real_names[m], median(wall[m], rounds));
   }
@@ -721,7 +727,7 @@ static int usage(void) {
           "RECORDS]\n"
           "       khost-bench --bootstrap SERVERS --topic TOPIC [-r ROUNDS] "
           "[-d DIR]\n"
-          "                   [-s STORE_IDS]\n");
+          "                   [-s STORE_IDS] [--modes LETTERS]\n");
   return 2;
 }
 
