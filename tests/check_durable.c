@@ -7,6 +7,7 @@
 #include <check.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "durable.h"
 #include "store.h"
@@ -107,6 +108,48 @@ START_TEST(test_nothing_tried_after_a_failure) {
 }
 END_TEST
 
+/* Without blocking, the member is told at once that nothing is in the
+ * air (0, no batch) or that batches are still flying (1, no batch), and
+ * takes back each landed batch once, in the order sent. */
+START_TEST(test_land_without_blocking) {
+  durable_t *d = NULL;
+  char err[256];
+  char not_a_batch;
+  store_batch_t *b[DURABLE_MAX], *got = (store_batch_t *)(void *)&not_a_batch;
+  int rc = 99, transient = 0, taken = 0, r;
+  ck_assert_int_eq(durable_start(&d, "orders/0", NULL, err, sizeof(err)), 0);
+  ck_assert_int_eq(durable_land(d, 0, &got, &rc, &transient, err, 1), 0);
+  ck_assert_ptr_null(got);
+  for (int i = 0; i < DURABLE_MAX; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "nb%d", i);
+    durable_send(d, b[i] = batch_of(id));
+  }
+  int64_t deadline = tu_mono_ms() + 10000;
+  while (taken < DURABLE_MAX) {
+    ck_assert_msg(tu_mono_ms() < deadline, "only %d of %d landed", taken,
+                  DURABLE_MAX);
+    r = durable_land(d, 0, &got, &rc, &transient, err, sizeof(err));
+    if (r == 1) {
+      ck_assert_ptr_null(got);
+      usleep(1000);
+      continue;
+    }
+    ck_assert_int_eq(r, 0);
+    ck_assert_ptr_eq(got, b[taken]);
+    ck_assert_int_eq(rc, 0);
+    char id[16];
+    snprintf(id, sizeof(id), "nb%d", taken++);
+    ck_assert_int_eq(lookup(id), STORE_SEEN);
+  }
+  ck_assert_int_eq(durable_land(d, 0, &got, &rc, &transient, err, 1), 0);
+  ck_assert_ptr_null(got);
+  durable_stop(d);
+  for (int i = 0; i < DURABLE_MAX; i++)
+    store_batch_close(b[i]);
+}
+END_TEST
+
 Suite *durable_suite(void) {
   Suite *s = suite_create("durable");
   TCase *tc = tcase_create("queue");
@@ -114,6 +157,7 @@ Suite *durable_suite(void) {
   tcase_set_timeout(tc, 10);
   tcase_add_test(tc, test_several_in_the_air_land_in_order);
   tcase_add_test(tc, test_nothing_tried_after_a_failure);
+  tcase_add_test(tc, test_land_without_blocking);
   suite_add_tcase(s, tc);
   return s;
 }
