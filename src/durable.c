@@ -28,7 +28,9 @@ struct durable {
   pthread_cond_t cond;
   flight_t q[DURABLE_MAX]; /* a ring: n sent from head, oldest first */
   unsigned head, n;
-  unsigned landed; /* of those, the first landed ones */
+  /* Of those, the first landed ones. Changed under mu with atomic
+   * operations: durable_land() reads it without mu first. */
+  unsigned landed;
   /* A commit failed: the batches after it are not tried (a later batch
    * durable before an earlier one could store offsets past records
    * whose marks are not), until the member has taken every batch back. */
