@@ -47,7 +47,6 @@
 #include "dedup_set.h"
 #include "id_hash.h"
 #include "log.h"
-#include "sched_batch.h"
 #include "store_parked.h"
 #include "store_state.h"
 
@@ -1196,7 +1195,6 @@ static void *pruner_main(void *arg) {
   dedup_store_t *s = arg;
   char err[512];
   pthread_setname_np(pthread_self(), "dedup-prune");
-  sched_batch_self();
   pthread_mutex_lock(&s->stop_lock);
   while (!s->stopping) {
     pthread_mutex_unlock(&s->stop_lock);
@@ -1232,7 +1230,6 @@ static void *segmenter_main(void *arg) {
   char err[512];
   /* Named, so that top and perf tell its work from the main thread's. */
   pthread_setname_np(pthread_self(), "dedup-segment");
-  sched_batch_self();
   pthread_mutex_lock(&s->stop_lock);
   for (;;) {
     while (!s->stopping && !s->seg_due)
@@ -1275,7 +1272,6 @@ static void *loader_main(void *arg) {
   int rc = 0;
   struct timespec t0, t1;
   pthread_setname_np(pthread_self(), "dedup-load");
-  sched_batch_self();
   clock_gettime(CLOCK_MONOTONIC, &t0);
   if (db_open(s, &db, err, sizeof err) < 0)
     rc = -1;

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched_batch.h"
 
 /* One batch sent: in the air until landed. */
 typedef struct flight {
@@ -69,7 +68,6 @@ static void *durable_main(void *arg) {
   char name[16];
   snprintf(name, sizeof(name), "kd/%.12s", d->who);
   pthread_setname_np(pthread_self(), name);
-  sched_batch_self();
   pthread_mutex_lock(&d->mu);
   for (;;) {
     while (d->landed == d->n && !d->quit)
