@@ -115,6 +115,17 @@ uint8_t *dfilter_encode(const dfilter_t *f, size_t *len) {
   return out;
 }
 
+const void *dfilter_bytes_le(const dfilter_t *f, size_t *len) {
+#if G_BYTE_ORDER == G_LITTLE_ENDIAN
+  *len = f->blocks * BLOCK_WORDS * 8;
+  return f->words;
+#else
+  (void)f;
+  *len = 0;
+  return NULL;
+#endif
+}
+
 dfilter_t *dfilter_decode(const void *bytes, size_t len) {
   dfilter_t *f;
   const uint8_t *p = bytes;

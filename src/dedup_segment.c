@@ -238,14 +238,18 @@ int dsegb_close(dsegb_t *w, int64_t tag) {
                                        " sources)"
                                        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                                        -1, &st, NULL) == SQLITE_OK) {
-    fbytes = dfilter_encode(w->filter, &flen);
+    /* The filter's words as they are where that is its encoding: a
+     * merged segment's filter is tens of MB, not copied for the write. */
+    const void *fb = dfilter_bytes_le(w->filter, &flen);
+    if (!fb)
+      fb = fbytes = dfilter_encode(w->filter, &flen);
     dsrc_encode(w->srcs, srcs);
     sqlite3_bind_blob(st, 7, srcs->data, (int)srcs->len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 1, w->seg_id);
     sqlite3_bind_int64(st, 2, (int64_t)w->ids);
     sqlite3_bind_int64(st, 3, w->ids ? w->oldest : 0);
     sqlite3_bind_int64(st, 4, w->ids ? w->newest : 0);
-    sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, 5, fb, flen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, tag);
     w->failed = sqlite3_step(st) != SQLITE_DONE;
   } else if (!w->failed)
@@ -264,14 +268,30 @@ int dsegb_close(dsegb_t *w, int64_t tag) {
   return w->failed ? -1 : 0;
 }
 
+struct dseg_scratch {
+  dseg_sorted_t sorted;
+};
+
+dseg_scratch_t *dseg_scratch_new(void) {
+  return g_new0(dseg_scratch_t, 1);
+}
+
+void dseg_scratch_free(dseg_scratch_t *sc) {
+  if (!sc)
+    return;
+  dseg_sorted_free(&sc->sorted);
+  g_free(sc);
+}
+
 int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
                        int64_t tag, dseg_key_t *keys, size_t n,
-                       unsigned bits_per_id, const dseg_chunks_t *ch, char *err,
-                       size_t errlen) {
-  dseg_sorted_t sorted;
+                       unsigned bits_per_id, const dseg_chunks_t *ch,
+                       dseg_scratch_t *sc, char *err, size_t errlen) {
+  dseg_sorted_t own = {0}, *sp = sc ? &sc->sorted : &own;
   dsrc_table_t srcs;
   dsrc_table_init(&srcs);
-  dseg_sort_keys(keys, n, &srcs, &sorted);
+  dseg_sort_keys(keys, n, &srcs, sp);
+  const dseg_sorted_t sorted = *sp;
   dsegb_t w;
   int rc = dsegb_open(&w, db, seg_id, sorted.n, bits_per_id, &srcs, ch);
   for (size_t i = 0; i < sorted.n; i++) {
@@ -283,7 +303,7 @@ int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
   if (rc != 0)
     dseg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
   dsrc_table_free(&srcs);
-  dseg_sorted_free(&sorted);
+  dseg_sorted_free(&own);
   return rc;
 }
 
@@ -291,7 +311,7 @@ int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
                dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
                size_t errlen) {
   return dseg_write_chunked(db, path, seg_id, tag, keys, n, bits_per_id, NULL,
-                            err, errlen);
+                            NULL, err, errlen);
 }
 
 /* ----------------------------------------------------------------- load */
