@@ -185,6 +185,11 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
  * mark of each ID (a merge keeps the newest of its inputs'), so a claim
  * again (dedup_claim_again_before()) compares before_ms with the newest
  * time any segment has for the ID. */
+void dedup_prefetch(dedup_store_t *s, uint64_t hash) {
+  if (s->segs)
+    dsegs_prefetch(s->segs, hash);
+}
+
 static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
                       size_t len, uint64_t hash, int64_t before_ms) {
   char err[512];
