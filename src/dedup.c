@@ -140,15 +140,7 @@ struct dedup_store {
   uint64_t merge_max_ids; /* no merged segment holds more */
   int64_t seg_mark;       /* marks with seq up to this are in segments (under
                              prune_lock) */
-  /* A segment's buffers (under prune_lock), kept from one segment to the
-   * next: each holds about the set's budget of IDs, and memory fresh from
-   * the kernel for every segment cost a page fault per 4 KB written (most
-   * of the segment thread's kernel time). */
-  GArray *seg_keys;             /* dseg_key_t */
-  dset_buf_t seg_buf;           /* their IDs' and topics' bytes */
-  dset_keys_t *seg_keys_forget; /* what the set forgets after */
-  dseg_scratch_t *seg_scratch;  /* the write's sort */
-  int seg_due; /* under stop_lock: the set is over its budget */
+  int seg_due;            /* under stop_lock: the set is over its budget */
   int has_seg_thread;
   pthread_t seg_thread;
   int has_load_thread; /* loads the segments' filters and indexes */
@@ -940,7 +932,7 @@ static int seg_put(dedup_store_t *s, int64_t id, GArray *keys, int64_t last,
   dseg_chunks_t ch = seg_chunks(&t);
   int rc =
       dseg_write_chunked(s->seg_db, s->path, id, last, (dseg_key_t *)keys->data,
-                         keys->len, 0, &ch, s->seg_scratch, err, errlen);
+                         keys->len, 0, &ch, err, errlen);
   if (rc < 0)
     seg_txn_why(&t, s, id, err, errlen);
   return rc;
@@ -952,21 +944,19 @@ size_t dedup_memory_ids(uint64_t bytes) {
 
 int dedup_segment_now(dedup_store_t *s, size_t *moved, char *err,
                       size_t errlen) {
+  GArray *keys = g_array_new(FALSE, FALSE, sizeof(dseg_key_t));
+  dset_buf_t buf = {0};
+  dset_keys_t *forget = dset_keys_new();
   int64_t last = 0, newest = INT64_MIN, id;
   dseg_t *g = NULL;
   int rc = -1;
   pthread_mutex_lock(&s->prune_lock);
-  GArray *keys = s->seg_keys;
-  dset_keys_t *forget = s->seg_keys_forget;
-  g_array_set_size(keys, 0);
-  s->seg_buf.len = 0;
-  dset_keys_clear(forget);
-  if (seg_read_marks(s, keys, &s->seg_buf, &last, err, errlen) < 0)
+  if (seg_read_marks(s, keys, &buf, &last, err, errlen) < 0)
     goto out;
   rc = 0;
   if (keys->len == 0)
     goto out;
-  seg_fix_keys(keys, &s->seg_buf, forget, &newest);
+  seg_fix_keys(keys, &buf, forget, &newest);
   id = dsegs_next_id(s->segs);
   rc = -1;
   if (seg_put(s, id, keys, last, err, errlen) < 0 ||
@@ -982,9 +972,12 @@ int dedup_segment_now(dedup_store_t *s, size_t *moved, char *err,
           id, keys->len);
   rc = 0;
 out:
+  pthread_mutex_unlock(&s->prune_lock);
   if (moved)
     *moved = rc == 0 ? keys->len : 0;
-  pthread_mutex_unlock(&s->prune_lock);
+  g_array_free(keys, TRUE);
+  dset_buf_free(&buf);
+  dset_keys_free(forget);
   return rc;
 }
 
@@ -1357,9 +1350,6 @@ static dedup_store_t *store_new(const dedup_opts_t *opts) {
   pthread_cond_init(&s->stop_cond, &ca);
   pthread_condattr_destroy(&ca);
   s->prune_keys = dset_keys_new();
-  s->seg_keys = g_array_new(FALSE, FALSE, sizeof(dseg_key_t));
-  s->seg_keys_forget = dset_keys_new();
-  s->seg_scratch = dseg_scratch_new();
   s->history_asked = g_hash_table_new(g_direct_hash, g_direct_equal);
   s->forgotten = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                        (GDestroyNotify)g_bytes_unref, g_free);
@@ -1425,10 +1415,6 @@ void dedup_close(dedup_store_t *s) {
   sqlite3_close(s->db);
   dset_free(s->set);
   dset_keys_free(s->prune_keys);
-  g_array_free(s->seg_keys, TRUE);
-  dset_buf_free(&s->seg_buf);
-  dset_keys_free(s->seg_keys_forget);
-  dseg_scratch_free(s->seg_scratch);
   g_hash_table_destroy(s->history_asked);
   g_hash_table_destroy(s->forgotten);
   pthread_cond_destroy(&s->stop_cond);

@@ -268,30 +268,14 @@ int dsegb_close(dsegb_t *w, int64_t tag) {
   return w->failed ? -1 : 0;
 }
 
-struct dseg_scratch {
-  dseg_sorted_t sorted;
-};
-
-dseg_scratch_t *dseg_scratch_new(void) {
-  return g_new0(dseg_scratch_t, 1);
-}
-
-void dseg_scratch_free(dseg_scratch_t *sc) {
-  if (!sc)
-    return;
-  dseg_sorted_free(&sc->sorted);
-  g_free(sc);
-}
-
 int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
                        int64_t tag, dseg_key_t *keys, size_t n,
-                       unsigned bits_per_id, const dseg_chunks_t *ch,
-                       dseg_scratch_t *sc, char *err, size_t errlen) {
-  dseg_sorted_t own = {0}, *sp = sc ? &sc->sorted : &own;
+                       unsigned bits_per_id, const dseg_chunks_t *ch, char *err,
+                       size_t errlen) {
+  dseg_sorted_t sorted;
   dsrc_table_t srcs;
   dsrc_table_init(&srcs);
-  dseg_sort_keys(keys, n, &srcs, sp);
-  const dseg_sorted_t sorted = *sp;
+  dseg_sort_keys(keys, n, &srcs, &sorted);
   dsegb_t w;
   int rc = dsegb_open(&w, db, seg_id, sorted.n, bits_per_id, &srcs, ch);
   for (size_t i = 0; i < sorted.n; i++) {
@@ -303,7 +287,7 @@ int dseg_write_chunked(sqlite3 *db, const char *path, int64_t seg_id,
   if (rc != 0)
     dseg_fail(path, seg_id, db, w.why[0] ? w.why : NULL, err, errlen);
   dsrc_table_free(&srcs);
-  dseg_sorted_free(&own);
+  dseg_sorted_free(&sorted);
   return rc;
 }
 
@@ -311,7 +295,7 @@ int dseg_write(sqlite3 *db, const char *path, int64_t seg_id, int64_t tag,
                dseg_key_t *keys, size_t n, unsigned bits_per_id, char *err,
                size_t errlen) {
   return dseg_write_chunked(db, path, seg_id, tag, keys, n, bits_per_id, NULL,
-                            NULL, err, errlen);
+                            err, errlen);
 }
 
 /* ----------------------------------------------------------------- load */

@@ -87,14 +87,6 @@ typedef struct dseg_chunks {
   int64_t budget_ms;
 } dseg_chunks_t;
 
-/* What a segment write needs besides its keys (their encoded copies and
- * the sort's arrays, about 72 bytes an ID and the keys), kept between
- * writes by a caller that writes segments again and again, so that each
- * write does not fault in fresh memory. One writer at a time. */
-typedef struct dseg_scratch dseg_scratch_t;
-dseg_scratch_t *dseg_scratch_new(void);
-void dseg_scratch_free(dseg_scratch_t *sc);
-
 /* Write keys[0..n) as segment seg_id, with the caller's tag (the store:
  * the newest mark's seq in it), inside the caller's open write
  * transaction (keys are only read; duplicates keep the newest
@@ -105,12 +97,11 @@ int dseg_write(struct sqlite3 *db, const char *path, int64_t seg_id,
                char *err, size_t errlen);
 
 /* dseg_write() in transactions of ch's (none may be open on db): the keys
- * are encoded and sorted before the first one, in sc's buffers (NULL:
- * buffers of the call's own). */
+ * are encoded and sorted before the first one. */
 int dseg_write_chunked(struct sqlite3 *db, const char *path, int64_t seg_id,
                        int64_t tag, dseg_key_t *keys, size_t n,
-                       unsigned bits_per_id, const dseg_chunks_t *ch,
-                       dseg_scratch_t *sc, char *err, size_t errlen);
+                       unsigned bits_per_id, const dseg_chunks_t *ch, char *err,
+                       size_t errlen);
 
 /* Merge segments ids[0..n) (total_ids IDs together, to size the filter)
  * into a new segment seg_id with the caller's tag, inside the caller's

@@ -88,16 +88,14 @@ typedef struct dseg_sref {
 typedef struct dseg_sorted {
   dseg_sref_t *refs; /* n entries, ascending, each key once (.e) */
   size_t n;
-  dseg_ent_t *ents;      /* what refs point to */
-  uint8_t *arena;        /* the encoded keys */
-  size_t cap, arena_cap; /* room in refs and ents, in arena */
+  dseg_ent_t *ents; /* what refs point to */
+  uint8_t *arena;   /* the encoded keys */
 } dseg_sorted_t;
 
 /* Encode the n keys, sort them and keep each key's newest mark (of
- * marks equally new, the first given) into *out (zeroed, or a previous
- * call's: its buffers are reused when they have room); their sources are
- * found or added in srcs, whose ranges grow to cover every mark. Free
- * with dseg_sorted_free(). */
+ * marks equally new, the first given) into *out; their sources are found
+ * or added in srcs, whose ranges grow to cover every mark. Free with
+ * dseg_sorted_free(). */
 void dseg_sort_keys(const dseg_key_t *keys, size_t n, dsrc_table_t *srcs,
                     dseg_sorted_t *out);
 void dseg_sorted_free(dseg_sorted_t *s);

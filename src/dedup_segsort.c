@@ -113,22 +113,9 @@ void dseg_sort_keys(const dseg_key_t *keys, size_t n, dsrc_table_t *srcs,
   unsigned depth = 0;
   for (size_t i = 0; i < n; i++)
     room += KEY_MAX_HEAD + keys[i].len;
-  /* A previous sort's buffers when they have room: a segment thread sorts
-   * about as many keys each time, and fresh buffers of that size cost a
-   * page fault every 4 KB. Grown with an eighth to spare. */
-  if (out->arena_cap < room || !out->arena) {
-    g_free(out->arena);
-    out->arena_cap = room + room / 8 + 1;
-    out->arena = g_malloc(out->arena_cap);
-  }
-  if (out->cap < n || !out->ents) {
-    g_free(out->ents);
-    g_free(out->refs);
-    out->cap = n + n / 8 + 1;
-    out->ents = g_new(dseg_ent_t, out->cap);
-    out->refs = g_new(dseg_sref_t, out->cap);
-  }
-  dseg_sref_t *refs = out->refs;
+  out->arena = g_malloc(room ? room : 1);
+  out->ents = g_new(dseg_ent_t, n ? n : 1);
+  dseg_sref_t *refs = g_new(dseg_sref_t, n ? n : 1);
   for (size_t i = 0; i < n; i++) {
     const dseg_key_t *k = &keys[i];
     dseg_ent_t *e = &out->ents[i];

@@ -1397,10 +1397,10 @@ static void expect_stats(dedup_store_t *s, size_t ids, size_t recent,
   ck_assert_uint_eq(st.segments, segments);
 }
 
-/* One store writes segments of 1000, then 3000 (its kept buffers grow),
- * then 200 IDs (they are reused, with room to spare): each segment holds
- * exactly its own IDs, and none of an earlier, bigger one's. */
-START_TEST(test_segments_reuse_buffers_exactly) {
+/* One store writes segments of 1000, then 3000, then 200 IDs: each
+ * segment holds exactly its own IDs, and none of an earlier, bigger
+ * one's, before and after reopening. */
+START_TEST(test_segments_growing_and_shrinking_exactly) {
   fx_t f = {0};
   int64_t now = dedup_now_ms();
   fx_init(&f, HOUR_MS, 0);
@@ -2168,7 +2168,7 @@ Suite *dedup_suite(void) {
 
   tc = tcase_create("segments");
   tcase_add_test(tc, test_segments_exact_and_reopen);
-  tcase_add_test(tc, test_segments_reuse_buffers_exactly);
+  tcase_add_test(tc, test_segments_growing_and_shrinking_exactly);
   tcase_add_test(tc, test_segments_pruned_whole);
   tcase_add_test(tc, test_segments_claim_again);
   tcase_add_test(tc, test_segments_memory_budget);
