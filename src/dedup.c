@@ -168,6 +168,11 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
   return hit;
 }
 
+void dedup_prefetch(dedup_store_t *s, uint64_t hash) {
+  if (s->segs)
+    dsegs_prefetch(s->segs, hash);
+}
+
 /* The set claimed (scope, id) as new: the segments decide. Handled
  * before at or after before_ms there: seen (the claim goes back); a block
  * that cannot be read: in flight, never a wrong "new" (the caller waits
@@ -177,11 +182,6 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
  * mark of each ID (a merge keeps the newest of its inputs'), so a claim
  * again (dedup_claim_again_before()) compares before_ms with the newest
  * time any segment has for the ID. */
-void dedup_prefetch(dedup_store_t *s, uint64_t hash) {
-  if (s->segs)
-    dsegs_prefetch(s->segs, hash);
-}
-
 static int seg_decide(dedup_store_t *s, uint32_t scope, const void *id,
                       size_t len, uint64_t hash, int64_t before_ms) {
   char err[512];
