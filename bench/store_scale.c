@@ -24,6 +24,7 @@
 #include <xxhash.h>
 
 #include "dedup.h"
+#include "id_hash.h"
 
 #define BATCH 500
 #define SEEN_QUERIES 100000
@@ -33,6 +34,7 @@ typedef struct opts {
   uint64_t memory_ids; /* the set's budget, as dedup.memory gives it */
   uint64_t merge_max;  /* the biggest merge (0: the store's default) */
   uint64_t records;    /* new records measured */
+  int no_ahead;        /* -P: no look-ahead (as khost did before it) */
 } opts_t;
 
 static double now_s(void) {
@@ -68,13 +70,23 @@ static dedup_store_t *open_store(const char *path, uint64_t memory_ids,
 }
 
 /* Mark IDs [first, first + n) of stream seed in one batch; claim them
- * first when claim is set (each must be new). */
+ * first when claim is set (each must be new), as a member does: the next
+ * ID hashed and its lines fetched (dedup_prefetch()) before this one's
+ * claim, unless ahead is 0. */
 static void put_batch(dedup_store_t *s, dedup_writer_t *w, uint32_t scope,
-                      uint64_t seed, uint64_t first, uint64_t n, int claim) {
-  char id[37], err[512];
+                      uint64_t seed, uint64_t first, uint64_t n, int claim,
+                      int ahead) {
+  char id[37], next[37], err[512];
+  uint64_t hash = ID_HASH_NONE, next_hash = ID_HASH_NONE;
   for (uint64_t i = first; i < first + n; i++) {
     uuid_of(seed, i, id);
-    if (claim && dedup_claim(s, scope, id, 36) != DEDUP_NEW)
+    if (claim && ahead) {
+      hash = i == first ? id_hash(scope, id, 36) : next_hash;
+      uuid_of(seed, i + 1, next);
+      next_hash = id_hash(scope, next, 36);
+      dedup_prefetch(s, next_hash);
+    }
+    if (claim && dedup_claim_h(s, scope, id, 36, hash, 0, 0) != DEDUP_NEW)
       die("claim", "a new ID was not new");
     dedup_mark_t m = {.scope = scope,
                       .event_id = id,
@@ -115,7 +127,7 @@ static char *build_store(const opts_t *o, uint64_t ids) {
   if (dedup_writer_open(s, &w, err, sizeof err) != 0)
     die(tmp, err);
   for (uint64_t i = 0; i < ids; i += BATCH) {
-    put_batch(s, w, scope, 1, i, MIN(BATCH, ids - i), 0);
+    put_batch(s, w, scope, 1, i, MIN(BATCH, ids - i), 0, 0);
     if (o->memory_ids && recent_ids(s) > o->memory_ids &&
         (dedup_segment_now(s, NULL, err, sizeof err) != 0 ||
          dedup_merge_now(s, NULL, err, sizeof err) != 0))
@@ -170,7 +182,7 @@ static int measure(const char *path, uint64_t ids, const opts_t *o) {
     die(path, err);
   t0 = now_s();
   for (uint64_t i = 0; i < o->records; i += BATCH)
-    put_batch(s, w, scope, 2, i, MIN(BATCH, o->records - i), 1);
+    put_batch(s, w, scope, 2, i, MIN(BATCH, o->records - i), 1, !o->no_ahead);
   double rate = o->records / (now_s() - t0);
   t0 = now_s();
   uint64_t hit = ids ? seen_lookups(s, scope, ids, SEEN_QUERIES) : 0;
@@ -210,7 +222,7 @@ static char *copy_store(const char *path) {
 
 static void usage(void) {
   fprintf(stderr, "usage: khost-store-scale [-d DIR] [-m MEMORY_IDS]"
-                  " [-M MERGE_MAX_IDS] [-r RECORDS] SIZE...\n");
+                  " [-M MERGE_MAX_IDS] [-r RECORDS] [-P] SIZE...\n");
   exit(2);
 }
 
@@ -219,7 +231,7 @@ int main(int argc, char **argv) {
               .memory_ids = dedup_memory_ids((uint64_t)256 << 20),
               .records = 2000000};
   int c, bad = 0;
-  while ((c = getopt(argc, argv, "d:m:M:r:")) != -1) {
+  while ((c = getopt(argc, argv, "d:m:M:r:P")) != -1) {
     if (c == 'd')
       o.dir = optarg;
     else if (c == 'm')
@@ -228,6 +240,8 @@ int main(int argc, char **argv) {
       o.merge_max = strtoull(optarg, NULL, 10);
     else if (c == 'r')
       o.records = strtoull(optarg, NULL, 10);
+    else if (c == 'P')
+      o.no_ahead = 1;
     else
       usage();
   }

@@ -168,6 +168,11 @@ static int forgotten_since(dedup_store_t *s, uint32_t scope, const void *id,
   return hit;
 }
 
+void dedup_prefetch(dedup_store_t *s, uint64_t hash) {
+  if (s->segs)
+    dsegs_prefetch(s->segs, hash);
+}
+
 /* The set claimed (scope, id) as new: the segments decide. Handled
  * before at or after before_ms there: seen (the claim goes back); a block
  * that cannot be read: in flight, never a wrong "new" (the caller waits

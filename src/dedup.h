@@ -107,6 +107,10 @@ int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
  * here). */
 int dedup_claim_h(dedup_store_t *s, uint32_t scope, const void *id, size_t len,
                   uint64_t hash, int again, int64_t before_ms);
+/* A claim of the ID of id_hash() hash is coming (a record or more
+ * later): start fetching what it will read from memory (the segments'
+ * filter lines). Nothing else; any thread. */
+void dedup_prefetch(dedup_store_t *s, uint64_t hash);
 /* dedup_release() with the ID's id_hash() (ID_HASH_NONE: computed). */
 void dedup_release_h(dedup_store_t *s, uint32_t scope, const void *id,
                      size_t len, uint64_t hash);

@@ -4,21 +4,55 @@
 #include "dedup_filter.h"
 
 #include <glib.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define BLOCK_WORDS 8
 #define BLOCK_BITS (BLOCK_WORDS * 64)
 
+/* Filters of a huge page and more go in huge pages (madvise(): the
+ * kernel's transparent huge pages are often "madvise" only): a probe
+ * lands on a random block, and in 4 KB pages nearly every probe of a big
+ * filter also missed the TLB. */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 struct dfilter {
   uint64_t *words;
   size_t blocks;
+  size_t mapped; /* bytes mapped at words (huge-page aligned); 0: g_new0 */
 };
+
+/* len bytes of zeros at a huge-page boundary, len rounded up to whole
+ * huge pages in *mapped; NULL when the mapping failed. */
+static void *huge_alloc(size_t len, size_t *mapped) {
+  size_t want = (len + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+  uint8_t *p = mmap(NULL, want + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  size_t head =
+      (HUGE_PAGE - ((uintptr_t)p & (HUGE_PAGE - 1))) & (HUGE_PAGE - 1);
+  if (head)
+    munmap(p, head);
+  munmap(p + head + want, HUGE_PAGE - head); /* never 0 bytes */
+#ifdef MADV_HUGEPAGE
+  /* Only advice: without it the filter works the same, in small pages. */
+  (void)madvise(p + head, want, MADV_HUGEPAGE);
+#endif
+  *mapped = want;
+  return p + head;
+}
 
 static dfilter_t *filter_alloc(size_t blocks) {
   dfilter_t *f = g_new0(dfilter_t, 1);
   f->blocks = blocks ? blocks : 1;
-  f->words = g_new0(uint64_t, f->blocks * BLOCK_WORDS);
+  size_t len = f->blocks * BLOCK_WORDS * sizeof(uint64_t);
+  if (len >= HUGE_PAGE)
+    f->words = huge_alloc(len, &f->mapped);
+  if (!f->words) /* small, or no mapping: the heap (aborts when out) */
+    f->words = g_new0(uint64_t, f->blocks * BLOCK_WORDS);
   return f;
 }
 
@@ -30,7 +64,10 @@ dfilter_t *dfilter_new(size_t n, unsigned bits_per_id) {
 void dfilter_free(dfilter_t *f) {
   if (!f)
     return;
-  g_free(f->words);
+  if (f->mapped)
+    munmap(f->words, f->mapped);
+  else
+    g_free(f->words);
   g_free(f);
 }
 
@@ -76,6 +113,17 @@ uint8_t *dfilter_encode(const dfilter_t *f, size_t *len) {
   }
   *len = n * 8;
   return out;
+}
+
+const void *dfilter_bytes_le(const dfilter_t *f, size_t *len) {
+#if G_BYTE_ORDER == G_LITTLE_ENDIAN
+  *len = f->blocks * BLOCK_WORDS * 8;
+  return f->words;
+#else
+  (void)f;
+  *len = 0;
+  return NULL;
+#endif
 }
 
 dfilter_t *dfilter_decode(const void *bytes, size_t len) {

@@ -33,6 +33,10 @@ int dfilter_maybe(const dfilter_t *f, uint64_t hash);
 /* The filter as bytes (little-endian words), for the segment's row:
  * *len gets the size; g_free() the bytes. */
 uint8_t *dfilter_encode(const dfilter_t *f, size_t *len);
+/* dfilter_encode()'s bytes without a copy (*len: their size) on a
+ * little-endian machine, where they are the filter's own words (valid
+ * while f is); NULL elsewhere (use dfilter_encode()). */
+const void *dfilter_bytes_le(const dfilter_t *f, size_t *len);
 /* A filter from dfilter_encode()'s bytes; NULL when len is not a whole
  * number of blocks. */
 dfilter_t *dfilter_decode(const void *bytes, size_t len);

@@ -238,14 +238,18 @@ int dsegb_close(dsegb_t *w, int64_t tag) {
                                        " sources)"
                                        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                                        -1, &st, NULL) == SQLITE_OK) {
-    fbytes = dfilter_encode(w->filter, &flen);
+    /* The filter's words as they are where that is its encoding: a
+     * merged segment's filter is tens of MB, not copied for the write. */
+    const void *fb = dfilter_bytes_le(w->filter, &flen);
+    if (!fb)
+      fb = fbytes = dfilter_encode(w->filter, &flen);
     dsrc_encode(w->srcs, srcs);
     sqlite3_bind_blob(st, 7, srcs->data, (int)srcs->len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 1, w->seg_id);
     sqlite3_bind_int64(st, 2, (int64_t)w->ids);
     sqlite3_bind_int64(st, 3, w->ids ? w->oldest : 0);
     sqlite3_bind_int64(st, 4, w->ids ? w->newest : 0);
-    sqlite3_bind_blob64(st, 5, fbytes, flen, SQLITE_STATIC);
+    sqlite3_bind_blob64(st, 5, fb, flen, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, tag);
     w->failed = sqlite3_step(st) != SQLITE_DONE;
   } else if (!w->failed)

@@ -105,6 +105,15 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
   return r;
 }
 
+void dsegs_prefetch(dsegs_t *l, uint64_t hash) {
+  if (__atomic_load_n(&l->count, __ATOMIC_ACQUIRE) == 0)
+    return;
+  pthread_rwlock_rdlock(&l->lock);
+  for (guint i = 0; i < l->segs->len; i++)
+    dseg_prefetch(l->segs->pdata[i], hash);
+  pthread_rwlock_unlock(&l->lock);
+}
+
 int dsegs_load_next(dsegs_t *l, sqlite3 *db, char *err, size_t errlen) {
   dseg_t *g = NULL;
   int rc, filter_only = 1;

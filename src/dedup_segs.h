@@ -47,6 +47,11 @@ int dsegs_find(dsegs_t *l, uint32_t scope, const void *id, size_t len,
                uint64_t hash, int64_t *tag, int64_t *ms, char *err,
                size_t errlen);
 
+/* Start fetching the filter lines dsegs_find() will read for hash (an
+ * id_hash()), in every segment: asked a record or more before its claim,
+ * the line is in cache when the claim needs it. No disk read. */
+void dsegs_prefetch(dsegs_t *l, uint64_t hash);
+
 /* Publish a loaded segment (the list owns it). */
 void dsegs_add(dsegs_t *l, dseg_t *g);
 /* Tiered merging: a segment's tier is its ID count in powers of

@@ -12,6 +12,9 @@
 
 /* One owned partition: the records delivered for it and not yet handled,
  * in offset order, and what its head record is waiting for. */
+/* The longest ID whose hash is taken a record early (flow_part). */
+#define FLOW_NEXT_ID_MAX 64
+
 struct flow_part {
   char *topic;
   int32_t partition;
@@ -33,7 +36,13 @@ struct flow_part {
   store_range_t *ranges; /* replayed ranges (khost replay), or NULL */
   size_t n_ranges;
   int64_t ahead_to; /* records below this offset were claimed ahead */
-  void *user;       /* the adapter's */
+  /* The ID of the record after the head and its hash, taken (and the
+   * store's lines for it fetched) while the head was checked: that
+   * record's check reuses the hash when its ID has these bytes. */
+  uint8_t next_id[FLOW_NEXT_ID_MAX];
+  size_t next_len; /* 0: none */
+  uint64_t next_hash;
+  void *user; /* the adapter's */
   /* Concurrency > 1 (flow_lanes.c). A partition has lanes; a lane is a
    * flow_part_t of its own whose queue and head fields above are the
    * lane's, with owner its partition (NULL once that partition was

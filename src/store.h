@@ -239,6 +239,10 @@ typedef struct store_ops {
    * where claims are cheap. */
   void (*claim_ahead)(store_t *s, uint32_t scope, const void *const *ids,
                       const size_t *lens, size_t n);
+  /* A claim of the ID of hash (store_key_t's) is coming soon: start
+   * fetching what it will read from memory. Only a hint. NULL where
+   * there is nothing worth fetching early. */
+  void (*prefetch)(store_t *s, uint64_t hash);
   /* The parked records of scope that pass f, by topic, partition and
    * offset: *out is an array of copies (store_parked_list_free()). */
   int (*parked_list)(store_t *s, uint32_t scope, const store_parked_filter_t *f,
@@ -456,6 +460,13 @@ static inline void store_claim_ahead(store_t *s, uint32_t scope,
     s->ops->claim_ahead(s, scope, ids, lens, n);
 }
 
+static inline int store_wants_prefetch(const store_t *s) {
+  return s->ops->prefetch != NULL;
+}
+static inline void store_prefetch(store_t *s, uint64_t hash) {
+  s->ops->prefetch(s, hash);
+}
+
 /* ------------------------------------------------------------------------
  * Implementations. */
 
@@ -480,5 +491,9 @@ int store_mem_parked(store_t *s, const char *topic, int32_t partition,
                      int64_t offset, store_parked_t *out);
 /* Parked records, durable, in every scope. */
 size_t store_mem_parked_count(store_t *s);
+/* Distinct hashes given to the store's prefetch, claims whose hash was
+ * one of them, and claims whose hash was not id_hash() of their ID. */
+void store_mem_lookahead(store_t *s, size_t *prefetched, size_t *claims_ahead,
+                         size_t *wrong_hashes);
 
 #endif

@@ -33,6 +33,9 @@ typedef struct mem_store {
   GTree *state;         /* GBytes (scope, key) -> GBytes value */
   GHashTable *offsets;  /* "scope/topic/partition" -> int64_t * next */
   GHashTable *parked;   /* "scope/topic/partition/offset" -> store_parked_t * */
+  GHashTable *prefetched; /* hashes given to prefetch (uint64_t *) */
+  size_t claims_ahead;    /* claims of a hash prefetched before */
+  size_t wrong_hashes;    /* claims whose hash was not their ID's */
   int unclean;
   int fail_commits, fail_transient;
   int64_t pruned, prune_runs;
@@ -99,6 +102,7 @@ static void m_close(store_t *s) {
   g_tree_destroy(m->state);
   g_hash_table_destroy(m->offsets);
   g_hash_table_destroy(m->parked);
+  g_hash_table_destroy(m->prefetched);
   g_ptr_array_free(m->ranges, TRUE);
   pthread_mutex_destroy(&m->mu);
   g_free(m);
@@ -137,6 +141,11 @@ static int m_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
   GBytes *k = key_of(scope, key->id, key->len);
   int r = STORE_NEW;
   pthread_mutex_lock(&m->mu);
+  if (key->hash != ID_HASH_NONE &&
+      key->hash != id_hash(scope, key->id, key->len))
+    m->wrong_hashes++;
+  if (g_hash_table_contains(m->prefetched, &key->hash))
+    m->claims_ahead++;
   mem_entry_t *e = g_hash_table_lookup(m->ids, k);
   if (e) {
     r = claim_present(e, mode, before_ms);
@@ -148,6 +157,23 @@ static int m_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
   pthread_mutex_unlock(&m->mu);
   g_bytes_unref(k);
   return r;
+}
+
+static void m_prefetch(store_t *s, uint64_t hash) {
+  mem_store_t *m = mem(s);
+  pthread_mutex_lock(&m->mu);
+  g_hash_table_add(m->prefetched, g_memdup2(&hash, sizeof hash));
+  pthread_mutex_unlock(&m->mu);
+}
+
+void store_mem_lookahead(store_t *s, size_t *prefetched, size_t *claims_ahead,
+                         size_t *wrong_hashes) {
+  mem_store_t *m = mem(s);
+  pthread_mutex_lock(&m->mu);
+  *prefetched = g_hash_table_size(m->prefetched);
+  *claims_ahead = m->claims_ahead;
+  *wrong_hashes = m->wrong_hashes;
+  pthread_mutex_unlock(&m->mu);
 }
 
 static void m_release(store_t *s, uint32_t scope, const store_key_t *key) {
@@ -595,6 +621,7 @@ static const store_ops_t mem_ops = {
     .scope = m_scope,
     .claim = m_claim,
     .release = m_release,
+    .prefetch = m_prefetch,
     .batch_open = m_batch_open,
     .batch_close = m_batch_close,
     .batch_add_mark = m_batch_add_mark,
@@ -636,6 +663,8 @@ store_t *store_mem_new(void) {
   m->offsets = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   m->parked = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                     (GDestroyNotify)store_parked_free);
+  m->prefetched =
+      g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
   return &m->base;
 }
 

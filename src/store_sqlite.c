@@ -70,6 +70,10 @@ static int sq_claim(store_t *s, uint32_t scope, const store_key_t *k, int mode,
   return r;
 }
 
+static void sq_prefetch(store_t *s, uint64_t hash) {
+  dedup_prefetch(dstore(s), hash);
+}
+
 static void sq_release(store_t *s, uint32_t scope, const store_key_t *k) {
   dedup_release_h(dstore(s), scope, k->id, k->len, k->hash);
 }
@@ -260,6 +264,7 @@ static const store_ops_t sqlite_ops = {
     .scope = sq_scope,
     .claim = sq_claim,
     .release = sq_release,
+    .prefetch = sq_prefetch,
     .batch_open = sq_batch_open,
     .batch_close = sq_batch_close,
     .batch_add_mark = sq_batch_add_mark,

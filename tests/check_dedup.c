@@ -1397,6 +1397,31 @@ static void expect_stats(dedup_store_t *s, size_t ids, size_t recent,
   ck_assert_uint_eq(st.segments, segments);
 }
 
+/* One store writes segments of 1000, then 3000, then 200 IDs: each
+ * segment holds exactly its own IDs, and none of an earlier, bigger
+ * one's, before and after reopening. */
+START_TEST(test_segments_growing_and_shrinking_exactly) {
+  fx_t f = {0};
+  int64_t now = dedup_now_ms();
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 1000, now);
+  ck_assert_uint_eq(segment_now(f.s), 1000);
+  commit_uuids(f.s, f.scope, 1000, 3000, now);
+  ck_assert_uint_eq(segment_now(f.s), 3000);
+  commit_uuids(f.s, f.scope, 4000, 200, now);
+  ck_assert_uint_eq(segment_now(f.s), 200);
+  ck_assert_int_eq(disk_rows(f.path), 0);
+  expect_stats(f.s, 4200, 0, 3);
+  expect_uuids(f.s, f.scope, 0, 4200, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 4200, 2000, DEDUP_NEW);
+  fx_reopen(&f, HOUR_MS, 0);
+  expect_stats(f.s, 4200, 0, 3);
+  expect_uuids(f.s, f.scope, 0, 4200, DEDUP_SEEN);
+  expect_uuids(f.s, f.scope, 4200, 2000, DEDUP_NEW);
+  fx_done(&f);
+}
+END_TEST
+
 /* Two segments and the set: exact answers from all three; a reopened
  * store gives the same answers and loads only the marks no segment holds
  * into memory. */
@@ -2143,6 +2168,7 @@ Suite *dedup_suite(void) {
 
   tc = tcase_create("segments");
   tcase_add_test(tc, test_segments_exact_and_reopen);
+  tcase_add_test(tc, test_segments_growing_and_shrinking_exactly);
   tcase_add_test(tc, test_segments_pruned_whole);
   tcase_add_test(tc, test_segments_claim_again);
   tcase_add_test(tc, test_segments_memory_budget);

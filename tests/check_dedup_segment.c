@@ -159,6 +159,38 @@ START_TEST(test_filter_never_misses_added) {
 }
 END_TEST
 
+/* A filter of several huge pages (mapped at a 2 MB boundary): empty at
+ * first, never misses an added hash, and read back in place through
+ * dfilter_alloc_bytes() answers the same. */
+START_TEST(test_big_filter_exact_and_aligned) {
+  const size_t n = 3u << 20; /* 4.5 MB at 12 bits per ID */
+  dfilter_t *f = dfilter_new(n, DSEG_BITS_PER_ID);
+  ck_assert_uint_ge(dfilter_size(f), (size_t)4 << 20);
+  ck_assert_uint_eq((uintptr_t)dfilter_words(f) % ((size_t)2 << 20), 0);
+  for (uint64_t i = 0; i < 100000; i++)
+    ck_assert_int_eq(dfilter_maybe(f, XXH3_64bits(&i, sizeof i)), 0);
+  for (uint64_t i = 0; i < n; i += 7)
+    dfilter_add(f, XXH3_64bits(&i, sizeof i));
+  size_t len;
+  uint8_t *bytes = dfilter_encode(f, &len);
+  dfilter_t *back = dfilter_alloc_bytes(len);
+  ck_assert_ptr_nonnull(back);
+  ck_assert_uint_eq((uintptr_t)dfilter_words(back) % ((size_t)2 << 20), 0);
+  memcpy(dfilter_words(back), bytes, len);
+  dfilter_from_le(back);
+  for (uint64_t i = 0; i < n; i += 7) {
+    ck_assert_int_eq(dfilter_maybe(f, XXH3_64bits(&i, sizeof i)), 1);
+    ck_assert_int_eq(dfilter_maybe(back, XXH3_64bits(&i, sizeof i)), 1);
+  }
+  for (uint64_t i = n; i < n + 100000; i++)
+    ck_assert_int_eq(dfilter_maybe(f, XXH3_64bits(&i, sizeof i)),
+                     dfilter_maybe(back, XXH3_64bits(&i, sizeof i)));
+  g_free(bytes);
+  dfilter_free(back);
+  dfilter_free(f);
+}
+END_TEST
+
 /* Three segments of different IDs in all four forms, two scopes: every
  * ID is found in exactly its own segment and nowhere else. */
 START_TEST(test_segments_answer_exactly) {
@@ -791,6 +823,7 @@ Suite *dedup_segment_suite(void) {
   Suite *s = suite_create("dedup_segment");
   TCase *tc = tcase_create("filter");
   tcase_add_test(tc, test_filter_never_misses_added);
+  tcase_add_test(tc, test_big_filter_exact_and_aligned);
   tcase_add_test(tc, test_uuid_parse_every_byte);
   suite_add_tcase(s, tc);
 

@@ -21,13 +21,13 @@ typedef struct trec {
   int32_t partition;
   int64_t offset;
   int end;      /* a partition-end marker */
-  char id[64];  /* the eventId header; "" for none */
+  char id[96];  /* the eventId header; "" for none */
   char key[32]; /* the record key; "" for a null key */
   char agg[32]; /* the aggregateId header; "" for none */
   /* The parsed eventId header that r_header() points into, as
    * librdkafka's parsed headers: r_settled() overwrites it (a pointer
    * kept across it reads garbage) and the next r_header() parses again. */
-  char parsed[64];
+  char parsed[96];
   int parses, settles;
 } trec_t;
 
@@ -287,6 +287,47 @@ START_TEST(test_duplicate_skipped) {
   expect_none(&m, 0);
   ck_assert_int_eq(atomic_load(&m.counts.duplicates), 2);
   ck_assert_int_eq(atomic_load(&m.counts.handled), 1);
+  flow_close(m.f);
+}
+END_TEST
+
+/* While a head is checked, the next record's ID is hashed and the store
+ * asked to fetch its lines; that record's claim carries the same hash,
+ * its ID's. An ID longer than FLOW_NEXT_ID_MAX is hashed at its claim
+ * only. A duplicate whose hash was taken ahead is still a duplicate. */
+START_TEST(test_next_id_hashed_ahead) {
+  tmember_t m;
+  char longid[81];
+  size_t prefetched, ahead, wrong;
+  member_start(&m);
+  memset(longid, 'x', 80);
+  longid[80] = '\0';
+  push(&m, 0, 0, "a");
+  push(&m, 0, 1, "b");
+  push(&m, 0, 2, "c");
+  push(&m, 0, 3, longid);
+  push(&m, 0, 4, "e");
+  for (int i = 0; i < 5; i++)
+    answer(&m, 0, 0, i, KHOST_OK);
+  expect_none(&m, 0);
+  store_mem_lookahead(store, &prefetched, &ahead, &wrong);
+  ck_assert_uint_eq(prefetched, 3); /* b, c, e */
+  ck_assert_uint_eq(ahead, 3);
+  ck_assert_uint_eq(wrong, 0);
+  push(&m, 0, 5, "g");
+  push(&m, 0, 6, "h");
+  push(&m, 0, 7, "g");
+  answer(&m, 0, 0, 5, KHOST_OK);
+  answer(&m, 0, 0, 6, KHOST_OK);
+  expect_none(&m, 0); /* g at 7: this batch's own claim */
+  ck_assert_int_eq(atomic_load(&m.counts.duplicates), 1);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 7);
+  store_mem_lookahead(store, &prefetched, &ahead, &wrong);
+  ck_assert_uint_eq(prefetched, 5); /* and h, g */
+  ck_assert_uint_eq(ahead, 5);      /* and h, g at 7 */
+  ck_assert_uint_eq(wrong, 0);
+  make_durable(&m);
+  ck_assert_int_eq(position(&m, 0), 8);
   flow_close(m.f);
 }
 END_TEST
@@ -1533,6 +1574,7 @@ Suite *flow_suite(void) {
   tcase_add_test(tc, test_fail_reason_in_dead_letter);
   tcase_add_test(tc, test_batch_never_exceeds_max_batch);
   tcase_add_test(tc, test_duplicate_skipped);
+  tcase_add_test(tc, test_next_id_hashed_ahead);
   tcase_add_test(tc, test_settled_records_drop_headers);
   tcase_add_test(tc, test_in_flight_elsewhere_waits_then_skips);
   tcase_add_test(tc, test_in_flight_elsewhere_abandoned_is_handled);
