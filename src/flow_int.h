@@ -10,11 +10,11 @@
 
 #include "flow.h"
 
-/* One owned partition: the records delivered for it and not yet handled,
- * in offset order, and what its head record is waiting for. */
 /* The longest ID whose hash is taken a record early (flow_part). */
 #define FLOW_NEXT_ID_MAX 64
 
+/* One owned partition: the records delivered for it and not yet handled,
+ * in offset order, and what its head record is waiting for. */
 struct flow_part {
   char *topic;
   int32_t partition;
