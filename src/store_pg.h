@@ -12,7 +12,13 @@
 #include "store.h"
 
 /* The schema version this khost reads and writes. */
-#define STORE_PG_SCHEMA 4
+#define STORE_PG_SCHEMA 5
+
+/* The index of khost_marks on `since` (retention) as version 5 has it:
+ * a BRIN index, a summary per range of 128 pages. */
+#define STORE_PG_SINCE_INDEX                                                   \
+  "CREATE INDEX khost_marks_since ON khost_marks USING brin (since)"           \
+  " WITH (autosummarize = on)"
 
 typedef struct store_pg_opts {
   const char *conninfo;      /* libpq connection string (may hold a password) */

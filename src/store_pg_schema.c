@@ -83,9 +83,19 @@ static const char *const schema_v4[] = {
     "UPDATE khost_schema SET version = 4",
     NULL};
 
+/* Version 5: the index on `since` is a BRIN index, a summary (the least
+ * and the greatest `since`) per range of pages instead of an entry per
+ * row. Rows are appended in the order of their `since` and a claim's
+ * update to its mark leaves it alone, so the summaries stay narrow; a
+ * claim inserts no B-tree entry for it. Pruning re-summarizes the ranges
+ * whose rows it deleted (store_pg_read.c). Marks and claims stay. */
+static const char *const schema_v5[] = {
+    "DROP INDEX khost_marks_since", STORE_PG_SINCE_INDEX,
+    "UPDATE khost_schema SET version = 5", NULL};
+
 /* Each version's steps from the one before; [0] is unused. */
-static const char *const *const schema_steps[] = {NULL, schema_v1, schema_v2,
-                                                  schema_v3, schema_v4};
+static const char *const *const schema_steps[] = {
+    NULL, schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 
 /* The version found (0: no schema), or -1 with err. */
 static int schema_version(pg_store_t *p, char *err, size_t errlen) {
