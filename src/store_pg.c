@@ -34,6 +34,8 @@ static void pg_close(store_t *s) {
   PQfinish(p->conn);
   g_hash_table_destroy(p->checks);
   g_hash_table_destroy(p->ahead);
+  g_hash_table_destroy(p->epochs);
+  g_hash_table_destroy(p->pos);
   pg_crash_free(p);
   if (p->host)
     pg_crash_mine(p->owner, 0);

@@ -83,13 +83,28 @@ static const char *const schema_v4[] = {
     "UPDATE khost_schema SET version = 4",
     NULL};
 
-/* Version 5: the index on `since` is a BRIN index, a summary (the least
- * and the greatest `since`) per range of pages instead of an entry per
- * row. Rows are appended in the order of their `since` and a claim's
- * update to its mark leaves it alone, so the summaries stay narrow; a
- * claim inserts no B-tree entry for it. Pruning re-summarizes the ranges
- * whose rows it deleted (store_pg_read.c). Marks and claims stay. */
+/* Version 5: marks by commit position. A claim taken ahead records its
+ * record's topic, partition and offset and an epoch: a row of
+ * khost_epochs, one per host and partition it claims in, whose `through`
+ * a batch moves to the partition's new committed position in its
+ * transaction. A claimed row is a mark when its epoch's `through` is past
+ * its offset (PG_MARK), so a batch handled in order writes one row per
+ * partition, not one per ID; an outcome past that position, or not the
+ * plain one, is written to its row as before. Epoch rows are pruned with
+ * the marks (store_pg_read.c).
+ *
+ * The index on `since` is a BRIN index, a summary (the least and the
+ * greatest `since`) per range of pages instead of an entry per row. Rows
+ * are appended in the order of their `since` and a claim's update to its
+ * mark leaves it alone, so the summaries stay narrow; a claim inserts no
+ * B-tree entry for it. Pruning re-summarizes the ranges whose rows it
+ * deleted. Every row of version 4 keeps its meaning (no epoch). */
 static const char *const schema_v5[] = {
+    "CREATE TABLE khost_epochs (epoch bigserial PRIMARY KEY,"
+    " host integer NOT NULL, scope integer NOT NULL, topic text NOT NULL,"
+    " part integer NOT NULL, through bigint NOT NULL,"
+    " last_at bigint NOT NULL)",
+    "ALTER TABLE khost_marks ADD COLUMN epoch bigint",
     "DROP INDEX khost_marks_since", STORE_PG_SINCE_INDEX,
     "UPDATE khost_schema SET version = 5", NULL};
 

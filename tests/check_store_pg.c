@@ -441,13 +441,15 @@ START_TEST(test_migrate_from_v3) {
 }
 END_TEST
 
-/* A store of version 4 (its index on `since` a B-tree), with two marks
- * and a claim of a host that is gone: run refuses it; store migrate
- * makes that index a BRIN index and keeps the rows as they were, the
- * marks seen by dedup lookup. */
+/* A store of version 4 (no epochs, its index on `since` a B-tree), with
+ * two marks and a claim of a host that is gone: run refuses it; store
+ * migrate adds the epochs, makes that index a BRIN index and keeps the
+ * rows as they were, the marks seen by dedup lookup. */
 START_TEST(test_migrate_from_v4) {
   char *cfg = seeded_store(), *out, *err;
-  ck_assert_int_eq(psql("DROP INDEX khost_marks_since;"
+  ck_assert_int_eq(psql("DROP TABLE khost_epochs;"
+                        "ALTER TABLE khost_marks DROP COLUMN epoch;"
+                        "DROP INDEX khost_marks_since;"
                         "CREATE INDEX khost_marks_since ON khost_marks (since);"
                         "UPDATE khost_schema SET version = 4;"
                         "INSERT INTO khost_marks VALUES (1, " KEY(
