@@ -240,6 +240,11 @@ typedef struct store_ops {
   void (*claim_ahead)(store_t *s, uint32_t scope, const char *topic,
                       int32_t partition, const void *const *ids,
                       const size_t *lens, const int64_t *offsets, size_t n);
+  /* The caller no longer owns the partition (revoked, lost, closing):
+   * the claims taken ahead of its records and never asked for go back at
+   * once. NULL where there are none. */
+  void (*part_dropped)(store_t *s, uint32_t scope, const char *topic,
+                       int32_t partition);
   /* The parked records of scope that pass f, by topic, partition and
    * offset: *out is an array of copies (store_parked_list_free()). */
   int (*parked_list)(store_t *s, uint32_t scope, const store_parked_filter_t *f,
@@ -456,6 +461,11 @@ static inline void store_claim_ahead(store_t *s, uint32_t scope,
                                      const int64_t *offsets, size_t n) {
   if (s->ops->claim_ahead && n > 0)
     s->ops->claim_ahead(s, scope, topic, partition, ids, lens, offsets, n);
+}
+static inline void store_part_dropped(store_t *s, uint32_t scope,
+                                      const char *topic, int32_t partition) {
+  if (s->ops->part_dropped)
+    s->ops->part_dropped(s, scope, topic, partition);
 }
 
 /* ------------------------------------------------------------------------

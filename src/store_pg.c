@@ -116,6 +116,7 @@ static const store_ops_t pg_ops = {
     .state_reset = pg_state_reset,
     .offset_get = pg_offset_get,
     .claim_ahead = pg_claim_ahead,
+    .part_dropped = pg_part_dropped,
     .batch_park = pg_batch_park,
     .parked_list = pg_parked_list,
     .parked_remove = pg_parked_remove,

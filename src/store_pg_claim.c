@@ -496,6 +496,55 @@ static void renew_lease(pg_store_t *p, PGconn *c) {
             p->display, p->owner);
 }
 
+/* Claims of this process ($1) given back: scopes $2, keys $3; a mark
+ * by position among them stays. */
+static const char give_back_sql[] =
+    "DELETE FROM khost_marks m USING unnest($2::bigint[],"
+    " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
+    " m.id = u.id AND m.owner = $1::integer AND NOT " PG_MARK("m");
+
+/* The partition is no longer this process's: its epoch is forgotten (a
+ * batch in flight writes its marks to their rows; claims made later, if
+ * the partition comes back, are in a new epoch), and the claims taken
+ * ahead in it and never asked for go back now, not two rounds of the
+ * renewer later, so that the next owner takes them at once. */
+void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
+                     int32_t partition) {
+  pg_store_t *p = pgs(s);
+  char *key = pg_epoch_key(scope, topic, partition);
+  pgp_t b = {0};
+  pga_t *scopes, *ids;
+  GHashTableIter it;
+  gpointer k, v;
+  pgp_i64(&b, p->host);
+  scopes = pgp_array(&b, PGA_INT8);
+  ids = pgp_array(&b, PGA_BYTEA);
+  pthread_mutex_lock(&p->mu);
+  pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
+  int64_t epoch = e ? e->epoch : 0;
+  g_hash_table_remove(p->epochs, key);
+  g_hash_table_iter_init(&it, p->pos);
+  while (epoch && g_hash_table_iter_next(&it, &k, &v)) {
+    const pg_ahead_t *a = g_hash_table_lookup(p->ahead, k);
+    gsize len;
+    const guint8 *d = g_bytes_get_data(k, &len);
+    uint32_t sc;
+    if (((const pg_pos_t *)v)->epoch != epoch || !a ||
+        a->state != AHEAD_CLAIMED)
+      continue;
+    memcpy(&sc, d, 4);
+    pga_i64(scopes, sc);
+    pga_bytes(ids, d + 4, len - 4);
+    g_hash_table_remove(p->ahead, k);
+    g_hash_table_iter_remove(&it);
+  }
+  if (ids->n > 0)
+    pg_exec0(p, p->conn, give_back_sql, &b, NULL, NULL, 0);
+  pthread_mutex_unlock(&p->mu);
+  pgp_free(&b);
+  g_free(key);
+}
+
 /* One round: this process's lease extended, stale claims given back,
  * rows of processes long dead deleted. */
 static void renew_round(pg_store_t *p, PGconn *c) {
@@ -508,11 +557,7 @@ static void renew_round(pg_store_t *p, PGconn *c) {
   ahead_expire(p, scopes, ids);
   pthread_mutex_unlock(&p->mu);
   if (ids->n > 0)
-    pg_exec0(p, c,
-             "DELETE FROM khost_marks m USING unnest($2::bigint[],"
-             " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
-             " m.id = u.id AND m.owner = $1::integer AND NOT " PG_MARK("m"),
-             &b, NULL, NULL, 0);
+    pg_exec0(p, c, give_back_sql, &b, NULL, NULL, 0);
   renew_lease(p, c);
   pg_crash_forget(p, c);
   pgp_free(&b);

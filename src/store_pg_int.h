@@ -194,6 +194,8 @@ void pg_release(store_t *s, uint32_t scope, const store_key_t *key);
 void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
                     int32_t partition, const void *const *ids,
                     const size_t *lens, const int64_t *offsets, size_t n);
+void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
+                     int32_t partition);
 int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
                 uint32_t *count);
 void *pg_renew_main(void *arg);

@@ -694,6 +694,28 @@ START_TEST(test_pg_marks_by_position) {
 }
 END_TEST
 
+/* A partition dropped (revoked): the claims taken ahead of its records
+ * and never asked for go back at once, to be taken by the next owner
+ * without waiting for the renewer (a lease of a minute here); the claim
+ * of a record handed out stays with its host until its batch ends. */
+START_TEST(test_pg_dropped_partition_given_back) {
+  const void *ptr[] = {"d-0", "d-1", "d-2"};
+  size_t lens[] = {3, 3, 3};
+  int64_t offs[] = {7, 8, 9};
+  open_store(IMPL_PG);
+  store_t *h = open_pg(60000);
+  store_claim_ahead(h, scope, "t", 0, ptr, lens, offs, 3);
+  ck_assert_int_eq(claim_on(h, "d-0"), STORE_NEW);
+  ck_assert_int_eq(claim("d-1", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  store_part_dropped(h, scope, "t", 0);
+  ck_assert_int_eq(claim("d-0", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  ck_assert_int_eq(claim("d-1", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("d-2", STORE_CLAIM, 0), STORE_NEW);
+  store_close(h);
+  close_store();
+}
+END_TEST
+
 /* Claims taken ahead that are never asked for (the partition went to
  * another member) are given back by the renewer: the other host gets
  * them within a few leases. */
@@ -1200,6 +1222,7 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_pruner_thread);
     tcase_add_test(tc, test_pg_prune_resummarizes);
     tcase_add_test(tc, test_pg_marks_by_position);
+    tcase_add_test(tc, test_pg_dropped_partition_given_back);
     tcase_add_test(tc, test_pg_ahead_given_back);
     tcase_add_test(tc, test_pg_unclean_stop);
     tcase_add_test(tc, test_pg_dead_host_found_later);
