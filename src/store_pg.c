@@ -40,6 +40,7 @@ static void pg_close(store_t *s) {
   if (p->host)
     pg_crash_mine(p->owner, 0);
   pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->pos_mu);
   g_free(p->conninfo);
   g_free(p->display);
   g_free(p);
@@ -157,6 +158,7 @@ static pg_store_t *pg_new(const store_pg_opts_t *opts) {
   char host[64] = "";
   p->base.ops = &pg_ops;
   pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->pos_mu, NULL);
   pthread_cond_init(&p->wake, NULL);
   p->checks = g_hash_table_new(g_direct_hash, g_direct_equal);
   pg_ahead_init(p);

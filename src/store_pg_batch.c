@@ -194,7 +194,7 @@ static int commit_epochs(pg_batch_t *b, int *transient, char *err,
   GHashTableIter it;
   gpointer k, v;
   int rc = 0;
-  pthread_mutex_lock(&p->mu);
+  pthread_mutex_lock(&p->pos_mu);
   g_hash_table_iter_init(&it, b->offsets);
   while (g_hash_table_iter_next(&it, &k, &v)) {
     const pg_epoch_t *e = g_hash_table_lookup(p->epochs, k);
@@ -207,7 +207,7 @@ static int commit_epochs(pg_batch_t *b, int *transient, char *err,
     pga_i64(eps, x->epoch);
     pga_i64(nexts, x->through);
   }
-  pthread_mutex_unlock(&p->mu);
+  pthread_mutex_unlock(&p->pos_mu);
   if (eps->n > 0) {
     PGresult *r = pg_exec(
         p, b->conn,
@@ -220,7 +220,7 @@ static int commit_epochs(pg_batch_t *b, int *transient, char *err,
       g_hash_table_remove_all(at);
     PQclear(r);
   }
-  pthread_mutex_lock(&p->mu);
+  pthread_mutex_lock(&p->pos_mu);
   for (guint i = 0; rc == 0 && i < b->marks->len; i++) {
     pg_mark_t *m = &g_array_index(b->marks, pg_mark_t, i);
     char *key = pg_epoch_key(m->scope, m->topic, m->partition);
@@ -235,7 +235,7 @@ static int commit_epochs(pg_batch_t *b, int *transient, char *err,
     g_bytes_unref(pk);
     g_free(key);
   }
-  pthread_mutex_unlock(&p->mu);
+  pthread_mutex_unlock(&p->pos_mu);
   g_hash_table_destroy(at);
   pgp_free(&a);
   return rc;
@@ -247,7 +247,7 @@ static void epochs_committed(pg_batch_t *b) {
   pg_store_t *p = pgs(b->base.store);
   GHashTableIter it;
   gpointer k, v;
-  pthread_mutex_lock(&p->mu);
+  pthread_mutex_lock(&p->pos_mu);
   g_hash_table_iter_init(&it, b->offsets);
   while (g_hash_table_iter_next(&it, &k, &v)) {
     pg_epoch_t *e = g_hash_table_lookup(p->epochs, k);
@@ -263,7 +263,7 @@ static void epochs_committed(pg_batch_t *b) {
     g_hash_table_remove(p->pos, pk);
     g_bytes_unref(pk);
   }
-  pthread_mutex_unlock(&p->mu);
+  pthread_mutex_unlock(&p->pos_mu);
 }
 
 /* ------------------------------------------------------------ state */
@@ -423,11 +423,11 @@ int pg_attempts_set(store_batch_t *bb, const store_attempt_t *a, char *err,
     /* Its mark goes to its row, which clears the recorded calls. */
     pg_store_t *p = pgs(bb->store);
     GBytes *k = pg_ahead_key(a->scope, a->event_id, a->event_id_len);
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&p->pos_mu);
     pg_pos_t *ps = g_hash_table_lookup(p->pos, k);
     if (ps)
       ps->attempts = 1;
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->pos_mu);
     g_bytes_unref(k);
   }
   if (a->attempts == 0) {

@@ -12,9 +12,13 @@
  * their recorded attempts on the way; only when some were not taken does
  * a second one tell the marked ones from those in flight. store_claim()
  * and store_attempts() then answer from what they found. A claim taken
- * ahead and never asked for (its partition was revoked) is given back
- * after two rounds of the renewer, so that another host waits no longer
- * than that for it.
+ * ahead and never asked for is given back when its partition is dropped
+ * (store_part_dropped()), or else after two rounds of the renewer, so
+ * that another host waits no longer than that for it.
+ *
+ * A claim taken ahead records its record's position in this process's
+ * epoch of the partition (schema version 5): the batch that moves the
+ * epoch's committed position past it makes it a mark (store_pg_batch.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,7 +186,9 @@ static int claim_one(pg_store_t *p, uint32_t scope, const void *id, size_t len,
   }
   if (took) {
     GBytes *k = ahead_key(scope, id, len);
+    pthread_mutex_lock(&p->pos_mu);
     g_hash_table_remove(p->pos, k); /* no position: marked by its row */
+    pthread_mutex_unlock(&p->pos_mu);
     g_bytes_unref(k);
     return STORE_NEW;
   }
@@ -238,7 +244,9 @@ void pg_release(store_t *s, uint32_t scope, const store_key_t *key) {
    * connection: the lease frees it. */
   pthread_mutex_lock(&p->mu);
   g_hash_table_remove(p->ahead, k);
+  pthread_mutex_lock(&p->pos_mu);
   g_hash_table_remove(p->pos, k);
+  pthread_mutex_unlock(&p->pos_mu);
   PQclear(
       pg_exec(p, p->conn,
               "WITH d AS (DELETE FROM khost_marks m WHERE scope = $1::integer"
@@ -325,11 +333,14 @@ static void ahead_seen(pg_store_t *p, uint32_t scope, const pga_t *arr) {
 static int64_t epoch_for(pg_store_t *p, uint32_t scope, const char *topic,
                          int32_t partition, int64_t from) {
   char *key = pg_epoch_key(scope, topic, partition);
-  pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
   pgp_t a = {0};
-  if (e && from >= e->through) {
+  pthread_mutex_lock(&p->pos_mu);
+  pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
+  int64_t have = e && from >= e->through ? e->epoch : 0;
+  pthread_mutex_unlock(&p->pos_mu);
+  if (have) {
     g_free(key);
-    return e->epoch;
+    return have;
   }
   pgp_i64(&a, p->host);
   pgp_i64(&a, scope);
@@ -348,7 +359,9 @@ static int64_t epoch_for(pg_store_t *p, uint32_t scope, const char *topic,
     e = g_new0(pg_epoch_t, 1);
     e->epoch = id;
     e->through = from;
+    pthread_mutex_lock(&p->pos_mu);
     g_hash_table_replace(p->epochs, key, e);
+    pthread_mutex_unlock(&p->pos_mu);
   } else {
     g_free(key);
   }
@@ -394,10 +407,12 @@ void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
       ps->epoch = epoch;
       ps->off = pg_int(r, i, 2);
       ps->attempts = pg_int(r, i, 1) > 0;
+      pthread_mutex_lock(&p->pos_mu);
       g_hash_table_replace(p->pos,
                            ahead_key_of(scope, PQgetvalue(r, i, 0),
                                         (size_t)PQgetlength(r, i, 0)),
                            ps);
+      pthread_mutex_unlock(&p->pos_mu);
     }
   }
   if (r && (size_t)PQntuples(r) < asked)
@@ -459,7 +474,9 @@ static void ahead_expire(pg_store_t *p, pga_t *scopes, pga_t *ids) {
       memcpy(&scope, d, 4);
       pga_i64(scopes, scope);
       pga_bytes(ids, d + 4, len - 4);
+      pthread_mutex_lock(&p->pos_mu);
       g_hash_table_remove(p->pos, k);
+      pthread_mutex_unlock(&p->pos_mu);
     }
     g_hash_table_iter_remove(&it);
   }
@@ -520,6 +537,7 @@ void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
   scopes = pgp_array(&b, PGA_INT8);
   ids = pgp_array(&b, PGA_BYTEA);
   pthread_mutex_lock(&p->mu);
+  pthread_mutex_lock(&p->pos_mu);
   pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
   int64_t epoch = e ? e->epoch : 0;
   g_hash_table_remove(p->epochs, key);
@@ -538,6 +556,7 @@ void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
     g_hash_table_remove(p->ahead, k);
     g_hash_table_iter_remove(&it);
   }
+  pthread_mutex_unlock(&p->pos_mu);
   if (ids->n > 0)
     pg_exec0(p, p->conn, give_back_sql, &b, NULL, NULL, 0);
   pthread_mutex_unlock(&p->mu);

@@ -64,11 +64,14 @@ typedef struct pg_store {
   /* Claims taken (or found marked) ahead of their store_claim() call:
    * "scope/id" bytes -> pg_ahead_t, under mu (store_pg_claim.c). */
   GHashTable *ahead;
-  /* Marks by position (schema version 5), under mu: this process's epoch
+  /* Marks by position (schema version 5), under pos_mu: this process's epoch
    * of each partition it claims in, "scope/partition/topic" -> pg_epoch_t;
    * and the claims it took with a position and has not marked or given
    * back yet, the cache's key -> pg_pos_t. */
   GHashTable *epochs, *pos;
+  /* Guards epochs and pos (taken after mu when both are): a batch's
+   * commit never waits for a claim statement under mu. */
+  pthread_mutex_t pos_mu;
   uint64_t tick;   /* renewer rounds, under mu */
   int claims_down; /* the last claim failed (logged once), under mu */
   /* The renewer and the pruner threads, stopped by stopping + wake. */
