@@ -634,7 +634,7 @@ static int looked_up(const char *id, int64_t *offset) {
  * already committed (the partition's offsets went back) is not a mark
  * before it is handled. */
 START_TEST(test_pg_marks_by_position) {
-  char err[512], ids[10][8];
+  char err[512], ids[10][16];
   const void *ptr[10];
   size_t lens[10];
   int64_t offs[10], off;
