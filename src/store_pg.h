@@ -14,12 +14,6 @@
 /* The schema version this khost reads and writes. */
 #define STORE_PG_SCHEMA 5
 
-/* The index of khost_marks on `since` (retention) as version 5 has it:
- * a BRIN index, a summary per range of 128 pages. */
-#define STORE_PG_SINCE_INDEX                                                   \
-  "CREATE INDEX khost_marks_since ON khost_marks USING brin (since)"           \
-  " WITH (autosummarize = on)"
-
 typedef struct store_pg_opts {
   const char *conninfo;      /* libpq connection string (may hold a password) */
   int64_t lease_ms;          /* how long a claim holds without renewal */

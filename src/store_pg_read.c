@@ -204,34 +204,6 @@ static int stopping(pg_store_t *p) {
   return __atomic_load_n(&p->stopping, __ATOMIC_RELAXED);
 }
 
-/* A chunk of the marks handled before $1 deleted: how many, and the
- * first page of each range of 128 pages (the BRIN index's) they were on. */
-static const char prune_sql[] =
-    "WITH d AS (DELETE FROM khost_marks WHERE ctid = ANY (ARRAY (SELECT ctid"
-    " FROM khost_marks WHERE since < $1 LIMIT $2)) RETURNING ctid)"
-    " SELECT count(*), coalesce(array_agg(DISTINCT"
-    " (ctid::text::point)[0]::bigint / 128 * 128), '{}') FROM d";
-
-/* The ranges of pages whose rows a chunk deleted summarized anew (ranges
- * is an array in its text form), once that delete is committed: a range's
- * summary only ever widens, so the ranges of rows long pruned would keep
- * matching every later prune, and each prune would read their pages
- * again. A range is not summarized between the two statements (read by
- * every prune meanwhile: slower, never wrong); a failure (the index not
- * owned by this role) leaves the summaries as they were. */
-static void prune_resummarize(pg_store_t *p, PGconn *c, const char *ranges) {
-  pgp_t a = {0};
-  pgp_str(&a, ranges);
-  PQclear(pg_exec(p, c,
-                  "SELECT brin_desummarize_range('khost_marks_since', r)"
-                  " FROM unnest($1::bigint[]) r",
-                  &a, 0, NULL, NULL, 0));
-  PQclear(pg_exec(p, c,
-                  "SELECT brin_summarize_range('khost_marks_since', r)"
-                  " FROM unnest($1::bigint[]) r",
-                  &a, 0, NULL, NULL, 0));
-}
-
 /* Marks handled before cutoff, a chunk per transaction, until none is
  * left (or the store closes). */
 static int prune_chunks(pg_store_t *p, PGconn *c, int64_t cutoff,
@@ -242,12 +214,14 @@ static int prune_chunks(pg_store_t *p, PGconn *c, int64_t cutoff,
     pgp_t a = {0};
     pgp_i64(&a, cutoff);
     pgp_i64(&a, PRUNE_CHUNK);
-    PGresult *r = pg_exec(p, c, prune_sql, &a, 0, NULL, err, errlen);
+    PGresult *r =
+        pg_exec(p, c,
+                "DELETE FROM khost_marks WHERE ctid = ANY (ARRAY (SELECT ctid "
+                "FROM khost_marks WHERE since < $1 LIMIT $2))",
+                &a, 0, NULL, err, errlen);
     if (!r)
       return -1;
-    n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    if (n > 0)
-      prune_resummarize(p, c, PQgetvalue(r, 0, 1));
+    n = strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
     *removed += n;
     __atomic_add_fetch(&p->pruned, n, __ATOMIC_RELAXED);

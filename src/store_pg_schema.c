@@ -91,21 +91,14 @@ static const char *const schema_v4[] = {
  * its offset (PG_MARK), so a batch handled in order writes one row per
  * partition, not one per ID; an outcome past that position, or not the
  * plain one, is written to its row as before. Epoch rows are pruned with
- * the marks (store_pg_read.c).
- *
- * The index on `since` is a BRIN index, a summary (the least and the
- * greatest `since`) per range of pages instead of an entry per row. Rows
- * are appended in the order of their `since` and a claim's update to its
- * mark leaves it alone, so the summaries stay narrow; a claim inserts no
- * B-tree entry for it. Pruning re-summarizes the ranges whose rows it
- * deleted. Every row of version 4 keeps its meaning (no epoch). */
+ * the marks (store_pg_read.c). Every row of version 4 keeps its meaning
+ * (no epoch). */
 static const char *const schema_v5[] = {
     "CREATE TABLE khost_epochs (epoch bigserial PRIMARY KEY,"
     " host integer NOT NULL, scope integer NOT NULL, topic text NOT NULL,"
     " part integer NOT NULL, through bigint NOT NULL,"
     " last_at bigint NOT NULL)",
     "ALTER TABLE khost_marks ADD COLUMN epoch bigint",
-    "DROP INDEX khost_marks_since", STORE_PG_SINCE_INDEX,
     "UPDATE khost_schema SET version = 5", NULL};
 
 /* Each version's steps from the one before; [0] is unused. */

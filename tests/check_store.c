@@ -440,51 +440,6 @@ START_TEST(test_pg_prune_small_transactions) {
 }
 END_TEST
 
-/* A prune summarizes anew the ranges of pages of the BRIN index on
- * `since` whose rows it deleted: afterwards a look for marks older than
- * the retention reads no page of the table (a summary that kept the
- * deleted marks' `since` would send every later prune through those
- * pages again). */
-START_TEST(test_pg_prune_resummarizes) {
-  char err[512];
-  int64_t removed = 0;
-  dir = NULL;
-  pg = pgu_start();
-  ck_assert_ptr_nonnull(pg);
-  store_pg_opts_t o = {
-      .conninfo = pg->conninfo, .create = 1, .retention_ms = 60000};
-  ck_assert_msg(store_pg_open(&s, &o, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_int_eq(store_scope(s, "orders", &scope, err, sizeof(err)), 0);
-  PGconn *c = PQconnectdb(pg->conninfo);
-  old_marks(c, 5000);
-  char *sql = g_strdup_printf(
-      "INSERT INTO khost_marks SELECT %u, '\\x00'::bytea ||"
-      " convert_to('new-' || g, 'UTF8'), %lld, 't', 0, g, 0, NULL, %lld"
-      " FROM generate_series(1, 5000) g",
-      scope, (long long)(g_get_real_time() / 1000),
-      (long long)(g_get_real_time() / 1000));
-  pg_do(c, sql);
-  g_free(sql);
-  pg_do(c, "SELECT brin_summarize_new_values('khost_marks_since')");
-  ck_assert_int_eq(
-      store_prune(s, g_get_real_time() / 1000, &removed, err, sizeof(err)), 0);
-  ck_assert_int_eq(removed, 5001);
-  pg_do(c, "SET enable_seqscan = off");
-  PGresult *r = PQexec(c, "EXPLAIN (ANALYZE, FORMAT JSON) SELECT ctid FROM"
-                          " khost_marks WHERE since < 1000");
-  ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
-  const char *plan = PQgetvalue(r, 0, 0);
-  ck_assert_msg(strstr(plan, "khost_marks_since") &&
-                    strstr(plan, "\"Lossy Heap Blocks\": 0,") &&
-                    strstr(plan, "\"Exact Heap Blocks\": 0,"),
-                "%s", plan);
-  PQclear(r);
-  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_marks"), 5000);
-  PQfinish(c);
-  close_store();
-}
-END_TEST
-
 /* The pruner thread prunes on its own, every prune_interval_ms. */
 START_TEST(test_pg_pruner_thread) {
   char err[512];
@@ -1220,7 +1175,6 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_state_shared);
     tcase_add_test(tc, test_pg_prune_small_transactions);
     tcase_add_test(tc, test_pg_pruner_thread);
-    tcase_add_test(tc, test_pg_prune_resummarizes);
     tcase_add_test(tc, test_pg_marks_by_position);
     tcase_add_test(tc, test_pg_dropped_partition_given_back);
     tcase_add_test(tc, test_pg_ahead_given_back);
