@@ -327,6 +327,9 @@ static void claim_ahead(flow_t *f, flow_part_t *pt) {
   const flow_conf_t *c = f->conf;
   const void **ids = g_new(const void *, c->max_batch);
   size_t *lens = g_new(size_t, c->max_batch), n = 0, seen = 0;
+  int64_t *offs = g_new(int64_t, c->max_batch);
+  const char *topic = NULL;
+  int32_t partition = 0;
   for (GList *l = pt->queue.head; l && seen < c->max_batch; l = l->next) {
     const void *rec = l->data;
     if (f->ops->is_end(rec))
@@ -335,13 +338,17 @@ static void claim_ahead(flow_t *f, flow_part_t *pt) {
     const store_range_t *r = replay_range(pt, off);
     pt->ahead_to = off + 1;
     seen++;
+    topic = f->ops->topic(rec);
+    partition = f->ops->partition(rec);
+    offs[n] = off;
     if ((!r || r->mode != STORE_REPLAY_REPROCESS) &&
         flow_event_id(f, rec, &ids[n], &lens[n]))
       n++;
   }
-  store_claim_ahead(c->store, c->scope, ids, lens, n);
+  store_claim_ahead(c->store, c->scope, topic, partition, ids, lens, offs, n);
   g_free(ids);
   g_free(lens);
+  g_free(offs);
 }
 
 /* The record after the head: its ID's hash now, and the store starts

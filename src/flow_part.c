@@ -149,6 +149,9 @@ flow_part_t *flow_assign(flow_t *f, const char *topic, int32_t partition) {
 
 void flow_drop(flow_t *f, flow_part_t *pt) {
   void *rec;
+  if (f->conf->store)
+    store_part_dropped(f->conf->store, f->conf->scope, pt->topic,
+                       pt->partition);
   if (pt->lanes)
     flow_lanes_drop(f, pt);
   flow_release_head(f, pt);

@@ -233,12 +233,18 @@ typedef struct store_ops {
    * (topic, partition, offset), a later one replaces it. NULL: the store
    * has no parking lot. */
   int (*batch_park)(store_batch_t *b, const store_parked_t *p);
-  /* The IDs the caller will claim next (STORE_CLAIM, in this order): a
-   * store with a round trip per claim takes them in one, and answers
-   * their store_claim() and store_attempts() from what it found. NULL
-   * where claims are cheap. */
-  void (*claim_ahead)(store_t *s, uint32_t scope, const void *const *ids,
-                      const size_t *lens, size_t n);
+  /* The IDs the caller will claim next (STORE_CLAIM, in this order), of
+   * records of one partition at offsets[i]: a store with a round trip
+   * per claim takes them in one, and answers their store_claim() and
+   * store_attempts() from what it found. NULL where claims are cheap. */
+  void (*claim_ahead)(store_t *s, uint32_t scope, const char *topic,
+                      int32_t partition, const void *const *ids,
+                      const size_t *lens, const int64_t *offsets, size_t n);
+  /* The caller no longer owns the partition (revoked, lost, closing):
+   * the claims taken ahead of its records and never asked for go back at
+   * once. NULL where there are none. */
+  void (*part_dropped)(store_t *s, uint32_t scope, const char *topic,
+                       int32_t partition);
   /* A claim of the ID of hash (store_key_t's) is coming soon: start
    * fetching what it will read from memory. Only a hint. NULL where
    * there is nothing worth fetching early. */
@@ -454,10 +460,16 @@ static inline int store_wants_ahead(const store_t *s) {
   return s->ops->claim_ahead != NULL;
 }
 static inline void store_claim_ahead(store_t *s, uint32_t scope,
+                                     const char *topic, int32_t partition,
                                      const void *const *ids, const size_t *lens,
-                                     size_t n) {
+                                     const int64_t *offsets, size_t n) {
   if (s->ops->claim_ahead && n > 0)
-    s->ops->claim_ahead(s, scope, ids, lens, n);
+    s->ops->claim_ahead(s, scope, topic, partition, ids, lens, offsets, n);
+}
+static inline void store_part_dropped(store_t *s, uint32_t scope,
+                                      const char *topic, int32_t partition) {
+  if (s->ops->part_dropped)
+    s->ops->part_dropped(s, scope, topic, partition);
 }
 
 static inline int store_wants_prefetch(const store_t *s) {

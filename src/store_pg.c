@@ -34,10 +34,13 @@ static void pg_close(store_t *s) {
   PQfinish(p->conn);
   g_hash_table_destroy(p->checks);
   g_hash_table_destroy(p->ahead);
+  g_hash_table_destroy(p->epochs);
+  g_hash_table_destroy(p->pos);
   pg_crash_free(p);
   if (p->host)
     pg_crash_mine(p->owner, 0);
   pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->pos_mu);
   g_free(p->conninfo);
   g_free(p->display);
   g_free(p);
@@ -114,6 +117,7 @@ static const store_ops_t pg_ops = {
     .state_reset = pg_state_reset,
     .offset_get = pg_offset_get,
     .claim_ahead = pg_claim_ahead,
+    .part_dropped = pg_part_dropped,
     .batch_park = pg_batch_park,
     .parked_list = pg_parked_list,
     .parked_remove = pg_parked_remove,
@@ -154,6 +158,7 @@ static pg_store_t *pg_new(const store_pg_opts_t *opts) {
   char host[64] = "";
   p->base.ops = &pg_ops;
   pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->pos_mu, NULL);
   pthread_cond_init(&p->wake, NULL);
   p->checks = g_hash_table_new(g_direct_hash, g_direct_equal);
   pg_ahead_init(p);

@@ -12,7 +12,7 @@
 #include "store.h"
 
 /* The schema version this khost reads and writes. */
-#define STORE_PG_SCHEMA 4
+#define STORE_PG_SCHEMA 5
 
 typedef struct store_pg_opts {
   const char *conninfo;      /* libpq connection string (may hold a password) */

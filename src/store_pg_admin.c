@@ -80,9 +80,9 @@ int store_pg_dedup_stats(store_t *s, dadm_stats_t **out, size_t *n, char *err,
       "SELECT s.pipeline, count(m.id), coalesce(min(m.handled_at), 0),"
       " coalesce(max(m.handled_at), 0), (SELECT count(*) FROM khost_replay"
       " r WHERE r.scope = s.scope) FROM khost_scopes s LEFT JOIN khost_marks"
-      " m ON m.scope = s.scope AND m.outcome <> " PG_CLAIMED
-      " GROUP BY s.scope, s.pipeline"
-      " ORDER BY s.pipeline",
+      " m ON m.scope = s.scope AND " PG_MARK(
+          "m") " GROUP BY s.scope, s.pipeline"
+               " ORDER BY s.pipeline",
       NULL, err, errlen);
   *out = NULL;
   *n = 0;
@@ -107,12 +107,12 @@ int store_pg_lookup(store_t *s, uint32_t scope, const void *id, size_t len,
   pgp_t a = {0};
   pgp_i64(&a, scope);
   pgp_key(&a, id, len);
-  PGresult *r = admin_exec(pgs(s),
-                           "SELECT topic, part, off, handled_at,"
-                           " outcome::integer FROM khost_marks"
-                           " WHERE scope = $1 AND id = $2 AND"
-                           " outcome <> " PG_CLAIMED,
-                           &a, err, errlen);
+  PGresult *r =
+      admin_exec(pgs(s),
+                 "SELECT topic, part, off, handled_at, " PG_OUTCOME(
+                     "m") "::integer FROM khost_marks m"
+                          " WHERE scope = $1 AND id = $2 AND " PG_MARK("m"),
+                 &a, err, errlen);
   *out = NULL;
   *n = 0;
   if (!r)
@@ -140,13 +140,14 @@ int store_pg_forget_id(store_t *s, uint32_t scope, const void *id, size_t len,
   pgp_i64(&a, scope);
   pgp_key(&a, id, len);
   /* A claim in flight is not a mark: its host keeps it. */
-  return count_of(pgs(s),
-                  dry_run ? "SELECT count(*) FROM khost_marks WHERE scope = $1 "
-                            "AND id = $2 AND outcome <> " PG_CLAIMED
-                          : "WITH d AS (DELETE FROM khost_marks WHERE scope = "
-                            "$1 AND id = $2 AND outcome <> " PG_CLAIMED
-                            " RETURNING 1) SELECT count(*) FROM d",
-                  &a, removed, err, errlen);
+  return count_of(
+      pgs(s),
+      dry_run ? "SELECT count(*) FROM khost_marks m WHERE scope = "
+                "$1 AND id = $2 AND " PG_MARK("m")
+              : "WITH d AS (DELETE FROM khost_marks m WHERE scope = "
+                "$1 AND id = $2 AND " PG_MARK("m") " RETURNING 1)"
+                                                   " SELECT count(*) FROM d",
+      &a, removed, err, errlen);
 }
 
 int store_pg_forget_scope(store_t *s, uint32_t scope, int dry_run,

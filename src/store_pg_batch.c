@@ -1,11 +1,12 @@
 /*
  * A batch on the PostgreSQL store: what it buffers, committed in one
  * transaction on the batch's own connection, one statement per kind of
- * entry (the marks, their claims' rows updated to them and their recorded
- * attempts removed; the state writes; the offsets), whatever the number
- * of records. State writes and offsets are buffered as their last value
- * per key: the last write of a key in a batch wins, as it would written
- * in order.
+ * entry (the epochs' committed positions moved, which make the claims
+ * below them marks; the other marks, their claims' rows updated to them
+ * and their recorded attempts removed; the state writes; the offsets),
+ * whatever the number of records. State writes and offsets are buffered as
+ * their last value per key: the last write of a key in a batch wins, as it
+ * would written in order.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@ typedef struct pg_mark {
   int32_t partition;
   int64_t offset, handled;
   int outcome;
+  int by_position; /* its claim's epoch moves past it: no row written */
 } pg_mark_t;
 
 typedef struct pg_offset {
@@ -93,7 +95,7 @@ int pg_batch_add_mark(store_batch_t *bb, const store_mark_t *m) {
   pg_mark_t x = {m->scope,           g_bytes_new(m->event_id, m->event_id_len),
                  g_strdup(m->topic), m->partition,
                  m->offset,          m->handled_at_ms,
-                 m->outcome};
+                 m->outcome,         0};
   g_array_append_val(b->marks, x);
   return 0;
 }
@@ -139,7 +141,7 @@ static int commit_scope(pg_batch_t *b, uint32_t scope, int *transient,
     const pg_mark_t *m = &g_array_index(b->marks, pg_mark_t, i);
     gsize idlen;
     const void *id = g_bytes_get_data(m->id, &idlen);
-    if (m->scope != scope)
+    if (m->scope != scope || m->by_position)
       continue;
     pga_key(col[1], id ? id : "", idlen);
     pga_i64(col[2], m->handled);
@@ -161,12 +163,107 @@ static int commit_marks(pg_batch_t *b, int *transient, char *err,
   GHashTable *done = g_hash_table_new(g_direct_hash, g_direct_equal);
   int rc = 0;
   for (guint i = 0; rc == 0 && i < b->marks->len; i++) {
-    uint32_t scope = g_array_index(b->marks, pg_mark_t, i).scope;
-    if (g_hash_table_add(done, GUINT_TO_POINTER(scope + 1u)))
-      rc = commit_scope(b, scope, transient, err, errlen);
+    const pg_mark_t *m = &g_array_index(b->marks, pg_mark_t, i);
+    if (!m->by_position &&
+        g_hash_table_add(done, GUINT_TO_POINTER(m->scope + 1u)))
+      rc = commit_scope(b, m->scope, transient, err, errlen);
   }
   g_hash_table_destroy(done);
   return rc;
+}
+
+/* ------------------------------------------------------------ epochs */
+
+/* The committed position of each partition of the batch that this
+ * process claims in by position (its epoch, store_pg_claim.c) moved to
+ * the batch's next offset, in the batch's transaction; then the marks
+ * that this makes marks are told apart (by_position): a plain outcome
+ * below that position, of a claim this process took there in that epoch,
+ * of a record with no recorded calls (a mark written to its row clears
+ * them).
+ * Every record below the next offset has its outcome by then, each
+ * written to its row or made a mark by this move. An epoch that is gone
+ * (pruned while this process was cut off from the server) leaves every
+ * mark to its row. */
+static int commit_epochs(pg_batch_t *b, int *transient, char *err,
+                         size_t errlen) {
+  pg_store_t *p = pgs(b->base.store);
+  pgp_t a = {0};
+  pga_t *eps = pgp_array(&a, PGA_INT8), *nexts = pgp_array(&a, PGA_INT8);
+  GHashTable *at = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+  GHashTableIter it;
+  gpointer k, v;
+  int rc = 0;
+  pthread_mutex_lock(&p->pos_mu);
+  g_hash_table_iter_init(&it, b->offsets);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    const pg_epoch_t *e = g_hash_table_lookup(p->epochs, k);
+    if (!e)
+      continue;
+    pg_epoch_t *x = g_new(pg_epoch_t, 1);
+    x->epoch = e->epoch;
+    x->through = ((const pg_offset_t *)v)->next;
+    g_hash_table_insert(at, k, x);
+    pga_i64(eps, x->epoch);
+    pga_i64(nexts, x->through);
+  }
+  pthread_mutex_unlock(&p->pos_mu);
+  if (eps->n > 0) {
+    PGresult *r = pg_exec(
+        p, b->conn,
+        "UPDATE khost_epochs e SET through = GREATEST(e.through, u.next),"
+        " last_at = " PG_NOW_MS " FROM unnest($1::bigint[], $2::bigint[]) AS"
+        " u(epoch, next) WHERE e.epoch = u.epoch",
+        &a, 0, transient, err, errlen);
+    rc = r ? 0 : -1;
+    if (r && strtol(PQcmdTuples(r), NULL, 10) != eps->n)
+      g_hash_table_remove_all(at);
+    PQclear(r);
+  }
+  pthread_mutex_lock(&p->pos_mu);
+  for (guint i = 0; rc == 0 && i < b->marks->len; i++) {
+    pg_mark_t *m = &g_array_index(b->marks, pg_mark_t, i);
+    char *key = pg_epoch_key(m->scope, m->topic, m->partition);
+    const pg_epoch_t *x = g_hash_table_lookup(at, key);
+    gsize idlen;
+    const void *id = g_bytes_get_data(m->id, &idlen);
+    GBytes *pk = pg_ahead_key(m->scope, id ? id : "", idlen);
+    const pg_pos_t *ps = g_hash_table_lookup(p->pos, pk);
+    m->by_position = m->outcome == STORE_OUTCOME_OK && x && ps &&
+                     !ps->attempts && ps->epoch == x->epoch &&
+                     ps->off == m->offset && m->offset < x->through;
+    g_bytes_unref(pk);
+    g_free(key);
+  }
+  pthread_mutex_unlock(&p->pos_mu);
+  g_hash_table_destroy(at);
+  pgp_free(&a);
+  return rc;
+}
+
+/* After the commit: the epochs' positions as set, the claims marked
+ * forgotten. */
+static void epochs_committed(pg_batch_t *b) {
+  pg_store_t *p = pgs(b->base.store);
+  GHashTableIter it;
+  gpointer k, v;
+  pthread_mutex_lock(&p->pos_mu);
+  g_hash_table_iter_init(&it, b->offsets);
+  while (g_hash_table_iter_next(&it, &k, &v)) {
+    pg_epoch_t *e = g_hash_table_lookup(p->epochs, k);
+    int64_t next = ((const pg_offset_t *)v)->next;
+    if (e && next > e->through)
+      e->through = next;
+  }
+  for (guint i = 0; i < b->marks->len; i++) {
+    const pg_mark_t *m = &g_array_index(b->marks, pg_mark_t, i);
+    gsize idlen;
+    const void *id = g_bytes_get_data(m->id, &idlen);
+    GBytes *pk = pg_ahead_key(m->scope, id ? id : "", idlen);
+    g_hash_table_remove(p->pos, pk);
+    g_bytes_unref(pk);
+  }
+  pthread_mutex_unlock(&p->pos_mu);
 }
 
 /* ------------------------------------------------------------ state */
@@ -284,6 +381,8 @@ int pg_batch_commit(store_batch_t *bb, int *transient, char *err,
     return 0;
   rc = pg_exec0(p, b->conn, "BEGIN", NULL, &t, err, errlen);
   if (rc == 0 && b->marks->len > 0)
+    rc = commit_epochs(b, &t, err, errlen);
+  if (rc == 0 && b->marks->len > 0)
     rc = commit_marks(b, &t, err, errlen);
   if (rc == 0 && ns > 0)
     rc = commit_state(b, &t, err, errlen);
@@ -295,9 +394,10 @@ int pg_batch_commit(store_batch_t *bb, int *transient, char *err,
     rc = pg_exec0(p, b->conn, "COMMIT", NULL, &t, err, errlen);
   if (rc != 0 && PQstatus(b->conn) == CONNECTION_OK)
     PQclear(PQexec(b->conn, "ROLLBACK"));
-  if (rc == 0)
+  if (rc == 0) {
+    epochs_committed(b);
     pg_batch_discard(bb);
-  else if (transient)
+  } else if (transient)
     *transient = t;
   return rc;
 }
@@ -319,6 +419,17 @@ int pg_attempts_set(store_batch_t *bb, const store_attempt_t *a, char *err,
   int rc;
   pgp_i64(&q, a->scope);
   pgp_key(&q, a->event_id, a->event_id_len);
+  if (a->attempts > 0) {
+    /* Its mark goes to its row, which clears the recorded calls. */
+    pg_store_t *p = pgs(bb->store);
+    GBytes *k = pg_ahead_key(a->scope, a->event_id, a->event_id_len);
+    pthread_mutex_lock(&p->pos_mu);
+    pg_pos_t *ps = g_hash_table_lookup(p->pos, k);
+    if (ps)
+      ps->attempts = 1;
+    pthread_mutex_unlock(&p->pos_mu);
+    g_bytes_unref(k);
+  }
   if (a->attempts == 0) {
     rc = pg_exec0(pgs(bb->store), b->conn,
                   "DELETE FROM khost_attempts WHERE scope = $1 AND id = $2", &q,

@@ -12,9 +12,13 @@
  * their recorded attempts on the way; only when some were not taken does
  * a second one tell the marked ones from those in flight. store_claim()
  * and store_attempts() then answer from what they found. A claim taken
- * ahead and never asked for (its partition was revoked) is given back
- * after two rounds of the renewer, so that another host waits no longer
- * than that for it.
+ * ahead and never asked for is given back when its partition is dropped
+ * (store_part_dropped()), or else after two rounds of the renewer, so
+ * that another host waits no longer than that for it.
+ *
+ * A claim taken ahead records its record's position in this process's
+ * epoch of the partition (schema version 5): the batch that moves the
+ * epoch's committed position past it makes it a mark (store_pg_batch.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +40,22 @@ typedef struct pg_ahead {
   uint64_t tick;     /* the renewer's round when it was found */
 } pg_ahead_t;
 
+static GBytes *ahead_key(uint32_t scope, const void *id, size_t len);
+
 void pg_ahead_init(pg_store_t *p) {
   p->ahead = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                    (GDestroyNotify)g_bytes_unref, g_free);
+  p->epochs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  p->pos = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                 (GDestroyNotify)g_bytes_unref, g_free);
+}
+
+char *pg_epoch_key(uint32_t scope, const char *topic, int32_t partition) {
+  return g_strdup_printf("%u/%d/%s", scope, partition, topic);
+}
+
+GBytes *pg_ahead_key(uint32_t scope, const void *id, size_t len) {
+  return ahead_key(scope, id, len);
 }
 
 /* The cache key: the scope's 4 bytes, then the ID's key (pg_key()). */
@@ -71,24 +88,46 @@ static pg_ahead_t *ahead_find(pg_store_t *p, uint32_t scope, const void *id,
 /* ------------------------------------------------------------ one by one */
 
 /* The claim of a new ID, or of one whose claim's owner is gone; with $4,
- * of a mark handled before $5 too (a re-claim: the row stays a mark). A
+ * of a mark handled before $5 too (a re-claim: the row stays a mark, one
+ * by position made a mark of its own, whose owner is this claim's). A
+ * claim taken here has no position: its mark is written to its row. A
  * row comes back when this call took it. */
-static const char claim_sql[] =
-    "INSERT INTO khost_marks (scope, id, handled_at, topic, part, off,"
-    " outcome, owner, since) VALUES ($1::integer, $2, " PG_NOW_MS ", '', 0,"
-    " 0, " PG_CLAIMED ", $3::integer, " PG_NOW_MS ")"
-    " ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner"
-    " WHERE NOT " PG_LIVE(
-        "khost_marks") " AND (khost_marks.outcome = " PG_CLAIMED
-                       " OR ($4::boolean AND khost_marks.handled_at < "
-                       "$5::bigint))"
-                       " RETURNING 1";
+static const char
+    claim_sql[] = "INSERT INTO khost_marks (scope, id, handled_at, topic, "
+                  "part, off,"
+                  " outcome, owner, since) VALUES ($1::integer, $2, " PG_NOW_MS
+                  ", '', 0,"
+                  " 0, " PG_CLAIMED ", $3::integer, " PG_NOW_MS ")"
+                  " ON CONFLICT (scope, id) DO UPDATE SET owner = "
+                  "EXCLUDED.owner,"
+                  " epoch = NULL, outcome = CASE WHEN " PG_MARK("khost_marks") " THEN " PG_OUTCOME(
+                      "khost_marks") " ELSE khost_marks.outcome END"
+                                     " WHERE CASE WHEN NOT " PG_MARK(
+                                         "khost_"
+                                         "marks") " THEN NOT " PG_LIVE("khost_"
+                                                                       "marks") " WHEN "
+                                                                                "khost_marks.outcome "
+                                                                                "= " PG_CLAIMED
+                                                                                " THEN $4::boolean AND "
+                                                                                "khost_marks.handled_"
+                                                                                "at <"
+                                                                                " $5::bigint ELSE "
+                                                                                "$4::boolean AND"
+                                                                                " khost_marks.handled_"
+                                                                                "at < $5::bigint AND"
+                                                                                " NOT " PG_LIVE(
+                                                                                    "khost_marks") " EN"
+                                                                                                   "D "
+                                                                                                   "RET"
+                                                                                                   "URN"
+                                                                                                   "ING"
+                                                                                                   " 1";
 
 /* Is there a mark, and is the row's claim live? */
 static const char look_sql[] =
-    "SELECT m.outcome <> " PG_CLAIMED
-    ", " PG_LIVE("m") " FROM khost_marks m"
-                      " WHERE m.scope = $1::integer AND m.id = $2";
+    "SELECT " PG_MARK("m") ", " PG_LIVE("m") " FROM khost_marks m"
+                                             " WHERE m.scope = $1::integer AND"
+                                             " m.id = $2";
 
 /* Said once when claims start failing and once when they work again
  * (mu held): meanwhile records wait for their claims. */
@@ -145,8 +184,14 @@ static int claim_one(pg_store_t *p, uint32_t scope, const void *id, size_t len,
     PQclear(r);
     pgp_free(&a);
   }
-  if (took)
+  if (took) {
+    GBytes *k = ahead_key(scope, id, len);
+    pthread_mutex_lock(&p->pos_mu);
+    g_hash_table_remove(p->pos, k); /* no position: marked by its row */
+    pthread_mutex_unlock(&p->pos_mu);
+    g_bytes_unref(k);
     return STORE_NEW;
+  }
   return failed ? STORE_IN_FLIGHT : look_one(p, scope, id, len, mode);
 }
 
@@ -199,13 +244,16 @@ void pg_release(store_t *s, uint32_t scope, const store_key_t *key) {
    * connection: the lease frees it. */
   pthread_mutex_lock(&p->mu);
   g_hash_table_remove(p->ahead, k);
+  pthread_mutex_lock(&p->pos_mu);
+  g_hash_table_remove(p->pos, k);
+  pthread_mutex_unlock(&p->pos_mu);
   PQclear(
       pg_exec(p, p->conn,
-              "WITH d AS (DELETE FROM khost_marks WHERE scope = $1::integer"
-              " AND id = $2 AND owner = $3::integer AND outcome = " PG_CLAIMED
-              ") UPDATE khost_marks SET owner = NULL WHERE scope ="
-              " $1::integer AND id = $2 AND owner = $3::integer AND"
-              " outcome <> " PG_CLAIMED,
+              "WITH d AS (DELETE FROM khost_marks m WHERE scope = $1::integer"
+              " AND id = $2 AND owner = $3::integer AND NOT " PG_MARK(
+                  "m") ") UPDATE khost_marks SET owner = NULL WHERE scope ="
+                       " $1::integer AND id = $2 AND owner = $3::integer AND"
+                       " outcome <> " PG_CLAIMED,
               &a, 0, NULL, NULL, 0));
   pthread_mutex_unlock(&p->mu);
   pgp_free(&a);
@@ -215,27 +263,37 @@ void pg_release(store_t *s, uint32_t scope, const store_key_t *key) {
 /* ------------------------------------------------------------ ahead */
 
 /* The IDs new to the server are claimed, in key order (two hosts
- * claiming overlapping batches lock rows in one order), with their
- * recorded attempts; the rows of the others are left as they are. */
+ * claiming overlapping batches lock rows in one order), at their
+ * records' positions in epoch $4 (0: none), with their recorded
+ * attempts; the rows of the others are left as they are. An ID twice
+ * among them is claimed at its first offset. */
 static const char ahead_sql[] =
     "WITH ins AS (INSERT INTO khost_marks (scope, id, handled_at, topic,"
-    "   part, off, outcome, owner, since)"
-    "   SELECT $1::integer, w.id, t.now, '', 0, 0, " PG_CLAIMED ","
-    "   $3::integer, t.now FROM (SELECT DISTINCT u.id FROM"
-    "   unnest($2::bytea[]) AS u(id)) w, (SELECT " PG_NOW_MS " AS now) t"
+    "   part, off, outcome, owner, since, epoch)"
+    "   SELECT $1::integer, w.id, t.now, $6, $7::integer, w.off, " PG_CLAIMED
+    ",   $3::integer, t.now, NULLIF($4::bigint, 0) FROM (SELECT DISTINCT ON"
+    "   (u.id) u.id, u.off FROM unnest($2::bytea[], $5::bigint[]) AS"
+    "   u(id, off) ORDER BY u.id, u.off) w, (SELECT " PG_NOW_MS " AS now) t"
     "   ORDER BY w.id"
-    "   ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner"
-    "   WHERE khost_marks.outcome = " PG_CLAIMED " AND NOT " PG_LIVE(
-        "khost_marks") " RETURNING id)"
-                       " SELECT ins.id, coalesce(a.attempts, 0) FROM ins"
-                       "   LEFT JOIN khost_attempts a ON a.scope = $1::integer "
-                       "AND a.id = ins.id";
+    "   ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner,"
+    "   epoch = EXCLUDED.epoch, off = EXCLUDED.off, topic = EXCLUDED.topic,"
+    "   part = EXCLUDED.part WHERE NOT " PG_MARK(
+        "khost_marks") " AND NOT " PG_LIVE("khost_marks") " RETURNING id, off)"
+                                                          " SELECT ins.id,"
+                                                          " coalesce(a."
+                                                          "attempts,"
+                                                          " 0), ins.off FROM"
+                                                          " ins LEFT JOIN"
+                                                          " khost_attempts a"
+                                                          " ON a.scope ="
+                                                          " $1::integer AND"
+                                                          " a.id = ins.id";
 
 /* Of the IDs not taken, the marked ones (a statement of its own, which
  * sees the marks the claims waited for). */
 static const char ahead_seen_sql[] =
-    "SELECT id FROM khost_marks WHERE scope = $1::integer AND"
-    " id = ANY ($2::bytea[]) AND outcome <> " PG_CLAIMED;
+    "SELECT id FROM khost_marks m WHERE scope = $1::integer AND"
+    " id = ANY ($2::bytea[]) AND " PG_MARK("m");
 
 /* The statements of every claim ahead, prepared on the store's
  * connection. */
@@ -267,12 +325,57 @@ static void ahead_seen(pg_store_t *p, uint32_t scope, const pga_t *arr) {
   PQclear(r);
 }
 
-void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
-                    const size_t *lens, size_t n) {
+/* mu held: this process's epoch of a partition whose records from
+ * offset `from` on it claims, 0 when none could be made. A new one when
+ * there is none yet, or when `from` is below the position it committed
+ * (the partition's offsets went back: a replay): no row claimed in an
+ * epoch may be below its committed position before it is handled. */
+static int64_t epoch_for(pg_store_t *p, uint32_t scope, const char *topic,
+                         int32_t partition, int64_t from) {
+  char *key = pg_epoch_key(scope, topic, partition);
+  pgp_t a = {0};
+  pthread_mutex_lock(&p->pos_mu);
+  pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
+  int64_t have = e && from >= e->through ? e->epoch : 0;
+  pthread_mutex_unlock(&p->pos_mu);
+  if (have) {
+    g_free(key);
+    return have;
+  }
+  pgp_i64(&a, p->host);
+  pgp_i64(&a, scope);
+  pgp_str(&a, topic);
+  pgp_i64(&a, partition);
+  pgp_i64(&a, from);
+  PGresult *r =
+      pg_exec(p, p->conn,
+              "INSERT INTO khost_epochs (host, scope, topic, part,"
+              " through, last_at) VALUES ($1::integer, $2::integer,"
+              " $3, $4::integer, $5::bigint, " PG_NOW_MS ") RETURNING epoch",
+              &a, 0, NULL, NULL, 0);
+  int64_t id = r ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+  PQclear(r);
+  if (id) {
+    e = g_new0(pg_epoch_t, 1);
+    e->epoch = id;
+    e->through = from;
+    pthread_mutex_lock(&p->pos_mu);
+    g_hash_table_replace(p->epochs, key, e);
+    pthread_mutex_unlock(&p->pos_mu);
+  } else {
+    g_free(key);
+  }
+  return id;
+}
+
+void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
+                    int32_t partition, const void *const *ids,
+                    const size_t *lens, const int64_t *offsets, size_t n) {
   pg_store_t *p = pgs(s);
   pgp_t a = {0};
-  pga_t *arr;
+  pga_t *arr, *offs;
   size_t asked = 0;
+  int64_t from = INT64_MAX, epoch = 0;
   pgp_i64(&a, scope);
   arr = pgp_array(&a, PGA_BYTEA);
   pgp_i64(&a, p->host);
@@ -280,15 +383,38 @@ void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
   for (size_t i = 0; i < n; i++)
     if (lens[i] > 0 && !ahead_find(p, scope, ids[i], lens[i], NULL)) {
       pga_key(arr, ids[i], lens[i]);
+      from = offsets[i] < from ? offsets[i] : from;
       asked++;
     }
+  if (asked && topic)
+    epoch = epoch_for(p, scope, topic, partition, from);
+  pgp_i64(&a, epoch);
+  offs = pgp_array(&a, PGA_INT8);
+  for (size_t i = 0; i < n; i++)
+    if (lens[i] > 0 && !ahead_find(p, scope, ids[i], lens[i], NULL))
+      pga_i64(offs, offsets[i]);
+  pgp_str(&a, topic ? topic : "");
+  pgp_i64(&a, partition);
   /* A failure is not an error: store_claim() asks again, one by one. */
   PGresult *r = asked
                     ? pg_exec_prepared(p, p->conn, &st_ahead, &p->conn_prepared,
                                        ahead_sql, &a, 1, NULL, NULL, 0)
                     : NULL;
-  for (int i = 0; r && i < PQntuples(r); i++)
+  for (int i = 0; r && i < PQntuples(r); i++) {
     ahead_put(p, scope, r, i, AHEAD_CLAIMED, (uint32_t)pg_int(r, i, 1));
+    if (epoch) {
+      pg_pos_t *ps = g_new0(pg_pos_t, 1);
+      ps->epoch = epoch;
+      ps->off = pg_int(r, i, 2);
+      ps->attempts = pg_int(r, i, 1) > 0;
+      pthread_mutex_lock(&p->pos_mu);
+      g_hash_table_replace(p->pos,
+                           ahead_key_of(scope, PQgetvalue(r, i, 0),
+                                        (size_t)PQgetlength(r, i, 0)),
+                           ps);
+      pthread_mutex_unlock(&p->pos_mu);
+    }
+  }
   if (r && (size_t)PQntuples(r) < asked)
     ahead_seen(p, scope, arr);
   pthread_mutex_unlock(&p->mu);
@@ -348,6 +474,9 @@ static void ahead_expire(pg_store_t *p, pga_t *scopes, pga_t *ids) {
       memcpy(&scope, d, 4);
       pga_i64(scopes, scope);
       pga_bytes(ids, d + 4, len - 4);
+      pthread_mutex_lock(&p->pos_mu);
+      g_hash_table_remove(p->pos, k);
+      pthread_mutex_unlock(&p->pos_mu);
     }
     g_hash_table_iter_remove(&it);
   }
@@ -384,6 +513,57 @@ static void renew_lease(pg_store_t *p, PGconn *c) {
             p->display, p->owner);
 }
 
+/* Claims of this process ($1) given back: scopes $2, keys $3; a mark
+ * by position among them stays. */
+static const char give_back_sql[] =
+    "DELETE FROM khost_marks m USING unnest($2::bigint[],"
+    " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
+    " m.id = u.id AND m.owner = $1::integer AND NOT " PG_MARK("m");
+
+/* The partition is no longer this process's: its epoch is forgotten (a
+ * batch in flight writes its marks to their rows; claims made later, if
+ * the partition comes back, are in a new epoch), and the claims taken
+ * ahead in it and never asked for go back now, not two rounds of the
+ * renewer later, so that the next owner takes them at once. */
+void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
+                     int32_t partition) {
+  pg_store_t *p = pgs(s);
+  char *key = pg_epoch_key(scope, topic, partition);
+  pgp_t b = {0};
+  pga_t *scopes, *ids;
+  GHashTableIter it;
+  gpointer k, v;
+  pgp_i64(&b, p->host);
+  scopes = pgp_array(&b, PGA_INT8);
+  ids = pgp_array(&b, PGA_BYTEA);
+  pthread_mutex_lock(&p->mu);
+  pthread_mutex_lock(&p->pos_mu);
+  pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
+  int64_t epoch = e ? e->epoch : 0;
+  g_hash_table_remove(p->epochs, key);
+  g_hash_table_iter_init(&it, p->pos);
+  while (epoch && g_hash_table_iter_next(&it, &k, &v)) {
+    const pg_ahead_t *a = g_hash_table_lookup(p->ahead, k);
+    gsize len;
+    const guint8 *d = g_bytes_get_data(k, &len);
+    uint32_t sc;
+    if (((const pg_pos_t *)v)->epoch != epoch || !a ||
+        a->state != AHEAD_CLAIMED)
+      continue;
+    memcpy(&sc, d, 4);
+    pga_i64(scopes, sc);
+    pga_bytes(ids, d + 4, len - 4);
+    g_hash_table_remove(p->ahead, k);
+    g_hash_table_iter_remove(&it);
+  }
+  pthread_mutex_unlock(&p->pos_mu);
+  if (ids->n > 0)
+    pg_exec0(p, p->conn, give_back_sql, &b, NULL, NULL, 0);
+  pthread_mutex_unlock(&p->mu);
+  pgp_free(&b);
+  g_free(key);
+}
+
 /* One round: this process's lease extended, stale claims given back,
  * rows of processes long dead deleted. */
 static void renew_round(pg_store_t *p, PGconn *c) {
@@ -396,12 +576,7 @@ static void renew_round(pg_store_t *p, PGconn *c) {
   ahead_expire(p, scopes, ids);
   pthread_mutex_unlock(&p->mu);
   if (ids->n > 0)
-    pg_exec0(
-        p, c,
-        "DELETE FROM khost_marks m USING unnest($2::bigint[],"
-        " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
-        " m.id = u.id AND m.owner = $1::integer AND m.outcome = " PG_CLAIMED,
-        &b, NULL, NULL, 0);
+    pg_exec0(p, c, give_back_sql, &b, NULL, NULL, 0);
   renew_lease(p, c);
   pg_crash_forget(p, c);
   pgp_free(&b);

@@ -38,6 +38,15 @@
   "EXISTS (SELECT 1 FROM khost_hosts h WHERE h.host = " m ".owner AND"         \
   " h.lease_until >= " PG_NOW_MS ")"
 
+/* Is row m a mark: an outcome of its own, or a claim whose epoch's
+ * committed position is past its offset (schema version 5)? */
+#define PG_MARK(m)                                                             \
+  "(" m ".outcome <> " PG_CLAIMED " OR EXISTS (SELECT 1 FROM khost_epochs e"   \
+  " WHERE e.epoch = " m ".epoch AND e.through > " m ".off))"
+/* The outcome of a mark (PG_MARK): a mark by position is a plain one. */
+#define PG_OUTCOME(m)                                                          \
+  "(CASE WHEN " m ".outcome = " PG_CLAIMED " THEN 0 ELSE " m ".outcome END)"
+
 typedef struct pg_store {
   store_t base;
   pthread_mutex_t mu;
@@ -55,6 +64,14 @@ typedef struct pg_store {
   /* Claims taken (or found marked) ahead of their store_claim() call:
    * "scope/id" bytes -> pg_ahead_t, under mu (store_pg_claim.c). */
   GHashTable *ahead;
+  /* Marks by position (schema version 5), under pos_mu: this process's epoch
+   * of each partition it claims in, "scope/partition/topic" -> pg_epoch_t;
+   * and the claims it took with a position and has not marked or given
+   * back yet, the cache's key -> pg_pos_t. */
+  GHashTable *epochs, *pos;
+  /* Guards epochs and pos (taken after mu when both are): a batch's
+   * commit never waits for a claim statement under mu. */
+  pthread_mutex_t pos_mu;
   uint64_t tick;   /* renewer rounds, under mu */
   int claims_down; /* the last claim failed (logged once), under mu */
   /* The renewer and the pruner threads, stopped by stopping + wake. */
@@ -63,6 +80,21 @@ typedef struct pg_store {
   pthread_cond_t wake;
   struct pg_crash *crash; /* store_pg_crash.c */
 } pg_store_t;
+
+typedef struct pg_epoch {
+  int64_t epoch;
+  int64_t through; /* its committed position as this process set it */
+} pg_epoch_t;
+
+typedef struct pg_pos {
+  int64_t epoch, off;
+  int attempts; /* calls of its record recorded: its mark clears them */
+} pg_pos_t;
+
+/* The key of p->epochs (caller frees). */
+char *pg_epoch_key(uint32_t scope, const char *topic, int32_t partition);
+/* The key of p->ahead and p->pos of an ID (pg_key() after the scope). */
+GBytes *pg_ahead_key(uint32_t scope, const void *id, size_t len);
 
 static inline pg_store_t *pgs(store_t *s) {
   return (pg_store_t *)s;
@@ -162,8 +194,11 @@ int pg_schema_check(pg_store_t *p, int create, char *err, size_t errlen);
 int pg_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
              int64_t before_ms);
 void pg_release(store_t *s, uint32_t scope, const store_key_t *key);
-void pg_claim_ahead(store_t *s, uint32_t scope, const void *const *ids,
-                    const size_t *lens, size_t n);
+void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
+                    int32_t partition, const void *const *ids,
+                    const size_t *lens, const int64_t *offsets, size_t n);
+void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
+                     int32_t partition);
 int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
                 uint32_t *count);
 void *pg_renew_main(void *arg);

@@ -226,6 +226,19 @@ static int prune_chunks(pg_store_t *p, PGconn *c, int64_t cutoff,
     *removed += n;
     __atomic_add_fetch(&p->pruned, n, __ATOMIC_RELAXED);
   } while (n == PRUNE_CHUNK && !stopping(p));
+  /* The epochs of hosts gone whose position last moved before cutoff:
+   * every mark they made is older (claimed before that move), pruned
+   * above; what is left of them are claims of those hosts, free either
+   * way. */
+  if (n < PRUNE_CHUNK) {
+    pgp_t b = {0};
+    pgp_i64(&b, cutoff);
+    PQclear(pg_exec(p, c,
+                    "DELETE FROM khost_epochs e WHERE e.last_at < $1 AND NOT"
+                    " EXISTS (SELECT 1 FROM khost_hosts h WHERE h.host ="
+                    " e.host)",
+                    &b, 0, NULL, NULL, 0));
+  }
   __atomic_add_fetch(&p->prune_runs, 1, __ATOMIC_RELAXED);
   return 0;
 }

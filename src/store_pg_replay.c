@@ -85,7 +85,9 @@ int store_pg_live_claims(store_t *s, uint32_t scope, int64_t *claims,
               "SELECT h.name, count(*) FROM khost_marks m JOIN"
               " khost_hosts h ON h.host = m.owner WHERE m.scope ="
               " $1 AND m.owner IS NOT NULL AND h.lease_until >= " PG_NOW_MS
-              " GROUP BY h.name ORDER BY h.name",
+              " AND (m.outcome <> " PG_CLAIMED
+              " OR NOT " PG_MARK("m") ")"
+                                      " GROUP BY h.name ORDER BY h.name",
               &a, 1, NULL, err, errlen);
   pthread_mutex_unlock(&p->mu);
   *claims = 0;

@@ -83,9 +83,27 @@ static const char *const schema_v4[] = {
     "UPDATE khost_schema SET version = 4",
     NULL};
 
+/* Version 5: marks by commit position. A claim taken ahead records its
+ * record's topic, partition and offset and an epoch: a row of
+ * khost_epochs, one per host and partition it claims in, whose `through`
+ * a batch moves to the partition's new committed position in its
+ * transaction. A claimed row is a mark when its epoch's `through` is past
+ * its offset (PG_MARK), so a batch handled in order writes one row per
+ * partition, not one per ID; an outcome past that position, or not the
+ * plain one, is written to its row as before. Epoch rows are pruned with
+ * the marks (store_pg_read.c). Every row of version 4 keeps its meaning
+ * (no epoch). */
+static const char *const schema_v5[] = {
+    "CREATE TABLE khost_epochs (epoch bigserial PRIMARY KEY,"
+    " host integer NOT NULL, scope integer NOT NULL, topic text NOT NULL,"
+    " part integer NOT NULL, through bigint NOT NULL,"
+    " last_at bigint NOT NULL)",
+    "ALTER TABLE khost_marks ADD COLUMN epoch bigint",
+    "UPDATE khost_schema SET version = 5", NULL};
+
 /* Each version's steps from the one before; [0] is unused. */
-static const char *const *const schema_steps[] = {NULL, schema_v1, schema_v2,
-                                                  schema_v3, schema_v4};
+static const char *const *const schema_steps[] = {
+    NULL, schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 
 /* The version found (0: no schema), or -1 with err. */
 static int schema_version(pg_store_t *p, char *err, size_t errlen) {

@@ -15,6 +15,7 @@
 #include <check.h>
 #include <glib.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,6 +96,22 @@ static void publish_copies(fu_world_t *w) {
   fu_flush(w);
 }
 
+/* Rows of khost_marks that are marks because their epoch's committed
+ * position passed them (schema version 5), and rows written as marks. */
+static void count_marks(const pgu_t *pg, long *by_position, long *written) {
+  PGconn *c = PQconnectdb(pg->conninfo);
+  PGresult *r = PQexec(
+      c, "SELECT count(*) FILTER (WHERE m.outcome = 2 AND EXISTS (SELECT 1"
+         " FROM khost_epochs e WHERE e.epoch = m.epoch AND e.through >"
+         " m.off)), count(*) FILTER (WHERE m.outcome <> 2) FROM khost_marks m");
+  ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s",
+                PQresultErrorMessage(r));
+  *by_position = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+  *written = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+  PQclear(r);
+  PQfinish(c);
+}
+
 START_TEST(test_two_hosts_handle_once) {
   fu_world_t w;
   pgu_t *pg = pgu_start();
@@ -120,6 +137,13 @@ START_TEST(test_two_hosts_handle_once) {
   ck_assert_msg(fu_stderr_count(a, "handled") > 0 &&
                     fu_stderr_count(b, "handled") > 0,
                 "a summary line missing");
+  /* Records handled in order are marks by position, not rows written;
+   * together they are every event once. */
+  long by_position, written;
+  count_marks(pg, &by_position, &written);
+  ck_assert_msg(by_position > 0 && by_position + written == EVENTS,
+                "%ld marks by position, %ld written, %d events", by_position,
+                written, EVENTS);
   g_hash_table_destroy(n);
   free(cfg);
   fu_stop(&w);

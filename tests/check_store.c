@@ -20,6 +20,7 @@
 #include "pgutil.h"
 #include "store.h"
 #include "store_pg.h"
+#include "store_pg_admin.h"
 #include "testutil.h"
 
 enum { IMPL_MEM = 0, IMPL_SQLITE = 1, IMPL_PG = 2, IMPLS };
@@ -522,8 +523,10 @@ START_TEST(test_pg_batch_round_trips) {
     ptr[i] = ids[i];
     lens[i] = strlen(ids[i]);
   }
-  int64_t before = store_pg_round_trips(s);
-  store_claim_ahead(s, scope, ptr, lens, N);
+  int64_t before = store_pg_round_trips(s), offs[N];
+  for (int i = 0; i < N; i++)
+    offs[i] = i;
+  store_claim_ahead(s, scope, "t", 0, ptr, lens, offs, N);
   for (int i = 0; i < N; i++) {
     int want = i == 0 ? STORE_SEEN : i == 1 ? STORE_IN_FLIGHT : STORE_NEW;
     ck_assert_int_eq(claim(ids[i], STORE_CLAIM, 0), want);
@@ -560,15 +563,124 @@ START_TEST(test_pg_batch_round_trips) {
 }
 END_TEST
 
+/* The outcome and offset `khost dedup lookup` shows for id on s. */
+static int looked_up(const char *id, int64_t *offset) {
+  char err[512];
+  dadm_mark_t *v = NULL;
+  size_t n = 0;
+  ck_assert_msg(
+      store_pg_lookup(s, scope, id, strlen(id), &v, &n, err, sizeof(err)) == 0,
+      "%s", err);
+  int outcome = n == 1 ? v[0].outcome : -1;
+  *offset = n == 1 ? v[0].offset : -1;
+  dadm_marks_free(v, n);
+  return outcome;
+}
+
+/* Marks by position: a host claims p-0..p-9 ahead at offsets 100..109
+ * and commits a batch whose next offset is 106, with plain outcomes but
+ * one failed (p-3) and one handled out of order past that position
+ * (p-7, per-key lanes). Only the failed one and those at or past 106
+ * are written to their rows; the others are marks because their epoch's
+ * position passed them. The host then stops without a word (its row of
+ * khost_hosts gone, as after a kill once the lease ran out): another
+ * host sees p-0..p-7 marked, with their outcomes, and takes the claims
+ * of p-8 and p-9, never handled, at once. A claim below the position
+ * already committed (the partition's offsets went back) is not a mark
+ * before it is handled. */
+START_TEST(test_pg_marks_by_position) {
+  char err[512], ids[10][16];
+  const void *ptr[10];
+  size_t lens[10];
+  int64_t offs[10], off;
+  store_batch_t *b;
+  open_store(IMPL_PG);
+  store_t *h = open_pg(0);
+  for (int i = 0; i < 10; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "p-%d", i);
+    ptr[i] = ids[i];
+    lens[i] = strlen(ids[i]);
+    offs[i] = 100 + i;
+  }
+  store_claim_ahead(h, scope, "t", 0, ptr, lens, offs, 10);
+  ck_assert_int_eq(store_batch_open(h, &b, err, sizeof(err)), 0);
+  for (int i = 0; i < 8; i++) {
+    ck_assert_int_eq(claim_on(h, ids[i]), STORE_NEW);
+    store_mark_t m = {.scope = scope,
+                      .event_id = ids[i],
+                      .event_id_len = lens[i],
+                      .topic = "t",
+                      .offset = offs[i],
+                      .handled_at_ms = 2000,
+                      .outcome =
+                          i == 3 ? STORE_OUTCOME_FAIL : STORE_OUTCOME_OK};
+    ck_assert_int_eq(store_batch_add_mark(b, &m), 0);
+  }
+  ck_assert_int_eq(store_batch_set_offset(b, scope, "t", 0, 106), 0);
+  commit(b);
+  store_batch_close(b);
+  PGconn *c = PQconnectdb(pg->conninfo);
+  ck_assert_int_eq(
+      pg_count(c, "SELECT count(*) FROM khost_marks WHERE outcome <> 2"), 3);
+  ck_assert_int_eq(pg_count(c, "SELECT count(*) FROM khost_marks m WHERE"
+                               " outcome = 2 AND EXISTS (SELECT 1 FROM"
+                               " khost_epochs e WHERE e.epoch = m.epoch AND"
+                               " e.through > m.off)"),
+                   5);
+  const void *back[] = {"r-0"};
+  size_t back_len[] = {3};
+  int64_t back_off[] = {10};
+  store_claim_ahead(h, scope, "t", 0, back, back_len, back_off, 1);
+  ck_assert_int_eq(claim("r-0", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  for (int i = 0; i < 8; i++)
+    ck_assert_int_eq(claim(ids[i], STORE_CLAIM, 0), STORE_SEEN);
+  store_close(h);
+  for (int i = 0; i < 8; i++) {
+    ck_assert_int_eq(claim(ids[i], STORE_CLAIM, 0), STORE_SEEN);
+    ck_assert_int_eq(looked_up(ids[i], &off),
+                     i == 3 ? DEDUP_OUTCOME_FAIL : DEDUP_OUTCOME_OK);
+    ck_assert_int_eq(off, offs[i]);
+  }
+  ck_assert_int_eq(claim("p-8", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("p-9", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("r-0", STORE_CLAIM, 0), STORE_NEW);
+  PQfinish(c);
+  close_store();
+}
+END_TEST
+
+/* A partition dropped (revoked): the claims taken ahead of its records
+ * and never asked for go back at once, to be taken by the next owner
+ * without waiting for the renewer (a lease of a minute here); the claim
+ * of a record handed out stays with its host until its batch ends. */
+START_TEST(test_pg_dropped_partition_given_back) {
+  const void *ptr[] = {"d-0", "d-1", "d-2"};
+  size_t lens[] = {3, 3, 3};
+  int64_t offs[] = {7, 8, 9};
+  open_store(IMPL_PG);
+  store_t *h = open_pg(60000);
+  store_claim_ahead(h, scope, "t", 0, ptr, lens, offs, 3);
+  ck_assert_int_eq(claim_on(h, "d-0"), STORE_NEW);
+  ck_assert_int_eq(claim("d-1", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  store_part_dropped(h, scope, "t", 0);
+  ck_assert_int_eq(claim("d-0", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  ck_assert_int_eq(claim("d-1", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("d-2", STORE_CLAIM, 0), STORE_NEW);
+  store_close(h);
+  close_store();
+}
+END_TEST
+
 /* Claims taken ahead that are never asked for (the partition went to
  * another member) are given back by the renewer: the other host gets
  * them within a few leases. */
 START_TEST(test_pg_ahead_given_back) {
   const void *ptr[] = {"a1", "a2"};
   size_t lens[] = {2, 2};
+  int64_t offs[] = {0, 1};
   open_store(IMPL_PG);
   store_t *live = open_pg(300);
-  store_claim_ahead(live, scope, ptr, lens, 2);
+  store_claim_ahead(live, scope, "t", 0, ptr, lens, offs, 2);
   ck_assert_int_eq(claim("a1", STORE_CLAIM, 0), STORE_IN_FLIGHT);
   int64_t deadline = tu_mono_ms() + 10000;
   int taken = 0;
@@ -1063,6 +1175,8 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_state_shared);
     tcase_add_test(tc, test_pg_prune_small_transactions);
     tcase_add_test(tc, test_pg_pruner_thread);
+    tcase_add_test(tc, test_pg_marks_by_position);
+    tcase_add_test(tc, test_pg_dropped_partition_given_back);
     tcase_add_test(tc, test_pg_ahead_given_back);
     tcase_add_test(tc, test_pg_unclean_stop);
     tcase_add_test(tc, test_pg_dead_host_found_later);

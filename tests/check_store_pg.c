@@ -83,11 +83,11 @@ START_TEST(test_init_then_check) {
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "init", "-c", cfg) == 0, "%s", err);
-  assert_has(out, "schema version 4");
+  assert_has(out, "schema version 5");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "check", "-c", cfg, NULL) == 0, "%s", err);
-  assert_has(out, "reachable, schema version 4");
+  assert_has(out, "reachable, schema version 5");
   g_free(out);
   g_free(err);
   free(cfg);
@@ -112,7 +112,7 @@ START_TEST(test_unknown_schema_refused) {
             status == 0);
   g_free(psql);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 9, this khost knows version 4");
+  assert_has(err, "schema version 9, this khost knows version 5");
   g_free(out);
   g_free(err);
   free(cfg);
@@ -182,13 +182,13 @@ START_TEST(test_migrate_from_v1) {
                         "0, 0, 0)"),
                    0);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 1, this khost knows version 4: upgrade it "
+  assert_has(err, "schema version 1, this khost knows version 5: upgrade it "
                   "with `khost store migrate -c FILE`");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
                 err);
-  assert_has(out, "schema version 4");
+  assert_has(out, "schema version 5");
   g_free(out);
   g_free(err);
   ck_assert_int_eq(psql("SELECT 1/count(*) FROM khost_marks WHERE id = " KEY(
@@ -366,13 +366,13 @@ START_TEST(test_migrate_from_v2) {
                         "UPDATE khost_schema SET version = 2"),
                    0);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 2, this khost knows version 4: upgrade it "
+  assert_has(err, "schema version 2, this khost knows version 5: upgrade it "
                   "with `khost store migrate -c FILE`");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
                 err);
-  assert_has(out, "schema version 4");
+  assert_has(out, "schema version 5");
   g_free(out);
   g_free(err);
   ck_assert_int_eq(psql("SELECT count(*) FROM khost_parked;"
@@ -406,13 +406,13 @@ START_TEST(test_migrate_from_v3) {
            "INSERT INTO khost_attempts VALUES (1, 'e-9', 'orders', 0, 9, 2)"),
       0);
   ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
-  assert_has(err, "schema version 3, this khost knows version 4: upgrade it "
+  assert_has(err, "schema version 3, this khost knows version 5: upgrade it "
                   "with `khost store migrate -c FILE`");
   g_free(out);
   g_free(err);
   ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
                 err);
-  assert_has(out, "schema version 4");
+  assert_has(out, "schema version 5");
   g_free(out);
   g_free(err);
   ck_assert_int_eq(
@@ -434,6 +434,56 @@ START_TEST(test_migrate_from_v3) {
                 out);
   g_free(out);
   out = lookup(cfg, "e-7");
+  ck_assert_msg(g_regex_match_simple("orders +orders +0 +7 ", out, 0, 0), "%s",
+                out);
+  g_free(out);
+  free(cfg);
+}
+END_TEST
+
+/* The index on `since` is a plain B-tree, and no index of the schema
+ * is of another kind (what PostgreSQL-compatible databases have). */
+#define SINCE_BTREE_ONLY                                                       \
+  "SELECT 1/count(*) FROM pg_indexes WHERE indexname = 'khost_marks_since'"    \
+  " AND indexdef LIKE '%USING btree (since)';"                                 \
+  "SELECT 1/(count(*) = 0)::int FROM pg_indexes WHERE tablename LIKE"          \
+  " 'khost\\_%' AND indexdef NOT LIKE '%USING btree (%'"
+
+/* A store of version 4 (no epochs), with two marks and a claim of a host
+ * that is gone: run refuses it; store migrate adds the epochs and keeps
+ * the rows as they were, the marks seen by dedup lookup, and the B-tree
+ * index on `since` (a fresh store's too). */
+START_TEST(test_migrate_from_v4) {
+  char *cfg = seeded_store(), *out, *err;
+  ck_assert_int_eq(psql(SINCE_BTREE_ONLY), 0);
+  ck_assert_int_eq(psql("DROP TABLE khost_epochs;"
+                        "ALTER TABLE khost_marks DROP COLUMN epoch;"
+                        "UPDATE khost_schema SET version = 4;"
+                        "INSERT INTO khost_marks VALUES (1, " KEY(
+                            "e-claimed") ", 3000, '', 0, 0, 2, 999, 3000)"),
+                   0);
+  ck_assert_int_eq(khost(&out, &err, "run", "-c", cfg, NULL), 2);
+  assert_has(err, "schema version 4, this khost knows version 5: upgrade it "
+                  "with `khost store migrate -c FILE`");
+  g_free(out);
+  g_free(err);
+  ck_assert_msg(khost(&out, &err, "store", "migrate", "-c", cfg) == 0, "%s",
+                err);
+  assert_has(out, "schema version 5");
+  g_free(out);
+  g_free(err);
+  ck_assert_int_eq(
+      psql("SELECT 1/(count(*) = 3)::int FROM khost_marks;"
+           "SELECT 1/count(*) FROM khost_marks WHERE id = " KEY(
+               "e-claimed") " AND outcome = 2 AND owner = 999;"
+                            "SELECT 1/(count(*) = 0)::int FROM khost_epochs;"
+                            " " SINCE_BTREE_ONLY),
+      0);
+  out = lookup(cfg, "e-new");
+  ck_assert_msg(g_regex_match_simple("orders +orders +2 +41 ", out, 0, 0), "%s",
+                out);
+  g_free(out);
+  out = lookup(cfg, "e-old");
   ck_assert_msg(g_regex_match_simple("orders +orders +0 +7 ", out, 0, 0), "%s",
                 out);
   g_free(out);
@@ -554,6 +604,7 @@ Suite *store_pg_suite(void) {
     tcase_add_test(tc, test_state_commands);
     tcase_add_test(tc, test_migrate_from_v2);
     tcase_add_test(tc, test_migrate_from_v3);
+    tcase_add_test(tc, test_migrate_from_v4);
     tcase_add_test(tc, test_parked_commands);
     tcase_add_test(tc, test_parked_replay_with_state);
   }
