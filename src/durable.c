@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* One batch sent: in the air until landed. */
 typedef struct flight {
   store_batch_t *batch; /* the thread's until landed */

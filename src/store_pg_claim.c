@@ -92,42 +92,29 @@ static pg_ahead_t *ahead_find(pg_store_t *p, uint32_t scope, const void *id,
  * by position made a mark of its own, whose owner is this claim's). A
  * claim taken here has no position: its mark is written to its row. A
  * row comes back when this call took it. */
-static const char
-    claim_sql[] = "INSERT INTO khost_marks (scope, id, handled_at, topic, "
-                  "part, off,"
-                  " outcome, owner, since) VALUES ($1::integer, $2, " PG_NOW_MS
-                  ", '', 0,"
-                  " 0, " PG_CLAIMED ", $3::integer, " PG_NOW_MS ")"
-                  " ON CONFLICT (scope, id) DO UPDATE SET owner = "
-                  "EXCLUDED.owner,"
-                  " epoch = NULL, outcome = CASE WHEN " PG_MARK("khost_marks") " THEN " PG_OUTCOME(
-                      "khost_marks") " ELSE khost_marks.outcome END"
-                                     " WHERE CASE WHEN NOT " PG_MARK(
-                                         "khost_"
-                                         "marks") " THEN NOT " PG_LIVE("khost_"
-                                                                       "marks") " WHEN "
-                                                                                "khost_marks.outcome "
-                                                                                "= " PG_CLAIMED
-                                                                                " THEN $4::boolean AND "
-                                                                                "khost_marks.handled_"
-                                                                                "at <"
-                                                                                " $5::bigint ELSE "
-                                                                                "$4::boolean AND"
-                                                                                " khost_marks.handled_"
-                                                                                "at < $5::bigint AND"
-                                                                                " NOT " PG_LIVE(
-                                                                                    "khost_marks") " EN"
-                                                                                                   "D "
-                                                                                                   "RET"
-                                                                                                   "URN"
-                                                                                                   "ING"
-                                                                                                   " 1";
+// clang-format off
+static const char claim_sql[] =
+    "INSERT INTO khost_marks (scope, id, handled_at, topic, part, off,"
+    " outcome, owner, since) VALUES ($1::integer, $2, " PG_NOW_MS ", '', 0,"
+    " 0, " PG_CLAIMED ", $3::integer, " PG_NOW_MS ")"
+    " ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner,"
+    " epoch = NULL, outcome = CASE WHEN " PG_MARK("khost_marks")
+    " THEN " PG_OUTCOME("khost_marks") " ELSE khost_marks.outcome END"
+    " WHERE CASE"
+    " WHEN NOT " PG_MARK("khost_marks") " THEN NOT " PG_LIVE("khost_marks")
+    " WHEN khost_marks.outcome = " PG_CLAIMED
+    " THEN $4::boolean AND khost_marks.handled_at < $5::bigint"
+    " ELSE $4::boolean AND khost_marks.handled_at < $5::bigint"
+    " AND NOT " PG_LIVE("khost_marks") " END"
+    " RETURNING 1";
+// clang-format on
 
 /* Is there a mark, and is the row's claim live? */
+// clang-format off
 static const char look_sql[] =
     "SELECT " PG_MARK("m") ", " PG_LIVE("m") " FROM khost_marks m"
-                                             " WHERE m.scope = $1::integer AND"
-                                             " m.id = $2";
+    " WHERE m.scope = $1::integer AND m.id = $2";
+// clang-format on
 
 /* Said once when claims start failing and once when they work again
  * (mu held): meanwhile records wait for their claims. */
@@ -267,6 +254,7 @@ void pg_release(store_t *s, uint32_t scope, const store_key_t *key) {
  * records' positions in epoch $4 (0: none), with their recorded
  * attempts; the rows of the others are left as they are. An ID twice
  * among them is claimed at its first offset. */
+// clang-format off
 static const char ahead_sql[] =
     "WITH ins AS (INSERT INTO khost_marks (scope, id, handled_at, topic,"
     "   part, off, outcome, owner, since, epoch)"
@@ -277,17 +265,12 @@ static const char ahead_sql[] =
     "   ORDER BY w.id"
     "   ON CONFLICT (scope, id) DO UPDATE SET owner = EXCLUDED.owner,"
     "   epoch = EXCLUDED.epoch, off = EXCLUDED.off, topic = EXCLUDED.topic,"
-    "   part = EXCLUDED.part WHERE NOT " PG_MARK(
-        "khost_marks") " AND NOT " PG_LIVE("khost_marks") " RETURNING id, off)"
-                                                          " SELECT ins.id,"
-                                                          " coalesce(a."
-                                                          "attempts,"
-                                                          " 0), ins.off FROM"
-                                                          " ins LEFT JOIN"
-                                                          " khost_attempts a"
-                                                          " ON a.scope ="
-                                                          " $1::integer AND"
-                                                          " a.id = ins.id";
+    "   part = EXCLUDED.part"
+    " WHERE NOT " PG_MARK("khost_marks") " AND NOT " PG_LIVE("khost_marks")
+    " RETURNING id, off)"
+    " SELECT ins.id, coalesce(a.attempts, 0), ins.off FROM ins"
+    " LEFT JOIN khost_attempts a ON a.scope = $1::integer AND a.id = ins.id";
+// clang-format on
 
 /* Of the IDs not taken, the marked ones (a statement of its own, which
  * sees the marks the claims waited for). */
