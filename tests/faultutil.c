@@ -175,16 +175,25 @@ int fu_stderr_count(const fu_proc_t *p, const char *needle) {
   return n;
 }
 
-void fu_wait_stderr(fu_proc_t *p, const char *needle, int times,
+int fu_await_stderr(fu_proc_t *p, const char *needle, int times,
                     int64_t timeout_ms) {
   int64_t deadline = tu_mono_ms() + timeout_ms;
   while (fu_stderr_count(p, needle) < times) {
-    if (fu_reap(p, 0) || tu_mono_ms() >= deadline)
-      ck_abort_msg("%s waiting for \"%s\" (%d times) in %s:\n%s",
-                   p->exited ? "khost exited" : "timed out", needle, times,
-                   p->err, err_tail(p));
+    if (fu_reap(p, 0))
+      ck_abort_msg("khost exited waiting for \"%s\" (%d times) in %s:\n%s",
+                   needle, times, p->err, err_tail(p));
+    if (tu_mono_ms() >= deadline)
+      return 0;
     usleep(20 * 1000);
   }
+  return 1;
+}
+
+void fu_wait_stderr(fu_proc_t *p, const char *needle, int times,
+                    int64_t timeout_ms) {
+  if (!fu_await_stderr(p, needle, times, timeout_ms))
+    ck_abort_msg("timed out waiting for \"%s\" (%d times) in %s:\n%s", needle,
+                 times, p->err, err_tail(p));
 }
 
 int fu_summary(const fu_proc_t *p, uint64_t *handled, uint64_t *duplicates) {

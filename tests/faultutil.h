@@ -172,6 +172,10 @@ void fu_kill9(fu_proc_t *p);
  * exits first or timeout_ms passes. */
 void fu_wait_stderr(fu_proc_t *p, const char *needle, int times,
                     int64_t timeout_ms);
+/* The same, but 0 when timeout_ms passes first (1 when found); still
+ * fails if p exits first. */
+int fu_await_stderr(fu_proc_t *p, const char *needle, int times,
+                    int64_t timeout_ms);
 /* How often needle appears in p's stderr. */
 int fu_stderr_count(const fu_proc_t *p, const char *needle);
 /* p's stderr (free() it). */
