@@ -596,9 +596,9 @@ Suite *crash_suite(void) {
   /* The longest first: the others share the other lanes meanwhile. */
   FU_SCENARIO(s, test_kill_at_random_moments, 240);
   FU_SCENARIO(s, test_kill_with_records_in_flight, 180);
-  FU_SCENARIO(s, test_kill_between_dedup_and_commit, 60);
+  FU_SCENARIO(s, test_kill_between_dedup_and_commit, 120);
   FU_SCENARIO(s, test_zombie_commits_nothing, 60);
-  FU_SCENARIO(s, test_claim_in_flight_when_assignment_lost, 90);
+  FU_SCENARIO(s, test_claim_in_flight_when_assignment_lost, 150);
   FU_SCENARIO(s, test_sigstop_past_session_timeout, 60);
   FU_SCENARIO(s, test_slow_create_is_said, 90);
   FU_SCENARIO(s, test_unanswered_group_is_said, 150);
@@ -606,7 +606,7 @@ Suite *crash_suite(void) {
   FU_SCENARIO(s, test_shutdown_deadline_without_brokers, 60);
   FU_SCENARIO(s, test_stuck_handler_sigterm, 60);
   FU_SCENARIO(s, test_stuck_worker_sigterm, 60);
-  FU_SCENARIO(s, test_retry_storm_fail_and_kill, 90);
+  FU_SCENARIO(s, test_retry_storm_fail_and_kill, 150);
   FU_SCENARIO(s, test_fatal_stops_every_run, 60);
   FU_SCENARIO(s, test_crashing_record_is_dead_lettered, 120);
   return s;

@@ -179,7 +179,9 @@ int fu_await_stderr(fu_proc_t *p, const char *needle, int times,
                     int64_t timeout_ms) {
   int64_t deadline = tu_mono_ms() + timeout_ms;
   while (fu_stderr_count(p, needle) < times) {
-    if (fu_reap(p, 0))
+    /* Exited: its stderr is whole now; it may have printed the needle
+     * just before. */
+    if (fu_reap(p, 0) && fu_stderr_count(p, needle) < times)
       ck_abort_msg("khost exited waiting for \"%s\" (%d times) in %s:\n%s",
                    needle, times, p->err, err_tail(p));
     if (tu_mono_ms() >= deadline)
@@ -502,9 +504,41 @@ void fu_stop_host(fu_proc_t *p) {
                 status, err_tail(p));
 }
 
+/* 1 once p's stderr holds "assigned" or p has exited, 0 when timeout_ms
+ * passes first. */
+static int assigned_or_exited(fu_proc_t *p, int64_t timeout_ms) {
+  int64_t deadline = tu_mono_ms() + timeout_ms;
+  while (fu_stderr_count(p, "assigned") < 1 && !fu_reap(p, 0)) {
+    if (tu_mono_ms() >= deadline)
+      return 0;
+    usleep(20 * 1000);
+  }
+  return 1;
+}
+
+/* librdkafka 2.0.2's mock coordinator now and then leaves a group's join
+ * unanswered for good after a member was killed without leaving the
+ * group (see check_state_crash.c). A run that is not assigned within
+ * FU_JOIN_STALL_MS (many session timeouts) is killed -9, as the tests
+ * here kill hosts anyway, and started again: it has handled nothing. */
 fu_proc_t *fu_run_to_end(fu_world_t *w, const char *tag, const char *cfg,
                          int db) {
-  fu_proc_t *p = fu_khost(w, tag, cfg, db, FU_EXIT_AT_END);
+  fu_proc_t *p = NULL;
+  for (int i = 0; i < FU_JOIN_TRIES; i++) {
+    char t[96];
+    if (i == 0)
+      snprintf(t, sizeof(t), "%s", tag);
+    else
+      snprintf(t, sizeof(t), "%s-again%d", tag, i);
+    p = fu_khost(w, t, cfg, db, FU_EXIT_AT_END);
+    if (i + 1 == FU_JOIN_TRIES || assigned_or_exited(p, FU_JOIN_STALL_MS))
+      break;
+    fprintf(stderr,
+            "%s: not assigned %d s after its start (the mock coordinator's "
+            "join stalled): killed and started again\n",
+            t, FU_JOIN_STALL_MS / 1000);
+    fu_kill9(p);
+  }
   int status = fu_wait_exit(p, FU_RUN_MS);
   ck_assert_msg(status == 0, "%s exited with %d (see %s)", tag, status, p->err);
   return p;

@@ -41,6 +41,10 @@ enum {
 /* A khost run ends within this when nothing is wrong (a first group join
  * alone takes the mock coordinator's 3 s). */
 #define FU_RUN_MS 60000
+/* fu_run_to_end(): a run not assigned after FU_JOIN_STALL_MS is taken
+ * for a stalled join and started again, FU_JOIN_TRIES starts at most. */
+#define FU_JOIN_STALL_MS 20000
+#define FU_JOIN_TRIES 3
 /* khost's default shutdown_timeout: a SIGTERMed khost whose members have
  * not finished by then exits by itself, with status 1. */
 #define FU_SHUTDOWN_MS 30000
@@ -211,7 +215,8 @@ void fu_produce_n(fu_world_t *w, int per_partition, const char *value);
 /* SIGTERM a running khost; it must stop cleanly (exit 0), within its
  * default shutdown_timeout (FU_SHUTDOWN_MS). */
 void fu_stop_host(fu_proc_t *p);
-/* Run khost --exit-at-end on database db; it must exit 0. */
+/* Run khost --exit-at-end on database db; it must exit 0. A run whose
+ * group join stalls is started again (FU_JOIN_STALL_MS). */
 fu_proc_t *fu_run_to_end(fu_world_t *w, const char *tag, const char *cfg,
                          int db);
 
