@@ -1633,6 +1633,63 @@ START_TEST(test_segments_claim_again) {
 }
 END_TEST
 
+static void add_mark_ref(dedup_writer_t *w, uint32_t scope, const char *id,
+                         int64_t at_ms, void *ref) {
+  dedup_mark_t m = {.scope = scope,
+                    .event_id = id,
+                    .event_id_len = strlen(id),
+                    .topic = "order-completed",
+                    .partition = 3,
+                    .offset = 42,
+                    .handled_at_ms = at_ms,
+                    .outcome = DEDUP_OUTCOME_OK,
+                    .claim_ref = ref};
+  ck_assert_int_eq(dedup_writer_add(w, &m), 0);
+}
+
+/* Claims by reference beside segments: an ID a segment holds is seen,
+ * with no reference and nothing left claimed in the set; a held claim
+ * that another writer's mark committed stays in the set when the segment
+ * thread writes that mark out and forgets its IDs, until the holder's
+ * mark, and then goes with the next segment. */
+START_TEST(test_segments_claim_ref) {
+  fx_t f = {0};
+  int64_t t0 = dedup_now_ms() - 1000;
+  char id[37], held[37];
+  void *ref = NULL, *ref2 = NULL;
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 10, t0);
+  ck_assert_uint_eq(segment_now(f.s), 10);
+  expect_stats(f.s, 10, 0, 1);
+  uuid_of(id, 3);
+  ck_assert_int_eq(dedup_claim_ref(f.s, f.scope, id, 36, ID_HASH_NONE, &ref),
+                   DEDUP_SEEN);
+  ck_assert_ptr_null(ref);
+  expect_stats(f.s, 10, 0, 1);
+  uuid_of(held, 30);
+  ck_assert_int_eq(dedup_claim_ref(f.s, f.scope, held, 36, ID_HASH_NONE, &ref),
+                   DEDUP_NEW);
+  ck_assert_ptr_nonnull(ref);
+  ck_assert_int_eq(dedup_claim_ref(f.s, f.scope, held, 36, ID_HASH_NONE, &ref2),
+                   DEDUP_IN_FLIGHT);
+  ck_assert_ptr_null(ref2);
+  dedup_writer_t *other = writer_open(f.s), *w = writer_open(f.s);
+  add_mark(other, f.scope, held, 36, t0);
+  commit_ok(other);
+  ck_assert_uint_eq(segment_now(f.s), 1);
+  expect_stats(f.s, 12, 1, 2); /* in a segment and still in the set */
+  add_mark_ref(w, f.scope, held, t0 + 500, ref);
+  commit_ok(w);
+  ck_assert_int_eq(claim_str(f.s, f.scope, held), DEDUP_SEEN);
+  ck_assert_uint_eq(segment_now(f.s), 1);
+  expect_stats(f.s, 12, 0, 3);
+  ck_assert_int_eq(claim_str(f.s, f.scope, held), DEDUP_SEEN);
+  dedup_writer_close(other);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
 /* With a memory budget, the background thread moves committed IDs to
  * segments once the set is over it; every ID stays seen. */
 START_TEST(test_segments_memory_budget) {
@@ -2314,6 +2371,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_growing_and_shrinking_exactly);
   tcase_add_test(tc, test_segments_pruned_whole);
   tcase_add_test(tc, test_segments_claim_again);
+  tcase_add_test(tc, test_segments_claim_ref);
   tcase_add_test(tc, test_segments_memory_budget);
   tcase_add_test(tc, test_segments_admin_forget_and_prune);
   tcase_add_test(tc, test_segments_merge);
