@@ -208,6 +208,18 @@ int dedup_claim_h(dedup_store_t *s, uint32_t scope, const void *id, size_t len,
   return seg_decide(s, scope, id, len, hash, again ? before_ms : INT64_MIN);
 }
 
+int dedup_claim_ref(dedup_store_t *s, uint32_t scope, const void *id,
+                    size_t len, uint64_t hash, void **ref) {
+  dset_ref_t *r;
+  hash = id_hash_or(hash, scope, id, len);
+  int found = dset_claim_ref_h(s->set, scope, id, len, hash, &r);
+  if (found == DSET_NEW)
+    found = seg_decide(s, scope, id, len, hash, INT64_MIN);
+  /* seg_decide() released it unless it stays new */
+  *ref = found == DEDUP_NEW ? r : NULL;
+  return found;
+}
+
 int dedup_claim(dedup_store_t *s, uint32_t scope, const void *id, size_t len) {
   return dedup_claim_h(s, scope, id, len, ID_HASH_NONE, 0, 0);
 }
@@ -1436,6 +1448,7 @@ typedef struct pending {
   int outcome;
   size_t id_off, id_len, topic_off, topic_len;
   uint64_t id_hash; /* ID_HASH_NONE: computed with its key */
+  dset_ref_t *ref;  /* the claim's record (dedup_claim_ref()), or NULL */
 } pending_t;
 
 /* One row of the log, packed before the write lock is taken. */
@@ -1519,7 +1532,8 @@ int dedup_writer_add(dedup_writer_t *w, const dedup_mark_t *m) {
                  .outcome = m->outcome,
                  .id_len = m->event_id_len,
                  .topic_len = strlen(topic),
-                 .id_hash = m->id_hash};
+                 .id_hash = m->id_hash,
+                 .ref = m->claim_ref};
   p.id_off = dset_buf_put(&w->bytes, m->event_id, p.id_len);
   /* A batch usually holds one or a few topics: share the copy. */
   const pending_t *last =
@@ -1581,12 +1595,16 @@ static void writer_pack_scope(dedup_writer_t *w, uint32_t scope, size_t first) {
 /* The set keys of the marks buffered since the keys were last built: at
  * commit, on the thread that commits (the durability thread), not on the
  * member's as each mark is added; those of a failed commit stay built for
- * the next try. */
+ * the next try. A mark of a claim with a reference is just that (its
+ * claim is open until this commit or a release, so the record is there). */
 static void writer_keys(dedup_writer_t *w) {
   const pending_t *p = (const pending_t *)w->marks->data;
   for (size_t i = dset_keys_count(w->keys); i < w->marks->len; i++)
-    dset_keys_add_h(w->keys, p[i].scope, w->bytes.data + p[i].id_off,
-                    p[i].id_len, p[i].handled_at, p[i].id_hash);
+    if (p[i].ref)
+      dset_keys_add_ref(w->keys, p[i].ref, p[i].handled_at);
+    else
+      dset_keys_add_h(w->keys, p[i].scope, w->bytes.data + p[i].id_off,
+                      p[i].id_len, p[i].handled_at, p[i].id_hash);
 }
 
 /* The buffered marks as rows of the log, one per scope (in the order the

@@ -60,6 +60,8 @@ typedef struct dedup_mark {
   int64_t handled_at_ms; /* wall clock, ms since the epoch */
   int outcome;           /* DEDUP_OUTCOME_* */
   uint64_t id_hash;      /* id_hash() of (scope, event_id); 0: not known */
+  void *claim_ref; /* dedup_claim_ref()'s for this ID, or NULL: the mark at
+                      commit then needs no look-up */
 } dedup_mark_t;
 
 /* What a claim found (dedup_claim()). */
@@ -107,6 +109,11 @@ int dedup_claim_again_before(dedup_store_t *s, uint32_t scope, const void *id,
  * here). */
 int dedup_claim_h(dedup_store_t *s, uint32_t scope, const void *id, size_t len,
                   uint64_t hash, int again, int64_t before_ms);
+/* dedup_claim_h() with again 0; when it answers DEDUP_NEW, *ref is a
+ * reference to the claim (else NULL) for the ID's mark (dedup_mark_t's
+ * claim_ref), valid until that mark is committed or the claim released. */
+int dedup_claim_ref(dedup_store_t *s, uint32_t scope, const void *id,
+                    size_t len, uint64_t hash, void **ref);
 /* A claim of the ID of id_hash() hash is coming (a record or more
  * later): start fetching what it will read from memory (the segments'
  * filter lines). Nothing else; any thread. */

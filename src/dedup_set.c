@@ -14,6 +14,19 @@
  * stripe's `reclaimed` table until the re-claim is committed or released.
  * Replays are rare, so the table is usually empty and costs one size check.
  *
+ * Held claims (dset_claim_ref_h()): the claimer gets the claimed record
+ * itself, and its mark at commit (dset_keys_add_ref()) writes the record
+ * without looking it up. Such a record stays where it is until that mark
+ * or a release: only dset_release*() and forget_locked() free records, a
+ * release frees only what its own caller claimed, forget_locked() skips
+ * records that are claimed, and the arena never moves a live record (a
+ * chunk is reused or unmapped only when none of its records is live). The
+ * one way a held record could become committed while still held is a mark
+ * without the reference (another writer's, which the store's members do
+ * not make: a member marks only what it claimed); such a record is listed
+ * in its stripe's `held` table, which pruning skips, until the holder's
+ * mark or release. Usually empty too.
+ *
  * Locks: one stripe at a time, never two. The store (dedup.c) takes its
  * own locks first.
  *
@@ -45,9 +58,11 @@ enum { KEY_RAW = 0, KEY_UUID_LOWER = 1, KEY_UUID_UPPER = 2 };
 
 /* A claim not (yet) backed by a committed mark. */
 #define KEY_CLAIMED INT64_MIN
+/* The same, with the record given to the claimer (dset_claim_ref_h()). */
+#define KEY_HELD (INT64_MIN + 1)
 
 typedef struct key_rec {
-  int64_t last_ms; /* newest committed handled_at, or KEY_CLAIMED */
+  int64_t last_ms; /* newest committed handled_at, or KEY_CLAIMED/HELD */
   uint32_t scope;
   uint8_t form;   /* KEY_* */
   uint8_t body[]; /* 16 UUID bytes, or a varint length and the bytes */
@@ -235,11 +250,13 @@ void dset_buf_free(dset_buf_t *b) {
 typedef struct key_ref {
   size_t off, size;
   uint64_t hash;
+  key_rec_t *held; /* a held claim's record (off and size unused), or NULL */
+  int64_t held_ms; /* its handled_ms */
 } key_ref_t;
 
 struct dset_keys {
   dset_buf_t bytes; /* key_rec_t records; last_ms holds the handled_ms */
-  GArray *refs;     /* key_ref_t into bytes */
+  GArray *refs;     /* key_ref_t into bytes, or to held records */
 };
 
 dset_keys_t *dset_keys_new(void) {
@@ -270,6 +287,8 @@ void dset_keys_add_h(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
   r->last_ms = handled_ms; /* set_note() keeps it off KEY_CLAIMED */
   k->bytes.len = ref.off + ref.size;
   ref.hash = id_hash_or(hash, scope, id, len);
+  ref.held = NULL;
+  ref.held_ms = 0;
   g_array_append_val(k->refs, ref);
 }
 
@@ -288,6 +307,11 @@ void dset_keys_trim(dset_keys_t *k, size_t keep_bytes) {
     dset_buf_free(&k->bytes);
 }
 
+void dset_keys_add_ref(dset_keys_t *k, dset_ref_t *ref, int64_t handled_ms) {
+  key_ref_t kr = {.held = (key_rec_t *)ref, .held_ms = handled_ms};
+  g_array_append_val(k->refs, kr);
+}
+
 static const key_rec_t *keys_rec(const dset_keys_t *k, const key_ref_t *ref) {
   return (const key_rec_t *)(k->bytes.data + ref->off);
 }
@@ -301,6 +325,7 @@ static const key_rec_t *keys_rec(const dset_keys_t *k, const key_ref_t *ref) {
  * returned while new ones fill. */
 typedef struct chunk {
   struct chunk *prev, *next;
+  unsigned stripe; /* the index of the stripe it belongs to */
   size_t map_size;
   size_t used; /* bump offset */
   size_t live; /* keys not yet freed */
@@ -312,15 +337,22 @@ typedef struct stripe {
   pthread_mutex_t lock;
   GHashTable *set;       /* key_rec_t * in the arena below; key == value */
   GHashTable *reclaimed; /* committed keys of set claimed again (by address) */
+  GHashTable *held;      /* committed keys of set whose held claim is open (by
+                            address; see the top of the file) */
   chunk_t *chunks;       /* every mapped chunk */
   chunk_t *active;       /* where small keys are bump-allocated */
   size_t nchunks, mapped;
-  char pad[64]; /* keeps neighbouring stripes off each other's lines */
+  unsigned index; /* in dset.stripes */
+  char pad[64];   /* keeps neighbouring stripes off each other's lines */
 } stripe_t;
 
 struct dset {
   stripe_t stripes[NSTRIPES];
 };
+
+static chunk_t *chunk_of(const key_rec_t *r) {
+  return (chunk_t *)((uintptr_t)r & ~(uintptr_t)(CHUNK_SIZE - 1));
+}
 
 static chunk_t *chunk_map(stripe_t *st, size_t size) {
   size_t span = size + CHUNK_SIZE;
@@ -336,7 +368,10 @@ static chunk_t *chunk_map(stripe_t *st, size_t size) {
   if (start + size < p + span)
     munmap(start + size, (size_t)(p + span - (start + size)));
   chunk_t *c = (chunk_t *)start;
-  *c = (chunk_t){.next = st->chunks, .map_size = size, .used = CHUNK_HDR};
+  *c = (chunk_t){.next = st->chunks,
+                 .stripe = st->index,
+                 .map_size = size,
+                 .used = CHUNK_HDR};
   if (st->chunks)
     st->chunks->prev = c;
   st->chunks = c;
@@ -376,7 +411,7 @@ static key_rec_t *arena_alloc(stripe_t *st, size_t size) {
 }
 
 static void arena_free(stripe_t *st, key_rec_t *r) {
-  chunk_t *c = (chunk_t *)((uintptr_t)r & ~(uintptr_t)(CHUNK_SIZE - 1));
+  chunk_t *c = chunk_of(r);
   if (--c->live > 0)
     return;
   if (c == st->active)
@@ -387,15 +422,18 @@ static void arena_free(stripe_t *st, key_rec_t *r) {
 
 /* ----------------------------------------------------------------- stripes */
 
-static void stripe_init(stripe_t *st) {
+static void stripe_init(stripe_t *st, unsigned index) {
   pthread_mutex_init(&st->lock, NULL);
   st->set = g_hash_table_new(key_hash, key_equal);
   st->reclaimed = g_hash_table_new(NULL, NULL);
+  st->held = g_hash_table_new(NULL, NULL);
+  st->index = index;
 }
 
 static void stripe_free(stripe_t *st) {
   g_hash_table_destroy(st->set);
   g_hash_table_destroy(st->reclaimed);
+  g_hash_table_destroy(st->held);
   while (st->chunks)
     chunk_unmap(st, st->chunks);
   pthread_mutex_destroy(&st->lock);
@@ -429,6 +467,17 @@ static void table_remove(stripe_t *st, key_rec_t *r, uint64_t hash) {
   hint(NULL, 0);
 }
 
+/* r is claimed and not committed (held or not). */
+static int is_claimed(const key_rec_t *r) {
+  return r->last_ms <= KEY_HELD;
+}
+
+/* r is committed and a held claim of it is open (see the top of the
+ * file). The caller holds st->lock. */
+static int is_held(const stripe_t *st, const key_rec_t *r) {
+  return g_hash_table_size(st->held) > 0 && g_hash_table_contains(st->held, r);
+}
+
 /* r is a committed key of st claimed again. The caller holds st->lock. */
 static int is_reclaimed(const stripe_t *st, const key_rec_t *r) {
   return g_hash_table_size(st->reclaimed) > 0 &&
@@ -439,8 +488,8 @@ static int is_reclaimed(const stripe_t *st, const key_rec_t *r) {
  * re-claim of it). The caller holds st->lock. */
 static void note_locked(stripe_t *st, const key_rec_t *k, size_t size,
                         uint64_t hash, int64_t ms) {
-  if (ms == KEY_CLAIMED) /* that value means "claimed"; a mark is older */
-    ms++;
+  if (ms <= KEY_HELD) /* those values mean "claimed"; a mark is older */
+    ms = KEY_HELD + 1;
   key_rec_t *r = table_find(st, k, hash);
   if (!r) {
     r = arena_alloc(st, size);
@@ -448,11 +497,28 @@ static void note_locked(stripe_t *st, const key_rec_t *k, size_t size,
     r->last_ms = ms;
     table_add(st, r, hash);
   } else {
+    /* Held by a claimer who will mark or release it by reference: it
+     * must stay until then. */
+    if (r->last_ms == KEY_HELD)
+      g_hash_table_add(st->held, r);
     if (r->last_ms < ms)
       r->last_ms = ms;
     if (g_hash_table_size(st->reclaimed) > 0)
       g_hash_table_remove(st->reclaimed, r);
   }
+}
+
+/* The mark of a held claim: its record, no look-up. The caller holds
+ * st->lock. */
+static void note_held_locked(stripe_t *st, key_rec_t *r, int64_t ms) {
+  if (ms <= KEY_HELD)
+    ms = KEY_HELD + 1;
+  if (r->last_ms < ms)
+    r->last_ms = ms;
+  if (g_hash_table_size(st->held) > 0)
+    g_hash_table_remove(st->held, r);
+  if (g_hash_table_size(st->reclaimed) > 0)
+    g_hash_table_remove(st->reclaimed, r);
 }
 
 static void set_note(dset_t *set, const key_rec_t *k, size_t size,
@@ -468,8 +534,8 @@ static void set_note(dset_t *set, const key_rec_t *k, size_t size,
 static void forget_locked(stripe_t *st, const key_rec_t *k, uint64_t hash,
                           int64_t cutoff) {
   key_rec_t *r = table_find(st, k, hash);
-  if (r && r->last_ms != KEY_CLAIMED && r->last_ms < cutoff &&
-      !is_reclaimed(st, r)) {
+  if (r && !is_claimed(r) && r->last_ms < cutoff && !is_reclaimed(st, r) &&
+      !is_held(st, r)) {
     table_remove(st, r, hash);
     arena_free(st, r);
   }
@@ -480,7 +546,7 @@ static void forget_locked(stripe_t *st, const key_rec_t *k, uint64_t hash,
 dset_t *dset_new(void) {
   dset_t *set = g_new0(dset_t, 1);
   for (unsigned i = 0; i < NSTRIPES; i++)
-    stripe_init(&set->stripes[i]);
+    stripe_init(&set->stripes[i], i);
   return set;
 }
 
@@ -492,9 +558,11 @@ void dset_free(dset_t *set) {
   g_free(set);
 }
 
-/* dset_claim_h(), or with again set dset_claim_again_h(). */
+/* dset_claim_h(), or with again set dset_claim_again_h(); with held set
+ * (not again), dset_claim_ref_h(). */
 static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
-                 uint64_t hash, int again, int64_t before_ms) {
+                 uint64_t hash, int again, int64_t before_ms,
+                 dset_ref_t **held) {
   probe_t p;
   int found = DSET_NEW;
   probe_init(&p, scope, id, len, hash);
@@ -505,7 +573,11 @@ static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
     r = arena_alloc(st, p.size);
     memcpy(r, p.rec, p.size);
     table_add(st, r, p.hash);
-  } else if (r->last_ms == KEY_CLAIMED) {
+    if (held) {
+      r->last_ms = KEY_HELD;
+      *held = (dset_ref_t *)r;
+    }
+  } else if (is_claimed(r)) {
     found = DSET_IN_FLIGHT;
   } else if (again && r->last_ms < before_ms && !is_reclaimed(st, r)) {
     g_hash_table_add(st->reclaimed, r);
@@ -518,22 +590,28 @@ static int claim(dset_t *set, uint32_t scope, const void *id, size_t len,
 }
 
 int dset_claim(dset_t *set, uint32_t scope, const void *id, size_t len) {
-  return claim(set, scope, id, len, ID_HASH_NONE, 0, 0);
+  return claim(set, scope, id, len, ID_HASH_NONE, 0, 0, NULL);
 }
 
 int dset_claim_h(dset_t *set, uint32_t scope, const void *id, size_t len,
                  uint64_t hash) {
-  return claim(set, scope, id, len, hash, 0, 0);
+  return claim(set, scope, id, len, hash, 0, 0, NULL);
+}
+
+int dset_claim_ref_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                     uint64_t hash, dset_ref_t **ref) {
+  *ref = NULL;
+  return claim(set, scope, id, len, hash, 0, 0, ref);
 }
 
 int dset_claim_again(dset_t *set, uint32_t scope, const void *id, size_t len,
                      int64_t before_ms) {
-  return claim(set, scope, id, len, ID_HASH_NONE, 1, before_ms);
+  return claim(set, scope, id, len, ID_HASH_NONE, 1, before_ms, NULL);
 }
 
 int dset_claim_again_h(dset_t *set, uint32_t scope, const void *id, size_t len,
                        uint64_t hash, int64_t before_ms) {
-  return claim(set, scope, id, len, hash, 1, before_ms);
+  return claim(set, scope, id, len, hash, 1, before_ms, NULL);
 }
 
 void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len) {
@@ -547,9 +625,12 @@ void dset_release_h(dset_t *set, uint32_t scope, const void *id, size_t len,
   stripe_t *st = stripe_of(set, p.hash);
   pthread_mutex_lock(&st->lock);
   key_rec_t *r = table_find(st, p.rec, p.hash);
-  if (r && r->last_ms == KEY_CLAIMED) {
+  if (r && is_claimed(r)) {
     table_remove(st, r, p.hash);
     arena_free(st, r);
+  } else if (r && g_hash_table_size(st->held) > 0 &&
+             g_hash_table_remove(st->held, r)) {
+    /* a held claim ends; another mark committed the ID meanwhile */
   } else if (r && g_hash_table_size(st->reclaimed) > 0) {
     g_hash_table_remove(st->reclaimed, r); /* stays committed */
   }
@@ -568,18 +649,22 @@ void dset_mark_committed(dset_t *set, uint32_t scope, const void *id,
 /* A batch's keys in stripe order (a counting sort of their indexes into
  * order, which has room for all), with where each stripe's run starts:
  * stripe i's keys are order[start[i]] up to order[start[i + 1]]. */
+static unsigned key_stripe(const key_ref_t *ref) {
+  return ref->held ? chunk_of(ref->held)->stripe : stripe_index(ref->hash);
+}
+
 static void keys_by_stripe(const dset_keys_t *k, guint *order,
                            guint start[NSTRIPES + 1]) {
   guint at[NSTRIPES];
   memset(start, 0, sizeof(guint) * (NSTRIPES + 1));
   for (guint i = 0; i < k->refs->len; i++)
-    start[stripe_index(g_array_index(k->refs, key_ref_t, i).hash) + 1]++;
+    start[key_stripe(&g_array_index(k->refs, key_ref_t, i)) + 1]++;
   for (unsigned s = 0; s < NSTRIPES; s++) {
     start[s + 1] += start[s];
     at[s] = start[s];
   }
   for (guint i = 0; i < k->refs->len; i++)
-    order[at[stripe_index(g_array_index(k->refs, key_ref_t, i).hash)]++] = i;
+    order[at[key_stripe(&g_array_index(k->refs, key_ref_t, i))]++] = i;
 }
 
 /* One lock round trip per stripe for the whole batch, not one per key:
@@ -597,6 +682,10 @@ void dset_mark_committed_batch(dset_t *set, const dset_keys_t *k) {
     pthread_mutex_lock(&st->lock);
     for (guint j = start[s]; j < start[s + 1]; j++) {
       const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, order[j]);
+      if (ref->held) {
+        note_held_locked(st, ref->held, ref->held_ms);
+        continue;
+      }
       const key_rec_t *r = keys_rec(k, ref);
       note_locked(st, r, ref->size, ref->hash, r->last_ms);
     }
@@ -625,7 +714,8 @@ void dset_forget_if_older(dset_t *set, const dset_keys_t *k,
     pthread_mutex_lock(&st->lock);
     for (guint j = start[s]; j < start[s + 1]; j++) {
       const key_ref_t *ref = &g_array_index(k->refs, key_ref_t, order[j]);
-      forget_locked(st, keys_rec(k, ref), ref->hash, cutoff_ms);
+      if (!ref->held) /* a held claim is not forgotten */
+        forget_locked(st, keys_rec(k, ref), ref->hash, cutoff_ms);
       if ((j - start[s]) % FORGET_RUN == FORGET_RUN - 1) {
         pthread_mutex_unlock(&st->lock);
         pthread_mutex_lock(&st->lock);

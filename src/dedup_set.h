@@ -58,6 +58,19 @@ int dset_claim_again_h(dset_t *set, uint32_t scope, const void *id, size_t len,
                        uint64_t hash, int64_t before_ms);
 void dset_release_h(dset_t *set, uint32_t scope, const void *id, size_t len,
                     uint64_t hash);
+
+/* A claimed ID's record, given to its claimer so that the claim's mark
+ * needs no look-up (dset_keys_add_ref()). */
+typedef struct dset_ref dset_ref_t;
+
+/* dset_claim_h(), and when it answers DSET_NEW *ref is the claimed record
+ * (else NULL). The record stays valid until the caller's mark of it
+ * (dset_keys_add_ref() and dset_mark_committed_batch()) or its
+ * dset_release*(): nothing else frees or moves it. A mark of the ID
+ * without the reference meanwhile (another writer's) commits it but keeps
+ * the record until then. */
+int dset_claim_ref_h(dset_t *set, uint32_t scope, const void *id, size_t len,
+                     uint64_t hash, dset_ref_t **ref);
 /* Forget (scope, id) if it is claimed and not committed; a committed ID
  * stays (a re-claim of it ends). */
 void dset_release(dset_t *set, uint32_t scope, const void *id, size_t len);
@@ -98,6 +111,11 @@ void dset_keys_add(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
 /* dset_keys_add() with the ID's id_hash() (ID_HASH_NONE: computed). */
 void dset_keys_add_h(dset_keys_t *k, uint32_t scope, const void *id, size_t len,
                      int64_t handled_ms, uint64_t hash);
+/* The mark of a claim dset_claim_ref_h() gave ref for, handled at
+ * handled_ms: dset_mark_committed_batch() writes the record without
+ * looking it up (dset_forget_if_older() skips it). ref must be valid:
+ * not yet marked or released. */
+void dset_keys_add_ref(dset_keys_t *k, dset_ref_t *ref, int64_t handled_ms);
 /* Keys in the batch. */
 size_t dset_keys_count(const dset_keys_t *k);
 /* Empty the batch, keeping its memory for the next one. */

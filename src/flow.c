@@ -122,6 +122,7 @@ static void finish(flow_t *f, flow_part_t *pt, int outcome) {
         .handled_at_ms = pt->parked_at ? pt->parked_at : f->conf->wall_ms(),
         .outcome = outcome,
         .id_hash = pt->hash,
+        .claim_ref = pt->claim_ref,
     };
     flow_claim_t claim = {rec, pt->hash};
     store_batch_add_mark(b->sb, &mark);
@@ -405,9 +406,9 @@ static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
   pt->hash = k.hash;
   if (store_wants_prefetch(c->store))
     look_ahead(f, pt);
-  int claim = store_claim(c->store, c->scope, &k,
-                          again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
-                          again ? r->recorded_ms : 0);
+  int claim = store_claim_ref(c->store, c->scope, &k,
+                              again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
+                              again ? r->recorded_ms : 0, &pt->claim_ref);
   if (claim == STORE_IN_FLIGHT && !pending_claims(f, &k)) {
     wait_for_claim(f, pt, rec, now);
     return 0;

@@ -22,6 +22,7 @@ struct flow_part {
   int started;        /* the head passed the dedup check */
   int claimed;        /* ... and its event ID is claimed */
   uint64_t hash;      /* the claimed ID's store_key_t hash */
+  void *claim_ref;    /* the claim's store_claim_ref(), or NULL */
   int recorded;       /* its call in progress was recorded (attempts) */
   uint32_t attempts;  /* plugin calls made for the head */
   int dead_letter;    /* the head failed: only its dead-letter write is left */

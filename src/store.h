@@ -86,6 +86,7 @@ typedef struct store_mark {
   int64_t handled_at_ms; /* wall clock, ms since the epoch */
   int outcome;           /* STORE_OUTCOME_* */
   uint64_t id_hash;      /* the event ID's store_key_t hash; 0: not known */
+  void *claim_ref;       /* store_claim_ref()'s for this ID, or NULL */
 } store_mark_t;
 
 /* Replay ranges: offsets [from, to) of one partition that `khost replay`
@@ -262,6 +263,13 @@ typedef struct store_ops {
    * offset) for the next commit: a replayed record leaves the lot in the
    * transaction of its mark and its state writes. */
   int (*batch_unpark)(store_batch_t *b, const store_parked_t *p);
+  /* claim with STORE_CLAIM, and when it answers STORE_NEW *ref is a
+   * reference to the claim (else NULL) for the ID's mark (store_mark_t's
+   * claim_ref): the store then finds what the claim took without looking
+   * it up again when the mark commits. Valid until that mark is committed
+   * or the claim released. NULL: claim. */
+  int (*claim_ref)(store_t *s, uint32_t scope, const store_key_t *k,
+                   void **ref);
 } store_ops_t;
 
 /* Implementations embed these first. */
@@ -283,6 +291,16 @@ static inline int store_scope(store_t *s, const char *pipeline, uint32_t *scope,
 }
 static inline int store_claim(store_t *s, uint32_t scope, const store_key_t *k,
                               int mode, int64_t before_ms) {
+  return s->ops->claim(s, scope, k, mode, before_ms);
+}
+/* store_claim(), and for mode STORE_CLAIM a reference to a new claim in
+ * *ref where the store gives one (claim_ref above); else *ref is NULL. */
+static inline int store_claim_ref(store_t *s, uint32_t scope,
+                                  const store_key_t *k, int mode,
+                                  int64_t before_ms, void **ref) {
+  *ref = NULL;
+  if (mode == STORE_CLAIM && s->ops->claim_ref)
+    return s->ops->claim_ref(s, scope, k, ref);
   return s->ops->claim(s, scope, k, mode, before_ms);
 }
 static inline void store_release(store_t *s, uint32_t scope,

@@ -70,6 +70,11 @@ static int sq_claim(store_t *s, uint32_t scope, const store_key_t *k, int mode,
   return r;
 }
 
+static int sq_claim_ref(store_t *s, uint32_t scope, const store_key_t *k,
+                        void **ref) {
+  return dedup_claim_ref(dstore(s), scope, k->id, k->len, k->hash, ref);
+}
+
 static void sq_prefetch(store_t *s, uint64_t hash) {
   dedup_prefetch(dstore(s), hash);
 }
@@ -287,6 +292,7 @@ static const store_ops_t sqlite_ops = {
     .parked_list = sq_parked_list,
     .parked_remove = sq_parked_remove,
     .batch_unpark = sq_unpark,
+    .claim_ref = sq_claim_ref,
 };
 
 /* The casts above rely on these. */
@@ -299,7 +305,9 @@ _Static_assert((int)STORE_OUTCOME_FAIL == (int)DEDUP_OUTCOME_FAIL &&
                "outcomes and replay modes");
 _Static_assert(sizeof(store_mark_t) == sizeof(dedup_mark_t) &&
                    offsetof(store_mark_t, outcome) ==
-                       offsetof(dedup_mark_t, outcome),
+                       offsetof(dedup_mark_t, outcome) &&
+                   offsetof(store_mark_t, claim_ref) ==
+                       offsetof(dedup_mark_t, claim_ref),
                "marks");
 _Static_assert(sizeof(store_range_t) == sizeof(dedup_range_t) &&
                    offsetof(store_range_t, recorded_ms) ==

@@ -922,6 +922,148 @@ START_TEST(test_set_forget_keeps_claims_and_newer_marks) {
 }
 END_TEST
 
+/* A claim given by reference is marked through it: the mark's time is
+ * the record's, and the claim is the claimer's alone (the same ID again,
+ * as a second record of one batch would ask, is in flight, no reference). */
+START_TEST(test_set_held_claim_marked_by_reference) {
+  const int64_t t0 = 1700000000000;
+  dset_t *set = dset_new();
+  dset_keys_t *k = dset_keys_new();
+  dset_ref_t *ref = NULL, *again = NULL;
+  uint64_t h = id_hash(1, "x", 1);
+  ck_assert_int_eq(dset_claim_ref_h(set, 1, "x", 1, h, &ref), DSET_NEW);
+  ck_assert_ptr_nonnull(ref);
+  ck_assert_int_eq(dset_claim_ref_h(set, 1, "x", 1, h, &again), DSET_IN_FLIGHT);
+  ck_assert_ptr_null(again);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_IN_FLIGHT);
+  dset_keys_add(k, 1, "x", 1, 0); /* pruning skips a held claim */
+  dset_forget_if_older(set, k, INT64_MAX);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_IN_FLIGHT);
+  dset_keys_clear(k);
+  dset_keys_add_ref(k, ref, t0);
+  dset_mark_committed_batch(set, k);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_SEEN);
+  ck_assert_int_eq(dset_claim_ref_h(set, 1, "x", 1, h, &again), DSET_SEEN);
+  ck_assert_ptr_null(again);
+  /* Marked at t0: kept by a cutoff at t0, forgotten by one after it. */
+  dset_keys_clear(k);
+  dset_keys_add(k, 1, "x", 1, 0);
+  dset_forget_if_older(set, k, t0);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_SEEN);
+  dset_forget_if_older(set, k, t0 + 1);
+  ck_assert_uint_eq(dset_size(set), 0);
+  /* Released: gone, and claimed anew with a reference of its own. */
+  ck_assert_int_eq(dset_claim_ref_h(set, 1, "x", 1, h, &ref), DSET_NEW);
+  dset_release_h(set, 1, "x", 1, h);
+  ck_assert_uint_eq(dset_size(set), 0);
+  ck_assert_int_eq(dset_claim_ref_h(set, 1, "x", 1, h, &ref), DSET_NEW);
+  ck_assert_ptr_nonnull(ref);
+  dset_keys_clear(k);
+  dset_keys_add_ref(k, ref, t0 + 7);
+  dset_mark_committed_batch(set, k);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_SEEN);
+  dset_keys_free(k);
+  dset_free(set);
+}
+END_TEST
+
+/* An ID of scope 1 other than "x" whose hash puts it in the stripe of
+ * "x" (the top four bits pick the stripe), written into out. */
+static void same_stripe_id(char out[16], const char *avoid) {
+  uint64_t want = id_hash(1, "x", 1) >> 60;
+  for (unsigned i = 0;; i++) {
+    snprintf(out, 16, "y%u", i);
+    if (strcmp(out, avoid) != 0 && id_hash(1, out, strlen(out)) >> 60 == want)
+      return;
+  }
+}
+
+/* A held claim that a mark without its reference (another writer's)
+ * commits stays where it is until the holder marks or releases it:
+ * pruning does not free it meanwhile. Were it freed, its stripe's
+ * emptied chunk would be reused for the next key of that stripe, and the
+ * holder's mark would write that other key's record (a claim in flight
+ * would turn seen). */
+START_TEST(test_set_held_claim_outlives_other_marks) {
+  const int64_t t0 = 1700000000000;
+  dset_t *set = dset_new();
+  dset_keys_t *k = dset_keys_new();
+  dset_keys_t *forget = dset_keys_new();
+  dset_ref_t *ref = NULL;
+  char y[16], z[16];
+  same_stripe_id(y, "");
+  same_stripe_id(z, y);
+  ck_assert_int_eq(dset_claim_ref_h(set, 1, "x", 1, ID_HASH_NONE, &ref),
+                   DSET_NEW);
+  dset_mark_committed(set, 1, "x", 1, t0); /* not through ref */
+  dset_mark_committed(set, 1, "x", 1, t0); /* twice */
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_SEEN);
+  dset_keys_add(forget, 1, "x", 1, 0);
+  dset_forget_if_older(set, forget, INT64_MAX);
+  ck_assert_uint_eq(dset_size(set), 1);
+  ck_assert_int_eq(dset_claim(set, 1, y, strlen(y)), DSET_NEW);
+  dset_keys_add_ref(k, ref, t0 + 100);
+  dset_mark_committed_batch(set, k);
+  ck_assert_int_eq(dset_claim(set, 1, y, strlen(y)), DSET_IN_FLIGHT);
+  /* The holder's mark moved the record's time: kept by a cutoff before
+   * it, forgotten after it. */
+  dset_forget_if_older(set, forget, t0 + 100);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_SEEN);
+  dset_forget_if_older(set, forget, t0 + 101);
+  ck_assert_uint_eq(dset_size(set), 1); /* y */
+  /* The same with a release: the ID stays committed by the other mark
+   * and can be forgotten once the holder let go. */
+  ck_assert_int_eq(dset_claim_ref_h(set, 1, "x", 1, ID_HASH_NONE, &ref),
+                   DSET_NEW);
+  dset_mark_committed(set, 1, "x", 1, t0);
+  dset_forget_if_older(set, forget, INT64_MAX);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_SEEN);
+  dset_release(set, 1, "x", 1);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_SEEN);
+  dset_forget_if_older(set, forget, INT64_MAX);
+  ck_assert_int_eq(dset_claim(set, 1, "x", 1), DSET_NEW);
+  ck_assert_int_eq(dset_claim(set, 1, z, strlen(z)), DSET_NEW);
+  ck_assert_uint_eq(dset_size(set), 3);
+  dset_keys_free(forget);
+  dset_keys_free(k);
+  dset_free(set);
+}
+END_TEST
+
+/* The store's claim by reference: its mark commits through the writer
+ * like any other, and an ID the set does not hold but a commit made seen
+ * gives no reference. */
+START_TEST(test_claim_ref_mark_commits) {
+  fx_t f = {0};
+  fx_init(&f, HOUR_MS, 0);
+  dedup_writer_t *w = writer_open(f.s);
+  void *ref = NULL;
+  ck_assert_int_eq(
+      dedup_claim_ref(f.s, f.scope, "evt-1", 5, ID_HASH_NONE, &ref), DEDUP_NEW);
+  ck_assert_ptr_nonnull(ref);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_IN_FLIGHT);
+  dedup_mark_t m = {.scope = f.scope,
+                    .event_id = "evt-1",
+                    .event_id_len = 5,
+                    .topic = "order-completed",
+                    .partition = 3,
+                    .offset = 42,
+                    .handled_at_ms = dedup_now_ms(),
+                    .outcome = DEDUP_OUTCOME_OK,
+                    .claim_ref = ref};
+  ck_assert_int_eq(dedup_writer_add(w, &m), 0);
+  commit_ok(w);
+  ck_assert_int_eq(claim_str(f.s, f.scope, "evt-1"), DEDUP_SEEN);
+  ck_assert_int_eq(
+      dedup_claim_ref(f.s, f.scope, "evt-1", 5, ID_HASH_NONE, &ref),
+      DEDUP_SEEN);
+  ck_assert_ptr_null(ref);
+  ck_assert_int_eq(sql_int(f.path, "SELECT sum(n) FROM batches"), 1);
+  dedup_writer_close(w);
+  fx_done(&f);
+}
+END_TEST
+
 /* A batch of n distinct IDs of len bytes, the i-th handled at
  * t0 + i / 100. */
 static void fill_keys(dset_keys_t *k, char *id, size_t len, size_t n,
@@ -1487,6 +1629,63 @@ START_TEST(test_segments_claim_again) {
                    DEDUP_NEW);
   dedup_release(f.s, f.scope, id, 36);
   ck_assert_int_eq(dedup_claim(f.s, f.scope, id, 36), DEDUP_SEEN);
+  fx_done(&f);
+}
+END_TEST
+
+static void add_mark_ref(dedup_writer_t *w, uint32_t scope, const char *id,
+                         int64_t at_ms, void *ref) {
+  dedup_mark_t m = {.scope = scope,
+                    .event_id = id,
+                    .event_id_len = strlen(id),
+                    .topic = "order-completed",
+                    .partition = 3,
+                    .offset = 42,
+                    .handled_at_ms = at_ms,
+                    .outcome = DEDUP_OUTCOME_OK,
+                    .claim_ref = ref};
+  ck_assert_int_eq(dedup_writer_add(w, &m), 0);
+}
+
+/* Claims by reference beside segments: an ID a segment holds is seen,
+ * with no reference and nothing left claimed in the set; a held claim
+ * that another writer's mark committed stays in the set when the segment
+ * thread writes that mark out and forgets its IDs, until the holder's
+ * mark, and then goes with the next segment. */
+START_TEST(test_segments_claim_ref) {
+  fx_t f = {0};
+  int64_t t0 = dedup_now_ms() - 1000;
+  char id[37], held[37];
+  void *ref = NULL, *ref2 = NULL;
+  fx_init(&f, HOUR_MS, 0);
+  commit_uuids(f.s, f.scope, 0, 10, t0);
+  ck_assert_uint_eq(segment_now(f.s), 10);
+  expect_stats(f.s, 10, 0, 1);
+  uuid_of(id, 3);
+  ck_assert_int_eq(dedup_claim_ref(f.s, f.scope, id, 36, ID_HASH_NONE, &ref),
+                   DEDUP_SEEN);
+  ck_assert_ptr_null(ref);
+  expect_stats(f.s, 10, 0, 1);
+  uuid_of(held, 30);
+  ck_assert_int_eq(dedup_claim_ref(f.s, f.scope, held, 36, ID_HASH_NONE, &ref),
+                   DEDUP_NEW);
+  ck_assert_ptr_nonnull(ref);
+  ck_assert_int_eq(dedup_claim_ref(f.s, f.scope, held, 36, ID_HASH_NONE, &ref2),
+                   DEDUP_IN_FLIGHT);
+  ck_assert_ptr_null(ref2);
+  dedup_writer_t *other = writer_open(f.s), *w = writer_open(f.s);
+  add_mark(other, f.scope, held, 36, t0);
+  commit_ok(other);
+  ck_assert_uint_eq(segment_now(f.s), 1);
+  expect_stats(f.s, 12, 1, 2); /* in a segment and still in the set */
+  add_mark_ref(w, f.scope, held, t0 + 500, ref);
+  commit_ok(w);
+  ck_assert_int_eq(claim_str(f.s, f.scope, held), DEDUP_SEEN);
+  ck_assert_uint_eq(segment_now(f.s), 1);
+  expect_stats(f.s, 12, 0, 3);
+  ck_assert_int_eq(claim_str(f.s, f.scope, held), DEDUP_SEEN);
+  dedup_writer_close(other);
+  dedup_writer_close(w);
   fx_done(&f);
 }
 END_TEST
@@ -2151,6 +2350,7 @@ Suite *dedup_suite(void) {
 
   tc = tcase_create("replays");
   tcase_add_test(tc, test_claim_again_seen_id);
+  tcase_add_test(tc, test_claim_ref_mark_commits);
   tcase_add_test(tc, test_claim_again_new_or_claimed_id);
   tcase_add_test(tc, test_prune_keeps_reclaimed_id);
   tcase_add_test(tc, test_replay_ranges_newest_first);
@@ -2171,6 +2371,7 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_segments_growing_and_shrinking_exactly);
   tcase_add_test(tc, test_segments_pruned_whole);
   tcase_add_test(tc, test_segments_claim_again);
+  tcase_add_test(tc, test_segments_claim_ref);
   tcase_add_test(tc, test_segments_memory_budget);
   tcase_add_test(tc, test_segments_admin_forget_and_prune);
   tcase_add_test(tc, test_segments_merge);
@@ -2189,6 +2390,8 @@ Suite *dedup_suite(void) {
   tcase_add_test(tc, test_set_carried_hash_finds_the_same_id);
   tcase_add_test(tc, test_set_batch_marks_every_stripe);
   tcase_add_test(tc, test_set_forget_keeps_claims_and_newer_marks);
+  tcase_add_test(tc, test_set_held_claim_marked_by_reference);
+  tcase_add_test(tc, test_set_held_claim_outlives_other_marks);
   tcase_add_test(tc, test_set_chunks_freed_when_keys_forgotten);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
