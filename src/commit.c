@@ -63,6 +63,14 @@ void commit_result(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   (void)rk;
 }
 
+/* How long the next async commit waits for commit_interval to pass since
+ * the last one was sent; 0 when it may go now. */
+int64_t commit_wait(const member_t *m) {
+  int64_t left =
+      m->commit_sent + m->env->pc->commit_interval_ms - member_now_ms();
+  return m->commit_sent && left > 0 ? left : 0;
+}
+
 /* The result of the async commit in flight: the next one may go. */
 static void on_async_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             rd_kafka_topic_partition_list_t *offsets,
@@ -119,7 +127,7 @@ rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
     return RD_KAFKA_RESP_ERR_NO_ERROR;
   if (sync)
     drain(m, COMMIT_DRAIN_MS);
-  else if (m->commit_in_flight) {
+  else if (m->commit_in_flight || (!m->commit_at_once && commit_wait(m) > 0)) {
     m->commit_behind = 1;
     return RD_KAFKA_RESP_ERR_NO_ERROR;
   }
@@ -143,8 +151,10 @@ rd_kafka_resp_err_t commit_positions(member_t *m, int sync) {
     if (sync)
       e = rd_kafka_commit_queue(m->rk, list, NULL, commit_result, m);
     else if (rd_kafka_commit_queue(m->rk, list, m->commit_q, on_async_commit,
-                                   m) == RD_KAFKA_RESP_ERR_NO_ERROR)
+                                   m) == RD_KAFKA_RESP_ERR_NO_ERROR) {
       m->commit_in_flight = 1;
+      m->commit_sent = member_now_ms();
+    }
     atomic_fetch_add(m->env->commits, 1);
   }
   rd_kafka_topic_partition_list_destroy(list);
@@ -162,7 +172,7 @@ void commit_due(member_t *m) {
       return;
     m->recommit_at = 0;
     commit_positions(m, 0);
-  } else if (m->commit_behind) {
+  } else if (m->commit_behind && !m->commit_in_flight && commit_wait(m) == 0) {
     commit_positions(m, 0);
   }
 }
@@ -207,7 +217,9 @@ int commit_final(member_t *m, int64_t deadline, int tries) {
     else if (i > 0)
       goto out;
     m->recommit_at = 0;
+    m->commit_at_once = 1;
     commit_positions(m, 0);
+    m->commit_at_once = 0;
     if (!m->commit_in_flight || drain_until(m, deadline) != 0)
       goto out; /* nothing it may commit (assignment lost), or no answer */
   }

@@ -79,6 +79,7 @@ static const char *const pipeline_keys[] = {"name",
                                             "dead_letter_topic",
                                             "on_fatal",
                                             "handler_timeout",
+                                            "commit_interval",
                                             "circuit_breaker",
                                             "concurrency",
                                             "order_by",
@@ -970,6 +971,8 @@ static void load_pipeline(loader_t *ld, config_setting_t *s, size_t i,
   get_word(ld, &sc, "on_fatal", fatal_words, &fatal);
   p->on_fatal = (cfg_fatal_t)fatal;
   get_duration_int(ld, &sc, "handler_timeout", 0, &p->handler_timeout_ms);
+  p->commit_interval_ms = CFG_DEFAULT_COMMIT_INTERVAL_MS;
+  get_duration_int(ld, &sc, "commit_interval", 0, &p->commit_interval_ms);
   load_kafka(ld, &sc, &p->kafka, &p->n_kafka);
   p->plugin_config = get_group(ld, &sc, "config");
 }

@@ -47,6 +47,13 @@ enum {
   CFG_DEFAULT_RETRY_BACKOFF_MAX_MS = 5000
 };
 
+/* Offset commits while records flow: at most one per 100 ms and member
+ * (each is a request the group coordinator writes to __consumer_offsets;
+ * one per durable batch was hundreds a second). A crash hands the records
+ * of the last 100 ms to the next owner again: dedup skips those whose
+ * batch was durable. Revokes and shutdown commit at once. */
+enum { CFG_DEFAULT_COMMIT_INTERVAL_MS = 100 };
+
 typedef struct cfg_pipeline {
   char *name;
   char *group_id;
@@ -71,6 +78,9 @@ typedef struct cfg_pipeline {
   cfg_fatal_t on_fatal;     /* default stop_host */
   int handler_timeout_ms;   /* report a handle() running longer; 0 = off,
                              * default 60000 */
+  int commit_interval_ms;   /* least time between two offset commits while
+                             * records flow; 0 = after each durable batch,
+                             * default CFG_DEFAULT_COMMIT_INTERVAL_MS */
   int breaker_window;       /* circuit breaker: outcomes remembered; 0 =
                              * off (the default: no circuit_breaker group) */
   double breaker_ratio;     /* failure share that opens it, default 0.5 */

@@ -62,7 +62,11 @@ struct member {
   int64_t recommit_at;        /* a commit failed: when to send it again */
   rd_kafka_queue_t *commit_q; /* the result of the async commit */
   int commit_in_flight;       /* an async commit awaits its result */
-  int commit_behind;          /* a commit waits for the one in flight */
+  int commit_behind;          /* a commit waits for the one in flight, or
+                               * for commit_interval to pass */
+  int commit_at_once;         /* commit_final(): commit_interval is not
+                               * waited for */
+  int64_t commit_sent;        /* when the last async commit went, or 0 */
   int closing;                /* rd_kafka_consumer_close() is under way */
   int64_t unassigned_since;   /* subscribed, no rebalance answer yet (0:
                                  one came) */
@@ -146,6 +150,8 @@ int settle_land(member_t *m, int block, int wait);
 /* Commit the durable positions (sync: wait for the result; returns its
  * error). */
 rd_kafka_resp_err_t commit_positions(member_t *m, int sync);
+/* ms until commit_interval allows the next async commit (0: now). */
+int64_t commit_wait(const member_t *m);
 /* Serve the async commit's result; send what waited for it, or what
  * failed once its time has come. */
 void commit_due(member_t *m);

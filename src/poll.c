@@ -41,13 +41,16 @@ static int dead_letters_flying(const member_t *m) {
 
 /* How long the next poll may wait: not at all when a head is ready, else
  * until the earliest retry is due; briefly while outcomes wait to be made
- * durable or the broker's answer to a dead-letter write is awaited. */
+ * durable or the broker's answer to a dead-letter write is awaited; no
+ * longer than until a commit held back by commit_interval may go. */
 static int poll_timeout(const member_t *m) {
   int64_t t = POLL_MS;
   if (flow_batch_len(flow_cur(m->flow)) > 0 || flow_in_air(m->flow) > 0)
     t = MEMBER_LINGER_MS;
   if (t > MEMBER_DEAD_LETTER_POLL_MS && dead_letters_flying(m))
     t = MEMBER_DEAD_LETTER_POLL_MS;
+  if (m->commit_behind && !m->commit_in_flight && commit_wait(m) < t)
+    t = commit_wait(m);
   return (int)flow_ready_in(m->flow, member_now_ms(), t);
 }
 

@@ -197,6 +197,7 @@ START_TEST(test_defaults) {
   ck_assert_uint_eq(p->n_kafka, 0);
   ck_assert_int_eq(p->on_fatal, CFG_FATAL_STOP_HOST);
   ck_assert_int_eq(p->handler_timeout_ms, 60000);
+  ck_assert_int_eq(p->commit_interval_ms, CFG_DEFAULT_COMMIT_INTERVAL_MS);
   ck_assert_int_eq(p->breaker_window, 0); /* off without the group */
   cfg_free(&cfg);
   free(path);
@@ -211,12 +212,14 @@ START_TEST(test_failure_settings) {
       "pipelines = ({ name = \"p\"; group_id = \"g\";\n"
       "  topics = [ \"t\" ]; plugin = \"x\";\n"
       "  on_fatal = \"stop_pipeline\"; handler_timeout = \"5s\";\n"
+      "  commit_interval = \"0\";\n"
       "  circuit_breaker = { failure_ratio = 0.25; cooldown = \"2s\"; };\n"
       "});\n";
   ck_assert_int_eq(load_text(&cfg, text, err, sizeof(err), &path), 0);
   const cfg_pipeline_t *p = &cfg.pipelines[0];
   ck_assert_int_eq(p->on_fatal, CFG_FATAL_STOP_PIPELINE);
   ck_assert_int_eq(p->handler_timeout_ms, 5000);
+  ck_assert_int_eq(p->commit_interval_ms, 0); /* after every batch */
   ck_assert_int_eq(p->breaker_window, 1000); /* the group turns it on */
   ck_assert_double_eq_tol(p->breaker_ratio, 0.25, 1e-9);
   ck_assert_int_eq(p->breaker_cooldown_ms, 2000);
@@ -384,6 +387,7 @@ START_TEST(test_example_loads) {
   ck_assert_int_eq(p->retry_backoff_max_ms, d->retry_backoff_max_ms);
   ck_assert_int_eq(p->on_fatal, d->on_fatal);
   ck_assert_int_eq(p->handler_timeout_ms, d->handler_timeout_ms);
+  ck_assert_int_eq(p->commit_interval_ms, d->commit_interval_ms);
   ck_assert_ptr_null(p->dead_letter_topic);
   cfg_free(&def);
   free(path);

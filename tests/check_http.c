@@ -453,6 +453,101 @@ START_TEST(test_static_membership_ids) {
 }
 END_TEST
 
+/* Records evt-<from>.. evt-<to - 1> to partition 0. */
+static void produce_range(mu_cluster_t *c, int from, int to) {
+  for (int i = from; i < to; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "evt-%d", i);
+    mu_produce(c, TOPIC, 0, id, NULL, "order");
+  }
+  mu_flush(c);
+}
+
+/* The metrics once their text says `handled` records were handled and
+ * `durable` batches made durable (free() it). */
+static char *await_durable(int port, double handled, double durable) {
+  int status;
+  char *body = NULL;
+  TU_WAIT_UNTIL(
+      (free(body), body = hu_get(port, "/metrics", &status),
+       hu_sample(body, "khost_records_handled_total{pipeline=\"orders\"}") ==
+               handled &&
+           hu_sum(body, "khost_batch_durable_duration_seconds_count") >=
+               durable),
+      60000, "records handled and durable");
+  return body;
+}
+
+/* commit_interval = "1h": the first durable batch is committed at once;
+ * the next, durable too, is not committed while the host runs (watched
+ * for a second: without the interval its commit follows within
+ * milliseconds); stopping the host commits it. */
+START_TEST(test_commit_interval_holds_commits) {
+  mu_cluster_t c;
+  mu_host_t h;
+  int status;
+  char *body = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  produce_range(&c, 0, 5);
+  char *cfg =
+      hu_write_cfg(&c, "127.0.0.1:0", NULL, "commit_interval = \"1h\";", NULL);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  TU_WAIT_UNTIL((free(body), body = hu_get(port, "/metrics", &status),
+                 hu_sum(body, "khost_partition_committed_offset") == 5),
+                60000, "the first batch committed");
+  free(body);
+  produce_range(&c, 5, 10);
+  free(await_durable(port, 10, 2));
+  for (int64_t until = tu_mono_ms() + 1000; tu_mono_ms() < until;) {
+    body = hu_get(port, "/metrics", &status);
+    ck_assert_double_eq(hu_sum(body, "khost_partition_committed_offset"), 5);
+    ck_assert_double_eq(
+        hu_sample(body, "khost_offset_commits_total{pipeline=\"orders\","
+                        "result=\"ok\"}"),
+        1);
+    free(body);
+    usleep(50 * 1000);
+  }
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 5);
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  ck_assert_int_eq(mu_committed(&c, GROUP, TOPIC, 0), 10);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
+/* A commit held back by commit_interval goes once the interval has
+ * passed, with no record polled after it. */
+START_TEST(test_commit_interval_commits_when_idle) {
+  mu_cluster_t c;
+  mu_host_t h;
+  int status;
+  char *body = NULL;
+  mu_start(&c, 1);
+  mu_topic(&c, TOPIC, 1);
+  produce_range(&c, 0, 5);
+  char *cfg =
+      hu_write_cfg(&c, "127.0.0.1:0", NULL, "commit_interval = \"2s\";", NULL);
+  mu_host_start(&h, cfg, 0);
+  int port = host_http_port(h.host);
+  TU_WAIT_UNTIL((free(body), body = hu_get(port, "/metrics", &status),
+                 hu_sum(body, "khost_partition_committed_offset") == 5),
+                60000, "the first batch committed");
+  free(body);
+  produce_range(&c, 5, 10);
+  free(await_durable(port, 10, 2));
+  TU_WAIT_UNTIL(mu_committed(&c, GROUP, TOPIC, 0) == 10, 30000,
+                "the second batch committed after the interval");
+  mu_host_stop(&h);
+  mu_host_close(&h);
+  free(cfg);
+  mu_stop(&c);
+}
+END_TEST
+
 Suite *http_suite(void) {
   Suite *s = suite_create("http");
   TCase *tc = tcase_create("metrics");
@@ -460,6 +555,11 @@ Suite *http_suite(void) {
   tcase_add_test(tc, test_metrics_of_a_known_run);
   tcase_add_test(tc, test_dead_letters_counted);
   tcase_add_test(tc, test_lag_seconds);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("commits");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_commit_interval_holds_commits);
+  tcase_add_test(tc, test_commit_interval_commits_when_idle);
   suite_add_tcase(s, tc);
   tc = tcase_create("ready");
   tcase_set_timeout(tc, 120);

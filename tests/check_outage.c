@@ -68,13 +68,14 @@ END_TEST
 
 /* A storm of refused commits while records flow (REBALANCE_IN_PROGRESS,
  * as during a long rebalance: a refusal per batch, each with other
- * offsets): the warning is written once, then counted every 5 s, not once
- * per refusal. Nothing is lost: every record is committed afterwards. */
+ * offsets, commit_interval = "0" committing after every batch): the
+ * warning is written once, then counted every 5 s, not once per refusal.
+ * Nothing is lost: every record is committed afterwards. */
 START_TEST(test_commit_refusals_counted) {
   enum { REFUSALS = 150 };
   fu_start(&w, 1, 1);
-  char *cfg =
-      fu_config(&w, "khost.cfg", 0, 1, NULL, NULL, "max_batch = 5;", NULL);
+  char *cfg = fu_config(&w, "khost.cfg", 0, 1, NULL, NULL,
+                        "max_batch = 5; commit_interval = \"0\";", NULL);
   fu_proc_t *p = fu_khost(&w, "run", cfg, 0, 0);
   fu_wait_stderr(p, "assigned", 1, 30000);
   fu_mockd(&w, "push_errors %d REBALANCE_IN_PROGRESS*%d", FU_API_OFFSET_COMMIT,
