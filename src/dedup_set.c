@@ -646,12 +646,14 @@ void dset_mark_committed(dset_t *set, uint32_t scope, const void *id,
   probe_done(&p);
 }
 
-/* A batch's keys in stripe order (a counting sort of their indexes into
- * order, which has room for all), with where each stripe's run starts:
- * stripe i's keys are order[start[i]] up to order[start[i + 1]]. */
+/* The stripe of a batch's key: a held record's chunk knows it. */
 static unsigned key_stripe(const key_ref_t *ref) {
   return ref->held ? chunk_of(ref->held)->stripe : stripe_index(ref->hash);
 }
+
+/* A batch's keys in stripe order (a counting sort of their indexes into
+ * order, which has room for all), with where each stripe's run starts:
+ * stripe i's keys are order[start[i]] up to order[start[i + 1]]. */
 
 static void keys_by_stripe(const dset_keys_t *k, guint *order,
                            guint start[NSTRIPES + 1]) {
