@@ -9,7 +9,8 @@
  *
  * Connections: one per batch (its thread), one for the calls on the store
  * itself (claims, lookups, ranges), serialised by a mutex, one for the
- * lease renewer and one for the pruner. A lost connection is reset on the
+ * claimer (claims taken ahead), one for the lease renewer and one for the
+ * pruner. A lost connection is reset on the
  * next call; meanwhile claims answer STORE_IN_FLIGHT (the caller waits)
  * and commits fail as transient.
  */
@@ -25,7 +26,10 @@ static void pg_close(store_t *s) {
   pthread_mutex_lock(&p->mu);
   __atomic_store_n(&p->stopping, 1, __ATOMIC_RELAXED);
   pthread_cond_broadcast(&p->wake);
+  pthread_cond_broadcast(&p->claim_wake);
   pthread_mutex_unlock(&p->mu);
+  if (p->claimer_on)
+    pthread_join(p->claimer, NULL);
   if (p->renewing)
     pthread_join(p->renewer, NULL);
   if (p->pruning)
@@ -33,9 +37,7 @@ static void pg_close(store_t *s) {
   pthread_cond_destroy(&p->wake);
   PQfinish(p->conn);
   g_hash_table_destroy(p->checks);
-  g_hash_table_destroy(p->ahead);
-  g_hash_table_destroy(p->epochs);
-  g_hash_table_destroy(p->pos);
+  pg_ahead_free(p);
   pg_crash_free(p);
   if (p->host)
     pg_crash_mine(p->owner, 0);
@@ -183,6 +185,7 @@ int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
     pg_close(&p->base);
     return -1;
   }
+  p->claimer_on = pthread_create(&p->claimer, NULL, pg_claimer_main, p) == 0;
   p->renewing = pthread_create(&p->renewer, NULL, pg_renew_main, p) == 0;
   if (p->retention_ms > 0 && p->prune_interval_ms > 0)
     p->pruning = pthread_create(&p->pruner, NULL, pg_prune_main, p) == 0;

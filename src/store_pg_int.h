@@ -12,7 +12,8 @@
  *
  * Threads: the store's own connection (conn) and the claim-ahead cache
  * are under mu; a batch's connection belongs to the batch's thread; the
- * renewer and the pruner each have a connection of their own.
+ * claimer (the claims taken ahead), the renewer and the pruner each have
+ * a connection of their own.
  */
 #ifndef KHOST_STORE_PG_INT_H
 #define KHOST_STORE_PG_INT_H
@@ -61,9 +62,20 @@ typedef struct pg_store {
   GHashTable *checks;         /* scopes asked history_check_due */
   int64_t pruned, prune_runs; /* atomic */
   int64_t round_trips;        /* statements sent, atomic */
-  /* Claims taken (or found marked) ahead of their store_claim() call:
-   * "scope/id" bytes -> pg_ahead_t, under mu (store_pg_claim.c). */
+  /* Claims taken (or found marked, or on their way) ahead of their
+   * store_claim() call: "scope/id" bytes -> pg_ahead_t, under mu
+   * (store_pg_claim.c). */
   GHashTable *ahead;
+  /* The claimer thread: the windows of IDs store_claim_ahead() queued
+   * (pg_window_t, oldest first) and the one it is claiming, under mu;
+   * claim_wake wakes it, answered wakes whoever waits for a window's
+   * answer (store_claim() of one of its IDs, store_pg_ahead_wait()). */
+  GQueue windows;
+  struct pg_window *claiming;
+  pthread_t claimer;
+  int claimer_on;
+  unsigned claimer_prepared; /* statements prepared on its connection */
+  pthread_cond_t claim_wake, answered;
   /* Marks by position (schema version 5), under pos_mu: this process's epoch
    * of each partition it claims in, "scope/partition/topic" -> pg_epoch_t;
    * and the claims it took with a position and has not marked or given
@@ -74,7 +86,8 @@ typedef struct pg_store {
   pthread_mutex_t pos_mu;
   uint64_t tick;   /* renewer rounds, under mu */
   int claims_down; /* the last claim failed (logged once), under mu */
-  /* The renewer and the pruner threads, stopped by stopping + wake. */
+  /* The renewer and the pruner threads, stopped by stopping + wake (the
+   * claimer by stopping + claim_wake). */
   pthread_t renewer, pruner;
   int renewing, pruning, stopping;
   pthread_cond_t wake;
@@ -202,7 +215,13 @@ void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
 int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
                 uint32_t *count);
 void *pg_renew_main(void *arg);
+/* The claimer thread: claims the windows store_claim_ahead() queued, on
+ * a connection of its own. */
+void *pg_claimer_main(void *arg);
 void pg_ahead_init(pg_store_t *p);
+/* The cache freed, the windows left in the queue dropped (at close,
+ * after the claimer was joined). */
+void pg_ahead_free(pg_store_t *p);
 
 /* store_pg_batch.c */
 int pg_batch_open(store_t *s, store_batch_t **out, char *err, size_t errlen);
