@@ -26,6 +26,9 @@
 
 /* How often a head whose event ID is in flight elsewhere looks again. */
 #define FLOW_CLAIM_RECHECK_MS 20
+/* A head whose claim taken ahead is still on its way is tried again after
+ * this long (ms). */
+#define FLOW_AHEAD_WAIT_MS 1
 
 /* ------------------------------------------------------------ records */
 
@@ -431,6 +434,12 @@ static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
   pt->hash = k.hash;
   if (store_wants_prefetch(c->store))
     look_ahead(f, pt);
+  if (!store_claim_ready(c->store, c->scope, &k)) {
+    /* its claim is on its way: the other partitions' heads go first */
+    pt->started = 0;
+    pt->wait_until = now + FLOW_AHEAD_WAIT_MS;
+    return 0;
+  }
   int claim = store_claim(c->store, c->scope, &k,
                           again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
                           again ? r->recorded_ms : 0);

@@ -9,8 +9,8 @@
  *
  * Connections: one per batch (its thread), one for the calls on the store
  * itself (claims, lookups, ranges), serialised by a mutex, one for the
- * claimer (claims taken ahead), one for the lease renewer and one for the
- * pruner. A lost connection is reset on the
+ * claimer (claims taken ahead: PG_CLAIMERS), one for the lease renewer and
+ * one for the pruner. A lost connection is reset on the
  * next call; meanwhile claims answer STORE_IN_FLIGHT (the caller waits)
  * and commits fail as transient.
  */
@@ -28,8 +28,9 @@ static void pg_close(store_t *s) {
   pthread_cond_broadcast(&p->wake);
   pthread_cond_broadcast(&p->claim_wake);
   pthread_mutex_unlock(&p->mu);
-  if (p->claimer_on)
-    pthread_join(p->claimer, NULL);
+  for (int i = 0; i < PG_CLAIMERS; i++)
+    if (p->claimers[i].on)
+      pthread_join(p->claimers[i].thread, NULL);
   if (p->renewing)
     pthread_join(p->renewer, NULL);
   if (p->pruning)
@@ -119,6 +120,7 @@ static const store_ops_t pg_ops = {
     .state_reset = pg_state_reset,
     .offset_get = pg_offset_get,
     .claim_ahead = pg_claim_ahead,
+    .claim_ready = pg_claim_ready,
     .part_dropped = pg_part_dropped,
     .batch_park = pg_batch_park,
     .parked_list = pg_parked_list,
@@ -185,7 +187,13 @@ int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
     pg_close(&p->base);
     return -1;
   }
-  p->claimer_on = pthread_create(&p->claimer, NULL, pg_claimer_main, p) == 0;
+  for (int i = 0; i < PG_CLAIMERS; i++) {
+    struct pg_claimer *c = &p->claimers[i];
+    c->p = p;
+    pthread_mutex_lock(&p->mu); /* claimers_on() reads it */
+    c->on = pthread_create(&c->thread, NULL, pg_claimer_main, c) == 0;
+    pthread_mutex_unlock(&p->mu);
+  }
   p->renewing = pthread_create(&p->renewer, NULL, pg_renew_main, p) == 0;
   if (p->retention_ms > 0 && p->prune_interval_ms > 0)
     p->pruning = pthread_create(&p->pruner, NULL, pg_prune_main, p) == 0;

@@ -243,6 +243,21 @@ static int ahead_answer(pg_store_t *p, uint32_t scope, const void *id,
   return ans;
 }
 
+/* mu held: claimers started, windows being claimed. */
+static int claimers_on(const pg_store_t *p) {
+  int n = 0;
+  for (int i = 0; i < PG_CLAIMERS; i++)
+    n += p->claimers[i].on;
+  return n;
+}
+
+static int claiming(const pg_store_t *p) {
+  int n = 0;
+  for (int i = 0; i < PG_CLAIMERS; i++)
+    n += p->claimers[i].claiming != NULL;
+  return n;
+}
+
 /* mu held: until the window id is on (if any) was answered. */
 static void ahead_wait(pg_store_t *p, uint32_t scope, const void *id,
                        size_t len) {
@@ -254,10 +269,21 @@ static void ahead_wait(pg_store_t *p, uint32_t scope, const void *id,
   g_bytes_unref(k);
 }
 
+int pg_claim_ready(store_t *s, uint32_t scope, const store_key_t *key) {
+  pg_store_t *p = pgs(s);
+  GBytes *k = ahead_key(scope, key->id, key->len);
+  pthread_mutex_lock(&p->mu);
+  const pg_ahead_t *e = g_hash_table_lookup(p->ahead, k);
+  int ready = !e || e->state != AHEAD_ASKED;
+  pthread_mutex_unlock(&p->mu);
+  g_bytes_unref(k);
+  return ready;
+}
+
 void store_pg_ahead_wait(store_t *s) {
   pg_store_t *p = pgs(s);
   pthread_mutex_lock(&p->mu);
-  while ((p->windows.length > 0 || p->claiming) && p->claimer_on &&
+  while ((p->windows.length > 0 || claiming(p)) && claimers_on(p) &&
          !p->stopping)
     pthread_cond_wait(&p->answered, &p->mu);
   pthread_mutex_unlock(&p->mu);
@@ -361,6 +387,13 @@ static void window_forget(pg_store_t *p, const pg_window_t *w) {
   }
 }
 
+/* Is w of that partition (a window without a topic is of none)? */
+static int window_of(const pg_window_t *w, uint32_t scope, const char *topic,
+                     int32_t partition) {
+  return w->scope == scope && w->partition == partition && w->topic && topic &&
+         strcmp(w->topic, topic) == 0;
+}
+
 /* This process's epoch of a partition whose records from offset `from`
  * on it claims, 0 when none could be made (on c, the claimer's
  * connection). A new one when there is none yet, or when `from` is below
@@ -414,8 +447,8 @@ typedef struct pg_answer {
 
 /* The claimer's statements for w, mu not held. A failure is not an
  * error: store_claim() asks again, one by one. */
-static void window_claim(pg_store_t *p, PGconn *c, const pg_window_t *w,
-                         pg_answer_t *ans) {
+static void window_claim(pg_store_t *p, PGconn *c, unsigned *prepared,
+                         const pg_window_t *w, pg_answer_t *ans) {
   pgp_t a = {0}, b = {0};
   pga_t *arr, *offs;
   ans->epoch =
@@ -434,13 +467,13 @@ static void window_claim(pg_store_t *p, PGconn *c, const pg_window_t *w,
     pga_i64(offs, g_array_index(w->offs, int64_t, i));
   pgp_str(&a, w->topic ? w->topic : "");
   pgp_i64(&a, w->partition);
-  ans->taken = pg_exec_prepared(p, c, &st_ahead, &p->claimer_prepared,
-                                ahead_sql, &a, 1, NULL, NULL, 0);
+  ans->taken = pg_exec_prepared(p, c, &st_ahead, prepared, ahead_sql, &a, 1,
+                                NULL, NULL, 0);
   if (ans->taken && (guint)PQntuples(ans->taken) < w->keys->len) {
     pgp_i64(&b, w->scope);
     pgp_bytes(&b, arr->buf->data, arr->buf->len);
-    ans->seen = pg_exec_prepared(p, c, &st_seen, &p->claimer_prepared,
-                                 ahead_seen_sql, &b, 1, NULL, NULL, 0);
+    ans->seen = pg_exec_prepared(p, c, &st_seen, prepared, ahead_seen_sql, &b,
+                                 1, NULL, NULL, 0);
     pgp_free(&b);
   }
   pgp_free(&a);
@@ -518,7 +551,7 @@ void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
   w->offs = g_array_new(FALSE, FALSE, sizeof(int64_t));
   w->from = INT64_MAX;
   pthread_mutex_lock(&p->mu);
-  for (size_t i = 0; p->claimer_on && !p->stopping && i < n; i++) {
+  for (size_t i = 0; claimers_on(p) && !p->stopping && i < n; i++) {
     if (lens[i] == 0)
       continue;
     GBytes *k = ahead_key(scope, ids[i], lens[i]);
@@ -537,7 +570,7 @@ void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
   }
   if (w->keys->len > 0) {
     g_queue_push_tail(&p->windows, w);
-    pthread_cond_signal(&p->claim_wake);
+    pthread_cond_broadcast(&p->claim_wake);
     w = NULL;
   }
   pthread_mutex_unlock(&p->mu);
@@ -545,26 +578,45 @@ void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
     window_free(w);
 }
 
-/* The claimer: one window at a time, oldest first, on a connection of
+/* mu held: the oldest window queued whose partition has none being
+ * claimed (its epoch is made once, its windows claimed in order), taken
+ * out of the queue; NULL when there is none. */
+static pg_window_t *window_next(pg_store_t *p) {
+  for (GList *l = p->windows.head; l; l = l->next) {
+    pg_window_t *w = l->data;
+    int busy = 0;
+    for (int i = 0; i < PG_CLAIMERS; i++)
+      busy |=
+          p->claimers[i].claiming &&
+          window_of(p->claimers[i].claiming, w->scope, w->topic, w->partition);
+    if (busy)
+      continue;
+    g_queue_delete_link(&p->windows, l);
+    return w;
+  }
+  return NULL;
+}
+
+/* A claimer: one window at a time, oldest first, on a connection of
  * its own (a lost one is reset before the next statement). Whoever waits
  * for a window is woken when its answer is in the cache. */
 void *pg_claimer_main(void *arg) {
-  pg_store_t *p = arg;
+  struct pg_claimer *me = arg;
+  pg_store_t *p = me->p;
   PGconn *c = PQconnectdb(p->conninfo);
   pg_window_t *w;
   pthread_mutex_lock(&p->mu);
   for (;;) {
-    while (!p->stopping && p->windows.length == 0)
+    while (!p->stopping && !(w = window_next(p)))
       pthread_cond_wait(&p->claim_wake, &p->mu);
     if (p->stopping)
       break;
-    w = g_queue_pop_head(&p->windows);
-    p->claiming = w;
+    me->claiming = w;
     pthread_mutex_unlock(&p->mu);
     pg_answer_t ans = {0};
     pgp_t b = {0};
     pga_t *scopes, *ids;
-    window_claim(p, c, w, &ans);
+    window_claim(p, c, &me->prepared, w, &ans);
     pgp_i64(&b, p->host);
     scopes = pgp_array(&b, PGA_INT8);
     ids = pgp_array(&b, PGA_BYTEA);
@@ -578,8 +630,9 @@ void *pg_claimer_main(void *arg) {
     PQclear(ans.taken);
     PQclear(ans.seen);
     pthread_mutex_lock(&p->mu);
-    p->claiming = NULL;
+    me->claiming = NULL;
     pthread_cond_broadcast(&p->answered);
+    pthread_cond_broadcast(&p->claim_wake); /* its partition is free */
     window_free(w);
   }
   /* Stopping: the windows not claimed are forgotten. */
@@ -684,12 +737,6 @@ static void renew_lease(pg_store_t *p, PGconn *c) {
             p->display, p->owner);
 }
 
-static int window_of(const pg_window_t *w, uint32_t scope, const char *topic,
-                     int32_t partition) {
-  return w->scope == scope && w->partition == partition && w->topic &&
-         strcmp(w->topic, topic) == 0;
-}
-
 /* mu held: the partition's windows not claimed yet are forgotten; the
  * one being claimed gives back what it takes when its answer comes. */
 static void windows_dropped(pg_store_t *p, uint32_t scope, const char *topic,
@@ -703,9 +750,12 @@ static void windows_dropped(pg_store_t *p, uint32_t scope, const char *topic,
     g_queue_delete_link(&p->windows, l);
     window_free(w);
   }
-  if (p->claiming && window_of(p->claiming, scope, topic, partition)) {
-    p->claiming->dropped = 1;
-    window_forget(p, p->claiming);
+  for (int i = 0; i < PG_CLAIMERS; i++) {
+    pg_window_t *w = p->claimers[i].claiming;
+    if (w && window_of(w, scope, topic, partition)) {
+      w->dropped = 1;
+      window_forget(p, w);
+    }
   }
 }
 
