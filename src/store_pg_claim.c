@@ -607,9 +607,10 @@ void *pg_claimer_main(void *arg) {
   pg_window_t *w;
   pthread_mutex_lock(&p->mu);
   for (;;) {
+    w = NULL;
     while (!p->stopping && !(w = window_next(p)))
       pthread_cond_wait(&p->claim_wake, &p->mu);
-    if (p->stopping)
+    if (!w) /* stopping */
       break;
     me->claiming = w;
     pthread_mutex_unlock(&p->mu);
