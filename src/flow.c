@@ -26,6 +26,9 @@
 
 /* How often a head whose event ID is in flight elsewhere looks again. */
 #define FLOW_CLAIM_RECHECK_MS 20
+/* A head whose claim taken ahead is still on its way is tried again after
+ * this long (ms). */
+#define FLOW_AHEAD_WAIT_MS 1
 
 /* ------------------------------------------------------------ records */
 
@@ -320,15 +323,17 @@ static void wait_for_claim(flow_t *f, flow_part_t *pt, const void *rec,
   pt->wait_until = now + FLOW_CLAIM_RECHECK_MS;
 }
 
-/* The event IDs of the records queued from the head on (max_batch
+/* The event IDs of the records queued from offset `from` on (max_batch
  * records at most) go to the store in one call, so that a shared store
  * answers their claims without a round trip each. Records of a
- * reprocessed replay range are left to claims of their own. */
-static void claim_ahead(flow_t *f, flow_part_t *pt) {
+ * reprocessed replay range are left to claims of their own. The next
+ * call is due when the head reaches the middle of these records
+ * (ahead_next). */
+static void claim_ahead(flow_t *f, flow_part_t *pt, int64_t from) {
   const flow_conf_t *c = f->conf;
   const void **ids = g_new(const void *, c->max_batch);
   size_t *lens = g_new(size_t, c->max_batch), n = 0, seen = 0;
-  int64_t *offs = g_new(int64_t, c->max_batch);
+  int64_t *offs = g_new(int64_t, c->max_batch), first = -1;
   const char *topic = NULL;
   int32_t partition = 0;
   for (GList *l = pt->queue.head; l && seen < c->max_batch; l = l->next) {
@@ -336,7 +341,10 @@ static void claim_ahead(flow_t *f, flow_part_t *pt) {
     if (f->ops->is_end(rec))
       continue;
     int64_t off = f->ops->offset(rec);
+    if (off < from)
+      continue;
     const store_range_t *r = replay_range(pt, off);
+    first = seen == 0 ? off : first;
     pt->ahead_to = off + 1;
     seen++;
     topic = f->ops->topic(rec);
@@ -346,10 +354,32 @@ static void claim_ahead(flow_t *f, flow_part_t *pt) {
         flow_event_id(f, rec, &ids[n], &lens[n]))
       n++;
   }
+  if (seen > 0)
+    pt->ahead_next = first + (pt->ahead_to - first) / 2;
   store_claim_ahead(c->store, c->scope, topic, partition, ids, lens, offs, n);
   g_free(ids);
   g_free(lens);
   g_free(offs);
+}
+
+/* The offset of the last record queued, or -1. */
+static int64_t queued_to(const flow_t *f, const flow_part_t *pt) {
+  for (GList *l = pt->queue.tail; l; l = l->prev)
+    if (!f->ops->is_end(l->data))
+      return f->ops->offset(l->data);
+  return -1;
+}
+
+/* Claims ahead for the head at offset off: those of the records from the
+ * head on when it is past what was asked for; then, once it reaches the
+ * middle of the last records asked for, those of the records queued
+ * after them, so that a store that claims them meanwhile (the PostgreSQL
+ * store's claimer) has them ready when the head gets there. */
+static void claims_ahead(flow_t *f, flow_part_t *pt, int64_t off) {
+  if (off >= pt->ahead_to)
+    claim_ahead(f, pt, off);
+  if (off >= pt->ahead_next && queued_to(f, pt) >= pt->ahead_to)
+    claim_ahead(f, pt, pt->ahead_to);
 }
 
 /* The record after the head: its ID's hash now, and the store starts
@@ -392,9 +422,8 @@ static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
     return 1;
   const store_range_t *r = replay_range(pt, f->ops->offset(rec));
   int again = r && r->mode == STORE_REPLAY_REPROCESS;
-  if (!again && store_wants_ahead(c->store) &&
-      f->ops->offset(rec) >= pt->ahead_to)
-    claim_ahead(f, pt);
+  if (!again && store_wants_ahead(c->store))
+    claims_ahead(f, pt, f->ops->offset(rec));
   /* Reprocess: handled again once per replay, even across a restart in
    * the middle of it (marks newer than the replay count as seen). */
   /* The ID's one hash: the claim, the mark and a release all carry it
@@ -406,6 +435,12 @@ static int check_head(flow_t *f, flow_part_t *pt, const void *rec,
   pt->hash = k.hash;
   if (store_wants_prefetch(c->store))
     look_ahead(f, pt);
+  if (!store_claim_ready(c->store, c->scope, &k)) {
+    /* its claim is on its way: the other partitions' heads go first */
+    pt->started = 0;
+    pt->wait_until = now + FLOW_AHEAD_WAIT_MS;
+    return 0;
+  }
   int claim = store_claim_ref(c->store, c->scope, &k,
                               again ? STORE_CLAIM_AGAIN : STORE_CLAIM,
                               again ? r->recorded_ms : 0, &pt->claim_ref);

@@ -36,7 +36,8 @@ struct flow_part {
   int64_t committed;  /* last next offset a commit was acknowledged for */
   store_range_t *ranges; /* replayed ranges (khost replay), or NULL */
   size_t n_ranges;
-  int64_t ahead_to; /* records below this offset were claimed ahead */
+  int64_t ahead_to;   /* records below this offset were claimed ahead */
+  int64_t ahead_next; /* a head from here on asks for those from ahead_to */
   /* The ID of the record after the head and its hash, taken (and the
    * store's lines for it fetched) while the head was checked: that
    * record's check reuses the hash when its ID has these bytes. */

@@ -241,6 +241,9 @@ typedef struct store_ops {
   void (*claim_ahead)(store_t *s, uint32_t scope, const char *topic,
                       int32_t partition, const void *const *ids,
                       const size_t *lens, const int64_t *offsets, size_t n);
+  /* 0 while the claim of key taken ahead (claim_ahead) is still on its
+   * way: store_claim() would wait for it. NULL: never. */
+  int (*claim_ready)(store_t *s, uint32_t scope, const store_key_t *key);
   /* The caller no longer owns the partition (revoked, lost, closing):
    * the claims taken ahead of its records and never asked for go back at
    * once. NULL where there are none. */
@@ -483,6 +486,10 @@ static inline void store_claim_ahead(store_t *s, uint32_t scope,
                                      const int64_t *offsets, size_t n) {
   if (s->ops->claim_ahead && n > 0)
     s->ops->claim_ahead(s, scope, topic, partition, ids, lens, offsets, n);
+}
+static inline int store_claim_ready(store_t *s, uint32_t scope,
+                                    const store_key_t *key) {
+  return !s->ops->claim_ready || s->ops->claim_ready(s, scope, key);
 }
 static inline void store_part_dropped(store_t *s, uint32_t scope,
                                       const char *topic, int32_t partition) {

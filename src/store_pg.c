@@ -9,7 +9,8 @@
  *
  * Connections: one per batch (its thread), one for the calls on the store
  * itself (claims, lookups, ranges), serialised by a mutex, one for the
- * lease renewer and one for the pruner. A lost connection is reset on the
+ * claimer (claims taken ahead: PG_CLAIMERS), one for the lease renewer and
+ * one for the pruner. A lost connection is reset on the
  * next call; meanwhile claims answer STORE_IN_FLIGHT (the caller waits)
  * and commits fail as transient.
  */
@@ -25,7 +26,11 @@ static void pg_close(store_t *s) {
   pthread_mutex_lock(&p->mu);
   __atomic_store_n(&p->stopping, 1, __ATOMIC_RELAXED);
   pthread_cond_broadcast(&p->wake);
+  pthread_cond_broadcast(&p->claim_wake);
   pthread_mutex_unlock(&p->mu);
+  for (int i = 0; i < PG_CLAIMERS; i++)
+    if (p->claimers[i].on)
+      pthread_join(p->claimers[i].thread, NULL);
   if (p->renewing)
     pthread_join(p->renewer, NULL);
   if (p->pruning)
@@ -33,9 +38,7 @@ static void pg_close(store_t *s) {
   pthread_cond_destroy(&p->wake);
   PQfinish(p->conn);
   g_hash_table_destroy(p->checks);
-  g_hash_table_destroy(p->ahead);
-  g_hash_table_destroy(p->epochs);
-  g_hash_table_destroy(p->pos);
+  pg_ahead_free(p);
   pg_crash_free(p);
   if (p->host)
     pg_crash_mine(p->owner, 0);
@@ -117,6 +120,7 @@ static const store_ops_t pg_ops = {
     .state_reset = pg_state_reset,
     .offset_get = pg_offset_get,
     .claim_ahead = pg_claim_ahead,
+    .claim_ready = pg_claim_ready,
     .part_dropped = pg_part_dropped,
     .batch_park = pg_batch_park,
     .parked_list = pg_parked_list,
@@ -182,6 +186,13 @@ int store_pg_open(store_t **out, const store_pg_opts_t *opts, char *err,
       pg_crash_open(p, err, errlen) != 0) {
     pg_close(&p->base);
     return -1;
+  }
+  for (int i = 0; i < PG_CLAIMERS; i++) {
+    struct pg_claimer *c = &p->claimers[i];
+    c->p = p;
+    pthread_mutex_lock(&p->mu); /* claimers_on() reads it */
+    c->on = pthread_create(&c->thread, NULL, pg_claimer_main, c) == 0;
+    pthread_mutex_unlock(&p->mu);
   }
   p->renewing = pthread_create(&p->renewer, NULL, pg_renew_main, p) == 0;
   if (p->retention_ms > 0 && p->prune_interval_ms > 0)

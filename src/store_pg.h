@@ -33,6 +33,11 @@ char *store_pg_display(const char *conninfo);
  * batch costs a few, whatever its size). */
 int64_t store_pg_round_trips(store_t *s);
 
+/* Wait until the claims store_claim_ahead() queued were taken (or found
+ * marked, or failed): its claims are on their way when it returns (tests:
+ * what another host sees of them). */
+void store_pg_ahead_wait(store_t *s);
+
 /* Record a replayed range, as `khost replay` does. */
 int store_pg_add_range(store_t *s, uint32_t scope, const char *topic,
                        int32_t partition, const store_range_t *r, char *err,

@@ -16,6 +16,12 @@
  * (store_part_dropped()), or else after two rounds of the renewer, so
  * that another host waits no longer than that for it.
  *
+ * Those statements are the claimer thread's, on a connection of its own:
+ * store_claim_ahead() queues its IDs as a window and returns, so that the
+ * caller handles the records claimed before while the server claims the
+ * next ones. store_claim() of an ID whose window is still on its way
+ * waits for that window's answer.
+ *
  * A claim taken ahead records its record's position in this process's
  * epoch of the partition (schema version 5): the batch that moves the
  * epoch's committed position past it makes it a mark (store_pg_batch.c).
@@ -31,13 +37,27 @@
 enum {
   AHEAD_CLAIMED, /* claimed ahead, not asked for yet */
   AHEAD_SEEN,    /* marked: store_claim() answers STORE_SEEN */
-  AHEAD_HANDED   /* handed out as STORE_NEW: its attempts not asked yet */
+  AHEAD_HANDED,  /* handed out as STORE_NEW: its attempts not asked yet */
+  AHEAD_ASKED    /* its window is queued or being claimed */
 };
+
+/* IDs of one partition's records to claim in one statement, as
+ * store_claim_ahead() named them: queued, then the claimer's. */
+typedef struct pg_window {
+  uint32_t scope;
+  char *topic; /* NULL: none (no epoch) */
+  int32_t partition;
+  GPtrArray *keys; /* GBytes: the cache keys (ahead_key()), first offset */
+  GArray *offs;    /* int64_t: their records' offsets */
+  int64_t from;    /* the least of offs */
+  int dropped;     /* its partition was dropped while it was claimed */
+} pg_window_t;
 
 typedef struct pg_ahead {
   int state;
-  uint32_t attempts; /* recorded calls, AHEAD_CLAIMED and AHEAD_HANDED */
-  uint64_t tick;     /* the renewer's round when it was found */
+  uint32_t attempts;      /* recorded calls, AHEAD_CLAIMED and AHEAD_HANDED */
+  uint64_t tick;          /* the renewer's round when it was found */
+  const pg_window_t *win; /* AHEAD_ASKED: the window on its way */
 } pg_ahead_t;
 
 static GBytes *ahead_key(uint32_t scope, const void *id, size_t len);
@@ -48,6 +68,25 @@ void pg_ahead_init(pg_store_t *p) {
   p->epochs = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   p->pos = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
                                  (GDestroyNotify)g_bytes_unref, g_free);
+  g_queue_init(&p->windows);
+  pthread_cond_init(&p->claim_wake, NULL);
+  pthread_cond_init(&p->answered, NULL);
+}
+
+static void window_free(pg_window_t *w) {
+  g_free(w->topic);
+  g_ptr_array_free(w->keys, TRUE);
+  g_array_free(w->offs, TRUE);
+  g_free(w);
+}
+
+void pg_ahead_free(pg_store_t *p) {
+  g_queue_clear_full(&p->windows, (GDestroyNotify)window_free);
+  g_hash_table_destroy(p->ahead);
+  g_hash_table_destroy(p->epochs);
+  g_hash_table_destroy(p->pos);
+  pthread_cond_destroy(&p->claim_wake);
+  pthread_cond_destroy(&p->answered);
 }
 
 char *pg_epoch_key(uint32_t scope, const char *topic, int32_t partition) {
@@ -204,6 +243,52 @@ static int ahead_answer(pg_store_t *p, uint32_t scope, const void *id,
   return ans;
 }
 
+/* mu held: claimers started, windows being claimed. */
+static int claimers_on(const pg_store_t *p) {
+  int n = 0;
+  for (int i = 0; i < PG_CLAIMERS; i++)
+    n += p->claimers[i].on;
+  return n;
+}
+
+static int claiming(const pg_store_t *p) {
+  int n = 0;
+  for (int i = 0; i < PG_CLAIMERS; i++)
+    n += p->claimers[i].claiming != NULL;
+  return n;
+}
+
+/* mu held: until the window id is on (if any) was answered. */
+static void ahead_wait(pg_store_t *p, uint32_t scope, const void *id,
+                       size_t len) {
+  GBytes *k = ahead_key(scope, id, len);
+  const pg_ahead_t *e;
+  while ((e = g_hash_table_lookup(p->ahead, k)) && e->state == AHEAD_ASKED &&
+         !p->stopping)
+    pthread_cond_wait(&p->answered, &p->mu);
+  g_bytes_unref(k);
+}
+
+int pg_claim_ready(store_t *s, uint32_t scope, const store_key_t *key) {
+  pg_store_t *p = pgs(s);
+  GBytes *k = ahead_key(scope, key->id, key->len);
+  pthread_mutex_lock(&p->mu);
+  const pg_ahead_t *e = g_hash_table_lookup(p->ahead, k);
+  int ready = !e || e->state != AHEAD_ASKED;
+  pthread_mutex_unlock(&p->mu);
+  g_bytes_unref(k);
+  return ready;
+}
+
+void store_pg_ahead_wait(store_t *s) {
+  pg_store_t *p = pgs(s);
+  pthread_mutex_lock(&p->mu);
+  while ((p->windows.length > 0 || claiming(p)) && claimers_on(p) &&
+         !p->stopping)
+    pthread_cond_wait(&p->answered, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+}
+
 /* The key's hash is of no use to the server: only the ID goes. */
 int pg_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
              int64_t before_ms) {
@@ -211,6 +296,7 @@ int pg_claim(store_t *s, uint32_t scope, const store_key_t *key, int mode,
   const void *id = key->id;
   size_t len = key->len;
   pthread_mutex_lock(&p->mu);
+  ahead_wait(p, scope, id, len);
   int ans = ahead_answer(p, scope, id, len, mode);
   if (ans < 0)
     ans = claim_one(p, scope, id, len, mode, before_ms);
@@ -278,43 +364,44 @@ static const char ahead_seen_sql[] =
     "SELECT id FROM khost_marks m WHERE scope = $1::integer AND"
     " id = ANY ($2::bytea[]) AND " PG_MARK("m");
 
-/* The statements of every claim ahead, prepared on the store's
+/* Claims of this process ($1) given back: scopes $2, keys $3; a mark
+ * by position among them stays. */
+static const char give_back_sql[] =
+    "DELETE FROM khost_marks m USING unnest($2::bigint[],"
+    " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
+    " m.id = u.id AND m.owner = $1::integer AND NOT " PG_MARK("m");
+
+/* The statements of every claim ahead, prepared on the claimer's
  * connection. */
 static const pg_stmt_t st_ahead = {"khost_ahead", 1u},
                        st_seen = {"khost_ahead_seen", 2u};
 
-static void ahead_put(pg_store_t *p, uint32_t scope, const PGresult *r, int row,
-                      int state, uint32_t attempts) {
-  pg_ahead_t *e = g_new0(pg_ahead_t, 1);
-  e->state = state;
-  e->attempts = attempts;
-  e->tick = p->tick;
-  g_hash_table_replace(p->ahead,
-                       ahead_key_of(scope, PQgetvalue(r, row, 0),
-                                    (size_t)PQgetlength(r, row, 0)),
-                       e);
+/* mu held: the IDs of w still waiting for its answer leave the cache
+ * (claimed one by one when they are asked for). */
+static void window_forget(pg_store_t *p, const pg_window_t *w) {
+  for (guint i = 0; i < w->keys->len; i++) {
+    GBytes *k = g_ptr_array_index(w->keys, i);
+    const pg_ahead_t *e = g_hash_table_lookup(p->ahead, k);
+    if (e && e->win == w)
+      g_hash_table_remove(p->ahead, k);
+  }
 }
 
-/* mu held: of the keys of arr not taken, the marked ones are seen; the
- * rest (in flight elsewhere) are left to store_claim(). */
-static void ahead_seen(pg_store_t *p, uint32_t scope, const pga_t *arr) {
-  pgp_t a = {0};
-  pgp_i64(&a, scope);
-  pgp_bytes(&a, arr->buf->data, arr->buf->len);
-  PGresult *r = pg_exec_prepared(p, p->conn, &st_seen, &p->conn_prepared,
-                                 ahead_seen_sql, &a, 1, NULL, NULL, 0);
-  for (int i = 0; r && i < PQntuples(r); i++)
-    ahead_put(p, scope, r, i, AHEAD_SEEN, 0);
-  PQclear(r);
+/* Is w of that partition (a window without a topic is of none)? */
+static int window_of(const pg_window_t *w, uint32_t scope, const char *topic,
+                     int32_t partition) {
+  return w->scope == scope && w->partition == partition && w->topic && topic &&
+         strcmp(w->topic, topic) == 0;
 }
 
-/* mu held: this process's epoch of a partition whose records from
- * offset `from` on it claims, 0 when none could be made. A new one when
- * there is none yet, or when `from` is below the position it committed
- * (the partition's offsets went back: a replay): no row claimed in an
- * epoch may be below its committed position before it is handled. */
-static int64_t epoch_for(pg_store_t *p, uint32_t scope, const char *topic,
-                         int32_t partition, int64_t from) {
+/* This process's epoch of a partition whose records from offset `from`
+ * on it claims, 0 when none could be made (on c, the claimer's
+ * connection). A new one when there is none yet, or when `from` is below
+ * the position it committed (the partition's offsets went back: a
+ * replay): no row claimed in an epoch may be below its committed
+ * position before it is handled. */
+static int64_t epoch_for(pg_store_t *p, PGconn *c, uint32_t scope,
+                         const char *topic, int32_t partition, int64_t from) {
   char *key = pg_epoch_key(scope, topic, partition);
   pgp_t a = {0};
   pthread_mutex_lock(&p->pos_mu);
@@ -331,7 +418,7 @@ static int64_t epoch_for(pg_store_t *p, uint32_t scope, const char *topic,
   pgp_i64(&a, partition);
   pgp_i64(&a, from);
   PGresult *r =
-      pg_exec(p, p->conn,
+      pg_exec(p, c,
               "INSERT INTO khost_epochs (host, scope, topic, part,"
               " through, last_at) VALUES ($1::integer, $2::integer,"
               " $3, $4::integer, $5::bigint, " PG_NOW_MS ") RETURNING epoch",
@@ -351,58 +438,213 @@ static int64_t epoch_for(pg_store_t *p, uint32_t scope, const char *topic,
   return id;
 }
 
+/* What the server said of a window. */
+typedef struct pg_answer {
+  int64_t epoch;
+  PGresult *taken; /* ahead_sql's rows, NULL when it failed */
+  PGresult *seen;  /* ahead_seen_sql's, when some were not taken */
+} pg_answer_t;
+
+/* The claimer's statements for w, mu not held. A failure is not an
+ * error: store_claim() asks again, one by one. */
+static void window_claim(pg_store_t *p, PGconn *c, unsigned *prepared,
+                         const pg_window_t *w, pg_answer_t *ans) {
+  pgp_t a = {0}, b = {0};
+  pga_t *arr, *offs;
+  ans->epoch =
+      w->topic ? epoch_for(p, c, w->scope, w->topic, w->partition, w->from) : 0;
+  pgp_i64(&a, w->scope);
+  arr = pgp_array(&a, PGA_BYTEA);
+  for (guint i = 0; i < w->keys->len; i++) {
+    gsize len;
+    const guint8 *d = g_bytes_get_data(g_ptr_array_index(w->keys, i), &len);
+    pga_bytes(arr, d + 4, len - 4);
+  }
+  pgp_i64(&a, p->host);
+  pgp_i64(&a, ans->epoch);
+  offs = pgp_array(&a, PGA_INT8);
+  for (guint i = 0; i < w->offs->len; i++)
+    pga_i64(offs, g_array_index(w->offs, int64_t, i));
+  pgp_str(&a, w->topic ? w->topic : "");
+  pgp_i64(&a, w->partition);
+  ans->taken = pg_exec_prepared(p, c, &st_ahead, prepared, ahead_sql, &a, 1,
+                                NULL, NULL, 0);
+  if (ans->taken && (guint)PQntuples(ans->taken) < w->keys->len) {
+    pgp_i64(&b, w->scope);
+    pgp_bytes(&b, arr->buf->data, arr->buf->len);
+    ans->seen = pg_exec_prepared(p, c, &st_seen, prepared, ahead_seen_sql, &b,
+                                 1, NULL, NULL, 0);
+    pgp_free(&b);
+  }
+  pgp_free(&a);
+}
+
+/* mu held: the answer for w goes into the cache. A claim taken for an
+ * ID no longer waiting for it (its partition dropped meanwhile, or the
+ * ID released) goes into back (scopes, ids) to be given back. */
+static void window_settle(pg_store_t *p, pg_window_t *w, const pg_answer_t *ans,
+                          pga_t *scopes, pga_t *ids) {
+  const PGresult *r = ans->taken;
+  for (int i = 0; r && i < PQntuples(r); i++) {
+    const char *id = PQgetvalue(r, i, 0);
+    size_t len = (size_t)PQgetlength(r, i, 0);
+    GBytes *k = ahead_key_of(w->scope, id, len);
+    pg_ahead_t *e = g_hash_table_lookup(p->ahead, k);
+    int mine = e && e->win == w;
+    if (!mine) {
+      pga_i64(scopes, w->scope);
+      pga_bytes(ids, id, len);
+    } else {
+      e->state = AHEAD_CLAIMED;
+      e->attempts = (uint32_t)pg_int(r, i, 1);
+      e->tick = p->tick;
+      e->win = NULL;
+    }
+    if (mine && ans->epoch) {
+      pg_pos_t *ps = g_new0(pg_pos_t, 1);
+      ps->epoch = ans->epoch;
+      ps->off = pg_int(r, i, 2);
+      ps->attempts = pg_int(r, i, 1) > 0;
+      pthread_mutex_lock(&p->pos_mu);
+      g_hash_table_replace(p->pos, g_bytes_ref(k), ps);
+      pthread_mutex_unlock(&p->pos_mu);
+    }
+    g_bytes_unref(k);
+  }
+  for (int i = 0; ans->seen && i < PQntuples(ans->seen); i++) {
+    GBytes *k = ahead_key_of(w->scope, PQgetvalue(ans->seen, i, 0),
+                             (size_t)PQgetlength(ans->seen, i, 0));
+    pg_ahead_t *e = g_hash_table_lookup(p->ahead, k);
+    if (e && e->win == w) {
+      e->state = AHEAD_SEEN;
+      e->tick = p->tick;
+      e->win = NULL;
+    }
+    g_bytes_unref(k);
+  }
+  window_forget(p, w); /* in flight elsewhere, or the statement failed */
+  if (w->dropped && ans->epoch) {
+    /* made after the partition was dropped: forgotten as its epoch was */
+    char *key = pg_epoch_key(w->scope, w->topic, w->partition);
+    pthread_mutex_lock(&p->pos_mu);
+    const pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
+    if (e && e->epoch == ans->epoch)
+      g_hash_table_remove(p->epochs, key);
+    pthread_mutex_unlock(&p->pos_mu);
+    g_free(key);
+  }
+}
+
+/* The IDs not asked for yet (nor on their way) become a window of the
+ * claimer's: the caller goes on at once and finds their answers when it
+ * asks for their claims. Without a claimer (it could not be started)
+ * they are claimed one by one. */
 void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
                     int32_t partition, const void *const *ids,
                     const size_t *lens, const int64_t *offsets, size_t n) {
   pg_store_t *p = pgs(s);
-  pgp_t a = {0};
-  pga_t *arr, *offs;
-  size_t asked = 0;
-  int64_t from = INT64_MAX, epoch = 0;
-  pgp_i64(&a, scope);
-  arr = pgp_array(&a, PGA_BYTEA);
-  pgp_i64(&a, p->host);
+  pg_window_t *w = g_new0(pg_window_t, 1);
+  w->scope = scope;
+  w->topic = g_strdup(topic);
+  w->partition = partition;
+  w->keys = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
+  w->offs = g_array_new(FALSE, FALSE, sizeof(int64_t));
+  w->from = INT64_MAX;
   pthread_mutex_lock(&p->mu);
-  for (size_t i = 0; i < n; i++)
-    if (lens[i] > 0 && !ahead_find(p, scope, ids[i], lens[i], NULL)) {
-      pga_key(arr, ids[i], lens[i]);
-      from = offsets[i] < from ? offsets[i] : from;
-      asked++;
+  for (size_t i = 0; claimers_on(p) && !p->stopping && i < n; i++) {
+    if (lens[i] == 0)
+      continue;
+    GBytes *k = ahead_key(scope, ids[i], lens[i]);
+    if (g_hash_table_contains(p->ahead, k)) { /* an ID twice: the first */
+      g_bytes_unref(k);
+      continue;
     }
-  if (asked && topic)
-    epoch = epoch_for(p, scope, topic, partition, from);
-  pgp_i64(&a, epoch);
-  offs = pgp_array(&a, PGA_INT8);
-  for (size_t i = 0; i < n; i++)
-    if (lens[i] > 0 && !ahead_find(p, scope, ids[i], lens[i], NULL))
-      pga_i64(offs, offsets[i]);
-  pgp_str(&a, topic ? topic : "");
-  pgp_i64(&a, partition);
-  /* A failure is not an error: store_claim() asks again, one by one. */
-  PGresult *r = asked
-                    ? pg_exec_prepared(p, p->conn, &st_ahead, &p->conn_prepared,
-                                       ahead_sql, &a, 1, NULL, NULL, 0)
-                    : NULL;
-  for (int i = 0; r && i < PQntuples(r); i++) {
-    ahead_put(p, scope, r, i, AHEAD_CLAIMED, (uint32_t)pg_int(r, i, 1));
-    if (epoch) {
-      pg_pos_t *ps = g_new0(pg_pos_t, 1);
-      ps->epoch = epoch;
-      ps->off = pg_int(r, i, 2);
-      ps->attempts = pg_int(r, i, 1) > 0;
-      pthread_mutex_lock(&p->pos_mu);
-      g_hash_table_replace(p->pos,
-                           ahead_key_of(scope, PQgetvalue(r, i, 0),
-                                        (size_t)PQgetlength(r, i, 0)),
-                           ps);
-      pthread_mutex_unlock(&p->pos_mu);
-    }
+    pg_ahead_t *e = g_new0(pg_ahead_t, 1);
+    e->state = AHEAD_ASKED;
+    e->tick = p->tick;
+    e->win = w;
+    g_hash_table_insert(p->ahead, g_bytes_ref(k), e);
+    g_ptr_array_add(w->keys, k);
+    g_array_append_val(w->offs, offsets[i]);
+    w->from = offsets[i] < w->from ? offsets[i] : w->from;
   }
-  if (r && (size_t)PQntuples(r) < asked)
-    ahead_seen(p, scope, arr);
+  if (w->keys->len > 0) {
+    g_queue_push_tail(&p->windows, w);
+    pthread_cond_broadcast(&p->claim_wake);
+    w = NULL;
+  }
   pthread_mutex_unlock(&p->mu);
-  PQclear(r);
-  pgp_free(&a);
+  if (w)
+    window_free(w);
+}
+
+/* mu held: the oldest window queued whose partition has none being
+ * claimed (its epoch is made once, its windows claimed in order), taken
+ * out of the queue; NULL when there is none. */
+static pg_window_t *window_next(pg_store_t *p) {
+  for (GList *l = p->windows.head; l; l = l->next) {
+    pg_window_t *w = l->data;
+    int busy = 0;
+    for (int i = 0; i < PG_CLAIMERS; i++)
+      busy |=
+          p->claimers[i].claiming &&
+          window_of(p->claimers[i].claiming, w->scope, w->topic, w->partition);
+    if (busy)
+      continue;
+    g_queue_delete_link(&p->windows, l);
+    return w;
+  }
+  return NULL;
+}
+
+/* A claimer: one window at a time, oldest first, on a connection of
+ * its own (a lost one is reset before the next statement). Whoever waits
+ * for a window is woken when its answer is in the cache. */
+void *pg_claimer_main(void *arg) {
+  struct pg_claimer *me = arg;
+  pg_store_t *p = me->p;
+  PGconn *c = PQconnectdb(p->conninfo);
+  pg_window_t *w;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    w = NULL;
+    while (!p->stopping && !(w = window_next(p)))
+      pthread_cond_wait(&p->claim_wake, &p->mu);
+    if (!w) /* stopping */
+      break;
+    me->claiming = w;
+    pthread_mutex_unlock(&p->mu);
+    pg_answer_t ans = {0};
+    pgp_t b = {0};
+    pga_t *scopes, *ids;
+    window_claim(p, c, &me->prepared, w, &ans);
+    pgp_i64(&b, p->host);
+    scopes = pgp_array(&b, PGA_INT8);
+    ids = pgp_array(&b, PGA_BYTEA);
+    pthread_mutex_lock(&p->mu);
+    window_settle(p, w, &ans, scopes, ids);
+    pthread_cond_broadcast(&p->answered);
+    pthread_mutex_unlock(&p->mu);
+    if (ids->n > 0)
+      pg_exec0(p, c, give_back_sql, &b, NULL, NULL, 0);
+    pgp_free(&b);
+    PQclear(ans.taken);
+    PQclear(ans.seen);
+    pthread_mutex_lock(&p->mu);
+    me->claiming = NULL;
+    pthread_cond_broadcast(&p->answered);
+    pthread_cond_broadcast(&p->claim_wake); /* its partition is free */
+    window_free(w);
+  }
+  /* Stopping: the windows not claimed are forgotten. */
+  while ((w = g_queue_pop_head(&p->windows))) {
+    window_forget(p, w);
+    window_free(w);
+  }
+  pthread_cond_broadcast(&p->answered);
+  pthread_mutex_unlock(&p->mu);
+  PQfinish(c);
+  return NULL;
 }
 
 /* Calls recorded for a record: found with its claim when it was taken
@@ -451,7 +693,7 @@ static void ahead_expire(pg_store_t *p, pga_t *scopes, pga_t *ids) {
     gsize len;
     const guint8 *d = g_bytes_get_data(k, &len);
     uint32_t scope;
-    if (e->tick + 2 > p->tick)
+    if (e->state == AHEAD_ASKED || e->tick + 2 > p->tick)
       continue;
     if (e->state == AHEAD_CLAIMED) {
       memcpy(&scope, d, 4);
@@ -496,12 +738,27 @@ static void renew_lease(pg_store_t *p, PGconn *c) {
             p->display, p->owner);
 }
 
-/* Claims of this process ($1) given back: scopes $2, keys $3; a mark
- * by position among them stays. */
-static const char give_back_sql[] =
-    "DELETE FROM khost_marks m USING unnest($2::bigint[],"
-    " $3::bytea[]) AS u(scope, id) WHERE m.scope = u.scope AND"
-    " m.id = u.id AND m.owner = $1::integer AND NOT " PG_MARK("m");
+/* mu held: the partition's windows not claimed yet are forgotten; the
+ * one being claimed gives back what it takes when its answer comes. */
+static void windows_dropped(pg_store_t *p, uint32_t scope, const char *topic,
+                            int32_t partition) {
+  for (GList *l = p->windows.head, *next; l; l = next) {
+    pg_window_t *w = l->data;
+    next = l->next;
+    if (!window_of(w, scope, topic, partition))
+      continue;
+    window_forget(p, w);
+    g_queue_delete_link(&p->windows, l);
+    window_free(w);
+  }
+  for (int i = 0; i < PG_CLAIMERS; i++) {
+    pg_window_t *w = p->claimers[i].claiming;
+    if (w && window_of(w, scope, topic, partition)) {
+      w->dropped = 1;
+      window_forget(p, w);
+    }
+  }
+}
 
 /* The partition is no longer this process's: its epoch is forgotten (a
  * batch in flight writes its marks to their rows; claims made later, if
@@ -520,6 +777,7 @@ void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
   scopes = pgp_array(&b, PGA_INT8);
   ids = pgp_array(&b, PGA_BYTEA);
   pthread_mutex_lock(&p->mu);
+  windows_dropped(p, scope, topic, partition);
   pthread_mutex_lock(&p->pos_mu);
   pg_epoch_t *e = g_hash_table_lookup(p->epochs, key);
   int64_t epoch = e ? e->epoch : 0;

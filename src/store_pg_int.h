@@ -12,7 +12,8 @@
  *
  * Threads: the store's own connection (conn) and the claim-ahead cache
  * are under mu; a batch's connection belongs to the batch's thread; the
- * renewer and the pruner each have a connection of their own.
+ * claimers (the claims taken ahead), the renewer and the pruner each have
+ * a connection of their own.
  */
 #ifndef KHOST_STORE_PG_INT_H
 #define KHOST_STORE_PG_INT_H
@@ -47,6 +48,12 @@
 #define PG_OUTCOME(m)                                                          \
   "(CASE WHEN " m ".outcome = " PG_CLAIMED " THEN 0 ELSE " m ".outcome END)"
 
+/* Claimer threads of a store, each with a connection of its own. Two
+ * (windows of different partitions claimed side by side) measured no
+ * faster than one with the server on the same two cores as the hosts
+ * (bench/README.md). */
+#define PG_CLAIMERS 1
+
 typedef struct pg_store {
   store_t base;
   pthread_mutex_t mu;
@@ -61,9 +68,24 @@ typedef struct pg_store {
   GHashTable *checks;         /* scopes asked history_check_due */
   int64_t pruned, prune_runs; /* atomic */
   int64_t round_trips;        /* statements sent, atomic */
-  /* Claims taken (or found marked) ahead of their store_claim() call:
-   * "scope/id" bytes -> pg_ahead_t, under mu (store_pg_claim.c). */
+  /* Claims taken (or found marked, or on their way) ahead of their
+   * store_claim() call: "scope/id" bytes -> pg_ahead_t, under mu
+   * (store_pg_claim.c). */
   GHashTable *ahead;
+  /* The claimer threads: the windows of IDs store_claim_ahead() queued
+   * (pg_window_t, oldest first) and the one each is claiming, under mu
+   * (two windows of one partition are never claimed at once);
+   * claim_wake wakes them, answered wakes whoever waits for a window's
+   * answer (store_claim() of one of its IDs, store_pg_ahead_wait()). */
+  GQueue windows;
+  struct pg_claimer {
+    struct pg_store *p;
+    pthread_t thread;
+    int on;
+    struct pg_window *claiming;
+    unsigned prepared; /* statements prepared on its connection */
+  } claimers[PG_CLAIMERS];
+  pthread_cond_t claim_wake, answered;
   /* Marks by position (schema version 5), under pos_mu: this process's epoch
    * of each partition it claims in, "scope/partition/topic" -> pg_epoch_t;
    * and the claims it took with a position and has not marked or given
@@ -74,7 +96,8 @@ typedef struct pg_store {
   pthread_mutex_t pos_mu;
   uint64_t tick;   /* renewer rounds, under mu */
   int claims_down; /* the last claim failed (logged once), under mu */
-  /* The renewer and the pruner threads, stopped by stopping + wake. */
+  /* The renewer and the pruner threads, stopped by stopping + wake (the
+   * claimer by stopping + claim_wake). */
   pthread_t renewer, pruner;
   int renewing, pruning, stopping;
   pthread_cond_t wake;
@@ -197,12 +220,19 @@ void pg_release(store_t *s, uint32_t scope, const store_key_t *key);
 void pg_claim_ahead(store_t *s, uint32_t scope, const char *topic,
                     int32_t partition, const void *const *ids,
                     const size_t *lens, const int64_t *offsets, size_t n);
+int pg_claim_ready(store_t *s, uint32_t scope, const store_key_t *key);
 void pg_part_dropped(store_t *s, uint32_t scope, const char *topic,
                      int32_t partition);
 int pg_attempts(store_t *s, const store_attempt_t *a, uint32_t budget,
                 uint32_t *count);
 void *pg_renew_main(void *arg);
+/* A claimer thread (arg: its struct pg_claimer): claims the windows
+ * store_claim_ahead() queued, on a connection of its own. */
+void *pg_claimer_main(void *arg);
 void pg_ahead_init(pg_store_t *p);
+/* The cache freed, the windows left in the queue dropped (at close,
+ * after the claimer was joined). */
+void pg_ahead_free(pg_store_t *p);
 
 /* store_pg_batch.c */
 int pg_batch_open(store_t *s, store_batch_t **out, char *err, size_t errlen);

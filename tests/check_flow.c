@@ -403,6 +403,100 @@ START_TEST(test_missing_id_fail) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ claims ahead */
+
+/* The in-memory store as a store that takes claims ahead and answers them
+ * later (the PostgreSQL store's claimer): the windows the flow core asked
+ * for, and while `held`, the claims of IDs starting with 'h' on their
+ * way. */
+static store_ops_t ahead_ops;
+static struct {
+  int n;
+  int32_t part[8];
+  int64_t from[8], to[8];
+  int held;
+} win;
+
+static void ah_claim_ahead(store_t *s, uint32_t scope, const char *topic,
+                           int32_t partition, const void *const *ids,
+                           const size_t *lens, const int64_t *offsets,
+                           size_t n) {
+  (void)s, (void)scope, (void)topic, (void)ids, (void)lens;
+  ck_assert_int_lt(win.n, 8);
+  win.part[win.n] = partition;
+  win.from[win.n] = offsets[0];
+  win.to[win.n] = offsets[n - 1];
+  win.n++;
+}
+
+static int ah_claim_ready(store_t *s, uint32_t scope, const store_key_t *key) {
+  (void)s, (void)scope;
+  return !(win.held && key->len > 0 && ((const char *)key->id)[0] == 'h');
+}
+
+static void ahead_store(void) {
+  ahead_ops = *store->ops;
+  ahead_ops.claim_ahead = ah_claim_ahead;
+  ahead_ops.claim_ready = ah_claim_ready;
+  store->ops = &ahead_ops;
+  memset(&win, 0, sizeof(win));
+}
+
+/* A head whose claim taken ahead is still on its way waits (a
+ * millisecond at a time) and lets the other partition's head go first;
+ * it goes once its claim is answered. */
+START_TEST(test_claim_on_its_way_others_first) {
+  tmember_t m;
+  ahead_store();
+  member_start(&m);
+  win.held = 1;
+  push(&m, 0, 0, "h0");
+  push(&m, 1, 100, "b0");
+  answer(&m, 0, 1, 100, KHOST_OK);
+  expect_none(&m, 0);
+  expect_none(&m, 1); /* tried again: still on its way */
+  win.held = 0;
+  answer(&m, 2, 0, 0, KHOST_OK);
+  ck_assert_int_eq(atomic_load(&m.counts.handled), 2);
+  flow_close(m.f);
+}
+END_TEST
+
+/* The claims of the records queued after the last ones asked for are
+ * asked for once the head reaches the middle of those: while the head is
+ * handled, the next records' claims are on their way. */
+START_TEST(test_next_window_asked_at_middle) {
+  tmember_t m;
+  char id[16];
+  ahead_store();
+  member_start(&m);
+  for (int i = 0; i < 4; i++) {
+    snprintf(id, sizeof(id), "x%d", i);
+    push(&m, 0, i, id);
+  }
+  answer(&m, 0, 0, 0, KHOST_OK);
+  ck_assert_int_eq(win.n, 1);
+  ck_assert_int_eq(win.from[0], 0);
+  ck_assert_int_eq(win.to[0], 3);
+  for (int i = 4; i < 8; i++) {
+    snprintf(id, sizeof(id), "x%d", i);
+    push(&m, 0, i, id);
+  }
+  answer(&m, 0, 0, 1, KHOST_OK);
+  ck_assert_int_eq(win.n, 1); /* 1: before the middle of 0..3 */
+  answer(&m, 0, 0, 2, KHOST_OK);
+  ck_assert_int_eq(win.n, 2);
+  ck_assert_int_eq(win.part[1], 0);
+  ck_assert_int_eq(win.from[1], 4);
+  ck_assert_int_eq(win.to[1], 7);
+  for (int i = 3; i < 8; i++)
+    answer(&m, 0, 0, i, KHOST_OK);
+  ck_assert_int_eq(win.n, 2); /* nothing queued past 7 */
+  expect_none(&m, 0);
+  flow_close(m.f);
+}
+END_TEST
+
 /* ------------------------------------------------------------ retries */
 
 /* RETRY waits at the head with a backoff that doubles (jitter: [d/2, d])
@@ -1575,6 +1669,8 @@ Suite *flow_suite(void) {
   tcase_add_test(tc, test_batch_never_exceeds_max_batch);
   tcase_add_test(tc, test_duplicate_skipped);
   tcase_add_test(tc, test_next_id_hashed_ahead);
+  tcase_add_test(tc, test_claim_on_its_way_others_first);
+  tcase_add_test(tc, test_next_window_asked_at_middle);
   tcase_add_test(tc, test_settled_records_drop_headers);
   tcase_add_test(tc, test_in_flight_elsewhere_waits_then_skips);
   tcase_add_test(tc, test_in_flight_elsewhere_abandoned_is_handled);

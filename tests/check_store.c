@@ -631,6 +631,7 @@ START_TEST(test_pg_marks_by_position) {
   size_t back_len[] = {3};
   int64_t back_off[] = {10};
   store_claim_ahead(h, scope, "t", 0, back, back_len, back_off, 1);
+  store_pg_ahead_wait(h); /* taken by h's claimer */
   ck_assert_int_eq(claim("r-0", STORE_CLAIM, 0), STORE_IN_FLIGHT);
   for (int i = 0; i < 8; i++)
     ck_assert_int_eq(claim(ids[i], STORE_CLAIM, 0), STORE_SEEN);
@@ -681,6 +682,7 @@ START_TEST(test_pg_ahead_given_back) {
   open_store(IMPL_PG);
   store_t *live = open_pg(300);
   store_claim_ahead(live, scope, "t", 0, ptr, lens, offs, 2);
+  store_pg_ahead_wait(live); /* taken by live's claimer */
   ck_assert_int_eq(claim("a1", STORE_CLAIM, 0), STORE_IN_FLIGHT);
   int64_t deadline = tu_mono_ms() + 10000;
   int taken = 0;
@@ -693,6 +695,125 @@ START_TEST(test_pg_ahead_given_back) {
   /* The live host now asks for it one by one: in flight. */
   ck_assert_int_eq(claim_on(live, "a1"), STORE_IN_FLIGHT);
   store_close(live);
+  close_store();
+}
+END_TEST
+
+/* Mark id on s, then lock its row in a transaction of c: a claim
+ * statement that meets the row waits until c's transaction ends. */
+static void lock_mark(PGconn *c, const char *id) {
+  const char *ids[] = {id, NULL};
+  char sql[256];
+  GString *hex = g_string_new("\\x00"); /* pg_key() of an ID not a UUID */
+  commit_marks(ids, 1000);
+  for (const char *i = id; *i; i++)
+    g_string_append_printf(hex, "%02x", (unsigned char)*i);
+  snprintf(sql, sizeof(sql),
+           "SELECT 1 FROM khost_marks WHERE id = '%s'::bytea FOR UPDATE",
+           hex->str);
+  pg_do(c, "BEGIN");
+  pg_do(c, sql);
+  g_string_free(hex, TRUE);
+}
+
+/* Backends waiting for a row lock (on their own connection: a
+ * transaction sees pg_stat_activity as it was at its start). */
+static int64_t lock_waits(PGconn *c) {
+  return pg_count(c, "SELECT count(*) FROM pg_stat_activity WHERE"
+                     " wait_event_type = 'Lock'");
+}
+
+typedef struct in_air {
+  PGconn *lock, *watch;
+  int released; /* atomic: the lock's transaction ended */
+} in_air_t;
+
+/* Once the claim statement waits for the locked row, the lock goes. */
+static void *release_when_waiting(void *arg) {
+  in_air_t *a = arg;
+  TU_WAIT_UNTIL(lock_waits(a->watch) == 1, 10000,
+                "the claim statement waiting for the locked row");
+  __atomic_store_n(&a->released, 1, __ATOMIC_SEQ_CST);
+  pg_do(a->lock, "COMMIT");
+  return NULL;
+}
+
+/* store_claim_ahead() only queues its IDs: it returns while the claim
+ * statement waits for a row another transaction holds. A claim of an ID
+ * of that window then waits for the window's answer and answers from
+ * it, with no statement of its own: it returns only after the row was
+ * released, new (w-0) or seen (w-5, marked). */
+START_TEST(test_pg_claim_waits_for_window) {
+  char ids[10][8];
+  const void *ptr[10];
+  size_t lens[10];
+  int64_t offs[10];
+  pthread_t t;
+  open_store(IMPL_PG);
+  store_t *h = open_pg(60000);
+  in_air_t a = {PQconnectdb(pg->conninfo), PQconnectdb(pg->conninfo), 0};
+  lock_mark(a.lock, "w-5");
+  for (int i = 0; i < 10; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "w-%d", i);
+    ptr[i] = ids[i];
+    lens[i] = strlen(ids[i]);
+    offs[i] = i;
+  }
+  int64_t before = store_pg_round_trips(h);
+  store_claim_ahead(h, scope, "t", 0, ptr, lens, offs, 10);
+  ck_assert_int_eq(pthread_create(&t, NULL, release_when_waiting, &a), 0);
+  ck_assert_int_eq(claim_on(h, "w-0"), STORE_NEW);
+  ck_assert_int_eq(__atomic_load_n(&a.released, __ATOMIC_SEQ_CST), 1);
+  pthread_join(t, NULL);
+  ck_assert_int_eq(claim_on(h, "w-5"), STORE_SEEN);
+  for (int i = 1; i < 10; i++)
+    if (i != 5)
+      ck_assert_int_eq(claim_on(h, ids[i]), STORE_NEW);
+  /* The epoch, the claims, the marked ones among those not taken. */
+  ck_assert_int_eq(store_pg_round_trips(h) - before, 3);
+  ck_assert_int_eq(claim("w-1", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  PQfinish(a.lock);
+  PQfinish(a.watch);
+  store_close(h);
+  close_store();
+}
+END_TEST
+
+/* A partition dropped while the claims of its records are on their way
+ * (the statement waits for a locked row) and more of them are queued
+ * behind: store_part_dropped() does not wait for them; the claims the
+ * statement takes once the row is released are given back, the queued
+ * ones never taken, and another host takes them all at once. The claims
+ * of another partition's records, queued behind, are taken as asked. */
+START_TEST(test_pg_dropped_window_in_air) {
+  const void *first[] = {"y-0", "y-1", "y-5", "y-6"},
+             *second[] = {"y-7", "y-8"}, *other[] = {"z-0"};
+  size_t lens[] = {3, 3, 3, 3};
+  int64_t offs[] = {0, 1, 2, 3}, offs2[] = {4, 5}, offs3[] = {0};
+  open_store(IMPL_PG);
+  store_t *h = open_pg(60000);
+  in_air_t a = {PQconnectdb(pg->conninfo), PQconnectdb(pg->conninfo), 0};
+  lock_mark(a.lock, "y-5");
+  store_claim_ahead(h, scope, "t", 0, first, lens, offs, 4);
+  TU_WAIT_UNTIL(lock_waits(a.watch) == 1, 10000,
+                "the claim statement waiting for the locked row");
+  store_claim_ahead(h, scope, "t", 0, second, lens, offs2, 2);
+  store_claim_ahead(h, scope, "t", 1, other, lens, offs3, 1);
+  store_part_dropped(h, scope, "t", 0);
+  ck_assert_int_eq(lock_waits(a.watch), 1); /* still on its way */
+  pg_do(a.lock, "COMMIT");
+  store_pg_ahead_wait(h);
+  ck_assert_int_eq(claim("y-0", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("y-1", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("y-5", STORE_CLAIM, 0), STORE_SEEN);
+  ck_assert_int_eq(claim("y-6", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("y-7", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("y-8", STORE_CLAIM, 0), STORE_NEW);
+  ck_assert_int_eq(claim("z-0", STORE_CLAIM, 0), STORE_IN_FLIGHT);
+  ck_assert_int_eq(claim_on(h, "z-0"), STORE_NEW);
+  PQfinish(a.lock);
+  PQfinish(a.watch);
+  store_close(h);
   close_store();
 }
 END_TEST
@@ -1178,6 +1299,8 @@ Suite *store_suite(void) {
     tcase_add_test(tc, test_pg_marks_by_position);
     tcase_add_test(tc, test_pg_dropped_partition_given_back);
     tcase_add_test(tc, test_pg_ahead_given_back);
+    tcase_add_test(tc, test_pg_claim_waits_for_window);
+    tcase_add_test(tc, test_pg_dropped_window_in_air);
     tcase_add_test(tc, test_pg_unclean_stop);
     tcase_add_test(tc, test_pg_dead_host_found_later);
     tcase_add_test(tc, test_pg_old_hosts_removed);
