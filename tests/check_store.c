@@ -744,7 +744,7 @@ static void *release_when_waiting(void *arg) {
  * it, with no statement of its own: it returns only after the row was
  * released, new (w-0) or seen (w-5, marked). */
 START_TEST(test_pg_claim_waits_for_window) {
-  char ids[10][8];
+  char ids[10][16];
   const void *ptr[10];
   size_t lens[10];
   int64_t offs[10];
