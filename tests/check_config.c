@@ -220,7 +220,7 @@ START_TEST(test_failure_settings) {
   ck_assert_int_eq(p->on_fatal, CFG_FATAL_STOP_PIPELINE);
   ck_assert_int_eq(p->handler_timeout_ms, 5000);
   ck_assert_int_eq(p->commit_interval_ms, 0); /* after every batch */
-  ck_assert_int_eq(p->breaker_window, 1000); /* the group turns it on */
+  ck_assert_int_eq(p->breaker_window, 1000);  /* the group turns it on */
   ck_assert_double_eq_tol(p->breaker_ratio, 0.25, 1e-9);
   ck_assert_int_eq(p->breaker_cooldown_ms, 2000);
   cfg_free(&cfg);
